@@ -1,0 +1,1 @@
+"""Board tops, bitstream builds and the host driver (to come: see docs/architecture.md)."""

@@ -1,0 +1,138 @@
+"""The weight-stationary systolic array: rows x cols PEs, skewed activations, double-buffered weights."""
+
+from amaranth.hdl import Array, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .lanes import act_lane, psum_lane
+from .pe import ProcessingElement
+from .spec.config import AcceleratorConfig
+
+__all__ = ["SystolicArray"]
+
+
+class SystolicArray(wiring.Component):
+    """``psums = acts @ W`` for one weight tile ``W`` (rows x cols) per batch of activation vectors.
+
+    Streams:
+
+    - ``weights``: a weight tile is ``rows`` consecutive beats, row 0 first, one code per column.
+    - ``acts``: one activation vector (one code per row) per beat; ``last`` marks the final vector of
+      the batch that uses the current tile, after which the next loaded tile takes over.
+    - ``psums``: one vector of exact partial sums (one per column) per activation vector, in order,
+      ``rows + cols - 1`` beats of latency after it.
+
+    While a batch computes, the next tile loads into the other bank, so with batches of at least
+    ``2*rows + cols`` vectors every PE does one MAC per cycle. Back-pressure on ``psums`` stalls the array.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
+        self._config = config
+        c = config
+        super().__init__({
+            "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weights.bits), c.cols))),
+            "acts": In(stream.Signature(data.StructLayout({
+                "codes": data.ArrayLayout(unsigned(c.acts.bits), c.rows),
+                "last": unsigned(1),
+            }))),
+            "psums": Out(stream.Signature(data.ArrayLayout(psum_lane(c.psum_bits), c.cols))),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    @property
+    def latency(self) -> int:
+        """Advances from an activation vector's acceptance to its partial sums on ``psums``."""
+        return self._config.rows + self._config.cols - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols = self._config.rows, self._config.cols
+
+        # Everything that carries activations or partial sums moves together, or not at all.
+        advance = Signal()
+        m.d.comb += advance.eq(~self.psums.valid | self.psums.ready)
+
+        # --- double-buffered weight banks ------------------------------------------------------
+        # A bank is written only when it holds no unconsumed tile and no activation that uses it is
+        # still inside the array: after the last vector of its batch, that takes rows + cols - 2 advances.
+        drain_advances = rows + cols - 2
+        full = Array(Signal(name=f"bank{i}_full") for i in range(2))
+        draining = Array(Signal(range(drain_advances + 1), name=f"bank{i}_drain") for i in range(2))
+        load_bank = Signal()
+        load_row = Signal(range(rows))
+        compute_bank = Signal()
+
+        m.d.comb += self.weights.ready.eq(~full[load_bank] & (draining[load_bank] == 0))
+        load = self.weights.valid & self.weights.ready
+        with m.If(load):
+            with m.If(load_row == rows - 1):
+                m.d.sync += [full[load_bank].eq(1), load_bank.eq(~load_bank), load_row.eq(0)]
+            with m.Else():
+                m.d.sync += load_row.eq(load_row + 1)
+
+        m.d.comb += self.acts.ready.eq(advance & full[compute_bank])
+        accept = self.acts.valid & self.acts.ready
+        with m.If(advance):
+            for bank in range(2):
+                with m.If(draining[bank] != 0):
+                    m.d.sync += draining[bank].eq(draining[bank] - 1)
+        with m.If(accept & self.acts.payload.last):
+            m.d.sync += [
+                full[compute_bank].eq(0),
+                draining[compute_bank].eq(drain_advances),
+                compute_bank.eq(~compute_bank),
+            ]
+
+        # --- the PE grid -------------------------------------------------------------------------
+        c = self._config
+        pes = [[ProcessingElement(c.weights, c.acts, c.psum_bits) for _ in range(cols)] for _ in range(rows)]
+        for r in range(rows):
+            for col in range(cols):
+                pe = pes[r][col]
+                m.submodules[f"pe_{r}_{col}"] = pe
+                m.d.comb += [pe.en.eq(advance), pe.w_shift.eq(load), pe.w_bank.eq(load_bank)]
+                if col > 0:
+                    m.d.comb += pe.a_in.eq(pes[r][col - 1].a_out)
+                if r > 0:
+                    m.d.comb += pe.psum_in.eq(pes[r - 1][col].psum_out)
+                if r < rows - 1:
+                    m.d.comb += pe.w_in.eq(pes[r + 1][col].w_out)
+                else:
+                    m.d.comb += pe.w_in.eq(self.weights.payload[col])
+
+        # --- input skew: row r enters r advances late; a bubble is code 0, which is zero in every format
+        for r in range(rows):
+            lane = Signal(act_lane(c.acts), name=f"act_row{r}")
+            m.d.comb += [lane.code.eq(Mux(accept, self.acts.payload.codes[r], 0)), lane.bank.eq(compute_bank)]
+            for stage in range(r):
+                delayed = Signal(act_lane(c.acts), name=f"act_row{r}_skew{stage}")
+                with m.If(advance):
+                    m.d.sync += delayed.eq(lane)
+                lane = delayed
+            m.d.comb += pes[r][0].a_in.eq(lane)
+
+        # --- output de-skew: column c leaves cols - 1 - c advances late -----------------------------
+        for col in range(cols):
+            lane = pes[rows - 1][col].psum_out
+            for stage in range(cols - 1 - col):
+                delayed = Signal(psum_lane(c.psum_bits), name=f"psum_col{col}_deskew{stage}")
+                with m.If(advance):
+                    m.d.sync += delayed.eq(lane)
+                lane = delayed
+            m.d.comb += self.psums.payload[col].eq(lane)
+
+        # --- which output slots hold real results ----------------------------------------------------
+        valid = accept
+        for stage in range(self.latency):
+            delayed = Signal(name=f"valid{stage}")
+            with m.If(advance):
+                m.d.sync += delayed.eq(valid)
+            valid = delayed
+        m.d.comb += self.psums.valid.eq(valid)
+        return m
+

@@ -1,0 +1,44 @@
+"""The exact product of two codes, as a fixed-point integer in units of ``2 ** product.min_exponent``."""
+
+from amaranth.hdl import Module, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .operand import operand_decoder
+from .spec.formats import Format, get_format, product_of
+
+__all__ = ["ExactMultiplier"]
+
+
+class ExactMultiplier(wiring.Component):
+    """``product = (sig_a * sig_b) << (shift_a + shift_b)``: no rounding, ever.
+
+    ``nonfinite`` is set when either operand is NaN or Inf; the product is then zero.
+    """
+
+    def __init__(self, a_format: Format | str, b_format: Format | str):
+        self._a, self._b = get_format(a_format), get_format(b_format)
+        self._product = product_of(self._a, self._b)
+        super().__init__({
+            "a": In(unsigned(self._a.bits)),
+            "b": In(unsigned(self._b.bits)),
+            "product": Out(signed(self._product.fixed_bits)),
+            "nonfinite": Out(1),
+        })
+
+    @property
+    def product_spec(self):
+        return self._product
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.decode_a = decode_a = operand_decoder(self._a)
+        m.submodules.decode_b = decode_b = operand_decoder(self._b)
+        m.d.comb += [decode_a.code.eq(self.a), decode_b.code.eq(self.b)]
+
+        significands = decode_a.significand * decode_b.significand
+        m.d.comb += [
+            self.product.eq(significands << (decode_a.shift + decode_b.shift)),
+            self.nonfinite.eq(decode_a.nonfinite | decode_b.nonfinite),
+        ]
+        return m

@@ -1,0 +1,129 @@
+"""The accelerator configuration: one frozen, validated, hashable description of a build."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .formats import Format, FormatError, accumulator_bits, get_format
+
+__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS"]
+
+DATAFLOWS = ("weight_stationary",)
+
+
+class ConfigError(ValueError):
+    """A configuration value out of its allowed range; the message names the field, the value and the range."""
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
+
+
+def _check_pow2(name: str, value, lo: int, hi: int) -> None:
+    _check_int(name, value, lo, hi)
+    if value & (value - 1):
+        raise ConfigError(f"{name} must be a power of two in {lo}..{hi}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """Everything that shapes a build. Derived quantities are properties, never stored twice."""
+
+    rows: int = 16
+    cols: int = 16
+    weight_format: str = "int8"
+    act_format: str = "int8"
+    #: Longest reduction (K of a GEMM, C*kh*kw of a convolution) the accumulators hold exactly.
+    max_reduction: int = 4096
+    #: Accumulator width; ``None`` derives the exact width for ``max_reduction``.
+    acc_bits: int | None = None
+    dataflow: str = "weight_stationary"
+    act_buffer_depth: int = 4096
+    weight_buffer_depth: int = 1024
+    acc_buffer_depth: int = 1024
+    dma_bits: int = 64
+    clock_mhz: float = 100.0
+    _formats: tuple = field(default=(), init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        _check_int("rows", self.rows, 1, 128)
+        _check_int("cols", self.cols, 1, 128)
+        formats = []
+        for name in ("weight_format", "act_format"):
+            value = getattr(self, name)
+            try:
+                fmt = get_format(value)
+            except FormatError as e:
+                raise ConfigError(f"{name}: {e}") from None
+            object.__setattr__(self, name, fmt.name)
+            formats.append(fmt)
+        object.__setattr__(self, "_formats", tuple(formats))
+        _check_int("max_reduction", self.max_reduction, self.rows, 1 << 24)
+        needed = accumulator_bits(*formats, self.max_reduction)
+        if self.acc_bits is None:
+            object.__setattr__(self, "acc_bits", needed)
+        else:
+            _check_int("acc_bits", self.acc_bits, needed, 256)
+        if self.dataflow not in DATAFLOWS:
+            raise ConfigError(f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
+        _check_pow2("act_buffer_depth", self.act_buffer_depth, 16, 1 << 20)
+        _check_pow2("weight_buffer_depth", self.weight_buffer_depth, 16, 1 << 20)
+        _check_pow2("acc_buffer_depth", self.acc_buffer_depth, 16, 1 << 20)
+        _check_pow2("dma_bits", self.dma_bits, 8, 1024)
+        if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
+                or not 1 <= self.clock_mhz <= 2000):
+            raise ConfigError(f"clock_mhz must be a number in 1..2000, not {self.clock_mhz!r}")
+        object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
+
+    # --- derived ---------------------------------------------------------------------------
+    @property
+    def weights(self) -> Format:
+        return self._formats[0]
+
+    @property
+    def acts(self) -> Format:
+        return self._formats[1]
+
+    @property
+    def psum_bits(self) -> int:
+        """Width of the partial sums inside the array: exact for a column of ``rows`` products."""
+        return accumulator_bits(self.weights, self.acts, self.rows)
+
+    @property
+    def peak_macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    # --- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AcceleratorConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"A configuration must be a JSON object, not {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"Unknown configuration field(s) {', '.join(unknown)}; "
+                              f"known fields are {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AcceleratorConfig":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"Configuration is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    @property
+    def hash(self) -> str:
+        """Stable 16-hex-digit digest of the configuration, used to name and cache builds."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
