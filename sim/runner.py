@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from amaranth.back import verilog
 __all__ = ["VerilatorBuild", "build", "run", "verilator_root", "sim_build_root"]
 
 REPO = Path(__file__).resolve().parent.parent
+LZ4 = Path(__file__).resolve().parent / "vendor" / "lz4"
 
 
 def sim_build_root() -> Path:
@@ -86,6 +88,23 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _lz4_library() -> Path:
+    """Folder holding ``liblz4.a`` built from our vendored copy.
+
+    The wheel's FST writer includes ``lz4.h`` and links ``-llz4``; neither is a system package we may assume.
+    """
+    folder = sim_build_root() / "lz4"
+    library = folder / "liblz4.a"
+    with _locked(folder.with_suffix(".lock")):
+        if not library.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            compiler = os.environ.get("CC", "cc")
+            subprocess.run([compiler, "-O2", "-fPIC", "-c", str(LZ4 / "lz4.c"), "-o", str(folder / "lz4.o")],
+                           check=True)
+            subprocess.run(["ar", "rcs", str(library), str(folder / "lz4.o")], check=True)
+    return folder
+
+
 @dataclass(frozen=True)
 class VerilatorBuild:
     """A compiled simulation: its folder, top-level name, and whether it records waveforms."""
@@ -96,11 +115,15 @@ class VerilatorBuild:
 
 
 def build(component, name: str, *, waves: bool = False) -> VerilatorBuild:
-    """Generate Verilog for ``component`` and compile it, unless an identical build exists."""
+    """Generate Verilog for ``component`` and compile it, unless an identical build exists.
+
+    ``WAVES=1`` in the environment asks for a tracing build, as ``waves=True`` does.
+    """
+    waves = waves or os.environ.get("WAVES", "0") not in ("", "0")
     text = verilog.convert(component, name="top", emit_src=False)
     options = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--x-assign", "0", "--x-initial", "0"]
     if waves:
-        options += ["--trace-fst", "--trace-structs"]
+        options += ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{LZ4}", "-LDFLAGS", f"-L{_lz4_library()}"]
     digest = hashlib.sha256((text + repr(options)).encode()).hexdigest()[:12]
     directory = sim_build_root() / f"{name}-{digest}{'-waves' if waves else ''}"
     done = directory / "BUILT"

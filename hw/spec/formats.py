@@ -114,6 +114,13 @@ class _Format:
     def significand_max(self) -> int:
         return int(self._exact_table[0].max())
 
+    @cached_property
+    def fixed_range(self) -> tuple[int, int]:
+        """Smallest and largest finite value in units of ``2 ** lsb_exponent`` (``significand << shift``)."""
+        sig, shift, _ = self._exact_table
+        fixed = [int(v) << int(s) for v, s in zip(sig, shift)]
+        return min(fixed), max(fixed)
+
     @property
     def significand_bits(self) -> int:
         """Signed width of the significand of any finite code."""
@@ -368,7 +375,10 @@ def product_of(a: Format, b: Format) -> ExactProduct:
     """The exact product of a code of ``a`` and a code of ``b``."""
     corners = [x * y for x in (a.significand_min, a.significand_max) for y in (b.significand_min, b.significand_max)]
     shift = a.max_shift + b.max_shift
-    lo, hi = min(corners) << shift, max(corners) << shift
+    # The extremes of a fixed-point product lie at the extremes of each operand's fixed-point values
+    # (not at largest significand times largest shift: in fp8_e4m3 that code is NaN).
+    fixed = [x * y for x in a.fixed_range for y in b.fixed_range]
+    lo, hi = min(fixed), max(fixed)
     return ExactProduct(
         significand_bits=signed_width(min(corners), max(corners)),
         min_exponent=a.lsb_exponent + b.lsb_exponent,
@@ -418,7 +428,7 @@ def get_format(name: str | Format) -> Format:
     if isinstance(name, (IntFormat, Minifloat)):
         return name
     if not isinstance(name, str):
-        raise FormatError(f"Format name must be a string, not {name!r}")
+        raise FormatError(f"Format name must be a string, not {name!r}. Valid forms: {_FORMS}")
     key = name.strip().lower()
     if key in _NAMED:
         return _NAMED[key]

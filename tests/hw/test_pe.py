@@ -62,3 +62,18 @@ def test_rounding_bit_fault_is_caught(monkeypatch, tmp_path):
     monkeypatch.setenv("NO_WAVES_ON_FAILURE", "1")
     with pytest.raises(Mismatch, match=r"^\d+ of 65536 results differ"):
         check_all_pairs("int8", "int8", tmp_path)
+
+
+def test_failure_writes_a_waveform(monkeypatch, tmp_path):
+    """A mismatch re-runs the simulation with FST tracing and names the file in the failure."""
+    def wrong_for_one_code(m, dec):
+        with m.If(dec.code == 0x8):
+            m.d.comb += dec.significand.eq(-7)
+
+    _inject(monkeypatch, IntegerDecoder, wrong_for_one_code)
+    monkeypatch.delenv("NO_WAVES_ON_FAILURE", raising=False)
+    with pytest.raises(Mismatch, match=r"waveform: .*dump\.fst") as caught:
+        check_all_pairs("int4", "int4", tmp_path)
+    fst = tmp_path / "waves" / "dump.fst"
+    assert str(fst) in str(caught.value)
+    assert fst.read_bytes()[:1] == b"\x00"    # an FST file starts with its header block (type 0)

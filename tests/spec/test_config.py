@@ -1,0 +1,176 @@
+"""The accelerator configuration (hw/spec/config.py): validation, derived widths, serialisation, hashing."""
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hw.spec.config import DATAFLOWS, AcceleratorConfig, ConfigError
+from hw.spec.formats import accumulator_bits, get_format
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: A configuration unlike the defaults in every field.
+CUSTOM = dict(rows=8, cols=4, weight_format="int4", act_format="e3m2b5", max_reduction=1000, acc_bits=40,
+              dataflow="weight_stationary", act_buffer_depth=256, weight_buffer_depth=64, acc_buffer_depth=32,
+              dma_bits=128, clock_mhz=150.0)
+
+
+def init_fields() -> set[str]:
+    return {f.name for f in dataclasses.fields(AcceleratorConfig) if f.init}
+
+
+def names(message: str, value) -> bool:
+    """Whether ``message`` shows ``value`` as a token of its own (``0`` is not found in ``128``)."""
+    return re.search(rf"(?<![\w.']){re.escape(repr(value))}(?![\w'])(?!\.\d)", message) is not None
+
+
+def test_defaults():
+    config = AcceleratorConfig()
+    assert (config.rows, config.cols, config.weight_format, config.act_format) == (16, 16, "int8", "int8")
+    assert config.dataflow == "weight_stationary"
+    assert config.peak_macs_per_cycle == 256
+    # int8 x int8 products lie in -128*127 .. (-128)*(-128) = -16256 .. 16384;
+    # 4096 of them need 4096 * 16384 = 2**26 <= 2**27 - 1: 28 bits. 16 of them: 2**18 <= 2**19 - 1: 20 bits.
+    assert config.acc_bits == 28
+    assert config.psum_bits == 20
+    assert isinstance(config.clock_mhz, float)
+
+
+@pytest.mark.parametrize("kwargs,acc_bits,psum_bits", [
+    # int4 x int4: -8*7 .. 64.  4096 * 64 = 2**18 -> 20 bits; 4 * 64 = 256 -> 10 bits.
+    (dict(rows=4, weight_format="int4", act_format="int4"), 20, 10),
+    # uint8 x int8: 255*(-128) .. 255*127 = -32640 .. 32385. 4096 * 32640 <= 2**27 -> 28; 16 * 32640 <= 2**19 -> 20.
+    (dict(weight_format="uint8", act_format="int8"), 28, 20),
+    # uint4 x uint4: 0 .. 225.  100 * 225 = 22500 < 2**15 -> 16 bits; 2 * 225 = 450 < 2**9 -> 10 bits.
+    (dict(rows=2, weight_format="uint4", act_format="uint4", max_reduction=100), 16, 10),
+    # minifloat4 x minifloat4 in units of 2**-2: -144 .. 144 (6 * 6 * 4).  1 * 144 < 2**8 -> 9 bits.
+    (dict(rows=1, weight_format="minifloat4", act_format="minifloat4", max_reduction=1), 9, 9),
+])
+def test_derived_widths_by_hand(kwargs, acc_bits, psum_bits):
+    config = AcceleratorConfig(**kwargs)
+    assert (config.acc_bits, config.psum_bits) == (acc_bits, psum_bits)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(), dict(rows=4, cols=32, weight_format="int4", act_format="int8", max_reduction=1 << 20),
+    dict(rows=8, weight_format="fp8_e4m3", act_format="minifloat6", max_reduction=9),
+    dict(rows=128, weight_format="fp8_e5m2", act_format="fp8_e5m2", max_reduction=1 << 24),
+    dict(rows=3, weight_format="e3m2b5", act_format="uint8", max_reduction=3),
+])
+def test_derived_widths_follow_formats(kwargs):
+    config = AcceleratorConfig(**kwargs)
+    w, a = get_format(config.weight_format), get_format(config.act_format)
+    assert config.weights == w and config.acts == a
+    assert config.acc_bits == accumulator_bits(w, a, config.max_reduction)
+    assert config.psum_bits == accumulator_bits(w, a, config.rows)
+
+
+def test_explicit_acc_bits():
+    assert AcceleratorConfig(acc_bits=28).acc_bits == 28
+    assert AcceleratorConfig(acc_bits=48).acc_bits == 48
+    with pytest.raises(ConfigError) as caught:
+        AcceleratorConfig(acc_bits=27)
+    assert "acc_bits" in str(caught.value) and names(str(caught.value), 27), caught.value
+
+
+@pytest.mark.parametrize("field,value", [
+    ("rows", 0), ("rows", 129), ("rows", 1.5), ("rows", True), ("rows", "16"), ("cols", -1), ("cols", None),
+    ("weight_format", "int99"), ("act_format", "float8"), ("weight_format", 8),
+    ("dataflow", "bogus"), ("dataflow", "output_stationary"),
+    ("act_buffer_depth", 1000), ("weight_buffer_depth", 100), ("acc_buffer_depth", 3000),
+    ("act_buffer_depth", 8), ("dma_bits", 48),
+    ("max_reduction", 15), ("max_reduction", 0), ("acc_bits", 257), ("acc_bits", 30.0),
+    ("clock_mhz", 0), ("clock_mhz", -5.0), ("clock_mhz", 2001), ("clock_mhz", True), ("clock_mhz", "100"),
+])
+def test_bad_values(field, value):
+    with pytest.raises(ConfigError) as caught:
+        AcceleratorConfig(**{field: value})
+    message = str(caught.value)
+    assert isinstance(caught.value, ValueError)
+    assert field in message, message
+    assert names(message, value), message
+
+
+def test_from_dict_unknown_key():
+    with pytest.raises(ConfigError, match=r"\bbogus_field\b"):
+        AcceleratorConfig.from_dict({"rows": 8, "bogus_field": 1})
+    with pytest.raises(ConfigError, match=r"\b_formats\b"):
+        AcceleratorConfig.from_dict({"_formats": ()})
+
+
+@pytest.mark.parametrize("data", [[1, 2], "rows", None])
+def test_from_dict_not_an_object(data):
+    with pytest.raises(ConfigError):
+        AcceleratorConfig.from_dict(data)
+
+
+def test_from_json_not_json():
+    with pytest.raises(ConfigError, match="JSON"):
+        AcceleratorConfig.from_json("{rows: 8")
+
+
+@pytest.mark.parametrize("given,normal", [
+    ("E3M2", "minifloat6"), ("e3m2", "minifloat6"), ("e4m3fn", "fp8_e4m3"), ("e5m2ieee", "fp8_e5m2"),
+    ("INT8", "int8"), (" uint4 ", "uint4"), ("E3M2B5", "e3m2b5"), ("e2m2FTZ", "e2m2ftz"),
+])
+def test_format_names_are_normalised(given, normal):
+    config = AcceleratorConfig(weight_format=given, act_format=given)
+    assert config.weight_format == config.act_format == normal
+    assert config == AcceleratorConfig(weight_format=normal, act_format=normal)
+    assert config.hash == AcceleratorConfig(weight_format=normal, act_format=normal).hash
+
+
+@pytest.mark.parametrize("kwargs", [dict(), CUSTOM, dict(weight_format="E3M2", act_format="fp8_e5m2", rows=2,
+                                                          max_reduction=7, clock_mhz=33)])
+def test_json_round_trip(kwargs):
+    config = AcceleratorConfig(**kwargs)
+    text = config.to_json()
+    again = AcceleratorConfig.from_json(text)
+    assert again == config
+    assert again.to_json() == text
+    assert again.hash == config.hash
+    assert AcceleratorConfig.from_dict(config.to_dict()) == config
+    assert set(config.to_dict()) == init_fields()
+
+
+def test_hash_is_stable():
+    config = AcceleratorConfig(**CUSTOM)
+    assert re.fullmatch(r"[0-9a-f]{16}", config.hash)
+    assert config.hash == AcceleratorConfig(**CUSTOM).hash
+    assert AcceleratorConfig().hash == AcceleratorConfig().hash
+
+
+@pytest.mark.parametrize("seed", ["0", "12345"])
+def test_hash_is_stable_across_processes(seed):
+    code = ("import json, sys; from hw.spec.config import AcceleratorConfig; "
+            "print(AcceleratorConfig(**json.loads(sys.argv[1])).hash)")
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(CUSTOM)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == AcceleratorConfig(**CUSTOM).hash
+
+
+#: One other valid value for every field but dataflow, which has only one value so far.
+CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_reduction=4095, acc_bits=29,
+               act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, dma_bits=32, clock_mhz=100.5)
+
+
+def test_every_field_has_a_change():
+    """A new field (or a second dataflow) needs an entry in CHANGES."""
+    assert DATAFLOWS == ("weight_stationary",)
+    assert set(CHANGES) | {"dataflow"} == init_fields()
+
+
+@pytest.mark.parametrize("field", sorted(CHANGES))
+def test_hash_changes_with_every_field(field):
+    base = AcceleratorConfig()
+    changed = AcceleratorConfig(**{field: CHANGES[field]})
+    assert getattr(changed, field) != getattr(base, field)
+    assert changed != base
+    assert changed.hash != base.hash
