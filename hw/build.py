@@ -1,0 +1,200 @@
+"""The front door: ``python -m hw.build --pe minifloat6 --rows 16``.
+
+Elaborates the design for a configuration, writes its Verilog, estimates its area with yosys, and writes
+``report.json`` and ``report.md``. Outputs appear all at once (written to a scratch folder, then moved),
+so a failed or interrupted build never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .spec.config import AcceleratorConfig, ConfigError
+from .spec.formats import FormatError, get_format, product_of
+
+__all__ = ["main", "build"]
+
+REPORT_SCHEMA = 1
+
+
+class UsageError(Exception):
+    """A mistake in the command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see python -m hw.build --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m hw.build", description=__doc__.split("\n\n")[1],
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pe", metavar="FMT", help="number format of weights and activations, e.g. int8, minifloat6, "
+                                               "fp8_e4m3, e3m2b5")
+    p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
+    p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
+    p.add_argument("--rows", type=int, default=16, help="PE rows: the reduction dimension (default 16)")
+    p.add_argument("--cols", type=int, help="PE columns: output channels in parallel (default: --rows)")
+    p.add_argument("--max-reduction", type=int, default=AcceleratorConfig.max_reduction,
+                   help="longest reduction the accumulators hold exactly (default %(default)s)")
+    p.add_argument("--clock-mhz", type=float, default=AcceleratorConfig.clock_mhz, help="clock target")
+    p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default build/<format>-<R>x<C>-<hash>)")
+    p.add_argument("--no-synth", action="store_true", help="skip the yosys area estimate")
+    p.add_argument("--targets", default="generic,ice40",
+                   help="yosys area targets, comma-separated from generic, ice40 (default %(default)s)")
+    return p
+
+
+def _config_from(args) -> AcceleratorConfig:
+    weights = args.weights or args.pe
+    acts = args.acts or args.pe
+    if weights is None or acts is None:
+        raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
+    for flag, name in (("--weights" if args.weights else "--pe", weights), ("--acts" if args.acts else "--pe", acts)):
+        try:
+            get_format(name)
+        except FormatError as e:
+            raise UsageError(f"{flag}: {e}") from None
+    try:
+        return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
+                                 weight_format=weights, act_format=acts, max_reduction=args.max_reduction,
+                                 clock_mhz=args.clock_mhz)
+    except ConfigError as e:
+        flag = str(e).split(" ", 1)[0].replace("_format", "").replace("_", "-")
+        raise UsageError(f"--{flag}: {e}") from None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _markdown(report: dict) -> str:
+    c, d = report["config"], report["derived"]
+    lines = [
+        f"# {report['design']}: {c['rows']}x{c['cols']} {c['weight_format']} weights x {c['act_format']} activations",
+        "",
+        f"Configuration hash `{report['config_hash']}`; Verilog `{report['outputs']['verilog']}`.",
+        "",
+        "| quantity | value |", "|---|---|",
+        f"| peak MACs per cycle | {d['peak_macs_per_cycle']} |",
+        f"| product | {d['product']['significand_bits']}-bit significand x 2^[{d['product']['min_exponent']}, "
+        f"{d['product']['max_exponent']}], {d['product']['fixed_bits']}-bit fixed point |",
+        f"| partial sum width in the array | {d['psum_bits']} bits |",
+        f"| accumulator width (K = {c['max_reduction']}) | {d['acc_bits']} bits |",
+        f"| latency | {d['latency_cycles']} cycles |",
+        "",
+    ]
+    area = report.get("area")
+    if area:
+        lines += ["## Area estimate (yosys)", "", "| target | measure | value |", "|---|---|---|"]
+        if "generic" in area:
+            g = area["generic"]
+            lines += [f"| generic gates | NAND2 equivalents | {g['nand2_equivalents']:.0f} |",
+                      f"| generic gates | flip-flops | {g['flipflops']} |"]
+        if "ice40" in area:
+            i = area["ice40"]
+            lines += [f"| iCE40 | LUT4 | {i['luts']} |", f"| iCE40 | SB_MAC16 (DSP) | {i['dsps']} |",
+                      f"| iCE40 | block RAM | {i['brams']} |", f"| iCE40 | flip-flops | {i['flipflops']} |"]
+        lines += ["", "Gate-equivalent weights: " + ", ".join(
+            f"{k} {v}" for k, v in area.get("generic", {}).get("ge_weights", {}).items()), ""]
+    else:
+        lines += ["No area estimate (--no-synth).", ""]
+    return "\n".join(lines)
+
+
+def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=("generic", "ice40")) -> dict:
+    """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``."""
+    from amaranth.back import verilog
+
+    from .array import SystolicArray
+
+    out = Path(out)
+    scratch = out.with_name(out.name + ".partial")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        started = time.monotonic()
+        _say(f"[1/3] elaborating a {config.rows}x{config.cols} systolic array "
+             f"({config.weights.name} x {config.acts.name}) ...")
+        design = SystolicArray(config)
+        text = verilog.convert(design, name="top", emit_src=False)
+        (scratch / "top.v").write_text(text)
+        (scratch / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        _say(f"      Verilog: {len(text.splitlines())} lines in {time.monotonic() - started:.1f} s")
+
+        area = None
+        if synth:
+            from . import synth as synthesis
+
+            _say("[2/3] estimating area with yosys ...")
+            area = synthesis.synthesize(text, scratch / "synth", targets=tuple(targets),
+                                        progress=lambda msg: _say(f"      {msg}"))
+        else:
+            _say("[2/3] area estimate skipped (--no-synth)")
+
+        product = product_of(config.acts, config.weights)
+        report = {
+            "schema": REPORT_SCHEMA,
+            "design": type(design).__name__,
+            "config": config.to_dict(),
+            "config_hash": config.hash,
+            "derived": {
+                "peak_macs_per_cycle": config.peak_macs_per_cycle,
+                "product": {"significand_bits": product.significand_bits, "min_exponent": product.min_exponent,
+                            "max_exponent": product.max_exponent, "fixed_bits": product.fixed_bits},
+                "psum_bits": config.psum_bits,
+                "acc_bits": config.acc_bits,
+                "latency_cycles": design.latency,
+            },
+            "area": area,
+            "outputs": {"verilog": "top.v", "config": "config.json", "report_json": "report.json",
+                        "report_md": "report.md"},
+        }
+        _say("[3/3] writing the report ...")
+        (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (scratch / "report.md").write_text(_markdown(report))
+        if out.exists():
+            shutil.rmtree(out)
+        scratch.rename(out)
+        return report
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        config = _config_from(args)
+        targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+        unknown = sorted(set(targets) - {"generic", "ice40"})
+        if unknown or not targets:
+            raise UsageError(f"--targets: unknown target(s) {', '.join(unknown) or '(none)'}; "
+                             f"choose from generic, ice40")
+    except UsageError as e:
+        print(f"python -m hw.build: error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x{config.cols}-" \
+                                      f"{config.hash[:8]}"
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"python -m hw.build: error: --out {args.out} exists and is not a folder; choose another path",
+              file=sys.stderr)
+        return 2
+    report = build(config, out, synth=not args.no_synth, targets=targets)
+    print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")
+    area = report["area"] or {}
+    if "generic" in area:
+        print(f"  generic: {area['generic']['nand2_equivalents']:.0f} NAND2 equivalents, "
+              f"{area['generic']['flipflops']} flip-flops")
+    if "ice40" in area:
+        print(f"  iCE40: {area['ice40']['luts']} LUT4, {area['ice40']['dsps']} SB_MAC16")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

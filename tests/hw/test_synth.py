@@ -1,0 +1,84 @@
+"""Area estimation through YoWASP yosys (``hw/synth.py``): structure and sanity on tiny designs."""
+
+import pathlib
+
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.multiplier import ExactMultiplier
+from hw.synth import GE_WEIGHTS, synthesize, yosys_version
+
+
+class _Counter(wiring.Component):
+    """An 8-bit counter with enable: exactly 8 flip-flops, plus a synchronous reset from the domain."""
+
+    en: In(1)
+    count: Out(8)
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.count.eq(self.count + 1)
+        return m
+
+
+def _multiplier(fmt: str, work: pathlib.Path) -> dict:
+    text = verilog.convert(ExactMultiplier(fmt, fmt), name="top", emit_src=False)
+    return synthesize(text, work / fmt)
+
+
+@pytest.fixture(scope="module")
+def multipliers(tmp_path_factory) -> dict[str, dict]:
+    work = tmp_path_factory.mktemp("synth")
+    return {fmt: _multiplier(fmt, work) for fmt in ("int4", "int8")}
+
+
+def test_result_structure(multipliers):
+    result = multipliers["int4"]
+    assert set(result) == {"generic", "ice40"}
+    generic, ice40 = result["generic"], result["ice40"]
+    assert {"cells", "nand2_equivalents", "ge_weights", "flipflops", "seconds"} <= set(generic)
+    assert {"cells", "luts", "carries", "dsps", "brams", "flipflops", "seconds"} <= set(ice40)
+    assert generic["ge_weights"] == GE_WEIGHTS
+    for summary in (generic, ice40):
+        assert summary["cells"] and all(isinstance(n, int) and n > 0 for n in summary["cells"].values())
+        assert summary["seconds"] >= 0
+    assert set(generic["cells"]) <= set(GE_WEIGHTS)
+    assert ice40["luts"] == ice40["cells"]["SB_LUT4"]
+
+
+def test_combinational_multiplier_sanity(multipliers):
+    int4, int8 = multipliers["int4"], multipliers["int8"]
+    assert 0 < int4["generic"]["nand2_equivalents"] < int8["generic"]["nand2_equivalents"]
+    assert int4["generic"]["flipflops"] == 0 and int4["ice40"]["flipflops"] == 0
+    assert int4["ice40"]["luts"] > 0 and int4["ice40"]["dsps"] == 0
+    assert int8["ice40"]["dsps"] == 1
+
+
+def test_flipflops_counted_with_enable_and_reset_as_logic(tmp_path):
+    messages = []
+    text = verilog.convert(_Counter(), name="top", emit_src=False)
+    result = synthesize(text, tmp_path, targets=("generic",), progress=messages.append)
+    generic = result["generic"]
+    assert set(result) == {"generic"}
+    assert generic["flipflops"] == 8 and generic["cells"]["DFF_P"] == 8
+    assert generic["nand2_equivalents"] > 8 * GE_WEIGHTS["DFF"]
+    assert messages[0].startswith("yosys: generic gates for top (1/1)") and "done in" in messages[-1]
+    assert (tmp_path / "top.v").is_file() and (tmp_path / "yosys_generic.log").is_file()
+
+
+def test_failure_names_the_log(tmp_path):
+    with pytest.raises(RuntimeError, match=r"yosys_generic\.log"):
+        synthesize("module top(input a; endmodule\n", tmp_path, targets=("generic",))
+
+
+def test_unknown_target(tmp_path):
+    with pytest.raises(ValueError, match=r"^Unknown synthesis target 'ecp5'; known targets are generic, ice40$"):
+        synthesize("module top; endmodule\n", tmp_path, targets=("ecp5",))
+
+
+def test_yosys_version():
+    assert yosys_version().startswith("Yosys 0.")
