@@ -45,6 +45,7 @@ class AcceleratorConfig:
     act_buffer_depth: int = 4096
     weight_buffer_depth: int = 1024
     acc_buffer_depth: int = 1024
+    param_buffer_depth: int = 64
     dma_bits: int = 64
     clock_mhz: float = 100.0
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
@@ -73,6 +74,7 @@ class AcceleratorConfig:
         _check_pow2("act_buffer_depth", self.act_buffer_depth, 16, 1 << 20)
         _check_pow2("weight_buffer_depth", self.weight_buffer_depth, 16, 1 << 20)
         _check_pow2("acc_buffer_depth", self.acc_buffer_depth, 16, 1 << 20)
+        _check_pow2("param_buffer_depth", self.param_buffer_depth, 1, 1024)
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):

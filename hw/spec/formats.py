@@ -358,13 +358,51 @@ class Minifloat(_Format):
         out = np.where(pick_hi, codes[hi], codes[lo])
         out = out | (np.signbit(x).astype(np.int64) << (self.bits - 1))
         if nan.any():
-            top = (1 << self.exp_bits) - 1
-            nan_code = (top << self.man_bits) | ((1 << self.man_bits) - 1)
-            out = np.where(nan, nan_code, out)
+            out = np.where(nan, self.nan_code, out)
         return out.astype(_code_dtype(self.bits))
+
+    @property
+    def nan_code(self) -> int:
+        """The positive NaN code (exponent and mantissa all ones); only meaningful when ``has_nan``."""
+        return (((1 << self.exp_bits) - 1) << self.man_bits) | ((1 << self.man_bits) - 1)
+
+    @cached_property
+    def _fixed_ladder(self) -> tuple[list[int], np.ndarray]:
+        """The rounding candidates as integers in units of ``2 ** lsb_exponent``, and their codes."""
+        values, codes = self._ladder
+        sig, shift, _ = self._exact_table
+        return [int(sig[c]) << int(shift[c]) for c in codes], codes
+
+    def quantize_scaled(self, t, exponent: int) -> np.ndarray:
+        """Codes nearest to ``t * 2**exponent`` for integers ``t`` of any size, exactly (no float rounding).
+
+        Same rounding as :meth:`quantize`: to nearest, ties to the even code, saturating at ``±max``.
+        """
+        ladder, codes = self._fixed_ladder
+        # Compare 2|x| with the sums of neighbouring candidates, scaled to a common integer unit.
+        up = exponent - self.lsb_exponent
+        sums = [a + b for a, b in zip(ladder, ladder[1:])]
+        if up < 0:
+            sums = [v << -up for v in sums]
+        flat = [int(v) for v in np.asarray(t, dtype=object).ravel()]
+        out = np.empty(len(flat), dtype=np.int64)
+        for i, v in enumerate(flat):
+            x = abs(v) << 1
+            if up > 0:
+                x <<= up
+            k = _bisect_left(sums, x)
+            if k < len(sums) and sums[k] == x and codes[k] & 1:
+                k += 1
+            out[i] = codes[k] | ((v < 0) << (self.bits - 1))
+        return out.reshape(np.shape(t)).astype(_code_dtype(self.bits))
 
 
 Format = IntFormat | Minifloat
+
+
+def _bisect_left(a: list, x) -> int:
+    import bisect
+    return bisect.bisect_left(a, x)
 
 
 def _code_dtype(bits: int):

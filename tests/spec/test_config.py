@@ -83,7 +83,7 @@ def test_explicit_acc_bits():
     ("rows", 0), ("rows", 129), ("rows", 1.5), ("rows", True), ("rows", "16"), ("cols", -1), ("cols", None),
     ("weight_format", "int99"), ("act_format", "float8"), ("weight_format", 8),
     ("dataflow", "bogus"), ("dataflow", "output_stationary"),
-    ("act_buffer_depth", 1000), ("weight_buffer_depth", 100), ("acc_buffer_depth", 3000),
+    ("act_buffer_depth", 1000), ("weight_buffer_depth", 100), ("acc_buffer_depth", 3000), ("param_buffer_depth", 3),
     ("act_buffer_depth", 8), ("dma_bits", 48),
     ("max_reduction", 15), ("max_reduction", 0), ("acc_bits", 257), ("acc_bits", 30.0),
     ("clock_mhz", 0), ("clock_mhz", -5.0), ("clock_mhz", 2001), ("clock_mhz", True), ("clock_mhz", "100"),
@@ -158,7 +158,7 @@ def test_hash_is_stable_across_processes(seed):
 
 #: One other valid value for every field but dataflow, which has only one value so far.
 CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_reduction=4095, acc_bits=29,
-               act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, dma_bits=32, clock_mhz=100.5)
+               act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5)
 
 
 def test_every_field_has_a_change():

@@ -1,0 +1,107 @@
+"""How buffer lines sit in external memory: the one definition the DMA, the emulator and the compiler share.
+
+A line is a row of codes (one per array row for ACT, one per array column for WEIGHT and outputs), packed
+densely little-endian (code i at bits ``i*bits .. (i+1)*bits - 1``) and padded with zero bits to a whole
+number of bus beats, so that every line starts on a beat and the DMA only ever moves whole beats.
+A PARAM line holds one 16-byte entry per column: bias (int64, accumulator units), multiplier (int32),
+shift (uint8), 3 zero bytes; all little-endian.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import AcceleratorConfig
+from .isa import Buffer
+
+__all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes",
+           "pack_lines", "unpack_lines", "pack_params", "unpack_params"]
+
+PARAM_ENTRY_BYTES = 16
+
+
+def line_codes(buffer: Buffer, config: AcceleratorConfig) -> tuple[int, int]:
+    """(codes per line, bits per code) of ``buffer``."""
+    if buffer is Buffer.ACT:
+        return config.rows, config.acts.bits
+    if buffer is Buffer.WEIGHT:
+        return config.cols, config.weights.bits
+    if buffer is Buffer.PARAM:
+        return config.cols, PARAM_ENTRY_BYTES * 8
+    raise ValueError(f"Unknown buffer {buffer!r}")
+
+
+def line_bits(buffer: Buffer, config: AcceleratorConfig) -> int:
+    count, bits = line_codes(buffer, config)
+    return count * bits
+
+
+def _beats(bits: int, config: AcceleratorConfig) -> int:
+    return -(-bits // config.dma_bits)
+
+
+def line_bytes(buffer: Buffer, config: AcceleratorConfig) -> int:
+    """Bytes one line of ``buffer`` occupies in external memory (whole bus beats)."""
+    return _beats(line_bits(buffer, config), config) * config.dma_bits // 8
+
+
+def output_line_bytes(config: AcceleratorConfig) -> int:
+    """Bytes of one STORE output line: one activation-format code per array column, whole beats."""
+    return _beats(config.cols * config.acts.bits, config) * config.dma_bits // 8
+
+
+def pack_lines(codes: np.ndarray, bits: int, nbytes: int) -> bytes:
+    """Codes of shape (lines, per_line) into ``lines * nbytes`` bytes."""
+    codes = np.asarray(codes, dtype=np.uint64)
+    if codes.ndim != 2:
+        raise ValueError(f"pack_lines needs a 2-D array of codes, not shape {codes.shape}")
+    if codes.shape[1] * bits > nbytes * 8:
+        raise ValueError(f"{codes.shape[1]} codes of {bits} bits do not fit in {nbytes} bytes")
+    if codes.size and int(codes.max()) >> bits:
+        raise ValueError(f"A code does not fit in {bits} bits")
+    bit_index = np.arange(bits, dtype=np.uint64)
+    line_bits = ((codes[:, :, None] >> bit_index) & np.uint64(1)).astype(np.uint8).reshape(codes.shape[0], -1)
+    padded = np.zeros((codes.shape[0], nbytes * 8), dtype=np.uint8)
+    padded[:, :line_bits.shape[1]] = line_bits
+    return np.packbits(padded, axis=1, bitorder="little").tobytes()
+
+
+def unpack_lines(data: bytes, lines: int, per_line: int, bits: int, nbytes: int) -> np.ndarray:
+    """Inverse of :func:`pack_lines`: (lines, per_line) uint32 codes."""
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    if raw.size != lines * nbytes:
+        raise ValueError(f"Expected {lines * nbytes} bytes for {lines} lines, got {raw.size}")
+    line_bits = np.unpackbits(raw.reshape(lines, nbytes), axis=1, bitorder="little")[:, :per_line * bits]
+    weights = (1 << np.arange(bits, dtype=np.uint64))
+    return (line_bits.reshape(lines, per_line, bits).astype(np.uint64) * weights).sum(axis=2).astype(np.uint32)
+
+
+def pack_params(bias, multiplier, shift, nbytes: int) -> bytes:
+    """PARAM lines from arrays of shape (lines, cols)."""
+    bias, multiplier, shift = (np.asarray(a, dtype=np.int64) for a in (bias, multiplier, shift))
+    if not bias.shape == multiplier.shape == shift.shape or bias.ndim != 2:
+        raise ValueError("bias, multiplier and shift must be 2-D arrays of one shape (lines, cols)")
+    if (multiplier < -(1 << 31)).any() or (multiplier >= 1 << 31).any():
+        raise ValueError("multiplier must fit in int32")
+    if (shift < 0).any() or (shift > 255).any():
+        raise ValueError("shift must be in 0..255")
+    entries = np.zeros(bias.shape + (PARAM_ENTRY_BYTES,), dtype=np.uint8)
+    entries[..., 0:8] = bias[..., None].astype("<i8").view(np.uint8).reshape(bias.shape + (8,))
+    entries[..., 8:12] = multiplier.astype("<i4")[..., None].view(np.uint8).reshape(bias.shape + (4,))
+    entries[..., 12] = shift.astype(np.uint8)
+    lines = entries.reshape(bias.shape[0], -1)
+    if lines.shape[1] > nbytes:
+        raise ValueError(f"{bias.shape[1]} entries do not fit in {nbytes} bytes")
+    out = np.zeros((bias.shape[0], nbytes), dtype=np.uint8)
+    out[:, :lines.shape[1]] = lines
+    return out.tobytes()
+
+
+def unpack_params(data: bytes, lines: int, cols: int, nbytes: int):
+    """(bias, multiplier, shift) int64 arrays of shape (lines, cols) from PARAM lines."""
+    raw = np.frombuffer(bytes(data), dtype=np.uint8).reshape(lines, nbytes)[:, :cols * PARAM_ENTRY_BYTES]
+    entries = raw.reshape(lines, cols, PARAM_ENTRY_BYTES).copy()
+    bias = entries[..., 0:8].copy().view("<i8")[..., 0].astype(np.int64)
+    multiplier = entries[..., 8:12].copy().view("<i4")[..., 0].astype(np.int64)
+    shift = entries[..., 12].astype(np.int64)
+    return bias, multiplier, shift
