@@ -1,9 +1,9 @@
 """The instruction set, defined once: kinds, fields, widths, encodings and meaning.
 
-The RTL decoder, the emulator, the assembler/disassembler and ``docs/isa.md`` are all derived from the
-tables here. Pure Python: nothing in this file knows about Amaranth.
+The RTL decoder, the emulator, the assembler/disassembler and this document are all derived from one
+set of tables (``hw/spec/isa.py``, pure Python).
 
-Every instruction is ``INSTRUCTION_BITS`` wide, little-endian in memory. Bits 0..7 are the header (opcode
+Every instruction is 128 bits wide, little-endian in memory. Bits 0..7 are the header (opcode
 and the four dependency-token flags); the fields of each kind follow from bit 8 upward in the order listed.
 Opcode 0 is illegal, so that zeroed memory stops the engine with an error instead of running.
 
@@ -200,9 +200,11 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("accumulate", 1, "Add to the accumulators instead of overwriting them."),
          )),
     Kind(Opcode.ALU, Queue.COMPUTE,
-         "Element-wise operation on accumulator lines (pooling, residual add): for y < y_size, x < x_size: "
+         "Element-wise operation on accumulator lines (pooling, residual add): for y < y_size, x < x_size, "
+         "one element after the other in that order (so overlapping regions see earlier results): "
          "`acc[dst_addr + y*dst_stride + x] = op(acc[dst_addr + y*dst_stride + x], "
-         "acc[src_addr + y*src_stride + x*src_step])`. Non-finite flags combine with OR.",
+         "acc[src_addr + y*src_stride + x*src_step])`. ADD wraps at the accumulator width; non-finite flags "
+         "combine with OR.",
          (
              _f("op", 2, "0 MAX, 1 ADD."),
              _f("dst_addr", 16, "First destination (and first operand) accumulator line."),
@@ -254,8 +256,10 @@ def _check_tokens(kind: Kind, values: dict) -> None:
     for flag, allowed in (("pop_prev", kind.may_pop_prev), ("pop_next", kind.may_pop_next),
                           ("push_prev", kind.may_push_prev), ("push_next", kind.may_push_next)):
         if values.get(flag) and not allowed:
-            where = "no engine" if kind.queue is None else f"the {kind.queue.value} engine"
-            raise IsaError(f"{kind.name} cannot {flag.replace('_', ' ')}: {where} has no such neighbour")
+            if kind.queue is None:
+                raise IsaError(f"{kind.name} cannot {flag.replace('_', ' ')}: it runs on no engine and has no tokens")
+            raise IsaError(f"{kind.name} cannot {flag.replace('_', ' ')}: the {kind.queue.value} engine has no "
+                           f"such neighbour")
 
 
 def encode(opcode: Opcode | str, **values: int) -> int:
@@ -263,7 +267,12 @@ def encode(opcode: Opcode | str, **values: int) -> int:
 
     Raises :class:`IsaError` for an unknown field, a value out of its range, or an impossible token flag.
     """
-    kind = kind_of(Opcode[opcode.upper()] if isinstance(opcode, str) else opcode)
+    if isinstance(opcode, str):
+        if opcode.upper() not in Opcode.__members__:
+            raise IsaError(f"Unknown instruction {opcode!r}; legal opcodes are "
+                           f"{', '.join(f'{o.value} {o.name}' for o in Opcode)}")
+        opcode = Opcode[opcode.upper()]
+    kind = kind_of(opcode)
     known = {f.name: f for f in HEADER[1:] + kind.fields}
     unknown = sorted(set(values) - set(known))
     if unknown:

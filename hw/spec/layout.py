@@ -21,7 +21,12 @@ PARAM_ENTRY_BYTES = 16
 
 
 def line_codes(buffer: Buffer, config: AcceleratorConfig) -> tuple[int, int]:
-    """(codes per line, bits per code) of ``buffer``."""
+    """(codes per line, bits per code) of ``buffer`` (a :class:`Buffer` or its number)."""
+    try:
+        buffer = Buffer(buffer)
+    except ValueError:
+        raise ValueError(f"Unknown buffer {buffer!r}; buffers are "
+                         f"{', '.join(f'{int(b)} {b.name}' for b in Buffer)}") from None
     if buffer is Buffer.ACT:
         return config.rows, config.acts.bits
     if buffer is Buffer.WEIGHT:
@@ -52,13 +57,16 @@ def output_line_bytes(config: AcceleratorConfig) -> int:
 
 def pack_lines(codes: np.ndarray, bits: int, nbytes: int) -> bytes:
     """Codes of shape (lines, per_line) into ``lines * nbytes`` bytes."""
-    codes = np.asarray(codes, dtype=np.uint64)
-    if codes.ndim != 2:
-        raise ValueError(f"pack_lines needs a 2-D array of codes, not shape {codes.shape}")
-    if codes.shape[1] * bits > nbytes * 8:
-        raise ValueError(f"{codes.shape[1]} codes of {bits} bits do not fit in {nbytes} bytes")
-    if codes.size and int(codes.max()) >> bits:
-        raise ValueError(f"A code does not fit in {bits} bits")
+    raw = np.asarray(codes)
+    if raw.ndim != 2:
+        raise ValueError(f"pack_lines needs a 2-D array of codes, not shape {raw.shape}")
+    if raw.shape[1] * bits > nbytes * 8:
+        raise ValueError(f"{raw.shape[1]} codes of {bits} bits do not fit in {nbytes} bytes")
+    if raw.size and (raw.dtype.kind not in "iu" or int(raw.min()) < 0 or int(raw.max()) >> bits):
+        raise ValueError(f"Codes must be integers in 0..{(1 << bits) - 1}")
+    if raw.shape[0] == 0:
+        return b""
+    codes = raw.astype(np.uint64)
     bit_index = np.arange(bits, dtype=np.uint64)
     line_bits = ((codes[:, :, None] >> bit_index) & np.uint64(1)).astype(np.uint8).reshape(codes.shape[0], -1)
     padded = np.zeros((codes.shape[0], nbytes * 8), dtype=np.uint8)
@@ -78,7 +86,10 @@ def unpack_lines(data: bytes, lines: int, per_line: int, bits: int, nbytes: int)
 
 def pack_params(bias, multiplier, shift, nbytes: int) -> bytes:
     """PARAM lines from arrays of shape (lines, cols)."""
-    bias, multiplier, shift = (np.asarray(a, dtype=np.int64) for a in (bias, multiplier, shift))
+    try:
+        bias, multiplier, shift = (np.asarray(a, dtype=np.int64) for a in (bias, multiplier, shift))
+    except OverflowError:
+        raise ValueError("bias must fit in int64, multiplier in int32 and shift in 0..255") from None
     if not bias.shape == multiplier.shape == shift.shape or bias.ndim != 2:
         raise ValueError("bias, multiplier and shift must be 2-D arrays of one shape (lines, cols)")
     if (multiplier < -(1 << 31)).any() or (multiplier >= 1 << 31).any():
@@ -99,7 +110,10 @@ def pack_params(bias, multiplier, shift, nbytes: int) -> bytes:
 
 def unpack_params(data: bytes, lines: int, cols: int, nbytes: int):
     """(bias, multiplier, shift) int64 arrays of shape (lines, cols) from PARAM lines."""
-    raw = np.frombuffer(bytes(data), dtype=np.uint8).reshape(lines, nbytes)[:, :cols * PARAM_ENTRY_BYTES]
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    if raw.size != lines * nbytes:
+        raise ValueError(f"Expected {lines * nbytes} bytes for {lines} PARAM lines, got {raw.size}")
+    raw = raw.reshape(lines, nbytes)[:, :cols * PARAM_ENTRY_BYTES]
     entries = raw.reshape(lines, cols, PARAM_ENTRY_BYTES).copy()
     bias = entries[..., 0:8].copy().view("<i8")[..., 0].astype(np.int64)
     multiplier = entries[..., 8:12].copy().view("<i4")[..., 0].astype(np.int64)

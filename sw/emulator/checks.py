@@ -19,12 +19,13 @@ def decode_checked(word: int, config: AcceleratorConfig, dram_size: int) -> tupl
         kind = kind_of(word & 0xF)
     except IsaError:
         return None, {}, ErrorCode.ILLEGAL_OPCODE
-    try:
-        kind, fields = decode(word)
-    except IsaError as e:
-        if "cannot" in str(e):
-            return kind, {}, ErrorCode.ILLEGAL_DEPENDENCY
+    flags = {name: (word >> kind.offsets[name]) & 1 for name in ("pop_prev", "pop_next", "push_prev", "push_next")}
+    if (flags["pop_prev"] and not kind.may_pop_prev) or (flags["pop_next"] and not kind.may_pop_next) or \
+            (flags["push_prev"] and not kind.may_push_prev) or (flags["push_next"] and not kind.may_push_next):
+        return kind, {}, ErrorCode.ILLEGAL_DEPENDENCY
+    if word >> kind.used_bits:
         return kind, {}, ErrorCode.BAD_FIELD
+    kind, fields = decode(word)
     return kind, fields, check(kind, fields, config, dram_size)
 
 

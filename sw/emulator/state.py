@@ -116,12 +116,16 @@ def compute(s: EngineState, f: dict) -> None:
 def alu(s: EngineState, f: dict) -> None:
     dst = _lines(f["dst_addr"], f["y_size"], f["x_size"], f["dst_stride"])
     src = _lines(f["src_addr"], f["y_size"], f["x_size"], f["src_stride"], f["src_step"])
-    a, b = s.acc[dst], s.acc[src]
-    if AluOp(f["op"]) is AluOp.MAX:
-        result = np.where(b > a, b, a)
+    if np.intersect1d(dst, src).size == 0:
+        _alu_lines(s, f["op"], dst, src)      # independent elements: all at once
     else:
-        result = s.wrap(a + b)
-    s.acc[dst] = result
+        for d, r in zip(dst, src):            # the ISA's order: one element after the other
+            _alu_lines(s, f["op"], np.array([d]), np.array([r]))
+
+
+def _alu_lines(s: EngineState, op: int, dst: np.ndarray, src: np.ndarray) -> None:
+    a, b = s.acc[dst], s.acc[src]
+    s.acc[dst] = np.where(b > a, b, a) if AluOp(op) is AluOp.MAX else s.wrap(a + b)
     s.acc_nonfinite[dst] = s.acc_nonfinite[dst] | s.acc_nonfinite[src]
 
 

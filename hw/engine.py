@@ -1,0 +1,304 @@
+"""The complete inference engine: fetch and dispatch, three engines, buffers, token queues, control port.
+
+Block diagram::
+
+    insn (AXI4) -> fetch -> decoder -> dispatch -+-> load queue    -> LoadEngine    -> act / weight / param
+                                                 +-> compute queue -> ComputeEngine -> array -> acc
+                                                 +-> store queue   -> StoreEngine   -> post-processing -> data (AXI4)
+    ctrl (AXI4-Lite): start, status, error code, counters (hw/spec/registers.py)
+"""
+
+from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .axi import BURST_INCR, axi4_lite_signature, axi4_signature
+from .compute_engine import ComputeEngine, acc_line_layout
+from .decoder import InstructionDecoder
+from .load_engine import LoadEngine
+from .spec.config import AcceleratorConfig
+from .spec.isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, Buffer, ErrorCode, Opcode
+from .spec.layout import line_bits
+from .spec.registers import REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_NONFINITE, by_name
+from .store_engine import StoreEngine
+
+__all__ = ["InferenceEngine", "COMMAND_QUEUE_DEPTH"]
+
+#: Instructions each engine's queue holds.
+COMMAND_QUEUE_DEPTH = 4
+
+
+class _TokenQueue:
+    """A counter of tokens between two engines; a push onto a full queue is an overflow."""
+
+    def __init__(self, m: Module, name: str, clear):
+        self.count = Signal(range(TOKEN_QUEUE_DEPTH + 1), name=f"{name}_tokens")
+        self.push = Signal(name=f"{name}_push")
+        self.pop = Signal(name=f"{name}_pop")
+        self.overflow = Signal(name=f"{name}_overflow")
+        m.d.comb += self.overflow.eq(self.push & (self.count == TOKEN_QUEUE_DEPTH))
+        with m.If(clear):
+            m.d.sync += self.count.eq(0)
+        with m.Elif(self.push & ~self.overflow & ~self.pop):
+            m.d.sync += self.count.eq(self.count + 1)
+        with m.Elif(self.pop & ~(self.push & ~self.overflow)):
+            m.d.sync += self.count.eq(self.count - 1)
+
+    @property
+    def available(self):
+        return self.count != 0
+
+
+class InferenceEngine(wiring.Component):
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
+        if config.dma_bits < 32:
+            raise ValueError(f"The engine needs a bus of at least 32 bits, not dma_bits={config.dma_bits}")
+        self._config = config
+        super().__init__({
+            "insn": Out(axi4_signature(32, config.dma_bits)),
+            "data": Out(axi4_signature(32, config.dma_bits)),
+            "ctrl": In(axi4_lite_signature(8)),
+            "irq": Out(1),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+
+        # --- buffers ---------------------------------------------------------------------------------------
+        m.submodules.act_buffer = act_mem = Memory(shape=unsigned(line_bits(Buffer.ACT, c)),
+                                                   depth=c.act_buffer_depth, init=[])
+        m.submodules.weight_buffer = weight_mem = Memory(shape=unsigned(line_bits(Buffer.WEIGHT, c)),
+                                                         depth=c.weight_buffer_depth, init=[])
+        m.submodules.param_buffer = param_mem = Memory(shape=unsigned(line_bits(Buffer.PARAM, c)),
+                                                       depth=c.param_buffer_depth, init=[])
+        m.submodules.accumulator_buffer = acc_mem = Memory(shape=acc_line_layout(c), depth=c.acc_buffer_depth,
+                                                           init=[])
+
+        # --- engines ---------------------------------------------------------------------------------------
+        m.submodules.load = load = LoadEngine(c)
+        m.submodules.compute = compute = ComputeEngine(c)
+        m.submodules.store = store = StoreEngine(c)
+        engines = (load, compute, store)
+
+        wiring.connect(m, load.act, act_mem.write_port())
+        wiring.connect(m, load.weight, weight_mem.write_port())
+        wiring.connect(m, load.param, param_mem.write_port())
+        wiring.connect(m, compute.act, act_mem.read_port())
+        wiring.connect(m, compute.weight, weight_mem.read_port())
+        acc_write = acc_mem.write_port()
+        wiring.connect(m, compute.acc_w, acc_write)
+        wiring.connect(m, compute.acc_a, acc_mem.read_port(transparent_for=(acc_write,)))
+        wiring.connect(m, compute.acc_b, acc_mem.read_port(transparent_for=(acc_write,)))
+        wiring.connect(m, store.acc, acc_mem.read_port())
+        wiring.connect(m, store.param, param_mem.read_port())
+
+        for name in ("ar", "r"):
+            wiring.connect(m, getattr(load.axi, name), wiring.flipped(getattr(self.data, name)))
+        for name in ("aw", "w", "b"):
+            wiring.connect(m, getattr(store.axi, name), wiring.flipped(getattr(self.data, name)))
+        m.d.comb += [self.insn.aw.valid.eq(0), self.insn.w.valid.eq(0), self.insn.b.ready.eq(1)]
+
+        # --- control registers -----------------------------------------------------------------------------
+        regs = {r.name: Signal(32, name=f"reg_{r.name}") for r in REGISTERS}
+        start = Signal()
+        running = Signal()          # between start and done/error
+        done = Signal()
+        error = Signal(3)
+        error_pc = Signal(16)
+        cycles = Signal(64)
+        macs = Signal(64)
+        counters = {n: Signal(32, name=n) for n in ("instructions", "busy_load", "busy_compute", "busy_store",
+                                                    "stall_load", "stall_compute", "stall_store")}
+        for bit, value in ((STATUS_BUSY, running), (STATUS_DONE, done), (STATUS_ERROR, error != 0),
+                           (STATUS_NONFINITE, store.nonfinite)):
+            m.d.comb += regs["status"][bit.bit_length() - 1].eq(value)
+        m.d.comb += [
+            regs["error_code"].eq(error), regs["error_pc"].eq(error_pc),
+            regs["cycles_lo"].eq(cycles[:32]), regs["cycles_hi"].eq(cycles[32:]),
+            regs["macs_lo"].eq(macs[:32]), regs["macs_hi"].eq(macs[32:]),
+            self.irq.eq(done | (error != 0)),
+        ]
+        for n, s in counters.items():
+            m.d.comb += regs[n].eq(s)
+        self._control_port(m, regs, start)
+
+        # --- command and token queues ----------------------------------------------------------------------
+        queues = []
+        for name, engine in zip(("load", "compute", "store"), engines):
+            fifo = SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=COMMAND_QUEUE_DEPTH)
+            m.submodules[f"{name}_queue"] = fifo
+            queues.append(fifo)
+            m.d.comb += [engine.control.cmd.valid.eq(fifo.r_rdy), engine.control.cmd.payload.eq(fifo.r_data),
+                         fifo.r_en.eq(engine.control.cmd.ready)]
+        l2c, c2l, c2s, s2c = (_TokenQueue(m, n, start) for n in ("l2c", "c2l", "c2s", "s2c"))
+        m.d.comb += [
+            load.control.avail_next.eq(c2l.available), load.control.avail_prev.eq(0),
+            compute.control.avail_prev.eq(l2c.available), compute.control.avail_next.eq(s2c.available),
+            store.control.avail_prev.eq(c2s.available), store.control.avail_next.eq(0),
+            l2c.push.eq(load.control.push_next), l2c.pop.eq(compute.control.pop_prev),
+            c2l.push.eq(compute.control.push_prev), c2l.pop.eq(load.control.pop_next),
+            c2s.push.eq(compute.control.push_next), c2s.pop.eq(store.control.pop_prev),
+            s2c.push.eq(store.control.push_prev), s2c.pop.eq(compute.control.pop_next),
+        ]
+        # Overflows and bus errors are events; they are kept until the dispatcher acts on them.
+        overflow = Signal()
+        bus_error = Signal()
+        with m.If(start):
+            m.d.sync += [overflow.eq(0), bus_error.eq(0)]
+        with m.Else():
+            with m.If(l2c.overflow | c2l.overflow | c2s.overflow | s2c.overflow):
+                m.d.sync += overflow.eq(1)
+            with m.If(load.bus_error | store.bus_error):
+                m.d.sync += bus_error.eq(1)
+        any_running = Cat(e.control.running for e in engines).any()
+        any_can_start = Cat(e.control.can_start for e in engines).any()
+        queues_empty = ~Cat(q.r_rdy for q in queues).any()
+
+        # --- counters ----------------------------------------------------------------------------------------
+        with m.If(start):
+            m.d.sync += [cycles.eq(0), macs.eq(0)] + [s.eq(0) for s in counters.values()]
+        with m.Elif(running):
+            m.d.sync += cycles.eq(cycles + 1)
+            for name, engine in zip(("load", "compute", "store"), engines):
+                with m.If(engine.control.running):
+                    m.d.sync += counters[f"busy_{name}"].eq(counters[f"busy_{name}"] + 1)
+                with m.If(engine.control.waiting):
+                    m.d.sync += counters[f"stall_{name}"].eq(counters[f"stall_{name}"] + 1)
+            with m.If(compute.mac_vectors):
+                m.d.sync += macs.eq(macs + c.rows * c.cols)
+        m.d.comb += store.clear.eq(start)
+
+        # --- fetch, decode, dispatch -------------------------------------------------------------------------
+        m.submodules.decoder = decoder = InstructionDecoder(c)
+        word = Signal(INSTRUCTION_BITS)
+        beat = Signal(range(INSTRUCTION_BITS // c.dma_bits + 1))
+        fetch_error = Signal()
+        pc = Signal(16)
+        fetch_addr = Signal(32)
+        halting = Signal()
+        beats = INSTRUCTION_BITS // c.dma_bits
+        m.d.comb += [decoder.word.eq(word), decoder.dram_size.eq(regs["dram_size"]),
+                     self.insn.ar.addr.eq(fetch_addr), self.insn.ar.len.eq(beats - 1),
+                     self.insn.ar.size.eq((c.dma_bits // 8).bit_length() - 1), self.insn.ar.burst.eq(BURST_INCR)]
+        for e in engines:
+            m.d.comb += e.control.halt.eq(halting | ~running)
+
+        def fail(code):
+            m.d.sync += [error.eq(code), error_pc.eq(pc), halting.eq(1)]
+            m.next = "HALT"
+
+        target = Signal(range(3))
+        with m.Switch(decoder.opcode):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += target.eq(0)
+            with m.Case(Opcode.COMPUTE, Opcode.ALU):
+                m.d.comb += target.eq(1)
+            with m.Default():
+                m.d.comb += target.eq(2)
+        target_ready = Signal()
+        m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
+        for i, q in enumerate(queues):
+            m.d.comb += q.w_data.eq(word)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(start):
+                    m.d.sync += [running.eq(1), done.eq(0), error.eq(0), error_pc.eq(0), pc.eq(0),
+                                 halting.eq(0), fetch_addr.eq(regs["program_addr"])]
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                with m.If(fetch_addr + INSTRUCTION_BYTES > regs["dram_size"]):
+                    fail(ErrorCode.DRAM_RANGE)
+                with m.Else():
+                    m.d.comb += self.insn.ar.valid.eq(1)
+                    with m.If(self.insn.ar.ready):
+                        m.d.sync += [beat.eq(0), fetch_error.eq(0)]
+                        m.next = "RECEIVE"
+            with m.State("RECEIVE"):
+                m.d.comb += self.insn.r.ready.eq(1)
+                with m.If(self.insn.r.valid):
+                    m.d.sync += word.word_select(beat, c.dma_bits).eq(self.insn.r.data)
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(self.insn.r.resp != 0):
+                        m.d.sync += fetch_error.eq(1)
+                    with m.If(self.insn.r.last):
+                        m.next = "DECODE"
+            with m.State("DECODE"):
+                m.d.comb += decoder.en.eq(1)
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                with m.If(fetch_error | bus_error):
+                    fail(ErrorCode.DRAM_RANGE)
+                with m.Elif(overflow):
+                    fail(ErrorCode.TOKEN_OVERFLOW)
+                with m.Elif(decoder.error != 0):
+                    fail(decoder.error)
+                with m.Elif(decoder.opcode == Opcode.FINISH):
+                    m.next = "FINISH"
+                with m.Elif(target_ready):
+                    for i, q in enumerate(queues):
+                        m.d.comb += q.w_en.eq(target == i)
+                    m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES),
+                                 counters["instructions"].eq(counters["instructions"] + 1)]
+                    m.next = "FETCH"
+                with m.Elif(~any_running & ~any_can_start):
+                    fail(ErrorCode.DEADLOCK)
+            with m.State("FINISH"):
+                with m.If(bus_error):
+                    fail(ErrorCode.DRAM_RANGE)
+                with m.Elif(overflow):
+                    fail(ErrorCode.TOKEN_OVERFLOW)
+                with m.Elif(queues_empty & ~any_running):
+                    m.d.sync += [done.eq(1), running.eq(0), error_pc.eq(pc)]
+                    m.next = "IDLE"
+                with m.Elif(~any_running & ~any_can_start):
+                    fail(ErrorCode.DEADLOCK)
+            with m.State("HALT"):
+                with m.If(~any_running):
+                    m.d.sync += [running.eq(0), halting.eq(0)]
+                    m.next = "IDLE"
+        return m
+
+    def _control_port(self, m: Module, regs: dict, start: Signal) -> None:
+        """AXI4-Lite slave: one write or read at a time, OKAY responses."""
+        ctrl = self.ctrl
+        by_address = {r.address: r for r in REGISTERS}
+        pending_b = Signal()
+        m.d.comb += [ctrl.aw.ready.eq(ctrl.aw.valid & ctrl.w.valid & ~pending_b),
+                     ctrl.w.ready.eq(ctrl.aw.valid & ctrl.w.valid & ~pending_b),
+                     ctrl.b.valid.eq(pending_b), ctrl.b.resp.eq(0)]
+        with m.If(ctrl.aw.valid & ctrl.w.valid & ~pending_b):
+            m.d.sync += pending_b.eq(1)
+            with m.Switch(ctrl.aw.addr):
+                for address, r in by_address.items():
+                    if r.writable and r.name != "control":
+                        with m.Case(address):
+                            m.d.sync += regs[r.name].eq(ctrl.w.data)
+                with m.Case(by_name("control").address):
+                    m.d.comb += start.eq(ctrl.w.data[0] & ~regs["status"][0])
+        with m.If(pending_b & ctrl.b.ready):
+            m.d.sync += pending_b.eq(0)
+
+        pending_r = Signal()
+        read_data = Signal(32)
+        m.d.comb += [ctrl.ar.ready.eq(~pending_r), ctrl.r.valid.eq(pending_r), ctrl.r.data.eq(read_data),
+                     ctrl.r.resp.eq(0)]
+        with m.If(ctrl.ar.valid & ~pending_r):
+            m.d.sync += pending_r.eq(1)
+            with m.Switch(ctrl.ar.addr):
+                for address, r in by_address.items():
+                    with m.Case(address):
+                        m.d.sync += read_data.eq(regs[r.name])
+                with m.Default():
+                    m.d.sync += read_data.eq(0)
+        with m.If(pending_r & ctrl.r.ready):
+            m.d.sync += pending_r.eq(0)

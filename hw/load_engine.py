@@ -1,0 +1,141 @@
+"""The load engine: LOAD instructions, from external memory (AXI4 reads) into the on-chip buffers."""
+
+from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+
+from .axi import axi4_signature
+from .decoder import layout_of
+from .dma import BurstAddressGenerator
+from .sequencer import Sequencer, engine_control_signature
+from .spec.config import AcceleratorConfig
+from .spec.isa import KINDS, Buffer, Opcode
+from .spec.layout import line_bits, line_bytes
+
+__all__ = ["LoadEngine"]
+
+
+def _read_half(data_bits: int) -> wiring.Signature:
+    full = axi4_signature(32, data_bits).members
+    return wiring.Signature({"ar": full["ar"], "r": full["r"]})
+
+
+class LoadEngine(wiring.Component):
+    """Padding lines first (one per cycle), then the data: read addresses run ahead (bursts of up to 256 beats
+    per row, many outstanding) while arriving beats are assembled into lines and written, one line per
+    ``line_beats`` beats. A bus error response ends the instruction with ``bus_error`` set."""
+
+    def __init__(self, config: AcceleratorConfig):
+        self._config = c = config
+
+        def write_port(buffer, depth):
+            return In(WritePort.Signature(addr_width=(depth - 1).bit_length() or 1,
+                                           shape=unsigned(line_bits(buffer, c))))
+
+        super().__init__({
+            "control": In(engine_control_signature()),
+            "axi": Out(_read_half(c.dma_bits)),
+            "act": write_port(Buffer.ACT, c.act_buffer_depth),
+            "weight": write_port(Buffer.WEIGHT, c.weight_buffer_depth),
+            "param": write_port(Buffer.PARAM, c.param_buffer_depth),
+            "bus_error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        seq = Sequencer(m, self.control)
+        load = data.View(layout_of(KINDS[Opcode.LOAD]), seq.word)
+        bus_bytes = c.dma_bits // 8
+
+        # Lines of each buffer, in beats (a PARAM line is the longest).
+        beats_of = {b: line_bytes(b, c) // bus_bytes for b in Buffer}
+        line_beats = Signal(range(max(beats_of.values()) + 1))
+        with m.Switch(load.buffer):
+            for b in Buffer:
+                with m.Case(b):
+                    m.d.comb += line_beats.eq(beats_of[b])
+
+        width = Signal(16)
+        height = Signal(16)
+        m.d.comb += [width.eq(load.pad_left + load.x_size + load.pad_right),
+                     height.eq(load.pad_top + load.y_size + load.pad_bottom)]
+
+        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes)
+        m.d.comb += [
+            addresses.base.eq(load.dram_addr), addresses.rows.eq(load.y_size),
+            addresses.stride.eq(load.dram_stride), addresses.beats.eq(load.x_size * line_beats),
+            addresses.lengths.ready.eq(1),
+            self.axi.ar.valid.eq(addresses.addr.valid), self.axi.ar.addr.eq(addresses.addr.addr),
+            self.axi.ar.len.eq(addresses.addr.len), self.axi.ar.size.eq(addresses.addr.size),
+            self.axi.ar.burst.eq(addresses.addr.burst), addresses.addr.ready.eq(self.axi.ar.ready),
+        ]
+
+        # Where lines go: one write address for all three buffers, one line of data assembled from beats.
+        dest = Signal(16)
+        line_data = Signal(max(beats_of.values()) * c.dma_bits)
+        write = Signal()
+        pad_line = Cat(load.pad_value[:c.acts.bits] for _ in range(c.rows))
+        m.d.comb += [self.act.addr.eq(dest), self.weight.addr.eq(dest), self.param.addr.eq(dest),
+                     self.act.data.eq(line_data), self.weight.data.eq(line_data), self.param.data.eq(line_data)]
+        m.d.comb += [self.act.en.eq(write & (load.buffer == Buffer.ACT)),
+                     self.weight.en.eq(write & (load.buffer == Buffer.WEIGHT)),
+                     self.param.en.eq(write & (load.buffer == Buffer.PARAM))]
+
+        row = Signal(16)
+        col = Signal(16)
+        beat = Signal.like(line_beats)
+        assembled = Signal.like(line_data)
+        lines_left = Signal(20)
+        seq_done = Signal()
+        m.d.comb += seq.done.eq(seq_done)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(seq.start):
+                    m.d.sync += [row.eq(0), col.eq(0), self.bus_error.eq(0)]
+                    m.next = "PAD"
+            with m.State("PAD"):
+                padded = (load.pad_top | load.pad_bottom | load.pad_left | load.pad_right) != 0
+                in_data = ((row >= load.pad_top) & (row < load.pad_top + load.y_size)
+                           & (col >= load.pad_left) & (col < load.pad_left + load.x_size))
+                with m.If(~padded | (row == height)):
+                    m.d.comb += addresses.start.eq(1)
+                    m.d.sync += [row.eq(0), col.eq(0), beat.eq(0), lines_left.eq(load.y_size * load.x_size)]
+                    m.next = "DATA"
+                with m.Elif(in_data):
+                    # Skip the data part of the row: its lines come from memory.
+                    m.d.sync += col.eq(load.pad_left + load.x_size)
+                    with m.If(load.pad_left + load.x_size == width):
+                        m.d.sync += [col.eq(0), row.eq(row + 1)]
+                with m.Else():
+                    m.d.comb += [write.eq(1), dest.eq(load.sram_addr + row * width + col), line_data.eq(pad_line)]
+                    with m.If(col + 1 == width):
+                        m.d.sync += [col.eq(0), row.eq(row + 1)]
+                    with m.Else():
+                        m.d.sync += col.eq(col + 1)
+            with m.State("DATA"):
+                m.d.comb += self.axi.r.ready.eq(1)
+                full = Signal.like(line_data)
+                m.d.comb += full.eq(assembled)
+                m.d.comb += full.word_select(beat, c.dma_bits).eq(self.axi.r.data)
+                with m.If(self.axi.r.valid):
+                    with m.If(self.axi.r.resp != 0):
+                        m.d.sync += self.bus_error.eq(1)
+                    m.d.sync += assembled.eq(full)
+                    with m.If(beat + 1 == line_beats):
+                        m.d.sync += beat.eq(0)
+                        m.d.comb += [write.eq(1), line_data.eq(full),
+                                     dest.eq(load.sram_addr + (load.pad_top + row) * width + load.pad_left + col)]
+                        m.d.sync += lines_left.eq(lines_left - 1)
+                        with m.If(col + 1 == load.x_size):
+                            m.d.sync += [col.eq(0), row.eq(row + 1)]
+                        with m.Else():
+                            m.d.sync += col.eq(col + 1)
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+                with m.If((lines_left == 0) & ~addresses.busy):
+                    m.d.comb += seq_done.eq(1)
+                    m.next = "IDLE"
+        return m

@@ -1,0 +1,195 @@
+"""The store engine: SETPP, and STORE (accumulator lines, post-processed, to external memory by AXI4 writes)."""
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from .axi import axi4_signature
+from .compute_engine import acc_line_layout
+from .decoder import layout_of
+from .dma import BurstAddressGenerator
+from .postprocess import PostProcessor
+from .sequencer import Sequencer, engine_control_signature
+from .spec.config import AcceleratorConfig
+from .spec.isa import KINDS, Buffer, Opcode
+from .spec.layout import PARAM_ENTRY_BYTES, line_bits, output_line_bytes
+
+__all__ = ["StoreEngine"]
+
+
+def _write_half(data_bits: int) -> wiring.Signature:
+    full = axi4_signature(32, data_bits).members
+    return wiring.Signature({"aw": full["aw"], "w": full["w"], "b": full["b"]})
+
+
+def _addr_bits(depth: int) -> int:
+    return (depth - 1).bit_length() or 1
+
+
+class StoreEngine(wiring.Component):
+    """One post-processing lane per array column turns an accumulator line into an output line per cycle; a
+    FIFO of output lines feeds the write channel beat by beat. Accumulator reads are issued only against free
+    FIFO space (credits), so the pipeline never needs to stall."""
+
+    #: Output lines buffered between the post-processing lanes and the write channel.
+    LINE_FIFO_DEPTH = 8
+
+    def __init__(self, config: AcceleratorConfig):
+        self._config = c = config
+        super().__init__({
+            "control": In(engine_control_signature()),
+            "axi": Out(_write_half(c.dma_bits)),
+            "acc": In(ReadPort.Signature(addr_width=_addr_bits(c.acc_buffer_depth), shape=acc_line_layout(c))),
+            "param": In(ReadPort.Signature(addr_width=_addr_bits(c.param_buffer_depth),
+                                            shape=unsigned(line_bits(Buffer.PARAM, c)))),
+            "bus_error": Out(1),
+            "nonfinite": Out(1),       # sticky: a stored element met a NaN or Inf operand
+            "clear": In(1),            # clears nonfinite (at start)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        cols = c.cols
+        bus_bytes = c.dma_bits // 8
+        out_beats = output_line_bytes(c) // bus_bytes
+        seq = Sequencer(m, self.control)
+        store = data.View(layout_of(KINDS[Opcode.STORE]), seq.word)
+
+        zero_point = Signal(signed(16))
+        clamp_lo = Signal(c.acts.bits)
+        clamp_hi = Signal(c.acts.bits)
+        incoming = data.View(layout_of(KINDS[Opcode.SETPP]), self.control.cmd.payload)
+        with m.If(seq.start & (incoming.opcode == Opcode.SETPP)):
+            m.d.sync += [zero_point.eq(incoming.zero_point), clamp_lo.eq(incoming.clamp_lo),
+                         clamp_hi.eq(incoming.clamp_hi)]
+
+        # --- per-column parameters ------------------------------------------------------------------------
+        entry = data.StructLayout({"bias": signed(64), "multiplier": signed(32), "shift": unsigned(8),
+                                   "pad": unsigned(PARAM_ENTRY_BYTES * 8 - 104)})
+        params = Signal(data.ArrayLayout(entry, cols))
+        m.d.comb += [self.param.addr.eq(store.param_addr), self.param.en.eq(1)]
+
+        # --- addresses -------------------------------------------------------------------------------------
+        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes)
+        m.submodules.lengths = lengths = SyncFIFOBuffered(width=9, depth=16)
+        m.d.comb += [
+            addresses.base.eq(store.dram_addr), addresses.rows.eq(store.y_size),
+            addresses.stride.eq(store.dram_stride), addresses.beats.eq(store.x_size * out_beats),
+            self.axi.aw.valid.eq(addresses.addr.valid), self.axi.aw.addr.eq(addresses.addr.addr),
+            self.axi.aw.len.eq(addresses.addr.len), self.axi.aw.size.eq(addresses.addr.size),
+            self.axi.aw.burst.eq(addresses.addr.burst), addresses.addr.ready.eq(self.axi.aw.ready),
+            lengths.w_en.eq(addresses.lengths.valid & addresses.lengths.ready),
+            lengths.w_data.eq(addresses.lengths.payload), addresses.lengths.ready.eq(lengths.w_rdy),
+        ]
+        bursts_out = Signal(20)
+        with m.If(self.axi.aw.valid & self.axi.aw.ready):
+            m.d.sync += bursts_out.eq(bursts_out + 1)
+
+        # --- accumulator lines through the post-processing lanes ---------------------------------------------
+        lanes = [PostProcessor(c) for _ in range(cols)]
+        for i, lane in enumerate(lanes):
+            m.submodules[f"lane{i}"] = lane
+        latency = lanes[0].latency
+        m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
+
+        y, x = Signal(10), Signal(10)
+        row_line = Signal(20)
+        line = Signal(20)
+        to_read = Signal(20)
+        in_flight = Signal(range(self.LINE_FIFO_DEPTH + latency + 3))
+        reading = Signal()
+        issue = Signal()
+        m.d.comb += issue.eq(reading & (to_read != 0) & (lines.level + in_flight < self.LINE_FIFO_DEPTH))
+        m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
+        with m.If(issue):
+            m.d.sync += to_read.eq(to_read - 1)
+            with m.If(x + 1 == store.x_size):
+                m.d.sync += [x.eq(0), y.eq(y + 1), row_line.eq(row_line + store.acc_stride),
+                             line.eq(row_line + store.acc_stride)]
+            with m.Else():
+                m.d.sync += [x.eq(x + 1), line.eq(line + 1)]
+        read_valid = Signal()
+        m.d.sync += read_valid.eq(issue)
+        acc_line = self.acc.data
+        for i, lane in enumerate(lanes):
+            p = params[i]
+            m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
+                         lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
+                         lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift), lane.zero_point.eq(zero_point),
+                         lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi)]
+        with m.If(read_valid & self.control.running):
+            with m.If(Cat(acc_line[i].nonfinite for i in range(cols)).any()):
+                m.d.sync += self.nonfinite.eq(1)
+        with m.If(self.clear):
+            m.d.sync += self.nonfinite.eq(0)
+        m.d.comb += [lines.w_en.eq(lanes[0].o_valid), lines.w_data.eq(Cat(lane.code for lane in lanes))]
+        with m.If(issue & ~lines.w_en):
+            m.d.sync += in_flight.eq(in_flight + 1)
+        with m.Elif(~issue & lines.w_en):
+            m.d.sync += in_flight.eq(in_flight - 1)
+
+        # --- output lines into write beats -----------------------------------------------------------------
+        beat = Signal(range(out_beats + 1))
+        burst_beat = Signal(9)
+        burst_len = Signal(9)
+        in_burst = Signal()
+        with m.If(~in_burst & lengths.r_rdy):
+            m.d.comb += lengths.r_en.eq(1)
+            m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
+        m.d.comb += [
+            self.axi.w.valid.eq(in_burst & lines.r_rdy),
+            self.axi.w.data.eq(lines.r_data.word_select(beat, c.dma_bits)),
+            self.axi.w.strb.eq(-1),
+            self.axi.w.last.eq(burst_beat + 1 == burst_len),
+        ]
+        with m.If(self.axi.w.valid & self.axi.w.ready):
+            with m.If(beat + 1 == out_beats):
+                m.d.comb += lines.r_en.eq(1)
+                m.d.sync += beat.eq(0)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+            with m.If(self.axi.w.last):
+                m.d.sync += in_burst.eq(0)
+            with m.Else():
+                m.d.sync += burst_beat.eq(burst_beat + 1)
+
+        # --- write responses --------------------------------------------------------------------------------
+        responses = Signal(20)
+        m.d.comb += self.axi.b.ready.eq(1)
+        with m.If(self.axi.b.valid):
+            m.d.sync += responses.eq(responses + 1)
+            with m.If(self.axi.b.resp != 0):
+                m.d.sync += self.bus_error.eq(1)
+
+        # --- sequencing -------------------------------------------------------------------------------------
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(seq.start):
+                    m.d.sync += self.bus_error.eq(0)
+                    with m.If(self.control.cmd.payload[:4] == Opcode.STORE):
+                        m.next = "PARAM_ADDR"
+                    with m.Else():
+                        m.next = "SETPP"
+            with m.State("SETPP"):
+                m.d.comb += seq.done.eq(1)
+                m.next = "IDLE"
+            with m.State("PARAM_ADDR"):
+                # The parameter memory sees the STORE's param_addr now; its line arrives next cycle.
+                m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.sync += [params.eq(self.param.data), x.eq(0), y.eq(0), row_line.eq(store.acc_addr),
+                             line.eq(store.acc_addr), to_read.eq(store.y_size * store.x_size), reading.eq(1),
+                             bursts_out.eq(0), responses.eq(0)]
+                m.d.comb += addresses.start.eq(1)
+                m.next = "RUN"
+            with m.State("RUN"):
+                finished = ((to_read == 0) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
+                            & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
+                with m.If(finished):
+                    m.d.sync += reading.eq(0)
+                    m.d.comb += seq.done.eq(1)
+                    m.next = "IDLE"
+        return m
