@@ -1,0 +1,1 @@
+"""Lowering layers to engine programs."""

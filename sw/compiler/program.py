@@ -1,0 +1,139 @@
+"""A program for the engine: instructions and the external-memory image they run on.
+
+``ProgramBuilder`` lays out external memory (instructions first, then data regions, every region aligned
+to the bus), collects instructions, and inserts the dependency tokens of a step schedule (see
+:meth:`ProgramBuilder.schedule`), so that DMA overlaps compute without races.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hw.spec.config import AcceleratorConfig
+from hw.spec.isa import INSTRUCTION_BYTES, ErrorCode, encode
+
+__all__ = ["Program", "Region", "Step", "ProgramBuilder"]
+
+
+@dataclass
+class Program:
+    config: AcceleratorConfig
+    words: list[int]
+    dram: bytearray
+    program_addr: int
+    dram_size: int
+    expected_error: ErrorCode = ErrorCode.NONE
+    description: str = ""
+    #: Named regions of external memory (inputs and outputs), for the runtime and the checks.
+    regions: dict = field(default_factory=dict)
+    #: Multiply-accumulates of the layer itself (without padding of K and N to the array).
+    useful_macs: int = 0
+
+    def read(self, dram: bytes | np.ndarray, name: str) -> bytes:
+        r = self.regions[name]
+        return bytes(np.asarray(np.frombuffer(bytes(dram), np.uint8))[r.addr:r.addr + r.size])
+
+
+@dataclass(frozen=True)
+class Region:
+    addr: int
+    size: int
+
+
+@dataclass
+class Step:
+    """One compute step and the loads it needs. ``begins``/``ends`` mark the first and last step of an output
+    tile (which owns one of two accumulator regions); ``store`` holds the STOREs that follow its last step."""
+
+    loads: list = field(default_factory=list)        # (opcode name, fields) tuples
+    computes: list = field(default_factory=list)
+    begins: bool = False
+    ends: bool = False
+    stores: list = field(default_factory=list)
+
+
+class ProgramBuilder:
+    def __init__(self, config: AcceleratorConfig, max_instructions: int = 1 << 16):
+        self.config = config
+        self.bus = config.dma_bits // 8
+        self._data: list[tuple[int, bytes]] = []
+        self._code_size = max_instructions * INSTRUCTION_BYTES
+        self._next = self._align(self._code_size)
+        self.regions: dict[str, Region] = {}
+        self.words: list[int] = []
+
+    def _align(self, n: int) -> int:
+        return -(-n // 4096) * 4096
+
+    def region(self, name: str, data: bytes | None = None, size: int | None = None) -> Region:
+        """Reserve an aligned region of external memory, optionally filled with ``data``."""
+        size = len(data) if data is not None else size
+        r = Region(self._next, size)
+        self._next = self._align(self._next + max(size, 1))
+        self.regions[name] = r
+        if data is not None:
+            self._data.append((r.addr, bytes(data)))
+        return r
+
+    def emit(self, opcode: str, **fields) -> None:
+        self.words.append(encode(opcode, **fields))
+
+    def schedule(self, steps: list[Step], prologue: list = (), setpp: dict | None = None) -> None:
+        """Emit ``steps`` with the tokens that make them race-free and overlapping.
+
+        Rules: the loads of step s end with a push to compute; from step 2 on, the first load of step s waits
+        for the compute of step s-2 (so two-way buffers alternate by step parity); every compute step sends a
+        token back to load. Output tiles alternate between two accumulator regions: the last step of tile o
+        sends a token to store, its STOREs send one back, and the first step of tile o+2 waits for it.
+        """
+        for opcode, fields in prologue:
+            self.emit(opcode, **fields)
+        if setpp is not None:
+            self.emit("SETPP", **setpp)
+        tile = -1
+        for s, step in enumerate(steps):
+            if not step.loads or not step.computes:
+                raise ValueError(f"Step {s} needs at least one load and one compute")
+            for i, (opcode, fields) in enumerate(step.loads):
+                flags = {}
+                if i == 0 and s >= 2:
+                    flags["pop_next"] = 1
+                if i == len(step.loads) - 1:
+                    flags["push_next"] = 1
+                self.emit(opcode, **fields, **flags)
+            if step.begins:
+                tile += 1
+            for i, (opcode, fields) in enumerate(step.computes):
+                flags = {}
+                if i == 0:
+                    flags["pop_prev"] = 1
+                    if step.begins and tile >= 2:
+                        flags["pop_next"] = 1
+                if i == len(step.computes) - 1:
+                    flags["push_prev"] = 1
+                    if step.ends:
+                        flags["push_next"] = 1
+                self.emit(opcode, **fields, **flags)
+            if step.ends:
+                for i, (opcode, fields) in enumerate(step.stores):
+                    flags = {}
+                    if i == 0:
+                        flags["pop_prev"] = 1
+                    if i == len(step.stores) - 1:
+                        flags["push_prev"] = 1
+                    self.emit(opcode, **fields, **flags)
+
+    def build(self, description: str = "", useful_macs: int = 0) -> Program:
+        self.emit("FINISH")
+        if len(self.words) * INSTRUCTION_BYTES > self._code_size:
+            raise ValueError(f"{len(self.words)} instructions do not fit the {self._code_size} bytes reserved")
+        size = self._align(self._next)
+        dram = bytearray(size)
+        for i, w in enumerate(self.words):
+            dram[i * INSTRUCTION_BYTES:(i + 1) * INSTRUCTION_BYTES] = w.to_bytes(INSTRUCTION_BYTES, "little")
+        for addr, data in self._data:
+            dram[addr:addr + len(data)] = data
+        return Program(self.config, list(self.words), dram, 0, size, ErrorCode.NONE, description,
+                       dict(self.regions), useful_macs)

@@ -1,0 +1,73 @@
+"""GEMM and convolution programs on the emulator against the golden model (im2col written here)."""
+
+import numpy as np
+import pytest
+
+from hw.spec.config import AcceleratorConfig
+from hw.spec.formats import get_format, product_of
+from sw.compiler.kernels import Requant, conv2d_program, gemm_program, read_conv2d_output, read_gemm_output
+from sw.emulator import Emulator
+from sw.golden import gemm
+from sw.golden.postprocess import rescale
+
+
+def _config(weights, acts, rows=4, cols=4, **kw):
+    return AcceleratorConfig(rows=rows, cols=cols, weight_format=weights, act_format=acts, act_buffer_depth=512,
+                             weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, **kw)
+
+
+def _requant(rng, n, fmt):
+    return Requant(rng.integers(-100, 100, n), rng.integers(1, 1 << 20, n), rng.integers(8, 30, n), 0,
+                   int(fmt.quantize(fmt.min)), int(fmt.quantize(fmt.max)))
+
+
+def _expected(cols, w2d, config, q):
+    g = gemm(cols, w2d, config.acts, config.weights)
+    return rescale(g.value, g.nonfinite, product_of(config.acts, config.weights).min_exponent, q.bias,
+                   q.multiplier, q.shift, config.acts, q.zero_point, q.clamp_lo, q.clamp_hi)
+
+
+@pytest.mark.parametrize("weights,acts,rows,cols", [("int8", "int8", 4, 4), ("minifloat6", "minifloat6", 4, 8),
+                                                    ("int4", "int8", 8, 4), ("fp8_e4m3", "fp8_e4m3", 2, 2)])
+@pytest.mark.parametrize("m,k,n", [(70, 10, 9), (1, 4, 4), (300, 3, 1)])
+def test_gemm(weights, acts, rows, cols, m, k, n):
+    config = _config(weights, acts, rows, cols)
+    rng = np.random.default_rng(m + k + n)
+    a = rng.integers(0, 1 << config.acts.bits, (m, k))
+    w = rng.integers(0, 1 << config.weights.bits, (k, n))
+    q = _requant(rng, n, config.acts)
+    program = gemm_program(config, a, w, q)
+    emulator = Emulator(config, bytes(program.dram))
+    status = emulator.run(program.program_addr)
+    assert status.done and status.error.name == "NONE"
+    np.testing.assert_array_equal(read_gemm_output(program, emulator.dram, m, n), _expected(a, w, config, q))
+
+
+@pytest.mark.parametrize("stride,padding,dilation", [(1, 1, 1), (2, 1, 1), (1, 0, 2), (1, 2, 1), (2, 0, 1)])
+@pytest.mark.parametrize("weights,acts", [("int8", "int8"), ("minifloat6", "minifloat6")])
+def test_conv2d(stride, padding, dilation, weights, acts):
+    config = _config(weights, acts)
+    rng = np.random.default_rng(stride * 10 + padding)
+    h, wd, cin, cout, k = 9, 7, 6, 5, 3
+    x = rng.integers(0, 1 << config.acts.bits, (h, wd, cin))
+    w = rng.integers(0, 1 << config.weights.bits, (k, k, cin, cout))
+    q = _requant(rng, cout, config.acts)
+    program = conv2d_program(config, x, w, q, stride=stride, padding=padding, dilation=dilation)
+    emulator = Emulator(config, bytes(program.dram))
+    assert emulator.run(program.program_addr).done
+    ho = (h + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    wo = (wd + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+    xp = np.zeros((h + 2 * padding, wd + 2 * padding, cin), np.int64)
+    xp[padding:padding + h, padding:padding + wd] = x
+    cols = np.array([[xp[oy * stride + ky * dilation, ox * stride + kx * dilation]
+                      for ky in range(k) for kx in range(k)] for oy in range(ho) for ox in range(wo)])
+    expected = _expected(cols.reshape(ho * wo, -1), w.reshape(-1, cout), config, q).reshape(ho, wo, cout)
+    np.testing.assert_array_equal(read_conv2d_output(program, emulator.dram, ho, wo, cout), expected)
+
+
+def test_layer_too_big_is_a_clear_error():
+    config = _config("int8", "int8")
+    with pytest.raises(ValueError, match=r"convolution 9x2000x4 -> 4 \(3x3\) does not fit the buffers"):
+        conv2d_program(config, np.zeros((9, 2000, 4), int), np.zeros((3, 3, 4, 4), int),
+                       Requant([0] * 4, [1] * 4, [0] * 4))
+    assert get_format("int8").bits == 8
