@@ -32,7 +32,7 @@ class _Feeder:
     are issued only while the FIFO has room for them and everything already in flight.
     """
 
-    def __init__(self, m: Module, name: str, port, width: int, depth: int = 4):
+    def __init__(self, m: Module, name: str, port, width: int, depth: int = 8):
         self.fifo = fifo = SyncFIFOBuffered(width=width + 1, depth=depth)
         m.submodules[name] = fifo
         self.port = port
@@ -77,7 +77,7 @@ class ComputeEngine(wiring.Component):
         m = Module()
         c = self._config
         rows, cols = c.rows, c.cols
-        seq = Sequencer(m, self.control)
+        seq = Sequencer(m, self.control, defer_push_next=True)
         opcode = seq.word[:4]
         comp = data.View(layout_of(KINDS[Opcode.COMPUTE]), seq.word)
         alu = data.View(layout_of(KINDS[Opcode.ALU]), seq.word)
@@ -142,33 +142,61 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [array.acts.valid.eq(acts.fifo.r_rdy), array.acts.payload.codes.eq(acts.data),
                      array.acts.payload.last.eq(acts.last), acts.fifo.r_en.eq(array.acts.ready)]
 
-        # --- partial sums into the accumulators: read, then add and write ---------------------------------
-        m.d.comb += array.psums.ready.eq(1)
+        # --- partial sums into the accumulators: the retire side -------------------------------------------
+        # COMPUTE ends once its reads are issued (so the next one can start and the array never drains);
+        # what comes out of the array is written by the retire side, one descriptor per instruction, and the
+        # results-ready token is pushed after the instruction's last write.
+        descriptor = data.StructLayout({"acc_addr": unsigned(16), "out_w": unsigned(10), "out_h": unsigned(10),
+                                        "tiles": unsigned(8), "accumulate": unsigned(1), "push_next": unsigned(1)})
+        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=4)
+        m.d.comb += [
+            retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
+            retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, comp_in.kh * comp_in.kw,
+                                       comp_in.accumulate, comp_in.push_next)),
+        ]
+        head = data.View(descriptor, retire_queue.r_data)
+        current = Signal(descriptor)
+        retiring = Signal()
         p_line = Signal(16)
         p_col = Signal(10)
         p_row = Signal(10)
         p_tile = Signal(8)
-        p_left = Signal(28)
-        with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
-            m.d.sync += [p_line.eq(comp_in.acc_addr), p_col.eq(0), p_row.eq(0), p_tile.eq(0),
-                         p_left.eq(comp_in.kh * comp_in.kw * comp_in.out_h * comp_in.out_w)]
-        stage_valid = Signal()
-        stage_line = Signal(16)
-        stage_psums = Signal.like(array.psums.payload)
-        stage_accumulate = Signal()
-        arrive = array.psums.valid & is_compute
-        with m.If(arrive):
-            m.d.sync += p_left.eq(p_left - 1)
-            with m.If(p_col + 1 == comp.out_w):
+        m.d.comb += array.psums.ready.eq(1)
+        arrive = array.psums.valid
+        last_col = p_col + 1 == current.out_w
+        last_row = p_row + 1 == current.out_h
+        last_of_current = last_col & last_row & (p_tile + 1 == current.tiles)
+        take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
+        with m.If(take_next):
+            m.d.comb += retire_queue.r_en.eq(1)
+            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), p_col.eq(0), p_row.eq(0),
+                         p_tile.eq(0)]
+        with m.Elif(arrive & last_of_current):
+            m.d.sync += retiring.eq(0)
+        with m.Elif(arrive):
+            with m.If(last_col):
                 m.d.sync += p_col.eq(0)
-                with m.If(p_row + 1 == comp.out_h):
-                    m.d.sync += [p_row.eq(0), p_tile.eq(p_tile + 1), p_line.eq(comp.acc_addr)]
+                with m.If(last_row):
+                    m.d.sync += [p_row.eq(0), p_tile.eq(p_tile + 1), p_line.eq(current.acc_addr)]
                 with m.Else():
                     m.d.sync += [p_row.eq(p_row + 1), p_line.eq(p_line + 1)]
             with m.Else():
                 m.d.sync += [p_col.eq(p_col + 1), p_line.eq(p_line + 1)]
+        stage_valid = Signal()
+        stage_line = Signal(16)
+        stage_psums = Signal.like(array.psums.payload)
+        stage_accumulate = Signal()
+        stage_push = Signal()
         m.d.sync += [stage_valid.eq(arrive), stage_line.eq(p_line), stage_psums.eq(array.psums.payload),
-                     stage_accumulate.eq(comp.accumulate | (p_tile != 0))]
+                     stage_accumulate.eq(current.accumulate | (p_tile != 0)),
+                     stage_push.eq(arrive & last_of_current & current.push_next)]
+        m.d.comb += self.control.push_next.eq(stage_valid & stage_push)
+        m.d.comb += seq.background.eq(retiring | stage_valid | retire_queue.r_rdy)
+        # An ALU reads the accumulators: it waits until every earlier COMPUTE has written them.
+        with m.If(opcode_in == Opcode.ALU):
+            m.d.comb += seq.ready.eq(~seq.background & ~retire_queue.r_rdy)
+        with m.Else():
+            m.d.comb += seq.ready.eq(retire_queue.w_rdy)
 
         # --- ALU: element (y, x) -------------------------------------------------------------------------------
         is_alu = Signal()
@@ -223,7 +251,8 @@ class ComputeEngine(wiring.Component):
         with m.If(self.control.running):
             with m.Switch(opcode):
                 with m.Case(Opcode.COMPUTE):
-                    m.d.comb += seq.done.eq((p_left == 0) & ~stage_valid & ~seq.start)
+                    m.d.comb += seq.done.eq((w_left == 0) & ~a_active)
                 with m.Case(Opcode.ALU):
-                    m.d.comb += seq.done.eq((alu_left == 0) & ~alu_valid & ~seq.start)
+                    m.d.comb += seq.done.eq((alu_left == 0) & ~alu_valid)
+                    m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m

@@ -159,7 +159,7 @@ class InferenceEngine(wiring.Component):
                 m.d.sync += overflow.eq(1)
             with m.If(load.bus_error | store.bus_error):
                 m.d.sync += bus_error.eq(1)
-        any_running = Cat(e.control.running for e in engines).any()
+        any_running = Cat(e.control.active for e in engines).any()
         any_can_start = Cat(e.control.can_start for e in engines).any()
         queues_empty = ~Cat(q.r_rdy for q in queues).any()
 

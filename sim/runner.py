@@ -152,13 +152,17 @@ def run(design: VerilatorBuild, test_module: str, test_dir: Path, env: dict[str,
     test_dir.mkdir(parents=True, exist_ok=True)
     with _patched_environ(_environment()):
         runner = get_runner("verilator")
-        runner.test(
-            hdl_toplevel=design.toplevel, hdl_toplevel_lang="verilog", test_module=test_module, build_dir=design.directory,
-            test_dir=test_dir, extra_env={**(env or {}), "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])},
-            results_xml=str(test_dir / "results.xml"), waves=design.waves,
-            test_args=["--trace-file", str(test_dir / "dump.fst")] if design.waves else [],
-            log_file=test_dir / "sim.log",
-        )
+        try:
+            runner.test(
+                hdl_toplevel=design.toplevel, hdl_toplevel_lang="verilog", test_module=test_module, build_dir=design.directory,
+                test_dir=test_dir, extra_env={**(env or {}), "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])},
+                results_xml=str(test_dir / "results.xml"), waves=design.waves,
+                test_args=["--trace-file", str(test_dir / "dump.fst")] if design.waves else [],
+                log_file=test_dir / "sim.log",
+            )
+        except SystemExit:
+            # Under pytest, cocotb's runner exits on a failed test; the results file below says what failed.
+            pass
     from cocotb_tools.check_results import get_results
 
     tests, failed = get_results(test_dir / "results.xml")
