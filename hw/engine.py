@@ -8,7 +8,7 @@ Block diagram::
     ctrl (AXI4-Lite): start, status, error code, counters (hw/spec/registers.py)
 """
 
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -135,7 +135,8 @@ class InferenceEngine(wiring.Component):
         queues = []
         for name, engine in zip(("load", "compute", "store"), engines):
             fifo = SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=COMMAND_QUEUE_DEPTH)
-            m.submodules[f"{name}_queue"] = fifo
+            # A halted program may leave instructions queued: a new start begins with empty queues.
+            m.submodules[f"{name}_queue"] = ResetInserter(start)(fifo)
             queues.append(fifo)
             m.d.comb += [engine.control.cmd.valid.eq(fifo.r_rdy), engine.control.cmd.payload.eq(fifo.r_data),
                          fifo.r_en.eq(engine.control.cmd.ready)]

@@ -216,8 +216,9 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("src_step", 4, "Source lines between consecutive elements of a row.", nonzero=True),
          )),
     Kind(Opcode.SETPP, Queue.STORE,
-         "Set the post-processing of the following STOREs: for each output element, with bias B, multiplier M "
-         "and shift S of its column from the PARAM line `param_addr` (of the STORE): "
+         "Set the post-processing of the following STOREs: for each output element, with bias B (saturated to "
+         "the accumulator's range), multiplier M and shift S of its column from the PARAM line `param_addr` "
+         "(of the STORE): "
          "`v = (acc + B) * M * 2**(acc_exponent - S)`, then integer outputs: `q = clamp(rne(v) + zero_point, "
          "format range)`, minifloat outputs: `q = quantize(v)` (round to nearest even, saturating); finally "
          "`q` is clamped to [clamp_lo, clamp_hi] (codes of the output format, compared by value): ReLU is "

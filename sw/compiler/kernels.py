@@ -141,6 +141,11 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     kh, kw, _, cout = w.shape
     ho = (h + 2 * padding - dilation * (kh - 1) - 1) // stride + 1
     wo = (wd + 2 * padding - dilation * (kw - 1) - 1) // stride + 1
+    if not 0 <= padding <= dilation * (kh - 1) or padding > 7:
+        raise ValueError(f"padding {padding} must be in 0..min(7, dilation*(kernel-1) = {dilation * (kh - 1)}): "
+                         f"more would make outputs that see only padding")
+    if ho < 1 or wo < 1:
+        raise ValueError(f"convolution {h}x{wd} with a {kh}x{kw} kernel (dilation {dilation}) has no output")
     cb_n, nb_n = _ceil(cin, c.rows), _ceil(cout, c.cols)
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     pitch = wd + 2 * padding

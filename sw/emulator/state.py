@@ -116,7 +116,7 @@ def compute(s: EngineState, f: dict) -> None:
 def alu(s: EngineState, f: dict) -> None:
     dst = _lines(f["dst_addr"], f["y_size"], f["x_size"], f["dst_stride"])
     src = _lines(f["src_addr"], f["y_size"], f["x_size"], f["src_stride"], f["src_step"])
-    if np.intersect1d(dst, src).size == 0:
+    if np.unique(dst).size == dst.size and np.intersect1d(dst, src).size == 0:
         _alu_lines(s, f["op"], dst, src)      # independent elements: all at once
     else:
         for d, r in zip(dst, src):            # the ISA's order: one element after the other
@@ -139,7 +139,8 @@ def store(s: EngineState, f: dict) -> None:
     p = f["param_addr"]
     nonfinite = s.acc_nonfinite[lines]
     codes = rescale(s.acc[lines], nonfinite, product_of(c.acts, c.weights).min_exponent,
-                    s.bias[p], s.multiplier[p], s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi)
+                    s.bias[p], s.multiplier[p], s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi,
+                    acc_bits=c.acc_bits)
     s.saw_nonfinite |= bool(nonfinite.any())
     nbytes = output_line_bytes(c)
     data = np.frombuffer(pack_lines(codes, c.acts.bits, nbytes), dtype=np.uint8)

@@ -1,6 +1,7 @@
 """What the post-processing unit does to an accumulator line on its way out (SETPP + STORE).
 
-For each element, with the column's bias ``B``, multiplier ``M`` and shift ``S``:
+For each element, with the column's bias ``B`` (saturated to the range of an ``acc_bits``-wide accumulator:
+a bias is a value the accumulator could hold), multiplier ``M`` and shift ``S``:
 
     t = (acc + B) * M                       exact integer
     v = t * 2 ** (acc_exponent - S)         exact dyadic rational
@@ -50,11 +51,18 @@ def clamp_codes(codes: np.ndarray, fmt: Format, lo: int, hi: int) -> np.ndarray:
 
 def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, multiplier, shift,
             out_format: Format | str, zero_point: int = 0, clamp_lo: int | None = None,
-            clamp_hi: int | None = None) -> np.ndarray:
-    """Output codes of accumulator values ``acc`` (n, cols); bias/multiplier/shift broadcast per column."""
+            clamp_hi: int | None = None, *, acc_bits: int | None = None) -> np.ndarray:
+    """Output codes of accumulator values ``acc`` (n, cols); bias/multiplier/shift broadcast per column.
+
+    ``acc_bits``: the accumulator width the bias saturates to (``None``: no saturation).
+    """
     fmt = get_format(out_format)
     acc = np.asarray(acc, dtype=object)
-    t = (acc + np.asarray(bias, dtype=object)) * np.asarray(multiplier, dtype=object)
+    bias = np.asarray(bias, dtype=object)
+    if acc_bits is not None:
+        lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+        bias = np.array([min(max(int(b), lo), hi) for b in bias.ravel()], dtype=object).reshape(bias.shape)
+    t = (acc + bias) * np.asarray(multiplier, dtype=object)
     exponent = acc_exponent - np.broadcast_to(np.asarray(shift, dtype=object), t.shape)
     if isinstance(fmt, IntFormat):
         lo, hi = int(fmt.min), int(fmt.max)

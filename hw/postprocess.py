@@ -1,0 +1,354 @@
+"""The post-processing unit: one accumulator into one output code per cycle (SETPP + STORE).
+
+The semantics are those of :func:`sw.golden.postprocess.rescale`, bit for bit. The datapath is a pipeline
+of six stages; every stage advances only when ``en`` is high::
+
+    offset    s = acc + bias,  |s|, |M|, sign          (bias saturated to the accumulator's range)
+    multiply  m = |s| * |M|                             (exact: no bit of t = s * M is ever lost)
+    locate    leading and trailing one of m; how far to shift m right, and the result's exponent
+    align     shift m right: the kept bits, a guard bit and a sticky bit
+    round     round half to even, carry into the exponent, saturate; integers add the zero point
+    clamp     clamp by value to [clamp_lo, clamp_hi]  ->  code
+
+Working on the magnitude of ``t`` makes one datapath serve both rounding directions: round-half-even is
+symmetric about zero, so ``rne(t * 2**e) == sign(t) * rne(|t| * 2**e)``, and a minifloat is sign-magnitude
+anyway. The sticky bit comes from the position of the lowest set bit of ``m`` (a second priority encoder)
+instead of from a masked OR-reduction behind the shifter: the bits shifted out below the guard are not
+all zero exactly when that position lies below the guard's.
+"""
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .spec.config import AcceleratorConfig
+from .spec.formats import IntFormat, Minifloat, Specials, product_of
+
+__all__ = ["PostProcessor", "round_half_even"]
+
+#: The pipeline, in order; ``PostProcessor.latency`` is its length.
+STAGES = ("offset", "multiply", "locate", "align", "round", "clamp")
+
+#: Widths of the parameter ports: those of the PARAM entry and of the SETPP fields (hw/spec/isa.py).
+BIAS_BITS, MULTIPLIER_BITS, SHIFT_BITS, ZERO_POINT_BITS = 64, 32, 8, 16
+
+
+# --- building blocks --------------------------------------------------------------------------------
+
+def round_half_even(guard: Value, sticky: Value, lsb: Value) -> Value:
+    """Whether to add one to a truncated result: above half way, or exactly half way from an odd one."""
+    return guard & (sticky | lsb)
+
+
+def _register(m: Module, en: Value, stage: str, **values) -> SimpleNamespace:
+    """A pipeline register: every value is sampled when ``en`` is high; the register is named ``stage_name``."""
+    registers = {}
+    for name, value in values.items():
+        value = Value.cast(value)
+        registers[name] = register = Signal(value.shape(), name=f"{stage}_{name}")
+        with m.If(en):
+            m.d.sync += register.eq(value)
+    return SimpleNamespace(**registers)
+
+
+def _find_one(value: Value, *, highest: bool) -> tuple[Value, Value]:
+    """(position of the highest or lowest set bit of ``value``, whether any bit is set).
+
+    A balanced tree of two-way choices, so the depth grows with the logarithm of the width (a chain of
+    ``If`` would be as deep as the value is wide). The position is meaningless when no bit is set.
+    """
+    nodes = [(bit, Const(0, 0)) for bit in value]
+    while len(nodes) > 1:
+        if len(nodes) % 2:
+            nodes.append((Const(0, 1), Const(0, len(nodes[0][1]))))
+        pairs = zip(nodes[0::2], nodes[1::2])
+        nodes = []
+        for (found_lo, pos_lo), (found_hi, pos_hi) in pairs:
+            use_hi = found_hi if highest else ~found_lo
+            nodes.append((found_lo | found_hi, Cat(Mux(use_hi, pos_hi, pos_lo), use_hi)))
+    found, pos = nodes[0]
+    return pos, found
+
+
+def _saturate_signed(value: Value, bits: int) -> Value:
+    """``value`` (signed) limited to the range of ``signed(bits)``."""
+    if len(value) <= bits:
+        return value
+    top = value[bits - 1:]
+    fits = (top == 0) | (top == (1 << len(top)) - 1)
+    return Mux(fits, value[:bits].as_signed(),
+               Mux(value[-1], Const(-(1 << (bits - 1)), signed(bits)), Const((1 << (bits - 1)) - 1, signed(bits))))
+
+
+def _shift_right(value: Value, amount: Value, amount_min: int, keep: int) -> tuple[Value, Value]:
+    """``value >> (amount + amount_min)`` cut to ``keep`` bits, and the guard bit just below it.
+
+    ``amount`` is unsigned; ``amount_min`` is the smallest shift as a constant, negative for a left shift.
+    The constant part costs no logic: the value is sliced (or padded) before the barrel shifter.
+    """
+    if amount_min >= 1:
+        window = value[amount_min - 1:]
+    else:
+        window = Cat(Const(0, 1 - amount_min), value)
+    shifted = window >> amount
+    if len(shifted) < keep + 1:
+        shifted = Cat(shifted, Const(0, keep + 1 - len(shifted)))
+    return shifted[1:keep + 1], shifted[0]
+
+
+def _is_nan(fmt: Minifloat, code: Value) -> Value:
+    exp, man = code[fmt.man_bits:fmt.man_bits + fmt.exp_bits], code[:fmt.man_bits]
+    if fmt.specials is Specials.IEEE:
+        return (exp == (1 << fmt.exp_bits) - 1) & (man != 0)
+    if fmt.specials is Specials.NAN:
+        return code[:-1] == fmt.nan_code
+    return Const(0, 1)
+
+
+def _order_key(fmt: IntFormat | Minifloat, code: Value) -> Value:
+    """A signed integer that orders codes by the value they stand for (NaN aside).
+
+    Minifloats are sign-magnitude: the magnitude code orders magnitudes (Inf above every finite code),
+    -0 and +0 both map to 0, and in a format without subnormals every code with a zero exponent is zero.
+    """
+    if isinstance(fmt, IntFormat):
+        return code.as_signed() if fmt.signed else code
+    magnitude = code[:-1]
+    if not fmt.subnormals:
+        magnitude = Mux(code[fmt.man_bits:-1] == 0, 0, magnitude)
+    return Mux(code[-1], -magnitude, magnitude)
+
+
+# --- the unit ---------------------------------------------------------------------------------------
+
+class PostProcessor(wiring.Component):
+    """One element per cycle: ``acc`` and its column's parameters in, the output code ``latency`` advances later.
+
+    All inputs are sampled together with ``i_valid``; nothing moves while ``en`` is low. The output format
+    is the configuration's activation format (an integer or a minifloat). ``acc`` is in units of
+    ``2 ** acc_exponent``, the least significant bit of a product of an activation and a weight.
+
+    ``bias`` is saturated to the accumulator's range (it is a value the accumulator could hold), as in
+    ``rescale(..., acc_bits=config.acc_bits)`` of the golden model, which every output matches exactly:
+    ``multiplier = -2**31``, any ``shift`` in 0..255, ties, subnormals, saturation and negative zero included.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
+        self._config = config
+        self._format = fmt = config.acts
+        self._acc_exponent = product_of(config.acts, config.weights).min_exponent
+        super().__init__({
+            "en": In(1),
+            "i_valid": In(1),
+            "acc": In(signed(config.acc_bits)),
+            "nonfinite": In(1),
+            "bias": In(signed(BIAS_BITS)),
+            "multiplier": In(signed(MULTIPLIER_BITS)),
+            "shift": In(unsigned(SHIFT_BITS)),
+            "zero_point": In(signed(ZERO_POINT_BITS)),
+            "clamp_lo": In(unsigned(fmt.bits)),
+            "clamp_hi": In(unsigned(fmt.bits)),
+            "o_valid": Out(1),
+            "code": Out(unsigned(fmt.bits)),
+        })
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    @property
+    def acc_exponent(self) -> int:
+        """Power of two of the accumulator's least significant bit."""
+        return self._acc_exponent
+
+    @property
+    def latency(self) -> int:
+        """Cycles with ``en`` high from an input's sampling to its code on ``code`` (with ``o_valid``)."""
+        return len(STAGES)
+
+    @property
+    def product_bits(self) -> int:
+        """Width of ``|t| = |acc + bias| * |multiplier|``: at most ``2**acc_bits * 2**31``."""
+        return self._config.acc_bits + MULTIPLIER_BITS
+
+    def elaborate(self, platform):
+        m = Module()
+        offset = self._offset(m)
+        multiply = self._multiply(m, offset)
+        if isinstance(self._format, IntFormat):
+            locate = self._locate_integer(m, multiply)
+            align = self._align(m, locate, keep=self._integer_keep_bits)
+            result = self._round_integer(m, align)
+        else:
+            locate = self._locate_minifloat(m, multiply)
+            align = self._align(m, locate, keep=self._format.man_bits + 1)
+            result = self._round_minifloat(m, align)
+        self._clamp(m, result)
+        return m
+
+    # --- stages common to every format ---------------------------------------------------------
+    def _offset(self, m):
+        """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitudes and sign of ``s`` and ``M``.
+
+        From here on the datapath is unsigned, so the multiplier is the narrowest exact one and
+        ``M = -2**31`` needs no special case.
+        """
+        bias = _saturate_signed(self.bias, self._config.acc_bits)
+        s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
+        m.d.comb += s.eq(self.acc + bias)
+        return _register(
+            m, self.en, "offset",
+            valid=self.i_valid, nonfinite=self.nonfinite, shift=self.shift, zero_point=self.zero_point,
+            clamp_lo=self.clamp_lo, clamp_hi=self.clamp_hi,
+            s_magnitude=abs(s), m_magnitude=abs(self.multiplier), negative=s[-1] ^ self.multiplier[-1])
+
+    def _multiply(self, m, p):
+        """``|t| = |s| * |M|``: an ``(acc_bits + 1) x 32`` unsigned multiplier, the unit's largest part."""
+        return _register(
+            m, self.en, "multiply", **self._carry(p, "valid", "nonfinite", "shift", "zero_point", "negative",
+                                                  "clamp_lo", "clamp_hi"),
+            magnitude=(p.s_magnitude * p.m_magnitude)[:self.product_bits])
+
+    def _align(self, m, p, *, keep):
+        """Shift right by ``amount + amount_min``: the kept bits, the guard bit, and the sticky bit below it.
+
+        Sticky: some bit below the guard is set, i.e. the lowest set bit sits below the guard's position.
+        """
+        amount_min = self._shift_range[0]
+        kept, guard = _shift_right(p.magnitude, p.amount, amount_min, keep)
+        sticky = p.nonzero & (p.lowest + 1 < p.amount + amount_min)
+        rest = {k: v for k, v in vars(p).items() if k not in ("magnitude", "amount", "lowest")}
+        return _register(m, self.en, "align", **rest, kept=kept, guard=guard, sticky=sticky)
+
+    def _clamp(self, m, p):
+        """``hi`` above ``hi``, else ``lo`` below ``lo``, by value; NaN is never clamped, nor clamps."""
+        fmt = self._format
+        key, lo, hi = (_order_key(fmt, c) for c in (p.code, p.clamp_lo, p.clamp_hi))
+        above, below = key > hi, key < lo
+        if isinstance(fmt, Minifloat) and fmt.has_nan:
+            above &= ~_is_nan(fmt, p.clamp_hi)
+            below &= ~_is_nan(fmt, p.clamp_lo)
+            above &= ~_is_nan(fmt, p.code)
+            below &= ~_is_nan(fmt, p.code)
+        code = Mux(above, p.clamp_hi, Mux(below, p.clamp_lo, p.code))
+        out = _register(m, self.en, "clamp", valid=p.valid, code=code)
+        m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(out.code)]
+
+    @staticmethod
+    def _carry(p, *names):
+        return {name: getattr(p, name) for name in names}
+
+    @property
+    def _shift_range(self) -> tuple[int, int]:
+        """Smallest and largest right shift of ``|t|`` (negative: left) over every leading one and ``shift``."""
+        top = self.product_bits - 1
+        shift_max = (1 << SHIFT_BITS) - 1
+        if isinstance(self._format, IntFormat):
+            return -self._acc_exponent, shift_max - self._acc_exponent
+        below = 1 - self._format.bias - self._acc_exponent
+        man = self._format.man_bits
+        return max(0, below) - man, max(top, below + shift_max) - man
+
+    def _locate_common(self, m, p):
+        """Positions of the highest and lowest set bits of ``|t|``, and whether there is one."""
+        highest, nonzero = _find_one(p.magnitude, highest=True)
+        lowest, _ = _find_one(p.magnitude, highest=False)
+        named = [Signal(len(highest), name="locate_highest"), Signal(len(lowest), name="locate_lowest"),
+                 Signal(name="locate_nonzero")]
+        m.d.comb += [a.eq(b) for a, b in zip(named, (highest, lowest, nonzero))]
+        return named
+
+    # --- integers -------------------------------------------------------------------------------
+    @property
+    def _integer_keep_bits(self) -> int:
+        """Bits of ``rne(|t| * 2**e)`` worth keeping: any larger result saturates whatever the zero point."""
+        fmt = self._format
+        zp_lo, zp_hi = -(1 << (ZERO_POINT_BITS - 1)), (1 << (ZERO_POINT_BITS - 1)) - 1
+        bits = 1
+        while not ((1 << bits) + zp_lo > int(fmt.max) and -(1 << bits) + zp_hi < int(fmt.min)):
+            bits += 1
+        return bits
+
+    def _locate_integer(self, m, p):
+        """``|t| * 2**e`` with ``e = acc_exponent - shift``: a right shift by ``shift - acc_exponent``."""
+        highest, lowest, nonzero = self._locate_common(m, p)
+        # floor(|t| * 2**e) >= 2**keep exactly when the leading one lands at or above bit `keep`.
+        big = nonzero & (highest + self._acc_exponent - p.shift >= self._integer_keep_bits)
+        return _register(
+            m, self.en, "locate", **self._carry(p, "valid", "nonfinite", "zero_point", "negative", "clamp_lo",
+                                                "clamp_hi", "magnitude"),
+            amount=p.shift, lowest=lowest, nonzero=nonzero, big=big)
+
+    def _round_integer(self, m, p):
+        """Round, restore the sign, add the zero point, saturate to the format."""
+        fmt = self._format
+        keep = self._integer_keep_bits
+        rounded = p.kept + round_half_even(p.guard, p.sticky, p.kept[0])
+        magnitude = Mux(p.big, 1 << keep, rounded)
+        y = Mux(p.negative, -magnitude, magnitude) + p.zero_point
+        y = Mux(p.nonfinite, p.zero_point, y)
+        lo, hi = int(fmt.min), int(fmt.max)
+        y = Mux(y > hi, hi, Mux(y < lo, lo, y))
+        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
+                         code=y[:fmt.bits])
+
+    # --- minifloats ------------------------------------------------------------------------------
+    def _locate_minifloat(self, m, p):
+        """The exponent of ``|t| * 2**e`` from its leading one, and where its last kept bit sits.
+
+        With the leading one at bit ``h``, the value lies in ``[2**E, 2**(E+1))``, ``E = h + acc_exponent -
+        shift``. Normal results keep ``man_bits`` bits below the leading one; subnormal ones (``E < emin``)
+        keep the bits down to the subnormal quantum ``2**(emin - man_bits)``. So ``m`` shifts right by
+        ``max(h, emin - acc_exponent + shift) - man_bits``.
+        """
+        fmt = self._format
+        highest, lowest, nonzero = self._locate_common(m, p)
+        emin = 1 - fmt.bias
+        emax = fmt.max_exp_field - fmt.bias
+        man = fmt.man_bits
+        below = emin - self._acc_exponent           # emin - e, less the shift
+        exponent = Signal(range(self._acc_exponent - (1 << SHIFT_BITS), self.product_bits + self._acc_exponent),
+                          name="locate_exponent")
+        m.d.comb += exponent.eq(highest + self._acc_exponent - p.shift)
+        normal = exponent >= emin
+        amount_min, amount_max = self._shift_range
+        amount = Signal(range(amount_max - amount_min + 1), name="locate_amount")
+        m.d.comb += amount.eq(Mux(normal, highest, below + p.shift) - man - amount_min)
+        # The biased exponent less one: what the code adds to a significand that carries its leading one.
+        base = Mux(normal, exponent, emin) + (fmt.bias - 1)
+        fields = dict(
+            amount=amount, lowest=lowest, nonzero=nonzero,
+            huge=nonzero & (exponent > emax), base=base[:fmt.exp_bits])
+        if not fmt.subnormals:
+            # Only 0 and 2**emin lie below the normals: above half of 2**emin rounds up, half or less to 0.
+            fields.update(flush=~normal, flush_up=(exponent == emin - 1) & (lowest != highest))
+        return _register(
+            m, self.en, "locate", **self._carry(p, "valid", "nonfinite", "negative", "clamp_lo", "clamp_hi",
+                                                "magnitude"), **fields)
+
+    def _round_minifloat(self, m, p):
+        """Code of the nearest value: round the significand, let a carry ripple into the exponent, saturate.
+
+        ``(base << man_bits) + significand`` is the magnitude code, since the significand's leading one adds
+        one to the exponent field; a carry out of the mantissa lands in the exponent by the same addition,
+        and subnormals (``base == 0``) come out right too. Ties go to the even *code*, which for formats
+        without mantissa bits is not the parity of the significand.
+        """
+        fmt = self._format
+        man = fmt.man_bits
+        max_code = int(fmt.quantize(fmt.max))
+        # The last bit of the truncated code, without waiting for the addition that forms the code.
+        lsb = p.kept[0] if man else p.kept[0] ^ p.base[0]
+        rounded = (p.base << man) + p.kept + round_half_even(p.guard, p.sticky, lsb)
+        magnitude = Mux(p.huge | (rounded > max_code), max_code, rounded)
+        if not fmt.subnormals:
+            magnitude = Mux(p.flush, Mux(p.flush_up, 1 << man, 0), magnitude)
+        magnitude = Mux(p.nonzero, magnitude, 0)
+        code = Cat(magnitude[:fmt.bits - 1], p.negative & p.nonzero)
+        special = fmt.nan_code if fmt.has_nan else 0
+        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
+                         code=Mux(p.nonfinite, special, code))
