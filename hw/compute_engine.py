@@ -12,6 +12,7 @@ from .lanes import psum_lane
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, AluOp, Opcode
+from .spec.microarchitecture import FEEDER_DEPTH
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -32,7 +33,7 @@ class _Feeder:
     are issued only while the FIFO has room for them and everything already in flight.
     """
 
-    def __init__(self, m: Module, name: str, port, width: int, depth: int = 8):
+    def __init__(self, m: Module, name: str, port, width: int, depth: int = FEEDER_DEPTH):
         self.fifo = fifo = SyncFIFOBuffered(width=width + 1, depth=depth)
         m.submodules[name] = fifo
         self.port = port

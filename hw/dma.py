@@ -5,10 +5,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR
+from .spec.microarchitecture import BURST_BOUNDARY, MAX_BURST_BEATS
 
 __all__ = ["BurstAddressGenerator", "MAX_BURST_BEATS"]
 
-MAX_BURST_BEATS = 256
 
 
 class BurstAddressGenerator(wiring.Component):
@@ -39,7 +39,7 @@ class BurstAddressGenerator(wiring.Component):
         remaining = Signal.like(self.beats)
 
         to_4k = Signal(13 - shift + 1)
-        m.d.comb += to_4k.eq((4096 - cursor[:12]) >> shift)
+        m.d.comb += to_4k.eq((BURST_BOUNDARY - cursor[:BURST_BOUNDARY.bit_length() - 1]) >> shift)
         capped = Mux(remaining < MAX_BURST_BEATS, remaining, MAX_BURST_BEATS)
         count = Signal(9)
         m.d.comb += count.eq(Mux(to_4k < capped, to_4k, capped))

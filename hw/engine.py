@@ -21,13 +21,12 @@ from .load_engine import LoadEngine
 from .spec.config import AcceleratorConfig
 from .spec.isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, Buffer, ErrorCode, Opcode
 from .spec.layout import line_bits
+from .spec.microarchitecture import COMMAND_QUEUE_DEPTH
 from .spec.registers import REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_NONFINITE, by_name
 from .store_engine import StoreEngine
 
 __all__ = ["InferenceEngine", "COMMAND_QUEUE_DEPTH"]
 
-#: Instructions each engine's queue holds.
-COMMAND_QUEUE_DEPTH = 4
 
 
 class _TokenQueue:

@@ -15,6 +15,7 @@ from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
 from .spec.layout import PARAM_ENTRY_BYTES, line_bits, output_line_bytes
+from .spec.microarchitecture import POSTPROCESS_LATENCY
 
 __all__ = ["StoreEngine"]
 
@@ -33,8 +34,9 @@ class StoreEngine(wiring.Component):
     FIFO of output lines feeds the write channel beat by beat. Accumulator reads are issued only against free
     FIFO space (credits), so the pipeline never needs to stall."""
 
-    #: Output lines buffered between the post-processing lanes and the write channel.
-    LINE_FIFO_DEPTH = 8
+    #: Output lines buffered between the post-processing lanes and the write channel: deeper than the
+    #: read-and-post-process pipeline, so that reads are never throttled while the write channel keeps up.
+    LINE_FIFO_DEPTH = POSTPROCESS_LATENCY + 6
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -93,6 +95,7 @@ class StoreEngine(wiring.Component):
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
         latency = lanes[0].latency
+        assert latency == POSTPROCESS_LATENCY, "update hw/spec/microarchitecture.py (the cycle model uses it)"
         m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
 
         y, x = Signal(10), Signal(10)

@@ -1,21 +1,23 @@
-"""The emulator: fetch, dispatch, three concurrent engines and their token queues, in simulated time.
+"""The emulator: fetch, dispatch, three concurrent engines and their token queues, in simulated cycles.
 
-Instructions are fetched in order from external memory and dispatched to the load, compute or store
-queue. An engine starts its head instruction once the tokens it pops are there, runs it for the cycles
-the :class:`~sw.emulator.timing.Timing` model gives, then applies its effect and pushes its tokens. FINISH
-is dispatched once every queue is empty and every engine idle. An error stops dispatch; the engines
-finish what they started and the machine halts with the error's code.
+Instructions are fetched in order and dispatched to the load, compute or store queue (``COMMAND_QUEUE_DEPTH``
+each). An engine starts its head instruction when it is free and the tokens it pops are visible; the
+instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing` for when).
+FINISH completes once every engine is idle. An error stops dispatch; engines finish what they started and the
+machine halts with the error's code.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, ErrorCode, Kind, Opcode, Queue
+from hw.spec.isa import INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, ErrorCode, Opcode, Queue
+from hw.spec.microarchitecture import COMMAND_QUEUE_DEPTH
 
 from . import state as ops
 from .checks import decode_checked
@@ -26,6 +28,8 @@ __all__ = ["Emulator", "Status"]
 _EFFECTS = {Opcode.LOAD: ops.load, Opcode.COMPUTE: ops.compute, Opcode.ALU: ops.alu,
             Opcode.SETPP: ops.setpp, Opcode.STORE: ops.store}
 _ORDER = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
+_NEIGHBOURS = {Queue.LOAD: (None, Queue.COMPUTE), Queue.COMPUTE: (Queue.LOAD, Queue.STORE),
+               Queue.STORE: (Queue.COMPUTE, None)}
 
 
 @dataclass
@@ -34,13 +38,13 @@ class Status:
 
     done: bool = False
     error: ErrorCode = ErrorCode.NONE
-    #: Index of the instruction that raised the error (or of FINISH).
+    #: Index of the instruction that raised the error (the dispatcher's position for runtime errors), or of FINISH.
     pc: int = 0
     cycles: int = 0
     instructions: int = 0
     macs: int = 0
     busy: dict = field(default_factory=lambda: {q.value: 0 for q in _ORDER})
-    #: Cycles an engine had an instruction but waited for a token.
+    #: Cycles an engine held an instruction it could not start yet.
     stalled: dict = field(default_factory=lambda: {q.value: 0 for q in _ORDER})
     nonfinite: bool = False
 
@@ -48,20 +52,20 @@ class Status:
 @dataclass
 class _Engine:
     queue: Queue
-    pending: deque = field(default_factory=deque)   # (index, kind, fields)
-    running: tuple | None = None                    # (index, kind, fields, end)
-    waiting_since: int | None = None
+    pending: deque = field(default_factory=deque)   # (ready cycle, index, kind, fields)
+    free_at: int = 0                                # first cycle it may start an instruction
+    results_at: int = 0                             # compute: cycle its last results are visible
 
 
 class Emulator:
-    """Runs a program on numpy memories exactly as the RTL does, and counts cycles."""
+    """Runs a program on numpy memories exactly as the RTL does, and counts its cycles."""
 
     def __init__(self, config: AcceleratorConfig, dram, *, memory_latency: int = 4):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
         self.config = config
         self.state = ops.EngineState(config, np.frombuffer(bytearray(dram), dtype=np.uint8).copy())
-        self.timing = Timing(config, memory_latency=memory_latency)
+        self.timing = Timing(config, memory_latency=memory_latency, queue_depth=COMMAND_QUEUE_DEPTH)
 
     @property
     def dram(self) -> np.ndarray:
@@ -78,95 +82,152 @@ class Emulator:
         st = Status()
         t = self.timing
         engines = {q: _Engine(q) for q in _ORDER}
-        tokens = {pair: deque() for pair in (("load", "compute"), ("compute", "load"),
-                                             ("compute", "store"), ("store", "compute"))}
-        neighbours = {Queue.LOAD: (None, "compute"), Queue.COMPUTE: ("load", "store"), Queue.STORE: ("compute", None)}
-        now, pc, fetched_at = 0, 0, t.fetch
-        halting = False   # an error happened: finish what runs, start nothing new
+        # Token queues hold the cycles their tokens become visible.
+        tokens = {(a, b): deque() for a in _ORDER for b in _ORDER if b in _NEIGHBOURS[a]}
+        events: list = []          # (cycle, sequence, action)
+        products: dict = {}        # a COMPUTE's partial sums between its two halves
+        sequence = 0
 
-        def tokens_ready(e: _Engine, f: dict) -> bool:
-            prev, nxt = neighbours[e.queue]
-            return (not f["pop_prev"] or bool(tokens[(prev, e.queue.value)])) and \
-                   (not f["pop_next"] or bool(tokens[(nxt, e.queue.value)]))
+        def at(cycle, action):
+            nonlocal sequence
+            heapq.heappush(events, (cycle, sequence, action))
+            sequence += 1
+
+        now = 0
+        pc = 0
+        next_dispatch = t.fetch
+        finish_at = None           # FINISH dispatched: the earliest cycle it can complete
+        halting = False
+
+        def push(source: Queue, target: Queue, visible: int, index: int):
+            nonlocal halting
+            queue = tokens[(source, target)]
+            if len(queue) >= TOKEN_QUEUE_DEPTH:
+                if not halting:
+                    st.error, st.pc, halting = ErrorCode.TOKEN_OVERFLOW, index, True
+            else:
+                queue.append(visible)
+
+        def ready_tokens(e: _Engine, f: dict) -> int | None:
+            """The cycle the instruction's tokens are all visible, or None if one has not been pushed yet."""
+            prev, nxt = _NEIGHBOURS[e.queue]
+            when = 0
+            for flag, other in (("pop_prev", prev), ("pop_next", nxt)):
+                if f[flag]:
+                    queue = tokens[(other, e.queue)]
+                    if not queue:
+                        return None
+                    when = max(when, queue[0])
+            return when
+
+        def try_start(e: _Engine) -> bool:
+            """Start the head instruction of ``e`` at ``now`` if it can; schedule its end."""
+            if halting or not e.pending or e.free_at > now:
+                return False
+            ready, index, kind, f = e.pending[0]
+            when = ready_tokens(e, f)
+            if when is None or when > now or ready > now:
+                return False
+            if kind.opcode is Opcode.ALU and e.results_at > now:
+                return False
+            prev, nxt = _NEIGHBOURS[e.queue]
+            for flag, other in (("pop_prev", prev), ("pop_next", nxt)):
+                if f[flag]:
+                    tokens[(other, e.queue)].popleft()
+            e.pending.popleft()
+            st.stalled[e.queue.value] += now - max(ready, e.free_at)
+            start = now
+            free, results = t.schedule(kind, f, start)
+            results = max(results, e.results_at)      # an engine's results become visible in program order
+            e.free_at = free
+            e.results_at = results
+            st.busy[e.queue.value] += free - 1 - start
+            if kind.opcode is Opcode.COMPUTE:
+                # The engine is free once the reads are issued; results (and push_next) come later.
+                at(free, ("release", e, index, kind, f, ("push_prev",)))
+                at(results, ("results", e, index, kind, f, ("push_next",)))
+            else:
+                at(free, ("release", e, index, kind, f, ("push_prev", "push_next")))
+            return True
 
         while True:
-            progress = True
-            while progress:
-                progress = False
-                # Engines start their head instruction when its tokens are there.
-                for q in _ORDER:
-                    e = engines[q]
-                    if halting or e.running or not e.pending:
-                        continue
-                    index, kind, f = e.pending[0]
-                    if not tokens_ready(e, f):
-                        if e.waiting_since is None:
-                            e.waiting_since = now
-                        continue
-                    prev, nxt = neighbours[q]
-                    if f["pop_prev"]:
-                        tokens[(prev, q.value)].popleft()
-                    if f["pop_next"]:
-                        tokens[(nxt, q.value)].popleft()
-                    if e.waiting_since is not None:
-                        st.stalled[q.value] += now - e.waiting_since
-                        e.waiting_since = None
-                    e.pending.popleft()
-                    cost = t.cost(kind, f)
-                    e.running = (index, kind, f, now + cost)
-                    st.busy[q.value] += cost
-                    progress = True
-                # Dispatch the next fetched instruction.
-                if not halting and fetched_at <= now:
-                    word = self._fetch(pc, program_addr)
-                    if word is None:
-                        st.error, st.pc, halting = ErrorCode.DRAM_RANGE, pc, True
-                        continue
-                    kind, f, error = decode_checked(word, self.config, self.dram.size)
-                    if error is not ErrorCode.NONE:
-                        st.error, st.pc, halting = error, pc, True
-                        continue
-                    if kind.opcode is Opcode.FINISH:
-                        if all(not e.pending and not e.running for e in engines.values()):
-                            st.done, st.pc, st.cycles = True, pc, now + 1
-                            st.nonfinite = self.state.saw_nonfinite
-                            return st
+            # What becomes visible now: ended instructions apply their effects and push their tokens.
+            while events and events[0][0] <= now:
+                _, _, (what, e, index, kind, f, flags) = heapq.heappop(events)
+                if kind.opcode is Opcode.COMPUTE:
+                    # Buffers are read when the engine releases them; accumulators written when results show.
+                    if what == "release":
+                        products[index] = ops.compute_products(self.state, f)
                     else:
-                        e = engines[kind.queue]
-                        if len(e.pending) < t.queue_depth:
-                            e.pending.append((pc, kind, f))
-                            st.instructions += 1
-                            pc += 1
-                            fetched_at = now + t.fetch
-                            progress = True
+                        ops.compute_accumulate(self.state, f, products.pop(index))
+                        st.macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * self.config.rows * self.config.cols
+                else:
+                    _EFFECTS[kind.opcode](self.state, f)
+                prev, nxt = _NEIGHBOURS[e.queue]
+                for flag in flags:
+                    other = prev if flag == "push_prev" else nxt
+                    if f[flag]:
+                        push(e.queue, other, now, index)
 
-            # Advance to the next completion or fetch.
-            events = [e.running[3] for e in engines.values() if e.running]
-            if not halting and fetched_at > now:
-                events.append(fetched_at)
-            if not events:
+            started = True
+            while started:
+                started = any([try_start(e) for e in engines.values()])
+
+            idle = all(not e.pending and e.free_at <= now and e.results_at <= now for e in engines.values()) \
+                and not events
+            if finish_at is not None and now >= finish_at and idle and not halting:
+                st.done, st.pc, st.cycles = True, pc, now
+                st.nonfinite = self.state.saw_nonfinite
+                return st
+
+            # Dispatch.
+            if not halting and finish_at is None and next_dispatch <= now:
+                word = self._fetch(pc, program_addr)
+                error = ErrorCode.DRAM_RANGE if word is None else None
+                if word is not None:
+                    kind, f, error = decode_checked(word, self.config, self.dram.size)
+                if error is not ErrorCode.NONE:
+                    st.error, st.pc, halting = error, pc, True
+                elif kind.opcode is Opcode.FINISH:
+                    finish_at = now + 1
+                else:
+                    e = engines[kind.queue]
+                    if len(e.pending) < t.queue_depth:
+                        e.pending.append((now + t.dispatch_to_start, pc, kind, f))
+                        st.instructions += 1
+                        pc += 1
+                        next_dispatch = now + t.fetch
+                        continue
+
+            if halting and not events:
+                st.cycles = now
+                return st
+            # Advance to the next cycle at which anything can change.
+            candidates = [c for c, _, _ in events[:1]]
+            if not halting:
+                if finish_at is None and next_dispatch > now:
+                    candidates.append(next_dispatch)
+                if finish_at is not None and finish_at > now:
+                    candidates.append(finish_at)
+                for e in engines.values():
+                    candidates += [e.free_at, e.results_at]
+                    if e.pending:
+                        ready, _, kind, f = e.pending[0]
+                        when = ready_tokens(e, f)
+                        if when is not None:
+                            later = max(ready, when, e.free_at)
+                            if kind.opcode is Opcode.ALU:
+                                later = max(later, e.results_at)
+                            if later > now:
+                                candidates.append(later)
+            candidates = [c for c in candidates if c > now]
+            if not candidates:
                 if halting:
-                    st.cycles = now + 1
+                    st.cycles = now
                     return st
                 # Nothing runs and nothing can start: every engine waits for a token that cannot come.
-                st.error, st.pc, st.cycles = ErrorCode.DEADLOCK, pc, now + 1
+                st.error, st.pc, st.cycles = ErrorCode.DEADLOCK, pc, now
                 return st
-            now = min(events)
+            now = min(candidates)
             if now > max_cycles:
                 raise RuntimeError(f"emulation exceeded {max_cycles} cycles")
-            for q in _ORDER:
-                e = engines[q]
-                if e.running and e.running[3] == now:
-                    index, kind, f, _ = e.running
-                    e.running = None
-                    _EFFECTS[kind.opcode](self.state, f)
-                    if kind.opcode is Opcode.COMPUTE:
-                        st.macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * self.config.rows * self.config.cols
-                    prev, nxt = neighbours[q]
-                    for flag, other in (("push_prev", prev), ("push_next", nxt)):
-                        if f[flag]:
-                            queue = tokens[(q.value, other)]
-                            if len(queue) >= TOKEN_QUEUE_DEPTH:
-                                st.error, st.pc, halting = ErrorCode.TOKEN_OVERFLOW, index, True
-                            else:
-                                queue.append(now)

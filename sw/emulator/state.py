@@ -91,26 +91,42 @@ def load(s: EngineState, f: dict) -> None:
     target[inner] = unpack_lines(raw, ys * xs, per_line, bits, nbytes)
 
 
-def compute(s: EngineState, f: dict) -> None:
+def compute_products(s: EngineState, f: dict) -> list:
+    """What a COMPUTE reads from the buffers: the exact partial sums of each kernel position.
+
+    The hardware reads the buffers before it releases them (push_prev) and writes the accumulators later, so
+    the two halves are separate here too.
+    """
     c = s.config
     oy, ox = np.meshgrid(np.arange(f["out_h"]), np.arange(f["out_w"]), indexing="ij")
     oy, ox = oy.ravel(), ox.ravel()
-    acc_lines = f["acc_addr"] + oy * f["out_w"] + ox
-    accumulate = bool(f["accumulate"])
+    products = []
     for ky in range(f["kh"]):
         for kx in range(f["kw"]):
             tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.rows
             act_lines = (f["act_addr"] + (oy * f["stride"] + ky * f["dilation"]) * f["act_pitch"]
                          + ox * f["stride"] + kx * f["dilation"])
             r = gemm(s.act[act_lines], s.weight[tile:tile + c.rows], c.acts, c.weights)
-            value = r.value.astype(object) if s.wide else r.value
-            if accumulate:
-                s.acc[acc_lines] = s.wrap(s.acc[acc_lines] + value)
-                s.acc_nonfinite[acc_lines] |= r.nonfinite
-            else:
-                s.acc[acc_lines] = s.wrap(value)
-                s.acc_nonfinite[acc_lines] = r.nonfinite
-            accumulate = True
+            products.append((r.value.astype(object) if s.wide else r.value, r.nonfinite))
+    return products
+
+
+def compute_accumulate(s: EngineState, f: dict, products: list) -> None:
+    """The second half of a COMPUTE: add (or write) its partial sums into the accumulators."""
+    acc_lines = f["acc_addr"] + np.arange(f["out_h"] * f["out_w"])
+    accumulate = bool(f["accumulate"])
+    for value, nonfinite in products:
+        if accumulate:
+            s.acc[acc_lines] = s.wrap(s.acc[acc_lines] + value)
+            s.acc_nonfinite[acc_lines] |= nonfinite
+        else:
+            s.acc[acc_lines] = s.wrap(value)
+            s.acc_nonfinite[acc_lines] = nonfinite
+        accumulate = True
+
+
+def compute(s: EngineState, f: dict) -> None:
+    compute_accumulate(s, f, compute_products(s, f))
 
 
 def alu(s: EngineState, f: dict) -> None:

@@ -1,69 +1,133 @@
-"""Cycle costs of each instruction: the performance model of the engines, queues and DMA.
+"""The cycle model: when each instruction starts and ends on the engine, cycle by cycle as the RTL does.
 
-Each cost is what the RTL spends on the instruction once it has started (tokens popped), with the
-external memory answering after ``memory_latency`` cycles and never stalling. The terms name the
-hardware they model; ``tests/sim`` and ``bench/utilization.py`` compare the total with the RTL's counter.
+Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
+the same way). The rules, each named after the hardware that causes it:
+
+- fetch: an instruction is dispatched every ``memory_latency + beats + 3`` cycles (address, latency, data
+  beats, decode, dispatch); an engine can start it two cycles after dispatch (its command queue);
+- an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
+  visible the cycle after the instruction that pushes it ends;
+- LOAD, ALU, SETPP, STORE keep their engine busy for a number of cycles given by their sizes (below);
+- COMPUTE frees its engine once its buffer reads are issued; its results are written ``rows + cols`` cycles
+  after the last activation vector entered the array, which is modelled as a resource (two weight banks,
+  each reloadable ``rows + cols - 1`` cycles after its last vector).
+
+The constants come from ``hw/spec/microarchitecture.py``; ``tests/hw/test_engine_cycles.py`` holds the model to
+the RTL's counter.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
+from hw.spec.microarchitecture import BURST_BOUNDARY, FEEDER_DEPTH, MAX_BURST_BEATS, POSTPROCESS_LATENCY
 
-__all__ = ["Timing"]
-
-#: Longest AXI4 burst the DMA issues, in beats.
-MAX_BURST = 256
+__all__ = ["Timing", "ArrayModel"]
 
 
-def _bursts(beats: int) -> int:
-    return -(-beats // MAX_BURST)
+def bursts_of_rows(base: int, rows: int, stride: int, beats: int, bus_bytes: int) -> int:
+    """AXI bursts the DMA issues for ``rows`` rows of ``beats`` beats (<= 256 beats, no 4 KiB crossing)."""
+    total = 0
+    for y in range(rows):
+        addr, left = base + y * stride, beats
+        while left:
+            room = (BURST_BOUNDARY - addr % BURST_BOUNDARY) // bus_bytes
+            n = min(left, MAX_BURST_BEATS, room)
+            total += 1
+            addr += n * bus_bytes
+            left -= n
+    return total
 
 
-@dataclass(frozen=True)
+@dataclass
+class ArrayModel:
+    """When activation vectors enter the systolic array, across instructions."""
+
+    rows: int
+    cols: int
+    bank_free: list = field(default_factory=lambda: [0, 0])   # first cycle a bank accepts weights again
+    next_bank: int = 0
+    last_accept: int = -1
+
+    def run(self, start: int, tiles: int, vectors: int) -> tuple[int, list[int], list[int]]:
+        """Enter ``tiles`` batches of ``vectors`` for an instruction started at ``start``.
+
+        Returns the cycle of the last vector, and the cycle each vector and each weight row entered (the
+        feeders' back-pressure depends on them).
+        """
+        accepts, rows_in = [], []
+        for t in range(tiles):
+            bank = self.next_bank
+            self.next_bank ^= 1
+            load = max(self.bank_free[bank], start + 4, rows_in[-1] + 1 if rows_in else 0)
+            rows_in.extend(range(load, load + self.rows))          # weight rows stream in, one per cycle
+            first = max(load + self.rows, self.last_accept + 1)
+            accepts.extend(range(first, first + vectors))
+            self.last_accept = first + vectors - 1
+            self.bank_free[bank] = self.last_accept + self.rows + self.cols - 1
+        return self.last_accept, accepts, rows_in
+
+
+@dataclass
 class Timing:
     config: AcceleratorConfig
-    #: Cycles from an accepted read address to its first data beat (the memory's latency).
+    #: Cycles from an accepted read address to its first data beat, less one (the memory model's latency).
     memory_latency: int = 4
-    #: Depth of each engine's instruction queue.
     queue_depth: int = 4
+
+    def __post_init__(self):
+        self.array = ArrayModel(self.config.rows, self.config.cols)
 
     @property
     def bus_bytes(self) -> int:
         return self.config.dma_bits // 8
 
-    def beats(self, nbytes: int) -> int:
-        return nbytes // self.bus_bytes
-
     @property
     def fetch(self) -> int:
-        """One instruction: address, latency, data beats, decode."""
-        return 1 + self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 1
+        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 3
 
-    def cost(self, kind: Kind, f: dict) -> int:
+    #: Cycles from dispatch to the earliest start (the command queue).
+    dispatch_to_start = 2
+
+    def load(self, f: dict) -> int:
         c = self.config
+        beats = f["x_size"] * line_bytes(Buffer(f["buffer"]), c) // self.bus_bytes
+        padded = f["pad_top"] or f["pad_bottom"] or f["pad_left"] or f["pad_right"]
+        width = f["pad_left"] + f["x_size"] + f["pad_right"]
+        pad_lines = (f["pad_top"] + f["y_size"] + f["pad_bottom"]) * width - f["y_size"] * f["x_size"]
+        pad_cycles = pad_lines + f["y_size"] if padded else 0
+        return pad_cycles + self.memory_latency + f["y_size"] * beats + 3
+
+    def store(self, f: dict) -> int:
+        beats = f["x_size"] * output_line_bytes(self.config) // self.bus_bytes
+        bursts = bursts_of_rows(f["dram_addr"], f["y_size"], f["dram_stride"], beats, self.bus_bytes)
+        return 6 + f["y_size"] * beats + bursts + self.memory_latency + POSTPROCESS_LATENCY
+
+    def alu(self, f: dict) -> int:
+        return f["y_size"] * f["x_size"] + 2
+
+    def schedule(self, kind: Kind, f: dict, start: int) -> tuple[int, int]:
+        """(first cycle the engine is free again, cycle the instruction's effect and tokens are visible) of an
+        instruction started at ``start``."""
         op = kind.opcode
-        if op is Opcode.LOAD:
-            beats = f["x_size"] * self.beats(line_bytes(Buffer(f["buffer"]), c))
-            per_row = _bursts(beats) * (1 + self.memory_latency) + beats
-            width = f["pad_left"] + f["x_size"] + f["pad_right"]
-            pad_lines = (f["pad_top"] + f["y_size"] + f["pad_bottom"]) * width - f["y_size"] * f["x_size"]
-            return 1 + f["y_size"] * per_row + pad_lines
         if op is Opcode.COMPUTE:
-            vectors = f["out_h"] * f["out_w"]
-            tiles = f["kh"] * f["kw"]
-            # First tile's weights, then each batch; a batch shorter than 2*rows + cols exposes the next load.
-            per_tile = max(vectors, 2 * c.rows + c.cols)
-            return 1 + c.rows + (tiles - 1) * per_tile + vectors + (c.rows + c.cols - 1) + 2
-        if op is Opcode.ALU:
-            return 1 + f["y_size"] * f["x_size"] + 2
-        if op is Opcode.SETPP:
-            return 1
-        if op is Opcode.STORE:
-            beats = f["x_size"] * self.beats(output_line_bytes(c))
-            per_row = _bursts(beats) * 1 + beats + self.memory_latency
-            return 1 + f["y_size"] * per_row + 4
-        return 1
+            return self.compute(start, f)
+        cost = {Opcode.LOAD: self.load, Opcode.ALU: self.alu, Opcode.STORE: self.store}.get(op, lambda _: 1)(f)
+        return start + cost + 1, start + cost + 1
+
+    def compute(self, start: int, f: dict) -> tuple[int, int]:
+        """(cycle the engine is free again, cycle the results are visible) of a COMPUTE started at ``start``."""
+        tiles, vectors = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
+        last, accepts, rows_in = self.array.run(start, tiles, vectors)
+        # The feeders read one line per cycle from start + 1, at most FEEDER_DEPTH - 1 ahead of the array.
+        ahead = FEEDER_DEPTH - 1
+
+        def last_read(entered):
+            n = len(entered)
+            return max(start + n, entered[n - 1 - ahead] if n > ahead else 0)
+
+        issue_done = max(last_read(accepts), last_read(rows_in)) + 2
+        return issue_done + 1, last + self.config.rows + self.config.cols + 1

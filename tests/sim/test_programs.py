@@ -74,13 +74,17 @@ class _ShuffledTiming:
     queue_depth: int
     slow: dict
 
+    dispatch_to_start = 2
+
     @property
     def fetch(self) -> int:
         return self.base.fetch
 
-    def cost(self, kind, fields) -> int:
+    def schedule(self, kind, fields, start):
+        free, results = self.base.schedule(kind, fields, start)
         scale = self.slow.get(kind.queue, 1)
-        return int(self.rng.integers(1, scale * self.base.cost(kind, fields) + 2))
+        cost = int(self.rng.integers(1, scale * (free - start) + 2))
+        return start + cost, start + cost + int(self.rng.integers(0, results - free + 2))
 
 
 def _run(program: Program, *, memory_latency: int = 4, shuffle: int | None = None):

@@ -1,0 +1,17 @@
+"""Microarchitecture constants that both the RTL and the emulator's cycle model depend on.
+
+The RTL asserts that it matches these (e.g. the post-processing pipeline's length); the cycle model in
+``sw/emulator/timing.py`` is written from them, so a change to the hardware that moves a cycle shows up as
+a failing comparison of RTL and emulator cycle counts instead of a silent drift.
+"""
+
+#: Stages of the post-processing pipeline (offset, multiply, locate, align, round, clamp).
+POSTPROCESS_LATENCY = 6
+#: Instructions each engine's command queue holds.
+COMMAND_QUEUE_DEPTH = 4
+#: Lines the compute engine's buffer feeders keep in flight (FIFO depth).
+FEEDER_DEPTH = 8
+#: Longest AXI4 burst the DMA issues, in beats.
+MAX_BURST_BEATS = 256
+#: AXI4 bursts never cross this boundary, in bytes.
+BURST_BOUNDARY = 4096
