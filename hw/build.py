@@ -86,7 +86,11 @@ def _markdown(report: dict) -> str:
         f"{d['product']['max_exponent']}], {d['product']['fixed_bits']}-bit fixed point |",
         f"| partial sum width in the array | {d['psum_bits']} bits |",
         f"| accumulator width (K = {c['max_reduction']}) | {d['acc_bits']} bits |",
-        f"| latency | {d['latency_cycles']} cycles |",
+        f"| array latency | {d['array_latency_cycles']} cycles |",
+        "",
+        "## Buffers", "", "| buffer | depth | line bits | kbit |", "|---|---|---|---|",
+        *[f"| {name} | {b['depth']} | {b['line_bits']} | {b['bits'] / 1024:.1f} |"
+          for name, b in report["buffers"].items()],
         "",
     ]
     area = report.get("area")
@@ -94,12 +98,15 @@ def _markdown(report: dict) -> str:
         lines += ["## Area estimate (yosys)", "", "| target | measure | value |", "|---|---|---|"]
         if "generic" in area:
             g = area["generic"]
-            lines += [f"| generic gates | NAND2 equivalents | {g['nand2_equivalents']:.0f} |",
-                      f"| generic gates | flip-flops | {g['flipflops']} |"]
+            lines += [f"| generic gates | NAND2 equivalents (logic and flip-flops, without buffers) | "
+                      f"{g['nand2_equivalents']:.0f} |",
+                      f"| generic gates | flip-flops | {g['flipflops']} |",
+                      f"| generic gates | memories kept as SRAM (see Buffers) | {g.get('memories', 0)} |"]
         if "ice40" in area:
             i = area["ice40"]
             lines += [f"| iCE40 | LUT4 | {i['luts']} |", f"| iCE40 | SB_MAC16 (DSP) | {i['dsps']} |",
-                      f"| iCE40 | block RAM | {i['brams']} |", f"| iCE40 | flip-flops | {i['flipflops']} |"]
+                      f"| iCE40 | SB_RAM40_4K (block RAM) | {i['brams']} |",
+                      f"| iCE40 | flip-flops | {i['flipflops']} |"]
         lines += ["", "Gate-equivalent weights: " + ", ".join(
             f"{k} {v}" for k, v in area.get("generic", {}).get("ge_weights", {}).items()), ""]
     else:
@@ -107,11 +114,24 @@ def _markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _buffers(config: AcceleratorConfig) -> dict:
+    """Depth, line width and total bits of each on-chip buffer."""
+    from .compute_engine import acc_line_layout
+    from .spec.isa import Buffer
+    from .spec.layout import line_bits
+
+    widths = {"activation": (config.act_buffer_depth, line_bits(Buffer.ACT, config)),
+              "weight": (config.weight_buffer_depth, line_bits(Buffer.WEIGHT, config)),
+              "accumulator": (config.acc_buffer_depth, acc_line_layout(config).size),
+              "parameter": (config.param_buffer_depth, line_bits(Buffer.PARAM, config))}
+    return {name: {"depth": d, "line_bits": w, "bits": d * w} for name, (d, w) in widths.items()}
+
+
 def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=("generic", "ice40")) -> dict:
     """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``."""
     from amaranth.back import verilog
 
-    from .array import SystolicArray
+    from .engine import InferenceEngine
 
     out = Path(out)
     scratch = out.with_name(out.name + ".partial")
@@ -119,9 +139,9 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
     scratch.mkdir(parents=True)
     try:
         started = time.monotonic()
-        _say(f"[1/3] elaborating a {config.rows}x{config.cols} systolic array "
-             f"({config.weights.name} x {config.acts.name}) ...")
-        design = SystolicArray(config)
+        _say(f"[1/3] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
+             f"({config.weights.name} x {config.acts.name}), buffers, DMA, controller, post-processing ...")
+        design = InferenceEngine(config)
         text = verilog.convert(design, name="top", emit_src=False)
         (scratch / "top.v").write_text(text)
         (scratch / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
@@ -149,8 +169,9 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
                             "max_exponent": product.max_exponent, "fixed_bits": product.fixed_bits},
                 "psum_bits": config.psum_bits,
                 "acc_bits": config.acc_bits,
-                "latency_cycles": design.latency,
+                "array_latency_cycles": config.rows + config.cols - 1,
             },
+            "buffers": _buffers(config),
             "area": area,
             "outputs": {"verilog": "top.v", "config": "config.json", "report_json": "report.json",
                         "report_md": "report.md"},
@@ -192,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  generic: {area['generic']['nand2_equivalents']:.0f} NAND2 equivalents, "
               f"{area['generic']['flipflops']} flip-flops")
     if "ice40" in area:
-        print(f"  iCE40: {area['ice40']['luts']} LUT4, {area['ice40']['dsps']} SB_MAC16")
+        print(f"  iCE40: {area['ice40']['luts']} LUT4, {area['ice40']['dsps']} SB_MAC16, "
+              f"{area['ice40']['brams']} SB_RAM40_4K")
     return 0
 
 

@@ -12,7 +12,7 @@ from .lanes import psum_lane
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, AluOp, Opcode
-from .spec.microarchitecture import FEEDER_DEPTH
+from .spec.microarchitecture import feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -33,7 +33,7 @@ class _Feeder:
     are issued only while the FIFO has room for them and everything already in flight.
     """
 
-    def __init__(self, m: Module, name: str, port, width: int, depth: int = FEEDER_DEPTH):
+    def __init__(self, m: Module, name: str, port, width: int, depth: int):
         self.fifo = fifo = SyncFIFOBuffered(width=width + 1, depth=depth)
         m.submodules[name] = fifo
         self.port = port
@@ -93,7 +93,7 @@ class ComputeEngine(wiring.Component):
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
 
         # --- weights: tile t, row r -----------------------------------------------------------------
-        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weights.bits)
+        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weights.bits, feeder_depth(rows))
         w_line = Signal(16)
         w_left = Signal(16)
         with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
@@ -105,7 +105,7 @@ class ComputeEngine(wiring.Component):
                      weights.fifo.r_en.eq(array.weights.ready)]
 
         # --- activations: kernel position (ky, kx), then output (oy, ox) ---------------------------------
-        acts = _Feeder(m, "act_feed", self.act, rows * c.acts.bits)
+        acts = _Feeder(m, "act_feed", self.act, rows * c.acts.bits, feeder_depth(rows))
         ky, kx, oy, ox = (Signal(10, name=n) for n in ("ky", "kx", "oy", "ox"))
         tile_base = Signal(20)      # act_addr + ky*dilation*pitch + kx*dilation
         row_base = Signal(20)       # tile_base + oy*stride*pitch

@@ -39,7 +39,9 @@ DFF_WEIGHT = GE_WEIGHTS["DFF"]
 #: Yosys commands after ``read_verilog top.v``, per target. Generic: flip-flops are legalised to plain
 #: D flip-flops first, so their enables and synchronous resets become gates that ABC counts like any logic.
 _SCRIPTS: dict[str, str] = {
-    "generic": ("synth -flatten -top top; "
+    # Memories stay memories (an ASIC would use SRAM macros): synthesis stops before yosys maps them to
+    # flip-flops, they are left out of the gate count and reported by size instead.
+    "generic": ("synth -flatten -top top -run begin:fine; opt -fast -full; techmap; opt -fast; "
                 "dfflegalize -cell $_DFF_P_ 01 -cell $_DFF_N_ 01 -cell $_DFF_P??_ 01 -cell $_DFF_N??_ 01; "
                 "abc -g AND,NAND,OR,NOR,XOR,XNOR,MUX; opt_clean"),
     "ice40": "synth_ice40 -dsp -top top",
@@ -95,6 +97,8 @@ def _generic_summary(cells: dict[str, int]) -> dict:
     """NAND2 equivalents of a gate-level netlist; an unweighted cell is an error, not a silent zero."""
     total = 0.0
     for cell, count in cells.items():
+        if cell in _MEMORY_CELLS:
+            continue
         if _is_flipflop(cell):
             # $_DFF_P_ / $_DFF_N_ are plain; $_DFF_PP0_ and the like carry an asynchronous reset.
             weight = GE_WEIGHTS["DFF"] if cell in ("DFF_P", "DFF_N") else GE_WEIGHTS["DFF_ASYNC"]
@@ -108,7 +112,12 @@ def _generic_summary(cells: dict[str, int]) -> dict:
         "nand2_equivalents": round(total, 2),
         "ge_weights": dict(GE_WEIGHTS),
         "flipflops": sum(n for c, n in cells.items() if _is_flipflop(c)),
+        "memories": sum(n for c, n in cells.items() if c in _MEMORY_CELLS),
     }
+
+
+#: Memory cells yosys keeps when it does not map memories (left out of the gate count).
+_MEMORY_CELLS = ("$mem_v2", "$mem")
 
 
 def _ice40_summary(cells: dict[str, int]) -> dict:

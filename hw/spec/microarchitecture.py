@@ -9,8 +9,16 @@ a failing comparison of RTL and emulator cycle counts instead of a silent drift.
 POSTPROCESS_LATENCY = 6
 #: Instructions each engine's command queue holds.
 COMMAND_QUEUE_DEPTH = 4
-#: Lines the compute engine's buffer feeders keep in flight (FIFO depth).
-FEEDER_DEPTH = 8
+
+
+def feeder_depth(rows: int) -> int:
+    """Lines each of the compute engine's buffer feeders holds (FIFO depth).
+
+    Deep enough that a COMPUTE's reads finish more than ``rows`` cycles before its last vector enters the
+    array: the next COMPUTE then starts early enough to load its first weight tile in the array's shadow.
+    """
+    return rows + 8
+
 #: Longest AXI4 burst the DMA issues, in beats.
 MAX_BURST_BEATS = 256
 #: AXI4 bursts never cross this boundary, in bytes.

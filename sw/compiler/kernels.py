@@ -95,6 +95,8 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
     for chunk in range(chunks):
         rows = min(m, m_total - chunk * m)
         prefetch = [(chunk + 1, j) for j in range(kt)] if chunk + 1 < chunks else []
+        # Spread the next chunk's blocks over this chunk's steps, so that no step waits for the DMA.
+        spacing = max(1, (nt * kt - 1) // max(1, kt))
         local = 0
         for nb in range(nt):
             tile = chunk * nt + nb
@@ -103,7 +105,7 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
                 if (chunk, j) not in loaded:
                     loads.append(a_load(chunk, j))
                     loaded.add((chunk, j))
-                elif local >= 1 and prefetch:
+                elif prefetch and local >= 1 and (local - 1) % spacing == 0:
                     loads.append(a_load(*prefetch[0]))
                     loaded.add(prefetch.pop(0))
                 loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=(s % 2) * c.rows,

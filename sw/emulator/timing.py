@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import BURST_BOUNDARY, FEEDER_DEPTH, MAX_BURST_BEATS, POSTPROCESS_LATENCY
+from hw.spec.microarchitecture import BURST_BOUNDARY, MAX_BURST_BEATS, POSTPROCESS_LATENCY, feeder_depth
 
 __all__ = ["Timing", "ArrayModel"]
 
@@ -122,8 +122,8 @@ class Timing:
         """(cycle the engine is free again, cycle the results are visible) of a COMPUTE started at ``start``."""
         tiles, vectors = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
         last, accepts, rows_in = self.array.run(start, tiles, vectors)
-        # The feeders read one line per cycle from start + 1, at most FEEDER_DEPTH - 1 ahead of the array.
-        ahead = FEEDER_DEPTH - 1
+        # The feeders read one line per cycle from start + 1, at most feeder_depth - 1 ahead of the array.
+        ahead = feeder_depth(self.config.rows) - 1
 
         def last_read(entered):
             n = len(entered)

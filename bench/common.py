@@ -1,0 +1,39 @@
+"""What every benchmark does: find the repository, print a Markdown table, write JSON with its provenance."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import platform
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """Markdown table of ``rows`` with (key, heading) ``columns``; floats get 4 significant digits."""
+    def cell(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(k, "")) for k, _ in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write(name: str, records, **meta) -> pathlib.Path:
+    """``bench/results/NAME.json``: the records, plus when and where they were measured."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.machine(),
+               "python": platform.python_version(), **meta, "records": records}
+    if name == "utilization":
+        payload = records     # the contract: a list of records
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
