@@ -47,6 +47,7 @@ from hw.spec.formats import IntFormat, product_of
 from hw.spec.isa import (HEADER, INSTRUCTION_BITS, INSTRUCTION_BYTES, KINDS, TOKEN_QUEUE_DEPTH, AluOp, Buffer,
                          ErrorCode, IsaError, Opcode, Queue, decode, encode)
 from hw.spec.layout import PARAM_ENTRY_BYTES, line_bytes, output_line_bytes
+from sw.compiler.program import Program as BaseProgram
 from sw.golden.gemm import gemm
 from sw.golden.postprocess import rescale
 
@@ -90,14 +91,9 @@ class StoreRecord:
 
 
 @dataclass
-class Program:
-    config: AcceleratorConfig
-    words: list[int]
-    dram: bytearray
-    program_addr: int
-    dram_size: int
-    expected_error: ErrorCode
-    description: str
+class Program(BaseProgram):
+    """A generated program and what it must do."""
+
     #: The ``error_pc`` status register after the run: the faulty instruction, or FINISH.
     error_pc: int | None = None
     #: Legal programs: the whole external memory after FINISH, and what each STORE wrote.
@@ -106,20 +102,6 @@ class Program:
     #: Legal programs: the ``macs`` counter and the non-finite status bit after FINISH.
     expected_macs: int | None = None
     expected_nonfinite: bool | None = None
-
-    def listing(self) -> str:
-        """One line per instruction: index, kind, fields, set token flags."""
-        return "\n".join(_list_word(i, w) for i, w in enumerate(self.words))
-
-
-def _list_word(index: int, word: int) -> str:
-    try:
-        kind, values = decode(word)
-    except IsaError as e:
-        return f"{index:4d}  {word:#034x}  ({e})"
-    fields = " ".join(f"{f.name}={values[f.name]}" for f in kind.fields)
-    flags = " ".join(name for name in _FLAGS if values[name])
-    return f"{index:4d}  {kind.name:<8}{fields}{'  ' + flags if flags else ''}"
 
 
 # --- what an instruction touches ---------------------------------------------------------------------------

@@ -31,6 +31,17 @@ class Program:
     #: Multiply-accumulates of the layer itself (without padding of K and N to the array).
     useful_macs: int = 0
 
+    def listing(self) -> str:
+        """One line per instruction: index and disassembly (words that do not decode show why)."""
+        from sw.asm import AsmError, disassemble
+
+        def line(index: int, word: int) -> str:
+            try:
+                return f"{index:4d}  {disassemble(word)}"
+            except AsmError as e:
+                return f"{index:4d}  {word:#034x}  ({e})"
+        return "\n".join(line(i, w) for i, w in enumerate(self.words))
+
     def read(self, dram: bytes | np.ndarray, name: str) -> bytes:
         r = self.regions[name]
         return bytes(np.asarray(np.frombuffer(bytes(dram), np.uint8))[r.addr:r.addr + r.size])
