@@ -74,6 +74,7 @@ def test_one_mac_per_pe_per_cycle(rows, cols, tmp_path):
     assert run.cycles == run.first_accept + vectors + latency
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_array_needs_a_config():
     with pytest.raises(TypeError, match=r"Configuration must be an AcceleratorConfig, not 'int8'"):
         SystolicArray("int8")

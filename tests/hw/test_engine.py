@@ -32,6 +32,7 @@ def test_random_layers_under_bus_stalls(weights, acts, rows, cols, count, tmp_pa
     check_programs(config, programs, tmp_path, BUSY_BUS)
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_engine_needs_a_config():
     with pytest.raises(TypeError, match=r"Configuration must be an AcceleratorConfig, not 'int8'"):
         InferenceEngine("int8")
