@@ -2,7 +2,8 @@
 
 Usage (from the repository root; the RTL rows need the test extra: pip install -e '.[test]')::
 
-    python bench/utilization.py            # emulator: 16x16 on GEMM 256^3 and conv 56x56x64->64; RTL: 8x8 cases
+    python bench/utilization.py            # 16x16 on GEMM 256^3 and conv 56x56x64->64 (emulator), and
+                                           # GEMM 128^3, conv 28x28x32->32 (16x16), smaller 8x8 cases (RTL too)
     python bench/utilization.py --no-rtl   # emulator rows only (seconds)
 
 Writes ``bench/results/utilization.json``: a list of records with ``case``, ``rows``, ``cols``, ``macs`` (useful
@@ -33,15 +34,14 @@ def _requant(n: int) -> Requant:
     return Requant(np.zeros(n, int), np.full(n, 1 << 14), np.full(n, 30), 0, 0x80, 0x7F)
 
 
-def cases(rows: int, cols: int, dma_bits: int, big: bool):
+SIZES = {"large": ((256, 256, 256), (56, 56, 64, 64)), "medium": ((128, 128, 128), (28, 28, 32, 32)),
+         "small": ((64, 64, 64), (14, 14, 16, 16))}
+
+
+def cases(rows: int, cols: int, dma_bits: int, size: str):
     config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8", dma_bits=dma_bits)
     rng = np.random.default_rng(0)
-    if big:
-        gemm = (256, 256, 256)
-        conv = (56, 56, 64, 64)
-    else:
-        gemm = (64, 64, 64)
-        conv = (14, 14, 16, 16)
+    gemm, conv = SIZES[size]
     m, k, n = gemm
     yield config, f"gemm {m}x{k}x{n}", gemm_program(config, rng.integers(0, 256, (m, k)),
                                                       rng.integers(0, 256, (k, n)), _requant(n))
@@ -61,18 +61,21 @@ def main(argv=None) -> int:
     parser.add_argument("--no-rtl", action="store_true", help="skip the RTL simulations")
     args = parser.parse_args(argv)
     records = []
-    for rows, cols, dma_bits, big in ((16, 16, 128, True), (16, 16, 64, True), (8, 8, 64, False)):
-        for config, case, program in cases(rows, cols, dma_bits, big):
+    # (rows, cols, bus bits, layer sizes, also on RTL): the large layers are too slow for RTL simulation here.
+    points = ((16, 16, 128, "large", False), (16, 16, 64, "large", False), (16, 16, 128, "medium", True),
+              (8, 8, 64, "small", True))
+    for rows, cols, dma_bits, size, on_rtl in points:
+        for config, case, program in cases(rows, cols, dma_bits, size):
             progress(f"emulator: {rows}x{cols} (bus {dma_bits} bits) {case} ...")
             status = Emulator(config, bytes(program.dram), memory_latency=MEMORY_LATENCY).run(program.program_addr)
             assert status.done, status
             records.append(record(case, config, program, status.cycles, "emulator"))
-            if not big and not args.no_rtl:
+            if on_rtl and not args.no_rtl:
                 from sim.engine_harness import Traffic, run_on_rtl
                 progress(f"rtl (Verilator): {rows}x{cols} {case} ...")
                 started = time.monotonic()
-                run = run_on_rtl(config, [program], ROOT / "bench" / "work" / "utilization" / case.split()[0],
-                                 Traffic(latency=MEMORY_LATENCY))[0]
+                work = ROOT / "bench" / "work" / "utilization" / f"{rows}x{cols}-{case.split()[0]}"
+                run = run_on_rtl(config, [program], work, Traffic(latency=MEMORY_LATENCY))[0]
                 assert run is not None and run.done, "the RTL did not finish"
                 cycles = run.registers["cycles_lo"] | run.registers["cycles_hi"] << 32
                 records.append(record(case, config, program, cycles, "rtl"))

@@ -200,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"python -m hw.build: error: {e}", file=sys.stderr)
         return 2
-    out = args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x{config.cols}-" \
-                                      f"{config.hash[:8]}"
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        print(f"python -m hw.build: error: --out {args.out} exists and is not a folder; choose another path",
-              file=sys.stderr)
+    out = (args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x{config.cols}-"
+                                       f"{config.hash[:8]}").resolve()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").is_file())):
+        print(f"python -m hw.build: error: --out {args.out} exists and is not an earlier build's folder "
+              f"(no report.json in it); choose a new or empty folder", file=sys.stderr)
         return 2
     report = build(config, out, synth=not args.no_synth, targets=targets)
     print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")

@@ -11,7 +11,7 @@ from .decoder import layout_of
 from .lanes import psum_lane
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
-from .spec.isa import KINDS, AluOp, Opcode
+from .spec.isa import HEADER, KINDS, AluOp, Opcode
 from .spec.microarchitecture import feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
@@ -79,13 +79,13 @@ class ComputeEngine(wiring.Component):
         c = self._config
         rows, cols = c.rows, c.cols
         seq = Sequencer(m, self.control, defer_push_next=True)
-        opcode = seq.word[:4]
+        opcode = seq.word[:HEADER[0].bits]
         comp = data.View(layout_of(KINDS[Opcode.COMPUTE]), seq.word)
         alu = data.View(layout_of(KINDS[Opcode.ALU]), seq.word)
         # Counters start from the instruction as it is accepted (``word`` holds it one cycle later).
         comp_in = data.View(layout_of(KINDS[Opcode.COMPUTE]), seq.incoming)
         alu_in = data.View(layout_of(KINDS[Opcode.ALU]), seq.incoming)
-        opcode_in = seq.incoming[:4]
+        opcode_in = seq.incoming[:HEADER[0].bits]
 
         m.submodules.array = array = SystolicArray(c)
         is_compute = Signal()

@@ -33,8 +33,8 @@ class InstructionDecoder(wiring.Component):
             "en": In(1),
             "word": In(unsigned(INSTRUCTION_BITS)),
             "dram_size": In(unsigned(32)),
-            "opcode": Out(unsigned(4)),
-            "error": Out(unsigned(3)),
+            "opcode": Out(unsigned(HEADER[0].bits)),
+            "error": Out(range(max(ErrorCode) + 1)),
         })
 
     def _view(self, kind: Kind):
@@ -107,8 +107,8 @@ class InstructionDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        opcode = self.word[:4]
-        error = Signal(3)
+        opcode = self.word[:HEADER[0].bits]
+        error = Signal.like(self.error)
         with m.Switch(opcode):
             for op, kind in KINDS.items():
                 with m.Case(op):

@@ -111,8 +111,8 @@ class InferenceEngine(wiring.Component):
         start = Signal()
         running = Signal()          # between start and done/error
         done = Signal()
-        error = Signal(3)
-        error_pc = Signal(16)
+        error = Signal(range(max(ErrorCode) + 1))
+        error_pc = Signal(32)
         cycles = Signal(64)
         macs = Signal(64)
         counters = {n: Signal(32, name=n) for n in ("instructions", "busy_load", "busy_compute", "busy_store",
@@ -182,7 +182,7 @@ class InferenceEngine(wiring.Component):
         word = Signal(INSTRUCTION_BITS)
         beat = Signal(range(INSTRUCTION_BITS // c.dma_bits + 1))
         fetch_error = Signal()
-        pc = Signal(16)
+        pc = Signal(32)
         fetch_addr = Signal(32)
         halting = Signal()
         beats = INSTRUCTION_BITS // c.dma_bits
@@ -216,7 +216,8 @@ class InferenceEngine(wiring.Component):
                                  halting.eq(0), fetch_addr.eq(regs["program_addr"])]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                with m.If(fetch_addr + INSTRUCTION_BYTES > regs["dram_size"]):
+                misaligned = fetch_addr[:(INSTRUCTION_BYTES - 1).bit_length()] != 0
+                with m.If(misaligned | (fetch_addr + INSTRUCTION_BYTES > regs["dram_size"])):
                     fail(ErrorCode.DRAM_RANGE)
                 with m.Else():
                     m.d.comb += self.insn.ar.valid.eq(1)

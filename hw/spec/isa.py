@@ -78,7 +78,8 @@ class ErrorCode(enum.IntEnum):
     ILLEGAL_DEPENDENCY = 2
     #: A line address outside its buffer, or a field value outside its legal range.
     SRAM_RANGE = 3
-    #: An external-memory access outside the memory window, or an error response from the bus.
+    #: An external-memory access outside the memory window, a program address that is not a multiple of 16,
+    #: or an error response from the bus.
     DRAM_RANGE = 4
     #: Every engine waits for a token that can never come.
     DEADLOCK = 5

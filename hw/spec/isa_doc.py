@@ -70,7 +70,8 @@ _ERROR_DOCS = {
     ErrorCode.ILLEGAL_OPCODE: "The opcode is not in the table above.",
     ErrorCode.ILLEGAL_DEPENDENCY: "A token flag towards a neighbour the engine does not have.",
     ErrorCode.SRAM_RANGE: "A line address outside its buffer.",
-    ErrorCode.DRAM_RANGE: "An external-memory access outside the memory window, or a bus error response.",
+    ErrorCode.DRAM_RANGE: "An external-memory access outside the memory window, a program address that is not "
+                          "a multiple of 16, or a bus error response.",
     ErrorCode.DEADLOCK: "Every engine waits for a token that can never come.",
     ErrorCode.TOKEN_OVERFLOW: f"A push onto a token queue that already holds {TOKEN_QUEUE_DEPTH} tokens.",
     ErrorCode.BAD_FIELD: "A field value the engine cannot execute (a zero size, an unknown buffer or ALU op, "

@@ -33,7 +33,7 @@ REGISTERS = (
                                     "a NaN/Inf operand."),
     Register("error_code", 0x08, False, "`ErrorCode` of the first error (0 none)."),
     Register("error_pc", 0x0C, False, "Index of the instruction that raised the error, or of FINISH."),
-    Register("program_addr", 0x10, True, "Byte address of the first instruction."),
+    Register("program_addr", 0x10, True, "Byte address of the first instruction, a multiple of 16 (else DRAM_RANGE)."),
     Register("dram_size", 0x14, True, "Bytes of the external-memory window starting at address 0; accesses at "
                                       "or beyond it raise DRAM_RANGE."),
     Register("cycles_lo", 0x20, False, "Cycles from start to done or error, low word."),

@@ -45,6 +45,13 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _check_reduction(config: AcceleratorConfig, terms: int, what: str) -> None:
+    """Accumulators are exact only up to ``max_reduction`` products; more would wrap silently."""
+    if terms > config.max_reduction:
+        raise ValueError(f"{what} sums {terms} products per output, more than the {config.max_reduction} the "
+                         f"accumulators hold exactly: build with a larger max_reduction (--max-reduction)")
+
+
 def _setpp(q: Requant) -> dict:
     return {"zero_point": q.zero_point, "clamp_lo": q.clamp_lo, "clamp_hi": q.clamp_hi}
 
@@ -63,6 +70,7 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
     c = config
     a, w = np.asarray(a), np.asarray(w)
     (m_total, k), n = a.shape, w.shape[1]
+    _check_reduction(c, k, f"GEMM with K={k}")
     kt, nt = _ceil(k, c.rows), _ceil(n, c.cols)
     a_pad = np.zeros((m_total, kt * c.rows), dtype=np.int64)
     a_pad[:, :k] = a
@@ -149,6 +157,7 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     if ho < 1 or wo < 1:
         raise ValueError(f"convolution {h}x{wd} with a {kh}x{kw} kernel (dilation {dilation}) has no output")
     cb_n, nb_n = _ceil(cin, c.rows), _ceil(cout, c.cols)
+    _check_reduction(c, cb_n * c.rows * kh * kw, f"convolution {h}x{wd}x{cin} -> {cout} ({kh}x{kw})")
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     pitch = wd + 2 * padding
     # Output rows per chunk: two input patches (all channel blocks) and two accumulator tiles must fit.

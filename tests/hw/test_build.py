@@ -1,16 +1,23 @@
 """The front door: outputs, report keys, and one-line errors with exit status 2."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hw.build import main
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def _cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hw.build", *args], capture_output=True, text=True, cwd=cwd)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "hw.build", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -63,3 +70,22 @@ def test_area_estimate_in_report(tmp_path):
     assert area["generic"]["nand2_equivalents"] > 0
     assert area["ice40"]["luts"] > 0
     assert "NAND2 equivalents" in (out / "report.md").read_text()
+
+
+def test_out_never_replaces_a_folder_that_is_not_a_build(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "keep.txt").write_text("precious")
+    result = _cli("--pe", "int4", "--rows", "2", "--no-synth", "--out", str(keep))
+    assert result.returncode == 2
+    assert "is not an earlier build's folder" in result.stderr and result.stderr.count("\n") == 1
+    assert (keep / "keep.txt").read_text() == "precious"
+    result = _cli("--pe", "int4", "--rows", "2", "--no-synth", "--out", ".", cwd=keep)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_out_replaces_an_earlier_build(tmp_path):
+    out = tmp_path / "again"
+    assert main(["--pe", "int4", "--rows", "2", "--no-synth", "--out", str(out)]) == 0
+    assert main(["--pe", "int8", "--rows", "2", "--no-synth", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["weight_format"] == "int8"

@@ -63,3 +63,20 @@ def test_illegal_programs_stop_with_the_same_error(weights, acts, rows, cols, dm
     rng = np.random.default_rng(rows + cols)
     programs = [illegal_program(config, rng, kind) for kind in ILLEGAL_KINDS for _ in range(4)]
     check_programs(config, programs, tmp_path, BUSY_BUS)
+
+
+def test_misaligned_program_address_is_an_error(tmp_path):
+    """A program address that is not a multiple of 16 stops both with DRAM_RANGE (a fetch could cross 4 KiB)."""
+    from hw.spec.isa import ErrorCode
+    from sw.compiler.program import ProgramBuilder
+
+    config = _config("int8", "int8", 4, 4)
+    b = ProgramBuilder(config, max_instructions=4)
+    b.emit("SETPP", clamp_lo=0x80, clamp_hi=0x7F)
+    program = b.build("misaligned")
+    program.words = [0] + program.words
+    program.dram[0:8] = bytes(8)
+    program.dram[8:8 + 32] = b"".join(w.to_bytes(16, "little") for w in program.words[1:])
+    program.program_addr = 8
+    program.expected_error = ErrorCode.DRAM_RANGE
+    check_programs(config, [program], tmp_path, Traffic(latency=2))

@@ -71,3 +71,14 @@ def test_layer_too_big_is_a_clear_error():
         conv2d_program(config, np.zeros((9, 2000, 4), int), np.zeros((3, 3, 4, 4), int),
                        Requant([0] * 4, [1] * 4, [0] * 4))
     assert get_format("int8").bits == 8
+
+
+def test_reduction_beyond_max_reduction_is_refused():
+    """More products than the accumulators hold exactly would wrap silently: the kernel refuses."""
+    config = AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8", max_reduction=16)
+    with pytest.raises(ValueError, match=r"GEMM with K=64 sums 64 products per output, more than the 16 .*"
+                                         r"--max-reduction"):
+        gemm_program(config, np.zeros((4, 64), int), np.zeros((64, 4), int), Requant([0] * 4, [1] * 4, [0] * 4))
+    with pytest.raises(ValueError, match=r"convolution 5x5x8 -> 4 \(3x3\) sums 72 products"):
+        conv2d_program(config, np.zeros((5, 5, 8), int), np.zeros((3, 3, 8, 4), int),
+                       Requant([0] * 4, [1] * 4, [0] * 4), padding=1)
