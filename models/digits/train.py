@@ -1,0 +1,281 @@
+"""Train the reference CNN on scikit-learn's digits and export it to ONNX.
+
+The model is a small LeNet-style network chosen to exercise the accelerator's frontend and datapath:
+
+    Conv(1->8, 3x3, pad 1) + BatchNorm + ReLU, MaxPool 2x2,
+    Conv(8->16, 3x3, pad 1) + BatchNorm + ReLU, MaxPool 2x2,
+    Flatten, Linear(256 -> 32) + ReLU, Linear(32 -> 10)
+
+BatchNorm is kept as its own node in the ONNX file on purpose (the export disables constant folding,
+which would otherwise fuse it into the convolution): folding it is the frontend's job.
+
+Data: the 1,797 8x8 images of ``sklearn.datasets.load_digits`` (they ship inside the wheel; no network).
+Preprocessing (the model's input units): pixel values 0..16 are divided by 16 to [0, 1], then each image is
+upsampled to 16x16 with bilinear interpolation (``torch.nn.functional.interpolate``, ``mode="bilinear"``,
+``align_corners=False``), giving float32 NCHW tensors of shape (N, 1, 16, 16) whose values stay in [0, 1].
+
+Split: ``sklearn.model_selection.train_test_split(indices, test_size=0.2, stratify=labels,
+random_state=SEED)`` over ``arange(1797)``: 1,437 training and 360 test images. The train indices are implied
+by the seed; the test indices, images (already preprocessed) and labels are saved to ``test_set.npz``.
+
+Training is deterministic: fixed seeds, one thread, ``torch.use_deterministic_algorithms(True)``; running
+the script twice writes byte-identical files.
+
+Usage: python models/digits/train.py [--out DIR]
+"""
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import onnx
+    import onnxruntime
+    import sklearn
+    import torch
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from torch import nn
+    from torch.nn import functional as F
+except ImportError as error:
+    missing = {"sklearn": "scikit-learn"}.get((error.name or "").split(".")[0], error.name or str(error))
+    print(f"error: {missing} is missing or broken; install the training extra with: pip install -e '.[train]'",
+          file=sys.stderr)
+    sys.exit(2)
+
+
+SEED = 0
+TEST_FRACTION = 0.2
+IMAGE_SIZE = 16
+NUM_CLASSES = 10
+EPOCHS = 30
+BATCH_SIZE = 64
+LEARNING_RATE = 3e-3
+WEIGHT_DECAY = 1e-4
+OPSET = 13
+ORT_TOLERANCE = 1e-4
+# A fixed timestamp for the entries of test_set.npz, so that the archive is byte-identical run to run.
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+
+DEFAULT_OUT = Path(__file__).resolve().parent
+
+
+class TrainError(Exception):
+    """A failure reported as one line on the command line, with exit status 2."""
+
+
+class DigitsCNN(nn.Module):
+    """LeNet-style CNN for (N, 1, 16, 16) inputs in [0, 1]; returns (N, 10) logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(8, 16, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pool2 = nn.MaxPool2d(2)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(16 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x):
+        x = self.pool1(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool2(F.relu(self.bn2(self.conv2(x))))
+        x = F.relu(self.fc1(self.flatten(x)))
+        return self.fc2(x)
+
+
+def make_deterministic(seed):
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+def preprocess(images_8x8):
+    """uint8-valued 0..16 images (N, 8, 8) -> float32 (N, 1, 16, 16) in [0, 1], bilinear upsampling."""
+    x = torch.from_numpy(np.asarray(images_8x8, dtype=np.float32) / 16.0).unsqueeze(1)
+    x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    return x.contiguous()
+
+
+def load_split(seed):
+    digits = load_digits()
+    labels = digits.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=TEST_FRACTION,
+                                           stratify=labels, random_state=seed)
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    images = preprocess(digits.images)
+    return (images[train_idx], torch.from_numpy(labels[train_idx]),
+            images[test_idx], torch.from_numpy(labels[test_idx]), test_idx)
+
+
+def accuracy(logits, labels):
+    return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
+
+
+def train(model, x_train, y_train, x_test, y_test, seed):
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)
+    for epoch in range(1, EPOCHS + 1):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total_loss = 0.0
+        for start in range(0, len(order), BATCH_SIZE):
+            batch = order[start:start + BATCH_SIZE]
+            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(batch)
+        scheduler.step()
+        model.eval()
+        with torch.no_grad():
+            test_acc = accuracy(model(x_test), y_test)
+        print(f"epoch {epoch:2d}/{EPOCHS}: train loss {total_loss / len(x_train):.4f}, "
+              f"test accuracy {test_acc:.4f}")
+
+
+def export_onnx(model, path):
+    model.eval()
+    # do_constant_folding=False keeps BatchNormalization as its own node: with folding on, the exporter's
+    # eval peephole pass fuses it into the preceding Conv, and the frontend's folding would go untested.
+    # The TorchScript exporter (dynamo=False) is chosen on purpose: it runs offline without onnxscript.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        torch.onnx.export(model, (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), str(path),
+                          dynamo=False, opset_version=OPSET, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          do_constant_folding=False)
+
+
+def verify_onnx(path, model, x_test):
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(["logits"], {"input": x_test.numpy()})[0]
+    with torch.no_grad():
+        torch_logits = model(x_test).numpy()
+    max_diff = float(np.abs(ort_logits - torch_logits).max())
+    if not max_diff < ORT_TOLERANCE:
+        raise TrainError(f"onnxruntime and PyTorch differ by {max_diff:.3g} on the test set, "
+                         f"more than {ORT_TOLERANCE:g}")
+    return proto, ort_logits, max_diff
+
+
+def save_test_set(path, images, labels, indices):
+    """np.savez-compatible archive, written with a fixed entry timestamp so it is byte-identical."""
+    arrays = {
+        "images": np.ascontiguousarray(images, dtype=np.float32),
+        "labels": np.ascontiguousarray(labels, dtype=np.int64),
+        "indices": np.ascontiguousarray(indices, dtype=np.int64),
+    }
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+
+
+def sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run(out):
+    out.mkdir(parents=True, exist_ok=True)
+    make_deterministic(SEED)
+    started = time.perf_counter()
+    x_train, y_train, x_test, y_test, test_idx = load_split(SEED)
+    print(f"digits: {len(x_train)} train, {len(x_test)} test images of shape {tuple(x_test.shape[1:])}")
+
+    model = DigitsCNN()
+    num_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {num_params} parameters")
+    train(model, x_train, y_train, x_test, y_test, SEED)
+    model.eval()
+    with torch.no_grad():
+        torch_acc = accuracy(model(x_test), y_test)
+    print(f"float test accuracy (PyTorch): {torch_acc:.4f} "
+          f"({time.perf_counter() - started:.1f} s including data loading)")
+
+    onnx_path = out / "digits_cnn.onnx"
+    export_onnx(model, onnx_path)
+    proto, ort_logits, max_diff = verify_onnx(onnx_path, model, x_test)
+    ort_acc = accuracy(ort_logits, y_test)
+    ops = sorted({node.op_type for node in proto.graph.node})
+    print(f"onnx: {onnx_path} checked; ops {', '.join(ops)}; "
+          f"max |onnxruntime - PyTorch| = {max_diff:.3g}")
+    print(f"float test accuracy (onnxruntime): {ort_acc:.4f}")
+
+    test_path = out / "test_set.npz"
+    save_test_set(test_path, x_test.numpy(), y_test.numpy(), test_idx)
+
+    metadata = {
+        "model": "digits_cnn",
+        "architecture": ("Conv(1->8,3x3,pad1)+BatchNorm+ReLU, MaxPool2x2, Conv(8->16,3x3,pad1)+BatchNorm+ReLU, "
+                         "MaxPool2x2, Flatten, Linear(256->32)+ReLU, Linear(32->10)"),
+        "onnx_ops": ops,
+        "opset": OPSET,
+        "input": {"name": "input", "shape": ["batch", 1, IMAGE_SIZE, IMAGE_SIZE], "layout": "NCHW",
+                  "dtype": "float32", "units": "intensity in [0, 1] (0 = background, 1 = full ink)"},
+        "output": {"name": "logits", "shape": ["batch", NUM_CLASSES], "dtype": "float32",
+                   "units": "unnormalised class scores; the prediction is the argmax"},
+        "preprocessing": ("sklearn.datasets.load_digits().images (8x8, integers 0..16) divided by 16, then "
+                          "upsampled to 16x16 with torch.nn.functional.interpolate(mode='bilinear', "
+                          "align_corners=False)"),
+        "num_classes": NUM_CLASSES,
+        "dataset": {"name": "sklearn.datasets.load_digits", "num_images": len(x_train) + len(x_test),
+                    "num_train": len(x_train), "num_test": len(x_test),
+                    "split": (f"sklearn.model_selection.train_test_split(arange(1797), "
+                              f"test_size={TEST_FRACTION}, stratify=target, random_state={SEED})")},
+        "test_set": {"file": test_path.name, "arrays": {
+            "images": f"float32 {tuple(x_test.shape)}, preprocessed as the model's input",
+            "labels": f"int64 ({len(y_test)},)",
+            "indices": f"int64 ({len(test_idx)},), indices into load_digits() of the test images"}},
+        "training": {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "optimizer": "Adam",
+                     "learning_rate": LEARNING_RATE, "schedule": "cosine annealing",
+                     "weight_decay": WEIGHT_DECAY, "loss": "cross entropy"},
+        "seed": SEED,
+        "num_parameters": num_params,
+        "float_test_accuracy": round(ort_acc, 6),
+        "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "scikit-learn": sklearn.__version__,
+                     "numpy": np.__version__},
+        "sha256": {"digits_cnn.onnx": sha256(onnx_path), "test_set.npz": sha256(test_path)},
+    }
+    metadata_path = out / "metadata.json"
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n")
+    for path in (onnx_path, test_path, metadata_path):
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
+    print(f"total time {time.perf_counter() - started:.1f} s")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Train the digits CNN and export it to ONNX.")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="output directory (default: the directory of this script)")
+    args = parser.parse_args(argv)
+    try:
+        run(args.out)
+    except (TrainError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
