@@ -1,4 +1,4 @@
-"""The random programs of sim/programs.py on the emulator (no RTL): legal ones run clean, give the memory an
+"""The random programs of sim/programs/ on the emulator (no RTL): legal ones run clean, give the memory an
 independent reference predicts, and give it under any timing; illegal ones stop with the error they name.
 
 The reference (``sim.programs.reference_run``) runs a program one instruction at a time with its own loops

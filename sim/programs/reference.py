@@ -1,0 +1,168 @@
+"""The independent reference: a program run one instruction at a time with plain loops and the golden model
+(:mod:`sw.golden`), sharing no code with the emulator (:func:`reference_run`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw.spec.config import AcceleratorConfig
+from hw.spec.formats import product_of
+from hw.spec.isa import INSTRUCTION_BYTES, AluOp, Buffer, Opcode, decode
+from hw.spec.layout import PARAM_ENTRY_BYTES, line_bytes, output_line_bytes
+from sw.golden.gemm import gemm
+from sw.golden.postprocess import rescale
+
+from .common import StoreRecord
+
+
+# --- the independent reference -----------------------------------------------------------------------------
+
+def _unpack(data: bytes, count: int, bits: int) -> list[int]:
+    value = int.from_bytes(data, "little")
+    mask = (1 << bits) - 1
+    return [(value >> (i * bits)) & mask for i in range(count)]
+
+
+def _pack(codes, bits: int, nbytes: int, garbage: int = 0) -> bytes:
+    value = 0
+    for i, code in enumerate(codes):
+        value |= int(code) << (i * bits)
+    used = len(codes) * bits
+    value |= (garbage << used) & ((1 << (nbytes * 8)) - 1)
+    return value.to_bytes(nbytes, "little")
+
+
+def _param_entries(data: bytes, cols: int) -> tuple[list[int], list[int], list[int]]:
+    bias, multiplier, shift = [], [], []
+    for col in range(cols):
+        entry = data[col * PARAM_ENTRY_BYTES:(col + 1) * PARAM_ENTRY_BYTES]
+        bias.append(int.from_bytes(entry[0:8], "little", signed=True))
+        multiplier.append(int.from_bytes(entry[8:12], "little", signed=True))
+        shift.append(entry[12])
+    return bias, multiplier, shift
+
+
+class _Reference:
+    """The ISA run one instruction at a time, with plain loops over lines: the meaning of a race-free program.
+
+    Reading a buffer line no instruction has written raises KeyError: generated programs never rely on
+    what a buffer holds after reset.
+    """
+
+    def __init__(self, config: AcceleratorConfig, dram: bytearray):
+        c = self.config = config
+        self.dram = dram
+        self.act, self.weight, self.param, self.acc = {}, {}, {}, {}
+        # The last accumulator line is the barriers' scratch line: what it holds is never stored.
+        self.acc[c.acc_buffer_depth - 1] = ([0] * c.cols, [False] * c.cols)
+        self.zero_point, self.clamp_lo, self.clamp_hi = 0, 0, 0
+        self.acc_exponent = product_of(c.acts, c.weights).min_exponent
+        self.macs = 0
+        self.nonfinite = False
+        self.stores: list[StoreRecord] = []
+
+    def wrap(self, v: int) -> int:
+        bits = self.config.acc_bits
+        return ((v + (1 << (bits - 1))) % (1 << bits)) - (1 << (bits - 1))
+
+    def run(self, index: int, op: Opcode, f: dict) -> None:
+        getattr(self, op.name.lower())(index, f)
+
+    def load(self, index: int, f: dict) -> None:
+        c = self.config
+        buffer = Buffer(f["buffer"])
+        nbytes = line_bytes(buffer, c)
+        width = f["pad_left"] + f["x_size"] + f["pad_right"]
+        height = f["pad_top"] + f["y_size"] + f["pad_bottom"]
+        for y in range(height):
+            for x in range(width):
+                line = f["sram_addr"] + y * width + x
+                sy, sx = y - f["pad_top"], x - f["pad_left"]
+                if not (0 <= sy < f["y_size"] and 0 <= sx < f["x_size"]):
+                    assert buffer is Buffer.ACT, "only activation loads have padding"
+                    self.act[line] = [f["pad_value"]] * c.rows
+                    continue
+                at = f["dram_addr"] + sy * f["dram_stride"] + sx * nbytes
+                data = bytes(self.dram[at:at + nbytes])
+                if buffer is Buffer.ACT:
+                    self.act[line] = _unpack(data, c.rows, c.acts.bits)
+                elif buffer is Buffer.WEIGHT:
+                    self.weight[line] = _unpack(data, c.cols, c.weights.bits)
+                else:
+                    self.param[line] = _param_entries(data, c.cols)
+
+    def compute(self, index: int, f: dict) -> None:
+        c = self.config
+        for ky in range(f["kh"]):
+            for kx in range(f["kw"]):
+                tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.rows
+                w = np.array([self.weight[tile + r] for r in range(c.rows)], dtype=np.int64)
+                lines, vectors = [], []
+                for oy in range(f["out_h"]):
+                    for ox in range(f["out_w"]):
+                        row = oy * f["stride"] + ky * f["dilation"]
+                        col = ox * f["stride"] + kx * f["dilation"]
+                        vectors.append(self.act[f["act_addr"] + row * f["act_pitch"] + col])
+                        lines.append(f["acc_addr"] + oy * f["out_w"] + ox)
+                r = gemm(np.array(vectors, dtype=np.int64), w, c.acts, c.weights)
+                overwrite = ky == 0 and kx == 0 and not f["accumulate"]
+                for n, line in enumerate(lines):
+                    value = [int(v) for v in r.value[n]]
+                    flags = [bool(v) for v in r.nonfinite[n]]
+                    if not overwrite:
+                        old, old_flags = self.acc[line]
+                        value = [a + b for a, b in zip(old, value)]
+                        flags = [a or b for a, b in zip(old_flags, flags)]
+                    self.acc[line] = ([self.wrap(v) for v in value], flags)
+                self.macs += len(lines) * c.rows * c.cols
+
+    def alu(self, index: int, f: dict) -> None:
+        for y in range(f["y_size"]):            # one element after the other: overlaps see earlier results
+            for x in range(f["x_size"]):
+                dst = f["dst_addr"] + y * f["dst_stride"] + x
+                src = f["src_addr"] + y * f["src_stride"] + x * f["src_step"]
+                (a, fa), (b, fb) = self.acc[dst], self.acc[src]
+                if AluOp(f["op"]) is AluOp.MAX:
+                    value = [max(u, v) for u, v in zip(a, b)]
+                else:
+                    value = [self.wrap(u + v) for u, v in zip(a, b)]
+                self.acc[dst] = (value, [u or v for u, v in zip(fa, fb)])
+
+    def setpp(self, index: int, f: dict) -> None:
+        self.zero_point, self.clamp_lo, self.clamp_hi = f["zero_point"], f["clamp_lo"], f["clamp_hi"]
+
+    def store(self, index: int, f: dict) -> None:
+        c = self.config
+        bias, multiplier, shift = self.param[f["param_addr"]]
+        nbytes = output_line_bytes(c)
+        values, flags, addresses = [], [], []
+        for y in range(f["y_size"]):
+            for x in range(f["x_size"]):
+                value, nonfinite = self.acc[f["acc_addr"] + y * f["acc_stride"] + x]
+                values.append(value)
+                flags.append(nonfinite)
+                addresses.append(f["dram_addr"] + y * f["dram_stride"] + x * nbytes)
+        codes = rescale(np.array(values, dtype=object), np.array(flags, dtype=bool), self.acc_exponent,
+                        bias, multiplier, shift, c.acts, self.zero_point, self.clamp_lo, self.clamp_hi,
+                        acc_bits=c.acc_bits)
+        self.nonfinite |= bool(np.any(flags))
+        lines = []
+        for at, row in zip(addresses, codes):
+            data = _pack(row, c.acts.bits, nbytes)
+            self.dram[at:at + nbytes] = data
+            lines.append((at, data))
+        self.stores.append(StoreRecord(index, tuple(lines), np.asarray(codes)))
+
+
+def reference_run(config: AcceleratorConfig, dram: bytes, program_addr: int = 0) -> _Reference:
+    """Run the program at ``program_addr`` one instruction at a time; the result holds ``dram``, ``stores``,
+    ``macs`` and ``nonfinite``. Only meaningful for a race-free legal program."""
+    ref = _Reference(config, bytearray(dram))
+    pc = 0
+    while True:
+        at = program_addr + pc * INSTRUCTION_BYTES
+        kind, values = decode(int.from_bytes(ref.dram[at:at + INSTRUCTION_BYTES], "little"))
+        if kind.opcode is Opcode.FINISH:
+            return ref
+        ref.run(pc, kind.opcode, values)
+        pc += 1
