@@ -25,8 +25,8 @@ from .timing import Timing
 
 __all__ = ["Emulator", "Status"]
 
-_EFFECTS = {Opcode.LOAD: ops.load, Opcode.COMPUTE: ops.compute, Opcode.ALU: ops.alu,
-            Opcode.SETPP: ops.setpp, Opcode.STORE: ops.store}
+#: Effects applied when an instruction ends (COMPUTE has two halves, see run()).
+_EFFECTS = {Opcode.LOAD: ops.load, Opcode.ALU: ops.alu, Opcode.SETPP: ops.setpp, Opcode.STORE: ops.store}
 _ORDER = (Queue.LOAD, Queue.COMPUTE, Queue.STORE)
 _NEIGHBOURS = {Queue.LOAD: (None, Queue.COMPUTE), Queue.COMPUTE: (Queue.LOAD, Queue.STORE),
                Queue.STORE: (Queue.COMPUTE, None)}

@@ -17,7 +17,7 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, unpack_lin
 from sw.golden.gemm import gemm
 from sw.golden.postprocess import rescale
 
-__all__ = ["EngineState", "load", "compute", "alu", "store"]
+__all__ = ["EngineState", "load", "compute_products", "compute_accumulate", "alu", "setpp", "store"]
 
 
 @dataclass
@@ -123,10 +123,6 @@ def compute_accumulate(s: EngineState, f: dict, products: list) -> None:
             s.acc[acc_lines] = s.wrap(value)
             s.acc_nonfinite[acc_lines] = nonfinite
         accumulate = True
-
-
-def compute(s: EngineState, f: dict) -> None:
-    compute_accumulate(s, f, compute_products(s, f))
 
 
 def alu(s: EngineState, f: dict) -> None:
