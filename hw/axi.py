@@ -9,7 +9,8 @@ from amaranth.hdl import unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["axi4_signature", "axi4_lite_signature", "BURST_INCR", "RESP_OKAY"]
+__all__ = ["axi4_signature", "axi4_read_signature", "axi4_write_signature", "axi4_lite_signature",
+           "BURST_INCR", "RESP_OKAY"]
 
 BURST_INCR = 1
 RESP_OKAY = 0
@@ -36,6 +37,18 @@ def axi4_signature(addr_bits: int = 32, data_bits: int = 64) -> wiring.Signature
                           to_slave=True)),
         "b": Out(_channel({"resp": unsigned(2)}, to_slave=False)),
     })
+
+
+def axi4_read_signature(addr_bits: int = 32, data_bits: int = 64) -> wiring.Signature:
+    """The read half (AR, R) of an AXI4 master port."""
+    members = axi4_signature(addr_bits, data_bits).members
+    return wiring.Signature({"ar": members["ar"], "r": members["r"]})
+
+
+def axi4_write_signature(addr_bits: int = 32, data_bits: int = 64) -> wiring.Signature:
+    """The write half (AW, W, B) of an AXI4 master port."""
+    members = axi4_signature(addr_bits, data_bits).members
+    return wiring.Signature({"aw": members["aw"], "w": members["w"], "b": members["b"]})
 
 
 def axi4_lite_signature(addr_bits: int = 8) -> wiring.Signature:

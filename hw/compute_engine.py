@@ -3,10 +3,10 @@
 from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from .array import SystolicArray
+from .buffer_ports import read_port, write_port
 from .decoder import layout_of
 from .lanes import psum_lane
 from .sequencer import Sequencer, engine_control_signature
@@ -20,10 +20,6 @@ __all__ = ["ComputeEngine", "acc_line_layout"]
 def acc_line_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     """An accumulator line: one exact sum and its non-finite flag per array column."""
     return data.ArrayLayout(psum_lane(config.acc_bits), config.cols)
-
-
-def _addr_bits(depth: int) -> int:
-    return (depth - 1).bit_length() or 1
 
 
 class _Feeder:
@@ -64,13 +60,11 @@ class ComputeEngine(wiring.Component):
         acc_shape = acc_line_layout(c)
         super().__init__({
             "control": In(engine_control_signature()),
-            "act": In(ReadPort.Signature(addr_width=_addr_bits(c.act_buffer_depth),
-                                          shape=unsigned(c.rows * c.acts.bits))),
-            "weight": In(ReadPort.Signature(addr_width=_addr_bits(c.weight_buffer_depth),
-                                             shape=unsigned(c.cols * c.weights.bits))),
-            "acc_a": In(ReadPort.Signature(addr_width=_addr_bits(c.acc_buffer_depth), shape=acc_shape)),
-            "acc_b": In(ReadPort.Signature(addr_width=_addr_bits(c.acc_buffer_depth), shape=acc_shape)),
-            "acc_w": In(WritePort.Signature(addr_width=_addr_bits(c.acc_buffer_depth), shape=acc_shape)),
+            "act": read_port(c.act_buffer_depth, unsigned(c.rows * c.acts.bits)),
+            "weight": read_port(c.weight_buffer_depth, unsigned(c.cols * c.weights.bits)),
+            "acc_a": read_port(c.acc_buffer_depth, acc_shape),
+            "acc_b": read_port(c.acc_buffer_depth, acc_shape),
+            "acc_w": write_port(c.acc_buffer_depth, acc_shape),
             "mac_vectors": Out(1),     # pulses once per activation vector entering the array
         })
 

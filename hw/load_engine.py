@@ -2,10 +2,10 @@
 
 from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from .axi import axi4_signature
+from .axi import axi4_read_signature
+from .buffer_ports import write_port
 from .decoder import layout_of
 from .dma import BurstAddressGenerator
 from .sequencer import Sequencer, engine_control_signature
@@ -16,11 +16,6 @@ from .spec.layout import line_bits, line_bytes
 __all__ = ["LoadEngine"]
 
 
-def _read_half(data_bits: int) -> wiring.Signature:
-    full = axi4_signature(32, data_bits).members
-    return wiring.Signature({"ar": full["ar"], "r": full["r"]})
-
-
 class LoadEngine(wiring.Component):
     """Padding lines first (one per cycle), then the data: read addresses run ahead (bursts of up to 256 beats
     per row, many outstanding) while arriving beats are assembled into lines and written, one line per
@@ -29,16 +24,15 @@ class LoadEngine(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
 
-        def write_port(buffer, depth):
-            return In(WritePort.Signature(addr_width=(depth - 1).bit_length() or 1,
-                                           shape=unsigned(line_bits(buffer, c))))
+        def port(buffer, depth):
+            return write_port(depth, unsigned(line_bits(buffer, c)))
 
         super().__init__({
             "control": In(engine_control_signature()),
-            "axi": Out(_read_half(c.dma_bits)),
-            "act": write_port(Buffer.ACT, c.act_buffer_depth),
-            "weight": write_port(Buffer.WEIGHT, c.weight_buffer_depth),
-            "param": write_port(Buffer.PARAM, c.param_buffer_depth),
+            "axi": Out(axi4_read_signature(32, c.dma_bits)),
+            "act": port(Buffer.ACT, c.act_buffer_depth),
+            "weight": port(Buffer.WEIGHT, c.weight_buffer_depth),
+            "param": port(Buffer.PARAM, c.param_buffer_depth),
             "bus_error": Out(1),
         })
 

@@ -3,10 +3,10 @@
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
-from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from .axi import axi4_signature
+from .axi import axi4_write_signature
+from .buffer_ports import read_port
 from .compute_engine import acc_line_layout
 from .decoder import layout_of
 from .dma import BurstAddressGenerator
@@ -18,15 +18,6 @@ from .spec.layout import PARAM_ENTRY_BYTES, line_bits, output_line_bytes
 from .spec.microarchitecture import POSTPROCESS_LATENCY
 
 __all__ = ["StoreEngine"]
-
-
-def _write_half(data_bits: int) -> wiring.Signature:
-    full = axi4_signature(32, data_bits).members
-    return wiring.Signature({"aw": full["aw"], "w": full["w"], "b": full["b"]})
-
-
-def _addr_bits(depth: int) -> int:
-    return (depth - 1).bit_length() or 1
 
 
 class StoreEngine(wiring.Component):
@@ -42,10 +33,9 @@ class StoreEngine(wiring.Component):
         self._config = c = config
         super().__init__({
             "control": In(engine_control_signature()),
-            "axi": Out(_write_half(c.dma_bits)),
-            "acc": In(ReadPort.Signature(addr_width=_addr_bits(c.acc_buffer_depth), shape=acc_line_layout(c))),
-            "param": In(ReadPort.Signature(addr_width=_addr_bits(c.param_buffer_depth),
-                                            shape=unsigned(line_bits(Buffer.PARAM, c)))),
+            "axi": Out(axi4_write_signature(32, c.dma_bits)),
+            "acc": read_port(c.acc_buffer_depth, acc_line_layout(c)),
+            "param": read_port(c.param_buffer_depth, unsigned(line_bits(Buffer.PARAM, c))),
             "bus_error": Out(1),
             "nonfinite": Out(1),       # sticky: a stored element met a NaN or Inf operand
             "clear": In(1),            # clears nonfinite (at start)

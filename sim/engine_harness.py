@@ -56,15 +56,21 @@ def run_on_emulator(program, traffic: Traffic = Traffic()) -> tuple[EngineRun, o
     return EngineRun(status.done, int(status.error), status.pc, {}, emulator.dram.tobytes()), status
 
 
+def _budget(emulator_cycles: int) -> int:
+    """Cycles the RTL may take before the testbench gives up on a program (it should never need them)."""
+    return 20 * emulator_cycles + 5000
+
+
 def run_on_rtl(config: AcceleratorConfig, programs: list, work_dir: Path, traffic: Traffic = Traffic(),
-               waves: bool = False) -> list[EngineRun | None]:
-    """One simulation for all ``programs``; None for a program that did not end within its cycle budget."""
+               waves: bool = False, budgets: list[int] | None = None) -> list[EngineRun | None]:
+    """One simulation for all ``programs``; None for a program that did not end within its cycle budget.
+
+    ``budgets``: cycles allowed per program; by default derived from an emulator run of each.
+    """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    budgets = []
-    for p in programs:
-        _, status = run_on_emulator(p, traffic)
-        budgets.append(20 * status.cycles + 5000)
+    if budgets is None:
+        budgets = [_budget(run_on_emulator(p, traffic)[1].cycles) for p in programs]
     batch = {
         "memory_size": _memory_size(programs),
         "traffic": {"latency": traffic.latency, "ready_stall": traffic.ready_stall, "valid_gap": traffic.valid_gap,
@@ -94,10 +100,11 @@ def run_on_rtl(config: AcceleratorConfig, programs: list, work_dir: Path, traffi
 def check_programs(config: AcceleratorConfig, programs: list, work_dir: Path, traffic: Traffic = Traffic()) -> list:
     """Run ``programs`` on both; raise :class:`Mismatch` naming every difference. Returns (rtl, emulator)
     cycle pairs of the programs that completed."""
-    rtl_runs = run_on_rtl(config, programs, work_dir, traffic)
+    emulated = [run_on_emulator(p, traffic) for p in programs]
+    budgets = [_budget(status.cycles) for _, status in emulated]
+    rtl_runs = run_on_rtl(config, programs, work_dir, traffic, budgets=budgets)
     problems, cycles = [], []
-    for i, (program, rtl) in enumerate(zip(programs, rtl_runs)):
-        emu, status = run_on_emulator(program, traffic)
+    for i, (program, rtl, (emu, status)) in enumerate(zip(programs, rtl_runs, emulated)):
         name = f"program {i} ({program.description})"
         if rtl is None:
             problems.append(f"{name}: the RTL did not stop within its cycle budget")
@@ -128,7 +135,7 @@ def check_programs(config: AcceleratorConfig, programs: list, work_dir: Path, tr
     if problems:
         waves = Path(work_dir) / "waves"
         if not os.environ.get("NO_WAVES_ON_FAILURE"):
-            run_on_rtl(config, programs, waves, traffic, waves=True)
+            run_on_rtl(config, programs, waves, traffic, waves=True, budgets=budgets)
         raise Mismatch(f"{len(problems)} of {len(programs)} programs differ between RTL and emulator:\n  "
                        + "\n  ".join(problems[:15]) + f"\nwaveform of the whole batch: {waves / 'dump.fst'}")
     return cycles
