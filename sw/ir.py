@@ -1,0 +1,237 @@
+"""The network between the frontend, the quantizer, the golden model and the compiler.
+
+A network is a list of layers in topological order over named activation tensors. Shapes never include the
+batch: ``(C, H, W)`` for feature maps, ``(F,)`` for vectors.
+
+``FloatNetwork`` is what the frontend reads from ONNX: float weights, BatchNorm already folded, Relu/Clip
+fused into the layer before them as ``clip``. Models that carry their own quantization (QDQ, QONNX) also fill
+``tensor_quant`` and ``weight_quant``.
+
+``QuantizedNetwork`` is what the quantizer makes and what the golden model and the compiler consume: codes
+and integers only. Its meaning, layer by layer (``e = product_of(acts, weights).min_exponent``, the
+exponent of the accumulator's least significant bit; ``value(q)`` the number a code stands for):
+
+- ``conv``: ``acc[co, oy, ox] = sum over tensors t, input channels ci of co's group, ky, kx of
+  value(x[ci, oy*sh + ky*dh - pad_top, ox*sw + kx*dw - pad_left]) * value(w_t[co, ci', ky, kx]) / 2**e``;
+  input positions outside the map hold the input tensor's zero-point code.
+- ``linear``: ``acc[n] = sum_t sum_k value(x[k]) * value(w_t[n, k]) / 2**e``.
+- ``avgpool`` / ``global_avgpool``: ``acc = sum over the window of value(x) / 2**e`` (padding as conv); the
+  division by the window size is part of the multiplier.
+- ``add``: ``acc = sum over the inputs of value(x_i) / 2**e`` (every input has the same encoding).
+- ``concat`` (along channels): ``acc = value(x) / 2**e`` of the input that holds the channel.
+- then, for all of the above, per output channel ``c``: ``out = rescale(acc, e, bias[c], multiplier[c],
+  shift[c], acts, zero_point, clamp_lo, clamp_hi, acc_bits)`` (:func:`sw.golden.postprocess.rescale`).
+- ``maxpool``: the code of largest value in each window (IEEE ``maximum``: -0 < +0); the output has the
+  input's encoding. Padding never wins.
+- ``flatten``: ``x.reshape(-1)`` (channel-major, as ONNX); the encoding is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from hw.spec.formats import IntFormat, get_format, product_of
+
+__all__ = ["OPS", "WEIGHTED_OPS", "ACCUMULATING_OPS", "FloatLayer", "FloatNetwork", "TensorQuant",
+           "WeightQuant", "QuantTensor", "QuantLayer", "QuantizedNetwork", "acc_exponent"]
+
+#: Every operator of the IR.
+OPS = ("conv", "linear", "maxpool", "avgpool", "global_avgpool", "add", "concat", "flatten")
+#: Operators with a weight tensor.
+WEIGHTED_OPS = ("conv", "linear")
+#: Operators that sum into accumulators and leave through the post-processing unit (bias, rescale, clamp).
+ACCUMULATING_OPS = ("conv", "linear", "avgpool", "global_avgpool", "add", "concat")
+
+
+def acc_exponent(act_format, weight_format) -> int:
+    """Exponent of the least significant bit of the accumulators of an engine with these formats."""
+    return product_of(get_format(act_format), get_format(weight_format)).min_exponent
+
+
+# --- float -------------------------------------------------------------------------------------------------
+
+@dataclass
+class FloatLayer:
+    """One layer of a float network.
+
+    ``attrs``: conv and pooling: ``kernel`` (kh, kw), ``stride`` (sh, sw), ``padding`` (top, left, bottom,
+    right), ``dilation`` (dh, dw); conv also ``groups``. ``weight``: conv (Cout, Cin/groups, kh, kw); linear
+    (N, K), meaning ``y = W @ x + b``. ``clip``: (lo, hi) applied to the output (Relu is (0, inf)).
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    output: str
+    attrs: dict = field(default_factory=dict)
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    clip: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """An encoding a quantized model prescribes for a tensor: real = scale * (value(code) - zero_point)."""
+
+    format: str
+    scale: float
+    zero_point: int = 0
+
+
+@dataclass
+class WeightQuant:
+    """Weights as a quantized model stores them: codes (same shape as the float weight), a scale per tensor
+    (shape ()) or per output channel (shape (Cout,)), and a zero point (0: symmetric)."""
+
+    format: str
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: int = 0
+
+
+@dataclass
+class FloatNetwork:
+    input: str
+    output: str
+    shapes: dict[str, tuple[int, ...]]
+    layers: list[FloatLayer]
+    #: The ONNX names of the model's input and output, and the input's full shape (batch first).
+    onnx_input: str = ""
+    onnx_output: str = ""
+    tensor_quant: dict[str, TensorQuant] = field(default_factory=dict)
+    weight_quant: dict[str, WeightQuant] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.input]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.output]
+
+
+# --- quantized ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuantTensor:
+    """How an activation tensor is encoded: real = scale * (value(code) - zero_point)."""
+
+    format: str
+    scale: float
+    zero_point: int = 0
+
+    def zero_code(self) -> int:
+        """The code of real zero (what padding holds)."""
+        fmt = get_format(self.format)
+        return int(fmt.quantize(self.zero_point)) if isinstance(fmt, IntFormat) else 0
+
+    def quantize(self, x) -> np.ndarray:
+        """Codes of float values: round to nearest even, saturate; never -0."""
+        fmt = get_format(self.format)
+        x = np.asarray(x, dtype=np.float64) / self.scale
+        if isinstance(fmt, IntFormat):
+            return fmt.quantize(np.rint(x) + self.zero_point)
+        codes = fmt.quantize(x)
+        return np.where(fmt.decode(codes) == 0, 0, codes).astype(codes.dtype)
+
+    def dequantize(self, codes) -> np.ndarray:
+        return (get_format(self.format).decode(np.asarray(codes)) - self.zero_point) * self.scale
+
+
+@dataclass
+class QuantLayer:
+    """One layer of a quantized network; see the module docstring for what it computes.
+
+    ``weights``: the codes of each tensor of a multi-tensor sum (one array for an ordinary layer), shaped as
+    :attr:`FloatLayer.weight`, in the network's weight format. ``weight_scale``: per output channel, the real
+    value of one unit of weight (reports only). ``bias``, ``multiplier``, ``shift``: per output channel,
+    integers (bias in accumulator units). ``zero_point``, ``clamp_lo``, ``clamp_hi``: of the output.
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    output: str
+    attrs: dict = field(default_factory=dict)
+    weights: list[np.ndarray] = field(default_factory=list)
+    weight_scale: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    multiplier: np.ndarray | None = None
+    shift: np.ndarray | None = None
+    zero_point: int = 0
+    clamp_lo: int = 0
+    clamp_hi: int = 0
+
+
+@dataclass
+class QuantizedNetwork:
+    act_format: str
+    weight_format: str
+    #: Accumulator width of the engine; the bias saturates to it (see :func:`sw.golden.postprocess.rescale`).
+    acc_bits: int
+    input: str
+    output: str
+    shapes: dict[str, tuple[int, ...]]
+    tensors: dict[str, QuantTensor]
+    layers: list[QuantLayer]
+    #: Per-layer quantization error, as the quantizer measured it (list of dicts).
+    report: list[dict] = field(default_factory=list)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.input]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.output]
+
+    @property
+    def acc_exponent(self) -> int:
+        return acc_exponent(self.act_format, self.weight_format)
+
+    # --- files ----------------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """``network.json`` (structure, encodings, scalars) and ``network.npz`` (every array)."""
+        folder = Path(folder)
+        arrays, layers = {}, []
+        for i, layer in enumerate(self.layers):
+            entry = {k: getattr(layer, k) for k in ("name", "op", "inputs", "output", "zero_point", "clamp_lo",
+                                                    "clamp_hi")}
+            entry["attrs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.attrs.items()}
+            entry["weights"] = len(layer.weights)
+            for j, w in enumerate(layer.weights):
+                arrays[f"{i}.weight{j}"] = w
+            for k in ("weight_scale", "bias", "multiplier", "shift"):
+                if getattr(layer, k) is not None:
+                    arrays[f"{i}.{k}"] = np.asarray(getattr(layer, k))
+            layers.append(entry)
+        doc = {"act_format": self.act_format, "weight_format": self.weight_format, "acc_bits": self.acc_bits,
+               "input": self.input, "output": self.output,
+               "shapes": {k: list(v) for k, v in self.shapes.items()},
+               "tensors": {k: {"format": t.format, "scale": t.scale, "zero_point": t.zero_point}
+                           for k, t in self.tensors.items()},
+               "layers": layers, "report": self.report}
+        (folder / "network.json").write_text(json.dumps(doc, indent=1) + "\n")
+        np.savez_compressed(folder / "network.npz", **arrays)
+
+    @classmethod
+    def load(cls, folder: Path) -> "QuantizedNetwork":
+        folder = Path(folder)
+        doc = json.loads((folder / "network.json").read_text())
+        with np.load(folder / "network.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        layers = []
+        for i, e in enumerate(doc["layers"]):
+            attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in e["attrs"].items()}
+            layers.append(QuantLayer(
+                e["name"], e["op"], list(e["inputs"]), e["output"], attrs,
+                [arrays[f"{i}.weight{j}"] for j in range(e["weights"])],
+                *(arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")),
+                e["zero_point"], e["clamp_lo"], e["clamp_hi"]))
+        return cls(doc["act_format"], doc["weight_format"], doc["acc_bits"], doc["input"], doc["output"],
+                   {k: tuple(v) for k, v in doc["shapes"].items()},
+                   {k: QuantTensor(**v) for k, v in doc["tensors"].items()}, layers, doc.get("report", []))
