@@ -1,0 +1,352 @@
+"""The exact quantized meaning of every layer of a :class:`sw.ir.QuantizedNetwork`, batched.
+
+Written from the format definitions alone (see the module docstring of :mod:`sw.ir`), independent of any
+tiling or hardware: every accumulating layer returns an exact :class:`~sw.golden.gemm.Accumulation` in
+units of ``2 ** e`` with ``e = product_of(acts, weights).min_exponent``, and :func:`postprocess` takes it
+through :func:`sw.golden.postprocess.rescale` per output channel. Arrays carry the batch first: feature maps
+are ``(N, C, H, W)``, vectors ``(N, F)``.
+
+Sums use int64 numpy whenever they provably fit (:func:`sw.golden.gemm.gemm` decides for products; the
+pooling and element-wise sums decide here from the format ranges), Python ints otherwise, so the result
+never depends on float rounding.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from hw.spec.formats import Format, get_format, product_of
+
+from .gemm import Accumulation, gemm
+from .postprocess import rescale
+
+if TYPE_CHECKING:
+    from sw.ir import QuantizedNetwork, QuantLayer
+
+__all__ = ["LayerError", "conv2d", "linear", "window_sum", "global_sum", "elementwise_sum", "concat_values",
+           "maxpool", "postprocess", "run_layer"]
+
+
+class LayerError(ValueError):
+    """A layer the golden model cannot evaluate as given (bad shapes, attributes or parameters)."""
+
+
+# --- geometry ----------------------------------------------------------------------------------------------
+
+def _pair(name: str, value, default: tuple[int, int] | None, minimum: int) -> tuple[int, int]:
+    if value is None:
+        if default is None:
+            raise LayerError(f"Missing attribute {name!r}: give it as a pair of integers (h, w)")
+        return default
+    v = tuple(int(x) for x in np.ravel(value))
+    if len(v) != 2 or any(x < minimum for x in v):
+        raise LayerError(f"Attribute {name!r} must be two integers >= {minimum} (h, w), not {value!r}")
+    return v
+
+
+def _padding(value) -> tuple[int, int, int, int]:
+    if value is None:
+        return (0, 0, 0, 0)
+    v = tuple(int(x) for x in np.ravel(value))
+    if len(v) != 4 or any(x < 0 for x in v):
+        raise LayerError(f"Attribute 'padding' must be four integers >= 0 (top, left, bottom, right), "
+                         f"not {value!r}")
+    return v
+
+
+def _feature_map(x, what: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise LayerError(f"{what} needs feature-map codes shaped (N, C, H, W), not {x.shape}")
+    if x.dtype.kind not in "iu":
+        raise LayerError(f"{what} needs integer codes, not {x.dtype} values (quantize them first)")
+    return x
+
+
+def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill) -> np.ndarray:
+    """Every window of ``x`` (N, C, H, W) padded with ``fill``: shape (N, C, kh, kw, Ho, Wo), a copy."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, stride, padding, dilation
+    n, c, h, w = x.shape
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    hp, wp = h + pt + pb, w + pl + pr
+    if hp < span_h or wp < span_w:
+        raise LayerError(f"Kernel {kernel} with dilation {dilation} spans {span_h}x{span_w}, larger than the "
+                         f"padded {h}x{w} map ({hp}x{wp}): no output; use a smaller kernel or more padding")
+    ho, wo = (hp - span_h) // sh + 1, (wp - span_w) // sw + 1
+    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    out = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            out[:, :, ky, kx] = xp[:, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh,
+                                   kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
+    return out
+
+
+def _in_code_range(fmt: Format, code: int, what: str) -> int:
+    code = int(code)
+    if not 0 <= code < 1 << fmt.bits:
+        raise LayerError(f"{what} {code} is not a code of {fmt.name} (0..{(1 << fmt.bits) - 1})")
+    return code
+
+
+# --- values in accumulator units ---------------------------------------------------------------------------
+
+def _units(codes: np.ndarray, act: Format, weight: Format, terms: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``value(codes) / 2**e`` as integers (int64 if a sum of ``terms`` of them fits, else Python ints),
+    finiteness, and ``e``."""
+    e = product_of(act, weight).min_exponent
+    up = act.lsb_exponent - e            # = -weight.lsb_exponent
+    if up < 0:
+        raise LayerError(f"Weight format {weight.name} has a least significant bit of 2**{weight.lsb_exponent} "
+                         f"> 1, so {act.name} values are not whole accumulator units; use a weight format "
+                         f"whose smallest step is at most 1")
+    sig, shift, finite = act.exact(codes)
+    bound = max(abs(v) for v in act.fixed_range) << up
+    if bound * max(terms, 1) < 1 << 62:
+        value = (sig << shift) << up
+    else:
+        value = (sig.astype(object) << shift.astype(object)) << up
+    return np.where(finite, value, 0), finite, e
+
+
+def _sum_windows(values: np.ndarray, finite: np.ndarray, kernel, stride, padding, dilation) -> tuple:
+    wv = _windows(values, kernel, stride, padding, dilation, 0)
+    wf = _windows(finite, kernel, stride, padding, dilation, True)
+    return wv.sum(axis=(2, 3)), ~wf.all(axis=(2, 3))
+
+
+# --- accumulating layers -----------------------------------------------------------------------------------
+
+def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
+           weight_format: Format | str) -> Accumulation:
+    """Exact convolution sum (N, Cout, Ho, Wo) of activation codes ``x`` (N, C, H, W) with every weight tensor
+    of ``weights`` (each (Cout, C/groups, kh, kw)) summed into the same accumulator.
+
+    ``attrs``: ``kernel``, ``stride``, ``padding`` (top, left, bottom, right), ``dilation``, ``groups``;
+    positions outside the map hold ``pad_code``. im2col per group, then :func:`sw.golden.gemm.gemm`.
+    """
+    act, wf = get_format(act_format), get_format(weight_format)
+    x = _feature_map(x, "conv")
+    weights = [np.asarray(w) for w in weights]
+    if not weights:
+        raise LayerError("conv needs at least one weight tensor (Cout, C/groups, kh, kw)")
+    shape = weights[0].shape
+    if any(w.ndim != 4 or w.shape != shape for w in weights):
+        raise LayerError(f"conv weight tensors must all be shaped (Cout, C/groups, kh, kw) alike, not "
+                         f"{[w.shape for w in weights]}")
+    cout, cin_g, kh, kw = shape
+    kernel = _pair("kernel", attrs.get("kernel"), (kh, kw), 1)
+    if kernel != (kh, kw):
+        raise LayerError(f"conv attribute kernel {kernel} differs from the weights' {(kh, kw)}")
+    stride = _pair("stride", attrs.get("stride"), (1, 1), 1)
+    dilation = _pair("dilation", attrs.get("dilation"), (1, 1), 1)
+    padding = _padding(attrs.get("padding"))
+    groups = int(attrs.get("groups", 1))
+    n, c = x.shape[:2]
+    if groups < 1 or c % groups or cout % groups or c // groups != cin_g:
+        raise LayerError(f"conv with groups={groups} on {c} input channels needs weights (Cout, {c}/groups, kh, "
+                         f"kw) with Cout divisible by groups, not {shape}")
+    pad_code = _in_code_range(act, pad_code, "conv pad code")
+    win = _windows(x, kernel, stride, padding, dilation, pad_code)      # (N, C, kh, kw, Ho, Wo)
+    ho, wo = win.shape[4:]
+    cout_g = cout // groups
+    values, nonfinite = [], []
+    for g in range(groups):
+        cols = win[:, g * cin_g:(g + 1) * cin_g].transpose(0, 4, 5, 1, 2, 3).reshape(n * ho * wo, -1)
+        w = [t[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1).T for t in weights]
+        r = gemm(np.concatenate([cols] * len(w), axis=1), np.concatenate(w, axis=0), act, wf)
+        values.append(r.value)
+        nonfinite.append(r.nonfinite)
+    value = np.concatenate(values, axis=1).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
+    nf = np.concatenate(nonfinite, axis=1).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
+    return Accumulation(np.ascontiguousarray(value), product_of(act, wf).min_exponent, np.ascontiguousarray(nf))
+
+
+def linear(x, weights, act_format: Format | str, weight_format: Format | str) -> Accumulation:
+    """Exact ``sum_t W_t @ x`` (N, Nout) of activation codes ``x`` (N, K) and weight tensors (Nout, K)."""
+    x = np.asarray(x)
+    weights = [np.asarray(w) for w in weights]
+    if x.ndim != 2:
+        raise LayerError(f"linear needs activation codes shaped (N, K), not {x.shape} (flatten first)")
+    if not weights or any(w.ndim != 2 or w.shape != weights[0].shape or w.shape[1] != x.shape[1]
+                          for w in weights):
+        raise LayerError(f"linear with K={x.shape[1]} inputs needs weight tensors shaped alike (Nout, "
+                         f"{x.shape[1]}), not {[w.shape for w in weights]}")
+    return gemm(np.concatenate([x] * len(weights), axis=1), np.concatenate([w.T for w in weights], axis=0),
+                act_format, weight_format)
+
+
+def window_sum(x, kernel, stride, padding, pad_code: int, act_format: Format | str,
+               weight_format: Format | str, dilation=(1, 1)) -> Accumulation:
+    """Exact sum of ``value(x)`` over each window (avgpool before its division, which the multiplier holds)."""
+    act, wf = get_format(act_format), get_format(weight_format)
+    x = _feature_map(x, "avgpool")
+    kernel = _pair("kernel", kernel, None, 1)
+    stride = _pair("stride", stride, kernel, 1)
+    dilation = _pair("dilation", dilation, (1, 1), 1)
+    padding = _padding(padding)
+    pad_code = _in_code_range(act, pad_code, "avgpool pad code")
+    xp = np.full(x.shape[:2] + (x.shape[2] + padding[0] + padding[2], x.shape[3] + padding[1] + padding[3]),
+                 pad_code, dtype=x.dtype)
+    xp[:, :, padding[0]:padding[0] + x.shape[2], padding[1]:padding[1] + x.shape[3]] = x
+    values, finite, e = _units(xp, act, wf, kernel[0] * kernel[1])
+    value, nf = _sum_windows(values, finite, kernel, stride, (0, 0, 0, 0), dilation)
+    return Accumulation(value, e, nf)
+
+
+def global_sum(x, act_format: Format | str, weight_format: Format | str) -> Accumulation:
+    """Exact sum of ``value(x)`` over each channel's whole map: (N, C, 1, 1) (global_avgpool)."""
+    x = _feature_map(x, "global_avgpool")
+    values, finite, e = _units(x, get_format(act_format), get_format(weight_format), x.shape[2] * x.shape[3])
+    return Accumulation(values.sum(axis=(2, 3), keepdims=True), e, ~finite.all(axis=(2, 3), keepdims=True))
+
+
+def elementwise_sum(xs, act_format: Format | str, weight_format: Format | str) -> Accumulation:
+    """Exact ``sum_i value(x_i)`` of inputs of one shape (add)."""
+    xs = [np.asarray(x) for x in xs]
+    if not xs or any(x.shape != xs[0].shape for x in xs):
+        raise LayerError(f"add needs one or more inputs of one shape, not {[x.shape for x in xs]}")
+    act, wf = get_format(act_format), get_format(weight_format)
+    parts = [_units(x, act, wf, len(xs)) for x in xs]
+    value = parts[0][0]
+    for p in parts[1:]:
+        value = value + p[0]
+    finite = np.logical_and.reduce([p[1] for p in parts])
+    return Accumulation(value, parts[0][2], ~finite)
+
+
+def concat_values(xs, act_format: Format | str, weight_format: Format | str) -> Accumulation:
+    """``value(x) / 2**e`` of the input that holds each channel (concat along axis 1)."""
+    xs = [np.asarray(x) for x in xs]
+    if not xs or any(x.ndim < 2 or x.shape[0] != xs[0].shape[0] or x.shape[2:] != xs[0].shape[2:] for x in xs):
+        raise LayerError(f"concat needs inputs that differ only in their channel count (axis 1), not "
+                         f"{[x.shape for x in xs]}")
+    values, finite, e = _units(np.concatenate(xs, axis=1), get_format(act_format), get_format(weight_format), 1)
+    return Accumulation(values, e, ~finite)
+
+
+# --- maxpool -----------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _max_order(fmt: Format) -> tuple[np.ndarray, np.ndarray]:
+    """Rank of every code in IEEE ``maximum`` order (-0 < +0, NaN above everything), and the code of each rank.
+
+    Codes of one value (only zeros of a flush-to-zero format) share a rank, represented by the lowest code;
+    every NaN shares the top rank, represented by the format's canonical NaN code.
+    """
+    codes = np.arange(1 << fmt.bits)
+    values = fmt.decode(codes)
+    nan = np.isnan(values)
+    key = sorted({(float(v), not np.signbit(v)) for v in values[~nan]})
+    index = {k: i for i, k in enumerate(key)}
+    rank = np.array([len(key) if m else index[(float(v), not np.signbit(v))] for v, m in zip(values, nan)],
+                    dtype=np.int64)
+    code_of = np.zeros(len(key) + 1, dtype=np.int64)
+    for c in codes[::-1]:
+        code_of[rank[c]] = c
+    if nan.any():
+        code_of[len(key)] = fmt.nan_code
+    return rank, code_of
+
+
+def maxpool(x, kernel, stride, padding, act_format: Format | str, dilation=(1, 1)) -> np.ndarray:
+    """The code of the largest value in each window (IEEE ``maximum``: -0 < +0, any NaN gives the format's NaN
+    code); padding never wins, and a window made only of padding is an error."""
+    fmt = get_format(act_format)
+    x = _feature_map(x, "maxpool")
+    kernel = _pair("kernel", kernel, None, 1)
+    stride = _pair("stride", stride, kernel, 1)
+    dilation = _pair("dilation", dilation, (1, 1), 1)
+    padding = _padding(padding)
+    rank, code_of = _max_order(fmt)
+    ranks = rank[fmt._check_codes(x)]
+    best = _windows(ranks, kernel, stride, padding, dilation, -1).max(axis=(2, 3))
+    if (best < 0).any():
+        raise LayerError(f"maxpool kernel {kernel}, stride {stride}, padding {padding} makes a window that "
+                         f"holds only padding; use less padding than the kernel spans")
+    return code_of[best].astype(x.dtype)
+
+
+# --- post-processing ---------------------------------------------------------------------------------------
+
+def _per_channel(layer: QuantLayer, name: str, channels: int, default: int | None) -> np.ndarray:
+    v = getattr(layer, name)
+    if v is None:
+        if default is None:
+            raise LayerError(f"Layer {layer.name!r} ({layer.op}) has no {name}: the quantizer must give one "
+                             f"integer per output channel ({channels})")
+        return np.full(channels, default, dtype=object)
+    v = np.asarray(v)
+    if not (v.dtype.kind in "iu" or v.dtype == object and all(isinstance(a, (int, np.integer)) for a in v.flat)):
+        raise LayerError(f"Layer {layer.name!r}: {name} must be integers, not {v.dtype} (the quantizer "
+                         f"gives bias, multiplier and shift as integers)")
+    v = np.array([int(a) for a in v.ravel()], dtype=object)
+    if v.size == 1:
+        v = np.repeat(v, channels)
+    if v.size != channels:
+        raise LayerError(f"Layer {layer.name!r}: {name} has {v.size} entries for {channels} output channels; "
+                         f"give one per channel")
+    return v
+
+
+def postprocess(acc: Accumulation, layer: QuantLayer, act_format: Format | str, acc_bits: int) -> np.ndarray:
+    """Output codes of an accumulating layer: :func:`sw.golden.postprocess.rescale` per output channel (axis 1)
+    with the layer's bias, multiplier, shift, zero point and clamps; same shape as ``acc.value``."""
+    value, nonfinite = np.asarray(acc.value), np.asarray(acc.nonfinite)
+    if value.ndim < 2 or nonfinite.shape != value.shape:
+        raise LayerError(f"postprocess needs accumulators shaped (N, C, ...) with a non-finite flag each, not "
+                         f"{value.shape} and {nonfinite.shape}")
+    channels = value.shape[1]
+    bias = _per_channel(layer, "bias", channels, 0)
+    multiplier = _per_channel(layer, "multiplier", channels, None)
+    shift = _per_channel(layer, "shift", channels, None)
+    moved = np.moveaxis(value, 1, -1)           # rescale broadcasts its parameters along the last axis
+    codes = rescale(moved.reshape(-1, channels), np.moveaxis(nonfinite, 1, -1).reshape(-1, channels),
+                    acc.exponent, bias, multiplier, shift, act_format, layer.zero_point, layer.clamp_lo,
+                    layer.clamp_hi, acc_bits=acc_bits)
+    return np.ascontiguousarray(np.moveaxis(codes.reshape(moved.shape), -1, 1))
+
+
+# --- dispatch ----------------------------------------------------------------------------------------------
+
+def _one_input(layer: QuantLayer, inputs: list) -> np.ndarray:
+    if len(inputs) != 1:
+        raise LayerError(f"Layer {layer.name!r} ({layer.op}) takes one input, not {len(inputs)}")
+    return np.asarray(inputs[0])
+
+
+def run_layer(layer: QuantLayer, inputs: list[np.ndarray], net: QuantizedNetwork) -> np.ndarray:
+    """Output codes of one layer of ``net`` from the codes of its inputs (batch first)."""
+    act, wf = net.act_format, net.weight_format
+    attrs = layer.attrs
+    op = layer.op
+    if op in ("conv", "maxpool", "avgpool"):
+        x = _one_input(layer, inputs)
+        pad_code = net.tensors[layer.inputs[0]].zero_code()
+        if op == "conv":
+            acc = conv2d(x, layer.weights, attrs, pad_code, act, wf)
+        elif op == "avgpool":
+            acc = window_sum(x, attrs.get("kernel"), attrs.get("stride"), attrs.get("padding"), pad_code, act, wf,
+                             attrs.get("dilation", (1, 1)))
+        else:
+            return maxpool(x, attrs.get("kernel"), attrs.get("stride"), attrs.get("padding"), act,
+                           attrs.get("dilation", (1, 1)))
+    elif op == "linear":
+        acc = linear(_one_input(layer, inputs), layer.weights, act, wf)
+    elif op == "global_avgpool":
+        acc = global_sum(_one_input(layer, inputs), act, wf)
+    elif op == "add":
+        acc = elementwise_sum(inputs, act, wf)
+    elif op == "concat":
+        acc = concat_values(inputs, act, wf)
+    elif op == "flatten":
+        x = _one_input(layer, inputs)
+        return x.reshape(x.shape[0], -1)
+    else:
+        from sw.ir import OPS
+        raise LayerError(f"Layer {layer.name!r} has unknown op {op!r}; the IR has {', '.join(OPS)}")
+    return postprocess(acc, layer, act, net.acc_bits)

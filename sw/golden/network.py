@@ -1,0 +1,88 @@
+"""Run a whole :class:`sw.ir.QuantizedNetwork` on codes, layer by layer, with the golden layers.
+
+This is the reference every compiled program and every RTL run is compared with: codes in, codes out, no
+float anywhere between :func:`quantize_input` and :func:`dequantize_output`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw.spec.formats import get_format
+from sw.ir import OPS, QuantizedNetwork
+
+from .layers import LayerError, run_layer
+
+__all__ = ["NetworkError", "check_network", "run_network", "quantize_input", "dequantize_output"]
+
+
+class NetworkError(LayerError):
+    """A network or an input the golden model cannot run (wrong shape, dtype, format or structure)."""
+
+
+def check_network(net: QuantizedNetwork) -> None:
+    """Refuse structures the layer semantics do not cover, before any work: unknown ops, tensors used before
+    they are made, and tensors whose format is not the engine's activation format."""
+    for name, t in net.tensors.items():
+        if get_format(t.format) != get_format(net.act_format):
+            raise NetworkError(f"Tensor {name!r} is encoded in {t.format}, but the engine has one activation "
+                               f"format, {net.act_format}; quantize every tensor in {net.act_format}")
+    known = {net.input}
+    for layer in net.layers:
+        if layer.op not in OPS:
+            raise NetworkError(f"Layer {layer.name!r} has unknown op {layer.op!r}; the IR has {', '.join(OPS)}")
+        for i in layer.inputs:
+            if i not in known:
+                raise NetworkError(f"Layer {layer.name!r} reads tensor {i!r} before any layer makes it; list "
+                                   f"the layers in topological order")
+        for name in (*layer.inputs, layer.output):
+            if name not in net.tensors or name not in net.shapes:
+                raise NetworkError(f"Tensor {name!r} of layer {layer.name!r} has no encoding or shape in the "
+                                   f"network (net.tensors, net.shapes)")
+        known.add(layer.output)
+    if net.output not in known:
+        raise NetworkError(f"No layer makes the network output {net.output!r}")
+
+
+def _check_batch(net: QuantizedNetwork, x, what: str, float_ok: bool) -> np.ndarray:
+    x = np.asarray(x)
+    expected = ("N", *net.input_shape)
+    if x.ndim != len(expected) or tuple(x.shape[1:]) != tuple(net.input_shape):
+        raise NetworkError(f"{what} must be shaped {expected} (batch first), not {x.shape}")
+    if not float_ok and x.dtype.kind not in "iu":
+        raise NetworkError(f"{what} must be integer codes of {net.tensors[net.input].format}, not {x.dtype} "
+                           f"values; convert floats with quantize_input(net, x)")
+    return x
+
+
+def run_network(net: QuantizedNetwork, codes, *, keep: bool = False) -> dict[str, np.ndarray] | np.ndarray:
+    """Codes of the network's output (N, *output_shape) for input codes (N, *input_shape); with ``keep``,
+    a dict of the codes of every tensor (the input included)."""
+    check_network(net)
+    x = _check_batch(net, codes, "Input codes", float_ok=False)
+    fmt = get_format(net.tensors[net.input].format)
+    if x.size and (x.min() < 0 or x.max() >= 1 << fmt.bits):
+        raise NetworkError(f"Input codes must lie in 0..{(1 << fmt.bits) - 1} ({fmt.name}), not "
+                           f"{x.min()}..{x.max()}")
+    values = {net.input: x.astype(np.uint8 if fmt.bits <= 8 else np.uint16)}
+    for layer in net.layers:
+        out = run_layer(layer, [values[i] for i in layer.inputs], net)
+        if out.shape[1:] != tuple(net.shapes[layer.output]):
+            raise NetworkError(f"Layer {layer.name!r} ({layer.op}) makes {layer.output!r} shaped "
+                               f"{out.shape[1:]}, but the network says {tuple(net.shapes[layer.output])}")
+        values[layer.output] = out
+    return values if keep else values[net.output]
+
+
+def quantize_input(net: QuantizedNetwork, x) -> np.ndarray:
+    """Codes of float inputs (N, *input_shape) in the input tensor's encoding."""
+    x = _check_batch(net, x, "Input", float_ok=True)
+    return net.tensors[net.input].quantize(x)
+
+
+def dequantize_output(net: QuantizedNetwork, codes) -> np.ndarray:
+    """Float32 values of output codes (N, *output_shape) in the output tensor's encoding."""
+    codes = np.asarray(codes)
+    if codes.ndim != len(net.output_shape) + 1 or tuple(codes.shape[1:]) != tuple(net.output_shape):
+        raise NetworkError(f"Output codes must be shaped {('N', *net.output_shape)}, not {codes.shape}")
+    return net.tensors[net.output].dequantize(codes).astype(np.float32)
