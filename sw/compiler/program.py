@@ -74,6 +74,11 @@ class ProgramBuilder:
         self._next = self._align(self._code_size)
         self.regions: dict[str, Region] = {}
         self.words: list[int] = []
+        #: Tokens the last schedule left in the compute->load and store->compute queues (see :meth:`barrier`).
+        self._spare_load_tokens = 0
+        self._spare_store_tokens = 0
+        #: Tokens the next schedule's prologue must take before its loads may start.
+        self._pending_load_pops = 0
 
     def _align(self, n: int) -> int:
         return -(-n // 4096) * 4096
@@ -135,6 +140,26 @@ class ProgramBuilder:
                     if i == len(step.stores) - 1:
                         flags["push_prev"] = 1
                     self.emit(opcode, **fields, **flags)
+        self._spare_load_tokens = min(len(steps), 2)
+        self._spare_store_tokens = min(tile + 1, 2)
+
+    def barrier(self) -> None:
+        """Make the next schedule's loads wait until every STORE so far has completed.
+
+        The compute engine takes the tokens the last schedule's STOREs left (waiting for them) with no-op ALU
+        instructions (``max`` of an accumulator line with itself) and sends one token to load; the next
+        schedule's prologue takes that one and the buffer-free tokens the last schedule left.
+        """
+        spare = self._spare_store_tokens
+        if spare == 0:
+            return
+        for i in range(spare):
+            flags = {"pop_next": 1}
+            if i == spare - 1:
+                flags["push_prev"] = 1
+            self.emit("ALU", op=0, dst_addr=0, src_addr=0, y_size=1, x_size=1, src_step=1, **flags)
+        self._pending_load_pops = self._spare_load_tokens + 1
+        self._spare_load_tokens = self._spare_store_tokens = 0
 
     def build(self, description: str = "", useful_macs: int = 0) -> Program:
         self.emit("FINISH")

@@ -67,7 +67,7 @@ def test_conv2d(stride, padding, dilation, weights, acts):
 
 def test_layer_too_big_is_a_clear_error():
     config = _config("int8", "int8")
-    with pytest.raises(ValueError, match=r"convolution 9x2000x4 -> 4 \(3x3\) does not fit the buffers"):
+    with pytest.raises(ValueError, match=r"layer 'convolution 9x2000x4 -> 4 \(3x3\)' cannot be mapped onto this engine: input rows of 2000 lines exceed 1023"):
         conv2d_program(config, np.zeros((9, 2000, 4), int), np.zeros((3, 3, 4, 4), int),
                        Requant([0] * 4, [1] * 4, [0] * 4))
     assert get_format("int8").bits == 8
@@ -79,6 +79,6 @@ def test_reduction_beyond_max_reduction_is_refused():
     with pytest.raises(ValueError, match=r"GEMM with K=64 sums 64 products per output, more than the 16 .*"
                                          r"--max-reduction"):
         gemm_program(config, np.zeros((4, 64), int), np.zeros((64, 4), int), Requant([0] * 4, [1] * 4, [0] * 4))
-    with pytest.raises(ValueError, match=r"convolution 5x5x8 -> 4 \(3x3\) sums 72 products"):
+    with pytest.raises(ValueError, match=r"convolution 5x5x8 -> 4 \(3x3\)' cannot be mapped onto this engine: it sums 72 products"):
         conv2d_program(config, np.zeros((5, 5, 8), int), np.zeros((3, 3, 8, 4), int),
                        Requant([0] * 4, [1] * 4, [0] * 4), padding=1)
