@@ -552,9 +552,13 @@ def test_postprocess_vectors_and_errors():
     acc = linear(x, [w], "int8", "int8")
     np.testing.assert_array_equal(postprocess(acc, layer, "int8", 32),
                                   naive_postprocess(naive_linear(x, [w], "int8", "int8"), 0, layer, "int8", 32))
-    layer.bias = None                                     # no bias: zero
-    np.testing.assert_array_equal(postprocess(acc, layer, "int8", 32),
-                                  naive_postprocess(naive_linear(x, [w], "int8", "int8"), 0, layer, "int8", 32))
+    small_x = get_format("int8").quantize(rng.integers(-3, 4, (3, 12))).astype(np.uint8)
+    small_w = get_format("int8").quantize(rng.integers(-3, 4, (5, 12))).astype(np.uint8)
+    bare = QuantLayer("b", "linear", ["x"], "y", multiplier=np.ones(5, np.int64), shift=np.zeros(5, np.int64),
+                      clamp_lo=0x80, clamp_hi=0x7F)              # no bias: zero; outputs are the sums themselves
+    expected = get_format("int8").decode(small_x) @ get_format("int8").decode(small_w).T
+    got = postprocess(linear(small_x, [small_w], "int8", "int8"), bare, "int8", 32)
+    np.testing.assert_array_equal(get_format("int8").decode(got), expected)
     layer.multiplier = layer.multiplier[:4]
     with pytest.raises(LayerError, match="4 entries for 5"):
         postprocess(acc, layer, "int8", 32)
