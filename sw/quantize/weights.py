@@ -1,0 +1,110 @@
+"""Symmetric weight quantization: per tensor or per output channel, optionally as a sum of several tensors.
+
+Multiple low-precision tensors (Choukroun et al. 2019): ``W ~ s * (W_1 + ... + W_T)`` with
+``W_1 = Q(W / s)``, ``W_2 = Q(W / s - W_1)``, ... (each a residual). All tensors share the scale ``s`` of
+their output channel, so their products land in the same accumulator with no shift (the engine has no shifter
+there). On an integer grid the sum spans ``T`` times the range (two int4 tensors: -16..14), so ``s`` is chosen
+for that wider grid; on a minifloat grid the residual tensors add mantissa precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .calibrate import FALLBACK_SCALE, Grid, METHODS, mse, search_factor, sqnr_db, subsample
+from .errors import QuantizationError
+
+__all__ = ["QuantizedWeight", "residual_round", "quantize_weight", "quantize_weight_auto"]
+
+
+@dataclass
+class QuantizedWeight:
+    """Grid values of each tensor of the sum (shaped as the weight) and the scale of each output channel."""
+
+    values: list[np.ndarray]
+    scale: np.ndarray
+
+    def dequantize(self) -> np.ndarray:
+        total = np.sum(self.values, axis=0)
+        return total * self.scale.reshape((-1,) + (1,) * (total.ndim - 1))
+
+
+def residual_round(y: np.ndarray, grid: Grid, tensors: int) -> list[np.ndarray]:
+    """``tensors`` grid-valued arrays whose sum approximates ``y``: each rounds what the previous ones missed."""
+    out, rest = [], np.asarray(y, np.float64)
+    for _ in range(tensors):
+        v = grid.round(rest)
+        out.append(v)
+        rest = rest - v
+    return out
+
+
+def _top(grid: Grid, tensors: int) -> float:
+    """Largest magnitude the sum reaches symmetrically: ``T * max`` on integers, ``max`` on minifloats."""
+    return tensors * grid.hi if grid.is_int else grid.hi
+
+
+def _channel_scale(w: np.ndarray, grid: Grid, method: str, tensors: int) -> float:
+    amax = float(np.max(np.abs(w))) if w.size else 0.0
+    if amax == 0:
+        return 0.0
+    top = _top(grid, tensors)
+    if method != "mmse":          # "percentile" falls back to min-max for weights
+        return amax / top
+    ws = subsample(w)
+
+    def loss(a: float) -> float:
+        s = a * amax / top
+        return mse(ws, s * np.sum(residual_round(ws / s, grid, tensors), axis=0))
+    return search_factor(loss) * amax / top
+
+
+def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_channel: bool = False,
+                    tensors: int = 1) -> QuantizedWeight:
+    """Symmetric quantization of a weight (output channels first) as a sum of ``tensors`` tensors.
+
+    ``method``: "minmax" (scale from the largest magnitude), "mmse" (scale by minimum squared error);
+    "percentile" falls back to min-max for weights (every weight is used, a clipped outlier is an error in
+    every output). A channel of zeros gets the largest scale of the others (its bias stays representable).
+    """
+    if method not in METHODS:
+        raise QuantizationError(f"Unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
+    if grid.lo >= 0:
+        raise QuantizationError(f"Weights are symmetric: the weight format {grid.format.name} must be signed "
+                                "(intN or a minifloat)")
+    w = np.asarray(w, np.float64)
+    if not np.isfinite(w).all():
+        raise QuantizationError("The float weights contain NaN or Inf")
+    if not isinstance(tensors, int) or tensors < 1:
+        raise QuantizationError(f"The number of weight tensors must be a positive integer, not {tensors!r}")
+    cout = w.shape[0]
+    if per_channel:
+        scale = np.array([_channel_scale(w[c], grid, method, tensors) for c in range(cout)])
+    else:
+        scale = np.full(cout, _channel_scale(w, grid, method, tensors))
+    if (scale == 0).any():
+        scale[scale == 0] = scale.max() if scale.max() > 0 else FALLBACK_SCALE
+    y = w / scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    return QuantizedWeight(residual_round(y, grid, tensors), scale)
+
+
+def quantize_weight_auto(w: np.ndarray, grid: Grid, method: str, per_channel: bool, multi_tensor: bool,
+                         min_sqnr_db: float, max_tensors: int) -> QuantizedWeight:
+    """One tensor, or (``multi_tensor``) the fewest tensors up to ``max_tensors`` that reach ``min_sqnr_db``.
+
+    Adding tensors stops early when the SQNR reaches the target; the result with the best SQNR is kept.
+    """
+    best = quantize_weight(w, grid, method, per_channel, 1)
+    if not multi_tensor:
+        return best
+    best_db = sqnr_db(w, best.dequantize())
+    for t in range(2, max_tensors + 1):
+        if best_db >= min_sqnr_db:
+            break
+        q = quantize_weight(w, grid, method, per_channel, t)
+        db = sqnr_db(w, q.dequantize())
+        if db > best_db:
+            best, best_db = q, db
+    return best
