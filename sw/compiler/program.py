@@ -103,9 +103,18 @@ class ProgramBuilder:
         for the compute of step s-2 (so two-way buffers alternate by step parity); every compute step sends a
         token back to load. Output tiles alternate between two accumulator regions: the last step of tile o
         sends a token to store, its STOREs send one back, and the first step of tile o+2 waits for it.
+        After a :meth:`barrier`, the prologue's loads take the tokens the barrier left for them (the first prologue
+        load is repeated as often as needed, so prologue loads must be idempotent).
         """
-        for opcode, fields in prologue:
-            self.emit(opcode, **fields)
+        prologue = list(prologue)
+        pops = self._pending_load_pops
+        if pops:
+            if not prologue or prologue[0][0] != "LOAD":
+                raise ValueError("A schedule after a barrier needs a prologue that starts with a LOAD")
+            prologue = [prologue[0]] * (pops - 1) + prologue
+        for i, (opcode, fields) in enumerate(prologue):
+            self.emit(opcode, **fields, **({"pop_next": 1} if i < pops else {}))
+        self._pending_load_pops = 0
         if setpp is not None:
             self.emit("SETPP", **setpp)
         tile = -1
