@@ -597,6 +597,19 @@ def test_run_layer_pads_with_the_input_zero_point():
     np.testing.assert_array_equal(run_layer(mp, [x], net), naive_maxpool(x, (3, 3), (2, 2), (1, 1, 1, 1), "uint8"))
 
 
+def test_run_layer_saturates_the_bias_to_the_network_accumulator():
+    """A bias beyond an acc_bits-wide accumulator is clamped to it before the sum (net.acc_bits = 16 here)."""
+    rng = np.random.default_rng(67)
+    x, w = random_codes("int8", (2, 6), rng), random_codes("int8", (3, 6), rng)
+    layer = QuantLayer("l", "linear", ["x"], "y", {}, [w], bias=np.array([10**6, -10**6, 100]),
+                       multiplier=np.ones(3, np.int64), shift=np.full(3, 10), clamp_lo=0x80, clamp_hi=0x7F)
+    net = QuantizedNetwork("int8", "int8", 16, "x", "y", {"x": (6,), "y": (3,)},
+                           {"x": QuantTensor("int8", 1.0), "y": QuantTensor("int8", 1.0)}, [layer])
+    got = run_layer(layer, [x], net)
+    np.testing.assert_array_equal(got, naive_postprocess(naive_linear(x, [w], "int8", "int8"), 0, layer, "int8", 16))
+    assert get_format("int8").decode(got[:, :2]).tolist() != [[127, -128]] * 2    # unsaturated: clamped to +-127
+
+
 def test_run_layer_errors():
     x = np.zeros((1, 2, 2, 2), np.uint8)
     net = _net("int8", "int8", QuantLayer("f", "flatten", ["x"], "y"), {"x": (2, 2, 2), "y": (8,)})
