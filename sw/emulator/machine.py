@@ -47,6 +47,8 @@ class Status:
     #: Cycles an engine held an instruction it could not start yet.
     stalled: dict = field(default_factory=lambda: {q.value: 0 for q in _ORDER})
     nonfinite: bool = False
+    #: Cycle at which each instruction's effects became visible, by instruction index (per-layer timing).
+    ended: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Emulator:
             # What becomes visible now: ended instructions apply their effects and push their tokens.
             while events and events[0][0] <= now:
                 _, _, (what, e, index, kind, f, flags) = heapq.heappop(events)
+                st.ended[index] = now
                 if kind.opcode is Opcode.COMPUTE:
                     # Buffers are read when the engine releases them; accumulators written when results show.
                     if what == "release":

