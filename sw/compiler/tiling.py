@@ -210,30 +210,36 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
 
 
 def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles) -> tuple[int, int]:
-    """(cycles, DRAM bytes): each step takes the longer of its compute and the next step's loads."""
+    """(cycles, DRAM bytes): the first step's loads, then each step takes the longer of its compute and the
+    loads of the step after it, then the last tile's stores."""
     c = config
     kh, kw = job.kernel
     ho, wo = job.conv_out
-    out_rows = job.out_shape[0]
-    chunks = _ceil(out_rows, rows)
+    out_h, out_w = job.out_shape
+    chunks = _ceil(out_h, rows)
     conv_rows, in_rows = _geometry(job, rows)
-    pitch = job.width + job.padding[1] + job.padding[3]
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     bus = c.dma_bits // 8
+    burst = 8                                      # cycles of latency and turnaround per DMA request
     fill = c.rows + c.cols + 8
-    patch_bytes = in_rows * job.width * alb
-    tile_bytes = kh * kw * c.rows * wlb
+    patch = in_rows * job.width * alb // bus + burst
+    tile = kh * kw * c.rows * wlb // bus + burst
     compute = min(conv_rows, ho) * wo * kh * kw + fill
-    steps = sum(len(t) for t in tiles.per_block) * chunks
+    per_chunk = sum(len(t) for t in tiles.per_block)
+    steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
     if order == "chunk":
-        loads = chunks * (patches * patch_bytes + steps // chunks * tile_bytes)
+        load_cycles = chunks * (patches * patch + per_chunk * tile)
+        traffic = chunks * (patches * in_rows * job.width * alb + per_chunk * kh * kw * c.rows * wlb)
     else:
-        loads = len(tiles.per_block) * chunks * patches * patch_bytes + steps // chunks * tile_bytes
-    stores = _ceil(job.cout, c.cols) * job.out_shape[0] * job.out_shape[1] * olb
-    dma = (loads + stores) // bus + 16 * (steps + patches * chunks)
-    cycles = max(steps * compute, dma) + compute + tile_bytes // bus
-    return int(cycles), int(loads + stores)
+        load_cycles = len(tiles.per_block) * chunks * patches * patch + per_chunk * tile
+        traffic = (len(tiles.per_block) * chunks * patches * in_rows * job.width * alb
+                   + per_chunk * kh * kw * c.rows * wlb)
+    store = _ceil(rows * out_w * olb, bus) + burst
+    traffic += _ceil(job.cout, c.cols) * out_h * out_w * olb
+    per_step_load = load_cycles / steps
+    cycles = (patch + tile) + steps * max(compute, per_step_load) + store
+    return int(cycles), int(traffic)
 
 
 def plan_job(config: AcceleratorConfig, job: ConvJob) -> Plan:
