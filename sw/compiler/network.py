@@ -369,6 +369,12 @@ def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progres
         job = ConvJob(layer.name, [Source(b.regions[p.region], p.channels, w) for p, w in zip(ins, sources)],
                       p0.height, p0.width, int(cout), tuple(int(k) for k in kernel), stride, dilation, padding,
                       zero, requant, Region(0, 0), pool)
+        cho, cwo = job.conv_out
+        if layer.op in ("conv", "linear"):
+            w0 = layer.weights[0]
+            job.macs = int(cho * cwo * w0.size * len(layer.weights))
+        else:
+            job.macs = int(cho * cwo * cout * kernel[0] * kernel[1] * (len(ins) if layer.op == "add" else 1))
         ho, wo = job.out_shape
         if ho < 1 or wo < 1:
             raise CompileError(f"layer {layer.name!r} has no output on a {p0.height}x{p0.width} input")

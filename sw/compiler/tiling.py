@@ -87,6 +87,8 @@ class ConvJob:
     out: Region
     #: Max pooling of the outputs before post-processing: (kh, kw, sh, sw), windows that do not overlap.
     pool: tuple[int, int, int, int] | None = None
+    #: Multiply-accumulates of the layer as defined (None: count the non-zero weight positions).
+    macs: int | None = None
 
     @property
     def conv_out(self) -> tuple[int, int]:
@@ -103,8 +105,9 @@ class ConvJob:
 
     @property
     def useful_macs(self) -> int:
+        if self.macs is not None:
+            return self.macs
         ho, wo = self.conv_out
-        kh, kw = self.kernel
         return sum(int(np.count_nonzero(s.weights.any(axis=0))) for s in self.sources) * ho * wo
 
 

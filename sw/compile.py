@@ -1,0 +1,174 @@
+"""Compile an ONNX CNN for an engine: quantize, tile, and write the program, memory image and manifest.
+
+Usage:
+  python -m sw.compile MODEL.onnx --pe FMT [--weights FMT --acts FMT] --rows R [--cols C]
+      [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
+      [--first-last FMT] --out DIR
+
+A float model needs --calibrate: float32 samples shaped (N, *input_shape[1:]) in the model's layout and units.
+A QDQ or QONNX model brings its own scales. --first-last keeps the first and last weighted layers at FMT; the
+engine is then built in whichever of FMT and the --pe format holds the other's values (e.g. --pe int4
+--first-last int8 runs on an int8 engine whose middle layers use int4 values only).
+
+DIR receives: program.bin (the external-memory image: instructions, weights, parameters, tensor space),
+program.asm (the listing), manifest.json (where inputs and outputs live, their encodings, the per-layer plan),
+config.json, network.json + network.npz (the quantized network, for the golden backend) and report.txt.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw.spec.config import AcceleratorConfig, ConfigError
+from hw.spec.formats import FormatError, get_format
+
+from .cli import Parser, UsageError, check_out_folder, fail, load_array, write_folder
+
+PROG = "python -m sw.compile"
+
+__all__ = ["main", "compile_model", "engine_formats"]
+
+
+def _parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("model", metavar="MODEL.onnx", type=Path, help="float, QDQ or QONNX ONNX model")
+    p.add_argument("--pe", metavar="FMT", help="number format of weights and activations (int8, int4, minifloat6, "
+                                               "minifloat6_e2m3, minifloat4, fp8_e4m3, fp8_e5m2, ...)")
+    p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
+    p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
+    p.add_argument("--rows", type=int, required=True, help="PE rows of the engine")
+    p.add_argument("--cols", type=int, help="PE columns (default: --rows; networks need rows == cols)")
+    p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="float32 calibration inputs (N, ...)")
+    p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="minmax",
+                   help="clipping of activations and weights (default %(default)s)")
+    p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    p.add_argument("--multi-tensor", action="store_true",
+                   help="two low-bit weight tensors for layers that quantize badly")
+    p.add_argument("--first-last", metavar="FMT", help="format of the first and last weighted layers")
+    p.add_argument("--max-reduction", type=int, default=AcceleratorConfig.max_reduction,
+                   help="longest reduction the accumulators hold exactly (default %(default)s)")
+    p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
+    return p
+
+
+def _format(flag: str, name: str):
+    try:
+        return get_format(name)
+    except FormatError as e:
+        raise UsageError(f"{flag}: {e}") from None
+
+
+def _holds(big, small) -> bool:
+    """Every finite value of ``small`` is a value of ``big``."""
+    values = small.decode(np.arange(1 << small.bits))
+    values = values[np.isfinite(values)]
+    with np.errstate(invalid="ignore"):
+        return bool(np.array_equal(big.decode(big.quantize(values)), values))
+
+
+def engine_formats(weights: str, acts: str, first_last: str | None) -> tuple[str, str, dict | None]:
+    """(engine weight format, engine act format, which layers use which formats) for ``--first-last``."""
+    w, a = _format("--weights", weights), _format("--acts", acts)
+    if first_last is None:
+        return w.name, a.name, None
+    f = _format("--first-last", first_last)
+    engine = []
+    for what, pe in (("weights", w), ("activations", a)):
+        if _holds(pe, f):
+            engine.append(pe)
+        elif _holds(f, pe):
+            engine.append(f)
+        else:
+            raise UsageError(f"--first-last {f.name} and {pe.name} {what}: neither format holds the other's values, "
+                             f"so one engine cannot run both; choose nested formats (e.g. int4 inside int8)")
+    return engine[0].name, engine[1].name, {"first_last": f.name, "middle": (w.name, a.name)}
+
+
+def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | None, *, method: str = "minmax",
+                  per_channel: bool = False, multi_tensor: bool = False, formats: dict | None = None,
+                  log=print):
+    """ONNX file to :class:`CompiledNetwork` (the library behind the command line)."""
+    from sw.compiler.network import compile_network
+    from sw.frontend.onnx_import import load_onnx
+    from sw.quantize import first_last_layers, quantize_network
+
+    started = time.perf_counter()
+    net = load_onnx(model)
+    log(f"Read {model}: {len(net.layers)} layers, input {net.input_shape}, output {net.output_shape}")
+    layer_formats = None
+    if formats is not None:
+        ends = set(first_last_layers(net))
+        fl, (mw, ma) = formats["first_last"], formats["middle"]
+        layer_formats = {}
+        for layer in net.layers:
+            wf, af = (fl, fl) if layer.name in ends else (mw, ma)
+            layer_formats[layer.name] = (None if wf == config.weights.name else wf,
+                                         None if af == config.acts.name else af)
+    qnet = quantize_network(net, act_format=config.acts.name, weight_format=config.weights.name,
+                            acc_bits=config.acc_bits, samples=samples, method=method, per_channel=per_channel,
+                            multi_tensor=multi_tensor, layer_formats=layer_formats)
+    log(f"Quantized in {time.perf_counter() - started:.1f} s")
+    compiled = compile_network(qnet, config)
+    compiled.compile_seconds = time.perf_counter() - started
+    return compiled
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sw.compiler.network import CompileError
+    from sw.frontend.onnx_import import FrontendError
+    from sw.quantize import QuantizationError, format_report
+
+    try:
+        args = _parser().parse_args(argv)
+        weights, acts = args.weights or args.pe, args.acts or args.pe
+        if weights is None or acts is None:
+            raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
+        if not args.model.is_file():
+            raise UsageError(f"{args.model}: no such file")
+        w, a, formats = engine_formats(weights, acts, args.first_last)
+        try:
+            config = AcceleratorConfig(rows=args.rows, cols=args.cols or args.rows, weight_format=w, act_format=a,
+                                       max_reduction=args.max_reduction)
+        except ConfigError as e:
+            raise UsageError(str(e)) from None
+        out = args.out.resolve()
+        check_out_folder(out, "manifest.json")
+        samples = None
+        if args.calibrate is not None:
+            from sw.frontend.onnx_import import load_onnx
+            shape = load_onnx(args.model).input_shape
+            samples = load_array(args.calibrate, "--calibrate", shape)
+        compiled = compile_model(args.model, config, samples, method=args.method, per_channel=args.per_channel,
+                                 multi_tensor=args.multi_tensor, formats=formats)
+    except (UsageError, FrontendError, QuantizationError, CompileError, FormatError) as e:
+        return fail(PROG, e)
+    report = format_report(compiled.network)
+    print(report)
+    print(_plan_table(compiled))
+
+    def write(folder: Path) -> None:
+        compiled.save(folder)
+        (folder / "report.txt").write_text(report + "\n" + _plan_table(compiled) + "\n")
+    write_folder(out, write)
+    print(f"Wrote {out}: program.bin ({compiled.program.dram_size} bytes, {len(compiled.program.words)} "
+          f"instructions), program.asm, manifest.json, network.json/.npz, report.txt "
+          f"(compiled in {compiled.compile_seconds:.1f} s)")
+    return 0
+
+
+def _plan_table(compiled) -> str:
+    rows = ["layer                 fused              order  tile rows  est. cycles  DRAM bytes       MACs",
+            "--------------------  -----------------  -----  ---------  -----------  ----------  ---------"]
+    for e in compiled.layers:
+        rows.append(f"{e['name'][:20]:20s}  {','.join(e['fused'])[:17]:17s}  {e['plan']['order']:5s}  "
+                    f"{e['plan']['rows']:9d}  {e['plan']['estimated_cycles']:11d}  {e['plan']['dram_bytes']:10d}  "
+                    f"{e['macs']:9d}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
