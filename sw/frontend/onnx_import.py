@@ -823,11 +823,13 @@ class _Importer:
         shape = self.shapes[x]
         kind = None
         for batch in ([self.batch] if self.batch else [1, 7]):
-            out = self.resolve_reshape(node, target, (batch, *shape), allowzero)
-            k = "flatten" if out == (batch, int(np.prod(shape))) else "same" if out == (batch, *shape) else None
+            out = self.resolve_reshape(target, (batch, *shape), allowzero)
+            k = None if out is None else "flatten" if out == (batch, int(np.prod(shape))) else \
+                "same" if out == (batch, *shape) else None
             if k is None or kind not in (None, k):
-                raise FrontendError(f"{_describe(node)}: reshaping (N, {', '.join(map(str, shape))}) to {target} is "
-                                    f"not supported; only (N, -1) (a flatten) and reshapes that change nothing are")
+                raise FrontendError(f"{_describe(node)}: reshaping (N, {', '.join(map(str, shape))}) to {target} "
+                                    f"{'with a symbolic batch ' if not self.batch else ''}is not supported; only "
+                                    f"(N, -1) (a flatten) and reshapes that change nothing are")
             kind = k
         if kind == "same":
             self.alias[node.output[0]] = x
@@ -835,19 +837,18 @@ class _Importer:
             self.flatten_to(node, x)
 
     @staticmethod
-    def resolve_reshape(node, target: list[int], full: tuple[int, ...], allowzero: bool) -> tuple[int, ...]:
+    def resolve_reshape(target: list[int], full: tuple[int, ...], allowzero: bool) -> tuple[int, ...] | None:
+        """ONNX Reshape's output shape (0 copies, -1 infers), or None if impossible."""
         out = [full[i] if v == 0 and not allowzero and i < len(full) else v for i, v in enumerate(target)]
         total = int(np.prod(full))
         if out.count(-1) > 1:
-            raise FrontendError(f"{_describe(node)}: shape {target} has more than one -1")
+            return None
         if -1 in out:
             known = int(np.prod([v for v in out if v != -1]))
-            if known == 0 or total % known:
-                raise FrontendError(f"{_describe(node)}: cannot reshape {full} to {target}")
+            if known <= 0 or total % known:
+                return None
             out[out.index(-1)] = total // known
-        if int(np.prod(out)) != total:
-            raise FrontendError(f"{_describe(node)}: cannot reshape {full} to {target}")
-        return tuple(out)
+        return tuple(out) if int(np.prod(out)) == total and min(out) >= 0 else None
 
     def op_Squeeze(self, node: onnx.NodeProto) -> None:
         x = self.act(node, node.input[0])
