@@ -78,7 +78,7 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> FloatNetwork:
     if isinstance(model, (str, Path)):
         try:
             model = onnx.load(str(model))
-        except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as error:  # noqa: B014
+        except Exception as error:  # OSError, protobuf's DecodeError, ...
             if isinstance(error, FileNotFoundError):
                 raise FrontendError(f"No ONNX file at {model}") from None
             raise FrontendError(f"Cannot read {model} as an ONNX model: {error}") from None
@@ -108,6 +108,7 @@ class _Importer:
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.weight_quant: dict[str, WeightQuant] = {}
         self.layer_names: set[str] = set()
+        self.quantized_dtype: dict[str, np.dtype] = {}
 
     # --- names -------------------------------------------------------------------------------------------
     def name(self, tensor: str) -> str:
@@ -295,12 +296,16 @@ class _Importer:
                                 f"per-tensor or per-channel scales")
         scale = np.asarray(self.const(node, 1, "scale"), dtype=np.float64)
         zp_raw = self.const(node, 2, "zero point", required=False)
-        if zp_raw is None:
-            zp_raw = np.zeros((), dtype=np.uint8)
-        if node.op_type == "QuantizeLinear" and len(node.input) < 3 or (len(node.input) > 2 and not node.input[2]):
-            a_out = a.get("output_dtype", 0)
-            if a_out and a_out != onnx.TensorProto.UINT8:
-                zp_raw = np.zeros((), dtype=onnx.helper.tensor_dtype_to_np_dtype(a_out))
+        if zp_raw is None:  # the integer type comes from the codes (DQ) or output_dtype (Q), default uint8
+            src = self.consts.get(self.name(node.input[0]))
+            if node.op_type == "DequantizeLinear" and src is not None:
+                dtype = np.asarray(src).dtype
+            elif node.op_type == "DequantizeLinear":
+                dtype = self.quantized_dtype.get(self.name(node.input[0]), np.dtype(np.uint8))
+            else:
+                out = a.get("output_dtype", 0)
+                dtype = onnx.helper.tensor_dtype_to_np_dtype(out) if out else np.dtype(np.uint8)
+            zp_raw = np.zeros((), dtype=dtype)
         kinds = {np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8", np.dtype(np.int16): "int16",
                  np.dtype(np.uint16): "uint16", np.dtype(np.int32): "int32"}
         dtype = np.asarray(zp_raw).dtype
@@ -344,6 +349,7 @@ class _Importer:
         if _attrs(node).get("saturate", 1) != 1:
             raise FrontendError(f"{_describe(node)}: only saturating quantization is supported")
         self.quantized[node.output[0]] = (src, self.activation_encoding(node, fmt, scale, zp), node)
+        self.quantized_dtype[node.output[0]] = np.dtype(fmt)
 
     def prep_dequantize(self, node: onnx.NodeProto) -> None:
         src = self.name(node.input[0])
