@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from hw.spec.formats import FormatError, Minifloat, get_format
+from hw.spec.formats import FormatError, get_format
 from sw.ir import ACCUMULATING_OPS, FloatLayer, FloatNetwork, TensorQuant, WeightQuant
 
 from .float_model import FloatModelError, layer_output_shape
