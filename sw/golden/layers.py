@@ -126,8 +126,8 @@ def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
     """Exact convolution sum (N, Cout, Ho, Wo) of activation codes ``x`` (N, C, H, W) with every weight tensor
     of ``weights`` (each (Cout, C/groups, kh, kw)) summed into the same accumulator.
 
-    ``attrs``: ``kernel``, ``stride``, ``padding`` (top, left, bottom, right), ``dilation``, ``groups``;
-    positions outside the map hold ``pad_code``. im2col per group, then :func:`sw.golden.gemm.gemm`.
+    ``attrs``: ``kernel``, ``stride``, ``padding`` (top, left, bottom, right), ``dilation``, ``groups`` (missing
+    ones take the ONNX defaults: the weights' kernel, 1, none, 1, 1); positions outside the map hold ``pad_code``. im2col per group, then :func:`sw.golden.gemm.gemm`.
     """
     act, wf = get_format(act_format), get_format(weight_format)
     x = _feature_map(x, "conv")
@@ -182,11 +182,12 @@ def linear(x, weights, act_format: Format | str, weight_format: Format | str) ->
 
 def window_sum(x, kernel, stride, padding, pad_code: int, act_format: Format | str,
                weight_format: Format | str, dilation=(1, 1)) -> Accumulation:
-    """Exact sum of ``value(x)`` over each window (avgpool before its division, which the multiplier holds)."""
+    """Exact sum of ``value(x)`` over each window (avgpool before its division, which the multiplier holds);
+    positions outside the map hold ``pad_code``. ``stride``/``padding`` None: 1 and none, as in ONNX."""
     act, wf = get_format(act_format), get_format(weight_format)
     x = _feature_map(x, "avgpool")
     kernel = _pair("kernel", kernel, None, 1)
-    stride = _pair("stride", stride, kernel, 1)
+    stride = _pair("stride", stride, (1, 1), 1)
     dilation = _pair("dilation", dilation, (1, 1), 1)
     padding = _padding(padding)
     pad_code = _in_code_range(act, pad_code, "avgpool pad code")
@@ -259,11 +260,14 @@ def maxpool(x, kernel, stride, padding, act_format: Format | str, dilation=(1, 1
     fmt = get_format(act_format)
     x = _feature_map(x, "maxpool")
     kernel = _pair("kernel", kernel, None, 1)
-    stride = _pair("stride", stride, kernel, 1)
+    stride = _pair("stride", stride, (1, 1), 1)
     dilation = _pair("dilation", dilation, (1, 1), 1)
     padding = _padding(padding)
     rank, code_of = _max_order(fmt)
-    ranks = rank[fmt._check_codes(x)]
+    if x.size and (x.min() < 0 or x.max() >= 1 << fmt.bits):
+        raise LayerError(f"maxpool input codes must lie in 0..{(1 << fmt.bits) - 1} ({fmt.name}), not "
+                         f"{x.min()}..{x.max()}")
+    ranks = rank[x.astype(np.int64)]
     best = _windows(ranks, kernel, stride, padding, dilation, -1).max(axis=(2, 3))
     if (best < 0).any():
         raise LayerError(f"maxpool kernel {kernel}, stride {stride}, padding {padding} makes a window that "

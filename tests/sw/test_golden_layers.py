@@ -514,6 +514,8 @@ def test_maxpool_against_onnxruntime(af):
 def test_maxpool_only_padding():
     with pytest.raises(LayerError, match="only padding"):
         maxpool(np.zeros((1, 1, 2, 2), np.uint8), (2, 2), (2, 2), (2, 0, 0, 0), "int8")
+    with pytest.raises(LayerError, match=r"0\.\.15 \(minifloat4\), not 0\.\.16"):
+        maxpool(np.array([[[[0, 16]]]]), (1, 1), None, None, "minifloat4")
 
 
 # --- postprocess and dispatch ------------------------------------------------------------------------------
@@ -608,6 +610,16 @@ def test_run_layer_saturates_the_bias_to_the_network_accumulator():
     got = run_layer(layer, [x], net)
     np.testing.assert_array_equal(got, naive_postprocess(naive_linear(x, [w], "int8", "int8"), 0, layer, "int8", 16))
     assert get_format("int8").decode(got[:, :2]).tolist() != [[127, -128]] * 2    # unsaturated: clamped to +-127
+
+
+def test_pooling_defaults_are_onnx_defaults():
+    """Only a kernel given: stride 1, no padding, no dilation (as ONNX and the frontend), not stride = kernel."""
+    rng = np.random.default_rng(71)
+    x = random_codes("int8", (1, 2, 4, 5), rng)
+    np.testing.assert_array_equal(maxpool(x, (2, 2), None, None, "int8"),
+                                  naive_maxpool(x, (2, 2), (1, 1), (0, 0, 0, 0), "int8"))
+    assert_acc(window_sum(x, (2, 3), None, None, 0, "int8", "int8"),
+               naive_window_sum(x, (2, 3), (1, 1), (0, 0, 0, 0), 0, "int8"), "int8", "int8")
 
 
 def test_run_layer_errors():
