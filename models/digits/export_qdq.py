@@ -87,6 +87,9 @@ def main(argv=None) -> int:
                   "differ from train.py's", file=sys.stderr)
             return 2
     calibration = images[train_idx[:NUM_CALIBRATION]]
+    # The same images calibrate our own quantizer (python -m sw.compile --calibrate, the front door, bench/).
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / "calibration.npy", calibration)
 
     source = HERE / "digits_cnn.onnx"
     out = args.out / "digits_cnn_qdq.onnx"
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
     model = onnx.load(str(out))
     onnx.checker.check_model(model)
     ops = sorted({n.op_type for n in model.graph.node})
-    print(f"wrote {out} ({out.stat().st_size} bytes); ops {', '.join(ops)}")
+    print(f"wrote {out} ({out.stat().st_size} bytes); ops {', '.join(ops)}; and {args.out / 'calibration.npy'}")
     return 0
 
 
