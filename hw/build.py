@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=AcceleratorConfig.clock_mhz, help="clock target")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default build/<format>-<R>x<C>-<hash>)")
     p.add_argument("--no-synth", action="store_true", help="skip the yosys area estimate")
+    p.add_argument("--no-network", action="store_true",
+                   help="skip compiling and emulating the bundled CNN (accuracy, cycles per inference)")
     p.add_argument("--targets", default="generic,ice40",
                    help="yosys area targets, comma-separated from generic, ice40 (default %(default)s)")
     return p
@@ -111,7 +114,30 @@ def _markdown(report: dict) -> str:
             f"{k} {v}" for k, v in area.get("generic", {}).get("ge_weights", {}).items()), ""]
     else:
         lines += ["No area estimate (--no-synth).", ""]
+    lines += _network_markdown(report.get("network"))
     return "\n".join(lines)
+
+
+def _network_markdown(n: dict | None) -> list[str]:
+    if n is None:
+        return ["No network run (--no-network).", ""]
+    if "error" in n:
+        return ["## Bundled CNN", "", f"Not run on this configuration: {n['error']}", ""]
+    q = n["quantization"]
+    lines = ["## Bundled CNN (models/digits, 360 held-out images, emulator)", "",
+             f"Quantized with {q['method']} clipping{', per-channel weights' if q['per_channel'] else ''}"
+             f"{', multi-tensor weights' if q['multi_tensor'] else ''}; golden model and emulator disagree on "
+             f"{n['golden_emulator_mismatches']} images.", "",
+             "| quantity | value |", "|---|---|",
+             f"| accuracy | {n['accuracy']:.2%} |",
+             f"| cycles per inference | {n['cycles_per_inference']} |",
+             f"| inferences per second at the clock target | {n['inferences_per_second_at_clock']} |",
+             f"| MAC utilization | {n['utilization']:.1%} |", "",
+             "| layer | fused | cycles | MACs | utilization | tile rows | loop order |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    lines += [f"| {layer['name']} | {', '.join(layer['fused'])} | {layer['cycles']} | {layer['macs']} | "
+              f"{layer['utilization']:.1%} | {layer['tile_rows']} | {layer['loop_order']} |" for layer in n["layers"]]
+    return lines + [""]
 
 
 def _buffers(config: AcceleratorConfig) -> dict:
@@ -127,7 +153,25 @@ def _buffers(config: AcceleratorConfig) -> dict:
     return {name: {"depth": d, "line_bits": w, "bits": d * w} for name, (d, w) in widths.items()}
 
 
-def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=("generic", "ice40")) -> dict:
+def _network(config_file: Path, result_file: Path) -> dict:
+    """Accuracy and cycles of the bundled CNN on this configuration, from ``python -m sw.evaluate``.
+
+    A separate process: the hardware package never imports the software stack (dependencies flow one way).
+    """
+    command = [sys.executable, "-m", "sw.evaluate", "--config", str(config_file), "--out", str(result_file)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in done.stdout.splitlines():
+        _say(f"      {line}")
+    if done.returncode != 0:
+        lines = done.stdout.strip().splitlines()
+        return {"error": lines[-1] if lines else f"sw.evaluate exited with status {done.returncode}"}
+    result = json.loads(result_file.read_text())
+    result_file.unlink()
+    return result
+
+
+def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=("generic", "ice40"),
+          network: bool = True) -> dict:
     """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``."""
     from amaranth.back import verilog
 
@@ -139,7 +183,7 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
     scratch.mkdir(parents=True)
     try:
         started = time.monotonic()
-        _say(f"[1/3] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
+        _say(f"[1/4] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
              f"({config.weights.name} x {config.acts.name}), buffers, DMA, controller, post-processing ...")
         design = InferenceEngine(config)
         text = verilog.convert(design, name="top", emit_src=False)
@@ -151,11 +195,19 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
         if synth:
             from . import synth as synthesis
 
-            _say("[2/3] estimating area with yosys ...")
+            _say("[2/4] estimating area with yosys ...")
             area = synthesis.synthesize(text, scratch / "synth", targets=tuple(targets),
                                         progress=lambda msg: _say(f"      {msg}"))
         else:
-            _say("[2/3] area estimate skipped (--no-synth)")
+            _say("[2/4] area estimate skipped (--no-synth)")
+
+        network_result = None
+        if network:
+            _say("[3/4] compiling the bundled CNN (models/digits) for this engine and running its 360 held-out "
+                 "images on the emulator ...")
+            network_result = _network(scratch / "config.json", scratch / "network.json")
+        else:
+            _say("[3/4] bundled CNN skipped (--no-network)")
 
         product = product_of(config.acts, config.weights)
         report = {
@@ -173,10 +225,11 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
             },
             "buffers": _buffers(config),
             "area": area,
+            "network": network_result,
             "outputs": {"verilog": "top.v", "config": "config.json", "report_json": "report.json",
                         "report_md": "report.md"},
         }
-        _say("[3/3] writing the report ...")
+        _say("[4/4] writing the report ...")
         (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (scratch / "report.md").write_text(_markdown(report))
         if out.exists():
@@ -206,8 +259,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m hw.build: error: --out {args.out} exists and is not an earlier build's folder "
               f"(no report.json in it); choose a new or empty folder", file=sys.stderr)
         return 2
-    report = build(config, out, synth=not args.no_synth, targets=targets)
+    report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network)
     print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")
+    n = report.get("network")
+    if n and "error" not in n:
+        print(f"  bundled CNN: {n['accuracy']:.2%} accuracy, {n['cycles_per_inference']} cycles per inference")
+    elif n:
+        print(f"  bundled CNN: not run ({n['error']})")
     area = report["area"] or {}
     if "generic" in area:
         print(f"  generic: {area['generic']['nand2_equivalents']:.0f} NAND2 equivalents, "

@@ -42,7 +42,7 @@ def test_bad_arguments_get_one_line_and_status_2(args, message, tmp_path):
 def test_writes_verilog_and_report(tmp_path, capsys):
     out = tmp_path / "w4a8"
     assert main(["--weights", "int4", "--acts", "int8", "--rows", "4", "--cols", "8", "--out", str(out),
-                 "--no-synth"]) == 0
+                 "--no-synth", "--no-network"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.json", "report.md", "top.v"]
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["weight_format"] == "int4" and report["config"]["act_format"] == "int8"
@@ -58,14 +58,14 @@ def test_writes_verilog_and_report(tmp_path, capsys):
 
 def test_cols_default_to_rows(tmp_path):
     out = tmp_path / "sq"
-    assert main(["--pe", "minifloat4", "--rows", "2", "--out", str(out), "--no-synth"]) == 0
+    assert main(["--pe", "minifloat4", "--rows", "2", "--out", str(out), "--no-synth", "--no-network"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["rows"] == config["cols"] == 2
 
 
 def test_area_estimate_in_report(tmp_path):
     out = tmp_path / "tiny"
-    assert main(["--pe", "int4", "--rows", "2", "--out", str(out)]) == 0
+    assert main(["--pe", "int4", "--rows", "2", "--out", str(out), "--no-network"]) == 0
     area = json.loads((out / "report.json").read_text())["area"]
     assert area["generic"]["nand2_equivalents"] > 0
     assert area["ice40"]["luts"] > 0
@@ -86,6 +86,25 @@ def test_out_never_replaces_a_folder_that_is_not_a_build(tmp_path):
 
 def test_out_replaces_an_earlier_build(tmp_path):
     out = tmp_path / "again"
-    assert main(["--pe", "int4", "--rows", "2", "--no-synth", "--out", str(out)]) == 0
-    assert main(["--pe", "int8", "--rows", "2", "--no-synth", "--out", str(out)]) == 0
+    assert main(["--pe", "int4", "--rows", "2", "--no-synth", "--no-network", "--out", str(out)]) == 0
+    assert main(["--pe", "int8", "--rows", "2", "--no-synth", "--no-network", "--out", str(out)]) == 0
     assert json.loads((out / "config.json").read_text())["weight_format"] == "int8"
+
+
+def test_report_has_the_bundled_cnn(tmp_path):
+    """The front door compiles models/digits for the engine it built and emulates the held-out images."""
+    out = tmp_path / "net"
+    assert main(["--pe", "int8", "--rows", "8", "--no-synth", "--out", str(out)]) == 0
+    n = json.loads((out / "report.json").read_text())["network"]
+    assert n["images"] == 360 and n["golden_emulator_mismatches"] == 0
+    assert n["accuracy"] > 0.95                       # float: 98.06 %
+    assert n["cycles_per_inference"] == sum(layer["cycles"] for layer in n["layers"])
+    assert [layer["name"] for layer in n["layers"]] == ["/conv1/Conv", "/conv2/Conv", "/fc1/Gemm", "/fc2/Gemm"]
+    assert "## Bundled CNN" in (out / "report.md").read_text()
+
+
+def test_network_that_cannot_map_is_reported_not_fatal(tmp_path):
+    out = tmp_path / "rect"
+    assert main(["--pe", "int8", "--rows", "4", "--cols", "8", "--no-synth", "--out", str(out)]) == 0
+    n = json.loads((out / "report.json").read_text())["network"]
+    assert "square array" in n["error"]

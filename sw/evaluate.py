@@ -1,0 +1,119 @@
+"""Accuracy and cycles of the bundled CNN on an engine configuration: what the front door adds to its report.
+
+Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--method mmse] [--per-channel]
+       [--multi-tensor] [--images N]
+
+Compiles models/digits/digits_cnn.onnx for the configuration (calibrated on models/digits/calibration.npy, 64
+training images), runs the held-out images on the emulator, checks them against the golden model, and writes
+accuracy, cycles per inference (per layer and in total), MAC utilization and speeds as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hw.spec.config import AcceleratorConfig, ConfigError
+
+from .cli import Parser, UsageError, fail
+
+PROG = "python -m sw.evaluate"
+DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
+
+__all__ = ["DIGITS", "evaluate", "main"]
+
+
+def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bool = True,
+             multi_tensor: bool = False, images: int | None = None, model: Path | None = None,
+             formats: dict | None = None, log=print) -> dict:
+    """Compile the digits CNN (or ``model``, same input) for ``config`` and measure it on the held-out set."""
+    from sw.compile import compile_model
+    from sw.runtime import run_codes
+
+    with np.load(DIGITS / "test_set.npz") as data:
+        x, labels = data["images"], data["labels"]
+    if images is not None:
+        x, labels = x[:images], labels[:images]
+    samples = np.load(DIGITS / "calibration.npy")
+    compiled = compile_model(model or DIGITS / "digits_cnn.onnx", config, samples, method=method,
+                             per_channel=per_channel, multi_tensor=multi_tensor, formats=formats, log=log)
+    net = compiled.network
+    codes = net.tensors[net.input].quantize(x)
+    started = time.perf_counter()
+    golden = run_codes(compiled, codes, "golden")
+    golden_seconds = time.perf_counter() - started
+    step = max(1, len(x) // 4)
+    started = time.perf_counter()
+    emulated = run_codes(compiled, codes, "emulator",
+                         progress=lambda d, n: log(f"  emulator: {d}/{n} images") if d % step == 0 or d == n else None)
+    emulator_seconds = time.perf_counter() - started
+    mismatches = int((golden.codes != emulated.codes).reshape(len(x), -1).any(axis=1).sum())
+    logits = net.tensors[net.output].dequantize(emulated.codes)
+    peak = config.rows * config.cols
+    cycles = int(np.max(emulated.cycles))
+    layer_cycles = np.max(np.asarray(emulated.layer_cycles), axis=0)
+    layers = [{"name": e["name"], "op": e["op"], "fused": e["fused"], "cycles": int(c), "macs": e["macs"],
+               "utilization": round(e["macs"] / (int(c) * peak), 4) if c else 0.0,
+               "estimated_cycles": e["plan"]["estimated_cycles"], "tile_rows": e["plan"]["rows"],
+               "loop_order": e["plan"]["order"]}
+              for e, c in zip(compiled.layers, layer_cycles)]
+    macs = compiled.program.useful_macs
+    return {
+        "model": "digits_cnn", "images": len(x),
+        "weights": config.weights.name, "acts": config.acts.name,
+        "quantization": {"method": method, "per_channel": per_channel, "multi_tensor": multi_tensor,
+                         "first_last": formats["first_last"] if formats else None},
+        "accuracy": float((logits.argmax(axis=1) == labels).mean()),
+        "golden_emulator_mismatches": mismatches,
+        "cycles_per_inference": cycles,
+        "inferences_per_second_at_clock": round(config.clock_mhz * 1e6 / cycles, 1),
+        "macs_per_inference": macs,
+        "utilization": round(macs / (cycles * peak), 4),
+        "layers": layers,
+        "instructions": len(compiled.program.words),
+        "compile_seconds": round(compiled.compile_seconds, 3),
+        "emulator_images_per_second": round(len(x) / emulator_seconds, 2),
+        "golden_images_per_second": round(len(x) / golden_seconds, 2),
+        "quantization_report": net.report,
+    }
+
+
+def _parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, required=True, help="engine configuration (config.json of a build)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the result (JSON)")
+    p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="mmse")
+    p.add_argument("--per-channel", action=__import__("argparse").BooleanOptionalAction, default=True)
+    p.add_argument("--multi-tensor", action="store_true")
+    p.add_argument("--images", type=int, help="use only the first N held-out images")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sw.compiler.network import CompileError
+    from sw.quantize import QuantizationError
+
+    try:
+        args = _parser().parse_args(argv)
+        if not args.config.is_file():
+            raise UsageError(f"--config {args.config}: no such file")
+        try:
+            config = AcceleratorConfig.from_json(args.config.read_text())
+        except ConfigError as e:
+            raise UsageError(f"--config {args.config}: {e}") from None
+        result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
+                          images=args.images)
+    except (UsageError, CompileError, QuantizationError) as e:
+        return fail(PROG, e)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"Accuracy {result['accuracy']:.2%} on {result['images']} held-out images; "
+          f"{result['cycles_per_inference']} cycles per inference; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
