@@ -70,9 +70,10 @@ def _holds(big, small) -> bool:
         return bool(np.array_equal(big.decode(big.quantize(values)), values))
 
 
-def engine_formats(weights: str, acts: str, first_last: str | None) -> tuple[str, str, dict | None]:
+def engine_formats(weights: str, acts: str, first_last: str | None,
+                   flags: tuple[str, str] = ("--weights", "--acts")) -> tuple[str, str, dict | None]:
     """(engine weight format, engine act format, which layers use which formats) for ``--first-last``."""
-    w, a = _format("--weights", weights), _format("--acts", acts)
+    w, a = _format(flags[0], weights), _format(flags[1], acts)
     if first_last is None:
         return w.name, a.name, None
     f = _format("--first-last", first_last)
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
         if not args.model.is_file():
             raise UsageError(f"{args.model}: no such file")
-        w, a, formats = engine_formats(weights, acts, args.first_last)
+        w, a, formats = engine_formats(weights, acts, args.first_last,
+                                       ("--weights" if args.weights else "--pe", "--acts" if args.acts else "--pe"))
         try:
             config = AcceleratorConfig(rows=args.rows, cols=args.cols or args.rows, weight_format=w, act_format=a,
                                        max_reduction=args.max_reduction)

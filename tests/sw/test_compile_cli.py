@@ -1,0 +1,155 @@
+"""python -m sw.compile and python -m sw.run: the command-line contract, good runs and bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from sw.evaluate import DIGITS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    with np.load(DIGITS / "test_set.npz") as data:
+        np.save(folder / "in.npy", data["images"][:6])
+    np.save(folder / "wrong_shape.npy", np.zeros((2, 1, 8, 8), np.float32))
+    np.save(folder / "wrong_dtype.npy", np.zeros((2, 1, 16, 16), np.float64))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compiled") / "digits"
+    result = _cli("sw.compile", DIGITS / "digits_cnn.onnx", "--pe", "minifloat6", "--rows", "8",
+                  "--calibrate", DIGITS / "calibration.npy", "--method", "mmse", "--per-channel", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "w SQNR dB" in result.stdout and "tile rows" in result.stdout     # the per-layer report and plan
+    return out
+
+
+def test_compile_writes_the_whole_folder(compiled):
+    assert {"program.bin", "program.asm", "manifest.json", "config.json", "network.json", "network.npz",
+            "report.txt"} <= {p.name for p in compiled.iterdir()}
+    assert "COMPUTE" in (compiled / "program.asm").read_text()
+
+
+def test_run_backends_give_the_same_outputs(compiled, samples, tmp_path):
+    outputs = {}
+    for backend in ("golden", "emulator"):
+        result = _cli("sw.run", compiled, "--backend", backend, "--input", samples / "in.npy", "--output",
+                      tmp_path / f"{backend}.npy")
+        assert result.returncode == 0, result.stderr
+        outputs[backend] = np.load(tmp_path / f"{backend}.npy")
+    assert outputs["golden"].shape == (6, 10) and outputs["golden"].dtype == np.float32
+    np.testing.assert_array_equal(outputs["golden"], outputs["emulator"])
+
+
+def _softmax_model(path):
+    model = onnx.load(DIGITS / "digits_cnn.onnx")
+    model.graph.node.append(helper.make_node("Softmax", ["logits"], ["probs"], name="final_softmax", axis=1))
+    model.graph.output[0].name = "probs"
+    onnx.save(model, path)
+
+
+def _wide_model(path):
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], np.ones(18, np.float32))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="wide_conv")], "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3, 1100])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 1098])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "nothere.onnx: no such file"),
+    ("format", "--pe: Unknown format 'float7'"),
+    ("no_calibration", "needs calibration samples (--calibrate SAMPLES.npy"),
+    ("calibration_shape", "is shaped (2, 1, 8, 8); it must be (N, 1, 16, 16)"),
+    ("calibration_dtype", "holds float64; it must be float32"),
+    ("softmax", "final_softmax"),
+    ("too_big", "layer 'wide_conv' cannot be mapped onto this engine: input rows of 1100 lines exceed 1023"),
+    ("first_last", "--first-last minifloat6 and int8 weights: neither format holds the other's values"),
+])
+def test_compile_errors_are_one_line_with_status_2(case, message, samples, tmp_path):
+    model, extra = DIGITS / "digits_cnn.onnx", ["--calibrate", DIGITS / "calibration.npy"]
+    pe = "int8"
+    if case == "missing":
+        model = tmp_path / "nothere.onnx"
+    elif case == "format":
+        pe = "float7"
+    elif case == "no_calibration":
+        extra = []
+    elif case == "calibration_shape":
+        extra = ["--calibrate", samples / "wrong_shape.npy"]
+    elif case == "calibration_dtype":
+        extra = ["--calibrate", samples / "wrong_dtype.npy"]
+    elif case == "softmax":
+        model = tmp_path / "softmax.onnx"
+        _softmax_model(model)
+    elif case == "too_big":
+        model = tmp_path / "wide.onnx"
+        _wide_model(model)
+        np.save(tmp_path / "wide.npy", np.ones((2, 1, 3, 1100), np.float32))
+        extra = ["--calibrate", tmp_path / "wide.npy"]
+    elif case == "first_last":
+        extra += ["--first-last", "minifloat6"]
+    out = tmp_path / "out"
+    result = _cli("sw.compile", model, "--pe", pe, "--rows", "4", *extra, "--out", out)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_unsupported_operator_lists_what_is_supported(tmp_path):
+    model = tmp_path / "softmax.onnx"
+    _softmax_model(model)
+    result = _cli("sw.compile", model, "--pe", "int8", "--rows", "4", "--calibrate", DIGITS / "calibration.npy",
+                  "--out", tmp_path / "out")
+    assert "Softmax" in result.stderr and "Conv" in result.stderr and "MaxPool" in result.stderr
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no_program", "holds no compiled network"),
+    ("shape", "is shaped (2, 1, 8, 8); it must be (N, 1, 16, 16)"),
+    ("dtype", "holds float64; it must be float32"),
+    ("backend", "argument --backend: invalid choice: 'fpga'"),
+    ("missing_input", "nothere.npy: no such file"),
+])
+def test_run_errors_are_one_line_with_status_2(case, message, compiled, samples, tmp_path):
+    program, backend, x = compiled, "golden", samples / "in.npy"
+    if case == "no_program":
+        program = tmp_path
+    elif case == "shape":
+        x = samples / "wrong_shape.npy"
+    elif case == "dtype":
+        x = samples / "wrong_dtype.npy"
+    elif case == "backend":
+        backend = "fpga"
+    elif case == "missing_input":
+        x = tmp_path / "nothere.npy"
+    result = _cli("sw.run", program, "--backend", backend, "--input", x, "--output", tmp_path / "out.npy")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out.npy").exists()
+
+
+def test_compile_never_replaces_a_foreign_folder(tmp_path):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("precious")
+    result = _cli("sw.compile", DIGITS / "digits_cnn.onnx", "--pe", "int8", "--rows", "4", "--calibrate",
+                  DIGITS / "calibration.npy", "--out", keep)
+    assert result.returncode == 2 and "is not an earlier output of this tool" in result.stderr
+    assert (keep / "notes.txt").read_text() == "precious"
