@@ -215,7 +215,6 @@ def _encodings(net: FloatNetwork, roots: dict[str, str], grids: dict[str, Grid],
         members.setdefault(r, []).append(t)
     encodings, tensor_grids, missing = {}, {}, []
     for root, ts in members.items():
-        ts = sorted(ts, key=list(roots).index)
         grid = grids[root]
         given = [(t, _prescribed(t, net.tensor_quant[t], act)) for t in ts if t in net.tensor_quant]
         if given:

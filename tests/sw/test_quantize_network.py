@@ -510,3 +510,45 @@ def test_digits_int4_methods(digits):
         acc = accuracy(qnet, images, labels)
         print(f"\n{engine} engine {options}: accuracy {acc:.4f}")
         assert acc > 0.5
+
+
+def test_digits_qdq_model_matches_onnxruntime(digits, tmp_path):
+    """A QDQ model made by onnxruntime's own quantizer (uint8 activations, per-channel int8 weights): no samples
+    needed, and the golden model on an int8 engine gives onnxruntime's outputs (to within one output code)."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    import onnxruntime as ort
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from sw.frontend.onnx_import import load_onnx
+    _, images, labels = digits
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": images[:32]}])
+
+        def get_next(self):
+            return next(self.batches, None)
+    pre, qdq = tmp_path / "pre.onnx", tmp_path / "qdq.onnx"
+    quant_pre_process(str(DIGITS / "digits_cnn.onnx"), str(pre), skip_symbolic_shape=True)   # folds BatchNorm
+    quantization.quantize_static(str(pre), str(qdq), Reader(), quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    net = load_onnx(qdq)
+    assert net.tensor_quant and net.weight_quant
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=32, samples=None)
+    x = images[:120]
+    ours = qnet.tensors[qnet.output].dequantize(run_network(qnet, qnet.tensors[qnet.input].quantize(x)))
+    ref = ort.InferenceSession(str(qdq)).run(None, {"input": x})[0]
+    step = qnet.tensors[qnet.output].scale
+    assert np.all(np.abs(ours - ref) <= step * 1.001)
+    assert np.mean(np.abs(ours - ref) < step / 2) > 0.99
+    assert np.mean(ours.argmax(1) == labels[:120]) >= 0.95
+
+
+def test_prescribed_encodings_that_must_be_tied_use_the_widest():
+    net = mixed_net()
+    net.tensor_quant = {"m": TensorQuant("int8", 0.01, -128), "c": TensorQuant("int8", 0.05, -128)}
+    with pytest.warns(UserWarning, match="widest"):
+        qnet = quantize(net, "int8", "int8", samples(net))
+    assert qnet.tensors["m"] == qnet.tensors["c"] == qnet.tensors["s"] == qnet.tensors["k"]
+    assert qnet.tensors["c"].scale == 0.05 and qnet.tensors["c"].zero_point == -128
+    check_layers(net, qnet, samples(net))
