@@ -225,10 +225,11 @@ class PostProcessor(wiring.Component):
         return _register(m, self.en, "align", **rest, kept=kept, guard=guard, sticky=sticky)
 
     def _clamp(self, m, p):
-        """``hi`` above ``hi``, else ``lo`` below ``lo``, by value; NaN is never clamped, nor clamps."""
+        """``hi`` at or above ``hi``, else ``lo`` at or below ``lo``, by value (so a ReLU never leaves -0, and
+        clamped outputs are monotone in the accumulator); NaN is never clamped, nor clamps."""
         fmt = self._format
         key, lo, hi = (_order_key(fmt, c) for c in (p.code, p.clamp_lo, p.clamp_hi))
-        above, below = key > hi, key < lo
+        above, below = key >= hi, key <= lo
         if isinstance(fmt, Minifloat) and fmt.has_nan:
             above &= ~_is_nan(fmt, p.clamp_hi)
             below &= ~_is_nan(fmt, p.clamp_lo)

@@ -9,7 +9,8 @@ a bias is a value the accumulator could hold), multiplier ``M`` and shift ``S``:
 Integer outputs: ``q = clamp(rne(v) + zero_point, format range)``; minifloat outputs: ``q`` is the code
 nearest to ``v`` (ties to even, saturating). Then ``q`` is clamped by value to ``[clamp_lo, clamp_hi]``.
 A non-finite accumulator (a NaN or Inf operand reached it) gives the NaN code where the output format has
-one, else the code of zero (plus zero point); the store engine flags it in its status.
+one, else the code of zero (plus zero point); the store engine flags it in its status. The clamp maps values
+at or below ``clamp_lo`` to the code ``clamp_lo`` (so ReLU never leaves -0), at or above ``clamp_hi`` to ``clamp_hi``.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ def round_half_even_shift(t: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 
 def clamp_codes(codes: np.ndarray, fmt: Format, lo: int, hi: int) -> np.ndarray:
-    """Clamp codes by value to the values of codes ``lo`` and ``hi``."""
+    """Clamp codes by value: a value at or above that of code ``hi`` gives ``hi``, else one at or below that of
+    ``lo`` gives ``lo``. "At" matters for zeros: a ReLU (``lo`` = +0) turns -0 into +0, which keeps the clamped
+    output monotone in the accumulator (max pooling before or after post-processing is then the same)."""
     values = fmt.decode(codes)
     lo_v, hi_v = fmt.decode(np.array([lo, hi]))
-    out = np.where(values < lo_v, lo, codes)
-    return np.where(values > hi_v, hi, out).astype(codes.dtype)
+    out = np.where(values <= lo_v, lo, codes)
+    return np.where(values >= hi_v, hi, out).astype(codes.dtype)
 
 
 def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, multiplier, shift,

@@ -163,10 +163,10 @@ def naive_rescale(acc: Fraction | None, e: int, bias, multiplier, shift, out, ze
             q = best | ((v < 0) << (fmt.bits - 1))
     if values[q] is None and not isinstance(fmt, IntFormat):
         return q
-    if values[q] < values[clamp_lo]:
-        return clamp_lo
-    if values[q] > values[clamp_hi]:
+    if values[q] >= values[clamp_hi]:          # at or beyond a bound: the bound's code (ReLU turns -0 into +0)
         return clamp_hi
+    if values[q] <= values[clamp_lo]:
+        return clamp_lo
     return q
 
 

@@ -102,10 +102,10 @@ def reference(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_
                 q = table(name).nearest(v)
             value = code_value(name, q)
             if value is not None:
-                if clamp_lo is not None and value < code_value(name, clamp_lo):
-                    q = clamp_lo
-                elif clamp_hi is not None and value > code_value(name, clamp_hi):
+                if clamp_hi is not None and value >= code_value(name, clamp_hi):
                     q = clamp_hi
+                elif clamp_lo is not None and value <= code_value(name, clamp_lo):
+                    q = clamp_lo
             out[i, j] = q
     return out
 
@@ -241,6 +241,12 @@ def test_integer_nonfinite_gives_the_zero_point():
     assert got.tolist() == [[0xFD, 0xFD, 4]]
     assert check(acc, nonfinite, 0, [0] * 3, [1] * 3, [0] * 3, "uint8", zero_point=128).tolist() == [[128, 128, 135]]
     assert check(acc, nonfinite, 0, [0] * 3, [1] * 3, [0] * 3, "int4", zero_point=200).tolist() == [[7, 7, 7]]
+
+
+def test_minifloat_relu_turns_negative_zero_into_positive_zero():
+    # minifloat4: -0.25 rounds to -0 (0x8); with ReLU (clamp_lo = +0) it leaves as +0; without, as -0.
+    assert simple([-1], 2, "minifloat4", clamp_lo=0) == [0]
+    assert simple([-1], 2, "minifloat4") == [0x8]
 
 
 def test_integer_relu():
