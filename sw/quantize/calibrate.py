@@ -138,6 +138,26 @@ def search_factor(loss: Callable[[float], float]) -> float:
     return float(fine[j]) if fine_losses[j] < losses[k] else float(coarse[k])
 
 
+#: How much a minifloat scale may raise the squared error when it is lifted by powers of two (see lift_scale).
+LIFT_TOLERANCE = 1e-3
+
+
+def lift_scale(scale: float, loss: Callable[[float], float], limit: int = 40) -> float:
+    """The largest ``scale * 2**k`` (k >= 0) whose ``loss`` stays within LIFT_TOLERANCE of ``loss(scale)``.
+
+    A minifloat's precision is relative, so a wide format (fp8_e5m2) has many scales of equal error; the
+    largest keeps values, and thus accumulator units and biases, small (a bias must fit its 64-bit PARAM entry).
+    This is the exponent-bias half of minifloat scaling.
+    """
+    base = loss(scale)
+    best = scale
+    for k in range(1, limit + 1):
+        if loss(scale * 2.0 ** k) > base * (1 + LIFT_TOLERANCE) + 1e-30:
+            break
+        best = scale * 2.0 ** k
+    return best
+
+
 def subsample(x: np.ndarray, limit: int = MMSE_MAX_VALUES) -> np.ndarray:
     """At most ``limit`` values of ``x`` (a fixed pseudo-random subset: MMSE needs the distribution only)."""
     x = np.asarray(x, np.float64).ravel()
@@ -158,8 +178,11 @@ def calibrate_activation(x: np.ndarray, grid: Grid, method: str = "minmax",
 
         def params(a: float) -> tuple[float, int]:
             return (a * amax / grid.hi if amax > 0 else FALLBACK_SCALE), 0
-    if method != "mmse" or hi - lo == 0:
+    if hi - lo == 0:
         return params(1.0)
     xs = subsample(x)
-    best = search_factor(lambda a: mse(xs, qdq(xs, grid, *params(a))))
-    return params(best)
+    best = search_factor(lambda a: mse(xs, qdq(xs, grid, *params(a)))) if method == "mmse" else 1.0
+    if grid.is_int or method == "percentile":     # a lifted scale would no longer clip at the percentile
+        return params(best)
+    scale, _ = params(best)
+    return lift_scale(scale, lambda s: mse(xs, qdq(xs, grid, s, 0))), 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibrate import FALLBACK_SCALE, Grid, METHODS, mse, search_factor, sqnr_db, subsample
+from .calibrate import FALLBACK_SCALE, METHODS, Grid, lift_scale, mse, search_factor, sqnr_db, subsample
 from .errors import QuantizationError
 
 __all__ = ["QuantizedWeight", "residual_round", "quantize_weight", "quantize_weight_auto"]
@@ -51,14 +51,13 @@ def _channel_scale(w: np.ndarray, grid: Grid, method: str, tensors: int) -> floa
     if amax == 0:
         return 0.0
     top = _top(grid, tensors)
-    if method != "mmse":          # "percentile" falls back to min-max for weights
-        return amax / top
     ws = subsample(w)
 
-    def loss(a: float) -> float:
-        s = a * amax / top
+    def error(s: float) -> float:
         return mse(ws, s * np.sum(residual_round(ws / s, grid, tensors), axis=0))
-    return search_factor(loss) * amax / top
+    # "percentile" falls back to min-max for weights
+    scale = search_factor(lambda a: error(a * amax / top)) * amax / top if method == "mmse" else amax / top
+    return scale if grid.is_int else lift_scale(scale, error)
 
 
 def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_channel: bool = False,
