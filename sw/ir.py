@@ -21,9 +21,13 @@ exponent of the accumulator's least significant bit; ``value(q)`` the number a c
 - ``concat`` (along channels): ``acc = value(x) / 2**e`` of the input that holds the channel.
 - then, for all of the above, per output channel ``c``: ``out = rescale(acc, e, bias[c], multiplier[c],
   shift[c], acts, zero_point, clamp_lo, clamp_hi, acc_bits)`` (:func:`sw.golden.postprocess.rescale`).
-- ``maxpool``: the code of largest value in each window (IEEE ``maximum``: -0 < +0); the output has the
-  input's encoding. Padding never wins.
+- ``maxpool``: the code of largest value in each window (IEEE ``maximum``: -0 < +0; a NaN in the window gives
+  the format's NaN code); the output has the input's encoding. Padding never wins.
 - ``flatten``: ``x.reshape(-1)`` (channel-major, as ONNX); the encoding is unchanged.
+
+Conventions: codes are the raw bit patterns of their format (int8 -1 is code 255); zero points are values of
+the format (int8: -128..127); missing stride/padding/dilation attributes take the ONNX defaults;
+``weight_quant`` is keyed by layer name.
 """
 
 from __future__ import annotations
@@ -50,6 +54,18 @@ ACCUMULATING_OPS = ("conv", "linear", "avgpool", "global_avgpool", "add", "conca
 def acc_exponent(act_format, weight_format) -> int:
     """Exponent of the least significant bit of the accumulators of an engine with these formats."""
     return product_of(get_format(act_format), get_format(weight_format)).min_exponent
+
+
+class _Endpoints:
+    """The shapes of a network's input and output (both network classes have ``shapes``, ``input``, ``output``)."""
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.input]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.shapes[self.output]
 
 
 # --- float -------------------------------------------------------------------------------------------------
@@ -94,7 +110,7 @@ class WeightQuant:
 
 
 @dataclass
-class FloatNetwork:
+class FloatNetwork(_Endpoints):
     input: str
     output: str
     shapes: dict[str, tuple[int, ...]]
@@ -104,14 +120,6 @@ class FloatNetwork:
     onnx_output: str = ""
     tensor_quant: dict[str, TensorQuant] = field(default_factory=dict)
     weight_quant: dict[str, WeightQuant] = field(default_factory=dict)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.shapes[self.input]
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self.shapes[self.output]
 
 
 # --- quantized ---------------------------------------------------------------------------------------------
@@ -168,7 +176,7 @@ class QuantLayer:
 
 
 @dataclass
-class QuantizedNetwork:
+class QuantizedNetwork(_Endpoints):
     act_format: str
     weight_format: str
     #: Accumulator width of the engine; the bias saturates to it (see :func:`sw.golden.postprocess.rescale`).
@@ -180,14 +188,6 @@ class QuantizedNetwork:
     layers: list[QuantLayer]
     #: Per-layer quantization error, as the quantizer measured it (list of dicts).
     report: list[dict] = field(default_factory=list)
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.shapes[self.input]
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        return self.shapes[self.output]
 
     @property
     def acc_exponent(self) -> int:

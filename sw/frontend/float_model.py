@@ -89,15 +89,20 @@ def layer_output_shape(layer: FloatLayer, in_shapes: list[tuple[int, ...]]) -> t
     return (int(np.prod(x)),)  # flatten
 
 
+def _inputs(layer: FloatLayer, known: dict) -> list:
+    """What ``layer`` reads from ``known`` (shapes or values), or an error if an earlier layer did not write it."""
+    missing = [t for t in layer.inputs if t not in known]
+    if missing:
+        raise FloatModelError(f"Layer {layer.name!r} reads {missing}, which no earlier layer writes; "
+                              f"layers must be in topological order")
+    return [known[t] for t in layer.inputs]
+
+
 def infer_shapes(net: FloatNetwork) -> dict[str, tuple[int, ...]]:
     """Every tensor's shape, propagated from the input's through the layers (to check or fill ``shapes``)."""
     shapes = {net.input: tuple(net.input_shape)}
     for layer in net.layers:
-        missing = [t for t in layer.inputs if t not in shapes]
-        if missing:
-            raise FloatModelError(f"Layer {layer.name!r} reads {missing}, which no earlier layer writes; "
-                                  f"layers must be in topological order")
-        shapes[layer.output] = layer_output_shape(layer, [shapes[t] for t in layer.inputs])
+        shapes[layer.output] = layer_output_shape(layer, _inputs(layer, shapes))
     return shapes
 
 
@@ -174,11 +179,7 @@ def run_float(net: FloatNetwork, x: np.ndarray, *, keep: bool = False,
                               f"pass a batch of shape (N, {', '.join(map(str, expected))})")
     tensors = {net.input: x.astype(dtype)}
     for layer in net.layers:
-        missing = [t for t in layer.inputs if t not in tensors]
-        if missing:
-            raise FloatModelError(f"Layer {layer.name!r} reads {missing}, which no earlier layer writes; "
-                                  f"layers must be in topological order")
-        tensors[layer.output] = _run_layer(layer, [tensors[t] for t in layer.inputs])
+        tensors[layer.output] = _run_layer(layer, _inputs(layer, tensors))
     if net.output not in tensors:
         raise FloatModelError(f"No layer writes the network's output {net.output!r}")
     return tensors if keep else tensors[net.output]
