@@ -1,0 +1,125 @@
+"""The bundled CNN (models/digits) per number format: accuracy, cycles, utilization, compile and emulator speed.
+
+Every row compiles digits_cnn.onnx for a 16x16 engine (the front door's), calibrated on the 64 training images of
+models/digits/calibration.npy, runs the 360 held-out images on the emulator (checked against the golden model)
+and reports accuracy, cycles per inference, MAC utilization per layer, compile time and emulator images per
+second. The float row is the ONNX model itself; the QDQ row is onnxruntime's own int8 quantization
+(models/digits/digits_cnn_qdq.onnx), imported with its scales and run here.
+
+Usage: python bench/network.py [--rows 16] [--images N] [--only NAME,...]
+Writes bench/results/network.json and prints the accuracy table (README.md shows the last one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from common import ROOT, progress, table, write  # noqa: F401  (puts the repository on sys.path)
+
+from hw.spec.config import AcceleratorConfig  # noqa: E402
+from sw.compile import engine_formats  # noqa: E402
+from sw.evaluate import DIGITS, evaluate  # noqa: E402
+
+MMSE_PC = dict(method="mmse", per_channel=True)
+#: (row name, weights, activations, quantization options, --first-last format)
+ROWS = [
+    ("int8", "int8", "int8", MMSE_PC, None),
+    ("int4 min-max", "int4", "int4", dict(method="minmax", per_channel=False), None),
+    ("int4 MMSE", "int4", "int4", dict(method="mmse", per_channel=False), None),
+    ("int4 MMSE + per-channel + two tensors", "int4", "int4", dict(MMSE_PC, multi_tensor=True), None),
+    ("int4 (first and last layers int8)", "int4", "int4", MMSE_PC, "int8"),
+    ("minifloat6 (E3M2)", "minifloat6", "minifloat6", MMSE_PC, None),
+    ("minifloat6 (E2M3)", "minifloat6_e2m3", "minifloat6_e2m3", MMSE_PC, None),
+    ("minifloat4 (E2M1)", "minifloat4", "minifloat4", MMSE_PC, None),
+    ("fp8 E4M3", "fp8_e4m3", "fp8_e4m3", MMSE_PC, None),
+    ("fp8 E5M2", "fp8_e5m2", "fp8_e5m2", MMSE_PC, None),
+    ("int4 weights x int8 activations", "int4", "int8", MMSE_PC, None),
+]
+
+
+def _float_row(images: int | None) -> dict:
+    from sw.frontend import run_float
+    from sw.frontend.onnx_import import load_onnx
+    with np.load(DIGITS / "test_set.npz") as data:
+        x, labels = data["images"][:images], data["labels"][:images]
+    logits = run_float(load_onnx(DIGITS / "digits_cnn.onnx"), x)
+    return {"name": "float (ONNX)", "weights": "float32", "acts": "float32", "quantization": "-",
+            "accuracy": float((logits.argmax(axis=1) == labels).mean())}
+
+
+def _qdq_row(rows: int, images: int | None) -> dict:
+    import onnxruntime as ort
+
+    from sw.compiler.network import compile_network
+    from sw.frontend.onnx_import import load_onnx
+    from sw.quantize import quantize_network
+    from sw.runtime import run_codes
+    path = DIGITS / "digits_cnn_qdq.onnx"
+    with np.load(DIGITS / "test_set.npz") as data:
+        x, labels = data["images"][:images], data["labels"][:images]
+    config = AcceleratorConfig(rows=rows, cols=rows, weight_format="int8", act_format="int8")
+    started = time.perf_counter()
+    net = quantize_network(load_onnx(path), act_format="int8", weight_format="int8", acc_bits=config.acc_bits,
+                           samples=None)
+    compiled = compile_network(net, config)
+    seconds = time.perf_counter() - started
+    codes = net.tensors[net.input].quantize(x)
+    result = run_codes(compiled, codes, "emulator")
+    ours = net.tensors[net.output].dequantize(result.codes)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = session.run(None, {session.get_inputs()[0].name: x})[0]
+    lsb = np.abs(ours - reference) / net.tensors[net.output].scale
+    return {"name": "int8 QDQ by onnxruntime", "weights": "int8", "acts": "int8",
+            "quantization": "onnxruntime quantize_static (min-max)",
+            "accuracy": float((ours.argmax(axis=1) == labels).mean()),
+            "onnxruntime_accuracy": float((reference.argmax(axis=1) == labels).mean()),
+            "max_lsb_from_onnxruntime": round(float(lsb.max()), 3),
+            "cycles_per_inference": int(max(result.cycles)), "compile_seconds": round(seconds, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=16, help="engine size (rows = cols), default 16")
+    parser.add_argument("--images", type=int, help="only the first N held-out images")
+    parser.add_argument("--only", help="comma-separated row names to run")
+    args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    records = [_float_row(args.images)]
+    for name, weights, acts, options, first_last in ROWS:
+        if only and name not in only:
+            continue
+        progress(f"[{name}] {weights} x {acts} on {args.rows}x{args.rows} ...")
+        w, a, formats = engine_formats(weights, acts, first_last)
+        config = AcceleratorConfig(rows=args.rows, cols=args.rows, weight_format=w, act_format=a)
+        r = evaluate(config, images=args.images, formats=formats, log=lambda *_: None, **options)
+        quant = f"{options['method']}{' + per-channel' if options['per_channel'] else ''}" \
+                f"{' + two tensors' if options.get('multi_tensor') else ''}"
+        if first_last:
+            quant += f" (engine {w} x {a})"
+        report = r.pop("quantization_report")
+        r.pop("quantization")
+        records.append({"name": name, "quantization": quant, **r,
+                        "layer_formats": {e["name"]: f"{e['weight_format']} x {e['act_format']} "
+                                                     f"({e['tensors']} tensor{'s' if e['tensors'] > 1 else ''})"
+                                          for e in report},
+                        "layer_utilization": {layer["name"]: layer["utilization"] for layer in r["layers"]}})
+    progress("[int8 QDQ by onnxruntime] ...")
+    records.append(_qdq_row(args.rows, args.images))
+    for r in records:
+        if "accuracy" in r:
+            r["accuracy_pct"] = round(100 * r["accuracy"], 2)
+        if "layer_utilization" in r:
+            r["utilization_per_layer"] = ", ".join(f"{v:.1%}" for v in r["layer_utilization"].values())
+    print(table(records, [("name", "network"), ("quantization", "quantization"), ("accuracy_pct", "accuracy %"),
+                          ("cycles_per_inference", "cycles / inference"),
+                          ("utilization_per_layer", "MAC utilization per layer"),
+                          ("compile_seconds", "compile s"), ("emulator_images_per_second", "emulator images/s")]))
+    path = write("network", records, engine=f"{args.rows}x{args.rows}", images=args.images or 360)
+    print(f"\nWrote {path}")
+
+
+if __name__ == "__main__":
+    main()
