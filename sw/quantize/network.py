@@ -203,7 +203,7 @@ def _prescribed(name: str, tq: TensorQuant, act: Format) -> tuple[QuantTensor, G
                     Grid(act, p.min + offset, p.max + offset, p.name))
     raise QuantizationError(
         f"The model quantizes tensor {name!r} as {p.name}, which the engine's act format {act.name} cannot hold; "
-        f"build the engine with act format {p.name} (--act-format), or quantize the float model with "
+        f"build the engine with act format {p.name} (--acts or --pe), or quantize the float model with "
         "calibration samples")
 
 
@@ -268,7 +268,7 @@ def _layer_weights(layer: FloatLayer, net: FloatNetwork, weight: Format, grid: G
     if not _representable(p, weight):
         raise QuantizationError(
             f"The model quantizes the weights of layer {layer.name!r} as {p.name}, which the engine's weight "
-            f"format {weight.name} cannot hold; build the engine with weight format {p.name} (--weight-format)")
+            f"format {weight.name} cannot hold; build the engine with weight format {p.name} (--weights or --pe)")
     codes = np.asarray(wq.codes)
     if codes.shape != layer.weight.shape:
         raise QuantizationError(f"Layer {layer.name!r}: the model's weight codes are shaped {codes.shape}, the "
