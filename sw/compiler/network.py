@@ -219,9 +219,23 @@ def _pool_of(layer: QuantLayer) -> tuple[int, int, int, int] | None:
     return int(kh), int(kw), int(sh), int(sw)
 
 
-def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progress=None) -> CompiledNetwork:
-    """Lower ``net`` to one program for an engine built with ``config``."""
+def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progress=None, order: str | None = None,
+                    max_rows: int | None = None) -> CompiledNetwork:
+    """Lower ``net`` to one program for an engine built with ``config``.
+
+    ``order`` / ``max_rows``: restrict every layer's tiling (see :func:`plan_job`); by default the cost model
+    chooses freely. Lowering runs twice: the second time the code area is exactly as long as the program, so
+    the memory image holds no empty instruction space.
+    """
     started = time.perf_counter()
+    first = _lower(net, config, 1 << 16, None, order, max_rows)
+    compiled = _lower(net, config, len(first.program.words), progress, order, max_rows)
+    compiled.compile_seconds = time.perf_counter() - started
+    return compiled
+
+
+def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: int, progress, order,
+           max_rows) -> CompiledNetwork:
     c = config
     if c.acts.name != get_format(net.act_format).name or c.weights.name != get_format(net.weight_format).name:
         raise CompileError(f"the network is quantized for {net.weight_format} weights x {net.act_format} "
@@ -248,7 +262,7 @@ def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progres
                 and src.output != net.output and _pool_of(layer) is not None):
             fused[src.name] = layer
 
-    b = ProgramBuilder(c)
+    b = ProgramBuilder(c, max_instructions=max_instructions)
     placements: dict[str, Placement] = {}
 
     def place_map(name: str, channels: int, h: int, w: int) -> Placement:
@@ -391,7 +405,7 @@ def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progres
         if progress:
             progress(f"layer {n + 1}/{len(jobs)}: {job.name}")
         try:
-            plan: Plan = plan_job(c, job)
+            plan: Plan = plan_job(c, job, order=order, max_rows=max_rows)
         except LayoutError as e:
             raise CompileError(str(e)) from None
         if n:
@@ -406,7 +420,7 @@ def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progres
     for name in placements:
         if name not in net.shapes:
             raise CompileError(f"internal: placement of unknown tensor {name!r}")
-    return CompiledNetwork(c, net, program, placements, entries, time.perf_counter() - started)
+    return CompiledNetwork(c, net, program, placements, entries)
 
 
 def _range_codes(fmt_name: str) -> tuple[int, int]:

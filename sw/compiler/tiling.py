@@ -245,18 +245,24 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     return int(cycles), int(traffic)
 
 
-def plan_job(config: AcceleratorConfig, job: ConvJob) -> Plan:
-    """The tiling of ``job`` with the fewest estimated cycles (then the least DRAM traffic)."""
+def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = None,
+             max_rows: int | None = None) -> Plan:
+    """The tiling of ``job`` with the fewest estimated cycles (then the least DRAM traffic).
+
+    ``order`` (preferred where it fits) and ``max_rows`` narrow the choice (tests use them to reach every
+    tiling)."""
     _check(config, job)
     tiles = _tiles(config, job)
-    out_rows = job.out_shape[0]
+    out_rows = job.out_shape[0] if max_rows is None else min(max_rows, job.out_shape[0])
     candidates = []
-    for order in ("chunk", "block"):
+    for kind in ("chunk", "block"):
         for rows in range(1, out_rows + 1):
-            if not _fits(config, job, rows, order, tiles):
+            if not _fits(config, job, rows, kind, tiles):
                 break
-            cycles, traffic = _estimate(config, job, rows, order, tiles)
-            candidates.append((cycles, traffic, rows, order))
+            cycles, traffic = _estimate(config, job, rows, kind, tiles)
+            candidates.append((cycles, traffic, rows, kind))
+    if order is not None and any(c[3] == order for c in candidates):
+        candidates = [c for c in candidates if c[3] == order]
     if not candidates:
         _, wo = job.conv_out
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one output row "
