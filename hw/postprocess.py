@@ -349,7 +349,8 @@ class PostProcessor(wiring.Component):
         if not fmt.subnormals:
             magnitude = Mux(p.flush, Mux(p.flush_up, 1 << man, 0), magnitude)
         magnitude = Mux(p.nonzero, magnitude, 0)
-        code = Cat(magnitude[:fmt.bits - 1], p.negative & p.nonzero)
+        # A result that rounds to zero is +0: -0 never leaves the unit (the IR's tensors never hold it).
+        code = Cat(magnitude[:fmt.bits - 1], p.negative & (magnitude[:fmt.bits - 1] != 0))
         special = fmt.nan_code if fmt.has_nan else 0
         return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
                          code=Mux(p.nonfinite, special, code))

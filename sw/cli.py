@@ -4,6 +4,7 @@ before any work, and output folders written whole or not at all."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -54,6 +55,9 @@ def check_out_folder(out: Path, marker: str, flag: str = "--out") -> None:
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
         raise UsageError(f"{flag} {out} exists and is not an earlier output of this tool (no {marker} in it); "
                          f"choose a new or empty folder")
+    parent = Path(out).resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{flag} {out}: {parent} is not a folder this user can write into")
 
 
 def write_folder(out: Path, write: Callable[[Path], None]) -> None:

@@ -155,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     def write(folder: Path) -> None:
         compiled.save(folder)
         (folder / "report.txt").write_text(report + "\n" + _plan_table(compiled) + "\n")
-    write_folder(out, write)
+    try:
+        write_folder(out, write)
+    except OSError as e:
+        return fail(PROG, UsageError(f"--out {out}: {e.strerror or e}"))
     print(f"Wrote {out}: program.bin ({compiled.program.dram_size} bytes, {len(compiled.program.words)} "
           f"instructions), program.asm, manifest.json, network.json/.npz, report.txt "
           f"(compiled in {compiled.compile_seconds:.1f} s)")

@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args = _parser().parse_args(argv)
+        if args.images is not None and args.images < 1:
+            raise UsageError(f"--images must be a positive number of images, not {args.images}")
         if not args.config.is_file():
             raise UsageError(f"--config {args.config}: no such file")
         try:

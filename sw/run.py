@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--output {out} must end in .npy")
         if not out.resolve().parent.is_dir():
             raise UsageError(f"--output {out}: folder {out.resolve().parent} does not exist")
+        if out.is_dir():
+            raise UsageError(f"--output {out} is a folder; name a .npy file")
+        if not os.access(out.resolve().parent, os.W_OK):
+            raise UsageError(f"--output {out}: cannot write into {out.resolve().parent}")
     except (UsageError, RunError) as e:
         return fail(PROG, e)
 
@@ -69,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     y = net.tensors[net.output].dequantize(result.codes).astype(np.float32)
     scratch = out.with_name(f".{out.name}.partial.npy")
-    np.save(scratch, y)
-    os.replace(scratch, out)
+    try:
+        np.save(scratch, y)
+        os.replace(scratch, out)
+    except OSError as e:
+        scratch.unlink(missing_ok=True)
+        return fail(PROG, UsageError(f"--output {out}: {e.strerror or e}"))
     seconds = time.perf_counter() - started
     cycles = f", {int(np.mean(result.cycles))} cycles per inference" if result.cycles else ""
     print(f"Wrote {out}: {y.shape} float32 ({len(x) / seconds:.1f} inputs/s{cycles})")

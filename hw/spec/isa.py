@@ -221,10 +221,10 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "the accumulator's range), multiplier M and shift S of its column from the PARAM line `param_addr` "
          "(of the STORE): "
          "`v = (acc + B) * M * 2**(acc_exponent - S)`, then integer outputs: `q = clamp(rne(v) + zero_point, "
-         "format range)`, minifloat outputs: `q = quantize(v)` (round to nearest even, saturating); finally "
-         "`q` is clamped to [clamp_lo, clamp_hi] (codes of the output format, compared by value; a value at or "
-         "below clamp_lo gives the code clamp_lo, so ReLU never leaves -0): ReLU is clamp_lo = zero, ReLU6 adds "
-         "clamp_hi = the code of 6.",
+         "format range)`, minifloat outputs: `q = quantize(v)` (round to nearest even, saturating; a zero is "
+         "always +0); finally `q` is clamped to [clamp_lo, clamp_hi] (codes of the output format, compared by "
+         "value; a value at or below clamp_lo gives the code clamp_lo, at or above clamp_hi the code clamp_hi): "
+         "ReLU is clamp_lo = zero, ReLU6 adds clamp_hi = the code of 6.",
          (
              _f("zero_point", 16, "Added after rounding (integer outputs).", signed=True),
              _f("clamp_lo", 16, "Smallest output code (by value)."),

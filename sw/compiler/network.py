@@ -211,10 +211,12 @@ def _pair(v, name: str, layer: str) -> int:
 
 
 def _pool_of(layer: QuantLayer) -> tuple[int, int, int, int] | None:
-    """The fusable pool window (kh, kw, sh, sw), or None when it has padding or overlapping windows."""
+    """The pool window (kh, kw, sh, sw) the engine can run, or None for padding, dilation or overlapping
+    windows."""
     kh, kw = layer.attrs["kernel"]
-    sh, sw = layer.attrs["stride"]
-    if any(layer.attrs.get("padding", (0, 0, 0, 0))) or kh > sh or kw > sw:
+    sh, sw = layer.attrs.get("stride", (1, 1))
+    dilated = tuple(layer.attrs.get("dilation", (1, 1))) != (1, 1)
+    if any(layer.attrs.get("padding", (0, 0, 0, 0))) or dilated or kh > sh or kw > sw:
         return None
     return int(kh), int(kw), int(sh), int(sw)
 
@@ -228,14 +230,15 @@ def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progres
     the memory image holds no empty instruction space.
     """
     started = time.perf_counter()
-    first = _lower(net, config, 1 << 16, None, order, max_rows)
-    compiled = _lower(net, config, len(first.program.words), progress, order, max_rows)
+    count = _lower(net, config, None, None, order, max_rows)
+    compiled = _lower(net, config, count, progress, order, max_rows)
     compiled.compile_seconds = time.perf_counter() - started
     return compiled
 
 
-def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: int, progress, order,
-           max_rows) -> CompiledNetwork:
+def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: int | None, progress, order,
+           max_rows) -> CompiledNetwork | int:
+    """The compiled network, or (``max_instructions`` None) only how many instructions it has."""
     c = config
     if c.acts.name != get_format(net.act_format).name or c.weights.name != get_format(net.weight_format).name:
         raise CompileError(f"the network is quantized for {net.weight_format} weights x {net.act_format} "
@@ -258,11 +261,13 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
         if layer.op != "maxpool":
             continue
         src = producer.get(layer.inputs[0])
+        # Fusing needs a monotone rescale: positive multipliers.
         if (src is not None and src.op in ACCUMULATING_OPS and len(consumers.get(src.output, [])) == 1
-                and src.output != net.output and _pool_of(layer) is not None):
+                and src.output != net.output and _pool_of(layer) is not None
+                and np.all(np.asarray(src.multiplier, dtype=object) > 0)):
             fused[src.name] = layer
 
-    b = ProgramBuilder(c, max_instructions=max_instructions)
+    b = ProgramBuilder(c, max_instructions=max_instructions or 1 << 22)
     placements: dict[str, Placement] = {}
 
     def place_map(name: str, channels: int, h: int, w: int) -> Placement:
@@ -306,8 +311,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
         zero = net.tensors[layer.inputs[0]].zero_code()
         requant = None
         if layer.op in ACCUMULATING_OPS:
-            requant = Requant(layer.bias, layer.multiplier, layer.shift, layer.zero_point, layer.clamp_lo,
-                              layer.clamp_hi)
+            requant = _requant(layer, net.shapes[layer.output][0])
         attrs = layer.attrs
         kernel, stride, dilation, padding = (1, 1), 1, 1, (0, 0, 0, 0)
         ins = [source_map(n, layer) for n in layer.inputs]
@@ -339,7 +343,8 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
                     kernel = (p0.height, p0.width)
                 elif layer.op == "avgpool":
                     kernel = tuple(int(k) for k in attrs["kernel"])
-                    stride = _pair(attrs["stride"], "stride", layer.name)
+                    stride = _pair(attrs.get("stride", 1), "stride", layer.name)
+                    dilation = _pair(attrs.get("dilation", 1), "dilation", layer.name)
                     padding = tuple(int(v) for v in attrs.get("padding", (0, 0, 0, 0)))
                 taps = np.zeros((1, *kernel, ch, ch), dtype=np.int64)
                 taps[0, :, :, np.arange(ch), np.arange(ch)] = one
@@ -377,9 +382,10 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
         if pool_layer is not None:
             pool = _pool_of(pool_layer)
             if pool is None:
-                raise CompileError(f"layer {pool_layer.name!r}: max pooling with padding or overlapping windows "
-                                   f"(kernel {pool_layer.attrs['kernel']}, stride {pool_layer.attrs['stride']}) "
-                                   f"is not supported")
+                raise CompileError(f"layer {pool_layer.name!r}: max pooling with padding, dilation or overlapping "
+                                   f"windows (kernel {pool_layer.attrs['kernel']}, stride "
+                                   f"{pool_layer.attrs.get('stride')}) is not supported; the engine pools "
+                                   f"windows no larger than their stride")
         job = ConvJob(layer.name, [Source(b.regions[p.region], p.channels, w) for p, w in zip(ins, sources)],
                       p0.height, p0.width, int(cout), tuple(int(k) for k in kernel), stride, dilation, padding,
                       zero, requant, Region(0, 0), pool)
@@ -411,16 +417,42 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
         if n:
             b.barrier()
         first = len(b.words)
-        counts = emit_job(b, job, plan, param_base=(n % 2) * half)
+        try:
+            counts = emit_job(b, job, plan, param_base=(n % 2) * half)
+        except LayoutError as e:
+            raise CompileError(str(e)) from None
         entries.append({"name": job.name, "op": op, "fused": names[1:], "output": out_name,
                         "plan": {"rows": plan.rows, "order": plan.order, "estimated_cycles": plan.cycles,
                                  "dram_bytes": plan.dram_bytes},
                         "macs": job.useful_macs, "first_instruction": first, **counts})
+    if max_instructions is None:
+        return len(b.words) + 1                      # with FINISH
     program = b.build(f"network {net.input} -> {net.output}", useful_macs=sum(e["macs"] for e in entries))
     for name in placements:
         if name not in net.shapes:
             raise CompileError(f"internal: placement of unknown tensor {name!r}")
     return CompiledNetwork(c, net, program, placements, entries)
+
+
+def _requant(layer: QuantLayer, channels: int) -> Requant:
+    """The layer's post-processing integers, one per output channel, checked against their PARAM fields."""
+    def per_channel(name, value, default, lo, hi):
+        if value is None:
+            if default is None:
+                raise CompileError(f"layer {layer.name!r} has no {name}")
+            value = default
+        a = np.asarray(value, dtype=object).ravel()
+        if a.size == 1:
+            a = np.repeat(a, channels)
+        if a.size != channels:
+            raise CompileError(f"layer {layer.name!r}: {a.size} {name} values for {channels} output channels")
+        if not all(lo <= int(v) <= hi for v in a):
+            raise CompileError(f"layer {layer.name!r}: {name} must lie in {lo}..{hi} (its PARAM field)")
+        return np.array([int(v) for v in a], dtype=np.int64)
+    return Requant(per_channel("bias", layer.bias, 0, -(1 << 63), (1 << 63) - 1),
+                   per_channel("multiplier", layer.multiplier, None, -(1 << 31), (1 << 31) - 1),
+                   per_channel("shift", layer.shift, None, 0, 255),
+                   layer.zero_point, layer.clamp_lo, layer.clamp_hi)
 
 
 def _range_codes(fmt_name: str) -> tuple[int, int]:

@@ -185,12 +185,36 @@ def _check(config: AcceleratorConfig, job: ConvJob) -> None:
     if _ceil(job.cout, c.cols) > c.param_buffer_depth // 2:
         problems.append(f"{_ceil(job.cout, c.cols)} output blocks need more than half the "
                         f"{c.param_buffer_depth} PARAM lines")
-    terms = sum(_ceil(s.channels, c.rows) * c.rows * s.weights.shape[0] for s in job.sources) * kh * kw
+    # Products per output that can be non-zero (zero weights add exactly nothing): the accumulator bound.
+    terms = int(sum(np.count_nonzero(s.weights, axis=(0, 1, 2, 3)) for s in job.sources).max())
     if terms > c.max_reduction:
         problems.append(f"it sums {terms} products per output, more than the {c.max_reduction} the accumulators "
                         f"hold exactly (build with a larger --max-reduction)")
     if problems:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: {'; '.join(problems)}")
+
+
+def _chunk(job: ConvJob, rows_per_chunk: int, chunk: int) -> tuple:
+    """(first output row, output rows, first conv row, conv rows, first input row (may be < 0), input rows,
+    padding rows above, padding rows below) of one chunk."""
+    kh, _ = job.kernel
+    ho, _ = job.conv_out
+    r0 = chunk * rows_per_chunk
+    rows = min(rows_per_chunk, job.out_shape[0] - r0)
+    conv0 = r0 * job.pool[2] if job.pool else r0
+    conv_rows = min(rows * job.pool[2] if job.pool else rows, ho - conv0)
+    iy0 = conv0 * job.stride - job.padding[0]
+    in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
+    top = max(0, -iy0)
+    bottom = max(0, iy0 + in_rows - job.height)
+    return r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom
+
+
+def _reads_real_rows(job: ConvJob, rows: int) -> bool:
+    """Every chunk reads at least one row of the map (a LOAD of padding alone does not exist)."""
+    chunks = _ceil(job.out_shape[0], rows)
+    return all(in_rows - top - bottom >= 1
+               for *_, in_rows, top, bottom in (_chunk(job, rows, k) for k in range(chunks)))
 
 
 def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles) -> bool:
@@ -254,15 +278,22 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
     _check(config, job)
     tiles = _tiles(config, job)
     out_rows = job.out_shape[0] if max_rows is None else min(max_rows, job.out_shape[0])
-    candidates = []
+    candidates, padding_only = [], False
     for kind in ("chunk", "block"):
         for rows in range(1, out_rows + 1):
             if not _fits(config, job, rows, kind, tiles):
                 break
+            if not _reads_real_rows(job, rows):
+                padding_only = True
+                continue
             cycles, traffic = _estimate(config, job, rows, kind, tiles)
             candidates.append((cycles, traffic, rows, kind))
     if order is not None and any(c[3] == order for c in candidates):
         candidates = [c for c in candidates if c[3] == order]
+    if not candidates and padding_only:
+        raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its padding "
+                          f"{job.padding} is so deep that every tiling that fits the buffers has a chunk of output "
+                          f"rows reading padding alone; give it larger buffers or less padding")
     if not candidates:
         _, wo = job.conv_out
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one output row "
@@ -330,15 +361,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     chunks = _ceil(out_h, plan.rows)
 
     def chunk_geometry(chunk):
-        r0 = chunk * plan.rows
-        rows = min(plan.rows, out_h - r0)
-        conv0 = r0 * job.pool[2] if job.pool else r0
-        conv_rows = min(rows * job.pool[2] if job.pool else rows, ho - conv0)
-        iy0 = conv0 * job.stride - t_pad
-        in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
-        top = max(0, -iy0)
-        bottom = max(0, iy0 + in_rows - job.height)
-        return r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom
+        return _chunk(job, plan.rows, chunk)
 
     def patch_load(i, cb, chunk, parity):
         r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom = chunk_geometry(chunk)
@@ -386,9 +409,10 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 loaded.add((i, cb))
             if load_weights:
                 w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
+                # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
                 loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
-                                           dram_addr=rw.addr + w_offset[(nb, i, cb, t)] * wlb, y_size=1,
-                                           x_size=w_tile)))
+                                           dram_addr=rw.addr + w_offset[(nb, i, cb, t)] * wlb, y_size=kh * kw,
+                                           x_size=c.rows, dram_stride=c.rows * wlb)))
             else:
                 w_addr = weight_base + n * w_tile
             compute = ("COMPUTE", dict(acc_addr=acc_base,

@@ -7,7 +7,8 @@ a bias is a value the accumulator could hold), multiplier ``M`` and shift ``S``:
     v = t * 2 ** (acc_exponent - S)         exact dyadic rational
 
 Integer outputs: ``q = clamp(rne(v) + zero_point, format range)``; minifloat outputs: ``q`` is the code
-nearest to ``v`` (ties to even, saturating). Then ``q`` is clamped by value to ``[clamp_lo, clamp_hi]``.
+nearest to ``v`` (ties to even, saturating); a ``v`` that rounds to zero gives +0, never -0. Then ``q`` is
+clamped by value to ``[clamp_lo, clamp_hi]``.
 A non-finite accumulator (a NaN or Inf operand reached it) gives the NaN code where the output format has
 one, else the code of zero (plus zero point); the store engine flags it in its status. The clamp maps values
 at or below ``clamp_lo`` to the code ``clamp_lo`` (so ReLU never leaves -0), at or above ``clamp_hi`` to ``clamp_hi``.
@@ -78,6 +79,8 @@ def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, mul
         for e in np.unique(np.asarray(exponent, dtype=np.int64)):
             sel = np.asarray(exponent, dtype=np.int64) == e
             codes[sel] = fmt.quantize_scaled(t[sel], int(e))
+        sign = 1 << (fmt.bits - 1)
+        codes = np.where(codes == sign, 0, codes).astype(codes.dtype)     # rounded to zero: +0, never -0
         fallback = fmt.nan_code if fmt.has_nan else 0
         codes = np.where(np.asarray(nonfinite), fallback, codes).astype(codes.dtype)
     lo = int(fmt.quantize(fmt.min)) if clamp_lo is None else clamp_lo

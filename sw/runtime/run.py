@@ -46,7 +46,11 @@ def load_program(program: CompiledNetwork | str | Path) -> CompiledNetwork:
     if not (folder / "manifest.json").is_file():
         raise RunError(f"{folder} holds no compiled network (no manifest.json); make one with "
                        f"python -m sw.compile MODEL.onnx ... --out {folder}")
-    return CompiledNetwork.load(folder)
+    try:
+        return CompiledNetwork.load(folder)
+    except Exception as e:          # noqa: BLE001 - a damaged folder, whatever broke in it
+        raise RunError(f"{folder} holds a damaged compiled network ({type(e).__name__}: {e}); compile it "
+                       f"again with python -m sw.compile") from None
 
 
 def _check_codes(compiled: CompiledNetwork, codes) -> np.ndarray:
@@ -56,6 +60,20 @@ def _check_codes(compiled: CompiledNetwork, codes) -> np.ndarray:
     if codes.ndim != len(shape) + 1 or tuple(codes.shape[1:]) != shape:
         raise RunError(f"inputs must be shaped (N, {', '.join(map(str, shape))}), not {codes.shape}")
     return codes
+
+
+def _canonical(compiled: CompiledNetwork, codes: np.ndarray) -> np.ndarray:
+    """Codes in range and finite, with -0 written as +0 (the engine never makes -0, so no tensor holds it)."""
+    from hw.spec.formats import IntFormat, get_format
+    fmt = get_format(compiled.network.tensors[compiled.network.input].format)
+    if codes.size and (codes.min() < 0 or codes.max() >> fmt.bits):
+        raise RunError(f"input codes must lie in 0..{(1 << fmt.bits) - 1} ({fmt.name})")
+    if isinstance(fmt, IntFormat):
+        return codes
+    values = fmt.decode(codes)
+    if not np.isfinite(values).all():
+        raise RunError(f"input codes hold NaN or Inf codes of {fmt.name}; the network takes finite inputs")
+    return np.where(values == 0, 0, codes).astype(codes.dtype)
 
 
 def _layer_cycles(compiled: CompiledNetwork, ended: dict) -> list[int]:
@@ -130,6 +148,7 @@ def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emul
     codes = _check_codes(compiled, codes)
     if codes.dtype.kind not in "iu":
         raise RunError(f"input codes must be integers, not {codes.dtype}; use run() for float inputs")
+    codes = _canonical(compiled, codes)
     if backend == "golden":
         return _golden(compiled, codes, keep, progress)
     if backend == "emulator":

@@ -153,3 +153,17 @@ def test_compile_never_replaces_a_foreign_folder(tmp_path):
                   DIGITS / "calibration.npy", "--out", keep)
     assert result.returncode == 2 and "is not an earlier output of this tool" in result.stderr
     assert (keep / "notes.txt").read_text() == "precious"
+
+
+def test_run_refuses_a_damaged_folder_and_a_folder_as_output(compiled, samples, tmp_path):
+    import shutil
+    damaged = tmp_path / "damaged"
+    shutil.copytree(compiled, damaged)
+    (damaged / "network.npz").unlink()
+    result = _cli("sw.run", damaged, "--backend", "golden", "--input", samples / "in.npy", "--output",
+                  tmp_path / "o.npy")
+    assert result.returncode == 2 and "holds a damaged compiled network" in result.stderr
+    (tmp_path / "d.npy").mkdir()
+    result = _cli("sw.run", compiled, "--backend", "golden", "--input", samples / "in.npy", "--output",
+                  tmp_path / "d.npy")
+    assert result.returncode == 2 and "is a folder" in result.stderr and "Traceback" not in result.stderr

@@ -87,3 +87,59 @@ def test_every_tiling_gives_the_same_bytes(weights, order, max_rows):
     dram, _ = _emulate(compiled, x[0])
     for name in compiled.materialized:
         np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][0], err_msg=name)
+
+
+def _single(op, attrs, shape_in, shape_out, weights=(), channels=None, acc_bits=None, **params):
+    """A one-layer int8 network x -> y."""
+    from sw.ir import QuantLayer, QuantTensor
+    channels = channels or shape_out[0]
+    layer = QuantLayer("L", op, ["x"], "y", attrs, list(weights),
+                       bias=params.get("bias", np.zeros(channels, np.int64)),
+                       multiplier=params.get("multiplier", np.full(channels, 1 << 30)),
+                       shift=params.get("shift", np.full(channels, 31)), clamp_lo=0x80, clamp_hi=0x7F)
+    from sw.ir import QuantizedNetwork
+    return QuantizedNetwork("int8", "int8", acc_bits or _config("int8", "int8", 4).acc_bits, "x", "y",
+                            {"x": shape_in, "y": shape_out},
+                            {"x": QuantTensor("int8", 1.0, 0), "y": QuantTensor("int8", 1.0, 0)}, [layer])
+
+
+def _matches_golden(net, config=None):
+    config = config or _config("int8", "int8", 4)
+    compiled = compile_network(net, config)
+    x = random_inputs(np.random.default_rng(1), net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+
+
+def test_dilated_average_pool():
+    _matches_golden(_single("avgpool", dict(kernel=(2, 2), stride=(3, 3), dilation=(2, 2), padding=(0, 0, 0, 0)),
+                            (3, 9, 9), (3, 3, 3)))
+
+
+def test_dilated_max_pool_is_refused():
+    net = _single("maxpool", dict(kernel=(2, 2), stride=(3, 3), dilation=(2, 2), padding=(0, 0, 0, 0)),
+                  (3, 9, 9), (3, 3, 3))
+    with pytest.raises(CompileError, match="layer 'L': max pooling with padding, dilation or overlapping windows"):
+        compile_network(net, _config("int8", "int8", 4))
+
+
+def test_one_bias_for_every_channel_and_no_bias():
+    w = np.random.default_rng(0).integers(0, 256, (6, 3, 3, 3)).astype(np.uint8)
+    attrs = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    _matches_golden(_single("conv", attrs, (3, 5, 5), (6, 5, 5), [w], bias=np.array([40])))
+    _matches_golden(_single("conv", attrs, (3, 5, 5), (6, 5, 5), [w], bias=None))
+
+
+def test_out_of_range_multiplier_names_the_layer():
+    w = np.ones((2, 3, 1, 1), np.uint8)
+    net = _single("conv", dict(kernel=(1, 1)), (3, 2, 2), (2, 2, 2), [w], multiplier=np.full(2, 1 << 31))
+    with pytest.raises(CompileError, match=r"layer 'L': multiplier must lie in -2147483648..2147483647"):
+        compile_network(net, _config("int8", "int8", 4))
+
+
+def test_reduction_counts_only_non_zero_weights():
+    """A depthwise 3x3 convolution on 64 channels sums 9 products per output, not 64*9."""
+    w = np.random.default_rng(2).integers(1, 100, (64, 1, 3, 3)).astype(np.uint8)
+    attrs = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=64)
+    config = _config("int8", "int8", 4, max_reduction=64, param_buffer_depth=32)
+    _matches_golden(_single("conv", attrs, (64, 4, 4), (64, 4, 4), [w], acc_bits=config.acc_bits), config)

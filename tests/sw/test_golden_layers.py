@@ -160,7 +160,7 @@ def naive_rescale(acc: Fraction | None, e: int, bias, multiplier, shift, out, ze
             mag = min(abs(v), Fraction(fmt.max))
             best = min((c for c in range(1 << (fmt.bits - 1)) if values[c] is not None and values[c] >= 0),
                        key=lambda c: (abs(values[c] - mag), c & 1))
-            q = best | ((v < 0) << (fmt.bits - 1))
+            q = best | ((v < 0 and best != 0) << (fmt.bits - 1))     # zero is +0, never -0
     if values[q] is None and not isinstance(fmt, IntFormat):
         return q
     if values[q] >= values[clamp_hi]:          # at or beyond a bound: the bound's code (ReLU turns -0 into +0)

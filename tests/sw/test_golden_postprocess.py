@@ -100,6 +100,8 @@ def reference(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_
                 q = fmt.nan_code if fmt.has_nan else 0
             else:
                 q = table(name).nearest(v)
+                if code_value(name, q) == 0:
+                    q = 0                                   # a zero result is +0, never -0
             value = code_value(name, q)
             if value is not None:
                 if clamp_hi is not None and value >= code_value(name, clamp_hi):
@@ -243,10 +245,12 @@ def test_integer_nonfinite_gives_the_zero_point():
     assert check(acc, nonfinite, 0, [0] * 3, [1] * 3, [0] * 3, "int4", zero_point=200).tolist() == [[7, 7, 7]]
 
 
-def test_minifloat_relu_turns_negative_zero_into_positive_zero():
-    # minifloat4: -0.25 rounds to -0 (0x8); with ReLU (clamp_lo = +0) it leaves as +0; without, as -0.
+def test_minifloat_zero_is_always_positive():
+    # minifloat4: -0.25 rounds to zero, which leaves as +0 (not the -0 code 0x8), with or without a ReLU.
     assert simple([-1], 2, "minifloat4", clamp_lo=0) == [0]
-    assert simple([-1], 2, "minifloat4") == [0x8]
+    assert simple([-1], 2, "minifloat4") == [0]
+    # A clamp bound of -0 still gives its own code for values at or below it.
+    assert simple([-8], 0, "minifloat4", clamp_lo=0x8) == [0x8]
 
 
 def test_integer_relu():
@@ -260,9 +264,9 @@ def test_integer_relu():
 @pytest.mark.parametrize("name, values, expected", [
     # minifloat4 (E2M1): 0, 0.5, 1, 1.5, 2, 3, 4, 6 are codes 0..7.
     # 2.5 -> 2 (code 4), 3.5 -> 4 (6), 5 -> 4 (6, even), 0.25 -> 0, 0.75 -> 1 (2), 1.25 -> 1 (2), 1.75 -> 2 (4),
-    # 7 -> 6 (saturate), -5 -> -4 (0xE), -0.25 -> -0 (0x8).
+    # 7 -> 6 (saturate), -5 -> -4 (0xE), -0.25 -> +0 (0, never -0).
     ("minifloat4", [Fraction(5, 2), Fraction(7, 2), 5, Fraction(1, 4), Fraction(3, 4), Fraction(5, 4),
-                    Fraction(7, 4), 7, -5, Fraction(-1, 4)], [4, 6, 6, 0, 2, 2, 4, 7, 0xE, 0x8]),
+                    Fraction(7, 4), 7, -5, Fraction(-1, 4)], [4, 6, 6, 0, 2, 2, 4, 7, 0xE, 0]),
     # fp8_e4m3: 1 = 0x38, 1.125 = 0x39, 1.25 = 0x3A, 448 = 0x7E (max).
     ("fp8_e4m3", [Fraction(17, 16), Fraction(19, 16), Fraction(-17, 16), 464, 480, 10 ** 6, -(10 ** 6)],
      [0x38, 0x3A, 0xB8, 0x7E, 0x7E, 0x7E, 0xFE]),

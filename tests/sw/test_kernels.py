@@ -80,5 +80,9 @@ def test_reduction_beyond_max_reduction_is_refused():
                                          r"--max-reduction"):
         gemm_program(config, np.zeros((4, 64), int), np.zeros((64, 4), int), Requant([0] * 4, [1] * 4, [0] * 4))
     with pytest.raises(ValueError, match=r"convolution 5x5x8 -> 4 \(3x3\)' cannot be mapped onto this engine: it sums 72 products"):
-        conv2d_program(config, np.zeros((5, 5, 8), int), np.zeros((3, 3, 8, 4), int),
+        conv2d_program(config, np.zeros((5, 5, 8), int), np.ones((3, 3, 8, 4), int),
                        Requant([0] * 4, [1] * 4, [0] * 4), padding=1)
+    # Zero weights add nothing: a depthwise-like kernel with 9 non-zero products per output fits.
+    w = np.zeros((3, 3, 8, 4), int)
+    w[:, :, np.arange(4), np.arange(4)] = 1
+    conv2d_program(config, np.zeros((5, 5, 8), int), w, Requant([0] * 4, [1] * 4, [0] * 4), padding=1)

@@ -1,0 +1,59 @@
+"""The runtime's checks of its inputs, and that every backend sees the same canonical codes."""
+
+import numpy as np
+import pytest
+
+from hw.spec.config import AcceleratorConfig
+from sim.random_network import random_inputs, random_network
+from sw.compiler.network import compile_network
+from sw.runtime import RunError, run, run_codes
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    config = AcceleratorConfig(rows=4, cols=4, weight_format="fp8_e4m3", act_format="fp8_e4m3",
+                               act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=256,
+                               param_buffer_depth=16, dma_bits=64)
+    net = random_network(np.random.default_rng(0), "fp8_e4m3", "fp8_e4m3", config.acc_bits)
+    return compile_network(net, config)
+
+
+def test_negative_zero_inputs_are_positive_zero_on_every_backend(compiled):
+    x = random_inputs(np.random.default_rng(1), compiled.network, 1)
+    x[0, 0, :4, :4] = 0x80                                # -0 codes: the engine never makes them
+    golden = run_codes(compiled, x, "golden", keep=True)
+    emulated = run_codes(compiled, x, "emulator", keep=True)
+    assert not (golden.tensors[0]["input"] == 0x80).any() and (golden.tensors[0]["input"][0, :4, :4] == 0).all()
+    for name in compiled.materialized:
+        np.testing.assert_array_equal(emulated.tensors[0][name], golden.tensors[0][name], err_msg=name)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("nan", "hold NaN or Inf codes of fp8_e4m3"),
+    ("range", "input codes must lie in 0..255"),
+    ("shape", "inputs must be shaped (N, 3, 16, 18)"),
+    ("backend", "unknown backend 'board'; the backends are golden, emulator, rtl"),
+    ("float", "input codes must be integers"),
+])
+def test_bad_codes_are_refused(compiled, case, message):
+    x = random_inputs(np.random.default_rng(1), compiled.network, 1).astype(np.int64)
+    backend = "golden"
+    if case == "nan":
+        x[0, 0, 0, 0] = 0x7F
+    elif case == "range":
+        x[0, 0, 0, 0] = 256
+    elif case == "shape":
+        x = x[:, :, :8]
+    elif case == "backend":
+        backend = "board"
+    elif case == "float":
+        x = x.astype(np.float32)
+    with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_codes(compiled, x, backend)
+
+
+def test_float_inputs_must_be_finite(compiled):
+    x = np.zeros((1, 3, 16, 18), np.float32)
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(RunError, match="NaN or infinity"):
+        run(compiled, x, "golden")
