@@ -38,6 +38,13 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def _in_order(pairs: list, interleaved: bool) -> list:
+    """(load block, compute) pairs as a program: each load block before its compute, or all loads first."""
+    if interleaved:
+        return [i for block, compute in pairs for i in (*block, compute)]
+    return [i for block, _ in pairs for i in block] + [compute for _, compute in pairs]
+
+
 @dataclass
 class _Tile:
     kind: str
@@ -361,7 +368,7 @@ class _Builder:
         for k in range(chunks):
             instrs.append(self.weight_load("prefetch", tile, weight_base + k * c.rows, c.rows))
         phase = "body" if interleaved else "prefetch"
-        loads, computes = [], []
+        pairs = []
         for k in range(chunks):
             width = int(rng.choice(_divisors(m)))
             height = m // width
@@ -376,12 +383,8 @@ class _Builder:
                                  out_w=m, act_pitch=int(rng.integers(0, 1024)), stride=1,
                                  dilation=int(rng.integers(1, 8)), kh=1, kw=1,
                                  accumulate=int(onto if k == 0 else not second and rng.random() < 0.9))
-            loads += block
-            computes.append(compute)
-            if interleaved:
-                instrs += block + [compute]
-        if not interleaved:
-            instrs += loads + computes
+            pairs.append((block, compute))
+        instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + (2 * m if residual else m)))
         self.write_params(param_source, c.rows * chunks * (2 if onto else 1))
         summary = f"gemm M={m} K={chunks}x{c.rows}{' +residual' if residual else ''}{' +acc' if onto else ''}"
@@ -421,7 +424,7 @@ class _Builder:
         onto = all(acc_base + i in self.acc_written for i in range(out_h * out_w)) and rng.random() < 0.3
         interleaved = rng.random() < 0.5
         phase = "body" if interleaved else "prefetch"
-        loads, computes = [], []
+        pairs = []
         for k in range(chunks):
             instrs.append(self.weight_load("prefetch", tile, weight_base + k * taps, taps))
         for k in range(chunks):
@@ -431,12 +434,8 @@ class _Builder:
                                  act_addr=act_base + k * hp * wp + y0 * wp + x0, weight_addr=weight_base + k * taps,
                                  out_h=out_h, out_w=out_w, act_pitch=wp, stride=stride, dilation=dilation, kh=kh,
                                  kw=kw, accumulate=int(onto if k == 0 else rng.random() < 0.9))
-            loads += block
-            computes.append(compute)
-            if interleaved:
-                instrs += block + [compute]
-        if not interleaved:
-            instrs += loads + computes
+            pairs.append((block, compute))
+        instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + out_h * out_w))
         self.write_params(param_source, taps * chunks * (2 if onto else 1))
         summary = (f"conv {kh}x{kw} s{stride} d{dilation} pad{''.join(map(str, pads))} {h}x{w}->{out_h}x{out_w}"
