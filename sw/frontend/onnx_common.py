@@ -1,0 +1,51 @@
+"""What every part of the ONNX frontend shares: its error, the operators it reads, and node helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+__all__ = ["FrontendError", "QONNX_DOMAINS", "SUPPORTED_OPS"]
+
+
+class FrontendError(ValueError):
+    """An ONNX model (or part of one) that the frontend cannot turn into the IR exactly."""
+
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+
+#: Every operator the frontend reads (QONNX's in the domains above).
+SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "Relu", "Clip", "MaxPool",
+                 "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat", "Flatten", "Reshape", "Squeeze",
+                 "Identity", "Dropout", "Constant", "QuantizeLinear", "DequantizeLinear",
+                 "Quant", "IntQuant", "FloatQuant")
+
+_SUPPORTED = ", ".join(SUPPORTED_OPS)
+_MIN_OPSET = 7
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16)
+
+
+@dataclass
+class _ConstQuant:
+    """How a constant was quantized: codes of ``format`` and scale/zero point broadcast to its shape."""
+
+    format: str
+    codes: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray
+
+
+def _describe(node: onnx.NodeProto) -> str:
+    who = repr(node.name) if node.name else f"writing {node.output[0]!r}" if node.output else "(unnamed)"
+    return f"node {who} ({node.op_type})"
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
