@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from common import ROOT, progress, table, write  # noqa: F401  (puts the repository on sys.path)
+from common import progress, table, write  # (importing common puts the repository on sys.path)
 
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sw.compile import engine_formats  # noqa: E402

@@ -26,6 +26,8 @@ import numpy as np
 from hw.spec.config import AcceleratorConfig, ConfigError
 from hw.spec.formats import FormatError, get_format
 
+from sw.quantize.network import representable
+
 from .cli import Parser, UsageError, check_out_folder, fail, load_array, write_folder
 
 PROG = "python -m sw.compile"
@@ -62,14 +64,6 @@ def _format(flag: str, name: str):
         raise UsageError(f"{flag}: {e}") from None
 
 
-def _holds(big, small) -> bool:
-    """Every finite value of ``small`` is a value of ``big``."""
-    values = small.decode(np.arange(1 << small.bits))
-    values = values[np.isfinite(values)]
-    with np.errstate(invalid="ignore"):
-        return bool(np.array_equal(big.decode(big.quantize(values)), values))
-
-
 def engine_formats(weights: str, acts: str, first_last: str | None,
                    flags: tuple[str, str] = ("--weights", "--acts")) -> tuple[str, str, dict | None]:
     """(engine weight format, engine act format, which layers use which formats) for ``--first-last``."""
@@ -79,9 +73,9 @@ def engine_formats(weights: str, acts: str, first_last: str | None,
     f = _format("--first-last", first_last)
     engine = []
     for what, pe in (("weights", w), ("activations", a)):
-        if _holds(pe, f):
+        if representable(f, pe):
             engine.append(pe)
-        elif _holds(f, pe):
+        elif representable(pe, f):
             engine.append(f)
         else:
             raise UsageError(f"--first-last {f.name} and {pe.name} {what}: neither format holds the other's values, "

@@ -16,7 +16,6 @@ two's-complement fixed-point accumulator (Kulisch-style): see :func:`accumulator
 from __future__ import annotations
 
 import enum
-import math
 import re
 from dataclasses import dataclass
 from functools import cached_property

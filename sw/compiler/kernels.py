@@ -20,13 +20,10 @@ from hw.spec.isa import Buffer
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_params
 
 from .program import Program, ProgramBuilder, Region, Step
-from .tiling import ConvJob, LayoutError, Requant, Source, emit_job, plan_job
+from .tiling import ConvJob, LayoutError, Requant, Source, ceil_div, emit_job, plan_job
 
 __all__ = ["Requant", "gemm_program", "conv2d_program", "read_gemm_output", "read_conv2d_output"]
 
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _check_reduction(config: AcceleratorConfig, terms: int, what: str) -> None:
@@ -51,7 +48,7 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
     a, w = np.asarray(a), np.asarray(w)
     (m_total, k), n = a.shape, w.shape[1]
     _check_reduction(c, k, f"GEMM with K={k}")
-    kt, nt = _ceil(k, c.rows), _ceil(n, c.cols)
+    kt, nt = ceil_div(k, c.rows), ceil_div(n, c.cols)
     a_pad = np.zeros((m_total, kt * c.rows), dtype=np.int64)
     a_pad[:, :k] = a
     w_pad = np.zeros((kt * c.rows, nt * c.cols), dtype=np.int64)
@@ -61,7 +58,7 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
     m = min(m_total, c.act_buffer_depth // (2 * kt), c.acc_buffer_depth // 2, 1023)
     if m < 1 or 2 * c.rows > c.weight_buffer_depth:
         raise ValueError(f"GEMM with K={k} does not fit the buffers of this configuration")
-    chunks = _ceil(m_total, m)
+    chunks = ceil_div(m_total, m)
 
     b = ProgramBuilder(c)
     blocks_a = np.concatenate([a_pad[:, j * c.rows:(j + 1) * c.rows] for j in range(kt)])
@@ -116,7 +113,7 @@ def read_gemm_output(program: Program, dram, m_total: int, n: int) -> np.ndarray
     from hw.spec.layout import unpack_lines
     c = program.config
     olb = output_line_bytes(c)
-    nt = _ceil(n, c.cols)
+    nt = ceil_div(n, c.cols)
     raw = program.read(dram, "out")
     lines = unpack_lines(raw[:nt * m_total * olb], nt * m_total, c.cols, c.acts.bits, olb)
     return np.concatenate([lines[j * m_total:(j + 1) * m_total] for j in range(nt)], axis=1)[:, :n]
@@ -130,7 +127,7 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     h, wd, cin = x.shape
     kh, kw, _, cout = w.shape
     b = ProgramBuilder(c)
-    xp = np.zeros((_ceil(cin, c.rows), h * wd, c.rows), dtype=np.int64)
+    xp = np.zeros((ceil_div(cin, c.rows), h * wd, c.rows), dtype=np.int64)
     for cb in range(xp.shape[0]):
         part = x[:, :, cb * c.rows:(cb + 1) * c.rows].reshape(h * wd, -1)
         xp[cb, :, :part.shape[1]] = part
@@ -140,7 +137,7 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     ho, wo = job.conv_out
     if ho < 1 or wo < 1:
         raise LayoutError(f"convolution {h}x{wd} with a {kh}x{kw} kernel (dilation {dilation}) has no output")
-    job.out = b.region("out", size=_ceil(cout, c.cols) * ho * wo * output_line_bytes(c))
+    job.out = b.region("out", size=ceil_div(cout, c.cols) * ho * wo * output_line_bytes(c))
     emit_job(b, job, plan_job(c, job))
     return b.build(f"conv {h}x{wd}x{cin}->{cout} k{kh}x{kw} s{stride} p{padding} d{dilation}",
                    useful_macs=ho * wo * cout * cin * kh * kw)
@@ -150,7 +147,7 @@ def read_conv2d_output(program: Program, dram, ho: int, wo: int, cout: int) -> n
     from hw.spec.layout import unpack_lines
     c = program.config
     olb = output_line_bytes(c)
-    nb_n = _ceil(cout, c.cols)
+    nb_n = ceil_div(cout, c.cols)
     raw = program.read(dram, "out")
     lines = unpack_lines(raw[:nb_n * ho * wo * olb], nb_n * ho * wo, c.cols, c.acts.bits, olb)
     blocks = [lines[j * ho * wo:(j + 1) * ho * wo] for j in range(nb_n)]

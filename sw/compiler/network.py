@@ -19,12 +19,11 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
-from hw.spec.isa import Buffer
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, unpack_lines
+from hw.spec.layout import output_line_bytes, pack_lines, unpack_lines
 from sw.ir import ACCUMULATING_OPS, QuantizedNetwork, QuantLayer
 
 from .program import Program, ProgramBuilder, Region
-from .tiling import ConvJob, LayoutError, Plan, Requant, Source, emit_job, plan_job
+from .tiling import ConvJob, LayoutError, Plan, Requant, Source, ceil_div, emit_job, plan_job
 
 __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
 
@@ -32,9 +31,6 @@ __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
 class CompileError(ValueError):
     """A network this engine cannot run; the message names the layer and the reason."""
 
-
-def _ceil(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 @dataclass
@@ -65,7 +61,7 @@ class CompiledNetwork:
 
     # --- host side -------------------------------------------------------------------------------------
     def _map_bytes(self, p: Placement) -> int:
-        return _ceil(p.channels, self.config.cols) * p.height * p.width * output_line_bytes(self.config)
+        return ceil_div(p.channels, self.config.cols) * p.height * p.width * output_line_bytes(self.config)
 
     def write_tensor(self, dram: bytearray, name: str, codes: np.ndarray) -> None:
         """Write one sample's codes (IR shape) of tensor ``name`` into ``dram``, in the engine's layout."""
@@ -78,7 +74,7 @@ class CompiledNetwork:
             chw = flat.reshape(p.channels, 1, 1)
         else:
             chw = codes.reshape(p.channels, p.height, p.width).astype(np.int64)
-        blocks = _ceil(p.channels, c.cols)
+        blocks = ceil_div(p.channels, c.cols)
         lines = np.full((blocks, p.height * p.width, c.cols), tensor.zero_code(), dtype=np.int64)
         for nb in range(blocks):
             part = chw[nb * c.cols:(nb + 1) * c.cols].reshape(-1, p.height * p.width).T
@@ -90,7 +86,7 @@ class CompiledNetwork:
     def read_tensor(self, dram, name: str) -> np.ndarray:
         """One sample's codes (IR shape) of tensor ``name`` from ``dram``."""
         c, p = self.config, self.placements[name]
-        blocks = _ceil(p.channels, c.cols)
+        blocks = ceil_div(p.channels, c.cols)
         addr = self.program.regions[p.region].addr
         raw = bytes(np.asarray(np.frombuffer(bytes(dram), np.uint8))[addr:addr + self._map_bytes(p)])
         lines = unpack_lines(raw, blocks * p.height * p.width, c.cols, c.acts.bits, output_line_bytes(c))
@@ -271,7 +267,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
     placements: dict[str, Placement] = {}
 
     def place_map(name: str, channels: int, h: int, w: int) -> Placement:
-        size = _ceil(channels, c.cols) * h * w * output_line_bytes(c)
+        size = ceil_div(channels, c.cols) * h * w * output_line_bytes(c)
         b.region(f"tensor:{name}", size=size)
         p = Placement(f"tensor:{name}", channels, h, w)
         placements[name] = p
@@ -304,7 +300,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
                 hw_ = p.height * p.width
                 index = [(ch // c.cols) * hw_ * c.cols + pix * c.cols + ch % c.cols
                          for ch in range(p.channels) for pix in range(hw_)]
-                placements[layer.output] = Placement(p.region, _ceil(p.channels, c.cols) * c.cols * hw_, 1, 1, index)
+                placements[layer.output] = Placement(p.region, ceil_div(p.channels, c.cols) * c.cols * hw_, 1, 1, index)
             continue
         pool_layer = fused.get(layer.name)
         out_name = pool_layer.output if pool_layer is not None else layer.output

@@ -27,14 +27,14 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_param
 
 from .program import ProgramBuilder, Region, Step
 
-__all__ = ["LayoutError", "Requant", "Source", "ConvJob", "Plan", "plan_job", "emit_job"]
+__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "ConvJob", "Plan", "plan_job", "emit_job"]
 
 
 class LayoutError(ValueError):
     """A layer that no tiling of this configuration can run; the message names the layer and the limit."""
 
 
-def _ceil(a: int, b: int) -> int:
+def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
@@ -120,6 +120,8 @@ class Plan:
     cycles: int = 0
     dram_bytes: int = 0
     candidates: list = field(default_factory=list)
+    #: The job's weight tiles, as planned (emit_job reuses them).
+    tiles: _Tiles | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -135,8 +137,8 @@ def _tiles(config: AcceleratorConfig, job: ConvJob) -> _Tiles:
     c = config
     kh, kw = job.kernel
     per_block, data = [], {}
-    cb_counts = [_ceil(s.channels, c.rows) for s in job.sources]
-    for nb in range(_ceil(job.cout, c.cols)):
+    cb_counts = [ceil_div(s.channels, c.rows) for s in job.sources]
+    for nb in range(ceil_div(job.cout, c.cols)):
         tiles = []
         for i, s in enumerate(job.sources):
             for cb in range(cb_counts[i]):
@@ -182,8 +184,8 @@ def _check(config: AcceleratorConfig, job: ConvJob) -> None:
     if 2 * kh * kw * c.rows > c.weight_buffer_depth:
         problems.append(f"two {kh}x{kw} weight tiles need {2 * kh * kw * c.rows} lines; the weight buffer has "
                         f"{c.weight_buffer_depth}")
-    if _ceil(job.cout, c.cols) > c.param_buffer_depth // 2:
-        problems.append(f"{_ceil(job.cout, c.cols)} output blocks need more than half the "
+    if ceil_div(job.cout, c.cols) > c.param_buffer_depth // 2:
+        problems.append(f"{ceil_div(job.cout, c.cols)} output blocks need more than half the "
                         f"{c.param_buffer_depth} PARAM lines")
     # Products per output that can be non-zero (zero weights add exactly nothing): the accumulator bound.
     terms = int(sum(np.count_nonzero(s.weights, axis=(0, 1, 2, 3)) for s in job.sources).max())
@@ -212,7 +214,7 @@ def _chunk(job: ConvJob, rows_per_chunk: int, chunk: int) -> tuple:
 
 def _reads_real_rows(job: ConvJob, rows: int) -> bool:
     """Every chunk reads at least one row of the map (a LOAD of padding alone does not exist)."""
-    chunks = _ceil(job.out_shape[0], rows)
+    chunks = ceil_div(job.out_shape[0], rows)
     return all(in_rows - top - bottom >= 1
                for *_, in_rows, top, bottom in (_chunk(job, rows, k) for k in range(chunks)))
 
@@ -243,7 +245,7 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     kh, kw = job.kernel
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
-    chunks = _ceil(out_h, rows)
+    chunks = ceil_div(out_h, rows)
     conv_rows, in_rows = _geometry(job, rows)
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     bus = c.dma_bits // 8
@@ -262,8 +264,8 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
         load_cycles = len(tiles.per_block) * chunks * patches * patch + per_chunk * tile
         traffic = (len(tiles.per_block) * chunks * patches * in_rows * job.width * alb
                    + per_chunk * kh * kw * c.rows * wlb)
-    store = _ceil(rows * out_w * olb, bus) + burst
-    traffic += _ceil(job.cout, c.cols) * out_h * out_w * olb
+    store = ceil_div(rows * out_w * olb, bus) + burst
+    traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb
     per_step_load = load_cycles / steps
     cycles = (patch + tile) + steps * max(compute, per_step_load) + store
     return int(cycles), int(traffic)
@@ -301,8 +303,8 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
                           f"the buffers (activations {config.act_buffer_depth}, accumulators "
                           f"{config.acc_buffer_depth} lines)")
     cycles, traffic, rows, order = min(candidates)
-    return Plan(rows, order, cycles, traffic, [dict(rows=r, order=o, cycles=cy, dram_bytes=tr)
-                                               for cy, tr, r, o in candidates])
+    return Plan(rows, order, cycles, traffic,
+                [dict(rows=r, order=o, cycles=cy, dram_bytes=tr) for cy, tr, r, o in candidates], tiles)
 
 
 def _pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int) -> list:
@@ -330,7 +332,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     """Emit ``job`` into ``b`` as one schedule (after :meth:`ProgramBuilder.barrier` if an earlier layer wrote
     its inputs); returns counts of steps, output tiles and instructions."""
     c = b.config
-    tiles = _tiles(c, job)
+    tiles = plan.tiles or _tiles(c, job)
     kh, kw = job.kernel
     t_pad, l_pad, _, r_pad = job.padding
     ho, wo = job.conv_out
@@ -358,7 +360,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     param_load = ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                                x_size=nb_n))
 
-    chunks = _ceil(out_h, plan.rows)
+    chunks = ceil_div(out_h, plan.rows)
 
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)

@@ -80,7 +80,7 @@ def _format(name, what: str) -> Format:
         raise QuantizationError(f"{what}: {e}") from None
 
 
-def _representable(sub: Format, engine: Format) -> bool:
+def representable(sub: Format, engine: Format) -> bool:
     """Every finite value of ``sub`` is a value of ``engine`` (decode / quantize round trip)."""
     values = sub.decode(sub.codes)
     values = values[np.isfinite(values)]
@@ -106,7 +106,7 @@ def _overrides(net: FloatNetwork, layer_formats, act: Format, weight: Format) ->
         w_grid = a_grid = None
         if w_name is not None and names[name].op in WEIGHTED_OPS:
             w_fmt = _format(w_name, f"layer_formats[{name!r}] weight format")
-            if not _representable(w_fmt, weight):
+            if not representable(w_fmt, weight):
                 raise QuantizationError(
                     f"layer_formats[{name!r}]: weight format {w_fmt.name} has values the engine's weight format "
                     f"{weight.name} cannot represent; an override must be narrower than the engine format "
@@ -120,7 +120,7 @@ def _overrides(net: FloatNetwork, layer_formats, act: Format, weight: Format) ->
                         f"layer_formats[{name!r}]: act format {a_fmt.name} on a {act.name} engine is not possible: "
                         "the post-processing unit rounds to the engine's act format, so only a narrower integer "
                         "format on an integer engine can be emulated (by clamps); use the engine's act format")
-                if not _representable(a_fmt, act):
+                if not representable(a_fmt, act):
                     raise QuantizationError(
                         f"layer_formats[{name!r}]: act format {a_fmt.name} has values the engine's act format "
                         f"{act.name} cannot represent; use a narrower integer format (e.g. int4 on int8)")
@@ -265,7 +265,7 @@ def _layer_weights(layer: FloatLayer, net: FloatNetwork, weight: Format, grid: G
     if int(wq.zero_point) != 0:
         raise QuantizationError(f"The model quantizes the weights of layer {layer.name!r} with zero point "
                                 f"{wq.zero_point}; the engine's weights are symmetric (zero point 0)")
-    if not _representable(p, weight):
+    if not representable(p, weight):
         raise QuantizationError(
             f"The model quantizes the weights of layer {layer.name!r} as {p.name}, which the engine's weight "
             f"format {weight.name} cannot hold; build the engine with weight format {p.name} (--weights or --pe)")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sim import runner
+from sim.engine_harness import Traffic as MemoryTraffic
 from sim.axi import AxiMemory, beat_addresses, crosses_page
 from tests.sim.axi_copy import DONE, ERROR, REGISTERS, AxiCopy, Fault
 
@@ -35,11 +36,10 @@ COPIES = [
 
 
 @dataclass(frozen=True)
-class Traffic:
+class Traffic(MemoryTraffic):
+    """The memory's behaviour (latency 0 by default here) and how the AXI copy design drives the bus."""
+
     latency: int = 0
-    ready_stall: float = 0.0
-    valid_gap: float = 0.0
-    seed: int = 0
     block: int = 0            # AxiCopy's beats per block (0: 16)
     pieces: int = 0           # AxiCopy's beats per burst (0: one burst per block)
     throttle: bool = False    # AxiCopy holds RREADY and BREADY low, and pauses W, on about half the cycles

@@ -167,6 +167,12 @@ def test_random_program_is_reproducible_and_well_placed():
         assert len(p.listing().splitlines()) == len(p.words)
 
 
+def _place(dram: bytearray, words: list[int]) -> None:
+    """Instruction words at address 0 of ``dram``."""
+    for i, w in enumerate(words):
+        dram[i * 16:(i + 1) * 16] = w.to_bytes(16, "little")
+
+
 def test_reference_of_a_hand_written_program():
     """A 1x1 int8 GEMM whose answer is known by hand: 3*5 + 2 = 17, times 3 shifted right by 1 -> 25.5 -> 26."""
     config = AcceleratorConfig(rows=1, cols=1, act_buffer_depth=16, weight_buffer_depth=16, acc_buffer_depth=16,
@@ -185,8 +191,7 @@ def test_reference_of_a_hand_written_program():
         encode(Opcode.STORE, acc_addr=0, dram_addr=600, y_size=1, x_size=1, param_addr=0, pop_prev=1),
         encode(Opcode.FINISH),
     ]
-    for i, w in enumerate(words):
-        dram[i * 16:(i + 1) * 16] = w.to_bytes(16, "little")
+    _place(dram, words)
     assert check_schedule(config, words) == []
     ref = reference_run(config, dram)
     assert ref.dram[600:604] == bytes([26, 0, 0, 0])
@@ -306,8 +311,7 @@ def test_emulator_alu_repeated_destination():
         encode(Opcode.STORE, acc_addr=8, dram_addr=600, y_size=1, x_size=1, param_addr=0, pop_prev=1),
         encode(Opcode.FINISH),
     ]
-    for i, w in enumerate(words):
-        dram[i * 16:(i + 1) * 16] = w.to_bytes(16, "little")
+    _place(dram, words)
     assert check_schedule(config, words) == []
     assert reference_run(config, dram).dram[600] == 11
     emulator = Emulator(config, dram)

@@ -317,7 +317,6 @@ def test_minifloat_relu_and_relu6(name):
 def test_all_midpoints_tie_to_even():
     """Every midpoint between neighbouring finite values of every minifloat goes to the even code."""
     for name in MINIFLOATS:
-        fmt = get_format(name)
         ladder = sorted(v for v, c in table(name).finite if v >= 0)
         ladder = sorted(set(ladder))
         mids = [(a + b) / 2 for a, b in zip(ladder, ladder[1:])]
