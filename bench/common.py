@@ -1,4 +1,5 @@
-"""What every benchmark does: find the repository, print a Markdown table, write JSON with its provenance."""
+"""What every benchmark does: find the repository, print a Markdown table, write JSON with its provenance
+(swapped into place whole), and run under the command-line contract (one-line errors, clean interrupts)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
+
+from hw.spec.cli import main_guard  # noqa: E402 - needs ROOT on sys.path
+from hw.spec.outputs import atomic_file  # noqa: E402
 
 
 def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
@@ -31,8 +35,19 @@ def write(name: str, records, **meta) -> pathlib.Path:
                "python": platform.python_version(), **meta, "records": records}
     if name == "utilization":
         payload = records     # the contract: a list of records
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(path, payload)
     return path
+
+
+def write_json(path: pathlib.Path, payload) -> None:
+    """Write JSON into a scratch file beside ``path`` and swap it in: never a half-written result."""
+    with atomic_file(path) as scratch:
+        scratch.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def run(main, name: str | None = None) -> int:
+    """Exit status of a benchmark's ``main`` under the command-line contract (see hw/spec/cli.py)."""
+    return main_guard(name or f"python {pathlib.Path(sys.argv[0]).name}", main)
 
 
 def progress(message: str) -> None:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import ROOT, progress, table, write  # noqa: E402
+from bench.common import ROOT, progress, run, table, write  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sim.engine_harness import Traffic, check_programs  # noqa: E402
 from sim.layer_programs import random_layer_program  # noqa: E402
@@ -52,4 +52,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

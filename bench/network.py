@@ -12,13 +12,13 @@ Writes bench/results/network.json and prints the accuracy table (README.md shows
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
-from common import progress, table, write  # (importing common puts the repository on sys.path)
+from common import progress, run, table, write  # (importing common puts the repository on sys.path)
 
+from hw.spec.cli import Parser, integer  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sw.compile import engine_formats  # noqa: E402
 from sw.evaluate import DIGITS, evaluate  # noqa: E402
@@ -80,10 +80,10 @@ def _qdq_row(rows: int, images: int | None) -> dict:
             "cycles_per_inference": int(max(result.cycles)), "compile_seconds": round(seconds, 3)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=16, help="engine size (rows = cols), default 16")
-    parser.add_argument("--images", type=int, help="only the first N held-out images")
+def main() -> int:
+    parser = Parser(prog="python bench/network.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=integer(1, 128), default=16, help="engine size (rows = cols), default 16")
+    parser.add_argument("--images", type=integer(1, 360), help="only the first N held-out images")
     parser.add_argument("--only", help="comma-separated row names to run")
     args = parser.parse_args()
     only = set(args.only.split(",")) if args.only else None
@@ -119,7 +119,8 @@ def main() -> None:
                           ("compile_seconds", "compile s"), ("emulator_images_per_second", "emulator images/s")]))
     path = write("network", records, engine=f"{args.rows}x{args.rows}", images=args.images or 360)
     print(f"\nWrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

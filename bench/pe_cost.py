@@ -14,9 +14,8 @@ replaces the committed results by accident. Scratch synthesis folders go to ``be
 
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
+import signal
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,8 +27,10 @@ if str(ROOT) not in sys.path:
 
 from amaranth.back import verilog  # noqa: E402
 
+from bench.common import run, write_json  # noqa: E402
 from hw.array import SystolicArray  # noqa: E402
 from hw.pe import ProcessingElement  # noqa: E402
+from hw.spec.cli import Parser, UsageError  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from hw.spec.formats import accumulator_bits, format_names, get_format, product_of  # noqa: E402
 from hw.synth import GE_WEIGHTS, synthesize, yosys_version  # noqa: E402
@@ -116,7 +117,8 @@ def _run(points: list[Point], kinds: list[str], start: float) -> dict[tuple[str,
     """Every (point, kind) on its own worker; arrays first, since they take longest."""
     jobs = [(p, k) for k in sorted(kinds) for p in points]  # "array" sorts before "pe"
     results, failures = {}, []
-    with ProcessPoolExecutor(max_workers=WORKERS) as pool:
+    pool = ProcessPoolExecutor(max_workers=WORKERS, initializer=_worker_signals)
+    try:
         futures: dict[tuple[str, str], Future] = {
             (p.name, k): pool.submit(_measure, p, k, start) for p, k in jobs
         }
@@ -125,9 +127,22 @@ def _run(points: list[Point], kinds: list[str], start: float) -> dict[tuple[str,
                 results[key] = future.result()
             except Exception as e:  # noqa: BLE001 -- report every failed point, then stop
                 failures.append(f"{key[0]} {key[1]}: {e}")
+    except BaseException:
+        # An interrupt: no public API stops running tasks, so end the workers (each stops its yosys on SIGTERM).
+        for process in list(pool._processes.values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     if failures:
         raise RuntimeError("synthesis failed for " + "; ".join(failures))
     return results
+
+
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the main process, and unwind on SIGTERM (stopping their yosys child)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def _table(records: list[dict], kinds: list[str]) -> str:
@@ -162,12 +177,12 @@ def _select(only: str | None) -> list[Point]:
     known = {p.name: p for p in POINTS}
     unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise SystemExit(f"error: unknown point {unknown[0]!r}; known points are {', '.join(known)}")
+        raise UsageError(f"unknown point {unknown[0]!r}; known points are {', '.join(known)}")
     return [known[n] for n in wanted]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = Parser(prog="python bench/pe_cost.py", description=__doc__.split("\n")[0])
     parser.add_argument("--only", metavar="NAME[,NAME]", help="measure only these points (e.g. int8,int4xint8)")
     parser.add_argument("--no-array", action="store_true", help="skip the 8x8 arrays (PEs only)")
     parser.add_argument("--out", type=pathlib.Path, default=None,
@@ -195,18 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nGE = NAND2 equivalents (weights: {', '.join(f'{k} {v}' for k, v in GE_WEIGHTS.items())}); "
           f"PE psum sized for a {PE_COLUMN_ROWS}-row column; wall time {wall} s")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_json(out, {
         "yosys_version": version,
         "ge_weights": GE_WEIGHTS,
         "pe_column_rows": PE_COLUMN_ROWS,
         "array_shape": [ARRAY_ROWS, ARRAY_COLS],
         "wall_seconds": wall,
         "points": records,
-    }, indent=2) + "\n")
+    })
     print(f"wrote {out.relative_to(ROOT) if out.resolve().is_relative_to(ROOT) else out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -19,7 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench.common import ROOT, progress, table, write  # noqa: E402
+from bench.common import ROOT, progress, run, table, write  # noqa: E402
 from hw.engine import InferenceEngine  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sim import runner  # noqa: E402
@@ -61,4 +61,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

@@ -21,7 +21,7 @@ import numpy as np
 
 import sys, pathlib
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from bench.common import ROOT, progress, table, write  # noqa: E402
+from bench.common import ROOT, progress, run, table, write  # noqa: E402
 
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sw.compiler.kernels import Requant, conv2d_program, gemm_program  # noqa: E402
@@ -89,4 +89,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run(main))

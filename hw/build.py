@@ -7,43 +7,41 @@ so a failed or interrupted build never leaves a half-written result.
 
 from __future__ import annotations
 
+from hw.spec.cli import exit_on_signals_while_starting
+
+if __name__ == "__main__":     # before the imports below, which take a moment: Ctrl-C then still ends cleanly
+    exit_on_signals_while_starting("python -m hw.build")
+
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .spec.cli import Parser, UsageError, check_out_folder, integer, main_guard, number, run_child
 from .spec.config import AcceleratorConfig, ConfigError
 from .spec.formats import FormatError, get_format, product_of
+from .spec.outputs import atomic_folder
 
 __all__ = ["main", "build"]
 
+PROG = "python -m hw.build"
 REPORT_SCHEMA = 1
 
 
-class UsageError(Exception):
-    """A mistake in the command line: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see python -m hw.build --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m hw.build", description=__doc__.split("\n\n")[1],
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog=PROG, description=__doc__.split("\n\n")[1],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pe", metavar="FMT", help="number format of weights and activations, e.g. int8, minifloat6, "
                                                "fp8_e4m3, e3m2b5")
     p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
     p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
-    p.add_argument("--rows", type=int, default=16, help="PE rows: the reduction dimension (default 16)")
-    p.add_argument("--cols", type=int, help="PE columns: output channels in parallel (default: --rows)")
-    p.add_argument("--max-reduction", type=int, default=AcceleratorConfig.max_reduction,
+    p.add_argument("--rows", type=integer(), default=16, help="PE rows: the reduction dimension (default 16)")
+    p.add_argument("--cols", type=integer(), help="PE columns: output channels in parallel (default: --rows)")
+    p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
-    p.add_argument("--clock-mhz", type=float, default=AcceleratorConfig.clock_mhz, help="clock target")
+    p.add_argument("--clock-mhz", type=number(1, 2000), default=AcceleratorConfig.clock_mhz, help="clock target")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default build/<format>-<R>x<C>-<hash>)")
     p.add_argument("--no-synth", action="store_true", help="skip the yosys area estimate")
     p.add_argument("--no-network", action="store_true",
@@ -159,7 +157,7 @@ def _network(config_file: Path, result_file: Path) -> dict:
     A separate process: the hardware package never imports the software stack (dependencies flow one way).
     """
     command = [sys.executable, "-m", "sw.evaluate", "--config", str(config_file), "--out", str(result_file)]
-    done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = run_child(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in done.stdout.splitlines():
         _say(f"      {line}")
     if done.returncode != 0:
@@ -177,11 +175,7 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
 
     from .engine import InferenceEngine
 
-    out = Path(out)
-    scratch = out.with_name(out.name + ".partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
+    with atomic_folder(Path(out)) as scratch:
         started = time.monotonic()
         _say(f"[1/4] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
              f"({config.weights.name} x {config.acts.name}), buffers, DMA, controller, post-processing ...")
@@ -232,33 +226,23 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
         _say("[4/4] writing the report ...")
         (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (scratch / "report.md").write_text(_markdown(report))
-        if out.exists():
-            shutil.rmtree(out)
-        scratch.rename(out)
-        return report
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-        config = _config_from(args)
-        targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-        unknown = sorted(set(targets) - {"generic", "ice40"})
-        if unknown or not targets:
-            raise UsageError(f"--targets: unknown target(s) {', '.join(unknown) or '(none)'}; "
-                             f"choose from generic, ice40")
-    except UsageError as e:
-        print(f"python -m hw.build: error: {e}", file=sys.stderr)
-        return 2
-    out = (args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x{config.cols}-"
-                                       f"{config.hash[:8]}").resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").is_file())):
-        print(f"python -m hw.build: error: --out {args.out} exists and is not an earlier build's folder "
-              f"(no report.json in it); choose a new or empty folder", file=sys.stderr)
-        return 2
+    return main_guard(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    config = _config_from(args)
+    targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
+    unknown = sorted(set(targets) - {"generic", "ice40"})
+    if unknown or not targets:
+        raise UsageError(f"--targets: unknown target(s) {', '.join(unknown)[:80] or '(none)'}; "
+                         f"choose from generic, ice40")
+    out = check_out_folder(args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x"
+                                                       f"{config.cols}-{config.hash[:8]}", "report.json")
     report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network)
     print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")
     n = report.get("network")

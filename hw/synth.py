@@ -15,6 +15,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from .spec.cli import run_child
+
 __all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "synthesize", "yosys_version"]
 
 #: Area of each generic gate in NAND2 equivalents: the X1 cells of the Nangate 45 nm Open Cell Library
@@ -137,8 +139,8 @@ def _run_target(target: str, work_dir: pathlib.Path) -> dict:
     (work_dir / stat).unlink(missing_ok=True)
     # Flattening leaves $scopeinfo cells (names of the former hierarchy): bookkeeping, not area.
     script = f"read_verilog top.v; {_SCRIPTS[target]}; delete t:$scopeinfo; tee -q -o {stat} stat -json"
-    result = subprocess.run([*_yosys_command(), "-q", "-l", log, "-p", script], cwd=work_dir,
-                            capture_output=True, text=True, check=False)
+    result = run_child([*_yosys_command(), "-q", "-l", log, "-p", script], cwd=work_dir,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0 or not (work_dir / stat).is_file():
         tail = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise RuntimeError(f"yosys failed for target {target} (exit {result.returncode}): {tail}; "

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from hw.spec import isa
+from hw.spec.cli import Parser, UsageError, check_out_file, main_guard, write_file
 from hw.spec.isa import HEADER, INSTRUCTION_BITS, INSTRUCTION_BYTES, KINDS, AluOp, Buffer, Field, IsaError, Kind
 
 __all__ = ["AsmError", "FLAGS", "assemble", "assemble_line", "disassemble", "to_bytes", "from_bytes", "main"]
@@ -197,17 +198,8 @@ def from_bytes(data) -> list[int]:
 _PROG = "python -m sw.asm"
 
 
-class _UsageError(Exception):
-    """A mistake on the command line or in its files: printed as one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(f"{message} (see {_PROG} --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=_PROG, description="Assemble a program (FILE.s -o FILE.bin) or print the listing of a "
+    p = Parser(prog=_PROG, description="Assemble a program (FILE.s -o FILE.bin) or print the listing of a "
                                         "binary (--disassemble FILE.bin).")
     p.add_argument("input", type=Path, help="assembly text, or a binary with --disassemble")
     p.add_argument("-o", "--output", type=Path, help="where to write the binary (or the listing with "
@@ -220,29 +212,28 @@ def _read(path: Path, binary: bool):
     try:
         return path.read_bytes() if binary else path.read_text(encoding="utf-8")
     except OSError as e:
-        raise _UsageError(f"cannot read {path}: {e.strerror}") from None
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
     except UnicodeDecodeError:
-        raise _UsageError(f"{path} is not UTF-8 text; to list a binary use --disassemble") from None
+        raise UsageError(f"{path} is not UTF-8 text; to list a binary use --disassemble") from None
 
 
 def _write(path: Path, data) -> None:
-    try:
-        path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data, encoding="utf-8")
-    except OSError as e:
-        raise _UsageError(f"cannot write {path}: {e.strerror}") from None
+    path = check_out_file(path, "-o")
+    write_file(path, lambda scratch: scratch.write_bytes(data) if isinstance(data, bytes)
+               else scratch.write_text(data, encoding="utf-8"), "-o")
 
 
 def _listing(path: Path) -> list[str]:
     try:
         words = from_bytes(_read(path, binary=True))
     except AsmError as e:
-        raise _UsageError(f"{path}: {e}") from None
+        raise UsageError(f"{path}: {e}") from None
     lines = []
     for i, word in enumerate(words):
         try:
             lines.append(disassemble(word))
         except AsmError as e:
-            raise _UsageError(f"{path}: word {i} (byte {i * INSTRUCTION_BYTES}): {e}") from None
+            raise UsageError(f"{path}: word {i} (byte {i * INSTRUCTION_BYTES}): {e}") from None
     return lines
 
 
@@ -250,30 +241,30 @@ def _assemble_file(path: Path) -> list[int]:
     try:
         return assemble(_read(path, binary=False))
     except AsmError as e:
-        raise _UsageError(f"{path}: {e}") from None
+        raise UsageError(f"{path}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = _parser().parse_args(argv)
-        if args.disassemble:
-            lines = _listing(args.input)
-            listing = "".join(line + "\n" for line in lines)
-            if args.output is None:
-                sys.stdout.write(listing)
-            else:
-                _write(args.output, listing)
-                print(f"wrote the listing of {len(lines)} instructions to {args.output}")
-            return 0
+    return main_guard(_PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if args.disassemble:
+        lines = _listing(args.input)
+        listing = "".join(line + "\n" for line in lines)
         if args.output is None:
-            raise _UsageError(f"no output file: add -o FILE.bin (see {_PROG} --help)")
-        words = _assemble_file(args.input)
-        _write(args.output, to_bytes(words))
-        print(f"wrote {len(words)} instructions ({len(words) * INSTRUCTION_BYTES} bytes) to {args.output}")
+            sys.stdout.write(listing)
+        else:
+            _write(args.output, listing)
+            print(f"wrote the listing of {len(lines)} instructions to {args.output}")
         return 0
-    except _UsageError as e:
-        print(f"{_PROG}: error: {e}", file=sys.stderr)
-        return 2
+    if args.output is None:
+        raise UsageError(f"no output file: add -o FILE.bin (see {_PROG} --help)")
+    words = _assemble_file(args.input)
+    _write(args.output, to_bytes(words))
+    print(f"wrote {len(words)} instructions ({len(words) * INSTRUCTION_BYTES} bytes) to {args.output}")
+    return 0
 
 
 if __name__ == "__main__":

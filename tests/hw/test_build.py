@@ -78,7 +78,7 @@ def test_out_never_replaces_a_folder_that_is_not_a_build(tmp_path):
     (keep / "keep.txt").write_text("precious")
     result = _cli("--pe", "int4", "--rows", "2", "--no-synth", "--out", str(keep))
     assert result.returncode == 2
-    assert "is not an earlier build's folder" in result.stderr and result.stderr.count("\n") == 1
+    assert "is not an earlier output of this tool" in result.stderr and result.stderr.count("\n") == 1
     assert (keep / "keep.txt").read_text() == "precious"
     result = _cli("--pe", "int4", "--rows", "2", "--no-synth", "--out", ".", cwd=keep)
     assert result.returncode == 2 and "Traceback" not in result.stderr
