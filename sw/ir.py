@@ -33,6 +33,7 @@ the format (int8: -128..127); missing stride/padding/dilation attributes take th
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,7 @@ import numpy as np
 from hw.spec.formats import IntFormat, get_format, product_of
 
 __all__ = ["OPS", "WEIGHTED_OPS", "ACCUMULATING_OPS", "FloatLayer", "FloatNetwork", "TensorQuant",
-           "WeightQuant", "QuantTensor", "QuantLayer", "QuantizedNetwork", "acc_exponent"]
+           "WeightQuant", "QuantTensor", "QuantLayer", "QuantizedNetwork", "NetworkFileError", "acc_exponent"]
 
 #: Every operator of the IR.
 OPS = ("conv", "linear", "maxpool", "avgpool", "global_avgpool", "add", "concat", "flatten")
@@ -220,18 +221,62 @@ class QuantizedNetwork(_Endpoints):
 
     @classmethod
     def load(cls, folder: Path) -> "QuantizedNetwork":
+        """Read ``network.json`` + ``network.npz``; a :class:`NetworkFileError` for anything malformed, checked
+        before a value of the files can size an allocation."""
         folder = Path(folder)
-        doc = json.loads((folder / "network.json").read_text())
-        with np.load(folder / "network.npz") as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        layers = []
-        for i, e in enumerate(doc["layers"]):
-            attrs = {k: tuple(v) if isinstance(v, list) else v for k, v in e["attrs"].items()}
-            layers.append(QuantLayer(
-                e["name"], e["op"], list(e["inputs"]), e["output"], attrs,
-                [arrays[f"{i}.weight{j}"] for j in range(e["weights"])],
-                *(arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")),
-                e["zero_point"], e["clamp_lo"], e["clamp_hi"]))
-        return cls(doc["act_format"], doc["weight_format"], doc["acc_bits"], doc["input"], doc["output"],
-                   {k: tuple(v) for k, v in doc["shapes"].items()},
-                   {k: QuantTensor(**v) for k, v in doc["tensors"].items()}, layers, doc.get("report", []))
+        try:
+            text = (folder / "network.json").read_bytes()
+            if len(text) > _MAX_JSON_BYTES:
+                raise NetworkFileError(f"network.json is {len(text) >> 20} MiB, not a network this project wrote")
+            doc = json.loads(text)
+            with np.load(folder / "network.npz", allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            return _network_from(cls, doc, arrays)
+        except NetworkFileError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, zipfile.BadZipFile) as e:
+            raise NetworkFileError(f"cannot read the network ({type(e).__name__}: "
+                                   f"{' '.join(str(e).split())[:160]})") from None
+
+
+class NetworkFileError(ValueError):
+    """``network.json``/``network.npz`` that this project did not write, or damaged ones."""
+
+
+_MAX_JSON_BYTES = 256 << 20
+_MAX_DIM = 1 << 16
+
+
+def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
+    """A :class:`QuantizedNetwork` from the parsed files, checking every value that sizes work or memory."""
+    def bad(message):
+        raise NetworkFileError(message)
+
+    def small_ints(value, what, lo=0, hi=_MAX_DIM):
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in items):
+            bad(f"{what} must be integers in {lo}..{hi}, not {str(value)[:40]}")
+        return tuple(value) if isinstance(value, list) else value
+
+    if not isinstance(doc, dict):
+        bad("network.json must hold an object")
+    shapes = {k: small_ints(v, f"shape of {k!r}", 1) for k, v in doc["shapes"].items()}
+    if any(not isinstance(v, tuple) or not 1 <= len(v) <= 3 for v in shapes.values()):
+        bad("tensor shapes must be lists of 1 to 3 sizes")
+    tensors = {k: QuantTensor(str(v["format"]), float(v["scale"]), small_ints(v["zero_point"], "zero points",
+                                                                              -_MAX_DIM, _MAX_DIM))
+               for k, v in doc["tensors"].items()}
+    layers = []
+    for i, e in enumerate(doc["layers"]):
+        if e["op"] not in OPS:
+            bad(f"layer {i} has unknown op {str(e['op'])[:20]!r}")
+        attrs = {k: small_ints(v, f"attribute {k!r} of layer {i}") for k, v in e["attrs"].items()}
+        weights = [arrays[f"{i}.weight{j}"] for j in range(small_ints(e["weights"], "weight counts", 0, 8))]
+        extra = [arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")]
+        if any(a.dtype.kind not in "iu" for a in [*weights, *(x for x in extra[1:] if x is not None)]):
+            bad(f"layer {i}: weights, bias, multiplier and shift must be integer arrays")
+        layers.append(QuantLayer(str(e["name"]), e["op"], [str(x) for x in e["inputs"]], str(e["output"]), attrs,
+                                 weights, *extra, small_ints(e["zero_point"], "zero points", -_MAX_DIM, _MAX_DIM),
+                                 small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps")))
+    return cls(str(doc["act_format"]), str(doc["weight_format"]), small_ints(doc["acc_bits"], "acc_bits", 2, 256),
+               str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []))

@@ -10,7 +10,6 @@ is fused into that layer (ALU MAX on its accumulators); any other max pool runs 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +117,6 @@ class CompiledNetwork:
                     "encoding": {"format": t.format, "scale": t.scale, "zero_point": t.zero_point},
                     "addr": r.addr, "bytes": self._map_bytes(p), "placement": p.to_dict()}
         return {
-            "format": "cnn-accel-gen compiled network, version 1",
             "config": self.config.to_dict(),
             "program": {"addr": self.program.program_addr, "instructions": len(self.program.words),
                         "dram_size": self.program.dram_size, "image": "program.bin", "listing": "program.asm"},
@@ -132,31 +130,15 @@ class CompiledNetwork:
         }
 
     def save(self, folder: Path) -> None:
-        """Write the compiled network into ``folder``: program image, listing, manifest, network, config."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "program.bin").write_bytes(bytes(self.program.dram[:self.program.dram_size]))
-        (folder / "program.asm").write_text(self.listing())
-        (folder / "manifest.json").write_text(json.dumps(self.manifest(), indent=1) + "\n")
-        (folder / "config.json").write_text(self.config.to_json() + "\n")
-        self.network.save(folder)
+        """Write the program folder (see :mod:`sw.compiler.folder`)."""
+        from .folder import save_folder
+        save_folder(self, folder)
 
     @classmethod
-    def load(cls, folder: Path) -> "CompiledNetwork":
-        from hw.spec.isa import INSTRUCTION_BYTES
-        folder = Path(folder)
-        manifest = json.loads((folder / "manifest.json").read_text())
-        config = AcceleratorConfig.from_dict(manifest["config"])
-        network = QuantizedNetwork.load(folder)
-        dram = bytearray((folder / "program.bin").read_bytes())
-        p = manifest["program"]
-        words = [int.from_bytes(dram[p["addr"] + i * INSTRUCTION_BYTES:p["addr"] + (i + 1) * INSTRUCTION_BYTES],
-                                "little") for i in range(p["instructions"])]
-        regions = {k: Region(v["addr"], v["bytes"]) for k, v in manifest["regions"].items()}
-        program = Program(config, words, dram, p["addr"], p["dram_size"], description="network", regions=regions,
-                          useful_macs=manifest["useful_macs"])
-        placements = {k: Placement(**v) for k, v in manifest["tensors"].items()}
-        return cls(config, network, program, placements, manifest["layers"], manifest.get("compile_seconds", 0.0))
+    def load(cls, folder: Path, *, verify_digests: bool = True) -> "CompiledNetwork":
+        """Read a program folder, refusing one that is damaged or edited (see :mod:`sw.compiler.folder`)."""
+        from .folder import load_folder
+        return load_folder(folder, verify_digests=verify_digests)
 
     def listing(self) -> str:
         """The assembly listing, with a comment line where each layer begins."""

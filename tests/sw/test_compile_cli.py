@@ -162,7 +162,7 @@ def test_run_refuses_a_damaged_folder_and_a_folder_as_output(compiled, samples, 
     (damaged / "network.npz").unlink()
     result = _cli("sw.run", damaged, "--backend", "golden", "--input", samples / "in.npy", "--output",
                   tmp_path / "o.npy")
-    assert result.returncode == 2 and "holds a damaged compiled network" in result.stderr
+    assert result.returncode == 2 and "network.npz is missing" in result.stderr
     (tmp_path / "d.npy").mkdir()
     result = _cli("sw.run", compiled, "--backend", "golden", "--input", samples / "in.npy", "--output",
                   tmp_path / "d.npy")
