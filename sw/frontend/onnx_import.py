@@ -29,6 +29,7 @@ from onnx import numpy_helper
 from sw.ir import ACCUMULATING_OPS, FloatLayer, FloatNetwork, TensorQuant, WeightQuant
 
 from .float_model import FloatModelError, layer_output_shape
+from .onnx_check import check_model
 from .onnx_common import (_FLOAT_TYPES, _MIN_OPSET, _SUPPORTED, QONNX_DOMAINS, SUPPORTED_OPS, FrontendError,
                           _attrs, _ConstQuant, _describe, _text)
 from .quant_nodes import QuantNodes
@@ -48,7 +49,7 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> FloatNetwork:
             raise FrontendError(f"Cannot read {model} as an ONNX model: {error}") from None
     if not isinstance(model, onnx.ModelProto):
         raise FrontendError(f"load_onnx takes a path or an onnx.ModelProto, not {type(model).__name__}")
-    return _Importer(model).run()
+    return _Importer(check_model(model)).run()
 
 
 class _Importer(QuantNodes):
@@ -125,7 +126,7 @@ class _Importer(QuantNodes):
             raise FrontendError("The model has no graph output")
         self.onnx_input, self.onnx_output = inputs[0].name, g.output[0].name
         self.batch = self.read_input(inputs[0])
-        nodes = self.prepare(self.sorted_nodes())
+        nodes = self.prepare(list(self.graph.node))
         nodes = self.live(nodes)
         self.consumers = self.count_consumers(nodes)
         for node in nodes:
@@ -149,23 +150,6 @@ class _Importer(QuantNodes):
                                 f"and (N, F) with fixed sizes beyond the batch (the batch may be symbolic)")
         self.shapes[value.name] = tuple(dims[1:])
         return dims[0]
-
-    def sorted_nodes(self) -> list[onnx.NodeProto]:
-        """Nodes in a topological order (ONNX requires one, but not every tool writes it)."""
-        ready = set(self.consts) | {self.onnx_input, ""}
-        pending, order = list(self.graph.node), []
-        while pending:
-            progress = [n for n in pending if all(i in ready for i in n.input)]
-            if not progress:
-                n = pending[0]
-                missing = [i for i in n.input if i not in ready]
-                raise FrontendError(f"{_describe(n)} reads {missing}, which no node, initializer or input writes "
-                                    f"(or the graph has a cycle)")
-            for n in progress:
-                ready.update(n.output)
-            order += progress
-            pending = [n for n in pending if all(n is not p for p in progress)]
-        return order
 
     def live(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         """Only the nodes the first graph output depends on."""
@@ -350,6 +334,10 @@ class _Importer(QuantNodes):
                                 f"weight's {kernel}")
         attrs = self.window(node, x, kernel)
         attrs["groups"] = int(_attrs(node).get("group", 1))
+        channels = self.shapes[x][0]
+        if attrs["groups"] < 1 or channels % attrs["groups"] or w.shape[0] % attrs["groups"]:
+            raise FrontendError(f"{_describe(node)}: group={attrs['groups']} must be a positive divisor of its "
+                                f"{channels} input and {w.shape[0]} output channels")
         bias = self.const(node, 2, "bias", required=False)
         layer = self.add_layer(node, "conv", [x], attrs, w, bias)
         wq = self.weight_quant_for(node, node.input[1], lambda a: a)

@@ -166,7 +166,7 @@ def test_qonnx_int_and_float_quant(domain):
              helper.make_node("Flatten", ["rq"], ["f"]),
              float_quant("fc", "fs", "e", "m", "bias7", "mx", "fcq", has_nan=1),
              helper.make_node("Gemm", ["f", "fcq"], ["y"], name="fc", transB=1)]
-    net = load_onnx(model(nodes, (2, 5, 5), (5,), inits, domains=[domain]))
+    net = load_onnx(model(nodes, (2, 5, 5), (5,), inits, domains=sorted({domain, QONNX})))
     assert net.tensor_quant["x"] == TensorQuant("int8", float(np.float32(0.05)), 0)
     assert net.tensor_quant["r"] == net.tensor_quant["f"] == TensorQuant("uint8", float(np.float32(0.1)), 0)
     conv, lin = net.weight_quant["conv"], net.weight_quant["fc"]
