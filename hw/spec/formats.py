@@ -28,6 +28,14 @@ __all__ = [
 ]
 
 
+#: The supported range of minifloats (enforced on construction, so the parser refuses the rest): at most
+#: IEEE half precision. Any two formats then multiply exactly in at most 84 bits (e5m10 x e5m10: 83) and sum
+#: in Kulisch accumulators of at most 108 bits at the largest reduction (2**24 terms), inside the 256 bits a
+#: configuration allows; wider exponents (e6 and up) would need accumulators of hundreds of bits.
+MAX_EXP_BITS = 5
+MAX_MAN_BITS = 10
+
+
 class FormatError(ValueError):
     """An unknown, malformed or impossible number format."""
 
@@ -230,13 +238,11 @@ class Minifloat(_Format):
     alias: str | None = None
 
     def __post_init__(self):
-        for field, lo, hi in (("exp_bits", 1, 8), ("man_bits", 0, 10)):
+        for field, lo, hi in (("exp_bits", 1, MAX_EXP_BITS), ("man_bits", 0, MAX_MAN_BITS)):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise FormatError(f"Minifloat {field} must be an integer in {lo}..{hi}, not {value!r}")
-        if self.bits > 16:
-            raise FormatError(f"Minifloat width must be at most 16 bits, not {self.bits} "
-                              f"(1 + {self.exp_bits} + {self.man_bits})")
+                raise FormatError(f"Minifloat {field} must be an integer in {lo}..{hi}, not {value!r} (the "
+                                  f"supported range: at most IEEE half precision, e5m10)")
         if self.bias is None:
             object.__setattr__(self, "bias", (1 << (self.exp_bits - 1)) - 1)
         if not isinstance(self.bias, int) or isinstance(self.bias, bool):
@@ -247,6 +253,23 @@ class Minifloat(_Format):
             raise FormatError("An IEEE-like minifloat needs at least 2 exponent bits")
         if self.specials is Specials.NAN and self.exp_bits + self.man_bits < 2:
             raise FormatError("A minifloat with a NaN code needs at least 2 exponent+mantissa bits")
+        lo, hi = self.bias_range
+        if not lo <= self.bias <= hi:
+            raise FormatError(f"Minifloat bias must lie in {lo}..{hi} for e{self.exp_bits}m{self.man_bits}, not "
+                              f"{self.bias}: the format's range must contain 1.0 (tensor scales carry the "
+                              f"magnitude)")
+
+    @property
+    def bias_range(self) -> tuple[int, int]:
+        """Biases for which the smallest positive value is at most 1 and the largest finite one at least 1.
+
+        Scales carry a tensor's magnitude, so a bias outside this window adds nothing but float64 under- or
+        overflow in calibration and a rescale shift beyond its 8-bit PARAM field.
+        """
+        sig, shift, finite = self._exact_table
+        fixed = [int(s) << int(e) for s, e, f in zip(sig, shift, finite) if f and s > 0]
+        smallest, largest = min(fixed), max(fixed)          # in units of 2 ** lsb_exponent, bias-free
+        return 1 - self.man_bits + smallest.bit_length() - 1, largest.bit_length() - self.man_bits
 
     @property
     def bits(self) -> int:
@@ -447,8 +470,8 @@ _NAMED: dict[str, Format] = {
     "fp8_e5m2": Minifloat(5, 2, specials=Specials.IEEE, alias="fp8_e5m2"),
 }
 
-_INT_RE = re.compile(r"(u?)int(\d+)")
-_FLOAT_RE = re.compile(r"e(\d+)m(\d+)(?:b(-?\d+))?(fn|ieee)?(ftz)?")
+_INT_RE = re.compile(r"(u?)int([0-9]{1,4})", re.ASCII)
+_FLOAT_RE = re.compile(r"e([0-9]{1,4})m([0-9]{1,4})(?:b(-?[0-9]{1,6}))?(fn|ieee)?(ftz)?", re.ASCII)
 
 _FORMS = ("int2..int16, uint2..uint16, " + ", ".join(_NAMED)
           + ", or a custom minifloat eXmY[bZ][fn|ieee][ftz] (X exponent bits, Y mantissa bits, Z bias; "
@@ -465,14 +488,14 @@ def get_format(name: str | Format) -> Format:
     if isinstance(name, (IntFormat, Minifloat)):
         return name
     if not isinstance(name, str):
-        raise FormatError(f"Format name must be a string, not {name!r}. Valid forms: {_FORMS}")
+        raise FormatError(f"Format name must be a string, not {_shown(name)}. Valid forms: {_FORMS}")
     key = name.strip().lower()
     if key in _NAMED:
         return _NAMED[key]
     if m := _INT_RE.fullmatch(key):
         bits = int(m[2])
         if not 2 <= bits <= 16:
-            raise FormatError(f"Unknown format {name!r}: integer width must be 2..16. Valid forms: {_FORMS}")
+            raise FormatError(f"Unknown format {_shown(name)}: integer width must be 2..16. Valid forms: {_FORMS}")
         return IntFormat(bits, signed=not m[1])
     if m := _FLOAT_RE.fullmatch(key):
         specials = {None: Specials.NONE, "fn": Specials.NAN, "ieee": Specials.IEEE}[m[4]]
@@ -480,12 +503,17 @@ def get_format(name: str | Format) -> Format:
             fmt = Minifloat(int(m[1]), int(m[2]), None if m[3] is None else int(m[3]),
                             subnormals=m[5] is None, specials=specials)
         except FormatError as e:
-            raise FormatError(f"Unknown format {name!r}: {e}. Valid forms: {_FORMS}") from None
+            raise FormatError(f"Unknown format {_shown(name)}: {e}. Valid forms: {_FORMS}") from None
         for named in _NAMED.values():
             if _same_numbers(named, fmt):
                 return named
         return fmt
-    raise FormatError(f"Unknown format {name!r}. Valid forms: {_FORMS}")
+    raise FormatError(f"Unknown format {_shown(name)}. Valid forms: {_FORMS}")
+
+
+def _shown(name) -> str:
+    text = repr(name)
+    return text if len(text) <= 32 else text[:28] + "...'"
 
 
 def _same_numbers(a: Minifloat, b: Minifloat) -> bool:
