@@ -75,7 +75,7 @@ class Emulator:
 
     def _fetch(self, pc: int, program_addr: int) -> int | None:
         at = program_addr + pc * INSTRUCTION_BYTES
-        if program_addr % INSTRUCTION_BYTES or at + INSTRUCTION_BYTES > self.dram.size:
+        if program_addr < 0 or program_addr % INSTRUCTION_BYTES or at + INSTRUCTION_BYTES > self.dram.size:
             return None
         return int.from_bytes(self.dram[at:at + INSTRUCTION_BYTES].tobytes(), "little")
 

@@ -7,10 +7,14 @@ import pytest
 
 from hw.operand import IntegerDecoder, MinifloatDecoder
 from hw.pe import ProcessingElement
+from hw.spec.formats import format_names, get_format
 from sim.checking import Mismatch
 from sim.pe_harness import check_all_pairs
 
-SAME_FORMAT = ["int4", "int8", "uint8", "minifloat4", "minifloat6", "minifloat6_e2m3", "fp8_e4m3", "fp8_e5m2"]
+#: Every named format of the registry (all of 8 bits or fewer), plus odd widths: a 3-bit integer and a 5-bit
+#: minifloat, so that nothing in the PE assumes a byte or a nibble.
+SAME_FORMAT = [*format_names(), "int3", "e2m2"]
+assert all(get_format(f).bits <= 8 for f in SAME_FORMAT)
 MIXED = [("int4", "int8"), ("fp8_e4m3", "minifloat6"), ("int8", "uint8"), ("minifloat4", "fp8_e4m3")]
 
 
@@ -18,7 +22,6 @@ MIXED = [("int4", "int8"), ("fp8_e4m3", "minifloat6"), ("int8", "uint8"), ("mini
                          ids=lambda f: f)
 def test_every_operand_pair(weights, acts, tmp_path):
     run = check_all_pairs(weights, acts, tmp_path)
-    from hw.spec.formats import get_format
     assert run.value.size == (1 << get_format(weights).bits) * (1 << get_format(acts).bits)
 
 

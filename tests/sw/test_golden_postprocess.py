@@ -84,13 +84,21 @@ def exact(acc: int, bias: int, multiplier: int, acc_exponent: int, shift: int) -
     return Fraction(acc + bias) * multiplier * Fraction(2) ** (acc_exponent - shift)
 
 
+def saturated(bias: int, acc_bits: int | None) -> int:
+    """A bias as the accumulator holds it: within [-2**(acc_bits-1), 2**(acc_bits-1) - 1]."""
+    if acc_bits is None:
+        return bias
+    return min(max(bias, -2 ** (acc_bits - 1)), 2 ** (acc_bits - 1) - 1)
+
+
 def reference(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_point=0, clamp_lo=None,
-              clamp_hi=None) -> np.ndarray:
+              clamp_hi=None, acc_bits=None) -> np.ndarray:
     rows, cols = len(acc), len(acc[0])
     out = np.zeros((rows, cols), dtype=np.int64)
     for i in range(rows):
         for j in range(cols):
-            v = exact(int(acc[i][j]), int(bias[j]), int(multiplier[j]), acc_exponent, int(shift[j]))
+            v = exact(int(acc[i][j]), saturated(int(bias[j]), acc_bits), int(multiplier[j]), acc_exponent,
+                      int(shift[j]))
             if name in INT_FORMATS:
                 lo, hi = int_range(name)
                 y = zero_point if nonfinite[i][j] else rne(v) + zero_point
@@ -112,19 +120,22 @@ def reference(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_
     return out
 
 
-def check(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_point=0, clamp_lo=None, clamp_hi=None):
+def check(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_point=0, clamp_lo=None, clamp_hi=None,
+          acc_bits=None):
     """rescale() equals the reference; returns the codes."""
     got = rescale(np.array(acc, dtype=object), np.array(nonfinite, dtype=bool), acc_exponent,
                   np.array(bias, dtype=object), np.array(multiplier, dtype=object), np.array(shift, dtype=object),
-                  name, zero_point=zero_point, clamp_lo=clamp_lo, clamp_hi=clamp_hi)
-    want = reference(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_point, clamp_lo, clamp_hi)
+                  name, zero_point=zero_point, clamp_lo=clamp_lo, clamp_hi=clamp_hi, acc_bits=acc_bits)
+    want = reference(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, zero_point, clamp_lo, clamp_hi,
+                     acc_bits)
     assert got.shape == want.shape
     assert got.dtype == (np.uint8 if get_format(name).bits <= 8 else np.uint16)
     bad = np.argwhere(got.astype(np.int64) != want)
     if bad.size:
         i, j = bad[0]
         raise AssertionError(
-            f"{name}: acc={acc[i][j]} nonfinite={nonfinite[i][j]} bias={bias[j]} multiplier={multiplier[j]} "
+            f"{name}: acc={acc[i][j]} nonfinite={nonfinite[i][j]} bias={bias[j]} (acc_bits={acc_bits}) "
+            f"multiplier={multiplier[j]} "
             f"shift={shift[j]} acc_exponent={acc_exponent} zero_point={zero_point} clamp={clamp_lo}..{clamp_hi}: "
             f"got code {int(got[i, j]):#x}, expected {int(want[i, j]):#x} ({len(bad)} mismatches)")
     return got.astype(np.int64)
@@ -189,6 +200,31 @@ def test_random_minifloat_outputs(name, acc_exponent):
     rng = random.Random(f"{name}{acc_exponent}")
     acc, nonfinite, bias, multiplier, shift = random_case(rng, name, acc_exponent)
     check(acc, nonfinite, acc_exponent, bias, multiplier, shift, name, 0, *random_clamp(rng, name))
+
+
+@pytest.mark.parametrize("name", ["int8", "minifloat6", "fp8_e5m2"])
+def test_random_outputs_with_bias_saturation(name):
+    """Biases beyond the accumulator saturate to it; random widths, biases drawn around the bounds."""
+    rng = random.Random(f"saturation-{name}")
+    for _ in range(4):
+        acc_bits = rng.randint(8, 70)
+        acc, nonfinite, bias, multiplier, shift = random_case(rng, name, -6)
+        half = 1 << (acc_bits - 1)
+        bias = [rng.choice([-half - 1, -half, -half + 1, half - 2, half - 1, half, half + 1, b, b]) for b in bias]
+        acc = [[max(min(a, half - 1), -half) for a in row] for row in acc]
+        check(acc, nonfinite, -6, bias, multiplier, shift, name, 0, acc_bits=acc_bits)
+
+
+@pytest.mark.parametrize("acc_bits", [10, 28, 64, 69])
+def test_bias_saturates_exactly_at_the_accumulator_bounds(acc_bits):
+    """One unit inside, at and beyond each bound: a bound off by one changes the output."""
+    half = 1 << (acc_bits - 1)
+    for bias, acc, want in ((half - 2, 7 - half, 5), (half - 1, 7 - half, 6), (half, 7 - half, 6),
+                            (half + 1, 7 - half, 6), (-half + 1, half - 8, -7), (-half, half - 8, -8),
+                            (-half - 1, half - 8, -8)):
+        # A bias beyond the bound saturates first: (acc + saturated bias) * 1 * 2**0, int8 output.
+        got = check([[acc]], [[False]], 0, [bias], [1], [0], "int8", acc_bits=acc_bits)
+        assert int_value("int8", int(got[0, 0])) == want, (bias, acc, got)
 
 
 def test_random_cases_are_not_all_saturated():

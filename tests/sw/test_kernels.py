@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import get_format, product_of
+from hw.spec.formats import product_of
 from sw.compiler.kernels import Requant, conv2d_program, gemm_program, read_conv2d_output, read_gemm_output
 from sw.emulator import Emulator
 from sw.golden import gemm
@@ -70,7 +70,6 @@ def test_layer_too_big_is_a_clear_error():
     with pytest.raises(ValueError, match=r"layer 'convolution 9x2000x4 -> 4 \(3x3\)' cannot be mapped onto this engine: input rows of 2000 lines exceed 1023"):
         conv2d_program(config, np.zeros((9, 2000, 4), int), np.zeros((3, 3, 4, 4), int),
                        Requant([0] * 4, [1] * 4, [0] * 4))
-    assert get_format("int8").bits == 8
 
 
 def test_reduction_beyond_max_reduction_is_refused():
