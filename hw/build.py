@@ -243,7 +243,10 @@ def _main(argv: list[str] | None) -> int:
                          f"choose from generic, ice40")
     out = check_out_folder(args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x"
                                                        f"{config.cols}-{config.hash[:8]}", "report.json")
-    report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network)
+    try:
+        report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network)
+    except OSError as e:
+        raise UsageError(f"--out {out}: {e.strerror or e}") from None
     print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")
     n = report.get("network")
     if n and "error" not in n:

@@ -138,7 +138,8 @@ def _main(argv: list[str] | None) -> int:
     w, a, formats = engine_formats(weights, acts, args.first_last,
                                    ("--weights" if args.weights else "--pe", "--acts" if args.acts else "--pe"))
     try:
-        config = AcceleratorConfig(rows=args.rows, cols=args.cols or args.rows, weight_format=w, act_format=a,
+        config = AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
+                                   weight_format=w, act_format=a,
                                    max_reduction=args.max_reduction)
     except ConfigError as e:
         raise UsageError(str(e)) from None

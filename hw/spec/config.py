@@ -121,8 +121,8 @@ class AcceleratorConfig:
     def from_json(cls, text: str) -> "AcceleratorConfig":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"Configuration is not valid JSON: {e}") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ConfigError(f"Configuration is not valid JSON: {str(e)[:120]}") from None
         return cls.from_dict(data)
 
     @property

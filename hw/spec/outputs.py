@@ -18,6 +18,7 @@ import errno
 import os
 import shutil
 import signal
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -58,8 +59,10 @@ def check_output_path(out: Path, flag: str) -> Path:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(f"{flag} {_short(out)}: {_short(ancestor)} is not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"{flag} {_short(out)}: cannot write into {_short(ancestor)}")
+    try:                            # try it: permissions alone say nothing for root or on special file systems
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=ancestor))
+    except OSError as e:
+        raise OutputError(f"{flag} {_short(out)}: cannot write into {_short(ancestor)} ({e.strerror})") from None
     return out
 
 

@@ -238,6 +238,9 @@ class _Schema:
             entry = self.dict_at(self.m, end)
             if entry.get("name") not in out:
                 self.fail(f"{end}.name {_short(entry.get('name'))} is not one of the tensors")
+            region = regions[out[entry["name"]]["region"]]
+            if entry.get("addr") != region[0]:
+                self.fail(f"{end}.addr {_short(entry.get('addr'))} is not where its region starts ({region[0]})")
         return out
 
     def layers(self, instructions: int) -> list[dict]:
@@ -267,9 +270,16 @@ class _Schema:
             raise FolderError(f"{where}: formats {network.weight_format} x {network.act_format} are not the "
                               f"engine's ({config.weights.name} x {config.acts.name})")
         for end in ("input", "output"):
-            if getattr(network, end) != self.m[end]["name"]:
+            entry = self.m[end]
+            if getattr(network, end) != entry["name"]:
                 raise FolderError(f"{where}: the network's {end} is {getattr(network, end)!r}, the program's "
-                                  f"{self.m[end]['name']!r}")
+                                  f"{entry['name']!r}")
+            t = network.tensors.get(entry["name"])
+            if t is None or entry.get("encoding") != {"format": t.format, "scale": t.scale,
+                                                      "zero_point": t.zero_point}:
+                self.fail(f"{end}.encoding is not the network's encoding of {entry['name']!r}")
+            if entry.get("shape") != list(network.shapes[entry["name"]]):
+                self.fail(f"{end}.shape is not the network's shape of {entry['name']!r}")
         for name, p in placements.items():
             if name not in network.shapes:
                 raise FolderError(f"{where}: tensor {name!r} of the program is not in the network")

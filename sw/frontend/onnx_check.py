@@ -33,6 +33,11 @@ def check_model(model: onnx.ModelProto) -> onnx.ModelProto:
         raise FrontendError(f"The model is not valid ONNX: {_one_line(e)}") from None
     for init in model.graph.initializer:
         _check_initializer(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    _check_initializer(a.t, f"Constant node {node.name or node.output[0]!r}")
     custom = any(n.domain not in ("", "ai.onnx") for n in model.graph.node)
     try:
         # Strict inference knows no schema for QONNX's nodes: with them, errors elsewhere still surface later.
@@ -54,16 +59,17 @@ def _without_declared_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _check_initializer(init: onnx.TensorProto) -> None:
+def _check_initializer(init: onnx.TensorProto, what: str | None = None) -> None:
+    """A constant whose data fills its shape and is finite (NaN weights or QDQ scales are named as such)."""
+    what = what or f"Initializer {init.name!r}"
     try:
         value = numpy_helper.to_array(init)
     except Exception as e:          # noqa: BLE001 - any undecodable tensor is the model's fault
-        raise FrontendError(f"Initializer {init.name!r} cannot be read ({_one_line(e)})") from None
+        raise FrontendError(f"{what} cannot be read ({_one_line(e)})") from None
     if tuple(value.shape) != tuple(init.dims):
-        raise FrontendError(f"Initializer {init.name!r} holds data shaped {value.shape}, not its declared "
-                            f"{tuple(init.dims)}")
+        raise FrontendError(f"{what} holds data shaped {value.shape}, not its declared {tuple(init.dims)}")
     if value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise FrontendError(f"Initializer {init.name!r} contains NaN or infinity; the model's weights must be "
+        raise FrontendError(f"{what} contains NaN or infinity; weights, biases and quantization scales must be "
                             f"finite")
 
 
