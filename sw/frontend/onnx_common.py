@@ -14,7 +14,8 @@ class FrontendError(ValueError):
     """An ONNX model (or part of one) that the frontend cannot turn into the IR exactly."""
 
 
-QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+#: QONNX operators, as QONNX itself, FINN and Brevitas (its exporter writes "onnx.brevitas") declare them.
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 
 #: Every operator the frontend reads (QONNX's in the domains above).
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "Relu", "Clip", "MaxPool",

@@ -30,6 +30,7 @@ from sw.ir import ACCUMULATING_OPS, FloatLayer, FloatNetwork, TensorQuant, Weigh
 
 from .float_model import FloatModelError, layer_output_shape
 from .onnx_check import check_model
+from .onnx_fold import fold_constants
 from .onnx_common import (_FLOAT_TYPES, _MIN_OPSET, _SUPPORTED, QONNX_DOMAINS, SUPPORTED_OPS, FrontendError,
                           _attrs, _ConstQuant, _describe, _text)
 from .quant_nodes import QuantNodes
@@ -49,7 +50,7 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> FloatNetwork:
             raise FrontendError(f"Cannot read {model} as an ONNX model: {error}") from None
     if not isinstance(model, onnx.ModelProto):
         raise FrontendError(f"load_onnx takes a path or an onnx.ModelProto, not {type(model).__name__}")
-    return _Importer(check_model(model)).run()
+    return _Importer(fold_constants(check_model(model))).run()
 
 
 class _Importer(QuantNodes):

@@ -236,8 +236,9 @@ def test_reshape_with_fixed_batch_and_identity_reshape():
     net = check(model(nodes, (3, 4, 4), (2,), inits, batch=2), (3, 4, 4), batch=2)
     assert [(layer.op, layer.clip) for layer in net.layers] == [("conv", (0, np.inf)), ("flatten", None),
                                                                 ("linear", None)]
-    with pytest.raises(FrontendError, match=r"Reshape.*with a symbolic batch is not supported; only \(N, -1\)"):
-        load_onnx(model(nodes, (3, 4, 4), (2,), inits))  # [2, 48] fixes the batch
+    # The IR runs one sample at a time (a symbolic batch is 1): [2, 48] reshapes across samples.
+    with pytest.raises(FrontendError, match=r"Reshape.*to \[2, 48\] is not supported; only \(N, -1\)"):
+        load_onnx(model(nodes, (3, 4, 4), (2,), inits))
 
 
 # --- graphs -------------------------------------------------------------------------------------------------

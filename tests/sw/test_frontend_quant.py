@@ -148,7 +148,7 @@ def float_quant(x, scale, e, m, b, max_val, out, **attrs):
     return helper.make_node("FloatQuant", [x, scale, e, m, b, max_val], [out], domain=QONNX, **attrs)
 
 
-@pytest.mark.parametrize("domain", [QONNX, "finn.custom_op.general"])
+@pytest.mark.parametrize("domain", [QONNX, "finn.custom_op.general", "onnx.brevitas"])
 def test_qonnx_int_and_float_quant(domain):
     w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
     w_scale = (RNG.random((4, 1, 1, 1)) * 0.2 + 0.05).astype(np.float32)
