@@ -22,7 +22,7 @@ from hw.spec.layout import output_line_bytes, pack_lines, unpack_lines
 from sw.ir import ACCUMULATING_OPS, QuantizedNetwork, QuantLayer
 
 from .program import Program, ProgramBuilder, Region
-from .tiling import ConvJob, LayoutError, Plan, Requant, Source, ceil_div, emit_job, plan_job
+from .tiling import ConvJob, LayoutError, Plan, Requant, Source, ceil_div, emit_job, plan_job, split_job
 
 __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
 
@@ -385,23 +385,27 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
 
     entries = []
     half = c.param_buffer_depth // 2
+    emitted = 0
     for n, (job, names, op, out_name) in enumerate(jobs):
         if progress:
             progress(f"layer {n + 1}/{len(jobs)}: {job.name}")
-        try:
-            plan: Plan = plan_job(c, job, order=order, max_rows=max_rows)
-        except LayoutError as e:
-            raise CompileError(str(e)) from None
-        if n:
-            b.barrier()
         first = len(b.words)
+        plans, counts = [], {"steps": 0, "tiles": 0, "instructions": 0}
         try:
-            counts = emit_job(b, job, plan, param_base=(n % 2) * half)
+            for part in split_job(c, job):          # column strips and channel groups, when it needs them
+                plan: Plan = plan_job(c, part, order=order, max_rows=max_rows)
+                if emitted:
+                    b.barrier()
+                for key, value in emit_job(b, part, plan, param_base=(emitted % 2) * half).items():
+                    counts[key] += value
+                plans.append(plan)
+                emitted += 1
         except LayoutError as e:
             raise CompileError(str(e)) from None
         entries.append({"name": job.name, "op": op, "fused": names[1:], "output": out_name,
-                        "plan": {"rows": plan.rows, "order": plan.order, "estimated_cycles": plan.cycles,
-                                 "dram_bytes": plan.dram_bytes},
+                        "plan": {"rows": plans[0].rows, "order": plans[0].order,
+                                 "estimated_cycles": sum(p.cycles for p in plans),
+                                 "dram_bytes": sum(p.dram_bytes for p in plans), "parts": len(plans)},
                         "macs": job.useful_macs, "first_instruction": first, **counts})
     if max_instructions is None:
         return len(b.words) + 1                      # with FINISH

@@ -9,6 +9,12 @@ Convolutions, fully connected layers (a 1x1 map), average pooling (identity tile
 (two sources) and concats (shifted identities) are all jobs.
 
 Weight tiles that are entirely zero are skipped, so a depthwise convolution costs one tile per channel block.
+What does not fit is split rather than refused: a kernel whose tiles do not fit the weight buffer twice (or is
+wider than a COMPUTE's 15 taps) runs as kernel *groups*, each a COMPUTE over part of the window accumulating
+into the same lines; a map whose single output row does not fit the buffers runs as column *strips*
+(:func:`split_job`), each a job over a window of the map with its halo; more output-channel blocks than half
+the PARAM buffer run as channel *groups*, one job each. The accumulators are checked against the largest sum
+the actual weights can make (not against the number of products), so long reductions of real weights fit.
 Two loop orders, chosen with the tile height by :func:`plan_job`'s cost model (cycles, then DRAM bytes):
 
 - ``chunk``: output-row chunks outermost; each input patch is read once, weights once per chunk;
@@ -17,7 +23,7 @@ Two loop orders, chosen with the tile height by :func:`plan_job`'s cost model (c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -27,7 +33,8 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_param
 
 from .program import ProgramBuilder, Region, Step
 
-__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "ConvJob", "Plan", "plan_job", "emit_job"]
+__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "ConvJob", "Plan", "split_job", "plan_job", "emit_job",
+           "kernel_groups", "largest_sum"]
 
 
 class LayoutError(ValueError):
@@ -89,6 +96,19 @@ class ConvJob:
     pool: tuple[int, int, int, int] | None = None
     #: Multiply-accumulates of the layer as defined (None: count the non-zero weight positions).
     macs: int | None = None
+    #: Lines between input rows (and H times that between channel blocks) in external memory: the map's full
+    #: width when the job is a column strip of it (None: ``width``).
+    in_pitch: int | None = None
+    #: Lines between output rows in external memory (None: the job's own output width).
+    out_pitch: int | None = None
+
+    @property
+    def src_pitch(self) -> int:
+        return self.width if self.in_pitch is None else self.in_pitch
+
+    @property
+    def dst_pitch(self) -> int:
+        return self.out_shape[1] if self.out_pitch is None else self.out_pitch
 
     @property
     def conv_out(self) -> tuple[int, int]:
@@ -126,33 +146,73 @@ class Plan:
 
 @dataclass
 class _Tiles:
-    """The job's non-zero weight tiles, per output block, as (source, channel block, tensor)."""
+    """The job's non-zero weight tiles, per output block, as (source, channel block, tensor, kernel group)."""
 
-    per_block: list[list[tuple[int, int, int]]]
-    data: dict                     # (nb, source, cb, t) -> (kh*kw*rows, cols) codes
+    per_block: list[list[tuple[int, int, int, int]]]
+    data: dict                     # (nb, source, cb, t, g) -> (taps * rows, cols) codes
     cb_counts: list[int]
+    #: Kernel groups: (ky0, ky1, kx0, kx1) windows of the kernel, each one COMPUTE.
+    groups: list[tuple[int, int, int, int]]
+
+    def taps(self, g: int) -> int:
+        ky0, ky1, kx0, kx1 = self.groups[g]
+        return (ky1 - ky0) * (kx1 - kx0)
+
+    @property
+    def slot_taps(self) -> int:
+        """Taps of the largest group: a weight-buffer slot holds that many times ``rows`` lines."""
+        return max(self.taps(g) for g in range(len(self.groups)))
+
+    @property
+    def count(self) -> int:
+        return sum(len(t) for t in self.per_block)
+
+
+def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The kernel cut into windows whose weight tiles fit the weight buffer twice (one computing, one loading)
+    and a COMPUTE's kernel fields: the whole kernel when it fits."""
+    kh, kw = kernel
+    most = config.weight_buffer_depth // (2 * config.rows)          # taps of one tile
+    if most < 1:
+        raise LayoutError(f"the weight buffer ({config.weight_buffer_depth} lines) cannot hold two tiles of "
+                          f"{config.rows} lines")
+    gw = min(kw, _field_max(Opcode.COMPUTE, "kw"), most)
+    gh = min(kh, _field_max(Opcode.COMPUTE, "kh"), max(1, most // gw))
+    return [(y, min(y + gh, kh), x, min(x + gw, kw)) for y in range(0, kh, gh) for x in range(0, kw, gw)]
 
 
 def _tiles(config: AcceleratorConfig, job: ConvJob) -> _Tiles:
     c = config
-    kh, kw = job.kernel
+    groups = kernel_groups(c, job.kernel)
     per_block, data = [], {}
     cb_counts = [ceil_div(s.channels, c.rows) for s in job.sources]
     for nb in range(ceil_div(job.cout, c.cols)):
         tiles = []
-        for i, s in enumerate(job.sources):
-            for cb in range(cb_counts[i]):
-                for t in range(s.weights.shape[0]):
-                    part = s.weights[t, :, :, cb * c.rows:(cb + 1) * c.rows, nb * c.cols:(nb + 1) * c.cols]
-                    if not part.any() and (tiles or i + 1 < len(job.sources) or cb + 1 < cb_counts[i]
-                                           or t + 1 < s.weights.shape[0]):
-                        continue          # an all-zero tile adds nothing (one is kept to start the sum)
-                    tile = np.zeros((kh, kw, c.rows, c.cols), dtype=np.int64)
-                    tile[:, :, :part.shape[2], :part.shape[3]] = part
-                    data[(nb, i, cb, t)] = tile.reshape(kh * kw * c.rows, c.cols)
-                    tiles.append((i, cb, t))
+        keys = [(i, cb, t, g) for i, s in enumerate(job.sources) for cb in range(cb_counts[i])
+                for t in range(s.weights.shape[0]) for g in range(len(groups))]
+        for n, (i, cb, t, g) in enumerate(keys):
+            ky0, ky1, kx0, kx1 = groups[g]
+            part = job.sources[i].weights[t, ky0:ky1, kx0:kx1, cb * c.rows:(cb + 1) * c.rows,
+                                          nb * c.cols:(nb + 1) * c.cols]
+            if not part.any() and (tiles or n + 1 < len(keys)):
+                continue              # an all-zero tile adds nothing (one is kept to start the sum)
+            tile = np.zeros((ky1 - ky0, kx1 - kx0, c.rows, c.cols), dtype=np.int64)
+            tile[:, :, :part.shape[2], :part.shape[3]] = part
+            data[(nb, i, cb, t, g)] = tile.reshape(-1, c.cols)
+            tiles.append((i, cb, t, g))
         per_block.append(tiles)
-    return _Tiles(per_block, data, cb_counts)
+    return _Tiles(per_block, data, cb_counts, groups)
+
+
+def largest_sum(config: AcceleratorConfig, job: ConvJob) -> int:
+    """The largest magnitude an output's sum can reach, in accumulator units: over every output, the sum of its
+    weights' magnitudes times the largest activation magnitude. Below ``2**(acc_bits-1)`` the accumulators hold
+    every sum exactly, whatever the activations."""
+    wf, af = config.weights, config.acts
+    sig, shift, finite = wf.exact(np.arange(1 << wf.bits))
+    magnitude = np.where(finite, np.abs(sig.astype(np.int64)) << shift.astype(np.int64), 0)
+    per_output = sum(magnitude[np.asarray(s.weights, dtype=np.int64)].sum(axis=(0, 1, 2, 3)) for s in job.sources)
+    return int(np.max(per_output)) * max(abs(v) for v in af.fixed_range)
 
 
 def _geometry(job: ConvJob, rows: int):
@@ -165,8 +225,6 @@ def _geometry(job: ConvJob, rows: int):
 
 def _check(config: AcceleratorConfig, job: ConvJob) -> None:
     c = config
-    kh, kw = job.kernel
-    t, l, b, r = job.padding
     ho, wo = job.conv_out
     problems = []
     if max(job.padding) > _field_max(Opcode.LOAD, "pad_top"):
@@ -174,24 +232,12 @@ def _check(config: AcceleratorConfig, job: ConvJob) -> None:
     if job.stride > _field_max(Opcode.COMPUTE, "stride") or job.dilation > _field_max(Opcode.COMPUTE, "dilation"):
         problems.append(f"stride {job.stride} / dilation {job.dilation} exceed "
                         f"{_field_max(Opcode.COMPUTE, 'stride')}")
-    if kh > _field_max(Opcode.COMPUTE, "kh") or kw > _field_max(Opcode.COMPUTE, "kw"):
-        problems.append(f"kernel {kh}x{kw} exceeds {_field_max(Opcode.COMPUTE, 'kh')}x"
-                        f"{_field_max(Opcode.COMPUTE, 'kw')}")
     if ho < 1 or wo < 1:
         problems.append("the layer has no output")
-    if job.width + l + r > _field_max(Opcode.COMPUTE, "act_pitch"):
-        problems.append(f"input rows of {job.width + l + r} lines exceed {_field_max(Opcode.COMPUTE, 'act_pitch')}")
-    if 2 * kh * kw * c.rows > c.weight_buffer_depth:
-        problems.append(f"two {kh}x{kw} weight tiles need {2 * kh * kw * c.rows} lines; the weight buffer has "
-                        f"{c.weight_buffer_depth}")
-    if ceil_div(job.cout, c.cols) > c.param_buffer_depth // 2:
-        problems.append(f"{ceil_div(job.cout, c.cols)} output blocks need more than half the "
-                        f"{c.param_buffer_depth} PARAM lines")
-    # Products per output that can be non-zero (zero weights add exactly nothing): the accumulator bound.
-    terms = int(sum(np.count_nonzero(s.weights, axis=(0, 1, 2, 3)) for s in job.sources).max())
-    if terms > c.max_reduction:
-        problems.append(f"it sums {terms} products per output, more than the {c.max_reduction} the accumulators "
-                        f"hold exactly (build with a larger --max-reduction)")
+    largest = largest_sum(c, job)
+    if largest >= 1 << (c.acc_bits - 1):
+        problems.append(f"its sums can reach {largest}, beyond what {c.acc_bits}-bit accumulators hold exactly "
+                        f"(build with a larger --max-reduction)")
     if problems:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: {'; '.join(problems)}")
 
@@ -222,19 +268,21 @@ def _reads_real_rows(job: ConvJob, rows: int) -> bool:
 def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles) -> bool:
     c = config
     _, wo = job.conv_out
+    out_w = job.out_shape[1]
     conv_rows, in_rows = _geometry(job, rows)
     pitch = job.width + job.padding[1] + job.padding[3]
     patches = sum(tiles.cb_counts) * in_rows * pitch
-    kh, kw = job.kernel
     if 2 * patches > c.act_buffer_depth or 2 * conv_rows * wo > c.acc_buffer_depth:
+        return False
+    if pitch > _field_max(Opcode.COMPUTE, "act_pitch"):
         return False
     if conv_rows > _field_max(Opcode.COMPUTE, "out_h") or wo > _field_max(Opcode.COMPUTE, "out_w"):
         return False
-    if job.pool is None and rows * wo > _field_max(Opcode.STORE, "x_size"):
+    if out_w > _field_max(Opcode.STORE, "x_size") or rows > _field_max(Opcode.STORE, "y_size"):
         return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)
-        return 2 * most * kh * kw * c.rows <= c.weight_buffer_depth
+        return 2 * most * tiles.slot_taps * c.rows <= c.weight_buffer_depth
     return True
 
 
@@ -242,7 +290,6 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     """(cycles, DRAM bytes): the first step's loads, then each step takes the longer of its compute and the
     loads of the step after it, then the last tile's stores."""
     c = config
-    kh, kw = job.kernel
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     chunks = ceil_div(out_h, rows)
@@ -251,24 +298,84 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     bus = c.dma_bits // 8
     burst = 8                                      # cycles of latency and turnaround per DMA request
     fill = c.rows + c.cols + 8
+    per_chunk = tiles.count
+    taps = sum(tiles.taps(key[3]) for block in tiles.per_block for key in block) / per_chunk
     patch = in_rows * job.width * alb // bus + burst
-    tile = kh * kw * c.rows * wlb // bus + burst
-    compute = min(conv_rows, ho) * wo * kh * kw + fill
-    per_chunk = sum(len(t) for t in tiles.per_block)
+    tile = int(taps * c.rows * wlb) // bus + burst
+    compute = int(min(conv_rows, ho) * wo * taps) + fill
     steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
+    weight_bytes = int(per_chunk * taps * c.rows * wlb)
     if order == "chunk":
         load_cycles = chunks * (patches * patch + per_chunk * tile)
-        traffic = chunks * (patches * in_rows * job.width * alb + per_chunk * kh * kw * c.rows * wlb)
+        traffic = chunks * (patches * in_rows * job.width * alb + weight_bytes)
     else:
         load_cycles = len(tiles.per_block) * chunks * patches * patch + per_chunk * tile
-        traffic = (len(tiles.per_block) * chunks * patches * in_rows * job.width * alb
-                   + per_chunk * kh * kw * c.rows * wlb)
+        traffic = len(tiles.per_block) * chunks * patches * in_rows * job.width * alb + weight_bytes
     store = ceil_div(rows * out_w * olb, bus) + burst
     traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb
     per_step_load = load_cycles / steps
     cycles = (patch + tile) + steps * max(compute, per_step_load) + store
     return int(cycles), int(traffic)
+
+
+def split_job(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
+    """``job`` as jobs the engine can tile: column strips if one output row of it does not fit the buffers, and
+    groups of output channels if it has more output blocks than half the PARAM buffer holds."""
+    _check(config, job)
+    return [g for strip in _strips(config, job) for g in _channel_groups(config, strip)]
+
+
+def _strips(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
+    tiles = _tiles(config, job)
+    out_w = job.out_shape[1]
+    if _fits(config, job, 1, "chunk", tiles):
+        return [job]
+    width = next((w for w in range(out_w - 1, 0, -1) if _fits(config, _strip(config, job, 0, w), 1, "chunk",
+                                                               tiles)), None)
+    if width is None:
+        raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one output pixel "
+                          f"({sum(tiles.cb_counts)} input channel blocks of a {_geometry(job, 1)[1]}-row window) "
+                          f"does not fit the buffers (activations {config.act_buffer_depth}, accumulators "
+                          f"{config.acc_buffer_depth} lines)")
+    return [_strip(config, job, x0, min(x0 + width, out_w)) for x0 in range(0, out_w, width)]
+
+
+def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob:
+    """The part of ``job`` that makes output columns ``x0 .. x1-1``: a window of its input with the halo the
+    kernel needs, padded only where the map itself is, writing into the full-width output."""
+    _, pkw, _, psw = job.pool or (1, 1, 1, 1)
+    cx0, cx1 = x0 * psw, (x1 - 1) * psw + pkw                  # conv output columns
+    (_, kw), (top, left, bottom, _), s, d = job.kernel, job.padding, job.stride, job.dilation
+    ix0, ix1 = cx0 * s - left, (cx1 - 1) * s + d * (kw - 1) + 1 - left
+    lo, hi = max(ix0, 0), min(ix1, job.width)
+    alb, olb = line_bytes(Buffer.ACT, config), output_line_bytes(config)
+    sources = [replace(src, region=Region(src.region.addr + lo * alb, src.region.size - lo * alb))
+               for src in job.sources]
+    return replace(job, name=f"{job.name}[x{x0}:{x1}]", sources=sources, width=hi - lo,
+                   padding=(top, lo - ix0, bottom, ix1 - hi), in_pitch=job.src_pitch, out_pitch=job.dst_pitch,
+                   out=Region(job.out.addr + x0 * olb, job.out.size - x0 * olb), macs=None)
+
+
+def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
+    c = config
+    per_group = (c.param_buffer_depth // 2) * c.cols
+    if job.cout <= per_group:
+        return [job]
+    olb = output_line_bytes(c)
+    block_lines = job.out_shape[0] * job.dst_pitch
+    q = job.requant
+    groups = []
+    for c0 in range(0, job.cout, per_group):
+        c1 = min(c0 + per_group, job.cout)
+        offset = (c0 // c.cols) * block_lines * olb
+        groups.append(replace(
+            job, name=f"{job.name}[c{c0}:{c1}]", cout=c1 - c0, macs=None, out_pitch=job.dst_pitch,
+            sources=[replace(src, weights=src.weights[..., c0:c1]) for src in job.sources],
+            requant=Requant(q.bias[c0:c1], q.multiplier[c0:c1], q.shift[c0:c1], q.zero_point, q.clamp_lo,
+                            q.clamp_hi),
+            out=Region(job.out.addr + offset, job.out.size - offset)))
+    return groups
 
 
 def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = None,
@@ -333,14 +440,14 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     its inputs); returns counts of steps, output tiles and instructions."""
     c = b.config
     tiles = plan.tiles or _tiles(c, job)
-    kh, kw = job.kernel
     t_pad, l_pad, _, r_pad = job.padding
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     nb_n = len(tiles.per_block)
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     pitch = job.width + l_pad + r_pad
-    w_tile = kh * kw * c.rows
+    src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
+    w_tile = tiles.slot_taps * c.rows          # weight lines of a slot: the largest tile fits
     conv_rows_t, in_rows_t = _geometry(job, plan.rows)
     patch = in_rows_t * pitch
     patch_index, k = {}, 0
@@ -351,9 +458,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     acc_tile = conv_rows_t * wo
 
     order = plan.order
-    keys = [(nb, i, cb, t) for nb, block in enumerate(tiles.per_block) for i, cb, t in block]
+    keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
     w_data = np.concatenate([tiles.data[key] for key in keys])
-    w_offset = {key: n * w_tile for n, key in enumerate(keys)}
+    w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
     rw = b.region(f"{job.name}.weights", pack_lines(w_data, c.weights.bits, wlb))
     bias, mult, shift = job.requant.lines(nb_n, c.cols)
     rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
@@ -373,24 +480,28 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         src = job.sources[i]
         base = parity * len(patch_index) * patch + patch_index[(i, cb)] * patch
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=src.region.addr + (cb * job.height * job.width + max(iy0, 0) * job.width) * alb,
-                      y_size=real, x_size=job.width, dram_stride=job.width * alb, pad_top=top, pad_bottom=bottom,
+                      dram_addr=src.region.addr + (cb * job.height + max(iy0, 0)) * src_pitch * alb,
+                      y_size=real, x_size=job.width, dram_stride=src_pitch * alb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
-        if top == bottom == l_pad == r_pad == 0 and real * job.width <= _field_max(Opcode.LOAD, "x_size"):
+        if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
+                and real * job.width <= _field_max(Opcode.LOAD, "x_size")):
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
         return ("LOAD", fields)
 
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = job.out.addr + (nb * out_h * out_w + r0 * out_w) * olb
-        if job.pool is None:
+        out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
+        if job.pool is None and dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
             return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=1, x_size=rows * out_w,
                                    param_addr=param_base + nb))]
+        if job.pool is None:
+            return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
+                                   acc_stride=wo, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
         _, _, psh, psw = job.pool
         if psw == 1:
             return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=psh * wo, dram_stride=out_w * olb, param_addr=param_base + nb))]
-        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * out_w * olb,
+                                   acc_stride=psh * wo, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
+        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * dst_pitch * olb,
                                y_size=out_w, x_size=1, acc_stride=psw, dram_stride=olb,
                                param_addr=param_base + nb)) for r in range(rows)]
 
@@ -404,7 +515,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         acc_base = (tile_count % 2) * acc_tile
         block = tiles.per_block[nb]
         first = True
-        for n, (i, cb, t) in enumerate(block):
+        for n, (i, cb, t, g) in enumerate(block):
+            ky0, ky1, kx0, kx1 = tiles.groups[g]
             loads = []
             if (i, cb) not in loaded:
                 loads.append(patch_load(i, cb, chunk, patch_parity))
@@ -413,15 +525,16 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
                 # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
                 loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
-                                           dram_addr=rw.addr + w_offset[(nb, i, cb, t)] * wlb, y_size=kh * kw,
-                                           x_size=c.rows, dram_stride=c.rows * wlb)))
+                                           dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
+                                           y_size=tiles.taps(g), x_size=c.rows, dram_stride=c.rows * wlb)))
             else:
                 w_addr = weight_base + n * w_tile
-            compute = ("COMPUTE", dict(acc_addr=acc_base,
-                                       act_addr=patch_parity * len(patch_index) * patch + patch_index[(i, cb)] * patch,
-                                       weight_addr=w_addr, out_h=conv_rows, out_w=wo, act_pitch=pitch,
-                                       stride=job.stride, dilation=job.dilation, kh=kh, kw=kw,
-                                       accumulate=int(not first)))
+            # A kernel group reads the patch from its window's first tap on.
+            act_addr = (patch_parity * len(patch_index) * patch + patch_index[(i, cb)] * patch
+                        + (ky0 * pitch + kx0) * job.dilation)
+            compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr, out_h=conv_rows,
+                                       out_w=wo, act_pitch=pitch, stride=job.stride, dilation=job.dilation,
+                                       kh=ky1 - ky0, kw=kx1 - kx0, accumulate=int(not first)))
             first = False
             if loads or not steps or steps[-1].ends:
                 steps.append(Step(loads, [compute], begins=n == 0))

@@ -63,10 +63,12 @@ def _softmax_model(path):
 
 
 def _wide_model(path):
-    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], np.ones(18, np.float32))
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="wide_conv")], "wide",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3, 1100])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 1098])], [w])
+    """A window no buffer holds: one output pixel of a 15x15 kernel at dilation 7 reads 99 x 99 input lines
+    (twice, double-buffered), more than the 4096 of the default activation buffer; strips cannot help."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 15, 15], np.ones(450, np.float32))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="wide_conv", dilations=[7, 7])],
+                              "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 100, 100])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
@@ -77,7 +79,8 @@ def _wide_model(path):
     ("calibration_shape", "is shaped (2, 1, 8, 8); it must be (N, 1, 16, 16)"),
     ("calibration_dtype", "holds float64; it must be float32"),
     ("softmax", "final_softmax"),
-    ("too_big", "layer 'wide_conv' cannot be mapped onto this engine: input rows of 1100 lines exceed 1023"),
+    ("too_big", "layer 'wide_conv' cannot be mapped onto this engine: one output pixel (1 input channel blocks of "
+                "a 99-row window) does not fit the buffers"),
     ("first_last", "--first-last minifloat6 and int8 weights: neither format holds the other's values"),
 ])
 def test_compile_errors_are_one_line_with_status_2(case, message, samples, tmp_path):
@@ -99,7 +102,7 @@ def test_compile_errors_are_one_line_with_status_2(case, message, samples, tmp_p
     elif case == "too_big":
         model = tmp_path / "wide.onnx"
         _wide_model(model)
-        np.save(tmp_path / "wide.npy", np.ones((2, 1, 3, 1100), np.float32))
+        np.save(tmp_path / "wide.npy", np.ones((2, 1, 100, 100), np.float32))
         extra = ["--calibrate", tmp_path / "wide.npy"]
     elif case == "first_last":
         extra += ["--first-last", "minifloat6"]

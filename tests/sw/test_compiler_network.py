@@ -66,10 +66,58 @@ def test_formats_must_match_the_engine():
 
 
 def test_layer_too_big_names_the_layer():
+    """Wide rows run in strips, but a dilated 5-row window of three channel blocks fits no buffer of 64 lines."""
     config = _config("int8", "int8", 4, act_buffer_depth=64, acc_buffer_depth=16)
     net = random_network(np.random.default_rng(0), "int8", "int8", config.acc_bits, size=(3, 9, 40))
-    with pytest.raises(CompileError, match="layer 'conv0' cannot be mapped onto this engine: one output row"):
+    with pytest.raises(CompileError, match="layer 'conv8' cannot be mapped onto this engine: one output pixel "
+                                           r"\(3 input channel blocks of a 5-row window\) does not fit the buffers"):
         compile_network(net, config)
+
+
+@pytest.mark.parametrize("weights", ["int8", "minifloat6"])
+@pytest.mark.parametrize("limits,split", [
+    (dict(act_buffer_depth=256, acc_buffer_depth=32), "column strips"),
+    (dict(weight_buffer_depth=16), "kernel groups of 2 taps"),
+    (dict(weight_buffer_depth=32), "kernel groups of 4 taps"),
+    (dict(param_buffer_depth=2), "channel groups of one block"),
+])
+def test_what_does_not_fit_is_split(weights, limits, split):
+    """Wide maps, kernels beyond the weight buffer and output channels beyond the PARAM buffer are split, and
+    every tensor is still the golden model's."""
+    config = _config(weights, weights, 4, **limits)
+    rng = np.random.default_rng(4)
+    net = random_network(rng, weights, weights, config.acc_bits, size=(3, 9, 40))
+    compiled = compile_network(net, config)
+    if split != "kernel groups" and "kernel" not in split:
+        assert max(e["plan"]["parts"] for e in compiled.layers) > 1, split
+    x = random_inputs(rng, net, 1)
+    golden = run_network(net, x, keep=True)
+    dram, _ = _emulate(compiled, x[0])
+    for name in compiled.materialized:
+        np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][0], err_msg=name)
+
+
+def test_kernels_beyond_a_compute_run_in_groups():
+    """A 17x3 kernel (a COMPUTE takes at most 15 rows of taps) and a 9x9 one that two tiles of cannot share the
+    weight buffer."""
+    rng = np.random.default_rng(5)
+    for kernel, shape_in in (((17, 3), (5, 20, 6)), ((9, 9), (5, 12, 12))):
+        w = rng.integers(0, 256, (6, 5, *kernel)).astype(np.uint8)
+        attrs = dict(kernel=kernel, stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+        out = (6, shape_in[1] + 2 - kernel[0] + 1, shape_in[2] + 2 - kernel[1] + 1)
+        _matches_golden(_single("conv", attrs, shape_in, out, [w], shift=np.full(6, 36)))
+
+
+def test_long_reductions_of_real_weights_fit():
+    """The accumulators are held to the largest sum the weights can make: 600 small weights fit where a bound on
+    the count (max_reduction 64) would refuse them; large ones are refused with the bound."""
+    config = _config("int8", "int8", 4, max_reduction=64)
+    small = np.full((3, 600), 3, np.uint8)
+    _matches_golden(_single("linear", {}, (600,), (3,), [small], acc_bits=config.acc_bits), config)
+    large = np.full((3, 600), 100, np.uint8)
+    with pytest.raises(CompileError, match=r"layer 'L' cannot be mapped onto this engine: its sums can reach "
+                                           r"7680000, beyond what 22-bit accumulators hold exactly"):
+        compile_network(_single("linear", {}, (600,), (3,), [large], acc_bits=config.acc_bits), config)
 
 
 @pytest.mark.parametrize("weights", ["int8", "minifloat6"])

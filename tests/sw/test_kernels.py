@@ -67,7 +67,8 @@ def test_conv2d(stride, padding, dilation, weights, acts):
 
 def test_layer_too_big_is_a_clear_error():
     config = _config("int8", "int8")
-    with pytest.raises(ValueError, match=r"layer 'convolution 9x2000x4 -> 4 \(3x3\)' cannot be mapped onto this engine: input rows of 2000 lines exceed 1023"):
+    with pytest.raises(ValueError, match=r"layer 'convolution 9x2000x4 -> 4 \(3x3\)' cannot be mapped onto this engine: one "
+                                         r"output row \(1998 accumulator lines"):
         conv2d_program(config, np.zeros((9, 2000, 4), int), np.zeros((3, 3, 4, 4), int),
                        Requant([0] * 4, [1] * 4, [0] * 4))
 
@@ -78,9 +79,14 @@ def test_reduction_beyond_max_reduction_is_refused():
     with pytest.raises(ValueError, match=r"GEMM with K=64 sums 64 products per output, more than the 16 .*"
                                          r"--max-reduction"):
         gemm_program(config, np.zeros((4, 64), int), np.zeros((64, 4), int), Requant([0] * 4, [1] * 4, [0] * 4))
-    with pytest.raises(ValueError, match=r"convolution 5x5x8 -> 4 \(3x3\)' cannot be mapped onto this engine: it sums 72 products"):
-        conv2d_program(config, np.zeros((5, 5, 8), int), np.ones((3, 3, 8, 4), int),
+    # A convolution is held to the largest sum its weights can make: 72 products of -128 x -128 do not fit 20 bits,
+    # 72 products of weight 1 do.
+    with pytest.raises(ValueError, match=r"convolution 5x5x8 -> 4 \(3x3\)' cannot be mapped onto this engine: its "
+                                         r"sums can reach 1179648, beyond what 20-bit accumulators hold exactly"):
+        conv2d_program(config, np.zeros((5, 5, 8), int), np.full((3, 3, 8, 4), 0x80),
                        Requant([0] * 4, [1] * 4, [0] * 4), padding=1)
+    conv2d_program(config, np.zeros((5, 5, 8), int), np.ones((3, 3, 8, 4), int), Requant([0] * 4, [1] * 4, [0] * 4),
+                   padding=1)
     # Zero weights add nothing: a depthwise-like kernel with 9 non-zero products per output fits.
     w = np.zeros((3, 3, 8, 4), int)
     w[:, :, np.arange(4), np.arange(4)] = 1
