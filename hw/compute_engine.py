@@ -235,11 +235,17 @@ class ComputeEngine(wiring.Component):
             src = self.acc_b.data
             for col in range(cols):
                 a, b = old[col].value, src[col].value
-                with m.If(alu.op == AluOp.MAX):
-                    m.d.comb += new[col].value.eq(Mux(b > a, b, a))
+                with m.Switch(alu.op):
+                    with m.Case(AluOp.MAX):
+                        m.d.comb += new[col].value.eq(Mux(b > a, b, a))
+                    with m.Case(AluOp.ADD):
+                        m.d.comb += new[col].value.eq(a + b)
+                    with m.Default():                       # COPY
+                        m.d.comb += new[col].value.eq(b)
+                with m.If(alu.op == AluOp.COPY):
+                    m.d.comb += new[col].nonfinite.eq(src[col].nonfinite)
                 with m.Else():
-                    m.d.comb += new[col].value.eq(a + b)
-                m.d.comb += new[col].nonfinite.eq(old[col].nonfinite | src[col].nonfinite)
+                    m.d.comb += new[col].nonfinite.eq(old[col].nonfinite | src[col].nonfinite)
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
 
         # --- completion ------------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ class AluOp(enum.IntEnum):
     MAX = 0
     #: ``dst = dst + src``, element-wise on accumulator lines (average pooling, residual add).
     ADD = 1
+    #: ``dst = src`` (its non-finite flag too): the first window tap of a pooling into a region of its own.
+    COPY = 2
 
 
 class ErrorCode(enum.IntEnum):
@@ -204,10 +206,10 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "Element-wise operation on accumulator lines (pooling, residual add): for y < y_size, x < x_size, "
          "one element after the other in that order (so overlapping regions see earlier results): "
          "`acc[dst_addr + y*dst_stride + x] = op(acc[dst_addr + y*dst_stride + x], "
-         "acc[src_addr + y*src_stride + x*src_step])`. ADD wraps at the accumulator width; non-finite flags "
-         "combine with OR.",
+         "acc[src_addr + y*src_stride + x*src_step])`. ADD wraps at the accumulator width; MAX and ADD combine "
+         "non-finite flags with OR; COPY takes the source element and its flag.",
          (
-             _f("op", 2, "0 MAX, 1 ADD."),
+             _f("op", 2, "0 MAX, 1 ADD, 2 COPY."),
              _f("dst_addr", 16, "First destination (and first operand) accumulator line."),
              _f("src_addr", 16, "First source accumulator line."),
              _f("y_size", 10, "Rows.", nonzero=True),

@@ -122,7 +122,11 @@ class _Reference:
                 dst = f["dst_addr"] + y * f["dst_stride"] + x
                 src = f["src_addr"] + y * f["src_stride"] + x * f["src_step"]
                 (a, fa), (b, fb) = self.acc[dst], self.acc[src]
-                if AluOp(f["op"]) is AluOp.MAX:
+                op = AluOp(f["op"])
+                if op is AluOp.COPY:
+                    self.acc[dst] = (list(b), list(fb))
+                    continue
+                if op is AluOp.MAX:
                     value = [max(u, v) for u, v in zip(a, b)]
                 else:
                     value = [self.wrap(u + v) for u, v in zip(a, b)]

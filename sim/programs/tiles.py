@@ -288,7 +288,7 @@ class _Builder:
         lo, hi = min(written), max(written) + 1
         if residual is not None and rng.random() < 0.6:
             dst, src, y, x = residual
-            return self.instr(Opcode.ALU, "body", tile, op=int(rng.integers(2)), dst_addr=dst, src_addr=src,
+            return self.instr(Opcode.ALU, "body", tile, op=int(rng.integers(len(AluOp))), dst_addr=dst, src_addr=src,
                               y_size=y, x_size=x, dst_stride=x, src_stride=x, src_step=1)
         overlap = rng.random() < 0.4                # source and destination share lines
         repeat = _package.REPEATED_ALU_DESTINATIONS and rng.random() < 0.3   # rows of the destination overlap
@@ -303,7 +303,7 @@ class _Builder:
             dst_lines = {dst + j * dst_stride + i for j in range(y) for i in range(x)}
             src_lines = {src + j * src_stride + i * step for j in range(y) for i in range(x)}
             if dst_lines <= written and src_lines <= written and overlap == bool(dst_lines & src_lines):
-                return self.instr(Opcode.ALU, "body", tile, op=int(rng.integers(2)), dst_addr=dst, src_addr=src,
+                return self.instr(Opcode.ALU, "body", tile, op=int(rng.integers(len(AluOp))), dst_addr=dst, src_addr=src,
                                   y_size=y, x_size=x, dst_stride=dst_stride, src_stride=src_stride, src_step=step)
         return None
 

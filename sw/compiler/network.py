@@ -22,7 +22,7 @@ from hw.spec.layout import output_line_bytes, pack_lines, unpack_lines
 from sw.ir import ACCUMULATING_OPS, QuantizedNetwork, QuantLayer
 
 from .program import Program, ProgramBuilder, Region
-from .tiling import ConvJob, LayoutError, Plan, Requant, Source, ceil_div, emit_job, plan_job, split_job
+from .tiling import ConvJob, LayoutError, Plan, Pool, Requant, Source, ceil_div, emit_job, plan_job, split_job
 
 __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
 
@@ -188,15 +188,14 @@ def _pair(v, name: str, layer: str) -> int:
     return int(v[0])
 
 
-def _pool_of(layer: QuantLayer) -> tuple[int, int, int, int] | None:
-    """The pool window (kh, kw, sh, sw) the engine can run, or None for padding, dilation or overlapping
-    windows."""
-    kh, kw = layer.attrs["kernel"]
-    sh, sw = layer.attrs.get("stride", (1, 1))
-    dilated = tuple(layer.attrs.get("dilation", (1, 1))) != (1, 1)
-    if any(layer.attrs.get("padding", (0, 0, 0, 0))) or dilated or kh > sh or kw > sw:
-        return None
-    return int(kh), int(kw), int(sh), int(sw)
+def _window(layer: QuantLayer, shape: tuple[int, int]) -> tuple[Pool, tuple[int, int, int, int]]:
+    """A pooling layer's window on the engine and its padding."""
+    if layer.op == "global_avgpool":
+        return Pool("sum", shape, shape), (0, 0, 0, 0)
+    a = layer.attrs
+    pool = Pool("max" if layer.op == "maxpool" else "sum", tuple(int(k) for k in a["kernel"]),
+                tuple(int(v) for v in a.get("stride", (1, 1))), tuple(int(v) for v in a.get("dilation", (1, 1))))
+    return pool, tuple(int(v) for v in a.get("padding", (0, 0, 0, 0)))
 
 
 def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progress=None, order: str | None = None,
@@ -239,9 +238,9 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
         if layer.op != "maxpool":
             continue
         src = producer.get(layer.inputs[0])
-        # Fusing needs a monotone rescale: positive multipliers.
+        # Fusing needs a monotone rescale (positive multipliers) and no padding (the conv outputs are the map).
         if (src is not None and src.op in ACCUMULATING_OPS and len(consumers.get(src.output, [])) == 1
-                and src.output != net.output and _pool_of(layer) is not None
+                and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
                 and np.all(np.asarray(src.multiplier, dtype=object) > 0)):
             fused[src.name] = layer
 
@@ -286,7 +285,8 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
             continue
         pool_layer = fused.get(layer.name)
         out_name = pool_layer.output if pool_layer is not None else layer.output
-        zero = net.tensors[layer.inputs[0]].zero_code()
+        pad_value = net.tensors[layer.inputs[0]].zero_code()
+        pool = None
         requant = None
         if layer.op in ACCUMULATING_OPS:
             requant = _requant(layer, net.shapes[layer.output][0])
@@ -317,16 +317,15 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
             one = one if one is not None else _one_code(net.weight_format)
             ch = p0.channels
             if layer.op in ("avgpool", "global_avgpool", "maxpool"):
-                if layer.op == "global_avgpool":
-                    kernel = (p0.height, p0.width)
-                elif layer.op == "avgpool":
-                    kernel = tuple(int(k) for k in attrs["kernel"])
-                    stride = _pair(attrs.get("stride", 1), "stride", layer.name)
-                    dilation = _pair(attrs.get("dilation", 1), "dilation", layer.name)
-                    padding = tuple(int(v) for v in attrs.get("padding", (0, 0, 0, 0)))
-                taps = np.zeros((1, *kernel, ch, ch), dtype=np.int64)
-                taps[0, :, :, np.arange(ch), np.arange(ch)] = one
-                sources = [taps]
+                # The map through an identity tile into the accumulators (padded as the window needs: padding
+                # never wins a max), then the window by ALU instructions.
+                pool, padding = _window(layer, (p0.height, p0.width))
+                if pool.kind == "max":
+                    fmt = get_format(net.act_format)
+                    pad_value = int(fmt.quantize(fmt.min))
+                eye = np.zeros((1, 1, 1, ch, ch), dtype=np.int64)
+                eye[0, 0, 0, np.arange(ch), np.arange(ch)] = one
+                sources = [eye]
                 cout = ch
             elif layer.op == "add":
                 for p in ins[1:]:
@@ -355,24 +354,15 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
                     raise CompileError(f"layer {layer.name!r}: a zero point needs an accumulator unit of at most 1")
                 requant = Requant(np.full(ch, -(t.zero_point << max(0, -e))), np.full(ch, 1 << 30), np.full(ch, 30),
                                   t.zero_point, *_range_codes(net.act_format))
-                pool_layer = layer
-        pool = None
         if pool_layer is not None:
-            pool = _pool_of(pool_layer)
-            if pool is None:
-                raise CompileError(f"layer {pool_layer.name!r}: max pooling with padding, dilation or overlapping "
-                                   f"windows (kernel {pool_layer.attrs['kernel']}, stride "
-                                   f"{pool_layer.attrs.get('stride')}) is not supported; the engine pools "
-                                   f"windows no larger than their stride")
+            pool, _ = _window(pool_layer, (0, 0))
         job = ConvJob(layer.name, [Source(b.regions[p.region], p.channels, w) for p, w in zip(ins, sources)],
                       p0.height, p0.width, int(cout), tuple(int(k) for k in kernel), stride, dilation, padding,
-                      zero, requant, Region(0, 0), pool)
+                      pad_value, requant, Region(0, 0), pool)
         cho, cwo = job.conv_out
-        if layer.op in ("conv", "linear"):
-            w0 = layer.weights[0]
-            job.macs = int(cho * cwo * w0.size * len(layer.weights))
-        else:
-            job.macs = int(cho * cwo * cout * kernel[0] * kernel[1] * (len(ins) if layer.op == "add" else 1))
+        # Multiply-accumulates of the model: those of its convolutions and matrix products.
+        job.macs = int(cho * cwo * layer.weights[0].size * len(layer.weights)) if layer.op in ("conv", "linear") \
+            else 0
         ho, wo = job.out_shape
         if ho < 1 or wo < 1:
             raise CompileError(f"layer {layer.name!r} has no output on a {p0.height}x{p0.width} input")

@@ -33,7 +33,7 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_param
 
 from .program import ProgramBuilder, Region, Step
 
-__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "ConvJob", "Plan", "split_job", "plan_job", "emit_job",
+__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "split_job", "plan_job", "emit_job",
            "kernel_groups", "largest_sum"]
 
 
@@ -78,6 +78,34 @@ class Source:
     weights: np.ndarray           # (T, kh, kw, channels, cout) codes
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Pooling of a job's outputs on the accumulators, before post-processing, by ALU instructions: ``max``
+    (exact because the clamped rescale is monotone) or ``sum`` (average pooling; the multiplier divides).
+
+    Windows that do not overlap (max, no dilation) gather in place, each in its own top-left line; any other
+    window is separable: a first pass combines the taps of each row into a region of its own (the first tap a
+    COPY), a second pass the rows into a third region, which the STOREs read."""
+
+    kind: str
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
+
+    @property
+    def in_place(self) -> bool:
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        return self.kind == "max" and self.dilation == (1, 1) and kh <= sh and kw <= sw
+
+    def rows_in(self, rows: int) -> int:
+        """Rows of the map that ``rows`` rows of windows read."""
+        return (rows - 1) * self.stride[0] + self.dilation[0] * (self.kernel[0] - 1) + 1
+
+    def shape(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        return (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
+
+
 @dataclass
 class ConvJob:
     name: str
@@ -92,8 +120,8 @@ class ConvJob:
     pad_value: int
     requant: Requant
     out: Region
-    #: Max pooling of the outputs before post-processing: (kh, kw, sh, sw), windows that do not overlap.
-    pool: tuple[int, int, int, int] | None = None
+    #: Pooling of the outputs before post-processing.
+    pool: Pool | None = None
     #: Multiply-accumulates of the layer as defined (None: count the non-zero weight positions).
     macs: int | None = None
     #: Lines between input rows (and H times that between channel blocks) in external memory: the map's full
@@ -118,10 +146,7 @@ class ConvJob:
     @property
     def out_shape(self) -> tuple[int, int]:
         ho, wo = self.conv_out
-        if self.pool is None:
-            return ho, wo
-        pkh, pkw, psh, psw = self.pool
-        return (ho - pkh) // psh + 1, (wo - pkw) // psw + 1
+        return (ho, wo) if self.pool is None else self.pool.shape(ho, wo)
 
     @property
     def useful_macs(self) -> int:
@@ -218,9 +243,20 @@ def largest_sum(config: AcceleratorConfig, job: ConvJob) -> int:
 def _geometry(job: ConvJob, rows: int):
     """Conv output rows per chunk and input rows a chunk of ``rows`` (pooled) output rows reads."""
     kh, _ = job.kernel
-    conv_rows = rows * job.pool[2] if job.pool else rows
+    conv_rows = job.pool.rows_in(rows) if job.pool else rows
     in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
     return conv_rows, in_rows
+
+
+def _acc_regions(job: ConvJob, rows: int) -> tuple[int, int, int]:
+    """Accumulator lines of one output tile: the conv outputs, then (separable pooling) the row pass and the
+    pooled outputs."""
+    conv_rows, _ = _geometry(job, rows)
+    wo = job.conv_out[1]
+    if job.pool is None or job.pool.in_place:
+        return conv_rows * wo, 0, 0
+    wp = job.out_shape[1]
+    return conv_rows * wo, conv_rows * wp, rows * wp
 
 
 def _check(config: AcceleratorConfig, job: ConvJob) -> None:
@@ -249,8 +285,8 @@ def _chunk(job: ConvJob, rows_per_chunk: int, chunk: int) -> tuple:
     ho, _ = job.conv_out
     r0 = chunk * rows_per_chunk
     rows = min(rows_per_chunk, job.out_shape[0] - r0)
-    conv0 = r0 * job.pool[2] if job.pool else r0
-    conv_rows = min(rows * job.pool[2] if job.pool else rows, ho - conv0)
+    conv0 = r0 * job.pool.stride[0] if job.pool else r0
+    conv_rows = min(job.pool.rows_in(rows) if job.pool else rows, ho - conv0)
     iy0 = conv0 * job.stride - job.padding[0]
     in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
     top = max(0, -iy0)
@@ -272,7 +308,9 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     conv_rows, in_rows = _geometry(job, rows)
     pitch = job.width + job.padding[1] + job.padding[3]
     patches = sum(tiles.cb_counts) * in_rows * pitch
-    if 2 * patches > c.act_buffer_depth or 2 * conv_rows * wo > c.acc_buffer_depth:
+    if 2 * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows)) > c.acc_buffer_depth:
+        return False
+    if job.pool is not None and not job.pool.in_place and not _alus_fit(job, conv_rows, rows):
         return False
     if pitch > _field_max(Opcode.COMPUTE, "act_pitch"):
         return False
@@ -303,6 +341,11 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     patch = in_rows * job.width * alb // bus + burst
     tile = int(taps * c.rows * wlb) // bus + burst
     compute = int(min(conv_rows, ho) * wo * taps) + fill
+    if job.pool is not None:          # the pooling ALUs of a tile, spread over its steps
+        (kh, kw), wp = job.pool.kernel, out_w
+        alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place else \
+            kw * conv_rows * wp + kh * rows * wp
+        compute += alu * len(tiles.per_block) // max(per_chunk, 1)
     steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
     weight_bytes = int(per_chunk * taps * c.rows * wlb)
@@ -344,8 +387,9 @@ def _strips(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
 def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob:
     """The part of ``job`` that makes output columns ``x0 .. x1-1``: a window of its input with the halo the
     kernel needs, padded only where the map itself is, writing into the full-width output."""
-    _, pkw, _, psw = job.pool or (1, 1, 1, 1)
-    cx0, cx1 = x0 * psw, (x1 - 1) * psw + pkw                  # conv output columns
+    pool = job.pool or Pool("max", (1, 1), (1, 1))
+    cx0 = x0 * pool.stride[1]                                   # conv output columns the strip needs
+    cx1 = (x1 - 1) * pool.stride[1] + pool.dilation[1] * (pool.kernel[1] - 1) + 1
     (_, kw), (top, left, bottom, _), s, d = job.kernel, job.padding, job.stride, job.dilation
     ix0, ix1 = cx0 * s - left, (cx1 - 1) * s + d * (kw - 1) + 1 - left
     lo, hi = max(ix0, 0), min(ix1, job.width)
@@ -414,9 +458,35 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
                 [dict(rows=r, order=o, cycles=cy, dram_bytes=tr) for cy, tr, r, o in candidates], tiles)
 
 
-def _pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int) -> list:
+def _alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
+    """The separable pooling's ALU instructions can address a tile of ``rows`` pooled rows."""
+    (_, sw), wp, wo = job.pool.stride, job.out_shape[1], job.conv_out[1]
+    return (max(conv_rows, rows) <= _field_max(Opcode.ALU, "y_size") and wp <= _field_max(Opcode.ALU, "x_size")
+            and max(wo, job.pool.stride[0] * wp) <= _field_max(Opcode.ALU, "src_stride")
+            and (wp == 1 or sw <= _field_max(Opcode.ALU, "src_step")))
+
+
+def _pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, regions: tuple) -> list:
+    """The ALU instructions that pool one output tile (see :class:`Pool`)."""
+    if job.pool.in_place:
+        return _in_place_alus(job, base, pooled, conv_rows, wo)
+    (kh, kw), (sh, sw), (dh, dw) = job.pool.kernel, job.pool.stride, job.pool.dilation
+    wp = job.out_shape[1]
+    op = int(AluOp.MAX if job.pool.kind == "max" else AluOp.ADD)
+    rows_base, out_base = base + regions[0], base + regions[0] + regions[1]
+    alus = [("ALU", dict(op=int(AluOp.COPY) if kx == 0 else op, dst_addr=rows_base, src_addr=base + kx * dw,
+                         y_size=conv_rows, x_size=wp, dst_stride=wp, src_stride=wo, src_step=sw if wp > 1 else 1))
+            for kx in range(kw)]
+    alus += [("ALU", dict(op=int(AluOp.COPY) if ky == 0 else op, dst_addr=out_base,
+                          src_addr=rows_base + ky * dh * wp, y_size=pooled, x_size=wp, dst_stride=wp,
+                          src_stride=sh * wp, src_step=1))
+             for ky in range(kh)]
+    return alus
+
+
+def _in_place_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int) -> list:
     """ALU MAX ops leaving each window's maximum in its top-left accumulator line (windows never overlap)."""
-    pkh, pkw, psh, psw = job.pool
+    (pkh, pkw), (psh, psw) = job.pool.kernel, job.pool.stride
     alus = []
     for dy in range(1, pkh):
         alus.append(("ALU", dict(op=int(AluOp.MAX), dst_addr=base, src_addr=base + dy * wo, y_size=pooled,
@@ -455,7 +525,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         for cb in range(n):
             patch_index[(i, cb)] = k
             k += 1
-    acc_tile = conv_rows_t * wo
+    regions = _acc_regions(job, plan.rows)
+    acc_tile = sum(regions)
 
     order = plan.order
     keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
@@ -491,13 +562,14 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
         out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
-        if job.pool is None and dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
-            return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=1, x_size=rows * out_w,
-                                   param_addr=param_base + nb))]
-        if job.pool is None:
-            return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=wo, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
-        _, _, psh, psw = job.pool
+        if job.pool is None or not job.pool.in_place:
+            first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
+            if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
+                return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=1, x_size=rows * out_w,
+                                       param_addr=param_base + nb))]
+            return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=rows, x_size=out_w,
+                                   acc_stride=out_w, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
+        psh, psw = job.pool.stride
         if psw == 1:
             return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
                                    acc_stride=psh * wo, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
@@ -543,7 +615,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         last = steps[-1]
         last.ends = True
         if job.pool is not None:
-            last.computes.extend(_pool_alus(job, acc_base, rows, conv_rows, wo))
+            last.computes.extend(_pool_alus(job, acc_base, rows, conv_rows, wo, regions))
         last.stores = stores_of(chunk, nb, acc_base)
         tile_count += 1
 

@@ -155,8 +155,9 @@ def _independent_runs(dst: np.ndarray, src: np.ndarray):
 
 def _alu_lines(s: EngineState, op: int, dst: np.ndarray, src: np.ndarray) -> None:
     a, b = s.acc[dst], s.acc[src]
-    s.acc[dst] = np.where(b > a, b, a) if AluOp(op) is AluOp.MAX else s.wrap(a + b)
-    s.acc_nonfinite[dst] = s.acc_nonfinite[dst] | s.acc_nonfinite[src]
+    op = AluOp(op)
+    s.acc[dst] = np.where(b > a, b, a) if op is AluOp.MAX else s.wrap(a + b) if op is AluOp.ADD else b
+    s.acc_nonfinite[dst] = s.acc_nonfinite[src] if op is AluOp.COPY else s.acc_nonfinite[dst] | s.acc_nonfinite[src]
 
 
 def setpp(s: EngineState, f: dict) -> None:

@@ -137,18 +137,20 @@ def test_every_tiling_gives_the_same_bytes(weights, order, max_rows):
         np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][0], err_msg=name)
 
 
-def _single(op, attrs, shape_in, shape_out, weights=(), channels=None, acc_bits=None, **params):
-    """A one-layer int8 network x -> y."""
-    from sw.ir import QuantLayer, QuantTensor
+def _single(op, attrs, shape_in, shape_out, weights=(), channels=None, acc_bits=None, fmt="int8", **params):
+    """A one-layer network x -> y in ``fmt`` (the full output range)."""
+    from sw.ir import QuantizedNetwork, QuantLayer, QuantTensor
+    from hw.spec.formats import get_format
+    f = get_format(fmt)
     channels = channels or shape_out[0]
     layer = QuantLayer("L", op, ["x"], "y", attrs, list(weights),
                        bias=params.get("bias", np.zeros(channels, np.int64)),
                        multiplier=params.get("multiplier", np.full(channels, 1 << 30)),
-                       shift=params.get("shift", np.full(channels, 31)), clamp_lo=0x80, clamp_hi=0x7F)
-    from sw.ir import QuantizedNetwork
-    return QuantizedNetwork("int8", "int8", acc_bits or _config("int8", "int8", 4).acc_bits, "x", "y",
+                       shift=params.get("shift", np.full(channels, 31)), clamp_lo=int(f.quantize(f.min)),
+                       clamp_hi=int(f.quantize(f.max)))
+    return QuantizedNetwork(fmt, fmt, acc_bits or _config(fmt, fmt, 4).acc_bits, "x", "y",
                             {"x": shape_in, "y": shape_out},
-                            {"x": QuantTensor("int8", 1.0, 0), "y": QuantTensor("int8", 1.0, 0)}, [layer])
+                            {"x": QuantTensor(fmt, 1.0, 0), "y": QuantTensor(fmt, 1.0, 0)}, [layer])
 
 
 def _matches_golden(net, config=None):
@@ -164,11 +166,55 @@ def test_dilated_average_pool():
                             (3, 9, 9), (3, 3, 3)))
 
 
-def test_dilated_max_pool_is_refused():
-    net = _single("maxpool", dict(kernel=(2, 2), stride=(3, 3), dilation=(2, 2), padding=(0, 0, 0, 0)),
-                  (3, 9, 9), (3, 3, 3))
-    with pytest.raises(CompileError, match="layer 'L': max pooling with padding, dilation or overlapping windows"):
-        compile_network(net, _config("int8", "int8", 4))
+POOLS = [
+    # op, kernel, stride, padding, dilation, input (C, H, W)
+    ("maxpool", (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (5, 12, 12)),     # ResNet's stem pool
+    ("maxpool", (3, 3), (2, 2), (0, 0, 1, 1), (1, 1), (6, 13, 13)),     # SqueezeNet's ceil-mode pool
+    ("maxpool", (2, 2), (3, 3), (0, 0, 0, 0), (2, 2), (3, 9, 9)),       # dilated
+    ("maxpool", (3, 2), (1, 2), (0, 1, 0, 1), (1, 1), (4, 7, 10)),      # unequal kernel and stride
+    ("avgpool", (25, 5), (25, 5), (0, 0, 0, 0), (1, 1), (6, 25, 5)),    # DS-CNN's whole-map pool
+    ("avgpool", (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), (5, 8, 8)),
+    ("avgpool", (2, 3), (2, 1), (0, 0, 1, 0), (2, 1), (3, 9, 9)),
+    ("global_avgpool", None, None, None, None, (7, 13, 13)),             # SqueezeNet's head
+]
+
+
+@pytest.mark.parametrize("op,kernel,stride,padding,dilation,shape", POOLS, ids=range(len(POOLS)))
+@pytest.mark.parametrize("fmt", ["int8", "minifloat6"])
+def test_pooling_on_the_alu(op, kernel, stride, padding, dilation, shape, fmt):
+    """Every window (overlapping, padded, dilated, unequal, a whole map) pools on the accumulators by ALU
+    instructions, exactly as the golden model pools."""
+    c, h, w = shape
+    if op == "global_avgpool":
+        attrs, out = {}, (c, 1, 1)
+    else:
+        attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+        out = (c, (h + padding[0] + padding[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1,
+               (w + padding[1] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1)
+    config = _config(fmt, fmt, 4, acc_buffer_depth=512)       # the 25x5 window: 151 lines a tile
+    net = _single(op, attrs, shape, out, acc_bits=config.acc_bits, fmt=fmt)
+    _matches_golden(net, config)
+
+
+def test_a_fused_overlapping_max_pool():
+    """A 3x3/2 max pool right after a convolution pools its accumulators (rows of windows overlap across
+    chunks: their conv rows are computed again)."""
+    rng = np.random.default_rng(6)
+    for weights in ("int8", "minifloat6"):
+        config = _config(weights, weights, 4, acc_buffer_depth=64)
+        b_net = random_network(rng, weights, weights, config.acc_bits, size=(3, 14, 14))
+        conv = b_net.layers[0]
+        pool = b_net.layers[1]
+        pool.attrs.update(kernel=(3, 3), stride=(2, 2))
+        b_net.shapes[pool.output] = (6, 6, 6)
+        net = type(b_net)(b_net.act_format, b_net.weight_format, b_net.acc_bits, b_net.input, pool.output,
+                          {k: b_net.shapes[k] for k in (b_net.input, conv.output, pool.output)},
+                          {k: b_net.tensors[k] for k in (b_net.input, conv.output, pool.output)}, [conv, pool])
+        compiled = compile_network(net, config, max_rows=2)
+        assert compiled.layers[0]["fused"] == [pool.name]
+        x = random_inputs(rng, net, 1)
+        dram, _ = _emulate(compiled, x[0])
+        np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
 
 
 def test_one_bias_for_every_channel_and_no_bias():
