@@ -192,6 +192,17 @@ class _Tiles:
     def count(self) -> int:
         return sum(len(t) for t in self.per_block)
 
+    def needed(self, nb: int) -> list[tuple[int, int]]:
+        """The input patches (source, channel block) output block ``nb`` reads, in order."""
+        return list(dict.fromkeys((i, cb) for i, cb, _, _ in self.per_block[nb]))
+
+    def slots(self, order: str) -> int:
+        """Patches resident at once: every channel block in ``chunk`` order (shared by all output blocks), the
+        most one output block reads in ``block`` order (a depthwise or identity job reads one)."""
+        if order == "chunk":
+            return sum(self.cb_counts)
+        return max(len(self.needed(nb)) for nb in range(len(self.per_block)))
+
 
 def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """The kernel cut into windows whose weight tiles fit the weight buffer twice (one computing, one loading)
@@ -307,7 +318,7 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     out_w = job.out_shape[1]
     conv_rows, in_rows = _geometry(job, rows)
     pitch = job.width + job.padding[1] + job.padding[3]
-    patches = sum(tiles.cb_counts) * in_rows * pitch
+    patches = tiles.slots(order) * in_rows * pitch
     if 2 * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows)) > c.acc_buffer_depth:
         return False
     if job.pool is not None and not job.pool.in_place and not _alus_fit(job, conv_rows, rows):
@@ -353,8 +364,9 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
         load_cycles = chunks * (patches * patch + per_chunk * tile)
         traffic = chunks * (patches * in_rows * job.width * alb + weight_bytes)
     else:
-        load_cycles = len(tiles.per_block) * chunks * patches * patch + per_chunk * tile
-        traffic = len(tiles.per_block) * chunks * patches * in_rows * job.width * alb + weight_bytes
+        reads = sum(len(tiles.needed(nb)) for nb in range(len(tiles.per_block)))
+        load_cycles = chunks * reads * patch + per_chunk * tile
+        traffic = chunks * reads * in_rows * job.width * alb + weight_bytes
     store = ceil_div(rows * out_w * olb, bus) + burst
     traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb
     per_step_load = load_cycles / steps
@@ -372,13 +384,15 @@ def split_job(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
 def _strips(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     tiles = _tiles(config, job)
     out_w = job.out_shape[1]
-    if _fits(config, job, 1, "chunk", tiles):
+
+    def fits(j):
+        return any(_fits(config, j, 1, order, tiles) for order in ("chunk", "block"))
+    if fits(job):
         return [job]
-    width = next((w for w in range(out_w - 1, 0, -1) if _fits(config, _strip(config, job, 0, w), 1, "chunk",
-                                                               tiles)), None)
+    width = next((w for w in range(out_w - 1, 0, -1) if fits(_strip(config, job, 0, w))), None)
     if width is None:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one output pixel "
-                          f"({sum(tiles.cb_counts)} input channel blocks of a {_geometry(job, 1)[1]}-row window) "
+                          f"({tiles.slots('block')} input channel blocks of a {_geometry(job, 1)[1]}-row window) "
                           f"does not fit the buffers (activations {config.act_buffer_depth}, accumulators "
                           f"{config.acc_buffer_depth} lines)")
     return [_strip(config, job, x0, min(x0 + width, out_w)) for x0 in range(0, out_w, width)]
@@ -520,15 +534,19 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     w_tile = tiles.slot_taps * c.rows          # weight lines of a slot: the largest tile fits
     conv_rows_t, in_rows_t = _geometry(job, plan.rows)
     patch = in_rows_t * pitch
-    patch_index, k = {}, 0
-    for i, n in enumerate(tiles.cb_counts):
-        for cb in range(n):
-            patch_index[(i, cb)] = k
-            k += 1
+    order = plan.order
+    slots = tiles.slots(order)
+    every = {key: k for k, key in enumerate((i, cb) for i, n in enumerate(tiles.cb_counts) for cb in range(n))}
+    own = [{key: k for k, key in enumerate(tiles.needed(nb))} for nb in range(len(tiles.per_block))]
+
+    def slot(nb, i, cb, parity):
+        """First activation line of patch (i, cb) for output block ``nb`` in the half ``parity``."""
+        index = every[(i, cb)] if order == "chunk" else own[nb][(i, cb)]
+        return (parity * slots + index) * patch
+
     regions = _acc_regions(job, plan.rows)
     acc_tile = sum(regions)
 
-    order = plan.order
     keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
     w_data = np.concatenate([tiles.data[key] for key in keys])
     w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
@@ -543,13 +561,12 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)
 
-    def patch_load(i, cb, chunk, parity):
+    def patch_load(i, cb, chunk, base):
         r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom = chunk_geometry(chunk)
         real = in_rows - top - bottom
         if real < 1:
             raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
         src = job.sources[i]
-        base = parity * len(patch_index) * patch + patch_index[(i, cb)] * patch
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
                       dram_addr=src.region.addr + (cb * job.height + max(iy0, 0)) * src_pitch * alb,
                       y_size=real, x_size=job.width, dram_stride=src_pitch * alb, pad_top=top, pad_bottom=bottom,
@@ -591,7 +608,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             ky0, ky1, kx0, kx1 = tiles.groups[g]
             loads = []
             if (i, cb) not in loaded:
-                loads.append(patch_load(i, cb, chunk, patch_parity))
+                loads.append(patch_load(i, cb, chunk, slot(nb, i, cb, patch_parity)))
                 loaded.add((i, cb))
             if load_weights:
                 w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
@@ -602,8 +619,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             else:
                 w_addr = weight_base + n * w_tile
             # A kernel group reads the patch from its window's first tap on.
-            act_addr = (patch_parity * len(patch_index) * patch + patch_index[(i, cb)] * patch
-                        + (ky0 * pitch + kx0) * job.dilation)
+            act_addr = slot(nb, i, cb, patch_parity) + (ky0 * pitch + kx0) * job.dilation
             compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr, out_h=conv_rows,
                                        out_w=wo, act_pitch=pitch, stride=job.stride, dilation=job.dilation,
                                        kh=ky1 - ky0, kw=kx1 - kx0, accumulate=int(not first)))
