@@ -319,7 +319,10 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     conv_rows, in_rows = _geometry(job, rows)
     pitch = job.width + job.padding[1] + job.padding[3]
     patches = tiles.slots(order) * in_rows * pitch
-    if 2 * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows)) > c.acc_buffer_depth:
+    # Patches alternate between two halves of the buffer from one chunk (chunk order) or output tile (block
+    # order) to the next; a job of one chunk in chunk order has no next chunk to prefetch.
+    halves = 1 if order == "chunk" and rows >= job.out_shape[0] else 2
+    if halves * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows)) > c.acc_buffer_depth:
         return False
     if job.pool is not None and not job.pool.in_place and not _alus_fit(job, conv_rows, rows):
         return False
@@ -351,7 +354,8 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     taps = sum(tiles.taps(key[3]) for block in tiles.per_block for key in block) / per_chunk
     patch = in_rows * job.width * alb // bus + burst
     tile = int(taps * c.rows * wlb) // bus + burst
-    compute = int(min(conv_rows, ho) * wo * taps) + fill
+    # Each tap is an array tile: a batch shorter than 2 rows + cols cannot hide the next tile's shift-in.
+    compute = int(taps * max(min(conv_rows, ho) * wo, 2 * c.rows + c.cols)) + fill
     if job.pool is not None:          # the pooling ALUs of a tile, spread over its steps
         (kh, kw), wp = job.pool.kernel, out_w
         alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place else \
@@ -449,7 +453,7 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
     for kind in ("chunk", "block"):
         for rows in range(1, out_rows + 1):
             if not _fits(config, job, rows, kind, tiles):
-                break
+                continue                      # (a taller tile may still fit: a single chunk needs no prefetch)
             if not _reads_real_rows(job, rows):
                 padding_only = True
                 continue
