@@ -12,6 +12,15 @@ clamped by value to ``[clamp_lo, clamp_hi]``.
 A non-finite accumulator (a NaN or Inf operand reached it) gives the NaN code where the output format has
 one, else the code of zero (plus zero point); the store engine flags it in its status. The clamp maps values
 at or below ``clamp_lo`` to the code ``clamp_lo`` (so ReLU never leaves -0), at or above ``clamp_hi`` to ``clamp_hi``.
+
+How it is computed, exactly, on int64 arrays (:func:`scaled_product`): ``acc + B`` below ``2**62`` and ``|M| <=
+2**31`` give ``t`` as two 31-bit limbs; when ``t`` needs more than 62 bits it is rounded to odd at ``2**31``
+(its floor with the lowest bit set when anything was dropped). Rounding to odd keeps every comparison with a
+number that is a multiple of twice its step, and such a ``t`` has 32 or more significant bits, so the midpoints
+an integer or a minifloat of at most 16 bits rounds at are all such multiples wherever ``v`` can be near them
+(the rounding-to-odd argument of Boldo and Melquiond); far from them the step is too small to matter. Elements
+whose ``acc + B`` does not fit (``acc_bits`` above 61, as for fp8_e5m2, or an unsaturated huge bias) take the
+Python-int path of :func:`rescale_exact`, element by element.
 """
 
 from __future__ import annotations
@@ -20,11 +29,20 @@ import numpy as np
 
 from hw.spec.formats import Format, IntFormat, get_format
 
-__all__ = ["rescale", "round_half_even_shift", "clamp_codes"]
+__all__ = ["rescale", "rescale_exact", "round_half_even_shift", "clamp_codes", "scaled_product"]
+
+#: ``acc + B`` below this magnitude takes the int64 path; it needs two 31-bit limbs at most.
+_SUM_LIMIT = 1 << 62
+_LIMB = 31
+#: Rounded integer results are clipped to this magnitude before the zero point: any integer format of up to
+#: 16 bits saturates there whatever zero point below ``_ZERO_POINT_LIMIT`` is added.
+_ROUND_LIMIT = 1 << 29
+_ZERO_POINT_LIMIT = 1 << 28
 
 
 def round_half_even_shift(t: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``rne(t * 2**shift)`` for integer ``t`` and integer ``shift`` (element-wise, any sign), exactly."""
+    """``rne(t * 2**shift)`` for integer ``t`` and integer ``shift`` (element-wise, any sign), exactly, as
+    Python ints."""
     t = np.asarray(t, dtype=object)
     shift = np.broadcast_to(np.asarray(shift, dtype=object), t.shape)
     out = np.empty(t.shape, dtype=object)
@@ -43,6 +61,30 @@ def round_half_even_shift(t: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return out
 
 
+def _round_scaled(t: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """``rne(t * 2**k)`` for int64 ``|t| < 2**63 - 2**61`` and int64 ``k``, clipped to ``±_ROUND_LIMIT``."""
+    left = np.clip(t, -_ROUND_LIMIT, _ROUND_LIMIT) << np.clip(k, 0, 32)
+    s = np.clip(-k, 1, 63)
+    q = t >> s
+    r = t & np.where(s == 63, np.int64(2 ** 63 - 1), (np.int64(1) << np.minimum(s, 62)) - 1)
+    half = np.int64(1) << (s - 1)
+    q = q + ((r > half) | ((r == half) & (q & 1 == 1)))
+    right = np.where(k <= -64, 0, q)    # |t| < 2**63 <= 2**(-k-1): |v| < 1/2
+    return np.clip(np.where(k >= 0, left, right), -_ROUND_LIMIT, _ROUND_LIMIT)
+
+
+def scaled_product(a: np.ndarray, multiplier: np.ndarray, exponent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, k)`` int64 with ``t * 2**k`` equal to ``a * multiplier * 2**exponent``, or its round-to-odd at
+    ``2**(exponent + 31)`` when the product needs more than 62 bits; ``|a| < 2**62``, ``|multiplier| <= 2**31``."""
+    high, low = a >> _LIMB, a & ((1 << _LIMB) - 1)
+    part = low * multiplier
+    hi = high * multiplier + (part >> _LIMB)
+    lo = part & ((1 << _LIMB) - 1)
+    small = (hi >= -(1 << _LIMB)) & (hi < (1 << _LIMB))
+    t = np.where(small, (np.where(small, hi, 0) << _LIMB) + lo, hi | (lo != 0))
+    return t, exponent + np.where(small, 0, _LIMB)
+
+
 def clamp_codes(codes: np.ndarray, fmt: Format, lo: int, hi: int) -> np.ndarray:
     """Clamp codes by value: a value at or above that of code ``hi`` gives ``hi``, else one at or below that of
     ``lo`` gives ``lo``. "At" matters for zeros: a ReLU (``lo`` = +0) turns -0 into +0, which keeps the clamped
@@ -53,37 +95,111 @@ def clamp_codes(codes: np.ndarray, fmt: Format, lo: int, hi: int) -> np.ndarray:
     return np.where(values >= hi_v, hi, out).astype(codes.dtype)
 
 
-def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, multiplier, shift,
-            out_format: Format | str, zero_point: int = 0, clamp_lo: int | None = None,
-            clamp_hi: int | None = None, *, acc_bits: int | None = None) -> np.ndarray:
-    """Output codes of accumulator values ``acc`` (n, cols); bias/multiplier/shift broadcast per column.
+def _code_dtype(fmt: Format):
+    return np.uint8 if fmt.bits <= 8 else np.uint16
 
-    ``acc_bits``: the accumulator width the bias saturates to (``None``: no saturation).
-    """
-    fmt = get_format(out_format)
-    acc = np.asarray(acc, dtype=object)
-    bias = np.asarray(bias, dtype=object)
-    if acc_bits is not None:
-        lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-        bias = np.array([min(max(int(b), lo), hi) for b in bias.ravel()], dtype=object).reshape(bias.shape)
-    t = (acc + bias) * np.asarray(multiplier, dtype=object)
-    exponent = acc_exponent - np.broadcast_to(np.asarray(shift, dtype=object), t.shape)
-    if isinstance(fmt, IntFormat):
-        lo, hi = int(fmt.min), int(fmt.max)
-        y = round_half_even_shift(t, exponent) + zero_point
-        y = np.where(np.asarray(nonfinite), zero_point, y)
-        y = np.array([min(max(int(v), lo), hi) for v in y.ravel()], dtype=np.int64).reshape(t.shape)
-        codes = (y & ((1 << fmt.bits) - 1)).astype(np.uint8 if fmt.bits <= 8 else np.uint16)
-    else:
-        codes = np.empty(t.shape, dtype=np.uint8 if fmt.bits <= 8 else np.uint16)
-        for e in np.unique(np.asarray(exponent, dtype=np.int64)):
-            sel = np.asarray(exponent, dtype=np.int64) == e
-            codes[sel] = fmt.quantize_scaled(t[sel], int(e))
-        sign = 1 << (fmt.bits - 1)
-        codes = np.where(codes == sign, 0, codes).astype(codes.dtype)     # rounded to zero: +0, never -0
-        fallback = fmt.nan_code if fmt.has_nan else 0
-        codes = np.where(np.asarray(nonfinite), fallback, codes).astype(codes.dtype)
+
+def _finish(codes: np.ndarray, fmt: Format, clamp_lo: int | None, clamp_hi: int | None) -> np.ndarray:
+    """The clamp by value (NaN codes pass)."""
     lo = int(fmt.quantize(fmt.min)) if clamp_lo is None else clamp_lo
     hi = int(fmt.quantize(fmt.max)) if clamp_hi is None else clamp_hi
     nan = np.isnan(fmt.decode(codes))
     return np.where(nan, codes, clamp_codes(codes, fmt, lo, hi)).astype(codes.dtype)
+
+
+def _saturated_bias(bias, acc_bits: int | None) -> np.ndarray:
+    bias = np.asarray(bias)
+    if acc_bits is None:
+        return bias
+    lo, hi = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
+    if bias.dtype.kind in "iu" and acc_bits <= 64:
+        return np.clip(bias.astype(np.int64), lo, hi)
+    return np.array([min(max(int(b), lo), hi) for b in bias.ravel()], dtype=object).reshape(bias.shape)
+
+
+def _fit(values, limit: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``values`` (integers, or Python ints) as int64 with 0 where a magnitude reaches ``limit``, and the mask
+    of those (None when there are none); None if ``values`` are not an integer or object array."""
+    values = np.asarray(values)
+    if values.dtype == np.uint64:
+        values = values.astype(object)
+    if values.dtype.kind not in "iuO":
+        return None
+    big = (values >= limit) | (values <= -limit)
+    if not big.any():
+        return values.astype(np.int64), None
+    return np.where(big, 0, values).astype(np.int64), big
+
+
+def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, multiplier, shift,
+            out_format: Format | str, zero_point: int = 0, clamp_lo: int | None = None,
+            clamp_hi: int | None = None, *, acc_bits: int | None = None) -> np.ndarray:
+    """Output codes of accumulator values ``acc`` (..., cols); bias/multiplier/shift broadcast per column.
+
+    ``acc_bits``: the accumulator width the bias saturates to (``None``: no saturation).
+    """
+    fmt = get_format(out_format)
+    acc = np.asarray(acc)
+    nonfinite = np.broadcast_to(np.asarray(nonfinite, dtype=bool), acc.shape)
+    bias = _saturated_bias(bias, acc_bits)
+    fitted = [_fit(v, limit) for v, limit in ((acc, _SUM_LIMIT >> 1), (bias, _SUM_LIMIT >> 1),
+                                              (multiplier, (1 << 31) + 1), (shift, 1 << 40))]
+    if any(f is None for f in fitted) or any(f[1] is not None for f in fitted[2:]) \
+            or abs(int(zero_point)) >= _ZERO_POINT_LIMIT:
+        return rescale_exact(acc, nonfinite, acc_exponent, bias, multiplier, shift, fmt, zero_point, clamp_lo,
+                             clamp_hi)
+    (a64, a_big), (b64, b_big), (m64, _), (s64, _) = fitted
+    t, k = scaled_product(a64 + b64, m64, acc_exponent - s64)
+    codes = _finish(_codes(t, k, nonfinite, fmt, int(zero_point)), fmt, clamp_lo, clamp_hi)
+    if a_big is None and b_big is None:
+        return codes
+    big = np.broadcast_to(a_big if b_big is None else b_big if a_big is None else a_big | b_big, codes.shape)
+    codes = np.array(codes, copy=True)
+    full = [np.broadcast_to(np.asarray(v, dtype=object), codes.shape)[big] for v in (acc, bias, multiplier, shift)]
+    codes[big] = rescale_exact(full[0], nonfinite[big], acc_exponent, *full[1:], fmt, zero_point, clamp_lo,
+                               clamp_hi)
+    return codes
+
+
+def _codes(t: np.ndarray, k: np.ndarray, nonfinite: np.ndarray, fmt: Format, zero_point: int) -> np.ndarray:
+    """Output codes of ``t * 2**k`` (before the clamp by value)."""
+    if isinstance(fmt, IntFormat):
+        y = _round_scaled(t, np.broadcast_to(k, t.shape)) + zero_point
+        y = np.clip(np.where(nonfinite, zero_point, y), int(fmt.min), int(fmt.max))
+        return (y & ((1 << fmt.bits) - 1)).astype(_code_dtype(fmt))
+    k = np.broadcast_to(k, t.shape)
+    codes = np.empty(t.shape, dtype=_code_dtype(fmt))
+    exponents = np.unique(k)
+    for e in exponents:
+        sel = k == e if len(exponents) > 1 else slice(None)
+        codes[sel] = fmt.quantize_scaled(t[sel], int(e))
+    sign = 1 << (fmt.bits - 1)
+    codes = np.where(codes == sign, 0, codes).astype(codes.dtype)       # rounded to zero: +0, never -0
+    return np.where(nonfinite, fmt.nan_code if fmt.has_nan else 0, codes).astype(codes.dtype)
+
+
+def rescale_exact(acc, nonfinite, acc_exponent: int, bias, multiplier, shift, out_format: Format | str,
+                  zero_point: int = 0, clamp_lo: int | None = None, clamp_hi: int | None = None) -> np.ndarray:
+    """:func:`rescale` on Python ints, element by element: for values no int64 path holds (the bias is taken
+    as given: saturate it first)."""
+    fmt = get_format(out_format)
+    acc = np.asarray(acc, dtype=object)
+    t = (acc + np.asarray(bias, dtype=object)) * np.asarray(multiplier, dtype=object)
+    exponent = acc_exponent - np.broadcast_to(np.asarray(shift, dtype=object), t.shape)
+    nonfinite = np.broadcast_to(np.asarray(nonfinite, dtype=bool), t.shape)
+    if isinstance(fmt, IntFormat):
+        lo, hi = int(fmt.min), int(fmt.max)
+        y = round_half_even_shift(t, exponent) + zero_point
+        y = np.where(nonfinite, zero_point, y)
+        y = np.array([min(max(int(v), lo), hi) for v in y.ravel()], dtype=np.int64).reshape(t.shape)
+        codes = (y & ((1 << fmt.bits) - 1)).astype(_code_dtype(fmt))
+    else:
+        codes = np.empty(t.shape, dtype=_code_dtype(fmt))
+        exponent = np.asarray(exponent, dtype=np.int64)
+        for e in np.unique(exponent):
+            sel = exponent == e
+            codes[sel] = fmt.quantize_scaled(np.asarray(t[sel], dtype=object), int(e))
+        sign = 1 << (fmt.bits - 1)
+        codes = np.where(codes == sign, 0, codes).astype(codes.dtype)     # rounded to zero: +0, never -0
+        codes = np.where(nonfinite, fmt.nan_code if fmt.has_nan else 0, codes).astype(codes.dtype)
+    return _finish(codes, fmt, clamp_lo, clamp_hi)
