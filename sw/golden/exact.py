@@ -5,8 +5,8 @@ of products the golden model and the emulator form is an integer. numpy multipli
 BLAS, which is fast, and integer matrices with plain loops, which are not. A float matrix product is exact when
 every product and every partial sum is an integer below ``2**24`` (float32) or ``2**53`` (float64) in magnitude,
 whatever order BLAS adds them in (a fused multiply-add rounds once, an exact value not at all); this module
-decides that from bounds on the operands and falls back, step by step, to a product split into halves that
-each satisfy the bound, to int64, and last to Python integers.
+decides that from bounds on the operands and falls back to a product split into halves that each satisfy the
+bound, and last to Python integers.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def matmul_exact(a: np.ndarray, w: np.ndarray, a_max: int | None = None, w_max: 
 
     ``a_max``/``w_max`` bound the operands' magnitudes (measured when not given). The result is int64 when it
     provably fits in 62 bits, else Python ints. Paths, first that is exact: one float32 or float64 product; four
-    float64 products of 2-limb operands recombined in int64 or Python ints; an int64 product; Python ints.
+    float64 products of 2-limb operands recombined in int64 or Python ints; Python ints.
     """
     k = a.shape[-1]
     a_max = max_abs(a) if a_max is None else a_max
@@ -85,9 +85,7 @@ def matmul_exact(a: np.ndarray, w: np.ndarray, a_max: int | None = None, w_max: 
         if limb < FLOAT64_EXACT:
             wide = k * (a_max + (1 << ab)) * (w_max + (1 << wb)) >= INT64_SAFE
             return _matmul_limbs(np.asarray(a).astype(np.int64), np.asarray(w).astype(np.int64), ab, wb, wide)
-        if bound < INT64_SAFE:
-            return np.matmul(np.asarray(a).astype(np.int64), np.asarray(w).astype(np.int64))
-    return np.asarray(a, dtype=object).dot(np.asarray(w, dtype=object))
+    return np.matmul(np.asarray(a, dtype=object), np.asarray(w, dtype=object))
 
 
 def _matmul_limbs(a: np.ndarray, w: np.ndarray, ab: int, wb: int, wide: bool) -> np.ndarray:
