@@ -18,7 +18,7 @@ import numpy as np
 from hw.spec.formats import Format
 
 __all__ = ["FLOAT32_EXACT", "FLOAT64_EXACT", "INT64_SAFE", "fixed_values", "float_dtype_for", "matmul_exact",
-           "max_abs"]
+           "max_abs", "value_table"]
 
 #: Integers of magnitude below these are exact in float32 / float64.
 FLOAT32_EXACT = 1 << 24
@@ -41,6 +41,14 @@ def fixed_values(fmt: Format) -> tuple[np.ndarray, np.ndarray, int]:
     for a in (values, finite):
         a.setflags(write=False)
     return values, finite, largest
+
+
+@lru_cache(maxsize=None)
+def value_table(fmt: Format, dtype) -> np.ndarray:
+    """:func:`fixed_values` of every code in ``dtype`` (which must hold them exactly)."""
+    table = fixed_values(fmt)[0].astype(dtype)
+    table.setflags(write=False)
+    return table
 
 
 def float_dtype_for(bound: int):

@@ -11,13 +11,12 @@ result they touch, which is what the hardware does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
 from hw.spec.formats import Format, get_format, product_of
 
-from .exact import INT64_SAFE, fixed_values, float_dtype_for, matmul_exact
+from .exact import INT64_SAFE, fixed_values, float_dtype_for, matmul_exact, value_table
 
 __all__ = ["Accumulation", "multiply", "gemm", "matvec", "decode", "product_sum", "operand_dtype", "has_specials"]
 
@@ -86,15 +85,7 @@ def decode(fmt: Format, codes: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarra
         raise TypeError(f"Codes must be an integer array, not {codes.dtype}")
     if codes.size and (codes.min() < 0 or codes.max() >= (1 << fmt.bits)):
         raise ValueError(f"Codes of {fmt.name} must lie in 0..{(1 << fmt.bits) - 1}")
-    return _table(fmt, dtype)[codes], fixed_values(fmt)[1][codes]
-
-
-@lru_cache(maxsize=None)
-def _table(fmt: Format, dtype) -> np.ndarray:
-    values = fixed_values(fmt)[0]
-    table = values.astype(dtype) if dtype is not object else values.astype(object)
-    table.setflags(write=False)
-    return table
+    return value_table(fmt, dtype)[codes], fixed_values(fmt)[1][codes]
 
 
 def product_sum(a: np.ndarray, a_ok: np.ndarray | None, w: np.ndarray, w_ok: np.ndarray | None,

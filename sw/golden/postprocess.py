@@ -25,9 +25,14 @@ Python-int path of :func:`rescale_exact`, element by element.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 
 from hw.spec.formats import Format, IntFormat, get_format
+
+from .exact import max_abs
 
 __all__ = ["rescale", "rescale_exact", "round_half_even_shift", "clamp_codes", "scaled_product"]
 
@@ -62,7 +67,20 @@ def round_half_even_shift(t: np.ndarray, shift: np.ndarray) -> np.ndarray:
 
 
 def _round_scaled(t: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """``rne(t * 2**k)`` for int64 ``|t| < 2**63 - 2**61`` and int64 ``k``, clipped to ``±_ROUND_LIMIT``."""
+    """``rne(t * 2**k)`` for int64 ``|t| <= 2**62 + 2**31`` and int64 ``k`` (broadcast); clipped to
+    ``±_ROUND_LIMIT`` unless every ``k`` lies in -62..-1, where one floor shift with a correction is exact."""
+    if k.size == 1 and -62 <= int(k.reshape(-1)[0]) <= -1:
+        s = -int(k.reshape(-1)[0])
+        # floor((t + 2**(s-1) - 1 + lowest kept bit) / 2**s): rounds up above half, and at half when odd
+        odd = (t >> s) & 1
+        odd += t
+        odd += (1 << (s - 1)) - 1
+        odd >>= s
+        return odd
+    if k.size and -62 <= k.min() and k.max() <= -1:
+        s = -k
+        return (t + ((np.int64(1) << (s - 1)) - 1) + ((t >> s) & 1)) >> s
+    k = np.broadcast_to(k, t.shape)
     left = np.clip(t, -_ROUND_LIMIT, _ROUND_LIMIT) << np.clip(k, 0, 32)
     s = np.clip(-k, 1, 63)
     q = t >> s
@@ -83,6 +101,82 @@ def scaled_product(a: np.ndarray, multiplier: np.ndarray, exponent: np.ndarray) 
     small = (hi >= -(1 << _LIMB)) & (hi < (1 << _LIMB))
     t = np.where(small, (np.where(small, hi, 0) << _LIMB) + lo, hi | (lo != 0))
     return t, exponent + np.where(small, 0, _LIMB)
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The per-column constants of a rescale, prepared once per distinct parameter set (int64)."""
+
+    bias: np.ndarray              # saturated; 0 where ``bias_big``
+    bias_big: np.ndarray | None   # where the bias needs Python ints
+    multiplier: np.ndarray
+    exponent: np.ndarray          # acc_exponent - shift
+    #: The multipliers shifted left to the smallest exponent of a column whose multiplier is not 0 (None: they
+    #: span too much), that exponent and the largest aligned multiplier.
+    aligned: np.ndarray | None
+    low: int
+    aligned_max: int
+    multiplier_max: int
+
+
+def _key(values) -> tuple:
+    values = np.asarray(values)
+    if values.dtype.kind in "iu":
+        return values.shape, values.dtype.str, values.tobytes()
+    return values.shape, tuple(int(v) for v in values.ravel())
+
+
+def _columns(bias, multiplier, shift, acc_exponent: int, acc_bits: int | None) -> _Columns | None:
+    """:class:`_Columns` of these parameters, or None if a multiplier or shift is outside what the int64
+    path takes (``|M| <= 2**31``, ``|S| < 2**40``)."""
+    return _prepared(_key(bias), _key(multiplier), _key(shift), acc_exponent, acc_bits)
+
+
+@lru_cache(maxsize=4096)
+def _prepared(bias, multiplier, shift, acc_exponent: int, acc_bits: int | None) -> _Columns | None:
+    bias, multiplier, shift = (_array(k) for k in (bias, multiplier, shift))
+    fitted = [_fit(v, limit) for v, limit in ((_saturated_bias(bias, acc_bits), _SUM_LIMIT >> 1),
+                                              (multiplier, (1 << 31) + 1), (shift, 1 << 40))]
+    if any(f is None for f in fitted) or any(f[1] is not None for f in fitted[1:]):
+        return None
+    (b64, b_big), (m64, _), (s64, _) = fitted
+    m64, exponent = np.broadcast_arrays(m64.astype(np.int64), acc_exponent - s64.astype(np.int64))
+    live = exponent[m64 != 0]
+    low = int(live.min()) if live.size else 0
+    spread = int(live.max()) - low if live.size else 0
+    m_max = max_abs(m64)
+    aligned = None
+    if m_max << spread < _SUM_LIMIT:
+        aligned = np.where(m64 != 0, m64 << np.maximum(exponent - low, 0), 0)
+    return _Columns(b64.astype(np.int64), b_big, m64, exponent, aligned, low, m_max << spread, m_max)
+
+
+def _array(key: tuple) -> np.ndarray:
+    shape, *data = key
+    if len(data) == 2:
+        return np.frombuffer(data[1], dtype=np.dtype(data[0])).reshape(shape)
+    return np.array(data[0], dtype=object).reshape(shape)
+
+
+def _product(a: np.ndarray, c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+    """``(t, k)`` with ``t * 2**k == a * multiplier * 2**exponent`` (or its round to odd, see
+    :func:`scaled_product`): one exponent for all when the aligned multipliers keep the product in 62 bits
+    (columns with multiplier 0 give 0 at any exponent); else one per column; else limbs (one per element)."""
+    a_max = max_abs(a)
+    if c.aligned is not None and a_max * c.aligned_max < _SUM_LIMIT:
+        return a * c.aligned, np.array(c.low)
+    if a_max * c.multiplier_max < _SUM_LIMIT:
+        return a * c.multiplier, c.exponent
+    return scaled_product(a, c.multiplier, c.exponent)
+
+
+@lru_cache(maxsize=1024)
+def _int_bounds(fmt: IntFormat, clamp_lo: int | None, clamp_hi: int | None) -> tuple[int, int, int, int]:
+    """(format min, format max, value of clamp_lo, value of clamp_hi) as ints."""
+    lo, hi = int(fmt.min), int(fmt.max)
+    lo_v = lo if clamp_lo is None else int(fmt.decode(np.array([clamp_lo]))[0])
+    hi_v = hi if clamp_hi is None else int(fmt.decode(np.array([clamp_hi]))[0])
+    return lo, hi, lo_v, hi_v
 
 
 def clamp_codes(codes: np.ndarray, fmt: Format, lo: int, hi: int) -> np.ndarray:
@@ -125,6 +219,9 @@ def _fit(values, limit: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         values = values.astype(object)
     if values.dtype.kind not in "iuO":
         return None
+    if values.dtype.kind in "iu" and (values.dtype.itemsize <= 4 and limit >= 1 << 32 or values.size == 0
+                                      or (values.max() < limit and values.min() > -limit)):
+        return values, None
     big = (values >= limit) | (values <= -limit)
     if not big.any():
         return values.astype(np.int64), None
@@ -140,42 +237,71 @@ def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, mul
     """
     fmt = get_format(out_format)
     acc = np.asarray(acc)
-    nonfinite = np.broadcast_to(np.asarray(nonfinite, dtype=bool), acc.shape)
-    bias = _saturated_bias(bias, acc_bits)
-    fitted = [_fit(v, limit) for v, limit in ((acc, _SUM_LIMIT >> 1), (bias, _SUM_LIMIT >> 1),
-                                              (multiplier, (1 << 31) + 1), (shift, 1 << 40))]
-    if any(f is None for f in fitted) or any(f[1] is not None for f in fitted[2:]) \
-            or abs(int(zero_point)) >= _ZERO_POINT_LIMIT:
-        return rescale_exact(acc, nonfinite, acc_exponent, bias, multiplier, shift, fmt, zero_point, clamp_lo,
-                             clamp_hi)
-    (a64, a_big), (b64, b_big), (m64, _), (s64, _) = fitted
-    t, k = scaled_product(a64 + b64, m64, acc_exponent - s64)
-    codes = _finish(_codes(t, k, nonfinite, fmt, int(zero_point)), fmt, clamp_lo, clamp_hi)
-    if a_big is None and b_big is None:
+    nonfinite = np.asarray(nonfinite, dtype=bool)
+    columns = _columns(bias, multiplier, shift, acc_exponent, acc_bits)
+    fitted = _fit(acc, _SUM_LIMIT >> 1)
+    if columns is None or fitted is None or abs(int(zero_point)) >= _ZERO_POINT_LIMIT:
+        return rescale_exact(acc, nonfinite, acc_exponent, _saturated_bias(bias, acc_bits), multiplier, shift,
+                             fmt, zero_point, clamp_lo, clamp_hi)
+    a64, big = fitted
+    t, k = _product(a64 + columns.bias, columns)
+    clamps = (clamp_lo, clamp_hi)
+    if isinstance(fmt, IntFormat):
+        codes = _int_codes(t, k, nonfinite, fmt, int(zero_point), *clamps)
+    else:
+        codes = _finish(_minifloat_codes(t, k, nonfinite, fmt), fmt, *clamps)
+    if columns.bias_big is not None:
+        big = columns.bias_big if big is None else big | columns.bias_big
+    if big is None:
         return codes
-    big = np.broadcast_to(a_big if b_big is None else b_big if a_big is None else a_big | b_big, codes.shape)
+    big = np.broadcast_to(big, codes.shape)
     codes = np.array(codes, copy=True)
-    full = [np.broadcast_to(np.asarray(v, dtype=object), codes.shape)[big] for v in (acc, bias, multiplier, shift)]
-    codes[big] = rescale_exact(full[0], nonfinite[big], acc_exponent, *full[1:], fmt, zero_point, clamp_lo,
-                               clamp_hi)
+    full = [np.broadcast_to(np.asarray(v, dtype=object), codes.shape)[big]
+            for v in (acc, _saturated_bias(bias, acc_bits), multiplier, shift)]
+    codes[big] = rescale_exact(full[0], np.broadcast_to(nonfinite, codes.shape)[big], acc_exponent, *full[1:],
+                               fmt, zero_point, clamp_lo, clamp_hi)
     return codes
 
 
-def _codes(t: np.ndarray, k: np.ndarray, nonfinite: np.ndarray, fmt: Format, zero_point: int) -> np.ndarray:
-    """Output codes of ``t * 2**k`` (before the clamp by value)."""
-    if isinstance(fmt, IntFormat):
-        y = _round_scaled(t, np.broadcast_to(k, t.shape)) + zero_point
-        y = np.clip(np.where(nonfinite, zero_point, y), int(fmt.min), int(fmt.max))
-        return (y & ((1 << fmt.bits) - 1)).astype(_code_dtype(fmt))
-    k = np.broadcast_to(k, t.shape)
+def _int_codes(t: np.ndarray, k: np.ndarray, nonfinite: np.ndarray, fmt: IntFormat, zero_point: int,
+               clamp_lo: int | None, clamp_hi: int | None) -> np.ndarray:
+    """Integer output codes of ``t * 2**k``, zero point added, saturated, clamped by value."""
+    y = _round_scaled(t, k)
+    y += zero_point
+    if nonfinite.any():
+        y = np.where(nonfinite, zero_point, y)
+    lo, hi, lo_v, hi_v = _int_bounds(fmt, clamp_lo, clamp_hi)
+    if lo_v <= hi_v:
+        y = np.clip(y, lo_v, hi_v)                    # both bounds lie in the format's range
+    else:
+        y = np.clip(y, lo, hi)
+        y = np.where(y >= hi_v, hi_v, np.where(y <= lo_v, lo_v, y))
+    if fmt.bits in (8, 16):                           # two's complement in the same width: the code
+        return y.astype(f"{'i' if fmt.signed else 'u'}{fmt.bits // 8}").view(_code_dtype(fmt))
+    return (y & ((1 << fmt.bits) - 1)).astype(_code_dtype(fmt))
+
+
+def _minifloat_codes(t: np.ndarray, k: np.ndarray, nonfinite: np.ndarray, fmt: Format) -> np.ndarray:
+    """Minifloat codes nearest to ``t * 2**k`` (before the clamp by value); exponents per column or element."""
     codes = np.empty(t.shape, dtype=_code_dtype(fmt))
-    exponents = np.unique(k)
-    for e in exponents:
-        sel = k == e if len(exponents) > 1 else slice(None)
-        codes[sel] = fmt.quantize_scaled(t[sel], int(e))
+    if k.size == 1 or k.shape[:-1] == (1,) * (k.ndim - 1) and k.ndim <= t.ndim:
+        per_column = np.broadcast_to(k.reshape(-1), t.shape[-1:])
+        for e in np.unique(per_column):
+            cols = np.flatnonzero(per_column == e)
+            if cols.size == per_column.size:
+                codes[...] = fmt.quantize_scaled(t, int(e))
+            else:
+                codes[..., cols] = fmt.quantize_scaled(t[..., cols], int(e))
+    else:
+        k = np.broadcast_to(k, t.shape)
+        for e in np.unique(k):
+            sel = k == e
+            codes[sel] = fmt.quantize_scaled(t[sel], int(e))
     sign = 1 << (fmt.bits - 1)
     codes = np.where(codes == sign, 0, codes).astype(codes.dtype)       # rounded to zero: +0, never -0
-    return np.where(nonfinite, fmt.nan_code if fmt.has_nan else 0, codes).astype(codes.dtype)
+    if nonfinite.any():
+        codes = np.where(nonfinite, fmt.nan_code if fmt.has_nan else 0, codes).astype(codes.dtype)
+    return codes
 
 
 def rescale_exact(acc, nonfinite, acc_exponent: int, bias, multiplier, shift, out_format: Format | str,
