@@ -67,7 +67,7 @@ def _qdq_row(rows: int, images: int | None) -> dict:
     compiled = compile_network(net, config)
     seconds = time.perf_counter() - started
     codes = net.tensors[net.input].quantize(x)
-    result = run_codes(compiled, codes, "emulator")
+    result = run_codes(compiled, codes, "emulator", cycles=True)
     ours = net.tensors[net.output].dequantize(result.codes)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     reference = session.run(None, {session.get_inputs()[0].name: x})[0]

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{compiled.config.weights.name} x {compiled.config.acts.name})", flush=True)
     codes = net.tensors[net.input].quantize(x)
     try:
-        result = run_codes(compiled, codes, args.backend, progress=progress)
+        result = run_codes(compiled, codes, args.backend, cycles=True, progress=progress)
     except RunError as e:
         return fail(PROG, e)
     except EngineFault as e:
