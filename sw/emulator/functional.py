@@ -13,7 +13,9 @@ pushed by an instruction *earlier in program order*, program order is a linear e
 A program is race-free when every two instructions of different engines that touch the same buffer line or
 memory byte, one writing, are ordered by happens-before: then both runs apply every pair of conflicting effects
 in the same order, so every location sees the same writes in the same order and ends with the same value
-(buffers, accumulators, memory, the non-finite flags and the MAC count). Such a program also cannot deadlock
+(buffers, accumulators, memory, the non-finite flags and the MAC count). A write of the value already there
+conflicts with no reader: the compiler's barriers (an ALU MAX of one accumulator line with itself, which STOREs
+of the layer may read concurrently) are such writes, and its programs are race-free up to them. Such a program also cannot deadlock
 (the earliest unfinished instruction can always start) and, when the token analysis finds no push that could
 meet a full queue under any timing, cannot overflow a token queue; it must reach FINISH without a decoding error
 and not store over its own code, which is read before it runs.
@@ -60,16 +62,19 @@ class InOrderProgram:
 
 
 def _words(memory: BatchedMemory, program_addr: int) -> list[int] | None:
-    """Instruction words from ``program_addr`` up to the first FINISH opcode (None: none before the end)."""
+    """Instruction words from ``program_addr`` up to the first FINISH opcode (None: none before the end); every
+    sample must hold them alike."""
     if program_addr % INSTRUCTION_BYTES:
         return None
     words = []
     for at in range(program_addr, memory.size - INSTRUCTION_BYTES + 1, _FETCH_BYTES):
-        code = memory.code(at, min(_FETCH_BYTES, (memory.size - at) // INSTRUCTION_BYTES * INSTRUCTION_BYTES))
+        n = min(_FETCH_BYTES, (memory.size - at) // INSTRUCTION_BYTES * INSTRUCTION_BYTES)
+        code = memory.rows(at, 1, 0, n)[0, 0].tobytes()           # the first sample's; checked below
         for i in range(0, len(code), INSTRUCTION_BYTES):
             word = int.from_bytes(code[i:i + INSTRUCTION_BYTES], "little")
             words.append(word)
             if word & 0xF == Opcode.FINISH:
+                memory.code(program_addr, len(words) * INSTRUCTION_BYTES)
                 return words
     return None
 
