@@ -89,6 +89,12 @@ class Emulator:
         """The external memory of the first sample (of the only one: the memory itself)."""
         return self.memory.sample(0)
 
+    def release(self) -> None:
+        """Give the batch's large arrays back for the next run to reuse (optional; the emulator is unusable
+        afterwards)."""
+        self.state.release()
+        self.memory.release()
+
     def _fetch(self, pc: int, program_addr: int) -> int | None:
         at = program_addr + pc * INSTRUCTION_BYTES
         if program_addr % INSTRUCTION_BYTES or at + INSTRUCTION_BYTES > self.memory.size:

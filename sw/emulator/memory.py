@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import workspace
+
 __all__ = ["PAGE", "BatchedMemory", "DivergentProgram"]
 
 PAGE = 4096
@@ -45,7 +47,7 @@ class BatchedMemory:
         be overwritten whole and are not copied."""
         pages = self._pages(lo, hi)
         if self._private is None:
-            self._private = np.zeros((self.batch, self.size), dtype=np.uint8)
+            self._private = workspace.zeros((self.batch, self.size), np.uint8)
         for p in np.flatnonzero(~self._is_private[pages]) + pages.start:
             at = slice(p * PAGE, min((p + 1) * PAGE, self.size))
             if not covered[0] <= at.start <= at.stop <= covered[1]:
@@ -65,9 +67,8 @@ class BatchedMemory:
         (1 or batch, count, nbytes)."""
         hi = addr + (count - 1) * stride + nbytes
         array = self._array(addr, hi, not self._shared(addr, hi))
-        view = np.lib.stride_tricks.as_strided(array[:, addr:], (array.shape[0], count, nbytes),
-                                               (array.strides[0], stride, 1), writeable=False)
-        return view
+        return workspace.strided(array, addr, (array.shape[0], count, nbytes), (array.strides[0], stride, 1),
+                                 writeable=False)
 
     def write_rows(self, addr: int, stride: int, data: np.ndarray) -> None:
         """Write ``data`` shaped (1 or batch, count, nbytes) as runs ``stride`` apart from ``addr`` on; a later
@@ -77,9 +78,7 @@ class BatchedMemory:
         covered = (addr, hi) if stride == nbytes or count == 1 else (0, 0)
         array = self._array(addr, hi, not (rows == 1 and self._shared(addr, hi)), covered)
         if stride >= nbytes or count == 1:
-            view = np.lib.stride_tricks.as_strided(array[:, addr:], (array.shape[0], count, nbytes),
-                                                   (array.strides[0], stride, 1))
-            view[...] = data
+            workspace.strided(array, addr, (array.shape[0], count, nbytes), (array.strides[0], stride, 1))[...] = data
         else:
             for y in range(count):
                 array[:, addr + y * stride:addr + y * stride + nbytes] = data[:, y]
@@ -106,6 +105,13 @@ class BatchedMemory:
     def word(self, addr: int, nbytes: int) -> int:
         """Little-endian integer at ``addr``, the same in every sample (an instruction)."""
         return int.from_bytes(self.code(addr, nbytes), "little")
+
+    def release(self) -> None:
+        """Give the private pages back to the workspace; the memory is unusable afterwards."""
+        if self._private is not None:
+            pages = np.flatnonzero(self._is_private)
+            workspace.give_back(self._private, [(slice(None), slice(p * PAGE, (p + 1) * PAGE)) for p in pages])
+            self._private = self.base = None
 
     def sample(self, index: int) -> np.ndarray:
         """The whole memory of one sample (a copy, unless the batch is one sample: then the memory itself)."""

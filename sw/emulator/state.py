@@ -28,6 +28,7 @@ from sw.golden.exact import FLOAT32_EXACT, fixed_values, matmul_exact, value_tab
 from sw.golden.gemm import has_specials
 from sw.golden.postprocess import rescale
 
+from . import workspace
 from .memory import BatchedMemory
 from .plans import alu_plan, compute_plan, store_lines
 
@@ -71,7 +72,8 @@ class EngineState:
     clamp_hi: int = 0
     #: Per sample: set once a STORE wrote a line that met a NaN or Inf operand.
     saw_nonfinite: np.ndarray = field(init=False)
-    _scratch: dict = field(init=False, default_factory=dict)
+    #: Per-sample buffers taken from the workspace, and the line range this run wrote in each.
+    _written: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         c = self.config
@@ -95,16 +97,29 @@ class EngineState:
     def batch(self) -> int:
         return self.memory.batch
 
-    def widen(self, name: str, rows: int) -> np.ndarray:
-        """The array ``name``, made per-sample (batch rows) if ``rows`` samples are about to differ in it."""
+    def writable(self, name: str, rows: int, lines: slice) -> np.ndarray:
+        """The array ``name``, about to be written in ``lines``: made per-sample (a zeroed workspace array) if
+        ``rows`` samples are about to differ in it."""
         array = getattr(self, name)
         if rows > array.shape[1]:
-            wide = np.zeros((array.shape[0], rows, array.shape[2]), dtype=array.dtype)   # mapped lazily
+            wide = workspace.zeros((array.shape[0], rows, array.shape[2]), array.dtype)
+            self._written[name] = [array.shape[0], 0]
             if array.dtype == object or array.any():
                 wide[...] = array
+                lines = slice(0, array.shape[0])
             setattr(self, name, wide)
             array = wide
+        if name in self._written:
+            span = self._written[name]
+            span[0], span[1] = min(span[0], lines.start), max(span[1], lines.stop)
         return array
+
+    def release(self) -> None:
+        """Give the per-sample buffers back to the workspace; the state is unusable afterwards."""
+        for name, (lo, hi) in self._written.items():
+            workspace.give_back(getattr(self, name), [slice(lo, hi)] if lo < hi else [])
+            setattr(self, name, None)
+        self._written = {}
 
     def wrap(self, values: np.ndarray) -> np.ndarray:
         """Accumulators are two's-complement ``acc_bits`` wide: sums wrap (the compiler keeps them in range).
@@ -129,15 +144,6 @@ class EngineState:
         else:
             target[...] = self.wrap(target + values)
 
-    def scratch(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """A work array kept between instructions (large fresh arrays cost page faults every time)."""
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        buffer = self._scratch.get(name)
-        if buffer is None or buffer.size < size:
-            buffer = self._scratch[name] = np.empty(size, dtype=np.uint8)
-        return buffer[:size].view(dtype).reshape(shape)
-
-
 def _block(buffer: np.ndarray, start: int, rows: int, row_stride: int, count: int, step: int = 1) -> np.ndarray:
     """Lines ``start + y * row_stride + x * step`` (y < rows, x < count) of a buffer (depth, samples, width), as
     a writeable view shaped (rows, count, samples, width)."""
@@ -145,8 +151,8 @@ def _block(buffer: np.ndarray, start: int, rows: int, row_stride: int, count: in
     if step == 1 and row_stride >= count and start + rows * row_stride <= depth:
         return buffer[start:start + rows * row_stride].reshape(rows, row_stride, samples, width)[:, :count]
     line = buffer.strides[0]
-    return np.lib.stride_tricks.as_strided(buffer[start:], (rows, count, samples, width),
-                                           (row_stride * line, step * line, *buffer.strides[1:]))
+    return workspace.strided(buffer, start * line, (rows, count, samples, width),
+                             (row_stride * line, step * line, *buffer.strides[1:]))
 
 
 def load(s: EngineState, f: dict) -> None:
@@ -158,10 +164,11 @@ def load(s: EngineState, f: dict) -> None:
     samples = raw.shape[0]
     width = f["pad_left"] + xs + f["pad_right"]
     start = f["sram_addr"] + f["pad_top"] * width + f["pad_left"]
+    lines = slice(f["sram_addr"], f["sram_addr"] + (f["pad_top"] + ys + f["pad_bottom"]) * width)
     if buffer is Buffer.PARAM:
         params = unpack_params(raw.tobytes(), samples * ys * xs, c.cols, nbytes)
         for name, values in zip(("bias", "multiplier", "shift"), params):
-            _block(s.widen(name, samples), start, ys, width, xs)[...] = \
+            _block(s.writable(name, samples, lines), start, ys, width, xs)[...] = \
                 values.reshape(samples, ys, xs, c.cols).transpose(1, 2, 0, 3)
         return
     fmt, name = (c.acts, "act") if buffer is Buffer.ACT else (c.weights, "weight")
@@ -169,7 +176,7 @@ def load(s: EngineState, f: dict) -> None:
     for target_name in (name, name + "_ok"):
         if getattr(s, target_name) is None:
             continue
-        target = s.widen(target_name, samples)
+        target = s.writable(target_name, samples, lines)
         if target_name == name:
             values, pad = _values(fmt, codes, target.dtype), value_table(fmt, target.dtype)[f["pad_value"]]
         else:
@@ -241,11 +248,11 @@ def _product(s: EngineState, windows: np.ndarray, w: np.ndarray) -> np.ndarray:
     outputs, samples, k = windows.shape[0] * windows.shape[1], windows.shape[2], w.shape[1]
     a_max, w_max = fixed_values(c.acts)[2], fixed_values(c.weights)[2]
     if k * a_max * w_max < FLOAT32_EXACT:
-        a = s.scratch("windows", windows.shape, np.float32)
+        a = workspace.work("windows", windows.shape, np.float32)
         np.copyto(a, windows, casting="unsafe")
         a, w = a.reshape(outputs, samples, k), w.astype(np.float32)
         if w.shape[0] == 1:
-            out = s.scratch("product", (outputs * samples, w.shape[2]), np.float32)
+            out = workspace.work("product", (outputs * samples, w.shape[2]), np.float32)
             return np.matmul(a.reshape(-1, k), w[0], out=out).astype(dtype).reshape(outputs, samples, -1)
         return np.matmul(a.transpose(1, 0, 2), w).astype(dtype).transpose(1, 0, 2)
     a = windows.reshape(outputs, samples, k)
@@ -259,16 +266,15 @@ def _windows(buffer: np.ndarray, f: dict) -> np.ndarray:
     _, samples, rows = buffer.shape
     line, s1, s2 = buffer.strides
     step, dilation, pitch = f["stride"] * line, f["dilation"] * line, f["act_pitch"]
-    return np.lib.stride_tricks.as_strided(
-        buffer[f["act_addr"]:], (f["out_h"], f["out_w"], samples, f["kh"], f["kw"], rows),
-        (step * pitch, step, s1, dilation * pitch, dilation, s2), writeable=False)
+    return workspace.strided(buffer, f["act_addr"] * line, (f["out_h"], f["out_w"], samples, f["kh"], f["kw"], rows),
+                             (step * pitch, step, s1, dilation * pitch, dilation, s2), writeable=False)
 
 
 def compute_accumulate(s: EngineState, f: dict, products: tuple) -> None:
     """The second half of a COMPUTE: add (or write) its partial sums into the accumulators."""
     value, columns, nonfinite = products
     lines = slice(f["acc_addr"], f["acc_addr"] + f["out_h"] * f["out_w"])
-    acc = s.widen("acc", value.shape[1])
+    acc = s.writable("acc", value.shape[1], lines)
     if f["accumulate"]:
         if isinstance(columns, slice):
             s.add_into(acc[lines, :, columns], value)
@@ -279,13 +285,17 @@ def compute_accumulate(s: EngineState, f: dict, products: tuple) -> None:
             acc[lines] = 0
         acc[lines, :, columns] = s.wrap(value)
     if s.acc_nonfinite is not None:
-        flags = s.widen("acc_nonfinite", value.shape[1] if nonfinite is None else nonfinite.shape[1])
+        flags = s.writable("acc_nonfinite", value.shape[1] if nonfinite is None else nonfinite.shape[1], lines)
         flags[lines] = (flags[lines] if f["accumulate"] else False) | (False if nonfinite is None else nonfinite)
 
 
 def alu(s: EngineState, f: dict) -> None:
     plan = alu_plan(f)
     ys, xs = f["y_size"], f["x_size"]
+    written = slice(int(plan.dst.min()), int(plan.dst.max()) + 1)
+    for name in ("acc", "acc_nonfinite"):
+        if getattr(s, name) is not None:
+            s.writable(name, 1, written)
     if plan.independent:                                      # independent elements: all at once
         dst = _block(s.acc, f["dst_addr"], ys, f["dst_stride"], xs)
         src = _block(s.acc, f["src_addr"], ys, f["src_stride"], xs, f["src_step"])

@@ -164,7 +164,8 @@ def _product(a: np.ndarray, c: _Columns) -> tuple[np.ndarray, np.ndarray]:
     (columns with multiplier 0 give 0 at any exponent); else one per column; else limbs (one per element)."""
     a_max = max_abs(a)
     if c.aligned is not None and a_max * c.aligned_max < _SUM_LIMIT:
-        return a * c.aligned, np.array(c.low)
+        return np.multiply(a, c.aligned, out=a if a.shape == np.broadcast(a, c.aligned).shape else None), \
+            np.array(c.low)
     if a_max * c.multiplier_max < _SUM_LIMIT:
         return a * c.multiplier, c.exponent
     return scaled_product(a, c.multiplier, c.exponent)
@@ -271,8 +272,9 @@ def _int_codes(t: np.ndarray, k: np.ndarray, nonfinite: np.ndarray, fmt: IntForm
     if nonfinite.any():
         y = np.where(nonfinite, zero_point, y)
     lo, hi, lo_v, hi_v = _int_bounds(fmt, clamp_lo, clamp_hi)
-    if lo_v <= hi_v:
-        y = np.clip(y, lo_v, hi_v)                    # both bounds lie in the format's range
+    if lo_v <= hi_v:                                  # both bounds lie in the format's range
+        np.maximum(y, lo_v, out=y)                    # (np.clip is slow on integers)
+        np.minimum(y, hi_v, out=y)
     else:
         y = np.clip(y, lo, hi)
         y = np.where(y >= hi_v, hi_v, np.where(y <= lo_v, lo_v, y))

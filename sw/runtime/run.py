@@ -17,8 +17,10 @@ from sw.golden.network import run_network
 __all__ = ["BACKENDS", "RunError", "EngineFault", "RunResult", "load_program", "run", "run_codes"]
 
 BACKENDS = ("golden", "emulator", "rtl")
-#: Samples per emulator run: they share one program run; memory grows with the batch.
-EMULATOR_BATCH = 256
+#: Most samples per emulator run (they share one program run), and the memory a run's samples may take at worst
+#: (every page of external memory and every buffer line private to each sample).
+EMULATOR_BATCH = 512
+EMULATOR_BYTES = 1 << 30
 
 
 class RunError(ValueError):
@@ -96,8 +98,9 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress,
     result = RunResult(np.empty((len(codes), *net.output_shape), dtype=np.int64))
     in_addr, _ = compiled.tensor_region(net.input)
     timing = None
-    for at in range(0, len(codes), EMULATOR_BATCH):
-        batch = codes[at:at + EMULATOR_BATCH]
+    step = _batch_size(compiled)
+    for at in range(0, len(codes), step):
+        batch = codes[at:at + step]
         emulator = Emulator(compiled.config, compiled.program.dram, batch=len(batch))
         emulator.memory.write(in_addr, compiled.tensor_bytes(net.input, batch))
         status = emulator.run(compiled.program.program_addr, timed=cycles and timing is None)
@@ -110,12 +113,19 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress,
         if keep:
             every = {name: _read(compiled, emulator, name) for name in compiled.materialized}
             result.tensors += [{name: v[i] for name, v in every.items()} for i in range(len(batch))]
+        emulator.release()
         if progress:
             progress(at + len(batch), len(codes))
     if timing is not None:
         result.cycles = [timing[0]] * len(codes)
         result.layer_cycles = [list(timing[1]) for _ in codes]
     return result
+
+
+def _batch_size(compiled: CompiledNetwork) -> int:
+    c = compiled.config
+    per_sample = compiled.program.dram_size + 8 * (c.act_buffer_depth * c.rows + c.acc_buffer_depth * c.cols)
+    return max(1, min(EMULATOR_BATCH, EMULATOR_BYTES // per_sample))
 
 
 def _read(compiled: CompiledNetwork, emulator: Emulator, name: str) -> np.ndarray:

@@ -81,6 +81,7 @@ def test_functional_and_batched_runs_equal_the_timed_run(config_index, seed):
         for i, ref in enumerate(expected):
             assert bytes(emulator.memory.sample(i)) == bytes(ref.dram), f"sample {i}, timed={mode}\n{where}"
             assert status.nonfinite_samples[i] == ref.nonfinite, f"sample {i}\n{where}"
+        emulator.release()          # the next runs of this shape reuse its arrays: they must come back zeroed
 
 
 @pytest.mark.parametrize("kind", list(ILLEGAL_KINDS))
@@ -201,3 +202,19 @@ def test_overlapping_runs_are_written_in_order():
     memory.write_rows(8, 2, data)                                      # runs of 4 bytes, 2 apart
     assert memory.sample(0)[8:14].tolist() == [1, 1, 2, 2, 2, 2]
     assert memory.sample(1)[8:14].tolist() == [3, 3, 4, 4, 4, 4]
+
+
+def test_workspace_arrays_come_back_zeroed():
+    from sw.emulator import workspace
+    a = workspace.zeros((5, 3, 2), np.int32)
+    a[1:3] = 7
+    a[4, 0, 0] = 9                                  # written but not declared
+    workspace.give_back(a, [slice(1, 3)])
+    b = workspace.zeros((5, 3, 2), np.int32)
+    assert b is a and (b[:4] == 0).all() and b[4, 0, 0] == 9   # zeroed where declared (and only there)
+    b[4, 0, 0] = 0
+    view = workspace.strided(b, 2 * 4, (2, 2), (12, 4))
+    view[...] = 1
+    assert b.reshape(-1)[2:4].tolist() == [1, 1] and b.reshape(-1)[5:7].tolist() == [1, 1]
+    with pytest.raises((ValueError, TypeError)):
+        workspace.strided(b, 0, (100,), (4,))       # beyond the array
