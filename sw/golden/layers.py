@@ -138,8 +138,8 @@ def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
 
     ``attrs``: ``kernel``, ``stride``, ``padding`` (top, left, bottom, right), ``dilation``, ``groups`` (missing
     ones take the ONNX defaults: the weights' kernel, 1, none, 1, 1); positions outside the map hold ``pad_code``.
-    Codes are decoded once, then im2col per group (a slice of the batch at a time) and one exact product with
-    the sum of the weight tensors (:func:`sw.golden.gemm.product_sum`).
+    Codes are decoded once, then im2col per group (channels last, a slice of the batch at a time) and one exact
+    product with the sum of the weight tensors (:func:`sw.golden.gemm.product_sum`).
     """
     act, wf = get_format(act_format), get_format(weight_format)
     x = _feature_map(x, "conv")
@@ -164,20 +164,21 @@ def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
                          f"kw) with Cout divisible by groups, not {shape}")
     pad_code = _in_code_range(act, pad_code, "conv pad code")
     dtype = operand_dtype(act, wf, cin_g * kh * kw * len(weights))
-    w, w_ok = _summed_weights(weights, wf, dtype)                        # (Cout, C/groups * kh * kw)
     cout_g = cout // groups
+    # Products are summed over (kh, kw, C/groups), channels innermost: exact sums do not depend on the order,
+    # and channels-last windows copy in runs of channels.
+    w, w_ok = _summed_weights([t.transpose(0, 2, 3, 1) for t in weights], wf, dtype)   # (Cout, kh*kw*C/groups)
     w = w.reshape(groups, cout_g, -1).transpose(0, 2, 1)
     w_ok = None if w_ok is None else w_ok.reshape(groups, cout_g, -1).transpose(0, 2, 1)
-    specials = has_specials(act)
     values, oks = decode(act, x, dtype)
     pad_value, pad_ok = decode(act, np.array(pad_code), dtype)
-    view = _window_view(_padded(values, padding, pad_value), kernel, stride, dilation, x.shape[2:])
-    oks = _window_view(_padded(oks, padding, pad_ok), kernel, stride, dilation, x.shape[2:]) if specials else None
-    ho, wo = view.shape[2:4]
+    view = _channels_last_windows(values, padding, pad_value, kernel, stride, dilation)
+    oks = _channels_last_windows(oks, padding, pad_ok, kernel, stride, dilation) if has_specials(act) else None
+    ho, wo = view.shape[1:3]
     step = max(1, _IM2COL_BYTES // max(1, ho * wo * c * kh * kw * np.dtype(dtype).itemsize))
     parts = []
     for at in range(0, n, step):
-        cols = _im2col(view[at:at + step], groups)                      # (groups, n*Ho*Wo, C/groups*kh*kw)
+        cols = _im2col(view[at:at + step], groups)                      # (groups, n*Ho*Wo, kh*kw*C/groups)
         cols_ok = None if oks is None else _im2col(oks[at:at + step], groups)
         r = product_sum(cols, cols_ok, w, w_ok, act, wf, w_terms=len(weights))
         m = min(step, n - at)
@@ -188,11 +189,18 @@ def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
     return Accumulation(value, product_of(act, wf).min_exponent, nf)
 
 
+def _channels_last_windows(x: np.ndarray, padding, fill, kernel, stride, dilation) -> np.ndarray:
+    """Every window of ``x`` (N, C, H, W) padded with ``fill``, channels last: a view (N, Ho, Wo, kh, kw, C)."""
+    xp = np.ascontiguousarray(_padded(x, padding, fill).transpose(0, 2, 3, 1))          # (N, Hp, Wp, C)
+    view = _window_view(xp.transpose(0, 3, 1, 2), kernel, stride, dilation, x.shape[2:])  # (N, C, Ho, Wo, kh, kw)
+    return view.transpose(0, 2, 3, 4, 5, 1)
+
+
 def _im2col(view: np.ndarray, groups: int) -> np.ndarray:
-    """Windows (N, C, Ho, Wo, kh, kw) as matrices (groups, N*Ho*Wo, C/groups*kh*kw), one copy."""
-    n, c, ho, wo, kh, kw = view.shape
-    grouped = view.reshape(n, groups, c // groups, ho, wo, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
-    return grouped.reshape(groups, n * ho * wo, (c // groups) * kh * kw)
+    """Windows (N, Ho, Wo, kh, kw, C) as matrices (groups, N*Ho*Wo, kh*kw*C/groups), one copy."""
+    n, ho, wo, kh, kw, c = view.shape
+    grouped = view.reshape(n, ho, wo, kh, kw, groups, c // groups).transpose(5, 0, 1, 2, 3, 4, 6)
+    return grouped.reshape(groups, n * ho * wo, kh * kw * (c // groups))
 
 
 def _summed_weights(weights: list[np.ndarray], wf: Format, dtype) -> tuple[np.ndarray, np.ndarray | None]:
