@@ -283,7 +283,9 @@ def compute_accumulate(s: EngineState, f: dict, products: tuple) -> None:
     else:
         if not (isinstance(columns, slice) and columns == slice(None)):
             acc[lines] = 0
-        acc[lines, :, columns] = s.wrap(value)
+        # a sum below 2**(acc_bits - 1) is its own wrap
+        bound = f["kh"] * f["kw"] * s.config.rows * fixed_values(s.config.acts)[2] * fixed_values(s.config.weights)[2]
+        acc[lines, :, columns] = value if bound < 1 << (s.config.acc_bits - 1) else s.wrap(value)
     if s.acc_nonfinite is not None:
         flags = s.writable("acc_nonfinite", value.shape[1] if nonfinite is None else nonfinite.shape[1], lines)
         flags[lines] = (flags[lines] if f["accumulate"] else False) | (False if nonfinite is None else nonfinite)
