@@ -85,7 +85,8 @@ def pack_codes(codes: np.ndarray, bits: int, nbytes: int) -> np.ndarray:
         word = padded[..., 0].copy()
         for j in range(1, group):
             word |= padded[..., j] << np.uint64(j * bits)
-        raw = word.astype("<u8").view(np.uint8).reshape(*lead, runs, 8)[..., :group_bytes].reshape(*lead, -1)
+        raw = word.astype("<u8").view(np.uint8).reshape(*lead, runs, 8)[..., :group_bytes]
+        raw = raw.reshape(*lead, runs * group_bytes)
         used = min(nbytes, raw.shape[-1])              # bytes past the last code hold only zero bits
         out[..., :used] = raw[..., :used]
     else:
@@ -120,7 +121,7 @@ def unpack_codes(raw: np.ndarray, per_line: int, bits: int) -> np.ndarray:
         mask = np.uint64((1 << bits) - 1)
         for j in range(group):
             out[..., j] = (word >> np.uint64(j * bits)) & mask
-        return out.reshape(*lead, -1)[..., :per_line]
+        return out.reshape(*lead, runs * group)[..., :per_line]
     line_bits = np.unpackbits(raw, axis=-1, bitorder="little")[..., :per_line * bits]
     weights = (1 << np.arange(bits, dtype=np.uint64))
     shaped = line_bits.reshape(*lead, per_line, bits).astype(np.uint64)
