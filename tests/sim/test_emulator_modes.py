@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import INSTRUCTION_BYTES, AluOp, Buffer, ErrorCode, Opcode, decode, encode
-from sim.programs import ILLEGAL_KINDS, check_schedule, illegal_program, random_program, reference_run
+from hw.spec.isa import INSTRUCTION_BYTES, AluOp, ErrorCode, Opcode, decode
+from sim.programs import (ILLEGAL_KINDS, check_schedule, illegal_program, one_mac_program, random_program,
+                          reference_run)
 from sim.random_network import random_inputs, random_network
 from sw.compiler.network import compile_network
 from sw.emulator import Emulator
@@ -95,32 +96,10 @@ def test_illegal_programs_run_timed(kind):
         assert status.error is program.expected_error and status.pc == program.error_pc
 
 
-def _late_push_program():
-    """A STORE after a COMPUTE in program order, which the COMPUTE waits for (pop_next): the hardware stores the
-    accumulators before the COMPUTE overwrites them. In program order the COMPUTE would come first."""
-    config = AcceleratorConfig(rows=1, cols=1, act_buffer_depth=16, weight_buffer_depth=16, acc_buffer_depth=16,
-                               param_buffer_depth=1, dma_bits=32)
-    dram = bytearray(1024)
-    dram[512:516] = bytes([3, 0, 0, 0])                                          # ACT: 3
-    dram[520:524] = bytes([5, 0, 0, 0])                                          # WEIGHT: 5
-    dram[528:544] = (0).to_bytes(8, "little") + (1).to_bytes(4, "little") + bytes(4)   # PARAM: x1
-    words = [
-        encode(Opcode.LOAD, buffer=int(Buffer.PARAM), sram_addr=0, dram_addr=528, y_size=1, x_size=1),
-        encode(Opcode.LOAD, buffer=int(Buffer.WEIGHT), sram_addr=0, dram_addr=520, y_size=1, x_size=1),
-        encode(Opcode.LOAD, buffer=int(Buffer.ACT), sram_addr=0, dram_addr=512, y_size=1, x_size=1, push_next=1),
-        encode(Opcode.COMPUTE, acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=1, stride=1, dilation=1,
-               kh=1, kw=1, pop_prev=1, pop_next=1),
-        encode(Opcode.SETPP, zero_point=0, clamp_lo=0x80, clamp_hi=0x7F),
-        encode(Opcode.STORE, acc_addr=0, dram_addr=600, y_size=1, x_size=1, param_addr=0, push_prev=1),
-        encode(Opcode.FINISH),
-    ]
-    for i, w in enumerate(words):
-        dram[i * INSTRUCTION_BYTES:(i + 1) * INSTRUCTION_BYTES] = w.to_bytes(INSTRUCTION_BYTES, "little")
-    return config, dram
-
-
 def test_a_pop_fed_by_a_later_push_runs_timed():
-    config, dram = _late_push_program()
+    """A STORE after a COMPUTE in program order, which the COMPUTE waits for (pop_next): the hardware stores the
+    accumulator before the COMPUTE overwrites it. In program order the COMPUTE would come first."""
+    config, dram, _ = one_mac_program(compute=dict(pop_prev=1, pop_next=1), store=dict(push_prev=1))
     timed, t_emulator = _run(config, dram, 0, timed=True)
     functional, f_emulator = _run(config, dram, 0, timed=False)
     assert timed.done and t_emulator.dram[600] == 0          # the STORE read the accumulator before 3 * 5
