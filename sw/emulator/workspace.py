@@ -15,9 +15,9 @@ import threading
 
 import numpy as np
 
-__all__ = ["LIMIT", "zeros", "give_back", "work", "strided"]
+__all__ = ["LIMIT", "zeros", "give_back", "work", "strided", "clear"]
 
-LIMIT = 1 << 30
+LIMIT = 512 << 20
 _lock = threading.Lock()
 _pool: dict[tuple, list[np.ndarray]] = {}
 _held = 0
@@ -52,6 +52,15 @@ def give_back(array: np.ndarray, written) -> None:
         if _held + array.nbytes <= LIMIT:
             _pool.setdefault(_key(array.shape, array.dtype), []).append(array)
             _held += array.nbytes
+
+
+def clear() -> None:
+    """Drop every pooled array (and this thread's scratch arrays)."""
+    global _held
+    with _lock:
+        _pool.clear()
+        _held = 0
+    _local.__dict__.pop("buffers", None)
 
 
 def work(name: str, shape: tuple, dtype) -> np.ndarray:
