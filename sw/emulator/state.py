@@ -330,7 +330,7 @@ def store(s: EngineState, f: dict) -> None:
     acc = s.acc[lines]                                          # (lines, 1|B, cols)
     nonfinite = np.zeros((1, 1, 1), dtype=bool) if s.acc_nonfinite is None else s.acc_nonfinite[lines]
     codes = rescale(acc, nonfinite, product_of(c.acts, c.weights).min_exponent, s.bias[p], s.multiplier[p],
-                    s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits)
+                    s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits, wrapped=True)
     s.saw_nonfinite |= nonfinite.any(axis=(0, 2))
     data = pack_codes(codes.transpose(1, 0, 2), c.acts.bits, output_line_bytes(c))
     s.memory.write_rows(f["dram_addr"], f["dram_stride"], data.reshape(data.shape[0], f["y_size"], -1))

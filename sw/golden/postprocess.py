@@ -158,11 +158,13 @@ def _array(key: tuple) -> np.ndarray:
     return np.array(data[0], dtype=object).reshape(shape)
 
 
-def _product(a: np.ndarray, c: _Columns) -> tuple[np.ndarray, np.ndarray]:
+def _product(a: np.ndarray, c: _Columns, a_max: int | None) -> tuple[np.ndarray, np.ndarray]:
     """``(t, k)`` with ``t * 2**k == a * multiplier * 2**exponent`` (or its round to odd, see
     :func:`scaled_product`): one exponent for all when the aligned multipliers keep the product in 62 bits
-    (columns with multiplier 0 give 0 at any exponent); else one per column; else limbs (one per element)."""
-    a_max = max_abs(a)
+    (columns with multiplier 0 give 0 at any exponent); else one per column; else limbs (one per element).
+    ``a_max`` bounds ``|a|`` (None, or too loose for one exponent: measured)."""
+    if a_max is None or c.aligned is None or a_max * c.aligned_max >= _SUM_LIMIT:
+        a_max = max_abs(a)
     if c.aligned is not None and a_max * c.aligned_max < _SUM_LIMIT:
         return np.multiply(a, c.aligned, out=a if a.shape == np.broadcast(a, c.aligned).shape else None), \
             np.array(c.low)
@@ -231,10 +233,12 @@ def _fit(values, limit: int) -> tuple[np.ndarray, np.ndarray | None] | None:
 
 def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, multiplier, shift,
             out_format: Format | str, zero_point: int = 0, clamp_lo: int | None = None,
-            clamp_hi: int | None = None, *, acc_bits: int | None = None) -> np.ndarray:
+            clamp_hi: int | None = None, *, acc_bits: int | None = None, wrapped: bool = False) -> np.ndarray:
     """Output codes of accumulator values ``acc`` (..., cols); bias/multiplier/shift broadcast per column.
 
-    ``acc_bits``: the accumulator width the bias saturates to (``None``: no saturation).
+    ``acc_bits``: the accumulator width the bias saturates to (``None``: no saturation). ``wrapped``: the caller
+    guarantees ``acc`` holds ``acc_bits``-wide two's-complement values (the emulator's accumulators), which
+    bounds the products without measuring them.
     """
     fmt = get_format(out_format)
     acc = np.asarray(acc)
@@ -245,7 +249,8 @@ def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, mul
         return rescale_exact(acc, nonfinite, acc_exponent, _saturated_bias(bias, acc_bits), multiplier, shift,
                              fmt, zero_point, clamp_lo, clamp_hi)
     a64, big = fitted
-    t, k = _product(a64 + columns.bias, columns)
+    bound = (1 << (acc_bits - 1)) + max_abs(columns.bias) if wrapped and acc_bits and big is None else None
+    t, k = _product(a64 + columns.bias, columns, bound)
     clamps = (clamp_lo, clamp_hi)
     if isinstance(fmt, IntFormat):
         codes = _int_codes(t, k, nonfinite, fmt, int(zero_point), *clamps)

@@ -499,3 +499,20 @@ def test_quantize_scaled_int64_path_matches_python_ints(name):
     for e in (-300, -60, 0, 60, 300):
         np.testing.assert_array_equal(fmt.quantize_scaled(extremes, e),
                                       fmt.quantize_scaled(extremes.astype(object), e))
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8", "minifloat6", "fp8_e4m3"])
+def test_wrapped_accumulators_give_the_same_codes(name):
+    """``wrapped=True`` (the emulator's promise that accumulators hold acc_bits-wide values) only skips measuring
+    them: the codes are the reference's."""
+    rng = random.Random(f"wrapped{name}")
+    acc_bits = 28
+    for _ in range(3):
+        acc, nonfinite, bias, multiplier, shift = random_case(rng, name, -6)
+        lim = 1 << (acc_bits - 1)
+        acc = [[max(min(v, lim - 1), -lim) for v in row] for row in acc]
+        want = check(acc, nonfinite, -6, [max(min(b, lim - 1), -lim) for b in bias], multiplier, shift, name)
+        got = rescale(np.array(acc, dtype=np.int64), np.array(nonfinite), -6, np.array(bias, dtype=object),
+                      np.array(multiplier, dtype=object), np.array(shift, dtype=object), name, acc_bits=acc_bits,
+                      wrapped=True)
+        np.testing.assert_array_equal(got.astype(np.int64), want)
