@@ -1,11 +1,12 @@
 """The bundled CNN (models/digits) per number format: accuracy, cycles, utilization, compile and emulator speed.
 
 Every row compiles digits_cnn.onnx for a 16x16 engine (the front door's), calibrated on the 64 training images of
-models/digits/calibration.npy, runs the 360 held-out images on the emulator (checked against the golden model)
-and reports accuracy, cycles per inference, MAC utilization per layer, compile time and emulator images per
-second. The emulator counts cycles here: one timed run over the batch of 360 (every image takes the same path, so
-its cycles are every image's); bench/emulator_speed.py measures the functional mode and onnxruntime beside it. The float row is the ONNX model itself; the QDQ row is onnxruntime's own int8 quantization
-(models/digits/digits_cnn_qdq.onnx), imported with its scales and run here.
+models/digits/calibration.npy, runs the 360 held-out images on the emulator (checked against the golden model) and
+reports accuracy, cycles per inference, MAC utilization per layer, compile time and emulator images per second. The
+emulator counts cycles here: one timed run over the batch of 360 (every image takes the same path, so its cycles are
+every image's); bench/emulator_speed.py measures the functional mode and onnxruntime beside it. The float row is the
+ONNX model itself; the QDQ row is onnxruntime's own int8 quantization (models/digits/digits_cnn_qdq.onnx), imported
+with its scales and run here.
 
 Usage: python bench/network.py [--rows 16] [--images N] [--only NAME,...]
 Writes bench/results/network.json and prints the accuracy table (README.md shows the last one).

@@ -9,21 +9,21 @@ Why this leaves the memory the timed run leaves, for the programs it accepts. In
 - a popped token was pushed when its pusher ended, so the pusher's effects precede the popper's.
 
 These two relations generate the happens-before order (:mod:`sw.emulator.order`). When every pop takes a token
-pushed by an instruction *earlier in program order*, program order is a linear extension of happens-before.
-A program is race-free when every two instructions of different engines that touch the same buffer line or
-memory byte, one writing, are ordered by happens-before: then both runs apply every pair of conflicting effects
-in the same order, so every location sees the same writes in the same order and ends with the same value
-(buffers, accumulators, memory, the non-finite flags and the MAC count). A write of the value already there
-conflicts with no reader: the compiler's barriers (an ALU MAX of one accumulator line with itself, which STOREs
-of the layer may read concurrently) are such writes, and its programs are race-free up to them. Such a program also cannot deadlock
-(the earliest unfinished instruction can always start) and, when the token analysis finds no push that could
-meet a full queue under any timing, cannot overflow a token queue; it must reach FINISH without a decoding error
-and not store over its own code, which is read before it runs.
+pushed by an instruction *earlier in program order*, program order is a linear extension of happens-before. A
+program is race-free when every two instructions of different engines that touch the same buffer line or memory
+byte, one writing, are ordered by happens-before: then both runs apply every pair of conflicting effects in the same
+order, so every location sees the same writes in the same order and ends with the same value (buffers, accumulators,
+memory, the non-finite flags and the MAC count). A write of the value already there conflicts with no reader: the
+compiler's barriers (an ALU MAX of one accumulator line with itself, which STOREs of the layer may read
+concurrently) are such writes, and its programs are race-free up to them. Such a program also cannot deadlock (the
+earliest unfinished instruction can always start) and, when the token analysis finds no push that could meet a full
+queue under any timing, cannot overflow a token queue; it must reach FINISH without a decoding error and not store
+over its own code, which is read before it runs.
 
 :func:`run_in_order` checks all of that except race-freedom from the instruction words alone, and declines
 (returns None) otherwise; the caller then runs the timed model. Race-freedom is the premise: the compiler's
-programs have it (tests/sw check them with ``sim.programs.check_schedule``), and so do the random programs of
-``sim.programs``.
+programs have it (tests/sim/test_emulator_modes.py checks them with ``sim.programs.check_schedule``), and so do the
+random programs of ``sim.programs``.
 """
 
 from __future__ import annotations

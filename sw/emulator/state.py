@@ -1,14 +1,14 @@
 """The architectural state of the engine and what each instruction does to it, for a batch of samples at once.
 
-These functions are the emulator's functional model. Every buffer is an array of lines, each line a batch of
-sample rows: ``(depth, samples, width)``, where ``samples`` is 1 while every sample holds the same data (weights
-and parameters loaded from shared memory, the state before the first per-sample LOAD) and the batch's length
-once they differ; numpy broadcasting does the rest, and a run of lines is one contiguous block for all samples
-(which is what every instruction reads or writes). Buffers hold what the engine computes with: activation and weight lines as the exact
-fixed-point values of their codes (in units of the format's least significant bit, see
-:func:`sw.golden.exact.fixed_values`; the narrowest integer type that holds them), with their finiteness where
-the format has NaN/Inf; accumulators as int32 (``acc_bits`` up to 31: any two add without overflow), int64 (up
-to 62) or Python ints.
+These functions are the emulator's functional model. Every buffer is an array of lines, each line a batch of sample
+rows: ``(depth, samples, width)``, where ``samples`` is 1 while every sample holds the same data (weights and
+parameters loaded from shared memory, the state before the first per-sample LOAD) and the batch's length once they
+differ; numpy broadcasting does the rest, and a run of lines is one contiguous block for all samples (which is what
+every instruction reads or writes). Buffers hold what the engine computes with: activation and weight lines as the
+exact fixed-point values of their codes (in units of the format's least significant bit, see
+:func:`sw.golden.exact.fixed_values`; the narrowest integer type that holds them), with their finiteness where the
+format has NaN/Inf; accumulators as int32 (``acc_bits`` up to 31: any two add without overflow), int64 (up to 62) or
+Python ints.
 
 Each function checks nothing: the checks live in :mod:`sw.emulator.checks`, done before an instruction runs,
 exactly where the hardware raises its errors.
