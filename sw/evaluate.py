@@ -51,10 +51,9 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
     started = time.perf_counter()
     golden = run_codes(compiled, codes, "golden")
     golden_seconds = time.perf_counter() - started
-    step = max(1, len(x) // 4)
     started = time.perf_counter()
-    emulated = run_codes(compiled, codes, "emulator",
-                         progress=lambda d, n: log(f"  emulator: {d}/{n} images") if d % step == 0 or d == n else None)
+    emulated = run_codes(compiled, codes, "emulator", cycles=True,
+                         progress=lambda d, n: log(f"  emulator: {d}/{n} images"))
     emulator_seconds = time.perf_counter() - started
     mismatches = int((golden.codes != emulated.codes).reshape(len(x), -1).any(axis=1).sum())
     logits = net.tensors[net.output].dequantize(emulated.codes)

@@ -66,7 +66,7 @@ def _main(argv: list[str] | None) -> int:
     print(f"Running {len(x)} inputs on the {args.backend} backend ({compiled.config.rows}x{compiled.config.cols} "
           f"{compiled.config.weights.name} x {compiled.config.acts.name})", flush=True)
     codes = net.tensors[net.input].quantize(x)
-    result = run_codes(compiled, codes, args.backend, progress=progress)
+    result = run_codes(compiled, codes, args.backend, cycles=True, progress=progress)
     y = net.tensors[net.output].dequantize(result.codes).astype(np.float32)
     write_file(out, lambda scratch: np.save(scratch, y))
     seconds = time.perf_counter() - started

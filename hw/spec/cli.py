@@ -232,6 +232,9 @@ def _install_signals(prog: str) -> Callable[[], None]:
         return lambda: None
 
     def handler(signum, frame):
+        if outputs.CRITICAL[0]:                        # a swap is half done: it finishes, then this is raised
+            outputs.DEFERRED.append(signum)
+            return
         for s in (signal.SIGINT, signal.SIGTERM):      # cleanup must not be interrupted by a second signal
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)

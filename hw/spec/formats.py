@@ -16,6 +16,7 @@ two's-complement fixed-point accumulator (Kulisch-style): see :func:`accumulator
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -399,7 +400,11 @@ class Minifloat(_Format):
         """Codes nearest to ``t * 2**exponent`` for integers ``t`` of any size, exactly (no float rounding).
 
         Same rounding as :meth:`quantize`: to nearest, ties to the even code, saturating at ``±max``.
+        Integer arrays (int64 and narrower) take a vectorised path; Python ints (dtype object) a loop.
         """
+        t = np.asarray(t)
+        if t.dtype.kind in "iu" and t.dtype.itemsize <= 8 and t.dtype != np.uint64:
+            return self._quantize_scaled_int64(t.astype(np.int64), exponent)
         ladder, codes = self._fixed_ladder
         # Compare 2|x| with the sums of neighbouring candidates, scaled to a common integer unit.
         up = exponent - self.lsb_exponent
@@ -417,6 +422,37 @@ class Minifloat(_Format):
                 k += 1
             out[i] = codes[k] | ((v < 0) << (self.bits - 1))
         return out.reshape(np.shape(t)).astype(_code_dtype(self.bits))
+
+    @functools.lru_cache(maxsize=1024)
+    def _thresholds(self, up: int) -> tuple[np.ndarray, np.ndarray]:
+        """For magnitudes ``m`` in units of ``2 ** (lsb_exponent - up)``: ``m`` lies above the midpoint of
+        candidates j and j+1 when ``m > floors[j]``, and on it when also ``exact[j]`` and ``m == floors[j]``
+        (uint64, clipped where no int64 magnitude reaches)."""
+        ladder, _ = self._fixed_ladder
+        d = up + 1                      # compare |t| * 2**d with the sums of neighbouring candidates
+        sums = [a + b for a, b in zip(ladder, ladder[1:])]
+        if d >= 0:
+            floors = [v >> d for v in sums]
+            exact = [v & ((1 << d) - 1) == 0 for v in sums]
+        else:
+            floors = [v << -d for v in sums]
+            exact = [True] * len(sums)
+        top = (1 << 64) - 1
+        floors = np.array([min(v, top) for v in floors], dtype=np.uint64)
+        return floors, np.array(exact, dtype=bool)
+
+    def _quantize_scaled_int64(self, t: np.ndarray, exponent: int) -> np.ndarray:
+        """:meth:`quantize_scaled` for int64 ``t``: the same comparisons, made on uint64 magnitudes."""
+        _, codes = self._fixed_ladder
+        floors, exact = self._thresholds(exponent - self.lsb_exponent)
+        negative = t < 0
+        mag = np.where(negative, (-(t + 1)).astype(np.uint64) + np.uint64(1), t.astype(np.uint64))
+        k = np.searchsorted(floors, mag, side="left")
+        if len(floors):
+            at = np.minimum(k, len(floors) - 1)
+            k = k + ((k < len(floors)) & exact[at] & (floors[at] == mag) & (codes[at] & 1 == 1))
+        out = codes[k] | (negative.astype(np.int64) << (self.bits - 1))
+        return out.astype(_code_dtype(self.bits))
 
 
 Format = IntFormat | Minifloat

@@ -9,13 +9,15 @@ shift (uint8), 3 zero bytes; all little-endian.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .config import AcceleratorConfig
 from .isa import Buffer
 
 __all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes",
-           "pack_lines", "unpack_lines", "pack_params", "unpack_params"]
+           "pack_codes", "unpack_codes", "pack_lines", "unpack_lines", "pack_params", "unpack_params"]
 
 PARAM_ENTRY_BYTES = 16
 
@@ -55,6 +57,77 @@ def output_line_bytes(config: AcceleratorConfig) -> int:
     return _beats(config.cols * config.acts.bits, config) * config.dma_bits // 8
 
 
+def _group(bits: int) -> tuple[int, int]:
+    """(codes, bytes) of the smallest run of codes that fills whole bytes: 4 six-bit codes in 3 bytes."""
+    codes = 8 // math.gcd(bits, 8)
+    return codes, codes * bits // 8
+
+
+def pack_codes(codes: np.ndarray, bits: int, nbytes: int) -> np.ndarray:
+    """Codes shaped (..., per_line) into lines shaped (..., nbytes) uint8 (no range checks; see :func:`pack_lines`).
+
+    Whole-byte codes are copied; narrower ones are packed a few codes per 64-bit word (a run of codes that fills
+    whole bytes, at most 8 of them); widths whose run is longer than 8 bytes go through single bits."""
+    codes = np.asarray(codes)
+    lead, per_line = codes.shape[:-1], codes.shape[-1]
+    if bits == 8 and per_line == nbytes:
+        return codes.astype(np.uint8, copy=False)
+    out = np.zeros((*lead, nbytes), dtype=np.uint8)
+    group, group_bytes = _group(bits)
+    if bits in (8, 16, 32):
+        raw = codes.astype(f"<u{bits // 8}").view(np.uint8).reshape(*lead, per_line * bits // 8)
+        out[..., :raw.shape[-1]] = raw
+    elif group_bytes <= 8:
+        runs = -(-per_line // group)
+        padded = np.zeros((*lead, runs * group), dtype=np.uint64)
+        padded[..., :per_line] = codes
+        padded = padded.reshape(*lead, runs, group)
+        word = padded[..., 0].copy()
+        for j in range(1, group):
+            word |= padded[..., j] << np.uint64(j * bits)
+        raw = word.astype("<u8").view(np.uint8).reshape(*lead, runs, 8)[..., :group_bytes]
+        raw = raw.reshape(*lead, runs * group_bytes)
+        used = min(nbytes, raw.shape[-1])              # bytes past the last code hold only zero bits
+        out[..., :used] = raw[..., :used]
+    else:
+        bit_index = np.arange(bits, dtype=np.uint64)
+        flat = ((codes.astype(np.uint64)[..., None] >> bit_index) & np.uint64(1)).astype(np.uint8)
+        line = np.zeros((*lead, nbytes * 8), dtype=np.uint8)
+        line[..., :per_line * bits] = flat.reshape(*lead, per_line * bits)
+        out[...] = np.packbits(line, axis=-1, bitorder="little")
+    return out
+
+
+def unpack_codes(raw: np.ndarray, per_line: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: lines shaped (..., nbytes) uint8 into codes shaped (..., per_line), in the
+    narrowest unsigned type that holds them (uint8 up to 8 bits, uint16 up to 16, else uint32)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    lead = raw.shape[:-1]
+    dtype = np.uint8 if bits <= 8 else np.uint16 if bits <= 16 else np.uint32
+    group, group_bytes = _group(bits)
+    if bits == 8:
+        return raw[..., :per_line]
+    if bits in (16, 32):
+        return np.ascontiguousarray(raw[..., :per_line * bits // 8]).view(f"<u{bits // 8}").astype(dtype)
+    if group_bytes <= 8:
+        runs = -(-per_line // group)
+        words = np.zeros((*lead, runs, 8), dtype=np.uint8)
+        used = min(raw.shape[-1], runs * group_bytes)
+        flat = np.zeros((*lead, runs * group_bytes), dtype=np.uint8)
+        flat[..., :used] = raw[..., :used]
+        words[..., :group_bytes] = flat.reshape(*lead, runs, group_bytes)
+        word = words.view("<u8")[..., 0]
+        out = np.empty((*lead, runs, group), dtype=dtype)
+        mask = np.uint64((1 << bits) - 1)
+        for j in range(group):
+            out[..., j] = (word >> np.uint64(j * bits)) & mask
+        return out.reshape(*lead, runs * group)[..., :per_line]
+    line_bits = np.unpackbits(raw, axis=-1, bitorder="little")[..., :per_line * bits]
+    weights = (1 << np.arange(bits, dtype=np.uint64))
+    shaped = line_bits.reshape(*lead, per_line, bits).astype(np.uint64)
+    return (shaped * weights).sum(axis=-1).astype(dtype)
+
+
 def pack_lines(codes: np.ndarray, bits: int, nbytes: int) -> bytes:
     """Codes of shape (lines, per_line) into ``lines * nbytes`` bytes."""
     raw = np.asarray(codes)
@@ -66,12 +139,7 @@ def pack_lines(codes: np.ndarray, bits: int, nbytes: int) -> bytes:
         raise ValueError(f"Codes must be integers in 0..{(1 << bits) - 1}")
     if raw.shape[0] == 0:
         return b""
-    codes = raw.astype(np.uint64)
-    bit_index = np.arange(bits, dtype=np.uint64)
-    line_bits = ((codes[:, :, None] >> bit_index) & np.uint64(1)).astype(np.uint8).reshape(codes.shape[0], -1)
-    padded = np.zeros((codes.shape[0], nbytes * 8), dtype=np.uint8)
-    padded[:, :line_bits.shape[1]] = line_bits
-    return np.packbits(padded, axis=1, bitorder="little").tobytes()
+    return pack_codes(raw, bits, nbytes).tobytes()
 
 
 def unpack_lines(data: bytes, lines: int, per_line: int, bits: int, nbytes: int) -> np.ndarray:
@@ -79,9 +147,7 @@ def unpack_lines(data: bytes, lines: int, per_line: int, bits: int, nbytes: int)
     raw = np.frombuffer(bytes(data), dtype=np.uint8)
     if raw.size != lines * nbytes:
         raise ValueError(f"Expected {lines * nbytes} bytes for {lines} lines, got {raw.size}")
-    line_bits = np.unpackbits(raw.reshape(lines, nbytes), axis=1, bitorder="little")[:, :per_line * bits]
-    weights = (1 << np.arange(bits, dtype=np.uint64))
-    return (line_bits.reshape(lines, per_line, bits).astype(np.uint64) * weights).sum(axis=2).astype(np.uint32)
+    return unpack_codes(raw.reshape(lines, nbytes), per_line, bits).astype(np.uint32)
 
 
 def pack_params(bias, multiplier, shift, nbytes: int) -> bytes:

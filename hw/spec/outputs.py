@@ -151,19 +151,32 @@ def _swap_in(scratch: Path, out: Path) -> None:
     _remove(aside)
 
 
+#: Signals that arrived while a swap was half done, for the handler of hw.spec.cli to defer (it records them
+#: here instead of raising while ``CRITICAL`` is set); they are raised again once the swap is recorded.
+DEFERRED: list[int] = []
+CRITICAL = [False]
+
+
 @contextmanager
 def _signals_held():
-    """Hold SIGINT and SIGTERM back while a swap is half done; they arrive right after."""
+    """Hold SIGINT and SIGTERM back while a swap is half done; they arrive right after.
+
+    Blocking them in this thread is not enough where other threads run (the kernel delivers the signal to one of
+    them and Python still runs its handler here), so the handler also defers while ``CRITICAL`` is set."""
     held = {signal.SIGINT, signal.SIGTERM}
     try:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     except (AttributeError, ValueError):           # not the main thread, or no pthreads
-        yield
-        return
+        previous = None
+    CRITICAL[0] = True
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        CRITICAL[0] = False
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if DEFERRED:
+            signal.raise_signal(DEFERRED.pop(0))
 
 
 # --- housekeeping -------------------------------------------------------------------------------------------

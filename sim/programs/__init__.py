@@ -34,19 +34,21 @@ into the output format (some saturate); one column in ten gets any bias, multipl
 :func:`illegal_program` puts one faulty instruction (or a deadlock, or a token overflow) after a legal prefix.
 
 Layout: :mod:`.common` (the program types, engines and token flags), :mod:`.footprint` (what an instruction
-reads and writes; the token analysis behind :func:`check_schedule`), :mod:`.tokens` (placing tokens),
+reads and writes; the race check behind :func:`check_schedule`, on the token analysis of
+:mod:`sw.emulator.order`), :mod:`.tokens` (placing tokens), :mod:`.hand` (hand-written programs),
 :mod:`.reference` (:func:`reference_run`), :mod:`.tiles` (drawing the tiles of a legal program),
 :mod:`.legal` (:func:`random_program`) and :mod:`.illegal` (:func:`illegal_program`).
 """
 
 from .common import Program, StoreRecord
 from .footprint import check_schedule, footprint
+from .hand import one_mac_program, place
 from .illegal import ILLEGAL_KINDS, illegal_program
 from .legal import random_program
 from .reference import reference_run
 
 __all__ = ["ILLEGAL_KINDS", "Program", "StoreRecord", "random_program", "illegal_program", "footprint",
-           "check_schedule", "reference_run"]
+           "check_schedule", "reference_run", "one_mac_program", "place"]
 
 #: Whether ALU instructions may update one destination line several times (``dst_stride < x_size``); the ISA
 #: defines it (one element after the other), tests/sim/test_programs.py::test_emulator_alu_repeated_destination

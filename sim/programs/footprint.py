@@ -3,14 +3,12 @@ race-free under any timing (:func:`check_schedule`)."""
 
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass
-
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import INSTRUCTION_BYTES, KINDS, TOKEN_QUEUE_DEPTH, Buffer, Opcode, decode
+from hw.spec.isa import INSTRUCTION_BYTES, KINDS, Buffer, Opcode, decode
 from hw.spec.layout import line_bytes, output_line_bytes
+from sw.emulator.order import QUEUES, TokenAnalysis, analyse_tokens
 
-from .common import _COMPUTE, _ENGINE, _ENGINE_NAME, _LOAD, _STORE
+from .common import _ENGINE, _ENGINE_NAME
 
 
 # --- what an instruction touches ---------------------------------------------------------------------------
@@ -86,85 +84,9 @@ def _conflict(a: tuple[frozenset, frozenset], b: tuple[frozenset, frozenset]) ->
     return (a[1] & (b[0] | b[1])) | (a[0] & b[1])
 
 
-# --- token analysis ----------------------------------------------------------------------------------------
+# --- token analysis (sw.emulator.order) ---------------------------------------------------------------------
 
-@dataclass
-class _Analysis:
-    pos: list            # index of each instruction within its engine
-    clock: list          # per instruction: how many instructions of each engine surely completed before it starts
-    pushes: dict         # queue (src, dst) -> instruction indices that push onto it, in order
-    pops: dict           # queue -> instruction indices that pop from it, in order
-    unmatched: list      # (instruction, queue) pops whose push comes later in program order or never
-    overflows: list      # (instruction, queue, instruction whose pop would have made room or None)
-
-    def before(self, i: int, engine_of_i: int, clock: tuple) -> bool:
-        """Instruction ``i`` surely completed before an instruction with ``clock`` starts."""
-        return clock[engine_of_i] > self.pos[i]
-
-
-_QUEUES = ((_LOAD, _COMPUTE), (_COMPUTE, _LOAD), (_COMPUTE, _STORE), (_STORE, _COMPUTE))
-
-
-def _pops(engine: int, flags: dict):
-    if flags.get("pop_prev"):
-        yield (engine - 1, engine)
-    if flags.get("pop_next"):
-        yield (engine + 1, engine)
-
-
-def _pushes(engine: int, flags: dict):
-    if flags.get("push_prev"):
-        yield (engine, engine - 1)
-    if flags.get("push_next"):
-        yield (engine, engine + 1)
-
-
-def _analyse(entries: list[tuple[int, dict]]) -> _Analysis:
-    """Happens-before of a program (``(engine, flags)`` per instruction) under any timing.
-
-    An instruction starts after the previous one of its engine completed and after the instructions that
-    pushed the tokens it pops completed; the k-th pop from a queue takes the k-th push onto it.
-    """
-    count = [0, 0, 0]
-    last = [None, None, None]
-    pos, clock = [], []
-    pushes = {q: [] for q in _QUEUES}
-    pops = {q: [] for q in _QUEUES}
-    unmatched = []
-
-    def merge(into: list, i: int) -> None:
-        for e in range(3):
-            into[e] = max(into[e], clock[i][e])
-        e = entries[i][0]
-        into[e] = max(into[e], pos[i] + 1)
-
-    for i, (engine, flags) in enumerate(entries):
-        pos.append(count[engine])
-        count[engine] += 1
-        c = [0, 0, 0]
-        if last[engine] is not None:
-            merge(c, last[engine])
-        for q in _pops(engine, flags):
-            k = len(pops[q])
-            pops[q].append(i)
-            if k < len(pushes[q]):
-                merge(c, pushes[q][k])
-            else:
-                unmatched.append((i, q))
-        clock.append(tuple(c))
-        for q in _pushes(engine, flags):
-            pushes[q].append(i)
-        last[engine] = i
-
-    overflows = []
-    for q, pushers in pushes.items():
-        consumer_pos = [pos[j] for j in pops[q]]
-        for n, i in enumerate(pushers, start=1):
-            popped = bisect.bisect_left(consumer_pos, clock[i][q[1]])
-            if n - popped > TOKEN_QUEUE_DEPTH:
-                need = n - TOKEN_QUEUE_DEPTH - 1
-                overflows.append((i, q, pops[q][need] if need < len(pops[q]) else None))
-    return _Analysis(pos, clock, pushes, pops, unmatched, overflows)
+_Analysis, _QUEUES, _analyse = TokenAnalysis, QUEUES, analyse_tokens
 
 
 def _decode_program(words: list[int]) -> list[tuple[Opcode, dict]]:

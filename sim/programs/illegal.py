@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import (INSTRUCTION_BITS, INSTRUCTION_BYTES, KINDS, TOKEN_QUEUE_DEPTH, Buffer, ErrorCode, Opcode,
+from hw.spec.isa import (INSTRUCTION_BITS, INSTRUCTION_BYTES, KINDS, TOKEN_QUEUE_DEPTH, AluOp, Buffer, ErrorCode, Opcode,
                          encode)
 from hw.spec.layout import line_bytes, output_line_bytes
 
@@ -125,7 +125,7 @@ class _Faults:
             return encode(Opcode.LOAD, **fields), "LOAD buffer=3"
         if what == "alu_op":
             fields = self.legal(Opcode.ALU)
-            fields["op"] = int(rng.integers(2, 4))
+            fields["op"] = int(rng.integers(len(AluOp), 4))       # beyond the last ALU operation
             if rng.random() < 0.3:
                 fields["dst_addr"] = c.acc_buffer_depth     # precedence: BAD_FIELD before SRAM_RANGE
             return encode(Opcode.ALU, **fields), f"ALU op={fields['op']}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
-from hw.spec.layout import output_line_bytes, pack_lines, unpack_lines
+from hw.spec.layout import output_line_bytes, pack_codes, unpack_codes
 from sw.ir import ACCUMULATING_OPS, QuantizedNetwork, QuantLayer
 
 from .program import Program, ProgramBuilder, Region
@@ -62,38 +62,55 @@ class CompiledNetwork:
     def _map_bytes(self, p: Placement) -> int:
         return ceil_div(p.channels, self.config.cols) * p.height * p.width * output_line_bytes(self.config)
 
+    def tensor_region(self, name: str) -> tuple[int, int]:
+        """(address, bytes) of tensor ``name`` in external memory."""
+        p = self.placements[name]
+        return self.program.regions[p.region].addr, self._map_bytes(p)
+
+    def tensor_bytes(self, name: str, codes: np.ndarray) -> np.ndarray:
+        """Codes of tensor ``name`` for a batch (N, *IR shape) in the engine's layout: (N, bytes) uint8."""
+        c, p = self.config, self.placements[name]
+        zero = self.network.tensors[name].zero_code()
+        codes = np.asarray(codes)
+        n = codes.shape[0]
+        dtype = np.uint8 if c.acts.bits <= 8 else np.uint16
+        if codes.size and (codes.dtype.kind not in "iu" or codes.min() < 0 or codes.max() >> c.acts.bits):
+            raise ValueError(f"Codes must be integers in 0..{(1 << c.acts.bits) - 1}")
+        if p.index is not None:
+            chw = np.full((n, p.channels), zero, dtype=dtype)
+            chw[:, np.asarray(p.index)] = codes.reshape(n, -1)
+        else:
+            chw = codes.reshape(n, p.channels, p.height * p.width)
+        blocks = ceil_div(p.channels, c.cols)
+        lines = np.full((n, blocks, p.height * p.width, c.cols), zero, dtype=dtype)
+        for b in range(blocks):                       # block b holds channels b*cols.. in its lanes
+            part = chw[:, b * c.cols:(b + 1) * c.cols].reshape(n, -1, p.height * p.width)
+            lines[:, b, :, :part.shape[1]] = part.transpose(0, 2, 1)
+        return pack_codes(lines, c.acts.bits, output_line_bytes(c)).reshape(n, -1)
+
+    def tensor_codes(self, name: str, data: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`tensor_bytes`: (N, bytes) from external memory to codes (N, *IR shape)."""
+        c, p = self.config, self.placements[name]
+        data = np.asarray(data, dtype=np.uint8)
+        n, blocks = data.shape[0], ceil_div(p.channels, c.cols)
+        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.acts.bits)
+        chw = lines.reshape(n, blocks, p.height * p.width, c.cols).transpose(0, 1, 3, 2)
+        chw = chw.reshape(n, -1, p.height * p.width)[:, :p.channels]
+        if p.index is not None:
+            return chw.reshape(n, -1)[:, np.asarray(p.index)]
+        return chw.reshape(n, *self.network.shapes[name])
+
     def write_tensor(self, dram: bytearray, name: str, codes: np.ndarray) -> None:
         """Write one sample's codes (IR shape) of tensor ``name`` into ``dram``, in the engine's layout."""
-        c, p = self.config, self.placements[name]
-        tensor = self.network.tensors[name]
-        codes = np.asarray(codes)
-        if p.index is not None:
-            flat = np.full(p.channels, tensor.zero_code(), dtype=np.int64)
-            flat[np.asarray(p.index)] = codes.reshape(-1)
-            chw = flat.reshape(p.channels, 1, 1)
-        else:
-            chw = codes.reshape(p.channels, p.height, p.width).astype(np.int64)
-        blocks = ceil_div(p.channels, c.cols)
-        lines = np.full((blocks, p.height * p.width, c.cols), tensor.zero_code(), dtype=np.int64)
-        for nb in range(blocks):
-            part = chw[nb * c.cols:(nb + 1) * c.cols].reshape(-1, p.height * p.width).T
-            lines[nb, :, :part.shape[1]] = part
-        data = pack_lines(lines.reshape(-1, c.cols), c.acts.bits, output_line_bytes(c))
-        addr = self.program.regions[p.region].addr
-        dram[addr:addr + len(data)] = data
+        addr, _ = self.tensor_region(name)
+        data = self.tensor_bytes(name, np.asarray(codes)[None])[0]
+        dram[addr:addr + data.size] = data.tobytes()
 
     def read_tensor(self, dram, name: str) -> np.ndarray:
         """One sample's codes (IR shape) of tensor ``name`` from ``dram``."""
-        c, p = self.config, self.placements[name]
-        blocks = ceil_div(p.channels, c.cols)
-        addr = self.program.regions[p.region].addr
-        raw = bytes(np.asarray(np.frombuffer(bytes(dram), np.uint8))[addr:addr + self._map_bytes(p)])
-        lines = unpack_lines(raw, blocks * p.height * p.width, c.cols, c.acts.bits, output_line_bytes(c))
-        chw = lines.reshape(blocks, p.height * p.width, c.cols).transpose(0, 2, 1).reshape(-1, p.height, p.width)
-        chw = chw[:p.channels]
-        if p.index is not None:
-            return chw.reshape(-1)[np.asarray(p.index)]
-        return chw.reshape(self.network.shapes[name])
+        addr, nbytes = self.tensor_region(name)
+        raw = np.frombuffer(bytes(dram), np.uint8)[addr:addr + nbytes]
+        return self.tensor_codes(name, raw[None])[0]
 
     def dram_with_input(self, codes: np.ndarray) -> bytearray:
         dram = bytearray(self.program.dram)

@@ -6,6 +6,8 @@ DEADLOCK and TOKEN_OVERFLOW arise while running and are the scheduler's business
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, ErrorCode, IsaError, Kind, Opcode, decode, kind_of
 from hw.spec.layout import line_bytes, output_line_bytes
@@ -13,8 +15,10 @@ from hw.spec.layout import line_bytes, output_line_bytes
 __all__ = ["check", "decode_checked"]
 
 
+@lru_cache(maxsize=1 << 16)
 def decode_checked(word: int, config: AcceleratorConfig, dram_size: int) -> tuple[Kind | None, dict, ErrorCode]:
-    """Decode ``word`` and check it; returns (kind, fields, error)."""
+    """Decode ``word`` and check it; returns (kind, fields, error). Cached: a program decodes once however
+    often it runs, so the fields dict is shared and must not be changed."""
     try:
         kind = kind_of(word & 0xF)
     except IsaError:

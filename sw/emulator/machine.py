@@ -5,6 +5,11 @@ each). An engine starts its head instruction when it is free and the tokens it p
 instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing` for when).
 FINISH completes once every engine is idle. An error stops dispatch; engines finish what they started and the
 machine halts with the error's code.
+
+One run serves a batch of samples (:class:`~sw.emulator.memory.BatchedMemory`): they share the program, so they
+share every decision and every cycle, and each effect applies to all of them at once. ``run(timed=False)`` is the
+functional mode (:mod:`sw.emulator.functional`): program order, no cycles, for the programs where that leaves the
+same memory; it falls back to the timed run for any other.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from hw.spec.microarchitecture import COMMAND_QUEUE_DEPTH
 
 from . import state as ops
 from .checks import decode_checked
+from .functional import run_in_order
+from .memory import BatchedMemory
 from .timing import Timing
 
 __all__ = ["Emulator", "Status"]
@@ -40,13 +47,16 @@ class Status:
     error: ErrorCode = ErrorCode.NONE
     #: Index of the instruction that raised the error (the dispatcher's position for runtime errors), or of FINISH.
     pc: int = 0
-    cycles: int = 0
+    #: Cycles from start to done; None for a functional-mode run.
+    cycles: int | None = 0
     instructions: int = 0
     macs: int = 0
     busy: dict = field(default_factory=lambda: {q.value: 0 for q in _ORDER})
     #: Cycles an engine held an instruction it could not start yet.
     stalled: dict = field(default_factory=lambda: {q.value: 0 for q in _ORDER})
+    #: Some STORE met a NaN or Inf operand (in any sample); per sample in ``nonfinite_samples``.
     nonfinite: bool = False
+    nonfinite_samples: np.ndarray | None = None
     #: Cycle at which each instruction's effects became visible, by instruction index (per-layer timing).
     ended: dict = field(default_factory=dict)
 
@@ -60,27 +70,47 @@ class _Engine:
 
 
 class Emulator:
-    """Runs a program on numpy memories exactly as the RTL does, and counts its cycles."""
+    """Runs a program on numpy memories exactly as the RTL does, and counts its cycles.
 
-    def __init__(self, config: AcceleratorConfig, dram, *, memory_latency: int = 4):
+    ``dram`` is the memory image every sample starts from; ``batch`` samples run together (write their
+    differences through :attr:`memory` before :meth:`run`, read their results from it after).
+    """
+
+    def __init__(self, config: AcceleratorConfig, dram, *, memory_latency: int = 4, batch: int = 1):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
         self.config = config
-        self.state = ops.EngineState(config, np.frombuffer(bytearray(dram), dtype=np.uint8).copy())
+        self.memory = BatchedMemory(dram, batch)
+        self.state = ops.EngineState(config, self.memory)
         self.timing = Timing(config, memory_latency=memory_latency, queue_depth=COMMAND_QUEUE_DEPTH)
 
     @property
     def dram(self) -> np.ndarray:
-        return self.state.dram
+        """The external memory of the first sample (of the only one: the memory itself)."""
+        return self.memory.sample(0)
+
+    def release(self) -> None:
+        """Give the batch's large arrays back for the next run to reuse (optional; the emulator is unusable
+        afterwards)."""
+        self.state.release()
+        self.memory.release()
 
     def _fetch(self, pc: int, program_addr: int) -> int | None:
         at = program_addr + pc * INSTRUCTION_BYTES
-        if program_addr < 0 or program_addr % INSTRUCTION_BYTES or at + INSTRUCTION_BYTES > self.dram.size:
+        if program_addr < 0 or program_addr % INSTRUCTION_BYTES or at + INSTRUCTION_BYTES > self.memory.size:
             return None
-        return int.from_bytes(self.dram[at:at + INSTRUCTION_BYTES].tobytes(), "little")
+        return self.memory.word(at, INSTRUCTION_BYTES)
 
-    def run(self, program_addr: int = 0, *, max_cycles: int = 1 << 40) -> Status:
-        """Run from ``program_addr`` until FINISH or an error."""
+    def run(self, program_addr: int = 0, *, max_cycles: int = 1 << 40, timed: bool = True) -> Status:
+        """Run from ``program_addr`` until FINISH or an error; ``timed=False``: the functional mode (no cycles,
+        the same memory; the timed run where the program is not one it reproduces)."""
+        if not timed:
+            status = run_in_order(self.state, program_addr)
+            if status is not None:
+                return status
+        return self._run_timed(program_addr, max_cycles)
+
+    def _run_timed(self, program_addr: int, max_cycles: int) -> Status:
         st = Status()
         t = self.timing
         engines = {q: _Engine(q) for q in _ORDER}
@@ -180,7 +210,8 @@ class Emulator:
                 and not events
             if finish_at is not None and now >= finish_at and idle and not halting:
                 st.done, st.pc, st.cycles = True, pc, now
-                st.nonfinite = self.state.saw_nonfinite
+                st.nonfinite_samples = np.broadcast_to(self.state.saw_nonfinite, (self.memory.batch,)).copy()
+                st.nonfinite = bool(st.nonfinite_samples.any())
                 return st
 
             # Dispatch.
@@ -188,7 +219,7 @@ class Emulator:
                 word = self._fetch(pc, program_addr)
                 error = ErrorCode.DRAM_RANGE if word is None else None
                 if word is not None:
-                    kind, f, error = decode_checked(word, self.config, self.dram.size)
+                    kind, f, error = decode_checked(word, self.config, self.memory.size)
                 if error is not ErrorCode.NONE:
                     st.error, st.pc, halting = error, pc, True
                 elif kind.opcode is Opcode.FINISH:

@@ -1,7 +1,17 @@
-"""The architectural state of the engine and what each instruction does to it (numpy, whole tiles at once).
+"""The architectural state of the engine and what each instruction does to it, for a batch of samples at once.
 
-These functions are the emulator's functional model. Each checks nothing: the checks live in
-:mod:`sw.emulator.checks`, done before an instruction runs, exactly where the hardware raises its errors.
+These functions are the emulator's functional model. Every buffer is an array of lines, each line a batch of sample
+rows: ``(depth, samples, width)``, where ``samples`` is 1 while every sample holds the same data (weights and
+parameters loaded from shared memory, the state before the first per-sample LOAD) and the batch's length once they
+differ; numpy broadcasting does the rest, and a run of lines is one contiguous block for all samples (which is what
+every instruction reads or writes). Buffers hold what the engine computes with: activation and weight lines as the
+exact fixed-point values of their codes (in units of the format's least significant bit, see
+:func:`sw.golden.exact.fixed_values`; the narrowest integer type that holds them), with their finiteness where the
+format has NaN/Inf; accumulators as int32 (``acc_bits`` up to 31: any two add without overflow), int64 (up to 62) or
+Python ints.
+
+Each function checks nothing: the checks live in :mod:`sw.emulator.checks`, done before an instruction runs,
+exactly where the hardware raises its errors.
 """
 
 from __future__ import annotations
@@ -11,61 +21,138 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import product_of
+from hw.spec.formats import Format, IntFormat, product_of
 from hw.spec.isa import AluOp, Buffer
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, unpack_lines, unpack_params
-from sw.golden.gemm import gemm
+from hw.spec.layout import line_bytes, output_line_bytes, pack_codes, unpack_codes, unpack_params
+from sw.golden.exact import FLOAT32_EXACT, fixed_values, matmul_exact, value_table
+from sw.golden.gemm import has_specials
 from sw.golden.postprocess import rescale
+
+from . import workspace
+from .memory import BatchedMemory
+from .plans import alu_plan, compute_plan, store_lines
 
 __all__ = ["EngineState", "load", "compute_products", "compute_accumulate", "alu", "setpp", "store"]
 
 
+def _value_dtype(fmt: Format):
+    """The narrowest integer dtype that holds every fixed-point value of ``fmt`` (Python ints beyond int64)."""
+    lo, hi = fmt.fixed_range
+    for dtype in (np.int8, np.int16, np.int32, np.int64):
+        if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
+            return dtype
+    return object
+
+
+def _values(fmt: Format, codes: np.ndarray, dtype) -> np.ndarray:
+    """Fixed-point values of ``codes`` in ``dtype``: a reinterpretation for 8- and 16-bit integers, else a
+    table lookup."""
+    if isinstance(fmt, IntFormat) and fmt.bits in (8, 16) and codes.dtype.itemsize * 8 == fmt.bits:
+        return codes.view(f"{'i' if fmt.signed else 'u'}{fmt.bits // 8}")
+    return value_table(fmt, dtype)[codes]
+
+
 @dataclass
 class EngineState:
-    """On-chip buffers, the post-processing registers and external memory."""
+    """On-chip buffers, the post-processing registers and external memory, for a batch of samples."""
 
     config: AcceleratorConfig
-    dram: np.ndarray                     # uint8
-    act: np.ndarray = field(init=False)  # (depth, rows) codes
-    weight: np.ndarray = field(init=False)
-    bias: np.ndarray = field(init=False)
+    memory: BatchedMemory
+    act: np.ndarray = field(init=False)             # (depth, 1|B, rows) values
+    act_ok: np.ndarray | None = field(init=False)   # finiteness, None for formats without NaN/Inf
+    weight: np.ndarray = field(init=False)          # (depth, 1|B, cols) values
+    weight_ok: np.ndarray | None = field(init=False)
+    bias: np.ndarray = field(init=False)            # (depth, 1|B, cols) int64
     multiplier: np.ndarray = field(init=False)
     shift: np.ndarray = field(init=False)
-    acc: np.ndarray = field(init=False)  # (depth, cols) int64, or Python ints when acc_bits > 62
-    acc_nonfinite: np.ndarray = field(init=False)
+    acc: np.ndarray = field(init=False)             # (depth, 1|B, cols) int32/int64 by acc_bits, or Python ints
+    acc_nonfinite: np.ndarray | None = field(init=False)
     zero_point: int = 0
     clamp_lo: int = 0
     clamp_hi: int = 0
-    #: Set once a STORE wrote a line that met a NaN or Inf operand.
-    saw_nonfinite: bool = False
+    #: Per sample: set once a STORE wrote a line that met a NaN or Inf operand.
+    saw_nonfinite: np.ndarray = field(init=False)
+    #: Per-sample buffers taken from the workspace, and the line range this run wrote in each.
+    _written: dict = field(init=False, default_factory=dict)
 
     def __post_init__(self):
         c = self.config
-        self.act = np.zeros((c.act_buffer_depth, c.rows), dtype=np.uint32)
-        self.weight = np.zeros((c.weight_buffer_depth, c.cols), dtype=np.uint32)
-        self.bias = np.zeros((c.param_buffer_depth, c.cols), dtype=np.int64)
-        self.multiplier = np.zeros((c.param_buffer_depth, c.cols), dtype=np.int64)
-        self.shift = np.zeros((c.param_buffer_depth, c.cols), dtype=np.int64)
-        self.acc = np.zeros((c.acc_buffer_depth, c.cols), dtype=object if self.wide else np.int64)
-        self.acc_nonfinite = np.zeros((c.acc_buffer_depth, c.cols), dtype=bool)
+        acts, weights = has_specials(c.acts), has_specials(c.weights)
+        self.act = np.zeros((c.act_buffer_depth, 1, c.rows), dtype=_value_dtype(c.acts))
+        self.act_ok = np.ones(self.act.shape, dtype=bool) if acts else None
+        self.weight = np.zeros((c.weight_buffer_depth, 1, c.cols), dtype=_value_dtype(c.weights))
+        self.weight_ok = np.ones(self.weight.shape, dtype=bool) if weights else None
+        self.bias, self.multiplier, self.shift = (np.zeros((c.param_buffer_depth, 1, c.cols), dtype=np.int64)
+                                                  for _ in range(3))
+        acc = object if self.wide else np.int32 if c.acc_bits <= 31 else np.int64
+        self.acc = np.zeros((c.acc_buffer_depth, 1, c.cols), dtype=acc)
+        self.acc_nonfinite = np.zeros(self.acc.shape, dtype=bool) if acts or weights else None
+        self.saw_nonfinite = np.zeros(self.memory.batch, dtype=bool)
 
     @property
     def wide(self) -> bool:
         return self.config.acc_bits > 62
 
+    @property
+    def batch(self) -> int:
+        return self.memory.batch
+
+    def writable(self, name: str, rows: int, lines: slice) -> np.ndarray:
+        """The array ``name``, about to be written in ``lines``: made per-sample (a zeroed workspace array) if
+        ``rows`` samples are about to differ in it."""
+        array = getattr(self, name)
+        if rows > array.shape[1]:
+            wide = workspace.zeros((array.shape[0], rows, array.shape[2]), array.dtype)
+            self._written[name] = [array.shape[0], 0]
+            if array.dtype == object or array.any():
+                wide[...] = array
+                lines = slice(0, array.shape[0])
+            setattr(self, name, wide)
+            array = wide
+        if name in self._written:
+            span = self._written[name]
+            span[0], span[1] = min(span[0], lines.start), max(span[1], lines.stop)
+        return array
+
+    def release(self) -> None:
+        """Give the per-sample buffers back to the workspace; the state is unusable afterwards."""
+        for name, (lo, hi) in self._written.items():
+            workspace.give_back(getattr(self, name), [slice(lo, hi)] if lo < hi else [])
+            setattr(self, name, None)
+        self._written = {}
+
     def wrap(self, values: np.ndarray) -> np.ndarray:
-        """Accumulators are two's-complement ``acc_bits`` wide: sums wrap (the compiler keeps them in range)."""
+        """Accumulators are two's-complement ``acc_bits`` wide: sums wrap (the compiler keeps them in range).
+        ``values``: integers of any dtype; the result has the accumulators' dtype."""
         bits = self.config.acc_bits
-        if self.wide:
+        if self.wide or values.dtype == object:
             half, full = 1 << (bits - 1), 1 << bits
-            return np.array([((int(v) + half) % full) - half for v in values.ravel()],
-                            dtype=object).reshape(values.shape)
-        shift = 64 - bits
-        return (values.astype(np.int64) << shift) >> shift
+            wrapped = (np.asarray(values, dtype=object) + half) % full - half
+            return wrapped if self.wide else wrapped.astype(self.acc.dtype)
+        shift = 8 * values.dtype.itemsize - bits
+        return ((values << shift) >> shift).astype(self.acc.dtype, copy=False)
 
+    def add_into(self, target: np.ndarray, values: np.ndarray) -> None:
+        """``target = wrap(target + values)`` for a view of the accumulators, in place where the sum provably
+        stays in the accumulators' dtype (int32 accumulators and int32 values: both below 2**30)."""
+        if target.dtype == np.int32 and values.dtype == np.int32:
+            np.add(target, values, out=target)
+            shift = 32 - self.config.acc_bits
+            if shift:
+                np.left_shift(target, shift, out=target)
+                np.right_shift(target, shift, out=target)
+        else:
+            target[...] = self.wrap(target + values)
 
-def _lines(base: int, y: int, x: int, y_stride: int, x_stride: int = 1) -> np.ndarray:
-    return (base + np.arange(y)[:, None] * y_stride + np.arange(x)[None, :] * x_stride).ravel()
+def _block(buffer: np.ndarray, start: int, rows: int, row_stride: int, count: int, step: int = 1) -> np.ndarray:
+    """Lines ``start + y * row_stride + x * step`` (y < rows, x < count) of a buffer (depth, samples, width), as
+    a writeable view shaped (rows, count, samples, width)."""
+    depth, samples, width = buffer.shape
+    if step == 1 and row_stride >= count and start + rows * row_stride <= depth:
+        return buffer[start:start + rows * row_stride].reshape(rows, row_stride, samples, width)[:, :count]
+    line = buffer.strides[0]
+    return workspace.strided(buffer, start * line, (rows, count, samples, width),
+                             (row_stride * line, step * line, *buffer.strides[1:]))
 
 
 def load(s: EngineState, f: dict) -> None:
@@ -73,56 +160,135 @@ def load(s: EngineState, f: dict) -> None:
     c = s.config
     nbytes = line_bytes(buffer, c)
     ys, xs = f["y_size"], f["x_size"]
-    starts = _lines(f["dram_addr"], ys, xs, f["dram_stride"], nbytes)
-    raw = s.dram[(starts[:, None] + np.arange(nbytes)[None, :]).ravel()].tobytes()
-    height = f["pad_top"] + ys + f["pad_bottom"]
+    raw = s.memory.rows(f["dram_addr"], ys, f["dram_stride"], xs * nbytes).reshape(-1, ys, xs, nbytes)
+    samples = raw.shape[0]
     width = f["pad_left"] + xs + f["pad_right"]
-    inner = _lines(f["sram_addr"] + f["pad_top"] * width + f["pad_left"], ys, xs, width)
+    start = f["sram_addr"] + f["pad_top"] * width + f["pad_left"]
+    lines = slice(f["sram_addr"], f["sram_addr"] + (f["pad_top"] + ys + f["pad_bottom"]) * width)
     if buffer is Buffer.PARAM:
-        bias, mult, shift = unpack_params(raw, ys * xs, c.cols, nbytes)
-        s.bias[inner], s.multiplier[inner], s.shift[inner] = bias, mult, shift
+        params = unpack_params(raw.tobytes(), samples * ys * xs, c.cols, nbytes)
+        for name, values in zip(("bias", "multiplier", "shift"), params):
+            _block(s.writable(name, samples, lines), start, ys, width, xs)[...] = \
+                values.reshape(samples, ys, xs, c.cols).transpose(1, 2, 0, 3)
         return
-    target = s.act if buffer is Buffer.ACT else s.weight
-    per_line = target.shape[1]
-    bits = c.acts.bits if buffer is Buffer.ACT else c.weights.bits
-    if height * width != ys * xs:
-        block = _lines(f["sram_addr"], height, width, width)
-        target[block] = f["pad_value"]
-    target[inner] = unpack_lines(raw, ys * xs, per_line, bits, nbytes)
+    fmt, name = (c.acts, "act") if buffer is Buffer.ACT else (c.weights, "weight")
+    codes = unpack_codes(raw, getattr(s, name).shape[2], fmt.bits).transpose(1, 2, 0, 3)
+    for target_name in (name, name + "_ok"):
+        if getattr(s, target_name) is None:
+            continue
+        target = s.writable(target_name, samples, lines)
+        if target_name == name:
+            values, pad = _values(fmt, codes, target.dtype), value_table(fmt, target.dtype)[f["pad_value"]]
+        else:
+            values, pad = fixed_values(fmt)[1][codes], fixed_values(fmt)[1][f["pad_value"]]
+        _pad(target, f, width, pad)
+        _block(target, start, ys, width, xs)[...] = values
 
 
-def compute_products(s: EngineState, f: dict) -> list:
-    """What a COMPUTE reads from the buffers: the exact partial sums of each kernel position.
+def _pad(target: np.ndarray, f: dict, width: int, value) -> None:
+    """Fill the padding lines a LOAD writes around its data."""
+    top, bottom, left, right = f["pad_top"], f["pad_bottom"], f["pad_left"], f["pad_right"]
+    if not (top or bottom or left or right):
+        return
+    at, ys = f["sram_addr"], f["y_size"]
+    target[at:at + top * width] = value
+    target[at + (top + ys) * width:at + (top + ys + bottom) * width] = value
+    if left:
+        _block(target, at + top * width, ys, width, left)[...] = value
+    if right:
+        _block(target, at + top * width + left + f["x_size"], ys, width, right)[...] = value
+
+
+def compute_products(s: EngineState, f: dict) -> tuple:
+    """What a COMPUTE reads from the buffers: the exact sum over its kernel positions of each output line's
+    products, (out_h * out_w, samples, columns), the columns they are (a slice or mask: the others are 0), and
+    which sums met a NaN or Inf operand (None: none can).
 
     The hardware reads the buffers before it releases them (push_prev) and writes the accumulators later, so
-    the two halves are separate here too.
+    the two halves are separate here too. The positions' partial sums add before the accumulator wraps, which
+    is the same modulo ``2 ** acc_bits``. Weight rows (array rows) that are zero in every tap and column multiply
+    nothing and are left out of the product, as are all-zero columns (their sums are 0); the non-finite flags
+    still see every operand.
     """
     c = s.config
-    oy, ox = np.meshgrid(np.arange(f["out_h"]), np.arange(f["out_w"]), indexing="ij")
-    oy, ox = oy.ravel(), ox.ravel()
-    products = []
-    for ky in range(f["kh"]):
-        for kx in range(f["kw"]):
-            tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.rows
-            act_lines = (f["act_addr"] + (oy * f["stride"] + ky * f["dilation"]) * f["act_pitch"]
-                         + ox * f["stride"] + kx * f["dilation"])
-            r = gemm(s.act[act_lines], s.weight[tile:tile + c.rows], c.acts, c.weights)
-            products.append((r.value.astype(object) if s.wide else r.value, r.nonfinite))
-    return products
+    plan = compute_plan(c, f)
+    w = s.weight[plan.weights]                                  # (kh*kw*rows, 1|B, cols)
+    taps = f["kh"] * f["kw"]
+    rows = _selection(w.reshape(taps, c.rows, -1).any(axis=(0, 2)))
+    columns = _selection(w.any(axis=(0, 1)))
+    windows = _windows(s.act, f)[..., rows]                      # (oh, ow, samples, kh, kw, rows used)
+    w = w.reshape(taps, c.rows, w.shape[1], c.cols)[:, rows][..., columns]
+    samples = max(windows.shape[2], w.shape[2])
+    if w.size == 0:
+        value = np.zeros((plan.outputs, samples, w.shape[-1]), dtype=s.acc.dtype)
+    else:
+        value = _product(s, windows, w.reshape(-1, *w.shape[2:]).transpose(1, 0, 2))
+    nonfinite = None
+    if s.act_ok is not None:
+        nonfinite = ~_windows(s.act_ok, f).all(axis=(3, 4, 5)).reshape(plan.outputs, -1, 1)
+    if s.weight_ok is not None:
+        cols = ~s.weight_ok[plan.weights].all(axis=0)[None]
+        nonfinite = cols if nonfinite is None else nonfinite | cols
+    return value, columns, nonfinite
 
 
-def compute_accumulate(s: EngineState, f: dict, products: list) -> None:
+def _selection(used: np.ndarray):
+    """Which rows or columns a product needs: all, a first run (a slice: views, not copies), or a mask."""
+    n = int(used.sum())
+    if n == used.size:
+        return slice(None)
+    return slice(0, n) if used[:n].all() else used
+
+
+def _product(s: EngineState, windows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Exact products of activation windows (oh, ow, samples, kh, kw, k) and weights (1|B, kh*kw*k, N), summed:
+    (oh * ow, samples, N) in the accumulators' dtype. On float32 (the windows copied and cast at once into a work
+    array) when every sum is below 2**24, else through :func:`~sw.golden.exact.matmul_exact`."""
+    c, dtype = s.config, s.acc.dtype
+    outputs, samples, k = windows.shape[0] * windows.shape[1], windows.shape[2], w.shape[1]
+    a_max, w_max = fixed_values(c.acts)[2], fixed_values(c.weights)[2]
+    if k * a_max * w_max < FLOAT32_EXACT:
+        a = workspace.work("windows", windows.shape, np.float32)
+        np.copyto(a, windows, casting="unsafe")
+        a, w = a.reshape(outputs, samples, k), w.astype(np.float32)
+        if w.shape[0] == 1:
+            out = workspace.work("product", (outputs * samples, w.shape[2]), np.float32)
+            return np.matmul(a.reshape(-1, k), w[0], out=out).astype(dtype).reshape(outputs, samples, -1)
+        return np.matmul(a.transpose(1, 0, 2), w).astype(dtype).transpose(1, 0, 2)
+    a = windows.reshape(outputs, samples, k)
+    if w.shape[0] == 1:
+        return matmul_exact(a.reshape(-1, k), w[0], a_max, w_max).reshape(outputs, samples, -1)
+    return matmul_exact(a.transpose(1, 0, 2), w, a_max, w_max).transpose(1, 0, 2)
+
+
+def _windows(buffer: np.ndarray, f: dict) -> np.ndarray:
+    """The activation lines a COMPUTE reads, as a view shaped (out_h, out_w, samples, kh, kw, rows)."""
+    _, samples, rows = buffer.shape
+    line, s1, s2 = buffer.strides
+    step, dilation, pitch = f["stride"] * line, f["dilation"] * line, f["act_pitch"]
+    return workspace.strided(buffer, f["act_addr"] * line, (f["out_h"], f["out_w"], samples, f["kh"], f["kw"], rows),
+                             (step * pitch, step, s1, dilation * pitch, dilation, s2), writeable=False)
+
+
+def compute_accumulate(s: EngineState, f: dict, products: tuple) -> None:
     """The second half of a COMPUTE: add (or write) its partial sums into the accumulators."""
-    acc_lines = f["acc_addr"] + np.arange(f["out_h"] * f["out_w"])
-    accumulate = bool(f["accumulate"])
-    for value, nonfinite in products:
-        if accumulate:
-            s.acc[acc_lines] = s.wrap(s.acc[acc_lines] + value)
-            s.acc_nonfinite[acc_lines] |= nonfinite
+    value, columns, nonfinite = products
+    lines = slice(f["acc_addr"], f["acc_addr"] + f["out_h"] * f["out_w"])
+    acc = s.writable("acc", value.shape[1], lines)
+    if f["accumulate"]:
+        if isinstance(columns, slice):
+            s.add_into(acc[lines, :, columns], value)
         else:
-            s.acc[acc_lines] = s.wrap(value)
-            s.acc_nonfinite[acc_lines] = nonfinite
-        accumulate = True
+            acc[lines, :, columns] = s.wrap(acc[lines, :, columns] + value)
+    else:
+        if not (isinstance(columns, slice) and columns == slice(None)):
+            acc[lines] = 0
+        # a sum below 2**(acc_bits - 1) is its own wrap
+        bound = f["kh"] * f["kw"] * s.config.rows * fixed_values(s.config.acts)[2] * fixed_values(s.config.weights)[2]
+        acc[lines, :, columns] = value if bound < 1 << (s.config.acc_bits - 1) else s.wrap(value)
+    if s.acc_nonfinite is not None:
+        flags = s.writable("acc_nonfinite", value.shape[1] if nonfinite is None else nonfinite.shape[1], lines)
+        flags[lines] = (flags[lines] if f["accumulate"] else False) | (False if nonfinite is None else nonfinite)
 
 
 def alu(s: EngineState, f: dict) -> None:
@@ -132,32 +298,39 @@ def alu(s: EngineState, f: dict) -> None:
     max would) makes every run one element long: about 15 us per element, 15 s for the largest ALU (1023 x
     1023 elements), which the engine itself needs a million cycles for.
     """
-    dst = _lines(f["dst_addr"], f["y_size"], f["x_size"], f["dst_stride"])
-    src = _lines(f["src_addr"], f["y_size"], f["x_size"], f["src_stride"], f["src_step"])
-    if np.unique(dst).size == dst.size and np.intersect1d(dst, src).size == 0:
-        _alu_lines(s, f["op"], dst, src)      # independent elements: all at once
+    plan = alu_plan(f)
+    op = AluOp(f["op"])
+    ys, xs = f["y_size"], f["x_size"]
+    written = slice(int(plan.dst.min()), int(plan.dst.max()) + 1)
+    for name in ("acc", "acc_nonfinite"):
+        if getattr(s, name) is not None:
+            s.writable(name, 1, written)
+    if plan.independent:                                      # independent elements: all at once
+        dst = _block(s.acc, f["dst_addr"], ys, f["dst_stride"], xs)
+        src = _block(s.acc, f["src_addr"], ys, f["src_stride"], xs, f["src_step"])
+        if op is AluOp.MAX:
+            np.maximum(dst, src, out=dst)
+        elif op is AluOp.ADD:
+            s.add_into(dst, src)
+        else:
+            dst[...] = src
+        if s.acc_nonfinite is not None:
+            flags = _block(s.acc_nonfinite, f["dst_addr"], ys, f["dst_stride"], xs)
+            source = _block(s.acc_nonfinite, f["src_addr"], ys, f["src_stride"], xs, f["src_step"])
+            if op is AluOp.COPY:
+                flags[...] = source
+            else:
+                flags |= source
         return
-    for a, b in _independent_runs(dst, src):
-        _alu_lines(s, f["op"], dst[a:b], src[a:b])
+    for a, b in plan.runs:                                    # the ISA's order, a run of independent ones at once
+        d, r = plan.dst[a:b], plan.src[a:b]
+        s.acc[d] = _alu_op(s, op, s.acc[d], s.acc[r])
+        if s.acc_nonfinite is not None:
+            s.acc_nonfinite[d] = s.acc_nonfinite[r] if op is AluOp.COPY else s.acc_nonfinite[d] | s.acc_nonfinite[r]
 
 
-def _independent_runs(dst: np.ndarray, src: np.ndarray):
-    """(start, end) of maximal runs in which no element reads or writes a line an earlier one of the run wrote:
-    applied at once, such a run gives what one element after the other gives."""
-    start, written = 0, set()
-    for i, (d, r) in enumerate(zip(dst.tolist(), src.tolist())):
-        if d in written or r in written:
-            yield start, i
-            start, written = i, set()
-        written.add(d)
-    yield start, len(dst)
-
-
-def _alu_lines(s: EngineState, op: int, dst: np.ndarray, src: np.ndarray) -> None:
-    a, b = s.acc[dst], s.acc[src]
-    op = AluOp(op)
-    s.acc[dst] = np.where(b > a, b, a) if op is AluOp.MAX else s.wrap(a + b) if op is AluOp.ADD else b
-    s.acc_nonfinite[dst] = s.acc_nonfinite[src] if op is AluOp.COPY else s.acc_nonfinite[dst] | s.acc_nonfinite[src]
+def _alu_op(s: EngineState, op: AluOp, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum(a, b) if op is AluOp.MAX else s.wrap(a + b) if op is AluOp.ADD else b
 
 
 def setpp(s: EngineState, f: dict) -> None:
@@ -166,14 +339,12 @@ def setpp(s: EngineState, f: dict) -> None:
 
 def store(s: EngineState, f: dict) -> None:
     c = s.config
-    lines = _lines(f["acc_addr"], f["y_size"], f["x_size"], f["acc_stride"])
+    lines = store_lines(f)
     p = f["param_addr"]
-    nonfinite = s.acc_nonfinite[lines]
-    codes = rescale(s.acc[lines], nonfinite, product_of(c.acts, c.weights).min_exponent,
-                    s.bias[p], s.multiplier[p], s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi,
-                    acc_bits=c.acc_bits)
-    s.saw_nonfinite |= bool(nonfinite.any())
-    nbytes = output_line_bytes(c)
-    data = np.frombuffer(pack_lines(codes, c.acts.bits, nbytes), dtype=np.uint8)
-    starts = _lines(f["dram_addr"], f["y_size"], f["x_size"], f["dram_stride"], nbytes)
-    s.dram[(starts[:, None] + np.arange(nbytes)[None, :]).ravel()] = data
+    acc = s.acc[lines]                                          # (lines, 1|B, cols)
+    nonfinite = np.zeros((1, 1, 1), dtype=bool) if s.acc_nonfinite is None else s.acc_nonfinite[lines]
+    codes = rescale(acc, nonfinite, product_of(c.acts, c.weights).min_exponent, s.bias[p], s.multiplier[p],
+                    s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits, wrapped=True)
+    s.saw_nonfinite |= nonfinite.any(axis=(0, 2))
+    data = pack_codes(codes.transpose(1, 0, 2), c.acts.bits, output_line_bytes(c))
+    s.memory.write_rows(f["dram_addr"], f["dram_stride"], data.reshape(data.shape[0], f["y_size"], -1))

@@ -106,6 +106,10 @@ def infer_shapes(net: FloatNetwork) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+#: Largest im2col matrix a convolution builds at once (it goes through the batch in slices below this).
+_IM2COL_BYTES = 64 << 20
+
+
 def _windows(x: np.ndarray, layer: FloatLayer, pad_value: float) -> np.ndarray:
     """Read-only view (N, C, kh, kw, Ho, Wo) of every window of the padded input."""
     (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = _window_attrs(layer)
@@ -123,13 +127,18 @@ def _conv(x: np.ndarray, layer: FloatLayer) -> np.ndarray:
     cout, cg, kh, kw = w.shape
     win = _windows(x, layer, 0.0)
     n, _, _, _, ho, wo = win.shape
-    # im2col per group: (N, G, Ho*Wo, Cg*kh*kw) @ (G, Cg*kh*kw, Cout/G)
-    cols = win.reshape(n, g, cg, kh, kw, ho, wo).transpose(0, 1, 5, 6, 2, 3, 4).reshape(n, g, ho * wo, cg * kh * kw)
     wm = w.reshape(g, cout // g, cg * kh * kw).transpose(0, 2, 1)
-    y = np.matmul(cols, wm)  # (N, G, Ho*Wo, Cout/G)
-    y = y.transpose(0, 1, 3, 2).reshape(n, cout, ho, wo)
+    y = np.empty((n, cout, ho, wo), dtype=x.dtype)
+    # im2col per group and per slice of the batch (each sample's products are the same BLAS calls either way):
+    # (n, G, Ho*Wo, Cg*kh*kw) @ (G, Cg*kh*kw, Cout/G)
+    step = max(1, _IM2COL_BYTES // max(1, ho * wo * g * cg * kh * kw * x.dtype.itemsize))
+    for at in range(0, n, step):
+        part = win[at:at + step]
+        m = part.shape[0]
+        cols = part.reshape(m, g, cg, kh, kw, ho, wo).transpose(0, 1, 5, 6, 2, 3, 4).reshape(m, g, ho * wo, -1)
+        y[at:at + m] = np.matmul(cols, wm).transpose(0, 1, 3, 2).reshape(m, cout, ho, wo)
     if layer.bias is not None:
-        y = y + layer.bias.astype(x.dtype).reshape(1, cout, 1, 1)
+        y += layer.bias.astype(x.dtype).reshape(1, cout, 1, 1)
     return y
 
 

@@ -16,7 +16,9 @@ import numpy as np
 
 from hw.spec.formats import Format, get_format, product_of
 
-__all__ = ["Accumulation", "multiply", "gemm", "matvec"]
+from .exact import INT64_SAFE, fixed_values, float_dtype_for, matmul_exact, value_table
+
+__all__ = ["Accumulation", "multiply", "gemm", "matvec", "decode", "product_sum", "operand_dtype", "has_specials"]
 
 
 @dataclass(frozen=True)
@@ -61,21 +63,56 @@ def multiply(a_codes, b_codes, a_format: Format | str, b_format: Format | str) -
     return Accumulation(value, fa.lsb_exponent + fb.lsb_exponent, ~ok)
 
 
+def has_specials(fmt: Format) -> bool:
+    """Whether ``fmt`` has NaN or Inf codes (only then can a sum be non-finite)."""
+    return fmt.has_nan or fmt.has_inf
+
+
+def operand_dtype(a: Format, w: Format, terms: int):
+    """The dtype operands of a sum of ``terms`` products take for :func:`~sw.golden.exact.matmul_exact`: a float
+    type when it is exact for every such sum, else int64 (or Python ints for the widest formats)."""
+    bound = max(terms, 1) * fixed_values(a)[2] * fixed_values(w)[2]
+    dtype = float_dtype_for(bound)
+    if dtype is not None:
+        return dtype
+    return np.int64 if max(fixed_values(a)[2], fixed_values(w)[2]) < INT64_SAFE else object
+
+
+def decode(fmt: Format, codes: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed-point values of ``codes`` (0 for NaN/Inf) in ``dtype``, and their finiteness; checks the codes."""
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        raise TypeError(f"Codes must be an integer array, not {codes.dtype}")
+    if codes.size and (codes.min() < 0 or codes.max() >= (1 << fmt.bits)):
+        raise ValueError(f"Codes of {fmt.name} must lie in 0..{(1 << fmt.bits) - 1}")
+    return value_table(fmt, dtype)[codes], fixed_values(fmt)[1][codes]
+
+
+def product_sum(a: np.ndarray, a_ok: np.ndarray | None, w: np.ndarray, w_ok: np.ndarray | None,
+                a_format: Format, w_format: Format, w_terms: int = 1) -> Accumulation:
+    """Exact ``a @ w`` (stacks broadcast) of decoded values (:func:`decode`); a sum is non-finite when a row of
+    ``a`` or a column of ``w`` it uses holds a non-finite operand (``None``: all finite). ``w`` may be the sum of
+    ``w_terms`` weight tensors (its bound grows with them)."""
+    value = matmul_exact(a, w, fixed_values(a_format)[2], w_terms * fixed_values(w_format)[2])
+    shape = value.shape
+    nonfinite = np.zeros(shape, dtype=bool)
+    if a_ok is not None:
+        nonfinite |= ~a_ok.all(axis=-1)[..., :, None]
+    if w_ok is not None:
+        nonfinite |= ~w_ok.all(axis=-2)[..., None, :]
+    return Accumulation(value, a_format.lsb_exponent + w_format.lsb_exponent, nonfinite)
+
+
 def gemm(a_codes, w_codes, a_format: Format | str, w_format: Format | str) -> Accumulation:
     """Exact ``A @ W`` for codes ``A`` of shape (M, K) in ``a_format`` and ``W`` of shape (K, N) in ``w_format``."""
     fa, fw = get_format(a_format), get_format(w_format)
     a_codes, w_codes = np.asarray(a_codes), np.asarray(w_codes)
     if a_codes.ndim != 2 or w_codes.ndim != 2 or a_codes.shape[1] != w_codes.shape[0]:
         raise ValueError(f"gemm needs A (M, K) and W (K, N), not {a_codes.shape} and {w_codes.shape}")
-    wide = _needs_wide(fa, fw, a_codes.shape[1])
-    a, a_ok = _fixed(fa, a_codes, wide)
-    w, w_ok = _fixed(fw, w_codes, wide)
-    a = np.where(a_ok, a, 0)
-    w = np.where(w_ok, w, 0)
-    value = a.dot(w) if wide else a.astype(np.int64) @ w.astype(np.int64)
-    nonfinite = (~a_ok).astype(np.int64) @ np.ones_like(w, dtype=np.int64) + \
-        np.ones_like(a, dtype=np.int64) @ (~w_ok).astype(np.int64)
-    return Accumulation(value, fa.lsb_exponent + fw.lsb_exponent, nonfinite > 0)
+    dtype = operand_dtype(fa, fw, a_codes.shape[1])
+    a, a_ok = decode(fa, a_codes, dtype)
+    w, w_ok = decode(fw, w_codes, dtype)
+    return product_sum(a, a_ok if has_specials(fa) else None, w, w_ok if has_specials(fw) else None, fa, fw)
 
 
 def matvec(w_codes, a_codes, w_format: Format | str, a_format: Format | str) -> Accumulation:

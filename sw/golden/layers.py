@@ -6,9 +6,9 @@ units of ``2 ** e`` with ``e = product_of(acts, weights).min_exponent``, and :fu
 through :func:`sw.golden.postprocess.rescale` per output channel. Arrays carry the batch first: feature maps
 are ``(N, C, H, W)``, vectors ``(N, F)``.
 
-Sums use int64 numpy whenever they provably fit (:func:`sw.golden.gemm.gemm` decides for products; the
-pooling and element-wise sums decide here from the format ranges), Python ints otherwise, so the result
-never depends on float rounding.
+Sums use int64 numpy whenever they provably fit (:func:`sw.golden.gemm.operand_dtype` decides for products,
+which run on BLAS in float32/float64 when that is exact, see :mod:`sw.golden.exact`; the pooling and element-wise
+sums decide here from the format ranges), Python ints otherwise, so the result never depends on float rounding.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from hw.spec.formats import Format, get_format, product_of
 
-from .gemm import Accumulation, gemm
+from .gemm import Accumulation, decode, has_specials, operand_dtype, product_sum
 from .postprocess import rescale
 
 if TYPE_CHECKING:
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["LayerError", "conv2d", "linear", "window_sum", "global_sum", "elementwise_sum", "concat_values",
            "maxpool", "postprocess", "run_layer"]
+
+
+#: Largest im2col matrix conv2d builds at once (it goes through the batch in slices below this).
+_IM2COL_BYTES = 64 << 20
 
 
 class LayerError(ValueError):
@@ -66,24 +70,30 @@ def _feature_map(x, what: str) -> np.ndarray:
     return x
 
 
-def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill) -> np.ndarray:
-    """Every window of ``x`` (N, C, H, W) padded with ``fill``: shape (N, C, kh, kw, Ho, Wo), a copy."""
-    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = kernel, stride, padding, dilation
+def _padded(x: np.ndarray, padding, fill) -> np.ndarray:
+    (pt, pl, pb, pr) = padding
     n, c, h, w = x.shape
+    xp = np.full((n, c, h + pt + pb, w + pl + pr), fill, dtype=x.dtype)
+    xp[:, :, pt:pt + h, pl:pl + w] = x
+    return xp
+
+
+def _window_view(xp: np.ndarray, kernel, stride, dilation, unpadded: tuple[int, int]) -> np.ndarray:
+    """Every window of the padded map ``xp`` (N, C, Hp, Wp) as a view shaped (N, C, Ho, Wo, kh, kw)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    hp, wp = h + pt + pb, w + pl + pr
+    hp, wp = xp.shape[2:]
     if hp < span_h or wp < span_w:
         raise LayerError(f"Kernel {kernel} with dilation {dilation} spans {span_h}x{span_w}, larger than the "
-                         f"padded {h}x{w} map ({hp}x{wp}): no output; use a smaller kernel or more padding")
-    ho, wo = (hp - span_h) // sh + 1, (wp - span_w) // sw + 1
-    xp = np.full((n, c, hp, wp), fill, dtype=x.dtype)
-    xp[:, :, pt:pt + h, pl:pl + w] = x
-    out = np.empty((n, c, kh, kw, ho, wo), dtype=x.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            out[:, :, ky, kx] = xp[:, :, ky * dh: ky * dh + sh * (ho - 1) + 1: sh,
-                                   kx * dw: kx * dw + sw * (wo - 1) + 1: sw]
-    return out
+                         f"padded {unpadded[0]}x{unpadded[1]} map ({hp}x{wp}): no output; use a smaller kernel "
+                         f"or more padding")
+    view = np.lib.stride_tricks.sliding_window_view(xp, (span_h, span_w), axis=(2, 3))
+    return view[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def _windows(x: np.ndarray, kernel, stride, padding, dilation, fill) -> np.ndarray:
+    """Every window of ``x`` (N, C, H, W) padded with ``fill``: shape (N, C, kh, kw, Ho, Wo), a view."""
+    return _window_view(_padded(x, padding, fill), kernel, stride, dilation, x.shape[2:]).transpose(0, 1, 4, 5, 2, 3)
 
 
 def _in_code_range(fmt: Format, code: int, what: str) -> int:
@@ -127,7 +137,9 @@ def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
     of ``weights`` (each (Cout, C/groups, kh, kw)) summed into the same accumulator.
 
     ``attrs``: ``kernel``, ``stride``, ``padding`` (top, left, bottom, right), ``dilation``, ``groups`` (missing
-    ones take the ONNX defaults: the weights' kernel, 1, none, 1, 1); positions outside the map hold ``pad_code``. im2col per group, then :func:`sw.golden.gemm.gemm`.
+    ones take the ONNX defaults: the weights' kernel, 1, none, 1, 1); positions outside the map hold ``pad_code``.
+    Codes are decoded once, then im2col per group (channels last, a slice of the batch at a time) and one exact
+    product with the sum of the weight tensors (:func:`sw.golden.gemm.product_sum`).
     """
     act, wf = get_format(act_format), get_format(weight_format)
     x = _feature_map(x, "conv")
@@ -151,19 +163,57 @@ def conv2d(x, weights, attrs: dict, pad_code: int, act_format: Format | str,
         raise LayerError(f"conv with groups={groups} on {c} input channels needs weights (Cout, {c}/groups, kh, "
                          f"kw) with Cout divisible by groups, not {shape}")
     pad_code = _in_code_range(act, pad_code, "conv pad code")
-    win = _windows(x, kernel, stride, padding, dilation, pad_code)      # (N, C, kh, kw, Ho, Wo)
-    ho, wo = win.shape[4:]
+    dtype = operand_dtype(act, wf, cin_g * kh * kw * len(weights))
     cout_g = cout // groups
-    values, nonfinite = [], []
-    for g in range(groups):
-        cols = win[:, g * cin_g:(g + 1) * cin_g].transpose(0, 4, 5, 1, 2, 3).reshape(n * ho * wo, -1)
-        w = [t[g * cout_g:(g + 1) * cout_g].reshape(cout_g, -1).T for t in weights]
-        r = gemm(np.concatenate([cols] * len(w), axis=1), np.concatenate(w, axis=0), act, wf)
-        values.append(r.value)
-        nonfinite.append(r.nonfinite)
-    value = np.concatenate(values, axis=1).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
-    nf = np.concatenate(nonfinite, axis=1).reshape(n, ho, wo, cout).transpose(0, 3, 1, 2)
-    return Accumulation(np.ascontiguousarray(value), product_of(act, wf).min_exponent, np.ascontiguousarray(nf))
+    # Products are summed over (kh, kw, C/groups), channels innermost: exact sums do not depend on the order,
+    # and channels-last windows copy in runs of channels.
+    w, w_ok = _summed_weights([t.transpose(0, 2, 3, 1) for t in weights], wf, dtype)   # (Cout, kh*kw*C/groups)
+    w = w.reshape(groups, cout_g, -1).transpose(0, 2, 1)
+    w_ok = None if w_ok is None else w_ok.reshape(groups, cout_g, -1).transpose(0, 2, 1)
+    values, oks = decode(act, x, dtype)
+    pad_value, pad_ok = decode(act, np.array(pad_code), dtype)
+    view = _channels_last_windows(values, padding, pad_value, kernel, stride, dilation)
+    oks = _channels_last_windows(oks, padding, pad_ok, kernel, stride, dilation) if has_specials(act) else None
+    ho, wo = view.shape[1:3]
+    step = max(1, _IM2COL_BYTES // max(1, ho * wo * c * kh * kw * np.dtype(dtype).itemsize))
+    parts = []
+    for at in range(0, n, step):
+        cols = _im2col(view[at:at + step], groups)                      # (groups, n*Ho*Wo, kh*kw*C/groups)
+        cols_ok = None if oks is None else _im2col(oks[at:at + step], groups)
+        r = product_sum(cols, cols_ok, w, w_ok, act, wf, w_terms=len(weights))
+        m = min(step, n - at)
+        parts.append(tuple(a.reshape(groups, m, ho, wo, cout_g).transpose(1, 0, 4, 2, 3).reshape(m, cout, ho, wo)
+                           for a in (r.value, r.nonfinite)))
+    value = np.concatenate([p[0] for p in parts]) if len(parts) != 1 else np.ascontiguousarray(parts[0][0])
+    nf = np.concatenate([p[1] for p in parts]) if len(parts) != 1 else np.ascontiguousarray(parts[0][1])
+    return Accumulation(value, product_of(act, wf).min_exponent, nf)
+
+
+def _channels_last_windows(x: np.ndarray, padding, fill, kernel, stride, dilation) -> np.ndarray:
+    """Every window of ``x`` (N, C, H, W) padded with ``fill``, channels last: a view (N, Ho, Wo, kh, kw, C)."""
+    xp = np.ascontiguousarray(_padded(x, padding, fill).transpose(0, 2, 3, 1))          # (N, Hp, Wp, C)
+    view = _window_view(xp.transpose(0, 3, 1, 2), kernel, stride, dilation, x.shape[2:])  # (N, C, Ho, Wo, kh, kw)
+    return view.transpose(0, 2, 3, 4, 5, 1)
+
+
+def _im2col(view: np.ndarray, groups: int) -> np.ndarray:
+    """Windows (N, Ho, Wo, kh, kw, C) as matrices (groups, N*Ho*Wo, kh*kw*C/groups), one copy."""
+    n, ho, wo, kh, kw, c = view.shape
+    grouped = view.reshape(n, ho, wo, kh, kw, groups, c // groups).transpose(5, 0, 1, 2, 3, 4, 6)
+    return grouped.reshape(groups, n * ho * wo, kh * kw * (c // groups))
+
+
+def _summed_weights(weights: list[np.ndarray], wf: Format, dtype) -> tuple[np.ndarray, np.ndarray | None]:
+    """The exact sum of every weight tensor's values, flattened to (rows, -1), and which rows x columns are
+    finite in all of them (None for formats without NaN/Inf). Sums of products with each tensor equal products
+    with their sum: all exact integers."""
+    total, finite = None, None
+    for t in weights:
+        v, ok = decode(wf, t, dtype)
+        total = v if total is None else total + v
+        finite = ok if finite is None else finite & ok
+    rows = weights[0].shape[0]
+    return total.reshape(rows, -1), finite.reshape(rows, -1) if has_specials(wf) else None
 
 
 def linear(x, weights, act_format: Format | str, weight_format: Format | str) -> Accumulation:
@@ -176,8 +226,12 @@ def linear(x, weights, act_format: Format | str, weight_format: Format | str) ->
                           for w in weights):
         raise LayerError(f"linear with K={x.shape[1]} inputs needs weight tensors shaped alike (Nout, "
                          f"{x.shape[1]}), not {[w.shape for w in weights]}")
-    return gemm(np.concatenate([x] * len(weights), axis=1), np.concatenate([w.T for w in weights], axis=0),
-                act_format, weight_format)
+    act, wf = get_format(act_format), get_format(weight_format)
+    dtype = operand_dtype(act, wf, x.shape[1] * len(weights))
+    w, w_ok = _summed_weights(weights, wf, dtype)
+    a, a_ok = decode(act, x, dtype)
+    return product_sum(a, a_ok if has_specials(act) else None, w.T, None if w_ok is None else w_ok.T, act, wf,
+                       w_terms=len(weights))
 
 
 def window_sum(x, kernel, stride, padding, pad_code: int, act_format: Format | str,

@@ -16,6 +16,11 @@ from .layers import LayerError, run_layer
 __all__ = ["NetworkError", "check_network", "run_network", "quantize_input", "dequantize_output"]
 
 
+#: The batch goes through the network in slices whose largest tensor holds about this many values (its exact
+#: accumulators are int64, and the rescale makes a few temporaries of that size).
+_SLICE_ELEMENTS = 1 << 22
+
+
 class NetworkError(LayerError):
     """A network or an input the golden model cannot run (wrong shape, dtype, format or structure)."""
 
@@ -64,14 +69,31 @@ def run_network(net: QuantizedNetwork, codes, *, keep: bool = False) -> dict[str
     if x.size and (x.min() < 0 or x.max() >= 1 << fmt.bits):
         raise NetworkError(f"Input codes must lie in 0..{(1 << fmt.bits) - 1} ({fmt.name}), not "
                            f"{x.min()}..{x.max()}")
-    values = {net.input: x.astype(np.uint8 if fmt.bits <= 8 else np.uint16)}
-    for layer in net.layers:
-        out = run_layer(layer, [values[i] for i in layer.inputs], net)
+    x = x.astype(np.uint8 if fmt.bits <= 8 else np.uint16)
+    largest = max(int(np.prod(shape)) for shape in net.shapes.values())
+    step = max(1, _SLICE_ELEMENTS // max(largest, 1))
+    slices = [_run_slice(net, x[at:at + step], keep) for at in range(0, len(x), step)] or [_run_slice(net, x, keep)]
+    values = slices[0] if len(slices) == 1 else {name: np.concatenate([s[name] for s in slices])
+                                                 for name in slices[0]}
+    return values if keep else values[net.output]
+
+
+def _run_slice(net: QuantizedNetwork, x: np.ndarray, keep: bool) -> dict[str, np.ndarray]:
+    """Every tensor (``keep``) or the output of the network on a slice of the batch; tensors no later layer
+    reads are dropped as it goes."""
+    values = {net.input: x}
+    last_read = {name: i for i, layer in enumerate(net.layers) for name in layer.inputs}
+    for i, layer in enumerate(net.layers):
+        out = run_layer(layer, [values[name] for name in layer.inputs], net)
         if out.shape[1:] != tuple(net.shapes[layer.output]):
             raise NetworkError(f"Layer {layer.name!r} ({layer.op}) makes {layer.output!r} shaped "
                                f"{out.shape[1:]}, but the network says {tuple(net.shapes[layer.output])}")
         values[layer.output] = out
-    return values if keep else values[net.output]
+        if not keep:
+            for name in layer.inputs:
+                if last_read[name] == i and name != net.output:
+                    values.pop(name, None)
+    return values if keep else {net.output: values[net.output]}
 
 
 def quantize_input(net: QuantizedNetwork, x) -> np.ndarray:

@@ -23,7 +23,7 @@ from hw.spec.formats import Format, IntFormat, get_format
 from .errors import QuantizationError
 
 __all__ = ["METHODS", "Grid", "qdq", "mse", "sqnr_db", "observed_range", "asymmetric_params",
-           "calibrate_activation", "search_factor"]
+           "calibrate_activation", "search_factor", "search_factors", "lift_scale", "lift_scales"]
 
 #: Clipping methods.
 METHODS = ("minmax", "percentile", "mmse")
@@ -127,15 +127,23 @@ def asymmetric_params(lo: float, hi: float, grid: Grid) -> tuple[float, int]:
 
 def search_factor(loss: Callable[[float], float]) -> float:
     """The factor in (0, 1] (a shrinking of the min-max range) with the smallest ``loss``: coarse then fine."""
-    coarse = 2.0 ** (-np.arange(COARSE_STEPS) / 16)
-    losses = [loss(a) for a in coarse]
-    k = int(np.argmin(losses))
-    hi = coarse[max(k - 1, 0)]
-    lo = coarse[min(k + 1, COARSE_STEPS - 1)]
-    fine = np.geomspace(hi, lo, FINE_STEPS)
-    fine_losses = [loss(a) for a in fine]
-    j = int(np.argmin(fine_losses))
-    return float(fine[j]) if fine_losses[j] < losses[k] else float(coarse[k])
+    return float(search_factors(lambda factors: np.array([[loss(float(a))] for a in factors[:, 0]]), 1)[0])
+
+
+def search_factors(loss: Callable[[np.ndarray], np.ndarray], count: int) -> np.ndarray:
+    """:func:`search_factor` for ``count`` independent searches at once: ``loss`` maps factors shaped
+    (F, count) (column j for search j) to losses of that shape."""
+    coarse = np.repeat((2.0 ** (-np.arange(COARSE_STEPS) / 16))[:, None], count, axis=1)
+    losses = loss(coarse)
+    k = np.argmin(losses, axis=0)
+    columns = np.arange(count)
+    hi = coarse[np.maximum(k - 1, 0), columns]
+    lo = coarse[np.minimum(k + 1, COARSE_STEPS - 1), columns]
+    fine = np.geomspace(hi, lo, FINE_STEPS).reshape(FINE_STEPS, count)
+    fine_losses = loss(fine)
+    j = np.argmin(fine_losses, axis=0)
+    better = fine_losses[j, columns] < losses[k, columns]
+    return np.where(better, fine[j, columns], coarse[k, columns])
 
 
 #: How much a minifloat scale may raise the squared error when it is lifted by powers of two (see lift_scale).
@@ -156,6 +164,15 @@ def lift_scale(scale: float, loss: Callable[[float], float], limit: int = 40) ->
             break
         best = scale * 2.0 ** k
     return best
+
+
+def lift_scales(scales: np.ndarray, loss: Callable[[np.ndarray], np.ndarray], limit: int = 40) -> np.ndarray:
+    """:func:`lift_scale` for several scales at once: ``loss`` maps scales shaped (K, count) to losses."""
+    lifted = scales[None] * 2.0 ** np.arange(limit + 1)[:, None]
+    losses = loss(lifted)
+    worse = losses[1:] > losses[0] * (1 + LIFT_TOLERANCE) + 1e-30
+    steps = np.where(worse.any(axis=0), worse.argmax(axis=0), limit)     # the first k that is worse, less one
+    return lifted[steps, np.arange(scales.size)]
 
 
 def subsample(x: np.ndarray, limit: int = MMSE_MAX_VALUES) -> np.ndarray:

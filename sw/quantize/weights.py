@@ -13,10 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .calibrate import FALLBACK_SCALE, METHODS, Grid, lift_scale, mse, search_factor, sqnr_db, subsample
+from .calibrate import (FALLBACK_SCALE, METHODS, MMSE_MAX_VALUES, Grid, lift_scale, lift_scales, mse, search_factor,
+                        search_factors, sqnr_db, subsample)
 from .errors import QuantizationError
 
 __all__ = ["QuantizedWeight", "residual_round", "quantize_weight", "quantize_weight_auto"]
+
+#: Values (factors x channels x weights) one step of the batched scale search holds at once.
+_SEARCH_VALUES = 1 << 18
 
 
 @dataclass
@@ -60,6 +64,38 @@ def _channel_scale(w: np.ndarray, grid: Grid, method: str, tensors: int) -> floa
     return scale if grid.is_int else lift_scale(scale, error)
 
 
+def _channel_scales(w: np.ndarray, grid: Grid, method: str, tensors: int) -> np.ndarray:
+    """:func:`_channel_scale` of every row of ``w`` (channels, values), the searches of all channels at once (the
+    same arithmetic, element by element, as one channel at a time)."""
+    if w.shape[1] > MMSE_MAX_VALUES or method != "mmse" and grid.is_int or w.shape[0] == 0:
+        return np.array([_channel_scale(row, grid, method, tensors) for row in w])
+    amax = np.max(np.abs(w), axis=1)
+    top = _top(grid, tensors)
+    live = amax > 0
+    ws, amax = w[live], amax[live]
+
+    def error(scales: np.ndarray) -> np.ndarray:        # scales (K, channels) -> mean squared errors
+        out = np.empty(scales.shape)
+        step = max(1, _SEARCH_VALUES // max(ws.size, 1))
+        for at in range(0, scales.shape[0], step):
+            s = scales[at:at + step, :, None]
+            parts = residual_round(ws / s, grid, tensors)
+            approx = parts[0] if tensors == 1 else np.sum(parts, axis=0)
+            approx *= s
+            np.subtract(ws, approx, out=approx)
+            np.square(approx, out=approx)
+            out[at:at + step] = np.mean(approx, axis=-1)
+        return out
+    scale = amax / top
+    if method == "mmse":
+        scale = search_factors(lambda a: error(a * amax / top), amax.size) * amax / top
+    if not grid.is_int:
+        scale = lift_scales(scale, error)
+    full = np.zeros(w.shape[0])
+    full[live] = scale
+    return full
+
+
 def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_channel: bool = False,
                     tensors: int = 1) -> QuantizedWeight:
     """Symmetric quantization of a weight (output channels first) as a sum of ``tensors`` tensors.
@@ -80,7 +116,7 @@ def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_chann
         raise QuantizationError(f"The number of weight tensors must be a positive integer, not {tensors!r}")
     cout = w.shape[0]
     if per_channel:
-        scale = np.array([_channel_scale(w[c], grid, method, tensors) for c in range(cout)])
+        scale = _channel_scales(w.reshape(cout, -1), grid, method, tensors)
     else:
         scale = np.full(cout, _channel_scale(w, grid, method, tensors))
     if (scale == 0).any():

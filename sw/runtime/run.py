@@ -19,6 +19,10 @@ from sw.golden.network import run_network
 __all__ = ["BACKENDS", "RunError", "EngineFault", "RunResult", "load_program", "run", "run_codes"]
 
 BACKENDS = ("golden", "emulator", "rtl")
+#: Most samples per emulator run (they share one program run), and the memory a run's samples may take at worst
+#: (every page of external memory and every buffer line private to each sample).
+EMULATOR_BATCH = 512
+EMULATOR_BYTES = 1 << 30
 
 
 class RunError(ValueError):
@@ -37,9 +41,10 @@ class RunResult:
     codes: np.ndarray
     #: Per sample, the codes of every tensor in external memory (``keep=True``), by name.
     tensors: list[dict] = field(default_factory=list)
-    #: Per sample: engine cycles from start to done (emulator, rtl), else empty.
+    #: Per sample: engine cycles from start to done (rtl; emulator with ``cycles=True``), else empty.
     cycles: list[int] = field(default_factory=list)
-    #: Per sample, per engine layer: cycles from the end of the layer before to the end of this one (emulator).
+    #: Per sample, per engine layer: cycles from the end of the layer before to the end of this one (emulator with
+    #: ``cycles=True``).
     layer_cycles: list[list[int]] = field(default_factory=list)
 
 
@@ -90,23 +95,46 @@ def _layer_cycles(compiled: CompiledNetwork, ended: dict) -> list[int]:
     return out
 
 
-def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress) -> RunResult:
-    result = RunResult(np.empty((len(codes), *compiled.network.output_shape), dtype=np.int64))
-    for i, sample in enumerate(codes):
-        emulator = Emulator(compiled.config, bytes(compiled.dram_with_input(sample)))
-        status = emulator.run(compiled.program.program_addr)
+def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, cycles: bool) -> RunResult:
+    """Batches of samples through the emulator: functional mode, or one timed run for the cycles (every sample
+    takes the same path through the program, so its cycles are every sample's) and functional for the rest."""
+    net = compiled.network
+    result = RunResult(np.empty((len(codes), *net.output_shape), dtype=np.int64))
+    in_addr, _ = compiled.tensor_region(net.input)
+    timing = None
+    step = _batch_size(compiled)
+    for at in range(0, len(codes), step):
+        batch = codes[at:at + step]
+        emulator = Emulator(compiled.config, compiled.program.dram, batch=len(batch))
+        emulator.memory.write(in_addr, compiled.tensor_bytes(net.input, batch))
+        status = emulator.run(compiled.program.program_addr, timed=cycles and timing is None)
         if not status.done or status.error is not ErrorCode.NONE:
-            raise EngineFault(f"sample {i}: the emulated engine stopped with {ErrorCode(status.error).name} at "
-                              f"instruction {status.pc}")
-        dram = emulator.dram
-        result.codes[i] = compiled.read_tensor(dram, compiled.network.output)
+            raise EngineFault(f"samples {at}..{at + len(batch) - 1}: the emulated engine stopped with "
+                              f"{ErrorCode(status.error).name} at instruction {status.pc}")
+        if status.cycles is not None:
+            timing = status.cycles, _layer_cycles(compiled, status.ended)
+        result.codes[at:at + len(batch)] = _read(compiled, emulator, net.output)
         if keep:
-            result.tensors.append({name: compiled.read_tensor(dram, name) for name in compiled.materialized})
-        result.cycles.append(status.cycles)
-        result.layer_cycles.append(_layer_cycles(compiled, status.ended))
+            every = {name: _read(compiled, emulator, name) for name in compiled.materialized}
+            result.tensors += [{name: v[i] for name, v in every.items()} for i in range(len(batch))]
+        emulator.release()
         if progress:
-            progress(i + 1, len(codes))
+            progress(at + len(batch), len(codes))
+    if timing is not None:
+        result.cycles = [timing[0]] * len(codes)
+        result.layer_cycles = [list(timing[1]) for _ in codes]
     return result
+
+
+def _batch_size(compiled: CompiledNetwork) -> int:
+    c = compiled.config
+    per_sample = compiled.program.dram_size + 8 * (c.act_buffer_depth * c.rows + c.acc_buffer_depth * c.cols)
+    return max(1, min(EMULATOR_BATCH, EMULATOR_BYTES // per_sample))
+
+
+def _read(compiled: CompiledNetwork, emulator: Emulator, name: str) -> np.ndarray:
+    addr, nbytes = compiled.tensor_region(name)
+    return compiled.tensor_codes(name, emulator.memory.read(addr, nbytes))
 
 
 def _golden(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress) -> RunResult:
@@ -144,9 +172,14 @@ def _rtl(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, wor
 
 
 def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emulator", *, keep: bool = False,
-              progress: Callable[[int, int], None] | None = None, work_dir: str | Path | None = None,
-              verify_digests: bool = True) -> RunResult:
-    """Run input codes (N, *input_shape) on ``backend``; output codes and, with ``keep``, every stored tensor."""
+              cycles: bool = False, progress: Callable[[int, int], None] | None = None,
+              work_dir: str | Path | None = None, verify_digests: bool = True) -> RunResult:
+    """Run input codes (N, *input_shape) on ``backend``; output codes and, with ``keep``, every stored tensor.
+
+    ``cycles``: the emulator also counts cycles (one timed run, whose cycles every sample shares; the others run
+    in its functional mode, which leaves the same memory). Without it the emulator runs functional only.
+    ``verify_digests=False`` accepts a program folder edited by hand (see :func:`load_program`).
+    """
     if backend not in BACKENDS:
         raise RunError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
     compiled = load_program(program, verify_digests=verify_digests)
@@ -157,7 +190,7 @@ def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emul
     if backend == "golden":
         return _golden(compiled, codes, keep, progress)
     if backend == "emulator":
-        return _emulate(compiled, codes, keep, progress)
+        return _emulate(compiled, codes, keep, progress, cycles)
     return _rtl(compiled, codes, keep, progress, work_dir)
 
 

@@ -19,8 +19,8 @@ import pytest
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import TOKEN_QUEUE_DEPTH, AluOp, Buffer, ErrorCode, Opcode, Queue, encode
 from hw.spec.layout import line_bytes, output_line_bytes
-from sim.programs import (ILLEGAL_KINDS, Program, check_schedule, illegal_program, random_program,
-                          reference_run)
+from sim.programs import (ILLEGAL_KINDS, Program, check_schedule, illegal_program, one_mac_program, place,
+                          random_program, reference_run)
 from sw.emulator import Emulator
 from sw.emulator.timing import Timing
 
@@ -167,31 +167,9 @@ def test_random_program_is_reproducible_and_well_placed():
         assert len(p.listing().splitlines()) == len(p.words)
 
 
-def _place(dram: bytearray, words: list[int]) -> None:
-    """Instruction words at address 0 of ``dram``."""
-    for i, w in enumerate(words):
-        dram[i * 16:(i + 1) * 16] = w.to_bytes(16, "little")
-
-
 def test_reference_of_a_hand_written_program():
     """A 1x1 int8 GEMM whose answer is known by hand: 3*5 + 2 = 17, times 3 shifted right by 1 -> 25.5 -> 26."""
-    config = AcceleratorConfig(rows=1, cols=1, act_buffer_depth=16, weight_buffer_depth=16, acc_buffer_depth=16,
-                               param_buffer_depth=1, dma_bits=32)
-    dram = bytearray(1024)
-    dram[512:516] = bytes([3, 0, 0, 0])                        # ACT line: code 3
-    dram[520:524] = bytes([5, 0, 0, 0])                        # WEIGHT line: code 5
-    dram[528:544] = (2).to_bytes(8, "little") + (3).to_bytes(4, "little") + bytes([1, 0, 0, 0])  # PARAM
-    words = [
-        encode(Opcode.LOAD, buffer=int(Buffer.PARAM), sram_addr=0, dram_addr=528, y_size=1, x_size=1),
-        encode(Opcode.LOAD, buffer=int(Buffer.WEIGHT), sram_addr=0, dram_addr=520, y_size=1, x_size=1),
-        encode(Opcode.LOAD, buffer=int(Buffer.ACT), sram_addr=0, dram_addr=512, y_size=1, x_size=1, push_next=1),
-        encode(Opcode.COMPUTE, acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=1, stride=1, dilation=1,
-               kh=1, kw=1, pop_prev=1, push_next=1),
-        encode(Opcode.SETPP, zero_point=0, clamp_lo=0x80, clamp_hi=0x7F),
-        encode(Opcode.STORE, acc_addr=0, dram_addr=600, y_size=1, x_size=1, param_addr=0, pop_prev=1),
-        encode(Opcode.FINISH),
-    ]
-    _place(dram, words)
+    config, dram, words = one_mac_program(bias=2, multiplier=3, shift=1)
     assert check_schedule(config, words) == []
     ref = reference_run(config, dram)
     assert ref.dram[600:604] == bytes([26, 0, 0, 0])
@@ -311,7 +289,7 @@ def test_emulator_alu_repeated_destination():
         encode(Opcode.STORE, acc_addr=8, dram_addr=600, y_size=1, x_size=1, param_addr=0, pop_prev=1),
         encode(Opcode.FINISH),
     ]
-    _place(dram, words)
+    place(dram, words)
     assert check_schedule(config, words) == []
     assert reference_run(config, dram).dram[600] == 11
     emulator = Emulator(config, dram)

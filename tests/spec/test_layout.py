@@ -37,6 +37,27 @@ def test_pack_round_trip(bits, per_line):
             assert line >> (per_line * bits) == 0
 
 
+@pytest.mark.parametrize("bits", range(2, 17))
+def test_every_width_against_integer_arithmetic(bits):
+    """Each line as one little-endian integer with code i at bits i*bits..: every width (whole bytes, runs of
+    codes in 64-bit words, single bits), lines with leading axes, garbage in the padding ignored on the way in."""
+    from hw.spec.layout import pack_codes, unpack_codes
+    rng = np.random.default_rng(bits)
+    for per_line in (1, 3, 8, 17):
+        nbytes = -(-per_line * bits // 8) + int(rng.integers(0, 3))
+        codes = rng.integers(0, 1 << bits, size=(2, 3, per_line))
+        packed = pack_codes(codes, bits, nbytes)
+        assert packed.shape == (2, 3, nbytes) and packed.dtype == np.uint8
+        for index in np.ndindex(2, 3):
+            line = sum(int(c) << (i * bits) for i, c in enumerate(codes[index]))
+            assert packed[index].tobytes() == line.to_bytes(nbytes, "little")
+        garbage = rng.integers(0, 256, size=(4, nbytes), dtype=np.uint8)
+        got = unpack_codes(garbage, per_line, bits)
+        for row, data in zip(got, garbage):
+            value = int.from_bytes(data.tobytes(), "little")
+            assert row.tolist() == [(value >> (i * bits)) & ((1 << bits) - 1) for i in range(per_line)]
+
+
 def test_pack_int4_by_hand():
     # Code i sits at bits 4i..4i+3: 0x3 in the low nibble, 0xA in the high nibble.
     assert pack_lines([[0x3, 0xA]], 4, 1) == b"\xA3"

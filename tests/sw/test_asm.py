@@ -81,7 +81,7 @@ def test_listing_is_canonical():
     assert disassemble(6) == "FINISH"
     # Values outside the enumeration print as numbers (and assemble back).
     assert disassemble(encode(Opcode.LOAD, buffer=3)).startswith("LOAD buffer=3 ")
-    assert disassemble(encode(Opcode.ALU, op=2)).startswith("ALU op=2 ")
+    assert disassemble(encode(Opcode.ALU, op=3)).startswith("ALU op=3 ")
 
 
 @pytest.mark.parametrize("text, values", [
@@ -133,7 +133,7 @@ LOAD_FIELDS = ("its fields are buffer, sram_addr, dram_addr, y_size, x_size, dra
     ("LOAD y_size=1.5", "LOAD.y_size=1.5 is not a value: write an integer in 0..1023 (decimal, or hex with 0x)"),
     ("LOAD buffer=FOO", "LOAD.buffer=FOO is not a value: write ACT, WEIGHT, PARAM or an integer in 0..3 "
                         "(decimal, or hex with 0x)"),
-    ("ALU op=MIN", "ALU.op=MIN is not a value: write MAX, ADD or an integer in 0..3 (decimal, or hex with 0x)"),
+    ("ALU op=MIN", "ALU.op=MIN is not a value: write MAX, ADD, COPY or an integer in 0..3 (decimal, or hex with 0x)"),
     ("LOAD y_size=1024", "LOAD.y_size must be an integer in 0..1023, not 1024"),
     ("LOAD dram_addr=0x100000000", "LOAD.dram_addr must be an integer in 0..4294967295, not 4294967296"),
     ("LOAD sram_addr=-1", "LOAD.sram_addr must be an integer in 0..65535, not -1"),

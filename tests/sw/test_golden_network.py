@@ -199,6 +199,19 @@ def test_network_against_naive_layers(af, wf, zp, build):
         assert not np.isnan(get_format(af).decode(out[1:])).any()
 
 
+@pytest.mark.parametrize("keep", [False, True])
+def test_network_in_slices_of_the_batch(monkeypatch, keep):
+    """A batch too big for one slice goes through in slices (here one image each) with the same result."""
+    import importlib
+    rng = np.random.default_rng(5)
+    b = branches("int8", "int8", 3, rng)
+    net = b.network(b.layers[-1].output)
+    monkeypatch.setattr(importlib.import_module("sw.golden.network"), "_SLICE_ELEMENTS", 1)
+    got = run_network(net, b.codes["x"], keep=keep)
+    for name, codes in (b.codes.items() if keep else [(net.output, b.codes[net.output])]):
+        np.testing.assert_array_equal(got[name] if keep else got, codes, err_msg=name)
+
+
 def test_save_load_round_trip(tmp_path):
     rng = np.random.default_rng(1)
     b = branches("uint8", "int4", 128, rng)

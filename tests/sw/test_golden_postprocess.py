@@ -454,3 +454,101 @@ def test_quantize_scaled_shape_and_dtype():
     got = fmt.quantize_scaled(np.array([[1, -1], [448, 10 ** 30]], dtype=object), 0)
     assert got.dtype == np.uint8 and got.shape == (2, 2)
     assert got.tolist() == [[0x38, 0xB8], [0x7E, 0x7E]]
+
+
+# --- the int64 paths -------------------------------------------------------------------------------------
+
+@pytest.fixture
+def int64_only(monkeypatch):
+    """Fail if rescale() leaves its int64 paths (for inputs that fit them)."""
+    import importlib
+    pp = importlib.import_module("sw.golden.postprocess")     # (sw.golden.postprocess is also a function)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rescale() took the Python-int path")
+    monkeypatch.setattr(pp, "rescale_exact", refuse)
+
+
+def near(acc: int, *deltas: int) -> list[int]:
+    return [acc + d for d in deltas]
+
+
+def test_integer_ties_in_both_int64_regimes(int64_only):
+    # Small products: (a * M) / 2**S with M = 3 * 2**29, a = m * 2**(S - 30): v = 3m / 2, a tie for odd m.
+    # S = 40 keeps a * M below 2**62 (exact int64); S = 61 takes it above (rounded to odd at 2**31).
+    for s in (40, 61):
+        m3 = 3 << 29
+        accs = [near(m << (s - 30), 0, 1, -1) for m in (5, 7, -5, -7, 1, -1)]
+        acc = [[v for group in accs for v in group]]
+        n = len(acc[0])
+        got = check(acc, [[False] * n], 0, [0] * n, [m3] * n, [s] * n, "int8")
+        values = [int_value("int8", c) for c in got[0]]
+        # 7.5 -> 8 (8, 7 for one unit more/less), 10.5 -> 10, -7.5 -> -8, -10.5 -> -10, 1.5 -> 2, -1.5 -> -2
+        assert values == [8, 8, 7, 10, 11, 10, -8, -7, -8, -10, -10, -11, 2, 2, 1, -2, -1, -2], s
+
+
+@pytest.mark.parametrize("name", ["fp8_e4m3", "minifloat6", "minifloat4", "fp8_e5m2"])
+def test_minifloat_midpoints_in_both_int64_regimes(int64_only, name):
+    """Midpoints between neighbouring finite values reached as (a * M) * 2**(e - S) with products below and
+    above 2**62, and one accumulator unit either side of each."""
+    fmt = get_format(name)
+    ladder = sorted(set(v for v, _ in table(name).finite if v >= 0))
+    mids = [(a + b) / 2 for a, b in zip(ladder, ladder[1:])][::3]
+    for big in (False, True):
+        acc, mult, shift = [], [], []
+        for mid in mids:
+            # mid = p / 2**q; M = p * 2**z (below 2**31), a = 2**w: v = p * 2**(z + w + e - S)
+            p, q = mid.numerator, mid.denominator.bit_length() - 1
+            z = 30 - p.bit_length()
+            w = 33 if big else 8
+            s = z + w + q - 8                    # e = -8
+            if not 0 <= s <= 255:
+                continue
+            for sign in (1, -1):
+                acc.append(near(sign << w, 0, 1, -1))
+                mult.append(p << z)
+                shift.append(s)
+        rows = [[a[i] for a in acc] for i in range(3)]
+        n = len(acc)
+        check(rows, [[False] * n] * 3, -8, [0] * n, mult, shift, name)
+
+
+def test_random_cases_in_int64_range(int64_only):
+    rng = random.Random("int64")
+    for name in [*INT_FORMATS, *MINIFLOATS]:
+        for _ in range(2):
+            acc, nonfinite, bias, multiplier, shift = random_case(rng, name, -6)
+            acc = [[max(min(v, (1 << 60)), -(1 << 60)) for v in row] for row in acc]
+            bias = [max(min(b, (1 << 60)), -(1 << 60)) for b in bias]
+            zero_point = rng.randint(-100, 100) if name in INT_FORMATS else 0
+            check(acc, nonfinite, -6, bias, multiplier, shift, name, zero_point, *random_clamp(rng, name))
+
+
+@pytest.mark.parametrize("name", MINIFLOATS + ["e5m10", "e5m10ieee"])
+def test_quantize_scaled_int64_path_matches_python_ints(name):
+    fmt = get_format(name)
+    rng = random.Random(name + "int64")
+    for t, e in scaled_cases(rng, name, 62, 200):
+        ts = np.array([t, -t, t + 1, t - 1], dtype=np.int64)
+        np.testing.assert_array_equal(fmt.quantize_scaled(ts, e), fmt.quantize_scaled(ts.astype(object), e))
+    extremes = np.array([0, 1, -1, (1 << 63) - 1, -(1 << 63)], dtype=np.int64)
+    for e in (-300, -60, 0, 60, 300):
+        np.testing.assert_array_equal(fmt.quantize_scaled(extremes, e),
+                                      fmt.quantize_scaled(extremes.astype(object), e))
+
+
+@pytest.mark.parametrize("name", ["int8", "uint8", "minifloat6", "fp8_e4m3"])
+def test_wrapped_accumulators_give_the_same_codes(name):
+    """``wrapped=True`` (the emulator's promise that accumulators hold acc_bits-wide values) only skips measuring
+    them: the codes are the reference's."""
+    rng = random.Random(f"wrapped{name}")
+    acc_bits = 28
+    for _ in range(3):
+        acc, nonfinite, bias, multiplier, shift = random_case(rng, name, -6)
+        lim = 1 << (acc_bits - 1)
+        acc = [[max(min(v, lim - 1), -lim) for v in row] for row in acc]
+        want = check(acc, nonfinite, -6, [max(min(b, lim - 1), -lim) for b in bias], multiplier, shift, name)
+        got = rescale(np.array(acc, dtype=np.int64), np.array(nonfinite), -6, np.array(bias, dtype=object),
+                      np.array(multiplier, dtype=object), np.array(shift, dtype=object), name, acc_bits=acc_bits,
+                      wrapped=True)
+        np.testing.assert_array_equal(got.astype(np.int64), want)

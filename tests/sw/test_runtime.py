@@ -57,3 +57,29 @@ def test_float_inputs_must_be_finite(compiled):
     x[0, 0, 0, 0] = np.nan
     with pytest.raises(RunError, match="NaN or infinity"):
         run(compiled, x, "golden")
+
+
+def test_emulator_batches_and_cycles(compiled, monkeypatch):
+    """Functional by default; with cycles=True one timed run gives every sample the cycles a sample run alone
+    gives (they share the path), in batches of any size, with the same codes as the golden model."""
+    import importlib
+
+    from hw.spec.isa import ErrorCode
+    from sw.emulator import Emulator
+    runtime = importlib.import_module("sw.runtime.run")
+    x = random_inputs(np.random.default_rng(2), compiled.network, 5)
+    golden = run_codes(compiled, x, "golden", keep=True)
+    fast = run_codes(compiled, x, "emulator", keep=True)
+    assert fast.cycles == [] and fast.layer_cycles == []
+    monkeypatch.setattr(runtime, "EMULATOR_BATCH", 2)
+    timed = run_codes(compiled, x, "emulator", keep=True, cycles=True)
+    alone = Emulator(compiled.config, bytes(compiled.dram_with_input(x[3])))
+    status = alone.run(compiled.program.program_addr)
+    assert status.done and status.error is ErrorCode.NONE
+    assert timed.cycles == [status.cycles] * 5
+    assert timed.layer_cycles == [runtime._layer_cycles(compiled, status.ended)] * 5
+    for result in (fast, timed):
+        np.testing.assert_array_equal(result.codes, golden.codes)
+        for i in range(5):
+            for name in compiled.materialized:
+                np.testing.assert_array_equal(result.tensors[i][name], golden.tensors[i][name], err_msg=name)
