@@ -8,22 +8,12 @@ fused into the layer before them as ``clip``. Models that carry their own quanti
 ``tensor_quant`` and ``weight_quant``.
 
 ``QuantizedNetwork`` is what the quantizer makes and what the golden model and the compiler consume: codes
-and integers only. Its meaning, layer by layer (``e = product_of(acts, weights).min_exponent``, the
-exponent of the accumulator's least significant bit; ``value(q)`` the number a code stands for):
-
-- ``conv``: ``acc[co, oy, ox] = sum over tensors t, input channels ci of co's group, ky, kx of
-  value(x[ci, oy*sh + ky*dh - pad_top, ox*sw + kx*dw - pad_left]) * value(w_t[co, ci', ky, kx]) / 2**e``;
-  input positions outside the map hold the input tensor's zero-point code.
-- ``linear``: ``acc[n] = sum_t sum_k value(x[k]) * value(w_t[n, k]) / 2**e``.
-- ``avgpool`` / ``global_avgpool``: ``acc = sum over the window of value(x) / 2**e`` (padding as conv); the
-  division by the window size is part of the multiplier.
-- ``add``: ``acc = sum over the inputs of value(x_i) / 2**e`` (every input has the same encoding).
-- ``concat`` (along channels): ``acc = value(x) / 2**e`` of the input that holds the channel.
-- then, for all of the above, per output channel ``c``: ``out = rescale(acc, e, bias[c], multiplier[c],
-  shift[c], acts, zero_point, clamp_lo, clamp_hi, acc_bits)`` (:func:`sw.golden.postprocess.rescale`).
-- ``maxpool``: the code of largest value in each window (IEEE ``maximum``: -0 < +0; a NaN in the window gives
-  the format's NaN code); the output has the input's encoding. Padding never wins.
-- ``flatten``: ``x.reshape(-1)`` (channel-major, as ONNX); the encoding is unchanged.
+and integers only. ``e = product_of(acts, weights).min_exponent`` is the exponent of the accumulator's least
+significant bit and ``value(q)`` the number a code stands for. Every operator's exact quantized meaning is
+written in its own module of ``sw/ops`` (``conv``, ``linear``, ``pool``, ``add``, ``concat``, ``flatten``, ...);
+the accumulating ones then go, per output channel ``c``, through ``out = rescale(acc, e, bias[c],
+multiplier[c], shift[c], acts, zero_point, clamp_lo, clamp_hi, acc_bits)``
+(:func:`sw.golden.postprocess.rescale`).
 
 Conventions: codes are the raw bit patterns of their format (int8 -1 is code 255); zero points are values of
 the format (int8: -128..127); missing stride/padding/dilation attributes take the ONNX defaults;
@@ -44,12 +34,17 @@ from hw.spec.formats import IntFormat, get_format, product_of
 __all__ = ["OPS", "WEIGHTED_OPS", "ACCUMULATING_OPS", "FloatLayer", "FloatNetwork", "TensorQuant",
            "WeightQuant", "QuantTensor", "QuantLayer", "QuantizedNetwork", "NetworkFileError", "acc_exponent"]
 
-#: Every operator of the IR.
-OPS = ("conv", "linear", "maxpool", "avgpool", "global_avgpool", "add", "concat", "flatten")
-#: Operators with a weight tensor.
-WEIGHTED_OPS = ("conv", "linear")
-#: Operators that sum into accumulators and leave through the post-processing unit (bias, rescale, clamp).
-ACCUMULATING_OPS = ("conv", "linear", "avgpool", "global_avgpool", "add", "concat")
+
+def __getattr__(name: str):
+    """``OPS`` (every operator of the IR), ``WEIGHTED_OPS`` (those with a weight tensor) and ``ACCUMULATING_OPS``
+    (those that sum into accumulators and leave through the post-processing unit), from the registry of
+    :mod:`sw.ops` (looked up lazily: the operators' modules import this one)."""
+    if name in ("OPS", "WEIGHTED_OPS", "ACCUMULATING_OPS"):
+        from sw.ops import OPERATORS
+        test = {"OPS": lambda op: True, "WEIGHTED_OPS": lambda op: op.weighted,
+                "ACCUMULATING_OPS": lambda op: op.accumulating}[name]
+        return tuple(n for n, op in OPERATORS.items() if test(op))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def acc_exponent(act_format, weight_format) -> int:
@@ -268,7 +263,7 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
                for k, v in doc["tensors"].items()}
     layers = []
     for i, e in enumerate(doc["layers"]):
-        if e["op"] not in OPS:
+        if e["op"] not in __getattr__("OPS"):
             bad(f"layer {i} has unknown op {str(e['op'])[:20]!r}")
         attrs = {k: small_ints(v, f"attribute {k!r} of layer {i}") for k, v in e["attrs"].items()}
         weights = [arrays[f"{i}.weight{j}"] for j in range(small_ints(e["weights"], "weight counts", 0, 8))]

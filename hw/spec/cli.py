@@ -167,12 +167,26 @@ def main_guard(prog: str, body: Callable[[], int], usage_errors: tuple[type[Base
     except usage_errors as e:
         return _end(f"{prog}: error: {_one_line(e)}", USAGE_ERROR)
     except Exception as e:            # noqa: BLE001 - a bug: say so in one line, traceback on request
+        interrupt = _interrupt_behind(e)
+        if interrupt is not None:     # a library's cleanup failed on its way out of an interrupt
+            return _end(_interrupted_line(prog), interrupt.status)
         if os.environ.get("CNN_ACCEL_TRACEBACK"):
             raise
         return _end(f"{prog}: internal error: {type(e).__name__}: {_one_line(e)} (a bug of this tool; rerun with "
                     f"CNN_ACCEL_TRACEBACK=1 for the traceback and report it)", INTERNAL_ERROR)
     finally:
         restore()
+
+
+def _interrupt_behind(error: BaseException) -> Interrupted | None:
+    """The interrupt an error was raised while handling (a ``with`` block's exit failing on the way out)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, Interrupted):
+            return error
+        seen.add(id(error))
+        error = error.__context__
+    return None
 
 
 def _end(line: str, status: int) -> int:
@@ -252,24 +266,31 @@ def _install_signals(prog: str) -> Callable[[], None]:
         finished.set()
         signal.set_wakeup_fd(old_wakeup)
         for s, h in previous.items():
-            signal.signal(s, signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL
-                          if getattr(h, "starting", False) else h)
+            # A tool's process has done its work: a late signal ends it quietly. In-process callers get their
+            # own handlers back.
+            signal.signal(s, _late if getattr(h, "starting", False) else h)
         os.close(write_fd)          # the watchdog's read returns b"" and it ends
     return restore
 
 
+def _late(signum, frame):
+    sys.stdout.flush()
+    os._exit(128 + signum)
+
+
 def _watchdog(read_fd: int, prog: str, finished: threading.Event) -> None:
-    data = os.read(read_fd, 1)
+    """Wait for signal numbers on the wakeup pipe; after GRACE_SECONDS without the main thread finishing, clean up
+    and exit. The pipe stays open until the main thread closes its end (a closed read end would make the next
+    signal's write fail)."""
+    while data := os.read(read_fd, 1):
+        if data[0] not in (signal.SIGINT, signal.SIGTERM) or finished.wait(GRACE_SECONDS):
+            continue                # not ours, or the main thread cleaned up and is on its way out
+        _cleanup()
+        try:
+            print(_interrupted_line(prog), file=sys.stderr, flush=True)
+        finally:
+            os._exit(128 + data[0])
     os.close(read_fd)
-    if not data or data[0] not in (signal.SIGINT, signal.SIGTERM):
-        return
-    if finished.wait(GRACE_SECONDS):
-        return                      # the main thread cleaned up and is on its way out
-    _cleanup()
-    try:
-        print(_interrupted_line(prog), file=sys.stderr, flush=True)
-    finally:
-        os._exit(128 + data[0])
 
 
 # --- outputs ------------------------------------------------------------------------------------------------

@@ -1,11 +1,7 @@
-"""A whole quantized network as one engine program: placement of tensors, lowering of layers to jobs, layers
-in order behind barriers, and the manifest that tells a host where inputs and outputs live.
-
-Tensors live in external memory in the engine's blocked layout (``C/cols`` blocks of ``H*W`` lines, one code per
-lane). A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions: flatten
-costs nothing, because the linear layer's weights are permuted at compile time to the order in which the
-feature map already sits in memory. A max pool whose input comes from an accumulating layer used nowhere else
-is fused into that layer (ALU MAX on its accumulators); any other max pool runs on an identity layer.
+"""A whole quantized network as one engine program: every layer lowered by its operator (``sw/ops``, through
+:class:`~sw.compiler.lowering.Lowering`) to jobs, the jobs in order behind barriers, and the manifest that tells
+a host where inputs and outputs live. A max pool whose input comes from an accumulating layer used nowhere else
+is fused into that layer (ALU instructions on its accumulators); any other runs on its own.
 """
 
 from __future__ import annotations
@@ -19,33 +15,14 @@ import numpy as np
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
 from hw.spec.layout import output_line_bytes, pack_codes, unpack_codes
-from sw.ir import ACCUMULATING_OPS, QuantizedNetwork, QuantLayer
+from sw.ir import QuantizedNetwork, QuantLayer
+from sw.ops import OPERATORS
 
-from .program import Program, ProgramBuilder, Region
-from .tiling import ConvJob, LayoutError, Plan, Pool, Requant, Source, ceil_div, emit_job, plan_job, split_job
+from .lowering import CompileError, Lowering, Placement
+from .program import Program, ProgramBuilder
+from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job, split_job
 
 __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
-
-
-class CompileError(ValueError):
-    """A network this engine cannot run; the message names the layer and the reason."""
-
-
-
-@dataclass
-class Placement:
-    """Where a tensor lives: a blocked ``channels x height x width`` map at ``region``; for a vector, ``index``
-    gives the map channel (memory position) of each element."""
-
-    region: str
-    channels: int
-    height: int
-    width: int
-    index: list[int] | None = None
-
-    def to_dict(self) -> dict:
-        return {"region": self.region, "channels": self.channels, "height": self.height, "width": self.width,
-                "index": self.index}
 
 
 @dataclass
@@ -172,49 +149,6 @@ class CompiledNetwork:
         return "\n".join(out) + "\n"
 
 
-# --- lowering ------------------------------------------------------------------------------------------------
-
-def _one_code(fmt_name: str) -> int:
-    fmt = get_format(fmt_name)
-    code = int(fmt.quantize(1.0))
-    if float(fmt.decode(code)) != 1.0:
-        raise CompileError(f"the weight format {fmt.name} cannot represent 1, which pooling, add and concat layers "
-                           f"need for their identity weights")
-    return code
-
-
-def _dense_conv_weights(layer: QuantLayer, cin: int) -> np.ndarray:
-    """IR conv weights (Cout, Cin/g, kh, kw) per tensor as dense (T, kh, kw, Cin, Cout), zero across groups."""
-    groups = int(layer.attrs.get("groups", 1))
-    w0 = layer.weights[0]
-    cout, cg, kh, kw = w0.shape
-    out = np.zeros((len(layer.weights), kh, kw, cin, cout), dtype=np.int64)
-    per_group = cout // groups
-    for t, w in enumerate(layer.weights):
-        for g in range(groups):
-            block = np.asarray(w[g * per_group:(g + 1) * per_group], dtype=np.int64)    # (per_group, cg, kh, kw)
-            out[t, :, :, g * cg:(g + 1) * cg, g * per_group:(g + 1) * per_group] = block.transpose(2, 3, 1, 0)
-    return out
-
-
-def _pair(v, name: str, layer: str) -> int:
-    v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if v[0] != v[1]:
-        raise CompileError(f"layer {layer!r}: {name} {v} differs between height and width; the engine supports "
-                           f"equal {name}s only")
-    return int(v[0])
-
-
-def _window(layer: QuantLayer, shape: tuple[int, int]) -> tuple[Pool, tuple[int, int, int, int]]:
-    """A pooling layer's window on the engine and its padding."""
-    if layer.op == "global_avgpool":
-        return Pool("sum", shape, shape), (0, 0, 0, 0)
-    a = layer.attrs
-    pool = Pool("max" if layer.op == "maxpool" else "sum", tuple(int(k) for k in a["kernel"]),
-                tuple(int(v) for v in a.get("stride", (1, 1))), tuple(int(v) for v in a.get("dilation", (1, 1))))
-    return pool, tuple(int(v) for v in a.get("padding", (0, 0, 0, 0)))
-
-
 def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progress=None, order: str | None = None,
                     max_rows: int | None = None) -> CompiledNetwork:
     """Lower ``net`` to one program for an engine built with ``config``.
@@ -234,6 +168,29 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
            max_rows) -> CompiledNetwork | int:
     """The compiled network, or (``max_instructions`` None) only how many instructions it has."""
     c = config
+    _check_engine(net, c)
+    ctx = Lowering(net, c, ProgramBuilder(c, max_instructions=max_instructions or 1 << 22), _fused_pools(net))
+    shape_in = net.input_shape
+    if len(shape_in) == 3:
+        ctx.place(net.input, *shape_in)
+    else:
+        ctx.place(net.input, shape_in[0], 1, 1).index = list(range(shape_in[0]))
+    skip = {pool.name for pool in ctx.fused.values()}
+    for layer in net.layers:
+        if layer.name not in skip:
+            OPERATORS[layer.op].lower(layer, ctx)
+    entries = _emit(ctx, progress, order, max_rows)
+    b = ctx.b
+    if max_instructions is None:
+        return len(b.words) + 1                      # with FINISH
+    program = b.build(f"network {net.input} -> {net.output}", useful_macs=sum(e["macs"] for e in entries))
+    for name in ctx.placements:
+        if name not in net.shapes:
+            raise CompileError(f"internal: placement of unknown tensor {name!r}")
+    return CompiledNetwork(c, net, program, ctx.placements, entries)
+
+
+def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
     if c.acts.name != get_format(net.act_format).name or c.weights.name != get_format(net.weight_format).name:
         raise CompileError(f"the network is quantized for {net.weight_format} weights x {net.act_format} "
                            f"activations, the engine is built for {c.weights.name} x {c.acts.name}")
@@ -242,160 +199,41 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
     if c.rows != c.cols:
         raise CompileError(f"networks need a square array (the output of one layer is the input of the next): "
                            f"rows {c.rows} != cols {c.cols}")
-    consumers: dict[str, list[QuantLayer]] = {}
+
+
+def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
+    """Max pools to fuse into the accumulating layer before them: that layer's name -> the pool layer. Fusing
+    needs a monotone rescale (positive multipliers), no padding (the conv outputs are the map) and a producer
+    no other layer reads."""
+    consumers: dict[str, int] = {}
     producer: dict[str, QuantLayer] = {}
     for layer in net.layers:
         producer[layer.output] = layer
         for name in layer.inputs:
-            consumers.setdefault(name, []).append(layer)
-
-    # Max pools fused into the accumulating layer before them: producer name -> pool layer.
-    fused: dict[str, QuantLayer] = {}
+            consumers[name] = consumers.get(name, 0) + 1
+    fused = {}
     for layer in net.layers:
         if layer.op != "maxpool":
             continue
         src = producer.get(layer.inputs[0])
-        # Fusing needs a monotone rescale (positive multipliers) and no padding (the conv outputs are the map).
-        if (src is not None and src.op in ACCUMULATING_OPS and len(consumers.get(src.output, [])) == 1
+        if (src is not None and OPERATORS[src.op].accumulating and consumers.get(src.output, 0) == 1
                 and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
                 and np.all(np.asarray(src.multiplier, dtype=object) > 0)):
             fused[src.name] = layer
+    return fused
 
-    b = ProgramBuilder(c, max_instructions=max_instructions or 1 << 22)
-    placements: dict[str, Placement] = {}
 
-    def place_map(name: str, channels: int, h: int, w: int) -> Placement:
-        size = ceil_div(channels, c.cols) * h * w * output_line_bytes(c)
-        b.region(f"tensor:{name}", size=size)
-        p = Placement(f"tensor:{name}", channels, h, w)
-        placements[name] = p
-        return p
-
-    shape_in = net.input_shape
-    if len(shape_in) == 3:
-        place_map(net.input, *shape_in)
-    else:
-        placements[net.input] = Placement(place_map(net.input, shape_in[0], 1, 1).region, shape_in[0], 1, 1,
-                                          list(range(shape_in[0])))
-
-    def source_map(name: str, layer: QuantLayer) -> Placement:
-        p = placements.get(name)
-        if p is None:
-            raise CompileError(f"layer {layer.name!r} reads {name!r}, which no earlier layer writes")
-        return p
-
-    one = None
-    jobs: list[tuple[ConvJob, list[str], str, str]] = []
-    skip = {pool.name for pool in fused.values()}
-    for layer in net.layers:
-        if layer.name in skip:
-            continue
-        if layer.op == "flatten":
-            p = source_map(layer.inputs[0], layer)
-            if p.index is not None:
-                placements[layer.output] = p
-            else:
-                hw_ = p.height * p.width
-                index = [(ch // c.cols) * hw_ * c.cols + pix * c.cols + ch % c.cols
-                         for ch in range(p.channels) for pix in range(hw_)]
-                placements[layer.output] = Placement(p.region, ceil_div(p.channels, c.cols) * c.cols * hw_, 1, 1, index)
-            continue
-        pool_layer = fused.get(layer.name)
-        out_name = pool_layer.output if pool_layer is not None else layer.output
-        pad_value = net.tensors[layer.inputs[0]].zero_code()
-        pool = None
-        requant = None
-        if layer.op in ACCUMULATING_OPS:
-            requant = _requant(layer, net.shapes[layer.output][0])
-        attrs = layer.attrs
-        kernel, stride, dilation, padding = (1, 1), 1, 1, (0, 0, 0, 0)
-        ins = [source_map(n, layer) for n in layer.inputs]
-        p0 = ins[0]
-        if layer.op != "linear" and p0.index is not None:
-            raise CompileError(f"layer {layer.name!r} ({layer.op}) needs a feature map, not a vector")
-        if layer.op == "conv":
-            weights = _dense_conv_weights(layer, p0.channels)
-            kernel = weights.shape[1:3]
-            stride = _pair(attrs.get("stride", 1), "stride", layer.name)
-            dilation = _pair(attrs.get("dilation", 1), "dilation", layer.name)
-            padding = tuple(int(v) for v in attrs.get("padding", (0, 0, 0, 0)))
-            sources = [weights]
-            cout = weights.shape[-1]
-        elif layer.op == "linear":
-            if p0.index is None and (p0.height, p0.width) != (1, 1):
-                raise CompileError(f"layer {layer.name!r}: a linear layer needs a vector input (flatten first)")
-            index = p0.index if p0.index is not None else list(range(p0.channels))
-            stacked = np.stack([np.asarray(w, dtype=np.int64) for w in layer.weights])       # (T, N, K)
-            weights = np.zeros((stacked.shape[0], 1, 1, p0.channels, stacked.shape[1]), dtype=np.int64)
-            weights[:, 0, 0, np.asarray(index), :] = stacked.transpose(0, 2, 1)
-            sources = [weights]
-            cout = stacked.shape[1]
-        else:
-            one = one if one is not None else _one_code(net.weight_format)
-            ch = p0.channels
-            if layer.op in ("avgpool", "global_avgpool", "maxpool"):
-                # The map through an identity tile into the accumulators (padded as the window needs: padding
-                # never wins a max), then the window by ALU instructions.
-                pool, padding = _window(layer, (p0.height, p0.width))
-                if pool.kind == "max":
-                    fmt = get_format(net.act_format)
-                    pad_value = int(fmt.quantize(fmt.min))
-                eye = np.zeros((1, 1, 1, ch, ch), dtype=np.int64)
-                eye[0, 0, 0, np.arange(ch), np.arange(ch)] = one
-                sources = [eye]
-                cout = ch
-            elif layer.op == "add":
-                for p in ins[1:]:
-                    if (p.channels, p.height, p.width) != (p0.channels, p0.height, p0.width):
-                        raise CompileError(f"layer {layer.name!r}: add inputs differ in shape")
-                eye = np.zeros((1, 1, 1, ch, ch), dtype=np.int64)
-                eye[0, 0, 0, np.arange(ch), np.arange(ch)] = one
-                sources = [eye] * len(ins)
-                cout = ch
-            elif layer.op == "concat":
-                cout = sum(p.channels for p in ins)
-                sources, offset = [], 0
-                for p in ins:
-                    if (p.height, p.width) != (p0.height, p0.width):
-                        raise CompileError(f"layer {layer.name!r}: concat inputs differ in height or width")
-                    shifted = np.zeros((1, 1, 1, p.channels, cout), dtype=np.int64)
-                    shifted[0, 0, 0, np.arange(p.channels), offset + np.arange(p.channels)] = one
-                    sources.append(shifted)
-                    offset += p.channels
-            else:
-                raise CompileError(f"layer {layer.name!r}: the compiler cannot lower operator {layer.op!r}")
-            if layer.op == "maxpool":
-                # Identity: v = (value / 2**e + B) * 2**30 * 2**(e - 30) = value - zero point, exactly.
-                e, t = net.acc_exponent, net.tensors[layer.inputs[0]]
-                if e > 0 and t.zero_point:
-                    raise CompileError(f"layer {layer.name!r}: a zero point needs an accumulator unit of at most 1")
-                requant = Requant(np.full(ch, -(t.zero_point << max(0, -e))), np.full(ch, 1 << 30), np.full(ch, 30),
-                                  t.zero_point, *_range_codes(net.act_format))
-        if pool_layer is not None:
-            pool, _ = _window(pool_layer, (0, 0))
-        job = ConvJob(layer.name, [Source(b.regions[p.region], p.channels, w) for p, w in zip(ins, sources)],
-                      p0.height, p0.width, int(cout), tuple(int(k) for k in kernel), stride, dilation, padding,
-                      pad_value, requant, Region(0, 0), pool)
-        cho, cwo = job.conv_out
-        # Multiply-accumulates of the model: those of its convolutions and matrix products.
-        job.macs = int(cho * cwo * layer.weights[0].size * len(layer.weights)) if layer.op in ("conv", "linear") \
-            else 0
-        ho, wo = job.out_shape
-        if ho < 1 or wo < 1:
-            raise CompileError(f"layer {layer.name!r} has no output on a {p0.height}x{p0.width} input")
-        out = place_map(out_name, int(cout), ho, wo)
-        if len(net.shapes[out_name]) == 1:
-            out.index = list(range(int(cout)))
-        job.out = b.regions[out.region]
-        jobs.append((job, [layer.name] + ([pool_layer.name] if pool_layer is not None and pool_layer is not layer
-                                          else []), layer.op, out_name))
-
+def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
+    """Plan and emit every job in order (each split where it does not fit), a barrier between them; the
+    manifest's entry of each layer."""
+    c, b = ctx.config, ctx.b
     entries = []
     half = c.param_buffer_depth // 2
     emitted = 0
-    for n, (job, names, op, out_name) in enumerate(jobs):
+    for n, lowered in enumerate(ctx.jobs):
+        job = lowered.job
         if progress:
-            progress(f"layer {n + 1}/{len(jobs)}: {job.name}")
+            progress(f"layer {n + 1}/{len(ctx.jobs)}: {job.name}")
         first = len(b.words)
         plans, counts = [], {"steps": 0, "tiles": 0, "instructions": 0}
         try:
@@ -409,41 +247,9 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
                 emitted += 1
         except LayoutError as e:
             raise CompileError(str(e)) from None
-        entries.append({"name": job.name, "op": op, "fused": names[1:], "output": out_name,
+        entries.append({"name": job.name, "op": lowered.op, "fused": lowered.names[1:], "output": lowered.output,
                         "plan": {"rows": plans[0].rows, "order": plans[0].order,
                                  "estimated_cycles": sum(p.cycles for p in plans),
                                  "dram_bytes": sum(p.dram_bytes for p in plans), "parts": len(plans)},
                         "macs": job.useful_macs, "first_instruction": first, **counts})
-    if max_instructions is None:
-        return len(b.words) + 1                      # with FINISH
-    program = b.build(f"network {net.input} -> {net.output}", useful_macs=sum(e["macs"] for e in entries))
-    for name in placements:
-        if name not in net.shapes:
-            raise CompileError(f"internal: placement of unknown tensor {name!r}")
-    return CompiledNetwork(c, net, program, placements, entries)
-
-
-def _requant(layer: QuantLayer, channels: int) -> Requant:
-    """The layer's post-processing integers, one per output channel, checked against their PARAM fields."""
-    def per_channel(name, value, default, lo, hi):
-        if value is None:
-            if default is None:
-                raise CompileError(f"layer {layer.name!r} has no {name}")
-            value = default
-        a = np.asarray(value, dtype=object).ravel()
-        if a.size == 1:
-            a = np.repeat(a, channels)
-        if a.size != channels:
-            raise CompileError(f"layer {layer.name!r}: {a.size} {name} values for {channels} output channels")
-        if not all(lo <= int(v) <= hi for v in a):
-            raise CompileError(f"layer {layer.name!r}: {name} must lie in {lo}..{hi} (its PARAM field)")
-        return np.array([int(v) for v in a], dtype=np.int64)
-    return Requant(per_channel("bias", layer.bias, 0, -(1 << 63), (1 << 63) - 1),
-                   per_channel("multiplier", layer.multiplier, None, -(1 << 31), (1 << 31) - 1),
-                   per_channel("shift", layer.shift, None, 0, 255),
-                   layer.zero_point, layer.clamp_lo, layer.clamp_hi)
-
-
-def _range_codes(fmt_name: str) -> tuple[int, int]:
-    fmt = get_format(fmt_name)
-    return int(fmt.quantize(fmt.min)), int(fmt.quantize(fmt.max))
+    return entries

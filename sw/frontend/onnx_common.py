@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-__all__ = ["FrontendError", "QONNX_DOMAINS", "SUPPORTED_OPS"]
+__all__ = ["FrontendError", "QONNX_DOMAINS", "supported_ops"]
 
 
 class FrontendError(ValueError):
@@ -17,13 +17,16 @@ class FrontendError(ValueError):
 #: QONNX operators, as QONNX itself, FINN and Brevitas (its exporter writes "onnx.brevitas") declare them.
 QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general", "onnx.brevitas")
 
-#: Every operator the frontend reads (QONNX's in the domains above).
-SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "Add", "Sum", "BatchNormalization", "Relu", "Clip", "MaxPool",
-                 "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Concat", "Flatten", "Reshape", "Squeeze",
-                 "Identity", "Dropout", "Constant", "QuantizeLinear", "DequantizeLinear",
-                 "Quant", "IntQuant", "FloatQuant")
+#: ONNX operators the importer rewrites itself: they fold into the layer before them or are no-ops.
+REWRITE_OPS = ("BatchNormalization", "Relu", "Clip", "Identity", "Dropout", "Constant")
+#: Quantization nodes, read as encodings and weight codes (QONNX's in the domains above).
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "Quant", "IntQuant", "FloatQuant")
 
-_SUPPORTED = ", ".join(SUPPORTED_OPS)
+
+def supported_ops() -> tuple[str, ...]:
+    """Every ONNX operator the frontend reads: the operators' (``sw.ops``), the rewrites and the quantizers."""
+    from sw.ops import ONNX_TYPES
+    return (*ONNX_TYPES, *REWRITE_OPS, *QUANT_OPS)
 _MIN_OPSET = 7
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                 onnx.TensorProto.BFLOAT16)

@@ -26,16 +26,23 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from sw.ir import ACCUMULATING_OPS, FloatLayer, FloatNetwork, TensorQuant, WeightQuant
+from sw.ir import FloatLayer, FloatNetwork, TensorQuant, WeightQuant
+from sw.ops import OPERATORS, onnx_operator
 
 from .float_model import FloatModelError, layer_output_shape
 from .onnx_check import check_model
 from .onnx_fold import fold_constants
-from .onnx_common import (_FLOAT_TYPES, _MIN_OPSET, _SUPPORTED, QONNX_DOMAINS, SUPPORTED_OPS, FrontendError,
+from .onnx_common import (_FLOAT_TYPES, _MIN_OPSET, QONNX_DOMAINS, FrontendError, supported_ops,
                           _attrs, _ConstQuant, _describe, _text)
 from .quant_nodes import QuantNodes
 
-__all__ = ["FrontendError", "SUPPORTED_OPS", "load_onnx"]
+__all__ = ["FrontendError", "SUPPORTED_OPS", "load_onnx", "Importer"]
+
+
+def __getattr__(name: str):
+    if name == "SUPPORTED_OPS":
+        return supported_ops()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
@@ -50,10 +57,10 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> FloatNetwork:
             raise FrontendError(f"Cannot read {model} as an ONNX model: {error}") from None
     if not isinstance(model, onnx.ModelProto):
         raise FrontendError(f"load_onnx takes a path or an onnx.ModelProto, not {type(model).__name__}")
-    return _Importer(fold_constants(check_model(model))).run()
+    return Importer(fold_constants(check_model(model))).run()
 
 
-class _Importer(QuantNodes):
+class Importer(QuantNodes):
     def __init__(self, model: onnx.ModelProto):
         self.model = model
         self.graph = model.graph
@@ -131,12 +138,16 @@ class _Importer(QuantNodes):
         nodes = self.live(nodes)
         self.consumers = self.count_consumers(nodes)
         for node in nodes:
-            handler = getattr(self, f"op_{node.op_type}", None)
-            if handler is None or node.domain not in ("", "ai.onnx"):
+            rewrite = getattr(self, f"op_{node.op_type}", None)
+            operator = onnx_operator(node.op_type)
+            if (rewrite is None and operator is None) or node.domain not in ("", "ai.onnx"):
                 raise FrontendError(f"{_describe(node)}: operator {node.op_type!r}"
                                     f"{' of domain ' + repr(node.domain) if node.domain else ''} is not supported. "
-                                    f"Supported operators: {_SUPPORTED}")
-            handler(node)
+                                    f"Supported operators: {', '.join(supported_ops())}")
+            if rewrite is not None:
+                rewrite(node)
+            else:
+                operator.import_node(self, node)
         return self.finish()
 
     def read_input(self, value: onnx.ValueInfoProto) -> int | None:
@@ -180,14 +191,14 @@ class _Importer(QuantNodes):
             op, qonnx = node.op_type, node.domain in QONNX_DOMAINS
             if node.domain not in ("", "ai.onnx") and not qonnx:
                 raise FrontendError(f"{_describe(node)}: operator {op!r} of domain {node.domain!r} is not "
-                                    f"supported. Supported operators: {_SUPPORTED}")
+                                    f"supported. Supported operators: {', '.join(supported_ops())}")
             if qonnx and op in ("Quant", "IntQuant"):
                 self.prep_int_quant(node)
             elif qonnx and op == "FloatQuant":
                 self.prep_float_quant(node)
             elif qonnx:
                 raise FrontendError(f"{_describe(node)}: QONNX operator {op!r} is not supported. Supported "
-                                    f"operators: {_SUPPORTED}")
+                                    f"operators: {', '.join(supported_ops())}")
             elif op == "Constant":
                 self.consts[node.output[0]] = self.constant_value(node)
             elif op == "QuantizeLinear":
@@ -282,8 +293,9 @@ class _Importer(QuantNodes):
             raise FrontendError(f"{_describe(node)}: {key} {v} should have {count} values (2-D only)")
         return tuple(int(x) for x in v)
 
-    def window(self, node: onnx.NodeProto, x: str, kernel: tuple[int, int]) -> dict:
-        """kernel/stride/padding/dilation of a Conv or pool, resolving auto_pad and ceil_mode."""
+    def window(self, node: onnx.NodeProto, x: str, kernel: tuple[int, int], ceil_pads: bool = False) -> dict:
+        """kernel/stride/padding/dilation of a Conv or pool, resolving auto_pad and ceil_mode (``ceil_pads``: its
+        partial windows become padding at the bottom and right, which a max pool ignores)."""
         a = _attrs(node)
         stride = self.ints(node, "strides", [1, 1], 2)
         dilation = self.ints(node, "dilations", [1, 1], 2)
@@ -307,13 +319,19 @@ class _Importer(QuantNodes):
         if min(pads) < 0:
             raise FrontendError(f"{_describe(node)}: negative pads {pads} are not supported")
         if a.get("ceil_mode", 0):
-            for n, k, s, d, p in ((h, kernel[0], stride[0], dilation[0], pads[0] + pads[2]),
-                                  (w, kernel[1], stride[1], dilation[1], pads[1] + pads[3])):
-                span = n + p - (k - 1) * d - 1
-                if span >= 0 and span % s:
-                    raise FrontendError(f"{_describe(node)}: ceil_mode=1 adds a partial window here; only "
-                                        f"ceil_mode=0 is supported (or shapes where both modes agree). Pad the "
-                                        f"input explicitly instead")
+            extra = []
+            for n, k, s, d, begin, end in ((h, kernel[0], stride[0], dilation[0], pads[0], pads[2]),
+                                           (w, kernel[1], stride[1], dilation[1], pads[1], pads[3])):
+                span = n + begin + end - (k - 1) * d - 1
+                out = -(-span // s) + 1
+                if (out - 1) * s >= n + begin:          # the last window may not start in the end padding
+                    out -= 1
+                more = max(0, (out - 1) * s + (k - 1) * d + 1 - (n + begin + end))
+                if more and not ceil_pads:
+                    raise FrontendError(f"{_describe(node)}: ceil_mode=1 adds a partial window here, which only a "
+                                        f"max pool supports; pad the input explicitly instead")
+                extra.append(more)
+            pads = (pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1])
         return {"kernel": kernel, "stride": stride, "padding": pads, "dilation": dilation}
 
     def spatial(self, node: onnx.NodeProto, x: str) -> None:
@@ -321,89 +339,12 @@ class _Importer(QuantNodes):
             raise FrontendError(f"{_describe(node)}: only 2-D feature maps (N, C, H, W) are supported, not an "
                                 f"input of shape (N, {', '.join(map(str, self.shapes[x]))})")
 
-    # --- operators ---------------------------------------------------------------------------------------
-    def op_Conv(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        self.spatial(node, x)
-        w = self.const(node, 1, "weight")
-        if w.ndim != 4:
-            raise FrontendError(f"{_describe(node)}: only 2-D convolutions (4-D weights) are supported, not a "
-                                f"weight of shape {w.shape}")
-        kernel = tuple(int(k) for k in w.shape[2:])
-        if tuple(_attrs(node).get("kernel_shape", kernel)) != kernel:
-            raise FrontendError(f"{_describe(node)}: kernel_shape {_attrs(node)['kernel_shape']} differs from the "
-                                f"weight's {kernel}")
-        attrs = self.window(node, x, kernel)
-        attrs["groups"] = int(_attrs(node).get("group", 1))
-        channels = self.shapes[x][0]
-        if attrs["groups"] < 1 or channels % attrs["groups"] or w.shape[0] % attrs["groups"]:
-            raise FrontendError(f"{_describe(node)}: group={attrs['groups']} must be a positive divisor of its "
-                                f"{channels} input and {w.shape[0]} output channels")
-        bias = self.const(node, 2, "bias", required=False)
-        layer = self.add_layer(node, "conv", [x], attrs, w, bias)
-        wq = self.weight_quant_for(node, node.input[1], lambda a: a)
-        if wq is not None:
-            self.weight_quant[layer.name] = wq
-
-    def linear(self, node: onnx.NodeProto, x: str, w: np.ndarray, bias, wq: WeightQuant | None) -> None:
-        if len(self.shapes[x]) != 1:
-            raise FrontendError(f"{_describe(node)}: its input {x!r} has shape {self.shapes[x]}; a matrix product "
-                                f"needs a flat (N, K) input (Flatten first)")
-        layer = self.add_layer(node, "linear", [x], {}, w, bias)
-        if wq is not None:
-            self.weight_quant[layer.name] = wq
-
-    def op_Gemm(self, node: onnx.NodeProto) -> None:
-        a = _attrs(node)
-        if a.get("transA", 0):
-            raise FrontendError(f"{_describe(node)}: transA=1 is not supported (the activation must be the left "
-                                f"operand, untransposed)")
-        x = self.act(node, node.input[0])
-        b = self.const(node, 1, "weight B")
-        if b.ndim != 2:
-            raise FrontendError(f"{_describe(node)}: weight B must be 2-D, not {b.shape}")
-        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-        trans = bool(a.get("transB", 0))
-        layout = (lambda t: t) if trans else (lambda t: t.T)
-        w = layout(np.asarray(b, dtype=np.float64)) * alpha
-        c = self.const(node, 2, "bias C", required=False)
-        bias = None if c is None else self.vector_bias(node, c, w.shape[0]) * beta
-        wq = self.weight_quant_for(node, node.input[1], layout)
-        if wq is not None and alpha != 1.0:
-            if alpha <= 0:
-                raise FrontendError(f"{_describe(node)}: alpha {alpha} with a quantized weight must be positive")
-            wq.scale = wq.scale * alpha
-        self.linear(node, x, w, bias, wq)
-
-    def op_MatMul(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        b = self.const(node, 1, "right operand (the weight)")
-        if b.ndim != 2:
-            raise FrontendError(f"{_describe(node)}: the weight must be 2-D (K, N), not {b.shape}")
-        w = np.asarray(b, dtype=np.float64).T
-        self.linear(node, x, w, None, self.weight_quant_for(node, node.input[1], lambda t: t.T))
-
-    def vector_bias(self, node: onnx.NodeProto, c: np.ndarray, n: int) -> np.ndarray:
-        c = np.asarray(c, dtype=np.float64)
-        if c.ndim == 2 and c.shape[0] == 1:
-            c = c[0]
-        try:
-            return np.broadcast_to(c, (n,)).copy()
-        except ValueError:
-            raise FrontendError(f"{_describe(node)}: bias of shape {c.shape} is not one value per output "
-                                f"feature ({n})") from None
-
-    def op_Add(self, node: onnx.NodeProto) -> None:
-        consts = [i for i in node.input if self.name(i) in self.consts]
-        acts = [self.act(node, i) for i in node.input if self.name(i) not in self.consts]
-        if not consts:
-            return self.op_Sum(node)
-        if len(acts) != 1:
-            raise FrontendError(f"{_describe(node)}: adds constants only; constant subgraphs are not evaluated")
-        x = acts[0]
+    # --- rewrites: ONNX nodes that fold into the layer before them (no operator of their own) -------------
+    def fold_bias(self, node: onnx.NodeProto, x: str, c) -> None:
+        """An Add of a constant: the bias of the conv or linear layer that writes ``x``."""
         layer = self.fusable(node, x, "Add of a constant (a bias)")
         shape = self.shapes[x]
-        c = np.asarray(self.consts[self.name(consts[0])], dtype=np.float64)
+        c = np.asarray(c, dtype=np.float64)
         try:
             if c.ndim > len(shape) + 1 or (c.ndim == len(shape) + 1 and c.shape[0] != 1):
                 raise ValueError
@@ -418,16 +359,6 @@ class _Importer(QuantNodes):
         bias = per_channel[:, 0]
         layer.bias = bias.copy() if layer.bias is None else layer.bias + bias
         self.rename_output(layer, node.output[0])
-
-    def op_Sum(self, node: onnx.NodeProto) -> None:
-        xs = [self.act(node, i) for i in node.input]
-        if len(xs) == 1:
-            self.alias[node.output[0]] = xs[0]
-            return
-        if any(self.shapes[t] != self.shapes[xs[0]] for t in xs):
-            raise FrontendError(f"{_describe(node)}: inputs of shapes {[self.shapes[t] for t in xs]}; only "
-                                f"same-shape additions are supported (no broadcasting)")
-        self.add_layer(node, "add", xs)
 
     def op_BatchNormalization(self, node: onnx.NodeProto) -> None:
         a = _attrs(node)
@@ -460,12 +391,13 @@ class _Importer(QuantNodes):
         with a clamp), which ``tensor`` then aliases."""
         x = self.act(node, node.input[0])
         t = x
-        while (t in self.producer and self.producer[t].op in ("maxpool", "flatten")
+        while (t in self.producer and OPERATORS[self.producer[t].op].commutes_with_clamp
                and self.consumers.get(t, 0) == 1):
             t = self.producer[t].inputs[0]
-        if t != x and not (t in self.producer and self.producer[t].op in ACCUMULATING_OPS):
+        if t != x and not (t in self.producer and OPERATORS[self.producer[t].op].accumulating):
             t = x
-        layer = self.fusable(node, t, f"{node.op_type} (fused into the layer before it)", ACCUMULATING_OPS)
+        accumulating = tuple(n for n, op in OPERATORS.items() if op.accumulating)
+        layer = self.fusable(node, t, f"{node.op_type} (fused into the layer before it)", accumulating)
         return layer, x
 
     def fuse_clip(self, node: onnx.NodeProto, lo: float, hi: float) -> None:
@@ -498,126 +430,6 @@ class _Importer(QuantNodes):
             lo, hi = vals
         big = float(np.finfo(np.float32).max)
         self.fuse_clip(node, -np.inf if lo <= -big else lo, np.inf if hi >= big else hi)
-
-    def pool_common(self, node: onnx.NodeProto) -> tuple[str, tuple[int, int]]:
-        if len(node.output) > 1 and node.output[1]:
-            raise FrontendError(f"{_describe(node)}: the Indices output is not supported")
-        x = self.act(node, node.input[0])
-        self.spatial(node, x)
-        a = _attrs(node)
-        if "kernel_shape" not in a:
-            raise FrontendError(f"{_describe(node)} has no kernel_shape")
-        return x, self.ints(node, "kernel_shape", [], 2)
-
-    def op_MaxPool(self, node: onnx.NodeProto) -> None:
-        x, kernel = self.pool_common(node)
-        self.add_layer(node, "maxpool", [x], self.window(node, x, kernel))
-
-    def op_AveragePool(self, node: onnx.NodeProto) -> None:
-        x, kernel = self.pool_common(node)
-        attrs = self.window(node, x, kernel)
-        if any(attrs["padding"]) and not _attrs(node).get("count_include_pad", 0):
-            raise FrontendError(f"{_describe(node)}: padding {attrs['padding']} with count_include_pad=0 (the "
-                                f"default) divides border windows by fewer elements; only count_include_pad=1 (or "
-                                f"no padding) is supported")
-        self.add_layer(node, "avgpool", [x], attrs)
-
-    def op_GlobalAveragePool(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        self.spatial(node, x)
-        self.add_layer(node, "global_avgpool", [x])
-
-    def op_GlobalMaxPool(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        self.spatial(node, x)
-        h, w = self.shapes[x][1:]
-        self.add_layer(node, "maxpool", [x], {"kernel": (h, w), "stride": (1, 1), "padding": (0, 0, 0, 0),
-                                              "dilation": (1, 1)})
-
-    def op_Concat(self, node: onnx.NodeProto) -> None:
-        xs = [self.act(node, i) for i in node.input]
-        rank = len(self.shapes[xs[0]]) + 1
-        axis = int(_attrs(node).get("axis", 1))
-        if (axis + rank if axis < 0 else axis) != 1:
-            raise FrontendError(f"{_describe(node)}: axis {axis} is not supported; only the channel axis (1) is")
-        if len(xs) == 1:
-            self.alias[node.output[0]] = xs[0]
-            return
-        self.add_layer(node, "concat", xs)
-
-    def flatten_to(self, node: onnx.NodeProto, x: str) -> None:
-        if len(self.shapes[x]) == 1:
-            self.alias[node.output[0]] = x
-        else:
-            self.add_layer(node, "flatten", [x])
-
-    def op_Flatten(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        rank = len(self.shapes[x]) + 1
-        axis = int(_attrs(node).get("axis", 1))
-        if (axis + rank if axis < 0 else axis) != 1:
-            raise FrontendError(f"{_describe(node)}: axis {axis} is not supported; only axis=1 (keep the batch, "
-                                f"flatten the rest) is")
-        self.flatten_to(node, x)
-
-    def op_Reshape(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        if self.opset < 5:
-            target = list(_attrs(node).get("shape", []))
-        else:
-            if len(node.input) < 2 or self.name(node.input[1]) not in self.consts:
-                raise FrontendError(f"{_describe(node)}: its shape must be a constant (a Shape/Gather/Concat "
-                                    f"subgraph is not evaluated); export with a constant shape or use Flatten")
-            target = [int(v) for v in np.asarray(self.consts[self.name(node.input[1])]).reshape(-1)]
-        allowzero = bool(_attrs(node).get("allowzero", 0))
-        shape = self.shapes[x]
-        kind = None
-        for batch in ([self.batch] if self.batch else [1, 7]):
-            out = self.resolve_reshape(target, (batch, *shape), allowzero)
-            k = None if out is None else "flatten" if out == (batch, int(np.prod(shape))) else \
-                "same" if out == (batch, *shape) else None
-            if k is None or kind not in (None, k):
-                raise FrontendError(f"{_describe(node)}: reshaping (N, {', '.join(map(str, shape))}) to {target} "
-                                    f"{'with a symbolic batch ' if not self.batch else ''}is not supported; only "
-                                    f"(N, -1) (a flatten) and reshapes that change nothing are")
-            kind = k
-        if kind == "same":
-            self.alias[node.output[0]] = x
-        else:
-            self.flatten_to(node, x)
-
-    @staticmethod
-    def resolve_reshape(target: list[int], full: tuple[int, ...], allowzero: bool) -> tuple[int, ...] | None:
-        """ONNX Reshape's output shape (0 copies, -1 infers), or None if impossible."""
-        out = [full[i] if v == 0 and not allowzero and i < len(full) else v for i, v in enumerate(target)]
-        total = int(np.prod(full))
-        if out.count(-1) > 1:
-            return None
-        if -1 in out:
-            known = int(np.prod([v for v in out if v != -1]))
-            if known <= 0 or total % known:
-                return None
-            out[out.index(-1)] = total // known
-        return tuple(out) if int(np.prod(out)) == total and min(out) >= 0 else None
-
-    def op_Squeeze(self, node: onnx.NodeProto) -> None:
-        x = self.act(node, node.input[0])
-        shape = self.shapes[x]
-        rank = len(shape) + 1
-        if self.opset < 13:
-            axes = _attrs(node).get("axes")
-        else:
-            axes = self.const(node, 1, "axes", required=False)
-        if axes is None:
-            raise FrontendError(f"{_describe(node)}: Squeeze without axes could remove the batch; give axes")
-        axes = sorted({int(a) + rank if int(a) < 0 else int(a) for a in np.asarray(axes).reshape(-1)})
-        if 0 in axes or any(not 0 < a < rank or shape[a - 1] != 1 for a in axes):
-            raise FrontendError(f"{_describe(node)}: axes {axes} must name size-1 axes other than the batch")
-        kept = [d for i, d in enumerate(shape, start=1) if i not in axes]
-        if len(kept) != 1:
-            raise FrontendError(f"{_describe(node)}: squeezing (N, {', '.join(map(str, shape))}) to "
-                                f"(N, {', '.join(map(str, kept))}) is not supported; only squeezes that flatten are")
-        self.flatten_to(node, x)
 
     # --- the end -----------------------------------------------------------------------------------------
     def finish(self) -> FloatNetwork:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from hw.spec.formats import FormatError, get_format
-from sw.ir import ACCUMULATING_OPS, FloatLayer, TensorQuant, WeightQuant
+from sw.ir import FloatLayer, TensorQuant, WeightQuant
 
 from .onnx_common import FrontendError, _attrs, _ConstQuant, _describe, _text
 
@@ -240,7 +240,7 @@ class QuantNodes:
         """
         for layer in layers:
             enc = tq.get(layer.output)
-            if enc is None or layer.op not in ACCUMULATING_OPS:
+            if enc is None or not _accumulating(layer.op):
                 continue
             fmt = get_format(enc.format)
             lo, hi = (fmt.min - enc.zero_point) * enc.scale, (fmt.max - enc.zero_point) * enc.scale
@@ -267,3 +267,8 @@ class QuantNodes:
                     tq.setdefault(b, tq[a])
                 elif b in tq:
                     tq[a] = tq[b]
+
+
+def _accumulating(op: str) -> bool:
+    from sw.ops import OPERATORS
+    return OPERATORS[op].accumulating

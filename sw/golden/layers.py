@@ -371,40 +371,18 @@ def postprocess(acc: Accumulation, layer: QuantLayer, act_format: Format | str, 
 
 # --- dispatch ----------------------------------------------------------------------------------------------
 
-def _one_input(layer: QuantLayer, inputs: list) -> np.ndarray:
-    if len(inputs) != 1:
-        raise LayerError(f"Layer {layer.name!r} ({layer.op}) takes one input, not {len(inputs)}")
-    return np.asarray(inputs[0])
-
-
 def run_layer(layer: QuantLayer, inputs: list[np.ndarray], net: QuantizedNetwork) -> np.ndarray:
-    """Output codes of one layer of ``net`` from the codes of its inputs (batch first)."""
-    act, wf = net.act_format, net.weight_format
-    attrs = layer.attrs
-    op = layer.op
-    if op in ("conv", "maxpool", "avgpool"):
-        x = _one_input(layer, inputs)
-        pad_code = net.tensors[layer.inputs[0]].zero_code()
-        if op == "conv":
-            acc = conv2d(x, layer.weights, attrs, pad_code, act, wf)
-        elif op == "avgpool":
-            acc = window_sum(x, attrs.get("kernel"), attrs.get("stride"), attrs.get("padding"), pad_code, act, wf,
-                             attrs.get("dilation", (1, 1)))
-        else:
-            return maxpool(x, attrs.get("kernel"), attrs.get("stride"), attrs.get("padding"), act,
-                           attrs.get("dilation", (1, 1)))
-    elif op == "linear":
-        acc = linear(_one_input(layer, inputs), layer.weights, act, wf)
-    elif op == "global_avgpool":
-        acc = global_sum(_one_input(layer, inputs), act, wf)
-    elif op == "add":
-        acc = elementwise_sum(inputs, act, wf)
-    elif op == "concat":
-        acc = concat_values(inputs, act, wf)
-    elif op == "flatten":
-        x = _one_input(layer, inputs)
-        return x.reshape(x.shape[0], -1)
-    else:
-        from sw.ir import OPS
-        raise LayerError(f"Layer {layer.name!r} has unknown op {op!r}; the IR has {', '.join(OPS)}")
-    return postprocess(acc, layer, act, net.acc_bits)
+    """Output codes of one layer of ``net`` from the codes of its inputs (batch first): its operator's meaning
+    (:meth:`sw.ops.Operator.golden`), post-processed when the operator accumulates."""
+    from sw.ops import OPERATORS
+    op = OPERATORS.get(layer.op)
+    if op is None:
+        raise LayerError(f"Layer {layer.name!r} has unknown op {layer.op!r}; the IR has {', '.join(OPERATORS)}")
+    if op.arity is not None and len(inputs) != op.arity:
+        raise LayerError(f"Layer {layer.name!r} ({layer.op}) takes {_count(op.arity)}, not {len(inputs)}")
+    out = op.golden(layer, [np.asarray(x) for x in inputs], net)
+    return postprocess(out, layer, net.act_format, net.acc_bits) if op.accumulating else out
+
+
+def _count(n: int) -> str:
+    return "one input" if n == 1 else f"{n} inputs"

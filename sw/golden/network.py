@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw.spec.formats import get_format
-from sw.ir import OPS, QuantizedNetwork
+from sw.ir import QuantizedNetwork
 
 from .layers import LayerError, run_layer
 
@@ -28,14 +28,16 @@ class NetworkError(LayerError):
 def check_network(net: QuantizedNetwork) -> None:
     """Refuse structures the layer semantics do not cover, before any work: unknown ops, tensors used before
     they are made, and tensors whose format is not the engine's activation format."""
+    from sw.ops import OPERATORS
     for name, t in net.tensors.items():
         if get_format(t.format) != get_format(net.act_format):
             raise NetworkError(f"Tensor {name!r} is encoded in {t.format}, but the engine has one activation "
                                f"format, {net.act_format}; quantize every tensor in {net.act_format}")
     known = {net.input}
     for layer in net.layers:
-        if layer.op not in OPS:
-            raise NetworkError(f"Layer {layer.name!r} has unknown op {layer.op!r}; the IR has {', '.join(OPS)}")
+        if layer.op not in OPERATORS:
+            raise NetworkError(f"Layer {layer.name!r} has unknown op {layer.op!r}; the IR has "
+                               f"{', '.join(OPERATORS)}")
         for i in layer.inputs:
             if i not in known:
                 raise NetworkError(f"Layer {layer.name!r} reads tensor {i!r} before any layer makes it; list "

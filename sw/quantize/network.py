@@ -13,8 +13,9 @@ output encoding, the post-processing formula ``v = (acc + B) * M * 2**(e - S)``,
 - add: ``M * 2**-S ~ s_x / s_y``, ``B = -(number of inputs) * z_x / 2**e`` (inputs share one encoding);
 - concat: ``M * 2**-S = 1``, ``B = -z / 2**e``: output codes equal input codes.
 
-Tied encodings: the inputs of ``add`` and the inputs and output of ``concat`` share one encoding, and ``maxpool``
-and ``flatten`` keep their input's; such tensors are calibrated together (on the union of their values).
+Tied encodings (each operator's ``ties``): the inputs of ``add`` and the inputs and output of ``concat`` share one
+encoding, and ``maxpool`` and ``flatten`` keep their input's; such tensors are calibrated together (on the union
+of their values).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import warnings
 import numpy as np
 
 from hw.spec.formats import Format, FormatError, IntFormat, Minifloat, get_format
-from sw.ir import (ACCUMULATING_OPS, WEIGHTED_OPS, FloatLayer, FloatNetwork, QuantizedNetwork, QuantLayer,
+from sw.ir import (FloatLayer, FloatNetwork, QuantizedNetwork, QuantLayer,
                    QuantTensor, TensorQuant, WeightQuant, acc_exponent)
+
+from sw.ops import OPERATORS
 
 from .calibrate import METHODS, Grid, calibrate_activation, mse, sqnr_db
 from .errors import QuantizationError
@@ -49,7 +52,7 @@ S_MAX = 255
 
 def first_last_layers(net: FloatNetwork) -> list[str]:
     """Names of the first and the last weighted layer (one name if there is one such layer), in that order."""
-    weighted = [layer.name for layer in net.layers if layer.op in WEIGHTED_OPS]
+    weighted = [layer.name for layer in net.layers if OPERATORS[layer.op].weighted]
     return list(dict.fromkeys(weighted[:1] + weighted[-1:]))
 
 
@@ -104,7 +107,7 @@ def _overrides(net: FloatNetwork, layer_formats, act: Format, weight: Format) ->
             raise QuantizationError(f"layer_formats[{name!r}] must be a pair (weight format, act format), not "
                                     f"{pair!r}") from None
         w_grid = a_grid = None
-        if w_name is not None and names[name].op in WEIGHTED_OPS:
+        if w_name is not None and OPERATORS[names[name].op].weighted:
             w_fmt = _format(w_name, f"layer_formats[{name!r}] weight format")
             if not representable(w_fmt, weight):
                 raise QuantizationError(
@@ -151,10 +154,11 @@ def _tie_groups(net: FloatNetwork) -> dict[str, str]:
             parent[rb] = ra
 
     for layer in net.layers:
-        tied = {"add": layer.inputs, "concat": [*layer.inputs, layer.output],
-                "maxpool": [layer.inputs[0], layer.output], "flatten": [layer.inputs[0], layer.output]}
-        for t in tied.get(layer.op, [])[1:]:
-            union(tied[layer.op][0], t)
+        ties = OPERATORS[layer.op].ties
+        tied = {"inputs": layer.inputs, "all": [*layer.inputs, layer.output],
+                "through": [layer.inputs[0], layer.output], "": []}[ties]
+        for t in tied[1:]:
+            union(tied[0], t)
     return {t: find(t) for t in parent}
 
 
@@ -327,14 +331,15 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
     q = QuantLayer(layer.name, layer.op, list(layer.inputs), layer.output, dict(layer.attrs),
                    zero_point=out_enc.zero_point)
     q.clamp_lo, q.clamp_hi = _clamps(out_enc, out_grid, layer.clip)
-    if layer.op not in ACCUMULATING_OPS:
+    if not OPERATORS[layer.op].accumulating:
         if layer.clip is not None:
             raise QuantizationError(f"Layer {layer.name!r} ({layer.op}) has a clip, but only accumulating layers "
-                                    f"({', '.join(ACCUMULATING_OPS)}) can clamp; apply the activation before it")
+                                    f"({', '.join(n for n, o in OPERATORS.items() if o.accumulating)}) can clamp; apply the "
+                                    f"activation before it")
         return q
     s_x, z_x, s_y = in_enc.scale, in_enc.zero_point, out_enc.scale
     channels = shapes[layer.output][0]
-    if layer.op in WEIGHTED_OPS:
+    if OPERATORS[layer.op].weighted:
         q.weights = [_codes(weight, v, layer.name) for v in qw.values]
         q.weight_scale = qw.scale.copy()
         fixed = 0
@@ -352,19 +357,13 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
     else:
         if any(enc[t] != in_enc for t in layer.inputs):
             raise QuantizationError(f"Layer {layer.name!r} ({layer.op}): its inputs must share one encoding")
-        if layer.op == "avgpool":
-            kh, kw = layer.attrs["kernel"]
-            n = zeros = kh * kw                                          # window size (padding included)
-        elif layer.op == "global_avgpool":
-            n = zeros = shapes[layer.inputs[0]][1] * shapes[layer.inputs[0]][2]
-        elif layer.op == "add":
-            n, zeros = 1, len(layer.inputs)
-        else:                                                            # concat: the identity
-            n, zeros = 1, 1
+        # The sum's divisor (an average's window, padding included) and the input zero points it sums.
+        n, zeros = OPERATORS[layer.op].window(layer, [shapes[t] for t in layer.inputs])
         q.bias = _acc_check([-_zero_units(z_x, zeros, e, layer.name)] * channels, acc_bits, layer.name)
         ratios = np.full(channels, s_x / (n * s_y))
-        if layer.op == "concat" and (out_enc != in_enc):
-            raise QuantizationError(f"Concat {layer.name!r}: output and inputs must share one encoding")
+        if OPERATORS[layer.op].ties == "all" and (out_enc != in_enc):
+            raise QuantizationError(f"Layer {layer.name!r} ({layer.op}): output and inputs must share one "
+                                    f"encoding")
     ms = [multiplier_shift(float(r), layer.name) for r in ratios]
     q.multiplier = np.array([m for m, _ in ms], dtype=np.int64)
     q.shift = np.array([s for _, s in ms], dtype=np.int64)
@@ -437,7 +436,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
                             percentile)
     layers, weights, w_grids = [], {}, {}
     for layer in net.layers:
-        if layer.op in WEIGHTED_OPS:
+        if OPERATORS[layer.op].weighted:
             grid = overrides.get(layer.name, (None, None))[0] or Grid.of(weight)
             weights[layer.name], w_grids[layer.name] = _layer_weights(
                 layer, net, weight, grid, method, per_channel, multi_tensor, multi_tensor_sqnr_db, max_tensors)
@@ -459,7 +458,7 @@ def _report(net: FloatNetwork, qnet: QuantizedNetwork, x: np.ndarray | None, flo
         got = run_network(qnet, qnet.tensors[qnet.input].quantize(x[:n]), keep=True)
     report = []
     for layer in net.layers:
-        if layer.op not in ACCUMULATING_OPS:
+        if not OPERATORS[layer.op].accumulating:
             continue
         entry = {"name": layer.name, "op": layer.op, "act_format": grids[layer.output].name,
                  "weight_format": None, "tensors": 0, "weight_sqnr_db": None, "weight_mse": None,

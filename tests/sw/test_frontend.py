@@ -187,6 +187,8 @@ POOLS = [
     ("MaxPool", dict(kernel_shape=[3, 2], auto_pad="SAME_UPPER", strides=[2, 2])),
     ("MaxPool", dict(kernel_shape=[2, 2], auto_pad="SAME_LOWER")),
     ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)),  # 8x8: both modes agree
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),  # a partial window: padding, ignored
+    ("MaxPool", dict(kernel_shape=[2, 3], strides=[3, 2], pads=[1, 0, 0, 1], ceil_mode=1)),
     ("MaxPool", dict(kernel_shape=[2, 2], dilations=[2, 1], storage_order=1)),
     ("AveragePool", dict(kernel_shape=[2, 2], strides=[2, 2])),
     ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 1, 0, 2], count_include_pad=1)),
@@ -321,8 +323,8 @@ def test_unfoldable(case, match):
 
 
 @pytest.mark.parametrize("node, match", [
-    (helper.make_node("MaxPool", ["c"], ["y"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, pads=[0, 0, 1, 1]),
-     r"ceil_mode=1.*only ceil_mode=0 is supported"),
+    (helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1,
+                      count_include_pad=1), r"ceil_mode=1 adds a partial window here, which only a max pool supports"),
     (helper.make_node("AveragePool", ["c"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
      r"count_include_pad=0.*only count_include_pad=1 \(or no padding\)"),
     (helper.make_node("Flatten", ["c"], ["y"], axis=2), r"only axis=1"),
