@@ -1,4 +1,4 @@
-"""Build the compiled testbench of the engine: its Verilog, ``cpp/*`` and a generated header, one executable.
+"""Build compiled testbenches: a design's Verilog, a C++ main with ``cpp/*.h`` and a generated header, one executable.
 
 ``verilator --cc --exe --build`` at ``-O2`` (bench/sim_speed.py measured -O2 against -O3 and threads),
 through ccache, cached by a digest of the Verilog, the C++ sources, the header and the options
@@ -27,7 +27,7 @@ from hw.spec.registers import CONTROL_START, REGISTERS
 from .toolchain import (REPO, VERILATOR_WARNINGS, cached_build, environment, fst_options, locked, sim_build_root,
                         verilog_of)
 
-__all__ = ["CompiledTestbench", "build_testbench", "engine_verilog", "config_header", "DEFAULT_OPT"]
+__all__ = ["CompiledTestbench", "build_compiled", "build_testbench", "engine_verilog", "config_header", "DEFAULT_OPT"]
 
 CPP = Path(__file__).resolve().parent / "cpp"
 DEFAULT_OPT = "-O2"
@@ -70,15 +70,15 @@ def config_header(config: AcceleratorConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_testbench(config: AcceleratorConfig, *, waves: bool = False, opt: str = DEFAULT_OPT,
-                    threads: int = 1, name: str | None = None) -> CompiledTestbench:
-    """The compiled testbench of ``config``'s engine, built unless an identical one exists.
+def build_compiled(name: str, verilog: str, main: Path, header: str, *, waves: bool = False, opt: str = DEFAULT_OPT,
+                   threads: int = 1) -> CompiledTestbench:
+    """A compiled testbench: ``verilog`` (top level ``top``), the C++ ``main`` with ``cpp/*.h`` and ``header``
+    (as ``tb_config.h``) beside it, built unless an identical one exists.
 
     ``opt``: the C++ optimisation level; ``threads``: Verilator's ``--threads``; ``waves``: record FST.
     """
-    verilog = engine_verilog(config)
-    header = config_header(config)
-    sources = {p.name: p.read_text() for p in sorted(CPP.iterdir()) if p.suffix in (".h", ".cpp")}
+    sources = {p.name: p.read_text() for p in sorted(CPP.glob("*.h"))}
+    sources[main.name] = main.read_text()
     options = [*VERILATOR_WARNINGS, "--x-assign", "0", "--x-initial", "0", "--threads", str(threads)]
     if waves:
         options += fst_options()
@@ -90,16 +90,23 @@ def build_testbench(config: AcceleratorConfig, *, waves: bool = False, opt: str 
         for file, text in sources.items():
             (directory / file).write_text(text)
         command = ["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", "top", "--Mdir",
-                   str(directory / "obj"), "-o", "engine_tb", *options, "-CFLAGS", f"-I{directory}",
-                   str(directory / "top.v"), str(directory / "engine_tb.cpp")]
+                   str(directory / "obj"), "-o", "testbench", *options, "-CFLAGS", f"-I{directory}",
+                   str(directory / "top.v"), str(directory / main.name)]
         log = directory / "build.log"
         with open(log, "w") as f:
-            done = subprocess.run(command, cwd=directory, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **environment(opt)})
+            done = subprocess.run(command, cwd=directory, stdout=f, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **environment(opt)})
         if done.returncode:
-            raise RuntimeError(f"Verilator could not build the engine testbench (exit status {done.returncode}); "
+            raise RuntimeError(f"Verilator could not build the testbench {name} (exit status {done.returncode}); "
                                f"see {log}")
 
-    if name is None:
-        name = f"engine-tb-{config.rows}x{config.cols}-{config.weights.name}-{config.acts.name}"
     directory = cached_build(name, contents, compile_, waves=waves)
-    return CompiledTestbench(directory / "obj" / "engine_tb", waves)
+    return CompiledTestbench(directory / "obj" / "testbench", waves)
+
+
+def build_testbench(config: AcceleratorConfig, *, waves: bool = False, opt: str = DEFAULT_OPT,
+                    threads: int = 1) -> CompiledTestbench:
+    """The compiled testbench of ``config``'s engine (``cpp/engine_tb.cpp``), built unless it exists."""
+    return build_compiled(f"engine-tb-{config.rows}x{config.cols}-{config.weights.name}-{config.acts.name}",
+                          engine_verilog(config), CPP / "engine_tb.cpp", config_header(config), waves=waves,
+                          opt=opt, threads=threads)

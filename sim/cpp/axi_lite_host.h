@@ -1,16 +1,21 @@
-// The host on the engine's AXI4-Lite control port: one access at a time, as sim/axi.py's AxiLiteMaster.
+// The host on a design's AXI4-Lite port `ctrl`: one access at a time, as sim/axi.py's AxiLiteMaster.
 //
 // A read or a write that is not answered within `timeout` cycles, or answered with anything but OKAY, is a
-// ProtocolError: the control port must never hang or refuse.
+// ProtocolError: the control port must never hang or refuse. Bench: anything with top() (the Verilated
+// model, a Vtop with ctrl__* ports), settle() and edge() (see bench.h).
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
-#include "bench.h"
+#include "axi_memory.h"
 
+template <class Bench>
 class AxiLiteHost {
 public:
-    AxiLiteHost(Bench& bench, unsigned timeout = 1000) : bench_(bench), top_(bench.top()), timeout_(timeout) {
+    explicit AxiLiteHost(Bench& bench, unsigned timeout = 1000)
+        : bench_(bench), top_(bench.top()), timeout_(timeout) {
         TB_PORT(&top_, ctrl, ar, valid) = 0;
         TB_PORT(&top_, ctrl, aw, valid) = 0;
         TB_PORT(&top_, ctrl, w, valid) = 0;
@@ -19,7 +24,7 @@ public:
     }
 
     uint32_t read(uint32_t addr) {
-        Vtop* t = &top_;
+        auto* t = &top_;
         TB_PORT(t, ctrl, ar, addr) = addr;
         TB_PORT(t, ctrl, ar, valid) = 1;
         TB_PORT(t, ctrl, r, ready) = 1;
@@ -42,12 +47,14 @@ public:
         }
         TB_PORT(t, ctrl, r, ready) = 0;
         if (!answered) throw ProtocolError(format("ctrl: no answer to the read of 0x%x in %u cycles", addr, timeout_));
-        if (resp != RESP_OKAY) throw ProtocolError(format("ctrl: read of 0x%x answered %u, not OKAY", addr, resp));
+        if (resp != RESP_OKAY) {
+            throw ProtocolError(format("ctrl: read of 0x%x answered %s (%u)", addr, RESP_NAMES[resp & 3], resp));
+        }
         return data;
     }
 
     void write(uint32_t addr, uint32_t value, unsigned strb = 0xF) {
-        Vtop* t = &top_;
+        auto* t = &top_;
         TB_PORT(t, ctrl, aw, addr) = addr;
         TB_PORT(t, ctrl, w, data) = value;
         TB_PORT(t, ctrl, w, strb) = strb;
@@ -81,11 +88,13 @@ public:
         if (pending_aw || pending_w) {
             throw ProtocolError(format("ctrl: B arrived before AW and W of the write to 0x%x", addr));
         }
-        if (resp != RESP_OKAY) throw ProtocolError(format("ctrl: write to 0x%x answered %u, not OKAY", addr, resp));
+        if (resp != RESP_OKAY) {
+            throw ProtocolError(format("ctrl: write to 0x%x answered %s (%u)", addr, RESP_NAMES[resp & 3], resp));
+        }
     }
 
 private:
     Bench& bench_;
-    Vtop& top_;
+    std::remove_reference_t<decltype(std::declval<Bench&>().top())>& top_;
     unsigned timeout_;
 };

@@ -9,7 +9,7 @@
 // - `ready_stall`: probability that ARREADY, AWREADY and WREADY are each low in a cycle; `valid_gap`:
 //   probability of an idle cycle before each R beat and before each B; one seeded stream per channel;
 // - a burst with any beat at or beyond the memory's size is answered SLVERR as a whole (read data zero,
-//   write dropped) and counted in `bus_errors`;
+//   write dropped) and recorded in `errors`;
 // - breaches of the AXI rules by the master throw ProtocolError naming the rule, with sim/axi.py's words.
 //
 // Cycle protocol (the bench calls these): drive(cycle) right after a rising edge sets this cycle's outputs;
@@ -67,6 +67,8 @@ private:
 };
 
 constexpr unsigned BURST_INCR = 1, RESP_OKAY = 0, RESP_SLVERR = 2;
+constexpr const char* BURST_NAMES[] = {"FIXED", "INCR", "WRAP", "reserved"};
+constexpr const char* RESP_NAMES[] = {"OKAY", "EXOKAY", "SLVERR", "DECERR"};
 constexpr uint64_t PAGE = 4096;
 
 // Pointers to the Verilator ports of one AXI4 master; Data and Strb are whatever Verilator chose.
@@ -110,9 +112,21 @@ public:
         reset();
     }
 
-    unsigned bus_errors = 0;   // bursts answered SLVERR since the last take_bus_errors()
+    // Bursts answered SLVERR, in the order of their address handshakes.
+    struct BusError {
+        bool write;
+        uint64_t addr;
+        unsigned beats;
+        uint64_t cycle;   // of the address handshake
+    };
+    std::vector<BusError> errors;
 
-    unsigned take_bus_errors() { unsigned n = bus_errors; bus_errors = 0; return n; }
+    // How many bursts were answered SLVERR since the last call.
+    size_t take_bus_errors() {
+        size_t n = errors.size();
+        errors.clear();
+        return n;
+    }
 
     // No request outstanding on either path (and no write data waiting for its address).
     bool idle() const {
@@ -177,13 +191,31 @@ private:
         bool operator==(const Address& o) const {
             return addr == o.addr && len == o.len && size == o.size && burst == o.burst;
         }
+        std::string show() const { return format("addr=0x%x, len=0x%x, size=0x%x, burst=0x%x", addr, len, size, burst); }
     };
     struct Beat {         // the payload of W
         std::array<uint8_t, BYTES> data;
         std::array<uint8_t, (BYTES + 7) / 8> strb;
         bool last;
         bool operator==(const Beat& o) const { return data == o.data && strb == o.strb && last == o.last; }
+        std::string show() const {
+            return "data=0x" + hex(data.data(), BYTES) + ", strb=0x" + hex(strb.data(), strb.size()) +
+                   format(", last=0x%x", last);
+        }
     };
+
+    // Little-endian bytes as one hexadecimal number, without leading zeros (Python's "%x").
+    static std::string hex(const uint8_t* bytes, size_t n) {
+        std::string out;
+        for (size_t i = n; i-- > 0;) {
+            if (out.empty() && bytes[i] < 16) {
+                if (bytes[i]) out += "0123456789abcdef"[bytes[i]];
+            } else {
+                out += format("%02x", bytes[i]);
+            }
+        }
+        return out.empty() ? "0" : out;
+    }
 
     void fail(const std::string& message) const { throw ProtocolError(std::string(name_) + " " + message); }
 
@@ -192,10 +224,13 @@ private:
     void watch(std::optional<Payload>& held, const char* channel, bool valid, bool ready, const Payload& payload) {
         if (held) {
             if (!valid) {
-                fail(format("%s: valid went low before ready (AXI: once valid, a master holds it until the "
-                            "handshake)", channel));
+                fail(format("%s: valid went low before ready while offering ", channel) + held->show() +
+                     " (AXI: once valid, a master holds it until the handshake)");
             }
-            if (!(payload == *held)) fail(format("%s: payload changed while valid was high and ready low", channel));
+            if (!(payload == *held)) {
+                fail(format("%s: payload changed while valid was high and ready low: ", channel) + held->show() +
+                     " became " + payload.show());
+            }
         }
         if (valid && !ready) held = payload; else held.reset();
     }
@@ -205,11 +240,11 @@ private:
     }
 
     // Checks an accepted address payload and returns its burst.
-    Burst accept(const char* channel, const Address& a) {
+    Burst accept(const char* channel, const Address& a, uint64_t cycle) {
         unsigned beats = a.len + 1;
         if (a.burst != BURST_INCR) {
-            fail(format("%s: burst at 0x%x (%u beats): burst type must be INCR (1), not %u", channel, a.addr, beats,
-                        a.burst));
+            fail(format("%s: burst at 0x%x (%u beats): burst type must be INCR (1), not %s (%u)", channel, a.addr,
+                        beats, BURST_NAMES[a.burst & 3], a.burst));
         }
         unsigned expected = __builtin_ctz(BYTES);
         if (a.size != expected) {
@@ -223,7 +258,7 @@ private:
         }
         Burst b{a.addr, beats, false, 0};
         b.error = beat_address(b, beats - 1) >= size_;
-        if (b.error) ++bus_errors;
+        if (b.error) errors.push_back({channel[1] == 'W', a.addr, beats, cycle});
         return b;
     }
 
@@ -232,7 +267,7 @@ private:
         Address a{*p_.ar_addr, *p_.ar_len, *p_.ar_size, *p_.ar_burst};
         watch(ar_held_, "AR", valid, ar_ready_, a);
         if (valid && ar_ready_) {
-            Burst b = accept("AR", a);
+            Burst b = accept("AR", a, cycle);
             b.due = cycle + 1 + t_.latency;
             reads_.push_back(b);
         }
@@ -256,7 +291,7 @@ private:
         Address a{*p_.aw_addr, *p_.aw_len, *p_.aw_size, *p_.aw_burst};
         watch(aw_held_, "AW", valid, aw_ready_, a);
         if (valid && aw_ready_) {
-            aw_waiting_.push_back(accept("AW", a));
+            aw_waiting_.push_back(accept("AW", a, cycle));
             pair(cycle);
             check_open_burst(false);
         }

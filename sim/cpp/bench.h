@@ -1,10 +1,11 @@
-// The engine on a clock: the Verilated model, one byte array served to both AXI4 masters (insn and data) as
-// the cocotb harness does, reset, and an optional FST trace.
+// A Verilated design (top level `top`, clock `clk`, reset `rst`) on a clock, with AXI4 memories attached to its
+// master ports, all serving one byte array (as the cocotb harnesses do), and an optional FST trace.
 //
 // A cycle is settle() then edge(): settle() lets the memories drive this cycle's outputs, evaluates the
 // design with the clock low (so its combinational outputs see the new inputs) and lets the memories record
 // the handshakes; edge() is the rising edge. Whoever else drives ports (the AXI4-Lite host) sets them before
 // settle() and reads them between settle() and edge(), exactly like cocotb's "drive, ReadOnly, RisingEdge".
+// The clock period is 10 time units, as the cocotb benches' 10 ns.
 #pragma once
 
 #include <cstdint>
@@ -14,26 +15,18 @@
 
 #include "Vtop.h"
 #include "axi_memory.h"
-#include "tb_config.h"
 #include "verilated.h"
 #if VM_TRACE
 #include "verilated_fst_c.h"
 #endif
 
-using Pins = decltype(TB_AXI_PINS(std::declval<Vtop*>(), data));
-using Memory = AxiMemory<Pins, BEAT_BYTES>;
-static_assert(sizeof(*std::declval<Pins>().r_data) == verilator_bytes(8 * BEAT_BYTES),
-              "the engine's data bus is not as wide as the configuration's dma_bits");
-
+template <class Memory>
 class Bench {
 public:
-    // The data port draws its back-pressure from stream 2*seed, the insn port from 2*seed+1.
-    Bench(uint64_t memory_size, const Traffic& traffic, const char* trace_path)
-        : context_(std::make_unique<VerilatedContext>()),
-          memory_(memory_size),
-          top_(make_top(context_.get(), trace_path != nullptr)),
-          data_("data", TB_AXI_PINS(top_.get(), data), memory_.data(), memory_size, traffic, 2 * traffic.seed),
-          insn_("insn", TB_AXI_PINS(top_.get(), insn), memory_.data(), memory_size, traffic, 2 * traffic.seed + 1) {
+    Bench(uint64_t memory_size, const char* trace_path)
+        : context_(std::make_unique<VerilatedContext>()), memory_(memory_size) {
+        context_->traceEverOn(trace_path != nullptr);
+        top_ = std::make_unique<Vtop>(context_.get());
 #if VM_TRACE
         if (trace_path) {
             trace_ = std::make_unique<VerilatedFstC>();
@@ -45,10 +38,6 @@ public:
         top_->rst = 1;
         top_->eval();
         dump();
-        tick();
-        tick();
-        top_->rst = 0;
-        tick();
     }
 
     ~Bench() {
@@ -58,18 +47,27 @@ public:
         top_->final();
     }
 
+    Bench(const Bench&) = delete;
+    Bench& operator=(const Bench&) = delete;
+
+    // A memory model behind the master port whose pins are given (TB_AXI_PINS(&bench.top(), port)).
+    template <class Pins>
+    Memory& attach(const char* name, Pins pins, const Traffic& traffic, uint64_t stream) {
+        ports_.push_back(std::make_unique<Memory>(name, pins, memory_.data(), memory_.size(), traffic, stream));
+        return *ports_.back();
+    }
+
     Vtop& top() { return *top_; }
+    std::vector<uint8_t>& memory() { return memory_; }
     uint64_t cycle() const { return cycle_; }
 
     void settle() {
-        data_.drive(cycle_);
-        insn_.drive(cycle_);
+        for (auto& port : ports_) port->drive(cycle_);
         top_->clk = 0;
         top_->eval();
         context_->time(10 * cycle_ + 5);
         dump();
-        data_.sample(cycle_);
-        insn_.sample(cycle_);
+        for (auto& port : ports_) port->sample(cycle_);
     }
 
     void edge() {
@@ -85,40 +83,42 @@ public:
         edge();
     }
 
-    // Two cycles of reset, after which the memories forget every request (a program ran out of cycles).
+    // Two cycles with reset high, after which the memories forget every request, and one more.
     void reset() {
         top_->rst = 1;
         tick();
         tick();
         top_->rst = 0;
-        data_.reset();
-        insn_.reset();
+        for (auto& port : ports_) port->reset();
         tick();
     }
 
-    bool idle() const { return data_.idle() && insn_.idle(); }
-
-    std::vector<uint8_t>& memory() { return memory_; }
-    Memory& data() { return data_; }
-    Memory& insn() { return insn_; }
-
-private:
-    static std::unique_ptr<Vtop> make_top(VerilatedContext* context, bool trace) {
-        context->traceEverOn(trace);
-        return std::make_unique<Vtop>(context);
+    // Bursts answered SLVERR by any memory since the last call.
+    size_t take_bus_errors() {
+        size_t n = 0;
+        for (auto& port : ports_) n += port->take_bus_errors();
+        return n;
     }
 
+    // No memory has a request outstanding.
+    bool idle() const {
+        for (auto& port : ports_) {
+            if (!port->idle()) return false;
+        }
+        return true;
+    }
+
+private:
     void dump() {
 #if VM_TRACE
         if (trace_) trace_->dump(context_->time());
 #endif
     }
 
-    // In construction order: the memory models point into memory_ and at top_'s ports.
     std::unique_ptr<VerilatedContext> context_;
     std::vector<uint8_t> memory_;
     std::unique_ptr<Vtop> top_;
-    Memory data_, insn_;
+    std::vector<std::unique_ptr<Memory>> ports_;
     uint64_t cycle_ = 0;
 #if VM_TRACE
     std::unique_ptr<VerilatedFstC> trace_;

@@ -27,6 +27,12 @@
 
 namespace {
 
+using Pins = decltype(TB_AXI_PINS(std::declval<Vtop*>(), data));
+using Memory = AxiMemory<Pins, BEAT_BYTES>;
+using EngineBench = Bench<Memory>;
+static_assert(sizeof(*std::declval<Pins>().r_data) == verilator_bytes(8 * BEAT_BYTES),
+              "the engine's data bus is not as wide as the configuration's dma_bits");
+
 struct Options {
     std::string dir, trace;
     uint64_t memory_size = 0;
@@ -109,7 +115,7 @@ void dump_memory(const Options& o, size_t index, const Program& p, std::vector<u
 }
 
 // Cycles until the interrupt, or -1 when the budget runs out first.
-long long wait_for_interrupt(Bench& bench, uint64_t budget) {
+long long wait_for_interrupt(EngineBench& bench, uint64_t budget) {
     for (uint64_t waited = 0; waited < budget; ++waited) {
         bench.settle();
         bool irq = bench.top().irq;
@@ -119,7 +125,7 @@ long long wait_for_interrupt(Bench& bench, uint64_t budget) {
     return -1;
 }
 
-void wait_idle(Bench& bench, unsigned timeout) {
+void wait_idle(EngineBench& bench, unsigned timeout) {
     for (unsigned n = 0; n < timeout; ++n) {
         if (bench.idle()) return;
         bench.tick();
@@ -128,7 +134,7 @@ void wait_idle(Bench& bench, unsigned timeout) {
 }
 
 // Runs one program; returns its JSON result line.
-std::string run(const Options& o, size_t index, const Program& p, Bench& bench, AxiLiteHost& host) {
+std::string run(const Options& o, size_t index, const Program& p, EngineBench& bench, AxiLiteHost<EngineBench>& host) {
     load_image(o, index, p, bench.memory());
     host.write(REG_PROGRAM_ADDR, p.program_addr);
     host.write(REG_DRAM_SIZE, p.dram_size);
@@ -147,8 +153,8 @@ std::string run(const Options& o, size_t index, const Program& p, Bench& bench, 
     }
     if ((long)index == o.corrupt_byte_program && o.corrupt_byte < p.dram_size) bench.memory()[o.corrupt_byte] ^= 0xFF;
     dump_memory(o, index, p, bench.memory());
-    return format("{\"program\": %zu, \"timeout\": false, \"waited\": %lld, \"bus_errors\": %u, ", index, waited,
-                  bench.data().take_bus_errors() + bench.insn().take_bus_errors()) +
+    return format("{\"program\": %zu, \"timeout\": false, \"waited\": %lld, \"bus_errors\": %zu, ", index, waited,
+                  bench.take_bus_errors()) +
            "\"registers\": {" + registers + "}}";
 }
 
@@ -162,8 +168,12 @@ int main(int argc, char** argv) {
     auto started = std::chrono::steady_clock::now();
     int status = 0;
     {
-        Bench bench(o.memory_size, o.traffic, o.trace.empty() ? nullptr : o.trace.c_str());
-        AxiLiteHost host(bench);
+        EngineBench bench(o.memory_size, o.trace.empty() ? nullptr : o.trace.c_str());
+        // The data port draws its back-pressure from stream 2*seed, the insn port from 2*seed+1.
+        bench.attach("data", TB_AXI_PINS(&bench.top(), data), o.traffic, 2 * o.traffic.seed);
+        bench.attach("insn", TB_AXI_PINS(&bench.top(), insn), o.traffic, 2 * o.traffic.seed + 1);
+        AxiLiteHost<EngineBench> host(bench);
+        bench.reset();
         try {
             for (size_t i = 0; i < programs.size(); ++i) {
                 std::fprintf(results, "%s\n", run(o, i, programs[i], bench, host).c_str());
