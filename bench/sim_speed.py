@@ -9,7 +9,7 @@ For the 8x8 and 16x16 int8 engines it runs the same GEMM program on
 
 - the cocotb harness (``sim/engine_cocotb.py``: Python AXI models on every cycle), once;
 - the compiled testbench (``sim/engine_compiled.py``) at ``-O0``, ``-O2``, ``-O3`` and ``-O2`` with
-  Verilator's ``--threads 2``, the program repeated so that a run lasts seconds.
+  Verilator's ``--threads 2``, the program repeated so that a run lasts seconds (2 M cycles; 200 k threaded).
 
 cycles/s is the engine's cycle counter over the simulation's wall time: for cocotb the whole run (its start-up
 is a few seconds of a minute), for the compiled testbench the simulation loop (``sim s``); ``wall s`` adds the
@@ -48,6 +48,7 @@ TRAFFIC = Traffic(latency=4)
 SIZES = ((8, 128), (16, 192))                  # engine rows = cols, GEMM M = K = N
 COMPILED = (("-O0", 1), ("-O2", 1), ("-O3", 1), ("-O2", 2))
 TARGET_CYCLES = 2_000_000                      # per compiled run: the program repeated up to this
+THREADED_CYCLES = 200_000                      # the same for --threads 2, up to 100x slower on a busy machine
 
 
 def _config(rows: int) -> AcceleratorConfig:
@@ -134,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         config = _config(r)
         program = _gemm(config, m, rng)
         cycles = Emulator(config, bytes(program.dram)).run(0).cycles
-        repeats = max(1, TARGET_CYCLES // cycles)
         progress(f"{r}x{r} engine, GEMM {m}^3 ({cycles} cycles on the emulator):")
         group = [] if args.no_cocotb else [_cocotb_row(config, program, not args.no_cold)]
-        group += [_compiled_row(config, program, opt, threads, repeats, not args.no_cold)
+        group += [_compiled_row(config, program, opt, threads,
+                                max(1, (TARGET_CYCLES if threads == 1 else THREADED_CYCLES) // cycles),
+                                not args.no_cold)
                   for opt, threads in COMPILED]
         reference = group[0]["dram"]
         for row in group:
