@@ -2,6 +2,7 @@
 able to fail, never hanging, and loud when the simulator dies."""
 
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,13 @@ def test_the_register_header_comes_from_the_spec():
     assert f"constexpr unsigned BEAT_BYTES = {CONFIG.dma_bits // 8};" in header
     for r in REGISTERS:
         assert f'{{"{r.name}", 0x{r.address:02x}}},' in header
+
+
+def test_a_failure_writes_a_waveform(tmp_path, monkeypatch):
+    """A mismatch re-runs the batch on a tracing build (FST, the vendored lz4) and names the file."""
+    monkeypatch.delenv("NO_WAVES_ON_FAILURE", raising=False)
+    programs = _programs(9, 1)[:1]
+    with pytest.raises(Mismatch, match=r"waveform of the whole batch: .*waves/dump\.fst") as caught:
+        check_programs(CONFIG, programs, tmp_path, Traffic(latency=2), fault=Fault(program=0, register="macs_lo"))
+    waves = Path(str(caught.value).rsplit(": ", 1)[1])
+    assert waves.is_file() and waves.stat().st_size > 1000
