@@ -1,4 +1,5 @@
-"""The runtime's ``rtl`` backend: a compiled network's samples, one program each, in one Verilator simulation."""
+"""The runtime's ``rtl`` backend: a compiled network's samples, one program each, in one run of the compiled
+engine testbench (``engine_compiled.py``: C++ around the Verilated engine, no Python in the loop)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from sw.compiler.network import CompiledNetwork
 from sw.emulator import Emulator
 
-from .engine_harness import EngineRun, Traffic, run_on_rtl
+from .engine_harness import run_on_rtl
+from .engine_run import EngineRun, Traffic, cycle_budget
 
 __all__ = ["run_network_on_rtl"]
 
@@ -17,13 +19,10 @@ __all__ = ["run_network_on_rtl"]
 def run_network_on_rtl(compiled: CompiledNetwork, codes, *, work_dir=None, traffic: Traffic = Traffic(),
                        progress=None) -> list[EngineRun | None]:
     """Runs of every sample of input ``codes`` (N, *input_shape); None for a run that did not stop in time."""
-    programs = []
-    for sample in codes:
-        dram = compiled.dram_with_input(sample)
-        programs.append(replace(compiled.program, dram=dram))
+    programs = [replace(compiled.program, dram=compiled.dram_with_input(sample)) for sample in codes]
     # Every sample takes the same path through the program: one emulation bounds them all.
     cycles = Emulator(compiled.config, bytes(programs[0].dram)).run(compiled.program.program_addr).cycles
-    budgets = [20 * cycles + 5000] * len(programs)
+    budgets = [cycle_budget(cycles)] * len(programs)
     if progress:
         progress(0, len(programs))
     if work_dir is None:

