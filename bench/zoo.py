@@ -78,7 +78,7 @@ def point(name: str, shape: tuple[int, int], fmt: str, images: int) -> dict:
     codes = net.tensors[net.input].quantize(samples[:images])
     golden = run_codes(compiled, codes, "golden")
     started = time.perf_counter()
-    emulated = run_codes(compiled, codes, "emulator")
+    emulated = run_codes(compiled, codes, "emulator", cycles=True)
     emulator_s = (time.perf_counter() - started) / images
     macs, cycles = compiled.program.useful_macs, int(np.max(emulated.cycles))
     pes, bus = rows * cols, config.dma_bits // 8

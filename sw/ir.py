@@ -265,7 +265,7 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
     for i, e in enumerate(doc["layers"]):
         if e["op"] not in __getattr__("OPS"):
             bad(f"layer {i} has unknown op {str(e['op'])[:20]!r}")
-        attrs = {k: small_ints(v, f"attribute {k!r} of layer {i}") for k, v in e["attrs"].items()}
+        attrs = {k: _attribute(v, f"attribute {k!r} of layer {i}", small_ints) for k, v in e["attrs"].items()}
         weights = [arrays[f"{i}.weight{j}"] for j in range(small_ints(e["weights"], "weight counts", 0, 8))]
         extra = [arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")]
         if any(a.dtype.kind not in "iu" for a in [*weights, *(x for x in extra[1:] if x is not None)]):
@@ -275,3 +275,12 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
                                  small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps")))
     return cls(str(doc["act_format"]), str(doc["weight_format"]), small_ints(doc["acc_bits"], "acc_bits", 2, 256),
                str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []))
+
+
+def _attribute(value, what: str, small_ints):
+    """An attribute: small integers (or a list of them), or one finite number (a padding constant)."""
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            raise NetworkFileError(f"{what} must be finite, not {value}")
+        return value
+    return small_ints(value, what)

@@ -16,7 +16,8 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
-from hw.spec.layout import output_line_bytes
+from hw.spec.isa import Buffer
+from hw.spec.layout import line_bytes, output_line_bytes
 from sw.ir import QuantizedNetwork, QuantLayer
 
 from .program import ProgramBuilder, Region
@@ -139,19 +140,27 @@ class Lowering:
     def add_job(self, layer: QuantLayer, sources: list[tuple[Placement, np.ndarray]], cout: int, *,
                 kernel: tuple[int, int] = (1, 1), stride: int = 1, dilation: int = 1,
                 padding: tuple[int, int, int, int] = (0, 0, 0, 0), pad_value: int | None = None,
-                requant: Requant | None = None, pool: Pool | None = None, macs: int = 0) -> ConvJob:
+                requant: Requant | None = None, pool: Pool | None = None, macs: int = 0,
+                view: tuple[int, int, int, int] | None = None) -> ConvJob:
         """One job for ``layer``: sources are (placement, dense weights (T, kh, kw, C, cout)); the output (after a
-        max pool fused into the layer, if any) gets a region of its own."""
+        max pool fused into the layer, if any) gets a region of its own. ``view``: (first row, first column,
+        height, width) of the sources' maps that the job reads (default: all of them)."""
         p0 = sources[0][0]
         pool_layer = self.fused.get(layer.name)
         out_name = layer.output
         if pool_layer is not None:
             pool, out_name = fused_window(pool_layer), pool_layer.output
-        job = ConvJob(layer.name, [Source(self.b.regions[p.region], p.channels, w) for p, w in sources],
-                      p0.height, p0.width, int(cout), tuple(int(k) for k in kernel), int(stride), int(dilation),
+        row0, col0, height, width = view or (0, 0, p0.height, p0.width)
+        offset = (row0 * p0.width + col0) * line_bytes(Buffer.ACT, self.config)
+        regions = [self.b.regions[p.region] for p, _ in sources]
+        job = ConvJob(layer.name, [Source(Region(r.addr + offset, r.size - offset), p.channels, w)
+                                   for r, (p, w) in zip(regions, sources)],
+                      height, width, int(cout), tuple(int(k) for k in kernel), int(stride), int(dilation),
                       tuple(int(v) for v in padding),
                       self.zero_code(layer.inputs[0]) if pad_value is None else int(pad_value),
                       requant if requant is not None else self.requant(layer, cout), Region(0, 0), pool)
+        if view is not None:
+            job.in_pitch, job.block_pitch = p0.width, p0.height * p0.width
         job.macs = int(macs)
         ho, wo = job.out_shape
         if ho < 1 or wo < 1:

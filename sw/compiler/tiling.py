@@ -129,6 +129,9 @@ class ConvJob:
     in_pitch: int | None = None
     #: Lines between output rows in external memory (None: the job's own output width).
     out_pitch: int | None = None
+    #: Lines between the input's channel blocks in external memory, when the job reads a window of a taller map
+    #: (None: ``height`` times the row pitch).
+    block_pitch: int | None = None
 
     @property
     def src_pitch(self) -> int:
@@ -535,6 +538,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     pitch = job.width + l_pad + r_pad
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
+    block_pitch = job.height * src_pitch if job.block_pitch is None else job.block_pitch
     w_tile = tiles.slot_taps * c.rows          # weight lines of a slot: the largest tile fits
     conv_rows_t, in_rows_t = _geometry(job, plan.rows)
     patch = in_rows_t * pitch
@@ -572,7 +576,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
         src = job.sources[i]
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=src.region.addr + (cb * job.height + max(iy0, 0)) * src_pitch * alb,
+                      dram_addr=src.region.addr + (cb * block_pitch + max(iy0, 0) * src_pitch) * alb,
                       y_size=real, x_size=job.width, dram_stride=src_pitch * alb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width

@@ -13,12 +13,14 @@ from .concat import Concat
 from .conv import Conv
 from .flatten import Flatten
 from .linear import Linear
+from .pad import Pad
 from .pool import AvgPool, GlobalAvgPool, MaxPool
+from .slice import Slice
 
 __all__ = ["Operator", "OperatorError", "OPERATORS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
-    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(),
+    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(),
 )}
 
 _BY_ONNX: dict[str, Operator] = {t: op for op in OPERATORS.values() for t in op.onnx}
