@@ -22,7 +22,7 @@ import numpy as np
 
 from common import ROOT, progress, run, table, write  # (importing common puts the repository on sys.path)
 
-from hw.spec.cli import Parser, UsageError  # noqa: E402
+from hw.spec.cli import Parser, UsageError, integer  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from hw.spec.isa import INSTRUCTION_BYTES, Buffer, Opcode, decode  # noqa: E402
 from hw.spec.layout import line_bytes, output_line_bytes  # noqa: E402
@@ -84,9 +84,9 @@ def point(name: str, shape: tuple[int, int], fmt: str, images: int) -> dict:
     pes, bus = rows * cols, config.dma_bits // 8
     traffic = dram_bytes(compiled)
     roofline = max(macs / pes, traffic / bus)
-    engine_layers = len(compiled.layers)
-    return {**record, "compiled": True, "refusal": "", "engine_layers": engine_layers, "host_layers": 0,
-            "macs": macs, "cycles": cycles, "dram_bytes": traffic, "roofline_cycles": int(roofline),
+    host_macs = sum(m for _, m in compiled.host_macs().values())
+    return {**record, "compiled": True, "refusal": "", "engine_layers": len(compiled.layers),
+            "host_layers": len(compiled.host_layers), "macs": macs, "host_macs": host_macs, "cycles": cycles, "dram_bytes": traffic, "roofline_cycles": int(roofline),
             "utilization": round(macs / (cycles * pes), 4), "cycles_over_roofline": round(cycles / roofline, 3),
             "compile_s": round(compile_s, 2), "emulator_s_per_image": round(emulator_s, 3),
             "golden_equals_emulator": bool(np.array_equal(golden.codes, emulated.codes))}
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--shapes", default="8x8,16x16")
     p.add_argument("--formats", default="int8,int4,minifloat6")
-    p.add_argument("--images", type=int, default=2)
+    p.add_argument("--images", type=integer(1, 10_000), default=2)
     args = p.parse_args(argv)
     models = [m for m in args.models.split(",") if m]
     unknown = [m for m in models if m not in MODELS]
@@ -117,6 +117,7 @@ def main(argv=None) -> int:
                 progress(f"  {'compiled' if r['compiled'] else 'refused: ' + r['refusal'][:150]}")
     print(table(records, [("model", "model"), ("shape", "array"), ("format", "format"), ("compiled", "compiled"),
                           ("engine_layers", "engine layers"), ("host_layers", "host layers"), ("macs", "MACs"),
+                          ("host_macs", "host MACs"),
                           ("cycles", "cycles"), ("utilization", "utilization"),
                           ("cycles_over_roofline", "cycles / roofline"), ("compile_s", "compile s"),
                           ("emulator_s_per_image", "emulator s/image"),

@@ -1,35 +1,76 @@
-"""The runtime's ``rtl`` backend: a compiled network's samples, one program each, in one run of the compiled
-engine testbench (``engine_compiled.py``: C++ around the Verilated engine, no Python in the loop)."""
+"""The runtime's ``rtl`` backend: a compiled network's samples in runs of the compiled engine testbench
+(``engine_compiled.py``: C++ around the Verilated engine, no Python in the loop), one run per engine program;
+the host layers between programs run on the samples' memory in between, as a host would."""
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
+
+from hw.spec.isa import ErrorCode
 from sw.compiler.network import CompiledNetwork
 from sw.emulator import Emulator
 
 from .engine_harness import run_on_rtl
-from .engine_run import EngineRun, Traffic, cycle_budget
+from .engine_run import Traffic, cycle_budget
 
-__all__ = ["run_network_on_rtl"]
+__all__ = ["NetworkRun", "NetworkFault", "run_network_on_rtl"]
+
+#: A host layer on a batch: (layer name, read(tensor) -> codes (N, ...)) -> (address, bytes (N, n)) to write.
+HostStep = Callable[[str, Callable[[str], np.ndarray]], tuple[int, np.ndarray]]
 
 
-def run_network_on_rtl(compiled: CompiledNetwork, codes, *, work_dir=None, traffic: Traffic = Traffic(),
-                       progress=None) -> list[EngineRun | None]:
-    """Runs of every sample of input ``codes`` (N, *input_shape); None for a run that did not stop in time."""
-    programs = [replace(compiled.program, dram=compiled.dram_with_input(sample)) for sample in codes]
-    # Every sample takes the same path through the program: one emulation bounds them all.
-    cycles = Emulator(compiled.config, bytes(programs[0].dram)).run(compiled.program.program_addr).cycles
-    budgets = [cycle_budget(cycles)] * len(programs)
+@dataclass
+class NetworkRun:
+    """One sample through the whole network: external memory at the end, engine cycles of all its programs."""
+
+    dram: bytearray
+    cycles: int = 0
+
+
+class NetworkFault(RuntimeError):
+    """The RTL engine raised its error flag or did not stop within its cycle budget."""
+
+
+def run_network_on_rtl(compiled: CompiledNetwork, codes, *, host: HostStep, work_dir=None,
+                       traffic: Traffic = Traffic(), progress=None) -> list[NetworkRun]:
+    """Every sample of input ``codes`` (N, *input_shape) through the network's steps; ``host`` runs host layers."""
+    runs = [NetworkRun(compiled.dram_with_input(sample)) for sample in codes]
     if progress:
-        progress(0, len(programs))
-    if work_dir is None:
-        with tempfile.TemporaryDirectory(prefix="rtl-run-") as tmp:
-            runs = run_on_rtl(compiled.config, programs, Path(tmp), traffic, budgets=budgets)
-    else:
-        runs = run_on_rtl(compiled.config, programs, Path(work_dir), traffic, budgets=budgets)
+        progress(0, len(runs))
+    with tempfile.TemporaryDirectory(prefix="rtl-run-") as tmp:
+        folder = Path(work_dir) if work_dir is not None else Path(tmp)
+        for step in compiled.steps:
+            if step["kind"] == "host":
+                addr, data = host(step["layer"],
+                                  lambda t: np.stack([compiled.read_tensor(r.dram, t) for r in runs]))
+                for run, row in zip(runs, data):
+                    run.dram[addr:addr + row.size] = row.tobytes()
+            else:
+                _program(compiled, step, runs, folder, traffic)
     if progress:
-        progress(len(programs), len(programs))
+        progress(len(runs), len(runs))
     return runs
+
+
+def _program(compiled: CompiledNetwork, step: dict, runs: list[NetworkRun], folder: Path, traffic: Traffic) -> None:
+    """One engine program on every sample's memory, in one run of the testbench."""
+    addr = compiled.program_address(step)
+    first = compiled.program.segments[step["program"]][0]
+    programs = [replace(compiled.program, dram=run.dram, program_addr=addr) for run in runs]
+    # Every sample takes the same path through the program: one emulation bounds them all.
+    cycles = Emulator(compiled.config, bytes(runs[0].dram)).run(addr).cycles
+    results = run_on_rtl(compiled.config, programs, folder, traffic, budgets=[cycle_budget(cycles)] * len(runs))
+    for i, (run, result) in enumerate(zip(runs, results)):
+        if result is None:
+            raise NetworkFault(f"sample {i}: the RTL engine did not stop within its cycle budget")
+        if not result.done or result.error:
+            raise NetworkFault(f"sample {i}: the RTL engine stopped with {ErrorCode(result.error).name} at "
+                               f"instruction {first + result.error_pc}")
+        run.dram = bytearray(result.dram)
+        regs = result.registers
+        run.cycles += int(regs.get("cycles_lo", 0)) | int(regs.get("cycles_hi", 0)) << 32

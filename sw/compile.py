@@ -58,6 +58,8 @@ def _parser() -> Parser:
     p.add_argument("--first-last", metavar="FMT", help="format of the first and last weighted layers")
     p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
+    p.add_argument("--engine-only", action="store_true",
+                   help="refuse operators the engine does not run instead of running them on the host")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
 
@@ -90,14 +92,15 @@ def engine_formats(weights: str, acts: str, first_last: str | None,
 
 def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | None, *, method: str = "minmax",
                   per_channel: bool = False, multi_tensor: bool = False, formats: dict | None = None,
-                  log=print):
-    """ONNX file to :class:`CompiledNetwork` (the library behind the command line)."""
+                  engine_only: bool = False, log=print):
+    """ONNX file to :class:`CompiledNetwork` (the library behind the command line); ``engine_only`` refuses
+    operators the engine does not run instead of giving them to the host."""
     from sw.compiler.network import compile_network
     from sw.frontend.onnx_import import load_onnx
     from sw.quantize import first_last_layers, quantize_network
 
     started = time.perf_counter()
-    net = load_onnx(model)
+    net = load_onnx(model, engine_only=engine_only)
     log(f"Read {model}: {len(net.layers)} layers, input {net.input_shape}, output {net.output_shape}")
     layer_formats = None
     if formats is not None:
@@ -147,10 +150,10 @@ def _main(argv: list[str] | None) -> int:
     samples = None
     if args.calibrate is not None:
         from sw.frontend.onnx_import import load_onnx
-        shape = load_onnx(args.model).input_shape
+        shape = load_onnx(args.model, engine_only=args.engine_only).input_shape
         samples = load_array(args.calibrate, "--calibrate", shape)
     compiled = compile_model(args.model, config, samples, method=args.method, per_channel=args.per_channel,
-                             multi_tensor=args.multi_tensor, formats=formats)
+                             multi_tensor=args.multi_tensor, formats=formats, engine_only=args.engine_only)
     report = format_report(compiled.network)
     print(report)
     print(_plan_table(compiled))
@@ -172,6 +175,15 @@ def _plan_table(compiled) -> str:
         rows.append(f"{e['name'][:20]:20s}  {','.join(e['fused'])[:17]:17s}  {e['plan']['order']:5s}  "
                     f"{e['plan']['rows']:9d}  {e['plan']['estimated_cycles']:11d}  {e['plan']['dram_bytes']:10d}  "
                     f"{e['macs']:9d}")
+    hosts = compiled.host_macs()
+    if hosts:
+        engine = sum(e["macs"] for e in compiled.layers)
+        rows += ["", "host layer            operators                                        MACs",
+                 "--------------------  ---------------------------------------------  ---------"]
+        rows += [f"{name[:20]:20s}  {types[:45]:45s}  {macs:9d}" for name, (types, macs) in hosts.items()]
+        total = engine + sum(macs for _, macs in hosts.values())
+        rows.append(f"MACs per sample: {engine} on the engine ({100 * engine / max(total, 1):.1f} %), "
+                    f"{total - engine} on the host, between {len(compiled.program.segments)} engine programs")
     return "\n".join(rows)
 
 

@@ -278,7 +278,10 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
 
 
 def _attribute(value, what: str, small_ints):
-    """An attribute: small integers (or a list of them), or one finite number (a padding constant)."""
+    """An attribute: small integers (or a list of them), one finite number (a padding constant), or text (a host
+    layer's ONNX graph)."""
+    if isinstance(value, str):
+        return value
     if isinstance(value, float):
         if not np.isfinite(value):
             raise NetworkFileError(f"{what} must be finite, not {value}")

@@ -97,17 +97,19 @@ def load_folder(folder: Path, *, verify_digests: bool = True) -> "CompiledNetwor
     except NetworkFileError as e:
         raise FolderError(f"{folder / 'network.json'}: {e}") from None
     schema.network(network, config, placements)
+    segments = schema.segments(program_fields["instructions"])
+    steps = schema.steps(segments, network)
     words = [int.from_bytes(image[program_fields["addr"] + i * INSTRUCTION_BYTES:
                                   program_fields["addr"] + (i + 1) * INSTRUCTION_BYTES], "little")
              for i in range(program_fields["instructions"])]
-    schema.instructions(words, config, len(image))
+    schema.instructions(words, config, len(image), segments)
     program = Program(config, words, image, program_fields["addr"], program_fields["dram_size"],
                       description="network", regions={k: Region(*v) for k, v in regions.items()},
-                      useful_macs=schema.integer(manifest, "useful_macs", 0, 1 << 62))
+                      useful_macs=schema.integer(manifest, "useful_macs", 0, 1 << 62), segments=segments)
     return CompiledNetwork(config, network, program,
                            {k: Placement(**v) for k, v in placements.items()}, layers,
                            float(manifest.get("compile_seconds", 0.0)) if isinstance(
-                               manifest.get("compile_seconds", 0.0), (int, float)) else 0.0)
+                               manifest.get("compile_seconds", 0.0), (int, float)) else 0.0, steps)
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -296,16 +298,51 @@ class _Schema:
             if not (isinstance(t.scale, (int, float)) and math.isfinite(t.scale) and t.scale > 0):
                 raise FolderError(f"{where}: tensor {name!r} has scale {t.scale!r}; scales are finite and positive")
 
-    def instructions(self, words: list[int], config: AcceleratorConfig, dram_size: int) -> None:
+    def segments(self, instructions: int) -> list[tuple[int, int]]:
+        """The programs of the image: (first instruction, count), one after the other, covering all of them."""
+        segments = self.m.get("segments")
+        if not isinstance(segments, list) or not segments:
+            self.fail("'segments' must be a list of [first instruction, count]")
+        out, at = [], 0
+        for seg in segments:
+            if not (isinstance(seg, list) and len(seg) == 2 and seg[0] == at
+                    and isinstance(seg[1], int) and not isinstance(seg[1], bool) and 1 <= seg[1] <= instructions - at):
+                self.fail(f"segments must follow each other from instruction 0 on, not {_short(segments)}")
+            out.append((at, seg[1]))
+            at += seg[1]
+        if at != instructions:
+            self.fail(f"segments cover {at} instructions, the program has {instructions}")
+        return out
+
+    def steps(self, segments: list, network) -> list[dict]:
+        """What runs in order: every program once, host layers of the network between them."""
+        steps = self.m.get("steps")
+        if not isinstance(steps, list):
+            self.fail("'steps' must be a list")
+        programs, hosts = [], {layer.name for layer in network.layers if layer.op == "host"}
+        for step in steps:
+            if isinstance(step, dict) and step.get("kind") == "engine":
+                programs.append(self.integer(step, "program", 0, len(segments) - 1))
+            elif not (isinstance(step, dict) and step.get("kind") == "host" and step.get("layer") in hosts):
+                self.fail(f"a step must be an engine program or a host layer of the network, not {_short(step)}")
+        if programs != list(range(len(segments))):
+            self.fail("every program must run once, in order")
+        if len([s for s in steps if s["kind"] == "host"]) != len(hosts):
+            self.fail("every host layer must run once")
+        return steps
+
+    def instructions(self, words: list[int], config: AcceleratorConfig, dram_size: int,
+                     segments: list[tuple[int, int]]) -> None:
         from sw.emulator.checks import decode_checked
 
+        ends = {first + count - 1 for first, count in segments}
         last = len(words) - 1
         for i, word in enumerate(words):
             kind, _, error = decode_checked(word, config, dram_size)
             if error is not ErrorCode.NONE:
                 what = error.name
-            elif (kind.opcode is Opcode.FINISH) != (i == last):
-                what = "FINISH before the end" if i != last else "no FINISH at the end"
+            elif (kind.opcode is Opcode.FINISH) != (i in ends):
+                what = "FINISH before the end of its program" if i not in ends else "no FINISH at the end"
             else:
                 continue
             raise FolderError(f"{self.folder / 'program.bin'}: instruction {i} of {len(words)} is illegal "

@@ -47,6 +47,13 @@ class Placement:
 
 
 @dataclass
+class LoweredHost:
+    """A host layer between engine programs: its inputs are read from external memory, its output written."""
+
+    layer: QuantLayer
+
+
+@dataclass
 class LoweredJob:
     job: ConvJob
     #: IR layers the job runs: the layer, then any fused into it.
@@ -62,7 +69,9 @@ class Lowering:
         #: Max pools fused into the accumulating layer before them: that layer's name -> the pool layer.
         self.fused = fused
         self.placements: dict[str, Placement] = {}
-        self.jobs: list[LoweredJob] = []
+        self.jobs: list[LoweredJob | LoweredHost] = []
+        #: Filled when the jobs are emitted: engine programs and host layers in the order they run.
+        self.steps: list[dict] = []
 
     # --- tensors --------------------------------------------------------------------------------------------
     def place(self, name: str, channels: int, height: int, width: int) -> Placement:
@@ -137,6 +146,17 @@ class Lowering:
                        np.full(channels, 30), t.zero_point, int(fmt.quantize(fmt.min)), int(fmt.quantize(fmt.max)))
 
     # --- jobs -------------------------------------------------------------------------------------------------
+    def add_host(self, layer: QuantLayer) -> None:
+        """A layer the host runs between two engine programs: its output gets a region of its own."""
+        for name in layer.inputs:
+            self.source(name, layer)
+        shape = self.net.shapes[layer.output]
+        if len(shape) == 3:
+            self.place(layer.output, *shape)
+        else:
+            self.place(layer.output, int(np.prod(shape)), 1, 1).index = list(range(int(np.prod(shape))))
+        self.jobs.append(LoweredHost(layer))
+
     def add_job(self, layer: QuantLayer, sources: list[tuple[Placement, np.ndarray]], cout: int, *,
                 kernel: tuple[int, int] = (1, 1), stride: int = 1, dilation: int = 1,
                 padding: tuple[int, int, int, int] = (0, 0, 0, 0), pad_value: int | None = None,

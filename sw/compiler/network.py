@@ -18,7 +18,7 @@ from hw.spec.layout import output_line_bytes, pack_codes, unpack_codes
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
 
-from .lowering import CompileError, Lowering, Placement
+from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job, split_job
 
@@ -34,6 +34,26 @@ class CompiledNetwork:
     #: One entry per engine layer: name, op, the IR layers it runs, its plan and counts.
     layers: list[dict] = field(default_factory=list)
     compile_seconds: float = 0.0
+    #: What runs, in order: {"kind": "engine", "program": index into program.segments} and {"kind": "host",
+    #: "layer": name}. A network without host layers is one engine program.
+    steps: list[dict] = field(default_factory=lambda: [{"kind": "engine", "program": 0}])
+
+    @property
+    def host_layers(self) -> list[str]:
+        return [s["layer"] for s in self.steps if s["kind"] == "host"]
+
+    def host_macs(self) -> dict[str, tuple[str, int]]:
+        """Per host layer: its ONNX operators and multiply-accumulates per sample (an estimate)."""
+        net, host = self.network, OPERATORS["host"]
+        layers = {layer.name: layer for layer in net.layers}
+        return {name: (layers[name].attrs["op_type"],
+                       host.macs(layers[name], [net.shapes[t] for t in layers[name].inputs]))
+                for name in self.host_layers}
+
+    def program_address(self, step: dict) -> int:
+        """Byte address of an engine step's first instruction."""
+        from hw.spec.isa import INSTRUCTION_BYTES
+        return self.program.program_addr + self.program.segments[step["program"]][0] * INSTRUCTION_BYTES
 
     # --- host side -------------------------------------------------------------------------------------
     def _map_bytes(self, p: Placement) -> int:
@@ -119,6 +139,8 @@ class CompiledNetwork:
             "tensors": {name: p.to_dict() for name, p in self.placements.items()},
             "regions": {name: {"addr": r.addr, "bytes": r.size} for name, r in self.program.regions.items()},
             "layers": self.layers,
+            "segments": [list(seg) for seg in self.program.segments],
+            "steps": self.steps,
             "useful_macs": self.program.useful_macs,
             "compile_seconds": round(self.compile_seconds, 3),
         }
@@ -182,12 +204,12 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
     entries = _emit(ctx, progress, order, max_rows)
     b = ctx.b
     if max_instructions is None:
-        return len(b.words) + 1                      # with FINISH
+        return len(b.words) + (0 if b.segment_empty and b.segments_ended else 1)     # with the last FINISH
     program = b.build(f"network {net.input} -> {net.output}", useful_macs=sum(e["macs"] for e in entries))
     for name in ctx.placements:
         if name not in net.shapes:
             raise CompileError(f"internal: placement of unknown tensor {name!r}")
-    return CompiledNetwork(c, net, program, ctx.placements, entries)
+    return CompiledNetwork(c, net, program, ctx.placements, entries, steps=ctx.steps)
 
 
 def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
@@ -230,7 +252,14 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
     entries = []
     half = c.param_buffer_depth // 2
     emitted = 0
+    steps = []                                      # what runs, in order: engine programs and host layers
     for n, lowered in enumerate(ctx.jobs):
+        if isinstance(lowered, LoweredHost):
+            if not b.segment_empty:
+                b.end_segment()
+                steps.append({"kind": "engine", "program": b.segments_ended - 1})
+            steps.append({"kind": "host", "layer": lowered.layer.name})
+            continue
         job = lowered.job
         if progress:
             progress(f"layer {n + 1}/{len(ctx.jobs)}: {job.name}")
@@ -239,7 +268,7 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
         try:
             for part in split_job(c, job):          # column strips and channel groups, when it needs them
                 plan: Plan = plan_job(c, part, order=order, max_rows=max_rows)
-                if emitted:
+                if not b.segment_empty:
                     b.barrier()
                 for key, value in emit_job(b, part, plan, param_base=(emitted % 2) * half).items():
                     counts[key] += value
@@ -252,4 +281,7 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
                                  "estimated_cycles": sum(p.cycles for p in plans),
                                  "dram_bytes": sum(p.dram_bytes for p in plans), "parts": len(plans)},
                         "macs": job.useful_macs, "first_instruction": first, **counts})
+    if not b.segment_empty or not b.segments_ended:
+        steps.append({"kind": "engine", "program": b.segments_ended})      # the one build() ends
+    ctx.steps = steps
     return entries

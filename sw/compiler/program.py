@@ -30,6 +30,9 @@ class Program:
     regions: dict = field(default_factory=dict)
     #: Multiply-accumulates of the layer itself (without padding of K and N to the array).
     useful_macs: int = 0
+    #: The programs in the image, in the order they run: (first instruction, count) each, FINISH included. A
+    #: network with host layers between engine layers has several; ``program_addr`` is the first one's.
+    segments: list = field(default_factory=list)
 
     def listing(self) -> str:
         """One line per instruction: index and disassembly (words that do not decode show why)."""
@@ -79,6 +82,9 @@ class ProgramBuilder:
         self._spare_store_tokens = 0
         #: Tokens the next schedule's prologue must take before its loads may start.
         self._pending_load_pops = 0
+        #: Programs ended so far (first instruction, count) and where the current one starts.
+        self._segments: list[tuple[int, int]] = []
+        self._segment_start = 0
 
     def _align(self, n: int) -> int:
         return -(-n // 4096) * 4096
@@ -170,8 +176,25 @@ class ProgramBuilder:
         self._pending_load_pops = self._spare_load_tokens + 1
         self._spare_load_tokens = self._spare_store_tokens = 0
 
-    def build(self, description: str = "", useful_macs: int = 0) -> Program:
+    def end_segment(self) -> None:
+        """End the program so far with FINISH; what follows is another program of the same image (the host runs
+        between them), starting with no tokens in flight."""
         self.emit("FINISH")
+        self._segments.append((self._segment_start, len(self.words) - self._segment_start))
+        self._segment_start = len(self.words)
+        self._spare_load_tokens = self._spare_store_tokens = self._pending_load_pops = 0
+
+    @property
+    def segment_empty(self) -> bool:
+        return len(self.words) == self._segment_start
+
+    @property
+    def segments_ended(self) -> int:
+        return len(self._segments)
+
+    def build(self, description: str = "", useful_macs: int = 0) -> Program:
+        if not self.segment_empty or not self._segments:
+            self.end_segment()
         if len(self.words) * INSTRUCTION_BYTES > self._code_size:
             raise ValueError(f"{len(self.words)} instructions do not fit the {self._code_size} bytes reserved")
         size = self._align(self._next)
@@ -181,4 +204,4 @@ class ProgramBuilder:
         for addr, data in self._data:
             dram[addr:addr + len(data)] = data
         return Program(self.config, list(self.words), dram, 0, size, ErrorCode.NONE, description,
-                       dict(self.regions), useful_macs)
+                       dict(self.regions), useful_macs, list(self._segments))

@@ -113,6 +113,7 @@ class Emulator:
     def _run_timed(self, program_addr: int, max_cycles: int) -> Status:
         st = Status()
         t = self.timing
+        t.start()
         engines = {q: _Engine(q) for q in _ORDER}
         # Token queues hold the cycles their tokens become visible.
         tokens = {(a, b): deque() for a in _ORDER for b in _ORDER if b in _NEIGHBOURS[a]}

@@ -79,6 +79,10 @@ class Timing:
     queue_depth: int = 4
 
     def __post_init__(self):
+        self.start()
+
+    def start(self) -> None:
+        """A new run: cycles count from 0 again, and the array's banks are free (as after the engine's reset)."""
         self.array = ArrayModel(self.config.rows, self.config.cols)
 
     @property

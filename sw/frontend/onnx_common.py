@@ -7,11 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-__all__ = ["FrontendError", "QONNX_DOMAINS", "supported_ops"]
+__all__ = ["FrontendError", "NotOnEngine", "QONNX_DOMAINS", "supported_ops"]
 
 
 class FrontendError(ValueError):
     """An ONNX model (or part of one) that the frontend cannot turn into the IR exactly."""
+
+
+class NotOnEngine(FrontendError):
+    """A well-formed node the engine cannot run as it is (a reshape to 3-D, broadcasting, a Relu the layer before
+    cannot take): the importer gives it to the host, or refuses it with ``--engine-only``. Raised before the
+    importer changed anything."""
 
 
 #: QONNX operators, as QONNX itself, FINN and Brevitas (its exporter writes "onnx.brevitas") declare them.

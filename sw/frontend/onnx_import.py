@@ -28,11 +28,13 @@ from onnx import numpy_helper
 
 from sw.ir import FloatLayer, FloatNetwork, TensorQuant, WeightQuant
 from sw.ops import OPERATORS, onnx_operator
+from sw.ops.host import HostGroup, host_refusal
 
 from .float_model import FloatModelError, layer_output_shape
 from .onnx_check import check_model
 from .onnx_fold import fold_constants
-from .onnx_common import (_FLOAT_TYPES, _MIN_OPSET, QONNX_DOMAINS, FrontendError, supported_ops,
+from .onnx_common import (_FLOAT_TYPES, _MIN_OPSET, QONNX_DOMAINS, FrontendError, NotOnEngine,
+                          supported_ops,
                           _attrs, _ConstQuant, _describe, _text)
 from .quant_nodes import QuantNodes
 
@@ -46,8 +48,9 @@ def __getattr__(name: str):
 
 
 
-def load_onnx(model: str | Path | onnx.ModelProto) -> FloatNetwork:
-    """The float network of an ONNX model (a path or a loaded ``ModelProto``)."""
+def load_onnx(model: str | Path | onnx.ModelProto, *, engine_only: bool = False) -> FloatNetwork:
+    """The float network of an ONNX model (a path or a loaded ``ModelProto``); nodes the engine does not run become
+    host layers (:mod:`sw.ops.host`), unless ``engine_only`` refuses them."""
     if isinstance(model, (str, Path)):
         try:
             model = onnx.load(str(model))
@@ -57,12 +60,13 @@ def load_onnx(model: str | Path | onnx.ModelProto) -> FloatNetwork:
             raise FrontendError(f"Cannot read {model} as an ONNX model: {error}") from None
     if not isinstance(model, onnx.ModelProto):
         raise FrontendError(f"load_onnx takes a path or an onnx.ModelProto, not {type(model).__name__}")
-    return Importer(fold_constants(check_model(model))).run()
+    return Importer(fold_constants(check_model(model)), engine_only).run()
 
 
 class Importer(QuantNodes):
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, engine_only: bool = False):
         self.model = model
+        self.engine_only = engine_only
         self.graph = model.graph
         versions = {o.domain: o.version for o in model.opset_import}
         self.opset = versions.get("", versions.get("ai.onnx"))
@@ -137,18 +141,37 @@ class Importer(QuantNodes):
         nodes = self.prepare(list(self.graph.node))
         nodes = self.live(nodes)
         self.consumers = self.count_consumers(nodes)
+        group = HostGroup(self)
         for node in nodes:
             rewrite = getattr(self, f"op_{node.op_type}", None)
             operator = onnx_operator(node.op_type)
-            if (rewrite is None and operator is None) or node.domain not in ("", "ai.onnx"):
-                raise FrontendError(f"{_describe(node)}: operator {node.op_type!r}"
-                                    f"{' of domain ' + repr(node.domain) if node.domain else ''} is not supported. "
-                                    f"Supported operators: {', '.join(supported_ops())}")
-            if rewrite is not None:
-                rewrite(node)
-            else:
-                operator.import_node(self, node)
+            if node.domain not in ("", "ai.onnx"):
+                raise FrontendError(f"{_describe(node)}: operator {node.op_type!r} of domain {node.domain!r} is not "
+                                    f"supported. Supported operators: {', '.join(supported_ops())}")
+            if group.nodes and group.reads(node) or rewrite is None and operator is None:
+                self.host(group, node, host_refusal(node))
+                continue
+            try:
+                rewrite(node) if rewrite is not None else operator.import_node(self, node)
+            except NotOnEngine as e:
+                self.host(group, node, e)
+        if group.nodes:
+            raise FrontendError(f"{group.reason}; nor does the host run it: the nodes from there on never give back "
+                                f"a tensor (N, C, H, W) or (N, F) of one sample per batch entry")
         return self.finish()
+
+    def host(self, group: HostGroup, node: onnx.NodeProto, reason: FrontendError) -> None:
+        """A node for the host: it joins the open group, which becomes a host layer as soon as its output keeps
+        the batch first (at once for most nodes; after the Transposes around an LSTM). ``reason``: why the engine
+        does not run it, the error with ``engine_only``."""
+        if self.engine_only:
+            raise FrontendError(f"{reason}; it would run on the host, and this import asks for the engine only "
+                                f"(--engine-only)") from None
+        group.add(node, reason)
+        try:
+            group.close(node.output[0])
+        except FrontendError as e:
+            raise FrontendError(f"{reason}; nor does the host run it: {e}") from None
 
     def read_input(self, value: onnx.ValueInfoProto) -> int | None:
         tt = value.type.tensor_type
@@ -268,10 +291,10 @@ class Importer(QuantNodes):
         if layer is None or layer.op not in ops:
             kind = "the graph input" if tensor == self.onnx_input else (
                 f"a {layer.op} layer" if layer else "no layer")
-            raise FrontendError(f"{_describe(node)}: {what} is supported only right after "
+            raise NotOnEngine(f"{_describe(node)}: {what} is supported only right after "
                                 f"{' or '.join(ops)} layers, but its input {tensor!r} comes from {kind}")
         if self.consumers.get(tensor, 0) != 1:
-            raise FrontendError(f"{_describe(node)}: cannot fold into the layer writing {tensor!r}, which is also "
+            raise NotOnEngine(f"{_describe(node)}: cannot fold into the layer writing {tensor!r}, which is also "
                                 f"read elsewhere (or is the graph output); {what} must be its only reader")
         if tensor in self.tensor_quant:
             raise FrontendError(f"{_describe(node)}: tensor {tensor!r} between it and the layer before carries its "
@@ -350,11 +373,11 @@ class Importer(QuantNodes):
                 raise ValueError
             full = np.broadcast_to(c.reshape(c.shape[1:]) if c.ndim == len(shape) + 1 else c, shape)
         except ValueError:
-            raise FrontendError(f"{_describe(node)}: constant of shape {c.shape} does not broadcast to "
+            raise NotOnEngine(f"{_describe(node)}: constant of shape {c.shape} does not broadcast to "
                                 f"(N, {', '.join(map(str, shape))}) without changing the output shape") from None
         per_channel = full.reshape(shape[0], -1)
         if np.ptp(per_channel, axis=1).max(initial=0) != 0:
-            raise FrontendError(f"{_describe(node)}: the constant varies within a channel; only a bias (one value "
+            raise NotOnEngine(f"{_describe(node)}: the constant varies within a channel; only a bias (one value "
                                 f"per output channel) can be added")
         bias = per_channel[:, 0]
         layer.bias = bias.copy() if layer.bias is None else layer.bias + bias

@@ -12,6 +12,7 @@ from .base import Operator, OperatorError
 from .concat import Concat
 from .conv import Conv
 from .flatten import Flatten
+from .host import Host
 from .linear import Linear
 from .pad import Pad
 from .pool import AvgPool, GlobalAvgPool, MaxPool
@@ -20,7 +21,7 @@ from .slice import Slice
 __all__ = ["Operator", "OperatorError", "OPERATORS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
-    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(),
+    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(), Host(),
 )}
 
 _BY_ONNX: dict[str, Operator] = {t: op for op in OPERATORS.values() for t in op.onnx}

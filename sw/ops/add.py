@@ -8,7 +8,7 @@ tile per input, summed in the accumulators.
 
 from __future__ import annotations
 
-from sw.frontend.onnx_common import FrontendError, _describe
+from sw.frontend.onnx_common import FrontendError, NotOnEngine, _describe
 from sw.golden.layers import elementwise_sum
 
 from .base import Operator, OperatorError
@@ -33,7 +33,7 @@ class Add(Operator):
             imp.alias[node.output[0]] = xs[0]
             return
         if any(imp.shapes[t] != imp.shapes[xs[0]] for t in xs):
-            raise FrontendError(f"{_describe(node)}: inputs of shapes {[imp.shapes[t] for t in xs]}; only "
+            raise NotOnEngine(f"{_describe(node)}: inputs of shapes {[imp.shapes[t] for t in xs]}; only "
                                 f"same-shape additions are supported (no broadcasting)")
         imp.add_layer(node, "add", xs)
 

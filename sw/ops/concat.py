@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sw.frontend.onnx_common import FrontendError, _attrs, _describe
+from sw.frontend.onnx_common import NotOnEngine, _attrs, _describe
 from sw.golden.layers import concat_values
 
 from .base import Operator, OperatorError
@@ -27,7 +27,7 @@ class Concat(Operator):
         rank = len(imp.shapes[xs[0]]) + 1
         axis = int(_attrs(node).get("axis", 1))
         if (axis + rank if axis < 0 else axis) != 1:
-            raise FrontendError(f"{_describe(node)}: axis {axis} is not supported; only the channel axis (1) is")
+            raise NotOnEngine(f"{_describe(node)}: axis {axis} is not supported; only the channel axis (1) is")
         if len(xs) == 1:
             imp.alias[node.output[0]] = xs[0]
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sw.frontend.onnx_common import FrontendError, _attrs, _describe
+from sw.frontend.onnx_common import FrontendError, NotOnEngine, _attrs, _describe
 
 from .base import Operator
 
@@ -26,7 +26,7 @@ class Flatten(Operator):
             rank = len(imp.shapes[x]) + 1
             axis = int(_attrs(node).get("axis", 1))
             if (axis + rank if axis < 0 else axis) != 1:
-                raise FrontendError(f"{_describe(node)}: axis {axis} is not supported; only axis=1 (keep the batch, "
+                raise NotOnEngine(f"{_describe(node)}: axis {axis} is not supported; only axis=1 (keep the batch, "
                                     f"flatten the rest) is")
         elif node.op_type == "Reshape" and _reshape_kind(imp, node, x) == "same":
             imp.alias[node.output[0]] = x
@@ -78,7 +78,7 @@ def _reshape_kind(imp, node, x: str) -> str:
         k = None if out is None else "flatten" if out == (batch, int(np.prod(shape))) else \
             "same" if out == (batch, *shape) else None
         if k is None or kind not in (None, k):
-            raise FrontendError(f"{_describe(node)}: reshaping (N, {', '.join(map(str, shape))}) to {target} "
+            raise NotOnEngine(f"{_describe(node)}: reshaping (N, {', '.join(map(str, shape))}) to {target} "
                                 f"{'with a symbolic batch ' if not imp.batch else ''}is not supported; only "
                                 f"(N, -1) (a flatten) and reshapes that change nothing are")
         kind = k
@@ -110,5 +110,5 @@ def _check_squeeze(imp, node, x: str) -> None:
         raise FrontendError(f"{_describe(node)}: axes {axes} must name size-1 axes other than the batch")
     kept = [d for i, d in enumerate(shape, start=1) if i not in axes]
     if len(kept) != 1:
-        raise FrontendError(f"{_describe(node)}: squeezing (N, {', '.join(map(str, shape))}) to "
+        raise NotOnEngine(f"{_describe(node)}: squeezing (N, {', '.join(map(str, shape))}) to "
                             f"(N, {', '.join(map(str, kept))}) is not supported; only squeezes that flatten are")

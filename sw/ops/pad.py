@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw.spec.formats import IntFormat, get_format
-from sw.frontend.onnx_common import FrontendError, _attrs, _describe, _text
+from sw.frontend.onnx_common import NotOnEngine, _attrs, _describe, _text
 
 from .base import Operator
 
@@ -26,7 +26,7 @@ class Pad(Operator):
         shape = imp.shapes[x]
         a = _attrs(node)
         if _text(a.get("mode", "constant")) != "constant":
-            raise FrontendError(f"{_describe(node)}: mode {_text(a['mode'])!r}: only constant padding is supported")
+            raise NotOnEngine(f"{_describe(node)}: mode {_text(a['mode'])!r}: only constant padding is supported")
         if imp.opset < 11:
             pads, value = list(a.get("pads", [])), float(a.get("value", 0.0))
         else:
@@ -42,10 +42,10 @@ class Pad(Operator):
                 pads = full
         rank = len(shape) + 1
         if len(pads) != 2 * rank or min(pads) < 0 or pads[0] or pads[rank]:
-            raise FrontendError(f"{_describe(node)}: pads {pads}: only non-negative padding of the channels, rows "
+            raise NotOnEngine(f"{_describe(node)}: pads {pads}: only non-negative padding of the channels, rows "
                                 f"and columns (not the batch) is supported")
         if len(shape) != 3:
-            raise FrontendError(f"{_describe(node)}: only feature maps (N, C, H, W) are padded here")
+            raise NotOnEngine(f"{_describe(node)}: only feature maps (N, C, H, W) are padded here")
         begin, end = pads[1:rank], pads[rank + 1:]
         imp.add_layer(node, "pad", [x], {"pads": tuple(begin) + tuple(end), "value": value})
 

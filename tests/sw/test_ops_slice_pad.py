@@ -52,12 +52,13 @@ def test_split_and_pad_import_as_onnx_computes_them():
     assert [layer.op for layer in net.layers].count("pad") == 2
 
 
-def test_reflect_padding_is_refused():
+def test_reflect_padding_runs_on_the_host_or_is_refused():
     from sw.frontend import FrontendError
     inits = [init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64))]
     nodes = [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")]
-    with pytest.raises(FrontendError, match="only constant padding"):
-        load_onnx(model(nodes, (3, 4, 4), None, inits))
+    with pytest.raises(FrontendError, match="only constant padding.*--engine-only"):
+        load_onnx(model(nodes, (3, 4, 4), None, inits), engine_only=True)
+    assert [layer.op for layer in load_onnx(model(nodes, (3, 4, 4), None, inits)).layers] == ["host"]
 
 
 @pytest.mark.parametrize("constant", [0.0, 0.75])

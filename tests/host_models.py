@@ -1,0 +1,57 @@
+"""ONNX models with nodes the engine does not run, for the host partition's tests (software and RTL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from sw.evaluate import DIGITS
+
+
+def softmax_digits(path: Path) -> Path:
+    """The trained digits CNN with a Softmax after its logits: the engine's program, then the host's."""
+    model = onnx.load(DIGITS / "digits_cnn.onnx")
+    model.graph.node.append(helper.make_node("Softmax", ["logits"], ["probs"], name="final_softmax", axis=1))
+    model.graph.output[0].name = "probs"
+    onnx.save(model, path)
+    return path
+
+
+def lstm_digits(path: Path, seed: int = 0) -> Path:
+    """Digits images (1 x 16 x 16) through a conv, a max pool, an LSTM over the 4 channels as a sequence of
+    8 x 8 = 64 features, a Gemm and a Relu: an engine program, the host's LSTM, another engine program."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    hidden = 8
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["p1", "seq_shape"], ["seq"]),               # (N, 4, 64)
+        helper.make_node("Transpose", ["seq"], ["tnf"], perm=[1, 0, 2]),          # (4, N, 64)
+        helper.make_node("LSTM", ["tnf", "W", "R", "B"], ["h"], hidden_size=hidden, name="lstm"),
+        helper.make_node("Squeeze", ["h", "axis1"], ["hs"]),                      # (4, N, 8)
+        helper.make_node("Transpose", ["hs"], ["nth"], perm=[1, 0, 2]),           # (N, 4, 8)
+        helper.make_node("Flatten", ["nth"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w2", "b2"], ["g"], transB=1),
+        helper.make_node("Relu", ["g"], ["y"]),
+    ]
+    inits = [init("w1", 4, 1, 3, 3), init("b1", 4, scale=0.1),
+             numpy_helper.from_array(np.array([0, 4, -1], np.int64), "seq_shape"),
+             init("W", 1, 4 * hidden, 64), init("R", 1, 4 * hidden, hidden), init("B", 1, 8 * hidden, scale=0.1),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             init("w2", 10, 4 * hidden), init("b2", 10, scale=0.1)]
+    graph = helper.make_graph(nodes, "lstm_digits", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                   ["N", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
