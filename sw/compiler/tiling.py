@@ -170,6 +170,8 @@ class Plan:
     candidates: list = field(default_factory=list)
     #: The job's weight tiles, as planned (emit_job reuses them).
     tiles: _Tiles | None = field(default=None, repr=False)
+    #: Conv rows per band when one pooled row's window does not fit at once (0: no bands; see :func:`_bands`).
+    band: int = 0
 
 
 @dataclass
@@ -254,20 +256,21 @@ def largest_sum(config: AcceleratorConfig, job: ConvJob) -> int:
     return int(np.max(per_output)) * max(abs(v) for v in af.fixed_range)
 
 
-def _geometry(job: ConvJob, rows: int):
-    """Conv output rows per chunk and input rows a chunk of ``rows`` (pooled) output rows reads."""
+def _geometry(job: ConvJob, rows: int, band: int = 0):
+    """Conv output rows per chunk (per band, when banded) and the input rows they read, for ``rows`` (pooled)
+    output rows per chunk."""
     kh, _ = job.kernel
-    conv_rows = job.pool.rows_in(rows) if job.pool else rows
+    conv_rows = band or (job.pool.rows_in(rows) if job.pool else rows)
     in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
     return conv_rows, in_rows
 
 
-def _acc_regions(job: ConvJob, rows: int) -> tuple[int, int, int]:
-    """Accumulator lines of one output tile: the conv outputs, then (separable pooling) the row pass and the
-    pooled outputs."""
-    conv_rows, _ = _geometry(job, rows)
+def _acc_regions(job: ConvJob, rows: int, band: int = 0) -> tuple[int, int, int]:
+    """Accumulator lines of one output tile: the conv outputs (of one band), then (separable pooling) the row
+    pass and the pooled outputs."""
+    conv_rows, _ = _geometry(job, rows, band)
     wo = job.conv_out[1]
-    if job.pool is None or job.pool.in_place:
+    if job.pool is None or (job.pool.in_place and not band):
         return conv_rows * wo, 0, 0
     wp = job.out_shape[1]
     return conv_rows * wo, conv_rows * wp, rows * wp
@@ -308,26 +311,47 @@ def _chunk(job: ConvJob, rows_per_chunk: int, chunk: int) -> tuple:
     return r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom
 
 
-def _reads_real_rows(job: ConvJob, rows: int) -> bool:
-    """Every chunk reads at least one row of the map (a LOAD of padding alone does not exist)."""
+def _bands(job: ConvJob, rows_per_chunk: int, chunk: int, band: int = 0) -> list[tuple]:
+    """The bands of a chunk: (first conv row, relative to the chunk's, conv rows, first input row (may be < 0),
+    input rows, padding rows above, padding rows below) each. Without ``band``, the chunk is one band.
+
+    Bands serve a pooled row whose window does not fit the buffers at once (a global pool of a large map): its
+    conv rows are computed a band at a time, and each band's rows are pooled into the output before the next
+    band overwrites them."""
+    kh, _ = job.kernel
+    _, _, conv0, conv_rows, *_ = _chunk(job, rows_per_chunk, chunk)
+    size = band or conv_rows
+    out = []
+    for b0 in range(0, conv_rows, size):
+        n = min(size, conv_rows - b0)
+        iy0 = (conv0 + b0) * job.stride - job.padding[0]
+        in_rows = (n - 1) * job.stride + job.dilation * (kh - 1) + 1
+        out.append((b0, n, iy0, in_rows, max(0, -iy0), max(0, iy0 + in_rows - job.height)))
+    return out
+
+
+def _reads_real_rows(job: ConvJob, rows: int, band: int = 0) -> bool:
+    """Every chunk (every band) reads at least one row of the map (a LOAD of padding alone does not exist)."""
     chunks = ceil_div(job.out_shape[0], rows)
     return all(in_rows - top - bottom >= 1
-               for *_, in_rows, top, bottom in (_chunk(job, rows, k) for k in range(chunks)))
+               for k in range(chunks) for *_, in_rows, top, bottom in _bands(job, rows, k, band))
 
 
-def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles) -> bool:
+def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles, band: int = 0) -> bool:
     c = config
     _, wo = job.conv_out
     out_w = job.out_shape[1]
-    conv_rows, in_rows = _geometry(job, rows)
+    conv_rows, in_rows = _geometry(job, rows, band)
     pitch = job.width + job.padding[1] + job.padding[3]
     patches = tiles.slots(order) * in_rows * pitch
     # Patches alternate between two halves of the buffer from one chunk (chunk order) or output tile (block
-    # order) to the next; a job of one chunk in chunk order has no next chunk to prefetch.
-    halves = 1 if order == "chunk" and rows >= job.out_shape[0] else 2
-    if halves * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows)) > c.acc_buffer_depth:
+    # order) or band to the next; a job of one chunk in chunk order has no next chunk to prefetch.
+    halves = 1 if order == "chunk" and rows >= job.out_shape[0] and not band else 2
+    if halves * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows, band)) > c.acc_buffer_depth:
         return False
-    if job.pool is not None and not job.pool.in_place and not _alus_fit(job, conv_rows, rows):
+    if job.pool is not None and (band or not job.pool.in_place) and not _alus_fit(job, conv_rows, rows):
+        return False
+    if band and job.pool.dilation[0] * out_w > _field_max(Opcode.ALU, "src_stride"):
         return False
     if pitch > _field_max(Opcode.COMPUTE, "act_pitch"):
         return False
@@ -341,14 +365,17 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     return True
 
 
-def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles) -> tuple[int, int]:
+def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles,
+              band: int = 0) -> tuple[int, int]:
     """(cycles, DRAM bytes): the first step's loads, then each step takes the longer of its compute and the
-    loads of the step after it, then the last tile's stores."""
+    loads of the step after it, then the last tile's stores. A band counts as a chunk of its own."""
     c = config
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     chunks = ceil_div(out_h, rows)
-    conv_rows, in_rows = _geometry(job, rows)
+    conv_rows, in_rows = _geometry(job, rows, band)
+    if band:
+        chunks *= ceil_div(_geometry(job, rows)[0], band)
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     bus = c.dma_bits // 8
     burst = 8                                      # cycles of latency and turnaround per DMA request
@@ -361,8 +388,8 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     compute = int(taps * max(min(conv_rows, ho) * wo, 2 * c.rows + c.cols)) + fill
     if job.pool is not None:          # the pooling ALUs of a tile, spread over its steps
         (kh, kw), wp = job.pool.kernel, out_w
-        alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place else \
-            kw * conv_rows * wp + kh * rows * wp
+        alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place and not band else \
+            kw * conv_rows * wp + (conv_rows if band else kh * rows) * wp
         compute += alu * len(tiles.per_block) // max(per_chunk, 1)
     steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
@@ -392,11 +419,17 @@ def _strips(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     tiles = _tiles(config, job)
     out_w = job.out_shape[1]
 
-    def fits(j):
+    def fits(j, banded):
+        if banded:
+            return bool(_bands_that_fit(config, j, tiles))
         return any(_fits(config, j, 1, order, tiles) for order in ("chunk", "block"))
-    if fits(job):
-        return [job]
-    width = next((w for w in range(out_w - 1, 0, -1) if fits(_strip(config, job, 0, w))), None)
+    width = None
+    for banded in (False, True):          # bands only where no strip fits whole windows
+        if fits(job, banded):
+            return [job]
+        width = next((w for w in range(out_w - 1, 0, -1) if fits(_strip(config, job, 0, w), banded)), None)
+        if width is not None:
+            break
     if width is None:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one output pixel "
                           f"({tiles.slots('block')} input channel blocks of a {_geometry(job, 1)[1]}-row window) "
@@ -461,7 +494,11 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
                 padding_only = True
                 continue
             cycles, traffic = _estimate(config, job, rows, kind, tiles)
-            candidates.append((cycles, traffic, rows, kind))
+            candidates.append((cycles, traffic, rows, kind, 0))
+    if not candidates:
+        for band in _bands_that_fit(config, job, tiles):
+            cycles, traffic = _estimate(config, job, 1, "block", tiles, band)
+            candidates.append((cycles, traffic, 1, "block", band))
     if order is not None and any(c[3] == order for c in candidates):
         candidates = [c for c in candidates if c[3] == order]
     if not candidates and padding_only:
@@ -474,9 +511,19 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
                           f"({wo} accumulator lines, {sum(tiles.cb_counts)} input channel blocks) does not fit "
                           f"the buffers (activations {config.act_buffer_depth}, accumulators "
                           f"{config.acc_buffer_depth} lines)")
-    cycles, traffic, rows, order = min(candidates)
+    cycles, traffic, rows, order, band = min(candidates)
     return Plan(rows, order, cycles, traffic,
-                [dict(rows=r, order=o, cycles=cy, dram_bytes=tr) for cy, tr, r, o in candidates], tiles)
+                [dict(rows=r, order=o, cycles=cy, dram_bytes=tr, band=bd) for cy, tr, r, o, bd in candidates], tiles,
+                band)
+
+
+def _bands_that_fit(config: AcceleratorConfig, job: ConvJob, tiles: _Tiles) -> list[int]:
+    """Band heights (conv rows) that tile a pooling job of one pooled row per chunk, for when not even one pooled
+    row's window fits at once (block order: the weights stay resident while the bands pass)."""
+    if job.pool is None:
+        return []
+    return [band for band in range(1, _geometry(job, 1)[0])
+            if _fits(config, job, 1, "block", tiles, band) and _reads_real_rows(job, 1, band)]
 
 
 def _alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
@@ -502,6 +549,29 @@ def _pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, re
                           src_addr=rows_base + ky * dh * wp, y_size=pooled, x_size=wp, dst_stride=wp,
                           src_stride=sh * wp, src_step=1))
              for ky in range(kh)]
+    return alus
+
+
+def _band_pool_alus(job: ConvJob, base: int, band: tuple, wo: int, regions: tuple) -> list:
+    """The ALU instructions that pool one band of conv rows into a tile's one pooled row: the row pass over the
+    band (as :func:`_pool_alus`), then the band's rows the window takes combined into the pooled row, which the
+    band at the window's first row starts with a COPY."""
+    (kh, kw), (_, sw), (dh, dw) = job.pool.kernel, job.pool.stride, job.pool.dilation
+    b0, n = band[:2]
+    wp = job.out_shape[1]
+    op = int(AluOp.MAX if job.pool.kind == "max" else AluOp.ADD)
+    rows_base, out_base = base + regions[0], base + regions[0] + regions[1]
+    alus = [("ALU", dict(op=int(AluOp.COPY) if kx == 0 else op, dst_addr=rows_base, src_addr=base + kx * dw,
+                         y_size=n, x_size=wp, dst_stride=wp, src_stride=wo, src_step=sw if wp > 1 else 1))
+            for kx in range(kw)]
+    taps = [ky for ky in range(kh) if b0 <= ky * dh < b0 + n]
+    if taps and taps[0] == 0:
+        alus.append(("ALU", dict(op=int(AluOp.COPY), dst_addr=out_base, src_addr=rows_base - b0 * wp, y_size=1,
+                                 x_size=wp, dst_stride=0, src_stride=0, src_step=1)))
+        taps = taps[1:]
+    if taps:            # the rows one after the other into the same pooled row (dst_stride 0)
+        alus.append(("ALU", dict(op=op, dst_addr=out_base, src_addr=rows_base + (taps[0] * dh - b0) * wp,
+                                 y_size=len(taps), x_size=wp, dst_stride=0, src_stride=dh * wp, src_step=1)))
     return alus
 
 
@@ -540,7 +610,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
     block_pitch = job.height * src_pitch if job.block_pitch is None else job.block_pitch
     w_tile = tiles.slot_taps * c.rows          # weight lines of a slot: the largest tile fits
-    conv_rows_t, in_rows_t = _geometry(job, plan.rows)
+    conv_rows_t, in_rows_t = _geometry(job, plan.rows, plan.band)
     patch = in_rows_t * pitch
     order = plan.order
     slots = tiles.slots(order)
@@ -552,7 +622,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         index = every[(i, cb)] if order == "chunk" else own[nb][(i, cb)]
         return (parity * slots + index) * patch
 
-    regions = _acc_regions(job, plan.rows)
+    regions = _acc_regions(job, plan.rows, plan.band)
     acc_tile = sum(regions)
 
     keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
@@ -569,8 +639,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)
 
-    def patch_load(i, cb, chunk, base):
-        r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom = chunk_geometry(chunk)
+    def patch_load(i, cb, band, base):
+        _, _, iy0, in_rows, top, bottom = band
         real = in_rows - top - bottom
         if real < 1:
             raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
@@ -587,7 +657,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
         out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
-        if job.pool is None or not job.pool.in_place:
+        if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
                 return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=1, x_size=rows * out_w,
@@ -603,43 +673,49 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                                param_addr=param_base + nb)) for r in range(rows)]
 
     steps: list[Step] = []
-    tile_count = 0
+    tile_count = bands_done = 0
 
     def add_tile(nb, chunk, patch_parity, weight_base, load_weights, loaded):
-        """Steps of one output tile (chunk, nb); ``loaded``: patches already in this chunk's region."""
-        nonlocal tile_count
-        r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom = chunk_geometry(chunk)
+        """Steps of one output tile (chunk, nb); ``loaded``: patches already in this chunk's region. A banded
+        tile takes a step per band, each band's patches in the other half from the band before."""
+        nonlocal tile_count, bands_done
+        rows = chunk_geometry(chunk)[1]
         acc_base = (tile_count % 2) * acc_tile
         block = tiles.per_block[nb]
-        first = True
-        for n, (i, cb, t, g) in enumerate(block):
-            ky0, ky1, kx0, kx1 = tiles.groups[g]
-            loads = []
-            if (i, cb) not in loaded:
-                loads.append(patch_load(i, cb, chunk, slot(nb, i, cb, patch_parity)))
-                loaded.add((i, cb))
-            if load_weights:
-                w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
-                # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
-                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
-                                           dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
-                                           y_size=tiles.taps(g), x_size=c.rows, dram_stride=c.rows * wlb)))
-            else:
-                w_addr = weight_base + n * w_tile
-            # A kernel group reads the patch from its window's first tap on.
-            act_addr = slot(nb, i, cb, patch_parity) + (ky0 * pitch + kx0) * job.dilation
-            compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr, out_h=conv_rows,
-                                       out_w=wo, act_pitch=pitch, stride=job.stride, dilation=job.dilation,
-                                       kh=ky1 - ky0, kw=kx1 - kx0, accumulate=int(not first)))
-            first = False
-            if loads or not steps or steps[-1].ends:
-                steps.append(Step(loads, [compute], begins=n == 0))
-            else:
-                steps[-1].computes.append(compute)
+        for band in _bands(job, plan.rows, chunk, plan.band):
+            if plan.band:
+                patch_parity, loaded = bands_done % 2, set()
+                bands_done += 1
+            for n, (i, cb, t, g) in enumerate(block):
+                ky0, ky1, kx0, kx1 = tiles.groups[g]
+                loads = []
+                if (i, cb) not in loaded:
+                    loads.append(patch_load(i, cb, band, slot(nb, i, cb, patch_parity)))
+                    loaded.add((i, cb))
+                if load_weights and band[0] == 0:
+                    w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
+                    # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
+                    loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
+                                               dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
+                                               y_size=tiles.taps(g), x_size=c.rows, dram_stride=c.rows * wlb)))
+                else:
+                    w_addr = weight_base + n * w_tile
+                # A kernel group reads the patch from its window's first tap on.
+                act_addr = slot(nb, i, cb, patch_parity) + (ky0 * pitch + kx0) * job.dilation
+                compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr,
+                                           out_h=band[1], out_w=wo, act_pitch=pitch, stride=job.stride,
+                                           dilation=job.dilation, kh=ky1 - ky0, kw=kx1 - kx0,
+                                           accumulate=int(n > 0)))
+                if loads or not steps or steps[-1].ends:
+                    steps.append(Step(loads, [compute], begins=n == 0 and band[0] == 0))
+                else:
+                    steps[-1].computes.append(compute)
+            if plan.band:
+                steps[-1].computes.extend(_band_pool_alus(job, acc_base, band, wo, regions))
         last = steps[-1]
         last.ends = True
-        if job.pool is not None:
-            last.computes.extend(_pool_alus(job, acc_base, rows, conv_rows, wo, regions))
+        if job.pool is not None and not plan.band:
+            last.computes.extend(_pool_alus(job, acc_base, rows, band[1], wo, regions))
         last.stores = stores_of(chunk, nb, acc_base)
         tile_count += 1
 

@@ -17,7 +17,7 @@ from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
 from sw.evaluate import DIGITS
 from sw.runtime import run_codes
-from tests.host_models import lstm_digits, softmax_digits
+from tests.onnx_models import global_pools_digits, lstm_digits, softmax_digits
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -65,6 +65,8 @@ NETWORKS = {
     # Host layers between engine programs: a Softmax at the end, an LSTM in the middle.
     "digits-softmax-int8-8x8": digits(INT8_8X8, 8, model=softmax_digits),
     "lstm-int8-8x8": Network(lstm_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
+    # Global pools whose windows the accumulators do not hold: pooled in bands of rows.
+    "global-pools-int8-8x8": Network(global_pools_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
 }
 
 

@@ -196,6 +196,32 @@ def test_pooling_on_the_alu(op, kernel, stride, padding, dilation, shape, fmt):
     _matches_golden(net, config)
 
 
+TALL_POOLS = [
+    POOLS[4], POOLS[7],
+    ("avgpool", (12, 2), (12, 2), (0, 0, 0, 0), (1, 1), (3, 24, 4)),
+    ("maxpool", (9, 1), (4, 1), (2, 0, 2, 0), (1, 1), (3, 20, 3)),      # padded, windows overlap
+    ("avgpool", (5, 1), (1, 1), (0, 0, 0, 0), (3, 1), (2, 16, 2)),      # dilated rows
+]
+
+
+@pytest.mark.parametrize("op,kernel,stride,padding,dilation,shape", TALL_POOLS, ids=range(len(TALL_POOLS)))
+@pytest.mark.parametrize("fmt", ["int8", "minifloat6"])
+def test_pooling_in_bands(op, kernel, stride, padding, dilation, shape, fmt):
+    """Windows whose pooled row does not fit the accumulators at once (not even in a column strip) are pooled a
+    band of rows at a time, exactly as the golden model pools."""
+    c, h, w = shape
+    if op == "global_avgpool":
+        attrs, out = {}, (c, 1, 1)
+    else:
+        attrs = dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation)
+        out = (c, (h + padding[0] + padding[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1,
+               (w + padding[1] + padding[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1)
+    config = _config(fmt, fmt, 4, acc_buffer_depth=32)
+    net = _single(op, attrs, shape, out, acc_bits=config.acc_bits, fmt=fmt)
+    assert compile_network(net, config).layers[0]["plan"]["band"] > 0
+    _matches_golden(net, config)
+
+
 def test_a_fused_overlapping_max_pool():
     """A 3x3/2 max pool right after a convolution pools its accumulators (rows of windows overlap across
     chunks: their conv rows are computed again)."""

@@ -12,7 +12,7 @@ from sw.compile import compile_model
 from sw.evaluate import DIGITS
 from sw.frontend import FrontendError, load_onnx, run_float
 from sw.runtime import load_program, run_codes
-from tests.host_models import lstm_digits, softmax_digits
+from tests.onnx_models import lstm_digits, softmax_digits
 
 CONFIG = AcceleratorConfig(rows=8, cols=8, weight_format="int8", act_format="int8")
 

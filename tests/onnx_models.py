@@ -1,4 +1,4 @@
-"""ONNX models with nodes the engine does not run, for the host partition's tests (software and RTL)."""
+"""ONNX models for tests that need more than the digits CNN: host layers, global pools of large maps."""
 
 from __future__ import annotations
 
@@ -51,6 +51,33 @@ def lstm_digits(path: Path, seed: int = 0) -> Path:
                                                                                    ["N", 1, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def global_pools_digits(path: Path, seed: int = 0) -> Path:
+    """Digits images through a conv, then a global average pool and a global max pool of its 16 x 16 map side by
+    side, concatenated, and a Gemm: on a small engine each pool's window is larger than the accumulators hold,
+    so the compiler pools it in bands of rows."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["avg"]),
+        helper.make_node("GlobalMaxPool", ["r1"], ["max"]),
+        helper.make_node("Concat", ["avg", "max"], ["both"], axis=1),
+        helper.make_node("Flatten", ["both"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w2", "b2"], ["y"], transB=1),
+    ]
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+             for name, shape, scale in (("w1", (8, 1, 3, 3), 0.5), ("b1", (8,), 0.1), ("w2", (10, 16), 0.3),
+                                        ("b2", (10,), 0.1))]
+    graph = helper.make_graph(nodes, "global_pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                    ["N", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
