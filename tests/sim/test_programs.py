@@ -80,6 +80,9 @@ class _ShuffledTiming:
     def fetch(self) -> int:
         return self.base.fetch
 
+    def start(self) -> None:
+        self.base.start()
+
     def schedule(self, kind, fields, start):
         free, results = self.base.schedule(kind, fields, start)
         scale = self.slow.get(kind.queue, 1)
