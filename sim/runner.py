@@ -7,7 +7,6 @@ and every later run. A file lock keeps two workers from building the same design
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.back import verilog
+
+from hw.spec.outputs import locked
 
 __all__ = ["VerilatorBuild", "build", "run", "verilator_root", "sim_build_root"]
 
@@ -78,17 +79,6 @@ def _patched_environ(extra: dict[str, str]):
                 os.environ[k] = v
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _lz4_library() -> Path:
     """Folder holding ``liblz4.a`` built from our vendored copy.
 
@@ -96,7 +86,7 @@ def _lz4_library() -> Path:
     """
     folder = sim_build_root() / "lz4"
     library = folder / "liblz4.a"
-    with _locked(folder.with_suffix(".lock")):
+    with locked(folder.with_suffix(".lock")):
         if not library.exists():
             folder.mkdir(parents=True, exist_ok=True)
             compiler = os.environ.get("CC", "cc")
@@ -128,7 +118,7 @@ def build(component, name: str, *, waves: bool = False) -> VerilatorBuild:
     digest = hashlib.sha256((text + repr(options)).encode()).hexdigest()[:12]
     directory = sim_build_root() / f"{name}-{digest}{'-waves' if waves else ''}"
     done = directory / "BUILT"
-    with _locked(directory.with_suffix(".lock")):
+    with locked(directory.with_suffix(".lock")):
         if not done.exists():
             from cocotb_tools.runner import get_runner
 
