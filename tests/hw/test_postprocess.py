@@ -35,12 +35,12 @@ CASES = [
     ("fp8_e4m3", "fp8_e4m3"), ("fp8_e5m2", "fp8_e5m2"), ("e3m2ftz", "e3m2ftz"),
     # An integer output behind minifloat weights: the accumulator's LSB is 2**-9, not 1.
     ("int8", "fp8_e4m3"),
-    # A positive accumulator exponent (weights with bias -2): small shifts scale up, not down.
-    ("int4", "e3m2b-2"),
+    # The largest accumulator exponent the supported formats allow (0: weights of bias -1, whose LSB is 1).
+    ("int4", "e3m2b-1"),
     # No mantissa bits: a tie goes to the even code, which is not the parity of the significand.
     ("e3m0", "int4"),
-    # A minifloat output with a positive accumulator exponent: the shifter's window starts left of bit 0.
-    ("minifloat4", "e3m2b-6"),
+    # A minifloat output beside weights of the smallest bias: the shifter's window starts at bit 0.
+    ("minifloat4", "e3m2b-1"),
 ]
 VECTORS = 32_000
 STALL, BUBBLE = 0.15, 0.1
