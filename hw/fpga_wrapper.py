@@ -13,7 +13,7 @@ bit is observed). The chains cost one flip-flop per port bit (``wrapper_flipflop
 per output bit; the report states them. A board top replaces this wrapper with real I/O and memory.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -35,9 +35,11 @@ class ShiftChainWrapper(wiring.Component):
         if not isinstance(core, wiring.Component):
             raise TypeError(f"Core must be an amaranth.lib.wiring.Component, not {core!r}")
         self._core = core
-        ports = list(core.signature.flatten(core))
-        self._inputs = [value for _, member, value in ports if member.flow == wiring.In]
-        self._outputs = [value for _, member, value in ports if member.flow == wiring.Out]
+        # Constant members (the ready of an always-ready stream) are no ports.
+        ports = [(member, value) for _, member, value in core.signature.flatten(core)
+                 if not isinstance(Value.cast(value), Const)]
+        self._inputs = [value for member, value in ports if member.flow == wiring.In]
+        self._outputs = [value for member, value in ports if member.flow == wiring.Out]
         super().__init__()
 
     @property
