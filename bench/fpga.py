@@ -3,6 +3,7 @@ for the RTL of this tree and for a baseline commit, through the same flow (hw/pn
 inside the shift-chain wrapper of hw/fpga_wrapper.py, the clock target of the configuration, nextpnr seed 1).
 
 Usage: python bench/fpga.py [--configs int8-4x4,...] [--devices ecp5-85f,...] [--baseline COMMIT] [--rtl both|tree|baseline]
+(default: every configuration on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)
 
 The baseline's Verilog is generated from ``git archive COMMIT hw`` (with this tree's wrapper) in a child process;
 place and route is this tree's. Results are cached by a digest of the Verilog (hw/pnr.py), so a second run only
@@ -30,7 +31,9 @@ from hw.spec.outputs import atomic_file  # noqa: E402
 #: (name, number format, rows = cols): the README's table.
 CONFIGS = [("int8-4x4", "int8", 4), ("int8-8x8", "int8", 8), ("minifloat6-8x8", "minifloat6", 8),
            ("int8-16x16", "int8", 16), ("minifloat6-16x16", "minifloat6", 16)]
-TARGET_DEVICES = ("ecp5-85f", "ice40-up5k")
+#: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
+#: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
+DEFAULT_PAIRS = [(name, "ecp5-85f") for name, _, _ in CONFIGS] + [("int8-4x4", "ice40-up5k")]
 #: The last commit before the timing work (issue 12): the "before" column.
 BASELINE = "212754c"
 WORK = ROOT / "bench" / "work" / "fpga"
@@ -121,7 +124,7 @@ def _readme_table(records: list[dict]) -> str:
              "GMAC/s at fmax | digits CNN inferences/s at fmax | critical path |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, _, _ in CONFIGS:
-        for device in TARGET_DEVICES:
+        for device in DEVICES:
             now, before = by.get((name, device, "this tree")), by.get((name, device, f"baseline {BASELINE}"))
             if now is None:
                 continue
@@ -150,20 +153,23 @@ def _update_readme(text: str) -> None:
 
 def main() -> int:
     p = Parser(prog="python bench/fpga.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default=",".join(n for n, _, _ in CONFIGS),
-                   help="comma-separated from " + ", ".join(n for n, _, _ in CONFIGS))
-    p.add_argument("--devices", default=",".join(TARGET_DEVICES), help="comma-separated from " + ", ".join(DEVICES))
+    p.add_argument("--configs", help="comma-separated from " + ", ".join(n for n, _, _ in CONFIGS) +
+                   " (default: all, each on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)")
+    p.add_argument("--devices", help="comma-separated from " + ", ".join(DEVICES) + " (with --configs: default "
+                   "ecp5-85f)")
     p.add_argument("--baseline", default=BASELINE, help="commit whose RTL gives the 'before' column (%(default)s)")
     p.add_argument("--rtl", choices=("both", "tree", "baseline"), default="both",
                    help="whose RTL to place and route: this tree's, the baseline's, or both (default)")
     args = p.parse_args()
     known = {n: (f, s) for n, f, s in CONFIGS}
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    configs = [c.strip() for c in (args.configs or ",".join(known)).split(",") if c.strip()]
+    devices = [d.strip() for d in (args.devices or "ecp5-85f").split(",") if d.strip()]
     for flag, chosen, allowed in (("--configs", configs, known), ("--devices", devices, DEVICES)):
         bad = [c for c in chosen if c not in allowed]
         if bad or not chosen:
             raise UsageError(f"{flag}: unknown {', '.join(bad)[:80] or '(none)'}; choose from {', '.join(allowed)}")
+    pairs = DEFAULT_PAIRS if args.configs is None and args.devices is None else \
+        [(c, d) for c in configs for d in devices]
     if not re.fullmatch(r"[0-9a-fA-F]{4,40}", args.baseline):
         raise UsageError(f"--baseline must be a commit hash, not {args.baseline[:40]!r}")
 
@@ -173,13 +179,13 @@ def main() -> int:
         previous = {(r["config"], r["device"], r["rtl"]): r for r in json.loads(results.read_text())["records"]}
     trees = [("this tree", None)] * (args.rtl != "baseline") + \
         [(f"baseline {args.baseline}", args.baseline)] * (args.rtl != "tree")
-    for name in configs:
+    for name in dict.fromkeys(c for c, _ in pairs):
         config = _config(*known[name])
         cycles = _cycles_per_inference(config) if args.rtl != "baseline" else None
         for rtl, commit in trees:
             progress(f"{name} ({rtl}): elaborating ...")
             text = _verilog(config, _tree(commit), f"{name}-{commit or 'tree'}")
-            for device in devices:
+            for device in (d for c, d in pairs if c == name):
                 progress(f"{name} ({rtl}) on {device}:")
                 summary = place_and_route(text, device, clock_mhz=config.clock_mhz,
                                           progress=lambda m: progress(f"  {m}"))
