@@ -6,7 +6,9 @@ from amaranth.lib.wiring import In, Out
 
 from .lanes import act_lane, psum_lane
 from .pe import ProcessingElement
+from .skid import SkidBuffer
 from .spec.config import AcceleratorConfig
+from .spec.microarchitecture import ARRAY_INPUT_STAGES, array_latency, bank_drain
 
 __all__ = ["SystolicArray"]
 
@@ -20,16 +22,21 @@ class SystolicArray(wiring.Component):
     - ``acts``: one activation vector (one code per row) per beat; ``last`` marks the final vector of
       the batch that uses the current tile, after which the next loaded tile takes over.
     - ``psums``: one vector of exact partial sums (one per column) per activation vector, in order,
-      ``rows + cols - 1`` beats of latency after it.
+      :attr:`latency` cycles after it (``array_latency`` of ``hw/spec/microarchitecture.py``).
 
     While a batch computes, the next tile loads into the other bank, so with batches of at least
-    ``2*rows + cols`` vectors every PE does one MAC per cycle. Back-pressure on ``psums`` stalls the array.
+    ``2*rows + cols`` vectors every PE does one MAC per cycle. Back-pressure on ``psums`` stalls the array one
+    cycle later: every PE advances on one enable, a flip-flop (the ``ready`` of the :class:`SkidBuffer` at the
+    output), so no combinational path runs from ``psums.ready`` to the PEs. With ``stalls=False`` the consumer
+    takes every result (``psums`` is ``always_ready``, as in the engine, whose accumulators never refuse one): the
+    array then has no enable at all, and a plain register takes the skid buffer's place (same latency).
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __init__(self, config: AcceleratorConfig, *, stalls: bool = True):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
         self._config = config
+        self._stalls = bool(stalls)
         c = config
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weights.bits), c.cols))),
@@ -37,7 +44,8 @@ class SystolicArray(wiring.Component):
                 "codes": data.ArrayLayout(unsigned(c.acts.bits), c.rows),
                 "last": unsigned(1),
             }))),
-            "psums": Out(stream.Signature(data.ArrayLayout(psum_lane(c.psum_bits), c.cols))),
+            "psums": Out(stream.Signature(data.ArrayLayout(psum_lane(c.psum_bits), c.cols),
+                                          always_ready=not stalls)),
         })
 
     @property
@@ -46,21 +54,30 @@ class SystolicArray(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Advances from an activation vector's acceptance to its partial sums on ``psums``."""
-        return self._config.rows + self._config.cols - 1
+        """Cycles from an activation vector's acceptance to its partial sums on ``psums`` (without stalls)."""
+        return array_latency(self._config.rows, self._config.cols)
 
     def elaborate(self, platform):
         m = Module()
         rows, cols = self._config.rows, self._config.cols
 
-        # Everything that carries activations or partial sums moves together, or not at all.
+        # Everything that carries activations or partial sums moves together, or not at all: on the registered
+        # ready of the output buffer, which always has room for what arrives while the stall takes effect.
+        result = stream.Signature(self.psums.payload.shape()).create(path=("result",))
         advance = Signal()
-        m.d.comb += advance.eq(~self.psums.valid | self.psums.ready)
+        if self._stalls:
+            m.submodules.output = output = SkidBuffer(self.psums.payload.shape())
+            wiring.connect(m, output.o, wiring.flipped(self.psums))
+            wiring.connect(m, result, output.i)
+            m.d.comb += advance.eq(output.i.ready)
+        else:
+            m.d.comb += advance.eq(1)
+            m.d.sync += [self.psums.valid.eq(result.valid), self.psums.payload.eq(result.payload)]
 
         # --- double-buffered weight banks ------------------------------------------------------
         # A bank is written only when it holds no unconsumed tile and no activation that uses it is
-        # still inside the array: after the last vector of its batch, that takes rows + cols - 2 advances.
-        drain_advances = rows + cols - 2
+        # still inside the array: after the last vector of its batch, that takes bank_drain advances.
+        drain_advances = bank_drain(rows, cols)
         full = Array(Signal(name=f"bank{i}_full") for i in range(2))
         draining = Array(Signal(range(drain_advances + 1), name=f"bank{i}_drain") for i in range(2))
         load_bank = Signal()
@@ -105,11 +122,11 @@ class SystolicArray(wiring.Component):
                 else:
                     m.d.comb += pe.w_in.eq(self.weights.payload[col])
 
-        # --- input skew: row r enters r advances late; a bubble is code 0, which is zero in every format
+        # --- input register and skew: row r enters 1 + r advances late; a bubble is code 0, zero in every format
         for r in range(rows):
             lane = Signal(act_lane(c.acts), name=f"act_row{r}")
             m.d.comb += [lane.code.eq(Mux(accept, self.acts.payload.codes[r], 0)), lane.bank.eq(compute_bank)]
-            for stage in range(r):
+            for stage in range(ARRAY_INPUT_STAGES + r):
                 delayed = Signal(act_lane(c.acts), name=f"act_row{r}_skew{stage}")
                 with m.If(advance):
                     m.d.sync += delayed.eq(lane)
@@ -124,15 +141,15 @@ class SystolicArray(wiring.Component):
                 with m.If(advance):
                     m.d.sync += delayed.eq(lane)
                 lane = delayed
-            m.d.comb += self.psums.payload[col].eq(lane)
+            m.d.comb += result.payload[col].eq(lane)
 
-        # --- which output slots hold real results ----------------------------------------------------
+        # --- which output slots hold real results (the output buffer adds the last cycle) ----------------
         valid = accept
-        for stage in range(self.latency):
+        for stage in range(self.latency - 1):
             delayed = Signal(name=f"valid{stage}")
             with m.If(advance):
                 m.d.sync += delayed.eq(valid)
             valid = delayed
-        m.d.comb += self.psums.valid.eq(valid)
+        m.d.comb += result.valid.eq(valid)
         return m
 

@@ -1,7 +1,7 @@
 """The front door: ``python -m hw.build --pe minifloat6 --rows 16``.
 
-Elaborates the design for a configuration, writes its Verilog, estimates its area with yosys, and writes
-``report.json`` and ``report.md``. Outputs appear all at once (written to a scratch folder, then moved),
+Elaborates the design for a configuration, writes its Verilog, estimates its area with yosys, places and
+routes it on the FPGAs asked for (``--targets ecp5-85f,ice40-up5k``), and writes ``report.json`` and ``report.md``. Outputs appear all at once (written to a scratch folder, then moved),
 so a failed or interrupted build never leaves a half-written result.
 """
 
@@ -23,6 +23,7 @@ from .spec.cli import Parser, UsageError, check_out_folder, integer, main_guard,
 from .spec.config import AcceleratorConfig, ConfigError
 from .spec.formats import FormatError, get_format, product_of
 from .spec.outputs import atomic_folder
+from .pnr import DEVICES, outcome
 
 __all__ = ["main", "build"]
 
@@ -43,11 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
     p.add_argument("--clock-mhz", type=number(1, 2000), default=AcceleratorConfig.clock_mhz, help="clock target")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default build/<format>-<R>x<C>-<hash>)")
-    p.add_argument("--no-synth", action="store_true", help="skip the yosys area estimate")
+    p.add_argument("--no-synth", action="store_true", help="skip yosys: the area estimate and place and route")
     p.add_argument("--no-network", action="store_true",
                    help="skip compiling and emulating the bundled CNN (accuracy, cycles per inference)")
     p.add_argument("--targets", default="generic,ice40",
-                   help="yosys area targets, comma-separated from generic, ice40 (default %(default)s)")
+                   help="comma-separated: yosys area estimates (generic, ice40) and devices to place and route "
+                        f"on ({', '.join(DEVICES)}); default %(default)s")
     return p
 
 
@@ -112,8 +114,34 @@ def _markdown(report: dict) -> str:
             f"{k} {v}" for k, v in area.get("generic", {}).get("ge_weights", {}).items()), ""]
     else:
         lines += ["No area estimate (--no-synth).", ""]
+    lines += _fpga_markdown(report)
     lines += _network_markdown(report.get("network"))
     return "\n".join(lines)
+
+
+def _fpga_markdown(report: dict) -> list[str]:
+    devices = report.get("devices") or []
+    if not devices:
+        return []
+    lines = ["## Place and route (yosys + nextpnr)", "",
+             f"The engine inside a wrapper that puts its ports on shift chains (hw/fpga_wrapper.py: "
+             f"{report[devices[0]]['wrapper']['flipflops']} flip-flops of the counts below), clock target "
+             f"{report['config']['clock_mhz']:g} MHz; fmax from nextpnr's timing report.", "",
+             "| device | fits | LUT4 | flip-flops | DSP | block RAM | fmax MHz | GMAC/s at fmax | "
+             "digits CNN inferences/s at fmax | critical path |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name in devices:
+        d = report[name]
+        r = d["resources"]
+
+        def used(key):
+            return f"{r[key]['used']}/{r[key]['available']}" if key in r else "-"
+        path = d.get("critical_path")
+        where = f"`{path['from']}` -> `{path['to']}` ({path['delay_ns']:.1f} ns)" if path else outcome(d)
+        lines.append(f"| {name} | {'yes' if d['fits'] else 'no'} | {used('luts')} | {used('flipflops')} | "
+                     f"{used('dsps')} | {used('brams')} | {d['fmax_mhz'] or '-'} | {d.get('gmacs_at_fmax', '-')} | "
+                     f"{d.get('inferences_per_second_at_fmax', '-')} | {where} |")
+    return lines + [""]
 
 
 def _network_markdown(n: dict | None) -> list[str]:
@@ -168,16 +196,55 @@ def _network(config_file: Path, result_file: Path) -> dict:
     return result
 
 
-def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=("generic", "ice40"),
+#: Yosys-only area estimates that ``--targets`` accepts beside the devices of :data:`hw.pnr.DEVICES`.
+AREA_TARGETS = ("generic", "ice40")
+
+
+def _place_and_route(config: AcceleratorConfig, devices, out: Path) -> dict:
+    """Each device's summary (see :func:`hw.pnr.place_and_route`) of the engine inside the shift-chain wrapper;
+    nextpnr's log and JSON report are copied to ``out/pnr/DEVICE/``."""
+    import shutil
+
+    from amaranth.back import verilog
+
+    from .engine import InferenceEngine
+    from .fpga_wrapper import ShiftChainWrapper
+    from .pnr import place_and_route
+
+    wrapper = ShiftChainWrapper(InferenceEngine(config))
+    text = verilog.convert(wrapper, name="top", emit_src=False)
+    results = {}
+    for device in devices:
+        summary = place_and_route(text, device, clock_mhz=config.clock_mhz, progress=lambda msg: _say(f"      {msg}"))
+        folder = out / "pnr" / device
+        folder.mkdir(parents=True)
+        for name in ("nextpnr.log", "timing.json"):
+            if (Path(summary["files"]) / name).is_file():
+                shutil.copyfile(Path(summary["files"]) / name, folder / name)
+        summary.pop("files")
+        summary["wrapper"] = {"kind": "shift chains on 4 pins (hw/fpga_wrapper.py)", "flipflops": wrapper.flipflops}
+        if summary["fmax_mhz"]:
+            summary["gmacs_at_fmax"] = round(config.peak_macs_per_cycle * summary["fmax_mhz"] / 1e3, 3)
+        summary["log"] = f"pnr/{device}/nextpnr.log"
+        results[device] = summary
+    return results
+
+
+def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=AREA_TARGETS,
           network: bool = True) -> dict:
-    """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``."""
+    """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``.
+
+    ``targets``: yosys area estimates (:data:`AREA_TARGETS`) and devices to place and route on (:data:`DEVICES`).
+    """
     from amaranth.back import verilog
 
     from .engine import InferenceEngine
 
+    area_targets = tuple(t for t in targets if t in AREA_TARGETS)
+    devices = tuple(t for t in targets if t in DEVICES)
     with atomic_folder(Path(out)) as scratch:
         started = time.monotonic()
-        _say(f"[1/4] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
+        _say(f"[1/5] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
              f"({config.weights.name} x {config.acts.name}), buffers, DMA, controller, post-processing ...")
         design = InferenceEngine(config)
         text = verilog.convert(design, name="top", emit_src=False)
@@ -186,22 +253,34 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
         _say(f"      Verilog: {len(text.splitlines())} lines in {time.monotonic() - started:.1f} s")
 
         area = None
-        if synth:
+        if synth and area_targets:
             from . import synth as synthesis
 
-            _say("[2/4] estimating area with yosys ...")
-            area = synthesis.synthesize(text, scratch / "synth", targets=tuple(targets),
+            _say("[2/5] estimating area with yosys ...")
+            area = synthesis.synthesize(text, scratch / "synth", targets=area_targets,
                                         progress=lambda msg: _say(f"      {msg}"))
         else:
-            _say("[2/4] area estimate skipped (--no-synth)")
+            _say("[2/5] area estimate skipped" + (" (--no-synth)" if not synth else ""))
+
+        fpga = {}
+        if synth and devices:
+            _say(f"[3/5] placing and routing on {', '.join(devices)} (yosys + nextpnr; cached by a digest of the "
+                 f"Verilog) ...")
+            fpga = _place_and_route(config, devices, scratch)
+        else:
+            _say("[3/5] place and route skipped" + (" (--no-synth)" if not synth and devices else ""))
 
         network_result = None
         if network:
-            _say("[3/4] compiling the bundled CNN (models/digits) for this engine and running its 360 held-out "
+            _say("[4/5] compiling the bundled CNN (models/digits) for this engine and running its 360 held-out "
                  "images on the emulator ...")
             network_result = _network(scratch / "config.json", scratch / "network.json")
         else:
-            _say("[3/4] bundled CNN skipped (--no-network)")
+            _say("[4/5] bundled CNN skipped (--no-network)")
+        cycles = (network_result or {}).get("cycles_per_inference")
+        for summary in fpga.values():
+            if cycles and summary["fmax_mhz"]:
+                summary["inferences_per_second_at_fmax"] = round(summary["fmax_mhz"] * 1e6 / cycles, 1)
 
         product = product_of(config.acts, config.weights)
         report = {
@@ -219,11 +298,13 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=(
             },
             "buffers": _buffers(config),
             "area": area,
+            "devices": list(fpga),
+            **fpga,
             "network": network_result,
             "outputs": {"verilog": "top.v", "config": "config.json", "report_json": "report.json",
                         "report_md": "report.md"},
         }
-        _say("[4/4] writing the report ...")
+        _say("[5/5] writing the report ...")
         (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (scratch / "report.md").write_text(_markdown(report))
     return report
@@ -237,10 +318,11 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     config = _config_from(args)
     targets = tuple(t.strip() for t in args.targets.split(",") if t.strip())
-    unknown = sorted(set(targets) - {"generic", "ice40"})
+    known = (*AREA_TARGETS, *DEVICES)
+    unknown = [t for t in targets if t not in known]
     if unknown or not targets:
         raise UsageError(f"--targets: unknown target(s) {', '.join(unknown)[:80] or '(none)'}; "
-                         f"choose from generic, ice40")
+                         f"choose from {', '.join(known)}")
     out = check_out_folder(args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x"
                                                        f"{config.cols}-{config.hash[:8]}", "report.json")
     try:
@@ -260,6 +342,13 @@ def _main(argv: list[str] | None) -> int:
     if "ice40" in area:
         print(f"  iCE40: {area['ice40']['luts']} LUT4, {area['ice40']['dsps']} SB_MAC16, "
               f"{area['ice40']['brams']} SB_RAM40_4K")
+    for device in report["devices"]:
+        d = report[device]
+        r = d["resources"]
+        used = ", ".join(f"{r[k]['used']}/{r[k]['available']} {k}" for k in ("luts", "flipflops", "dsps", "brams",
+                                                                           "sprams") if k in r)
+        speed = f" ({d['gmacs_at_fmax']:.2f} GMAC/s peak)" if d["fits"] else ""
+        print(f"  {device}: {outcome(d)}{speed}; {used}")
     return 0
 
 

@@ -9,6 +9,7 @@ from .array import SystolicArray
 from .buffer_ports import read_port, write_port
 from .decoder import layout_of
 from .lanes import psum_lane
+from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, KINDS, AluOp, Opcode
@@ -49,11 +50,21 @@ class _Feeder:
         self.last = fifo.r_data[width]
 
 
+def _two_stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal]:
+    """Two pipeline records of ``fields`` behind an accumulator read: ``reading`` (registered as the read address goes
+    out, it lives while the block RAM reads) and, a cycle later, ``writing`` (when the line is there to update)."""
+    layout = data.StructLayout(fields)
+    reading, writing = Signal(layout, name=f"{name}_reading"), Signal(layout, name=f"{name}_writing")
+    m.d.sync += writing.eq(reading)
+    return reading, writing
+
+
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
-    accumulator buffer (read, add, write: two cycles, with write-transparent reads so consecutive updates
-    of one line see each other). ALU reads two accumulator lines per cycle and writes the result a cycle
-    later, in element order."""
+    accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
+    of their own cycle and the line written in between is forwarded, so consecutive updates of one line see each
+    other). ALU reads two accumulator lines per cycle and writes the result as many cycles later, in element
+    order."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -81,36 +92,51 @@ class ComputeEngine(wiring.Component):
         alu_in = data.View(layout_of(KINDS[Opcode.ALU]), seq.incoming)
         opcode_in = seq.incoming[:HEADER[0].bits]
 
-        m.submodules.array = array = SystolicArray(c)
+        m.submodules.array = array = SystolicArray(c, stalls=False)     # the retire side takes every result
         is_compute = Signal()
         m.d.comb += is_compute.eq(self.control.running & (opcode == Opcode.COMPUTE))
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
 
-        # --- weights: tile t, row r -----------------------------------------------------------------
+        # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
         weights = _Feeder(m, "weight_feed", self.weight, cols * c.weights.bits, feeder_depth(rows))
-        w_line = Signal(16)
-        w_left = Signal(16)
+        w_line = Signal(range(c.weight_buffer_depth))
+        w_row = Signal(range(rows))
+        w_ky, w_kx = Signal.like(comp.kh, name="w_ky"), Signal.like(comp.kw, name="w_kx")
+        w_active = Signal()
         with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
-            m.d.sync += [w_line.eq(comp_in.weight_addr), w_left.eq(comp_in.kh * comp_in.kw * rows)]
-        m.d.comb += [weights.want.eq(is_compute & (w_left != 0)), weights.addr.eq(w_line)]
+            m.d.sync += [w_line.eq(comp_in.weight_addr), w_row.eq(0), w_ky.eq(0), w_kx.eq(0), w_active.eq(1)]
+        m.d.comb += [weights.want.eq(is_compute & w_active), weights.addr.eq(w_line)]
         with m.If(weights.issue):
-            m.d.sync += [w_line.eq(w_line + 1), w_left.eq(w_left - 1)]
+            m.d.sync += [w_line.eq(w_line + 1), w_row.eq(w_row + 1)]
+            with m.If(w_row == rows - 1):
+                m.d.sync += [w_row.eq(0), w_kx.eq(w_kx + 1)]
+                with m.If(w_kx + 1 == comp.kw):
+                    m.d.sync += [w_kx.eq(0), w_ky.eq(w_ky + 1)]
+                    with m.If(w_ky + 1 == comp.kh):
+                        m.d.sync += w_active.eq(0)
         m.d.comb += [array.weights.valid.eq(weights.fifo.r_rdy), array.weights.payload.eq(weights.data),
                      weights.fifo.r_en.eq(array.weights.ready)]
 
         # --- activations: kernel position (ky, kx), then output (oy, ox) ---------------------------------
         acts = _Feeder(m, "act_feed", self.act, rows * c.acts.bits, feeder_depth(rows))
-        ky, kx, oy, ox = (Signal(10, name=n) for n in ("ky", "kx", "oy", "ox"))
-        tile_base = Signal(20)      # act_addr + ky*dilation*pitch + kx*dilation
-        row_base = Signal(20)       # tile_base + oy*stride*pitch
-        a_addr = Signal(20)         # row_base + ox*stride
+        ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
+        oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
+        # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
+        tile_base = Signal(range(c.act_buffer_depth))       # act_addr + ky*dilation*pitch + kx*dilation
+        row_base = Signal(range(c.act_buffer_depth))        # tile_base + oy*stride*pitch
+        a_addr = Signal(range(c.act_buffer_depth))          # row_base + ox*stride
         a_active = Signal()
-        row_step = Signal(16)
-        dil_row_step = Signal(16)
-        m.d.comb += [row_step.eq(comp.stride * comp.act_pitch), dil_row_step.eq(comp.dilation * comp.act_pitch)]
+        # The steps between rows, kernel rows and kernel positions, from the instruction as it starts: products of a
+        # 3- or 4-bit field and another field, by shifts and additions, registered.
+        row_step = Signal.like(shift_add(comp.stride, comp.act_pitch), name="row_step")
+        dil_row_step = Signal.like(shift_add(comp.dilation, comp.act_pitch), name="dil_row_step")
+        kernel_span = Signal.like(shift_add(comp.kw, comp.dilation), name="kernel_span")    # (kw - 1) * dilation
         with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
             m.d.sync += [ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), a_active.eq(1),
-                         tile_base.eq(comp_in.act_addr), row_base.eq(comp_in.act_addr), a_addr.eq(comp_in.act_addr)]
+                         tile_base.eq(comp_in.act_addr), row_base.eq(comp_in.act_addr), a_addr.eq(comp_in.act_addr),
+                         row_step.eq(shift_add(comp_in.stride, comp_in.act_pitch)),
+                         dil_row_step.eq(shift_add(comp_in.dilation, comp_in.act_pitch)),
+                         kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))]
         last_ox = ox + 1 == comp.out_w
         last_oy = oy + 1 == comp.out_h
         last_kx = kx + 1 == comp.kw
@@ -124,12 +150,12 @@ class ComputeEngine(wiring.Component):
                              a_addr.eq(row_base + row_step)]
             with m.Else():
                 m.d.sync += [ox.eq(0), oy.eq(0)]
-                next_tile = Signal(20)
+                next_tile = Signal.like(tile_base)      # past the last kernel position it may wrap: unused then
                 with m.If(~last_kx):
                     m.d.comb += next_tile.eq(tile_base + comp.dilation)
                     m.d.sync += kx.eq(kx + 1)
                 with m.Else():
-                    m.d.comb += next_tile.eq(tile_base + dil_row_step - (comp.kw - 1) * comp.dilation)
+                    m.d.comb += next_tile.eq(tile_base + dil_row_step - kernel_span)
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
                 m.d.sync += [tile_base.eq(next_tile), row_base.eq(next_tile), a_addr.eq(next_tile)]
                 with m.If(last_kx & last_ky):
@@ -141,22 +167,23 @@ class ComputeEngine(wiring.Component):
         # COMPUTE ends once its reads are issued (so the next one can start and the array never drains);
         # what comes out of the array is written by the retire side, one descriptor per instruction, and the
         # results-ready token is pushed after the instruction's last write.
-        descriptor = data.StructLayout({"acc_addr": unsigned(16), "out_w": unsigned(10), "out_h": unsigned(10),
-                                        "tiles": unsigned(8), "accumulate": unsigned(1), "push_next": unsigned(1)})
+        taps = shift_add(comp_in.kh, comp_in.kw)
+        descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
+                                        "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
+                                        "accumulate": unsigned(1), "push_next": unsigned(1)})
         m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=4)
         m.d.comb += [
             retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
-            retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, comp_in.kh * comp_in.kw,
+            retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,
                                        comp_in.accumulate, comp_in.push_next)),
         ]
         head = data.View(descriptor, retire_queue.r_data)
         current = Signal(descriptor)
         retiring = Signal()
-        p_line = Signal(16)
-        p_col = Signal(10)
-        p_row = Signal(10)
-        p_tile = Signal(8)
-        m.d.comb += array.psums.ready.eq(1)
+        p_line = Signal(range(c.acc_buffer_depth))
+        p_col = Signal.like(current.out_w)
+        p_row = Signal.like(current.out_h)
+        p_tile = Signal.like(current.tiles)
         arrive = array.psums.valid
         last_col = p_col + 1 == current.out_w
         last_row = p_row + 1 == current.out_h
@@ -177,16 +204,15 @@ class ComputeEngine(wiring.Component):
                     m.d.sync += [p_row.eq(p_row + 1), p_line.eq(p_line + 1)]
             with m.Else():
                 m.d.sync += [p_col.eq(p_col + 1), p_line.eq(p_line + 1)]
-        stage_valid = Signal()
-        stage_line = Signal(16)
-        stage_psums = Signal.like(array.psums.payload)
-        stage_accumulate = Signal()
-        stage_push = Signal()
-        m.d.sync += [stage_valid.eq(arrive), stage_line.eq(p_line), stage_psums.eq(array.psums.payload),
-                     stage_accumulate.eq(current.accumulate | (p_tile != 0)),
-                     stage_push.eq(arrive & last_of_current & current.push_next)]
-        m.d.comb += self.control.push_next.eq(stage_valid & stage_push)
-        m.d.comb += seq.background.eq(retiring | stage_valid | retire_queue.r_rdy)
+        # Read (the address goes out as the partial sums arrive), then wait for the line, then add and write: two
+        # stages behind the arrival, so the block RAM's output and the adder sit in different cycles.
+        reading, stage = _two_stages(m, "retire", {"valid": 1, "line": p_line.shape(),
+                                                   "psums": array.psums.payload.shape(), "accumulate": 1, "push": 1})
+        m.d.sync += [reading.valid.eq(arrive), reading.line.eq(p_line), reading.psums.eq(array.psums.payload),
+                     reading.accumulate.eq(current.accumulate | (p_tile != 0)),
+                     reading.push.eq(arrive & last_of_current & current.push_next)]
+        m.d.comb += self.control.push_next.eq(stage.valid & stage.push)
+        m.d.comb += seq.background.eq(retiring | reading.valid | stage.valid | retire_queue.r_rdy)
         # An ALU reads the accumulators: it waits until every earlier COMPUTE has written them.
         with m.If(opcode_in == Opcode.ALU):
             m.d.comb += seq.ready.eq(~seq.background & ~retire_queue.r_rdy)
@@ -196,43 +222,55 @@ class ComputeEngine(wiring.Component):
         # --- ALU: element (y, x) -------------------------------------------------------------------------------
         is_alu = Signal()
         m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
-        ay, ax = Signal(10), Signal(10)
-        a_dst_row, a_src_row, a_dst, a_src = (Signal(20, name=n) for n in ("alu_dst_row", "alu_src_row",
-                                                                           "alu_dst", "alu_src"))
-        alu_left = Signal(20)
+        ay, ax = Signal.like(alu.y_size, name="ay"), Signal.like(alu.x_size, name="ax")
+        # Accumulator line addresses (past the last element they may wrap: unused then).
+        a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
+                                              for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
+        alu_active = Signal()
         with m.If(seq.start & (opcode_in == Opcode.ALU)):
             m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
-                         a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr),
-                         alu_left.eq(alu_in.y_size * alu_in.x_size)]
-        alu_issue = is_alu & (alu_left != 0)
+                         a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1)]
+        alu_issue = is_alu & alu_active
         with m.If(alu_issue):
-            m.d.sync += alu_left.eq(alu_left - 1)
             with m.If(ax + 1 == alu.x_size):
                 m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(a_dst_row + alu.dst_stride),
                              a_src_row.eq(a_src_row + alu.src_stride), a_dst.eq(a_dst_row + alu.dst_stride),
                              a_src.eq(a_src_row + alu.src_stride)]
+                with m.If(ay + 1 == alu.y_size):
+                    m.d.sync += alu_active.eq(0)
             with m.Else():
                 m.d.sync += [ax.eq(ax + 1), a_dst.eq(a_dst + 1), a_src.eq(a_src + alu.src_step)]
-        alu_valid = Signal()
-        alu_line = Signal(16)
-        m.d.sync += [alu_valid.eq(alu_issue), alu_line.eq(a_dst)]
+        # Like the retire side: read dst and src, wait for the lines, then operate and write.
+        alu_reading, alu_stage = _two_stages(m, "alu", {"valid": 1, "line": a_dst.shape(), "src_line": a_src.shape()})
+        m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
                      self.acc_a.addr.eq(Mux(is_alu, a_dst, p_line)), self.acc_b.addr.eq(a_src)]
-        old = self.acc_a.data
-        new = Signal(acc_line_layout(c))
-        with m.If(stage_valid):
+        # The lines, registered as they leave the block RAM; the line written in the cycle in between (the one
+        # write the read could not see: reads are transparent to writes of their own cycle only) takes their place.
+        acc_line = acc_line_layout(c)
+        read_a, read_b, written = Signal(acc_line), Signal(acc_line), Signal(acc_line)
+        forward_a, forward_b = Signal(), Signal()
+        m.d.sync += [
+            read_a.eq(self.acc_a.data), read_b.eq(self.acc_b.data),
+            forward_a.eq(self.acc_w.en & (self.acc_w.addr == Mux(alu_reading.valid, alu_reading.line,
+                                                                   reading.line))),
+            forward_b.eq(self.acc_w.en & (self.acc_w.addr == alu_reading.src_line)),
+        ]
+        old, src = Signal(acc_line), Signal(acc_line)
+        m.d.comb += [old.eq(Mux(forward_a, written, read_a)), src.eq(Mux(forward_b, written, read_b))]
+        new = Signal(acc_line)
+        with m.If(stage.valid):
             for col in range(cols):
-                psum = stage_psums[col]
-                with m.If(stage_accumulate):
+                psum = stage.psums[col]
+                with m.If(stage.accumulate):
                     m.d.comb += [new[col].value.eq(old[col].value + psum.value),
                                  new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
-            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage_line), self.acc_w.data.eq(new)]
-        with m.Elif(alu_valid):
-            src = self.acc_b.data
+            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
+        with m.Elif(alu_stage.valid):
             for col in range(cols):
                 a, b = old[col].value, src[col].value
                 with m.Switch(alu.op):
@@ -246,14 +284,15 @@ class ComputeEngine(wiring.Component):
                     m.d.comb += new[col].nonfinite.eq(src[col].nonfinite)
                 with m.Else():
                     m.d.comb += new[col].nonfinite.eq(old[col].nonfinite | src[col].nonfinite)
-            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
+            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_stage.line), self.acc_w.data.eq(new)]
+        m.d.sync += written.eq(new)
 
         # --- completion ------------------------------------------------------------------------------------------
         with m.If(self.control.running):
             with m.Switch(opcode):
                 with m.Case(Opcode.COMPUTE):
-                    m.d.comb += seq.done.eq((w_left == 0) & ~a_active)
+                    m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
-                    m.d.comb += seq.done.eq((alu_left == 0) & ~alu_valid)
+                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_stage.valid)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m

@@ -1,7 +1,8 @@
 """The instruction decoder: field layouts derived from ``hw/spec/isa.py``, and the static error checks.
 
 The checks, and their precedence, are those of ``sw/emulator/checks.py``: ILLEGAL_OPCODE,
-ILLEGAL_DEPENDENCY, BAD_FIELD, SRAM_RANGE, DRAM_RANGE. One cycle of latency (the result is registered).
+ILLEGAL_DEPENDENCY, BAD_FIELD, SRAM_RANGE, DRAM_RANGE. The checks are pipelined over ``DECODE_LATENCY`` cycles
+(``hw/spec/microarchitecture.py``) without a multiplier: products of fields are shifts and additions.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
@@ -10,7 +11,9 @@ from amaranth.lib.wiring import In, Out
 
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, INSTRUCTION_BITS, KINDS, AluOp, Buffer, ErrorCode, Kind, Opcode
+from .pipeline import Pipeline, Staged
 from .spec.layout import line_bytes, output_line_bytes
+from .spec.microarchitecture import DECODE_LATENCY
 
 __all__ = ["InstructionDecoder", "layout_of"]
 
@@ -25,7 +28,13 @@ def layout_of(kind: Kind) -> data.StructLayout:
 
 
 class InstructionDecoder(wiring.Component):
-    """``word`` in; its ``opcode`` and the ``error`` it raises out, registered on ``en``."""
+    """``word`` in with ``en``; its ``opcode`` and the ``error`` it raises out with ``valid``, :attr:`latency`
+    cycles later. The outputs hold until the result of the next ``en`` arrives; a word may follow every cycle.
+
+    The address arithmetic is pipelined (:class:`hw.pipeline.Pipeline`): no multiplier, at most two carry chains
+    per stage, so that checking an instruction never limits the clock. Every kind's checks run side by side; the
+    opcode picks one kind's error at the end.
+    """
 
     def __init__(self, config: AcceleratorConfig):
         self._config = config
@@ -33,9 +42,15 @@ class InstructionDecoder(wiring.Component):
             "en": In(1),
             "word": In(unsigned(INSTRUCTION_BITS)),
             "dram_size": In(unsigned(32)),
+            "valid": Out(1),
             "opcode": Out(unsigned(HEADER[0].bits)),
             "error": Out(range(max(ErrorCode) + 1)),
         })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from ``en`` to the result on ``opcode``/``error`` (``DECODE_LATENCY`` of the microarchitecture)."""
+        return DECODE_LATENCY
 
     def _view(self, kind: Kind):
         return data.View(layout_of(kind), self.word)
@@ -49,49 +64,64 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v[flag]
         return bad
 
-    def _field_error(self, m: Module, kind: Kind):
-        """(bad_field, sram_range, dram_range) as combinational signals for ``kind``."""
+    def _checks(self, m: Module, p: Pipeline, kind: Kind) -> tuple[Staged, Staged, Staged]:
+        """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value."""
         c = self._config
         v = self._view(kind)
         bus = c.dma_bits // 8
         align = bus.bit_length() - 1
-        bad = v.unused != 0
-        for f in kind.fields:
-            if f.nonzero:
-                bad = bad | (v[f.name] == 0)
-        sram = Const(0)
-        dram = Const(0)
-        op = kind.opcode
+        no = p.input(Const(0, 1))
+
+        def field(name):
+            return p.input(v[name])
+
+        def minus_one(name):
+            """``field - 1``; wraps for a zero field, which BAD_FIELD refuses before any range check counts."""
+            return p.apply(lambda x: (x - 1)[:len(x)], field(name))
 
         def misaligned(value):
             return value[:align] != 0 if align else Const(0)
 
+        bad = v.unused != 0
+        for f in kind.fields:
+            if f.nonzero:
+                bad = bad | (v[f.name] == 0)
+        sram, dram = no, no
+        op = kind.opcode
         if op is Opcode.LOAD:
             padded = (v.pad_top | v.pad_bottom | v.pad_left | v.pad_right) != 0
             bad = bad | (v.buffer > max(Buffer)) | ((v.buffer != Buffer.ACT) & padded) | \
                 misaligned(v.dram_addr) | misaligned(v.dram_stride) | \
                 ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.acts.bits) != 0))
-            lines = (v.pad_top + v.y_size + v.pad_bottom) * (v.pad_left + v.x_size + v.pad_right)
-            depth = Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
-                        Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth, c.param_buffer_depth))
-            sram = (v.sram_addr + lines) > depth
-            nbytes = Mux(v.buffer == Buffer.ACT, line_bytes(Buffer.ACT, c),
-                         Mux(v.buffer == Buffer.WEIGHT, line_bytes(Buffer.WEIGHT, c), line_bytes(Buffer.PARAM, c)))
-            end = v.dram_addr + (v.y_size - 1) * v.dram_stride + v.x_size * nbytes
-            dram = end > self.dram_size
+            height = p.sum([field("pad_top"), field("y_size"), field("pad_bottom")])
+            width = p.sum([field("pad_left"), field("x_size"), field("pad_right")])
+            lines_end = p.sum([field("sram_addr"), p.product(height, width)])
+            depth = p.input(Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
+                                Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth, c.param_buffer_depth)))
+            sram = p.apply(lambda end, d: end > d, lines_end, depth)
+            # x_size * line_bytes of the buffer: a constant per buffer, so shifts and additions, then a choice.
+            spans = [p.times(field("x_size"), line_bytes(b, c)) for b in (Buffer.ACT, Buffer.WEIGHT, Buffer.PARAM)]
+            span = p.apply(lambda buffer, a, w, q: Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, q)),
+                           field("buffer"), *spans, chains=0)
+            dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")), span])
+            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
-            pitch_step = v.stride * v.act_pitch
-            dil_step = v.dilation * v.act_pitch
-            act_last = (v.act_addr + (v.out_h - 1) * pitch_step + (v.kh - 1) * dil_step
-                        + (v.out_w - 1) * v.stride + (v.kw - 1) * v.dilation)
-            sram = ((act_last >= c.act_buffer_depth)
-                    | ((v.weight_addr + v.kh * v.kw * c.rows) > c.weight_buffer_depth)
-                    | ((v.acc_addr + v.out_h * v.out_w) > c.acc_buffer_depth))
+            pitch_step = p.product(field("stride"), field("act_pitch"))
+            dil_step = p.product(field("dilation"), field("act_pitch"))
+            act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
+                              p.product(minus_one("kh"), dil_step), p.product(minus_one("out_w"), field("stride")),
+                              p.product(minus_one("kw"), field("dilation"))])
+            weight_end = p.sum([field("weight_addr"), p.times(p.product(field("kh"), field("kw")), c.rows)])
+            acc_end = p.sum([field("acc_addr"), p.product(field("out_h"), field("out_w"))])
+            sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
+                           | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)
         elif op is Opcode.ALU:
             bad = bad | (v.op > max(AluOp))
-            dst_last = v.dst_addr + (v.y_size - 1) * v.dst_stride + (v.x_size - 1)
-            src_last = v.src_addr + (v.y_size - 1) * v.src_stride + (v.x_size - 1) * v.src_step
-            sram = (dst_last >= c.acc_buffer_depth) | (src_last >= c.acc_buffer_depth)
+            dst_last = p.sum([field("dst_addr"), p.product(minus_one("y_size"), field("dst_stride")),
+                              minus_one("x_size")])
+            src_last = p.sum([field("src_addr"), p.product(minus_one("y_size"), field("src_stride")),
+                              p.product(minus_one("x_size"), field("src_step"))])
+            sram = p.apply(lambda d, s: (d >= c.acc_buffer_depth) | (s >= c.acc_buffer_depth), dst_last, src_last)
         elif op is Opcode.SETPP:
             fmt = c.acts
             lo, hi = v.clamp_lo, v.clamp_hi
@@ -99,32 +129,50 @@ class InstructionDecoder(wiring.Component):
                 ~_ordered(m, fmt, lo[:fmt.bits], hi[:fmt.bits])
         elif op is Opcode.STORE:
             bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
-            acc_last = v.acc_addr + (v.y_size - 1) * v.acc_stride + (v.x_size - 1)
-            sram = (acc_last >= c.acc_buffer_depth) | (v.param_addr >= c.param_buffer_depth)
-            end = v.dram_addr + (v.y_size - 1) * v.dram_stride + v.x_size * output_line_bytes(c)
-            dram = end > self.dram_size
-        return bad, sram, dram
+            acc_last = p.sum([field("acc_addr"), p.product(minus_one("y_size"), field("acc_stride")),
+                              minus_one("x_size")])
+            sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
+                           acc_last, field("param_addr"))
+            dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")),
+                              p.times(field("x_size"), output_line_bytes(c))])
+            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+        # The field checks: a few levels of LUTs (and, for SETPP, a short comparison): one chain's worth.
+        return p.input(bad, depth=1), sram, dram
 
     def elaborate(self, platform):
         m = Module()
-        opcode = self.word[:HEADER[0].bits]
-        error = Signal.like(self.error)
-        with m.Switch(opcode):
-            for op, kind in KINDS.items():
-                with m.Case(op):
-                    bad, sram, dram = self._field_error(m, kind)
-                    with m.If(self._flags_error(kind)):
-                        m.d.comb += error.eq(ErrorCode.ILLEGAL_DEPENDENCY)
-                    with m.Elif(bad):
-                        m.d.comb += error.eq(ErrorCode.BAD_FIELD)
-                    with m.Elif(sram):
-                        m.d.comb += error.eq(ErrorCode.SRAM_RANGE)
-                    with m.Elif(dram):
-                        m.d.comb += error.eq(ErrorCode.DRAM_RANGE)
-            with m.Default():
-                m.d.comb += error.eq(ErrorCode.ILLEGAL_OPCODE)
-        with m.If(self.en):
-            m.d.sync += [self.opcode.eq(opcode), self.error.eq(error)]
+        p = Pipeline(m, "decode")
+        opcode = p.input(self.word[:HEADER[0].bits])
+        results = []
+        for op, kind in KINDS.items():
+            results.append((op, p.input(self._flags_error(kind)), *self._checks(m, p, kind)))
+
+        def choose(opcode, *flat):
+            error = Const(ErrorCode.ILLEGAL_OPCODE, self.error.shape())
+            for i, (op, *_) in enumerate(results):
+                flags, bad, sram, dram = flat[4 * i:4 * i + 4]
+                code = Mux(flags, ErrorCode.ILLEGAL_DEPENDENCY, Mux(bad, ErrorCode.BAD_FIELD,
+                           Mux(sram, ErrorCode.SRAM_RANGE, Mux(dram, ErrorCode.DRAM_RANGE, ErrorCode.NONE))))
+                error = Mux(opcode == op, code, error)
+            return error
+
+        error = p.apply(choose, opcode, *[x for _, *checks in results for x in checks], chains=0)
+        # The result register is the last stage: everything before it takes latency - 1 stages.
+        if error.stage > self.latency - 1:
+            raise AssertionError(f"the decoder needs {error.stage + 1} stages; raise DECODE_LATENCY in "
+                                 f"hw/spec/microarchitecture.py (the cycle model uses it)")
+        error = p.at(error, self.latency - 1)
+        opcode = p.at(opcode, self.latency - 1)
+        # en, delayed to the cycle the result of its word reaches the output register.
+        arriving = self.en
+        for stage in range(self.latency - 1):
+            delayed = Signal(name=f"decode_en_s{stage + 1}")
+            m.d.sync += delayed.eq(arriving)
+            arriving = delayed
+        with m.If(arriving):
+            m.d.sync += [self.valid.eq(1), self.opcode.eq(opcode.value), self.error.eq(error.value)]
+        with m.Elif(self.en):
+            m.d.sync += self.valid.eq(0)
         return m
 
 

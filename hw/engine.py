@@ -237,7 +237,9 @@ class InferenceEngine(wiring.Component):
                 m.d.comb += decoder.en.eq(1)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                with m.If(fetch_error | bus_error):
+                with m.If(~decoder.valid):
+                    pass                    # the checks take DECODE_LATENCY cycles
+                with m.Elif(fetch_error | bus_error):
                     fail(ErrorCode.DRAM_RANGE)
                 with m.Elif(overflow):
                     fail(ErrorCode.TOKEN_OVERFLOW)

@@ -8,6 +8,7 @@ from .axi import axi4_read_signature
 from .buffer_ports import write_port
 from .decoder import layout_of
 from .dma import BurstAddressGenerator
+from .pipeline import times
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
@@ -51,23 +52,45 @@ class LoadEngine(wiring.Component):
                 with m.Case(b):
                     m.d.comb += line_beats.eq(beats_of[b])
 
-        width = Signal(16)
-        height = Signal(16)
-        m.d.comb += [width.eq(load.pad_left + load.x_size + load.pad_right),
-                     height.eq(load.pad_top + load.y_size + load.pad_bottom)]
+        # The padded block's shape, registered as the instruction starts (so the walk below compares registers).
+        incoming = data.View(layout_of(KINDS[Opcode.LOAD]), self.control.cmd.payload)
+        width = Signal.like(incoming.pad_left + incoming.x_size + incoming.pad_right, name="width")
+        height = Signal.like(incoming.pad_top + incoming.y_size + incoming.pad_bottom, name="height")
+        data_bottom = Signal.like(incoming.pad_top + incoming.y_size, name="data_bottom")    # first row below
+        data_right = Signal.like(incoming.pad_left + incoming.x_size, name="data_right")    # first column right
+        row_gap = Signal.like(incoming.pad_left + incoming.pad_right + 1, name="row_gap")    # last line to next row
+        with m.If(seq.start):
+            m.d.sync += [width.eq(incoming.pad_left + incoming.x_size + incoming.pad_right),
+                         height.eq(incoming.pad_top + incoming.y_size + incoming.pad_bottom),
+                         data_bottom.eq(incoming.pad_top + incoming.y_size),
+                         data_right.eq(incoming.pad_left + incoming.x_size),
+                         row_gap.eq(incoming.pad_left + incoming.pad_right + 1)]
 
-        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes)
+        # x_size * the line's beats: a constant per buffer, so shifts and additions.
+        max_beats = ((1 << len(load.x_size)) - 1) * max(beats_of.values())
+        row_beats = Signal(range(max_beats + 1))
+        with m.Switch(load.buffer):
+            for b in Buffer:
+                with m.Case(b):
+                    m.d.comb += row_beats.eq(times(load.x_size, beats_of[b]))
+        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=(1 << len(load.y_size)) - 1,
+                                                                   max_beats=max_beats)
         m.d.comb += [
             addresses.base.eq(load.dram_addr), addresses.rows.eq(load.y_size),
-            addresses.stride.eq(load.dram_stride), addresses.beats.eq(load.x_size * line_beats),
+            addresses.stride.eq(load.dram_stride), addresses.beats.eq(row_beats),
             addresses.lengths.ready.eq(1),
             self.axi.ar.valid.eq(addresses.addr.valid), self.axi.ar.addr.eq(addresses.addr.addr),
             self.axi.ar.len.eq(addresses.addr.len), self.axi.ar.size.eq(addresses.addr.size),
             self.axi.ar.burst.eq(addresses.addr.burst), addresses.addr.ready.eq(self.axi.ar.ready),
         ]
 
-        # Where lines go: one write address for all three buffers, one line of data assembled from beats.
-        dest = Signal(16)
+        # Where lines go: one write address for all three buffers, one line of data assembled from beats. The
+        # padded block is walked in row-major order, so the address only ever moves on: by one line, or past the
+        # data part of a row (padding), or past the padding between rows (data).
+        depth = max(c.act_buffer_depth, c.weight_buffer_depth, c.param_buffer_depth)
+        dest = Signal(range(depth))
+        pad_dest = Signal(range(depth))         # padding walk: sram_addr + row * width + col
+        data_dest = Signal(range(depth))        # data walk: sram_addr + (pad_top + row) * width + pad_left + col
         line_data = Signal(max(beats_of.values()) * c.dma_bits)
         write = Signal()
         pad_line = Cat(load.pad_value[:c.acts.bits] for _ in range(c.rows))
@@ -77,34 +100,36 @@ class LoadEngine(wiring.Component):
                      self.weight.en.eq(write & (load.buffer == Buffer.WEIGHT)),
                      self.param.en.eq(write & (load.buffer == Buffer.PARAM))]
 
-        row = Signal(16)
-        col = Signal(16)
+        row = Signal.like(height)
+        col = Signal.like(width)
         beat = Signal.like(line_beats)
         assembled = Signal.like(line_data)
-        lines_left = Signal(20)
         seq_done = Signal()
         m.d.comb += seq.done.eq(seq_done)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(seq.start):
-                    m.d.sync += [row.eq(0), col.eq(0), self.bus_error.eq(0)]
+                    m.d.sync += [row.eq(0), col.eq(0), self.bus_error.eq(0), pad_dest.eq(incoming.sram_addr),
+                                 data_dest.eq(incoming.sram_addr)]
                     m.next = "PAD"
             with m.State("PAD"):
                 padded = (load.pad_top | load.pad_bottom | load.pad_left | load.pad_right) != 0
-                in_data = ((row >= load.pad_top) & (row < load.pad_top + load.y_size)
-                           & (col >= load.pad_left) & (col < load.pad_left + load.x_size))
+                in_data = ((row >= load.pad_top) & (row < data_bottom) & (col >= load.pad_left) & (col < data_right))
                 with m.If(~padded | (row == height)):
                     m.d.comb += addresses.start.eq(1)
-                    m.d.sync += [row.eq(0), col.eq(0), beat.eq(0), lines_left.eq(load.y_size * load.x_size)]
+                    m.d.sync += [row.eq(0), col.eq(0), beat.eq(0)]
                     m.next = "DATA"
                 with m.Elif(in_data):
-                    # Skip the data part of the row: its lines come from memory.
-                    m.d.sync += col.eq(load.pad_left + load.x_size)
-                    with m.If(load.pad_left + load.x_size == width):
+                    # Skip the data part of the row: its lines come from memory. The first one is where data starts.
+                    with m.If(row == load.pad_top):
+                        m.d.sync += data_dest.eq(pad_dest)
+                    m.d.sync += [col.eq(data_right), pad_dest.eq(pad_dest + load.x_size)]
+                    with m.If(data_right == width):
                         m.d.sync += [col.eq(0), row.eq(row + 1)]
                 with m.Else():
-                    m.d.comb += [write.eq(1), dest.eq(load.sram_addr + row * width + col), line_data.eq(pad_line)]
+                    m.d.comb += [write.eq(1), dest.eq(pad_dest), line_data.eq(pad_line)]
+                    m.d.sync += pad_dest.eq(pad_dest + 1)
                     with m.If(col + 1 == width):
                         m.d.sync += [col.eq(0), row.eq(row + 1)]
                     with m.Else():
@@ -120,16 +145,15 @@ class LoadEngine(wiring.Component):
                     m.d.sync += assembled.eq(full)
                     with m.If(beat + 1 == line_beats):
                         m.d.sync += beat.eq(0)
-                        m.d.comb += [write.eq(1), line_data.eq(full),
-                                     dest.eq(load.sram_addr + (load.pad_top + row) * width + load.pad_left + col)]
-                        m.d.sync += lines_left.eq(lines_left - 1)
+                        m.d.comb += [write.eq(1), line_data.eq(full), dest.eq(data_dest)]
                         with m.If(col + 1 == load.x_size):
-                            m.d.sync += [col.eq(0), row.eq(row + 1)]
+                            m.d.sync += [col.eq(0), row.eq(row + 1), data_dest.eq(data_dest + row_gap)]
                         with m.Else():
-                            m.d.sync += col.eq(col + 1)
+                            m.d.sync += [col.eq(col + 1), data_dest.eq(data_dest + 1)]
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
-                with m.If((lines_left == 0) & ~addresses.busy):
+                # Every line is written once the last row is complete.
+                with m.If((row == load.y_size) & ~addresses.busy):
                     m.d.comb += seq_done.eq(1)
                     m.next = "IDLE"
         return m

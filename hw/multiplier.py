@@ -5,24 +5,33 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .operand import operand_decoder
+from .pipeline import shift_add
 from .spec.formats import Format, get_format, product_of
 
-__all__ = ["ExactMultiplier"]
+__all__ = ["ExactMultiplier", "NARROW_SIGNIFICAND_BITS"]
+
+#: Signed significands this wide or narrower are multiplied by shifts and additions instead of a DSP.
+NARROW_SIGNIFICAND_BITS = 5
 
 
 class ExactMultiplier(wiring.Component):
     """``product = (sig_a * sig_b) << (shift_a + shift_b)``: no rounding, ever.
 
-    ``nonfinite`` is set when either operand is NaN or Inf; the product is then zero.
+    The two halves are outputs too, ``significands = sig_a * sig_b`` and ``shift = shift_a + shift_b``, so that a
+    pipeline can register them and shift a cycle later (the processing element does). ``nonfinite`` is set when
+    either operand is NaN or Inf; the product is then zero.
     """
 
     def __init__(self, a_format: Format | str, b_format: Format | str):
         self._a, self._b = get_format(a_format), get_format(b_format)
         self._product = product_of(self._a, self._b)
+        shift_bits = max(self._a.shift_bits, 1) + 1
         super().__init__({
             "a": In(unsigned(self._a.bits)),
             "b": In(unsigned(self._b.bits)),
             "product": Out(signed(self._product.fixed_bits)),
+            "significands": Out(signed(self._product.significand_bits)),
+            "shift": Out(unsigned(max(shift_bits, max(self._b.shift_bits, 1) + 1))),
             "nonfinite": Out(1),
         })
 
@@ -36,9 +45,13 @@ class ExactMultiplier(wiring.Component):
         m.submodules.decode_b = decode_b = operand_decoder(self._b)
         m.d.comb += [decode_a.code.eq(self.a), decode_b.code.eq(self.b)]
 
-        significands = decode_a.significand * decode_b.significand
+        a, b = decode_a.significand, decode_b.significand
+        # Narrow significands (minifloats, int4) multiply in a few LUTs; yosys would give each a DSP and its routing.
+        significands = shift_add(a, b) if min(len(a), len(b)) <= NARROW_SIGNIFICAND_BITS else a * b
         m.d.comb += [
-            self.product.eq(significands << (decode_a.shift + decode_b.shift)),
+            self.significands.eq(significands),
+            self.shift.eq(decode_a.shift + decode_b.shift),
+            self.product.eq(self.significands << self.shift),
             self.nonfinite.eq(decode_a.nonfinite | decode_b.nonfinite),
         ]
         return m

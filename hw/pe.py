@@ -7,12 +7,20 @@ from amaranth.lib.wiring import In, Out
 from .lanes import act_lane, psum_lane
 from .multiplier import ExactMultiplier
 from .spec.formats import Format, get_format, product_of
+from .spec.microarchitecture import PE_LATENCY
 
-__all__ = ["ProcessingElement"]
+__all__ = ["ProcessingElement", "PE_LATENCY"]
 
 
 class ProcessingElement(wiring.Component):
-    """``psum_out <= psum_in + a_in * weight[a_in.bank]`` and ``a_out <= a_in``, on every cycle with ``en``.
+    """A multiply-accumulate in three steps, each on a cycle with ``en``: the operands ``a_in`` and
+    ``weight[a_in.bank]`` into registers; the product of their significands and the sum of their exponent shifts
+    into registers; then ``psum_out <= psum_in + (significands << shift)``; and ``a_out <= a_in``.
+
+    The registers cut the path operand -> bank choice -> decode -> multiply -> shift -> add into pieces that each
+    fit a cycle, so ``psum_in`` must arrive two advances after ``a_in`` (:data:`PE_LATENCY` advances from ``a_in``
+    to ``psum_out``): in the array it does, because the PE above sees the activation one advance earlier and takes
+    as long.
 
     Two weight registers (banks) make the weights double-buffered: while activations use one bank, the
     next tile's weights shift into the other through ``w_in``/``w_out`` (a chain running up the column)
@@ -52,12 +60,22 @@ class ProcessingElement(wiring.Component):
         m.d.comb += self.w_out.eq(banks[self.w_bank])
 
         m.submodules.multiplier = multiplier = ExactMultiplier(self._acts, self._weights)
-        m.d.comb += [multiplier.a.eq(self.a_in.code), multiplier.b.eq(banks[self.a_in.bank])]
+        a_code = Signal(self._acts.bits)
+        w_code = Signal(self._weights.bits)
+        m.d.comb += [multiplier.a.eq(a_code), multiplier.b.eq(w_code)]
 
+        significands = Signal.like(multiplier.significands)
+        shift = Signal.like(multiplier.shift)
+        product_nonfinite = Signal()
         with m.If(self.en):
             m.d.sync += [
                 self.a_out.eq(self.a_in),
-                self.psum_out.value.eq(self.psum_in.value + multiplier.product),
-                self.psum_out.nonfinite.eq(self.psum_in.nonfinite | multiplier.nonfinite),
+                a_code.eq(self.a_in.code),
+                w_code.eq(banks[self.a_in.bank]),
+                significands.eq(multiplier.significands),
+                shift.eq(multiplier.shift),
+                product_nonfinite.eq(multiplier.nonfinite),
+                self.psum_out.value.eq(self.psum_in.value + (significands << shift)),
+                self.psum_out.nonfinite.eq(self.psum_in.nonfinite | product_nonfinite),
             ]
         return m

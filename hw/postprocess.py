@@ -1,14 +1,20 @@
 """The post-processing unit: one accumulator into one output code per cycle (SETPP + STORE).
 
 The semantics are those of :func:`sw.golden.postprocess.rescale`, bit for bit. The datapath is a pipeline
-of six stages; every stage advances only when ``en`` is high::
+of eleven stages (each at most one carry chain, one DSP multiply or one tree of multiplexers deep, for a 100 MHz
+clock on an ECP5); every stage advances only when ``en`` is high::
 
-    offset    s = acc + bias,  |s|, |M|, sign          (bias saturated to the accumulator's range)
-    multiply  m = |s| * |M|                             (exact: no bit of t = s * M is ever lost)
-    locate    leading and trailing one of m; how far to shift m right, and the result's exponent
-    align     shift m right: the kept bits, a guard bit and a sticky bit
-    round     round half to even, carry into the exponent, saturate; integers add the zero point
-    clamp     clamp by value to [clamp_lo, clamp_hi]  ->  code
+    input      the inputs, registered (the accumulator comes straight from a block RAM)
+    offset     s = acc + bias,  |M|                     (bias saturated to the accumulator's range)
+    magnitude  |s|, sign of s * M
+    multiply   partial products of |s| * |M|, 17 x 17 bits each (one DSP each)
+    sum        m = |s| * |M|, their sum                 (exact: no bit of t = s * M is ever lost)
+    locate     leading and trailing one of m
+    exponent   how far to shift m right, and the result's exponent
+    align      shift m right: the kept bits, a guard bit and a sticky bit
+    round      round half to even, carry into the exponent
+    saturate   saturate to the format; integers add the zero point
+    clamp      clamp by value to [clamp_lo, clamp_hi]  ->  code
 
 Working on the magnitude of ``t`` makes one datapath serve both rounding directions: round-half-even is
 symmetric about zero, so ``rne(t * 2**e) == sign(t) * rne(|t| * 2**e)``, and a minifloat is sign-magnitude
@@ -29,10 +35,16 @@ from .spec.formats import IntFormat, Minifloat, Specials, product_of
 __all__ = ["PostProcessor", "round_half_even"]
 
 #: The pipeline, in order; ``PostProcessor.latency`` is its length.
-STAGES = ("offset", "multiply", "locate", "align", "round", "clamp")
+STAGES = ("input", "offset", "magnitude", "multiply", "sum", "locate", "exponent", "align", "round", "saturate",
+          "clamp")
+
+#: Width of the pieces the multiplier is cut into: an unsigned 17 x 17-bit product fits one 18 x 18 signed DSP.
+DSP_OPERAND_BITS = 17
 
 #: Widths of the parameter ports: those of the PARAM entry and of the SETPP fields (hw/spec/isa.py).
 BIAS_BITS, MULTIPLIER_BITS, SHIFT_BITS, ZERO_POINT_BITS = 64, 32, 8, 16
+#: The ports sampled by the first stage under their own names (and ``i_valid`` as ``valid``).
+_INPUTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi")
 
 
 # --- building blocks --------------------------------------------------------------------------------
@@ -70,6 +82,11 @@ def _find_one(value: Value, *, highest: bool) -> tuple[Value, Value]:
             nodes.append((found_lo | found_hi, Cat(Mux(use_hi, pos_hi, pos_lo), use_hi)))
     found, pos = nodes[0]
     return pos, found
+
+
+def _pieces(value: Value) -> list[Value]:
+    """``value`` cut into pieces of :data:`DSP_OPERAND_BITS` bits, least significant first."""
+    return [value[at:at + DSP_OPERAND_BITS] for at in range(0, len(value), DSP_OPERAND_BITS)]
 
 
 def _saturate_signed(value: Value, bits: int) -> Value:
@@ -177,41 +194,66 @@ class PostProcessor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        offset = self._offset(m)
-        multiply = self._multiply(m, offset)
+        sampled = _register(m, self.en, "input", valid=self.i_valid,
+                            **{name: getattr(self, name) for name in _INPUTS})
+        offset = self._offset(m, sampled)
+        magnitude = self._magnitude(m, offset)
+        product = self._sum(m, self._multiply(m, magnitude))
+        locate = self._locate(m, product)
         if isinstance(self._format, IntFormat):
-            locate = self._locate_integer(m, multiply)
-            align = self._align(m, locate, keep=self._integer_keep_bits)
-            result = self._round_integer(m, align)
+            exponent = self._exponent_integer(m, locate)
+            align = self._align(m, exponent, keep=self._integer_keep_bits)
+            result = self._saturate_integer(m, self._round_integer(m, align))
         else:
-            locate = self._locate_minifloat(m, multiply)
-            align = self._align(m, locate, keep=self._format.man_bits + 1)
-            result = self._round_minifloat(m, align)
+            exponent = self._exponent_minifloat(m, locate)
+            align = self._align(m, exponent, keep=self._format.man_bits + 1)
+            result = self._saturate_minifloat(m, self._round_minifloat(m, align))
         self._clamp(m, result)
         return m
 
     # --- stages common to every format ---------------------------------------------------------
-    def _offset(self, m):
-        """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitudes and sign of ``s`` and ``M``.
+    #: What every stage hands on unchanged until it is used.
+    _PASSED = ("valid", "nonfinite", "shift", "zero_point", "clamp_lo", "clamp_hi")
 
-        From here on the datapath is unsigned, so the multiplier is the narrowest exact one and
-        ``M = -2**31`` needs no special case.
-        """
-        bias = _saturate_signed(self.bias, self._config.acc_bits)
+    def _offset(self, m, p):
+        """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitude and sign of ``M``."""
+        bias = _saturate_signed(p.bias, self._config.acc_bits)
         s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
-        m.d.comb += s.eq(self.acc + bias)
-        return _register(
-            m, self.en, "offset",
-            valid=self.i_valid, nonfinite=self.nonfinite, shift=self.shift, zero_point=self.zero_point,
-            clamp_lo=self.clamp_lo, clamp_hi=self.clamp_hi,
-            s_magnitude=abs(s), m_magnitude=abs(self.multiplier), negative=s[-1] ^ self.multiplier[-1])
+        m.d.comb += s.eq(p.acc + bias)
+        return _register(m, self.en, "offset", **self._carry(p, *self._PASSED), s=s,
+                         m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1])
+
+    def _magnitude(self, m, p):
+        """``|s|`` and the sign of ``t = s * M``. From here on the datapath is unsigned, so the multiplier is the
+        narrowest exact one and ``M = -2**31`` needs no special case."""
+        return _register(m, self.en, "magnitude", **self._carry(p, *self._PASSED, "m_magnitude"),
+                         s_magnitude=abs(p.s), negative=p.s[-1] ^ p.m_negative)
 
     def _multiply(self, m, p):
-        """``|t| = |s| * |M|``: an ``(acc_bits + 1) x 32`` unsigned multiplier, the unit's largest part."""
-        return _register(
-            m, self.en, "multiply", **self._carry(p, "valid", "nonfinite", "shift", "zero_point", "negative",
-                                                  "clamp_lo", "clamp_hi"),
-            magnitude=(p.s_magnitude * p.m_magnitude)[:self.product_bits])
+        """The partial products of ``|s| * |M|``: every 17-bit piece of one times every 17-bit piece of the
+        other, each registered (one DSP without its own pipeline registers, which yosys leaves unused)."""
+        pieces, places = {}, {}
+        for i, a in enumerate(_pieces(p.s_magnitude)):
+            for j, b in enumerate(_pieces(p.m_magnitude)):
+                pieces[f"product{i}_{j}"] = a * b
+                places[f"product{i}_{j}"] = DSP_OPERAND_BITS * (i + j)
+        stage = _register(m, self.en, "multiply", **self._carry(p, *self._PASSED, "negative"), **pieces)
+        stage.places = places       # where each partial product goes (not a register)
+        return stage
+
+    def _sum(self, m, p):
+        """``|t| = |s| * |M|``: the partial products in their places, added."""
+        terms = [getattr(p, name) << place for name, place in p.places.items()]
+        magnitude = sum(terms[1:], terms[0])
+        return _register(m, self.en, "sum", **self._carry(p, *self._PASSED, "negative"),
+                         magnitude=magnitude[:self.product_bits])
+
+    def _locate(self, m, p):
+        """Positions of the highest and lowest set bits of ``|t|``, and whether there is one."""
+        highest, nonzero = _find_one(p.magnitude, highest=True)
+        lowest, _ = _find_one(p.magnitude, highest=False)
+        return _register(m, self.en, "locate", **self._carry(p, *self._PASSED, "negative", "magnitude"),
+                         highest=highest, lowest=lowest, nonzero=nonzero)
 
     def _align(self, m, p, *, keep):
         """Shift right by ``amount + amount_min``: the kept bits, the guard bit, and the sticky bit below it.
@@ -254,15 +296,6 @@ class PostProcessor(wiring.Component):
         man = self._format.man_bits
         return max(0, below) - man, max(top, below + shift_max) - man
 
-    def _locate_common(self, m, p):
-        """Positions of the highest and lowest set bits of ``|t|``, and whether there is one."""
-        highest, nonzero = _find_one(p.magnitude, highest=True)
-        lowest, _ = _find_one(p.magnitude, highest=False)
-        named = [Signal(len(highest), name="locate_highest"), Signal(len(lowest), name="locate_lowest"),
-                 Signal(name="locate_nonzero")]
-        m.d.comb += [a.eq(b) for a, b in zip(named, (highest, lowest, nonzero))]
-        return named
-
     # --- integers -------------------------------------------------------------------------------
     @property
     def _integer_keep_bits(self) -> int:
@@ -274,31 +307,40 @@ class PostProcessor(wiring.Component):
             bits += 1
         return bits
 
-    def _locate_integer(self, m, p):
+    def _exponent_integer(self, m, p):
         """``|t| * 2**e`` with ``e = acc_exponent - shift``: a right shift by ``shift - acc_exponent``."""
-        highest, lowest, nonzero = self._locate_common(m, p)
         # floor(|t| * 2**e) >= 2**keep exactly when the leading one lands at or above bit `keep`.
-        big = nonzero & (highest + self._acc_exponent - p.shift >= self._integer_keep_bits)
+        big = p.nonzero & (p.highest + self._acc_exponent - p.shift >= self._integer_keep_bits)
         return _register(
-            m, self.en, "locate", **self._carry(p, "valid", "nonfinite", "zero_point", "negative", "clamp_lo",
-                                                "clamp_hi", "magnitude"),
-            amount=p.shift, lowest=lowest, nonzero=nonzero, big=big)
+            m, self.en, "exponent", **self._carry(p, "valid", "nonfinite", "zero_point", "negative", "clamp_lo",
+                                                  "clamp_hi", "magnitude", "lowest", "nonzero"),
+            amount=p.shift, big=big)
 
     def _round_integer(self, m, p):
-        """Round, restore the sign, add the zero point, saturate to the format."""
+        """Round the magnitude (a NaN or Inf operand gives 0); meanwhile, how far the zero point lies from either end
+        of the format, so the next stage compares the magnitude with those distances instead of the sum."""
         fmt = self._format
         keep = self._integer_keep_bits
         rounded = p.kept + round_half_even(p.guard, p.sticky, p.kept[0])
-        magnitude = Mux(p.big, 1 << keep, rounded)
-        y = Mux(p.negative, -magnitude, magnitude) + p.zero_point
-        y = Mux(p.nonfinite, p.zero_point, y)
         lo, hi = int(fmt.min), int(fmt.max)
-        y = Mux(y > hi, hi, Mux(y < lo, lo, y))
-        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
-                         code=y[:fmt.bits])
+        zp = p.zero_point
+        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi", "negative"),
+                         zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)),
+                         up=hi - zp, down=lo - zp, up_negated=zp - hi, down_negated=zp - lo)
+
+    def _saturate_integer(self, m, p):
+        """``y = zero_point +- magnitude``, saturated to the format: y > hi exactly when +-magnitude > hi -
+        zero_point, so the bounds are compared beside the addition, not after it."""
+        fmt = self._format
+        lo, hi = int(fmt.min), int(fmt.max)
+        y = Mux(p.negative, p.zero_point - p.magnitude, p.zero_point + p.magnitude)
+        above = Mux(p.negative, p.magnitude < p.up_negated, p.magnitude > p.up)
+        below = Mux(p.negative, p.magnitude > p.down_negated, p.magnitude < p.down)
+        return _register(m, self.en, "saturate", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
+                         code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
 
     # --- minifloats ------------------------------------------------------------------------------
-    def _locate_minifloat(self, m, p):
+    def _exponent_minifloat(self, m, p):
         """The exponent of ``|t| * 2**e`` from its leading one, and where its last kept bit sits.
 
         With the leading one at bit ``h``, the value lies in ``[2**E, 2**(E+1))``, ``E = h + acc_exponent -
@@ -307,17 +349,17 @@ class PostProcessor(wiring.Component):
         ``max(h, emin - acc_exponent + shift) - man_bits``.
         """
         fmt = self._format
-        highest, lowest, nonzero = self._locate_common(m, p)
+        highest, lowest, nonzero = p.highest, p.lowest, p.nonzero
         emin = 1 - fmt.bias
         emax = fmt.max_exp_field - fmt.bias
         man = fmt.man_bits
         below = emin - self._acc_exponent           # emin - e, less the shift
         exponent = Signal(range(self._acc_exponent - (1 << SHIFT_BITS), self.product_bits + self._acc_exponent),
-                          name="locate_exponent")
+                          name="exponent_exponent")
         m.d.comb += exponent.eq(highest + self._acc_exponent - p.shift)
         normal = exponent >= emin
         amount_min, amount_max = self._shift_range
-        amount = Signal(range(amount_max - amount_min + 1), name="locate_amount")
+        amount = Signal(range(amount_max - amount_min + 1), name="exponent_amount")
         m.d.comb += amount.eq(Mux(normal, highest, below + p.shift) - man - amount_min)
         # The biased exponent less one: what the code adds to a significand that carries its leading one.
         base = Mux(normal, exponent, emin) + (fmt.bias - 1)
@@ -328,8 +370,8 @@ class PostProcessor(wiring.Component):
             # Only 0 and 2**emin lie below the normals: above half of 2**emin rounds up, half or less to 0.
             fields.update(flush=~normal, flush_up=(exponent == emin - 1) & (lowest != highest))
         return _register(
-            m, self.en, "locate", **self._carry(p, "valid", "nonfinite", "negative", "clamp_lo", "clamp_hi",
-                                                "magnitude"), **fields)
+            m, self.en, "exponent", **self._carry(p, "valid", "nonfinite", "negative", "clamp_lo", "clamp_hi",
+                                                  "magnitude"), **fields)
 
     def _round_minifloat(self, m, p):
         """Code of the nearest value: round the significand, let a carry ripple into the exponent, saturate.
@@ -341,10 +383,20 @@ class PostProcessor(wiring.Component):
         """
         fmt = self._format
         man = fmt.man_bits
-        max_code = int(fmt.quantize(fmt.max))
         # The last bit of the truncated code, without waiting for the addition that forms the code.
         lsb = p.kept[0] if man else p.kept[0] ^ p.base[0]
         rounded = (p.base << man) + p.kept + round_half_even(p.guard, p.sticky, lsb)
+        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi", "negative",
+                                                            "nonfinite", "huge", "nonzero",
+                                                            *(() if fmt.subnormals else ("flush", "flush_up"))),
+                         rounded=rounded)
+
+    def _saturate_minifloat(self, m, p):
+        """Saturate to the largest finite code, flush (formats without subnormals), sign, NaN for NaN operands."""
+        fmt = self._format
+        man = fmt.man_bits
+        max_code = int(fmt.quantize(fmt.max))
+        rounded = p.rounded
         magnitude = Mux(p.huge | (rounded > max_code), max_code, rounded)
         if not fmt.subnormals:
             magnitude = Mux(p.flush, Mux(p.flush_up, 1 << man, 0), magnitude)
@@ -352,5 +404,5 @@ class PostProcessor(wiring.Component):
         # A result that rounds to zero is +0: -0 never leaves the unit (the IR's tensors never hold it).
         code = Cat(magnitude[:fmt.bits - 1], p.negative & (magnitude[:fmt.bits - 1] != 0))
         special = fmt.nan_code if fmt.has_nan else 0
-        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
+        return _register(m, self.en, "saturate", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
                          code=Mux(p.nonfinite, special, code))

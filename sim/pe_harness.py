@@ -10,6 +10,7 @@ import numpy as np
 
 from hw.pe import ProcessingElement
 from hw.spec.formats import Format, accumulator_bits, get_format, product_of
+from hw.spec.microarchitecture import PE_LATENCY
 from sw.golden import multiply
 
 from . import runner
@@ -53,7 +54,7 @@ def run_all_pairs(weight_format, act_format, work_dir: Path, *, seed: int = 0, w
     stim = _stimulus(wf, af, seed)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(work_dir / "stimulus.npz", **stim, act_bits=af.bits, psum_bits=psum_bits)
+    np.savez(work_dir / "stimulus.npz", **stim, act_bits=af.bits, psum_bits=psum_bits, latency=PE_LATENCY)
     design = runner.build(pe_factory(wf, af, psum_bits), f"pe-{wf.name}-{af.name}", waves=waves)
     runner.run(design, "sim.tb.pe_tb", work_dir, env={
         "TB_STIMULUS": str(work_dir / "stimulus.npz"), "TB_RESULT": str(work_dir / "result.npy")})

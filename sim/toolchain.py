@@ -8,7 +8,6 @@ every pytest-xdist worker and every later run.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from amaranth.back import verilog
+
+from hw.spec.outputs import locked
 
 __all__ = ["REPO", "LZ4", "sim_build_root", "verilator_root", "environment", "patched_environ", "locked",
            "fst_options", "verilog_of", "cached_build"]
@@ -81,18 +82,6 @@ def patched_environ(extra: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive file lock on ``path`` (created), across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _lz4_library() -> Path:

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -117,13 +118,28 @@ def _short(text: str) -> str:
 CHILDREN: set[subprocess.Popen] = set()
 
 
-def run_child(command: Sequence[str], **options) -> subprocess.CompletedProcess:
-    """``subprocess.run`` whose child is terminated (then killed) if this process is interrupted or fails."""
+def run_child(command: Sequence[str], *, on_line: Callable[[str], None] | None = None,
+              **options) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose child is terminated (then killed) if this process is interrupted or fails.
+
+    ``on_line``: the child's standard output and error, merged, are handed over line by line as they come (for
+    progress from a long run); the result's ``stdout`` then holds the last 200 lines.
+    """
     options.setdefault("start_new_session", False)
+    if on_line is not None:
+        options.update(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     with subprocess.Popen(command, **options) as child:
         CHILDREN.add(child)
         try:
-            out, err = child.communicate()
+            if on_line is None:
+                out, err = child.communicate()
+            else:
+                tail: deque[str] = deque(maxlen=200)
+                for line in child.stdout:
+                    tail.append(line)
+                    on_line(line.rstrip("\n"))
+                child.wait()
+                out, err = "".join(tail), None
         except BaseException:
             _stop(child)
             raise

@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass, field
 
 from .formats import Format, FormatError, accumulator_bits, get_format
+from .isa import KINDS, Opcode
 
-__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS"]
+__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "max_depth"]
 
 DATAFLOWS = ("weight_stationary",)
 
@@ -23,10 +24,29 @@ def _check_int(name: str, value, lo: int, hi: int) -> None:
         raise ConfigError(f"{name} must be an integer in {lo}..{hi}, not {value!r}")
 
 
-def _check_pow2(name: str, value, lo: int, hi: int) -> None:
-    _check_int(name, value, lo, hi)
-    if value & (value - 1):
-        raise ConfigError(f"{name} must be a power of two in {lo}..{hi}, not {value!r}")
+def _check_pow2(name: str, value, lo: int, hi: int, why: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi or value & (value - 1):
+        raise ConfigError(f"{name} must be a power of two in {lo}..{hi}{why}, not {value!r}")
+
+
+#: The instruction fields that hold line addresses of each buffer: a buffer holds no more lines than the narrowest
+#: of them addresses, so that no legal instruction names a line an address field cannot hold (and no counter of
+#: the RTL, sized from the depths, can wrap). 2**16 lines is 8 Mbit for a 16-wide int8 activation buffer, twice the
+#: block RAM of an ECP5-85F.
+ADDRESS_FIELDS = {
+    "act_buffer_depth": ((Opcode.LOAD, "sram_addr"), (Opcode.COMPUTE, "act_addr")),
+    "weight_buffer_depth": ((Opcode.LOAD, "sram_addr"), (Opcode.COMPUTE, "weight_addr")),
+    "acc_buffer_depth": ((Opcode.COMPUTE, "acc_addr"), (Opcode.ALU, "dst_addr"), (Opcode.ALU, "src_addr"),
+                         (Opcode.STORE, "acc_addr")),
+    "param_buffer_depth": ((Opcode.LOAD, "sram_addr"), (Opcode.STORE, "param_addr")),
+}
+
+
+def max_depth(name: str) -> tuple[int, str]:
+    """The largest depth of buffer ``name`` (a power of two) its address fields can address, and why."""
+    fields = [(op, field, KINDS[op].field(field).bits) for op, field in ADDRESS_FIELDS[name]]
+    op, field, bits = min(fields, key=lambda f: f[2])
+    return 1 << bits, f" (lines the {bits}-bit field {op.name}.{field} can address)"
 
 
 @dataclass(frozen=True)
@@ -71,10 +91,9 @@ class AcceleratorConfig:
             _check_int("acc_bits", self.acc_bits, needed, 256)
         if self.dataflow not in DATAFLOWS:
             raise ConfigError(f"dataflow must be one of {', '.join(DATAFLOWS)}, not {self.dataflow!r}")
-        _check_pow2("act_buffer_depth", self.act_buffer_depth, 16, 1 << 20)
-        _check_pow2("weight_buffer_depth", self.weight_buffer_depth, 16, 1 << 20)
-        _check_pow2("acc_buffer_depth", self.acc_buffer_depth, 16, 1 << 20)
-        _check_pow2("param_buffer_depth", self.param_buffer_depth, 1, 1024)
+        for name, lo in (("act_buffer_depth", 16), ("weight_buffer_depth", 16), ("acc_buffer_depth", 16),
+                         ("param_buffer_depth", 1)):
+            _check_pow2(name, getattr(self, name), lo, *max_depth(name))
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):

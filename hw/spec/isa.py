@@ -140,6 +140,13 @@ class Kind:
     def name(self) -> str:
         return self.opcode.name
 
+    def field(self, name: str) -> Field:
+        """The field called ``name`` (header fields included)."""
+        for f in HEADER + self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no field {name!r}")
+
     @property
     def used_bits(self) -> int:
         return HEADER_BITS + sum(f.bits for f in self.fields)

@@ -5,8 +5,40 @@ The RTL asserts that it matches these (e.g. the post-processing pipeline's lengt
 a failing comparison of RTL and emulator cycle counts instead of a silent drift.
 """
 
-#: Stages of the post-processing pipeline (offset, multiply, locate, align, round, clamp).
-POSTPROCESS_LATENCY = 6
+#: Stages of the post-processing pipeline (input, offset, magnitude, multiply, sum, locate, exponent, align, round,
+#: saturate, clamp): each at most one carry chain, DSP or multiplexer tree deep.
+POSTPROCESS_LATENCY = 11
+#: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
+#: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
+#: array's fmax).
+PE_LATENCY = 3
+#: Entries of the buffer at the systolic array's output; its ``ready`` is a flip-flop, so back-pressure reaches
+#: the PEs through a register instead of a combinational enable fanned out to all of them.
+ARRAY_OUTPUT_BUFFER = 2
+
+
+#: Registers every activation passes before the first PE of its row (so no PE multiplies an operand that logic
+#: outside the array computed in the same cycle).
+ARRAY_INPUT_STAGES = 1
+
+
+def array_latency(rows: int, cols: int) -> int:
+    """Cycles from an activation vector's acceptance to its partial sums on the array's output: the input
+    register, the skew of the last row and the de-skew of the first column (``rows - 1 + cols - 1``), the PE's own
+    latency, and one more for the output buffer."""
+    return ARRAY_INPUT_STAGES + rows - 1 + cols - 1 + PE_LATENCY + 1
+
+
+def bank_drain(rows: int, cols: int) -> int:
+    """Advances after the last activation vector of a tile until its weight bank may be overwritten: until the
+    last PE (row ``rows - 1``, column ``cols - 1``) has multiplied that vector."""
+    return ARRAY_INPUT_STAGES + rows - 1 + cols - 1
+#: Cycles from a partial sum's arrival at the accumulators (or an ALU element's issue) to the write of its line: the
+#: block RAM's read, then the addition and the write (each in a cycle of its own).
+ACCUMULATE_LATENCY = 2
+#: Cycles the decoder takes to check an instruction (its address arithmetic is pipelined, at most two carry chains
+#: per cycle); the fetch cadence grows with it.
+DECODE_LATENCY = 5
 #: Instructions each engine's command queue holds.
 COMMAND_QUEUE_DEPTH = 4
 

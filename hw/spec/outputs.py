@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OutputError", "atomic_file", "atomic_folder", "check_output_path", "SCRATCH_MARK", "ASIDE_MARK"]
+__all__ = ["OutputError", "atomic_file", "atomic_folder", "check_output_path", "locked", "SCRATCH_MARK", "ASIDE_MARK"]
 
 SCRATCH_MARK = ".partial-"
 ASIDE_MARK = ".old-"
@@ -108,6 +109,20 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     finally:
         _remove(scratch)
         IN_PROGRESS.discard(scratch)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created with its folders): one process at a time fills a cache
+    entry, the others wait and then find it filled."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # --- the swap ---------------------------------------------------------------------------------------------

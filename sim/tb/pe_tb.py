@@ -30,6 +30,7 @@ async def stream_all_pairs(dut):
     dut.w_shift.value, dut.w_bank.value, dut.w_in.value = 1, 0, weights[0]
     await RisingEdge(dut.clk)
 
+    latency = int(stimulus["latency"])
     mask = (1 << psum_bits) - 1
     en, a_in, p_in, w_shift, w_bank, w_in = dut.en, dut.a_in, dut.psum_in, dut.w_shift, dut.w_bank, dut.w_in
     psum_out = dut.psum_out
@@ -44,12 +45,17 @@ async def stream_all_pairs(dut):
             elif j == 1:
                 w_shift.value = 0
             a_in.value = a | (bank << act_bits)
-            p_in.value = psum_in[k] & mask
+            # The partial sum meets the activation's product latency - 1 edges after the activation.
+            if k >= latency - 1:
+                p_in.value = psum_in[k - (latency - 1)] & mask
             k += 1
             await RisingEdge(dut.clk)
             seen.append(psum_out.value.to_unsigned())
+    for tail in range(latency):
+        if k + tail >= latency - 1 and k + tail - (latency - 1) < len(psum_in):
+            p_in.value = psum_in[k + tail - (latency - 1)] & mask
+        await RisingEdge(dut.clk)
+        seen.append(psum_out.value.to_unsigned())
     en.value = 0
-    await RisingEdge(dut.clk)
-    seen.append(psum_out.value.to_unsigned())
-    # A value read just after an edge is the one from before it: result i is read one edge later.
-    np.save(os.environ["TB_RESULT"], np.array([str(v) for v in seen[1:]]))
+    # A value read just after an edge is the one from before it: result i is read latency edges later.
+    np.save(os.environ["TB_RESULT"], np.array([str(v) for v in seen[latency:latency + len(psum_in)]]))

@@ -3,14 +3,15 @@
 Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
 the same way). The rules, each named after the hardware that causes it:
 
-- fetch: an instruction is dispatched every ``memory_latency + beats + 3`` cycles (address, latency, data
-  beats, decode, dispatch); an engine can start it two cycles after dispatch (its command queue);
+- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + DECODE_LATENCY`` cycles (address,
+  latency, data beats, the decoder's pipelined checks, dispatch); an engine can start it two cycles after dispatch
+  (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
 - LOAD, ALU, SETPP, STORE keep their engine busy for a number of cycles given by their sizes (below);
-- COMPUTE frees its engine once its buffer reads are issued; its results are written ``rows + cols`` cycles
-  after the last activation vector entered the array, which is modelled as a resource (two weight banks,
-  each reloadable ``rows + cols - 1`` cycles after its last vector).
+- COMPUTE frees its engine once its buffer reads are issued; its results are written ``array_latency +
+  ACCUMULATE_LATENCY`` cycles after the last activation vector entered the array, which is modelled as a resource
+  (two weight banks, each reloadable ``bank_drain + 1`` cycles after its last vector).
 
 The constants come from ``hw/spec/microarchitecture.py``; ``tests/hw/test_engine_cycles.py`` holds the model to
 the RTL's counter.
@@ -23,7 +24,8 @@ from dataclasses import dataclass, field
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import BURST_BOUNDARY, MAX_BURST_BEATS, POSTPROCESS_LATENCY, feeder_depth
+from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, BURST_BOUNDARY, DECODE_LATENCY, MAX_BURST_BEATS,
+                                       POSTPROCESS_LATENCY, array_latency, bank_drain, feeder_depth)
 
 __all__ = ["Timing", "ArrayModel"]
 
@@ -67,7 +69,7 @@ class ArrayModel:
             first = max(load + self.rows, self.last_accept + 1)
             accepts.extend(range(first, first + vectors))
             self.last_accept = first + vectors - 1
-            self.bank_free[bank] = self.last_accept + self.rows + self.cols - 1
+            self.bank_free[bank] = self.last_accept + bank_drain(self.rows, self.cols) + 1
         return self.last_accept, accepts, rows_in
 
 
@@ -91,7 +93,7 @@ class Timing:
 
     @property
     def fetch(self) -> int:
-        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 3
+        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + DECODE_LATENCY
 
     #: Cycles from dispatch to the earliest start (the command queue).
     dispatch_to_start = 2
@@ -111,7 +113,7 @@ class Timing:
         return 6 + f["y_size"] * beats + bursts + self.memory_latency + POSTPROCESS_LATENCY
 
     def alu(self, f: dict) -> int:
-        return f["y_size"] * f["x_size"] + 2
+        return f["y_size"] * f["x_size"] + ACCUMULATE_LATENCY + 1
 
     def schedule(self, kind: Kind, f: dict, start: int) -> tuple[int, int]:
         """(first cycle the engine is free again, cycle the instruction's effect and tokens are visible) of an
@@ -134,4 +136,6 @@ class Timing:
             return max(start + n, entered[n - 1 - ahead] if n > ahead else 0)
 
         issue_done = max(last_read(accepts), last_read(rows_in)) + 2
-        return issue_done + 1, last + self.config.rows + self.config.cols + 1
+        # The partial sums leave the array array_latency cycles after the last vector; the retire side writes them
+        # ACCUMULATE_LATENCY cycles later and they are visible the cycle after that.
+        return issue_done + 1, last + array_latency(self.config.rows, self.config.cols) + ACCUMULATE_LATENCY + 1

@@ -8,6 +8,7 @@ import pytest
 
 from hw.array import SystolicArray
 from hw.spec.config import AcceleratorConfig
+from hw.spec.microarchitecture import array_latency
 from sim.array_harness import Tile, Traffic, check_long_reduction, check_tiles, random_codes, random_tiles
 
 BUSY = Traffic(gap_weights=0.25, gap_acts=0.25, stall_psums=0.25)
@@ -73,7 +74,7 @@ def test_one_mac_per_pe_per_cycle(rows, cols, tmp_path):
     run = check_tiles(config, tiles, tmp_path)
     vectors = 5 * batch
     assert run.blocked == 0
-    latency = rows + cols - 1   # as documented on SystolicArray
+    latency = array_latency(rows, cols)   # as documented on SystolicArray
     assert run.cycles == run.first_accept + vectors + latency
 
 

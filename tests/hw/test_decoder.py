@@ -49,12 +49,21 @@ def test_decoder_matches_emulator_checks(config):
     got = []
 
     async def bench(ctx):
+        # One word per cycle: the result of word i is on the outputs from cycle i + latency (pipelined checks).
         ctx.set(dut.en, 1)
         ctx.set(dut.dram_size, dram_size)
-        for w in words:
-            ctx.set(dut.word, w)
+        for i in range(len(words) + dut.latency - 1):
+            if i < len(words):
+                ctx.set(dut.word, words[i])
+            else:
+                ctx.set(dut.en, 0)
             await ctx.tick()
-            got.append(ctx.get(dut.error))
+            if i >= dut.latency - 1:
+                assert ctx.get(dut.valid)
+                got.append(ctx.get(dut.error))
+        for _ in range(3):                  # the last result holds until the next word
+            await ctx.tick()
+            assert ctx.get(dut.valid) and ctx.get(dut.error) == got[-1]
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)

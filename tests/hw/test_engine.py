@@ -86,3 +86,65 @@ def test_misaligned_program_address_is_an_error(tmp_path):
     program.program_addr = 8
     program.expected_error = ErrorCode.DRAM_RANGE
     check_programs(config, [program], tmp_path, Traffic(latency=2))
+
+
+#: Every buffer as deep as its ISA address fields allow (hw/spec/config.py): 2**16 lines, 1024 PARAM lines.
+LARGEST = AcceleratorConfig(rows=2, cols=2, weight_format="int8", act_format="int8", act_buffer_depth=1 << 16,
+                            weight_buffer_depth=1 << 16, acc_buffer_depth=1 << 16, param_buffer_depth=1 << 10,
+                            dma_bits=64)
+
+
+def _edge_program(config):
+    """A padded 3x3 convolution whose every buffer region ends on its buffer's last line, an ALU and a STORE there."""
+    from sw.compiler.program import ProgramBuilder
+
+    rng = np.random.default_rng(12)
+    top = config.acc_buffer_depth
+    b = ProgramBuilder(config, max_instructions=12)
+    acts = b.region("acts", rng.integers(0, 256, 2 * 3 * 8, dtype=np.uint8).tobytes())
+    weights = b.region("weights", rng.integers(0, 256, 18 * 8, dtype=np.uint8).tobytes())
+    # One 16-byte PARAM entry per column: bias (int64), multiplier (int32), shift (uint8), padding.
+    params = b.region("params", b"".join(int(rng.integers(-999, 999)).to_bytes(8, "little", signed=True)
+                                         + ((1 << 30) + int(rng.integers(1 << 29))).to_bytes(4, "little")
+                                         + bytes([38, 0, 0, 0]) for _ in range(config.cols)))
+    out = b.region("out", size=6 * 8)
+    # 4 x 5 padded lines, the last of them on line 2**16 - 1; 18 weight lines and the PARAM line likewise.
+    b.emit("LOAD", buffer=0, sram_addr=top - 20, dram_addr=acts.addr, y_size=2, x_size=3, dram_stride=3 * 8,
+           pad_top=1, pad_bottom=1, pad_left=1, pad_right=1, pad_value=0)
+    b.emit("LOAD", buffer=1, sram_addr=top - 18, dram_addr=weights.addr, y_size=1, x_size=18)
+    b.emit("LOAD", buffer=2, sram_addr=config.param_buffer_depth - 1, dram_addr=params.addr, y_size=1, x_size=1,
+           push_next=1)
+    b.emit("COMPUTE", acc_addr=top - 6, act_addr=top - 20, weight_addr=top - 18, out_h=2, out_w=3, act_pitch=5,
+           stride=1, dilation=1, kh=3, kw=3, pop_prev=1)
+    b.emit("ALU", op=1, dst_addr=top - 3, src_addr=top - 6, y_size=1, x_size=3, src_step=1, push_next=1)
+    b.emit("SETPP", zero_point=0, clamp_lo=0x80, clamp_hi=0x7F)
+    b.emit("STORE", acc_addr=top - 6, dram_addr=out.addr, y_size=2, x_size=3, acc_stride=3, dram_stride=3 * 8,
+           param_addr=config.param_buffer_depth - 1, pop_prev=1)
+    b.emit("FINISH")
+    return b.build("every region on its buffer's last lines")
+
+
+def _wrapping_compute(config):
+    """The issue's example: acc_addr=65535, out_w=100 would wrap a 16-bit counter; both must refuse it."""
+    from hw.spec.isa import ErrorCode
+    from sw.compiler.program import ProgramBuilder
+
+    b = ProgramBuilder(config, max_instructions=4)
+    b.emit("COMPUTE", acc_addr=config.acc_buffer_depth - 1, act_addr=0, weight_addr=0, out_h=1, out_w=100,
+           act_pitch=0, stride=1, dilation=1, kh=1, kw=1)
+    b.emit("FINISH")
+    program = b.build("COMPUTE past the last accumulator line")
+    program.expected_error = ErrorCode.SRAM_RANGE
+    return program
+
+
+def test_largest_buffers(tmp_path):
+    """Widths derive from the configuration: at the largest depths the ISA addresses, random programs (regions
+    anywhere in 2**16 lines), a layer on the very last lines and an instruction past them behave as in the
+    emulator."""
+    from sim.programs import random_program
+
+    rng = np.random.default_rng(16)
+    programs = [_edge_program(LARGEST), _wrapping_compute(LARGEST)]
+    programs += [random_program(LARGEST, rng) for _ in range(12)]
+    check_programs(LARGEST, programs, tmp_path, Traffic(latency=2, ready_stall=0.1, valid_gap=0.1, seed=3))

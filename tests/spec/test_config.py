@@ -97,6 +97,20 @@ def test_bad_values(field, value):
     assert names(message, value), message
 
 
+@pytest.mark.parametrize("field,bits,where", [
+    ("act_buffer_depth", 16, "LOAD.sram_addr"), ("weight_buffer_depth", 16, "LOAD.sram_addr"),
+    ("acc_buffer_depth", 16, "COMPUTE.acc_addr"), ("param_buffer_depth", 10, "STORE.param_addr"),
+])
+def test_buffers_hold_no_more_lines_than_the_isa_addresses(field, bits, where):
+    """A deeper buffer would accept instructions whose addresses wrap in the RTL's counters (issue 12)."""
+    AcceleratorConfig(**{field: 1 << bits})
+    with pytest.raises(ConfigError) as caught:
+        AcceleratorConfig(**{field: 1 << (bits + 1)})
+    low = 1 if field == "param_buffer_depth" else 16
+    assert str(caught.value) == (f"{field} must be a power of two in {low}..{1 << bits} (lines the {bits}-bit field "
+                                 f"{where} can address), not {1 << (bits + 1)}")
+
+
 def test_from_dict_unknown_key():
     with pytest.raises(ConfigError, match=r"\bbogus_field\b"):
         AcceleratorConfig.from_dict({"rows": 8, "bogus_field": 1})

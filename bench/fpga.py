@@ -1,0 +1,205 @@
+"""The whole engine placed and routed on FPGAs: fits, resources, fmax, GMAC/s and digits-CNN inferences/s at that fmax,
+for the RTL of this tree and for a baseline commit, through the same flow (hw/pnr.py: yosys + nextpnr, the engine
+inside the shift-chain wrapper of hw/fpga_wrapper.py, the clock target of the configuration, nextpnr seed 1).
+
+Usage: python bench/fpga.py [--configs int8-4x4,...] [--devices ecp5-85f,...] [--baseline COMMIT] [--rtl both|tree|baseline]
+(default: every configuration on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)
+
+The baseline's Verilog is generated from ``git archive COMMIT hw`` (with this tree's wrapper) in a child process;
+place and route is this tree's. Results are cached by a digest of the Verilog (hw/pnr.py), so a second run only
+reads them. Writes bench/results/fpga.json and rewrites the table between the fpga-table markers of README.md.
+Place and route of a 16x16 engine takes tens of minutes on a busy 2-core machine; runs go one at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from common import ROOT, progress, run, table, write  # (importing common puts the repository on sys.path)
+
+from hw.pnr import DEVICES, place_and_route  # noqa: E402
+from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
+from hw.spec.config import AcceleratorConfig  # noqa: E402
+from hw.spec.outputs import atomic_file  # noqa: E402
+
+#: (name, number format, rows = cols): the README's table.
+CONFIGS = [("int8-4x4", "int8", 4), ("int8-8x8", "int8", 8), ("minifloat6-8x8", "minifloat6", 8),
+           ("int8-16x16", "int8", 16), ("minifloat6-16x16", "minifloat6", 16)]
+#: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
+#: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
+DEFAULT_PAIRS = [(name, "ecp5-85f") for name, _, _ in CONFIGS] + [("int8-4x4", "ice40-up5k")]
+#: The last commit before the timing work (issue 12): the "before" column.
+BASELINE = "212754c"
+WORK = ROOT / "bench" / "work" / "fpga"
+MARKERS = ("<!-- fpga-table: python bench/fpga.py -->", "<!-- end fpga-table -->")
+
+_ELABORATE = """
+import sys
+from amaranth.back import verilog
+from hw.engine import InferenceEngine
+from hw.fpga_wrapper import ShiftChainWrapper
+from hw.spec.config import AcceleratorConfig
+config = AcceleratorConfig.from_json(sys.argv[1])
+open(sys.argv[2], "w").write(verilog.convert(ShiftChainWrapper(InferenceEngine(config)), name="top", emit_src=False))
+"""
+
+
+def _config(fmt: str, size: int) -> AcceleratorConfig:
+    return AcceleratorConfig(rows=size, cols=size, weight_format=fmt, act_format=fmt)
+
+
+def _tree(commit: str | None) -> Path:
+    """The folder whose ``hw`` package elaborates the engine: this repository, or an export of ``commit``'s ``hw``
+    with this tree's wrapper beside it."""
+    if commit is None:
+        return ROOT
+    folder = WORK / f"rtl-{commit}"
+    if not (folder / "hw" / "engine.py").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        archive = folder / "hw.tar"
+        done = run_child(["git", "-C", str(ROOT), "archive", "-o", str(archive), commit, "hw"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise UsageError(f"--baseline {commit}: git archive failed: {done.stderr.strip()[:200]}")
+        with tarfile.open(archive) as tar:
+            tar.extractall(folder, filter="data")
+        archive.unlink()
+    (folder / "hw" / "fpga_wrapper.py").write_text((ROOT / "hw" / "fpga_wrapper.py").read_text())
+    return folder
+
+
+def _verilog(config: AcceleratorConfig, tree: Path, name: str) -> str:
+    out = WORK / f"{name}.v"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = run_child([sys.executable, "-c", _ELABORATE, config.to_json(), str(out)], cwd=tree,
+                     env={**os.environ, "PYTHONPATH": str(tree)},
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"elaborating {name} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return out.read_text()
+
+
+def _cycles_per_inference(config: AcceleratorConfig) -> int | None:
+    """The digits CNN's cycles per inference on this tree's cycle model (8 images: cycles do not depend on data)."""
+    from sw.compiler.network import CompileError
+    from sw.evaluate import evaluate
+
+    try:
+        return evaluate(config, images=8, log=lambda *a: None)["cycles_per_inference"]
+    except CompileError:
+        return None
+
+
+def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None) -> dict:
+    r = s["resources"]
+    record = {"config": name, "device": device, "rtl": rtl, "fits": s["fits"],
+              **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
+              "available": {k: r[k]["available"] for k in r}, "fmax_mhz": s["fmax_mhz"],
+              "target_mhz": s["target_mhz"], "critical_path": s["critical_path"],
+              "overflow": s.get("overflow"), "error": s.get("error"), "seconds": s["seconds"]}
+    if s["fmax_mhz"]:
+        record["gmacs"] = round(config.peak_macs_per_cycle * s["fmax_mhz"] / 1e3, 3)
+        if cycles:
+            record["cycles_per_inference"] = cycles
+            record["inferences_per_second"] = round(s["fmax_mhz"] * 1e6 / cycles, 1)
+    return record
+
+
+def _path(p: dict | None) -> str:
+    if not p:
+        return ""
+    name = lambda s: s.removeprefix("core.")  # noqa: E731 - the wrapper calls the engine "core"
+    return f"`{name(p['from'])}` -> `{name(p['to'])}`"
+
+
+def _readme_table(records: list[dict]) -> str:
+    by = {(r["config"], r["device"], r["rtl"]): r for r in records}
+    lines = ["| configuration | device | fits | LUT4 | FF | DSP | BRAM | fmax before (MHz) | fmax (MHz) | "
+             "GMAC/s at fmax | digits CNN inferences/s at fmax | critical path |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for name, _, _ in CONFIGS:
+        for device in DEVICES:
+            now, before = by.get((name, device, "this tree")), by.get((name, device, f"baseline {BASELINE}"))
+            if now is None:
+                continue
+            fits = "yes" if now["fits"] else "no: " + ", ".join(
+                f"{bel} {u['used']}/{u['available']}" for bel, u in (now.get("overflow") or {}).items())
+            fmax_before = (f"{before['fmax_mhz']:.1f}" if before and before["fmax_mhz"] else
+                           "does not fit" if before and not before["fits"] else "")
+            cells = [name, device, fits] + [str(now.get(k, "-")) for k in ("luts", "flipflops", "dsps", "brams")]
+            cells += [fmax_before, f"{now['fmax_mhz']:.1f}" if now["fmax_mhz"] else "-",
+                      str(now.get("gmacs", "-")), str(now.get("inferences_per_second", "-")),
+                      _path(now["critical_path"])]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _update_readme(text: str) -> None:
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    start, end = (old.find(m) for m in MARKERS)
+    if start < 0 or end < 0:
+        raise RuntimeError(f"README.md has no {MARKERS[0]} ... {MARKERS[1]} block")
+    new = old[:start + len(MARKERS[0])] + "\n" + text + "\n" + old[end:]
+    with atomic_file(readme) as scratch:
+        scratch.write_text(new)
+
+
+def main() -> int:
+    p = Parser(prog="python bench/fpga.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--configs", help="comma-separated from " + ", ".join(n for n, _, _ in CONFIGS) +
+                   " (default: all, each on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)")
+    p.add_argument("--devices", help="comma-separated from " + ", ".join(DEVICES) + " (with --configs: default "
+                   "ecp5-85f)")
+    p.add_argument("--baseline", default=BASELINE, help="commit whose RTL gives the 'before' column (%(default)s)")
+    p.add_argument("--rtl", choices=("both", "tree", "baseline"), default="both",
+                   help="whose RTL to place and route: this tree's, the baseline's, or both (default)")
+    args = p.parse_args()
+    known = {n: (f, s) for n, f, s in CONFIGS}
+    configs = [c.strip() for c in (args.configs or ",".join(known)).split(",") if c.strip()]
+    devices = [d.strip() for d in (args.devices or "ecp5-85f").split(",") if d.strip()]
+    for flag, chosen, allowed in (("--configs", configs, known), ("--devices", devices, DEVICES)):
+        bad = [c for c in chosen if c not in allowed]
+        if bad or not chosen:
+            raise UsageError(f"{flag}: unknown {', '.join(bad)[:80] or '(none)'}; choose from {', '.join(allowed)}")
+    pairs = DEFAULT_PAIRS if args.configs is None and args.devices is None else \
+        [(c, d) for c in configs for d in devices]
+    if not re.fullmatch(r"[0-9a-fA-F]{4,40}", args.baseline):
+        raise UsageError(f"--baseline must be a commit hash, not {args.baseline[:40]!r}")
+
+    previous = {}
+    results = ROOT / "bench" / "results" / "fpga.json"
+    if results.is_file():
+        previous = {(r["config"], r["device"], r["rtl"]): r for r in json.loads(results.read_text())["records"]}
+    trees = [("this tree", None)] * (args.rtl != "baseline") + \
+        [(f"baseline {args.baseline}", args.baseline)] * (args.rtl != "tree")
+    for name in dict.fromkeys(c for c, _ in pairs):
+        config = _config(*known[name])
+        cycles = _cycles_per_inference(config) if args.rtl != "baseline" else None
+        for rtl, commit in trees:
+            progress(f"{name} ({rtl}): elaborating ...")
+            text = _verilog(config, _tree(commit), f"{name}-{commit or 'tree'}")
+            for device in (d for c, d in pairs if c == name):
+                progress(f"{name} ({rtl}) on {device}:")
+                summary = place_and_route(text, device, clock_mhz=config.clock_mhz,
+                                          progress=lambda m: progress(f"  {m}"))
+                previous[(name, device, rtl)] = _record(name, config, device, rtl, summary,
+                                                        cycles if commit is None else None)
+    records = list(previous.values())
+    print(table(records, [("config", "configuration"), ("device", "device"), ("rtl", "RTL"), ("fits", "fits"),
+                          ("luts", "LUT4"), ("flipflops", "FF"), ("dsps", "DSP"), ("brams", "BRAM"),
+                          ("fmax_mhz", "fmax MHz"), ("gmacs", "GMAC/s")]))
+    print(f"wrote {write('fpga', records, baseline=args.baseline).relative_to(ROOT)}")
+    _update_readme(_readme_table(records))
+    print("updated the table in README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
