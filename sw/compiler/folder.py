@@ -26,6 +26,8 @@ from hw.spec.config import AcceleratorConfig, ConfigError
 from hw.spec.formats import FormatError, get_format
 from hw.spec.isa import INSTRUCTION_BYTES, ErrorCode, Opcode
 
+from .fold import Fold
+
 if TYPE_CHECKING:
     from .network import CompiledNetwork
 
@@ -236,6 +238,8 @@ class _Schema:
                         isinstance(i, int) and not isinstance(i, bool) and 0 <= i < dims["channels"] for i in index):
                     self.fail(f"tensor {_short(name)}: index must list positions in 0..{dims['channels'] - 1}")
             out[name] = {"region": t["region"], **dims, "index": index}
+            if t.get("fold") is not None:
+                out[name]["fold"] = self.fold(name, t["fold"], dims)
         for end in ("input", "output"):
             entry = self.dict_at(self.m, end)
             if entry.get("name") not in out:
@@ -244,6 +248,24 @@ class _Schema:
             if entry.get("addr") != region[0]:
                 self.fail(f"{end}.addr {_short(entry.get('addr'))} is not where its region starts ({region[0]})")
         return out
+
+    def fold(self, name: str, fold, dims: dict) -> Fold:
+        """A folded input's window (sw/compiler/fold.py): small integers whose map has the placement's channels."""
+        if not isinstance(fold, dict):
+            self.fail(f"tensor {_short(name)}: fold must be an object")
+        pairs = {}
+        for key, count, lo, hi in (("kernel", 2, 1, 15), ("stride", 2, 1, 7), ("dilation", 2, 1, 7),
+                                   ("padding", 4, 0, 7)):
+            value = fold.get(key)
+            if not (isinstance(value, list) and len(value) == count and all(
+                    isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value)):
+                self.fail(f"tensor {_short(name)}: fold.{key} must list {count} integers in {lo}..{hi}")
+            pairs[key] = tuple(value)
+        result = Fold(self.integer(fold, "channels", 1, dims["channels"]), **pairs)
+        if dims["channels"] != result.channels * pairs["kernel"][0] * pairs["kernel"][1]:
+            self.fail(f"tensor {_short(name)}: {dims['channels']} channels are not the fold's "
+                      f"{result.channels} x {pairs['kernel'][0]} x {pairs['kernel'][1]}")
+        return result
 
     def layers(self, instructions: int) -> list[dict]:
         layers = self.m.get("layers")
@@ -286,6 +308,9 @@ class _Schema:
             if name not in network.shapes:
                 raise FolderError(f"{where}: tensor {name!r} of the program is not in the network")
             size = math.prod(network.shapes[name])
+            if p.get("fold") is not None:
+                self.folded(name, network.shapes[name], p)
+                continue
             capacity = len(p["index"]) if p["index"] is not None else p["channels"] * p["height"] * p["width"]
             if size != capacity:
                 raise FolderError(f"{where}: tensor {name!r} has {size} elements in the network but {capacity} "
@@ -297,6 +322,22 @@ class _Schema:
                 raise FolderError(f"{where}: tensor {name!r}: {e}") from None
             if not (isinstance(t.scale, (int, float)) and math.isfinite(t.scale) and t.scale > 0):
                 raise FolderError(f"{where}: tensor {name!r} has scale {t.scale!r}; scales are finite and positive")
+
+    def folded(self, name: str, shape: tuple, p: dict) -> None:
+        """A folded tensor is the network's input, and its map is the fold of the input's shape."""
+        from sw.frontend.float_model import FloatModelError
+
+        where = self.folder / "network.json"
+        if name != self.m["input"]["name"] or len(shape) != 3 or shape[0] != p["fold"].channels:
+            raise FolderError(f"{where}: tensor {name!r} is folded, but only the network's input can be, and its "
+                              f"channels must be the fold's")
+        try:
+            folded = p["fold"].shape(shape[1], shape[2])
+        except FloatModelError:
+            folded = None
+        if folded != (p["channels"], p["height"], p["width"]):
+            raise FolderError(f"{where}: tensor {name!r} of shape {tuple(shape)} folds to {folded}, not the "
+                              f"program's {p['channels']}x{p['height']}x{p['width']}")
 
     def segments(self, instructions: int) -> list[tuple[int, int]]:
         """The programs of the image: (first instruction, count), one after the other, covering all of them."""

@@ -20,6 +20,7 @@ from hw.spec.isa import Buffer
 from hw.spec.layout import line_bytes, output_line_bytes
 from sw.ir import QuantizedNetwork, QuantLayer
 
+from .fold import Fold
 from .program import ProgramBuilder, Region
 from .tiling import ConvJob, Pool, Requant, Source, ceil_div
 
@@ -40,10 +41,13 @@ class Placement:
     height: int
     width: int
     index: list[int] | None = None
+    #: The network's input written im2col'd by the host (see :mod:`sw.compiler.fold`): the map above is the folded one.
+    fold: Fold | None = None
 
     def to_dict(self) -> dict:
-        return {"region": self.region, "channels": self.channels, "height": self.height, "width": self.width,
-                "index": self.index}
+        d = {"region": self.region, "channels": self.channels, "height": self.height, "width": self.width,
+             "index": self.index}
+        return d if self.fold is None else {**d, "fold": self.fold.to_dict()}
 
 
 @dataclass
@@ -74,12 +78,15 @@ class Lowering:
         self.steps: list[dict] = []
 
     # --- tensors --------------------------------------------------------------------------------------------
-    def place(self, name: str, channels: int, height: int, width: int) -> Placement:
-        """Give tensor ``name`` a region of its own: a map of ``channels`` x ``height`` x ``width``."""
+    def place(self, name: str, channels: int, height: int, width: int, fold: Fold | None = None) -> Placement:
+        """Give tensor ``name`` a region of its own: a map of ``channels`` x ``height`` x ``width`` (``fold``: of
+        the windows of such a map)."""
         c = self.config
+        if fold is not None:
+            channels, height, width = fold.shape(height, width)
         size = ceil_div(channels, c.cols) * height * width * output_line_bytes(c)
         self.b.region(f"tensor:{name}", size=size)
-        p = Placement(f"tensor:{name}", channels, height, width)
+        p = Placement(f"tensor:{name}", channels, height, width, fold=fold)
         self.placements[name] = p
         return p
 

@@ -18,6 +18,7 @@ from hw.spec.layout import output_line_bytes, pack_codes, unpack_codes
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
 
+from .fold import input_fold
 from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job, split_job
@@ -73,6 +74,8 @@ class CompiledNetwork:
         dtype = np.uint8 if c.acts.bits <= 8 else np.uint16
         if codes.size and (codes.dtype.kind not in "iu" or codes.min() < 0 or codes.max() >> c.acts.bits):
             raise ValueError(f"Codes must be integers in 0..{(1 << c.acts.bits) - 1}")
+        if p.fold is not None:
+            codes = p.fold.apply(codes, zero)
         if p.index is not None:
             chw = np.full((n, p.channels), zero, dtype=dtype)
             chw[:, np.asarray(p.index)] = codes.reshape(n, -1)
@@ -88,6 +91,9 @@ class CompiledNetwork:
     def tensor_codes(self, name: str, data: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`tensor_bytes`: (N, bytes) from external memory to codes (N, *IR shape)."""
         c, p = self.config, self.placements[name]
+        if p.fold is not None:
+            raise ValueError(f"tensor {name!r} sits in external memory folded (im2col'd for its convolution); "
+                             f"its codes are the input the host wrote")
         data = np.asarray(data, dtype=np.uint8)
         n, blocks = data.shape[0], ceil_div(p.channels, c.cols)
         lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.acts.bits)
@@ -116,8 +122,9 @@ class CompiledNetwork:
 
     @property
     def materialized(self) -> list[str]:
-        """Tensors with their own place in external memory (the others were fused away or are flatten views)."""
-        return [name for name, p in self.placements.items() if p.region == f"tensor:{name}"]
+        """Tensors the engine wrote to a place of their own in external memory (the others were fused away or are
+        flatten views; a folded input is the host's, in the convolution's layout)."""
+        return [name for name, p in self.placements.items() if p.region == f"tensor:{name}" and p.fold is None]
 
     # --- files ---------------------------------------------------------------------------------------------
     def manifest(self) -> dict:
@@ -194,7 +201,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
     ctx = Lowering(net, c, ProgramBuilder(c, max_instructions=max_instructions or 1 << 22), _fused_pools(net))
     shape_in = net.input_shape
     if len(shape_in) == 3:
-        ctx.place(net.input, *shape_in)
+        ctx.place(net.input, *shape_in, fold=input_fold(net, c))
     else:
         ctx.place(net.input, shape_in[0], 1, 1).index = list(range(shape_in[0]))
     skip = {pool.name for pool in ctx.fused.values()}

@@ -87,11 +87,24 @@ class Conv(Operator):
     def lower(self, layer, ctx):
         from sw.compiler.lowering import dense_weights, equal_pair
         (x,) = ctx.feature_maps(layer)
+        if x.fold is not None:
+            return self._lower_folded(layer, ctx, x)
         weights = dense_weights(layer, x.channels)
         attrs = layer.attrs
         job = ctx.add_job(layer, [(x, weights)], weights.shape[-1], kernel=weights.shape[1:3],
                           stride=equal_pair(attrs.get("stride", 1), "stride", layer),
                           dilation=equal_pair(attrs.get("dilation", 1), "dilation", layer),
                           padding=tuple(attrs.get("padding", (0, 0, 0, 0))))
+        ho, wo = job.conv_out
+        job.macs = int(ho * wo * layer.weights[0].size * len(layer.weights))
+
+    def _lower_folded(self, layer, ctx, x) -> None:
+        """On an input the host wrote im2col'd (sw/compiler/fold.py): a 1x1 convolution whose input channel
+        ``(c * kh + ky) * kw + kx`` is channel ``c`` at tap ``(ky, kx)``."""
+        from sw.compiler.lowering import dense_weights
+        weights = dense_weights(layer, x.fold.channels)                  # (T, kh, kw, C, Cout)
+        t, kh, kw, c, cout = weights.shape
+        folded = weights.transpose(0, 3, 1, 2, 4).reshape(t, 1, 1, c * kh * kw, cout)
+        job = ctx.add_job(layer, [(x, folded)], cout)
         ho, wo = job.conv_out
         job.macs = int(ho * wo * layer.weights[0].size * len(layer.weights))
