@@ -45,6 +45,18 @@ def write_json(path: pathlib.Path, payload) -> None:
         scratch.write_text(json.dumps(payload, indent=2) + "\n")
 
 
+def update_readme(markers: tuple[str, str], text: str) -> None:
+    """Replace what README.md holds between the two marker lines with ``text`` (a benchmark's table)."""
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    start, end = (old.find(m) for m in markers)
+    if start < 0 or end < 0:
+        raise RuntimeError(f"README.md has no {markers[0]} ... {markers[1]} block")
+    new = old[:start + len(markers[0])] + "\n" + text + "\n" + old[end:]
+    with atomic_file(readme) as scratch:
+        scratch.write_text(new)
+
+
 def run(main, name: str | None = None) -> int:
     """Exit status of a benchmark's ``main`` under the command-line contract (see hw/spec/cli.py)."""
     return main_guard(name or f"python {pathlib.Path(sys.argv[0]).name}", main)

@@ -21,12 +21,11 @@ import sys
 import tarfile
 from pathlib import Path
 
-from common import ROOT, progress, run, table, write  # (importing common puts the repository on sys.path)
+from common import ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
 
 from hw.pnr import DEVICES, place_and_route  # noqa: E402
 from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
-from hw.spec.outputs import atomic_file  # noqa: E402
 
 #: (name, number format, rows = cols): the README's table.
 CONFIGS = [("int8-4x4", "int8", 4), ("int8-8x8", "int8", 8), ("minifloat6-8x8", "minifloat6", 8),
@@ -140,17 +139,6 @@ def _readme_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _update_readme(text: str) -> None:
-    readme = ROOT / "README.md"
-    old = readme.read_text()
-    start, end = (old.find(m) for m in MARKERS)
-    if start < 0 or end < 0:
-        raise RuntimeError(f"README.md has no {MARKERS[0]} ... {MARKERS[1]} block")
-    new = old[:start + len(MARKERS[0])] + "\n" + text + "\n" + old[end:]
-    with atomic_file(readme) as scratch:
-        scratch.write_text(new)
-
-
 def main() -> int:
     p = Parser(prog="python bench/fpga.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", help="comma-separated from " + ", ".join(n for n, _, _ in CONFIGS) +
@@ -196,7 +184,7 @@ def main() -> int:
                           ("luts", "LUT4"), ("flipflops", "FF"), ("dsps", "DSP"), ("brams", "BRAM"),
                           ("fmax_mhz", "fmax MHz"), ("gmacs", "GMAC/s")]))
     print(f"wrote {write('fpga', records, baseline=args.baseline).relative_to(ROOT)}")
-    _update_readme(_readme_table(records))
+    update_readme(MARKERS, _readme_table(records))
     print("updated the table in README.md")
     return 0
 

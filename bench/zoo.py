@@ -14,13 +14,14 @@ Writes bench/results/zoo.json and prints the table (README.md shows the last one
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, progress, run, table, write  # (importing common puts the repository on sys.path)
+from common import RESULTS, ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
 
 from hw.spec.cli import Parser, UsageError, integer  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
@@ -28,11 +29,12 @@ from hw.spec.isa import INSTRUCTION_BYTES, Buffer, Opcode, decode  # noqa: E402
 from hw.spec.layout import line_bytes, output_line_bytes  # noqa: E402
 
 ZOO = ROOT / "models" / "zoo"
+MARKERS = ("<!-- zoo-table: python bench/zoo.py -->", "<!-- end zoo-table -->")
 MODELS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "squeezenet1_1", "resnet8", "resnet20", "ds_cnn",
           "mobilenet_v1_025", "vgg11", "unet")
 
 
-def _model(name: str) -> tuple[Path, Path]:
+def model_files(name: str) -> tuple[Path, Path]:
     """The model's ONNX file and calibration inputs: committed beside the zoo, else exported once."""
     for folder in (ZOO, ZOO / "onnx"):
         if (folder / f"{name}.onnx").is_file():
@@ -63,7 +65,7 @@ def point(name: str, shape: tuple[int, int], fmt: str, images: int) -> dict:
     from sw.quantize import QuantizationError
     from sw.runtime import run_codes
 
-    path, samples_path = _model(name)
+    path, samples_path = model_files(name)
     rows, cols = shape
     config = AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_format=fmt)
     record = {"model": name, "shape": f"{rows}x{cols}", "format": fmt}
@@ -115,15 +117,36 @@ def main(argv=None) -> int:
                 records.append(point(name, shape, fmt, args.images))
                 r = records[-1]
                 progress(f"  {'compiled' if r['compiled'] else 'refused: ' + r['refusal'][:150]}")
-    print(table(records, [("model", "model"), ("shape", "array"), ("format", "format"), ("compiled", "compiled"),
-                          ("engine_layers", "engine layers"), ("host_layers", "host layers"), ("macs", "MACs"),
-                          ("host_macs", "host MACs"),
-                          ("cycles", "cycles"), ("utilization", "utilization"),
-                          ("cycles_over_roofline", "cycles / roofline"), ("compile_s", "compile s"),
-                          ("emulator_s_per_image", "emulator s/image"),
-                          ("golden_equals_emulator", "golden == emulator"), ("refusal", "refusal")]))
-    print(f"\nwrote {write('zoo', records).relative_to(ROOT)}")
+    print(table(records, COLUMNS))
+    merged = _merged(records)
+    print(f"\nwrote {write('zoo', merged).relative_to(ROOT)}")
+    update_readme(MARKERS, table(sorted(merged, key=_order), README_COLUMNS))
+    print("updated the table in README.md")
     return 0
+
+
+COLUMNS = [("model", "model"), ("shape", "array"), ("format", "format"), ("compiled", "compiled"),
+           ("engine_layers", "engine layers"), ("host_layers", "host layers"), ("macs", "MACs"),
+           ("host_macs", "host MACs"), ("cycles", "cycles"), ("utilization", "utilization"),
+           ("cycles_over_roofline", "cycles / roofline"), ("compile_s", "compile s"),
+           ("emulator_s_per_image", "emulator s/image"), ("golden_equals_emulator", "golden == emulator"),
+           ("refusal", "refusal")]
+README_COLUMNS = [c for c in COLUMNS if c[0] not in ("compile_s", "emulator_s_per_image")]
+
+
+def _merged(records: list[dict]) -> list[dict]:
+    """These records over the last run's (by model, shape and format): a run of a few models keeps the rest."""
+    path = RESULTS / "zoo.json"
+    previous = json.loads(path.read_text())["records"] if path.is_file() else []
+    key = lambda r: (r["model"], r["shape"], r["format"])  # noqa: E731
+    merged = {key(r): r for r in previous}
+    merged.update({key(r): r for r in records})
+    return list(merged.values())
+
+
+def _order(record: dict) -> tuple:
+    return (MODELS.index(record["model"]) if record["model"] in MODELS else len(MODELS), record["shape"],
+            record["format"])
 
 
 if __name__ == "__main__":
