@@ -384,6 +384,24 @@ class Minifloat(_Format):
             out = np.where(nan, self.nan_code, out)
         return out.astype(_code_dtype(self.bits))
 
+    def round_values(self, x) -> np.ndarray:
+        """``decode(quantize(x))`` without the codes, by arithmetic instead of a search of the value ladder (the
+        inner loop of calibration): the quantum of ``|x|``'s binade (at least the subnormal one), round half to
+        even on it (an even multiple of the quantum is an even mantissa), saturating at ``max``. Without mantissa
+        bits the tie goes to the even exponent instead: those formats (and NaN inputs) take the ladder."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.man_bits == 0 or np.isnan(x).any():
+            return self.decode(self.quantize(x))
+        top = self.max
+        mag = np.minimum(np.abs(x), top)
+        min_normal = 2.0 ** (1 - self.bias)
+        _, e = np.frexp(mag)                                  # mag = f * 2**e, f in [0.5, 1): binade e - 1
+        quantum = np.ldexp(1.0, np.maximum(e - 1, 1 - self.bias) - self.man_bits)
+        v = np.minimum(np.rint(mag / quantum) * quantum, top)
+        if not self.subnormals:                               # below the smallest normal: 0 or it, ties to 0
+            v = np.where(mag < min_normal, np.where(mag > min_normal / 2, min_normal, 0.0), v)
+        return np.copysign(v, x)
+
     @property
     def nan_code(self) -> int:
         """The positive NaN code (exponent and mantissa all ones); only meaningful when ``has_nan``."""

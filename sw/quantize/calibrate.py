@@ -65,8 +65,7 @@ class Grid:
         y = np.asarray(y, dtype=np.float64)
         if self.is_int:
             return np.clip(np.rint(y), self.lo, self.hi)
-        v = self.format.decode(self.format.quantize(y))
-        return np.clip(v, self.lo, self.hi) + 0.0
+        return np.clip(self.format.round_values(y), self.lo, self.hi) + 0.0
 
 
 def qdq(x: np.ndarray, grid: Grid, scale: float, zero_point: int = 0) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from hw.spec.formats import (FormatError, IntFormat, Minifloat, accumulator_bits, format_names, get_format,
-                             product_of, signed_width)
+                             Specials, product_of, signed_width)
 
 #: Our minifloats and the ml_dtypes type of the same numbers.
 ML_FLOATS = {
@@ -509,3 +509,39 @@ def test_ftz_quantize_never_subnormal(name):
     nearest = np.where(np.abs(x[sub]) < min_normal / 2, 0.0, min_normal)
     off_tie = np.abs(x[sub]) != min_normal / 2
     np.testing.assert_array_equal(np.abs(fmt.decode(got[sub]))[off_tie], nearest[off_tie])
+
+
+def _every_minifloat():
+    """Every exponent and mantissa width, subnormals on and off, each kind of specials, at the default bias and
+    both ends of its supported range."""
+    for e in range(1, 6):
+        for m in range(0, 11):
+            for subnormals in (True, False):
+                for specials in Specials:
+                    try:
+                        lo, hi = Minifloat(e, m, subnormals=subnormals, specials=specials).bias_range
+                    except FormatError:
+                        continue
+                    for bias in sorted({lo, hi, (1 << (e - 1)) - 1}):
+                        try:
+                            yield Minifloat(e, m, bias, subnormals, specials)
+                        except FormatError:
+                            pass
+
+
+def test_round_values_is_decode_of_quantize_for_every_minifloat():
+    """The arithmetic rounding of calibration against the ladder of codes: on every value, midpoint between
+    neighbours, the floats beside each midpoint, beyond the maximum and random values; sign bits included."""
+    rng = np.random.default_rng(0)
+    count = 0
+    for fmt in _every_minifloat():
+        values = fmt._ladder[0]
+        mids = (values[1:] + values[:-1]) / 2
+        x = np.concatenate([values, mids, np.nextafter(mids, np.inf), np.nextafter(mids, -np.inf),
+                            [values[-1] * 1.01, np.inf, 1e300, 1e-300, 0.0]])
+        x = np.concatenate([x, -x, rng.standard_normal(500) * values[-1] / 3])
+        expected, got = fmt.decode(fmt.quantize(x)), fmt.round_values(x)
+        np.testing.assert_array_equal(got, expected, err_msg=fmt.name)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected), err_msg=fmt.name)
+        count += 1
+    assert count > 500
