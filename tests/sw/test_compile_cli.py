@@ -64,11 +64,14 @@ def _softmax_model(path):
 
 def _wide_model(path):
     """A window no buffer holds: one output pixel of a 15x15 kernel at dilation 7 reads 99 x 99 input lines
-    (twice, double-buffered), more than the 4096 of the default activation buffer; strips cannot help."""
+    (twice, double-buffered), more than the 4096 of the default activation buffer; strips cannot help. A 1x1
+    convolution comes first, so the wide one does not read the network's input (which would be folded)."""
     w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 15, 15], np.ones(450, np.float32))
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="wide_conv", dilations=[7, 7])],
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1, 1, 1, 1], np.ones(1, np.float32))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "one"], ["x1"], name="pointwise"),
+                               helper.make_node("Conv", ["x1", "w"], ["y"], name="wide_conv", dilations=[7, 7])],
                               "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 100, 100])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], [w])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 2, 2])], [w, one])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
 
 
