@@ -54,17 +54,24 @@ class TrainError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """Adam with a cosine schedule over ``epochs``, cross-entropy loss, shuffled mini-batches."""
+    """Adam with a cosine schedule over ``epochs``, cross-entropy loss, shuffled mini-batches; optionally each
+    training batch shifted by up to ``max_shift`` pixels in each direction (see :func:`random_shift`)."""
     epochs: int
     batch_size: int
     learning_rate: float
     weight_decay: float
+    max_shift: int = 0
 
     def metadata(self) -> dict:
         """The settings as metadata.json's ``training`` entry."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": "Adam",
-                "learning_rate": self.learning_rate, "schedule": "cosine annealing",
-                "weight_decay": self.weight_decay, "loss": "cross entropy"}
+        entry = {"epochs": self.epochs, "batch_size": self.batch_size, "optimizer": "Adam",
+                 "learning_rate": self.learning_rate, "schedule": "cosine annealing",
+                 "weight_decay": self.weight_decay, "loss": "cross entropy"}
+        if self.max_shift:
+            entry["augmentation"] = (f"each training image shifted by a random whole number of pixels in "
+                                     f"-{self.max_shift}..{self.max_shift} per axis (zero fill), drawn per batch "
+                                     f"from torch.Generator().manual_seed(seed + 1)")
+        return entry
 
 
 def make_deterministic(seed: int) -> None:
@@ -80,10 +87,19 @@ def accuracy(logits, labels) -> float:
     return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """(N, C, H, W) images each moved by a random offset in -max_shift..max_shift per axis, zeros shifted in."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (len(x), 2), generator=generator).tolist()
+    return torch.stack([padded[i, :, dy:dy + h, dx:dx + w] for i, (dy, dx) in enumerate(offsets)])
+
+
 def train(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
           y_test: torch.Tensor, seed: int, settings: Settings) -> None:
     """Train ``model`` in place, printing the loss and the test accuracy after every epoch."""
     generator = torch.Generator().manual_seed(seed)
+    shifts = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     for epoch in range(1, settings.epochs + 1):
@@ -92,7 +108,10 @@ def train(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, 
         total_loss = 0.0
         for start in range(0, len(order), settings.batch_size):
             batch = order[start:start + settings.batch_size]
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+            x = x_train[batch]
+            if settings.max_shift:
+                x = random_shift(x, settings.max_shift, shifts)
+            loss = F.cross_entropy(model(x), y_train[batch])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
