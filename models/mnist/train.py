@@ -81,7 +81,7 @@ class Block(nn.Module):
         self.conv2 = conv_bn(cout, cout, 3)
         self.shortcut = conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.conv2(F.relu(self.conv1(x))) + self.shortcut(x))
 
 
@@ -94,7 +94,7 @@ class MnistResNet(nn.Module):
         self.blocks = nn.Sequential(Block(STEM, STEM, 1), Block(STEM, WIDE, 2), Block(WIDE, WIDE, 1))
         self.fc = nn.Linear(WIDE, NUM_CLASSES)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(F.relu(self.stem(x)))
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
