@@ -1,29 +1,34 @@
-"""The bundled CNN (models/digits) per number format: accuracy, cycles, utilization, compile and emulator speed.
+"""A bundled CNN (models/digits unless --model) per number format: accuracy, cycles, utilization, compile and
+emulator speed.
 
-Every row compiles digits_cnn.onnx for a 16x16 engine (the front door's), calibrated on the 64 training images of
-models/digits/calibration.npy, runs the 360 held-out images on the emulator (checked against the golden model) and
-reports accuracy, cycles per inference, MAC utilization per layer, compile time and emulator images per second. The
-emulator counts cycles here: one timed run over the batch of 360 (every image takes the same path, so its cycles are
-every image's); bench/emulator_speed.py measures the functional mode and onnxruntime beside it. The float row is the
-ONNX model itself; the QDQ row is onnxruntime's own int8 quantization (models/digits/digits_cnn_qdq.onnx), imported
-with its scales and run here.
+Every row compiles the model folder's ONNX (digits_cnn.onnx by default) for a 16x16 engine (the front door's),
+calibrated on the folder's calibration.npy (64 training images), runs its held-out images (360 for digits, 1,000
+for models/mnist) on the emulator (checked against the golden model) and reports accuracy, cycles per inference,
+MAC utilization per layer, compile time and emulator images per second. The emulator counts cycles here: one timed
+run over the batch (every image takes the same path, so its cycles are every image's); bench/emulator_speed.py
+measures the functional mode and onnxruntime beside it. The float row is the ONNX model itself; the QDQ row, where
+the folder holds one (models/digits/digits_cnn_qdq.onnx), is onnxruntime's own int8 quantization, imported with its
+scales and run here.
 
-Usage: python bench/network.py [--rows 16] [--images N] [--only NAME,...]
-Writes bench/results/network.json and prints the accuracy table (README.md shows the last one).
+Usage: python bench/network.py [--model DIR] [--rows 16] [--images N] [--only NAME,...]
+Writes bench/results/network.json (network_NAME.json for another folder than models/digits, NAME the folder's) and
+prints the accuracy table (README.md shows the last ones).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
 from common import progress, run, table, write  # (importing common puts the repository on sys.path)
 
-from hw.spec.cli import Parser, integer  # noqa: E402
+from hw.spec.cli import Parser, UsageError, integer  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sw.compile import engine_formats  # noqa: E402
-from sw.evaluate import DIGITS, evaluate  # noqa: E402
+from sw.evaluate import evaluate  # noqa: E402
+from sw.model_folder import DIGITS, ModelFolder, model_folder  # noqa: E402
 
 MMSE_PC = dict(method="mmse", per_channel=True)
 #: (row name, weights, activations, quantization options, --first-last format)
@@ -42,26 +47,24 @@ ROWS = [
 ]
 
 
-def _float_row(images: int | None) -> dict:
+def _float_row(folder: ModelFolder, images: int | None) -> dict:
     from sw.frontend import run_float
     from sw.frontend.onnx_import import load_onnx
-    with np.load(DIGITS / "test_set.npz") as data:
-        x, labels = data["images"][:images], data["labels"][:images]
-    logits = run_float(load_onnx(DIGITS / "digits_cnn.onnx"), x)
+    x, labels = folder.load_test_set(images)
+    logits = run_float(load_onnx(folder.onnx), x)
     return {"name": "float (ONNX)", "weights": "float32", "acts": "float32", "quantization": "-",
             "accuracy": float((logits.argmax(axis=1) == labels).mean())}
 
 
-def _qdq_row(rows: int, images: int | None) -> dict:
+def _qdq_row(folder: ModelFolder, rows: int, images: int | None) -> dict:
     import onnxruntime as ort
 
     from sw.compiler.network import compile_network
     from sw.frontend.onnx_import import load_onnx
     from sw.quantize import quantize_network
     from sw.runtime import run_codes
-    path = DIGITS / "digits_cnn_qdq.onnx"
-    with np.load(DIGITS / "test_set.npz") as data:
-        x, labels = data["images"][:images], data["labels"][:images]
+    path = folder.qdq
+    x, labels = folder.load_test_set(images)
     config = AcceleratorConfig(rows=rows, cols=rows, weight_format="int8", act_format="int8")
     started = time.perf_counter()
     net = quantize_network(load_onnx(path), act_format="int8", weight_format="int8", acc_bits=config.acc_bits,
@@ -84,19 +87,25 @@ def _qdq_row(rows: int, images: int | None) -> dict:
 
 def main() -> int:
     parser = Parser(prog="python bench/network.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=DIGITS, metavar="DIR",
+                        help="model folder (default models/digits; models/mnist is the other)")
     parser.add_argument("--rows", type=integer(1, 128), default=16, help="engine size (rows = cols), default 16")
-    parser.add_argument("--images", type=integer(1, 360), help="only the first N held-out images")
+    parser.add_argument("--images", type=integer(1, 1 << 20), help="only the first N held-out images")
     parser.add_argument("--only", help="comma-separated row names to run")
     args = parser.parse_args()
+    folder = model_folder(args.model)
+    held_out = len(folder.load_test_set()[1])
+    if args.images is not None and args.images > held_out:
+        raise UsageError(f"--images {args.images}: the test set of {args.model} holds {held_out} images")
     only = set(args.only.split(",")) if args.only else None
-    records = [_float_row(args.images)]
+    records = [_float_row(folder, args.images)]
     for name, weights, acts, options, first_last in ROWS:
         if only and name not in only:
             continue
         progress(f"[{name}] {weights} x {acts} on {args.rows}x{args.rows} ...")
         w, a, formats = engine_formats(weights, acts, first_last)
         config = AcceleratorConfig(rows=args.rows, cols=args.rows, weight_format=w, act_format=a)
-        r = evaluate(config, images=args.images, formats=formats, log=lambda *_: None, **options)
+        r = evaluate(config, images=args.images, formats=formats, folder=folder, log=lambda *_: None, **options)
         quant = f"{options['method']}{' + per-channel' if options['per_channel'] else ''}" \
                 f"{' + two tensors' if options.get('multi_tensor') else ''}"
         if first_last:
@@ -108,8 +117,9 @@ def main() -> int:
                                                      f"({e['tensors']} tensor{'s' if e['tensors'] > 1 else ''})"
                                           for e in report},
                         "layer_utilization": {layer["name"]: layer["utilization"] for layer in r["layers"]}})
-    progress("[int8 QDQ by onnxruntime] ...")
-    records.append(_qdq_row(args.rows, args.images))
+    if folder.qdq is not None:
+        progress("[int8 QDQ by onnxruntime] ...")
+        records.append(_qdq_row(folder, args.rows, args.images))
     for r in records:
         if "accuracy" in r:
             r["accuracy_pct"] = round(100 * r["accuracy"], 2)
@@ -120,7 +130,8 @@ def main() -> int:
                           ("utilization_per_layer", "MAC utilization per layer"),
                           ("compile_seconds", "compile s"),
                           ("emulator_images_per_second", "emulator images/s (timed)")]))
-    path = write("network", records, engine=f"{args.rows}x{args.rows}", images=args.images or 360)
+    name = "network" if folder.path.resolve() == DIGITS else f"network_{folder.path.resolve().name}"
+    path = write(name, records, model=folder.name, engine=f"{args.rows}x{args.rows}", images=args.images or held_out)
     print(f"\nWrote {path}")
     return 0
 

@@ -1,11 +1,13 @@
-"""Accuracy and cycles of the bundled CNN on an engine configuration: what the front door adds to its report.
+"""Accuracy and cycles of a bundled CNN (models/digits unless --model) on an engine configuration: what the front
+door adds to its report.
 
-Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--method mmse] [--per-channel]
+Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--model DIR] [--method mmse] [--per-channel]
        [--multi-tensor] [--images N]
 
-Compiles models/digits/digits_cnn.onnx for the configuration (calibrated on models/digits/calibration.npy, 64
-training images), runs the held-out images on the emulator, checks them against the golden model, and writes
-accuracy, cycles per inference (per layer and in total), MAC utilization and speeds as JSON.
+Compiles the model of a model folder (``--model``, default models/digits: digits_cnn.onnx, calibrated on its
+calibration.npy, 64 training images; models/mnist is the other; see sw/model_folder.py) for the configuration,
+runs the held-out images on the emulator, checks them against the golden model, and writes accuracy, cycles per
+inference (per layer and in total), MAC utilization and speeds as JSON.
 """
 
 from __future__ import annotations
@@ -25,26 +27,25 @@ import numpy as np
 from hw.spec.config import AcceleratorConfig, ConfigError
 
 from .cli import Parser, UsageError, check_out_file, integer, main_guard, write_file
+from .model_folder import DIGITS, MNIST, ModelFolder, model_folder
 
 PROG = "python -m sw.evaluate"
-DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 
-__all__ = ["DIGITS", "evaluate", "main"]
+__all__ = ["DIGITS", "MNIST", "evaluate", "main"]
 
 
 def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bool = True,
              multi_tensor: bool = False, images: int | None = None, model: Path | None = None,
-             formats: dict | None = None, log=print) -> dict:
-    """Compile the digits CNN (or ``model``, same input) for ``config`` and measure it on the held-out set."""
+             formats: dict | None = None, folder: Path | ModelFolder = DIGITS, log=print) -> dict:
+    """Compile the model of ``folder`` (or ``model``, same input) for ``config`` and measure it on the folder's
+    held-out set (its first ``images``)."""
     from sw.compile import compile_model
     from sw.runtime import run_codes
 
-    with np.load(DIGITS / "test_set.npz") as data:
-        x, labels = data["images"], data["labels"]
-    if images is not None:
-        x, labels = x[:images], labels[:images]
-    samples = np.load(DIGITS / "calibration.npy")
-    compiled = compile_model(model or DIGITS / "digits_cnn.onnx", config, samples, method=method,
+    if not isinstance(folder, ModelFolder):
+        folder = model_folder(folder)
+    x, labels = folder.load_test_set(images)
+    compiled = compile_model(model or folder.onnx, config, folder.load_calibration(), method=method,
                              per_channel=per_channel, multi_tensor=multi_tensor, formats=formats, log=log)
     net = compiled.network
     codes = net.tensors[net.input].quantize(x)
@@ -67,7 +68,7 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
               for e, c in zip(compiled.layers, layer_cycles)]
     macs = compiled.program.useful_macs
     return {
-        "model": "digits_cnn", "images": len(x),
+        "model": folder.name, "images": len(x),
         "weights": config.weights.name, "acts": config.acts.name,
         "quantization": {"method": method, "per_channel": per_channel, "multi_tensor": multi_tensor,
                          "first_last": formats["first_last"] if formats else None},
@@ -90,6 +91,8 @@ def _parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="engine configuration (config.json of a build)")
     p.add_argument("--out", type=Path, required=True, help="where to write the result (JSON)")
+    p.add_argument("--model", type=Path, default=DIGITS, metavar="DIR",
+                   help="model folder (default models/digits; models/mnist is the other)")
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="mmse")
     p.add_argument("--per-channel", action=__import__("argparse").BooleanOptionalAction, default=True)
     p.add_argument("--multi-tensor", action="store_true")
@@ -113,8 +116,9 @@ def _main(argv: list[str] | None) -> int:
         config = AcceleratorConfig.from_json(args.config.read_text())
     except (ConfigError, UnicodeDecodeError) as e:
         raise UsageError(f"--config {args.config}: {e}") from None
+    folder = model_folder(args.model)
     result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
-                      images=args.images)
+                      images=args.images, folder=folder)
     write_file(out, lambda scratch: scratch.write_text(json.dumps(result, indent=1) + "\n"), "--out")
     print(f"Accuracy {result['accuracy']:.2%} on {result['images']} held-out images; "
           f"{result['cycles_per_inference']} cycles per inference; wrote {out}")

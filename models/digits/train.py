@@ -24,17 +24,16 @@ the script twice writes byte-identical files.
 Usage: python models/digits/train.py [--out DIR]
 """
 
-import argparse
-import hashlib
-import io
 import json
 import sys
 import time
-import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # models/: the shared training module
+import training  # noqa: E402
+from training import Settings, accuracy, make_deterministic, sha256  # noqa: E402
 
 try:
     import onnx
@@ -46,30 +45,18 @@ try:
     from torch import nn
     from torch.nn import functional as F
 except ImportError as error:
-    missing = {"sklearn": "scikit-learn"}.get((error.name or "").split(".")[0], error.name or str(error))
-    print(f"error: {missing} is missing or broken; install the training extra with: pip install -e '.[train]'",
-          file=sys.stderr)
-    sys.exit(2)
+    training.exit_missing(error)
 
 
 SEED = 0
 TEST_FRACTION = 0.2
 IMAGE_SIZE = 16
 NUM_CLASSES = 10
-EPOCHS = 30
-BATCH_SIZE = 64
-LEARNING_RATE = 3e-3
-WEIGHT_DECAY = 1e-4
+SETTINGS = Settings(epochs=30, batch_size=64, learning_rate=3e-3, weight_decay=1e-4)
 OPSET = 13
 ORT_TOLERANCE = 1e-4
-# A fixed timestamp for the entries of test_set.npz, so that the archive is byte-identical run to run.
-ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 
 DEFAULT_OUT = Path(__file__).resolve().parent
-
-
-class TrainError(Exception):
-    """A failure reported as one line on the command line, with exit status 2."""
 
 
 class DigitsCNN(nn.Module):
@@ -94,13 +81,6 @@ class DigitsCNN(nn.Module):
         return self.fc2(x)
 
 
-def make_deterministic(seed):
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-
-
 def preprocess(images_8x8):
     """uint8-valued 0..16 images (N, 8, 8) -> float32 (N, 1, 16, 16) in [0, 1], bilinear upsampling."""
     x = torch.from_numpy(np.asarray(images_8x8, dtype=np.float32) / 16.0).unsqueeze(1)
@@ -119,82 +99,6 @@ def load_split(seed):
             images[test_idx], torch.from_numpy(labels[test_idx]), test_idx)
 
 
-def accuracy(logits, labels):
-    return float((np.asarray(logits).argmax(axis=1) == np.asarray(labels)).mean())
-
-
-def train(model, x_train, y_train, x_test, y_test, seed):
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=EPOCHS)
-    for epoch in range(1, EPOCHS + 1):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        total_loss = 0.0
-        for start in range(0, len(order), BATCH_SIZE):
-            batch = order[start:start + BATCH_SIZE]
-            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(batch)
-        scheduler.step()
-        model.eval()
-        with torch.no_grad():
-            test_acc = accuracy(model(x_test), y_test)
-        print(f"epoch {epoch:2d}/{EPOCHS}: train loss {total_loss / len(x_train):.4f}, "
-              f"test accuracy {test_acc:.4f}")
-
-
-def export_onnx(model, path):
-    model.eval()
-    # do_constant_folding=False keeps BatchNormalization as its own node: with folding on, the exporter's
-    # eval peephole pass fuses it into the preceding Conv, and the frontend's folding would go untested.
-    # The TorchScript exporter (dynamo=False) is chosen on purpose: it runs offline without onnxscript.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
-                                category=DeprecationWarning)
-        torch.onnx.export(model, (torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE),), str(path),
-                          dynamo=False, opset_version=OPSET, input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                          do_constant_folding=False)
-
-
-def verify_onnx(path, model, x_test):
-    proto = onnx.load(str(path))
-    onnx.checker.check_model(proto, full_check=True)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ort_logits = session.run(["logits"], {"input": x_test.numpy()})[0]
-    with torch.no_grad():
-        torch_logits = model(x_test).numpy()
-    max_diff = float(np.abs(ort_logits - torch_logits).max())
-    if not max_diff < ORT_TOLERANCE:
-        raise TrainError(f"onnxruntime and PyTorch differ by {max_diff:.3g} on the test set, "
-                         f"more than {ORT_TOLERANCE:g}")
-    return proto, ort_logits, max_diff
-
-
-def save_test_set(path, images, labels, indices):
-    """np.savez-compatible archive, written with a fixed entry timestamp so it is byte-identical."""
-    arrays = {
-        "images": np.ascontiguousarray(images, dtype=np.float32),
-        "labels": np.ascontiguousarray(labels, dtype=np.int64),
-        "indices": np.ascontiguousarray(indices, dtype=np.int64),
-    }
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, array in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, array, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, buffer.getvalue())
-
-
-def sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def run(out):
     out.mkdir(parents=True, exist_ok=True)
     make_deterministic(SEED)
@@ -205,7 +109,7 @@ def run(out):
     model = DigitsCNN()
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params} parameters")
-    train(model, x_train, y_train, x_test, y_test, SEED)
+    training.train(model, x_train, y_train, x_test, y_test, SEED, SETTINGS)
     model.eval()
     with torch.no_grad():
         torch_acc = accuracy(model(x_test), y_test)
@@ -213,8 +117,8 @@ def run(out):
           f"({time.perf_counter() - started:.1f} s including data loading)")
 
     onnx_path = out / "digits_cnn.onnx"
-    export_onnx(model, onnx_path)
-    proto, ort_logits, max_diff = verify_onnx(onnx_path, model, x_test)
+    training.export_onnx(model, onnx_path, (1, IMAGE_SIZE, IMAGE_SIZE), OPSET)
+    proto, ort_logits, max_diff = training.verify_onnx(onnx_path, model, x_test, ORT_TOLERANCE)
     ort_acc = accuracy(ort_logits, y_test)
     ops = sorted({node.op_type for node in proto.graph.node})
     print(f"onnx: {onnx_path} checked; ops {', '.join(ops)}; "
@@ -222,7 +126,9 @@ def run(out):
     print(f"float test accuracy (onnxruntime): {ort_acc:.4f}")
 
     test_path = out / "test_set.npz"
-    save_test_set(test_path, x_test.numpy(), y_test.numpy(), test_idx)
+    training.save_npz(test_path, {"images": x_test.numpy().astype(np.float32),
+                                  "labels": y_test.numpy().astype(np.int64),
+                                  "indices": np.asarray(test_idx, dtype=np.int64)})
 
     metadata = {
         "model": "digits_cnn",
@@ -246,9 +152,7 @@ def run(out):
             "images": f"float32 {tuple(x_test.shape)}, preprocessed as the model's input",
             "labels": f"int64 ({len(y_test)},)",
             "indices": f"int64 ({len(test_idx)},), indices into load_digits() of the test images"}},
-        "training": {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "optimizer": "Adam",
-                     "learning_rate": LEARNING_RATE, "schedule": "cosine annealing",
-                     "weight_decay": WEIGHT_DECAY, "loss": "cross entropy"},
+        "training": SETTINGS.metadata(),
         "seed": SEED,
         "num_parameters": num_params,
         "float_test_accuracy": round(ort_acc, 6),
@@ -265,16 +169,7 @@ def run(out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train the digits CNN and export it to ONNX.")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="output directory (default: the directory of this script)")
-    args = parser.parse_args(argv)
-    try:
-        run(args.out)
-    except (TrainError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return training.main(run, "Train the digits CNN and export it to ONNX.", DEFAULT_OUT, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 
 from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
-from sw.evaluate import DIGITS
+from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
 from tests.onnx_models import global_pools_digits, lstm_digits, softmax_digits
 
@@ -38,8 +38,14 @@ class Network:
     options: dict = field(default_factory=lambda: {"method": "mmse", "per_channel": True})
 
 
-def digits(config: AcceleratorConfig, images: int, model=DIGITS / "digits_cnn.onnx") -> Network:
-    return Network(model, DIGITS / "calibration.npy", config, images, DIGITS / "test_set.npz")
+def trained(path: Path, config: AcceleratorConfig, images: int, model=None) -> Network:
+    """A model folder of models/: its ONNX (or ``model``), calibration images and labelled test set."""
+    folder = model_folder(path)
+    return Network(model or folder.onnx, folder.calibration, config, images, folder.test_set)
+
+
+def digits(config: AcceleratorConfig, images: int, model=None) -> Network:
+    return trained(DIGITS, config, images, model)
 
 
 def zoo(name: str, config: AcceleratorConfig, images: int) -> Network:
@@ -56,6 +62,7 @@ NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
     "digits-minifloat6-16x16": digits(engine("minifloat6", 16), 32),
     "digits-int8-16x16": digits(engine("int8", 16), 32),
+    "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),
     "resnet8-minifloat6-8x8": zoo("resnet8", MINIFLOAT6_8X8, 2),
