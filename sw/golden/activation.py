@@ -25,7 +25,7 @@ from sw.ir import QuantTensor
 
 from .postprocess import clamp_codes
 
-__all__ = ["activation_table"]
+__all__ = ["activation_table", "table_monotone"]
 
 
 def activation_table(function: Callable[[np.ndarray], np.ndarray], pre: QuantTensor, out: QuantTensor,
@@ -51,3 +51,15 @@ def activation_table(function: Callable[[np.ndarray], np.ndarray], pre: QuantTen
     if nan.any():
         table[nan] = int(fmt.quantize(np.nan)) if fmt.has_nan else out.zero_code()
     return table
+
+
+def table_monotone(table, fmt) -> bool:
+    """Whether the table never decreases: over the codes in order of their values (NaN codes aside), the values
+    of the entries do not go down. Then max pooling before the lookup equals max pooling after it."""
+    fmt = get_format(fmt)
+    codes = np.arange(1 << fmt.bits)
+    values = fmt.decode(codes)
+    keep = ~np.isnan(values)
+    order = codes[keep][np.argsort(values[keep], kind="stable")]
+    out = fmt.decode(np.asarray(table)[order])
+    return bool(not np.isnan(out).any() and np.all(np.diff(out) >= 0))

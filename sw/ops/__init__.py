@@ -7,6 +7,7 @@ below, and test it (docs/operators.md walks through an example).
 
 from __future__ import annotations
 
+from .activations import HardSigmoid, HardSwish, LeakyRelu, Sigmoid, SiLU, Tanh
 from .add import Add
 from .base import Operator, OperatorError
 from .concat import Concat
@@ -22,6 +23,7 @@ __all__ = ["Operator", "OperatorError", "OPERATORS", "operator", "onnx_operator"
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
     Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(), Host(),
+    Sigmoid(), SiLU(), HardSigmoid(), HardSwish(), LeakyRelu(), Tanh(),
 )}
 
 _BY_ONNX: dict[str, Operator] = {t: op for op in OPERATORS.values() for t in op.onnx}
