@@ -88,8 +88,10 @@ class _Builder:
         if c.param_buffer_depth < 4:
             self.lead = self.lag = 0
         self.alternate = bool(self.lead or self.lag or rng.random() < 0.7)
-        # Activation tables: loaded (and perhaps reloaded) in some programs, used by some SETPPs after that.
-        self.tables = c.lut_buffer_depth > 0 and rng.random() < 0.6
+        # Activation tables: loaded (and perhaps reloaded) in some programs, used by some SETPPs after that. The
+        # choice reads the generator's state without drawing from it, so a program without tables is the one the
+        # same seed gave before tables existed (the pinned cycle fixture's programs stay what they were).
+        self.tables = c.lut_buffer_depth > 0 and int(rng.bit_generator.state["state"]["state"]) % 5 < 3
         self.table_loaded = False
 
     # memory -------------------------------------------------------------------------------------------
