@@ -274,7 +274,8 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
     for i, e in enumerate(doc["layers"]):
         if e["op"] not in __getattr__("OPS"):
             bad(f"layer {i} has unknown op {str(e['op'])[:20]!r}")
-        attrs = {k: _attribute(v, f"attribute {k!r} of layer {i}", small_ints) for k, v in e["attrs"].items()}
+        attrs = {k: _attribute(v, f"attribute {k!r} of layer {i}", small_ints, signed=k in _SIGNED_ATTRIBUTES)
+                 for k, v in e["attrs"].items()}
         weights = [arrays[f"{i}.weight{j}"] for j in range(small_ints(e["weights"], "weight counts", 0, 8))]
         extra = [arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")]
         if any(a.dtype.kind not in "iu" for a in [*weights, *(x for x in extra[1:] if x is not None)]):
@@ -290,13 +291,17 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
                str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []))
 
 
-def _attribute(value, what: str, small_ints):
-    """An attribute: small integers (or a list of them), one finite number (a padding constant), or text (a host
-    layer's ONNX graph)."""
+#: Integer attributes that may be negative: the zero point of a fused activation's input encoding.
+_SIGNED_ATTRIBUTES = ("pre_zero_point",)
+
+
+def _attribute(value, what: str, small_ints, signed: bool = False):
+    """An attribute: small integers (or a list of them; negative ones only where ``signed``), one finite number (a
+    padding constant, a scale), or text (a host layer's ONNX graph, an activation's name)."""
     if isinstance(value, str):
         return value
     if isinstance(value, float):
         if not np.isfinite(value):
             raise NetworkFileError(f"{what} must be finite, not {value}")
         return value
-    return small_ints(value, what)
+    return small_ints(value, what, -_MAX_DIM) if signed else small_ints(value, what)

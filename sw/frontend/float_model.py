@@ -114,12 +114,12 @@ def pre_activation(tensor: str) -> str:
 
 def _activate(layer: FloatLayer, y: np.ndarray) -> np.ndarray:
     """The layer's fused activation (``FloatLayer.activation``) applied to its clipped output."""
-    from sw.ops import OPERATORS
+    from sw.ops import ACTIVATIONS
     a = layer.activation
     if a is None:
         return y
-    op = OPERATORS.get(a.get("op"))
-    if op is None or not hasattr(op, "function"):
+    op = ACTIVATIONS.get(a.get("op"))
+    if op is None:
         raise FloatModelError(f"Layer {layer.name!r} has unknown activation {a.get('op')!r}")
     return np.ascontiguousarray(op.function(y, a))
 

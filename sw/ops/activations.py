@@ -32,7 +32,8 @@ __all__ = ["Activation", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Ta
 
 class Activation(Operator):
     """An element-wise function of one tensor that fuses into its producer as ``FloatLayer.activation``: it never
-    stands as a layer of its own (unfusable nodes go to the host)."""
+    stands as a layer of its own (unfusable nodes go to the host), so it is registered in ``sw.ops.ACTIVATIONS``,
+    not among the IR's operators; the ONNX import finds it like any operator."""
 
     #: Attribute names and ONNX defaults.
     defaults: ClassVar[dict[str, float]] = {}
@@ -49,17 +50,6 @@ class Activation(Operator):
     def import_node(self, imp, node) -> None:
         imp.fuse_activation(node, node.input[0], {"op": self.name, **self.attributes(imp, node)})
 
-    def shape(self, layer, in_shapes):
-        return in_shapes[0]
-
-    def run_float(self, layer, xs):
-        return self.function(xs[0], layer.attrs)
-
-    def golden(self, layer, inputs, net):
-        raise NotImplementedError(f"{self.name} runs fused into the layer before it (its lookup table)")
-
-    def lower(self, layer, ctx):
-        raise NotImplementedError(f"{self.name} runs fused into the layer before it (its lookup table)")
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -343,7 +343,8 @@ def _pre_activations(net: FloatNetwork, floats, act: Format, method: str, percen
 def _activation(q: QuantLayer, layer: FloatLayer, pre: QuantTensor, out_enc: QuantTensor, out_grid: Grid) -> None:
     """A fused activation: the rescale goes to the pre-activation encoding, the table from it to the output's."""
     from sw.golden.activation import activation_table
-    op = OPERATORS[layer.activation["op"]]
+    from sw.ops import ACTIVATIONS
+    op = ACTIVATIONS[layer.activation["op"]]
     fmt = get_format(out_enc.format)
     q.zero_point = pre.zero_point
     q.clamp_lo, q.clamp_hi = _clamps(pre, Grid.of(fmt), layer.clip)

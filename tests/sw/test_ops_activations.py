@@ -20,13 +20,13 @@ from onnx.reference import ReferenceEvaluator
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
 from sw.compile import compile_model
-from sw.compiler.network import compile_network
+from sw.compiler.network import CompiledNetwork, compile_network
 from sw.evaluate import DIGITS
 from sw.frontend.float_model import run_float
 from sw.frontend.onnx_import import load_onnx
 from sw.golden.activation import activation_table, table_monotone
 from sw.ir import QuantizedNetwork, QuantTensor
-from sw.ops import OPERATORS
+from sw.ops import ACTIVATIONS as ACTIVATION_OPS
 from sw.quantize.network import quantize_network
 from sw.runtime import run_codes
 from tests.onnx_models import activations_resnet
@@ -99,8 +99,8 @@ def _onnx_activation(op: str, attrs: dict, x: np.ndarray) -> np.ndarray:
 def _function(op: str, attrs: dict):
     name = {"SiLU": "silu", "PRelu": "leakyrelu"}.get(op, op.lower())
     params = {"alpha": 0.15} if op == "PRelu" else {k: float(np.float32(v)) for k, v in attrs.items()}
-    defaults = getattr(OPERATORS[name], "defaults", {})
-    return lambda v: OPERATORS[name].function(v, {**defaults, **params})
+    defaults = getattr(ACTIVATION_OPS[name], "defaults", {})
+    return lambda v: ACTIVATION_OPS[name].function(v, {**defaults, **params})
 
 
 @pytest.mark.parametrize("fmt", ["int8", "int4", "uint8", "minifloat6", "fp8_e4m3"])
@@ -239,6 +239,12 @@ def test_network_golden_equals_emulator_and_onnxruntime(fmt, min_sqnr_db, tmp_pa
     net = compiled.network
     codes = net.tensors[net.input].quantize(x)
     golden = _golden_equals_emulator(compiled, codes)
+    # Saved and loaded (the folder's schema, the network file with its tables and signed pre-activation zero
+    # points), it runs the same.
+    compiled.save(tmp_path / "folder")
+    loaded = CompiledNetwork.load(tmp_path / "folder")
+    assert fmt != "int8" or any(layer.attrs.get("pre_zero_point", 0) < 0 for layer in loaded.network.layers)
+    np.testing.assert_array_equal(run_codes(loaded, codes, "emulator").codes, golden.codes)
     # A table that goes down (reversed) before the second max pool: not fused any more.
     s2 = next(layer for layer in net.layers if layer.name == "s2")
     s2.table = s2.table[::-1].copy()
