@@ -102,9 +102,9 @@ class InstructionDecoder(wiring.Component):
             sram = p.apply(lambda end, d: end > d, lines_end, depth)
             # x_size * line_bytes of the buffer: a constant per buffer, so shifts and additions, then a choice.
             spans = [p.times(field("x_size"), line_bytes(b, c)) for b in Buffer]
-            span = p.apply(lambda buffer, a, w, q, t: Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w,
-                                                                                     Mux(buffer == Buffer.PARAM, q, t))),
-                           field("buffer"), *spans, chains=0)
+            def choose(buffer, a, w, q, t):
+                return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
+            span = p.apply(choose, field("buffer"), *spans, chains=0)
             dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")), span])
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
