@@ -740,8 +740,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     if job.requant.table is not None:
         # The activation table: after the barrier (every earlier STORE done), before this job's first data.
         if not c.lut_buffer_depth:
-            raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but a {c.acts.name} engine has "
-                              f"no lookup table (activation formats of at most 8 bits have one)")
+            raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
+                              f"format {c.acts.name} has no lookup table; build the engine with an activation format of at "
+                              f"most 8 bits")
         rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
