@@ -1,8 +1,9 @@
 """The post-processing unit: one accumulator into one output code per cycle (SETPP + STORE).
 
-The semantics are those of :func:`sw.golden.postprocess.rescale`, bit for bit. The datapath is a pipeline
-of eleven stages (each at most one carry chain, one DSP multiply or one tree of multiplexers deep, for a 100 MHz
-clock on an ECP5); every stage advances only when ``en`` is high::
+The semantics are those of :func:`sw.golden.postprocess.rescale` and :func:`~sw.golden.postprocess.lookup`, bit
+for bit. The datapath is a pipeline of twelve stages (each at most one carry chain, one DSP multiply, one tree of
+multiplexers or one block RAM read deep, for a 100 MHz clock on an ECP5); every stage advances only when ``en`` is
+high::
 
     input      the inputs, registered (the accumulator comes straight from a block RAM)
     offset     s = acc + bias,  |M|                     (bias saturated to the accumulator's range)
