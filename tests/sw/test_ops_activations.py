@@ -8,7 +8,6 @@ error of onnxruntime.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import onnx
