@@ -176,7 +176,11 @@ def _buffers(config: AcceleratorConfig) -> dict:
               "weight": (config.weight_buffer_depth, line_bits(Buffer.WEIGHT, config)),
               "accumulator": (config.acc_buffer_depth, acc_line_layout(config).size),
               "parameter": (config.param_buffer_depth, line_bits(Buffer.PARAM, config))}
-    return {name: {"depth": d, "line_bits": w, "bits": d * w} for name, (d, w) in widths.items()}
+    sizes = {name: {"depth": d, "line_bits": w, "bits": d * w} for name, (d, w) in widths.items()}
+    # The activation table: one copy per post-processing lane (each reads it in one cycle).
+    lut = (config.lut_buffer_depth, line_bits(Buffer.LUT, config))
+    sizes["lut"] = {"depth": lut[0], "line_bits": lut[1], "copies": config.cols, "bits": lut[0] * lut[1] * config.cols}
+    return sizes
 
 
 def _network(config_file: Path, result_file: Path) -> dict:

@@ -97,12 +97,14 @@ class InstructionDecoder(wiring.Component):
             width = p.sum([field("pad_left"), field("x_size"), field("pad_right")])
             lines_end = p.sum([field("sram_addr"), p.product(height, width)])
             depth = p.input(Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
-                                Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth, c.param_buffer_depth)))
+                                Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth,
+                                    Mux(v.buffer == Buffer.PARAM, c.param_buffer_depth, c.lut_buffer_depth))))
             sram = p.apply(lambda end, d: end > d, lines_end, depth)
             # x_size * line_bytes of the buffer: a constant per buffer, so shifts and additions, then a choice.
-            spans = [p.times(field("x_size"), line_bytes(b, c)) for b in (Buffer.ACT, Buffer.WEIGHT, Buffer.PARAM)]
-            span = p.apply(lambda buffer, a, w, q: Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, q)),
-                           field("buffer"), *spans, chains=0)
+            spans = [p.times(field("x_size"), line_bytes(b, c)) for b in Buffer]
+            def choose(buffer, a, w, q, t):
+                return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
+            span = p.apply(choose, field("buffer"), *spans, chains=0)
             dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")), span])
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
@@ -127,6 +129,8 @@ class InstructionDecoder(wiring.Component):
             lo, hi = v.clamp_lo, v.clamp_hi
             bad = bad | ((lo >> fmt.bits) != 0) | ((hi >> fmt.bits) != 0) | \
                 ~_ordered(m, fmt, lo[:fmt.bits], hi[:fmt.bits])
+            if not c.lut_buffer_depth:
+                bad = bad | v.lut
         elif op is Opcode.STORE:
             bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
             acc_last = p.sum([field("acc_addr"), p.product(minus_one("y_size"), field("acc_stride")),

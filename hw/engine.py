@@ -91,6 +91,7 @@ class InferenceEngine(wiring.Component):
         wiring.connect(m, load.act, act_mem.write_port())
         wiring.connect(m, load.weight, weight_mem.write_port())
         wiring.connect(m, load.param, param_mem.write_port())
+        wiring.connect(m, load.lut, store.lut)          # the activation table: a copy in every PPU lane
         wiring.connect(m, compute.act, act_mem.read_port())
         wiring.connect(m, compute.weight, weight_mem.read_port())
         acc_write = acc_mem.write_port()

@@ -34,6 +34,7 @@ class LoadEngine(wiring.Component):
             "act": port(Buffer.ACT, c.act_buffer_depth),
             "weight": port(Buffer.WEIGHT, c.weight_buffer_depth),
             "param": port(Buffer.PARAM, c.param_buffer_depth),
+            "lut": port(Buffer.LUT, max(c.lut_buffer_depth, 1)),
             "bus_error": Out(1),
         })
 
@@ -87,18 +88,16 @@ class LoadEngine(wiring.Component):
         # Where lines go: one write address for all three buffers, one line of data assembled from beats. The
         # padded block is walked in row-major order, so the address only ever moves on: by one line, or past the
         # data part of a row (padding), or past the padding between rows (data).
-        depth = max(c.act_buffer_depth, c.weight_buffer_depth, c.param_buffer_depth)
+        depth = max(c.act_buffer_depth, c.weight_buffer_depth, c.param_buffer_depth, c.lut_buffer_depth)
         dest = Signal(range(depth))
         pad_dest = Signal(range(depth))         # padding walk: sram_addr + row * width + col
         data_dest = Signal(range(depth))        # data walk: sram_addr + (pad_top + row) * width + pad_left + col
         line_data = Signal(max(beats_of.values()) * c.dma_bits)
         write = Signal()
         pad_line = Cat(load.pad_value[:c.acts.bits] for _ in range(c.rows))
-        m.d.comb += [self.act.addr.eq(dest), self.weight.addr.eq(dest), self.param.addr.eq(dest),
-                     self.act.data.eq(line_data), self.weight.data.eq(line_data), self.param.data.eq(line_data)]
-        m.d.comb += [self.act.en.eq(write & (load.buffer == Buffer.ACT)),
-                     self.weight.en.eq(write & (load.buffer == Buffer.WEIGHT)),
-                     self.param.en.eq(write & (load.buffer == Buffer.PARAM))]
+        ports = {Buffer.ACT: self.act, Buffer.WEIGHT: self.weight, Buffer.PARAM: self.param, Buffer.LUT: self.lut}
+        for buffer, port in ports.items():
+            m.d.comb += [port.addr.eq(dest), port.data.eq(line_data), port.en.eq(write & (load.buffer == buffer))]
 
         row = Signal.like(height)
         col = Signal.like(width)

@@ -1,8 +1,9 @@
 """The post-processing unit: one accumulator into one output code per cycle (SETPP + STORE).
 
-The semantics are those of :func:`sw.golden.postprocess.rescale`, bit for bit. The datapath is a pipeline
-of eleven stages (each at most one carry chain, one DSP multiply or one tree of multiplexers deep, for a 100 MHz
-clock on an ECP5); every stage advances only when ``en`` is high::
+The semantics are those of :func:`sw.golden.postprocess.rescale` and :func:`~sw.golden.postprocess.lookup`, bit
+for bit. The datapath is a pipeline of twelve stages (each at most one carry chain, one DSP multiply, one tree of
+multiplexers or one block RAM read deep, for a 100 MHz clock on an ECP5); every stage advances only when ``en`` is
+high::
 
     input      the inputs, registered (the accumulator comes straight from a block RAM)
     offset     s = acc + bias,  |M|                     (bias saturated to the accumulator's range)
@@ -14,7 +15,9 @@ clock on an ECP5); every stage advances only when ``en`` is high::
     align      shift m right: the kept bits, a guard bit and a sticky bit
     round      round half to even, carry into the exponent
     saturate   saturate to the format; integers add the zero point
-    clamp      clamp by value to [clamp_lo, clamp_hi]  ->  code
+    clamp      clamp by value to [clamp_lo, clamp_hi]
+    lookup     the activation table read at the clamped code (a block RAM's read register); with ``lut`` the code
+               becomes the table's entry, else it passes  ->  code
 
 Working on the magnitude of ``t`` makes one datapath serve both rounding directions: round-half-even is
 symmetric about zero, so ``rne(t * 2**e) == sign(t) * rne(|t| * 2**e)``, and a minifloat is sign-magnitude
@@ -27,16 +30,20 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
+from .buffer_ports import address_bits
 from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials, product_of
+from .spec.isa import Buffer
+from .spec.layout import line_bits
 
-__all__ = ["PostProcessor", "round_half_even"]
+__all__ = ["PostProcessor", "round_half_even", "table_entry"]
 
 #: The pipeline, in order; ``PostProcessor.latency`` is its length.
 STAGES = ("input", "offset", "magnitude", "multiply", "sum", "locate", "exponent", "align", "round", "saturate",
-          "clamp")
+          "clamp", "lookup")
 
 #: Width of the pieces the multiplier is cut into: an unsigned 17 x 17-bit product fits one 18 x 18 signed DSP.
 DSP_OPERAND_BITS = 17
@@ -44,7 +51,7 @@ DSP_OPERAND_BITS = 17
 #: Widths of the parameter ports: those of the PARAM entry and of the SETPP fields (hw/spec/isa.py).
 BIAS_BITS, MULTIPLIER_BITS, SHIFT_BITS, ZERO_POINT_BITS = 64, 32, 8, 16
 #: The ports sampled by the first stage under their own names (and ``i_valid`` as ``valid``).
-_INPUTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi")
+_INPUTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
 
 
 # --- building blocks --------------------------------------------------------------------------------
@@ -52,6 +59,11 @@ _INPUTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "cla
 def round_half_even(guard: Value, sticky: Value, lsb: Value) -> Value:
     """Whether to add one to a truncated result: above half way, or exactly half way from an odd one."""
     return guard & (sticky | lsb)
+
+
+def table_entry(line: Value, select: Value, bits: int) -> Value:
+    """Code ``select`` of a LUT line of ``bits``-bit codes: the entry the lookup stage passes on."""
+    return line.word_select(select, bits)
 
 
 def _register(m: Module, en: Value, stage: str, **values) -> SimpleNamespace:
@@ -150,6 +162,11 @@ class PostProcessor(wiring.Component):
     ``bias`` is saturated to the accumulator's range (it is a value the accumulator could hold), as in
     ``rescale(..., acc_bits=config.acc_bits)`` of the golden model, which every output matches exactly:
     ``multiplier = -2**31``, any ``shift`` in 0..255, ties, subnormals, saturation and negative zero included.
+
+    The lane holds its own copy of the activation table (``config.lut_buffer_depth`` LUT lines, written through
+    ``lut_write`` by the load engine, every lane at once); with ``lut`` high the clamped code ``q`` becomes entry
+    ``q`` of the table (:func:`sw.golden.postprocess.lookup`). An engine without a table (activation formats above
+    8 bits) keeps the lookup stage as a register, so the latency is the same.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -169,6 +186,9 @@ class PostProcessor(wiring.Component):
             "zero_point": In(signed(ZERO_POINT_BITS)),
             "clamp_lo": In(unsigned(fmt.bits)),
             "clamp_hi": In(unsigned(fmt.bits)),
+            "lut": In(1),
+            "lut_write": Out(WritePort.Signature(addr_width=address_bits(max(config.lut_buffer_depth, 1)),
+                                                 shape=unsigned(line_bits(Buffer.LUT, config)))),
             "o_valid": Out(1),
             "code": Out(unsigned(fmt.bits)),
         })
@@ -208,12 +228,12 @@ class PostProcessor(wiring.Component):
             exponent = self._exponent_minifloat(m, locate)
             align = self._align(m, exponent, keep=self._format.man_bits + 1)
             result = self._saturate_minifloat(m, self._round_minifloat(m, align))
-        self._clamp(m, result)
+        self._lookup(m, self._clamp(m, result))
         return m
 
     # --- stages common to every format ---------------------------------------------------------
     #: What every stage hands on unchanged until it is used.
-    _PASSED = ("valid", "nonfinite", "shift", "zero_point", "clamp_lo", "clamp_hi")
+    _PASSED = ("valid", "nonfinite", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
 
     def _offset(self, m, p):
         """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitude and sign of ``M``."""
@@ -278,8 +298,29 @@ class PostProcessor(wiring.Component):
             above &= ~_is_nan(fmt, p.code)
             below &= ~_is_nan(fmt, p.code)
         code = Mux(above, p.clamp_hi, Mux(below, p.clamp_lo, p.code))
-        out = _register(m, self.en, "clamp", valid=p.valid, code=code)
-        m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(out.code)]
+        return _register(m, self.en, "clamp", valid=p.valid, lut=p.lut, code=code)
+
+    def _lookup(self, m, p):
+        """Entry ``q`` of the table: LUT line ``q >> k`` read into the memory's register (the stage's register),
+        then code ``q & (2**k - 1)`` of it chosen, with ``2**k = lut_entries_per_line``. The choice and the final
+        multiplexer follow the read register, into the store engine's line FIFO."""
+        c = self._config
+        bits = self._format.bits
+        out = _register(m, self.en, "lookup", valid=p.valid, lut=p.lut, code=p.code)
+        if not c.lut_buffer_depth:
+            m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(out.code)]
+            return
+        k = c.lut_entries_per_line.bit_length() - 1
+        m.submodules.table = table = Memory(shape=unsigned(line_bits(Buffer.LUT, c)), depth=c.lut_buffer_depth,
+                                            init=[])
+        write = table.write_port()
+        m.d.comb += [write.en.eq(self.lut_write.en), write.addr.eq(self.lut_write.addr),
+                     write.data.eq(self.lut_write.data)]
+        read = table.read_port()
+        m.d.comb += [read.en.eq(self.en), read.addr.eq(p.code[k:] if k < bits else 0)]
+        select = _register(m, self.en, "lookup_select", select=p.code[:k] if k else Const(0, 1))
+        entry = table_entry(read.data, select.select, bits) if k else read.data[:bits]
+        m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(Mux(out.lut, entry, out.code))]
 
     @staticmethod
     def _carry(p, *names):
@@ -312,7 +353,7 @@ class PostProcessor(wiring.Component):
         # floor(|t| * 2**e) >= 2**keep exactly when the leading one lands at or above bit `keep`.
         big = p.nonzero & (p.highest + self._acc_exponent - p.shift >= self._integer_keep_bits)
         return _register(
-            m, self.en, "exponent", **self._carry(p, "valid", "nonfinite", "zero_point", "negative", "clamp_lo",
+            m, self.en, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "zero_point", "negative", "clamp_lo",
                                                   "clamp_hi", "magnitude", "lowest", "nonzero"),
             amount=p.shift, big=big)
 
@@ -324,7 +365,7 @@ class PostProcessor(wiring.Component):
         rounded = p.kept + round_half_even(p.guard, p.sticky, p.kept[0])
         lo, hi = int(fmt.min), int(fmt.max)
         zp = p.zero_point
-        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi", "negative"),
+        return _register(m, self.en, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative"),
                          zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)),
                          up=hi - zp, down=lo - zp, up_negated=zp - hi, down_negated=zp - lo)
 
@@ -336,7 +377,7 @@ class PostProcessor(wiring.Component):
         y = Mux(p.negative, p.zero_point - p.magnitude, p.zero_point + p.magnitude)
         above = Mux(p.negative, p.magnitude < p.up_negated, p.magnitude > p.up)
         below = Mux(p.negative, p.magnitude > p.down_negated, p.magnitude < p.down)
-        return _register(m, self.en, "saturate", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
+        return _register(m, self.en, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
                          code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
 
     # --- minifloats ------------------------------------------------------------------------------
@@ -370,7 +411,7 @@ class PostProcessor(wiring.Component):
             # Only 0 and 2**emin lie below the normals: above half of 2**emin rounds up, half or less to 0.
             fields.update(flush=~normal, flush_up=(exponent == emin - 1) & (lowest != highest))
         return _register(
-            m, self.en, "exponent", **self._carry(p, "valid", "nonfinite", "negative", "clamp_lo", "clamp_hi",
+            m, self.en, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "negative", "clamp_lo", "clamp_hi",
                                                   "magnitude"), **fields)
 
     def _round_minifloat(self, m, p):
@@ -386,7 +427,7 @@ class PostProcessor(wiring.Component):
         # The last bit of the truncated code, without waiting for the addition that forms the code.
         lsb = p.kept[0] if man else p.kept[0] ^ p.base[0]
         rounded = (p.base << man) + p.kept + round_half_even(p.guard, p.sticky, lsb)
-        return _register(m, self.en, "round", **self._carry(p, "valid", "clamp_lo", "clamp_hi", "negative",
+        return _register(m, self.en, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative",
                                                             "nonfinite", "huge", "nonzero",
                                                             *(() if fmt.subnormals else ("flush", "flush_up"))),
                          rounded=rounded)
@@ -404,5 +445,5 @@ class PostProcessor(wiring.Component):
         # A result that rounds to zero is +0: -0 never leaves the unit (the IR's tensors never hold it).
         code = Cat(magnitude[:fmt.bits - 1], p.negative & (magnitude[:fmt.bits - 1] != 0))
         special = fmt.nan_code if fmt.has_nan else 0
-        return _register(m, self.en, "saturate", **self._carry(p, "valid", "clamp_lo", "clamp_hi"),
+        return _register(m, self.en, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
                          code=Mux(p.nonfinite, special, code))

@@ -3,10 +3,11 @@
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
 from .axi import axi4_write_signature
-from .buffer_ports import read_port
+from .buffer_ports import address_bits, read_port
 from .compute_engine import acc_line_layout
 from .decoder import layout_of
 from .dma import BurstAddressGenerator, max_bursts
@@ -37,6 +38,9 @@ class StoreEngine(wiring.Component):
             "axi": Out(axi4_write_signature(32, c.dma_bits)),
             "acc": read_port(c.acc_buffer_depth, acc_line_layout(c)),
             "param": read_port(c.param_buffer_depth, unsigned(line_bits(Buffer.PARAM, c))),
+            # LUT lines from the load engine, into every lane's copy of the activation table.
+            "lut": Out(WritePort.Signature(addr_width=address_bits(max(c.lut_buffer_depth, 1)),
+                                           shape=unsigned(line_bits(Buffer.LUT, c)))),
             "bus_error": Out(1),
             "nonfinite": Out(1),       # sticky: a stored element met a NaN or Inf operand
             "clear": In(1),            # clears nonfinite (at start)
@@ -54,10 +58,11 @@ class StoreEngine(wiring.Component):
         zero_point = Signal(signed(16))
         clamp_lo = Signal(c.acts.bits)
         clamp_hi = Signal(c.acts.bits)
+        use_lut = Signal()
         incoming = data.View(layout_of(KINDS[Opcode.SETPP]), self.control.cmd.payload)
         with m.If(seq.start & (incoming.opcode == Opcode.SETPP)):
             m.d.sync += [zero_point.eq(incoming.zero_point), clamp_lo.eq(incoming.clamp_lo),
-                         clamp_hi.eq(incoming.clamp_hi)]
+                         clamp_hi.eq(incoming.clamp_hi), use_lut.eq(incoming.lut)]
 
         # --- per-column parameters ------------------------------------------------------------------------
         entry = data.StructLayout({"bias": signed(64), "multiplier": signed(32), "shift": unsigned(8),
@@ -113,7 +118,9 @@ class StoreEngine(wiring.Component):
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
                          lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift), lane.zero_point.eq(zero_point),
-                         lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi)]
+                         lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
+                         lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
+                         lane.lut_write.data.eq(self.lut.data)]
         with m.If(read_valid & self.control.running):
             with m.If(Cat(acc_line[i].nonfinite for i in range(cols)).any()):
                 m.d.sync += self.nonfinite.eq(1)

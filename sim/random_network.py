@@ -55,6 +55,14 @@ class _Builder:
             lo = int(self.acts.quantize(out.zero_point)) if isinstance(self.acts, IntFormat) else 0
         layer.clamp_lo, layer.clamp_hi = lo, hi
 
+    def table(self, output: str) -> None:
+        """A random activation table (finite codes) on the layer writing ``output``, half of the time, where the
+        activation format has one (at most 8 bits)."""
+        layer = next(layer for layer in self.layers if layer.output == output)
+        if self.acts.bits <= 8 and self.rng.random() < 0.5:
+            layer.table = self.rng.choice(self.a_codes, 1 << self.acts.bits).astype(np.int64)
+            layer.attrs["activation"] = "random"
+
     def weights_of(self, shape: tuple, tensors: int) -> list[np.ndarray]:
         return [self.rng.choice(self.w_codes, shape) for _ in range(tensors)]
 
@@ -71,7 +79,9 @@ class _Builder:
 def random_network(rng: np.random.Generator, acts: str, weights: str, acc_bits: int, *,
                    size: tuple = (3, 16, 18)) -> QuantizedNetwork:
     """conv (2 tensors) -> fused maxpool -> depthwise conv (stride 2, asymmetric padding) ; add ; concat ;
-    standalone maxpool ; avgpool ; dilated conv ; global average pool ; flatten ; linear -> linear."""
+    standalone maxpool ; avgpool ; dilated conv ; global average pool ; flatten ; linear -> linear. The
+    depthwise conv, the add, the dilated conv and the last linear layer have a random activation table each with
+    probability 1/2."""
     b = _Builder(rng, acts, weights, acc_bits)
     c, h, w = size
     x = b.tensor("input", size)
@@ -106,6 +116,8 @@ def random_network(rng: np.random.Generator, acts: str, weights: str, acc_bits: 
     gf = b.add("flatten", [g], "gflat", (8,))
     b.tensors[gf] = b.tensors[g]
     out = b.add("linear", [gf], "out", (5,), weights=b.weights_of((5, 8), 1), terms=8)
+    for name in (dw, s, d, out):                  # activation tables (the post-processing unit's lookup stage)
+        b.table(name)
     del fc
     return QuantizedNetwork(b.acts.name, b.weights.name, acc_bits, x, out, b.shapes, b.tensors, b.layers)
 

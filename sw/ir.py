@@ -73,6 +73,9 @@ class FloatLayer:
     ``attrs``: conv and pooling: ``kernel`` (kh, kw), ``stride`` (sh, sw), ``padding`` (top, left, bottom,
     right), ``dilation`` (dh, dw); conv also ``groups``. ``weight``: conv (Cout, Cin/groups, kh, kw); linear
     (N, K), meaning ``y = W @ x + b``. ``clip``: (lo, hi) applied to the output (Relu is (0, inf)).
+    ``activation``: a nonlinear activation fused into the layer, applied after the clip: ``{"op": NAME, ...its
+    attributes}`` with NAME an activation operator of :mod:`sw.ops.activations` (it runs in the post-processing
+    unit's lookup table).
     """
 
     name: str
@@ -83,6 +86,7 @@ class FloatLayer:
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     clip: tuple[float, float] | None = None
+    activation: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,10 @@ class QuantLayer:
     :attr:`FloatLayer.weight`, in the network's weight format. ``weight_scale``: per output channel, the real
     value of one unit of weight (reports only). ``bias``, ``multiplier``, ``shift``: per output channel,
     integers (bias in accumulator units). ``zero_point``, ``clamp_lo``, ``clamp_hi``: of the output.
+    ``table``: a fused nonlinear activation (``attrs["activation"]`` names it): ``zero_point`` and the clamps are
+    then those of the pre-activation encoding (``attrs["pre_scale"]``, ``attrs["pre_zero_point"]``) and each code
+    ``q`` the rescale gives becomes ``table[q]``, a code of the output encoding
+    (:func:`sw.golden.postprocess.lookup`; made by :func:`sw.golden.activation.activation_table`).
     """
 
     name: str
@@ -169,6 +177,7 @@ class QuantLayer:
     zero_point: int = 0
     clamp_lo: int = 0
     clamp_hi: int = 0
+    table: np.ndarray | None = None
 
 
 @dataclass
@@ -201,7 +210,7 @@ class QuantizedNetwork(_Endpoints):
             entry["weights"] = len(layer.weights)
             for j, w in enumerate(layer.weights):
                 arrays[f"{i}.weight{j}"] = w
-            for k in ("weight_scale", "bias", "multiplier", "shift"):
+            for k in ("weight_scale", "bias", "multiplier", "shift", "table"):
                 if getattr(layer, k) is not None:
                     arrays[f"{i}.{k}"] = np.asarray(getattr(layer, k))
             layers.append(entry)
@@ -265,25 +274,34 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
     for i, e in enumerate(doc["layers"]):
         if e["op"] not in __getattr__("OPS"):
             bad(f"layer {i} has unknown op {str(e['op'])[:20]!r}")
-        attrs = {k: _attribute(v, f"attribute {k!r} of layer {i}", small_ints) for k, v in e["attrs"].items()}
+        attrs = {k: _attribute(v, f"attribute {k!r} of layer {i}", small_ints, signed=k in _SIGNED_ATTRIBUTES)
+                 for k, v in e["attrs"].items()}
         weights = [arrays[f"{i}.weight{j}"] for j in range(small_ints(e["weights"], "weight counts", 0, 8))]
         extra = [arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")]
         if any(a.dtype.kind not in "iu" for a in [*weights, *(x for x in extra[1:] if x is not None)]):
             bad(f"layer {i}: weights, bias, multiplier and shift must be integer arrays")
+        table = arrays.get(f"{i}.table")
+        if table is not None and (table.dtype.kind not in "iu" or table.ndim != 1 or table.size > _MAX_DIM
+                                  or (table.size and (table.min() < 0 or table.max() >= _MAX_DIM))):
+            bad(f"layer {i}: an activation table must be a 1-D array of at most {_MAX_DIM} codes")
         layers.append(QuantLayer(str(e["name"]), e["op"], [str(x) for x in e["inputs"]], str(e["output"]), attrs,
                                  weights, *extra, small_ints(e["zero_point"], "zero points", -_MAX_DIM, _MAX_DIM),
-                                 small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps")))
+                                 small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps"), table))
     return cls(str(doc["act_format"]), str(doc["weight_format"]), small_ints(doc["acc_bits"], "acc_bits", 2, 256),
                str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []))
 
 
-def _attribute(value, what: str, small_ints):
-    """An attribute: small integers (or a list of them), one finite number (a padding constant), or text (a host
-    layer's ONNX graph)."""
+#: Integer attributes that may be negative: the zero point of a fused activation's input encoding.
+_SIGNED_ATTRIBUTES = ("pre_zero_point",)
+
+
+def _attribute(value, what: str, small_ints, signed: bool = False):
+    """An attribute: small integers (or a list of them; negative ones only where ``signed``), one finite number (a
+    padding constant, a scale), or text (a host layer's ONNX graph, an activation's name)."""
     if isinstance(value, str):
         return value
     if isinstance(value, float):
         if not np.isfinite(value):
             raise NetworkFileError(f"{what} must be finite, not {value}")
         return value
-    return small_ints(value, what)
+    return small_ints(value, what, -_MAX_DIM) if signed else small_ints(value, what)

@@ -82,3 +82,54 @@ def global_pools_digits(path: Path, seed: int = 0) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def activations_resnet(path: Path, seed: int = 0) -> Path:
+    """Digits images through residual blocks with nonlinear activations on the engine's lookup table: HardSwish
+    after a conv and after a residual Add, LeakyRelu, SiLU (Mul(x, Sigmoid(x))), HardSigmoid before a max pool
+    (monotone: pooled on the accumulators), HardSwish before another (not monotone: pooled on its own), Tanh,
+    a global average pool and a Sigmoid after the final Gemm."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        node("HardSwish", ["c1"], ["a1"]),
+        node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        node("LeakyRelu", ["c2"], ["a2"], alpha=0.1),
+        node("Conv", ["a2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1]),
+        node("Add", ["a1", "c3"], ["s1"]),
+        node("HardSwish", ["s1"], ["a3"]),
+        node("Conv", ["a3", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1]),
+        node("HardSigmoid", ["c4"], ["a4"], alpha=0.25, beta=0.5),
+        node("MaxPool", ["a4"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Conv", ["p1", "w5", "b5"], ["c5"], pads=[1, 1, 1, 1]),
+        node("Sigmoid", ["c5"], ["g5"]),
+        node("Mul", ["c5", "g5"], ["a5"]),
+        node("Conv", ["a5", "w6", "b6"], ["c6"], pads=[1, 1, 1, 1]),
+        node("Add", ["a5", "c6"], ["s2"]),
+        node("HardSwish", ["s2"], ["a6"]),
+        node("MaxPool", ["a6"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        node("Conv", ["p2", "w7", "b7"], ["c7"]),
+        node("Tanh", ["c7"], ["a7"]),
+        node("GlobalAveragePool", ["a7"], ["gap"]),
+        node("Flatten", ["gap"], ["flat"]),
+        node("Gemm", ["flat", "w8", "b8"], ["logits"], transB=1),
+        node("Sigmoid", ["logits"], ["y"]),
+    ]
+    shapes = {"w1": (8, 1, 3, 3), "w2": (8, 8, 3, 3), "w3": (8, 8, 3, 3), "w4": (8, 8, 3, 3), "w5": (16, 8, 3, 3),
+              "w6": (16, 16, 3, 3), "w7": (16, 16, 1, 1), "w8": (10, 16)}
+    inits = []
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
+                                             .astype(np.float32), name))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
+                                             "b" + name[1:]))
+    graph = helper.make_graph(nodes, "activations_resnet", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

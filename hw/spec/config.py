@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .formats import Format, FormatError, accumulator_bits, get_format
 from .isa import KINDS, Opcode
 
-__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "max_depth"]
+__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "max_depth"]
 
 DATAFLOWS = ("weight_stationary",)
 
@@ -40,6 +40,11 @@ ADDRESS_FIELDS = {
                          (Opcode.STORE, "acc_addr")),
     "param_buffer_depth": ((Opcode.LOAD, "sram_addr"), (Opcode.STORE, "param_addr")),
 }
+
+
+#: Widest activation format with a lookup table (the LUT buffer): 2**8 entries per post-processing lane. Wider
+#: formats would need 2**bits entries per lane (a 16-bit table is 1 Mbit per column); their engines have none.
+LUT_MAX_BITS = 8
 
 
 def max_depth(name: str) -> tuple[int, str]:
@@ -113,6 +118,23 @@ class AcceleratorConfig:
     def psum_bits(self) -> int:
         """Width of the partial sums inside the array: exact for a column of ``rows`` products."""
         return accumulator_bits(self.weights, self.acts, self.rows)
+
+    @property
+    def lut_entries(self) -> int:
+        """Entries of the activation lookup table: one per activation code, 0 (no table) above
+        :data:`LUT_MAX_BITS` bits."""
+        return 1 << self.acts.bits if self.acts.bits <= LUT_MAX_BITS else 0
+
+    @property
+    def lut_entries_per_line(self) -> int:
+        """Table entries in one LUT line: the largest power of two that fits the line's ``cols`` codes (so entry
+        ``q`` sits at line ``q >> k``, code ``q & (2**k - 1)``: no division), at most the table's size."""
+        return min(1 << (self.cols.bit_length() - 1), max(self.lut_entries, 1))
+
+    @property
+    def lut_buffer_depth(self) -> int:
+        """Lines of the LUT buffer (every post-processing lane holds a copy): 0 without a table."""
+        return self.lut_entries // self.lut_entries_per_line
 
     @property
     def peak_macs_per_cycle(self) -> int:

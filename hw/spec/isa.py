@@ -60,6 +60,9 @@ class Buffer(enum.IntEnum):
     WEIGHT = 1
     #: Post-processing parameters: a line is one 16-byte entry per array column (bias, multiplier, shift).
     PARAM = 2
+    #: The activation lookup table of the post-processing unit: a line is an output line (one activation code per
+    #: array column), of which the first ``lut_entries_per_line`` codes are table entries (``hw/spec/layout.py``).
+    LUT = 3
 
 
 class AluOp(enum.IntEnum):
@@ -172,11 +175,11 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "Copy a 2-D block of lines from external memory into a buffer, surrounded by padding lines. "
          "The destination is a dense (pad_top + y_size + pad_bottom) x (pad_left + x_size + pad_right) block "
          "of lines starting at `sram_addr`, row-major; padding lines hold `pad_value` in every element "
-         "(ACT only; WEIGHT and PARAM loads must have no padding). Source line (y, x) is at byte "
+         "(ACT only; WEIGHT, PARAM and LUT loads must have no padding). Source line (y, x) is at byte "
          "`dram_addr + y * dram_stride + x * line_bytes`, where `line_bytes` is the packed size of one line of "
          "the buffer (see docs/architecture.md, memory layout).",
          (
-             _f("buffer", 2, "Destination buffer: 0 ACT, 1 WEIGHT, 2 PARAM."),
+             _f("buffer", 2, "Destination buffer: 0 ACT, 1 WEIGHT, 2 PARAM, 3 LUT."),
              _f("sram_addr", 16, "First destination line."),
              _f("dram_addr", 32, "Byte address of source line (0, 0); a multiple of the bus width in bytes."),
              _f("y_size", 10, "Rows of source lines.", nonzero=True),
@@ -233,11 +236,16 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "format range)`, minifloat outputs: `q = quantize(v)` (round to nearest even, saturating; a zero is "
          "always +0); finally `q` is clamped to [clamp_lo, clamp_hi] (codes of the output format, compared by "
          "value; a value at or below clamp_lo gives the code clamp_lo, at or above clamp_hi the code clamp_hi): "
-         "ReLU is clamp_lo = zero, ReLU6 adds clamp_hi = the code of 6.",
+         "ReLU is clamp_lo = zero, ReLU6 adds clamp_hi = the code of 6. With `lut` set, `q` (a code in the "
+         "pre-activation encoding) is then replaced by entry `q` of the LUT buffer, `table[q]`: code "
+         "`q % lut_entries_per_line` of LUT line `q // lut_entries_per_line` (a nonlinear activation such as "
+         "Sigmoid or HardSwish; the table holds codes of the output encoding). `lut` needs an activation format of "
+         "at most 8 bits (the engine has no LUT buffer otherwise).",
          (
              _f("zero_point", 16, "Added after rounding (integer outputs).", signed=True),
              _f("clamp_lo", 16, "Smallest output code (by value)."),
              _f("clamp_hi", 16, "Largest output code (by value)."),
+             _f("lut", 1, "Replace each output code q by entry q of the LUT buffer."),
          )),
     Kind(Opcode.STORE, Queue.STORE,
          "Post-process a 2-D block of accumulator lines and write it to external memory: accumulator line "

@@ -4,7 +4,8 @@ A line is a row of codes (one per array row for ACT, one per array column for WE
 densely little-endian (code i at bits ``i*bits .. (i+1)*bits - 1``) and padded with zero bits to a whole
 number of bus beats, so that every line starts on a beat and the DMA only ever moves whole beats.
 A PARAM line holds one 16-byte entry per column: bias (int64, accumulator units), multiplier (int32),
-shift (uint8), 3 zero bytes; all little-endian.
+shift (uint8), 3 zero bytes; all little-endian. A LUT line is an output line (``cols`` activation codes) whose
+first ``config.lut_entries_per_line`` codes are consecutive entries of the activation table (the rest zero).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from .config import AcceleratorConfig
 from .isa import Buffer
 
 __all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes",
-           "pack_codes", "unpack_codes", "pack_lines", "unpack_lines", "pack_params", "unpack_params"]
+           "pack_codes", "unpack_codes", "pack_lines", "unpack_lines", "pack_params", "unpack_params",
+           "lut_lines", "pack_lut", "unpack_lut"]
 
 PARAM_ENTRY_BYTES = 16
 
@@ -35,6 +37,8 @@ def line_codes(buffer: Buffer, config: AcceleratorConfig) -> tuple[int, int]:
         return config.cols, config.weights.bits
     if buffer is Buffer.PARAM:
         return config.cols, PARAM_ENTRY_BYTES * 8
+    if buffer is Buffer.LUT:
+        return config.cols, config.acts.bits
     raise ValueError(f"Unknown buffer {buffer!r}")
 
 
@@ -185,3 +189,32 @@ def unpack_params(data: bytes, lines: int, cols: int, nbytes: int):
     multiplier = entries[..., 8:12].copy().view("<i4")[..., 0].astype(np.int64)
     shift = entries[..., 12].astype(np.int64)
     return bias, multiplier, shift
+
+
+def lut_lines(table, config: AcceleratorConfig) -> np.ndarray:
+    """An activation table (``config.lut_entries`` output codes, entry ``q`` for pre-activation code ``q``) as LUT
+    lines of codes, shaped (``config.lut_buffer_depth``, cols)."""
+    table = np.asarray(table)
+    if not config.lut_entries:
+        raise ValueError(f"A {config.acts.name} engine has no lookup table (activation formats of at most 8 bits)")
+    if table.shape != (config.lut_entries,) or table.dtype.kind not in "iu":
+        raise ValueError(f"An activation table holds {config.lut_entries} integer codes, not {table.shape} "
+                         f"{table.dtype}")
+    if table.size and (int(table.min()) < 0 or int(table.max()) >> config.acts.bits):
+        raise ValueError(f"Table entries must be codes in 0..{(1 << config.acts.bits) - 1}")
+    per = config.lut_entries_per_line
+    lines = np.zeros((config.lut_buffer_depth, config.cols), dtype=np.int64)
+    lines[:, :per] = table.reshape(-1, per)
+    return lines
+
+
+def pack_lut(table, config: AcceleratorConfig) -> bytes:
+    """The LUT lines of an activation table, packed as a LOAD of ``Buffer.LUT`` reads them."""
+    return pack_lines(lut_lines(table, config), config.acts.bits, line_bytes(Buffer.LUT, config))
+
+
+def unpack_lut(lines: np.ndarray, config: AcceleratorConfig) -> np.ndarray:
+    """The table of LUT lines of codes shaped (..., depth, cols): entries shaped (..., lut_entries)."""
+    lines = np.asarray(lines)
+    per = config.lut_entries_per_line
+    return lines[..., :per].reshape(*lines.shape[:-2], -1)

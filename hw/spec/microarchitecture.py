@@ -6,8 +6,9 @@ a failing comparison of RTL and emulator cycle counts instead of a silent drift.
 """
 
 #: Stages of the post-processing pipeline (input, offset, magnitude, multiply, sum, locate, exponent, align, round,
-#: saturate, clamp): each at most one carry chain, DSP or multiplexer tree deep.
-POSTPROCESS_LATENCY = 11
+#: saturate, clamp, lookup): each at most one carry chain, DSP, multiplexer tree or block RAM read deep. The lookup
+#: stage (the activation table) is there whether or not a SETPP asks for the table, so the latency is constant.
+POSTPROCESS_LATENCY = 12
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).

@@ -13,9 +13,10 @@ from .common import _ENGINE, _ENGINE_NAME
 
 # --- what an instruction touches ---------------------------------------------------------------------------
 
-_SPACE_ACT, _SPACE_WEIGHT, _SPACE_PARAM, _SPACE_ACC, _SPACE_DRAM = range(5)
-_SPACE_NAMES = ("act line", "weight line", "param line", "acc line", "memory beat at byte")
-_SPACE_OF_BUFFER = {Buffer.ACT: _SPACE_ACT, Buffer.WEIGHT: _SPACE_WEIGHT, Buffer.PARAM: _SPACE_PARAM}
+_SPACE_ACT, _SPACE_WEIGHT, _SPACE_PARAM, _SPACE_ACC, _SPACE_DRAM, _SPACE_LUT = range(6)
+_SPACE_NAMES = ("act line", "weight line", "param line", "acc line", "memory beat at byte", "lut line")
+_SPACE_OF_BUFFER = {Buffer.ACT: _SPACE_ACT, Buffer.WEIGHT: _SPACE_WEIGHT, Buffer.PARAM: _SPACE_PARAM,
+                    Buffer.LUT: _SPACE_LUT}
 
 
 def _key(space: int, address: int) -> int:
@@ -34,7 +35,8 @@ def _beats(start: int, nbytes: int, bus: int) -> range:
 def footprint(opcode: Opcode, f: dict, config: AcceleratorConfig) -> tuple[frozenset, frozenset]:
     """(reads, writes) of one instruction: buffer lines and memory beats, as opaque keys.
 
-    The post-processing registers are left out: only the store engine uses them.
+    The post-processing registers are left out: only the store engine uses them. Every STORE counts as reading
+    the whole LUT buffer (whether it does depends on the SETPP before it, which only the store engine sees).
     """
     c = config
     bus = c.dma_bits // 8
@@ -72,6 +74,7 @@ def footprint(opcode: Opcode, f: dict, config: AcceleratorConfig) -> tuple[froze
         reads.update(_key(_SPACE_ACC, f["acc_addr"] + y * f["acc_stride"] + x)
                      for y in range(f["y_size"]) for x in range(f["x_size"]))
         reads.add(_key(_SPACE_PARAM, f["param_addr"]))
+        reads.update(_key(_SPACE_LUT, line) for line in range(c.lut_buffer_depth))
         nbytes = output_line_bytes(c)
         for y in range(f["y_size"]):
             row = f["dram_addr"] + y * f["dram_stride"]

@@ -88,8 +88,10 @@ class _Faults:
     def bad_field(self) -> tuple[int, str]:
         c, rng = self.c, self.rng
         fmt = c.acts
-        choices = ["zero", "misaligned_addr", "misaligned_stride", "weight_padding", "param_padding", "buffer3",
+        choices = ["zero", "misaligned_addr", "misaligned_stride", "weight_padding", "param_padding", "lut_padding",
                    "alu_op", "clamp_order", "clamp_width", "pad_value_width", "reserved_bits"]
+        if not c.lut_buffer_depth:
+            choices.append("lut_without_table")
         if fmt.has_nan:
             choices.append("clamp_nan")
         what = str(rng.choice(choices))
@@ -111,18 +113,18 @@ class _Faults:
             if rng.random() < 0.3:                # precedence: BAD_FIELD before SRAM_RANGE and DRAM_RANGE
                 fields["dram_addr"] = (fields["dram_addr"] + self.dram_size) | 1
             return encode(opcode, **fields), f"{opcode.name} {name} not a multiple of {self.bus}"
-        if what in ("weight_padding", "param_padding"):
+        if what == "lut_without_table":
+            fields = self.legal(Opcode.SETPP)
+            return encode(Opcode.SETPP, **fields, lut=1), f"SETPP lut=1 on a {fmt.name} engine (no table)"
+        if what in ("weight_padding", "param_padding", "lut_padding"):
             fields = self.legal(Opcode.LOAD)
-            fields["buffer"] = int(Buffer.WEIGHT if what == "weight_padding" else Buffer.PARAM)
+            fields["buffer"] = int({"weight_padding": Buffer.WEIGHT, "param_padding": Buffer.PARAM,
+                                    "lut_padding": Buffer.LUT}[what])
             fields["sram_addr"] = 0
             fields["y_size"] = fields["x_size"] = 1
             side = str(rng.choice(["pad_top", "pad_bottom", "pad_left", "pad_right"]))
             fields[side] = int(rng.integers(1, 8))
             return encode(Opcode.LOAD, **fields), f"{Buffer(fields['buffer']).name} LOAD with {side}"
-        if what == "buffer3":
-            fields = self.legal(Opcode.LOAD)
-            fields["buffer"] = 3
-            return encode(Opcode.LOAD, **fields), "LOAD buffer=3"
         if what == "alu_op":
             fields = self.legal(Opcode.ALU)
             fields["op"] = int(rng.integers(len(AluOp), 4))       # beyond the last ALU operation
@@ -168,9 +170,9 @@ class _Faults:
         what = str(rng.choice(["load", "compute_act", "compute_weight", "compute_acc", "alu_dst", "alu_src",
                                "store_acc", "store_param"]))
         if what == "load":
-            buffer = Buffer(int(rng.integers(3)))
+            buffer = Buffer(int(rng.integers(4)))
             depth = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
-                     Buffer.PARAM: c.param_buffer_depth}[buffer]
+                     Buffer.PARAM: c.param_buffer_depth, Buffer.LUT: c.lut_buffer_depth}[buffer]
             fields = self.legal(Opcode.LOAD)
             fields["buffer"] = int(buffer)
             fields["y_size"], fields["x_size"] = 1, int(rng.integers(1, 4))

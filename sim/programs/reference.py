@@ -52,10 +52,10 @@ class _Reference:
     def __init__(self, config: AcceleratorConfig, dram: bytearray):
         c = self.config = config
         self.dram = dram
-        self.act, self.weight, self.param, self.acc = {}, {}, {}, {}
+        self.act, self.weight, self.param, self.acc, self.lut = {}, {}, {}, {}, {}
         # The last accumulator line is the barriers' scratch line: what it holds is never stored.
         self.acc[c.acc_buffer_depth - 1] = ([0] * c.cols, [False] * c.cols)
-        self.zero_point, self.clamp_lo, self.clamp_hi = 0, 0, 0
+        self.zero_point, self.clamp_lo, self.clamp_hi, self.use_lut = 0, 0, 0, 0
         self.acc_exponent = product_of(c.acts, c.weights).min_exponent
         self.macs = 0
         self.nonfinite = False
@@ -88,6 +88,8 @@ class _Reference:
                     self.act[line] = _unpack(data, c.rows, c.acts.bits)
                 elif buffer is Buffer.WEIGHT:
                     self.weight[line] = _unpack(data, c.cols, c.weights.bits)
+                elif buffer is Buffer.LUT:
+                    self.lut[line] = _unpack(data, c.cols, c.acts.bits)
                 else:
                     self.param[line] = _param_entries(data, c.cols)
 
@@ -134,6 +136,7 @@ class _Reference:
 
     def setpp(self, index: int, f: dict) -> None:
         self.zero_point, self.clamp_lo, self.clamp_hi = f["zero_point"], f["clamp_lo"], f["clamp_hi"]
+        self.use_lut = f["lut"]
 
     def store(self, index: int, f: dict) -> None:
         c = self.config
@@ -149,6 +152,10 @@ class _Reference:
         codes = rescale(np.array(values, dtype=object), np.array(flags, dtype=bool), self.acc_exponent,
                         bias, multiplier, shift, c.acts, self.zero_point, self.clamp_lo, self.clamp_hi,
                         acc_bits=c.acc_bits)
+        if self.use_lut:
+            # Entry q: code q % per of LUT line q // per (the ISA's words, read line by line).
+            per = c.lut_entries_per_line
+            codes = np.array([[self.lut[int(q) // per][int(q) % per] for q in row] for row in codes])
         self.nonfinite |= bool(np.any(flags))
         lines = []
         for at, row in zip(addresses, codes):

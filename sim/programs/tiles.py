@@ -88,6 +88,11 @@ class _Builder:
         if c.param_buffer_depth < 4:
             self.lead = self.lag = 0
         self.alternate = bool(self.lead or self.lag or rng.random() < 0.7)
+        # Activation tables: loaded (and perhaps reloaded) in some programs, used by some SETPPs after that. The
+        # choice reads the generator's state without drawing from it, so a program without tables is the one the
+        # same seed gave before tables existed (the pinned cycle fixture's programs stay what they were).
+        self.tables = c.lut_buffer_depth > 0 and int(rng.bit_generator.state["state"]["state"]) % 5 < 3
+        self.table_loaded = False
 
     # memory -------------------------------------------------------------------------------------------
     def align(self, n: int) -> int:
@@ -280,7 +285,24 @@ class _Builder:
             lo, hi = (a, b) if fmt.decode(np.array([a]))[0] <= fmt.decode(np.array([b]))[0] else (b, a)
         zp = int(rng.integers(-8, 9)) if rng.random() < 0.8 else int(rng.integers(-(1 << 15), 1 << 15))
         self.setpp_done = True
-        return self.instr(Opcode.SETPP, "store", tile, zero_point=zp, clamp_lo=lo, clamp_hi=hi)
+        lut = int(self.table_loaded and rng.random() < 0.6)
+        return self.instr(Opcode.SETPP, "store", tile, zero_point=zp, clamp_lo=lo, clamp_hi=hi, lut=lut)
+
+    def table_load(self, tile: int) -> _Instr:
+        """A LOAD of the whole LUT buffer (random codes, garbage in the lines' unused codes and padding), in one
+        row or one row per line."""
+        c, lb = self.config, self.lb[Buffer.LUT]
+        lines = c.lut_buffer_depth
+        x = lines if self.rng.random() < 0.6 else 1
+        y = lines // x
+        stride = self.row_stride(x * lb, y)
+        size = (y - 1) * stride + x * lb
+        addr = self.alloc(size)
+        self.inputs.append(dict(addr=addr, size=size, order=(tile,), reused=False))
+        for row in range(y):
+            self.blobs.append((addr + row * stride, self.rng.bytes(x * lb)))
+        self.table_loaded = True
+        return self.load(Buffer.LUT, "prefetch", tile, 0, addr, y, x, stride)
 
     # accumulator blocks -------------------------------------------------------------------------------
     def alu(self, tile: int, written: set[int], residual=None) -> _Instr | None:
@@ -452,6 +474,8 @@ class _Builder:
             if alu is not None:
                 instrs.append(alu)
                 summary += " +" + AluOp(alu.fields["op"]).name.lower()
+        if self.tables and len(instrs) + 4 <= budget and (not self.table_loaded or rng.random() < 0.2):
+            instrs.append(self.table_load(tile))
         stores = int(rng.integers(1, 4))
         for k in range(stores):
             if not self.setpp_done or (rng.random() < (0.9 if k == 0 else 0.3)):

@@ -1,7 +1,8 @@
 """cocotb driver and monitor for one PostProcessor: a vector per accepted cycle, under random stalls and bubbles.
 
 The stimulus file holds one vector per element (acc, nonfinite, bias, multiplier, shift, zero_point, clamp_lo,
-clamp_hi; wide integers as decimal strings). Each cycle ``en`` is low with probability ``stall``, and while it is
+clamp_hi, lut; wide integers as decimal strings) and, optionally, the activation table's LUT lines, written
+through ``lut_write`` before the first vector. Each cycle ``en`` is low with probability ``stall``, and while it is
 low the inputs carry another vector with ``i_valid`` high, which the unit must ignore; with ``en`` high, a
 bubble (``i_valid`` low, junk data) comes with probability ``bubble``. The monitor records every output code
 with the number of ``en`` cycles it took; checking is left to pytest and the golden model.
@@ -15,7 +16,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-PORTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi")
+PORTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
 
 
 @cocotb.test()
@@ -36,6 +37,11 @@ async def stream_vectors(dut):
     i_valid.value = 0
     await RisingEdge(dut.clk)
     dut.rst.value = 0
+    if "table" in stimulus.files:
+        for addr, line in enumerate(stimulus["table"]):
+            dut.lut_write__en.value, dut.lut_write__addr.value, dut.lut_write__data.value = 1, addr, int(line)
+            await RisingEdge(dut.clk)
+        dut.lut_write__en.value = 0
 
     codes, emitted = [], []  # each output code and the en-cycle count at which it appeared
     accepted = []            # en-cycle count at which each vector was sampled

@@ -141,7 +141,7 @@ class Lowering:
         return Requant(per_channel("bias", layer.bias, 0, -(1 << 63), (1 << 63) - 1),
                        per_channel("multiplier", layer.multiplier, None, -(1 << 31), (1 << 31) - 1),
                        per_channel("shift", layer.shift, None, 0, 255),
-                       layer.zero_point, layer.clamp_lo, layer.clamp_hi)
+                       layer.zero_point, layer.clamp_lo, layer.clamp_hi, layer.table)
 
     def copy_requant(self, tensor: str, channels: int) -> Requant:
         """Post-processing that gives back the input's codes: ``v = value - zero point``, exactly."""

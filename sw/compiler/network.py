@@ -15,6 +15,7 @@ import numpy as np
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
 from hw.spec.layout import output_line_bytes, pack_codes, unpack_codes
+from sw.golden.activation import table_monotone
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
 
@@ -232,8 +233,8 @@ def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
 
 def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
     """Max pools to fuse into the accumulating layer before them: that layer's name -> the pool layer. Fusing
-    needs a monotone rescale (positive multipliers), no padding (the conv outputs are the map) and a producer
-    no other layer reads."""
+    needs a monotone post-processing (positive multipliers, and an activation table that never decreases), no
+    padding (the conv outputs are the map) and a producer no other layer reads."""
     consumers: dict[str, int] = {}
     producer: dict[str, QuantLayer] = {}
     for layer in net.layers:
@@ -247,7 +248,8 @@ def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
         src = producer.get(layer.inputs[0])
         if (src is not None and OPERATORS[src.op].accumulating and consumers.get(src.output, 0) == 1
                 and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
-                and np.all(np.asarray(src.multiplier, dtype=object) > 0)):
+                and np.all(np.asarray(src.multiplier, dtype=object) > 0)
+                and (src.table is None or table_monotone(src.table, get_format(net.act_format)))):
             fused[src.name] = layer
     return fused
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_params
+from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
 
 from .program import ProgramBuilder, Region, Step
 
@@ -50,13 +50,16 @@ def _field_max(opcode: Opcode, name: str) -> int:
 
 
 class Requant:
-    """Per-output-channel bias, multiplier and shift, plus zero point and clamp codes (see SETPP)."""
+    """Per-output-channel bias, multiplier and shift, plus zero point and clamp codes (see SETPP), and the
+    activation table the lookup stage applies, if any (loaded into the LUT buffer with the PARAM lines)."""
 
-    def __init__(self, bias, multiplier, shift, zero_point: int = 0, clamp_lo: int = 0, clamp_hi: int = 0):
+    def __init__(self, bias, multiplier, shift, zero_point: int = 0, clamp_lo: int = 0, clamp_hi: int = 0,
+                 table=None):
         self.bias = np.asarray(bias, dtype=np.int64)
         self.multiplier = np.asarray(multiplier, dtype=np.int64)
         self.shift = np.asarray(shift, dtype=np.int64)
         self.zero_point, self.clamp_lo, self.clamp_hi = int(zero_point), int(clamp_lo), int(clamp_hi)
+        self.table = None if table is None else np.asarray(table, dtype=np.int64)
 
     def lines(self, blocks: int, cols: int):
         def pad(a):
@@ -66,7 +69,8 @@ class Requant:
         return pad(self.bias), pad(self.multiplier), pad(self.shift)
 
     def setpp(self) -> dict:
-        return {"zero_point": self.zero_point, "clamp_lo": self.clamp_lo, "clamp_hi": self.clamp_hi}
+        return {"zero_point": self.zero_point, "clamp_lo": self.clamp_lo, "clamp_hi": self.clamp_hi,
+                "lut": int(self.table is not None)}
 
 
 @dataclass
@@ -471,7 +475,7 @@ def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
             job, name=f"{job.name}[c{c0}:{c1}]", cout=c1 - c0, macs=None, out_pitch=job.dst_pitch,
             sources=[replace(src, weights=src.weights[..., c0:c1]) for src in job.sources],
             requant=Requant(q.bias[c0:c1], q.multiplier[c0:c1], q.shift[c0:c1], q.zero_point, q.clamp_lo,
-                            q.clamp_hi),
+                            q.clamp_hi, q.table),
             out=Region(job.out.addr + offset, job.out.size - offset)))
     return groups
 
@@ -732,5 +736,15 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 add_tile(nb, chunk, gc % 2, (nb % 2) * most * w_tile, chunk == 0, set())
                 gc += 1
     first = len(b.words)
-    b.schedule(steps, prologue=[param_load], setpp=job.requant.setpp())
+    prologue = [param_load]
+    if job.requant.table is not None:
+        # The activation table: after the barrier (every earlier STORE done), before this job's first data.
+        if not c.lut_buffer_depth:
+            raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
+                              f"format {c.acts.name} has no lookup table; build the engine with an activation format of at "
+                              f"most 8 bits")
+        rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
+        prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
+                                      x_size=c.lut_buffer_depth)))
+    b.schedule(steps, prologue=prologue, setpp=job.requant.setpp())
     return {"steps": len(steps), "tiles": tile_count, "instructions": len(b.words) - first}

@@ -54,7 +54,7 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
         if buffer is Buffer.ACT and f["pad_value"] >> c.acts.bits:
             return ErrorCode.BAD_FIELD
         depth = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
-                 Buffer.PARAM: c.param_buffer_depth}[buffer]
+                 Buffer.PARAM: c.param_buffer_depth, Buffer.LUT: c.lut_buffer_depth}[buffer]
         lines = (f["pad_top"] + f["y_size"] + f["pad_bottom"]) * (f["pad_left"] + f["x_size"] + f["pad_right"])
         if f["sram_addr"] + lines > depth:
             return ErrorCode.SRAM_RANGE
@@ -78,7 +78,7 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
             return ErrorCode.SRAM_RANGE
     elif op is Opcode.SETPP:
         fmt = c.acts
-        if f["clamp_lo"] >> fmt.bits or f["clamp_hi"] >> fmt.bits:
+        if f["clamp_lo"] >> fmt.bits or f["clamp_hi"] >> fmt.bits or (f["lut"] and not c.lut_buffer_depth):
             return ErrorCode.BAD_FIELD
         lo, hi = fmt.decode([f["clamp_lo"], f["clamp_hi"]])
         if not (lo <= hi):          # also false for NaN bounds

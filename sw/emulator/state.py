@@ -23,10 +23,10 @@ import numpy as np
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import Format, IntFormat, product_of
 from hw.spec.isa import AluOp, Buffer
-from hw.spec.layout import line_bytes, output_line_bytes, pack_codes, unpack_codes, unpack_params
+from hw.spec.layout import line_bytes, output_line_bytes, pack_codes, unpack_codes, unpack_lut, unpack_params
 from sw.golden.exact import FLOAT32_EXACT, fixed_values, matmul_exact, value_table
 from sw.golden.gemm import has_specials
-from sw.golden.postprocess import rescale
+from sw.golden.postprocess import lookup, rescale
 
 from . import workspace
 from .memory import BatchedMemory
@@ -70,6 +70,8 @@ class EngineState:
     zero_point: int = 0
     clamp_lo: int = 0
     clamp_hi: int = 0
+    lut: np.ndarray = field(init=False)             # (lut depth, 1|B, cols) codes
+    use_lut: int = 0
     #: Per sample: set once a STORE wrote a line that met a NaN or Inf operand.
     saw_nonfinite: np.ndarray = field(init=False)
     #: Per-sample buffers taken from the workspace, and the line range this run wrote in each.
@@ -87,6 +89,7 @@ class EngineState:
         acc = object if self.wide else np.int32 if c.acc_bits <= 31 else np.int64
         self.acc = np.zeros((c.acc_buffer_depth, 1, c.cols), dtype=acc)
         self.acc_nonfinite = np.zeros(self.acc.shape, dtype=bool) if acts or weights else None
+        self.lut = np.zeros((c.lut_buffer_depth, 1, c.cols), dtype=np.uint8)
         self.saw_nonfinite = np.zeros(self.memory.batch, dtype=bool)
 
     @property
@@ -170,6 +173,10 @@ def load(s: EngineState, f: dict) -> None:
         for name, values in zip(("bias", "multiplier", "shift"), params):
             _block(s.writable(name, samples, lines), start, ys, width, xs)[...] = \
                 values.reshape(samples, ys, xs, c.cols).transpose(1, 2, 0, 3)
+        return
+    if buffer is Buffer.LUT:
+        codes = unpack_codes(raw, c.cols, c.acts.bits).transpose(1, 2, 0, 3)
+        _block(s.writable("lut", samples, lines), start, ys, width, xs)[...] = codes
         return
     fmt, name = (c.acts, "act") if buffer is Buffer.ACT else (c.weights, "weight")
     codes = unpack_codes(raw, getattr(s, name).shape[2], fmt.bits).transpose(1, 2, 0, 3)
@@ -334,7 +341,16 @@ def _alu_op(s: EngineState, op: AluOp, a: np.ndarray, b: np.ndarray) -> np.ndarr
 
 
 def setpp(s: EngineState, f: dict) -> None:
-    s.zero_point, s.clamp_lo, s.clamp_hi = f["zero_point"], f["clamp_lo"], f["clamp_hi"]
+    s.zero_point, s.clamp_lo, s.clamp_hi, s.use_lut = f["zero_point"], f["clamp_lo"], f["clamp_hi"], f["lut"]
+
+
+def _lookup(s: EngineState, codes: np.ndarray) -> np.ndarray:
+    """The lookup stage: each sample's codes (lines, 1|B, cols) through that sample's table."""
+    tables = unpack_lut(s.lut.transpose(1, 0, 2), s.config)          # (1|B, entries)
+    if tables.shape[0] == 1:
+        return lookup(codes, tables[0])
+    codes = np.broadcast_to(codes, (codes.shape[0], tables.shape[0], codes.shape[2]))
+    return np.stack([lookup(codes[:, i], tables[i]) for i in range(tables.shape[0])], axis=1)
 
 
 def store(s: EngineState, f: dict) -> None:
@@ -345,6 +361,8 @@ def store(s: EngineState, f: dict) -> None:
     nonfinite = np.zeros((1, 1, 1), dtype=bool) if s.acc_nonfinite is None else s.acc_nonfinite[lines]
     codes = rescale(acc, nonfinite, product_of(c.acts, c.weights).min_exponent, s.bias[p], s.multiplier[p],
                     s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits, wrapped=True)
+    if s.use_lut:
+        codes = _lookup(s, codes)
     s.saw_nonfinite |= nonfinite.any(axis=(0, 2))
     data = pack_codes(codes.transpose(1, 0, 2), c.acts.bits, output_line_bytes(c))
     s.memory.write_rows(f["dram_addr"], f["dram_stride"], data.reshape(data.shape[0], f["y_size"], -1))

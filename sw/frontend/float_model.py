@@ -107,6 +107,23 @@ def _run_layer(layer: FloatLayer, xs: list[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(y)
 
 
+def pre_activation(tensor: str) -> str:
+    """The key under which ``run_float(..., keep=True)`` keeps a layer's values before its activation."""
+    return f"{tensor}#pre"
+
+
+def _activate(layer: FloatLayer, y: np.ndarray) -> np.ndarray:
+    """The layer's fused activation (``FloatLayer.activation``) applied to its clipped output."""
+    from sw.ops import ACTIVATIONS
+    a = layer.activation
+    if a is None:
+        return y
+    op = ACTIVATIONS.get(a.get("op"))
+    if op is None:
+        raise FloatModelError(f"Layer {layer.name!r} has unknown activation {a.get('op')!r}")
+    return np.ascontiguousarray(op.function(y, a))
+
+
 def run_float(net: FloatNetwork, x: np.ndarray, *, keep: bool = False,
               dtype=np.float64) -> np.ndarray | dict[str, np.ndarray]:
     """Run the network on a batch ``x`` of shape ``(N, *net.input_shape)``.
@@ -121,7 +138,10 @@ def run_float(net: FloatNetwork, x: np.ndarray, *, keep: bool = False,
                               f"pass a batch of shape (N, {', '.join(map(str, expected))})")
     tensors = {net.input: x.astype(dtype)}
     for layer in net.layers:
-        tensors[layer.output] = _run_layer(layer, _inputs(layer, tensors))
+        y = _run_layer(layer, _inputs(layer, tensors))
+        if layer.activation is not None and keep:
+            tensors[pre_activation(layer.output)] = y
+        tensors[layer.output] = _activate(layer, y)
     if net.output not in tensors:
         raise FloatModelError(f"No layer writes the network's output {net.output!r}")
     return tensors if keep else tensors[net.output]

@@ -86,6 +86,9 @@ class Importer(QuantNodes):
         self.weight_quant: dict[str, WeightQuant] = {}
         self.layer_names: set[str] = set()
         self.quantized_dtype: dict[str, np.dtype] = {}
+        #: Outputs of nodes an earlier node took in (the Mul of a SiLU): the loop skips them.
+        self.absorbed: set[str] = set()
+        self.nodes: list[onnx.NodeProto] = []
 
     # --- names -------------------------------------------------------------------------------------------
     def name(self, tensor: str) -> str:
@@ -141,8 +144,11 @@ class Importer(QuantNodes):
         nodes = self.prepare(list(self.graph.node))
         nodes = self.live(nodes)
         self.consumers = self.count_consumers(nodes)
+        self.nodes = nodes
         group = HostGroup(self)
         for node in nodes:
+            if node.output and node.output[0] in self.absorbed:
+                continue
             rewrite = getattr(self, f"op_{node.op_type}", None)
             operator = onnx_operator(node.op_type)
             if node.domain not in ("", "ai.onnx"):
@@ -296,6 +302,9 @@ class Importer(QuantNodes):
         if self.consumers.get(tensor, 0) != 1:
             raise NotOnEngine(f"{_describe(node)}: cannot fold into the layer writing {tensor!r}, which is also "
                                 f"read elsewhere (or is the graph output); {what} must be its only reader")
+        if layer.activation is not None:
+            raise NotOnEngine(f"{_describe(node)}: the layer writing {tensor!r} ends with a {layer.activation['op']} "
+                              f"already; {what} cannot follow it there")
         if tensor in self.tensor_quant:
             raise FrontendError(f"{_describe(node)}: tensor {tensor!r} between it and the layer before carries its "
                                 f"own quantization; the IR folds {what} into that layer and cannot keep it")
@@ -435,6 +444,42 @@ class Importer(QuantNodes):
             self.rename_output(layer, node.output[0])
         else:
             self.alias[node.output[0]] = x
+
+    def fuse_activation(self, node: onnx.NodeProto, tensor: str, activation: dict,
+                        absorbs: onnx.NodeProto | None = None) -> None:
+        """A nonlinear activation (``sw/ops/activations.py``) into the accumulating layer writing ``tensor``, as its
+        ``activation`` (applied after its clip). ``absorbs``: a node that goes with it (the Mul of a SiLU), whose
+        output the layer's output becomes. NotOnEngine (the host runs it) where the layer cannot take it."""
+        x = self.act(node, tensor)
+        accumulating = tuple(n for n, op in OPERATORS.items() if op.accumulating)
+        what = f"{node.op_type} (fused into the layer before it as a lookup table)"
+        if absorbs is None:
+            try:
+                layer = self.fusable(node, x, what, accumulating)
+            except FrontendError as e:
+                raise NotOnEngine(str(e)) from None
+        else:
+            layer = self.producer.get(x)
+            if (layer is None or layer.op not in accumulating or layer.activation is not None
+                    or x in self.tensor_quant or self.consumers.get(x, 0) != 2):
+                raise NotOnEngine(f"{_describe(node)}: the SiLU's input {x!r} must come from an accumulating layer "
+                                  f"that nothing else reads, with no activation or quantization of its own")
+        layer.activation = activation
+        out = absorbs.output[0] if absorbs is not None else node.output[0]
+        self.rename_output(layer, out)
+        if absorbs is not None:
+            self.absorbed.add(out)
+
+    def silu_pattern(self, node: onnx.NodeProto) -> onnx.NodeProto | None:
+        """The Mul of ``Mul(x, Sigmoid(x))`` if ``node`` is that Sigmoid and the Mul is its only reader."""
+        x, s = self.name(node.input[0]), node.output[0]
+        if self.consumers.get(s, 0) != 1:
+            return None
+        for other in self.nodes:
+            if other.op_type == "Mul" and other.domain in ("", "ai.onnx") and len(other.input) == 2 \
+                    and sorted(self.name(i) for i in other.input) == sorted((x, s)):
+                return other
+        return None
 
     def op_Relu(self, node: onnx.NodeProto) -> None:
         self.fuse_clip(node, 0.0, np.inf)

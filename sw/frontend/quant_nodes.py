@@ -240,8 +240,8 @@ class QuantNodes:
         """
         for layer in layers:
             enc = tq.get(layer.output)
-            if enc is None or not _accumulating(layer.op):
-                continue
+            if enc is None or not _accumulating(layer.op) or layer.activation is not None:
+                continue        # an activation's table quantizes to the encoding (and its clip comes before it)
             fmt = get_format(enc.format)
             lo, hi = (fmt.min - enc.zero_point) * enc.scale, (fmt.max - enc.zero_point) * enc.scale
             if layer.clip is not None:

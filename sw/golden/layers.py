@@ -21,7 +21,7 @@ import numpy as np
 from hw.spec.formats import Format, get_format, product_of
 
 from .gemm import Accumulation, decode, has_specials, operand_dtype, product_sum
-from .postprocess import rescale
+from .postprocess import lookup, rescale
 
 if TYPE_CHECKING:
     from sw.ir import QuantizedNetwork, QuantLayer
@@ -353,7 +353,8 @@ def _per_channel(layer: QuantLayer, name: str, channels: int, default: int | Non
 
 def postprocess(acc: Accumulation, layer: QuantLayer, act_format: Format | str, acc_bits: int) -> np.ndarray:
     """Output codes of an accumulating layer: :func:`sw.golden.postprocess.rescale` per output channel (axis 1)
-    with the layer's bias, multiplier, shift, zero point and clamps; same shape as ``acc.value``."""
+    with the layer's bias, multiplier, shift, zero point and clamps, then its activation table if it has one
+    (:func:`sw.golden.postprocess.lookup`); same shape as ``acc.value``."""
     value, nonfinite = np.asarray(acc.value), np.asarray(acc.nonfinite)
     if value.ndim < 2 or nonfinite.shape != value.shape:
         raise LayerError(f"postprocess needs accumulators shaped (N, C, ...) with a non-finite flag each, not "
@@ -366,6 +367,8 @@ def postprocess(acc: Accumulation, layer: QuantLayer, act_format: Format | str, 
     codes = rescale(moved.reshape(-1, channels), np.moveaxis(nonfinite, 1, -1).reshape(-1, channels),
                     acc.exponent, bias, multiplier, shift, act_format, layer.zero_point, layer.clamp_lo,
                     layer.clamp_hi, acc_bits=acc_bits)
+    if layer.table is not None:
+        codes = lookup(codes, layer.table)
     return np.ascontiguousarray(np.moveaxis(codes.reshape(moved.shape), -1, 1))
 
 

@@ -12,6 +12,8 @@ clamped by value to ``[clamp_lo, clamp_hi]``.
 A non-finite accumulator (a NaN or Inf operand reached it) gives the NaN code where the output format has
 one, else the code of zero (plus zero point); the store engine flags it in its status. The clamp maps values
 at or below ``clamp_lo`` to the code ``clamp_lo`` (so ReLU never leaves -0), at or above ``clamp_hi`` to ``clamp_hi``.
+Finally, when the SETPP asks for the lookup table, ``q`` is replaced by ``table[q]`` (:func:`lookup`): the table
+holds a code for every code of the format (a nonlinear activation; :mod:`sw.golden.activation` makes it).
 
 How it is computed, exactly, on int64 arrays (:func:`scaled_product`): ``acc + B`` below ``2**62`` and ``|M| <=
 2**31`` give ``t`` as two 31-bit limbs; when ``t`` needs more than 62 bits it is rounded to odd at ``2**31``
@@ -34,7 +36,7 @@ from hw.spec.formats import Format, IntFormat, get_format
 
 from .exact import max_abs
 
-__all__ = ["rescale", "rescale_exact", "round_half_even_shift", "clamp_codes", "scaled_product"]
+__all__ = ["rescale", "rescale_exact", "round_half_even_shift", "clamp_codes", "scaled_product", "lookup"]
 
 #: ``acc + B`` below this magnitude takes the int64 path; it needs two 31-bit limbs at most.
 _SUM_LIMIT = 1 << 62
@@ -336,3 +338,15 @@ def rescale_exact(acc, nonfinite, acc_exponent: int, bias, multiplier, shift, ou
         codes = np.where(codes == sign, 0, codes).astype(codes.dtype)     # rounded to zero: +0, never -0
         codes = np.where(nonfinite, fmt.nan_code if fmt.has_nan else 0, codes).astype(codes.dtype)
     return _finish(codes, fmt, clamp_lo, clamp_hi)
+
+
+def lookup(codes: np.ndarray, table) -> np.ndarray:
+    """``table[q]`` for every code ``q``: the post-processing unit's lookup stage (SETPP ``lut``). ``table`` holds
+    one output code per code of the activation format (``2**bits`` entries)."""
+    table = np.asarray(table)
+    codes = np.asarray(codes)
+    if table.ndim != 1 or table.dtype.kind not in "iu":
+        raise ValueError(f"A lookup table is a 1-D array of integer codes, not {table.shape} {table.dtype}")
+    if codes.size and int(codes.max()) >= table.size:
+        raise ValueError(f"Code {int(codes.max())} has no entry in a table of {table.size}")
+    return table.astype(codes.dtype if codes.dtype.kind == "u" else np.int64)[codes]

@@ -7,6 +7,7 @@ below, and test it (docs/operators.md walks through an example).
 
 from __future__ import annotations
 
+from .activations import Activation, HardSigmoid, HardSwish, LeakyRelu, Sigmoid, SiLU, Tanh
 from .add import Add
 from .base import Operator, OperatorError
 from .concat import Concat
@@ -18,13 +19,19 @@ from .pad import Pad
 from .pool import AvgPool, GlobalAvgPool, MaxPool
 from .slice import Slice
 
-__all__ = ["Operator", "OperatorError", "OPERATORS", "operator", "onnx_operator", "ONNX_TYPES"]
+__all__ = ["Operator", "OperatorError", "OPERATORS", "ACTIVATIONS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
     Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(), Host(),
 )}
 
-_BY_ONNX: dict[str, Operator] = {t: op for op in OPERATORS.values() for t in op.onnx}
+#: The nonlinear activations (``sw/ops/activations.py``): not layers of the IR but ``FloatLayer.activation`` of the
+#: accumulating layer they fuse into, run by its post-processing unit's lookup table.
+ACTIVATIONS: dict[str, Activation] = {op.name: op for op in (
+    Sigmoid(), SiLU(), HardSigmoid(), HardSwish(), LeakyRelu(), Tanh(),
+)}
+
+_BY_ONNX: dict[str, Operator] = {t: op for op in (*OPERATORS.values(), *ACTIVATIONS.values()) for t in op.onnx}
 #: ONNX operator types (default domain) some operator imports.
 ONNX_TYPES: tuple[str, ...] = tuple(_BY_ONNX)
 

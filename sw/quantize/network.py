@@ -322,22 +322,55 @@ def _acc_check(bias: list[int], acc_bits: int, layer: str) -> np.ndarray:
     return np.array([int(b) for b in bias], dtype=np.int64)
 
 
+def _pre_activations(net: FloatNetwork, floats, act: Format, method: str, percentile: float
+                     ) -> dict[str, QuantTensor]:
+    """Per output of a layer with a fused activation: the encoding of its values before the activation (what
+    its rescale produces and its lookup table reads), calibrated on the float model's pre-activation values."""
+    from sw.frontend.float_model import pre_activation
+    pre = {}
+    for layer in net.layers:
+        if layer.activation is None:
+            continue
+        if floats is None:
+            raise QuantizationError(f"Layer {layer.name!r} ends with a {layer.activation['op']}, whose input "
+                                    "range needs calibration samples (--calibrate SAMPLES.npy)")
+        values = np.asarray(floats[pre_activation(layer.output)], np.float64).ravel()
+        scale, zp = calibrate_activation(values, Grid.of(act), method, percentile)
+        pre[layer.output] = QuantTensor(act.name, scale, zp)
+    return pre
+
+
+def _activation(q: QuantLayer, layer: FloatLayer, pre: QuantTensor, out_enc: QuantTensor, out_grid: Grid) -> None:
+    """A fused activation: the rescale goes to the pre-activation encoding, the table from it to the output's."""
+    from sw.golden.activation import activation_table
+    from sw.ops import ACTIVATIONS
+    op = ACTIVATIONS[layer.activation["op"]]
+    fmt = get_format(out_enc.format)
+    q.zero_point = pre.zero_point
+    q.clamp_lo, q.clamp_hi = _clamps(pre, Grid.of(fmt), layer.clip)
+    lo, hi = int(fmt.quantize(out_grid.lo + 0.0)), int(fmt.quantize(out_grid.hi + 0.0))
+    q.table = activation_table(lambda x: op.function(x, layer.activation), pre, out_enc, lo, hi)
+    q.attrs.update(activation=op.name, pre_scale=float(pre.scale), pre_zero_point=int(pre.zero_point))
+
+
 def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, QuantTensor],
                  grids: dict[str, Grid], act: Format, weight: Format, acc_bits: int,
-                 qw: QuantizedWeight | None) -> QuantLayer:
+                 qw: QuantizedWeight | None, pre: QuantTensor | None = None) -> QuantLayer:
     e = acc_exponent(act, weight)
     out_enc, out_grid = enc[layer.output], grids[layer.output]
     in_enc = enc[layer.inputs[0]]
     q = QuantLayer(layer.name, layer.op, list(layer.inputs), layer.output, dict(layer.attrs),
                    zero_point=out_enc.zero_point)
     q.clamp_lo, q.clamp_hi = _clamps(out_enc, out_grid, layer.clip)
+    if pre is not None:
+        _activation(q, layer, pre, out_enc, out_grid)
     if not OPERATORS[layer.op].accumulating:
         if layer.clip is not None:
             raise QuantizationError(f"Layer {layer.name!r} ({layer.op}) has a clip, but only accumulating layers "
                                     f"({', '.join(n for n, o in OPERATORS.items() if o.accumulating)}) can clamp; apply the "
                                     f"activation before it")
         return q
-    s_x, z_x, s_y = in_enc.scale, in_enc.zero_point, out_enc.scale
+    s_x, z_x, s_y = in_enc.scale, in_enc.zero_point, (out_enc if pre is None else pre).scale
     channels = shapes[layer.output][0]
     if OPERATORS[layer.op].weighted:
         q.weights = [_codes(weight, v, layer.name) for v in qw.values]
@@ -361,7 +394,7 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
         n, zeros = OPERATORS[layer.op].window(layer, [shapes[t] for t in layer.inputs])
         q.bias = _acc_check([-_zero_units(z_x, zeros, e, layer.name)] * channels, acc_bits, layer.name)
         ratios = np.full(channels, s_x / (n * s_y))
-        if OPERATORS[layer.op].ties == "all" and (out_enc != in_enc):
+        if OPERATORS[layer.op].ties == "all" and (out_enc != in_enc or pre is not None):
             raise QuantizationError(f"Layer {layer.name!r} ({layer.op}): output and inputs must share one "
                                     f"encoding")
     ms = [multiplier_shift(float(r), layer.name) for r in ratios]
@@ -434,6 +467,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
     roots = _tie_groups(net)
     enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act), act, floats, method,
                             percentile)
+    pre = _pre_activations(net, floats, act, method, percentile)
     layers, weights, w_grids = [], {}, {}
     for layer in net.layers:
         if OPERATORS[layer.op].weighted:
@@ -441,7 +475,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
             weights[layer.name], w_grids[layer.name] = _layer_weights(
                 layer, net, weight, grid, method, per_channel, multi_tensor, multi_tensor_sqnr_db, max_tensors)
         layers.append(_quant_layer(layer, net, shapes, enc, grids, act, weight, acc_bits,
-                                   weights.get(layer.name)))
+                                   weights.get(layer.name), pre.get(layer.output)))
     qnet = QuantizedNetwork(act.name, weight.name, acc_bits, net.input, net.output,
                             {t: tuple(shapes[t]) for t in enc}, enc, layers)
     qnet.report = _report(net, qnet, x, floats, weights, w_grids, grids)

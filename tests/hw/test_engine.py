@@ -148,3 +148,60 @@ def test_largest_buffers(tmp_path):
     programs = [_edge_program(LARGEST), _wrapping_compute(LARGEST)]
     programs += [random_program(LARGEST, rng) for _ in range(12)]
     check_programs(LARGEST, programs, tmp_path, Traffic(latency=2, ready_stall=0.1, valid_gap=0.1, seed=3))
+
+
+# --- the activation table (LUT buffer, SETPP lut) ----------------------------------------------------------------
+
+def _lut_program(config, *, lut_fields: dict | None = None, expected=None):
+    """A GEMM of 5 vectors, stored twice: plain, then through a random table (SETPP lut); ``lut_fields`` changes the
+    table's LOAD (an illegal one stops the engine with ``expected``)."""
+    from hw.spec.isa import Buffer, ErrorCode
+    from hw.spec.layout import line_bytes, output_line_bytes, pack_lut
+    from sw.compiler.program import ProgramBuilder
+
+    rng = np.random.default_rng(31)
+    c = config
+    b = ProgramBuilder(c, max_instructions=12)
+    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
+    weights = b.region("weights", rng.integers(0, 256, c.rows * line_bytes(Buffer.WEIGHT, c),
+                                               dtype=np.uint8).tobytes())
+    params = b.region("params", b"".join(int(rng.integers(-999, 999)).to_bytes(8, "little", signed=True)
+                                         + ((1 << 30) + int(rng.integers(1 << 29))).to_bytes(4, "little")
+                                         + bytes([40, 0, 0, 0]) for _ in range(c.cols)))
+    table = b.region("table", pack_lut(rng.integers(0, 1 << c.acts.bits, c.lut_entries), c))
+    out = b.region("out", size=10 * output_line_bytes(c))
+    b.emit("LOAD", buffer=Buffer.PARAM, sram_addr=0, dram_addr=params.addr, y_size=1, x_size=1)
+    b.emit("LOAD", buffer=Buffer.LUT, **{**dict(sram_addr=0, dram_addr=table.addr, y_size=1,
+                                                x_size=c.lut_buffer_depth), **(lut_fields or {})})
+    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.rows)
+    b.emit("LOAD", buffer=Buffer.ACT, sram_addr=0, dram_addr=acts.addr, y_size=1, x_size=5, push_next=1)
+    b.emit("COMPUTE", acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=5, act_pitch=5, stride=1, dilation=1,
+           kh=1, kw=1, pop_prev=1, push_next=1)
+    lowest, highest = int(c.acts.quantize(c.acts.min)), int(c.acts.quantize(c.acts.max))
+    b.emit("SETPP", zero_point=3, clamp_lo=lowest, clamp_hi=highest)
+    b.emit("STORE", acc_addr=0, dram_addr=out.addr, y_size=1, x_size=5, param_addr=0, pop_prev=1)
+    b.emit("SETPP", zero_point=3, clamp_lo=lowest, clamp_hi=highest, lut=1)
+    b.emit("STORE", acc_addr=0, dram_addr=out.addr + 5 * output_line_bytes(c), y_size=1, x_size=5, param_addr=0)
+    b.emit("FINISH")
+    program = b.build(f"a table through the lookup stage {lut_fields or ''}")
+    program.expected_error = ErrorCode.NONE if expected is None else expected
+    return program
+
+
+@pytest.mark.parametrize("acts", ["int8", "minifloat6"])
+def test_activation_table_and_its_illegal_loads(acts, tmp_path):
+    """Table loads in one row and in one row per line, lookups against the emulator byte for byte; a LUT load past
+    the buffer's last line stops both with SRAM_RANGE, one with padding with BAD_FIELD."""
+    from hw.spec.isa import Buffer, ErrorCode
+    from hw.spec.layout import line_bytes
+
+    config = _config(acts, acts, 4, 4)
+    depth = config.lut_buffer_depth
+    programs = [
+        _lut_program(config),
+        _lut_program(config, lut_fields=dict(y_size=depth, x_size=1, dram_stride=line_bytes(Buffer.LUT, config))),
+        _lut_program(config, lut_fields=dict(sram_addr=1), expected=ErrorCode.SRAM_RANGE),
+        _lut_program(config, lut_fields=dict(x_size=depth + 1), expected=ErrorCode.SRAM_RANGE),
+        _lut_program(config, lut_fields=dict(x_size=1, pad_left=1), expected=ErrorCode.BAD_FIELD),
+    ]
+    check_programs(config, programs, tmp_path, BUSY_BUS)

@@ -23,10 +23,11 @@ from amaranth.hdl import Fragment, signed, unsigned
 import hw.postprocess
 from hw.postprocess import PostProcessor
 from hw.spec.config import AcceleratorConfig
+from hw.spec.layout import lut_lines
 from hw.spec.formats import IntFormat, product_of
 from sim import runner
 from sim.checking import Mismatch, compare
-from sw.golden.postprocess import rescale
+from sw.golden.postprocess import lookup, rescale
 
 #: (activation format, weight format): the output format is the activation format.
 CASES = [
@@ -65,6 +66,9 @@ class Vectors:
     shift: list[int]
     setting: list[int]
     settings: list[tuple[int, int, int]]
+    #: Per element: whether the activation table replaces the code (SETPP ``lut``); the table, if any.
+    lut: list[int] | None = None
+    table: np.ndarray | None = None
 
     def __len__(self):
         return len(self.acc)
@@ -73,6 +77,8 @@ class Vectors:
         if name in ("zero_point", "clamp_lo", "clamp_hi"):
             column = ("zero_point", "clamp_lo", "clamp_hi").index(name)
             return [self.settings[s][column] for s in self.setting]
+        if name == "lut":
+            return self.lut if self.lut is not None else [0] * len(self)
         return getattr(self, name)
 
 
@@ -297,6 +303,9 @@ def expected_codes(config: AcceleratorConfig, v: Vectors) -> np.ndarray:
             out[sel] = rescale(columns["acc"][sel], nonfinite[sel], acc_exponent, columns["bias"][sel],
                                columns["multiplier"][sel], columns["shift"][sel], config.acts, zp, clamp_lo,
                                clamp_hi, acc_bits=config.acc_bits)
+    if v.table is not None:
+        use = np.array(v.port("lut"), dtype=bool)
+        out[use] = lookup(out[use], v.table)
     return out
 
 
@@ -313,10 +322,15 @@ def run_vectors(config: AcceleratorConfig, v: Vectors, work_dir: Path, *, seed: 
     """Stream ``v`` through a PostProcessor on Verilator under random stalls and bubbles."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ports = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi")
+    ports = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
     dut = PostProcessor(config)
+    extra = {}
+    if v.table is not None:
+        bits = config.acts.bits
+        extra["table"] = np.array([str(sum(int(code) << (i * bits) for i, code in enumerate(line)))
+                                   for line in lut_lines(v.table, config)])
     np.savez(work_dir / "stimulus.npz", **{p: np.array([str(x) for x in v.port(p)]) for p in ports},
-             stall=STALL, bubble=BUBBLE, seed=seed, drain=dut.latency + 4)
+             stall=STALL, bubble=BUBBLE, seed=seed, drain=dut.latency + 4, **extra)
     design = runner.build(dut, f"postprocess-{config.act_format}-{config.weight_format}-{config.acc_bits}",
                           waves=waves)
     runner.run(design, "sim.tb.postprocess_tb", work_dir, env={
@@ -337,7 +351,8 @@ def check_vectors(config: AcceleratorConfig, v: Vectors, work_dir: Path, *, seed
     def describe(i):
         zp, lo, hi = v.settings[v.setting[i]]
         return (f"#{i} acc={v.acc[i]} bias={v.bias[i]} multiplier={v.multiplier[i]} shift={v.shift[i]} "
-                f"nonfinite={v.nonfinite[i]} zero_point={zp} clamp=[{lo:#x}, {hi:#x}] ({fmt.name})")
+                f"nonfinite={v.nonfinite[i]} zero_point={zp} clamp=[{lo:#x}, {hi:#x}] lut={v.port('lut')[i]} "
+                f"({fmt.name})")
 
     def waves():
         again = Path(work_dir) / "waves"
@@ -361,7 +376,7 @@ def test_ports_and_latency():
     config = make_config("fp8_e5m2", "fp8_e5m2")
     unit = PostProcessor(config)
     Fragment.get(unit, None)
-    assert unit.latency == 11
+    assert unit.latency == 12
     members = dict(unit.signature.members.items())
     assert members["acc"].shape == signed(config.acc_bits) and config.acc_bits >= 69
     assert members["bias"].shape == signed(64) and members["multiplier"].shape == signed(32)
@@ -388,3 +403,69 @@ def test_ties_away_from_zero_is_caught(acts, monkeypatch, tmp_path):
     v = VectorSource(config, random.Random(5)).draw(3000)
     with pytest.raises(Mismatch, match=r"^\d+ of 3000 results differ from the golden model"):
         check_vectors(config, v, tmp_path)
+
+
+# --- the activation table (SETPP lut) ------------------------------------------------------------------------
+
+def every_code(config: AcceleratorConfig) -> Vectors:
+    """One vector per code of the output format that the rescale can give (all but -0 and NaN, which come from
+    non-finite accumulators): ``acc = value(code) / 2**e``, ``M = 2**30``, ``S = 30``, no clamp, zero point 0."""
+    fmt = config.acts
+    e = product_of(config.acts, config.weights).min_exponent
+    sig, shift, finite = fmt.exact(fmt.codes)
+    lsb = 0 if isinstance(fmt, IntFormat) else fmt.lsb_exponent
+    accs = sorted({(int(s) << int(k)) << (lsb - e) for s, k, f in zip(sig, shift, finite) if f})
+    n = len(accs)
+    return Vectors(accs, [0] * n, [0] * n, [1 << 30] * n, [30] * n, [0] * n, [(0, int(fmt.quantize(fmt.min)),
+                                                                              int(fmt.quantize(fmt.max)))])
+
+
+def with_table(config: AcceleratorConfig, v: Vectors, rng: random.Random) -> Vectors:
+    """``v`` twice, without and with the table (then mixed at random), and a random table (every entry a random
+    code: a wrong index or a wrong half of a line shows)."""
+    fmt = config.acts
+    table = np.array([rng.randrange(1 << fmt.bits) for _ in range(config.lut_entries)], dtype=np.int64)
+    n = len(v)
+    doubled = Vectors(*(getattr(v, k) * 2 for k in ("acc", "nonfinite", "bias", "multiplier", "shift", "setting")),
+                      v.settings)
+    doubled.lut = [0] * n + [1] * n
+    mixed = VectorSource(config, rng).draw(4000)
+    doubled.acc += mixed.acc
+    for k in ("nonfinite", "bias", "multiplier", "shift"):
+        getattr(doubled, k).extend(getattr(mixed, k))
+    offset = len(doubled.settings)
+    doubled.settings = doubled.settings + mixed.settings
+    doubled.setting += [offset + s for s in mixed.setting]
+    doubled.lut += [int(rng.random() < 0.5) for _ in range(len(mixed))]
+    doubled.table = table
+    return doubled
+
+
+@pytest.mark.parametrize("acts", ["int4", "minifloat6", "int8", "fp8_e4m3"])
+def test_lookup_every_code(acts, tmp_path):
+    """Every code the rescale gives, through a random table and past it, then random vectors with the table on
+    half of them: each output equals the golden model's ``table[rescale(...)]`` (or the plain code)."""
+    config = make_config(acts, acts)
+    rng = random.Random(sum(map(ord, acts)))
+    v = with_table(config, every_code(config), rng)
+    check_vectors(config, v, tmp_path, seed=3)
+    plain = every_code(config)
+    assert len(set(expected_codes(config, plain).tolist())) == len(plain.acc)
+
+
+def test_table_entry_mistake_is_caught(monkeypatch, tmp_path):
+    """Reading the neighbouring entry of the LUT line must fail the check."""
+    monkeypatch.setattr(hw.postprocess, "table_entry", lambda line, select, bits: line.word_select(select ^ 1, bits))
+    monkeypatch.setenv("NO_WAVES_ON_FAILURE", "1")
+    config = make_config("int4", "int4")
+    v = with_table(config, every_code(config), random.Random(1))
+    with pytest.raises(Mismatch, match=r"results differ from the golden model"):
+        check_vectors(config, v, tmp_path)
+
+
+def test_no_table_above_8_bits():
+    """A 16-bit activation format has no table: the lookup stage is a plain register (same latency)."""
+    config = make_config("int16", "int8")
+    unit = PostProcessor(config)
+    Fragment.get(unit, None)
+    assert config.lut_buffer_depth == 0 and unit.latency == 12

@@ -17,7 +17,7 @@ from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
-from tests.onnx_models import global_pools_digits, lstm_digits, softmax_digits
+from tests.onnx_models import activations_resnet, global_pools_digits, lstm_digits, softmax_digits
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -74,6 +74,10 @@ NETWORKS = {
     "lstm-int8-8x8": Network(lstm_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
     # Global pools whose windows the accumulators do not hold: pooled in bands of rows.
     "global-pools-int8-8x8": Network(global_pools_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
+    # Nonlinear activations in the post-processing unit's lookup table (HardSwish, LeakyRelu, SiLU, HardSigmoid,
+    # Tanh, Sigmoid) in residual blocks, before max pools and a global average pool.
+    "activations-int8-8x8": Network(activations_resnet, DIGITS / "calibration.npy", INT8_8X8, 8),
+    "activations-minifloat6-8x8": Network(activations_resnet, DIGITS / "calibration.npy", MINIFLOAT6_8X8, 4),
 }
 
 

@@ -140,7 +140,7 @@ def test_line_bytes(dma_bits, rows, cols, weights, acts):
         return beats * beat
 
     expected = {Buffer.ACT: (rows, FORMAT_BITS[acts]), Buffer.WEIGHT: (cols, FORMAT_BITS[weights]),
-                Buffer.PARAM: (cols, 128)}
+                Buffer.PARAM: (cols, 128), Buffer.LUT: (cols, FORMAT_BITS[acts])}
     for buffer, (codes, bits) in expected.items():
         assert line_codes(buffer, config) == (codes, bits)
         assert line_bits(buffer, config) == codes * bits
@@ -163,7 +163,7 @@ def test_line_bytes_takes_decoded_buffer_numbers():
 
 def test_line_bytes_unknown_buffer():
     with pytest.raises(ValueError):
-        line_bytes(3, AcceleratorConfig())
+        line_bytes(4, AcceleratorConfig())
 
 
 def test_line_bytes_by_hand():

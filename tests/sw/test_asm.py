@@ -73,14 +73,14 @@ def test_example_line():
 
 def test_listing_is_canonical():
     assert disassemble(encode(Opcode.SETPP, zero_point=-5, clamp_lo=0x80, clamp_hi=127, pop_prev=1, push_prev=1)) \
-        == "SETPP zero_point=-5 clamp_lo=128 clamp_hi=127 pop_prev push_prev"
+        == "SETPP zero_point=-5 clamp_lo=128 clamp_hi=127 lut=0 pop_prev push_prev"
     assert disassemble(encode(Opcode.ALU, op=AluOp.ADD, y_size=1, x_size=2, src_step=1, push_next=1, pop_prev=1)) \
         == "ALU op=ADD dst_addr=0 src_addr=0 y_size=1 x_size=2 dst_stride=0 src_stride=0 src_step=1 pop_prev push_next"
     assert disassemble(encode(Opcode.STORE, dram_addr=0xDEAD_BEEF)) == \
         "STORE acc_addr=0 dram_addr=0xdeadbeef y_size=0 x_size=0 acc_stride=0 dram_stride=0 param_addr=0"
     assert disassemble(6) == "FINISH"
+    assert disassemble(encode(Opcode.LOAD, buffer=3)).startswith("LOAD buffer=LUT ")
     # Values outside the enumeration print as numbers (and assemble back).
-    assert disassemble(encode(Opcode.LOAD, buffer=3)).startswith("LOAD buffer=3 ")
     assert disassemble(encode(Opcode.ALU, op=3)).startswith("ALU op=3 ")
 
 
@@ -131,7 +131,7 @@ LOAD_FIELDS = ("its fields are buffer, sram_addr, dram_addr, y_size, x_size, dra
     ("LOAD y_size=1=2", f"malformed pair 'y_size=1=2': write FIELD=VALUE; {LOAD_FIELDS}"),
     ("LOAD y_size=four", "LOAD.y_size=four is not a value: write an integer in 0..1023 (decimal, or hex with 0x)"),
     ("LOAD y_size=1.5", "LOAD.y_size=1.5 is not a value: write an integer in 0..1023 (decimal, or hex with 0x)"),
-    ("LOAD buffer=FOO", "LOAD.buffer=FOO is not a value: write ACT, WEIGHT, PARAM or an integer in 0..3 "
+    ("LOAD buffer=FOO", "LOAD.buffer=FOO is not a value: write ACT, WEIGHT, PARAM, LUT or an integer in 0..3 "
                         "(decimal, or hex with 0x)"),
     ("ALU op=MIN", "ALU.op=MIN is not a value: write MAX, ADD, COPY or an integer in 0..3 (decimal, or hex with 0x)"),
     ("LOAD y_size=1024", "LOAD.y_size must be an integer in 0..1023, not 1024"),
