@@ -46,13 +46,12 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
     with ``labels``; on ``samples`` for cycles alone when neither is given)."""
     from sw.compile import compile_model
 
-    if model is None:
+    if model is None:           # the bundled CNN with its own calibration images and held-out set
         model = DIGITS / "digits_cnn.onnx"
-    if samples is None and model == DIGITS / "digits_cnn.onnx":
-        samples = np.load(DIGITS / "calibration.npy")
-    if inputs is None and model == DIGITS / "digits_cnn.onnx":
-        with np.load(DIGITS / "test_set.npz") as data:
-            inputs, labels = data["images"], data["labels"]
+        samples = np.load(DIGITS / "calibration.npy") if samples is None else samples
+        if inputs is None:
+            with np.load(DIGITS / "test_set.npz") as data:
+                inputs, labels = data["images"], data["labels"]
     if inputs is None:
         inputs, labels = samples, None
     if images is not None:
