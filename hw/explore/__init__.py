@@ -6,3 +6,7 @@
 - :mod:`.points`: one point (build, area, compile and emulate through ``python -m sw.evaluate``, caches);
 - :mod:`.results` and :mod:`.summary`: the table (CSV, JSON), the Markdown summary and the plots.
 """
+
+from .cli import main
+
+__all__ = ["main"]
