@@ -107,7 +107,9 @@ def tradeoff(points: Sequence[dict], x_key: str, x_label: str, path: Path, title
     for p in points:
         ax.annotate(p["shape"], (p[x_key], 100 * p["accuracy"]), fontsize=6, xytext=(3, 3),
                     textcoords="offset points")
-    ax.set_xscale("log")
+    xs = [p[x_key] for p in points]
+    if min(xs) > 0 and max(xs) / min(xs) > 10:
+        ax.set_xscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel("accuracy %")
     ax.set_title(title, fontsize=9)

@@ -130,6 +130,17 @@ def _file_digest(path: Path | None) -> str:
     return "" if path is None else _digest(path.read_bytes())
 
 
+def sources_digest(folder: Path, skip: tuple[str, ...] = ()) -> str:
+    """A digest of the Python sources under ``folder`` (but ``skip``, relative names or folders): a cache entry
+    made by other code is not reused."""
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*.py")):
+        name = path.relative_to(folder).as_posix()
+        if not name.startswith(skip):
+            h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
 def _evaluate_args(args) -> list[str]:
     """The data and quantizer options of ``python -m sw.evaluate``, as absolute paths."""
     out = ["--model", str(args.model.resolve()), "--method", args.method]
@@ -163,16 +174,19 @@ def _check_inputs(evaluate_args: list[str]) -> None:
 
 def _tasks(args, pairs, shapes, synth: list[str], cache: Path) -> list[dict]:
     """One task per (format, shape), each with the keys that decide whether its earlier result still holds."""
+    from .points import ROOT
+
     evaluate_args = _evaluate_args(args)
     data = [_file_digest(p) for p in (args.model, args.calibrate, args.eval, args.labels)]
-    compile_key = _digest(*data, args.method, args.per_channel, args.images)
+    compile_key = _digest(*data, args.method, args.per_channel, args.images, sources_digest(ROOT / "sw"))
+    build_key = sources_digest(ROOT / "hw", skip=("explore/", "plots.py"))
     tasks = []
     for w, a in pairs:
         for rows, cols in shapes:
             name = f"{w if w == a else f'{w}:{a}'}-{rows}x{cols}"
             tasks.append({"point": name, "weights": w, "acts": a, "rows": rows, "cols": cols,
-                          "key": _digest(POINT_VERSION, compile_key, w, a, rows, cols, *synth),
-                          "compile_key": compile_key, "synth": synth, "cache": str(cache),
+                          "key": _digest(POINT_VERSION, compile_key, build_key, w, a, rows, cols, *synth),
+                          "compile_key": compile_key, "build_key": build_key, "synth": synth, "cache": str(cache),
                           "evaluate_args": evaluate_args})
     return tasks
 

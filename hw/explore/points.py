@@ -6,10 +6,11 @@ sw.evaluate`` in a child process, as ``hw.build`` does: ``hw`` never imports ``s
 
 Caches (under the sweep's ``--cache`` folder, each entry written whole under a file lock):
 
-- ``builds/HASH-TARGETS/``: ``hw.build`` output (Verilog, report with the area estimate and yosys results) by
-  configuration hash and synthesis targets; yosys itself caches by the Verilog's digest (``hw/synth.py``);
-- ``compiles/KEY.json``: ``sw.evaluate``'s result by the model's, calibration's and evaluation data's digests,
-  the configuration hash and the quantizer options.
+- ``builds/HASH-TARGETS-CODE/``: ``hw.build`` output (Verilog, report with the area estimate and yosys results)
+  by configuration hash, synthesis targets and a digest of the ``hw`` sources; yosys itself caches by the
+  Verilog's digest (``hw/synth.py``);
+- ``compiles/KEY-HASH.json``: ``sw.evaluate``'s result by the model's, calibration's and evaluation data's
+  digests, the quantizer options and a digest of the ``sw`` sources (``KEY``), and the configuration hash.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _build(config, task: dict) -> tuple[dict, bool]:
     from hw.build import build
 
     targets = tuple(task["synth"])
-    folder = Path(task["cache"]) / "builds" / f"{config.hash}-{'+'.join(targets) or 'nosynth'}"
+    folder = Path(task["cache"]) / "builds" / f"{config.hash}-{'+'.join(targets) or 'nosynth'}-{task['build_key'][:12]}"
     with locked(folder.with_name(folder.name + ".lock")):
         if (folder / "report.json").is_file():
             return json.loads((folder / "report.json").read_text()), True
