@@ -228,7 +228,8 @@ def _main(argv: list[str] | None) -> int:
             "seconds": round(time.monotonic() - started, 1), **counts}
     written = write_results(records, out, meta, args.detail)
     failed = sum(r["status"] != "ok" for r in records)
-    print(f"Swept {len(records)} points ({counts['run']} run, {counts['skipped']} finished earlier; {failed} failed) "
+    print(f"Swept {len(records)} points ({counts['run']} run, {counts['cached']} of them from the caches; "
+          f"{counts['skipped']} finished earlier; {failed} failed) "
           f"in {meta['seconds']:.0f} s; wrote {', '.join(f'{out}/{w}' for w in written[:3])} and "
           f"{len(written) - 3} plots in {out}/plots")
     return 0

@@ -37,8 +37,9 @@ def markdown(records: list[dict], meta: dict, plots: dict) -> str:
     failed = [r for r in records if r["status"] != "ok"]
     lines = [f"# Design-space sweep: {meta['model']}", "",
              f"`{meta['command']}`", "",
-             f"{len(records)} points ({len(ok)} measured, {len(failed)} failed); this run: {meta['run']} run, "
-             f"{meta['skipped']} finished earlier, {meta['seconds']:.0f} s on {meta['engine']}. Accuracy on "
+             f"{len(records)} points ({len(ok)} measured, {len(failed)} failed); this run: {meta['run']} run "
+             f"({meta['cached']} of them wholly from the build and compile caches), {meta['skipped']} finished "
+             f"earlier, {meta['seconds']:.0f} s on {meta['engine']}. Accuracy on "
              f"{meta['eval']}; quantization {meta['quantization']}.", "",
              *_table(records), ""]
     if failed:

@@ -90,6 +90,7 @@ def run_sweep(tasks: list[dict], out: Path, engine, say) -> tuple[list[dict], di
     points_dir = out / "points"
     points_dir.mkdir(parents=True, exist_ok=True)
     rows = {t["point"]: row for t in tasks if (row := finished_row(points_dir, t)) is not None}
+    earlier = set(rows)
     queue = [t for t in tasks if t["point"] not in rows]
     say(f"{len(tasks)} points: {len(rows)} finished earlier (skipped), {len(queue)} to run on {engine.name}")
     progress = Progress(len(tasks), len(rows), engine.slots)
@@ -114,5 +115,6 @@ def run_sweep(tasks: list[dict], out: Path, engine, say) -> tuple[list[dict], di
         engine.stop()
         raise
     engine.close()
-    return [rows[t["point"]] for t in tasks], {"skipped": len(tasks) - len(progress.durations),
-                                               "run": len(progress.durations)}
+    ran = [rows[t["point"]] for t in tasks if t["point"] not in earlier]
+    cached = sum(bool(r.get("build_cached") and r.get("compile_cached")) for r in ran)
+    return [rows[t["point"]] for t in tasks], {"skipped": len(earlier), "run": len(ran), "cached": cached}

@@ -116,6 +116,8 @@ def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
     for r in again:
         cached = r["cols"] != 2
         assert r["build_cached"] is cached and r["compile_cached"] is cached, r["point"]
+    assert "this run: 6 run (4 of them wholly from the build and compile caches)" in \
+        (tmp_path / "more" / "summary.md").read_text()
     assert [r["accuracy"] for r in again if r["rows"] == 4] == [r["accuracy"] for r in rows]
 
 
