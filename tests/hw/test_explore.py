@@ -170,3 +170,36 @@ def test_record_keys_are_stable():
     row = {"point": "int8-4x4", "weights": "int8", "acts": "int8", "rows": 4, "cols": 4, "status": "failed",
            "stage": "config", "error": "x", "seconds": 0.0}
     assert list(record(row)) == list(KEYS) and record(row)["energy_nj_per_inference"] is None
+
+
+class _Terminal:
+    """A stream that says it is a terminal and keeps what was written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_line_names_the_running_points_and_estimates_the_time_left():
+    from hw.explore.sweep import Progress
+
+    stream = _Terminal()
+    progress = Progress(total=6, done=2, slots=2, stream=stream)
+    now = time.monotonic()
+    assert progress.line({"int8-8x8": now - 75}, left=4).endswith("| running int8-8x8 (1m15s) | time left: estimating")
+    progress.finished({"point": "int4-8x8", "status": "ok", "seconds": 30.0}, left=3)
+    progress.finished({"point": "int4-16x32", "status": "failed", "stage": "compile", "error": "square array",
+                       "seconds": 50.0}, left=2)
+    line = progress.line({}, left=2)
+    assert line.startswith("[#############.......] 4/6 | idle") and line.endswith("about 40s left")   # 40 * 2 / 2
+    progress.draw({"int8-16x16": now}, left=2)
+    assert "point int4-16x32: FAILED (compile: square array) in 50s\n" in stream.text
+    assert stream.text.endswith("running int8-16x16 (0s) | about 40s left") and "\r\033[K" in stream.text
