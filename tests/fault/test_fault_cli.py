@@ -53,6 +53,9 @@ NUMERIC_FLAGS = [
     ("sw.compile", [MODEL, "--pe", "int8", "--calibrate", CALIBRATION], "--rows", 1, 128),
     ("sw.compile", [MODEL, "--pe", "int8", "--rows", "4", "--calibrate", CALIBRATION], "--cols", 1, 128),
     ("sw.evaluate", ["--config", DIGITS / "no_config.json"], "--images", 1, 1 << 20),
+    ("hw.explore", [MODEL, "--calibrate", CALIBRATION, "--formats", "int8", "--shapes", "4x4"], "--workers", 1, 256),
+    ("hw.explore", [MODEL, "--calibrate", CALIBRATION, "--formats", "int8", "--shapes", "4x4"], "--images", 1,
+     1 << 20),
 ]
 
 
@@ -93,7 +96,8 @@ def _is_refused(name: str) -> bool:
 
 FORMAT_FLAGS = [("hw.build", f, ["--rows", "4", "--no-synth", "--no-network"]) for f in ("--pe", "--weights")] + \
                [("sw.compile", f, [MODEL, "--rows", "4", "--calibrate", CALIBRATION])
-                for f in ("--pe", "--acts", "--first-last")]
+                for f in ("--pe", "--acts", "--first-last")] + \
+               [("hw.explore", "--formats", [MODEL, "--calibrate", CALIBRATION, "--shapes", "4x4"])]
 
 
 @pytest.mark.parametrize("tool,flag,base", FORMAT_FLAGS, ids=lambda v: v if isinstance(v, str) else "")
@@ -101,7 +105,7 @@ FORMAT_FLAGS = [("hw.build", f, ["--rows", "4", "--no-synth", "--no-network"]) f
 def test_format_near_misses(tool, flag, base, name, tmp_path):
     out = tmp_path / "out"
     rest = {"--pe": [], "--weights": ["--acts", "int8"], "--acts": ["--weights", "int8"],
-            "--first-last": ["--pe", "int8"]}[flag]
+            "--first-last": ["--pe", "int8"], "--formats": []}[flag]
     assert_clean_error(run_tool(tool, *base, *rest, flag, name, "--out", out), tool)
     _assert_nothing_written(out)
 

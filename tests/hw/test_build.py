@@ -43,7 +43,7 @@ def test_writes_verilog_and_report(tmp_path, capsys):
     out = tmp_path / "w4a8"
     assert main(["--weights", "int4", "--acts", "int8", "--rows", "4", "--cols", "8", "--out", str(out),
                  "--no-synth", "--no-network"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "report.json", "report.md", "top.v"]
+    assert sorted(p.name for p in out.iterdir()) == ["area.png", "config.json", "report.json", "report.md", "top.v"]
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["weight_format"] == "int4" and report["config"]["act_format"] == "int8"
     assert (report["config"]["rows"], report["config"]["cols"]) == (4, 8)
@@ -101,6 +101,28 @@ def test_report_has_the_bundled_cnn(tmp_path):
     assert n["cycles_per_inference"] == sum(layer["cycles"] for layer in n["layers"])
     assert [layer["name"] for layer in n["layers"]] == ["/conv1/Conv", "/conv2/Conv", "/fc1/Gemm", "/fc2/Gemm"]
     assert "## Bundled CNN" in (out / "report.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    assert report["plots"] == {"area": "area.png", "utilization": "utilization.png"}
+    assert (out / "utilization.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_has_the_area_breakdown(tmp_path):
+    """Every report splits an analytic area estimate into PEs, buffers, control and post-processing, and plots it;
+    the PE share grows with the format's width."""
+    shares = {}
+    for fmt in ("int4", "fp8_e4m3"):
+        out = tmp_path / fmt
+        assert main(["--pe", fmt, "--rows", "4", "--no-synth", "--no-network", "--out", str(out)]) == 0
+        report = json.loads((out / "report.json").read_text())
+        b = report["area_breakdown"]
+        assert list(b["parts"]) == ["pe_array", "buffers", "control", "postprocess"]
+        assert b["total"] == sum(b["parts"].values()) and all(v > 0 for v in b["parts"].values())
+        assert abs(b["parts"]["pe_array"] - 16 * b["pe_nand2"]) <= 16
+        assert b["buffer_bits"] == sum(x["bits"] for x in report["buffers"].values())
+        assert "not synthesis" in b["kind"] and "## Area breakdown (estimate)" in (out / "report.md").read_text()
+        assert report["plots"]["area"] == "area.png" and report["plots"]["utilization"] is None
+        shares[fmt] = b["parts"]["pe_array"]
+    assert shares["fp8_e4m3"] > 2 * shares["int4"]
 
 
 def test_network_that_cannot_map_is_reported_not_fatal(tmp_path):

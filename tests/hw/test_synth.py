@@ -25,6 +25,12 @@ class _Counter(wiring.Component):
         return m
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test's yosys runs start from an empty cache (the module's multipliers share the user's)."""
+    monkeypatch.setenv("SYNTH_CACHE_DIR", str(tmp_path / "synth-cache"))
+
+
 def _multiplier(fmt: str, work: pathlib.Path) -> dict:
     text = verilog.convert(ExactMultiplier(fmt, fmt), name="top", emit_src=False)
     return synthesize(text, work / fmt)
@@ -82,3 +88,15 @@ def test_unknown_target(tmp_path):
 
 def test_yosys_version():
     assert yosys_version().startswith("Yosys 0.")
+
+
+def test_results_cached_by_verilog_digest(tmp_path):
+    """A second synthesis of the same Verilog comes from the cache (no yosys run, no log); other Verilog does not."""
+    text = verilog.convert(_Counter(), name="top", emit_src=False)
+    first = synthesize(text, tmp_path / "a", targets=("generic",))
+    messages = []
+    again = synthesize(text, tmp_path / "b", targets=("generic",), progress=messages.append)
+    assert again == first and "from the cache" in messages[-1]
+    assert not (tmp_path / "b" / "yosys_generic.log").exists()
+    other = synthesize(text.replace("count", "counter"), tmp_path / "c", targets=("generic",))
+    assert (tmp_path / "c" / "yosys_generic.log").is_file() and other["generic"]["flipflops"] == 8
