@@ -2,9 +2,10 @@
 
 ``with simulated_board(config) as url:`` builds (once, cached like every Verilator build here) the board core of
 ``boards/top.py`` (engine, memory, UART bridge) with ``cpp/board_tb.cpp``, starts it, and yields the pyserial URL
-``socket://127.0.0.1:PORT`` of its UART. The UART runs at :data:`CLOCKS_PER_BIT` cycles a bit, so a byte costs 40
-cycles rather than the ~2,000 of 115200 baud at 25 MHz: the same gateware, a faster line. On exit the host's
-connection is closed and the testbench ends (it is killed if it does not).
+``socket://127.0.0.1:PORT`` of its UART; hosts may connect one after another, the board keeping its memory and
+registers in between, as a real board does. The UART runs at :data:`CLOCKS_PER_BIT` cycles a bit, so a byte costs
+40 cycles rather than the ~2,200 of 115200 baud at 25 MHz: the same gateware, a faster line. On exit the testbench
+is asked to stop (SIGTERM; killed if it does not).
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def _port(port_file: Path, child: subprocess.Popen, log: Path) -> int:
 
 
 def _finish(child: subprocess.Popen, log: Path) -> None:
-    """Wait a moment for the testbench to see the host's connection close, else kill it."""
+    """Stop the testbench (it closes its trace), else kill it; a testbench that had failed is an error."""
+    if child.poll() is None:
+        child.terminate()
     try:
         child.wait(timeout=10)
     except subprocess.TimeoutExpired:

@@ -8,9 +8,11 @@
 //
 // Usage: Vtop --port-file FILE [--wall-limit SECONDS] [--trace FILE.fst]
 // The testbench listens on an ephemeral port of 127.0.0.1, writes its number to FILE (whole, by a rename) and
-// accepts one connection; the run ends when the host closes it (exit 0), on a framing error (exit 3), or after
-// the wall limit (exit 4). The last lines of stdout say how many cycles and bytes went by.
+// serves one host connection after another, the board keeping its state in between (as a real board does, its
+// clock stopped while nobody is connected). It ends on SIGTERM or SIGINT (exit 0), on a framing error (exit 3), or
+// after the wall limit (exit 4). The last line of stdout says how many cycles and bytes went by.
 #include <arpa/inet.h>
+#include <csignal>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -35,6 +37,10 @@
 #endif
 
 namespace {
+
+volatile std::sig_atomic_t stop_requested = 0;
+
+void request_stop(int) { stop_requested = 1; }
 
 [[noreturn]] void fail(int status, const std::string& message) {
     std::fprintf(stderr, "board testbench: %s\n", message.c_str());
@@ -63,8 +69,8 @@ Options parse(int argc, char** argv) {
     return o;
 }
 
-// Listens on 127.0.0.1, publishes the port, accepts one host (waiting at most a minute for it).
-int accept_host(const std::string& port_file) {
+// Listens on 127.0.0.1 and publishes the port.
+int listen_for_hosts(const std::string& port_file) {
     int server = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in address{};
     address.sin_family = AF_INET;
@@ -77,14 +83,21 @@ int accept_host(const std::string& port_file) {
     std::string scratch = port_file + ".tmp";
     std::ofstream(scratch) << ntohs(address.sin_port) << "\n";
     if (std::rename(scratch.c_str(), port_file.c_str()) != 0) fail(2, "cannot write " + port_file);
-    pollfd waiting{server, POLLIN, 0};
-    if (poll(&waiting, 1, 60000) != 1) fail(4, "no host connected within a minute");
-    int host = accept(server, nullptr, nullptr);
-    if (host < 0) fail(2, std::string("accept failed: ") + std::strerror(errno));
-    int one = 1;
-    setsockopt(host, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    close(server);
-    return host;
+    return server;
+}
+
+// The next host, or -1 once a stop was requested.
+int accept_host(int server) {
+    while (!stop_requested) {
+        pollfd waiting{server, POLLIN, 0};
+        if (poll(&waiting, 1, 100) != 1) continue;
+        int host = accept(server, nullptr, nullptr);
+        if (host < 0) continue;
+        int one = 1;
+        setsockopt(host, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        return host;
+    }
+    return -1;
 }
 
 // The host's end of the UART: drives rx from a queue of bytes, decodes tx into bytes.
@@ -156,13 +169,15 @@ int main(int argc, char** argv) {
         trace->open(options.trace.c_str());
     }
 #endif
-    int host = accept_host(options.port_file);
+    std::signal(SIGTERM, request_stop);
+    std::signal(SIGINT, request_stop);
+    int server = listen_for_hosts(options.port_file);
+    int host = accept_host(server);
     Uart uart;
     std::vector<uint8_t> outgoing;
     uint8_t buffer[65536];
     uint64_t cycle = 0, quiet_cycles = 0, bytes_in = 0, bytes_out = 0;
     auto started = std::chrono::steady_clock::now();
-    bool open = true;
 
     top->rx = 1;
     top->rst = 1;
@@ -174,7 +189,7 @@ int main(int argc, char** argv) {
     }
     top->rst = 0;
 
-    while (open) {
+    while (host >= 0 && !stop_requested) {
         top->rx = uart.drive();
         top->clk = 0;
         top->eval();
@@ -190,17 +205,18 @@ int main(int argc, char** argv) {
         if (cycle % 256 != 0) continue;
 
         if (!outgoing.empty() && (!uart.busy() || outgoing.size() >= 1024)) {
-            if (send(host, outgoing.data(), outgoing.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(outgoing.size()))
-                break;                                       // the host went away
-            bytes_out += outgoing.size();
-            outgoing.clear();
+            if (send(host, outgoing.data(), outgoing.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(outgoing.size()))
+                bytes_out += outgoing.size();
+            outgoing.clear();                                // else the host went away: what it missed is lost
         }
         if (uart.queued() < 4096) {
             pollfd ready{host, POLLIN, 0};
             if (poll(&ready, 1, quiet_cycles > 2'000'000 ? 1 : 0) == 1) {
                 ssize_t n = recv(host, buffer, sizeof(buffer), 0);
-                if (n <= 0) open = false;
-                else {
+                if (n <= 0 && !uart.busy()) {                // this host is done: wait for the next one
+                    close(host);
+                    host = accept_host(server);
+                } else if (n > 0) {
                     uart.push(buffer, static_cast<size_t>(n));
                     bytes_in += static_cast<uint64_t>(n);
                     quiet_cycles = 0;
@@ -216,7 +232,8 @@ int main(int argc, char** argv) {
     if (trace) trace->close();
 #endif
     top->final();
-    close(host);
+    if (host >= 0) close(host);
+    close(server);
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     std::printf("cycles %llu bytes_in %llu bytes_out %llu seconds %.3f\n", static_cast<unsigned long long>(cycle),
                 static_cast<unsigned long long>(bytes_in), static_cast<unsigned long long>(bytes_out), seconds);

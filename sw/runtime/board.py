@@ -1,10 +1,12 @@
 """The runtime's ``board`` backend: a compiled network on a board (or the board simulated on Verilator) over its UART
 bridge, through :class:`sw.board.BoardLink`.
 
-The board's memory starts from the same image the ``rtl`` backend's testbench gets (``dram_with_input``): the whole
-image is written once, and before each later sample only the tensors' regions (the only memory the engine writes)
-are written again from that sample's image. Then the steps run as in the other backends: an engine program from its
-address (start, wait for done), a host layer on the tensors read back from the board.
+The board's memory holds the same image the ``rtl`` backend's testbench gets (``dram_with_input``) wherever the
+program can look: its instructions and every region of the image (weights, parameters, tensors) are written once,
+the 4 KiB alignment gaps between them are not (the engine never reads them: half of the digits CNN's image), and
+before each later sample only the tensors' regions (the only memory the engine writes) are written again from that
+sample's image. Then the steps run as in the other backends: an engine program from its address (start, wait for
+done), a host layer on the tensors read back from the board.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hw.spec.isa import ErrorCode
 from sw.compiler.network import CompiledNetwork
 from sw.emulator import Emulator
 
-__all__ = ["BoardRun", "BoardFault", "run_network_on_board", "SECONDS_PER_MEGACYCLE"]
+__all__ = ["BoardRun", "BoardFault", "ImageTooLarge", "run_network_on_board", "SECONDS_PER_MEGACYCLE"]
 
 #: How long an engine program may run, per million cycles the emulator counts for it (a 1 MHz clock: far below any
 #: board's and below the Verilator simulation's speed), plus a fixed margin for the polling itself.
@@ -40,6 +42,10 @@ class BoardFault(RuntimeError):
     """The board's engine raised its error flag or did not stop in time."""
 
 
+class ImageTooLarge(ValueError):
+    """The program's image is larger than the board's memory."""
+
+
 def run_network_on_board(compiled: CompiledNetwork, codes, link, *, host: HostStep, keep: bool = False,
                          progress=None) -> list[BoardRun]:
     """Every sample of ``codes`` (N, *input_shape) through the network's steps on the board behind ``link``."""
@@ -52,11 +58,8 @@ def run_network_on_board(compiled: CompiledNetwork, codes, link, *, host: HostSt
         progress(0, len(codes))
     for i, sample in enumerate(codes):
         dram = compiled.dram_with_input(sample)
-        if i == 0:
-            link.write_memory(0, _words(dram))
-        else:
-            for region in tensors:
-                link.write_memory(region.addr, _words(dram[region.addr:region.addr + region.size]))
+        for addr, size in (_spans(compiled) if i == 0 else [(r.addr, r.size) for r in tensors]):
+            link.write_memory(addr, _words(dram[addr:addr + size]))
         run = BoardRun()
         for step in compiled.steps:
             if step["kind"] == "host":
@@ -85,6 +88,22 @@ def _program(compiled: CompiledNetwork, step: dict, link, seconds: float, sample
     return status.cycles
 
 
+def _spans(compiled: CompiledNetwork) -> list[tuple[int, int]]:
+    """(address, bytes) of what the engine may read: the instructions and the image's regions, merged."""
+    from hw.spec.isa import INSTRUCTION_BYTES
+    p = compiled.program
+    spans = sorted([(p.program_addr, len(p.words) * INSTRUCTION_BYTES),
+                    *((r.addr, r.size) for r in p.regions.values())])
+    merged: list[list[int]] = []
+    for addr, size in spans:
+        start, end = addr - addr % 4, addr + size
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end - start) for start, end in merged]
+
+
 def _budgets(compiled: CompiledNetwork) -> dict[int, float]:
     """Seconds each engine program may take, from the emulator's cycles (every sample takes the same path)."""
     budgets = {}
@@ -101,7 +120,8 @@ def _check_size(link, nbytes: int) -> None:
     try:
         link.read_memory(nbytes - 4, 4)
     except BridgeError as e:
-        raise BoardFault(f"the program's image ({nbytes} bytes) does not fit the board's memory ({e})") from None
+        raise ImageTooLarge(f"the program's image ({nbytes} bytes) does not fit the board's memory ({e}); build "
+                            f"the board with more memory or compile for a larger engine") from None
 
 
 def _read(compiled: CompiledNetwork, link, name: str) -> np.ndarray:

@@ -211,6 +211,8 @@ def _board(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, p
                                               host=lambda name, read: host_layer(compiled, name, read))
         except board.BoardFault as e:
             raise EngineFault(str(e)) from None
+        except board.ImageTooLarge as e:
+            raise RunError(str(e)) from None
         except BridgeError as e:
             raise RunError(f"the board's UART bridge failed: {e}") from None
     result = RunResult(np.stack([run.tensors[compiled.network.output] for run in runs]).astype(np.int64)
