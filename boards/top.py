@@ -13,7 +13,7 @@ board's resources, the clock from the board's oscillator (the platform makes the
 from dataclasses import dataclass
 
 from amaranth.hdl import Elaboratable, Module
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.engine import InferenceEngine
@@ -66,9 +66,11 @@ class BoardTop(Elaboratable):
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
-        uart = platform.request("uart", 0)
-        led = platform.request("led", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx), led.o.eq(core.irq)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx), led.o.eq(core.irq)]
         return m
 
 

@@ -46,10 +46,14 @@ class BoardLink:
     """A board behind its UART bridge. ``idle_timeout``: the bridge's, in seconds (it drains this long after a bad
     header); ``timeout``: seconds to wait for an answer beyond its transfer time at ``baud``."""
 
-    def __init__(self, port: str, *, baud: int = 115200, timeout: float = 2.0, idle_timeout: float = 0.05):
-        import serial
-
-        self._serial = serial.serial_for_url(port, baudrate=baud, timeout=timeout)
+    def __init__(self, port: str, *, baud: int = 115200, timeout: float = 2.0, idle_timeout: float = 0.05,
+                 connection=None):
+        """``connection``: an open serial-like object (``read``, ``write``, ``timeout``, ``reset_input_buffer``,
+        ``close``) to use instead of opening ``port``, which then only names it in messages."""
+        if connection is None:
+            import serial
+            connection = serial.serial_for_url(port, baudrate=baud, timeout=timeout)
+        self._serial = connection
         self._port, self._baud, self._timeout, self._idle = port, baud, timeout, idle_timeout
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
 PROGS = {"hw.build": "python -m hw.build", "sw.compile": "python -m sw.compile", "sw.run": "python -m sw.run",
-         "sw.evaluate": "python -m sw.evaluate", "sw.asm": "python -m sw.asm"}
+         "sw.evaluate": "python -m sw.evaluate", "sw.asm": "python -m sw.asm", "boards.build": "python -m boards.build"}
 
 
 @dataclass
