@@ -163,3 +163,13 @@ def test_register_writes_are_never_repeated():
     with pytest.raises(BridgeError, match="WRITE_REGISTER of 1 words at 0x0 on fake: the bridge answered TIMEOUT"):
         _link(bridge).write_register("control", 1)
     assert len(bridge.frames) == 1
+
+
+def test_the_host_side_never_imports_amaranth():
+    """A host that only drives a board needs pyserial and numpy, not the hardware generator."""
+    import subprocess
+    import sys
+    code = ("import sys, sw.board, sw.runtime.board, sw.run; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('amaranth', 'boards', 'sim')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", (done.stdout, done.stderr)
