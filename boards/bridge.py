@@ -13,7 +13,7 @@ answered TIMEOUT. Nothing waits for the host forever, and nothing waits for a bu
 memory and the control port answer every access.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -94,37 +94,34 @@ class UARTBridge(wiring.Component):
                 m.next = "READ"
 
     def _access(self, m: Module, s: "_State", got, byte, quiet) -> None:
-        """Words through the selected AXI4-Lite port: read and sent, or received and written."""
-        ctrl_bits = len(self.ctrl.ar.addr)
-        outside = s.registers & (s.addr[ctrl_bits:] != 0)   # beyond the register window: not accessed
-        ports = (self.mem, self.ctrl)
-        for port in ports:
+        """Words through the port the command addresses: read and sent, or received and written. A word beyond the
+        register window is not accessed."""
+        for port in (self.mem, self.ctrl):
             m.d.comb += [port.ar.addr.eq(s.addr), port.aw.addr.eq(s.addr), port.w.data.eq(s.word),
                          port.w.strb.eq(0b1111), port.r.ready.eq(1), port.b.ready.eq(1)]
-        ar_ready = (self.ctrl.ar.ready & s.registers) | (self.mem.ar.ready & ~s.registers)
-        r_valid = (self.ctrl.r.valid & s.registers) | (self.mem.r.valid & ~s.registers)
-        r_resp = (self.ctrl.r.resp & s.registers.replicate(2)) | (self.mem.r.resp & ~s.registers.replicate(2))
-        r_data = (self.ctrl.r.data & s.registers.replicate(32)) | (self.mem.r.data & ~s.registers.replicate(32))
-        b_valid = (self.ctrl.b.valid & s.registers) | (self.mem.b.valid & ~s.registers)
-        b_resp = (self.ctrl.b.resp & s.registers.replicate(2)) | (self.mem.b.resp & ~s.registers.replicate(2))
-        aw_ready = (self.ctrl.aw.ready & s.registers) | (self.mem.aw.ready & ~s.registers)
-        w_ready = (self.ctrl.w.ready & s.registers) | (self.mem.w.ready & ~s.registers)
-        aw_done, w_done = Signal(), Signal()
+        port = _Selected(self, s.registers)
+        outside = s.registers & (s.addr[len(self.ctrl.ar.addr):] != 0)
+        self._read_words(m, s, port, outside)
+        self._write_words(m, s, port, outside, got, byte, quiet)
 
+    def _read_words(self, m: Module, s: "_State", port: "_Selected", outside) -> None:
         with m.State("READ"):
             with m.If(outside):
                 m.d.sync += [s.word.eq(0), s.status.eq(Status.BUS_ERROR)]
                 m.next = "SEND"
             with m.Else():
                 m.d.comb += [self.ctrl.ar.valid.eq(s.registers), self.mem.ar.valid.eq(~s.registers)]
-                with m.If(ar_ready):
+                with m.If(port.ar_ready):
                     m.next = "READ_DATA"
         with m.State("READ_DATA"):
-            with m.If(r_valid):
-                m.d.sync += s.word.eq(r_data)
-                with m.If(r_resp != 0):
-                    m.d.sync += [s.word.eq(0), s.status.eq(Status.BUS_ERROR)]
+            with m.If(port.r_valid):
+                m.d.sync += s.word.eq(Mux(port.r_resp != 0, 0, port.r_data))
+                with m.If(port.r_resp != 0):
+                    m.d.sync += s.status.eq(Status.BUS_ERROR)
                 m.next = "SEND"
+
+    def _write_words(self, m: Module, s: "_State", port: "_Selected", outside, got, byte, quiet) -> None:
+        aw_done, w_done = Signal(), Signal()
         with m.State("RECEIVE"):
             with m.If(got):
                 m.d.sync += [s.word.eq(Cat(s.word[8:], byte)), s.index.eq(s.index + 1), s.rx_sum.eq(s.rx_sum + byte)]
@@ -138,14 +135,14 @@ class UARTBridge(wiring.Component):
                 m.d.sync += s.status.eq(Status.BUS_ERROR)
                 m.next = "NEXT_WORD"
             with m.Else():
-                m.d.comb += [self.ctrl.aw.valid.eq(s.registers & ~aw_done), self.ctrl.w.valid.eq(s.registers & ~w_done),
-                             self.mem.aw.valid.eq(~s.registers & ~aw_done), self.mem.w.valid.eq(~s.registers & ~w_done)]
-                m.d.sync += [aw_done.eq(aw_done | aw_ready), w_done.eq(w_done | w_ready)]
-                with m.If((aw_done | aw_ready) & (w_done | w_ready)):
+                for target, selected in ((self.ctrl, s.registers), (self.mem, ~s.registers)):
+                    m.d.comb += [target.aw.valid.eq(selected & ~aw_done), target.w.valid.eq(selected & ~w_done)]
+                m.d.sync += [aw_done.eq(aw_done | port.aw_ready), w_done.eq(w_done | port.w_ready)]
+                with m.If((aw_done | port.aw_ready) & (w_done | port.w_ready)):
                     m.next = "WRITE_RESPONSE"
         with m.State("WRITE_RESPONSE"):
-            with m.If(b_valid):
-                with m.If(b_resp != 0):
+            with m.If(port.b_valid):
+                with m.If(port.b_resp != 0):
                     m.d.sync += s.status.eq(Status.BUS_ERROR)
                 m.next = "NEXT_WORD"
         with m.State("NEXT_WORD"):
@@ -189,6 +186,20 @@ class UARTBridge(wiring.Component):
             with m.If(quiet):
                 m.d.sync += s.drain.eq(0)
                 m.next = "HEADER"
+
+
+class _Selected:
+    """What the addressed port answers with: the control registers' signals for register commands, else the
+    memory's."""
+
+    def __init__(self, bridge: UARTBridge, registers: Signal):
+        def pick(channel: str, field: str):
+            return Mux(registers, getattr(getattr(bridge.ctrl, channel), field),
+                       getattr(getattr(bridge.mem, channel), field))
+        self.ar_ready, self.r_valid, self.r_resp, self.r_data = (pick("ar", "ready"), pick("r", "valid"),
+                                                                 pick("r", "resp"), pick("r", "data"))
+        self.aw_ready, self.w_ready = pick("aw", "ready"), pick("w", "ready")
+        self.b_valid, self.b_resp = pick("b", "valid"), pick("b", "resp")
 
 
 class _State:
