@@ -115,7 +115,8 @@ def _elaborate(board: Board, core) -> tuple[str, str]:
     from .top import BoardTop
 
     os.environ.setdefault("OPENFPGALOADER", "true")      # amaranth-boards looks for it; building does not need it
-    plan = board.make_platform().build(BoardTop(core), name="top", do_build=False, debug_verilog=True)
+    # No source locations: the Verilog, and so the place-and-route cache, is the same from every checkout.
+    plan = board.make_platform().build(BoardTop(core), name="top", do_build=False, debug_verilog=True, emit_src=False)
     files = {name: (text if isinstance(text, str) else text.decode()) for name, text in plan.files.items()}
     return files["top.debug.v"], files[constraints_name(board)]
 
