@@ -93,8 +93,14 @@ class BoardLink:
     def write_register(self, name: str, value: int) -> None:
         self._transfer(Command.WRITE_REGISTER, by_name(name).address, (value & 0xFFFFFFFF).to_bytes(4, "little"))
 
-    def start(self, program_addr: int, dram_size: int) -> None:
-        """Start the engine at ``program_addr`` with a memory window of ``dram_size`` bytes."""
+    def start(self, program_addr: int, dram_size: int, *, idle_within: float = 5.0) -> None:
+        """Start the engine at ``program_addr`` with a memory window of ``dram_size`` bytes. An engine still busy
+        (a run another host left) ignores a start: it is given ``idle_within`` seconds to finish, else an error."""
+        deadline = time.monotonic() + idle_within
+        while self.read_register("status") & STATUS_BUSY:
+            if time.monotonic() > deadline:
+                raise BridgeError(f"the engine on {self._port} is still busy with an earlier run after "
+                                  f"{idle_within:g} s; reset the board")
         self.write_register("program_addr", program_addr)
         self.write_register("dram_size", dram_size)
         self.write_register("control", CONTROL_START)

@@ -123,6 +123,14 @@ def test_registers_by_name_and_a_run():
     assert status.done and status.error == 0 and status.cycles == (1 << 32) + 1234
 
 
+def test_a_start_waits_for_an_earlier_run_and_gives_up():
+    bridge = FakeBridge()
+    bridge.registers[by_name("status").address] = 1           # busy
+    with pytest.raises(BridgeError, match="still busy with an earlier run"):
+        _link(bridge).start(0, 1024, idle_within=0.05)
+    assert bridge.registers[by_name("control").address] == 0
+
+
 def test_an_engine_error_and_an_engine_that_never_stops():
     bridge = FakeBridge()
     link = _link(bridge)
