@@ -218,6 +218,9 @@ def _main(argv: list[str] | None) -> int:
     r = report["resources"]
     used = ", ".join(f"{r[k]['used']}/{r[k]['available']} {k}" for k in ("luts", "flipflops", "dsps", "brams",
                                                                          "sprams") if k in r)
+    if not report["fits"] and "overflow" not in report:
+        raise RuntimeError(f"place and route on the {board.name}'s {report['part']} {outcome(report)}; report and "
+                           f"nextpnr log in {out}")
     if not report["fits"]:
         raise UsageError(f"the {config.rows}x{config.cols} {config.weights.name} engine does not fit the "
                          f"{board.name}'s {report['part']} ({outcome(report)}); report and nextpnr log in {out}; "

@@ -347,6 +347,9 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
                 command = [*yowasp_command(*family.nextpnr), "--json", os.path.relpath(netlist / "netlist.json", work),
                            "--report", "timing.json", "-l", "nextpnr.log", *options]
                 result = run_child(command, cwd=work, on_line=_Progress(say, f"nextpnr {device.name}", _NEXTPNR_PHASES))
+                if result.returncode < 0:       # killed from outside: nothing to learn, nothing to cache
+                    raise RuntimeError(f"nextpnr was ended by signal {-result.returncode} after "
+                                       f"{time.monotonic() - pnr_started:.0f} s; nothing was cached")
                 log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() \
                     else result.stdout
                 report = json.loads((work / "timing.json").read_text()) if (work / "timing.json").is_file() else None
