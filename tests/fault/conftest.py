@@ -18,7 +18,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
 PROGS = {"hw.build": "python -m hw.build", "sw.compile": "python -m sw.compile", "sw.run": "python -m sw.run",
-         "sw.evaluate": "python -m sw.evaluate", "sw.asm": "python -m sw.asm", "hw.explore": "python -m hw.explore"}
+         "sw.evaluate": "python -m sw.evaluate", "sw.asm": "python -m sw.asm", "hw.explore": "python -m hw.explore",
+         "boards.build": "python -m boards.build"}
 
 
 @dataclass

@@ -323,6 +323,13 @@ def test_assembler(case, tmp_path):
     ("sw.compile", [MODEL, "--pe", "int8", "--rows", "4", "--out", "x"]),
     ("sw.run", ["--backend", "golden"]), ("sw.run", ["x", "--backend", "tpu", "--input", "a", "--output", "b.npy"]),
     ("sw.evaluate", ["--out", "x.json"]), ("sw.asm", []),
+    ("sw.run", ["x", "--backend", "board", "--input", "a", "--output", "b.npy"]),
+    ("sw.run", ["x", "--backend", "emulator", "--port", "/dev/ttyUSB1", "--input", "a", "--output", "b.npy"]),
+    ("boards.build", ["--board", "zedboard", "--out", "x"]), ("boards.build", ["--board", "icebreaker"]),
+    ("boards.build", ["--board", "ulx3s-85f", "--pe", "int99", "--out", "x"]),
+    ("boards.build", ["--board", "ulx3s-85f", "--rows", "0", "--out", "x"]),
+    ("boards.build", ["--board", "icebreaker", "--baud", "9000000", "--out", "x"]),
+    ("boards.build", ["--board", "icebreaker", "--baud", "１１５２００", "--out", "x"]),
 ])
 def test_bad_arguments(tool, args, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

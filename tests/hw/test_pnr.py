@@ -120,6 +120,21 @@ def test_a_counter_fits_and_its_carry_chain_is_the_critical_path(tmp_path):
     assert not other["cached"] and other["target_mhz"] == 50       # the options are part of the key
 
 
+def test_constraint_files_and_routed_outputs_of_a_board_build(tmp_path):
+    """What boards.build passes: its pin constraints as a file nextpnr reads, and the routed design it writes."""
+    def pins(sin: int) -> dict:
+        return {"top.pcf": f"set_io clk 21\nset_io rst 4\nset_io sin {sin}\nset_io capture 3\nset_io sout 2\n"}
+    args = ("--pcf", "top.pcf", "--asc", "top.asc")
+    s = place_and_route(_text(_Counter()), "ice40-hx1k", clock_mhz=100, cache_dir=tmp_path, extra_args=args,
+                        files=pins(1))
+    assert s["fits"] and (Path(s["files"]) / "top.asc").is_file()
+    assert "constrained 'sin' to bel" in (Path(s["files"]) / "nextpnr.log").read_text()
+    assert place_and_route(_text(_Counter()), "ice40-hx1k", clock_mhz=100, cache_dir=tmp_path, extra_args=args,
+                           files=pins(1))["cached"]
+    assert not place_and_route(_text(_Counter()), "ice40-hx1k", clock_mhz=100, cache_dir=tmp_path, extra_args=args,
+                               files=pins(7))["cached"]       # the files are part of the key
+
+
 def test_a_dsp_on_a_part_without_dsps_does_not_fit(tmp_path):
     s = place_and_route(_text(_Multiply()), "ice40-hx1k", clock_mhz=100, cache_dir=tmp_path)
     assert not s["fits"] and s["fmax_mhz"] is None

@@ -32,12 +32,14 @@ def test_negative_zero_inputs_are_positive_zero_on_every_backend(compiled):
     ("nan", "hold NaN or Inf codes of fp8_e4m3"),
     ("range", "input codes must lie in 0..255"),
     ("shape", "inputs must be shaped (N, 3, 16, 18)"),
-    ("backend", "unknown backend 'board'; the backends are golden, emulator, rtl"),
+    ("backend", "unknown backend 'tpu'; the backends are golden, emulator, rtl, board"),
+    ("no-port", "the board backend needs the board's serial port (--port /dev/ttyUSB1)"),
+    ("bad-port", "cannot open the board's serial port /nonexistent/ttyUSB9"),
     ("float", "input codes must be integers"),
 ])
 def test_bad_codes_are_refused(compiled, case, message):
     x = random_inputs(np.random.default_rng(1), compiled.network, 1).astype(np.int64)
-    backend = "golden"
+    backend, port = "golden", None
     if case == "nan":
         x[0, 0, 0, 0] = 0x7F
     elif case == "range":
@@ -45,11 +47,13 @@ def test_bad_codes_are_refused(compiled, case, message):
     elif case == "shape":
         x = x[:, :, :8]
     elif case == "backend":
-        backend = "board"
+        backend = "tpu"
+    elif case in ("no-port", "bad-port"):
+        backend, port = "board", "/nonexistent/ttyUSB9" if case == "bad-port" else None
     elif case == "float":
         x = x.astype(np.float32)
     with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        run_codes(compiled, x, backend)
+        run_codes(compiled, x, backend, port=port)
 
 
 def test_float_inputs_must_be_finite(compiled):

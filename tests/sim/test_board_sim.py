@@ -1,0 +1,131 @@
+"""The board top (engine, memory, UART bridge) on Verilator with a UART model on a TCP socket, and the host driver
+(sw/board) at the other end: the digits CNN gives the emulator's bytes through ``run_codes(..., "board")`` and
+through ``python -m sw.run --backend board --port``, engine faults come back as the other backends report them,
+and the bridge answers malformed frames on the real line."""
+
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from boards.build import board_config
+from boards.top import BOARDS
+from hw.spec.bridge import Command, Status, header
+from hw.spec.isa import INSTRUCTION_BYTES, ErrorCode
+from sim.board_sim import MEMORY_BYTES, simulated_board
+from sim.random_network import random_inputs, random_network
+from sw.board import BoardLink
+from sw.compile import compile_model
+from sw.compiler.network import compile_network
+from sw.emulator import Emulator
+from sw.evaluate import DIGITS
+from sw.runtime import EngineFault, RunError, run_codes
+from tests.onnx_models import softmax_digits
+
+#: The ULX3S build's engine (8x8 int8, the default buffers, a 128-bit bus).
+CONFIG = board_config(BOARDS["ulx3s-85f"])
+
+
+@pytest.fixture(scope="module")
+def board():
+    """The pyserial URL of one simulated board shared by this module's tests (its state persists between them)."""
+    with simulated_board(CONFIG) as url:
+        yield url
+
+
+def _compiled(model=DIGITS / "digits_cnn.onnx"):
+    return compile_model(model, CONFIG, np.load(DIGITS / "calibration.npy"), method="mmse", per_channel=True,
+                         log=lambda *_: None)
+
+
+def _images(n: int) -> np.ndarray:
+    with np.load(DIGITS / "test_set.npz") as data:
+        return data["images"][:n]
+
+
+def test_digits_on_the_board_equal_the_emulator(board):
+    compiled = _compiled()
+    net = compiled.network
+    codes = net.tensors[net.input].quantize(_images(4))
+    on_board = run_codes(compiled, codes, "board", keep=True, port=board)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    np.testing.assert_array_equal(on_board.codes, emulated.codes)
+    for i in range(len(codes)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(on_board.tensors[i][name], emulated.tensors[i][name],
+                                          err_msg=f"tensor {name}, image {i}")
+    assert len(set(on_board.cycles)) == 1 and on_board.cycles[0] > 1000
+
+
+def test_sw_run_on_the_board_with_host_layers(board, tmp_path):
+    """The command line, on the digits CNN with a Softmax the host runs between the board's programs."""
+    folder = tmp_path / "digits"
+    compiled = _compiled(softmax_digits(tmp_path / "softmax.onnx"))
+    assert compiled.host_layers
+    compiled.save(folder)
+    np.save(tmp_path / "in.npy", _images(2))
+    outputs = {}
+    for backend, extra in (("board", ["--port", board]), ("emulator", [])):
+        done = subprocess.run([sys.executable, "-m", "sw.run", str(folder), "--backend", backend, "--input",
+                               str(tmp_path / "in.npy"), "--output", str(tmp_path / f"{backend}.npy"), *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        outputs[backend] = np.load(tmp_path / f"{backend}.npy")
+    np.testing.assert_array_equal(outputs["board"], outputs["emulator"])
+
+
+def test_an_engine_fault_is_reported_like_the_emulator(board):
+    compiled = _compiled()
+    bad = bytearray(compiled.program.dram)
+    at = compiled.program.program_addr + 5 * INSTRUCTION_BYTES
+    bad[at:at + INSTRUCTION_BYTES] = bytes([0xFF] * INSTRUCTION_BYTES)      # no such opcode
+    broken = replace(compiled, program=replace(compiled.program, dram=bytes(bad)))
+    codes = compiled.network.tensors[compiled.network.input].quantize(_images(1))
+    messages = {}
+    for backend in ("board", "emulator"):
+        with pytest.raises(EngineFault) as caught:
+            run_codes(broken, codes, backend, port=board if backend == "board" else None)
+        messages[backend] = str(caught.value)
+    expected = Emulator(compiled.config, bytes(bad)).run(compiled.program.program_addr)
+    where = f"{ErrorCode(expected.error).name} at instruction {expected.pc}"
+    assert ErrorCode(expected.error) is not ErrorCode.NONE
+    assert where in messages["board"] and where in messages["emulator"], messages
+
+
+def test_an_image_larger_than_the_memory_is_refused(board):
+    rng = np.random.default_rng(5)
+    net = random_network(rng, CONFIG.acts.name, CONFIG.weights.name, CONFIG.acc_bits)
+    compiled = compile_network(net, CONFIG)
+    assert len(compiled.program.dram) > MEMORY_BYTES
+    with pytest.raises(RunError, match="does not fit the board's memory"):
+        run_codes(compiled, random_inputs(rng, net, 1), "board", port=board)
+
+
+def _raw(url: str, frames: list[tuple[bytes, int]]) -> list[bytes]:
+    host, port = url.removeprefix("socket://").rsplit(":", 1)
+    answers = []
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        for frame, expected in frames:
+            s.sendall(frame)
+            data = b""
+            while len(data) < expected:
+                data += s.recv(expected - len(data))
+            answers.append(data)
+            time.sleep(0.5)       # an answered error drains the line until it has been quiet a while
+    return answers
+
+
+def test_malformed_frames_on_the_line_are_answered(board):
+    with BoardLink(board) as link:
+        link.write_memory(0x100, bytes(range(8)))
+    corrupt = bytearray(header(Command.READ_MEMORY, 0x100, 2))
+    corrupt[3] ^= 0x40
+    answers = _raw(board, [(bytes(corrupt), 2), (header(0x09, 0, 1), 2), (header(Command.READ_MEMORY, 1 << 20, 1), 6)])
+    assert [a[-2] for a in answers] == [Status.BAD_HEADER_CHECKSUM, Status.BAD_COMMAND, Status.BUS_ERROR]
+    assert all(sum(a) % 256 == 0 for a in answers)
+    with BoardLink(board) as link:                # the bridge took the next host's requests as ever
+        assert link.read_memory(0x100, 8) == bytes(range(8))
