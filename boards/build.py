@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hw.spec.cli import Parser, UsageError, check_out_folder, integer, main_guard, run_child
 from hw.spec.config import AcceleratorConfig, ConfigError
-from hw.spec.formats import FormatError, get_format
+from hw.build import flag_error, format_flags
 from hw.spec.outputs import atomic_folder
 
 from .top import BOARDS, Board
@@ -72,19 +72,12 @@ def board_config(board: Board, *, weights: str | None = None, acts: str | None =
 
 
 def _config_from(args, board: Board) -> AcceleratorConfig:
-    weights, acts = args.weights or args.pe, args.acts or args.pe
-    for flag, name in (("--weights" if args.weights else "--pe", weights), ("--acts" if args.acts else "--pe", acts)):
-        if name is not None:
-            try:
-                get_format(name)
-            except FormatError as e:
-                raise UsageError(f"{flag}: {e}") from None
+    weights, acts = format_flags(args)
     try:
         return board_config(board, weights=weights, acts=acts, rows=args.rows, cols=args.cols,
                             max_reduction=args.max_reduction)
     except ConfigError as e:
-        flag = str(e).split(" ", 1)[0].replace("_format", "").replace("_", "-")
-        raise UsageError(f"--{flag}: {e}") from None
+        raise flag_error(e) from None
 
 
 def _say(message: str) -> None:

@@ -54,23 +54,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def format_flags(args) -> tuple[str | None, str | None]:
+    """The weight and activation formats of ``--weights``/``--acts`` (each overriding ``--pe``), each checked by
+    the format registry: a bad one is a UsageError naming its flag."""
+    weights, acts = args.weights or args.pe, args.acts or args.pe
+    for flag, name in (("--weights" if args.weights else "--pe", weights), ("--acts" if args.acts else "--pe", acts)):
+        if name is not None:
+            try:
+                get_format(name)
+            except FormatError as e:
+                raise UsageError(f"{flag}: {e}") from None
+    return weights, acts
+
+
+def flag_error(e: ConfigError) -> UsageError:
+    """A configuration error as the usage error of the flag that set the field."""
+    flag = str(e).split(" ", 1)[0].replace("_format", "").replace("_", "-")
+    return UsageError(f"--{flag}: {e}")
+
+
 def _config_from(args) -> AcceleratorConfig:
-    weights = args.weights or args.pe
-    acts = args.acts or args.pe
+    weights, acts = format_flags(args)
     if weights is None or acts is None:
         raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
-    for flag, name in (("--weights" if args.weights else "--pe", weights), ("--acts" if args.acts else "--pe", acts)):
-        try:
-            get_format(name)
-        except FormatError as e:
-            raise UsageError(f"{flag}: {e}") from None
     try:
         return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
                                  weight_format=weights, act_format=acts, max_reduction=args.max_reduction,
                                  clock_mhz=args.clock_mhz)
     except ConfigError as e:
-        flag = str(e).split(" ", 1)[0].replace("_format", "").replace("_", "-")
-        raise UsageError(f"--{flag}: {e}") from None
+        raise flag_error(e) from None
 
 
 def _say(message: str) -> None:
