@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import io
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -156,6 +157,32 @@ def verify_onnx(path: Path, model: torch.nn.Module, x_test: torch.Tensor,
         raise TrainError(f"onnxruntime and PyTorch differ by {max_diff:.3g} on the test set, "
                          f"more than {tolerance:g}")
     return proto, ort_logits, max_diff
+
+
+def fit(model: torch.nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+        y_test: torch.Tensor, seed: int, settings: Settings, started: float) -> tuple[int, float]:
+    """Train ``model`` (:func:`train`) and report it: (parameters, PyTorch's test accuracy)."""
+    num_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {num_params} parameters")
+    train(model, x_train, y_train, x_test, y_test, seed, settings)
+    model.eval()
+    with torch.no_grad():
+        torch_acc = accuracy(model(x_test), y_test)
+    print(f"float test accuracy (PyTorch): {torch_acc:.4f} "
+          f"({time.perf_counter() - started:.1f} s including data loading)")
+    return num_params, torch_acc
+
+
+def export_checked(model: torch.nn.Module, path: Path, input_shape: tuple[int, ...], opset: int,
+                   x_test: torch.Tensor, y_test: torch.Tensor, tolerance: float) -> tuple[list[str], float]:
+    """Export (:func:`export_onnx`) and verify (:func:`verify_onnx`) the model: (its ops, onnxruntime's accuracy)."""
+    export_onnx(model, path, input_shape, opset)
+    proto, ort_logits, max_diff = verify_onnx(path, model, x_test, tolerance)
+    ort_acc = accuracy(ort_logits, y_test)
+    ops = sorted({node.op_type for node in proto.graph.node})
+    print(f"onnx: {path} checked; ops {', '.join(ops)}; max |onnxruntime - PyTorch| = {max_diff:.3g}")
+    print(f"float test accuracy (onnxruntime): {ort_acc:.4f}")
+    return ops, ort_acc
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))     # models/: the shared training module
 import training  # noqa: E402
-from training import Settings, accuracy, make_deterministic, sha256  # noqa: E402
+from training import Settings, make_deterministic, sha256  # noqa: E402
 
 try:
     import onnx
@@ -107,23 +107,11 @@ def run(out):
     print(f"digits: {len(x_train)} train, {len(x_test)} test images of shape {tuple(x_test.shape[1:])}")
 
     model = DigitsCNN()
-    num_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {num_params} parameters")
-    training.train(model, x_train, y_train, x_test, y_test, SEED, SETTINGS)
-    model.eval()
-    with torch.no_grad():
-        torch_acc = accuracy(model(x_test), y_test)
-    print(f"float test accuracy (PyTorch): {torch_acc:.4f} "
-          f"({time.perf_counter() - started:.1f} s including data loading)")
+    num_params, _ = training.fit(model, x_train, y_train, x_test, y_test, SEED, SETTINGS, started)
 
     onnx_path = out / "digits_cnn.onnx"
-    training.export_onnx(model, onnx_path, (1, IMAGE_SIZE, IMAGE_SIZE), OPSET)
-    proto, ort_logits, max_diff = training.verify_onnx(onnx_path, model, x_test, ORT_TOLERANCE)
-    ort_acc = accuracy(ort_logits, y_test)
-    ops = sorted({node.op_type for node in proto.graph.node})
-    print(f"onnx: {onnx_path} checked; ops {', '.join(ops)}; "
-          f"max |onnxruntime - PyTorch| = {max_diff:.3g}")
-    print(f"float test accuracy (onnxruntime): {ort_acc:.4f}")
+    ops, ort_acc = training.export_checked(model, onnx_path, (1, IMAGE_SIZE, IMAGE_SIZE), OPSET, x_test, y_test,
+                                           ORT_TOLERANCE)
 
     test_path = out / "test_set.npz"
     training.save_npz(test_path, {"images": x_test.numpy().astype(np.float32),
