@@ -14,28 +14,28 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["UARTReceiver", "UARTTransmitter"]
 
 
-def _check_clocks_per_bit(clocks_per_bit) -> None:
-    if not isinstance(clocks_per_bit, int) or isinstance(clocks_per_bit, bool):
-        raise TypeError(f"Clocks per bit must be an integer, not {clocks_per_bit!r}")
-    if clocks_per_bit < 4:
-        raise ValueError(f"Clocks per bit must be at least 4, not {clocks_per_bit}")
-
-
-class UARTReceiver(wiring.Component):
-    """``rx`` (idle high) to a stream of bytes; ``rx`` goes through a two-flip-flop synchronizer first."""
-
-    rx: In(1, init=1)
-    data: Out(stream.Signature(8))
-    overrun: Out(1)
+class _UARTSide(wiring.Component):
+    """What the receiver and the transmitter share: their bit time in clock cycles (at least 4)."""
 
     def __init__(self, clocks_per_bit: int):
-        _check_clocks_per_bit(clocks_per_bit)
+        if not isinstance(clocks_per_bit, int) or isinstance(clocks_per_bit, bool):
+            raise TypeError(f"Clocks per bit must be an integer, not {clocks_per_bit!r}")
+        if clocks_per_bit < 4:
+            raise ValueError(f"Clocks per bit must be at least 4, not {clocks_per_bit}")
         self._clocks_per_bit = clocks_per_bit
         super().__init__()
 
     @property
     def clocks_per_bit(self) -> int:
         return self._clocks_per_bit
+
+
+class UARTReceiver(_UARTSide):
+    """``rx`` (idle high) to a stream of bytes; ``rx`` goes through a two-flip-flop synchronizer first."""
+
+    rx: In(1, init=1)
+    data: Out(stream.Signature(8))
+    overrun: Out(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -73,20 +73,11 @@ class UARTReceiver(wiring.Component):
         return m
 
 
-class UARTTransmitter(wiring.Component):
+class UARTTransmitter(_UARTSide):
     """A stream of bytes to ``tx`` (idle high): start bit, eight data bits least significant first, stop bit."""
 
     data: In(stream.Signature(8))
     tx: Out(1, init=1)
-
-    def __init__(self, clocks_per_bit: int):
-        _check_clocks_per_bit(clocks_per_bit)
-        self._clocks_per_bit = clocks_per_bit
-        super().__init__()
-
-    @property
-    def clocks_per_bit(self) -> int:
-        return self._clocks_per_bit
 
     def elaborate(self, platform):
         m = Module()
