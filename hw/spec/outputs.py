@@ -20,7 +20,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -71,37 +71,36 @@ def check_output_path(out: Path, flag: str) -> Path:
 def atomic_file(out: Path) -> Iterator[Path]:
     """Yield a scratch path beside ``out`` (same suffix) to write; it replaces ``out`` when the block succeeds."""
     out = Path(out).absolute()
-    created = _make_parents(out.parent)
     scratch = out.with_name(f".{out.stem}{SCRATCH_MARK}{os.getpid()}{out.suffix}")
-    _remove_stale(out)
-    IN_PROGRESS.add(scratch)
-    try:
+    with _in_place_of(out, scratch, os.replace):
         yield scratch
-        with _signals_held():
-            os.replace(scratch, out)
-            COMMITTED.append(out)
-    except BaseException:
-        _remove_created(created)
-        raise
-    finally:
-        _remove(scratch)
-        IN_PROGRESS.discard(scratch)
 
 
 @contextmanager
 def atomic_folder(out: Path) -> Iterator[Path]:
     """Yield an empty scratch folder beside ``out``; it takes the place of ``out`` when the block succeeds."""
     out = Path(out).absolute()
-    created = _make_parents(out.parent)
     scratch = out.with_name(f".{out.name}{SCRATCH_MARK}{os.getpid()}")
+    with _in_place_of(out, scratch, _swap_in, make=Path.mkdir):
+        yield scratch
+
+
+@contextmanager
+def _in_place_of(out: Path, scratch: Path, swap: Callable[[Path, Path], None],
+                 make: Callable[[Path], None] | None = None) -> Iterator[None]:
+    """What both atomic writers do around the caller's block: parents created (and removed again on failure),
+    stale scratch of killed writers cleaned, ``scratch`` made (``make``) and swapped into ``out`` with signals
+    held; the scratch never outlives the block."""
+    created = _make_parents(out.parent)
     _remove_stale(out)
     _remove(scratch)
     IN_PROGRESS.add(scratch)
     try:
-        scratch.mkdir()
-        yield scratch
+        if make is not None:
+            make(scratch)
+        yield
         with _signals_held():
-            _swap_in(scratch, out)
+            swap(scratch, out)
             COMMITTED.append(out)
     except BaseException:
         _remove_created(created)
