@@ -31,7 +31,7 @@ from sw.compiler.network import CompiledNetwork
 from .errors import MixedError
 from .menu import Choice
 
-__all__ = ["LayerCost", "COSTS", "CostTable", "cycles_per_layer", "weight_bits_per_layer", "energy_per_layer",
+__all__ = ["LayerCost", "COSTS", "CostTable", "check_available", "cycles_per_layer", "weight_bits_per_layer", "energy_per_layer",
            "set_energy_model", "engine_config", "cost_table"]
 
 #: A compiled program -> its cost per inference per engine layer, keyed by the tensor the layer writes.
@@ -76,11 +76,16 @@ def weight_bits_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
     return costs
 
 
-def energy_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
-    """Energy per engine layer (µJ per inference) from the plugged-in energy model."""
-    if _energy_model is None:
+def check_available(metric: str) -> None:
+    """Refuse a metric whose cost model is missing (today: energy-uj until an energy model is plugged in)."""
+    if metric == "energy-uj" and _energy_model is None:
         raise MixedError("--budget energy-uj= needs an energy model, and this build has none yet (issue 13 item 4 "
                          "adds it); budget cycles= or weight-bits= instead")
+
+
+def energy_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
+    """Energy per engine layer (µJ per inference) from the plugged-in energy model."""
+    check_available("energy-uj")
     return _energy_model(compiled)
 
 

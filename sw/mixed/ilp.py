@@ -31,9 +31,10 @@ def solve(loss: np.ndarray, costs: CostTable, budget: float) -> list[int]:
         raise MixedError(f"--budget {_fmt(costs.metric, budget)} is infeasible: the smallest feasible budget is "
                          f"{_fmt(costs.metric, smallest)} (every layer in its cheapest format)")
     cost = costs.table.ravel()
-    span = max(float(loss.max() - loss.min()), 1e-300)
+    span = float(loss.max() - loss.min()) or 1.0
     scale = float(np.abs(cost).sum()) or 1.0
-    objective = loss.ravel() / span + 1e-6 * cost / scale     # loss first, cost only among (near) equals
+    # Loss scaled to [0, 1] first; cost only among (near) equals. A constant shift of every loss changes no choice.
+    objective = (loss.ravel() - loss.min()) / span + 1e-6 * cost / scale
     one_each = np.kron(np.eye(units), np.ones(menu))
     constraints = [LinearConstraint(one_each, 1, 1),
                    LinearConstraint(cost[None, :], -np.inf, budget - costs.fixed + 1e-9 * max(1.0, budget))]

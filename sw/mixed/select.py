@@ -18,7 +18,7 @@ from hw.spec.config import AcceleratorConfig
 from sw.compiler.network import CompiledNetwork
 from sw.ir import FloatNetwork
 
-from .costs import COSTS, CostTable, cost_table, cycles_per_layer, engine_config, weight_bits_per_layer
+from .costs import COSTS, CostTable, check_available, cost_table, cycles_per_layer, engine_config, weight_bits_per_layer
 from .errors import MixedError
 from .ilp import solve
 from .menu import Choice
@@ -60,6 +60,7 @@ def parse_budget(text: str) -> tuple[str, float]:
         number = math.nan
     if not (number > 0 and math.isfinite(number)):
         raise MixedError(f"--budget {text!r}: the value must be a positive number")
+    check_available(metric)
     return metric, number
 
 
@@ -74,24 +75,28 @@ def _compile(net: FloatNetwork, config: AcceleratorConfig, samples, method: str,
 
 
 def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, samples: np.ndarray, *,
-            metrics: tuple[str, ...] = ("cycles", "weight-bits"), method: str = "mmse", per_channel: bool = True,
-            progress: Callable[[str], None] = print) -> MixedPlan:
-    """Sensitivities of every unit in every entry of ``menu`` and the ``metrics``' cost tables; ``config`` is the
-    engine that runs the mix (its formats must hold every entry's: see :func:`sw.mixed.menu.container`)."""
+            metrics: tuple[str, ...] = ("cycles", "weight-bits"), budget: tuple[str, float] | None = None,
+            method: str = "mmse", per_channel: bool = True, progress: Callable[[str], None] = print) -> MixedPlan:
+    """Cost tables of the ``metrics`` and sensitivities of every unit in every entry of ``menu``; ``config`` is
+    the engine that runs the mix (its formats must hold every entry's: see :func:`sw.mixed.menu.container`). A
+    ``budget`` (metric, value) is checked for feasibility before the sensitivities are measured."""
     samples = np.asarray(samples, np.float64)
     units = decision_units(net)
     if not units:
         raise MixedError("the network has no layer whose format can be chosen (no conv, linear, add or pool)")
     engine = (config.weights.name, config.acts.name)
-    progress(f"Mixed precision: {len(units)} units x {len(menu)} formats, sensitivities on {len(samples)} samples")
-    sens = measure_sensitivity(net, units, menu, engine, config.acc_bits, samples, method=method,
-                               per_channel=per_channel, progress=progress)
+    progress(f"Mixed precision: {len(units)} units x {len(menu)} formats; costs from each format's program")
     uniform = []
     for k, choice in enumerate(menu, 1):
         uniform.append(_compile(net, engine_config(config, choice), samples, method, per_channel))
         progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name}")
     where = tensor_units(net, units)
     costs = {m: cost_table(m, uniform, where, len(units)) for m in metrics}
+    if budget is not None:
+        solve(np.zeros((len(units), len(menu))), costs[budget[0]], budget[1])      # infeasible: one-line error
+    progress(f"  sensitivities on {len(samples)} calibration samples")
+    sens = measure_sensitivity(net, units, menu, engine, config.acc_bits, samples, method=method,
+                               per_channel=per_channel, progress=progress)
     return MixedPlan(net, config, menu, units, sens, costs, uniform, samples, method, per_channel)
 
 

@@ -1,0 +1,94 @@
+"""``python -m sw.compile ... --mixed FMT,FMT --budget METRIC=N``: the command-line half of the mixed selection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hw.spec.cli import UsageError, check_out_folder, write_folder
+from hw.spec.config import AcceleratorConfig, ConfigError
+
+from .menu import container, parse_menu
+from .report import format_mixed
+from .select import build, choose, measure, parse_budget, prepare
+
+__all__ = ["compile_mixed", "load_test_set"]
+
+
+def load_test_set(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` and ``labels`` of a .npz test set, checked against the model's input shape."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            images, labels = data["images"], data["labels"]
+    except (OSError, KeyError, ValueError) as e:
+        raise UsageError(f"--eval {path}: not a .npz holding 'images' and 'labels' ({' '.join(str(e).split())[:100]})"
+                         ) from None
+    if images.dtype.kind != "f" or tuple(images.shape[1:]) != tuple(shape) or not np.isfinite(images).all():
+        raise UsageError(f"--eval {path}: 'images' must be finite floats shaped (N, {', '.join(map(str, shape))}), "
+                         f"not {images.dtype} {images.shape}")
+    if labels.dtype.kind not in "iu" or labels.shape != (len(images),):
+        raise UsageError(f"--eval {path}: 'labels' must be one integer per image")
+    return images, labels
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.mixed is None:
+        raise UsageError("--budget and --eval go with --mixed FMT,FMT (a format per layer chosen under the budget)")
+    if args.budget is None:
+        raise UsageError("--mixed needs --budget METRIC=N (cycles=N, weight-bits=N or energy-uj=X)")
+    if args.calibrate is None:
+        raise UsageError("--mixed needs --calibrate SAMPLES.npy: sensitivities are measured on them")
+    if args.first_last is not None:
+        raise UsageError("--first-last and --mixed both choose layer formats; give one")
+    if not args.model.is_file():
+        raise UsageError(f"{args.model}: no such file")
+
+
+def compile_mixed(args: argparse.Namespace) -> int:
+    """Choose, build, measure and write the mixed-precision network the arguments ask for."""
+    from sw.cli import load_array
+    from sw.frontend.onnx_import import load_onnx
+
+    _check(args)
+    menu = parse_menu(args.mixed)
+    metric, budget = parse_budget(args.budget)
+    weights, acts = args.weights or args.pe, args.acts or args.pe
+    if (weights is None) != (acts is None):
+        raise UsageError("give the engine's formats with --pe FMT (or both --weights and --acts), or neither")
+    w, a = container(menu, weights, acts)
+    try:
+        config = AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
+                                   weight_format=w, act_format=a, max_reduction=args.max_reduction)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    out = check_out_folder(args.out, "manifest.json")
+    net = load_onnx(args.model, engine_only=args.engine_only)
+    samples = load_array(args.calibrate, "--calibrate", net.input_shape)
+    test = None if args.eval is None else load_test_set(args.eval, net.input_shape)
+    metrics = tuple(dict.fromkeys(("cycles", "weight-bits", metric)))
+    plan = prepare(net, menu, config, samples, metrics=metrics, budget=(metric, budget), method=args.method,
+                   per_channel=args.per_channel)
+    picks = choose(plan, metric, budget)
+    compiled = build(plan, picks)
+    result = measure(plan, picks, compiled, *(test or (None, None)), progress=print)
+    result.update(budget={"metric": metric, "value": budget}, menu=[c.name for c in menu])
+    report = format_mixed(result, ",".join(c.name for c in menu), args.budget)
+    print(report)
+
+    def write(folder: Path) -> None:
+        from sw.quantize import format_report
+        compiled.save(folder)
+        (folder / "report.txt").write_text(format_report(compiled.network) + "\n\n" + report + "\n")
+        (folder / "mixed.json").write_text(json.dumps(result, indent=1, default=_plain) + "\n")
+    write_folder(out, write)
+    print(f"Wrote {out}: program.bin, program.asm, manifest.json, network.json/.npz, report.txt, mixed.json")
+    return 0
+
+
+def _plain(value):
+    """JSON for numpy numbers (and infinity as a string, which JSON lacks)."""
+    value = float(value)
+    return value if np.isfinite(value) else str(value)

@@ -1,0 +1,76 @@
+"""sw/mixed/select.py on the digits CNN: the ILP's choice meets its budget in counted figures and beats a uniform
+format of larger cost on accuracy."""
+
+import numpy as np
+import pytest
+
+from hw.spec.config import AcceleratorConfig
+from sw.frontend.onnx_import import load_onnx
+from sw.mixed import MixedError, build, choose, measure, parse_budget, parse_menu, prepare
+from sw.mixed.costs import weight_bits_per_layer
+from sw.model_folder import DIGITS
+
+INT2, INT4, INT8 = range(3)
+
+
+@pytest.fixture(scope="module")
+def plan():
+    net = load_onnx(DIGITS / "digits_cnn.onnx")
+    samples = np.load(DIGITS / "calibration.npy")
+    return prepare(net, parse_menu("int2,int4,int8"), AcceleratorConfig(rows=32, cols=32), samples,
+                   progress=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def test_set():
+    with np.load(DIGITS / "test_set.npz") as data:
+        return data["images"], data["labels"]
+
+
+def test_uniform_programs_cost_what_the_emulator_counts(plan):
+    # int4 lines of a 32-wide array fit one 128-bit beat, int8 lines take two: the int4 engine is faster
+    cycles = plan.costs["cycles"].uniform
+    assert cycles[INT4] < cycles[INT8]
+    for k, program in enumerate(plan.uniform):
+        assert measure(plan, [k] * len(plan.units), program)["measured"]["cycles_on_this_engine"] == cycles[k]
+
+
+def test_weight_bit_budget_is_met_and_beats_uniform_int4(plan, test_set):
+    budget = 0.7 * plan.costs["weight-bits"].uniform[INT4]
+    picks = choose(plan, "weight-bits", budget)
+    compiled = build(plan, picks)
+    result = measure(plan, picks, compiled, *test_set)
+    counted = sum(weight_bits_per_layer(compiled).values())          # from the codes the program carries
+    assert counted == result["measured"]["weight-bits"] == result["predicted"]["weight-bits"] <= budget
+    assert result["measured"]["golden_emulator_mismatches"] == 0
+    uniform = measure(plan, [INT4] * len(plan.units), plan.uniform[INT4], *test_set)
+    assert uniform["measured"]["weight-bits"] > budget
+    assert result["measured"]["accuracy"] > uniform["measured"]["accuracy"]
+    assert len(set(result["choice"].values())) > 1                    # a real mix
+
+
+def test_cycle_budget_is_met_per_layer(plan):
+    costs = plan.costs["cycles"]
+    budget = (costs.uniform[INT4] + costs.uniform[INT8]) / 2
+    picks = choose(plan, "cycles", budget)
+    assert costs.total(picks) <= budget
+    # more budget never predicts a worse output
+    looser = choose(plan, "cycles", costs.uniform[INT8])
+    assert looser == [INT8] * len(plan.units)
+    assert plan.sensitivity.predicted_sqnr_db(looser) >= plan.sensitivity.predicted_sqnr_db(picks)
+
+
+def test_budgets_are_parsed_and_checked():
+    assert parse_budget("cycles=4000") == ("cycles", 4000.0)
+    assert parse_budget("weight-bits=1e4") == ("weight-bits", 10000.0)
+    for bad in ("cycles", "cycles=-1", "cycles=x", "bits=3"):
+        with pytest.raises(MixedError, match="--budget"):
+            parse_budget(bad)
+    with pytest.raises(MixedError, match="needs an energy model"):
+        parse_budget("energy-uj=2.5")
+
+
+def test_an_infeasible_budget_stops_before_the_sensitivities(plan):
+    with pytest.raises(MixedError, match=r"smallest feasible budget is cycles=\d+"):
+        prepare(plan.net, plan.menu, plan.config, plan.samples[:4], budget=("cycles", 10.0),
+                progress=lambda line: None)
