@@ -1,0 +1,52 @@
+"""sw/mixed/command.py: python -m sw.compile --mixed ... --budget ..., its output folder and its usage errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sw.model_folder import DIGITS
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = [DIGITS / "digits_cnn.onnx", "--rows", "32", "--calibrate", DIGITS / "calibration.npy"]
+
+
+def _compile(*args):
+    return subprocess.run([sys.executable, "-m", "sw.compile", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def test_mixed_compile_prints_and_writes_the_choice(tmp_path):
+    out = tmp_path / "mixed"
+    result = _compile(*BASE, "--mixed", "int2,int4,int8", "--budget", "weight-bits=30000", "--method", "mmse",
+                      "--per-channel", "--eval", DIGITS / "test_set.npz", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "Mixed precision --mixed int2,int4,int8 --budget weight-bits=30000" in result.stdout
+    mixed = json.loads((out / "mixed.json").read_text())
+    assert mixed["budget"] == {"metric": "weight-bits", "value": 30000.0}
+    assert mixed["measured"]["weight-bits"] == mixed["predicted"]["weight-bits"] <= 30000
+    assert 0 <= mixed["measured"]["accuracy"] <= 1 and mixed["measured"]["golden_emulator_mismatches"] == 0
+    assert set(mixed["choice"].values()) <= {"int2", "int4", "int8"}
+    report = (out / "report.txt").read_text()
+    assert "w SQNR dB" in report and "predicted" in report and "accuracy" in report
+    assert {"program.bin", "manifest.json", "network.json", "mixed.json"} <= {p.name for p in out.iterdir()}
+    assert all(layer in result.stdout for layer in mixed["choice"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mixed", "int2,int4,int8", "--budget", "cycles=100"],
+     "--budget cycles=100 is infeasible: the smallest feasible budget is cycles="),
+    (["--mixed", "int4,int8", "--budget", "energy-uj=3"], "needs an energy model"),
+    (["--mixed", "int4,int8"], "--mixed needs --budget METRIC=N"),
+    (["--budget", "cycles=4000"], "--budget and --eval go with --mixed"),
+    (["--mixed", "int4,minifloat6", "--budget", "cycles=4000"], "no entry's engine runs all the others today"),
+    (["--mixed", "int4,int8", "--pe", "int4", "--budget", "cycles=4000"], "cannot run on the int4/int4 engine"),
+    (["--mixed", "int4,int8", "--budget", "cycles=4000", "--first-last", "int8"], "give one"),
+])
+def test_usage_errors_are_one_line(tmp_path, args, message):
+    result = _compile(*BASE, *args, "--out", tmp_path / "never")
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "never").exists()
