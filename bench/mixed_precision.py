@@ -135,11 +135,10 @@ def _plot(records: list[dict], path: Path) -> None:
                 pts = sorted({(r[key], r["accuracy"]) for r in mine if r["kind"] == kind})
                 if pts:
                     ax.plot(*zip(*pts), style, label=f"{kind} budget sweep", alpha=0.8)
-            for r in mine:
-                if r["kind"] == "uniform":
-                    ax.plot(r[key], r["accuracy"], "k^")
-                    ax.annotate(f"uniform {r['formats']}", (r[key], r["accuracy"]), textcoords="offset points",
-                                xytext=(4, -10), fontsize=8)
+            for i, r in enumerate(r for r in mine if r["kind"] == "uniform"):
+                ax.plot(r[key], r["accuracy"], "k^")
+                ax.annotate(f"uniform {r['formats']}", (r[key], r["accuracy"]), textcoords="offset points",
+                            xytext=(-60 if i % 2 else 4, -12 if i % 2 else -22), fontsize=8)
             ax.set_xlabel(label)
             ax.set_ylabel("top-1 accuracy (emulator)")
             ax.set_title(model)
