@@ -31,8 +31,8 @@ from sw.compiler.network import CompiledNetwork
 from .errors import MixedError
 from .menu import Choice
 
-__all__ = ["LayerCost", "COSTS", "CostTable", "check_available", "cycles_per_layer", "weight_bits_per_layer", "energy_per_layer",
-           "set_energy_model", "engine_config", "cost_table"]
+__all__ = ["LayerCost", "COSTS", "CostTable", "check_available", "cycles_per_layer", "weight_bits_per_layer",
+           "energy_per_layer", "set_energy_model", "engine_config", "cost_table"]
 
 #: A compiled program -> its cost per inference per engine layer, keyed by the tensor the layer writes.
 LayerCost = Callable[[CompiledNetwork], dict[str, float]]

@@ -2,9 +2,9 @@
 
 import pytest
 
+from hw.spec.formats import get_format
 from sw.mixed import Choice, MixedError, container, parse_menu
 from sw.mixed.menu import emulates
-from hw.spec.formats import get_format
 
 
 def test_entries_are_canonical_pairs():
@@ -21,7 +21,7 @@ def test_entries_are_canonical_pairs():
     ("int4,int4/int8/int8", "write a format (int4) or weights/acts"),
 ])
 def test_bad_menus_are_refused_in_one_line(text, message):
-    with pytest.raises(MixedError, match=None) as e:
+    with pytest.raises(MixedError) as e:
         parse_menu(text)
     assert message in str(e.value) and "\n" not in str(e.value)
 

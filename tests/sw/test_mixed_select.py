@@ -74,3 +74,24 @@ def test_an_infeasible_budget_stops_before_the_sensitivities(plan):
     with pytest.raises(MixedError, match=r"smallest feasible budget is cycles=\d+"):
         prepare(plan.net, plan.menu, plan.config, plan.samples[:4], budget=("cycles", 10.0),
                 progress=lambda line: None)
+
+
+def test_a_weight_only_minifloat_menu_runs_on_an_fp8_engine():
+    from sw.mixed import container
+    net = load_onnx(DIGITS / "digits_cnn.onnx")
+    menu = parse_menu("minifloat4/fp8_e4m3,minifloat6/fp8_e4m3,fp8_e4m3")
+    w, a = container(menu)
+    assert (w, a) == ("fp8_e4m3", "fp8_e4m3")
+    mf = prepare(net, menu, AcceleratorConfig(rows=16, cols=16, weight_format=w, act_format=a),
+                 np.load(DIGITS / "calibration.npy")[:16], progress=lambda line: None)
+    assert mf.costs["weight-bits"].uniform == [sum(la.weight.size for la in net.layers if la.weight is not None) * b
+                                               for b in (4, 6, 8)]
+    budget = sum(mf.costs["weight-bits"].uniform[:2]) / 2
+    picks = choose(mf, "weight-bits", budget)
+    compiled = build(mf, picks)
+    bits = weight_bits_per_layer(compiled)
+    widths = {0: 4, 1: 6, 2: 8}
+    assert bits == {next(la.output for la in net.layers if la.name == u.layers[0]):
+                    next(la.weight.size for la in net.layers if la.name == u.layers[0]) * widths[k]
+                    for u, k in zip(mf.units, picks)}
+    assert sum(bits.values()) <= budget
