@@ -82,13 +82,20 @@ def compile_mixed(args: argparse.Namespace) -> int:
         from sw.quantize import format_report
         compiled.save(folder)
         (folder / "report.txt").write_text(format_report(compiled.network) + "\n\n" + report + "\n")
-        (folder / "mixed.json").write_text(json.dumps(result, indent=1, default=_plain) + "\n")
+        (folder / "mixed.json").write_text(json.dumps(_plain(result), indent=1, allow_nan=False) + "\n")
     write_folder(out, write)
     print(f"Wrote {out}: program.bin, program.asm, manifest.json, network.json/.npz, report.txt, mixed.json")
     return 0
 
 
 def _plain(value):
-    """JSON for numpy numbers (and infinity as a string, which JSON lacks)."""
-    value = float(value)
-    return value if np.isfinite(value) else str(value)
+    """``value`` as strict JSON: numpy numbers as Python ones, infinities (an exact output) as strings."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else str(float(value))
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 __all__ = ["format_mixed"]
 
@@ -20,9 +21,10 @@ def _num(v, metric: str = "") -> str:
 def format_mixed(result: dict, menu: str, budget: str) -> str:
     """A readable table of :func:`sw.mixed.measure`'s result for ``--mixed menu --budget budget``."""
     metrics = [m for m in result["predicted"] if m != "output_sqnr_db"]
-    head = ["unit (layers)", "format", "loss", *metrics]
+    head = ["unit (layers)", "format", "SQNR alone dB", "loss", *metrics]
     rows = [head] + [[u["layers"][0] + (f" (+{len(u['layers']) - 1})" if len(u["layers"]) > 1 else ""),
-                      u["format"], f"{u['loss']:.3g}", *(_num(u[m], m) for m in metrics)] for u in result["units"]]
+                      u["format"], _num(u["sqnr_alone_db"], "output_sqnr_db"), f"{u['loss']:.3g}",
+                      *(_num(u[m], m) for m in metrics)] for u in result["units"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = [f"Mixed precision --mixed {menu} --budget {budget}, on today's {result['engine']} engine"]
     for k, r in enumerate(rows):
@@ -41,7 +43,8 @@ def format_mixed(result: dict, menu: str, budget: str) -> str:
     if "accuracy" in m:
         lines.append(f"{'accuracy':44s}  {'-':>9s}    {100 * m['accuracy']:8.2f}%  ({m['images']} images, "
                      f"{m['golden_emulator_mismatches']} golden/emulator mismatches)")
-    lines += ["", "loss: the output error power the unit adds in that format (measured alone); predicted cycles: each "
-              "layer's emulator-counted cycles on an engine of its format, summed (what a multi-format engine would "
-              f"take); today's single {result['engine']} engine runs the mix in the cycles measured on it."]
-    return "\n".join(lines)
+    note = ("SQNR alone: the network output's SQNR with only that unit in that format; loss: the output error power "
+            "it adds over all layers in the engine's format (the ILP minimises their sum). Predicted cycles: each "
+            "layer's emulator-counted cycles on an engine of its own format, summed (what a multi-format engine would "
+            f"take); today's single {result['engine']} engine runs the mix in the cycles measured on it.")
+    return "\n".join(lines + [""] + textwrap.wrap(note, 116))
