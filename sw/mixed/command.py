@@ -43,6 +43,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--mixed needs --calibrate SAMPLES.npy: sensitivities are measured on them")
     if args.first_last is not None:
         raise UsageError("--first-last and --mixed both choose layer formats; give one")
+    if args.multi_tensor:
+        raise UsageError("--multi-tensor with --mixed is not supported yet (its weight tensors would need costing "
+                         "per layer); leave one out")
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such file")
 
@@ -74,7 +77,7 @@ def compile_mixed(args: argparse.Namespace) -> int:
     picks = choose(plan, metric, budget)
     compiled = build(plan, picks)
     result = measure(plan, picks, compiled, *(test or (None, None)), progress=print)
-    result.update(budget={"metric": metric, "value": budget}, menu=[c.name for c in menu])
+    result.update(budget={"metric": metric, "value": budget}, menu=[c.name for c in menu], tables=_tables(plan))
     report = format_mixed(result, ",".join(c.name for c in menu), args.budget)
     print(report)
 
@@ -86,6 +89,15 @@ def compile_mixed(args: argparse.Namespace) -> int:
     write_folder(out, write)
     print(f"Wrote {out}: program.bin, program.asm, manifest.json, network.json/.npz, report.txt, mixed.json")
     return 0
+
+
+def _tables(plan) -> dict:
+    """What the ILP chose from, per unit and menu entry: output SQNR alone, loss, and every cost."""
+    sens = plan.sensitivity
+    return {u.name: {c.name: {"sqnr_alone_db": sens.sqnr_alone_db(i, k), "loss": float(sens.loss[i, k]),
+                              **{m: float(t.table[i, k]) for m, t in plan.costs.items()}}
+                     for k, c in enumerate(plan.menu)}
+            for i, u in enumerate(plan.units)}
 
 
 def _plain(value):

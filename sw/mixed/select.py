@@ -143,7 +143,7 @@ def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs
             "choice": {u.name: plan.menu[k].name for u, k in zip(plan.units, picks)},
             "units": [{"layers": list(u.layers), "format": plan.menu[k].name,
                        "loss": float(plan.sensitivity.loss[u_i, k]),
-                       "sqnr_alone_db": _db(plan.sensitivity.signal, float(plan.sensitivity.noise[u_i, k])),
+                       "sqnr_alone_db": plan.sensitivity.sqnr_alone_db(u_i, k),
                        **{m: float(t.table[u_i, k]) for m, t in plan.costs.items()}}
                       for u_i, (u, k) in enumerate(zip(plan.units, picks))],
             "predicted": {**predicted, "output_sqnr_db": plan.sensitivity.predicted_sqnr_db(picks)},

@@ -37,6 +37,11 @@ class Sensitivity:
     loss: np.ndarray          # (units, menu): added output error power, >= 0
     noise: np.ndarray         # (units, menu): measured output error power with that unit alone in that format
 
+    def sqnr_alone_db(self, unit: int, k: int) -> float:
+        """Output SQNR measured with only ``unit`` in menu entry ``k``."""
+        noise = float(self.noise[unit, k])
+        return math.inf if noise <= 0 else 10 * math.log10(self.signal / noise)
+
     def predicted_sqnr_db(self, picks: list[int]) -> float:
         """Output SQNR the additive proxy predicts for menu index ``picks[u]`` per unit."""
         total = self.baseline + sum(self.loss[u, k] for u, k in enumerate(picks))

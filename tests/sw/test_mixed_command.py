@@ -29,6 +29,9 @@ def test_mixed_compile_prints_and_writes_the_choice(tmp_path):
     assert mixed["measured"]["weight-bits"] == mixed["predicted"]["weight-bits"] <= 30000
     assert 0 <= mixed["measured"]["accuracy"] <= 1 and mixed["measured"]["golden_emulator_mismatches"] == 0
     assert set(mixed["choice"].values()) <= {"int2", "int4", "int8"}
+    assert set(mixed["tables"]) == set(mixed["choice"])
+    for unit, fmt in mixed["choice"].items():                         # the choice is one of the tabled entries
+        assert mixed["tables"][unit][fmt]["weight-bits"] > 0 and mixed["tables"][unit]["int8"]["loss"] == 0
     report = (out / "report.txt").read_text()
     assert "w SQNR dB" in report and "predicted" in report and "accuracy" in report
     assert {"program.bin", "manifest.json", "network.json", "mixed.json"} <= {p.name for p in out.iterdir()}
@@ -44,6 +47,7 @@ def test_mixed_compile_prints_and_writes_the_choice(tmp_path):
     (["--mixed", "int4,minifloat6", "--budget", "cycles=4000"], "no entry's engine runs all the others today"),
     (["--mixed", "int4,int8", "--pe", "int4", "--budget", "cycles=4000"], "cannot run on the int4/int4 engine"),
     (["--mixed", "int4,int8", "--budget", "cycles=4000", "--first-last", "int8"], "give one"),
+    (["--mixed", "int4,int8", "--budget", "cycles=4000", "--multi-tensor"], "--multi-tensor with --mixed"),
 ])
 def test_usage_errors_are_one_line(tmp_path, args, message):
     result = _compile(*BASE, *args, "--out", tmp_path / "never")
