@@ -12,8 +12,10 @@ recorded); a uniform program's cycles are its own emulator count. Weight bits co
 its layer's format (a packed store).
 
 Usage: python bench/mixed_precision.py [--models models/digits,models/mnist] [--menu int2,int4,int8] [--rows 32]
-       [--budgets 8] [--images N] [--uniform int8,int4,int2,minifloat6]
-Writes bench/results/mixed_precision.json, .md (the table) and .png (the plot).
+       [--budgets 8] [--images N] [--uniform int8,int4,int2,minifloat6] [--name mixed_precision]
+Writes bench/results/NAME.json, .md (the table) and .png (the plot). The fp8 family's weight-only menu:
+python bench/mixed_precision.py --models models/digits --menu minifloat4/fp8_e4m3,minifloat6/fp8_e4m3,fp8_e4m3
+       --uniform fp8_e4m3,minifloat6/fp8_e4m3,minifloat4/fp8_e4m3,minifloat6 --name mixed_precision_fp8
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _parser() -> Parser:
     p.add_argument("--rows", type=integer(1, 128), default=32, help="array rows = cols (default %(default)s)")
     p.add_argument("--budgets", type=integer(2, 64), default=8, help="budgets per metric (default %(default)s)")
     p.add_argument("--images", type=integer(1, 1 << 20), help="held-out images per model (default all)")
-    p.add_argument("--uniform", default="int8,int4,int2,minifloat6", help="uniform baselines")
+    p.add_argument("--uniform", default="int8,int4,int2,minifloat6", help="uniform baselines (FMT or W/A)")
+    p.add_argument("--name", default="mixed_precision", help="results name (default %(default)s)")
     return p
 
 
@@ -66,7 +69,10 @@ def _uniform(folder, fmt: str, rows: int, samples, x, y) -> dict:
     from sw.frontend.float_model import run_float
     from sw.mixed.sensitivity import output_noise
     from sw.frontend.onnx_import import load_onnx
-    config = AcceleratorConfig(rows=rows, cols=rows, weight_format=fmt, act_format=fmt)
+    from sw.mixed.menu import Choice
+    w, _, a = fmt.partition("/")
+    choice = Choice(w, a or w)
+    config = AcceleratorConfig(rows=rows, cols=rows, weight_format=choice.weights, act_format=choice.acts)
     compiled = compile_model(folder.onnx, config, samples, method="mmse", per_channel=True, log=lambda *a: None)
     net = load_onnx(folder.onnx)
     ref = np.asarray(run_float(net, samples.astype(np.float64)), np.float64)
@@ -158,12 +164,12 @@ def main() -> int:
         records += _model(path.strip(), args)
     text = table(records, COLUMNS)
     print(text)
-    write("mixed_precision", records, menu=args.menu, rows=args.rows, budgets=args.budgets,
+    write(args.name, records, menu=args.menu, rows=args.rows, budgets=args.budgets,
           command="python bench/mixed_precision.py " + " ".join(sys.argv[1:]))
-    with atomic_file(RESULTS / "mixed_precision.md") as scratch:
+    with atomic_file(RESULTS / f"{args.name}.md") as scratch:
         scratch.write_text(f"Menu {args.menu}, {args.rows}x{args.rows} array (`python bench/mixed_precision.py "
                            f"{' '.join(sys.argv[1:])}`)\n\n{text}\n")
-    _plot(records, RESULTS / "mixed_precision.png")
+    _plot(records, RESULTS / f"{args.name}.png")
     return 0
 
 
