@@ -8,7 +8,8 @@ tensor the layer writes. Three exist:
   before to the end of its last instruction, so they sum to the run's total);
 - ``weight-bits``: the weight codes the program carries, each counted at the width of the format its layer was
   quantized in (checked: every value must lie in that format), i.e. the weight memory a packed store needs;
-- ``energy-uj``: a hook (:func:`set_energy_model`) for the energy model of issue 13 item 4; none is set yet.
+- ``energy-uj``: a hook (:func:`set_energy_model`) for an energy model; without one, ``sw.energy``'s (issue 13 item
+  4: counted events times its default table) where this build has it, else a one-line error.
 
 The table for a menu: each entry's *uniform* program (every layer in that format, on an engine of that format with
 the user's geometry) is compiled and costed, and a unit in format ``f`` is charged the costs of its layers in the
@@ -32,7 +33,7 @@ from .errors import MixedError
 from .menu import Choice
 
 __all__ = ["LayerCost", "COSTS", "CostTable", "check_available", "cycles_per_layer", "weight_bits_per_layer",
-           "energy_per_layer", "set_energy_model", "engine_config", "cost_table"]
+           "energy_per_layer", "set_energy_model", "sw_energy_model", "engine_config", "cost_table"]
 
 #: A compiled program -> its cost per inference per engine layer, keyed by the tensor the layer writes.
 LayerCost = Callable[[CompiledNetwork], dict[str, float]]
@@ -76,17 +77,40 @@ def weight_bits_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
     return costs
 
 
+def sw_energy_model() -> LayerCost | None:
+    """The energy model of ``sw.energy`` (issue 13 item 4: counted events times its default per-event table) as a
+    layer cost, where this build has that package; None where it has not."""
+    try:
+        from sw.energy import energy_report, load_table, network_layers, program_events
+    except ImportError:
+        return None
+
+    def model(compiled: CompiledNetwork) -> dict[str, float]:
+        report = energy_report(compiled.config, program_events(compiled), load_table(None),
+                               layers=network_layers(compiled))
+        outputs = {e["name"]: e["output"] for e in compiled.layers}
+        costs: dict[str, float] = {}
+        for layer in report["layers"]:
+            costs[outputs[layer["name"]]] = costs.get(outputs[layer["name"]], 0.0) + float(layer["energy_uj"])
+        return costs
+    return model
+
+
+def _energy() -> LayerCost | None:
+    return _energy_model if _energy_model is not None else sw_energy_model()
+
+
 def check_available(metric: str) -> None:
-    """Refuse a metric whose cost model is missing (today: energy-uj until an energy model is plugged in)."""
-    if metric == "energy-uj" and _energy_model is None:
+    """Refuse a metric whose cost model is missing (energy-uj without an energy model)."""
+    if metric == "energy-uj" and _energy() is None:
         raise MixedError("--budget energy-uj= needs an energy model, and this build has none yet (issue 13 item 4 "
                          "adds it); budget cycles= or weight-bits= instead")
 
 
 def energy_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
-    """Energy per engine layer (µJ per inference) from the plugged-in energy model."""
+    """Energy per engine layer (µJ per inference): the plugged-in model, else ``sw.energy``'s where it exists."""
     check_available("energy-uj")
-    return _energy_model(compiled)
+    return _energy()(compiled)
 
 
 #: Budget metric (as the command line spells it) -> its layer cost.

@@ -7,7 +7,7 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
 from sw.compiler.network import compile_network
 from sw.frontend.onnx_import import load_onnx
-from sw.mixed import Choice, MixedError, set_energy_model
+from sw.mixed import Choice, MixedError, costs, set_energy_model
 from sw.mixed.costs import (COSTS, cost_table, cycles_per_layer, energy_per_layer, engine_config,
                             weight_bits_per_layer)
 from sw.mixed.units import decision_units, layer_formats, tensor_units
@@ -57,8 +57,9 @@ def test_weight_bits_refuse_codes_outside_the_claimed_format(net):
         weight_bits_per_layer(compiled)
 
 
-def test_energy_needs_a_model_and_uses_the_one_plugged_in(net):
+def test_energy_needs_a_model_and_uses_the_one_plugged_in(net, monkeypatch):
     compiled = _compiled(net, AcceleratorConfig(rows=16, cols=16))
+    monkeypatch.setattr(costs, "sw_energy_model", lambda: None)        # as on a build without sw.energy
     with pytest.raises(MixedError, match="energy-uj= needs an energy model"):
         energy_per_layer(compiled)
     try:
@@ -68,6 +69,15 @@ def test_energy_needs_a_model_and_uses_the_one_plugged_in(net):
         assert table.table[:, 0].sum() == table.uniform[0] and table.fixed == 0
     finally:
         set_energy_model(None)
+
+
+def test_sw_energy_layers_add_up_to_its_inference_energy(net):
+    energy = pytest.importorskip("sw.energy")
+    compiled = _compiled(net, AcceleratorConfig(rows=16, cols=16))
+    per_layer = costs.sw_energy_model()(compiled)
+    report = energy.energy_report(compiled.config, energy.program_events(compiled), energy.load_table(None))
+    assert set(per_layer) == {e["output"] for e in compiled.layers}
+    assert sum(per_layer.values()) == pytest.approx(report["dynamic_uj"], rel=1e-4)
 
 
 def test_cost_table_charges_each_unit_its_layers_in_each_program(net):
