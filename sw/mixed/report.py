@@ -33,18 +33,23 @@ def format_mixed(result: dict, menu: str, budget: str) -> str:
             lines.append("  ".join("-" * w for w in widths))
     p, m = result["predicted"], result["measured"]
     lines += ["", "figure" + " " * 40 + "predicted     measured"]
-    labels = {"cycles": "cycles (each layer on its format's engine)"}
+    labels = {"cycles": "cycles (each layer on its format's engine)",
+              "energy-uj": "energy-uj (each layer on its format's engine)"}
     for metric in metrics:
         lines.append(f"{labels.get(metric, metric):44s}  {_num(p[metric], metric):>9s}    "
                      f"{_num(m.get(metric), metric):>9s}")
     lines.append(f"{'output SQNR dB (calibration samples)':44s}  {_num(p['output_sqnr_db'], 'output_sqnr_db'):>9s}"
                  f"    {_num(m['output_sqnr_db'], 'output_sqnr_db'):>9s}")
     lines.append(f"{'cycles on this engine (emulator)':44s}  {'-':>9s}    {_num(m['cycles_on_this_engine']):>9s}")
+    if "energy_uj_on_this_engine" in m:
+        lines.append(f"{'energy-uj on this engine':44s}  {'-':>9s}    "
+                     f"{_num(m['energy_uj_on_this_engine'], 'energy-uj'):>9s}")
     if "accuracy" in m:
         lines.append(f"{'accuracy':44s}  {'-':>9s}    {100 * m['accuracy']:8.2f}%  ({m['images']} images, "
                      f"{m['golden_emulator_mismatches']} golden/emulator mismatches)")
     note = ("SQNR alone: the network output's SQNR with only that unit in that format; loss: the output error power "
             "it adds over all layers in the engine's format (the ILP minimises their sum). Predicted cycles: each "
             "layer's emulator-counted cycles on an engine of its own format, summed (what a multi-format engine would "
-            f"take); today's single {result['engine']} engine runs the mix in the cycles measured on it.")
+            f"take; energy likewise); today's single {result['engine']} engine runs the mix at the cycles (and energy) "
+            "measured on it.")
     return "\n".join(lines + [""] + textwrap.wrap(note, 116))

@@ -125,8 +125,8 @@ def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs
     measured = {"weight-bits": sum(weight_bits_per_layer(compiled).values()),
                 "cycles_on_this_engine": sum(cycles_per_layer(compiled).values()),
                 "output_sqnr_db": _db(plan.sensitivity.signal, noise)}
-    if "energy-uj" in plan.costs:
-        measured["energy-uj"] = sum(COSTS["energy-uj"](compiled).values())
+    if "energy-uj" in plan.costs:       # like cycles, the energy of the container engine that runs the mix today
+        measured["energy_uj_on_this_engine"] = sum(COSTS["energy-uj"](compiled).values())
     if inputs is not None:
         net = compiled.network
         codes = net.tensors[net.input].quantize(inputs)

@@ -26,7 +26,13 @@ def test_units_formats_and_figures_are_listed():
     assert next(line for line in lines if line.startswith("cycles (each")).split()[-2:] == ["150", "-"]
     assert next(line for line in lines if line.startswith("output SQNR")).split()[-2:] == ["20.50", "19.25"]
     assert next(line for line in lines if line.startswith("cycles on this engine")).split()[-1] == "180"
-    assert "accuracy" not in text.split("\n\n")[1]
+    assert "accuracy" not in text.split("\n\n")[1] and "energy" not in text.split("\n\n")[1]
+
+
+def test_energy_on_this_engine_is_shown_when_measured():
+    text = format_mixed(_result(energy_uj_on_this_engine=13.4912), "int4,int8", "cycles=150")
+    assert next(line for line in text.splitlines() if line.startswith("energy-uj on this engine")).split()[-1] == \
+        "13.49"
 
 
 def test_accuracy_is_shown_when_measured():
