@@ -5,7 +5,7 @@ Usage:
       [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
       [--first-last FMT] --out DIR
   python -m sw.compile MODEL.onnx --mixed FMT,FMT[,...] --budget cycles=N|weight-bits=N|energy-uj=X --rows R
-      --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--pe FMT] --out DIR
+      --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--costs-on per-format|engine] [--pe FMT] --out DIR
 
 A float model needs --calibrate: float32 samples shaped (N, *input_shape[1:]) in the model's layout and units.
 A QDQ or QONNX model brings its own scales. --first-last keeps the first and last weighted layers at FMT; the
@@ -20,7 +20,8 @@ config.json, network.json + network.npz (the quantized network, for the golden b
 integer linear program: the least output error (measured per layer and format on the calibration samples) within
 --budget, in cycles per inference (emulator-counted per layer), weight memory bits or energy (sw/mixed). It prints
 the chosen formats and the predicted and measured figures (accuracy too with --eval, a .npz of images and labels)
-into report.txt and mixed.json. The engine is --pe's, or else the menu's format that holds all the others' values.
+into report.txt and mixed.json. The engine is --pe's, or else the menu's format that holds all the others' values;
+--costs-on engine counts the costs on it (today's figures) instead of on an engine of each layer's format.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def _parser() -> Parser:
     p.add_argument("--budget", metavar="METRIC=N", help="budget of --mixed: cycles=N, weight-bits=N or energy-uj=X")
     p.add_argument("--eval", metavar="TEST_SET.npz", type=Path,
                    help="with --mixed: held-out 'images' and 'labels' to measure the chosen network's accuracy")
+    p.add_argument("--costs-on", choices=("per-format", "engine"),
+                   help="with --mixed: count each layer's costs on an engine of its format (per-format, the default) or "
+                        "on the engine that runs the mix (engine: today's figures)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
 
@@ -147,7 +151,7 @@ def _main(argv: list[str] | None) -> int:
     from sw.quantize import format_report
 
     args = _parser().parse_args(argv)
-    if args.mixed is not None or args.budget is not None or args.eval is not None:
+    if any(v is not None for v in (args.mixed, args.budget, args.eval, args.costs_on)):
         from sw.mixed.command import compile_mixed
         return compile_mixed(args)
     weights, acts = args.weights or args.pe, args.acts or args.pe

@@ -36,7 +36,8 @@ def load_test_set(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.nd
 
 def _check(args: argparse.Namespace) -> None:
     if args.mixed is None:
-        raise UsageError("--budget and --eval go with --mixed FMT,FMT (a format per layer chosen under the budget)")
+        raise UsageError("--budget, --eval and --costs-on go with --mixed FMT,FMT (a format per layer chosen under "
+                         "the budget)")
     if args.budget is None:
         raise UsageError("--mixed needs --budget METRIC=N (cycles=N, weight-bits=N or energy-uj=X)")
     if args.calibrate is None:
@@ -73,7 +74,7 @@ def compile_mixed(args: argparse.Namespace) -> int:
     test = None if args.eval is None else load_test_set(args.eval, net.input_shape)
     metrics = tuple(dict.fromkeys(("cycles", "weight-bits", metric)))
     plan = prepare(net, menu, config, samples, metrics=metrics, budget=(metric, budget), method=args.method,
-                   per_channel=args.per_channel)
+                   per_channel=args.per_channel, costs_on=args.costs_on or "per-format")
     picks = choose(plan, metric, budget)
     compiled = build(plan, picks)
     result = measure(plan, picks, compiled, *(test or (None, None)), progress=print)

@@ -120,7 +120,10 @@ COSTS: dict[str, LayerCost] = {"cycles": cycles_per_layer, "weight-bits": weight
 
 def engine_config(config: AcceleratorConfig, choice: Choice) -> AcceleratorConfig:
     """The user's engine geometry with ``choice``'s formats (accumulators sized for them)."""
-    return dataclasses.replace(config, weight_format=choice.weights, act_format=choice.acts, acc_bits=None)
+    # a multi-format build (a ``formats`` set, where the configuration has one) becomes a single-format one
+    single = {"formats": ()} if "formats" in {f.name for f in dataclasses.fields(config)} else {}
+    return dataclasses.replace(config, weight_format=choice.weights, act_format=choice.acts, acc_bits=None,
+                               **single)
 
 
 @dataclass

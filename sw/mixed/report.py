@@ -33,8 +33,8 @@ def format_mixed(result: dict, menu: str, budget: str) -> str:
             lines.append("  ".join("-" * w for w in widths))
     p, m = result["predicted"], result["measured"]
     lines += ["", "figure" + " " * 40 + "predicted     measured"]
-    labels = {"cycles": "cycles (each layer on its format's engine)",
-              "energy-uj": "energy-uj (each layer on its format's engine)"}
+    where = "on this engine" if result.get("costs_on") == "engine" else "each layer on its format's engine"
+    labels = {"cycles": f"cycles ({where})", "energy-uj": f"energy-uj ({where})"}
     for metric in metrics:
         lines.append(f"{labels.get(metric, metric):44s}  {_num(p[metric], metric):>9s}    "
                      f"{_num(m.get(metric), metric):>9s}")
@@ -47,9 +47,12 @@ def format_mixed(result: dict, menu: str, budget: str) -> str:
     if "accuracy" in m:
         lines.append(f"{'accuracy':44s}  {'-':>9s}    {100 * m['accuracy']:8.2f}%  ({m['images']} images, "
                      f"{m['golden_emulator_mismatches']} golden/emulator mismatches)")
+    costs = ("Costs were counted on this engine (--costs-on engine), so predicted and measured agree."
+             if result.get("costs_on") == "engine" else
+             "Predicted cycles: each layer's emulator-counted cycles on an engine of its own format, summed (what a "
+             "multi-format engine that packs narrow formats would take; energy likewise); today's "
+             f"{result['engine']} engine runs the mix at the cycles (and energy) measured on it (--costs-on engine "
+             "budgets those instead).")
     note = ("SQNR alone: the network output's SQNR with only that unit in that format; loss: the output error power "
-            "it adds over all layers in the engine's format (the ILP minimises their sum). Predicted cycles: each "
-            "layer's emulator-counted cycles on an engine of its own format, summed (what a multi-format engine would "
-            f"take; energy likewise); today's single {result['engine']} engine runs the mix at the cycles (and energy) "
-            "measured on it.")
+            "it adds over all layers in the engine's format (the ILP minimises their sum). " + costs)
     return "\n".join(lines + [""] + textwrap.wrap(note, 116))

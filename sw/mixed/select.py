@@ -25,7 +25,12 @@ from .menu import Choice
 from .sensitivity import Sensitivity, measure_sensitivity, output_noise
 from .units import Unit, decision_units, layer_formats, tensor_units
 
-__all__ = ["MixedPlan", "parse_budget", "prepare", "choose", "build", "measure"]
+__all__ = ["COSTS_ON", "MixedPlan", "parse_budget", "prepare", "choose", "build", "measure"]
+
+#: Where a layer's costs in a format are counted: ``per-format``, on an engine of that format (the user's geometry;
+#: what a multi-format engine that packs narrow formats would take), or ``engine``, on the engine that runs the mix
+#: (every layer in that format, emulated there: what today's engine takes, so counted and predicted agree).
+COSTS_ON = ("per-format", "engine")
 
 
 @dataclass
@@ -37,10 +42,11 @@ class MixedPlan:
     units: list[Unit]
     sensitivity: Sensitivity
     costs: dict[str, CostTable]
-    uniform: list[CompiledNetwork]     # each menu entry's uniform program, on an engine of that entry's formats
+    uniform: list[CompiledNetwork]     # each menu entry's uniform program (see COSTS_ON)
     samples: np.ndarray
     method: str
     per_channel: bool
+    costs_on: str = "per-format"
 
     @property
     def engine(self) -> tuple[str, str]:
@@ -76,10 +82,14 @@ def _compile(net: FloatNetwork, config: AcceleratorConfig, samples, method: str,
 
 def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, samples: np.ndarray, *,
             metrics: tuple[str, ...] = ("cycles", "weight-bits"), budget: tuple[str, float] | None = None,
-            method: str = "mmse", per_channel: bool = True, progress: Callable[[str], None] = print) -> MixedPlan:
+            method: str = "mmse", per_channel: bool = True, costs_on: str = "per-format",
+            progress: Callable[[str], None] = print) -> MixedPlan:
     """Cost tables of the ``metrics`` and sensitivities of every unit in every entry of ``menu``; ``config`` is
     the engine that runs the mix (its formats must hold every entry's: see :func:`sw.mixed.menu.container`). A
-    ``budget`` (metric, value) is checked for feasibility before the sensitivities are measured."""
+    ``budget`` (metric, value) is checked for feasibility before the sensitivities are measured; ``costs_on``: one
+    of :data:`COSTS_ON`."""
+    if costs_on not in COSTS_ON:
+        raise MixedError(f"costs_on must be one of {', '.join(COSTS_ON)}, not {costs_on!r}")
     samples = np.asarray(samples, np.float64)
     units = decision_units(net)
     if not units:
@@ -88,8 +98,12 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
     progress(f"Mixed precision: {len(units)} units x {len(menu)} formats; costs from each format's program")
     uniform = []
     for k, choice in enumerate(menu, 1):
-        uniform.append(_compile(net, engine_config(config, choice), samples, method, per_channel))
-        progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name}")
+        if costs_on == "engine":
+            every = layer_formats(units, dict.fromkeys(range(len(units)), choice), engine)
+            uniform.append(_compile(net, config, samples, method, per_channel, every))
+        else:
+            uniform.append(_compile(net, engine_config(config, choice), samples, method, per_channel))
+        progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name} ({costs_on})")
     where = tensor_units(net, units)
     costs = {m: cost_table(m, uniform, where, len(units)) for m in metrics}
     if budget is not None:
@@ -97,7 +111,7 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
     progress(f"  sensitivities on {len(samples)} calibration samples")
     sens = measure_sensitivity(net, units, menu, engine, config.acc_bits, samples, method=method,
                                per_channel=per_channel, progress=progress)
-    return MixedPlan(net, config, menu, units, sens, costs, uniform, samples, method, per_channel)
+    return MixedPlan(net, config, menu, units, sens, costs, uniform, samples, method, per_channel, costs_on)
 
 
 def choose(plan: MixedPlan, metric: str, budget: float) -> list[int]:
@@ -127,6 +141,10 @@ def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs
                 "output_sqnr_db": _db(plan.sensitivity.signal, noise)}
     if "energy-uj" in plan.costs:       # like cycles, the energy of the container engine that runs the mix today
         measured["energy_uj_on_this_engine"] = sum(COSTS["energy-uj"](compiled).values())
+    if plan.costs_on == "engine":       # the costs were counted on this engine: the same figures, measured
+        measured["cycles"] = measured["cycles_on_this_engine"]
+        if "energy_uj_on_this_engine" in measured:
+            measured["energy-uj"] = measured["energy_uj_on_this_engine"]
     if inputs is not None:
         net = compiled.network
         codes = net.tensors[net.input].quantize(inputs)
@@ -139,7 +157,7 @@ def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs
             logits = net.tensors[net.output].dequantize(emulated.codes).reshape(len(codes), -1)
             measured["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
             measured["images"] = len(codes)
-    return {"engine": "/".join(plan.engine),
+    return {"engine": "/".join(plan.engine), "costs_on": plan.costs_on,
             "choice": {u.name: plan.menu[k].name for u, k in zip(plan.units, picks)},
             "units": [{"layers": list(u.layers), "format": plan.menu[k].name,
                        "loss": float(plan.sensitivity.loss[u_i, k]),

@@ -60,6 +60,22 @@ def test_cycle_budget_is_met_per_layer(plan):
     assert plan.sensitivity.predicted_sqnr_db(looser) >= plan.sensitivity.predicted_sqnr_db(picks)
 
 
+def test_costs_on_the_engine_are_what_it_counts():
+    # On today's single int8 engine every format costs int8's cycles: a cycles budget then buys accuracy only, and
+    # the counted cycles of the chosen network are the predicted ones.
+    net = load_onnx(DIGITS / "digits_cnn.onnx")
+    on = prepare(net, parse_menu("int4,int8"), AcceleratorConfig(rows=32, cols=32),
+                 np.load(DIGITS / "calibration.npy")[:16], costs_on="engine", progress=lambda line: None)
+    cycles = on.costs["cycles"]
+    assert cycles.uniform[0] == cycles.uniform[1]
+    picks = choose(on, "cycles", cycles.uniform[1])
+    result = measure(on, picks, build(on, picks))
+    assert result["measured"]["cycles"] == result["predicted"]["cycles"] == cycles.uniform[1]
+    assert result["measured"]["weight-bits"] == result["predicted"]["weight-bits"]
+    with pytest.raises(MixedError, match="costs_on must be one of per-format, engine"):
+        prepare(net, on.menu, on.config, on.samples, costs_on="nowhere")
+
+
 def test_budgets_are_parsed_and_checked(monkeypatch):
     assert parse_budget("cycles=4000") == ("cycles", 4000.0)
     assert parse_budget("weight-bits=1e4") == ("weight-bits", 10000.0)
