@@ -39,6 +39,7 @@ from hw.spec.layout import output_line_bytes
 
 from . import state as ops
 from .checks import decode_checked
+from .events import Events, count_events
 from .memory import BatchedMemory
 from .order import analyse_tokens
 
@@ -113,6 +114,22 @@ def _decode(words: tuple[int, ...], config: AcceleratorConfig, dram_size: int, p
     return InOrderProgram(tuple(instructions), len(words) - 1, "")
 
 
+#: Events of the programs run lately: (id of the decoded program, configuration, lookup flag) -> (program, events).
+_EVENTS: dict = {}
+
+
+def program_events(program: InOrderProgram, config: AcceleratorConfig, lut: int) -> Events:
+    """The events of a decoded program (counted once per program, configuration and initial lookup flag: a
+    program decodes once however often it runs, see :func:`_decode`)."""
+    key = (id(program), config, lut)
+    cached = _EVENTS.get(key)
+    if cached is None or cached[0] is not program:
+        if len(_EVENTS) >= 64:
+            _EVENTS.clear()
+        cached = _EVENTS[key] = (program, count_events(config, list(program.instructions), lut=lut))
+    return cached[1]
+
+
 def run_in_order(s: ops.EngineState, program_addr: int = 0):
     """Run the program at ``program_addr`` in program order on ``s``; its :class:`~sw.emulator.machine.Status`
     (no cycles), or None if the program is not one whose timed run this reproduces (nothing has run then)."""
@@ -122,6 +139,7 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
     if program.refused:
         return None
     c = s.config
+    events = program_events(program, c, s.use_lut)
     macs = 0
     for kind, f in program.instructions:
         op = kind.opcode
@@ -132,4 +150,4 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
             _EFFECTS[op](s, f)
     samples = np.broadcast_to(s.saw_nonfinite, (s.batch,)).copy()
     return Status(done=True, pc=program.finish, cycles=None, instructions=len(program.instructions), macs=macs,
-                  nonfinite=bool(samples.any()), nonfinite_samples=samples)
+                  nonfinite=bool(samples.any()), nonfinite_samples=samples, events=events)
