@@ -97,7 +97,7 @@ def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
     int8 = ok["int8-4x4"]
     assert int8["images"] == 16 and int8["golden_emulator_mismatches"] == 0 and int8["accuracy"] > 0.8
     assert int8["cycles_per_inference"] == sum(int8["layer_cycles"]) and len(int8["layer_names"]) == 4
-    assert int8["energy_nj_per_inference"] is None and int8["synth_generic_nand2"] is None
+    assert int8["energy_nj_per_inference"] > 0 and int8["synth_generic_nand2"] is None
     assert int8["area_estimate_nand2"] > ok["int4-4x4"]["area_estimate_nand2"]
     assert int8["pareto_cycles"] is True and rows[1]["pareto_cycles"] is None
     with open(out / "results.csv") as f:
