@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import accumulator_bits, get_format
-from sw.emulator.events import Events
+from hw.spec.isa import decode
+from sw.emulator.events import Events, count_events
 
 from .model import energy_by_class, event_energies, mac_pj
 from .table import EnergyTable
 
-__all__ = ["energy_report", "energy_markdown", "network_layers"]
+__all__ = ["energy_report", "energy_markdown", "network_layers", "program_events"]
 
 _SRAM = ("act_sram", "weight_sram", "acc_sram", "param_sram", "lut_sram")
 
@@ -26,15 +27,24 @@ def network_layers(compiled) -> list[tuple[str, int, int]]:
     return [(e["name"], a, b) for e, a, b in zip(compiled.layers, starts, starts[1:])]
 
 
+def program_events(compiled) -> Events:
+    """The events of one inference of a compiled network, counted from its instruction words without running it:
+    what the emulator counts when it runs them (the events depend on the fields alone; the lookup flag carries
+    from one engine program to the next, as in the engine), a row per word."""
+    return count_events(compiled.config, [decode(word) for word in compiled.program.words], finish=False)
+
+
 def _uj(pj: float) -> float:
     return round(pj * 1e-6, 6)
 
 
 def energy_report(config: AcceleratorConfig, events: Events, table: EnergyTable, *, cycles: int | None = None,
-                  layers: list[tuple[str, int, int]] = (), fmax_mhz: float | None = None) -> dict:
+                  layers: list[tuple[str, int, int]] = (), fmax_mhz: float | None = None,
+                  cycles_source: str = "the emulator's cycle model") -> dict:
     """The report of one inference's ``events`` (rows = instructions) on ``config``; ``layers``: (name, start,
     stop) instruction spans; ``cycles``: the inference's cycles (for inferences/s and static energy);
-    ``fmax_mhz``: an achieved clock to use instead of the configuration's clock target."""
+    ``fmax_mhz``: an achieved clock to use instead of the configuration's clock target; ``cycles_source``: where
+    ``cycles`` come from."""
     clock, clock_source = ((fmax_mhz, "achieved fmax (given)") if fmax_mhz is not None
                            else (config.clock_mhz, "clock target of the configuration"))
     seconds = None if cycles is None else cycles / (clock * 1e6)
@@ -53,7 +63,8 @@ def energy_report(config: AcceleratorConfig, events: Events, table: EnergyTable,
     per_second = None if seconds is None else 1 / seconds
     report = {
         "energy_table": {"name": table.name, "path": table.path, "sources": dict(table.sources)},
-        "scope": ("dynamic energy of the events the emulator counted, times the table's energy per event"
+        "scope": ("dynamic energy of the counted events (MACs, buffer accesses, DRAM bytes, instructions), times the "
+                  "table's energy per event"
                   + (f", plus static power {table.static_power_mw:g} mW x time" if table.static_power_mw else
                      "; no static power (the table gives none)") + "; engine layers only, host layers excluded"),
         "energy_uj_per_inference": _uj(total),
@@ -66,6 +77,7 @@ def energy_report(config: AcceleratorConfig, events: Events, table: EnergyTable,
         "clock_mhz": clock,
         "clock_source": clock_source,
         "cycles_per_inference": cycles,
+        "cycles_source": None if cycles is None else cycles_source,
         "inferences_per_second": None if per_second is None else round(per_second, 3),
         "average_power_mw": None if per_second is None else round(total * 1e-9 * per_second, 3),
         "inferences_per_second_per_watt": round(1e12 / total, 3) if total else None,
@@ -88,7 +100,8 @@ def energy_markdown(report: dict) -> str:
     total = r["energy_uj_per_inference"]
     lines = [f"Energy per inference: **{_cell(total)} uJ** ({r['scope']}; table: {r['energy_table']['name']}).", ""]
     if r["inferences_per_second"] is not None:
-        lines += [f"{r['inferences_per_second']:,.1f} inferences/s at {r['clock_mhz']:g} MHz ({r['clock_source']}); "
+        lines += [f"{r['inferences_per_second']:,.1f} inferences/s at {r['clock_mhz']:g} MHz ({r['clock_source']}; "
+                  f"{r['cycles_per_inference']} cycles from {r['cycles_source']}); "
                   f"{r['average_power_mw']:.4g} mW on average; "
                   f"**{r['inferences_per_second_per_watt']:,.1f} inferences/s per watt**.", ""]
     lines += ["| where | uJ | share |", "|---|---|---|"]

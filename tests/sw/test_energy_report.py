@@ -10,7 +10,7 @@ import pytest
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import decode
 from sw.emulator.events import EVENTS, Events, count_events
-from sw.energy import energy_markdown, energy_report, network_layers
+from sw.energy import energy_markdown, energy_report, network_layers, program_events
 from sw.energy.table import parse_table
 
 CONFIG = AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8", act_buffer_depth=64,
@@ -67,7 +67,7 @@ def test_stable_keys():
     r = energy_report(CONFIG, _events([{"instructions": 1}]), _table())
     assert list(r) == ["energy_table", "scope", "energy_uj_per_inference", "dynamic_uj", "static_uj", "by_class_uj",
                        "events", "macs_by_formats", "energy_per_event_pj", "clock_mhz", "clock_source",
-                       "cycles_per_inference", "inferences_per_second", "average_power_mw",
+                       "cycles_per_inference", "cycles_source", "inferences_per_second", "average_power_mw",
                        "inferences_per_second_per_watt", "layers"]
     assert r["inferences_per_second"] is None and r["average_power_mw"] is None
 
@@ -101,6 +101,7 @@ def test_network_events_line_up_with_instructions(tmp_path):
     decoded = [decode(w) for w in words]
     static = Events.concatenate([count_events(config, decoded[a:a + n - 1]) for a, n in compiled.program.segments])
     np.testing.assert_array_equal(fast.events.counts, static.counts)
+    np.testing.assert_array_equal(fast.events.counts, program_events(compiled).counts)
     spans = network_layers(compiled)
     assert spans[0][1] == 0 and spans[-1][2] == len(words)
     assert all(a < b for _, a, b in spans)
