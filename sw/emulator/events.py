@@ -88,14 +88,12 @@ class Events:
     @staticmethod
     def concatenate(parts: list["Events"]) -> "Events":
         """The events of programs run one after the other, their rows in order."""
-        pairs: list = []
+        pairs = tuple(dict.fromkeys(q for p in parts for q in p.pairs))
+        counts, pair = [np.zeros((0, len(EVENTS)), np.int64)], [np.zeros(0, np.int64)]
         for p in parts:
-            pairs += [q for q in p.pairs if q not in pairs]
-        index = {q: i for i, q in enumerate(pairs)}
-        counts = np.concatenate([p.counts for p in parts]) if parts else np.zeros((0, len(EVENTS)), np.int64)
-        pair = np.concatenate([np.array([index[q] for q in p.pairs], dtype=np.int64)[p.pair] if len(p) else
-                               np.zeros(0, np.int64) for p in parts]) if parts else np.zeros(0, np.int64)
-        return Events(counts, tuple(pairs), pair)
+            counts.append(p.counts)
+            pair.append(np.array([pairs.index(q) for q in p.pairs], dtype=np.int64)[p.pair])
+        return Events(np.concatenate(counts), pairs, np.concatenate(pair))
 
 
 def _fields(instructions: list, rows: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -105,8 +103,8 @@ def _fields(instructions: list, rows: np.ndarray, names: tuple[str, ...]) -> dic
 
 def count_events(config: AcceleratorConfig, instructions: list[tuple[Kind, dict]], *, finish: bool = True,
                  lut: int = 0) -> Events:
-    """Events of ``instructions`` (decoded, program order, FINISH not among them) on ``config``: a row each, plus
-    one for FINISH if ``finish``. ``lut`` is the lookup flag of the post-processing before the first SETPP (the
+    """Events of ``instructions`` (decoded, program order) on ``config``: a row each, plus one for the FINISH that
+    ends them if ``finish`` (a FINISH among them counts its fetch only). ``lut`` is the lookup flag of the post-processing before the first SETPP (the
     engine keeps it from the program run before)."""
     c = config
     n = len(instructions)
