@@ -152,3 +152,37 @@ def test_a_compiled_network_against_the_memory_it_moved(monkeypatch):
             assert total["dram_read_bytes"] == moved["read"] > 0
         assert total["macs"] == status.macs
         assert total["instructions"] == len(compiled.program.words)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("shape, formats, dma_bits", [
+    ((2, 4), ("int4", "int8"), 32), ((4, 4), ("minifloat6", "minifloat6"), 64), ((8, 8), ("fp8_e4m3", "fp8_e4m3"), 128),
+    ((1, 1), ("int8", "int8"), 8)])
+def test_random_programs(shape, formats, dma_bits, seed, monkeypatch):
+    """Random race-free programs of sim.programs: the same events in the functional and the timed run, MACs equal
+    to the independent reference's count, DRAM bytes written equal to what the memory model was asked to write."""
+    from sim.programs import random_program
+    from sw.emulator.memory import BatchedMemory
+
+    config = AcceleratorConfig(rows=shape[0], cols=shape[1], weight_format=formats[0], act_format=formats[1],
+                               act_buffer_depth=256, weight_buffer_depth=256, acc_buffer_depth=128,
+                               param_buffer_depth=16, dma_bits=dma_bits)
+    program = random_program(config, np.random.default_rng([seed, shape[1], dma_bits]))
+    written = []
+    write_rows = BatchedMemory.write_rows
+
+    def counting(self, addr, stride, data):
+        written.append(data.shape[1] * data.shape[2])
+        return write_rows(self, addr, stride, data)
+
+    monkeypatch.setattr(BatchedMemory, "write_rows", counting)
+    runs = []
+    for timed in (False, True):
+        written.clear()
+        status = Emulator(config, program.dram).run(program.program_addr, timed=timed, max_cycles=2_000_000)
+        assert status.done and status.error == 0
+        assert status.events.total()["macs"] == program.expected_macs
+        assert status.events.total()["dram_write_bytes"] == sum(written)
+        assert len(status.events) == len(program.words)
+        runs.append(status.events.counts)
+    np.testing.assert_array_equal(*runs)
