@@ -231,14 +231,18 @@ def _breakdown_markdown(report: dict) -> list[str]:
     return lines
 
 
-def _network(config_file: Path, result_file: Path, energy_table: Path | None = None) -> dict:
-    """Accuracy, cycles and energy of the bundled CNN on this configuration, from ``python -m sw.evaluate``.
+def _network(config_file: Path, result_file: Path, energy_table: Path | None = None,
+             fmax: tuple[str, float] | None = None) -> dict:
+    """Accuracy, cycles and energy of the bundled CNN on this configuration, from ``python -m sw.evaluate``;
+    ``fmax``: (device, achieved fmax) for its inferences/s, instead of the clock target.
 
     A separate process: the hardware package never imports the software stack (dependencies flow one way).
     """
     command = [sys.executable, "-m", "sw.evaluate", "--config", str(config_file), "--out", str(result_file)]
     if energy_table is not None:
         command += ["--energy-table", str(Path(energy_table).resolve())]
+    if fmax is not None:
+        command += ["--fmax-mhz", f"{fmax[1]:.3f}"]
     done = run_child(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in done.stdout.splitlines():
         _say(f"      {line}")
@@ -247,6 +251,8 @@ def _network(config_file: Path, result_file: Path, energy_table: Path | None = N
         return {"error": lines[-1] if lines else f"sw.evaluate exited with status {done.returncode}"}
     result = json.loads(result_file.read_text())
     result_file.unlink()
+    if fmax is not None and "energy" in result:
+        result["energy"]["clock_source"] = f"achieved fmax on {fmax[0]} (nextpnr)"
     return result
 
 
@@ -289,7 +295,8 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
     """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``.
 
     ``targets``: yosys area estimates (:data:`AREA_TARGETS`) and devices to place and route on (:data:`DEVICES`).
-    ``energy_table``: the energy table of the bundled CNN's energy per inference (default: sw.energy's).
+    ``energy_table``: the energy table of the bundled CNN's energy per inference (default: sw.energy's); its
+    inferences/s are at the first placed and routed device's fmax where there is one, else at the clock target.
     """
     from amaranth.back import verilog
 
@@ -329,7 +336,10 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
         if network:
             _say("[4/5] compiling the bundled CNN (models/digits) for this engine and running its 360 held-out "
                  "images on the emulator ...")
-            network_result = _network(scratch / "config.json", scratch / "network.json", energy_table)
+            achieved = [(name, d["fmax_mhz"]) for name, d in fpga.items()
+                        if d.get("fits") and (d["fmax_mhz"] or 0) >= 1]
+            network_result = _network(scratch / "config.json", scratch / "network.json", energy_table,
+                                      achieved[0] if achieved else None)
         else:
             _say("[4/5] bundled CNN skipped (--no-network)")
         cycles = (network_result or {}).get("cycles_per_inference")

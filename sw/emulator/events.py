@@ -104,8 +104,8 @@ def _fields(instructions: list, rows: np.ndarray, names: tuple[str, ...]) -> dic
 def count_events(config: AcceleratorConfig, instructions: list[tuple[Kind, dict]], *, finish: bool = True,
                  lut: int = 0) -> Events:
     """Events of ``instructions`` (decoded, program order) on ``config``: a row each, plus one for the FINISH that
-    ends them if ``finish`` (a FINISH among them counts its fetch only). ``lut`` is the lookup flag of the post-processing before the first SETPP (the
-    engine keeps it from the program run before)."""
+    ends them if ``finish`` (a FINISH among them counts its fetch only). ``lut`` is the lookup flag of the
+    post-processing before the first SETPP (the engine keeps it from the program run before)."""
     c = config
     n = len(instructions)
     counts = np.zeros((n + finish, len(EVENTS)), dtype=np.int64)

@@ -9,8 +9,9 @@ proportional to the size measure from the nearest point):
 - a multiply-accumulate of a PE: the multiplier of the two significands (``Format.significand_bits``: an integer
   format's own width, a minifloat's sign and significand with its hidden bit) plus, for formats with an exponent,
   an adder of the two shifts, plus the aligned adder: the product, shifted into the exact fixed-point partial sum,
-  added at the partial sum's width (exact for a column of ``rows`` products: ``config.psum_bits``). Minifloat PEs here neither normalise nor round (the
-  products are exact), so they cost what an integer datapath of the same widths costs, not an IEEE unit;
+  added at the partial sum's width (exact for a column of ``rows`` products: ``config.psum_bits``). Minifloat PEs
+  here neither normalise nor round (the products are exact), so they cost what an integer datapath of the same
+  widths costs, not an IEEE unit;
 - an SRAM access: its bits times the 64-bit read energy per bit of an SRAM of the buffer's capacity, interpolated
   between the table's capacities on a log-log scale and beyond them as the square root of the capacity (Horowitz's
   8 KB -> 32 KB step doubles the energy for four times the bits); a write costs ``sram_write_over_read`` times a

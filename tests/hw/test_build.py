@@ -151,3 +151,16 @@ def test_network_that_cannot_map_is_reported_not_fatal(tmp_path):
     assert main(["--pe", "int8", "--rows", "4", "--cols", "8", "--no-synth", "--out", str(out)]) == 0
     n = json.loads((out / "report.json").read_text())["network"]
     assert "square array" in n["error"]
+
+
+def test_network_energy_at_an_achieved_fmax(tmp_path):
+    """Where place and route gave an fmax, the bundled CNN's inferences/s are at it, and the report says so."""
+    from hw.build import _network
+    from hw.spec.config import AcceleratorConfig
+
+    config = tmp_path / "config.json"
+    config.write_text(AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8").to_json())
+    n = _network(config, tmp_path / "network.json", fmax=("ecp5-85f", 21.79))
+    e = n["energy"]
+    assert e["clock_mhz"] == 21.79 and e["clock_source"] == "achieved fmax on ecp5-85f (nextpnr)"
+    assert e["inferences_per_second"] == pytest.approx(21.79e6 / n["cycles_per_inference"], rel=1e-4)
