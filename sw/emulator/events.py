@@ -22,7 +22,9 @@ non-finite flag where a format has NaN or Inf; ``taps = kh * kw``, ``outs = out_
 - every instruction, FINISH included: one instruction fetched from external memory (``INSTRUCTION_BYTES``).
 
 These are logical accesses: a port idling with its enable high is not an event. Multiply-accumulates are kept per
-pair of (weight, activation) formats, so that a program whose layers run in different formats is costed per format.
+pair of (weight, activation) formats, so that a program whose layers run in different formats is costed per format:
+today every instruction runs in the configuration's pair; a format chosen by an instruction field would set
+:attr:`Events.pair` per instruction in :func:`count_events`, as the lookup flag of SETPP is followed here.
 """
 
 from __future__ import annotations
