@@ -78,19 +78,22 @@ def test_events_by_hand(timed):
     assert events.macs_by_formats() == {("int8", "int8"): 256}
 
 
-def test_lookup_flag_carries_over_from_the_program_before():
+@pytest.mark.parametrize("timed", [False, True])
+def test_lookup_flag_carries_over_from_the_program_before(timed):
     """The post-processing keeps its lookup flag between programs: a STORE before the program's first SETPP
-    reads the table if the last program left the flag on."""
-    program, expected = _program(CONFIG)
-    emulator = Emulator(CONFIG, bytes(program.dram[:program.dram_size]))
-    emulator.run(program.program_addr, timed=False)
-    assert emulator.state.use_lut == 1
-    again = emulator.run(program.program_addr, timed=False).events
-    assert again.total(9, 10)["lut_read_bits"] == 0                # the SETPP before it switched it off
-    timed = Emulator(CONFIG, bytes(program.dram[:program.dram_size]))
-    timed.state.use_lut = 1
-    status = timed.run(program.program_addr)
-    assert status.events.total(9, 10) == expected[9]               # SETPP at 8 comes first
+    reads the table if the program before left the flag on."""
+    b = ProgramBuilder(CONFIG, max_instructions=8)
+    data = b.region("data", size=4096).addr
+    b.emit("STORE", acc_addr=0, dram_addr=data, y_size=1, x_size=3)
+    b.emit("SETPP", clamp_lo=0x80, clamp_hi=0x7F)
+    b.emit("STORE", acc_addr=0, dram_addr=data, y_size=1, x_size=3)
+    b.emit("FINISH")
+    program = b.build()
+    for flag in (0, 1):
+        emulator = Emulator(CONFIG, bytes(program.dram[:program.dram_size]))
+        emulator.state.use_lut = flag
+        events = emulator.run(program.program_addr, timed=timed).events
+        assert [events.total(i, i + 1)["lut_read_bits"] for i in range(4)] == [flag * 3 * 4 * 32, 0, 0, 0]
 
 
 def test_accumulator_lines_carry_the_flag_of_formats_with_nan():
