@@ -108,6 +108,7 @@ def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
         assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.md").read_text()
     assert "## Failed points" in summary and "square array" in summary and "plots/accuracy_vs_cycles.png" in summary
+    assert f"| {int8['energy_nj_per_inference'] / 1e3:.4g} |" in summary
 
     # A second sweep into another folder that adds one shape runs only the new points' work: the others come
     # from the build and compile caches.
