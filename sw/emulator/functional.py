@@ -28,7 +28,7 @@ random programs of ``sim.programs``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -60,6 +60,15 @@ class InOrderProgram:
     finish: int
     #: Why program order may not stand in for the timed run ("" when it may).
     refused: str
+    #: Its events by the lookup flag it starts with (counted on first use; the program is cached by its words).
+    _events: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def events(self, config: AcceleratorConfig, lut: int) -> Events:
+        """What running it makes the engine do on ``config`` (the configuration it was decoded for), starting
+        with the post-processing's lookup flag ``lut``."""
+        if lut not in self._events:
+            self._events[lut] = count_events(config, list(self.instructions), lut=lut)
+        return self._events[lut]
 
 
 def _words(memory: BatchedMemory, program_addr: int) -> list[int] | None:
@@ -114,22 +123,6 @@ def _decode(words: tuple[int, ...], config: AcceleratorConfig, dram_size: int, p
     return InOrderProgram(tuple(instructions), len(words) - 1, "")
 
 
-#: Events of the programs run lately: (id of the decoded program, configuration, lookup flag) -> (program, events).
-_EVENTS: dict = {}
-
-
-def program_events(program: InOrderProgram, config: AcceleratorConfig, lut: int) -> Events:
-    """The events of a decoded program (counted once per program, configuration and initial lookup flag: a
-    program decodes once however often it runs, see :func:`_decode`)."""
-    key = (id(program), config, lut)
-    cached = _EVENTS.get(key)
-    if cached is None or cached[0] is not program:
-        if len(_EVENTS) >= 64:
-            _EVENTS.clear()
-        cached = _EVENTS[key] = (program, count_events(config, list(program.instructions), lut=lut))
-    return cached[1]
-
-
 def run_in_order(s: ops.EngineState, program_addr: int = 0):
     """Run the program at ``program_addr`` in program order on ``s``; its :class:`~sw.emulator.machine.Status`
     (no cycles), or None if the program is not one whose timed run this reproduces (nothing has run then)."""
@@ -139,7 +132,7 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
     if program.refused:
         return None
     c = s.config
-    events = program_events(program, c, s.use_lut)
+    events = program.events(c, s.use_lut)
     macs = 0
     for kind, f in program.instructions:
         op = kind.opcode
