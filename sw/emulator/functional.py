@@ -28,7 +28,7 @@ random programs of ``sim.programs``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +39,7 @@ from hw.spec.layout import output_line_bytes
 
 from . import state as ops
 from .checks import decode_checked
+from .events import Events, count_events
 from .memory import BatchedMemory
 from .order import analyse_tokens
 
@@ -59,6 +60,15 @@ class InOrderProgram:
     finish: int
     #: Why program order may not stand in for the timed run ("" when it may).
     refused: str
+    #: Its events by the lookup flag it starts with (counted on first use; the program is cached by its words).
+    _events: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def events(self, config: AcceleratorConfig, lut: int) -> Events:
+        """What running it makes the engine do on ``config`` (the configuration it was decoded for), starting
+        with the post-processing's lookup flag ``lut``."""
+        if lut not in self._events:
+            self._events[lut] = count_events(config, list(self.instructions), lut=lut)
+        return self._events[lut]
 
 
 def _words(memory: BatchedMemory, program_addr: int) -> list[int] | None:
@@ -122,6 +132,7 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
     if program.refused:
         return None
     c = s.config
+    events = program.events(c, s.use_lut)
     macs = 0
     for kind, f in program.instructions:
         op = kind.opcode
@@ -132,4 +143,4 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
             _EFFECTS[op](s, f)
     samples = np.broadcast_to(s.saw_nonfinite, (s.batch,)).copy()
     return Status(done=True, pc=program.finish, cycles=None, instructions=len(program.instructions), macs=macs,
-                  nonfinite=bool(samples.any()), nonfinite_samples=samples)
+                  nonfinite=bool(samples.any()), nonfinite_samples=samples, events=events)

@@ -26,6 +26,7 @@ from hw.spec.microarchitecture import COMMAND_QUEUE_DEPTH
 
 from . import state as ops
 from .checks import decode_checked
+from .events import Events, count_events
 from .functional import run_in_order
 from .memory import BatchedMemory
 from .timing import Timing
@@ -59,6 +60,9 @@ class Status:
     nonfinite_samples: np.ndarray | None = None
     #: Cycle at which each instruction's effects became visible, by instruction index (per-layer timing).
     ended: dict = field(default_factory=dict)
+    #: What the run made the engine do, a row per instruction (energy, see :mod:`sw.emulator.events`); None
+    #: when it stopped with an error.
+    events: Events | None = None
 
 
 @dataclass
@@ -131,6 +135,8 @@ class Emulator:
         next_dispatch = t.fetch
         finish_at = None           # FINISH dispatched: the earliest cycle it can complete
         halting = False
+        dispatched: list = []      # (kind, fields) in program order, for the events
+        lut = self.state.use_lut   # the lookup flag before this program's first SETPP
 
         def push(source: Queue, target: Queue, visible: int, index: int):
             nonlocal halting
@@ -213,6 +219,7 @@ class Emulator:
                 st.done, st.pc, st.cycles = True, pc, now
                 st.nonfinite_samples = np.broadcast_to(self.state.saw_nonfinite, (self.memory.batch,)).copy()
                 st.nonfinite = bool(st.nonfinite_samples.any())
+                st.events = count_events(self.config, dispatched, lut=lut)
                 return st
 
             # Dispatch.
@@ -229,6 +236,7 @@ class Emulator:
                     e = engines[kind.queue]
                     if len(e.pending) < t.queue_depth:
                         e.pending.append((now + t.dispatch_to_start, pc, kind, f))
+                        dispatched.append((kind, f))
                         st.instructions += 1
                         pc += 1
                         next_dispatch = now + t.fetch

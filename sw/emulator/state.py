@@ -36,7 +36,12 @@ __all__ = ["EngineState", "load", "compute_products", "compute_accumulate", "alu
 
 
 def _value_dtype(fmt: Format):
-    """The narrowest integer dtype that holds every fixed-point value of ``fmt`` (Python ints beyond int64)."""
+    """float32 when it holds every fixed-point value of ``fmt`` exactly (the products then run on BLAS straight
+    from the buffers, see :func:`_tap_products`), else the narrowest integer dtype that does (Python ints beyond
+    int64)."""
+    values = fixed_values(fmt)[0]
+    if values.dtype != object and np.array_equal(values.astype(np.float32).astype(np.int64), values):
+        return np.float32
     lo, hi = fmt.fixed_range
     for dtype in (np.int8, np.int16, np.int32, np.int64):
         if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
@@ -221,15 +226,18 @@ def compute_products(s: EngineState, f: dict) -> tuple:
     plan = compute_plan(c, f)
     w = s.weight[plan.weights]                                  # (kh*kw*rows, 1|B, cols)
     taps = f["kh"] * f["kw"]
-    rows = _selection(w.reshape(taps, c.rows, -1).any(axis=(0, 2)))
     columns = _selection(w.any(axis=(0, 1)))
-    windows = _windows(s.act, f)[..., rows]                      # (oh, ow, samples, kh, kw, rows used)
-    w = w.reshape(taps, c.rows, w.shape[1], c.cols)[:, rows][..., columns]
-    samples = max(windows.shape[2], w.shape[2])
-    if w.size == 0:
-        value = np.zeros((plan.outputs, samples, w.shape[-1]), dtype=s.acc.dtype)
+    if _by_taps(s, f, w):
+        value = _tap_products(s, f, w[..., columns])
     else:
-        value = _product(s, windows, w.reshape(-1, *w.shape[2:]).transpose(1, 0, 2))
+        rows = _selection(w.reshape(taps, c.rows, -1).any(axis=(0, 2)))
+        windows = _windows(s.act, f)[..., rows]                  # (oh, ow, samples, kh, kw, rows used)
+        w = w.reshape(taps, c.rows, w.shape[1], c.cols)[:, rows][..., columns]
+        samples = max(windows.shape[2], w.shape[2])
+        if w.size == 0:
+            value = np.zeros((plan.outputs, samples, w.shape[-1]), dtype=s.acc.dtype)
+        else:
+            value = _product(s, windows, w.reshape(-1, *w.shape[2:]).transpose(1, 0, 2))
     nonfinite = None
     if s.act_ok is not None:
         nonfinite = ~_windows(s.act_ok, f).all(axis=(3, 4, 5)).reshape(plan.outputs, -1, 1)
@@ -266,6 +274,50 @@ def _product(s: EngineState, windows: np.ndarray, w: np.ndarray) -> np.ndarray:
     if w.shape[0] == 1:
         return matmul_exact(a.reshape(-1, k), w[0], a_max, w_max).reshape(outputs, samples, -1)
     return matmul_exact(a.transpose(1, 0, 2), w, a_max, w_max).transpose(1, 0, 2)
+
+
+#: Shortest matrix (activation vectors per GEMM) for which one GEMM per kernel tap beats copying the windows.
+_TAP_GEMM_ROWS = 64
+
+
+def _by_taps(s: EngineState, f: dict, w: np.ndarray) -> bool:
+    """Whether :func:`_tap_products` computes this COMPUTE exactly and faster than a copy of its windows: float32
+    buffers, weights shared by the batch, every partial sum below 2**24, and GEMMs of enough vectors."""
+    c, samples = s.config, s.act.shape[1]
+    if s.act.dtype != np.float32 or s.weight.dtype != np.float32 or w.shape[1] != 1:
+        return False
+    bound = f["kh"] * f["kw"] * c.rows * fixed_values(c.acts)[2] * fixed_values(c.weights)[2]
+    vectors = f["out_w"] * samples if f["stride"] == 1 else samples
+    return bound < FLOAT32_EXACT and vectors >= _TAP_GEMM_ROWS
+
+
+def _tap_products(s: EngineState, f: dict, w: np.ndarray) -> np.ndarray:
+    """The exact sums of a COMPUTE's products as one GEMM per kernel tap, read in place from the float32
+    activation buffer: (out_h * out_w, samples, N) in the accumulators' dtype. ``w``: (kh*kw*rows, 1, N).
+
+    A tap's activation vectors for one output row are ``out_w`` lines ``stride`` apart; at stride 1 they and the
+    samples of each line are one contiguous matrix (the buffer is C-contiguous), so BLAS reads them where they are.
+    Every partial sum is an integer below 2**24 (:func:`_by_taps`), so float32 adds them exactly in any order."""
+    buffer = s.act
+    _, samples, rows = buffer.shape
+    line, sample, element = buffer.strides
+    oh, ow, kh, kw, pitch = f["out_h"], f["out_w"], f["kh"], f["kw"], f["act_pitch"]
+    step, dilation, n = f["stride"], f["dilation"], w.shape[-1]
+    if step == 1:
+        shape, strides = (oh, ow * samples, rows), (pitch * line, sample, element)
+    else:
+        shape, strides = (oh, ow, samples, rows), (step * pitch * line, step * line, sample, element)
+    out = workspace.work("taps", (*shape[:-1], n), np.float32)
+    part = workspace.work("tap", out.shape, np.float32)
+    w = w.reshape(kh * kw, rows, n)
+    for tap in range(kh * kw):
+        dy, dx = divmod(tap, kw)
+        offset = (f["act_addr"] + dilation * (dy * pitch + dx)) * line
+        vectors = workspace.strided(buffer, offset, shape, strides, writeable=False)
+        np.matmul(vectors, w[tap], out=out if tap == 0 else part)
+        if tap:
+            out += part
+    return out.reshape(oh * ow, samples, n).astype(s.acc.dtype)
 
 
 def _windows(buffer: np.ndarray, f: dict) -> np.ndarray:

@@ -45,6 +45,8 @@ _LIMB = 31
 #: 16 bits saturates there whatever zero point below ``_ZERO_POINT_LIMIT`` is added.
 _ROUND_LIMIT = 1 << 29
 _ZERO_POINT_LIMIT = 1 << 28
+#: Integers below this magnitude are exact in float64.
+_FLOAT64_EXACT = 1 << 53
 
 
 def round_half_even_shift(t: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -251,6 +253,10 @@ def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, mul
         return rescale_exact(acc, nonfinite, acc_exponent, _saturated_bias(bias, acc_bits), multiplier, shift,
                              fmt, zero_point, clamp_lo, clamp_hi)
     a64, big = fitted
+    if isinstance(fmt, IntFormat) and big is None and columns.bias_big is None:
+        codes = _int_codes_float64(a64, columns, nonfinite, fmt, int(zero_point), clamp_lo, clamp_hi)
+        if codes is not None:
+            return codes
     bound = (1 << (acc_bits - 1)) + max_abs(columns.bias) if wrapped and acc_bits and big is None else None
     t, k = _product(a64 + columns.bias, columns, bound)
     clamps = (clamp_lo, clamp_hi)
@@ -269,6 +275,35 @@ def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, mul
     codes[big] = rescale_exact(full[0], np.broadcast_to(nonfinite, codes.shape)[big], acc_exponent, *full[1:],
                                fmt, zero_point, clamp_lo, clamp_hi)
     return codes
+
+
+def _int_codes_float64(a: np.ndarray, c: _Columns, nonfinite: np.ndarray, fmt: IntFormat, zero_point: int,
+                       clamp_lo: int | None, clamp_hi: int | None) -> np.ndarray | None:
+    """:func:`_int_codes` of ``(a + B) * M * 2**(acc_exponent - S)`` on float64, or None where that is not exact.
+
+    Exact when every ``|(a + B) * aligned| * 2**max(low, 0)`` is below 2**53: the sum, the product by the
+    aligned multiplier and the scaling by a power of two are then exact integers or dyadic rationals, and
+    ``np.rint`` rounds half to even, as the engine does. Half the memory passes of the int64 path."""
+    if c.aligned is None or c.low < -1000 or a.size == 0:
+        return None
+    bound = (max_abs(a) + max_abs(c.bias)) * c.aligned_max << max(c.low, 0)
+    if bound >= _FLOAT64_EXACT:
+        return None
+    y = np.add(a, c.bias, dtype=np.float64)
+    y *= c.aligned.astype(np.float64) * 2.0 ** c.low
+    np.rint(y, out=y)
+    y += zero_point
+    if nonfinite.any():
+        y = np.where(nonfinite, zero_point, y)
+    lo, hi, lo_v, hi_v = _int_bounds(fmt, clamp_lo, clamp_hi)
+    if lo_v <= hi_v:                                  # both bounds lie in the format's range
+        np.clip(y, lo_v, hi_v, out=y)
+    else:
+        np.clip(y, lo, hi, out=y)
+        y = np.where(y >= hi_v, hi_v, np.where(y <= lo_v, lo_v, y))
+    if fmt.bits in (8, 16):                           # two's complement in the same width: the code
+        return y.astype(f"{'i' if fmt.signed else 'u'}{fmt.bits // 8}").view(_code_dtype(fmt))
+    return (y.astype(np.int64) & ((1 << fmt.bits) - 1)).astype(_code_dtype(fmt))
 
 
 def _int_codes(t: np.ndarray, k: np.ndarray, nonfinite: np.ndarray, fmt: IntFormat, zero_point: int,

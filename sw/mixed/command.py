@@ -11,6 +11,7 @@ import numpy as np
 from hw.spec.cli import UsageError, check_out_folder, write_folder
 from hw.spec.config import AcceleratorConfig, ConfigError
 
+from .costs import set_energy_model, sw_energy_model
 from .menu import container, parse_menu
 from .report import format_mixed
 from .select import build, choose, measure, parse_budget, prepare
@@ -68,6 +69,8 @@ def compile_mixed(args: argparse.Namespace) -> int:
                                    weight_format=w, act_format=a, max_reduction=args.max_reduction)
     except ConfigError as e:
         raise UsageError(str(e)) from None
+    if getattr(args, "energy_table", None) is not None:
+        _use_energy_table(args.energy_table)
     out = check_out_folder(args.out, "manifest.json")
     net = load_onnx(args.model, engine_only=args.engine_only)
     samples = load_array(args.calibrate, "--calibrate", net.input_shape)
@@ -90,6 +93,16 @@ def compile_mixed(args: argparse.Namespace) -> int:
     write_folder(out, write)
     print(f"Wrote {out}: program.bin, program.asm, manifest.json, network.json/.npz, report.txt, mixed.json")
     return 0
+
+
+def _use_energy_table(path: Path) -> None:
+    """Energy budgets and figures from ``sw.energy`` with the table in ``path`` (--energy-table)."""
+    from sw.energy import EnergyTableError, load_table
+    try:
+        table = load_table(path)
+    except EnergyTableError as e:
+        raise UsageError(f"--energy-table {e}") from None
+    set_energy_model(sw_energy_model(table))
 
 
 def _tables(plan) -> dict:

@@ -77,17 +77,17 @@ def weight_bits_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
     return costs
 
 
-def sw_energy_model() -> LayerCost | None:
-    """The energy model of ``sw.energy`` (issue 13 item 4: counted events times its default per-event table) as a
-    layer cost, where this build has that package; None where it has not."""
+def sw_energy_model(table=None) -> LayerCost | None:
+    """The energy model of ``sw.energy`` (issue 13 item 4: counted events times a per-event table, its default one
+    unless ``table``, an ``EnergyTable``, is given) as a layer cost, where this build has that package; else None."""
     try:
         from sw.energy import energy_report, load_table, network_layers, program_events
     except ImportError:
         return None
+    table = load_table(None) if table is None else table
 
     def model(compiled: CompiledNetwork) -> dict[str, float]:
-        report = energy_report(compiled.config, program_events(compiled), load_table(None),
-                               layers=network_layers(compiled))
+        report = energy_report(compiled.config, program_events(compiled), table, layers=network_layers(compiled))
         outputs = {e["name"]: e["output"] for e in compiled.layers}
         costs: dict[str, float] = {}
         for layer in report["layers"]:

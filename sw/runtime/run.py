@@ -14,6 +14,7 @@ from hw.spec.isa import ErrorCode
 from sw.compiler.folder import FolderError
 from sw.compiler.network import CompiledNetwork
 from sw.emulator import Emulator
+from sw.emulator.events import Events
 from sw.golden.network import run_network
 from sw.ops import OPERATORS
 
@@ -47,6 +48,9 @@ class RunResult:
     #: Per sample, per engine layer: cycles from the end of the layer before to the end of this one (emulator with
     #: ``cycles=True``).
     layer_cycles: list[list[int]] = field(default_factory=list)
+    #: What one inference made the engine do (every sample runs the same instructions; emulator backend), a row
+    #: per instruction of the program (``sw.emulator.events``); None for the other backends.
+    events: Events | None = None
 
 
 def load_program(program: CompiledNetwork | str | Path, *, verify_digests: bool = True) -> CompiledNetwork:
@@ -119,7 +123,7 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress,
         emulator = Emulator(compiled.config, compiled.program.dram, batch=len(batch))
         emulator.memory.write(in_addr, compiled.tensor_bytes(net.input, batch))
         timed = cycles and timing is None
-        total, ended = 0, {}
+        total, ended, events = 0, {}, []
         for step in compiled.steps:
             if step["kind"] == "host":
                 emulator.memory.write(*host_layer(compiled, step["layer"],
@@ -130,11 +134,14 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress,
             if not status.done or status.error is not ErrorCode.NONE:
                 raise EngineFault(f"samples {at}..{at + len(batch) - 1}: the emulated engine stopped with "
                                   f"{ErrorCode(status.error).name} at instruction {first + status.pc}")
+            events.append(status.events)
             if status.cycles is not None:
                 ended.update({first + i: total + c for i, c in status.ended.items()})
                 total += status.cycles
         if timed:
             timing = total, _layer_cycles(compiled, ended)
+        if result.events is None:
+            result.events = Events.concatenate(events)
         result.codes[at:at + len(batch)] = _read(compiled, emulator, net.output)
         if keep:
             every = {name: _read(compiled, emulator, name) for name in compiled.materialized}

@@ -94,8 +94,18 @@ def test_out_replaces_an_earlier_build(tmp_path):
 def test_report_has_the_bundled_cnn(tmp_path):
     """The front door compiles models/digits for the engine it built and emulates the held-out images."""
     out = tmp_path / "net"
-    assert main(["--pe", "int8", "--rows", "8", "--no-synth", "--out", str(out)]) == 0
+    table = json.loads((Path(__file__).parents[2] / "sw" / "energy" / "horowitz_45nm.json").read_text())
+    table["static_power"] = {"value": 1, "unit": "mW", "source": "a test's leakage"}
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    assert main(["--pe", "int8", "--rows", "8", "--no-synth", "--out", str(out), "--energy-table",
+                 str(tmp_path / "table.json")]) == 0
     n = json.loads((out / "report.json").read_text())["network"]
+    e = n["energy"]
+    assert e["energy_table"]["path"] == str(tmp_path / "table.json") and e["static_uj"] > 0
+    assert e["energy_uj_per_inference"] == pytest.approx(e["dynamic_uj"] + e["static_uj"], abs=2e-6)
+    assert e["cycles_per_inference"] == n["cycles_per_inference"]
+    assert [layer["name"] for layer in e["layers"]] == [layer["name"] for layer in n["layers"]]
+    assert "| energy per inference (estimate) |" in (out / "report.md").read_text()
     assert n["images"] == 360 and n["golden_emulator_mismatches"] == 0
     assert n["accuracy"] > 0.95                       # float: 98.06 %
     assert n["cycles_per_inference"] == sum(layer["cycles"] for layer in n["layers"])
@@ -125,8 +135,32 @@ def test_report_has_the_area_breakdown(tmp_path):
     assert shares["fp8_e4m3"] > 2 * shares["int4"]
 
 
+def test_bad_energy_table_is_one_line_before_any_work(tmp_path, capsys):
+    (tmp_path / "table.json").write_text("[]")
+    out = tmp_path / "never"
+    assert main(["--pe", "int8", "--rows", "2", "--no-synth", "--out", str(out), "--energy-table",
+                 str(tmp_path / "table.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"python -m hw.build: error: --energy-table {tmp_path / 'table.json'}: an energy table is a JSON "
+                   f"object, not list"]
+    assert not out.exists()
+
+
 def test_network_that_cannot_map_is_reported_not_fatal(tmp_path):
     out = tmp_path / "rect"
     assert main(["--pe", "int8", "--rows", "4", "--cols", "8", "--no-synth", "--out", str(out)]) == 0
     n = json.loads((out / "report.json").read_text())["network"]
     assert "square array" in n["error"]
+
+
+def test_network_energy_at_an_achieved_fmax(tmp_path):
+    """Where place and route gave an fmax, the bundled CNN's inferences/s are at it, and the report says so."""
+    from hw.build import _network
+    from hw.spec.config import AcceleratorConfig
+
+    config = tmp_path / "config.json"
+    config.write_text(AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8").to_json())
+    n = _network(config, tmp_path / "network.json", fmax=("ecp5-85f", 21.79))
+    e = n["energy"]
+    assert e["clock_mhz"] == 21.79 and e["clock_source"] == "achieved fmax on ecp5-85f (nextpnr)"
+    assert e["inferences_per_second"] == pytest.approx(21.79e6 / n["cycles_per_inference"], rel=1e-4)

@@ -97,7 +97,7 @@ def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
     int8 = ok["int8-4x4"]
     assert int8["images"] == 16 and int8["golden_emulator_mismatches"] == 0 and int8["accuracy"] > 0.8
     assert int8["cycles_per_inference"] == sum(int8["layer_cycles"]) and len(int8["layer_names"]) == 4
-    assert int8["energy_nj_per_inference"] is None and int8["synth_generic_nand2"] is None
+    assert int8["energy_nj_per_inference"] > 0 and int8["synth_generic_nand2"] is None
     assert int8["area_estimate_nand2"] > ok["int4-4x4"]["area_estimate_nand2"]
     assert int8["pareto_cycles"] is True and rows[1]["pareto_cycles"] is None
     with open(out / "results.csv") as f:
@@ -108,6 +108,7 @@ def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
         assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.md").read_text()
     assert "## Failed points" in summary and "square array" in summary and "plots/accuracy_vs_cycles.png" in summary
+    assert f"| {int8['energy_nj_per_inference'] / 1e3:.4g} |" in summary
 
     # A second sweep into another folder that adds one shape runs only the new points' work: the others come
     # from the build and compile caches.

@@ -40,8 +40,25 @@ def compiled(tmp_path_factory):
 
 def test_compile_writes_the_whole_folder(compiled):
     assert {"program.bin", "program.asm", "manifest.json", "config.json", "network.json", "network.npz",
-            "report.txt"} <= {p.name for p in compiled.iterdir()}
+            "report.txt", "report.json", "report.md"} <= {p.name for p in compiled.iterdir()}
     assert "COMPUTE" in (compiled / "program.asm").read_text()
+
+
+def test_compile_reports_the_energy_the_emulator_counts(compiled):
+    """report.json's events, counted from the program's words, are the ones the emulator counts running it."""
+    import json
+
+    from sw.runtime import load_program, run_codes
+
+    energy = json.loads((compiled / "report.json").read_text())["energy"]
+    program = load_program(compiled)
+    x = np.load(DIGITS / "calibration.npy")[:2]
+    run = run_codes(program, program.network.tensors[program.network.input].quantize(x), "emulator")
+    assert energy["events"] == run.events.total() and energy["macs_by_formats"] == {"minifloat6 x minifloat6":
+                                                                                   run.events.total()["macs"]}
+    assert energy["cycles_source"] == "the compiler's cost-model estimate" and energy["energy_uj_per_inference"] > 0
+    assert [layer["name"] for layer in energy["layers"]] == [e["name"] for e in program.layers]
+    assert "inferences/s per watt" in (compiled / "report.md").read_text()
 
 
 def test_run_backends_give_the_same_outputs(compiled, samples, tmp_path):
@@ -85,6 +102,7 @@ def _wide_model(path):
     ("too_big", "layer 'wide_conv' cannot be mapped onto this engine: one output pixel (1 input channel blocks of "
                 "a 99-row window) does not fit the buffers"),
     ("first_last", "--first-last minifloat6 and int8 weights: neither format holds the other's values"),
+    ("energy_table", "/table.json: sram_write_over_read is missing (an object with value, unit and source)"),
 ])
 def test_compile_errors_are_one_line_with_status_2(case, message, samples, tmp_path):
     model, extra = DIGITS / "digits_cnn.onnx", ["--calibrate", DIGITS / "calibration.npy"]
@@ -110,6 +128,12 @@ def test_compile_errors_are_one_line_with_status_2(case, message, samples, tmp_p
         extra = ["--calibrate", tmp_path / "wide.npy"]
     elif case == "first_last":
         extra += ["--first-last", "minifloat6"]
+    elif case == "energy_table":
+        (tmp_path / "table.json").write_text('{"int_add": [{"bits": 8, "value": 1, "unit": "pJ", "source": "x"}], '
+                                             '"int_mult": [{"bits": 8, "value": 1, "unit": "pJ", "source": "x"}], '
+                                             '"sram_read_64b": [{"capacity_bytes": 8, "value": 1, "unit": "pJ", '
+                                             '"source": "x"}]}')
+        extra += ["--energy-table", tmp_path / "table.json"]
     out = tmp_path / "out"
     result = _cli("sw.compile", model, "--pe", pe, "--rows", "4", *extra, "--out", out)
     assert result.returncode == 2, result.stdout + result.stderr

@@ -83,3 +83,31 @@ def test_check_accepts_good_data_and_data_needs_a_model(config, capsys):
     assert "--calibrate needs --model" in capsys.readouterr().err
     assert main(["--config", str(config)]) == 2
     assert "required: --out" in capsys.readouterr().err
+
+
+def test_energy_table_and_fmax(config, tmp_path, capsys):
+    """Energy per inference with the default table, with --energy-table FILE (twice the DRAM energy: more
+    energy) and --fmax-mhz; a bad table is one line and status 2."""
+    from sw.energy import DEFAULT_TABLE
+
+    common = ["--config", str(config), "--images", "4"]
+    assert main([*common, "--out", str(tmp_path / "a.json")]) == 0
+    table = json.loads(DEFAULT_TABLE.read_text())
+    table["dram_64b"]["value"] *= 2
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    assert main([*common, "--energy-table", str(tmp_path / "table.json"), "--fmax-mhz", "40", "--out",
+                 str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text())["energy"] for n in "ab")
+    assert a["energy_table"]["path"] == str(DEFAULT_TABLE) and b["energy_table"]["path"] == str(tmp_path / "table.json")
+    assert b["by_class_uj"]["dram"] == pytest.approx(2 * a["by_class_uj"]["dram"], rel=1e-5)
+    assert b["energy_uj_per_inference"] > a["energy_uj_per_inference"]
+    assert a["clock_mhz"] == 100 and b["clock_mhz"] == 40 and b["clock_source"] == "achieved fmax (given)"
+    assert a["cycles_per_inference"] == b["cycles_per_inference"] > 0
+    assert "uJ per inference" in capsys.readouterr().out
+    table["dram_64b"]["unit"] = "kJ"
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    assert main([*common, "--energy-table", str(tmp_path / "table.json"), "--out", str(tmp_path / "c.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == (f"python -m sw.evaluate: error: --energy-table {tmp_path / 'table.json'}: "
+                                        f"dram_64b.unit must be one of fJ, pJ, nJ, not 'kJ'")
+    assert not (tmp_path / "c.json").exists()

@@ -552,3 +552,49 @@ def test_wrapped_accumulators_give_the_same_codes(name):
                       np.array(multiplier, dtype=object), np.array(shift, dtype=object), name, acc_bits=acc_bits,
                       wrapped=True)
         np.testing.assert_array_equal(got.astype(np.int64), want)
+
+
+# --- the float64 path ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def float64_path(monkeypatch):
+    """Count the rescales the float64 path computed (it returns None where it is not exact)."""
+    import importlib
+    pp = importlib.import_module("sw.golden.postprocess")
+    taken = []
+    original = pp._int_codes_float64
+
+    def spy(*args, **kwargs):
+        codes = original(*args, **kwargs)
+        taken.append(codes is not None)
+        return codes
+    monkeypatch.setattr(pp, "_int_codes_float64", spy)
+    return taken
+
+
+@pytest.mark.parametrize("name", list(INT_FORMATS))
+def test_float64_path_ties_either_side_of_its_bound(float64_path, name):
+    """Ties v = 3m/2 (a = m * 2**(S - 30), M = 3 * 2**29) and one accumulator unit either side, with |a * M| just
+    below 2**53 (S = 49: the float64 path) and just above (S = 51: the int64 path): both round half to even, as
+    the reference does."""
+    for s in (49, 51):
+        acc = [v for m in (5, 7, -5, -7, 1, -1) for v in near(m << (s - 30), 0, 1, -1)]
+        n = len(acc)
+        check([acc], [[False] * n], 0, [0] * n, [3 << 29] * n, [s] * n, name, zero_point=1 if name != "uint8" else 9)
+    assert float64_path == [True, False]
+
+
+def test_float64_path_random_cases(float64_path):
+    """Random cases whose products fit 53 bits, every integer format: the float64 path equals the reference."""
+    rng = random.Random("float64")
+    for name in INT_FORMATS:
+        lo, hi = int_range(name)
+        for _ in range(4):
+            acc, nonfinite, bias, multiplier, shift = random_case(rng, name, -6)
+            acc = [[v >> 40 for v in row] for row in acc]
+            bias = [b >> 50 for b in bias]
+            multiplier = [m >> 8 for m in multiplier]
+            shift = [rng.randint(28, 40) for _ in shift]      # aimed at the output range, one aligned exponent
+            zero_point = rng.choice([0, rng.randint(lo, hi)])
+            check(acc, nonfinite, -6, bias, multiplier, shift, name, zero_point, *random_clamp(rng, name))
+    assert sum(float64_path) >= len(INT_FORMATS) * 3

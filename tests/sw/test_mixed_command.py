@@ -58,3 +58,21 @@ def test_usage_errors_are_one_line(tmp_path, args, message):
     messages = message if isinstance(message, tuple) else (message,)
     assert any(m in result.stderr for m in messages) and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_energy_budget_uses_the_energy_table(tmp_path):
+    pytest.importorskip("sw.energy")
+    out = tmp_path / "energy"
+    table = ROOT / "sw" / "energy" / "horowitz_45nm.json"
+    result = _compile(*BASE, "--mixed", "int4,int8", "--budget", "energy-uj=1000", "--energy-table", table,
+                      "--out", out)
+    assert result.returncode == 0, result.stderr
+    mixed = json.loads((out / "mixed.json").read_text())
+    assert 0 < mixed["predicted"]["energy-uj"] <= 1000 and mixed["measured"]["energy_uj_on_this_engine"] > 0
+    assert set(mixed["choice"].values()) == {"int8"}          # a budget that allows everything: the least error
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    result = _compile(*BASE, "--mixed", "int4,int8", "--budget", "energy-uj=1000", "--energy-table", bad,
+                      "--out", tmp_path / "never")
+    assert result.returncode == 2 and "--energy-table" in result.stderr and "not valid JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
