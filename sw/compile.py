@@ -27,6 +27,7 @@ integer linear program: the least output error (measured per layer and format on
 the chosen formats and the predicted and measured figures (accuracy too with --eval, a .npz of images and labels)
 into report.txt and mixed.json. The engine is --pe's, or else the menu's format that holds all the others' values;
 --costs-on engine counts the costs on it (today's figures) instead of on an engine of each layer's format.
+Energy budgets (energy-uj=) use sw.energy's per-layer estimate with the --energy-table (or the default table).
 """
 
 from __future__ import annotations
