@@ -9,7 +9,8 @@ format, the same geometry) are the baselines: int8, int4, int2 and minifloat6 (a
 Cycles of a mixed choice are the sum of each layer's emulator-counted cycles on an engine of its format (what a
 multi-format engine would take; today's single engine runs the mix at its container format's cycles, also
 recorded); a uniform program's cycles are its own emulator count. Weight bits count each weight at the width of
-its layer's format (a packed store).
+its layer's format (a packed store). Energy per inference is sw.energy's estimate (counted events times its default
+table), per layer on its format's engine like the cycles.
 
 Usage: python bench/mixed_precision.py [--models models/digits,models/mnist] [--menu int2,int4,int8] [--rows 32]
        [--budgets 8] [--images N] [--uniform int8,int4,int2,minifloat6] [--name mixed_precision]
@@ -33,8 +34,8 @@ from hw.spec.config import AcceleratorConfig  # noqa: E402
 from hw.spec.outputs import atomic_file  # noqa: E402
 
 COLUMNS = [("model", "model"), ("kind", "kind"), ("budget", "budget"), ("formats", "formats per unit"),
-           ("cycles", "cycles"), ("weight_bits", "weight bits"), ("accuracy", "accuracy"),
-           ("sqnr_pred", "out SQNR dB pred."), ("sqnr", "out SQNR dB")]
+           ("cycles", "cycles"), ("weight_bits", "weight bits"), ("energy_uj", "energy uJ"),
+           ("accuracy", "accuracy"), ("sqnr_pred", "out SQNR dB pred."), ("sqnr", "out SQNR dB")]
 
 
 def _parser() -> Parser:
@@ -58,7 +59,9 @@ def _counted(compiled, x, y) -> dict:
     emulated = run_codes(compiled, codes, "emulator")
     golden = run_codes(compiled, codes, "golden")
     logits = net.tensors[net.output].dequantize(emulated.codes).reshape(len(x), -1)
+    from sw.mixed.costs import energy_per_layer
     return {"cycles": int(sum(cycles_per_layer(compiled).values())),
+            "energy_uj": round(sum(energy_per_layer(compiled).values()), 3),
             "weight_bits": int(sum(weight_bits_per_layer(compiled).values())),
             "accuracy": float((logits.argmax(axis=1) == y).mean()),
             "mismatches": int((golden.codes != emulated.codes).reshape(len(x), -1).any(axis=1).sum())}
@@ -94,7 +97,8 @@ def _sweep(plan, metric: str, count: int, x, y, seen: dict) -> list[dict]:
             seen[picks] = {"formats": ",".join(plan.menu[k].name for k in picks),
                            "cycles": int(plan.costs["cycles"].total(list(picks))),
                            "cycles_on_container_engine": int(result["measured"]["cycles_on_this_engine"]),
-                           **{k: v for k, v in _counted(compiled, x, y).items() if k != "cycles"},
+                           **{k: v for k, v in _counted(compiled, x, y).items() if k not in ("cycles", "energy_uj")},
+                           "energy_uj": round(plan.costs["energy-uj"].total(list(picks)), 3),
                            "sqnr_pred": round(result["predicted"]["output_sqnr_db"], 2),
                            "sqnr": round(result["measured"]["output_sqnr_db"], 2),
                            "predicted_weight_bits": int(result["predicted"]["weight-bits"])}
@@ -116,7 +120,7 @@ def _model(path: str, args) -> list[dict]:
     started = time.perf_counter()
     plan = prepare(load_onnx(folder.onnx), menu, AcceleratorConfig(rows=args.rows, cols=args.rows,
                                                                     weight_format=w, act_format=a),
-                   samples, progress=progress)
+                   samples, metrics=("cycles", "weight-bits", "energy-uj"), progress=progress)
     prepared = time.perf_counter() - started
     records = [_uniform(folder, fmt, args.rows, samples, x, y) for fmt in args.uniform.split(",")]
     seen: dict = {}

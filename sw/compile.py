@@ -81,8 +81,8 @@ def _parser() -> Parser:
     p.add_argument("--eval", metavar="TEST_SET.npz", type=Path,
                    help="with --mixed: held-out 'images' and 'labels' to measure the chosen network's accuracy")
     p.add_argument("--costs-on", choices=("per-format", "engine"),
-                   help="with --mixed: count each layer's costs on an engine of its format (per-format, the default) or "
-                        "on the engine that runs the mix (engine: today's figures)")
+                   help="with --mixed: count each layer's costs on an engine of its format (per-format, the "
+                        "default) or on the engine that runs the mix (engine: today's figures)")
     p.add_argument("--energy-table", metavar="FILE", type=Path,
                    help="energy per event (JSON, the form of sw/energy/horowitz_45nm.json, the default)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
