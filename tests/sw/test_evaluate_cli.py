@@ -83,3 +83,16 @@ def test_check_accepts_good_data_and_data_needs_a_model(config, capsys):
     assert "--calibrate needs --model" in capsys.readouterr().err
     assert main(["--config", str(config)]) == 2
     assert "required: --out" in capsys.readouterr().err
+
+
+def test_data_free_evaluation_on_an_int3_engine(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(AcceleratorConfig(rows=8, cols=8, weight_format="int3", act_format="int8").to_json())
+    assert main(["--config", str(config), "--data-free", "--images", "40", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["quantization"]["data_free"]["bias_correction"] is True
+    assert result["weights"] == "int3" and result["golden_emulator_mismatches"] == 0
+    assert result["accuracy"] > 0.8
+    assert main(["--config", str(config), "--data-free", "--model", str(MODEL), "--calibrate", str(CALIBRATION),
+                 "--check"]) == 2
+    assert "--data-free takes no --calibrate" in capsys.readouterr().err
