@@ -102,13 +102,20 @@ def test_ranges_come_from_the_statistics_and_the_input_range():
     np.testing.assert_allclose(ranges["a"], [0.0, 0.5 + 4 * 2.0])                         # ReLU: never below 0
     np.testing.assert_allclose(ranges["b"], [-0.1 - 4 * 1.5, -0.1 + 4 * 1.5])
     np.testing.assert_allclose(ranges["f"], ranges["b"])
-    # The linear layer has no statistics: mean and spread from its input's, checked by sampling that input.
+    # The linear layer has no statistics: its mean from its input's (checked by sampling that input), its spread
+    # the largest any correlation of the inputs gives: above independent inputs', reached by inputs that move
+    # together (each with the sign of its weight).
     rng = np.random.default_rng(3)
-    mu, sd = stats["b"].mean, stats["b"].std
-    f = rng.normal(np.repeat(mu, 16), np.repeat(sd, 16), size=(200000, 48))       # independent features
-    y = f @ net.layers[3].weight.T + net.layers[3].bias
+    mu, sd = np.repeat(stats["b"].mean, 16), np.repeat(stats["b"].std, 16)
+    w, b = net.layers[3].weight, net.layers[3].bias
+    y = rng.normal(mu, sd, size=(200000, 48)) @ w.T + b                            # independent features
     np.testing.assert_allclose(stats["out"].mean, y.mean(axis=0), atol=5 * y.std(axis=0).max() / np.sqrt(len(y)))
-    np.testing.assert_allclose(stats["out"].std, y.std(axis=0), rtol=0.01)
+    assert np.all(stats["out"].std > 1.5 * y.std(axis=0))
+    z = rng.normal(size=(200000, 1))
+    for c in range(w.shape[0]):
+        together = (mu + np.sign(w[c]) * sd * z) @ w[c] + b[c]
+        np.testing.assert_allclose(stats["out"].std[c], together.std(), rtol=0.01)
+        np.testing.assert_allclose(stats["out"].mean[c], together.mean(), atol=5 * together.std() / np.sqrt(len(z)))
 
 
 def test_quantize_network_data_free_options():
