@@ -60,7 +60,8 @@ def _parser() -> Parser:
                    help="two low-bit weight tensors for layers that quantize badly")
     p.add_argument("--first-last", metavar="FMT", help="format of the first and last weighted layers")
     p.add_argument("--data-free", action="store_true",
-                   help="no calibration: ranges from BatchNormalization statistics, per-channel weights, bias correction")
+                   help="no calibration: ranges from BatchNormalization statistics, per-channel weights, "
+                        "bias correction")
     p.add_argument("--input-range", metavar="LO,HI", type=parse_input_range,
                    help="with --data-free: the range of the model's input values (default 0,1)")
     p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
@@ -187,9 +188,9 @@ def _main(argv: list[str] | None) -> int:
         shape = load_onnx(args.model, engine_only=args.engine_only).input_shape
         samples = load_array(args.calibrate, "--calibrate", shape)
     method = args.method or ("mmse" if data_free else "minmax")
-    compiled = compile_model(args.model, config, samples, method=method, per_channel=args.per_channel or bool(data_free),
-                             multi_tensor=args.multi_tensor, formats=formats, engine_only=args.engine_only,
-                             data_free=data_free)
+    compiled = compile_model(args.model, config, samples, method=method,
+                             per_channel=args.per_channel or bool(data_free), multi_tensor=args.multi_tensor,
+                             formats=formats, engine_only=args.engine_only, data_free=data_free)
     report = format_report(compiled.network)
     print(report)
     print(_plan_table(compiled))

@@ -92,7 +92,8 @@ def clipped_normal_moments(mean, std, lo, hi) -> tuple[np.ndarray, np.ndarray]:
 
     With ``a = (lo - mean) / std``, ``b = (hi - mean) / std`` and ``P = Phi(b) - Phi(a)``:
     ``E = lo Phi(a) + hi (1 - Phi(b)) + mean P + std (phi(a) - phi(b))`` and
-    ``E[clip^2] = lo^2 Phi(a) + hi^2 (1 - Phi(b)) + (mean^2 + std^2) P + std ((mean + lo) phi(a) - (mean + hi) phi(b))``.
+    ``E[clip^2] = lo^2 Phi(a) + hi^2 (1 - Phi(b)) + (mean^2 + std^2) P
+    + std ((mean + lo) phi(a) - (mean + hi) phi(b))``.
     A ReLU (``lo = 0``, ``hi = inf``) gives DFQ's ``mean Phi(mean/std) + std phi(mean/std)``.
     """
     mean, std, lo, hi = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (mean, std, lo, hi)))
