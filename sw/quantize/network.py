@@ -482,7 +482,8 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
                 layer, net, weight, grid, method, per_channel, multi_tensor, multi_tensor_sqnr_db, max_tensors)
             if stats and data_free.bias_correction:
                 from .data_free import correct_bias, expected_input
-                layer = correct_bias(layer, weights[layer.name], expected_input(layer, stats))
+                mean_in = expected_input(layer, stats)
+                layer = layer if mean_in is None else correct_bias(layer, weights[layer.name], mean_in)
         layers.append(_quant_layer(layer, net, shapes, enc, grids, act, weight, acc_bits,
                                    weights.get(layer.name), pre.get(layer.output)))
     qnet = QuantizedNetwork(act.name, weight.name, acc_bits, net.input, net.output,
