@@ -13,6 +13,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from hw.spec.config import AcceleratorConfig
+from hw.spec.formats import get_format
 from sw.compiler.network import compile_network
 from sw.frontend.onnx_import import load_onnx
 from sw.ir import FloatLayer, FloatNetwork
@@ -152,12 +153,20 @@ def test_qdq_model_refused():
                          data_free=DataFree())
 
 
-@pytest.mark.parametrize("weights", ["int3", "int4"])
-def test_compiled_data_free_network_golden_equals_emulator(weights):
+@pytest.mark.parametrize("engine,weights", [("int3", "int3"), ("int4", "int4"), ("int8", "int3")],
+                         ids=["int3-engine", "int4-engine", "int3-on-int8-engine"])
+def test_compiled_data_free_network_golden_equals_emulator(engine, weights):
     net = load_onnx(DIGITS / "digits_cnn.onnx")
-    config = AcceleratorConfig(rows=8, cols=8, weight_format=weights, act_format="int8")
-    qnet = quantize_network(net, act_format="int8", weight_format=weights, acc_bits=config.acc_bits, samples=None,
-                            method="mmse", per_channel=True, data_free=DataFree())
+    config = AcceleratorConfig(rows=8, cols=8, weight_format=engine, act_format="int8")
+    narrower = None if engine == weights else {layer.name: (weights, None) for layer in net.layers if
+                                               layer.weight is not None}
+    qnet = quantize_network(net, act_format="int8", weight_format=engine, acc_bits=config.acc_bits, samples=None,
+                            method="mmse", per_channel=True, data_free=DataFree(), layer_formats=narrower)
+    fmt, narrow = get_format(engine), get_format(weights)
+    for q in qnet.layers:
+        if q.weight_scale is not None:                 # values of the weight format, whatever the engine's
+            values = fmt.decode(q.weights[0])
+            assert values.min() >= narrow.min and values.max() <= narrow.max and values.max() > 0, q.name
     compiled = compile_network(qnet, config)
     with np.load(DIGITS / "test_set.npz") as data:
         x, labels = data["images"], data["labels"]
