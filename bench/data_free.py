@@ -76,7 +76,7 @@ def measure(name: str, weights: str, row: tuple, check: int) -> dict:
         compiled = compile_model(path, config, None if data_free else samples, method=method, per_channel=True,
                                  data_free=data_free, log=lambda *_: None)
     except QuantizationError as e:
-        return {**record, "refused": str(e).split(":")[0]}
+        return {**record, "refused": str(e).split(",")[0]}
     seconds = time.perf_counter() - started
     net = compiled.network
     codes = net.tensors[net.input].quantize(x)
@@ -86,9 +86,9 @@ def measure(name: str, weights: str, row: tuple, check: int) -> dict:
     logits = net.tensors[net.output].dequantize(golden).reshape(len(x), -1)
     ref = run_float(load_onnx(path), x).reshape(len(x), -1)
     accuracy = None if labels is None else round(100 * float((logits.argmax(1) == labels).mean()), 2)
-    return {**record, **({} if accuracy is None else {"accuracy_pct": accuracy}), "logits_sqnr_db": round(_sqnr(ref, logits), 2), "images": len(x),
-            "checked_on_emulator": len(emulated), "golden_emulator_mismatches": mismatches,
-            "compile_seconds": round(seconds, 2)}
+    return {**record, **({} if accuracy is None else {"accuracy_pct": accuracy}),
+            "logits_sqnr_db": round(_sqnr(ref, logits), 2), "images": len(x), "checked_on_emulator": len(emulated),
+            "golden_emulator_mismatches": mismatches, "compile_seconds": round(seconds, 2)}
 
 
 def float_row(name: str) -> dict:

@@ -472,7 +472,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
         stats, floats, shapes = _data_free_ranges(net, samples, data_free)
     roots = _tie_groups(net)
     enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act), act, floats,
-                            "minmax" if stats else method, percentile)
+                            "minmax" if stats is not None else method, percentile)
     pre = _pre_activations(net, floats, act, method, percentile)
     layers, weights, w_grids = [], {}, {}
     for layer in net.layers:
@@ -480,7 +480,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
             grid = overrides.get(layer.name, (None, None))[0] or Grid.of(weight)
             weights[layer.name], w_grids[layer.name] = _layer_weights(
                 layer, net, weight, grid, method, per_channel, multi_tensor, multi_tensor_sqnr_db, max_tensors)
-            if stats and data_free.bias_correction:
+            if stats is not None and data_free.bias_correction:
                 from .data_free import correct_bias, expected_input
                 mean_in = expected_input(layer, stats)
                 layer = layer if mean_in is None else correct_bias(layer, weights[layer.name], mean_in)
