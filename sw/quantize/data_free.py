@@ -12,7 +12,8 @@ uniform over a range the user states (``input_range``, default [0, 1], the image
 models/mnist).
 
 - Activation ranges: ``[max(lo, min(mean - n std)), min(hi, max(mean + n std))]`` over the channels of a tensor,
-  ``n`` = ``sigmas`` (DFQ's ``beta +- n gamma``); the input's range is ``input_range`` itself.
+  ``n`` = ``sigmas`` (DFQ's ``beta +- n gamma``; 6 by default, our choice, not tuned); the input's range is
+  ``input_range`` itself.
 - Bias correction: a weighted layer's quantization error ``eps = W_q - W`` shifts its expected output by
   ``eps E[x]``, where ``E[x]`` is the mean of the clipped normal of its input (closed form,
   :func:`clipped_normal_moments`); the bias gets ``- eps E[x]``. Only where ``E[x]`` derives from
