@@ -3,11 +3,14 @@
 Usage:
   python -m sw.compile MODEL.onnx --pe FMT [--weights FMT --acts FMT] --rows R [--cols C]
       [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
-      [--first-last FMT] [--energy-table FILE] --out DIR
+      [--first-last FMT] [--data-free [--input-range LO,HI]] [--energy-table FILE] --out DIR
   python -m sw.compile MODEL.onnx --mixed FMT,FMT[,...] --budget cycles=N|weight-bits=N|energy-uj=X --rows R
       --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--costs-on per-format|engine] [--pe FMT] --out DIR
 
-A float model needs --calibrate: float32 samples shaped (N, *input_shape[1:]) in the model's layout and units.
+A float model needs --calibrate: float32 samples shaped (N, *input_shape[1:]) in the model's layout and units,
+or --data-free: no samples; activation ranges from the BatchNormalization statistics (beta +- 6 gamma per
+channel, the input assumed in --input-range, default 0,1), weights per channel with MMSE clipping (unless --method
+says otherwise) and a bias correction for their expected error (sw/quantize/data_free.py).
 A QDQ or QONNX model brings its own scales. --first-last keeps the first and last weighted layers at FMT; the
 engine is then built in whichever of FMT and the --pe format holds the other's values (e.g. --pe int4
 --first-last int8 runs on an int8 engine whose middle layers use int4 values only).
@@ -53,7 +56,7 @@ from .cli import Parser, UsageError, check_out_folder, integer, load_array, main
 
 PROG = "python -m sw.compile"
 
-__all__ = ["main", "compile_model", "engine_formats"]
+__all__ = ["main", "compile_model", "engine_formats", "data_free_options", "parse_input_range"]
 
 
 def _parser() -> Parser:
@@ -66,12 +69,17 @@ def _parser() -> Parser:
     p.add_argument("--rows", type=integer(), required=True, help="PE rows of the engine")
     p.add_argument("--cols", type=integer(), help="PE columns (default: --rows; networks need rows == cols)")
     p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="float32 calibration inputs (N, ...)")
-    p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="minmax",
-                   help="clipping of activations and weights (default %(default)s)")
+    p.add_argument("--method", choices=("minmax", "percentile", "mmse"),
+                   help="clipping of activations and weights (default minmax; mmse for the weights with --data-free)")
     p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
     p.add_argument("--multi-tensor", action="store_true",
                    help="two low-bit weight tensors for layers that quantize badly")
     p.add_argument("--first-last", metavar="FMT", help="format of the first and last weighted layers")
+    p.add_argument("--data-free", action="store_true",
+                   help="no calibration: ranges from BatchNormalization statistics, per-channel weights, "
+                        "bias correction")
+    p.add_argument("--input-range", metavar="LO,HI", type=parse_input_range,
+                   help="with --data-free: the range of the model's input values (default 0,1)")
     p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
     p.add_argument("--engine-only", action="store_true",
@@ -87,6 +95,31 @@ def _parser() -> Parser:
                    help="energy per event (JSON, the form of sw/energy/horowitz_45nm.json, the default)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
+
+
+def parse_input_range(text: str) -> tuple[float, float]:
+    import argparse
+    import math
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers, e.g. 0,1), not {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise argparse.ArgumentTypeError(f"expected finite LO < HI, not {text!r}")
+    return lo, hi
+
+
+def data_free_options(args):
+    """The :class:`~sw.quantize.data_free.DataFree` options of ``--data-free`` (None without it), after refusing
+    the flags it contradicts; also used by sw.evaluate."""
+    from sw.quantize.data_free import DataFree
+    if not args.data_free:
+        if args.input_range is not None:
+            raise UsageError("--input-range only applies with --data-free")
+        return None
+    if args.calibrate is not None:
+        raise UsageError("--data-free takes no --calibrate: drop one of them")
+    return DataFree() if args.input_range is None else DataFree(input_range=args.input_range)
 
 
 def _format(flag: str, name: str):
@@ -117,9 +150,10 @@ def engine_formats(weights: str, acts: str, first_last: str | None,
 
 def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | None, *, method: str = "minmax",
                   per_channel: bool = False, multi_tensor: bool = False, formats: dict | None = None,
-                  engine_only: bool = False, log=print):
+                  engine_only: bool = False, data_free=None, log=print):
     """ONNX file to :class:`CompiledNetwork` (the library behind the command line); ``engine_only`` refuses
-    operators the engine does not run instead of giving them to the host."""
+    operators the engine does not run instead of giving them to the host; ``data_free``
+    (:class:`~sw.quantize.data_free.DataFree`) quantizes without ``samples``."""
     from sw.compiler.network import compile_network
     from sw.frontend.onnx_import import load_onnx
     from sw.quantize import first_last_layers, quantize_network
@@ -138,7 +172,7 @@ def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | 
                                          None if af == config.acts.name else af)
     qnet = quantize_network(net, act_format=config.acts.name, weight_format=config.weights.name,
                             acc_bits=config.acc_bits, samples=samples, method=method, per_channel=per_channel,
-                            multi_tensor=multi_tensor, layer_formats=layer_formats)
+                            multi_tensor=multi_tensor, layer_formats=layer_formats, data_free=data_free)
     log(f"Quantized in {time.perf_counter() - started:.1f} s")
     compiled = compile_network(qnet, config)
     compiled.compile_seconds = time.perf_counter() - started
@@ -181,14 +215,17 @@ def _main(argv: list[str] | None) -> int:
         energy_table = load_table(args.energy_table)
     except EnergyTableError as e:
         raise UsageError(f"--energy-table {e}") from None
+    data_free = data_free_options(args)
     out = check_out_folder(args.out, "manifest.json")
     samples = None
     if args.calibrate is not None:
         from sw.frontend.onnx_import import load_onnx
         shape = load_onnx(args.model, engine_only=args.engine_only).input_shape
         samples = load_array(args.calibrate, "--calibrate", shape)
-    compiled = compile_model(args.model, config, samples, method=args.method, per_channel=args.per_channel,
-                             multi_tensor=args.multi_tensor, formats=formats, engine_only=args.engine_only)
+    method = args.method or ("mmse" if data_free else "minmax")
+    compiled = compile_model(args.model, config, samples, method=method,
+                             per_channel=args.per_channel or bool(data_free), multi_tensor=args.multi_tensor,
+                             formats=formats, engine_only=args.engine_only, data_free=data_free)
     report = format_report(compiled.network)
     print(report)
     print(_plan_table(compiled))

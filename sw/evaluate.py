@@ -2,9 +2,9 @@
 every point of a design-space sweep (hw.explore) measures.
 
 Usage: python -m sw.evaluate --config CONFIG.json --out RESULT.json [--method mmse] [--per-channel]
-       [--multi-tensor] [--images N] [--model DIR | --model MODEL.onnx --calibrate SAMPLES.npy
-       [--eval IMAGES.npy --labels LABELS.npy | --eval TEST_SET.npz]] [--energy-table FILE] [--fmax-mhz MHZ]
-       [--check]
+       [--multi-tensor] [--data-free [--input-range LO,HI]] [--images N] [--model DIR | --model MODEL.onnx
+       --calibrate SAMPLES.npy [--eval IMAGES.npy --labels LABELS.npy | --eval TEST_SET.npz]]
+       [--energy-table FILE] [--fmax-mhz MHZ] [--check]
 
 Compiles a model for the configuration, runs its held-out images on the emulator, checks them against the golden
 model, and writes accuracy, cycles per inference (per layer and in total), MAC utilization, speeds and energy per
@@ -16,7 +16,8 @@ and run on its test_set.npz; models/mnist is the other; see sw/model_folder.py) 
 --calibrate (float32, the model's input shape with N samples), run on --eval (a .npy of inputs with --labels, a
 .npy of integer classes; or a .npz holding ``images`` and ``labels``). Without --eval the calibration samples are
 run for cycles only (accuracy null); without --labels accuracy is null too. --check reads and checks the inputs,
-then stops (no --out needed).
+then stops (no --out needed). --data-free quantizes without calibration samples (as ``sw.compile --data-free``
+does: ranges from the BatchNormalization statistics, MMSE weights per channel unless --method says otherwise).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from hw.spec.config import AcceleratorConfig, ConfigError
 
 from .cli import Parser, UsageError, check_out_file, integer, main_guard, number, write_file
+from .compile import data_free_options, parse_input_range
 from .model_folder import DIGITS, MNIST, ModelFolder, model_folder
 
 PROG = "python -m sw.evaluate"
@@ -46,34 +48,39 @@ __all__ = ["DIGITS", "MNIST", "evaluate", "main"]
 def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bool = True,
              multi_tensor: bool = False, images: int | None = None, model: Path | None = None,
              formats: dict | None = None, samples: np.ndarray | None = None, inputs: np.ndarray | None = None,
-             labels: np.ndarray | None = None, folder: Path | ModelFolder = DIGITS, energy_table=None,
-             fmax_mhz: float | None = None, log=print) -> dict:
+             labels: np.ndarray | None = None, folder: Path | ModelFolder = DIGITS, data_free=None,
+             energy_table=None, fmax_mhz: float | None = None, log=print) -> dict:
     """Compile ``model`` (default: the model of ``folder``) for ``config`` and measure it on ``inputs`` with
     ``labels`` (default: the folder's held-out set when the model is the folder's; else ``samples`` for cycles
-    alone), their first ``images``. ``energy_table``: an :class:`~sw.energy.EnergyTable` (default: the default
-    table); ``fmax_mhz``: an achieved clock for inferences/s (default: the configuration's clock target)."""
+    alone), their first ``images``; ``data_free`` (:class:`~sw.quantize.data_free.DataFree`): no calibration.
+    ``energy_table``: an :class:`~sw.energy.EnergyTable` (default: the default table); ``fmax_mhz``: an achieved
+    clock for inferences/s (default: the configuration's clock target)."""
     from sw.compile import compile_model
     from sw.energy import load_table
 
     if model is None:           # the folder's model with its own calibration images and held-out set
         folder = folder if isinstance(folder, ModelFolder) else model_folder(folder)
         model = folder.onnx
-        samples = folder.load_calibration() if samples is None else samples
+        samples = folder.load_calibration() if samples is None and data_free is None else samples
         if inputs is None:
             inputs, labels = folder.load_test_set()
     if inputs is None:
         inputs, labels = samples, None
     if images is not None:
         inputs, labels = inputs[:images], None if labels is None else labels[:images]
-    compiled = compile_model(model, config, samples, method=method, per_channel=per_channel,
-                             multi_tensor=multi_tensor, formats=formats, log=log)
+    compiled = compile_model(model, config, None if data_free else samples, method=method,
+                             per_channel=per_channel, multi_tensor=multi_tensor, formats=formats,
+                             data_free=data_free, log=log)
     result, events = _measure(compiled, config, inputs, labels, log)
     result["energy"] = _energy(compiled, config, events, result["cycles_per_inference"],
                                load_table() if energy_table is None else energy_table, fmax_mhz)
     return {"model": Path(model).stem, "images": len(inputs), "labelled": labels is not None,
             "weights": config.weights.name, "acts": config.acts.name,
             "quantization": {"method": method, "per_channel": per_channel, "multi_tensor": multi_tensor,
-                             "first_last": formats["first_last"] if formats else None},
+                             "first_last": formats["first_last"] if formats else None,
+                             "data_free": None if data_free is None else {
+                                 "input_range": list(data_free.input_range), "sigmas": data_free.sigmas,
+                                 "bias_correction": data_free.bias_correction}},
             **result, "compile_seconds": round(compiled.compile_seconds, 3),
             "quantization_report": compiled.network.report}
 
@@ -130,6 +137,10 @@ def _parser() -> Parser:
     p.add_argument("--config", type=Path, required=True, help="engine configuration (config.json of a build)")
     p.add_argument("--out", type=Path, help="where to write the result (JSON)")
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"), default="mmse")
+    p.add_argument("--data-free", action="store_true",
+                   help="no calibration: ranges from BatchNormalization statistics, bias correction")
+    p.add_argument("--input-range", metavar="LO,HI", type=parse_input_range,
+                   help="with --data-free: the range of the model's input values (default 0,1)")
     p.add_argument("--per-channel", action=__import__("argparse").BooleanOptionalAction, default=True)
     p.add_argument("--multi-tensor", action="store_true")
     p.add_argument("--images", type=integer(1, 1 << 20), help="use only the first N held-out images")
@@ -235,12 +246,14 @@ def _main(argv: list[str] | None) -> int:
     except (ConfigError, UnicodeDecodeError) as e:
         raise UsageError(f"--config {args.config}: {e}") from None
     table = _energy_table(args.energy_table)
+    data_free = data_free_options(args)
     data = _load_data(args)
     if args.check:
         print("The inputs are fine.")
         return 0
     result = evaluate(config, method=args.method, per_channel=args.per_channel, multi_tensor=args.multi_tensor,
-                      images=args.images, energy_table=table, fmax_mhz=args.fmax_mhz, **data)
+                      images=args.images, data_free=data_free, energy_table=table, fmax_mhz=args.fmax_mhz,
+                      **data)
     write_file(out, lambda scratch: scratch.write_text(json.dumps(result, indent=1) + "\n"), "--out")
     accuracy = "no labels" if result["accuracy"] is None else f"accuracy {result['accuracy']:.2%}"
     energy = result["energy"]

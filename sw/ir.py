@@ -75,7 +75,9 @@ class FloatLayer:
     (N, K), meaning ``y = W @ x + b``. ``clip``: (lo, hi) applied to the output (Relu is (0, inf)).
     ``activation``: a nonlinear activation fused into the layer, applied after the clip: ``{"op": NAME, ...its
     attributes}`` with NAME an activation operator of :mod:`sw.ops.activations` (it runs in the post-processing
-    unit's lookup table).
+    unit's lookup table). ``output_stats``: (mean, std) per output channel of the output before its clip, from
+    a BatchNormalization folded into the layer (its ``B`` and ``|scale|``): what data-free quantization
+    (:mod:`sw.quantize.data_free`) knows of the layer's values without data; None without a BatchNormalization.
     """
 
     name: str
@@ -87,6 +89,7 @@ class FloatLayer:
     bias: np.ndarray | None = None
     clip: tuple[float, float] | None = None
     activation: dict | None = None
+    output_stats: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)

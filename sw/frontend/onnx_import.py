@@ -390,6 +390,8 @@ class Importer(QuantNodes):
                                 f"per output channel) can be added")
         bias = per_channel[:, 0]
         layer.bias = bias.copy() if layer.bias is None else layer.bias + bias
+        if layer.output_stats is not None:
+            layer.output_stats = (layer.output_stats[0] + bias, layer.output_stats[1])
         self.rename_output(layer, node.output[0])
 
     def op_BatchNormalization(self, node: onnx.NodeProto) -> None:
@@ -416,6 +418,11 @@ class Importer(QuantNodes):
         k = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
         layer.weight = layer.weight * k.reshape((n,) + (1,) * (layer.weight.ndim - 1))
         layer.bias = (np.zeros(n) if layer.bias is None else layer.bias) * k + (beta - mean * k)
+        if layer.output_stats is None:      # the statistics of the layer's output (a second BN rescales them)
+            layer.output_stats = (beta.copy(), np.abs(gamma))
+        else:
+            mu, sd = layer.output_stats
+            layer.output_stats = (mu * k + (beta - mean * k), sd * np.abs(k))
         self.rename_output(layer, node.output[0])
 
     def clip_target(self, node: onnx.NodeProto) -> tuple[FloatLayer, str]:

@@ -45,6 +45,9 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--mixed needs --calibrate SAMPLES.npy: sensitivities are measured on them")
     if args.first_last is not None:
         raise UsageError("--first-last and --mixed both choose layer formats; give one")
+    if getattr(args, "data_free", False):
+        raise UsageError("--data-free and --mixed: the mixed selection measures sensitivities on --calibrate samples; "
+                         "give one")
     if args.multi_tensor:
         raise UsageError("--multi-tensor with --mixed is not supported yet (its weight tensors would need costing "
                          "per layer); leave one out")
@@ -76,8 +79,9 @@ def compile_mixed(args: argparse.Namespace) -> int:
     samples = load_array(args.calibrate, "--calibrate", net.input_shape)
     test = None if args.eval is None else load_test_set(args.eval, net.input_shape)
     metrics = tuple(dict.fromkeys(("cycles", "weight-bits", metric)))
-    plan = prepare(net, menu, config, samples, metrics=metrics, budget=(metric, budget), method=args.method,
-                   per_channel=args.per_channel, costs_on=args.costs_on or "per-format")
+    plan = prepare(net, menu, config, samples, metrics=metrics, budget=(metric, budget),
+                   method=args.method or "minmax", per_channel=args.per_channel,
+                   costs_on=args.costs_on or "per-format")
     picks = choose(plan, metric, budget)
     compiled = build(plan, picks)
     result = measure(plan, picks, compiled, *(test or (None, None)), progress=print)

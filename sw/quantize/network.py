@@ -32,6 +32,7 @@ from sw.ir import (FloatLayer, FloatNetwork, QuantizedNetwork, QuantLayer,
 from sw.ops import OPERATORS
 
 from .calibrate import METHODS, Grid, calibrate_activation, mse, sqnr_db
+from .data_free import DataFree
 from .errors import QuantizationError
 from .weights import QuantizedWeight, quantize_weight_auto
 
@@ -436,7 +437,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
                      samples: np.ndarray | None, method: str = "minmax", per_channel: bool = False,
                      multi_tensor: bool = False, layer_formats: dict[str, tuple[str, str]] | None = None,
                      percentile: float = 99.99, multi_tensor_sqnr_db: float = DEFAULT_MULTI_TENSOR_SQNR_DB,
-                     max_tensors: int = 2) -> QuantizedNetwork:
+                     max_tensors: int = 2, data_free: DataFree | None = None) -> QuantizedNetwork:
     """Quantize ``net`` for an engine with these formats; the result carries a per-layer error report.
 
     ``samples`` (N, *input_shape): calibration inputs (None only for QDQ/QONNX models, whose prescribed
@@ -446,6 +447,8 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
     ``multi_tensor``: layers whose weight SQNR is below ``multi_tensor_sqnr_db`` get a sum of up to
     ``max_tensors`` weight tensors sharing one scale per channel. ``layer_formats``: layer name ->
     (weight format, output act format), narrower formats emulated on the engine's (either may be None).
+    ``data_free``: no samples; activation ranges and a weight bias correction from the BatchNormalization
+    statistics (:mod:`sw.quantize.data_free`); ``method`` then chooses the weights' clipping alone.
     """
     _check_options(method, percentile, acc_bits, max_tensors, multi_tensor_sqnr_db)
     act = _format(act_format, "act_format")
@@ -453,7 +456,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
     if isinstance(weight, IntFormat) and not weight.signed:
         raise QuantizationError(f"weight_format {weight.name}: weights are symmetric, so the weight format must "
                                 "be signed (intN) or a minifloat")
-    if samples is None and not net.tensor_quant:
+    if samples is None and not net.tensor_quant and data_free is None:
         raise QuantizationError("This float model needs calibration samples (--calibrate SAMPLES.npy, an array "
                                 "shaped (N, *input_shape)), or use a QDQ/QONNX model that carries its encodings")
     x = None if samples is None else _check_samples(net, samples)
@@ -464,9 +467,12 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
         from sw.frontend.float_model import infer_shapes, run_float
         shapes = {**infer_shapes(net), **shapes}
         floats = run_float(net, x, keep=True)
+    stats = None
+    if data_free is not None:
+        stats, floats, shapes = _data_free_ranges(net, samples, data_free)
     roots = _tie_groups(net)
-    enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act), act, floats, method,
-                            percentile)
+    enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act), act, floats,
+                            "minmax" if stats is not None else method, percentile)
     pre = _pre_activations(net, floats, act, method, percentile)
     layers, weights, w_grids = [], {}, {}
     for layer in net.layers:
@@ -474,12 +480,31 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
             grid = overrides.get(layer.name, (None, None))[0] or Grid.of(weight)
             weights[layer.name], w_grids[layer.name] = _layer_weights(
                 layer, net, weight, grid, method, per_channel, multi_tensor, multi_tensor_sqnr_db, max_tensors)
+            if stats is not None and data_free.bias_correction:
+                from .data_free import correct_bias, expected_input
+                mean_in = expected_input(layer, stats)
+                layer = layer if mean_in is None else correct_bias(layer, weights[layer.name], mean_in)
         layers.append(_quant_layer(layer, net, shapes, enc, grids, act, weight, acc_bits,
                                    weights.get(layer.name), pre.get(layer.output)))
     qnet = QuantizedNetwork(act.name, weight.name, acc_bits, net.input, net.output,
                             {t: tuple(shapes[t]) for t in enc}, enc, layers)
     qnet.report = _report(net, qnet, x, floats, weights, w_grids, grids)
     return qnet
+
+
+def _data_free_ranges(net: FloatNetwork, samples, options: DataFree):
+    """(channel models, each tensor's two range ends standing in for calibration values, shapes)."""
+    from sw.frontend.float_model import infer_shapes
+
+    from .data_free import activation_ranges, tensor_stats
+    if samples is not None:
+        raise QuantizationError("Data-free quantization takes no calibration samples: drop them or --data-free")
+    if net.tensor_quant or net.weight_quant:
+        raise QuantizationError("Data-free quantization needs a float model, but this one already carries "
+                                "encodings (QDQ/QONNX): drop --data-free, the model brings its own scales")
+    shapes = {**infer_shapes(net), **net.shapes}
+    stats = tensor_stats(net, shapes, options)
+    return stats, activation_ranges(net, stats, options), shapes
 
 
 def _report(net: FloatNetwork, qnet: QuantizedNetwork, x: np.ndarray | None, floats, weights, w_grids,

@@ -17,10 +17,12 @@ from .calibrate import (FALLBACK_SCALE, METHODS, MMSE_MAX_VALUES, Grid, lift_sca
                         search_factors, sqnr_db, subsample)
 from .errors import QuantizationError
 
-__all__ = ["QuantizedWeight", "residual_round", "quantize_weight", "quantize_weight_auto"]
+__all__ = ["QuantizedWeight", "residual_round", "quantize_weight", "quantize_weight_auto", "mmse_scales"]
 
 #: Values (factors x channels x weights) one step of the batched scale search holds at once.
 _SEARCH_VALUES = 1 << 18
+#: Breakpoints (channels x weights x levels) one step of the exact integer MMSE holds at once.
+_EXACT_VALUES = 1 << 22
 
 
 @dataclass
@@ -96,11 +98,59 @@ def _channel_scales(w: np.ndarray, grid: Grid, method: str, tensors: int) -> np.
     return full
 
 
+def mmse_scales(w: np.ndarray, grid: Grid) -> np.ndarray:
+    """Per row of ``w`` (channels, values): the scale ``s > 0`` minimising ``||w - s * clip(rint(w / s))||^2``
+    on an integer grid, exactly (0 for a row of zeros).
+
+    Why exact rather than searched: as ``t = 1/s`` grows, a weight's code magnitude steps from ``k`` to ``k + 1``
+    at ``t = (k + 1/2) / |w|`` and never moves otherwise, and the error is continuous there (both codes miss by
+    ``s/2``). Between consecutive breakpoints the codes are fixed, so the error ``sum w^2 - 2 s A + s^2 B``
+    (``A = sum |w| |q|``, ``B = sum q^2``) is a convex quadratic with minimum at ``A / B`` clamped to the
+    interval. Sorting every breakpoint of a channel and accumulating ``A`` and ``B`` visits every interval, so
+    the smallest of these minima is the global one (all channels at once, in chunks).
+    """
+    if not grid.is_int:
+        raise QuantizationError(f"Exact MMSE scales need an integer grid, not {grid.name}")
+    w = np.asarray(w, np.float64)
+    levels = np.array([grid.hi, -grid.lo])            # magnitudes a positive / negative weight may reach
+    top = int(levels.max())
+    out = np.zeros(w.shape[0])
+    rows = max(1, _EXACT_VALUES // max(w.shape[1] * top, 1))
+    for at in range(0, w.shape[0], rows):
+        out[at:at + rows] = _exact_rows(w[at:at + rows], levels, top)
+    return out
+
+
+def _exact_rows(w: np.ndarray, levels: np.ndarray, top: int) -> np.ndarray:
+    a = np.abs(w)
+    reach = np.where(w < 0, levels[1], levels[0])[..., None]          # each weight's largest code magnitude
+    k = np.arange(top)
+    real = (k < reach) & (a[..., None] > 0)
+    with np.errstate(divide="ignore"):
+        t = np.where(real, (k + 0.5) / a[..., None], np.inf).reshape(len(w), -1)
+    d_a = np.where(real, a[..., None], 0.0).reshape(len(w), -1)
+    d_b = np.where(real, 2.0 * k + 1, 0.0).reshape(len(w), -1)
+    order = np.argsort(t, axis=1, kind="stable")
+    t, d_a, d_b = (np.take_along_axis(v, order, axis=1) for v in (t, d_a, d_b))
+    big_a, big_b = np.cumsum(d_a, axis=1), np.cumsum(d_b, axis=1)     # codes just after each breakpoint
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_hi = 1.0 / t                                                # interval j: s in [1/t[j+1], 1/t[j]]
+        s_lo = np.concatenate([s_hi[:, 1:], np.zeros((len(w), 1))], axis=1)
+        s = np.clip(big_a / big_b, s_lo, s_hi)
+        s = np.where(big_b > 0, s, 0.0)
+        err = -2.0 * s * big_a + s * s * big_b                        # the error less sum(w^2)
+    err = np.where(np.isfinite(t) & (big_b > 0), err, np.inf)
+    j = np.argmin(err, axis=1)
+    best = s[np.arange(len(w)), j]
+    return np.where(np.isfinite(err[np.arange(len(w)), j]) & (err[np.arange(len(w)), j] < 0), best, 0.0)
+
+
 def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_channel: bool = False,
                     tensors: int = 1) -> QuantizedWeight:
     """Symmetric quantization of a weight (output channels first) as a sum of ``tensors`` tensors.
 
-    ``method``: "minmax" (scale from the largest magnitude), "mmse" (scale by minimum squared error);
+    ``method``: "minmax" (scale from the largest magnitude), "mmse" (scale by minimum squared error: exact on
+    integer grids with one tensor (:func:`mmse_scales`), searched otherwise);
     "percentile" falls back to min-max for weights (every weight is used, a clipped outlier is an error in
     every output). A channel of zeros gets the largest scale of the others (its bias stays representable).
     """
@@ -115,7 +165,10 @@ def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_chann
     if not isinstance(tensors, int) or tensors < 1:
         raise QuantizationError(f"The number of weight tensors must be a positive integer, not {tensors!r}")
     cout = w.shape[0]
-    if per_channel:
+    if method == "mmse" and grid.is_int and tensors == 1:
+        rows = w.reshape(cout, -1) if per_channel else w.reshape(1, -1)
+        scale = np.broadcast_to(mmse_scales(rows, grid), (cout,)).copy()
+    elif per_channel:
         scale = _channel_scales(w.reshape(cout, -1), grid, method, tensors)
     else:
         scale = np.full(cout, _channel_scale(w, grid, method, tensors))

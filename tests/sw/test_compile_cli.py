@@ -198,3 +198,28 @@ def test_run_refuses_a_damaged_folder_and_a_folder_as_output(compiled, samples, 
     result = _cli("sw.run", compiled, "--backend", "golden", "--input", samples / "in.npy", "--output",
                   tmp_path / "d.npy")
     assert result.returncode == 2 and "is a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_data_free_int3_weights_need_no_samples(tmp_path):
+    out = tmp_path / "df"
+    result = _cli("sw.compile", DIGITS / "digits_cnn.onnx", "--weights", "int3", "--acts", "int8", "--data-free",
+                  "--rows", "8", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert "int3 weights" in result.stdout and (out / "manifest.json").is_file()
+    assert '"weight_format": "int3"' in (out / "config.json").read_text()
+
+
+@pytest.mark.parametrize("model,extra,message", [
+    ("digits_cnn_qdq.onnx", (), "already carries encodings"),
+    ("digits_cnn.onnx", ("--calibrate", DIGITS / "calibration.npy"), "--data-free takes no --calibrate"),
+    ("digits_cnn.onnx", ("--input-range", "0,1", "--calibrate", DIGITS / "calibration.npy"),
+     "--input-range only applies with --data-free"),
+    ("digits_cnn.onnx", ("--data-free", "--input-range", "1,0"), "expected finite LO < HI"),
+])
+def test_data_free_refusals_are_one_line_with_status_2(model, extra, message, tmp_path):
+    flags = ("--data-free",) if model.endswith("qdq.onnx") or extra[:1] == ("--calibrate",) else ()
+    result = _cli("sw.compile", DIGITS / model, "--weights", "int3", "--acts", "int8", *flags, *extra,
+                  "--rows", "8", "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr

@@ -111,3 +111,16 @@ def test_energy_table_and_fmax(config, tmp_path, capsys):
     assert len(err) == 1 and err[0] == (f"python -m sw.evaluate: error: --energy-table {tmp_path / 'table.json'}: "
                                         f"dram_64b.unit must be one of fJ, pJ, nJ, not 'kJ'")
     assert not (tmp_path / "c.json").exists()
+
+
+def test_data_free_evaluation_on_an_int3_engine(tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(AcceleratorConfig(rows=8, cols=8, weight_format="int3", act_format="int8").to_json())
+    assert main(["--config", str(config), "--data-free", "--images", "40", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["quantization"]["data_free"]["bias_correction"] is True
+    assert result["weights"] == "int3" and result["golden_emulator_mismatches"] == 0
+    assert result["accuracy"] > 0.8
+    assert main(["--config", str(config), "--data-free", "--model", str(MODEL), "--calibrate", str(CALIBRATION),
+                 "--check"]) == 2
+    assert "--data-free takes no --calibrate" in capsys.readouterr().err

@@ -168,6 +168,28 @@ def test_matmul_add_equals_gemm(opset):
     assert alone.layers[0].bias is None
 
 
+def test_bn_statistics_kept_on_the_layer():
+    """The folded BatchNormalization's beta and |gamma| stay on the layer as its output's mean and spread (what
+    data-free quantization reads); a bias Add after it shifts the mean, a second BatchNormalization maps both."""
+    g, beta, cb = rand(4), rand(4), rand(1, 4, 1, 1)
+    g2, beta2, mean2, var2 = rand(4), rand(4), rand(4), np.abs(rand(4)) + 0.5
+    inits = [init("w", rand(4, 2, 1, 1)), init("g", g), init("beta", beta), init("mean", rand(4)),
+             init("var", np.abs(rand(4)) + 0.5), init("cb", cb),
+             init("g2", g2), init("beta2", beta2), init("mean2", mean2), init("var2", var2),
+             init("w3", rand(3, 4, 1, 1))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["n"]),
+             helper.make_node("Add", ["n", "cb"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "g2", "beta2", "mean2", "var2"], ["n2"]),
+             helper.make_node("Relu", ["n2"], ["r"]), helper.make_node("Conv", ["r", "w3"], ["y"])]
+    net = check(model(nodes, (2, 4, 4), (3, 4, 4), inits), (2, 4, 4))
+    first, last = net.layers
+    k2 = g2 / np.sqrt(var2 + 1e-5)
+    np.testing.assert_allclose(first.output_stats[0], (beta + cb.ravel() - mean2) * k2 + beta2, rtol=1e-5)
+    np.testing.assert_allclose(first.output_stats[1], np.abs(g * k2), rtol=1e-5)
+    assert last.output_stats is None
+
+
 def test_linear_bn_and_conv_bias_add():
     """BN folds into a Gemm; an Add of a per-channel constant is a conv's bias."""
     inits = [init("w", rand(3, 2, 1, 1)), init("cb", rand(1, 3, 1, 1)), init("fc", rand(4, 48)),

@@ -51,6 +51,7 @@ def test_mixed_compile_prints_and_writes_the_choice(tmp_path):
     (["--mixed", "int4,int8", "--pe", "int4", "--budget", "cycles=4000"], "cannot run on the int4/int4 engine"),
     (["--mixed", "int4,int8", "--budget", "cycles=4000", "--first-last", "int8"], "give one"),
     (["--mixed", "int4,int8", "--budget", "cycles=4000", "--multi-tensor"], "--multi-tensor with --mixed"),
+    (["--mixed", "int4,int8", "--budget", "cycles=4000", "--data-free"], "--data-free and --mixed"),
 ])
 def test_usage_errors_are_one_line(tmp_path, args, message):
     result = _compile(*BASE, *args, "--out", tmp_path / "never")
