@@ -54,8 +54,6 @@ class InferenceEngine(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
-        if config.multi_format:
-            raise ValueError("The engine's RTL does not select formats at run time yet: build one format (--pe)")
         if config.dma_bits < 32:
             raise ValueError(f"The engine needs a bus of at least 32 bits, not dma_bits={config.dma_bits}")
         self._config = config
