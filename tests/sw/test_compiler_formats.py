@@ -70,3 +70,19 @@ def test_engines_the_compiler_cannot_target(mixed_digits, formats):
     config = AcceleratorConfig(rows=8, cols=8, formats=formats)
     with pytest.raises(CompileError, match="needs a multi-format engine whose first format"):
         compile_network(qnet, config)
+
+
+def test_mixed_network_on_rtl(mixed_digits, tmp_path):
+    """The same network on the multi-format engine's Verilog (compiled Verilator testbench): every stored tensor of
+    every image is the golden model's, as is the emulator's."""
+    from sw.runtime import run_codes
+
+    qnet, config, x = mixed_digits
+    compiled = compile_network(qnet, config)
+    runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
+            for backend in ("golden", "emulator", "rtl")}
+    for i in range(len(x)):
+        for tensor in runs["golden"].tensors[i]:
+            for backend in ("emulator", "rtl"):
+                np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
+                                              err_msg=f"{backend}, tensor {tensor}, image {i}")
