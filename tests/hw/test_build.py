@@ -66,6 +66,19 @@ def test_writes_verilog_and_report(tmp_path, capsys):
     assert not out.with_name("w4a8.partial").exists()
 
 
+def test_a_multi_format_build(tmp_path):
+    """--formats: the set in config.json and the report, the accumulators' unit that of the finest pair."""
+    out = tmp_path / "multi"
+    assert main(["--formats", "int4,int8,minifloat6", "--rows", "2", "--out", str(out), "--no-synth",
+                 "--no-network"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["formats"] == ["int4", "int8", "minifloat6"]
+    assert config["weight_format"] == config["act_format"] == "int4"
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"] == config and report["derived"]["acc_exponent"] == -8     # minifloat6 x minifloat6
+    assert "module top(" in (out / "top.v").read_text()
+
+
 def test_cols_default_to_rows(tmp_path):
     out = tmp_path / "sq"
     assert main(["--pe", "minifloat4", "--rows", "2", "--out", str(out), "--no-synth", "--no-network"]) == 0
