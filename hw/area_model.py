@@ -65,6 +65,8 @@ def buffers(config: AcceleratorConfig) -> dict:
 
 def _pe(config: AcceleratorConfig) -> float:
     """NAND2 equivalents of one PE."""
+    if config.multi_format:
+        return _multi_format_pe(config)
     a, w = config.acts, config.weights
     product = product_of(a, w)
     sa, sw = a.significand_bits, w.significand_bits
@@ -76,12 +78,30 @@ def _pe(config: AcceleratorConfig) -> float:
     return flops * _FF + multiplier + shifter + config.psum_bits * _FA + w.bits * _MUX
 
 
+def _multi_format_pe(config: AcceleratorConfig) -> float:
+    """A multi-format PE: slots as wide as the widest code, the widest significands and aligned shifts of the set
+    (one multiplier, its product shifted into the partial sum's width), and a multiplexer per output bit of each
+    decoder after the first."""
+    def widths(formats):
+        finest = min(f.lsb_exponent for f in formats)
+        return (max(f.significand_bits for f in formats),
+                max((f.max_shift + f.lsb_exponent - finest).bit_length() for f in formats))
+    (sa, a_shift), (sw, w_shift) = widths(config.act_formats), widths(config.weight_formats)
+    a_bits, w_bits = config.act_slot_bits, config.weight_slot_bits
+    product_sig = max(product_of(a, w).significand_bits for a in config.act_formats for w in config.weight_formats)
+    flops = a_bits + 2 * w_bits + (a_bits + w_bits) + product_sig + a_shift + w_shift + config.psum_bits
+    multiplier = sa * sw * _AND + max(sa - 1, 0) * sw * _FA
+    shifter = config.psum_bits * (a_shift + w_shift) * _MUX
+    choose = (len(config.act_formats) - 1) * (sa + a_shift) + (len(config.weight_formats) - 1) * (sw + w_shift)
+    return flops * _FF + multiplier + shifter + config.psum_bits * _FA + w_bits * _MUX + choose * _MUX
+
+
 def _postprocess_lane(config: AcceleratorConfig) -> float:
     """NAND2 equivalents of one post-processing lane."""
     acc = config.acc_bits
     multiplier = acc * 32 * (_AND + _FA)
     pipeline = POSTPROCESS_LATENCY * (acc + 32) * _FF
-    return 2 * acc * _FA + multiplier + pipeline + 4 * config.acts.bits * _MUX
+    return 2 * acc * _FA + multiplier + pipeline + 4 * config.act_slot_bits * _MUX
 
 
 def _control(config: AcceleratorConfig) -> float:

@@ -38,12 +38,13 @@ class SystolicArray(wiring.Component):
         self._config = config
         self._stalls = bool(stalls)
         c = config
+        acts = {"codes": data.ArrayLayout(unsigned(c.act_slot_bits), c.rows), "last": unsigned(1)}
+        if c.multi_format:
+            # The formats of the batch's weights and activations (indices into the set) travel with every vector.
+            acts.update(weight_format=unsigned(self._select_bits), act_format=unsigned(self._select_bits))
         super().__init__({
-            "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weights.bits), c.cols))),
-            "acts": In(stream.Signature(data.StructLayout({
-                "codes": data.ArrayLayout(unsigned(c.acts.bits), c.rows),
-                "last": unsigned(1),
-            }))),
+            "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weight_slot_bits), c.cols))),
+            "acts": In(stream.Signature(data.StructLayout(acts))),
             "psums": Out(stream.Signature(data.ArrayLayout(psum_lane(c.psum_bits), c.cols),
                                           always_ready=not stalls)),
         })
@@ -51,6 +52,16 @@ class SystolicArray(wiring.Component):
     @property
     def config(self) -> AcceleratorConfig:
         return self._config
+
+    @property
+    def _select_bits(self) -> int:
+        """Width of a format index in a multi-format array (0 in a single-format one)."""
+        c = self._config
+        return (max(len(c.formats), 2) - 1).bit_length() if c.multi_format else 0
+
+    def _lane(self):
+        c = self._config
+        return act_lane(c.act_slot_bits, self._select_bits) if c.multi_format else act_lane(c.acts)
 
     @property
     def latency(self) -> int:
@@ -107,7 +118,8 @@ class SystolicArray(wiring.Component):
 
         # --- the PE grid -------------------------------------------------------------------------
         c = self._config
-        pes = [[ProcessingElement(c.weights, c.acts, c.psum_bits) for _ in range(cols)] for _ in range(rows)]
+        formats = (c.weight_formats, c.act_formats) if c.multi_format else (c.weights, c.acts)
+        pes = [[ProcessingElement(*formats, c.psum_bits) for _ in range(cols)] for _ in range(rows)]
         for r in range(rows):
             for col in range(cols):
                 pe = pes[r][col]
@@ -124,10 +136,13 @@ class SystolicArray(wiring.Component):
 
         # --- input register and skew: row r enters 1 + r advances late; a bubble is code 0, zero in every format
         for r in range(rows):
-            lane = Signal(act_lane(c.acts), name=f"act_row{r}")
+            lane = Signal(self._lane(), name=f"act_row{r}")
             m.d.comb += [lane.code.eq(Mux(accept, self.acts.payload.codes[r], 0)), lane.bank.eq(compute_bank)]
+            if c.multi_format:
+                m.d.comb += [lane.weight_format.eq(self.acts.payload.weight_format),
+                             lane.act_format.eq(self.acts.payload.act_format)]
             for stage in range(ARRAY_INPUT_STAGES + r):
-                delayed = Signal(act_lane(c.acts), name=f"act_row{r}_skew{stage}")
+                delayed = Signal(self._lane(), name=f"act_row{r}_skew{stage}")
                 with m.If(advance):
                     m.d.sync += delayed.eq(lane)
                 lane = delayed

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                                                "fp8_e4m3, e3m2b5")
     p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
     p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
+    p.add_argument("--formats", metavar="FMT,FMT,...",
+                   help="a multi-format build: the formats a layer selects from at run time, e.g. "
+                        "int4,int8,minifloat6 (instead of --pe/--weights/--acts)")
     p.add_argument("--rows", type=integer(), default=16, help="PE rows: the reduction dimension (default 16)")
     p.add_argument("--cols", type=integer(), help="PE columns: output channels in parallel (default: --rows)")
     p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
@@ -70,6 +73,25 @@ def format_flags(args) -> tuple[str | None, str | None]:
     return weights, acts
 
 
+def format_set(args) -> tuple[str, ...] | None:
+    """The formats of ``--formats`` (None without it), each checked by the format registry; the flag excludes
+    ``--pe``/``--weights``/``--acts``."""
+    if getattr(args, "formats", None) is None:
+        return None
+    if args.pe or args.weights or args.acts:
+        raise UsageError("--formats: give either --formats or --pe/--weights/--acts, not both")
+    names = tuple(n.strip() for n in args.formats.split(","))
+    if len(names) < 2 or not all(names):
+        raise UsageError(f"--formats: list two or more formats separated by commas (e.g. int4,int8,minifloat6), "
+                         f"not {args.formats!r}; for one format use --pe")
+    for name in names:
+        try:
+            get_format(name)
+        except FormatError as e:
+            raise UsageError(f"--formats: {e}") from None
+    return names
+
+
 def flag_error(e: ConfigError) -> UsageError:
     """A configuration error as the usage error of the flag that set the field."""
     flag = str(e).split(" ", 1)[0].replace("_format", "").replace("_", "-")
@@ -77,15 +99,32 @@ def flag_error(e: ConfigError) -> UsageError:
 
 
 def _config_from(args) -> AcceleratorConfig:
+    formats = format_set(args)
+    if formats:
+        try:
+            return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
+                                     weight_format=formats[0], act_format=formats[0], formats=formats,
+                                     max_reduction=args.max_reduction, clock_mhz=args.clock_mhz)
+        except ConfigError as e:
+            message = str(e)
+            raise (UsageError(f"--{message}") if message.startswith("formats") else flag_error(e)) from None
     weights, acts = format_flags(args)
     if weights is None or acts is None:
-        raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
+        raise UsageError("no number format given: use --pe FMT, --formats FMT,FMT,... or both --weights FMT and "
+                         "--acts FMT")
     try:
         return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
                                  weight_format=weights, act_format=acts, max_reduction=args.max_reduction,
                                  clock_mhz=args.clock_mhz)
     except ConfigError as e:
         raise flag_error(e) from None
+
+
+def _config_name(config: AcceleratorConfig) -> str:
+    """The formats part of a build folder's default name."""
+    if config.multi_format:
+        return "-".join(config.formats)
+    return f"{config.weights.name}-{config.acts.name}"
 
 
 def _say(message: str) -> None:
@@ -306,8 +345,10 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
     devices = tuple(t for t in targets if t in DEVICES)
     with atomic_folder(Path(out)) as scratch:
         started = time.monotonic()
+        formats = (f"formats {', '.join(config.formats)} chosen per layer" if config.multi_format
+                   else f"{config.weights.name} x {config.acts.name}")
         _say(f"[1/5] elaborating the inference engine: a {config.rows}x{config.cols} systolic array "
-             f"({config.weights.name} x {config.acts.name}), buffers, DMA, controller, post-processing ...")
+             f"({formats}), buffers, DMA, controller, post-processing ...")
         design = InferenceEngine(config)
         text = verilog.convert(design, name="top", emit_src=False)
         (scratch / "top.v").write_text(text)
@@ -359,6 +400,7 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
                             "max_exponent": product.max_exponent, "fixed_bits": product.fixed_bits},
                 "psum_bits": config.psum_bits,
                 "acc_bits": config.acc_bits,
+                "acc_exponent": config.acc_exponent,
                 "array_latency_cycles": config.rows + config.cols - 1,
             },
             "buffers": area_model.buffers(config),
@@ -404,7 +446,7 @@ def _main(argv: list[str] | None) -> int:
                          f"choose from {', '.join(known)}")
     if args.energy_table is not None:
         _check_energy_table(args.energy_table)
-    out = check_out_folder(args.out or Path("build") / f"{config.weights.name}-{config.acts.name}-{config.rows}x"
+    out = check_out_folder(args.out or Path("build") / f"{_config_name(config)}-{config.rows}x"
                                                        f"{config.cols}-{config.hash[:8]}", "report.json")
     try:
         report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network,

@@ -30,15 +30,15 @@ class _Feeder:
     are issued only while the FIFO has room for them and everything already in flight.
     """
 
-    def __init__(self, m: Module, name: str, port, width: int, depth: int):
-        self.fifo = fifo = SyncFIFOBuffered(width=width + 1, depth=depth)
+    def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1):
+        self.fifo = fifo = SyncFIFOBuffered(width=width + tag_bits, depth=depth)
         m.submodules[name] = fifo
         self.port = port
         self.addr = Signal.like(port.addr, name=f"{name}_addr")
-        self.tag = Signal(name=f"{name}_tag")
+        self.tag = Signal(tag_bits, name=f"{name}_tag")
         self.want = Signal(name=f"{name}_want")
         in_flight = Signal(name=f"{name}_in_flight")
-        tag_in_flight = Signal(name=f"{name}_tag_in_flight")
+        tag_in_flight = Signal(tag_bits, name=f"{name}_tag_in_flight")
         self.issue = Signal(name=f"{name}_issue")
         m.d.comb += [
             self.issue.eq(self.want & (fifo.level + in_flight < depth - 1)),
@@ -48,6 +48,8 @@ class _Feeder:
         m.d.sync += [in_flight.eq(self.issue), tag_in_flight.eq(self.tag)]
         self.data = fifo.r_data[:width]
         self.last = fifo.r_data[width]
+        #: The tag's bits above ``last`` (a multi-format engine's format indices), as they leave the FIFO.
+        self.extra = fifo.r_data[width + 1:]
 
 
 def _two_stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal]:
@@ -71,8 +73,8 @@ class ComputeEngine(wiring.Component):
         acc_shape = acc_line_layout(c)
         super().__init__({
             "control": In(engine_control_signature()),
-            "act": read_port(c.act_buffer_depth, unsigned(c.rows * c.acts.bits)),
-            "weight": read_port(c.weight_buffer_depth, unsigned(c.cols * c.weights.bits)),
+            "act": read_port(c.act_buffer_depth, unsigned(c.rows * c.act_slot_bits)),
+            "weight": read_port(c.weight_buffer_depth, unsigned(c.cols * c.weight_slot_bits)),
             "acc_a": read_port(c.acc_buffer_depth, acc_shape),
             "acc_b": read_port(c.acc_buffer_depth, acc_shape),
             "acc_w": write_port(c.acc_buffer_depth, acc_shape),
@@ -98,7 +100,7 @@ class ComputeEngine(wiring.Component):
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
-        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weights.bits, feeder_depth(rows))
+        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows))
         w_line = Signal(range(c.weight_buffer_depth))
         w_row = Signal(range(rows))
         w_ky, w_kx = Signal.like(comp.kh, name="w_ky"), Signal.like(comp.kw, name="w_kx")
@@ -118,7 +120,11 @@ class ComputeEngine(wiring.Component):
                      weights.fifo.r_en.eq(array.weights.ready)]
 
         # --- activations: kernel position (ky, kx), then output (oy, ox) ---------------------------------
-        acts = _Feeder(m, "act_feed", self.act, rows * c.acts.bits, feeder_depth(rows))
+        # A multi-format engine's activation lines carry the COMPUTE's format indices through the FIFO (the next
+        # COMPUTE may start while this one's lines still wait in it).
+        selects = (len(array.acts.payload.weight_format), len(array.acts.payload.act_format)) \
+            if c.multi_format else (0, 0)
+        acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows), 1 + sum(selects))
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
@@ -141,7 +147,11 @@ class ComputeEngine(wiring.Component):
         last_oy = oy + 1 == comp.out_h
         last_kx = kx + 1 == comp.kw
         last_ky = ky + 1 == comp.kh
-        m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag.eq(last_ox & last_oy)]
+        m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag[0].eq(last_ox & last_oy)]
+        if c.multi_format:
+            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]]))
+            m.d.comb += [array.acts.payload.weight_format.eq(acts.extra[:selects[0]]),
+                         array.acts.payload.act_format.eq(acts.extra[selects[0]:])]
         with m.If(acts.issue):
             with m.If(~last_ox):
                 m.d.sync += [ox.eq(ox + 1), a_addr.eq(a_addr + comp.stride)]

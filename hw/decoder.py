@@ -92,7 +92,7 @@ class InstructionDecoder(wiring.Component):
             padded = (v.pad_top | v.pad_bottom | v.pad_left | v.pad_right) != 0
             bad = bad | (v.buffer > max(Buffer)) | ((v.buffer != Buffer.ACT) & padded) | \
                 misaligned(v.dram_addr) | misaligned(v.dram_stride) | \
-                ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.acts.bits) != 0))
+                ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.act_slot_bits) != 0))
             height = p.sum([field("pad_top"), field("y_size"), field("pad_bottom")])
             width = p.sum([field("pad_left"), field("x_size"), field("pad_right")])
             lines_end = p.sum([field("sram_addr"), p.product(height, width)])
@@ -108,6 +108,7 @@ class InstructionDecoder(wiring.Component):
             dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")), span])
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
+            bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
             pitch_step = p.product(field("stride"), field("act_pitch"))
             dil_step = p.product(field("dilation"), field("act_pitch"))
             act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
@@ -125,10 +126,15 @@ class InstructionDecoder(wiring.Component):
                               p.product(minus_one("x_size"), field("src_step"))])
             sram = p.apply(lambda d, s: (d >= c.acc_buffer_depth) | (s >= c.acc_buffer_depth), dst_last, src_last)
         elif op is Opcode.SETPP:
-            fmt = c.acts
             lo, hi = v.clamp_lo, v.clamp_hi
-            bad = bad | ((lo >> fmt.bits) != 0) | ((hi >> fmt.bits) != 0) | \
-                ~_ordered(m, fmt, lo[:fmt.bits], hi[:fmt.bits])
+            # The clamps are codes of the output format SETPP.format selects (index 0 alone in a single-format
+            # build): each format's check, the index picks one; an index outside the set is a bad field.
+            clamps_bad = Const(1)           # an index outside the set
+            for i, fmt in enumerate(c.act_formats):
+                fmt_bad = ((lo >> fmt.bits) != 0) | ((hi >> fmt.bits) != 0) | \
+                    ~_ordered(m, fmt, lo[:fmt.bits], hi[:fmt.bits])
+                clamps_bad = Mux(v.format == i, fmt_bad, clamps_bad)
+            bad = bad | clamps_bad
             if not c.lut_buffer_depth:
                 bad = bad | v.lut
         elif op is Opcode.STORE:

@@ -4,11 +4,11 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .operand import operand_decoder
+from .operand import MultiFormatDecoder, operand_decoder
 from .pipeline import shift_add
-from .spec.formats import Format, get_format, product_of
+from .spec.formats import Format, get_format, product_of, signed_width
 
-__all__ = ["ExactMultiplier", "NARROW_SIGNIFICAND_BITS"]
+__all__ = ["ExactMultiplier", "MultiFormatMultiplier", "NARROW_SIGNIFICAND_BITS"]
 
 #: Signed significands this wide or narrower are multiplied by shifts and additions instead of a DSP.
 NARROW_SIGNIFICAND_BITS = 5
@@ -52,6 +52,50 @@ class ExactMultiplier(wiring.Component):
             self.significands.eq(significands),
             self.shift.eq(decode_a.shift + decode_b.shift),
             self.product.eq(self.significands << self.shift),
+            self.nonfinite.eq(decode_a.nonfinite | decode_b.nonfinite),
+        ]
+        return m
+
+
+class MultiFormatMultiplier(wiring.Component):
+    """The exact product of a code of ``a_formats[a_select]`` and one of ``b_formats[b_select]``, in units of
+    ``2 ** (finest a lsb + finest b lsb)``: one :class:`~hw.operand.MultiFormatDecoder` per operand (a decoder per
+    format behind a multiplexer) and one significand multiplier shared by every pair. Ports as
+    :class:`ExactMultiplier`, plus the two selects."""
+
+    def __init__(self, a_formats, b_formats):
+        self._a = MultiFormatDecoder(a_formats)
+        self._b = MultiFormatDecoder(b_formats)
+        a_sig, b_sig = self._a.significand.shape(), self._b.significand.shape()
+        a_lo, a_hi = -(1 << (a_sig.width - 1)), (1 << (a_sig.width - 1)) - 1
+        b_lo, b_hi = -(1 << (b_sig.width - 1)), (1 << (b_sig.width - 1)) - 1
+        corners = [x * y for x in (a_lo, a_hi) for y in (b_lo, b_hi)]
+        super().__init__({
+            "a": In(self._a.code.shape()),
+            "a_select": In(self._a.select.shape()),
+            "b": In(self._b.code.shape()),
+            "b_select": In(self._b.select.shape()),
+            "significands": Out(signed(signed_width(min(corners), max(corners)))),
+            "shift": Out(unsigned(max(len(self._a.shift), len(self._b.shift)) + 1)),
+            "nonfinite": Out(1),
+        })
+
+    @property
+    def min_exponent(self) -> int:
+        """Power of two of a unit of ``significands << shift``."""
+        return self._a.lsb_exponent + self._b.lsb_exponent
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.decode_a = decode_a = self._a
+        m.submodules.decode_b = decode_b = self._b
+        m.d.comb += [decode_a.code.eq(self.a), decode_a.select.eq(self.a_select),
+                     decode_b.code.eq(self.b), decode_b.select.eq(self.b_select)]
+        a, b = decode_a.significand, decode_b.significand
+        significands = shift_add(a, b) if min(len(a), len(b)) <= NARROW_SIGNIFICAND_BITS else a * b
+        m.d.comb += [
+            self.significands.eq(significands),
+            self.shift.eq(decode_a.shift + decode_b.shift),
             self.nonfinite.eq(decode_a.nonfinite | decode_b.nonfinite),
         ]
         return m

@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from .buffer_ports import address_bits
 from .spec.config import AcceleratorConfig
-from .spec.formats import IntFormat, Minifloat, Specials, product_of
+from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
 from .spec.layout import line_bits
 
@@ -174,7 +174,12 @@ class PostProcessor(wiring.Component):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
         self._config = config
         self._format = fmt = config.acts
-        self._acc_exponent = product_of(config.acts, config.weights).min_exponent
+        self._acc_exponent = config.acc_exponent
+        ports = {}
+        if config.multi_format:
+            # The output format (SETPP.format) selects one of the format tails; codes are slots.
+            fmt = SimpleNamespace(bits=config.act_slot_bits)
+            ports["format"] = In(range(max(len(config.formats), 2)))
         super().__init__({
             "en": In(1),
             "i_valid": In(1),
@@ -191,6 +196,7 @@ class PostProcessor(wiring.Component):
                                                  shape=unsigned(line_bits(Buffer.LUT, config)))),
             "o_valid": Out(1),
             "code": Out(unsigned(fmt.bits)),
+            **ports,
         })
 
     @property
@@ -220,6 +226,34 @@ class PostProcessor(wiring.Component):
         magnitude = self._magnitude(m, offset)
         product = self._sum(m, self._multiply(m, magnitude))
         locate = self._locate(m, product)
+        if not self._config.multi_format:
+            self._lookup(m, self._tail(m, locate))
+            return m
+        # A multi-format unit: the stages up to ``locate`` (the multiplier among them) are shared; every format of
+        # the set has its own tail (exponent .. clamp, sized for it), and the output format chosen by SETPP picks
+        # one tail's code (zero-extended to a slot) for the lookup stage. The choice travels beside the pipeline.
+        tails = []
+        for fmt in self._config.act_formats:
+            self._format = fmt
+            narrow = SimpleNamespace(**{**vars(locate), "clamp_lo": locate.clamp_lo[:fmt.bits],
+                                        "clamp_hi": locate.clamp_hi[:fmt.bits]})
+            tails.append(self._tail(m, narrow))
+        self._format = self._config.acts
+        select = _register(m, self.en, "input_format", format=self.format).format
+        for stage in STAGES[1:-1]:          # to the clamp stage's register, beside the data
+            select = _register(m, self.en, f"{stage}_format", format=select).format
+        code = Signal(self._config.act_slot_bits, name="clamp_chosen")
+        with m.Switch(select):
+            for i in range(1, len(tails)):
+                with m.Case(i):
+                    m.d.comb += code.eq(tails[i].code)
+            with m.Default():
+                m.d.comb += code.eq(tails[0].code)
+        self._lookup(m, SimpleNamespace(valid=tails[0].valid, lut=tails[0].lut, code=code))
+        return m
+
+    def _tail(self, m, locate):
+        """The stages of the output format (:attr:`_format`): exponent, align, round, saturate and clamp."""
         if isinstance(self._format, IntFormat):
             exponent = self._exponent_integer(m, locate)
             align = self._align(m, exponent, keep=self._integer_keep_bits)
@@ -228,8 +262,7 @@ class PostProcessor(wiring.Component):
             exponent = self._exponent_minifloat(m, locate)
             align = self._align(m, exponent, keep=self._format.man_bits + 1)
             result = self._saturate_minifloat(m, self._round_minifloat(m, align))
-        self._lookup(m, self._clamp(m, result))
-        return m
+        return self._clamp(m, result)
 
     # --- stages common to every format ---------------------------------------------------------
     #: What every stage hands on unchanged until it is used.
@@ -305,7 +338,7 @@ class PostProcessor(wiring.Component):
         then code ``q & (2**k - 1)`` of it chosen, with ``2**k = lut_entries_per_line``. The choice and the final
         multiplexer follow the read register, into the store engine's line FIFO."""
         c = self._config
-        bits = self._format.bits
+        bits = c.act_slot_bits
         out = _register(m, self.en, "lookup", valid=p.valid, lut=p.lut, code=p.code)
         if not c.lut_buffer_depth:
             m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(out.code)]

@@ -56,13 +56,18 @@ class StoreEngine(wiring.Component):
         store = data.View(layout_of(KINDS[Opcode.STORE]), seq.word)
 
         zero_point = Signal(signed(16))
-        clamp_lo = Signal(c.acts.bits)
-        clamp_hi = Signal(c.acts.bits)
+        clamp_lo = Signal(c.act_slot_bits)
+        clamp_hi = Signal(c.act_slot_bits)
         use_lut = Signal()
         incoming = data.View(layout_of(KINDS[Opcode.SETPP]), self.control.cmd.payload)
         with m.If(seq.start & (incoming.opcode == Opcode.SETPP)):
             m.d.sync += [zero_point.eq(incoming.zero_point), clamp_lo.eq(incoming.clamp_lo),
                          clamp_hi.eq(incoming.clamp_hi), use_lut.eq(incoming.lut)]
+        out_format = None
+        if c.multi_format:
+            out_format = Signal(range(max(len(c.formats), 2)))       # SETPP.format: the lanes' output format
+            with m.If(seq.start & (incoming.opcode == Opcode.SETPP)):
+                m.d.sync += out_format.eq(incoming.format)
 
         # --- per-column parameters ------------------------------------------------------------------------
         entry = data.StructLayout({"bias": signed(64), "multiplier": signed(32), "shift": unsigned(8),
@@ -121,6 +126,8 @@ class StoreEngine(wiring.Component):
                          lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
                          lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
                          lane.lut_write.data.eq(self.lut.data)]
+            if out_format is not None:
+                m.d.comb += lane.format.eq(out_format)
         with m.If(read_valid & self.control.running):
             with m.If(Cat(acc_line[i].nonfinite for i in range(cols)).any()):
                 m.d.sync += self.nonfinite.eq(1)

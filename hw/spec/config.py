@@ -7,10 +7,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .formats import Format, FormatError, accumulator_bits, get_format
-from .isa import KINDS, Opcode
+from .formats import Format, FormatError, get_format, product_of, signed_width
+from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 
-__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "max_depth"]
+__all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
+           "max_depth", "scaled_accumulator_bits"]
+
+#: Formats a multi-format build may carry: as many as the instructions' format fields can select.
+MAX_FORMATS = 1 << FORMAT_FIELD_BITS
 
 DATAFLOWS = ("weight_stationary",)
 
@@ -47,6 +51,13 @@ ADDRESS_FIELDS = {
 LUT_MAX_BITS = 8
 
 
+def scaled_accumulator_bits(a: Format, b: Format, terms: int, shift: int) -> int:
+    """Width of an accumulator holding ``terms`` products of ``a`` and ``b``, each shifted left by ``shift`` bits
+    (a multi-format build accumulates every pair in the units of its finest pair)."""
+    p = product_of(a, b)
+    return signed_width(terms * (p.fixed_min << shift), terms * (p.fixed_max << shift))
+
+
 def max_depth(name: str) -> tuple[int, str]:
     """The largest depth of buffer ``name`` (a power of two) its address fields can address, and why."""
     fields = [(op, field, KINDS[op].field(field).bits) for op, field in ADDRESS_FIELDS[name]]
@@ -73,11 +84,15 @@ class AcceleratorConfig:
     param_buffer_depth: int = 64
     dma_bits: int = 128
     clock_mhz: float = 100.0
+    #: A multi-format build: the formats a layer may select (by index, in COMPUTE and SETPP); empty for a
+    #: single-format build (``weight_format`` x ``act_format``). With a set, both of those name its first format.
+    formats: tuple = ()
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
         _check_int("rows", self.rows, 1, 128)
         _check_int("cols", self.cols, 1, 128)
+        self._check_format_set()
         formats = []
         for name in ("weight_format", "act_format"):
             value = getattr(self, name)
@@ -89,7 +104,7 @@ class AcceleratorConfig:
             formats.append(fmt)
         object.__setattr__(self, "_formats", tuple(formats))
         _check_int("max_reduction", self.max_reduction, self.rows, 1 << 24)
-        needed = accumulator_bits(*formats, self.max_reduction)
+        needed = self._exact_bits(self.max_reduction)
         if self.acc_bits is None:
             object.__setattr__(self, "acc_bits", needed)
         else:
@@ -105,25 +120,98 @@ class AcceleratorConfig:
             raise ConfigError(f"clock_mhz must be a number in 1..2000, not {self.clock_mhz!r}")
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
 
+    def _check_format_set(self) -> None:
+        """A format set: 2..MAX_FORMATS distinct formats; ``weight_format``/``act_format`` become its first one
+        (they may only name it, or be left at their default)."""
+        if self.formats == ():
+            return
+        if isinstance(self.formats, str) or not isinstance(self.formats, (tuple, list)):
+            raise ConfigError(f"formats must be a list of format names, not {self.formats!r}")
+        names = []
+        for value in self.formats:
+            try:
+                names.append(get_format(value).name)
+            except (FormatError, TypeError) as e:
+                raise ConfigError(f"formats: {e}") from None
+        if not 2 <= len(names) <= MAX_FORMATS:
+            raise ConfigError(f"formats must list 2..{MAX_FORMATS} formats (one format is a plain --pe build), "
+                              f"not {len(names)}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"formats lists {', '.join(twice)} more than once; list each format once")
+        default = next(f.default for f in dataclasses.fields(self) if f.name == "weight_format")
+        for name in ("weight_format", "act_format"):
+            value = getattr(self, name)
+            try:
+                same = value == default or get_format(value).name == names[0]
+            except FormatError as e:
+                raise ConfigError(f"{name}: {e}") from None
+            if not same:
+                raise ConfigError(f"{name} must be {names[0]}, the first of formats, not {value!r}")
+            object.__setattr__(self, name, names[0])
+        object.__setattr__(self, "formats", tuple(names))
+
+    def _exact_bits(self, terms: int) -> int:
+        """Width that holds ``terms`` products of any selectable pair exactly, in the accumulators' units."""
+        return max(scaled_accumulator_bits(w, a, terms, self.pair_shift(w, a))
+                   for w in self.weight_formats for a in self.act_formats)
+
     # --- derived ---------------------------------------------------------------------------
     @property
     def weights(self) -> Format:
+        """The weight format of a single-format build (of a multi-format build: its first format)."""
         return self._formats[0]
 
     @property
     def acts(self) -> Format:
+        """The activation format of a single-format build (of a multi-format build: its first format)."""
         return self._formats[1]
+
+    @property
+    def multi_format(self) -> bool:
+        return bool(self.formats)
+
+    @property
+    def weight_formats(self) -> tuple[Format, ...]:
+        """The weight formats a COMPUTE selects from by its ``weight_format`` index."""
+        return tuple(get_format(f) for f in self.formats) if self.formats else (self.weights,)
+
+    @property
+    def act_formats(self) -> tuple[Format, ...]:
+        """The activation formats COMPUTE (``act_format``) and SETPP (``format``, the output) select from."""
+        return tuple(get_format(f) for f in self.formats) if self.formats else (self.acts,)
+
+    @property
+    def weight_slot_bits(self) -> int:
+        """Bits of one weight code in a buffer line and in memory: the widest weight format (a narrower code sits
+        in the slot's low bits; the bits above it are ignored)."""
+        return max(f.bits for f in self.weight_formats)
+
+    @property
+    def act_slot_bits(self) -> int:
+        """Bits of one activation code in a buffer line, an output line and memory: the widest activation format."""
+        return max(f.bits for f in self.act_formats)
+
+    @property
+    def acc_exponent(self) -> int:
+        """Power of two of the accumulators' least significant bit: the finest product of any selectable pair."""
+        return min(w.lsb_exponent for w in self.weight_formats) + min(a.lsb_exponent for a in self.act_formats)
+
+    def pair_shift(self, weights: Format, acts: Format) -> int:
+        """Left shift of a ``weights`` x ``acts`` product into the accumulators' units (0 in a single-format
+        build)."""
+        return product_of(weights, acts).min_exponent - self.acc_exponent
 
     @property
     def psum_bits(self) -> int:
         """Width of the partial sums inside the array: exact for a column of ``rows`` products."""
-        return accumulator_bits(self.weights, self.acts, self.rows)
+        return self._exact_bits(self.rows)
 
     @property
     def lut_entries(self) -> int:
-        """Entries of the activation lookup table: one per activation code, 0 (no table) above
+        """Entries of the activation lookup table: one per activation code (slot), 0 (no table) above
         :data:`LUT_MAX_BITS` bits."""
-        return 1 << self.acts.bits if self.acts.bits <= LUT_MAX_BITS else 0
+        return 1 << self.act_slot_bits if self.act_slot_bits <= LUT_MAX_BITS else 0
 
     @property
     def lut_entries_per_line(self) -> int:
@@ -142,7 +230,14 @@ class AcceleratorConfig:
 
     # --- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        """The init fields; ``formats`` only when set (a single-format build's JSON and hash are those of
+        configurations from before format sets)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        if out["formats"]:
+            out["formats"] = list(out["formats"])
+        else:
+            del out["formats"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -156,6 +251,8 @@ class AcceleratorConfig:
         if unknown:
             raise ConfigError(f"Unknown configuration field(s) {', '.join(unknown)}; "
                               f"known fields are {', '.join(sorted(known))}")
+        if isinstance(data.get("formats"), list):
+            data = {**data, "formats": tuple(data["formats"])}
         return cls(**data)
 
     @classmethod

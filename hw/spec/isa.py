@@ -21,7 +21,7 @@ import enum
 from dataclasses import dataclass, field
 
 __all__ = [
-    "INSTRUCTION_BITS", "INSTRUCTION_BYTES", "HEADER_BITS", "TOKEN_QUEUE_DEPTH",
+    "INSTRUCTION_BITS", "INSTRUCTION_BYTES", "HEADER_BITS", "TOKEN_QUEUE_DEPTH", "FORMAT_FIELD_BITS",
     "Opcode", "Queue", "Buffer", "AluOp", "ErrorCode", "Field", "Kind", "KINDS", "HEADER",
     "IsaError", "encode", "decode", "kind_of",
 ]
@@ -30,6 +30,9 @@ INSTRUCTION_BITS = 128
 INSTRUCTION_BYTES = INSTRUCTION_BITS // 8
 #: Tokens each of the four token queues holds; pushing onto a full one is an error.
 TOKEN_QUEUE_DEPTH = 8
+#: Width of the format-selection fields (COMPUTE.weight_format, COMPUTE.act_format, SETPP.format): an index into
+#: the build's set of formats (``AcceleratorConfig.formats``), so a set holds at most ``2**FORMAT_FIELD_BITS``.
+FORMAT_FIELD_BITS = 3
 
 
 class IsaError(ValueError):
@@ -90,7 +93,8 @@ class ErrorCode(enum.IntEnum):
     DEADLOCK = 5
     #: A push onto a token queue that already holds ``TOKEN_QUEUE_DEPTH`` tokens.
     TOKEN_OVERFLOW = 6
-    #: A field combination that cannot be executed (a zero size, a bad buffer or ALU op, ...).
+    #: A field combination that cannot be executed (a zero size, a bad buffer or ALU op, a format index outside
+    #: the build's set, ...).
     BAD_FIELD = 7
 
 
@@ -198,7 +202,11 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "`weight_addr + t*rows`), for oy < out_h, ox < out_w: "
          "`acc[acc_addr + oy*out_w + ox] (+)= act[act_addr + (oy*stride + ky*dilation)*act_pitch + ox*stride + "
          "kx*dilation] @ W_t`. The first kernel position overwrites unless `accumulate` is set; later ones "
-         "always accumulate. A GEMM is kh = kw = 1, out_h = 1, out_w = M.",
+         "always accumulate. A GEMM is kh = kw = 1, out_h = 1, out_w = M. Weights are codes of format "
+         "`weight_format`, activations of format `act_format` (indices into the build's format set; a "
+         "single-format build has only index 0, its weight and activation formats); each product enters the "
+         "accumulators exactly, in units of 2**acc_exponent (the finest product of the set: a coarser pair's "
+         "product is shifted left by the difference).",
          (
              _f("acc_addr", 16, "First accumulator line."),
              _f("act_addr", 16, "Activation line of output (0, 0) at kernel position (0, 0)."),
@@ -211,6 +219,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("kh", 4, "Kernel height.", nonzero=True),
              _f("kw", 4, "Kernel width.", nonzero=True),
              _f("accumulate", 1, "Add to the accumulators instead of overwriting them."),
+             _f("weight_format", FORMAT_FIELD_BITS, "Index of the weights' format in the build's format set."),
+             _f("act_format", FORMAT_FIELD_BITS, "Index of the activations' format in the build's format set."),
          )),
     Kind(Opcode.ALU, Queue.COMPUTE,
          "Element-wise operation on accumulator lines (pooling, residual add): for y < y_size, x < x_size, "
@@ -240,12 +250,15 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "pre-activation encoding) is then replaced by entry `q` of the LUT buffer, `table[q]`: code "
          "`q % lut_entries_per_line` of LUT line `q // lut_entries_per_line` (a nonlinear activation such as "
          "Sigmoid or HardSwish; the table holds codes of the output encoding). `lut` needs an activation format of "
-         "at most 8 bits (the engine has no LUT buffer otherwise).",
+         "at most 8 bits (the engine has no LUT buffer otherwise). The output format is `format`, an index into "
+         "the build's format set (0, the activation format, in a single-format build); `clamp_lo`, `clamp_hi` and "
+         "the table's entries are codes of it.",
          (
              _f("zero_point", 16, "Added after rounding (integer outputs).", signed=True),
              _f("clamp_lo", 16, "Smallest output code (by value)."),
              _f("clamp_hi", 16, "Largest output code (by value)."),
              _f("lut", 1, "Replace each output code q by entry q of the LUT buffer."),
+             _f("format", FORMAT_FIELD_BITS, "Index of the output format in the build's format set."),
          )),
     Kind(Opcode.STORE, Queue.STORE,
          "Post-process a 2-D block of accumulator lines and write it to external memory: accumulator line "

@@ -6,6 +6,11 @@ number of bus beats, so that every line starts on a beat and the DMA only ever m
 A PARAM line holds one 16-byte entry per column: bias (int64, accumulator units), multiplier (int32),
 shift (uint8), 3 zero bytes; all little-endian. A LUT line is an output line (``cols`` activation codes) whose
 first ``config.lut_entries_per_line`` codes are consecutive entries of the activation table (the rest zero).
+
+A multi-format build (``config.formats``) gives every code a slot as wide as the widest format of its kind
+(``config.act_slot_bits``, ``config.weight_slot_bits``): a code of a narrower format sits in the slot's low bits,
+the bits above it are zero when the engine writes them and ignored when it reads them. So a line's size and
+place never depend on the format a layer selects, and LOADs need no format at all.
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ def line_codes(buffer: Buffer, config: AcceleratorConfig) -> tuple[int, int]:
         raise ValueError(f"Unknown buffer {buffer!r}; buffers are "
                          f"{', '.join(f'{int(b)} {b.name}' for b in Buffer)}") from None
     if buffer is Buffer.ACT:
-        return config.rows, config.acts.bits
+        return config.rows, config.act_slot_bits
     if buffer is Buffer.WEIGHT:
-        return config.cols, config.weights.bits
+        return config.cols, config.weight_slot_bits
     if buffer is Buffer.PARAM:
         return config.cols, PARAM_ENTRY_BYTES * 8
     if buffer is Buffer.LUT:
-        return config.cols, config.acts.bits
+        return config.cols, config.act_slot_bits
     raise ValueError(f"Unknown buffer {buffer!r}")
 
 
@@ -58,7 +63,7 @@ def line_bytes(buffer: Buffer, config: AcceleratorConfig) -> int:
 
 def output_line_bytes(config: AcceleratorConfig) -> int:
     """Bytes of one STORE output line: one activation-format code per array column, whole beats."""
-    return _beats(config.cols * config.acts.bits, config) * config.dma_bits // 8
+    return _beats(config.cols * config.act_slot_bits, config) * config.dma_bits // 8
 
 
 def _group(bits: int) -> tuple[int, int]:
@@ -200,8 +205,8 @@ def lut_lines(table, config: AcceleratorConfig) -> np.ndarray:
     if table.shape != (config.lut_entries,) or table.dtype.kind not in "iu":
         raise ValueError(f"An activation table holds {config.lut_entries} integer codes, not {table.shape} "
                          f"{table.dtype}")
-    if table.size and (int(table.min()) < 0 or int(table.max()) >> config.acts.bits):
-        raise ValueError(f"Table entries must be codes in 0..{(1 << config.acts.bits) - 1}")
+    if table.size and (int(table.min()) < 0 or int(table.max()) >> config.act_slot_bits):
+        raise ValueError(f"Table entries must be codes in 0..{(1 << config.act_slot_bits) - 1}")
     per = config.lut_entries_per_line
     lines = np.zeros((config.lut_buffer_depth, config.cols), dtype=np.int64)
     lines[:, :per] = table.reshape(-1, per)
@@ -210,7 +215,7 @@ def lut_lines(table, config: AcceleratorConfig) -> np.ndarray:
 
 def pack_lut(table, config: AcceleratorConfig) -> bytes:
     """The LUT lines of an activation table, packed as a LOAD of ``Buffer.LUT`` reads them."""
-    return pack_lines(lut_lines(table, config), config.acts.bits, line_bytes(Buffer.LUT, config))
+    return pack_lines(lut_lines(table, config), config.act_slot_bits, line_bytes(Buffer.LUT, config))
 
 
 def unpack_lut(lines: np.ndarray, config: AcceleratorConfig) -> np.ndarray:

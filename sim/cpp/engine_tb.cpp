@@ -145,6 +145,12 @@ std::string run(const Options& o, size_t index, const Program& p, EngineBench& b
         return format("{\"program\": %zu, \"timeout\": true}", index);
     }
     wait_idle(bench, 1000);
+    // An error raises the interrupt at once, while the engines may still finish what they were doing (the
+    // status register stays busy until they halt); a start written before that would be ignored.
+    for (unsigned n = 0; host.read(REG_STATUS) & STATUS_BUSY; ++n) {
+        if (n == 100000) throw ProtocolError("the engine is still busy 100000 status reads after the interrupt");
+    }
+    wait_idle(bench, 1000);
     std::string registers;
     for (const RegisterInfo& r : REGISTERS) {
         uint32_t value = host.read(r.address);

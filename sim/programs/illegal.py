@@ -89,7 +89,7 @@ class _Faults:
         c, rng = self.c, self.rng
         fmt = c.acts
         choices = ["zero", "misaligned_addr", "misaligned_stride", "weight_padding", "param_padding", "lut_padding",
-                   "alu_op", "clamp_order", "clamp_width", "pad_value_width", "reserved_bits"]
+                   "alu_op", "clamp_order", "clamp_width", "pad_value_width", "reserved_bits", "format_index"]
         if not c.lut_buffer_depth:
             choices.append("lut_without_table")
         if fmt.has_nan:
@@ -153,12 +153,24 @@ class _Faults:
             fields["clamp_hi"] = int(rng.integers(1 << fmt.bits, 1 << 16))
             return encode(Opcode.SETPP, **fields), f"SETPP clamp_hi wider than {fmt.bits} bits"
         if what == "pad_value_width":
-            if fmt.bits >= 16:
+            bits = c.act_slot_bits
+            if bits >= 16:
                 return self.bad_field()
             fields = self.legal(Opcode.LOAD)
             fields["pad_left"] = 1
-            fields["pad_value"] = int(rng.integers(1 << fmt.bits, 1 << 16))
-            return encode(Opcode.LOAD, **fields), f"ACT LOAD pad_value wider than {fmt.bits} bits"
+            fields["pad_value"] = int(rng.integers(1 << bits, 1 << 16))
+            return encode(Opcode.LOAD, **fields), f"ACT LOAD pad_value wider than {bits} bits"
+        if what == "format_index":
+            # An index past the build's format set (a single-format build has only index 0).
+            limit = 1 << KINDS[Opcode.SETPP].field("format").bits
+            opcode, name = [(Opcode.COMPUTE, "weight_format"), (Opcode.COMPUTE, "act_format"),
+                            (Opcode.SETPP, "format")][int(rng.integers(3))]
+            count = len(c.act_formats if name != "weight_format" else c.weight_formats)
+            fields = self.legal(opcode)
+            fields[name] = int(rng.integers(count, limit))
+            if opcode is Opcode.COMPUTE and rng.random() < 0.3:
+                fields["acc_addr"] = c.acc_buffer_depth - 1      # precedence: BAD_FIELD before SRAM_RANGE
+            return encode(opcode, **fields), f"{opcode.name} {name}={fields[name]} of a set of {count}"
         # reserved bits: any bit above the fields of an otherwise legal instruction
         opcode = Opcode(int(rng.choice([o.value for o in Opcode])))
         kind = KINDS[opcode]

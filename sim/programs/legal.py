@@ -15,6 +15,8 @@ from .tokens import _place_tokens, _Retry
 
 
 def _config_summary(config: AcceleratorConfig) -> str:
+    if config.multi_format:
+        return f"{config.rows}x{config.cols} formats {','.join(config.formats)}"
     fmt = config.acts.name if config.acts == config.weights else f"{config.weights.name}x{config.acts.name}"
     return f"{config.rows}x{config.cols} {fmt}"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import product_of
 from hw.spec.isa import INSTRUCTION_BYTES, AluOp, Buffer, Opcode, decode
 from hw.spec.layout import PARAM_ENTRY_BYTES, line_bytes, output_line_bytes
 from sw.golden.gemm import gemm
@@ -55,8 +54,7 @@ class _Reference:
         self.act, self.weight, self.param, self.acc, self.lut = {}, {}, {}, {}, {}
         # The last accumulator line is the barriers' scratch line: what it holds is never stored.
         self.acc[c.acc_buffer_depth - 1] = ([0] * c.cols, [False] * c.cols)
-        self.zero_point, self.clamp_lo, self.clamp_hi, self.use_lut = 0, 0, 0, 0
-        self.acc_exponent = product_of(c.acts, c.weights).min_exponent
+        self.zero_point, self.clamp_lo, self.clamp_hi, self.use_lut, self.out_format = 0, 0, 0, 0, 0
         self.macs = 0
         self.nonfinite = False
         self.stores: list[StoreRecord] = []
@@ -85,20 +83,23 @@ class _Reference:
                 at = f["dram_addr"] + sy * f["dram_stride"] + sx * nbytes
                 data = bytes(self.dram[at:at + nbytes])
                 if buffer is Buffer.ACT:
-                    self.act[line] = _unpack(data, c.rows, c.acts.bits)
+                    self.act[line] = _unpack(data, c.rows, c.act_slot_bits)
                 elif buffer is Buffer.WEIGHT:
-                    self.weight[line] = _unpack(data, c.cols, c.weights.bits)
+                    self.weight[line] = _unpack(data, c.cols, c.weight_slot_bits)
                 elif buffer is Buffer.LUT:
-                    self.lut[line] = _unpack(data, c.cols, c.acts.bits)
+                    self.lut[line] = _unpack(data, c.cols, c.act_slot_bits)
                 else:
                     self.param[line] = _param_entries(data, c.cols)
 
     def compute(self, index: int, f: dict) -> None:
         c = self.config
+        # The selected formats' codes are the low bits of each slot; products enter in the accumulators' units.
+        wf, af = c.weight_formats[f["weight_format"]], c.act_formats[f["act_format"]]
+        shift = c.pair_shift(wf, af)
         for ky in range(f["kh"]):
             for kx in range(f["kw"]):
                 tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.rows
-                w = np.array([self.weight[tile + r] for r in range(c.rows)], dtype=np.int64)
+                w = np.array([self.weight[tile + r] for r in range(c.rows)], dtype=np.int64) % (1 << wf.bits)
                 lines, vectors = [], []
                 for oy in range(f["out_h"]):
                     for ox in range(f["out_w"]):
@@ -106,10 +107,10 @@ class _Reference:
                         col = ox * f["stride"] + kx * f["dilation"]
                         vectors.append(self.act[f["act_addr"] + row * f["act_pitch"] + col])
                         lines.append(f["acc_addr"] + oy * f["out_w"] + ox)
-                r = gemm(np.array(vectors, dtype=np.int64), w, c.acts, c.weights)
+                r = gemm(np.array(vectors, dtype=np.int64) % (1 << af.bits), w, af, wf)
                 overwrite = ky == 0 and kx == 0 and not f["accumulate"]
                 for n, line in enumerate(lines):
-                    value = [int(v) for v in r.value[n]]
+                    value = [int(v) << shift for v in r.value[n]]
                     flags = [bool(v) for v in r.nonfinite[n]]
                     if not overwrite:
                         old, old_flags = self.acc[line]
@@ -136,7 +137,7 @@ class _Reference:
 
     def setpp(self, index: int, f: dict) -> None:
         self.zero_point, self.clamp_lo, self.clamp_hi = f["zero_point"], f["clamp_lo"], f["clamp_hi"]
-        self.use_lut = f["lut"]
+        self.use_lut, self.out_format = f["lut"], f["format"]
 
     def store(self, index: int, f: dict) -> None:
         c = self.config
@@ -149,8 +150,9 @@ class _Reference:
                 values.append(value)
                 flags.append(nonfinite)
                 addresses.append(f["dram_addr"] + y * f["dram_stride"] + x * nbytes)
-        codes = rescale(np.array(values, dtype=object), np.array(flags, dtype=bool), self.acc_exponent,
-                        bias, multiplier, shift, c.acts, self.zero_point, self.clamp_lo, self.clamp_hi,
+        codes = rescale(np.array(values, dtype=object), np.array(flags, dtype=bool), c.acc_exponent,
+                        bias, multiplier, shift, c.act_formats[self.out_format], self.zero_point, self.clamp_lo,
+                        self.clamp_hi,
                         acc_bits=c.acc_bits)
         if self.use_lut:
             # Entry q: code q % per of LUT line q // per (the ISA's words, read line by line).
@@ -159,7 +161,7 @@ class _Reference:
         self.nonfinite |= bool(np.any(flags))
         lines = []
         for at, row in zip(addresses, codes):
-            data = _pack(row, c.acts.bits, nbytes)
+            data = _pack(row, c.act_slot_bits, nbytes)
             self.dram[at:at + nbytes] = data
             lines.append((at, data))
         self.stores.append(StoreRecord(index, tuple(lines), np.asarray(codes)))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import IntFormat, product_of
+from hw.spec.formats import IntFormat
 from hw.spec.isa import AluOp, Buffer, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
 
@@ -93,6 +93,22 @@ class _Builder:
         # same seed gave before tables existed (the pinned cycle fixture's programs stay what they were).
         self.tables = c.lut_buffer_depth > 0 and int(rng.bit_generator.state["state"]["state"]) % 5 < 3
         self.table_loaded = False
+        # The formats of the tile being drawn (weights, activations in, outputs) and their indices: always the
+        # build's own in a single-format build (no draw, so its programs are those of before format sets).
+        self.w_fmt, self.a_fmt, self.o_fmt = c.weights, c.acts, c.acts
+        self.fmt_fields: dict = {}
+        self.out_field: dict = {}
+
+    def tile_formats(self) -> str:
+        """Draw the formats of the next tile in a multi-format build; a note for the tile's summary."""
+        c = self.config
+        if not c.multi_format:
+            return ""
+        w, a, o = (int(i) for i in self.rng.integers(0, len(c.formats), size=3))
+        self.w_fmt, self.a_fmt, self.o_fmt = c.weight_formats[w], c.act_formats[a], c.act_formats[o]
+        self.fmt_fields = dict(weight_format=w, act_format=a)
+        self.out_field = dict(format=o)
+        return f" [{self.w_fmt.name} x {self.a_fmt.name} -> {self.o_fmt.name}]"
 
     # memory -------------------------------------------------------------------------------------------
     def align(self, n: int) -> int:
@@ -161,7 +177,7 @@ class _Builder:
         H, W = h + int(self.rng.integers(0, 2)), w + int(self.rng.integers(0, 3))
         stride = self.row_stride(W * lb, H)
         addr = self.alloc((H - 1) * stride + W * lb)
-        self.write_lines(addr, stride, self.codes(self.config.acts, (H, W, self.rows)), self.config.acts.bits, lb)
+        self.write_lines(addr, stride, self.codes(self.a_fmt, (H, W, self.rows)), self.config.act_slot_bits, lb)
         size = (H - 1) * stride + W * lb
         self.inputs.append(dict(addr=addr, size=size, order=order, reused=False))
         return dict(addr=addr, stride=stride, H=H, W=W, chained=False)
@@ -193,15 +209,14 @@ class _Builder:
         lb = self.lb[Buffer.WEIGHT]
         stride = self.row_stride(x * lb, y)
         addr = self.alloc((y - 1) * stride + x * lb)
-        self.write_lines(addr, stride, self.codes(self.config.weights, (y, x, self.cols)),
-                         self.config.weights.bits, lb)
+        self.write_lines(addr, stride, self.codes(self.w_fmt, (y, x, self.cols)), self.config.weight_slot_bits, lb)
         self.inputs.append(dict(addr=addr, size=(y - 1) * stride + x * lb, order=(tile,), reused=False))
         if y > 1 and self.rng.random() < 0.08:      # rows that overlap in memory (0: one row, repeated)
             stride = int(self.rng.integers(0, -(-stride // self.bus))) * self.bus
         return self.load(Buffer.WEIGHT, phase, tile, sram_addr, addr, y, x, stride)
 
     def pad_value(self) -> int:
-        fmt = self.config.acts
+        fmt = self.a_fmt
         if self.rng.random() < 0.6:
             return int(fmt.quantize(0.0))
         return int(self.codes(fmt, ()))
@@ -237,9 +252,11 @@ class _Builder:
         """Bias, multiplier and shift of each column, scaled so that most outputs land inside the format."""
         addr, stride, y, x = source
         c, rng = self.config, self.rng
-        typical = max(_mean_fixed(c.acts) * _mean_fixed(c.weights) * math.sqrt(terms), 1.0)
-        exponent = product_of(c.acts, c.weights).min_exponent
-        fmt = c.acts
+        # In the accumulators' units (those of the tile's pair, shifted in a multi-format build).
+        typical = max(_mean_fixed(self.a_fmt) * _mean_fixed(self.w_fmt) * math.sqrt(terms), 1.0) \
+            * 2.0 ** c.pair_shift(self.w_fmt, self.a_fmt)
+        exponent = c.acc_exponent
+        fmt = self.o_fmt
         for row in range(y):
             for col in range(x):
                 bias, mult, shift = [], [], []
@@ -266,7 +283,7 @@ class _Builder:
                 self.blobs.append((addr + row * stride + col * self.lb[Buffer.PARAM], bytes(data)))
 
     def setpp(self, tile: int) -> _Instr:
-        fmt, rng = self.config.acts, self.rng
+        fmt, rng = self.o_fmt, self.rng
         finite = _finite_codes(fmt)
         top, bottom = int(fmt.quantize(fmt.max)), int(fmt.quantize(fmt.min))
         zero = int(fmt.quantize(0.0))
@@ -286,7 +303,8 @@ class _Builder:
         zp = int(rng.integers(-8, 9)) if rng.random() < 0.8 else int(rng.integers(-(1 << 15), 1 << 15))
         self.setpp_done = True
         lut = int(self.table_loaded and rng.random() < 0.6)
-        return self.instr(Opcode.SETPP, "store", tile, zero_point=zp, clamp_lo=lo, clamp_hi=hi, lut=lut)
+        return self.instr(Opcode.SETPP, "store", tile, zero_point=zp, clamp_lo=lo, clamp_hi=hi, lut=lut,
+                          **self.out_field)
 
     def table_load(self, tile: int) -> _Instr:
         """A LOAD of the whole LUT buffer (random codes, garbage in the lines' unused codes and padding), in one
@@ -368,6 +386,7 @@ class _Builder:
 
     def gemm_tile(self, tile: int, budget: int) -> _Tile:
         c, rng = self.config, self.rng
+        formats = self.tile_formats()
         which = self.which(tile)
         burst = rng.random() < 0.1 and budget >= 14
         for _ in range(50):
@@ -404,18 +423,20 @@ class _Builder:
                                  act_addr=act_base + k * m, weight_addr=weight_base + k * c.rows, out_h=1,
                                  out_w=m, act_pitch=int(rng.integers(0, 1024)), stride=1,
                                  dilation=int(rng.integers(1, 8)), kh=1, kw=1,
-                                 accumulate=int(onto if k == 0 else not second and rng.random() < 0.9))
+                                 accumulate=int(onto if k == 0 else not second and rng.random() < 0.9),
+                                 **self.fmt_fields)
             pairs.append((block, compute))
         instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + (2 * m if residual else m)))
         self.write_params(param_source, c.rows * chunks * (2 if onto else 1))
-        summary = f"gemm M={m} K={chunks}x{c.rows}{' +residual' if residual else ''}{' +acc' if onto else ''}"
+        summary = f"gemm M={m} K={chunks}x{c.rows}{' +residual' if residual else ''}{' +acc' if onto else ''}{formats}"
         return self.finish_tile(tile, "gemm", instrs, written, (acc_base, 1, m),
                                 (acc_base, acc_base + m, 1, m) if residual else None, (params, nparams), summary,
                                 budget)
 
     def conv_tile(self, tile: int, budget: int) -> _Tile:
         c, rng = self.config, self.rng
+        formats = self.tile_formats()
         which = self.which(tile)
         for _ in range(80):
             kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
@@ -455,13 +476,13 @@ class _Builder:
             compute = self.instr(Opcode.COMPUTE, "body", tile, acc_addr=acc_base,
                                  act_addr=act_base + k * hp * wp + y0 * wp + x0, weight_addr=weight_base + k * taps,
                                  out_h=out_h, out_w=out_w, act_pitch=wp, stride=stride, dilation=dilation, kh=kh,
-                                 kw=kw, accumulate=int(onto if k == 0 else rng.random() < 0.9))
+                                 kw=kw, accumulate=int(onto if k == 0 else rng.random() < 0.9), **self.fmt_fields)
             pairs.append((block, compute))
         instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + out_h * out_w))
         self.write_params(param_source, taps * chunks * (2 if onto else 1))
         summary = (f"conv {kh}x{kw} s{stride} d{dilation} pad{''.join(map(str, pads))} {h}x{w}->{out_h}x{out_w}"
-                   f"{' x' + str(chunks) if chunks > 1 else ''}{' +acc' if onto else ''}")
+                   f"{' x' + str(chunks) if chunks > 1 else ''}{' +acc' if onto else ''}{formats}")
         return self.finish_tile(tile, "conv", instrs, written, (acc_base, out_h, out_w), None, (params, nparams),
                                 summary, budget)
 

@@ -14,7 +14,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from hw.spec.registers import REGISTERS, by_name
+from hw.spec.registers import REGISTERS, STATUS_BUSY, by_name
 from sim.axi import AxiLiteMaster, AxiMemory
 
 
@@ -51,6 +51,14 @@ async def run_programs(dut):
         else:
             results.append({"timeout": True, "registers": {}, "dram": b""})
             continue
+        await data.wait_idle(1000)
+        # An error raises the interrupt at once, while the engines may still finish what they were doing (the
+        # status register stays busy until they halt); a start written before that would be ignored.
+        for _ in range(100000):
+            if not await ctrl.read(by_name("status").address) & STATUS_BUSY:
+                break
+        else:
+            raise RuntimeError("the engine is still busy 100000 status reads after the interrupt")
         await data.wait_idle(1000)
         registers = {r.name: await ctrl.read(r.address) for r in REGISTERS}
         results.append({"timeout": False, "registers": registers,

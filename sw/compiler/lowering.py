@@ -19,9 +19,11 @@ from hw.spec.formats import get_format
 from hw.spec.isa import Buffer
 from hw.spec.layout import line_bytes, output_line_bytes
 from sw.ir import QuantizedNetwork, QuantLayer
+from sw.ops import OPERATORS
 
 from .fold import Fold
 from .program import ProgramBuilder, Region
+from .formats import select_formats
 from .tiling import ConvJob, Pool, Requant, Source, ceil_div
 
 __all__ = ["CompileError", "Placement", "Lowering", "dense_weights"]
@@ -76,6 +78,8 @@ class Lowering:
         self.jobs: list[LoweredJob | LoweredHost] = []
         #: Filled when the jobs are emitted: engine programs and host layers in the order they run.
         self.steps: list[dict] = []
+        #: The formats each layer selects on a multi-format engine (sw/compiler/formats.py).
+        self.formats = select_formats(net, config, fused)
 
     # --- tensors --------------------------------------------------------------------------------------------
     def place(self, name: str, channels: int, height: int, width: int, fold: Fold | None = None) -> Placement:
@@ -188,6 +192,7 @@ class Lowering:
                       requant if requant is not None else self.requant(layer, cout), Region(0, 0), pool)
         if view is not None:
             job.in_pitch, job.block_pitch = p0.width, p0.height * p0.width
+        self._select_formats(layer, job, out_name)
         job.macs = int(macs)
         ho, wo = job.out_shape
         if ho < 1 or wo < 1:
@@ -199,6 +204,18 @@ class Lowering:
         self.jobs.append(LoweredJob(job, [layer.name] + ([pool_layer.name] if pool_layer is not None else []),
                                     layer.op, out_name))
         return job
+
+
+    def _select_formats(self, layer: QuantLayer, job: ConvJob, out_name: str) -> None:
+        """A multi-format engine: the job's COMPUTE formats, and its output format with the clamps in its codes."""
+        if not OPERATORS[layer.op].weighted:
+            return
+        job.formats = self.formats.compute_fields(layer)
+        out = self.formats.output(out_name)
+        if out:
+            mask = (1 << self.config.act_formats[out].bits) - 1      # the low bits: the same value, narrower
+            q = job.requant
+            q.out_format, q.clamp_lo, q.clamp_hi = out, q.clamp_lo & mask, q.clamp_hi & mask
 
 
 def fused_window(pool_layer: QuantLayer) -> Pool:

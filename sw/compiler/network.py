@@ -20,6 +20,7 @@ from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
 
 from .fold import input_fold
+from .formats import LayerFormats, select_formats
 from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job, split_job
@@ -39,6 +40,7 @@ class CompiledNetwork:
     #: What runs, in order: {"kind": "engine", "program": index into program.segments} and {"kind": "host",
     #: "layer": name}. A network without host layers is one engine program.
     steps: list[dict] = field(default_factory=lambda: [{"kind": "engine", "program": 0}])
+    _formats: LayerFormats | None = field(default=None, repr=False, compare=False)
 
     @property
     def host_layers(self) -> list[str]:
@@ -99,10 +101,27 @@ class CompiledNetwork:
         n, blocks = data.shape[0], ceil_div(p.channels, c.cols)
         lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.acts.bits)
         chw = lines.reshape(n, blocks, p.height * p.width, c.cols).transpose(0, 1, 3, 2)
-        chw = chw.reshape(n, -1, p.height * p.width)[:, :p.channels]
+        chw = self._widened(name, chw.reshape(n, -1, p.height * p.width)[:, :p.channels])
         if p.index is not None:
             return chw.reshape(n, -1)[:, np.asarray(p.index)]
         return chw.reshape(n, *self.network.shapes[name])
+
+    def _widened(self, name: str, codes: np.ndarray) -> np.ndarray:
+        """Codes of tensor ``name`` as the network's format has them: a tensor a multi-format engine stores in a
+        narrower format (sw/compiler/formats.py) holds that format's codes in the low bits of its slots."""
+        index = self.formats.output(name) if self.config.multi_format else 0
+        if not index:
+            return codes
+        narrow, engine = self.config.act_formats[index], get_format(self.network.act_format)
+        values = narrow.decode(codes & ((1 << narrow.bits) - 1)).astype(np.int64)
+        return (values % (1 << engine.bits)).astype(codes.dtype)
+
+    @property
+    def formats(self) -> LayerFormats:
+        """The format each layer and tensor selects on a multi-format engine (a function of network and engine)."""
+        if self._formats is None:
+            self._formats = select_formats(self.network, self.config, _fused_pools(self.network))
+        return self._formats
 
     def write_tensor(self, dram: bytearray, name: str, codes: np.ndarray) -> None:
         """Write one sample's codes (IR shape) of tensor ``name`` into ``dram``, in the engine's layout."""
@@ -221,6 +240,12 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
 
 
 def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
+    if c.multi_format and (c.act_slot_bits != c.acts.bits or c.weight_slot_bits != c.weights.bits
+                           or c.acc_exponent != net.acc_exponent):
+        # The network's codes are those of the set's first format, laid out as they are (sw/compiler/formats.py).
+        raise CompileError(f"the compiler needs a multi-format engine whose first format ({c.acts.name}, the "
+                           f"network's) is its widest and has the finest least significant bit of the set "
+                           f"({', '.join(c.formats)}); list such a format first (e.g. --formats int8,int4)")
     if c.acts.name != get_format(net.act_format).name or c.weights.name != get_format(net.weight_format).name:
         raise CompileError(f"the network is quantized for {net.weight_format} weights x {net.act_format} "
                            f"activations, the engine is built for {c.weights.name} x {c.acts.name}")

@@ -54,12 +54,14 @@ class Requant:
     activation table the lookup stage applies, if any (loaded into the LUT buffer with the PARAM lines)."""
 
     def __init__(self, bias, multiplier, shift, zero_point: int = 0, clamp_lo: int = 0, clamp_hi: int = 0,
-                 table=None):
+                 table=None, out_format: int = 0):
         self.bias = np.asarray(bias, dtype=np.int64)
         self.multiplier = np.asarray(multiplier, dtype=np.int64)
         self.shift = np.asarray(shift, dtype=np.int64)
         self.zero_point, self.clamp_lo, self.clamp_hi = int(zero_point), int(clamp_lo), int(clamp_hi)
         self.table = None if table is None else np.asarray(table, dtype=np.int64)
+        #: SETPP.format of a multi-format engine (the clamps are codes of that format).
+        self.out_format = int(out_format)
 
     def lines(self, blocks: int, cols: int):
         def pad(a):
@@ -69,8 +71,9 @@ class Requant:
         return pad(self.bias), pad(self.multiplier), pad(self.shift)
 
     def setpp(self) -> dict:
-        return {"zero_point": self.zero_point, "clamp_lo": self.clamp_lo, "clamp_hi": self.clamp_hi,
-                "lut": int(self.table is not None)}
+        fields = {"zero_point": self.zero_point, "clamp_lo": self.clamp_lo, "clamp_hi": self.clamp_hi,
+                  "lut": int(self.table is not None)}
+        return {**fields, "format": self.out_format} if self.out_format else fields
 
 
 @dataclass
@@ -133,6 +136,8 @@ class ConvJob:
     in_pitch: int | None = None
     #: Lines between output rows in external memory (None: the job's own output width).
     out_pitch: int | None = None
+    #: A multi-format engine's COMPUTE.weight_format / act_format of the job (empty: the first format's).
+    formats: dict = field(default_factory=dict)
     #: Lines between the input's channel blocks in external memory, when the job reads a window of a taller map
     #: (None: ``height`` times the row pitch).
     block_pitch: int | None = None
@@ -475,7 +480,7 @@ def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
             job, name=f"{job.name}[c{c0}:{c1}]", cout=c1 - c0, macs=None, out_pitch=job.dst_pitch,
             sources=[replace(src, weights=src.weights[..., c0:c1]) for src in job.sources],
             requant=Requant(q.bias[c0:c1], q.multiplier[c0:c1], q.shift[c0:c1], q.zero_point, q.clamp_lo,
-                            q.clamp_hi, q.table),
+                            q.clamp_hi, q.table, q.out_format),
             out=Region(job.out.addr + offset, job.out.size - offset)))
     return groups
 
@@ -632,7 +637,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
     w_data = np.concatenate([tiles.data[key] for key in keys])
     w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
-    rw = b.region(f"{job.name}.weights", pack_lines(w_data, c.weights.bits, wlb))
+    rw = b.region(f"{job.name}.weights", pack_lines(w_data, c.weight_slot_bits, wlb))
     bias, mult, shift = job.requant.lines(nb_n, c.cols)
     rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
     param_load = ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
@@ -709,7 +714,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr,
                                            out_h=band[1], out_w=wo, act_pitch=pitch, stride=job.stride,
                                            dilation=job.dilation, kh=ky1 - ky0, kw=kx1 - kx0,
-                                           accumulate=int(n > 0)))
+                                           accumulate=int(n > 0), **job.formats))
                 if loads or not steps or steps[-1].ends:
                     steps.append(Step(loads, [compute], begins=n == 0 and band[0] == 0))
                 else:

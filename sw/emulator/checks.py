@@ -51,7 +51,7 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
         padded = f["pad_top"] or f["pad_bottom"] or f["pad_left"] or f["pad_right"]
         if (buffer is not Buffer.ACT and padded) or f["dram_addr"] % bus or f["dram_stride"] % bus:
             return ErrorCode.BAD_FIELD
-        if buffer is Buffer.ACT and f["pad_value"] >> c.acts.bits:
+        if buffer is Buffer.ACT and f["pad_value"] >> c.act_slot_bits:
             return ErrorCode.BAD_FIELD
         depth = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
                  Buffer.PARAM: c.param_buffer_depth, Buffer.LUT: c.lut_buffer_depth}[buffer]
@@ -62,6 +62,8 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
         if end > dram_size:
             return ErrorCode.DRAM_RANGE
     elif op is Opcode.COMPUTE:
+        if f["weight_format"] >= len(c.weight_formats) or f["act_format"] >= len(c.act_formats):
+            return ErrorCode.BAD_FIELD
         s, d = f["stride"], f["dilation"]
         act_last = _last(f["act_addr"], (f["out_h"], s * f["act_pitch"]), (f["kh"], d * f["act_pitch"]),
                          (f["out_w"], s), (f["kw"], d))
@@ -77,7 +79,9 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
                 >= c.acc_buffer_depth):
             return ErrorCode.SRAM_RANGE
     elif op is Opcode.SETPP:
-        fmt = c.acts
+        if f["format"] >= len(c.act_formats):
+            return ErrorCode.BAD_FIELD
+        fmt = c.act_formats[f["format"]]
         if f["clamp_lo"] >> fmt.bits or f["clamp_hi"] >> fmt.bits or (f["lut"] and not c.lut_buffer_depth):
             return ErrorCode.BAD_FIELD
         lo, hi = fmt.decode([f["clamp_lo"], f["clamp_hi"]])

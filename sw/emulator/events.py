@@ -23,8 +23,7 @@ non-finite flag where a format has NaN or Inf; ``taps = kh * kw``, ``outs = out_
 
 These are logical accesses: a port idling with its enable high is not an event. Multiply-accumulates are kept per
 pair of (weight, activation) formats, so that a program whose layers run in different formats is costed per format:
-today every instruction runs in the configuration's pair; a format chosen by an instruction field would set
-:attr:`Events.pair` per instruction in :func:`count_events`, as the lookup flag of SETPP is followed here.
+on a multi-format build each COMPUTE's pair is the one its ``weight_format`` and ``act_format`` fields select.
 """
 
 from __future__ import annotations
@@ -118,8 +117,22 @@ def count_events(config: AcceleratorConfig, instructions: list[tuple[Kind, dict]
     _computes(c, instructions, rows[Opcode.COMPUTE], counts)
     _alus(c, instructions, rows[Opcode.ALU], counts)
     _stores(c, instructions, rows[Opcode.SETPP], rows[Opcode.STORE], counts, lut)
-    pair = np.zeros(n + finish, dtype=np.int64)
-    return Events(counts, ((c.weights.name, c.acts.name),), pair)
+    pairs, pair = _pairs(c, instructions, rows[Opcode.COMPUTE], n + finish)
+    return Events(counts, pairs, pair)
+
+
+def _pairs(c: AcceleratorConfig, instructions: list, computes: np.ndarray, n: int) -> tuple[tuple, np.ndarray]:
+    """The (weight, activation) format pairs of the MACs and each instruction's index into them: the pair a
+    COMPUTE selects by its format fields on a multi-format build, else the build's one pair."""
+    pair = np.zeros(n, dtype=np.int64)
+    if not c.multi_format or not len(computes):
+        return ((c.weights.name, c.acts.name),), pair
+    f = _fields(instructions, computes, ("weight_format", "act_format"))
+    selected = list(zip(f["weight_format"].tolist(), f["act_format"].tolist()))
+    used = list(dict.fromkeys(selected))
+    index = {key: i for i, key in enumerate(used)}
+    pair[computes] = [index[key] for key in selected]
+    return tuple((c.weight_formats[w].name, c.act_formats[a].name) for w, a in used), pair
 
 
 def _loads(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts: np.ndarray) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import Format, IntFormat, product_of
+from hw.spec.formats import Format, IntFormat
 from hw.spec.isa import AluOp, Buffer
 from hw.spec.layout import line_bytes, output_line_bytes, pack_codes, unpack_codes, unpack_lut, unpack_params
 from sw.golden.exact import FLOAT32_EXACT, fixed_values, matmul_exact, value_table
@@ -47,6 +47,10 @@ def _value_dtype(fmt: Format):
         if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
             return dtype
     return object
+
+
+def _code_dtype(bits: int):
+    return np.uint8 if bits <= 8 else np.uint16
 
 
 def _values(fmt: Format, codes: np.ndarray, dtype) -> np.ndarray:
@@ -77,6 +81,8 @@ class EngineState:
     clamp_hi: int = 0
     lut: np.ndarray = field(init=False)             # (lut depth, 1|B, cols) codes
     use_lut: int = 0
+    #: The output format SETPP selected (an index into ``config.act_formats``).
+    out_format: int = 0
     #: Per sample: set once a STORE wrote a line that met a NaN or Inf operand.
     saw_nonfinite: np.ndarray = field(init=False)
     #: Per-sample buffers taken from the workspace, and the line range this run wrote in each.
@@ -85,10 +91,18 @@ class EngineState:
     def __post_init__(self):
         c = self.config
         acts, weights = has_specials(c.acts), has_specials(c.weights)
-        self.act = np.zeros((c.act_buffer_depth, 1, c.rows), dtype=_value_dtype(c.acts))
-        self.act_ok = np.ones(self.act.shape, dtype=bool) if acts else None
-        self.weight = np.zeros((c.weight_buffer_depth, 1, c.cols), dtype=_value_dtype(c.weights))
-        self.weight_ok = np.ones(self.weight.shape, dtype=bool) if weights else None
+        if c.multi_format:
+            # The format is the COMPUTE's to choose: the buffers hold codes (slots), decoded as they are read.
+            acts = any(has_specials(f) for f in c.act_formats)
+            weights = any(has_specials(f) for f in c.weight_formats)
+            self.act = np.zeros((c.act_buffer_depth, 1, c.rows), dtype=_code_dtype(c.act_slot_bits))
+            self.weight = np.zeros((c.weight_buffer_depth, 1, c.cols), dtype=_code_dtype(c.weight_slot_bits))
+            self.act_ok = self.weight_ok = None
+        else:
+            self.act = np.zeros((c.act_buffer_depth, 1, c.rows), dtype=_value_dtype(c.acts))
+            self.act_ok = np.ones(self.act.shape, dtype=bool) if acts else None
+            self.weight = np.zeros((c.weight_buffer_depth, 1, c.cols), dtype=_value_dtype(c.weights))
+            self.weight_ok = np.ones(self.weight.shape, dtype=bool) if weights else None
         self.bias, self.multiplier, self.shift = (np.zeros((c.param_buffer_depth, 1, c.cols), dtype=np.int64)
                                                   for _ in range(3))
         acc = object if self.wide else np.int32 if c.acc_bits <= 31 else np.int64
@@ -180,8 +194,14 @@ def load(s: EngineState, f: dict) -> None:
                 values.reshape(samples, ys, xs, c.cols).transpose(1, 2, 0, 3)
         return
     if buffer is Buffer.LUT:
-        codes = unpack_codes(raw, c.cols, c.acts.bits).transpose(1, 2, 0, 3)
+        codes = unpack_codes(raw, c.cols, c.act_slot_bits).transpose(1, 2, 0, 3)
         _block(s.writable("lut", samples, lines), start, ys, width, xs)[...] = codes
+        return
+    if c.multi_format:
+        name, bits = ("act", c.act_slot_bits) if buffer is Buffer.ACT else ("weight", c.weight_slot_bits)
+        target = s.writable(name, samples, lines)
+        _pad(target, f, width, f["pad_value"])
+        _block(target, start, ys, width, xs)[...] = unpack_codes(raw, target.shape[2], bits).transpose(1, 2, 0, 3)
         return
     fmt, name = (c.acts, "act") if buffer is Buffer.ACT else (c.weights, "weight")
     codes = unpack_codes(raw, getattr(s, name).shape[2], fmt.bits).transpose(1, 2, 0, 3)
@@ -223,6 +243,8 @@ def compute_products(s: EngineState, f: dict) -> tuple:
     still see every operand.
     """
     c = s.config
+    if c.multi_format:
+        return _products_of_codes(s, f)
     plan = compute_plan(c, f)
     w = s.weight[plan.weights]                                  # (kh*kw*rows, 1|B, cols)
     taps = f["kh"] * f["kw"]
@@ -245,6 +267,33 @@ def compute_products(s: EngineState, f: dict) -> tuple:
         cols = ~s.weight_ok[plan.weights].all(axis=0)[None]
         nonfinite = cols if nonfinite is None else nonfinite | cols
     return value, columns, nonfinite
+
+
+def _products_of_codes(s: EngineState, f: dict) -> tuple:
+    """:func:`compute_products` of a multi-format build: the buffers' codes decoded in the formats the COMPUTE
+    selects (a code is the low bits of its slot), each product shifted into the accumulators' units."""
+    c = s.config
+    plan = compute_plan(c, f)
+    wf, af = c.weight_formats[f["weight_format"]], c.act_formats[f["act_format"]]
+    w_values, w_finite, w_max = fixed_values(wf)
+    a_values, a_finite, a_max = fixed_values(af)
+    w_codes = s.weight[plan.weights] & ((1 << wf.bits) - 1)               # (kh*kw*rows, 1|B, cols)
+    a_codes = _windows(s.act, f) & ((1 << af.bits) - 1)                   # (oh, ow, samples, kh, kw, rows)
+    k = w_codes.shape[0]
+    a = a_values[a_codes].reshape(plan.outputs, a_codes.shape[2], k)
+    w = w_values[w_codes].transpose(1, 0, 2)                              # (1|B, k, cols)
+    if w.shape[0] == 1:
+        value = matmul_exact(a.reshape(-1, k), w[0], a_max, w_max).reshape(plan.outputs, a.shape[1], -1)
+    else:
+        value = matmul_exact(a.transpose(1, 0, 2), w, a_max, w_max).transpose(1, 0, 2)
+    shift = c.pair_shift(wf, af)
+    value = s.wrap(value << shift if value.dtype == object or k * a_max * w_max << shift < 1 << 62
+                   else value.astype(object) << shift)
+    nonfinite = None
+    if s.acc_nonfinite is not None:
+        nonfinite = ~a_finite[a_codes].all(axis=(3, 4, 5)).reshape(plan.outputs, -1, 1) \
+            | ~w_finite[w_codes].all(axis=0)[None]
+    return value, slice(None), nonfinite
 
 
 def _selection(used: np.ndarray):
@@ -394,6 +443,7 @@ def _alu_op(s: EngineState, op: AluOp, a: np.ndarray, b: np.ndarray) -> np.ndarr
 
 def setpp(s: EngineState, f: dict) -> None:
     s.zero_point, s.clamp_lo, s.clamp_hi, s.use_lut = f["zero_point"], f["clamp_lo"], f["clamp_hi"], f["lut"]
+    s.out_format = f["format"]
 
 
 def _lookup(s: EngineState, codes: np.ndarray) -> np.ndarray:
@@ -411,10 +461,11 @@ def store(s: EngineState, f: dict) -> None:
     p = f["param_addr"]
     acc = s.acc[lines]                                          # (lines, 1|B, cols)
     nonfinite = np.zeros((1, 1, 1), dtype=bool) if s.acc_nonfinite is None else s.acc_nonfinite[lines]
-    codes = rescale(acc, nonfinite, product_of(c.acts, c.weights).min_exponent, s.bias[p], s.multiplier[p],
-                    s.shift[p], c.acts, s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits, wrapped=True)
+    codes = rescale(acc, nonfinite, c.acc_exponent, s.bias[p], s.multiplier[p], s.shift[p],
+                    c.act_formats[s.out_format], s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits,
+                    wrapped=True)
     if s.use_lut:
         codes = _lookup(s, codes)
     s.saw_nonfinite |= nonfinite.any(axis=(0, 2))
-    data = pack_codes(codes.transpose(1, 0, 2), c.acts.bits, output_line_bytes(c))
+    data = pack_codes(codes.transpose(1, 0, 2), c.act_slot_bits, output_line_bytes(c))
     s.memory.write_rows(f["dram_addr"], f["dram_stride"], data.reshape(data.shape[0], f["y_size"], -1))

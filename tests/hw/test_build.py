@@ -24,7 +24,17 @@ def _cli(*args, cwd=None):
     (["--pe", "float9"], "--pe: Unknown format 'float9'. Valid forms: int2..int16"),
     (["--pe", "int8", "--rows", "0"], "--rows: rows must be an integer in 1..128, not 0"),
     (["--pe", "int8", "--rows", "4", "--cols", "200"], "--cols: cols must be an integer in 1..128, not 200"),
-    (["--rows", "4"], "no number format given: use --pe FMT, or both --weights FMT and --acts FMT"),
+    (["--rows", "4"], "no number format given: use --pe FMT, --formats FMT,FMT,... or both --weights FMT and "
+                      "--acts FMT"),
+    (["--formats", "int4,float9"], "--formats: Unknown format 'float9'. Valid forms: int2..int16"),
+    (["--formats", "int4"], "--formats: list two or more formats separated by commas (e.g. int4,int8,minifloat6), "
+                            "not 'int4'; for one format use --pe"),
+    (["--formats", "int4,,int8"], "--formats: list two or more formats separated by commas"),
+    (["--formats", "int4,int8", "--pe", "int8"], "--formats: give either --formats or --pe/--weights/--acts, not both"),
+    (["--formats", "int8,e3m2,minifloat6"], "--formats lists minifloat6 more than once; list each format "
+                                            "once"),
+    (["--formats", "int2,int3,int4,int5,int6,int7,int8,int9,int10"], "--formats must list 2..8 formats (one format is a plain --pe build), not 9"),
+    (["--formats", "int4,int8", "--rows", "0"], "--rows: rows must be an integer in 1..128, not 0"),
     (["--weights", "int4", "--acts", "e9m9"], "--acts: Unknown format 'e9m9'"),
     (["--pe", "int8", "--rows", "x"], "argument --rows: invalid int value: 'x'"),
     (["--pe", "int8", "--targets", "xilinx"], "--targets: unknown target(s) xilinx"),
@@ -54,6 +64,19 @@ def test_writes_verilog_and_report(tmp_path, capsys):
     assert "module top(" in (out / "top.v").read_text()
     assert str(out) in capsys.readouterr().out
     assert not out.with_name("w4a8.partial").exists()
+
+
+def test_a_multi_format_build(tmp_path):
+    """--formats: the set in config.json and the report, the accumulators' unit that of the finest pair."""
+    out = tmp_path / "multi"
+    assert main(["--formats", "int4,int8,minifloat6", "--rows", "2", "--out", str(out), "--no-synth",
+                 "--no-network"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["formats"] == ["int4", "int8", "minifloat6"]
+    assert config["weight_format"] == config["act_format"] == "int4"
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"] == config and report["derived"]["acc_exponent"] == -8     # minifloat6 x minifloat6
+    assert "module top(" in (out / "top.v").read_text()
 
 
 def test_cols_default_to_rows(tmp_path):

@@ -205,3 +205,25 @@ def test_activation_table_and_its_illegal_loads(acts, tmp_path):
         _lut_program(config, lut_fields=dict(x_size=1, pad_left=1), expected=ErrorCode.BAD_FIELD),
     ]
     check_programs(config, programs, tmp_path, BUSY_BUS)
+
+
+#: Multi-format builds: every tile of a random program selects its own weight, activation and output formats.
+MULTI_CONFIGS = [(("int4", "int8", "minifloat6"), 4, 4, 64), (("int8", "fp8_e4m3"), 2, 4, 32)]
+
+
+def _multi_config(formats, rows, cols, dma_bits):
+    return AcceleratorConfig(rows=rows, cols=cols, formats=formats, act_buffer_depth=512, weight_buffer_depth=128,
+                             acc_buffer_depth=128, param_buffer_depth=8, dma_bits=dma_bits)
+
+
+@pytest.mark.parametrize("formats,rows,cols,dma_bits", MULTI_CONFIGS, ids=lambda x: str(x))
+def test_random_isa_programs_switching_formats(formats, rows, cols, dma_bits, tmp_path):
+    """Random legal programs whose tiles switch formats (weights, activations, outputs) from one to the next, and
+    illegal ones (format indices outside the set among them): identical bytes and status on RTL and emulator."""
+    from sim.programs import ILLEGAL_KINDS, illegal_program, random_program
+
+    config = _multi_config(formats, rows, cols, dma_bits)
+    rng = np.random.default_rng(rows * 10 + cols)
+    programs = [random_program(config, rng) for _ in range(60)]
+    programs += [illegal_program(config, rng, kind) for kind in ILLEGAL_KINDS for _ in range(3)]
+    check_programs(config, programs, tmp_path, Traffic(latency=3, ready_stall=0.2, valid_gap=0.2, seed=5))

@@ -30,3 +30,17 @@ def test_the_pinned_cycle_fixture_is_what_the_rtl_counts():
     """sim/cycle_fixture.json (which tests/sw holds the cycle model to) is true of this RTL; if the RTL's timing
     changed on purpose, regenerate it with python -m sim.cycle_suite."""
     assert measure()["cases"] == load_fixture()["cases"]
+
+
+def test_format_switching_programs_within_two_percent(tmp_path):
+    """A multi-format engine keeps the cycle model: random programs whose tiles switch formats."""
+    from hw.spec.config import AcceleratorConfig
+
+    config = AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8", "minifloat6"), act_buffer_depth=512,
+                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
+    rng = np.random.default_rng(12)
+    pairs = check_programs(config, [random_program(config, rng) for _ in range(30)], tmp_path, Traffic(latency=4))
+    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
+    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+    total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    assert abs(total_emulator - total_rtl) / total_rtl <= 0.005

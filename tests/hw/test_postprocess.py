@@ -11,6 +11,7 @@ minifloats) and non-finite accumulators.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -469,3 +470,57 @@ def test_no_table_above_8_bits():
     unit = PostProcessor(config)
     Fragment.get(unit, None)
     assert config.lut_buffer_depth == 0 and unit.latency == 12
+
+
+# --- a multi-format unit ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("formats", [("int4", "int8", "minifloat6"), ("int8", "fp8_e4m3", "fp8_e5m2")],
+                         ids=",".join)
+def test_multi_format_unit_switches_output_format_per_element(formats):
+    """One unit for a set of formats (Amaranth's simulator): each element picks its output format, and its code is
+    the golden model's rescale into that format, in the set's accumulator unit, clamps in that format's codes."""
+    from amaranth.sim import Simulator
+
+    config = AcceleratorConfig(rows=4, cols=4, formats=formats, max_reduction=64)
+    dut = PostProcessor(config)
+    rng = random.Random(len(formats))
+    acc_lo, acc_hi = -(1 << (config.acc_bits - 1)), (1 << (config.acc_bits - 1)) - 1
+    vectors = []
+    for _ in range(240):
+        index = rng.randrange(len(formats))
+        fmt = config.act_formats[index]
+        acc = rng.randint(acc_lo, acc_hi) >> rng.randint(0, config.acc_bits - 2)
+        bias = rng.randint(-1000, 1000)
+        mult = rng.choice([1, -1]) * int(2 ** rng.uniform(0, 30))
+        # Aim the result into the format's range about half the time, else anywhere.
+        target = 2.0 ** (fmt.bits - 2) if isinstance(fmt, IntFormat) else fmt.max / 4
+        aimed = round(math.log2(max(abs(acc + bias), 1) * abs(mult)) + config.acc_exponent - math.log2(target))
+        shift = min(max(aimed + rng.randint(-3, 3), 0), 255) if rng.random() < 0.7 else rng.randint(0, 255)
+        lowest, highest = int(fmt.quantize(fmt.min)), int(fmt.quantize(fmt.max))
+        lo, hi = rng.choice([(lowest, highest), (int(fmt.quantize(0.0)), highest)])
+        zp = rng.randint(-3, 3) if isinstance(fmt, IntFormat) else 0
+        vectors.append(dict(acc=acc, nonfinite=int(rng.random() < 0.05), bias=bias, multiplier=mult, shift=shift,
+                            zero_point=zp, clamp_lo=lo, clamp_hi=hi, format=index))
+    expected = [int(rescale(np.array([v["acc"]], dtype=object), np.array([bool(v["nonfinite"])]),
+                            config.acc_exponent, v["bias"], v["multiplier"], v["shift"],
+                            config.act_formats[v["format"]], v["zero_point"], v["clamp_lo"], v["clamp_hi"],
+                            acc_bits=config.acc_bits)[0]) for v in vectors]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.en, 1)
+        for step in range(len(vectors) + dut.latency + 1):
+            if step < len(vectors):
+                for name, value in vectors[step].items():
+                    ctx.set(getattr(dut, name), value)
+            ctx.set(dut.i_valid, int(step < len(vectors)))
+            await ctx.tick()
+            if ctx.get(dut.o_valid):
+                got.append(ctx.get(dut.code))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    bad = [(i, vectors[i], g, e) for i, (g, e) in enumerate(zip(got, expected)) if g != e]
+    assert len(got) == len(vectors) and not bad, bad[:5]

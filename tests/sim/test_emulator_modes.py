@@ -31,10 +31,15 @@ VARIANTS = [dict(act_buffer_depth=64, weight_buffer_depth=128, acc_buffer_depth=
                  dma_bits=32)]
 CONFIGS = [AcceleratorConfig(rows=r, cols=c, weight_format=w, act_format=a, **VARIANTS[i % len(VARIANTS)])
            for i, ((r, c), (w, a)) in enumerate(itertools.product(SHAPES, FORMATS))]
+# Multi-format engines: their buffers hold codes, decoded by each COMPUTE in the formats it selects.
+CONFIGS += [AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8", "minifloat6"), **VARIANTS[0]),
+            AcceleratorConfig(rows=2, cols=4, formats=("int8", "fp8_e4m3"), **VARIANTS[1])]
 SAMPLES = 3
 
 
 def _name(config: AcceleratorConfig) -> str:
+    if config.multi_format:
+        return f"{config.rows}x{config.cols}-{','.join(config.formats)}"
     return f"{config.rows}x{config.cols}-{config.weights.name}x{config.acts.name}"
 
 

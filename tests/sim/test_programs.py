@@ -126,7 +126,26 @@ def _explain(program: Program, dram: bytes, expected: bytes) -> str:
 @pytest.mark.parametrize("seed", range(PROGRAMS_PER_CONFIG))
 @pytest.mark.parametrize("config_index", range(len(CONFIGS)), ids=[_name(c) for c in CONFIGS])
 def test_legal_program(config_index, seed):
-    config = CONFIGS[config_index]
+    _legal(CONFIGS[config_index], config_index, seed)
+
+
+#: Multi-format builds: every tile of a program draws its weight, activation and output formats from the set.
+MULTI_CONFIGS = [
+    AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8", "minifloat6"), **VARIANTS[0]),
+    AcceleratorConfig(rows=2, cols=4, formats=("int8", "fp8_e4m3"), **VARIANTS[1]),
+    AcceleratorConfig(rows=8, cols=8, formats=("minifloat4", "fp8_e5m2", "int4", "uint8"), **VARIANTS[3]),
+    AcceleratorConfig(rows=4, cols=8, formats=("int8", "minifloat6"), **{**VARIANTS[2], "max_reduction": 4}),
+]
+
+
+@pytest.mark.parametrize("seed", range(PROGRAMS_PER_CONFIG))
+@pytest.mark.parametrize("config_index", range(len(MULTI_CONFIGS)),
+                         ids=[f"{c.rows}x{c.cols}-{','.join(c.formats)}" for c in MULTI_CONFIGS])
+def test_legal_multi_format_program(config_index, seed):
+    _legal(MULTI_CONFIGS[config_index], 100 + config_index, seed)
+
+
+def _legal(config: AcceleratorConfig, config_index: int, seed: int) -> None:
     program = random_program(config, _rng(config_index, seed))
     assert program.expected_error is ErrorCode.NONE
 
@@ -220,7 +239,29 @@ ERROR_CYCLES = 20_000
 @pytest.mark.parametrize("kind", list(ILLEGAL_KINDS))
 @pytest.mark.parametrize("config_index", range(len(CONFIGS)), ids=[_name(c) for c in CONFIGS])
 def test_illegal_program(config_index, kind, seed):
-    config = CONFIGS[config_index]
+    _illegal(CONFIGS[config_index], config_index, kind, seed)
+
+
+@pytest.mark.parametrize("seed", range(ILLEGAL_PER_KIND))
+@pytest.mark.parametrize("kind", list(ILLEGAL_KINDS))
+@pytest.mark.parametrize("config_index", range(len(MULTI_CONFIGS)),
+                         ids=[f"{c.rows}x{c.cols}-{','.join(c.formats)}" for c in MULTI_CONFIGS])
+def test_illegal_multi_format_program(config_index, kind, seed):
+    _illegal(MULTI_CONFIGS[config_index], 100 + config_index, kind, seed)
+
+
+def test_format_index_outside_the_set_is_a_bad_field():
+    """COMPUTE and SETPP may only select formats of the build's set: index 0 in a single-format build."""
+    seen = set()
+    for config in (CONFIGS[0], MULTI_CONFIGS[0]):
+        for seed in range(200):
+            p = illegal_program(config, np.random.default_rng(seed), "bad_field")
+            if "of a set of" in p.description:
+                seen.add((len(config.act_formats), p.description.split(": ")[2].split("=")[0]))
+    assert seen == {(n, w) for n in (1, 3) for w in ("COMPUTE weight_format", "COMPUTE act_format", "SETPP format")}
+
+
+def _illegal(config: AcceleratorConfig, config_index: int, kind: str, seed: int) -> None:
     program = illegal_program(config, _rng(config_index, seed, salt=1 + list(ILLEGAL_KINDS).index(kind)), kind)
     assert program.expected_error is ILLEGAL_KINDS[kind]
     assert program.expected_dram is None and program.stores == []

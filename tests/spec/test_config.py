@@ -150,7 +150,7 @@ def test_json_round_trip(kwargs):
     assert again.to_json() == text
     assert again.hash == config.hash
     assert AcceleratorConfig.from_dict(config.to_dict()) == config
-    assert set(config.to_dict()) == init_fields()
+    assert set(config.to_dict()) == init_fields() - {"formats"}     # a single-format build's JSON has no set
 
 
 def test_hash_is_stable():
@@ -172,7 +172,8 @@ def test_hash_is_stable_across_processes(seed):
 
 #: One other valid value for every field but dataflow, which has only one value so far.
 CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_reduction=4095, acc_bits=29,
-               act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5)
+               act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5,
+               formats=("int8", "int4"))
 
 
 def test_every_field_has_a_change():
@@ -188,3 +189,51 @@ def test_hash_changes_with_every_field(field):
     assert getattr(changed, field) != getattr(base, field)
     assert changed != base
     assert changed.hash != base.hash
+
+
+# --- format sets (multi-format builds) -------------------------------------------------------------------------
+
+def test_single_format_json_and_hash_unchanged_by_format_sets():
+    """Pinned digests from before format sets existed: existing builds keep their cache keys."""
+    assert AcceleratorConfig().hash == "dadfcdcee7b33b0b"
+    assert AcceleratorConfig(**CUSTOM).hash == "a205bfc35fada89e"
+    assert "formats" not in AcceleratorConfig().to_json()
+
+
+def test_format_set_derived_widths_by_hand():
+    c = AcceleratorConfig(rows=4, formats=("int4", "int8", "minifloat6"), max_reduction=16)
+    assert (c.weights.name, c.acts.name) == ("int4", "int4")
+    assert [f.name for f in c.weight_formats] == [f.name for f in c.act_formats] == ["int4", "int8", "minifloat6"]
+    assert (c.act_slot_bits, c.weight_slot_bits) == (8, 8)
+    # minifloat6 = e3m2 bias 3: lsb 2**(1 - 3 - 2) = 2**-4, so the finest product is 2**-8 and an int8 x int8
+    # product (-16256 .. 16384) enters shifted left by 8: up to 2**22; 16 of them: 2**26 -> 28 bits; 4: 26 bits.
+    assert c.acc_exponent == -8
+    assert c.pair_shift(get_format("int8"), get_format("int8")) == 8
+    assert c.pair_shift(get_format("minifloat6"), get_format("minifloat6")) == 0
+    assert (c.acc_bits, c.psum_bits) == (28, 26)
+    assert c.lut_entries == 256
+
+
+def test_format_set_json_round_trip():
+    c = AcceleratorConfig(rows=4, formats=["int8", "e3m2"])
+    assert c.formats == ("int8", "minifloat6")
+    again = AcceleratorConfig.from_json(c.to_json())
+    assert again == c and again.hash == c.hash
+    assert json.loads(c.to_json())["formats"] == ["int8", "minifloat6"]
+    assert c.hash != AcceleratorConfig(rows=4).hash
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(formats=("int8",)), "formats must list 2..8 formats (one format is a plain --pe build), not 1"),
+    (dict(formats=tuple(f"int{b}" for b in range(2, 11))), "formats must list 2..8 formats"),
+    (dict(formats=("int8", "int8")), "formats lists int8 more than once; list each format once"),
+    (dict(formats=("int8", "e3m2", "minifloat6")), "formats lists minifloat6 more than once"),
+    (dict(formats=("int8", "nope")), "formats: "),
+    (dict(formats="int8,int4"), "formats must be a list of format names, not 'int8,int4'"),
+    (dict(formats=("int4", "int8"), weight_format="int4", act_format="minifloat6"),
+     "act_format must be int4, the first of formats, not 'minifloat6'"),
+])
+def test_format_set_errors(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        AcceleratorConfig(**kwargs)
+    assert str(e.value).startswith(message)

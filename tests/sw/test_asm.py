@@ -73,7 +73,7 @@ def test_example_line():
 
 def test_listing_is_canonical():
     assert disassemble(encode(Opcode.SETPP, zero_point=-5, clamp_lo=0x80, clamp_hi=127, pop_prev=1, push_prev=1)) \
-        == "SETPP zero_point=-5 clamp_lo=128 clamp_hi=127 lut=0 pop_prev push_prev"
+        == "SETPP zero_point=-5 clamp_lo=128 clamp_hi=127 lut=0 format=0 pop_prev push_prev"
     assert disassemble(encode(Opcode.ALU, op=AluOp.ADD, y_size=1, x_size=2, src_step=1, push_next=1, pop_prev=1)) \
         == "ALU op=ADD dst_addr=0 src_addr=0 y_size=1 x_size=2 dst_stride=0 src_stride=0 src_step=1 pop_prev push_next"
     assert disassemble(encode(Opcode.STORE, dram_addr=0xDEAD_BEEF)) == \

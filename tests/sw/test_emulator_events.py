@@ -189,3 +189,24 @@ def test_random_programs(shape, formats, dma_bits, seed, monkeypatch):
         assert len(status.events) == len(program.words)
         runs.append(status.events.counts)
     np.testing.assert_array_equal(*runs)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_programs_on_a_multi_format_build_count_macs_per_selected_pair(seed):
+    """A format-switching random program: each COMPUTE's MACs land on the pair its format fields select (counted
+    here from the words, apart from count_events), and the pairs sum to the reference's MACs."""
+    from hw.spec.isa import Opcode, decode
+    from sim.programs import random_program
+
+    config = AcceleratorConfig(rows=4, cols=4, formats=("int8", "int4", "minifloat6"), act_buffer_depth=256,
+                               weight_buffer_depth=256, acc_buffer_depth=128, param_buffer_depth=16)
+    program = random_program(config, np.random.default_rng([seed, 13]))
+    expected: dict = {}
+    for word in program.words:
+        kind, f = decode(word)
+        if kind.opcode is Opcode.COMPUTE:
+            key = (config.formats[f["weight_format"]], config.formats[f["act_format"]])
+            expected[key] = expected.get(key, 0) + f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * 16
+    status = Emulator(config, program.dram).run(program.program_addr, timed=False)
+    assert status.done and status.events.macs_by_formats() == {k: v for k, v in expected.items() if v}
+    assert sum(expected.values()) == program.expected_macs
