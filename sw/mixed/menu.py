@@ -2,10 +2,11 @@
 that runs them today.
 
 A menu entry ``F`` means weights and output activations in ``F``; ``W/A`` names the two apart (e.g.
-``minifloat6/fp8_e4m3``: minifloat6 weights, fp8_e4m3 activations). Until the multi-format engine exists, a mixed
-network runs on one single-format engine whose formats hold every entry's values (the *container*, e.g. int8 for
+``minifloat6/fp8_e4m3``: minifloat6 weights, fp8_e4m3 activations). ``sw.compile --mixed`` runs a mixed
+network on one single-format engine whose formats hold every entry's values (the *container*, e.g. int8 for
 int2..int8): narrower weights become values on the container's grid and narrower integer activations become clamps
-(:func:`sw.quantize.network.quantize_network`'s ``layer_formats``). A minifloat activation narrower than the
+(:func:`sw.quantize.network.quantize_network`'s ``layer_formats``); a multi-format build whose first format is the
+container runs the same network with each layer in its own format. A minifloat activation narrower than the
 engine's cannot be emulated that way (the post-processing unit rounds to the engine's act format), so such entries
 need the multi-format engine: :func:`container` refuses them today with a one-line error.
 """

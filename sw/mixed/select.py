@@ -157,7 +157,8 @@ def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs
             logits = net.tensors[net.output].dequantize(emulated.codes).reshape(len(codes), -1)
             measured["accuracy"] = float((logits.argmax(axis=1) == labels).mean())
             measured["images"] = len(codes)
-    return {"engine": "/".join(plan.engine), "costs_on": plan.costs_on,
+    formats = getattr(plan.config, "formats", ())
+    return {"engine": "+".join(formats) if formats else "/".join(plan.engine), "costs_on": plan.costs_on,
             "choice": {u.name: plan.menu[k].name for u, k in zip(plan.units, picks)},
             "units": [{"layers": list(u.layers), "format": plan.menu[k].name,
                        "loss": float(plan.sensitivity.loss[u_i, k]),

@@ -76,6 +76,20 @@ def test_costs_on_the_engine_are_what_it_counts():
         prepare(net, on.menu, on.config, on.samples, costs_on="nowhere")
 
 
+def test_a_multi_format_engine_runs_the_choice_bit_exactly(test_set):
+    # The multi-format build of issue 13 item 1: each layer runs in its chosen format; costs counted on it.
+    net = load_onnx(DIGITS / "digits_cnn.onnx")
+    config = AcceleratorConfig(rows=32, cols=32, formats=("int8", "int4", "int2"))
+    on = prepare(net, parse_menu("int2,int4,int8"), config, np.load(DIGITS / "calibration.npy")[:16],
+                 costs_on="engine", progress=lambda line: None)
+    picks = choose(on, "weight-bits", 0.75 * on.costs["weight-bits"].uniform[INT4])
+    result = measure(on, picks, build(on, picks), test_set[0][:40], test_set[1][:40])
+    assert result["engine"] == "int8+int4+int2" and len(set(picks)) > 1
+    assert result["measured"]["golden_emulator_mismatches"] == 0
+    assert result["measured"]["cycles"] == result["predicted"]["cycles"]
+    assert result["measured"]["weight-bits"] == result["predicted"]["weight-bits"]
+
+
 def test_budgets_are_parsed_and_checked(monkeypatch):
     assert parse_budget("cycles=4000") == ("cycles", 4000.0)
     assert parse_budget("weight-bits=1e4") == ("weight-bits", 10000.0)
