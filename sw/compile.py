@@ -4,6 +4,8 @@ Usage:
   python -m sw.compile MODEL.onnx --pe FMT [--weights FMT --acts FMT] --rows R [--cols C]
       [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
       [--first-last FMT] [--data-free [--input-range LO,HI]] [--energy-table FILE] --out DIR
+  python -m sw.compile MODEL.onnx --mixed FMT,FMT[,...] --budget cycles=N|weight-bits=N|energy-uj=X --rows R
+      --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--costs-on per-format|engine] [--pe FMT] --out DIR
 
 A float model needs --calibrate: float32 samples shaped (N, *input_shape[1:]) in the model's layout and units,
 or --data-free: no samples; activation ranges from the BatchNormalization statistics (beta +- 6 gamma per
@@ -21,6 +23,14 @@ inference and per layer (events counted from the program's instructions, which a
 runs them, times the energy table: the default sw/energy/horowitz_45nm.json or --energy-table FILE), with
 inferences/s and inferences/s per watt from the compiler's cycle estimate at the clock target (sw.evaluate measures
 the cycles on the emulator).
+
+--mixed chooses a format per layer (weights and activations; W/A names them apart, e.g. minifloat6/fp8_e4m3) by an
+integer linear program: the least output error (measured per layer and format on the calibration samples) within
+--budget, in cycles per inference (emulator-counted per layer), weight memory bits or energy (sw/mixed). It prints
+the chosen formats and the predicted and measured figures (accuracy too with --eval, a .npz of images and labels)
+into report.txt and mixed.json. The engine is --pe's, or else the menu's format that holds all the others' values;
+--costs-on engine counts the costs on it (today's figures) instead of on an engine of each layer's format.
+Energy budgets (energy-uj=) use sw.energy's per-layer estimate with the --energy-table (or the default table).
 """
 
 from __future__ import annotations
@@ -74,6 +84,13 @@ def _parser() -> Parser:
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
     p.add_argument("--engine-only", action="store_true",
                    help="refuse operators the engine does not run instead of running them on the host")
+    p.add_argument("--mixed", metavar="FMT,FMT", help="formats each layer may take, chosen by an ILP under --budget")
+    p.add_argument("--budget", metavar="METRIC=N", help="budget of --mixed: cycles=N, weight-bits=N or energy-uj=X")
+    p.add_argument("--eval", metavar="TEST_SET.npz", type=Path,
+                   help="with --mixed: held-out 'images' and 'labels' to measure the chosen network's accuracy")
+    p.add_argument("--costs-on", choices=("per-format", "engine"),
+                   help="with --mixed: count each layer's costs on an engine of its format (per-format, the "
+                        "default) or on the engine that runs the mix (engine: today's figures)")
     p.add_argument("--energy-table", metavar="FILE", type=Path,
                    help="energy per event (JSON, the form of sw/energy/horowitz_45nm.json, the default)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
@@ -167,14 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     from sw.frontend.onnx_import import FrontendError
     from sw.quantize import QuantizationError
 
+    from sw.mixed import MixedError
+
     return main_guard(PROG, lambda: _main(argv),
-                      usage_errors=(FrontendError, QuantizationError, CompileError, FormatError))
+                      usage_errors=(FrontendError, QuantizationError, CompileError, FormatError, MixedError))
 
 
 def _main(argv: list[str] | None) -> int:
     from sw.quantize import format_report
 
     args = _parser().parse_args(argv)
+    if any(v is not None for v in (args.mixed, args.budget, args.eval, args.costs_on)):
+        from sw.mixed.command import compile_mixed
+        return compile_mixed(args)
     weights, acts = args.weights or args.pe, args.acts or args.pe
     if weights is None or acts is None:
         raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")

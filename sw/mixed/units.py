@@ -1,0 +1,61 @@
+"""Decision units: the layers that must take one format together, and the layer formats a choice per unit gives.
+
+Each accumulating layer (conv, linear, add, pools: the layers that write a new encoding) chooses its weight and
+output-activation formats. Layers whose outputs share one encoding (the inputs of an ``add``, a ``concat``; the
+quantizer's tie groups) must share the act format, so they form one unit and choose together; maxpool and flatten
+keep their input's encoding and so follow the unit that wrote it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sw.ir import FloatNetwork
+from sw.ops import OPERATORS
+# The quantizer's own tie groups (one home for which tensors share an encoding).
+from sw.quantize.network import _tie_groups
+
+from .menu import Choice
+
+__all__ = ["Unit", "decision_units", "layer_formats", "tensor_units"]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Layers that take one format together; ``root`` names the encoding their outputs share."""
+    root: str
+    layers: tuple[str, ...]
+    weighted: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.layers[0] if len(self.layers) == 1 else f"{self.layers[0]} (+{len(self.layers) - 1})"
+
+
+def decision_units(net: FloatNetwork) -> list[Unit]:
+    """The network's units in order of their first layer."""
+    roots = _tie_groups(net)
+    members: dict[str, list] = {}
+    for layer in net.layers:
+        if OPERATORS[layer.op].accumulating:
+            members.setdefault(roots[layer.output], []).append(layer)
+    return [Unit(root, tuple(la.name for la in ls), tuple(la.name for la in ls if OPERATORS[la.op].weighted))
+            for root, ls in members.items()]
+
+
+def tensor_units(net: FloatNetwork, units: list[Unit]) -> dict[str, int]:
+    """Tensor name -> index of the unit whose format it is written in (tensors of no unit are left out)."""
+    index = {u.root: i for i, u in enumerate(units)}
+    return {t: index[r] for t, r in _tie_groups(net).items() if r in index}
+
+
+def layer_formats(units: list[Unit], choices: dict[int, Choice], engine: tuple[str, str]
+                  ) -> dict[str, tuple[str | None, str | None]]:
+    """``quantize_network``'s ``layer_formats`` for a format per unit index (None where the engine's own)."""
+    out = {}
+    for i, choice in choices.items():
+        w = None if choice.weights == engine[0] else choice.weights
+        a = None if choice.acts == engine[1] else choice.acts
+        for name in units[i].layers:
+            out[name] = (w if name in units[i].weighted else None, a)
+    return out
