@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hw.spec.cli import Parser, UsageError, check_out_folder, integer, main_guard, run_child
 from hw.spec.config import AcceleratorConfig, ConfigError
-from hw.build import flag_error, format_flags
+from hw.spec.flags import flag_error, format_flags
 from hw.spec.outputs import atomic_folder
 
 from .top import BOARDS, Board

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from .spec.cli import Parser, UsageError, check_out_folder, integer, main_guard, number, run_child
+from .spec.flags import flag_error, format_flags, format_set
 from .spec.config import AcceleratorConfig, ConfigError
-from .spec.formats import FormatError, get_format, product_of
+from .spec.formats import product_of
 from .spec.outputs import atomic_folder
 from . import area_model
 from .pnr import DEVICES, outcome
@@ -58,44 +59,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated: yosys area estimates (generic, ice40) and devices to place and route "
                         f"on ({', '.join(DEVICES)}); default %(default)s")
     return p
-
-
-def format_flags(args) -> tuple[str | None, str | None]:
-    """The weight and activation formats of ``--weights``/``--acts`` (each overriding ``--pe``), each checked by
-    the format registry: a bad one is a UsageError naming its flag."""
-    weights, acts = args.weights or args.pe, args.acts or args.pe
-    for flag, name in (("--weights" if args.weights else "--pe", weights), ("--acts" if args.acts else "--pe", acts)):
-        if name is not None:
-            try:
-                get_format(name)
-            except FormatError as e:
-                raise UsageError(f"{flag}: {e}") from None
-    return weights, acts
-
-
-def format_set(args) -> tuple[str, ...] | None:
-    """The formats of ``--formats`` (None without it), each checked by the format registry; the flag excludes
-    ``--pe``/``--weights``/``--acts``."""
-    if getattr(args, "formats", None) is None:
-        return None
-    if args.pe or args.weights or args.acts:
-        raise UsageError("--formats: give either --formats or --pe/--weights/--acts, not both")
-    names = tuple(n.strip() for n in args.formats.split(","))
-    if len(names) < 2 or not all(names):
-        raise UsageError(f"--formats: list two or more formats separated by commas (e.g. int4,int8,minifloat6), "
-                         f"not {args.formats!r}; for one format use --pe")
-    for name in names:
-        try:
-            get_format(name)
-        except FormatError as e:
-            raise UsageError(f"--formats: {e}") from None
-    return names
-
-
-def flag_error(e: ConfigError) -> UsageError:
-    """A configuration error as the usage error of the flag that set the field."""
-    flag = str(e).split(" ", 1)[0].replace("_format", "").replace("_", "-")
-    return UsageError(f"--{flag}: {e}")
 
 
 def _config_from(args) -> AcceleratorConfig:

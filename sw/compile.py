@@ -88,6 +88,9 @@ def _parser() -> Parser:
     p.add_argument("--budget", metavar="METRIC=N", help="budget of --mixed: cycles=N, weight-bits=N or energy-uj=X")
     p.add_argument("--eval", metavar="TEST_SET.npz", type=Path,
                    help="with --mixed: held-out 'images' and 'labels' to measure the chosen network's accuracy")
+    p.add_argument("--formats", metavar="FMT,FMT",
+                   help="with --mixed: run the mix on a multi-format engine with these formats (python -m hw.build "
+                        "--formats), each layer in its chosen format; the first holds every other's values")
     p.add_argument("--costs-on", choices=("per-format", "engine"),
                    help="with --mixed: count each layer's costs on an engine of its format (per-format, the "
                         "default) or on the engine that runs the mix (engine: today's figures)")
@@ -194,7 +197,7 @@ def _main(argv: list[str] | None) -> int:
     from sw.quantize import format_report
 
     args = _parser().parse_args(argv)
-    if any(v is not None for v in (args.mixed, args.budget, args.eval, args.costs_on)):
+    if any(v is not None for v in (args.mixed, args.budget, args.eval, args.costs_on, args.formats)):
         from sw.mixed.command import compile_mixed
         return compile_mixed(args)
     weights, acts = args.weights or args.pe, args.acts or args.pe

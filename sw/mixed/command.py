@@ -10,6 +10,8 @@ import numpy as np
 
 from hw.spec.cli import UsageError, check_out_folder, write_folder
 from hw.spec.config import AcceleratorConfig, ConfigError
+from hw.spec.flags import format_set
+from hw.spec.formats import get_format
 
 from .costs import set_energy_model, sw_energy_model
 from .menu import container, parse_menu
@@ -37,8 +39,8 @@ def load_test_set(path: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, np.nd
 
 def _check(args: argparse.Namespace) -> None:
     if args.mixed is None:
-        raise UsageError("--budget, --eval and --costs-on go with --mixed FMT,FMT (a format per layer chosen under "
-                         "the budget)")
+        raise UsageError("--budget, --eval, --costs-on and --formats go with --mixed FMT,FMT (a format per layer "
+                         "chosen under the budget)")
     if args.budget is None:
         raise UsageError("--mixed needs --budget METRIC=N (cycles=N, weight-bits=N or energy-uj=X)")
     if args.calibrate is None:
@@ -63,13 +65,8 @@ def compile_mixed(args: argparse.Namespace) -> int:
     _check(args)
     menu = parse_menu(args.mixed)
     metric, budget = parse_budget(args.budget)
-    weights, acts = args.weights or args.pe, args.acts or args.pe
-    if (weights is None) != (acts is None):
-        raise UsageError("give the engine's formats with --pe FMT (or both --weights and --acts), or neither")
-    w, a = container(menu, weights, acts)
     try:
-        config = AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
-                                   weight_format=w, act_format=a, max_reduction=args.max_reduction)
+        config = _engine(args, menu)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     if getattr(args, "energy_table", None) is not None:
@@ -97,6 +94,29 @@ def compile_mixed(args: argparse.Namespace) -> int:
     write_folder(out, write)
     print(f"Wrote {out}: program.bin, program.asm, manifest.json, network.json/.npz, report.txt, mixed.json")
     return 0
+
+
+def _engine(args: argparse.Namespace, menu: list) -> AcceleratorConfig:
+    """The engine that runs the mix: a multi-format build (``--formats``: each layer selects its format from the
+    set, the first of which holds every menu entry's values), else the single-format one that emulates every
+    entry (``--pe``/``--weights``/``--acts``, or the menu's widest)."""
+    cols = args.rows if args.cols is None else args.cols
+    formats = format_set(args)
+    if formats is not None:
+        names = {get_format(f).name for f in formats}
+        missing = next((n for c in menu for n in (c.weights, c.acts) if get_format(n).name not in names), None)
+        if missing is not None:
+            raise UsageError(f"--mixed: {missing} is not in --formats {args.formats}; the engine selects each layer's "
+                             "format from its set")
+        container(menu, formats[0], formats[0])
+        return AcceleratorConfig(rows=args.rows, cols=cols, weight_format=formats[0], act_format=formats[0],
+                                 formats=formats, max_reduction=args.max_reduction)
+    weights, acts = args.weights or args.pe, args.acts or args.pe
+    if (weights is None) != (acts is None):
+        raise UsageError("give the engine's formats with --pe FMT (or both --weights and --acts), or neither")
+    w, a = container(menu, weights, acts)
+    return AcceleratorConfig(rows=args.rows, cols=cols, weight_format=w, act_format=a,
+                             max_reduction=args.max_reduction)
 
 
 def _use_energy_table(path: Path) -> None:

@@ -45,8 +45,15 @@ def test_mixed_compile_prints_and_writes_the_choice(tmp_path):
     (["--mixed", "int4,int8", "--budget", "energy-uj=0.001"],
      ("needs an energy model", "is infeasible: the smallest feasible budget is energy-uj=")),
     (["--mixed", "int4,int8"], "--mixed needs --budget METRIC=N"),
-    (["--budget", "cycles=4000"], "--budget, --eval and --costs-on go with --mixed"),
-    (["--costs-on", "engine"], "--budget, --eval and --costs-on go with --mixed"),
+    (["--budget", "cycles=4000"], "--budget, --eval, --costs-on and --formats go with --mixed"),
+    (["--costs-on", "engine"], "--budget, --eval, --costs-on and --formats go with --mixed"),
+    (["--formats", "int8,int4"], "--budget, --eval, --costs-on and --formats go with --mixed"),
+    (["--mixed", "int2,int4,int8", "--formats", "int8,int4", "--budget", "cycles=4000"],
+     "--mixed: int2 is not in --formats int8,int4"),
+    (["--mixed", "int4,int8", "--formats", "int4,int8", "--budget", "cycles=4000"], "cannot run on the int4/int4"),
+    (["--mixed", "int4,int8", "--formats", "int8", "--budget", "cycles=4000"], "--formats: list two or more"),
+    (["--mixed", "int4,int8", "--formats", "int8,int4", "--pe", "int8", "--budget", "cycles=4000"],
+     "--formats: give either --formats or --pe"),
     (["--mixed", "int4,minifloat6", "--budget", "cycles=4000"], "no entry's engine runs all the others today"),
     (["--mixed", "int4,int8", "--pe", "int4", "--budget", "cycles=4000"], "cannot run on the int4/int4 engine"),
     (["--mixed", "int4,int8", "--budget", "cycles=4000", "--first-last", "int8"], "give one"),
@@ -77,3 +84,28 @@ def test_energy_budget_uses_the_energy_table(tmp_path):
                       "--out", tmp_path / "never")
     assert result.returncode == 2 and "--energy-table" in result.stderr and "not valid JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_mix_runs_on_one_multi_format_build(tmp_path):
+    """--formats: the chosen network runs on a multi-format engine, each layer's COMPUTEs selecting the format
+    the ILP gave it (read back from the program words, apart from the compiler), golden == emulator."""
+    from hw.spec.config import AcceleratorConfig
+    from hw.spec.isa import Opcode, decode
+    from sw.compiler.folder import load_folder
+
+    out = tmp_path / "mixed"
+    result = _compile(*BASE, "--mixed", "int2,int4,int8", "--formats", "int8,int4,int2", "--budget",
+                      "weight-bits=30000", "--method", "mmse", "--per-channel", "--eval", DIGITS / "test_set.npz",
+                      "--out", out)
+    assert result.returncode == 0, result.stderr
+    mixed = json.loads((out / "mixed.json").read_text())
+    assert mixed["measured"]["golden_emulator_mismatches"] == 0
+    compiled = load_folder(out)
+    assert compiled.config.formats == ("int8", "int4", "int2")
+    assert compiled.config == AcceleratorConfig(rows=32, cols=32, formats=("int8", "int4", "int2"))
+    selected = set()
+    for word in compiled.program.words:
+        kind, f = decode(word)
+        if kind.opcode is Opcode.COMPUTE:
+            selected.add(compiled.config.formats[f["weight_format"]])
+    assert selected == set(mixed["choice"].values()) and len(selected) > 1
