@@ -20,7 +20,7 @@ from hw.spec.isa import Buffer
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_params
 
 from .program import Program, ProgramBuilder, Region, Step
-from .tiling import ConvJob, LayoutError, Requant, Source, ceil_div, emit_job, plan_job
+from .tiling import ConvJob, LayoutError, Requant, Source, ceil_div, emit_job, plan_job, skip_rows
 
 __all__ = ["Requant", "gemm_program", "conv2d_program", "read_gemm_output", "read_conv2d_output"]
 
@@ -138,6 +138,7 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     if ho < 1 or wo < 1:
         raise LayoutError(f"convolution {h}x{wd} with a {kh}x{kw} kernel (dilation {dilation}) has no output")
     job.out = b.region("out", size=ceil_div(cout, c.cols) * ho * wo * output_line_bytes(c))
+    job = skip_rows(job)
     emit_job(b, job, plan_job(c, job))
     return b.build(f"conv {h}x{wd}x{cin}->{cout} k{kh}x{kw} s{stride} p{padding} d{dilation}",
                    useful_macs=ho * wo * cout * cin * kh * kw)

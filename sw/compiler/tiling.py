@@ -33,8 +33,8 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, 
 
 from .program import ProgramBuilder, Region, Step
 
-__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "split_job", "plan_job", "emit_job",
-           "kernel_groups", "largest_sum"]
+__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "split_job", "skip_rows",
+           "plan_job", "emit_job", "kernel_groups", "largest_sum"]
 
 
 class LayoutError(ValueError):
@@ -141,6 +141,13 @@ class ConvJob:
     #: Lines between the input's channel blocks in external memory, when the job reads a window of a taller map
     #: (None: ``height`` times the row pitch).
     block_pitch: int | None = None
+    #: Vertical stride over the job's own input rows (None: ``stride``). 1 for a strided 1x1 convolution that
+    #: loads only the rows it reads (:func:`skip_rows`).
+    stride_h: int | None = None
+
+    @property
+    def row_stride(self) -> int:
+        return self.stride if self.stride_h is None else self.stride_h
 
     @property
     def src_pitch(self) -> int:
@@ -153,7 +160,8 @@ class ConvJob:
     @property
     def conv_out(self) -> tuple[int, int]:
         (kh, kw), (t, l, b, r), s, d = self.kernel, self.padding, self.stride, self.dilation
-        return (self.height + t + b - d * (kh - 1) - 1) // s + 1, (self.width + l + r - d * (kw - 1) - 1) // s + 1
+        return ((self.height + t + b - d * (kh - 1) - 1) // self.row_stride + 1,
+                (self.width + l + r - d * (kw - 1) - 1) // s + 1)
 
     @property
     def out_shape(self) -> tuple[int, int]:
@@ -270,7 +278,7 @@ def _geometry(job: ConvJob, rows: int, band: int = 0):
     output rows per chunk."""
     kh, _ = job.kernel
     conv_rows = band or (job.pool.rows_in(rows) if job.pool else rows)
-    in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
+    in_rows = (conv_rows - 1) * job.row_stride + job.dilation * (kh - 1) + 1
     return conv_rows, in_rows
 
 
@@ -313,8 +321,8 @@ def _chunk(job: ConvJob, rows_per_chunk: int, chunk: int) -> tuple:
     rows = min(rows_per_chunk, job.out_shape[0] - r0)
     conv0 = r0 * job.pool.stride[0] if job.pool else r0
     conv_rows = min(job.pool.rows_in(rows) if job.pool else rows, ho - conv0)
-    iy0 = conv0 * job.stride - job.padding[0]
-    in_rows = (conv_rows - 1) * job.stride + job.dilation * (kh - 1) + 1
+    iy0 = conv0 * job.row_stride - job.padding[0]
+    in_rows = (conv_rows - 1) * job.row_stride + job.dilation * (kh - 1) + 1
     top = max(0, -iy0)
     bottom = max(0, iy0 + in_rows - job.height)
     return r0, rows, conv0, conv_rows, iy0, in_rows, top, bottom
@@ -333,8 +341,8 @@ def _bands(job: ConvJob, rows_per_chunk: int, chunk: int, band: int = 0) -> list
     out = []
     for b0 in range(0, conv_rows, size):
         n = min(size, conv_rows - b0)
-        iy0 = (conv0 + b0) * job.stride - job.padding[0]
-        in_rows = (n - 1) * job.stride + job.dilation * (kh - 1) + 1
+        iy0 = (conv0 + b0) * job.row_stride - job.padding[0]
+        in_rows = (n - 1) * job.row_stride + job.dilation * (kh - 1) + 1
         out.append((b0, n, iy0, in_rows, max(0, -iy0), max(0, iy0 + in_rows - job.height)))
     return out
 
@@ -421,7 +429,22 @@ def split_job(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     """``job`` as jobs the engine can tile: column strips if one output row of it does not fit the buffers, and
     groups of output channels if it has more output blocks than half the PARAM buffer holds."""
     _check(config, job)
-    return [g for strip in _strips(config, job) for g in _channel_groups(config, strip)]
+    return [skip_rows(g) for strip in _strips(config, job) for g in _channel_groups(config, strip)]
+
+
+def skip_rows(job: ConvJob) -> ConvJob:
+    """A 1x1 convolution at stride s > 1 without padding reads every s-th row of its input: load only those
+    (the LOAD's DRAM stride s rows) and walk them at vertical stride 1. The COMPUTE has one stride for both
+    directions, so its row pitch becomes the buffer's pitch / s (the rows padded on the right to a multiple of s:
+    lines no output reads). Fewer lines per output row let a chunk hold more rows, and each weight tile streams
+    more vectors per fill of the array."""
+    s = job.stride
+    if job.kernel != (1, 1) or s == 1 or any(job.padding) or job.pool is not None or job.stride_h is not None:
+        return job
+    ho, _ = job.conv_out
+    return replace(job, height=ho, in_pitch=s * job.src_pitch, stride_h=1, padding=(0, 0, 0, -job.width % s),
+                   block_pitch=job.height * job.src_pitch if job.block_pitch is None else job.block_pitch,
+                   macs=job.useful_macs)
 
 
 def _strips(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
@@ -616,6 +639,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     nb_n = len(tiles.per_block)
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     pitch = job.width + l_pad + r_pad
+    act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
     block_pitch = job.height * src_pitch if job.block_pitch is None else job.block_pitch
     w_tile = tiles.slot_taps * c.rows          # weight lines of a slot: the largest tile fits
@@ -712,7 +736,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 # A kernel group reads the patch from its window's first tap on.
                 act_addr = slot(nb, i, cb, patch_parity) + (ky0 * pitch + kx0) * job.dilation
                 compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr,
-                                           out_h=band[1], out_w=wo, act_pitch=pitch, stride=job.stride,
+                                           out_h=band[1], out_w=wo, act_pitch=act_pitch, stride=job.stride,
                                            dilation=job.dilation, kh=ky1 - ky0, kw=kx1 - kx0,
                                            accumulate=int(n > 0), **job.formats))
                 if loads or not steps or steps[-1].ends:

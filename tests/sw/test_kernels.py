@@ -91,3 +91,31 @@ def test_reduction_beyond_max_reduction_is_refused():
     w = np.zeros((3, 3, 8, 4), int)
     w[:, :, np.arange(4), np.arange(4)] = 1
     conv2d_program(config, np.zeros((5, 5, 8), int), w, Requant([0] * 4, [1] * 4, [0] * 4), padding=1)
+
+
+@pytest.mark.parametrize("stride", [2, 3])
+@pytest.mark.parametrize("h,wd", [(9, 7), (8, 8), (5, 11), (1, 4)])
+def test_strided_1x1_convolution_loads_only_the_rows_it_reads(stride, h, wd):
+    """A 1x1 convolution at stride s loads every s-th input row (its LOADs' DRAM stride is s rows) and walks
+    them with a COMPUTE row pitch of the padded width / s; the outputs are the definition's."""
+    from hw.spec.isa import Buffer, Opcode, decode
+    from hw.spec.layout import line_bytes
+
+    config = _config("int8", "int8")
+    rng = np.random.default_rng(h * wd + stride)
+    cin, cout = 6, 5
+    x = rng.integers(0, 256, (h, wd, cin))
+    w = rng.integers(0, 256, (1, 1, cin, cout))
+    q = _requant(rng, cout, config.acts)
+    program = conv2d_program(config, x, w, q, stride=stride)
+    emulator = Emulator(config, bytes(program.dram))
+    assert emulator.run(program.program_addr).done
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    cols = x[::stride, ::stride].reshape(ho * wo, cin)
+    expected = _expected(cols, w.reshape(cin, cout), config, q).reshape(ho, wo, cout)
+    np.testing.assert_array_equal(read_conv2d_output(program, emulator.dram, ho, wo, cout), expected)
+    row = wd * line_bytes(Buffer.ACT, config)
+    loads = [f for kind, f in map(decode, program.words)
+             if kind.opcode is Opcode.LOAD and f["buffer"] == Buffer.ACT]
+    assert loads and all(f["y_size"] == 1 or f["dram_stride"] == stride * row for f in loads)
+    assert sum(f["y_size"] for f in loads) == ho * -(-cin // config.rows)
