@@ -77,8 +77,10 @@ class InferenceEngine(wiring.Component):
                                                    depth=c.act_buffer_depth, init=[])
         m.submodules.weight_buffer = weight_mem = Memory(shape=unsigned(line_bits(Buffer.WEIGHT, c)),
                                                          depth=c.weight_buffer_depth, init=[])
+        # A PARAM buffer of one line is built with two: Amaranth's memory of one line has no address bits, the
+        # ports' addresses have one, and the decoder refuses every PARAM address but 0.
         m.submodules.param_buffer = param_mem = Memory(shape=unsigned(line_bits(Buffer.PARAM, c)),
-                                                       depth=c.param_buffer_depth, init=[])
+                                                       depth=max(c.param_buffer_depth, 2), init=[])
         m.submodules.accumulator_buffer = acc_mem = Memory(shape=acc_line_layout(c), depth=c.acc_buffer_depth,
                                                            init=[])
 

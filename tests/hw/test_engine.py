@@ -150,6 +150,28 @@ def test_largest_buffers(tmp_path):
     check_programs(LARGEST, programs, tmp_path, Traffic(latency=2, ready_stall=0.1, valid_gap=0.1, seed=3))
 
 
+#: Every buffer as shallow as the configuration allows: 16 lines, one PARAM line.
+SMALLEST = AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=16,
+                             weight_buffer_depth=16, acc_buffer_depth=16, param_buffer_depth=1, dma_bits=64)
+
+
+def test_smallest_buffers(tmp_path):
+    """The shallowest buffers elaborate (a one-line PARAM buffer has no address bits in the configuration's terms)
+    and random programs on them, a STORE that names PARAM line 1 among them, behave as in the emulator."""
+    from hw.spec.isa import ErrorCode
+    from sim.programs import random_program
+    from sw.compiler.program import ProgramBuilder
+
+    rng = np.random.default_rng(17)
+    b = ProgramBuilder(SMALLEST, max_instructions=4)
+    b.emit("STORE", acc_addr=0, dram_addr=0, y_size=1, x_size=1, param_addr=1)
+    b.emit("FINISH")
+    past = b.build("STORE of PARAM line 1 of 1")
+    past.expected_error = ErrorCode.SRAM_RANGE
+    programs = [past] + [random_program(SMALLEST, rng) for _ in range(8)]
+    check_programs(SMALLEST, programs, tmp_path, Traffic(latency=2, ready_stall=0.1, valid_gap=0.1, seed=5))
+
+
 # --- the activation table (LUT buffer, SETPP lut) ----------------------------------------------------------------
 
 def _lut_program(config, *, lut_fields: dict | None = None, expected=None):
