@@ -138,7 +138,7 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     if ho < 1 or wo < 1:
         raise LayoutError(f"convolution {h}x{wd} with a {kh}x{kw} kernel (dilation {dilation}) has no output")
     job.out = b.region("out", size=ceil_div(cout, c.cols) * ho * wo * output_line_bytes(c))
-    job = skip_rows(job)
+    job = skip_rows(c, job)
     emit_job(b, job, plan_job(c, job))
     return b.build(f"conv {h}x{wd}x{cin}->{cout} k{kh}x{kw} s{stride} p{padding} d{dilation}",
                    useful_macs=ho * wo * cout * cin * kh * kw)

@@ -429,22 +429,27 @@ def split_job(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     """``job`` as jobs the engine can tile: column strips if one output row of it does not fit the buffers, and
     groups of output channels if it has more output blocks than half the PARAM buffer holds."""
     _check(config, job)
-    return [skip_rows(g) for strip in _strips(config, job) for g in _channel_groups(config, strip)]
+    return [skip_rows(config, g) for strip in _strips(config, job) for g in _channel_groups(config, strip)]
 
 
-def skip_rows(job: ConvJob) -> ConvJob:
+def skip_rows(config: AcceleratorConfig, job: ConvJob) -> ConvJob:
     """A 1x1 convolution at stride s > 1 without padding reads every s-th row of its input: load only those
     (the LOAD's DRAM stride s rows) and walk them at vertical stride 1. The COMPUTE has one stride for both
     directions, so its row pitch becomes the buffer's pitch / s (the rows padded on the right to a multiple of s:
     lines no output reads). Fewer lines per output row let a chunk hold more rows, and each weight tile streams
-    more vectors per fill of the array."""
+    more vectors per fill of the array. ``job`` as it is where the padded rows would not fit the buffers (its
+    column strips were sized without them) or the LOAD's DRAM stride field cannot hold s rows."""
     s = job.stride
     if job.kernel != (1, 1) or s == 1 or any(job.padding) or job.pool is not None or job.stride_h is not None:
         return job
+    if s * job.src_pitch * line_bytes(Buffer.ACT, config) > _field_max(Opcode.LOAD, "dram_stride"):
+        return job
     ho, _ = job.conv_out
-    return replace(job, height=ho, in_pitch=s * job.src_pitch, stride_h=1, padding=(0, 0, 0, -job.width % s),
-                   block_pitch=job.height * job.src_pitch if job.block_pitch is None else job.block_pitch,
-                   macs=job.useful_macs)
+    skipping = replace(job, height=ho, in_pitch=s * job.src_pitch, stride_h=1, padding=(0, 0, 0, -job.width % s),
+                       block_pitch=job.height * job.src_pitch if job.block_pitch is None else job.block_pitch,
+                       macs=job.useful_macs)
+    tiles = _tiles(config, skipping)
+    return skipping if any(_fits(config, skipping, 1, order, tiles) for order in ("chunk", "block")) else job
 
 
 def _strips(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:

@@ -40,7 +40,7 @@ def _value_dtype(fmt: Format):
     from the buffers, see :func:`_tap_products`), else the narrowest integer dtype that does (Python ints beyond
     int64)."""
     values = fixed_values(fmt)[0]
-    if values.dtype != object and np.array_equal(values.astype(np.float32).astype(np.int64), values):
+    if values.dtype != object and int(np.abs(values).max()) < FLOAT32_EXACT:
         return np.float32
     lo, hi = fmt.fixed_range
     for dtype in (np.int8, np.int16, np.int32, np.int64):
@@ -317,9 +317,12 @@ def _product(s: EngineState, windows: np.ndarray, w: np.ndarray) -> np.ndarray:
         a, w = a.reshape(outputs, samples, k), w.astype(np.float32)
         if w.shape[0] == 1:
             out = workspace.work("product", (outputs * samples, w.shape[2]), np.float32)
-            return np.matmul(a.reshape(-1, k), w[0], out=out).astype(dtype).reshape(outputs, samples, -1)
-        return np.matmul(a.transpose(1, 0, 2), w).astype(dtype).transpose(1, 0, 2)
+            sums = np.matmul(a.reshape(-1, k), w[0], out=out)
+            return _accumulator_values(sums, dtype).reshape(outputs, samples, -1)
+        return _accumulator_values(np.matmul(a.transpose(1, 0, 2), w), dtype).transpose(1, 0, 2)
     a = windows.reshape(outputs, samples, k)
+    if a.dtype.kind == "f":                 # float32 buffers hold integers: exact as int64, never Python floats
+        a, w = a.astype(np.int64), w.astype(np.int64)
     if w.shape[0] == 1:
         return matmul_exact(a.reshape(-1, k), w[0], a_max, w_max).reshape(outputs, samples, -1)
     return matmul_exact(a.transpose(1, 0, 2), w, a_max, w_max).transpose(1, 0, 2)
@@ -366,7 +369,13 @@ def _tap_products(s: EngineState, f: dict, w: np.ndarray) -> np.ndarray:
         np.matmul(vectors, w[tap], out=out if tap == 0 else part)
         if tap:
             out += part
-    return out.reshape(oh * ow, samples, n).astype(s.acc.dtype)
+    return _accumulator_values(out.reshape(oh * ow, samples, n), s.acc.dtype)
+
+
+def _accumulator_values(sums: np.ndarray, dtype) -> np.ndarray:
+    """Exact float sums (integers) in the accumulators' dtype; through int64 for Python-int accumulators, whose
+    arithmetic must not see floats."""
+    return sums.astype(np.int64).astype(object) if dtype == object else sums.astype(dtype)
 
 
 def _windows(buffer: np.ndarray, f: dict) -> np.ndarray:

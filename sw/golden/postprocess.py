@@ -284,13 +284,13 @@ def _int_codes_float64(a: np.ndarray, c: _Columns, nonfinite: np.ndarray, fmt: I
     Exact when every ``|(a + B) * aligned| * 2**max(low, 0)`` is below 2**53: the sum, the product by the
     aligned multiplier and the scaling by a power of two are then exact integers or dyadic rationals, and
     ``np.rint`` rounds half to even, as the engine does. Half the memory passes of the int64 path."""
-    if c.aligned is None or c.low < -1000 or a.size == 0:
+    if c.aligned is None or not -1000 <= c.low <= 1000 or a.size == 0:
         return None
     bound = (max_abs(a) + max_abs(c.bias)) * c.aligned_max << max(c.low, 0)
     if bound >= _FLOAT64_EXACT:
         return None
     y = np.add(a, c.bias, dtype=np.float64)
-    y *= c.aligned.astype(np.float64) * 2.0 ** c.low
+    y = y * (c.aligned.astype(np.float64) * 2.0 ** c.low)
     np.rint(y, out=y)
     y += zero_point
     if nonfinite.any():

@@ -75,3 +75,17 @@ def test_large_batches_take_the_per_tap_gemms(monkeypatch):
     value, _, _ = ops.compute_products(s, f)
     assert calls and np.all(np.asarray(value) == 16)
     assert s.act.dtype == np.float32 and get_format("int8").bits == 8
+
+
+def test_wide_accumulators_take_integer_sums():
+    """Accumulators beyond 62 bits hold Python ints: a COMPUTE's float sums reach them as ints, so accumulating
+    into a value near 2**69 stays exact (Python floats would lose it)."""
+    config = AcceleratorConfig(rows=4, cols=4, acc_bits=70, act_buffer_depth=256, weight_buffer_depth=256)
+    s = ops.EngineState(config, BatchedMemory(np.zeros(4096, np.uint8), batch=80))
+    s.act = np.full((256, 80, 4), 3, dtype=s.act.dtype)
+    s.weight = np.full((256, 1, 4), 1, dtype=s.weight.dtype)
+    f = dict(act_addr=0, weight_addr=0, acc_addr=0, out_h=1, out_w=2, kh=1, kw=1, stride=1, dilation=1,
+             act_pitch=2, accumulate=1)
+    s.acc[0:2] = (1 << 68) + 1
+    ops.compute_accumulate(s, f, ops.compute_products(s, f))
+    assert all(v == (1 << 68) + 13 and type(v) is int for v in s.acc[0:2].ravel())

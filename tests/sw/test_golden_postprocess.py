@@ -598,3 +598,16 @@ def test_float64_path_random_cases(float64_path):
             zero_point = rng.choice([0, rng.randint(lo, hi)])
             check(acc, nonfinite, -6, bias, multiplier, shift, name, zero_point, *random_clamp(rng, name))
     assert sum(float64_path) >= len(INT_FORMATS) * 3
+
+
+def test_float64_path_declines_what_it_cannot_scale():
+    """Exponents beyond float64's range (a shift of -1100: every output saturates or is 0) and multipliers that
+    broadcast wider than the accumulators: the same codes as the reference, no exception."""
+    acc = [[0, 0, 0, 0], [0, 0, 0, 0]]
+    check(acc, [[False] * 4] * 2, 0, [0] * 4, [1] * 4, [-1100] * 4, "int8")
+    got = rescale(np.arange(12, dtype=np.int64).reshape(3, 1, 4), np.zeros((1, 1, 1), bool), 0,
+                  np.zeros(4, np.int64), np.full((2, 4), 3 << 20, np.int64), np.full((2, 4), 21, np.int64), "int8")
+    assert got.shape == (3, 2, 4)
+    want = reference(np.arange(12).reshape(3, 4).tolist(), [[False] * 4] * 3, 0, [0] * 4, [3 << 20] * 4, [21] * 4,
+                     "int8")
+    assert np.array_equal(got[:, 0], want) and np.array_equal(got[:, 1], want)

@@ -12,8 +12,9 @@ from sw.golden.postprocess import rescale
 
 
 def _config(weights, acts, rows=4, cols=4, **kw):
-    return AcceleratorConfig(rows=rows, cols=cols, weight_format=weights, act_format=acts, act_buffer_depth=512,
-                             weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, **kw)
+    return AcceleratorConfig(rows=rows, cols=cols, weight_format=weights, act_format=acts,
+                             **{"act_buffer_depth": 512, "weight_buffer_depth": 128, "acc_buffer_depth": 128,
+                                "param_buffer_depth": 8, **kw})
 
 
 def _requant(rng, n, fmt):
@@ -119,3 +120,16 @@ def test_strided_1x1_convolution_loads_only_the_rows_it_reads(stride, h, wd):
              if kind.opcode is Opcode.LOAD and f["buffer"] == Buffer.ACT]
     assert loads and all(f["y_size"] == 1 or f["dram_stride"] == stride * row for f in loads)
     assert sum(f["y_size"] for f in loads) == ho * -(-cin // config.rows)
+
+
+def test_strided_1x1_convolution_keeps_its_rows_where_skipping_would_not_fit():
+    """A strip sized for the map's own width: the right padding that row skipping adds would not fit the buffers,
+    so the job is planned as it was (the review's case: 40x40, 1x1, stride 3, 32 activation lines)."""
+    from sw.compiler.tiling import ConvJob, Region, Source, plan_job, split_job
+
+    config = _config("int8", "int8", act_buffer_depth=32)
+    rng = np.random.default_rng(3)
+    job = ConvJob("strided", [Source(Region(0, 1 << 16), 4, rng.integers(-5, 5, (1, 1, 1, 4, 4)))], 40, 40, 4,
+                  (1, 1), 3, 1, (0, 0, 0, 0), 0, _requant(rng, 4, config.acts), Region(0, 1 << 16))
+    for part in split_job(config, job):
+        plan_job(config, part)                      # every part plans (raised LayoutError before)
