@@ -20,7 +20,8 @@ from hw.spec.isa import Buffer
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_params
 
 from .program import Program, ProgramBuilder, Region, Step
-from .tiling import ConvJob, LayoutError, Requant, Source, ceil_div, emit_job, plan_job, skip_rows
+from .splitting import skip_rows
+from .tiling import ConvJob, LayoutError, Requant, Source, ceil_div, emit_job, plan_job
 
 __all__ = ["Requant", "gemm_program", "conv2d_program", "read_gemm_output", "read_conv2d_output"]
 

@@ -23,7 +23,8 @@ from .fold import input_fold
 from .formats import LayerFormats, select_formats
 from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
-from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job, split_job
+from .splitting import split_job
+from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job
 
 __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
 

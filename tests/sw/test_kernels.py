@@ -125,7 +125,8 @@ def test_strided_1x1_convolution_loads_only_the_rows_it_reads(stride, h, wd):
 def test_strided_1x1_convolution_keeps_its_rows_where_skipping_would_not_fit():
     """A strip sized for the map's own width: the right padding that row skipping adds would not fit the buffers,
     so the job is planned as it was (the review's case: 40x40, 1x1, stride 3, 32 activation lines)."""
-    from sw.compiler.tiling import ConvJob, Region, Source, plan_job, split_job
+    from sw.compiler.splitting import split_job
+    from sw.compiler.tiling import ConvJob, Region, Source, plan_job
 
     config = _config("int8", "int8", act_buffer_depth=32)
     rng = np.random.default_rng(3)
