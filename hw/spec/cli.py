@@ -18,6 +18,7 @@ The error line is ``PROG: error: MESSAGE`` on standard error, with nothing print
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import signal
@@ -282,15 +283,16 @@ def _install_signals(prog: str) -> Callable[[], None]:
         finished.set()
         signal.set_wakeup_fd(old_wakeup)
         for s, h in previous.items():
-            # A tool's process has done its work: a late signal ends it quietly. In-process callers get their
-            # own handlers back.
-            signal.signal(s, _late if getattr(h, "starting", False) else h)
+            # A tool's process has done its work: a late signal ends it with the interrupted line, which names
+            # what was written. In-process callers get their own handlers back.
+            signal.signal(s, functools.partial(_late, prog) if getattr(h, "starting", False) else h)
         os.close(write_fd)          # the watchdog's read returns b"" and it ends
     return restore
 
 
-def _late(signum, frame):
+def _late(prog: str, signum, frame):
     sys.stdout.flush()
+    print(_interrupted_line(prog), file=sys.stderr, flush=True)
     os._exit(128 + signum)
 
 

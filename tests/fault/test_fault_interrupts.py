@@ -140,3 +140,22 @@ def test_the_front_doors_child_ends_with_it(signum, tmp_path):
     time.sleep(0.2)
     assert _descendants_alive(f"{out.name}.partial-") == []
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_signal_after_the_work_still_says_what_was_written(committed, tmp_path):
+    """A tool whose main_guard has returned takes a late SIGINT with the interrupted line (its outputs named, or
+    nothing written) and status 130, as an interrupt during the work would: the case a random interrupt once hit
+    with an empty stderr."""
+    code = ("import os, signal\n"
+            "from hw.spec import cli, outputs\n"
+            "cli.exit_on_signals_while_starting('tool')\n"
+            f"cli.main_guard('tool', lambda: outputs.COMMITTED.append({str(tmp_path / 'out')!r}) or 0 "
+            f"if {committed} else 0)\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "import time; time.sleep(5)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 128 + signal.SIGINT
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"tool: interrupted; {tmp_path / 'out'} was written before the interrupt" if committed
+                     else "tool: interrupted; nothing written"]
