@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.spec.formats import IntFormat, get_format, product_of
+from hw.spec.formats import Format, IntFormat, get_format, product_of
 
 __all__ = ["OPS", "WEIGHTED_OPS", "ACCUMULATING_OPS", "FloatLayer", "FloatNetwork", "TensorQuant",
-           "WeightQuant", "QuantTensor", "QuantLayer", "QuantizedNetwork", "NetworkFileError", "acc_exponent"]
+           "WeightQuant", "QuantTensor", "QuantLayer", "QuantizedNetwork", "NetworkFileError", "acc_exponent",
+           "set_acc_exponent"]
 
 
 def __getattr__(name: str):
@@ -50,6 +51,13 @@ def __getattr__(name: str):
 def acc_exponent(act_format, weight_format) -> int:
     """Exponent of the least significant bit of the accumulators of an engine with these formats."""
     return product_of(get_format(act_format), get_format(weight_format)).min_exponent
+
+
+def set_acc_exponent(formats) -> int:
+    """Exponent of the accumulators' least significant bit for a set of formats: the finest product of any pair
+    (a multi-format build's, :attr:`hw.spec.config.AcceleratorConfig.acc_exponent`, from the definitions)."""
+    lsb = min(get_format(f).lsb_exponent for f in formats)
+    return 2 * lsb
 
 
 class _Endpoints:
@@ -158,7 +166,8 @@ class QuantLayer:
     """One layer of a quantized network; see the module docstring for what it computes.
 
     ``weights``: the codes of each tensor of a multi-tensor sum (one array for an ordinary layer), shaped as
-    :attr:`FloatLayer.weight`, in the network's weight format. ``weight_scale``: per output channel, the real
+    :attr:`FloatLayer.weight`, in ``weight_format`` (None: the network's weight format; set only in a
+    mixed-format network, see :attr:`QuantizedNetwork.formats`). ``weight_scale``: per output channel, the real
     value of one unit of weight (reports only). ``bias``, ``multiplier``, ``shift``: per output channel,
     integers (bias in accumulator units). ``zero_point``, ``clamp_lo``, ``clamp_hi``: of the output.
     ``table``: a fused nonlinear activation (``attrs["activation"]`` names it): ``zero_point`` and the clamps are
@@ -181,6 +190,7 @@ class QuantLayer:
     clamp_lo: int = 0
     clamp_hi: int = 0
     table: np.ndarray | None = None
+    weight_format: str | None = None
 
 
 @dataclass
@@ -196,10 +206,24 @@ class QuantizedNetwork(_Endpoints):
     layers: list[QuantLayer]
     #: Per-layer quantization error, as the quantizer measured it (list of dicts).
     report: list[dict] = field(default_factory=list)
+    #: A mixed-format network: the set of formats its tensors and layers' weights are encoded in (each tensor's
+    #: ``QuantTensor.format``, each weighted layer's ``weight_format``); accumulators of every layer are then in
+    #: units of ``2**acc_exponent``, the finest product of the set. Empty: one act and one weight format.
+    formats: list[str] = field(default_factory=list)
 
     @property
     def acc_exponent(self) -> int:
+        if self.formats:
+            return set_acc_exponent(self.formats)
         return acc_exponent(self.act_format, self.weight_format)
+
+    def act_format_of(self, tensor: str) -> Format:
+        """The format of the codes of ``tensor`` (the network's act format unless the network mixes formats)."""
+        return get_format(self.tensors[tensor].format if self.formats else self.act_format)
+
+    def weight_format_of(self, layer: "QuantLayer") -> Format:
+        """The format of ``layer``'s weight codes (the network's weight format unless the network mixes)."""
+        return get_format(layer.weight_format if self.formats and layer.weight_format else self.weight_format)
 
     # --- files ----------------------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -211,6 +235,8 @@ class QuantizedNetwork(_Endpoints):
                                                     "clamp_hi")}
             entry["attrs"] = {k: list(v) if isinstance(v, tuple) else v for k, v in layer.attrs.items()}
             entry["weights"] = len(layer.weights)
+            if layer.weight_format is not None:
+                entry["weight_format"] = layer.weight_format
             for j, w in enumerate(layer.weights):
                 arrays[f"{i}.weight{j}"] = w
             for k in ("weight_scale", "bias", "multiplier", "shift", "table"):
@@ -222,7 +248,7 @@ class QuantizedNetwork(_Endpoints):
                "shapes": {k: list(v) for k, v in self.shapes.items()},
                "tensors": {k: {"format": t.format, "scale": t.scale, "zero_point": t.zero_point}
                            for k, t in self.tensors.items()},
-               "layers": layers, "report": self.report}
+               "layers": layers, "report": self.report, **({"formats": self.formats} if self.formats else {})}
         (folder / "network.json").write_text(json.dumps(doc, indent=1) + "\n")
         np.savez_compressed(folder / "network.npz", **arrays)
 
@@ -289,9 +315,14 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
             bad(f"layer {i}: an activation table must be a 1-D array of at most {_MAX_DIM} codes")
         layers.append(QuantLayer(str(e["name"]), e["op"], [str(x) for x in e["inputs"]], str(e["output"]), attrs,
                                  weights, *extra, small_ints(e["zero_point"], "zero points", -_MAX_DIM, _MAX_DIM),
-                                 small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps"), table))
+                                 small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps"), table,
+                                 None if e.get("weight_format") is None else str(e["weight_format"])))
+    formats = doc.get("formats", [])
+    if not isinstance(formats, list) or len(formats) > 8:
+        bad("formats must be a list of at most 8 format names")
     return cls(str(doc["act_format"]), str(doc["weight_format"]), small_ints(doc["acc_bits"], "acc_bits", 2, 256),
-               str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []))
+               str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []),
+               [str(f) for f in formats])
 
 
 #: Integer attributes that may be negative: the zero point of a fused activation's input encoding.

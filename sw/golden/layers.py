@@ -384,7 +384,24 @@ def run_layer(layer: QuantLayer, inputs: list[np.ndarray], net: QuantizedNetwork
     if op.arity is not None and len(inputs) != op.arity:
         raise LayerError(f"Layer {layer.name!r} ({layer.op}) takes {_count(op.arity)}, not {len(inputs)}")
     out = op.golden(layer, [np.asarray(x) for x in inputs], net)
-    return postprocess(out, layer, net.act_format, net.acc_bits) if op.accumulating else out
+    if not op.accumulating:
+        return out
+    return postprocess(_in_units(out, net.acc_exponent), layer, net.act_format_of(layer.output), net.acc_bits)
+
+
+def _in_units(acc: Accumulation, exponent: int) -> Accumulation:
+    """``acc`` in units of ``2**exponent`` (at most its own): a mixed-format network's layers all accumulate in
+    the finest unit of its format set, and its biases are in that unit. Exact: a left shift."""
+    up = acc.exponent - exponent
+    if up == 0:
+        return acc
+    if up < 0:
+        raise LayerError(f"an accumulation in units of 2**{acc.exponent} cannot be expressed in the coarser "
+                         f"2**{exponent}; the network's format set must hold the layer's formats")
+    value = np.asarray(acc.value)
+    if value.dtype != object and value.size and int(np.abs(value).max()) >= 1 << (62 - up):
+        value = value.astype(object)
+    return Accumulation(value << up, exponent, acc.nonfinite)
 
 
 def _count(n: int) -> str:

@@ -29,10 +29,7 @@ def check_network(net: QuantizedNetwork) -> None:
     """Refuse structures the layer semantics do not cover, before any work: unknown ops, tensors used before
     they are made, and tensors whose format is not the engine's activation format."""
     from sw.ops import OPERATORS
-    for name, t in net.tensors.items():
-        if get_format(t.format) != get_format(net.act_format):
-            raise NetworkError(f"Tensor {name!r} is encoded in {t.format}, but the engine has one activation "
-                               f"format, {net.act_format}; quantize every tensor in {net.act_format}")
+    _check_formats(net)
     known = {net.input}
     for layer in net.layers:
         if layer.op not in OPERATORS:
@@ -49,6 +46,25 @@ def check_network(net: QuantizedNetwork) -> None:
         known.add(layer.output)
     if net.output not in known:
         raise NetworkError(f"No layer makes the network output {net.output!r}")
+
+
+def _check_formats(net: QuantizedNetwork) -> None:
+    """One act format for every tensor, or (a mixed-format network) formats of its set for tensors and weights."""
+    if not net.formats:
+        for name, t in net.tensors.items():
+            if get_format(t.format) != get_format(net.act_format):
+                raise NetworkError(f"Tensor {name!r} is encoded in {t.format}, but the engine has one activation "
+                                   f"format, {net.act_format}; quantize every tensor in {net.act_format}")
+        return
+    allowed = {get_format(f).name for f in net.formats}
+    for name, t in net.tensors.items():
+        if get_format(t.format).name not in allowed:
+            raise NetworkError(f"Tensor {name!r} is encoded in {t.format}, outside the network's formats "
+                               f"{', '.join(net.formats)}; quantize it in one of them")
+    for layer in net.layers:
+        if layer.weights and net.weight_format_of(layer).name not in allowed:
+            raise NetworkError(f"Layer {layer.name!r} has {net.weight_format_of(layer).name} weights, outside the "
+                               f"network's formats {', '.join(net.formats)}")
 
 
 def _check_batch(net: QuantizedNetwork, x, what: str, float_ok: bool) -> np.ndarray:

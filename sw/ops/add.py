@@ -52,7 +52,7 @@ class Add(Operator):
         return 1, len(layer.inputs)
 
     def golden(self, layer, inputs, net):
-        return elementwise_sum(inputs, net.act_format, net.weight_format)
+        return elementwise_sum(inputs, net.act_format_of(layer.inputs[0]), net.weight_format)
 
     def lower(self, layer, ctx):
         from sw.compiler.lowering import CompileError

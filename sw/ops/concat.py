@@ -46,7 +46,7 @@ class Concat(Operator):
         return 1, 1
 
     def golden(self, layer, inputs, net):
-        return concat_values(inputs, net.act_format, net.weight_format)
+        return concat_values(inputs, net.act_format_of(layer.inputs[0]), net.weight_format)
 
     def lower(self, layer, ctx):
         from sw.compiler.lowering import CompileError

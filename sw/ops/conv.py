@@ -82,7 +82,7 @@ class Conv(Operator):
 
     def golden(self, layer, inputs, net):
         return conv2d(inputs[0], layer.weights, layer.attrs, net.tensors[layer.inputs[0]].zero_code(),
-                      net.act_format, net.weight_format)
+                      net.act_format_of(layer.inputs[0]), net.weight_format_of(layer))
 
     def lower(self, layer, ctx):
         from sw.compiler.lowering import dense_weights, equal_pair

@@ -73,7 +73,7 @@ class Linear(Operator):
         return y if layer.bias is None else y + layer.bias.astype(xs[0].dtype)
 
     def golden(self, layer, inputs, net):
-        return linear(inputs[0], layer.weights, net.act_format, net.weight_format)
+        return linear(inputs[0], layer.weights, net.act_format_of(layer.inputs[0]), net.weight_format_of(layer))
 
     def lower(self, layer, ctx):
         from sw.compiler.lowering import CompileError

@@ -73,7 +73,7 @@ class Pad(Operator):
         requant = ctx.copy_requant(layer.inputs[0], cout)
         # The extra channels hold no sum: their bias alone gives the constant's code.
         net, code = ctx.net, pad_code(ctx.net, layer)
-        fmt, t = get_format(net.act_format), net.tensors[layer.inputs[0]]
+        fmt, t = net.act_format_of(layer.inputs[0]), net.tensors[layer.inputs[0]]
         value = int(fmt.exact(np.array([code]))[0][0]) << int(fmt.exact(np.array([code]))[1][0])
         units = (value - (t.zero_point if isinstance(fmt, IntFormat) else 0)) << (fmt.lsb_exponent - net.acc_exponent)
         extra = np.r_[0:cb, cb + x.channels:cout]

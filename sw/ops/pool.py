@@ -47,7 +47,7 @@ def _lower_window(op: Operator, layer, ctx, kind: str, kernel, stride, dilation,
     pad_value = None
     requant = None
     if kind == "max":
-        fmt = get_format(ctx.net.act_format)
+        fmt = ctx.net.act_format_of(layer.inputs[0])
         pad_value = int(fmt.quantize(fmt.min))            # padding never wins
         requant = ctx.copy_requant(layer.inputs[0], x.channels)
     ctx.add_job(layer, [(x, ctx.identity(x.channels))], x.channels, padding=padding, pad_value=pad_value,
@@ -81,7 +81,7 @@ class MaxPool(Operator):
 
     def golden(self, layer, inputs, net):
         a = layer.attrs
-        return maxpool(inputs[0], a.get("kernel"), a.get("stride"), a.get("padding"), net.act_format,
+        return maxpool(inputs[0], a.get("kernel"), a.get("stride"), a.get("padding"), net.act_format_of(layer.inputs[0]),
                        a.get("dilation", (1, 1)))
 
     def lower(self, layer, ctx):
@@ -118,7 +118,7 @@ class AvgPool(Operator):
     def golden(self, layer, inputs, net):
         a = layer.attrs
         return window_sum(inputs[0], a.get("kernel"), a.get("stride"), a.get("padding"),
-                          net.tensors[layer.inputs[0]].zero_code(), net.act_format, net.weight_format,
+                          net.tensors[layer.inputs[0]].zero_code(), net.act_format_of(layer.inputs[0]), net.weight_format,
                           a.get("dilation", (1, 1)))
 
     def lower(self, layer, ctx):
@@ -147,7 +147,7 @@ class GlobalAvgPool(Operator):
         return h * w, h * w
 
     def golden(self, layer, inputs, net):
-        return global_sum(inputs[0], net.act_format, net.weight_format)
+        return global_sum(inputs[0], net.act_format_of(layer.inputs[0]), net.weight_format)
 
     def lower(self, layer, ctx):
         (x,) = ctx.feature_maps(layer)

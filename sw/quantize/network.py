@@ -27,7 +27,7 @@ import numpy as np
 
 from hw.spec.formats import Format, FormatError, IntFormat, Minifloat, get_format
 from sw.ir import (FloatLayer, FloatNetwork, QuantizedNetwork, QuantLayer,
-                   QuantTensor, TensorQuant, WeightQuant, acc_exponent)
+                   QuantTensor, TensorQuant, WeightQuant, acc_exponent, set_acc_exponent)
 
 from sw.ops import OPERATORS
 
@@ -93,9 +93,13 @@ def representable(sub: Format, engine: Format) -> bool:
     return bool(np.array_equal(engine.decode(engine.quantize(values)), values))
 
 
-def _overrides(net: FloatNetwork, layer_formats, act: Format, weight: Format) -> dict[str, tuple[Grid | None,
-                                                                                                    Grid | None]]:
-    """Per layer name: the weight grid and the output act grid its override asks for (None: the engine's)."""
+def _overrides(net: FloatNetwork, layer_formats, act: Format, weight: Format, formats: tuple[Format, ...] = ()
+               ) -> dict[str, tuple[Grid | None, Grid | None]]:
+    """Per layer name: the weight grid and the output act grid its override asks for (None: the engine's). With
+    ``formats`` (a mixed-format network) an override is the layer's own format, which must be one of them;
+    without, a narrower format emulated in the engine's."""
+    if formats:
+        return _own_formats(net, layer_formats, formats)
     out = {}
     names = {layer.name: layer for layer in net.layers}
     for name, pair in (layer_formats or {}).items():
@@ -131,6 +135,37 @@ def _overrides(net: FloatNetwork, layer_formats, act: Format, weight: Format) ->
                 a_grid = Grid(act, a_fmt.min, a_fmt.max, a_fmt.name)
         out[name] = (w_grid, a_grid)
     return out
+
+
+def _own_formats(net: FloatNetwork, layer_formats, formats: tuple[Format, ...]
+                 ) -> dict[str, tuple[Grid | None, Grid | None]]:
+    """``_overrides`` of a mixed-format network: each named format is the layer's own (one of ``formats``)."""
+    names = {layer.name: layer for layer in net.layers}
+    allowed = ", ".join(f.name for f in formats)
+    out = {}
+    for name, pair in (layer_formats or {}).items():
+        if name not in names:
+            raise QuantizationError(f"layer_formats names layer {name!r}, which the network does not have")
+        grids = []
+        for which, fmt_name in zip(("weight", "act"), pair):
+            fmt = None if fmt_name is None else _format(fmt_name, f"layer_formats[{name!r}] {which} format")
+            if fmt is not None and fmt not in formats:
+                raise QuantizationError(f"layer_formats[{name!r}]: {which} format {fmt.name} is not one of the "
+                                        f"network's formats ({allowed}); add it to formats")
+            grids.append(None if fmt is None or (which == "weight" and not OPERATORS[names[name].op].weighted)
+                         else Grid.of(fmt))
+        out[name] = tuple(grids)
+    return out
+
+
+def _check_mixed(net: FloatNetwork, formats: tuple[Format, ...], act: Format, weight: Format) -> None:
+    """A mixed-format network: defaults among its formats, signed weights, and no prescribed encodings."""
+    for what, fmt in (("act_format", act), ("weight_format", weight)):
+        if fmt not in formats:
+            raise QuantizationError(f"{what} {fmt.name} must be one of formats ({', '.join(f.name for f in formats)})")
+    if net.tensor_quant or net.weight_quant:
+        raise QuantizationError("A mixed-format network is calibrated here, but this model carries its own "
+                                "encodings (QDQ/QONNX); quantize it without formats")
 
 
 # --- tied encodings ------------------------------------------------------------------------------------------
@@ -238,7 +273,7 @@ def _encodings(net: FloatNetwork, roots: dict[str, str], grids: dict[str, Grid],
         else:
             x = np.concatenate([np.asarray(floats[t], np.float64).ravel() for t in ts])
             scale, zp = calibrate_activation(x, grid, method, percentile)
-            enc = QuantTensor(act.name, scale, zp)
+            enc = QuantTensor(grid.format.name, scale, zp)     # the engine's format, or a mixed network's own
         for t in ts:
             encodings[t], tensor_grids[t] = enc, grid
     if missing:
@@ -323,7 +358,7 @@ def _acc_check(bias: list[int], acc_bits: int, layer: str) -> np.ndarray:
     return np.array([int(b) for b in bias], dtype=np.int64)
 
 
-def _pre_activations(net: FloatNetwork, floats, act: Format, method: str, percentile: float
+def _pre_activations(net: FloatNetwork, floats, grids: dict[str, Grid], method: str, percentile: float
                      ) -> dict[str, QuantTensor]:
     """Per output of a layer with a fused activation: the encoding of its values before the activation (what
     its rescale produces and its lookup table reads), calibrated on the float model's pre-activation values."""
@@ -336,8 +371,9 @@ def _pre_activations(net: FloatNetwork, floats, act: Format, method: str, percen
             raise QuantizationError(f"Layer {layer.name!r} ends with a {layer.activation['op']}, whose input "
                                     "range needs calibration samples (--calibrate SAMPLES.npy)")
         values = np.asarray(floats[pre_activation(layer.output)], np.float64).ravel()
-        scale, zp = calibrate_activation(values, Grid.of(act), method, percentile)
-        pre[layer.output] = QuantTensor(act.name, scale, zp)
+        fmt = grids[layer.output].format         # the output's format: the table maps codes of one format
+        scale, zp = calibrate_activation(values, Grid.of(fmt), method, percentile)
+        pre[layer.output] = QuantTensor(fmt.name, scale, zp)
     return pre
 
 
@@ -355,9 +391,9 @@ def _activation(q: QuantLayer, layer: FloatLayer, pre: QuantTensor, out_enc: Qua
 
 
 def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, QuantTensor],
-                 grids: dict[str, Grid], act: Format, weight: Format, acc_bits: int,
+                 grids: dict[str, Grid], e: int, weight: Format, acc_bits: int,
                  qw: QuantizedWeight | None, pre: QuantTensor | None = None) -> QuantLayer:
-    e = acc_exponent(act, weight)
+    """``e``: the accumulators' exponent; ``weight``: the format of the layer's weight codes."""
     out_enc, out_grid = enc[layer.output], grids[layer.output]
     in_enc = enc[layer.inputs[0]]
     q = QuantLayer(layer.name, layer.op, list(layer.inputs), layer.output, dict(layer.attrs),
@@ -437,7 +473,8 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
                      samples: np.ndarray | None, method: str = "minmax", per_channel: bool = False,
                      multi_tensor: bool = False, layer_formats: dict[str, tuple[str, str]] | None = None,
                      percentile: float = 99.99, multi_tensor_sqnr_db: float = DEFAULT_MULTI_TENSOR_SQNR_DB,
-                     max_tensors: int = 2, data_free: DataFree | None = None) -> QuantizedNetwork:
+                     max_tensors: int = 2, data_free: DataFree | None = None,
+                     formats: list[str] | tuple[str, ...] | None = None) -> QuantizedNetwork:
     """Quantize ``net`` for an engine with these formats; the result carries a per-layer error report.
 
     ``samples`` (N, *input_shape): calibration inputs (None only for QDQ/QONNX models, whose prescribed
@@ -449,6 +486,10 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
     (weight format, output act format), narrower formats emulated on the engine's (either may be None).
     ``data_free``: no samples; activation ranges and a weight bias correction from the BatchNormalization
     statistics (:mod:`sw.quantize.data_free`); ``method`` then chooses the weights' clipping alone.
+    ``formats``: a mixed-format network (:attr:`sw.ir.QuantizedNetwork.formats`, e.g. a multi-format build's set):
+    ``layer_formats`` then gives layers their own formats of the set, each calibrated in its format (integer scale
+    and zero point, minifloat scaling), ``act_format``/``weight_format`` being the others'; biases are in units of
+    the set's finest product.
     """
     _check_options(method, percentile, acc_bits, max_tensors, multi_tensor_sqnr_db)
     act = _format(act_format, "act_format")
@@ -460,7 +501,10 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
         raise QuantizationError("This float model needs calibration samples (--calibrate SAMPLES.npy, an array "
                                 "shaped (N, *input_shape)), or use a QDQ/QONNX model that carries its encodings")
     x = None if samples is None else _check_samples(net, samples)
-    overrides = _overrides(net, layer_formats, act, weight)
+    mixed = tuple(_format(f, "formats") for f in formats or ())
+    if mixed:
+        _check_mixed(net, mixed, act, weight)
+    overrides = _overrides(net, layer_formats, act, weight, mixed)
     shapes = dict(net.shapes)
     floats = None
     if x is not None:
@@ -473,7 +517,8 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
     roots = _tie_groups(net)
     enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act), act, floats,
                             "minmax" if stats is not None else method, percentile)
-    pre = _pre_activations(net, floats, act, method, percentile)
+    pre = _pre_activations(net, floats, grids, method, percentile)
+    e = set_acc_exponent(f.name for f in mixed) if mixed else acc_exponent(act, weight)
     layers, weights, w_grids = [], {}, {}
     for layer in net.layers:
         if OPERATORS[layer.op].weighted:
@@ -484,10 +529,13 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
                 from .data_free import correct_bias, expected_input
                 mean_in = expected_input(layer, stats)
                 layer = layer if mean_in is None else correct_bias(layer, weights[layer.name], mean_in)
-        layers.append(_quant_layer(layer, net, shapes, enc, grids, act, weight, acc_bits,
+        own = w_grids[layer.name].format if mixed and layer.name in w_grids else weight
+        layers.append(_quant_layer(layer, net, shapes, enc, grids, e, own, acc_bits,
                                    weights.get(layer.name), pre.get(layer.output)))
+        if mixed and layer.name in w_grids:
+            layers[-1].weight_format = own.name
     qnet = QuantizedNetwork(act.name, weight.name, acc_bits, net.input, net.output,
-                            {t: tuple(shapes[t]) for t in enc}, enc, layers)
+                            {t: tuple(shapes[t]) for t in enc}, enc, layers, formats=[f.name for f in mixed])
     qnet.report = _report(net, qnet, x, floats, weights, w_grids, grids)
     return qnet
 

@@ -1,0 +1,152 @@
+"""A mixed-format network's golden model across format boundaries, against a reference written from the definitions.
+
+conv in minifloat6 -> conv in int8 -> conv in int4 (weights and outputs in each layer's own format, one network):
+every layer's output codes must be what the ISA's arithmetic gives on exact rationals (``Fraction``) of the values
+the codes stand for (minifloat6 decoded by ml_dtypes' float6_e3m2fn, integers as two's complement), with the
+accumulator's exponent that of the format set (the finest pair) and rounding to nearest even into each output format.
+"""
+
+from fractions import Fraction
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from hw.spec.formats import IntFormat, get_format
+from sw.golden.layers import run_layer
+from sw.golden.network import run_network
+from sw.ir import FloatLayer, FloatNetwork, QuantizedNetwork
+from sw.quantize import quantize_network
+
+FORMATS = ["int4", "int8", "minifloat6"]
+CHAIN = [("c1", "minifloat6"), ("c2", "int8"), ("c3", "int4")]
+
+
+def _value(fmt_name: str, code: int) -> Fraction:
+    """The number a code stands for, from the format's definition."""
+    if fmt_name == "minifloat6":
+        return Fraction(float(np.array([code], np.uint8).view(ml_dtypes.float6_e3m2fn)[0]))
+    bits = int(fmt_name[3:])
+    return Fraction(code - (1 << bits) if code >> (bits - 1) else code)
+
+
+def _all_values(fmt_name: str) -> list[tuple[Fraction, int]]:
+    bits = 6 if fmt_name == "minifloat6" else int(fmt_name[3:])
+    return [(_value(fmt_name, c), c) for c in range(1 << bits)]
+
+
+def _round_to(fmt_name: str, v: Fraction, zero_point: int) -> Fraction:
+    """Integer: round half to even, add the zero point, saturate. Minifloat: the nearest value, ties to the even
+    code (even mantissa), saturating at the largest finite magnitude."""
+    if fmt_name.startswith("int"):
+        bits = int(fmt_name[3:])
+        return Fraction(min(max(round(v) + zero_point, -(1 << (bits - 1))), (1 << (bits - 1)) - 1))
+    values = _all_values(fmt_name)
+    best = min(values, key=lambda vc: (abs(vc[0] - v), vc[1] & 1))
+    return best[0]
+
+
+def _code(fmt_name: str, value: Fraction) -> int:
+    matches = [c for v, c in _all_values(fmt_name) if v == value]
+    return min(matches)          # +0 (code 0) before -0
+
+
+def _reference_conv(x_codes, layer, in_fmt: str, in_zero_code: int, out_fmt: str, e: int) -> np.ndarray:
+    """Output codes of a conv layer: v = (acc + B) * M * 2**(e - S) with acc the exact sum in units of 2**e."""
+    w_fmt = layer.weight_format
+    w = layer.weights[0]
+    cout, cin, kh, kw = w.shape
+    (pt, pl, pb, pr) = layer.attrs["padding"]
+    n, _, h, wd = x_codes.shape
+    padded = np.full((n, cin, h + pt + pb, wd + pl + pr), in_zero_code, dtype=np.int64)
+    padded[:, :, pt:pt + h, pl:pl + wd] = x_codes
+    ho, wo = h + pt + pb - kh + 1, wd + pl + pr - kw + 1
+    wv = [[[[_value(w_fmt, int(w[o, c, i, j])) for j in range(kw)] for i in range(kh)] for c in range(cin)]
+          for o in range(cout)]
+    lo, hi = _value(out_fmt, layer.clamp_lo), _value(out_fmt, layer.clamp_hi)
+    out = np.zeros((n, cout, ho, wo), dtype=np.int64)
+    for b in range(n):
+        xv = [[[_value(in_fmt, int(padded[b, c, y, x])) for x in range(padded.shape[3])]
+               for y in range(padded.shape[2])] for c in range(cin)]
+        for o in range(cout):
+            bias = Fraction(int(layer.bias[o])) * Fraction(2) ** e
+            scale = Fraction(int(layer.multiplier[o]), 1 << int(layer.shift[o]))
+            for y in range(ho):
+                for x in range(wo):
+                    acc = sum(xv[c][y + i][x + j] * wv[o][c][i][j]
+                              for c in range(cin) for i in range(kh) for j in range(kw))
+                    q = _round_to(out_fmt, (acc + bias) * scale, layer.zero_point)
+                    q = min(max(q, lo), hi)
+                    out[b, o, y, x] = _code(out_fmt, q)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed_chain():
+    rng = np.random.default_rng(7)
+    shapes = {"x": (3, 5, 5), "t1": (4, 5, 5), "t2": (4, 5, 5), "t3": (3, 3, 3)}
+    attrs = {"kernel": (3, 3), "stride": (1, 1), "dilation": (1, 1), "groups": 1}
+    layers = [FloatLayer("c1", "conv", ["x"], "t1", {**attrs, "padding": (1, 1, 1, 1)},
+                         rng.normal(0, 0.4, (4, 3, 3, 3)), rng.normal(0, 0.2, 4), clip=(0.0, np.inf)),
+              FloatLayer("c2", "conv", ["t1"], "t2", {**attrs, "padding": (1, 1, 1, 1)},
+                         rng.normal(0, 0.3, (4, 4, 3, 3)), rng.normal(0, 0.2, 4)),
+              FloatLayer("c3", "conv", ["t2"], "t3", {**attrs, "padding": (0, 0, 0, 0)},
+                         rng.normal(0, 0.3, (3, 4, 3, 3)), rng.normal(0, 0.2, 3), clip=(-1.0, 2.0))]
+    net = FloatNetwork("x", "t3", shapes, layers)
+    samples = rng.normal(0, 1, (16, 3, 5, 5))
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=32, samples=samples,
+                            method="mmse", per_channel=True, layer_formats={n: (f, f) for n, f in CHAIN},
+                            formats=FORMATS)
+    return qnet, qnet.tensors["x"].quantize(samples[:2])
+
+
+def test_each_layer_in_its_own_format(mixed_chain):
+    qnet, _ = mixed_chain
+    assert qnet.formats == FORMATS and qnet.acc_exponent == 2 * get_format("minifloat6").lsb_exponent
+    for name, fmt in CHAIN:
+        layer = next(la for la in qnet.layers if la.name == name)
+        assert layer.weight_format == fmt and qnet.tensors[layer.output].format == fmt
+        assert all(0 <= int(c) < 1 << get_format(fmt).bits for c in layer.weights[0].ravel())
+    assert isinstance(get_format(qnet.tensors["t2"].format), IntFormat) and qnet.tensors["t2"].zero_point != 0
+
+
+def test_golden_across_format_boundaries_matches_the_definitions(mixed_chain):
+    qnet, x = mixed_chain
+    golden = run_network(qnet, x, keep=True)
+    reference = x.astype(np.int64)
+    for layer in qnet.layers:
+        src = qnet.tensors[layer.inputs[0]]
+        # One layer from the golden model's own input codes, and the reference chained from the network input.
+        alone = _reference_conv(golden[layer.inputs[0]].astype(np.int64), layer, src.format, src.zero_code(),
+                                qnet.tensors[layer.output].format, qnet.acc_exponent)
+        np.testing.assert_array_equal(golden[layer.output], alone, err_msg=layer.name)
+        reference = _reference_conv(reference, layer, src.format, src.zero_code(),
+                                    qnet.tensors[layer.output].format, qnet.acc_exponent)
+        np.testing.assert_array_equal(golden[layer.output], reference, err_msg=layer.name)
+        assert len(np.unique(golden[layer.output])) > 3, f"{layer.name}: too few distinct codes to test"
+
+
+def test_saved_and_loaded_mixed_network_runs_the_same(mixed_chain, tmp_path):
+    qnet, x = mixed_chain
+    qnet.save(tmp_path)
+    loaded = QuantizedNetwork.load(tmp_path)
+    assert loaded.formats == FORMATS and [la.weight_format for la in loaded.layers] == [f for _, f in CHAIN]
+    np.testing.assert_array_equal(run_network(loaded, x), run_network(qnet, x))
+
+
+def test_mixed_layer_formats_must_be_in_the_set():
+    rng = np.random.default_rng(0)
+    net = FloatNetwork("x", "y", {"x": (2,), "y": (2,)},
+                       [FloatLayer("fc", "linear", ["x"], "y", {}, rng.normal(0, 1, (2, 2)), None)])
+    with pytest.raises(Exception, match="not one of the network's formats"):
+        quantize_network(net, act_format="int8", weight_format="int8", acc_bits=32,
+                         samples=rng.normal(0, 1, (4, 2)), layer_formats={"fc": ("fp8_e4m3", "int8")},
+                         formats=["int8", "int4"])
+
+
+def test_a_layer_alone_uses_the_set_exponent(mixed_chain):
+    """The int8 layer of the set accumulates in the set's finest unit: its bias is scaled to it."""
+    qnet, x = mixed_chain
+    golden = run_network(qnet, x, keep=True)
+    c2 = qnet.layers[1]
+    assert np.array_equal(run_layer(c2, [golden["t1"]], qnet), golden["t2"])
