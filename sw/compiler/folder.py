@@ -290,7 +290,8 @@ class _Schema:
     def network(self, network, config: AcceleratorConfig, placements: dict) -> None:
         """The network's formats, endpoints and shapes must be those of the program."""
         where = self.folder / "network.json"
-        if (get_format(network.act_format), get_format(network.weight_format)) != (config.acts, config.weights):
+        if not network.formats and (get_format(network.act_format), get_format(network.weight_format)) \
+                != (config.acts, config.weights):
             raise FolderError(f"{where}: formats {network.weight_format} x {network.act_format} are not the "
                               f"engine's ({config.weights.name} x {config.acts.name})")
         for end in ("input", "output"):

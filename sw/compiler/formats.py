@@ -13,6 +13,10 @@ Nothing needs re-encoding in memory: a value's code in a narrower integer format
 a wider one (both are the value modulo 2**bits), and a narrower code sits in the low bits of its slot. Every other
 tensor (the network's input and output, what pools, adds, concats or the host read or write) and every layer of
 a minifloat network keep index 0.
+
+A *mixed-format* network (``net.formats``: the quantizer gave each layer its own format, integer or minifloat)
+names its formats itself: every tensor is stored and read in its own format, every weighted layer's weights in
+theirs, identity tiles (pools, add, concat, pad) in the network's weight format; nothing is inferred from values.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class LayerFormats:
 
     weights: dict[str, int] = field(default_factory=dict)
     tensors: dict[str, int] = field(default_factory=dict)
+    #: The network declares its formats (a mixed-format network): every layer selects them, codes are as stored.
+    declared: bool = False
 
     def compute_fields(self, layer: QuantLayer) -> dict:
         """The COMPUTE fields of ``layer`` (empty where both are the engine's first format)."""
@@ -60,6 +66,8 @@ def select_formats(net: QuantizedNetwork, config: AcceleratorConfig, fused: dict
     """The formats of every layer of ``net`` on ``config`` (empty for a single-format engine or a minifloat
     network). ``fused``: max pools fused into the weighted layer before them (layer name -> pool layer)."""
     out = LayerFormats()
+    if net.formats:
+        return _declared(net, config)
     engine_acts, engine_weights = get_format(net.act_format), get_format(net.weight_format)
     if not config.multi_format or not isinstance(engine_acts, IntFormat) \
             or not isinstance(engine_weights, IntFormat):
@@ -82,6 +90,15 @@ def select_formats(net: QuantizedNetwork, config: AcceleratorConfig, fused: dict
         for name in names:
             out.tensors[name] = _narrowest(config.act_formats, lo, hi)
     return out
+
+
+def _declared(net: QuantizedNetwork, config: AcceleratorConfig) -> LayerFormats:
+    """A mixed-format network's own formats as indices of the engine's set (the compiler checked membership)."""
+    names = [f.name for f in config.act_formats]
+    identity = names.index(get_format(net.weight_format).name)
+    weights = {layer.name: names.index(net.weight_format_of(layer).name) if OPERATORS[layer.op].weighted
+               else identity for layer in net.layers}
+    return LayerFormats(weights, {t: names.index(net.act_format_of(t).name) for t in net.tensors}, declared=True)
 
 
 def _readers(tensor: str, consumers: dict) -> tuple[list[str], list[QuantLayer]]:

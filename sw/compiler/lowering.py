@@ -152,7 +152,7 @@ class Lowering:
         e, t = self.net.acc_exponent, self.net.tensors[tensor]
         if e > 0 and t.zero_point:
             raise CompileError(f"tensor {tensor!r}: a zero point needs an accumulator unit of at most 1")
-        fmt = get_format(self.net.act_format)
+        fmt = self.net.act_format_of(tensor)
         return Requant(np.full(channels, -(t.zero_point << max(0, -e))), np.full(channels, 1 << 30),
                        np.full(channels, 30), t.zero_point, int(fmt.quantize(fmt.min)), int(fmt.quantize(fmt.max)))
 
@@ -208,6 +208,12 @@ class Lowering:
 
     def _select_formats(self, layer: QuantLayer, job: ConvJob, out_name: str) -> None:
         """A multi-format engine: the job's COMPUTE formats, and its output format with the clamps in its codes."""
+        if self.formats.declared:          # a mixed-format network: its codes and clamps are in these formats
+            job.formats = self.formats.compute_fields(layer)
+            job.requant.out_format = self.formats.output(out_name)
+            job.code_formats = (self.config.weight_formats[self.formats.weights[layer.name]],
+                                self.config.act_formats[self.formats.output(layer.inputs[0])])
+            return
         if not OPERATORS[layer.op].weighted:
             return
         job.formats = self.formats.compute_fields(layer)

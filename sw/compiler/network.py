@@ -75,9 +75,10 @@ class CompiledNetwork:
         zero = self.network.tensors[name].zero_code()
         codes = np.asarray(codes)
         n = codes.shape[0]
-        dtype = np.uint8 if c.acts.bits <= 8 else np.uint16
-        if codes.size and (codes.dtype.kind not in "iu" or codes.min() < 0 or codes.max() >> c.acts.bits):
-            raise ValueError(f"Codes must be integers in 0..{(1 << c.acts.bits) - 1}")
+        bits = c.act_slot_bits              # the activation format's (the widest of a multi-format build)
+        dtype = np.uint8 if bits <= 8 else np.uint16
+        if codes.size and (codes.dtype.kind not in "iu" or codes.min() < 0 or codes.max() >> bits):
+            raise ValueError(f"Codes must be integers in 0..{(1 << bits) - 1}")
         if p.fold is not None:
             codes = p.fold.apply(codes, zero)
         if p.index is not None:
@@ -90,7 +91,7 @@ class CompiledNetwork:
         for b in range(blocks):                       # block b holds channels b*cols.. in its lanes
             part = chw[:, b * c.cols:(b + 1) * c.cols].reshape(n, -1, p.height * p.width)
             lines[:, b, :, :part.shape[1]] = part.transpose(0, 2, 1)
-        return pack_codes(lines, c.acts.bits, output_line_bytes(c)).reshape(n, -1)
+        return pack_codes(lines, bits, output_line_bytes(c)).reshape(n, -1)
 
     def tensor_codes(self, name: str, data: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`tensor_bytes`: (N, bytes) from external memory to codes (N, *IR shape)."""
@@ -100,7 +101,7 @@ class CompiledNetwork:
                              f"its codes are the input the host wrote")
         data = np.asarray(data, dtype=np.uint8)
         n, blocks = data.shape[0], ceil_div(p.channels, c.cols)
-        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.acts.bits)
+        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.act_slot_bits)
         chw = lines.reshape(n, blocks, p.height * p.width, c.cols).transpose(0, 1, 3, 2)
         chw = self._widened(name, chw.reshape(n, -1, p.height * p.width)[:, :p.channels])
         if p.index is not None:
@@ -111,6 +112,8 @@ class CompiledNetwork:
         """Codes of tensor ``name`` as the network's format has them: a tensor a multi-format engine stores in a
         narrower format (sw/compiler/formats.py) holds that format's codes in the low bits of its slots."""
         index = self.formats.output(name) if self.config.multi_format else 0
+        if self.network.formats:            # a mixed-format network's own codes, in the slots' low bits
+            return codes & ((1 << self.config.act_formats[index].bits) - 1)
         if not index:
             return codes
         narrow, engine = self.config.act_formats[index], get_format(self.network.act_format)
@@ -241,13 +244,16 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
 
 
 def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
-    if c.multi_format and (c.act_slot_bits != c.acts.bits or c.weight_slot_bits != c.weights.bits
+    if net.formats:
+        _check_mixed_engine(net, c)
+    elif c.multi_format and (c.act_slot_bits != c.acts.bits or c.weight_slot_bits != c.weights.bits
                            or c.acc_exponent != net.acc_exponent):
         # The network's codes are those of the set's first format, laid out as they are (sw/compiler/formats.py).
         raise CompileError(f"the compiler needs a multi-format engine whose first format ({c.acts.name}, the "
                            f"network's) is its widest and has the finest least significant bit of the set "
                            f"({', '.join(c.formats)}); list such a format first (e.g. --formats int8,int4)")
-    if c.acts.name != get_format(net.act_format).name or c.weights.name != get_format(net.weight_format).name:
+    if not net.formats and (c.acts.name != get_format(net.act_format).name
+                            or c.weights.name != get_format(net.weight_format).name):
         raise CompileError(f"the network is quantized for {net.weight_format} weights x {net.act_format} "
                            f"activations, the engine is built for {c.weights.name} x {c.acts.name}")
     if c.acc_bits != net.acc_bits:
@@ -255,6 +261,20 @@ def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
     if c.rows != c.cols:
         raise CompileError(f"networks need a square array (the output of one layer is the input of the next): "
                            f"rows {c.rows} != cols {c.cols}")
+
+
+def _check_mixed_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
+    """A mixed-format network runs on a multi-format build holding every format it uses, with its accumulator unit."""
+    used = {net.act_format_of(t).name for t in net.tensors} | {get_format(net.weight_format).name}
+    used |= {net.weight_format_of(layer).name for layer in net.layers if layer.weights}
+    have = {f.name for f in c.act_formats}
+    if not c.multi_format or not used <= have:
+        raise CompileError(f"the network mixes formats ({', '.join(sorted(used))}) layer by layer: it runs on a "
+                           f"multi-format build holding all of them (e.g. --formats {','.join(net.formats)})")
+    if c.acc_exponent != net.acc_exponent:
+        raise CompileError(f"the network's accumulators are in units of 2**{net.acc_exponent} (its formats "
+                           f"{', '.join(net.formats)}), the engine's in 2**{c.acc_exponent} (--formats "
+                           f"{','.join(c.formats)}); quantize it for the engine's format set")
 
 
 def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
@@ -275,7 +295,7 @@ def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
         if (src is not None and OPERATORS[src.op].accumulating and consumers.get(src.output, 0) == 1
                 and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
                 and np.all(np.asarray(src.multiplier, dtype=object) > 0)
-                and (src.table is None or table_monotone(src.table, get_format(net.act_format)))):
+                and (src.table is None or table_monotone(src.table, net.act_format_of(src.output)))):
             fused[src.name] = layer
     return fused
 

@@ -138,6 +138,9 @@ class ConvJob:
     out_pitch: int | None = None
     #: A multi-format engine's COMPUTE.weight_format / act_format of the job (empty: the first format's).
     formats: dict = field(default_factory=dict)
+    #: The (weight, act) formats of the codes the job carries, where they are not the engine's first format's (a
+    #: mixed-format network's layers: sw/compiler/formats.py); None: ``config.weights``, ``config.acts``.
+    code_formats: tuple | None = None
     #: Lines between the input's channel blocks in external memory, when the job reads a window of a taller map
     #: (None: ``height`` times the row pitch).
     block_pitch: int | None = None
@@ -266,11 +269,11 @@ def largest_sum(config: AcceleratorConfig, job: ConvJob) -> int:
     """The largest magnitude an output's sum can reach, in accumulator units: over every output, the sum of its
     weights' magnitudes times the largest activation magnitude. Below ``2**(acc_bits-1)`` the accumulators hold
     every sum exactly, whatever the activations."""
-    wf, af = config.weights, config.acts
+    wf, af = job.code_formats or (config.weights, config.acts)
     sig, shift, finite = wf.exact(np.arange(1 << wf.bits))
     magnitude = np.where(finite, np.abs(sig.astype(np.int64)) << shift.astype(np.int64), 0)
     per_output = sum(magnitude[np.asarray(s.weights, dtype=np.int64)].sum(axis=(0, 1, 2, 3)) for s in job.sources)
-    return int(np.max(per_output)) * max(abs(v) for v in af.fixed_range)
+    return (int(np.max(per_output)) * max(abs(v) for v in af.fixed_range)) << config.pair_shift(wf, af)
 
 
 def _geometry(job: ConvJob, rows: int, band: int = 0):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw.spec.formats import IntFormat, get_format
+from hw.spec.formats import IntFormat
 from sw.frontend.onnx_common import NotOnEngine, _attrs, _describe, _text
 
 from .base import Operator

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw.spec.formats import get_format
 from sw.frontend.float_model import window_attrs, window_out, windows
 from sw.frontend.onnx_common import FrontendError, _attrs, _describe
 from sw.golden.layers import global_sum, maxpool, window_sum

@@ -86,3 +86,102 @@ def test_mixed_network_on_rtl(mixed_digits, tmp_path):
             for backend in ("emulator", "rtl"):
                 np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
                                               err_msg=f"{backend}, tensor {tensor}, image {i}")
+
+
+# --- networks mixing integer and minifloat layers (each layer in its own format, declared by the IR) -----------
+
+#: conv1 in minifloat6, conv2 in int8, fc1 in int4 (fc2 in the default int8): every family and width of the set.
+FAMILIES = {"/conv1/Conv": ("minifloat6", "minifloat6"), "/conv2/Conv": ("int8", "int8"),
+            "/fc1/Gemm": ("int4", "int4")}
+SET = ("int4", "int8", "minifloat6")
+
+
+def _mixed_families(rows: int):
+    net = load_onnx(DIGITS / "digits_cnn.onnx")
+    config = AcceleratorConfig(rows=rows, cols=rows, formats=SET)
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=config.acc_bits,
+                            samples=np.load(DIGITS / "calibration.npy"), method="mmse", per_channel=True,
+                            layer_formats=FAMILIES, formats=list(SET))
+    images = np.load(DIGITS / "test_set.npz")["images"][:4]
+    return qnet, config, qnet.tensors[qnet.input].quantize(images)
+
+
+@pytest.fixture(scope="module")
+def families():
+    return _mixed_families(8)
+
+
+def test_mixed_families_select_the_formats_the_network_declares(families):
+    qnet, config, _ = families
+    compiled = compile_network(qnet, config)
+    f = compiled.formats
+    index = {name: i for i, name in enumerate(SET)}
+    assert {k: f.weights[k] for k in FAMILIES} == {k: index[w] for k, (w, _) in FAMILIES.items()}
+    assert f.tensors["/pool1/MaxPool_output_0"] == index["minifloat6"]       # conv1 (and its fused pool) write
+    assert f.tensors["/pool2/MaxPool_output_0"] == index["int8"]
+    assert f.tensors["/Relu_2_output_0"] == index["int4"]
+    listing = compiled.program.listing()
+    # conv2 reads minifloat6 codes with int8 weights; fc2 reads int4 codes with int8 weights.
+    for fields in ("weight_format=1 act_format=2", "weight_format=1 act_format=0", "weight_format=0 act_format=1",
+                   "format=2", "format=0"):
+        assert fields in listing
+
+
+def test_mixed_families_match_golden_on_every_tensor(families):
+    qnet, config, x = families
+    compiled = compile_network(qnet, config)
+    golden = run_network(qnet, x, keep=True)
+    for i in range(len(x)):
+        emulator = Emulator(config, bytes(compiled.dram_with_input(x[i])))
+        status = emulator.run(compiled.program.program_addr)
+        assert status.done and int(status.error) == 0, status
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(compiled.read_tensor(emulator.dram, name), golden[name][i],
+                                          err_msg=f"tensor {name}, image {i}")
+
+
+@pytest.mark.parametrize("config, problem", [
+    (AcceleratorConfig(rows=8, cols=8), "runs on a multi-format build holding all of them"),
+    (AcceleratorConfig(rows=8, cols=8, formats=("int8", "int4")), "runs on a multi-format build holding all of them"),
+    (AcceleratorConfig(rows=8, cols=8, formats=("int4", "int8", "minifloat6", "fp8_e4m3")), "units of 2\\*\\*-8"),
+])
+def test_engines_a_mixed_family_network_cannot_run_on(families, config, problem):
+    qnet, _, _ = families
+    with pytest.raises(CompileError, match=problem):
+        compile_network(qnet, config)
+
+
+#: program.bin of the digits CNN (mmse, per channel, 8x8) before networks could mix formats per layer (commit
+#: 2b4e132, where these hashes were computed): single-format and int8+int4 programs must not change by a byte.
+PINNED = {"int8": "d80be673095d736f", "minifloat6": "ce3884fa06936a33", "int8+int4": "5fb69acd01bd2715"}
+
+
+@pytest.mark.parametrize("case", sorted(PINNED))
+def test_programs_of_single_format_networks_do_not_change(case, tmp_path):
+    import hashlib
+    config = {"int8": AcceleratorConfig(rows=8, cols=8),
+              "minifloat6": AcceleratorConfig(rows=8, cols=8, weight_format="minifloat6", act_format="minifloat6"),
+              "int8+int4": AcceleratorConfig(rows=8, cols=8, formats=("int8", "int4"))}[case]
+    middle = {"/conv2/Conv": ("int4", "int4"), "/fc1/Gemm": ("int4", "int4")} if case == "int8+int4" else None
+    qnet = quantize_network(load_onnx(DIGITS / "digits_cnn.onnx"), act_format=config.acts.name,
+                            weight_format=config.weights.name, acc_bits=config.acc_bits,
+                            samples=np.load(DIGITS / "calibration.npy"), method="mmse", per_channel=True,
+                            layer_formats=middle)
+    compile_network(qnet, config).save(tmp_path)
+    assert hashlib.sha256((tmp_path / "program.bin").read_bytes()).hexdigest()[:16] == PINNED[case]
+
+
+def test_mixed_families_on_rtl(tmp_path):
+    """minifloat6 -> int8 -> int4 layers of one network on a 4x4 int4+int8+minifloat6 build's Verilog: every stored
+    tensor of every image is the golden model's, as is the emulator's."""
+    from sw.runtime import run_codes
+
+    qnet, config, x = _mixed_families(4)
+    compiled = compile_network(qnet, config)
+    runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
+            for backend in ("golden", "emulator", "rtl")}
+    for i in range(len(x)):
+        for tensor in runs["golden"].tensors[i]:
+            for backend in ("emulator", "rtl"):
+                np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
+                                              err_msg=f"{backend}, tensor {tensor}, image {i}")
