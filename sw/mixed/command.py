@@ -98,7 +98,8 @@ def compile_mixed(args: argparse.Namespace) -> int:
 
 def _engine(args: argparse.Namespace, menu: list) -> AcceleratorConfig:
     """The engine that runs the mix: a multi-format build (``--formats``: each layer selects its format from the
-    set, the first of which holds every menu entry's values), else the single-format one that emulates every
+    set; the network is quantized for its first format when that holds every menu entry's values, else each layer
+    in its own format: :func:`sw.mixed.select.declared_formats`), else the single-format one that emulates every
     entry (``--pe``/``--weights``/``--acts``, or the menu's widest)."""
     cols = args.rows if args.cols is None else args.cols
     formats = format_set(args)
@@ -108,7 +109,6 @@ def _engine(args: argparse.Namespace, menu: list) -> AcceleratorConfig:
         if missing is not None:
             raise UsageError(f"--mixed: {missing} is not in --formats {args.formats}; the engine selects each layer's "
                              "format from its set")
-        container(menu, formats[0], formats[0])
         return AcceleratorConfig(rows=args.rows, cols=cols, weight_format=formats[0], act_format=formats[0],
                                  formats=formats, max_reduction=args.max_reduction)
     weights, acts = args.weights or args.pe, args.acts or args.pe

@@ -62,13 +62,13 @@ def cycles_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
 def weight_bits_per_layer(compiled: CompiledNetwork) -> dict[str, float]:
     """Weight bits per layer: its codes counted at its own format's width, after checking they are its values."""
     net = compiled.network
-    engine = get_format(net.weight_format)
     chosen = {r["name"]: r["weight_format"] for r in (net.report or []) if r.get("weight_format")}
     costs: dict[str, float] = {}
     for layer in net.layers:
         if not layer.weights:
             continue
         fmt = get_format(chosen.get(layer.name, net.weight_format))
+        engine = net.weight_format_of(layer)          # the codes' format (a layer's own in a mixed network)
         for codes in layer.weights:
             values = engine.decode(codes)
             if not np.array_equal(fmt.decode(fmt.quantize(values + 0.0)), values):

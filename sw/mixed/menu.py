@@ -8,7 +8,10 @@ int2..int8): narrower weights become values on the container's grid and narrower
 (:func:`sw.quantize.network.quantize_network`'s ``layer_formats``); a multi-format build whose first format is the
 container runs the same network with each layer in its own format. A minifloat activation narrower than the
 engine's cannot be emulated that way (the post-processing unit rounds to the engine's act format), so such entries
-need the multi-format engine: :func:`container` refuses them today with a one-line error.
+need the multi-format engine: :func:`container` refuses them with a one-line error naming ``--formats``. On a
+multi-format build whose first format is no container of the menu (e.g. ``--formats int4,int8,minifloat6``), the
+network *declares* each layer's format (:attr:`sw.ir.QuantizedNetwork.formats`): every layer is quantized in its
+own format, and the entry of :func:`default` is that of layers outside the choice and the sensitivities' baseline.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from hw.spec.formats import Format, FormatError, IntFormat, get_format
 
 from .errors import MixedError
 
-__all__ = ["Choice", "parse_menu", "container", "emulates"]
+__all__ = ["Choice", "parse_menu", "container", "emulates", "default"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,12 @@ def container(menu: list[Choice], weights: str | None = None, acts: str | None =
         if all(emulates(other, c.weight_format, c.act_format) is None for other in menu):
             return c.weights, c.acts
     names = ",".join(c.name for c in menu)
-    raise MixedError(f"--mixed {names}: no entry's engine runs all the others today (one format must hold every "
-                     "other's values, e.g. int2,int4,int8, or minifloat6/fp8_e4m3,fp8_e4m3); mixes across families "
-                     "need the multi-format engine")
+    raise MixedError(f"--mixed {names}: no entry's engine runs all the others (one format must hold every "
+                     "other's values, e.g. int2,int4,int8); a mix across families runs on a multi-format build: "
+                     f"add --formats {','.join(dict.fromkeys(n for c in menu for n in (c.weights, c.acts)))}")
+
+
+def default(menu: list[Choice]) -> Choice:
+    """The entry of a declared-format mix that layers outside the choice take and the baseline of sensitivities:
+    the widest (most weight and activation bits; the first of equals)."""
+    return max(menu, key=lambda c: c.weight_format.bits + c.act_format.bits)

@@ -21,11 +21,11 @@ from sw.ir import FloatNetwork
 from .costs import COSTS, CostTable, check_available, cost_table, cycles_per_layer, engine_config, weight_bits_per_layer
 from .errors import MixedError
 from .ilp import solve
-from .menu import Choice
+from .menu import Choice, default, emulates
 from .sensitivity import Sensitivity, measure_sensitivity, output_noise
 from .units import Unit, decision_units, layer_formats, tensor_units
 
-__all__ = ["COSTS_ON", "MixedPlan", "parse_budget", "prepare", "choose", "build", "measure"]
+__all__ = ["COSTS_ON", "MixedPlan", "parse_budget", "declared_formats", "prepare", "choose", "build", "measure"]
 
 #: Where a layer's costs in a format are counted: ``per-format``, on an engine of that format (the user's geometry;
 #: what a multi-format engine that packs narrow formats would take), or ``engine``, on the engine that runs the mix
@@ -47,10 +47,28 @@ class MixedPlan:
     method: str
     per_channel: bool
     costs_on: str = "per-format"
+    #: The multi-format build's set when the network declares each layer's own format (see
+    #: :func:`declared_formats`); empty when narrower formats are emulated in the engine's.
+    declared: tuple[str, ...] = ()
 
     @property
     def engine(self) -> tuple[str, str]:
+        """The (weights, acts) pair of layers outside the choice: the engine's, or the menu's default."""
+        if self.declared:
+            d = default(self.menu)
+            return d.weights, d.acts
         return self.config.weights.name, self.config.acts.name
+
+
+def declared_formats(menu: list[Choice], config: AcceleratorConfig) -> tuple[str, ...]:
+    """The format set a mixed network declares on ``config``: its ``formats`` when it is a multi-format build whose
+    first format cannot emulate every entry (integer with minifloat layers, or a narrow first format), else none
+    (the network is quantized for the first format, narrower ones emulated in it, as before)."""
+    if not config.multi_format:
+        return ()
+    if all(emulates(c, config.weights, config.acts) is None for c in menu):
+        return ()
+    return tuple(config.formats)
 
 
 def parse_budget(text: str) -> tuple[str, float]:
@@ -71,12 +89,16 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 
 def _compile(net: FloatNetwork, config: AcceleratorConfig, samples, method: str, per_channel: bool,
-             formats: dict | None = None) -> CompiledNetwork:
+             formats: dict | None = None, engine: tuple[str, str] | None = None,
+             declared: tuple[str, ...] = ()) -> CompiledNetwork:
+    """Quantize (for ``engine``'s pair, default the config's; ``declared``: each layer in its own format of that
+    set) and compile."""
     from sw.compiler.network import compile_network
     from sw.quantize import quantize_network
-    qnet = quantize_network(net, act_format=config.acts.name, weight_format=config.weights.name,
+    weights, acts = engine or (config.weights.name, config.acts.name)
+    qnet = quantize_network(net, act_format=acts, weight_format=weights,
                             acc_bits=config.acc_bits, samples=samples, method=method, per_channel=per_channel,
-                            layer_formats=formats)
+                            layer_formats=formats, formats=declared or None)
     return compile_network(qnet, config)
 
 
@@ -94,13 +116,15 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
     units = decision_units(net)
     if not units:
         raise MixedError("the network has no layer whose format can be chosen (no conv, linear, add or pool)")
-    engine = (config.weights.name, config.acts.name)
-    progress(f"Mixed precision: {len(units)} units x {len(menu)} formats; costs from each format's program")
+    declared = declared_formats(menu, config)
+    engine = (default(menu).weights, default(menu).acts) if declared else (config.weights.name, config.acts.name)
+    progress(f"Mixed precision: {len(units)} units x {len(menu)} formats; costs from each format's program"
+             + (f"; each layer in its own format of {','.join(declared)}" if declared else ""))
     uniform = []
     for k, choice in enumerate(menu, 1):
         if costs_on == "engine":
             every = layer_formats(units, dict.fromkeys(range(len(units)), choice), engine)
-            uniform.append(_compile(net, config, samples, method, per_channel, every))
+            uniform.append(_compile(net, config, samples, method, per_channel, every, engine, declared))
         else:
             uniform.append(_compile(net, engine_config(config, choice), samples, method, per_channel))
         progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name} ({costs_on})")
@@ -110,8 +134,9 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
         solve(np.zeros((len(units), len(menu))), costs[budget[0]], budget[1])      # infeasible: one-line error
     progress(f"  sensitivities on {len(samples)} calibration samples")
     sens = measure_sensitivity(net, units, menu, engine, config.acc_bits, samples, method=method,
-                               per_channel=per_channel, progress=progress)
-    return MixedPlan(net, config, menu, units, sens, costs, uniform, samples, method, per_channel, costs_on)
+                               per_channel=per_channel, progress=progress, declared=declared)
+    return MixedPlan(net, config, menu, units, sens, costs, uniform, samples, method, per_channel, costs_on,
+                     declared)
 
 
 def choose(plan: MixedPlan, metric: str, budget: float) -> list[int]:
@@ -124,7 +149,8 @@ def choose(plan: MixedPlan, metric: str, budget: float) -> list[int]:
 def build(plan: MixedPlan, picks: list[int]) -> CompiledNetwork:
     """The chosen mix quantized and compiled for today's engine (the plan's container formats)."""
     formats = layer_formats(plan.units, {u: plan.menu[k] for u, k in enumerate(picks)}, plan.engine)
-    return _compile(plan.net, plan.config, plan.samples, plan.method, plan.per_channel, formats)
+    return _compile(plan.net, plan.config, plan.samples, plan.method, plan.per_channel, formats, plan.engine,
+                    plan.declared)
 
 
 def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs: np.ndarray | None = None,

@@ -58,9 +58,11 @@ def output_noise(net: FloatNetwork, qnet, x: np.ndarray, reference: np.ndarray) 
 
 def measure_sensitivity(net: FloatNetwork, units: list[Unit], menu: list[Choice], engine: tuple[str, str],
                         acc_bits: int, samples: np.ndarray, *, method: str = "mmse", per_channel: bool = True,
-                        progress: Callable[[str], None] = print) -> Sensitivity:
+                        progress: Callable[[str], None] = print, declared: tuple[str, ...] = ()) -> Sensitivity:
     """Quantize each unit alone in each menu format (the rest in the engine's ``(weights, acts)``) and measure
-    the network's output error on ``samples``; the engine's own pair is the baseline and costs nothing extra."""
+    the network's output error on ``samples``; the engine's own pair is the baseline and costs nothing extra.
+    ``declared``: the network declares each layer's format from this set (a unit is then quantized *in* its
+    format, integer or minifloat), instead of emulating narrower ones in the engine's."""
     from sw.frontend.float_model import run_float
     from sw.quantize import quantize_network
 
@@ -70,7 +72,7 @@ def measure_sensitivity(net: FloatNetwork, units: list[Unit], menu: list[Choice]
     def noise(choices: dict[int, Choice]) -> float:
         qnet = quantize_network(net, act_format=engine[1], weight_format=engine[0], acc_bits=acc_bits,
                                 samples=x, method=method, per_channel=per_channel,
-                                layer_formats=layer_formats(units, choices, engine))
+                                layer_formats=layer_formats(units, choices, engine), formats=declared or None)
         return output_noise(net, qnet, x, reference)
 
     baseline = noise({})

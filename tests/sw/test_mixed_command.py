@@ -50,11 +50,10 @@ def test_mixed_compile_prints_and_writes_the_choice(tmp_path):
     (["--formats", "int8,int4"], "--budget, --eval, --costs-on and --formats go with --mixed"),
     (["--mixed", "int2,int4,int8", "--formats", "int8,int4", "--budget", "cycles=4000"],
      "--mixed: int2 is not in --formats int8,int4"),
-    (["--mixed", "int4,int8", "--formats", "int4,int8", "--budget", "cycles=4000"], "cannot run on the int4/int4"),
     (["--mixed", "int4,int8", "--formats", "int8", "--budget", "cycles=4000"], "--formats: list two or more"),
     (["--mixed", "int4,int8", "--formats", "int8,int4", "--pe", "int8", "--budget", "cycles=4000"],
      "--formats: give either --formats or --pe"),
-    (["--mixed", "int4,minifloat6", "--budget", "cycles=4000"], "no entry's engine runs all the others today"),
+    (["--mixed", "int4,minifloat6", "--budget", "cycles=4000"], "add --formats int4,minifloat6"),
     (["--mixed", "int4,int8", "--pe", "int4", "--budget", "cycles=4000"], "cannot run on the int4/int4 engine"),
     (["--mixed", "int4,int8", "--budget", "cycles=4000", "--first-last", "int8"], "give one"),
     (["--mixed", "int4,int8", "--budget", "cycles=4000", "--multi-tensor"], "--multi-tensor with --mixed"),
@@ -109,3 +108,38 @@ def test_the_mix_runs_on_one_multi_format_build(tmp_path):
         if kind.opcode is Opcode.COMPUTE:
             selected.add(compiled.config.formats[f["weight_format"]])
     assert selected == set(mixed["choice"].values()) and len(selected) > 1
+
+
+def test_a_mix_of_integer_and_minifloat_layers_on_one_build(tmp_path):
+    """--mixed int4,int8,minifloat6 on an int4+int8+minifloat6 build: each layer is quantized and measured in its
+    own format; under a weight-bits budget the ILP mixes the families (the formats' cycles are equal today: slots are
+    int8-wide, so a cycles budget cannot tell them apart), and the program runs golden == emulator, its COMPUTEs
+    selecting what the network declares."""
+    from hw.spec.isa import Opcode, decode
+    from sw.compiler.folder import load_folder
+
+    out = tmp_path / "mixed"
+    result = _compile(DIGITS / "digits_cnn.onnx", "--rows", "8", "--calibrate", DIGITS / "calibration.npy",
+                      "--mixed", "int4,int8,minifloat6", "--formats", "int4,int8,minifloat6", "--budget",
+                      "weight-bits=43000", "--method", "mmse", "--per-channel", "--eval", DIGITS / "test_set.npz",
+                      "--out", out)
+    assert result.returncode == 0, result.stderr
+    mixed = json.loads((out / "mixed.json").read_text())
+    choice = set(mixed["choice"].values())
+    assert "minifloat6" in choice and choice & {"int4", "int8"}
+    assert mixed["measured"]["weight-bits"] <= 43000 and mixed["measured"]["golden_emulator_mismatches"] == 0
+    for unit in mixed["tables"].values():            # sensitivities measured in every format
+        assert {"int4", "int8", "minifloat6"} == set(unit) and unit["int8"]["loss"] == 0
+        assert unit["minifloat6"]["sqnr_alone_db"] != unit["int4"]["sqnr_alone_db"]
+    compiled = load_folder(out)
+    net = compiled.network
+    assert net.formats == ["int4", "int8", "minifloat6"]
+    declared = {la.name: net.weight_format_of(la).name for la in net.layers if la.weights}
+    assert {declared[u] for u in mixed["choice"]} == choice
+    selected = set()
+    for word in compiled.program.words:
+        kind, f = decode(word)
+        if kind.opcode is Opcode.COMPUTE:
+            selected.add((compiled.config.formats[f["weight_format"]], compiled.config.formats[f["act_format"]]))
+    assert {w for w, _ in selected} == set(declared.values()) | {net.weight_format}
+    assert "minifloat6" in {a for _, a in selected}          # a layer reads a minifloat6 layer's output

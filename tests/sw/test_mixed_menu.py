@@ -4,7 +4,7 @@ import pytest
 
 from hw.spec.formats import get_format
 from sw.mixed import Choice, MixedError, container, parse_menu
-from sw.mixed.menu import emulates
+from sw.mixed.menu import default, emulates
 
 
 def test_entries_are_canonical_pairs():
@@ -32,11 +32,11 @@ def test_container_is_the_entry_holding_all_others():
     assert container(parse_menu("minifloat6/fp8_e4m3,fp8_e4m3")) == ("fp8_e4m3", "fp8_e4m3")
 
 
-def test_menus_no_engine_runs_today_are_refused():
-    with pytest.raises(MixedError, match="no entry's engine runs all the others today"):
+def test_menus_no_single_engine_runs_point_to_formats():
+    with pytest.raises(MixedError, match="no entry's engine runs all the others.*add --formats int4,minifloat6"):
         container(parse_menu("int4,minifloat6"))
     # minifloat activations narrower than the engine's need the multi-format engine
-    with pytest.raises(MixedError, match="no entry's engine runs all the others today"):
+    with pytest.raises(MixedError, match="add --formats minifloat6,fp8_e4m3"):
         container(parse_menu("minifloat6,fp8_e4m3"))
     assert "multi-format engine" in emulates(Choice("minifloat6", "minifloat6"), get_format("fp8_e4m3"),
                                              get_format("fp8_e4m3"))
@@ -46,3 +46,8 @@ def test_a_given_engine_must_hold_every_entry():
     assert container(parse_menu("int2,int4"), "int8", "int8") == ("int8", "int8")
     with pytest.raises(MixedError, match="--mixed int8 cannot run on the int4/int4 engine"):
         container(parse_menu("int4,int8"), "int4", "int4")
+
+
+def test_the_default_of_a_declared_mix_is_its_widest_entry():
+    assert default(parse_menu("int4,int8,minifloat6")) == Choice("int8", "int8")
+    assert default(parse_menu("minifloat6,fp8_e4m3,int4")) == Choice("fp8_e4m3", "fp8_e4m3")
