@@ -265,6 +265,11 @@ def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
 
 def _check_mixed_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
     """A mixed-format network runs on a multi-format build holding every format it uses, with its accumulator unit."""
+    from sw.golden.network import NetworkError, check_network
+    try:
+        check_network(net)            # adds and concats of one format among others
+    except NetworkError as e:
+        raise CompileError(str(e)) from None
     used = {net.act_format_of(t).name for t in net.tensors} | {get_format(net.weight_format).name}
     used |= {net.weight_format_of(layer).name for layer in net.layers if layer.weights}
     have = {f.name for f in c.act_formats}

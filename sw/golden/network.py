@@ -61,10 +61,19 @@ def _check_formats(net: QuantizedNetwork) -> None:
         if get_format(t.format).name not in allowed:
             raise NetworkError(f"Tensor {name!r} is encoded in {t.format}, outside the network's formats "
                                f"{', '.join(net.formats)}; quantize it in one of them")
+    from sw.ops import OPERATORS
     for layer in net.layers:
         if layer.weights and net.weight_format_of(layer).name not in allowed:
             raise NetworkError(f"Layer {layer.name!r} has {net.weight_format_of(layer).name} weights, outside the "
                                f"network's formats {', '.join(net.formats)}")
+        tied = {"inputs": layer.inputs, "all": [*layer.inputs, layer.output],
+                "through": [layer.inputs[0], layer.output]}.get(OPERATORS[layer.op].ties, []) \
+            if layer.op in OPERATORS else []
+        found = {t: net.act_format_of(t).name for t in tied if t in net.tensors}
+        if len(set(found.values())) > 1:
+            raise NetworkError(f"Layer {layer.name!r} ({layer.op}) joins tensors in different formats "
+                               f"({', '.join(f'{t}: {f}' for t, f in found.items())}); they share one encoding: "
+                               "quantize them in one format (the quantizer ties them)")
 
 
 def _check_batch(net: QuantizedNetwork, x, what: str, float_ok: bool) -> np.ndarray:

@@ -12,9 +12,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import IntFormat, get_format
 from sw.golden.layers import run_layer
-from sw.golden.network import run_network
+from sw.golden.network import NetworkError, run_network
 from sw.ir import FloatLayer, FloatNetwork, QuantizedNetwork
 from sw.quantize import quantize_network
 
@@ -75,9 +76,26 @@ def _reference_conv(x_codes, layer, in_fmt: str, in_zero_code: int, out_fmt: str
                 for x in range(wo):
                     acc = sum(xv[c][y + i][x + j] * wv[o][c][i][j]
                               for c in range(cin) for i in range(kh) for j in range(kw))
-                    q = _round_to(out_fmt, (acc + bias) * scale, layer.zero_point)
-                    q = min(max(q, lo), hi)
-                    out[b, o, y, x] = _code(out_fmt, q)
+                    out[b, o, y, x] = _output_code(acc + bias, scale, layer, out_fmt, lo, hi)
+    return out
+
+
+def _output_code(total: Fraction, scale: Fraction, layer, out_fmt: str, lo: Fraction, hi: Fraction) -> int:
+    """The post-processing of one exact sum (bias included, as a number): scale, round into the output format,
+    clamp by value."""
+    q = _round_to(out_fmt, total * scale, layer.zero_point)
+    return _code(out_fmt, min(max(q, lo), hi))
+
+
+def _reference_add(xs, layer, in_fmt: str, out_fmt: str, e: int) -> np.ndarray:
+    """Output codes of an add: the exact sum of the inputs' values, post-processed like any accumulation."""
+    lo, hi = _value(out_fmt, layer.clamp_lo), _value(out_fmt, layer.clamp_hi)
+    out = np.zeros(xs[0].shape, dtype=np.int64)
+    for idx in np.ndindex(*xs[0].shape):
+        c = idx[1]
+        total = sum(_value(in_fmt, int(x[idx])) for x in xs) + Fraction(int(layer.bias[c])) * Fraction(2) ** e
+        out[idx] = _output_code(total, Fraction(int(layer.multiplier[c]), 1 << int(layer.shift[c])), layer,
+                                out_fmt, lo, hi)
     return out
 
 
@@ -150,3 +168,65 @@ def test_a_layer_alone_uses_the_set_exponent(mixed_chain):
     golden = run_network(qnet, x, keep=True)
     c2 = qnet.layers[1]
     assert np.array_equal(run_layer(c2, [golden["t1"]], qnet), golden["t2"])
+
+
+def _residual(samples_seed: int = 3, add_inputs=("int8", "int8")):
+    """c1 (minifloat6) -> c2, c3 (int8 each) -> add (minifloat6 out) -> c4 (int4): an add across a boundary."""
+    rng = np.random.default_rng(samples_seed)
+    shapes = {"x": (3, 6, 6), "t1": (4, 6, 6), "t2": (4, 6, 6), "t3": (4, 6, 6), "t4": (4, 6, 6), "t5": (4, 6, 6)}
+    conv = {"stride": (1, 1), "dilation": (1, 1), "groups": 1}
+    k3, k1 = {**conv, "kernel": (3, 3), "padding": (1, 1, 1, 1)}, {**conv, "kernel": (1, 1), "padding": (0, 0, 0, 0)}
+    layers = [FloatLayer("c1", "conv", ["x"], "t1", k3, rng.normal(0, 0.4, (4, 3, 3, 3)), rng.normal(0, .2, 4),
+                         clip=(0.0, np.inf)),
+              FloatLayer("c2", "conv", ["t1"], "t2", k1, rng.normal(0, 0.5, (4, 4, 1, 1)), rng.normal(0, .2, 4)),
+              FloatLayer("c3", "conv", ["t1"], "t3", k3, rng.normal(0, 0.3, (4, 4, 3, 3)), rng.normal(0, .2, 4)),
+              FloatLayer("add", "add", ["t2", "t3"], "t4", {}, clip=(0.0, np.inf)),
+              FloatLayer("c4", "conv", ["t4"], "t5", k1, rng.normal(0, 0.5, (4, 4, 1, 1)), rng.normal(0, .2, 4))]
+    net = FloatNetwork("x", "t5", shapes, layers)
+    formats = {"c1": ("minifloat6", "minifloat6"), "c2": ("int8", add_inputs[0]), "c3": ("int8", add_inputs[1]),
+               "add": (None, "minifloat6"), "c4": ("int4", "int4")}
+    samples = rng.normal(0, 1, (16, 3, 6, 6))
+    acc_bits = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)).acc_bits       # the engine's, below
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=acc_bits, samples=samples,
+                            method="mmse", per_channel=True, layer_formats=formats, formats=FORMATS)
+    return qnet, qnet.tensors["x"].quantize(samples[:2])
+
+
+def test_residual_add_across_a_format_boundary_matches_the_definitions():
+    qnet, x = _residual()
+    assert [qnet.tensors[t].format for t in ("t1", "t2", "t3", "t4", "t5")] == \
+        ["minifloat6", "int8", "int8", "minifloat6", "int4"]
+    golden = run_network(qnet, x, keep=True)
+    add = next(la for la in qnet.layers if la.op == "add")
+    expected = _reference_add([golden["t2"], golden["t3"]], add, "int8", "minifloat6", qnet.acc_exponent)
+    np.testing.assert_array_equal(golden["t4"], expected)
+    c4 = qnet.layers[-1]
+    np.testing.assert_array_equal(golden["t5"], _reference_conv(golden["t4"].astype(np.int64), c4, "minifloat6", 0,
+                                                                "int4", qnet.acc_exponent))
+
+
+def test_add_inputs_in_different_formats_are_refused():
+    with pytest.raises(Exception, match="ask for different act formats"):
+        _residual(add_inputs=("int8", "int4"))
+    qnet, x = _residual()
+    t3 = qnet.tensors["t3"]
+    qnet.tensors["t3"] = type(t3)("int4", t3.scale, 0)           # an IR edited by hand
+    with pytest.raises(NetworkError, match="joins tensors in different formats"):
+        run_network(qnet, x)
+
+
+def test_residual_add_across_formats_compiles_golden_equals_emulator():
+    from sw.compiler.network import compile_network
+    from sw.emulator import Emulator
+
+    qnet, x = _residual()
+    config = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS))
+    compiled = compile_network(qnet, config)
+    golden = run_network(qnet, x, keep=True)
+    for i in range(len(x)):
+        emulator = Emulator(config, bytes(compiled.dram_with_input(x[i])))
+        status = emulator.run(compiled.program.program_addr)
+        assert status.done and int(status.error) == 0, status
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(compiled.read_tensor(emulator.dram, name), golden[name][i],
+                                          err_msg=f"tensor {name}, image {i}")
