@@ -1,8 +1,10 @@
 """Mixed precision by an ILP: the Pareto front of accuracy against cycles and against weight bits.
 
 For each model folder, the ILP (sw/mixed) chooses a format per layer from MENU for a sweep of budgets in cycles
-per inference and in weight bits; every choice is compiled for today's single engine (the menu's container format)
-and run on the held-out set by the emulator (accuracy, and a golden/emulator bit-exactness check), its weight bits
+per inference and in weight bits; every choice is compiled for one engine (the menu's container format when one
+format holds all the others' values; else, as for the default menu with minifloat6 beside the integers, a
+multi-format build of the menu's formats, each layer quantized and run in its own format) and run on the held-out
+set by the emulator (accuracy, and a golden/emulator bit-exactness check), its weight bits
 counted from the codes the program carries. Uniform programs (every layer in one format, on an engine of that
 format, the same geometry) are the baselines: int8, int4, int2 and minifloat6 (and whatever --uniform names).
 
@@ -12,7 +14,8 @@ recorded); a uniform program's cycles are its own emulator count. Weight bits co
 its layer's format (a packed store). Energy per inference is sw.energy's estimate (counted events times its default
 table), per layer on its format's engine like the cycles.
 
-Usage: python bench/mixed_precision.py [--models models/digits,models/mnist] [--menu int2,int4,int8] [--rows 32]
+Usage: python bench/mixed_precision.py [--models models/digits,models/mnist] [--menu int2,int4,int8,minifloat6]
+       [--rows 32]
        [--budgets 8] [--images N] [--uniform int8,int4,int2,minifloat6] [--name mixed_precision]
 Writes bench/results/NAME.json, .md (the table) and .png (the plot). The fp8 family's weight-only menu:
 python bench/mixed_precision.py --models models/digits --menu minifloat4/fp8_e4m3,minifloat6/fp8_e4m3,fp8_e4m3
@@ -41,7 +44,8 @@ COLUMNS = [("model", "model"), ("kind", "kind"), ("budget", "budget"), ("formats
 def _parser() -> Parser:
     p = Parser(prog="python bench/mixed_precision.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="models/digits,models/mnist", help="model folders, comma-separated")
-    p.add_argument("--menu", default="int2,int4,int8", help="formats a layer may take (sw.compile --mixed)")
+    p.add_argument("--menu", default="int2,int4,int8,minifloat6",
+                   help="formats a layer may take (sw.compile --mixed; default %(default)s)")
     p.add_argument("--rows", type=integer(1, 128), default=32, help="array rows = cols (default %(default)s)")
     p.add_argument("--budgets", type=integer(2, 64), default=8, help="budgets per metric (default %(default)s)")
     p.add_argument("--images", type=integer(1, 1 << 20), help="held-out images per model (default all)")
@@ -96,7 +100,7 @@ def _sweep(plan, metric: str, count: int, x, y, seen: dict) -> list[dict]:
             result = measure(plan, list(picks), compiled)
             seen[picks] = {"formats": ",".join(plan.menu[k].name for k in picks),
                            "cycles": int(plan.costs["cycles"].total(list(picks))),
-                           "cycles_on_container_engine": int(result["measured"]["cycles_on_this_engine"]),
+                           "cycles_on_mix_engine": int(result["measured"]["cycles_on_this_engine"]),
                            **{k: v for k, v in _counted(compiled, x, y).items() if k not in ("cycles", "energy_uj")},
                            "energy_uj": round(plan.costs["energy-uj"].total(list(picks)), 3),
                            "sqnr_pred": round(result["predicted"]["output_sqnr_db"], 2),
@@ -109,17 +113,15 @@ def _sweep(plan, metric: str, count: int, x, y, seen: dict) -> list[dict]:
 
 def _model(path: str, args) -> list[dict]:
     from sw.frontend.onnx_import import load_onnx
-    from sw.mixed import container, parse_menu, prepare
+    from sw.mixed import parse_menu, prepare
     from sw.model_folder import model_folder
 
     folder = model_folder(ROOT / path)
     samples = folder.load_calibration()
     x, y = folder.load_test_set(args.images)
     menu = parse_menu(args.menu)
-    w, a = container(menu)
     started = time.perf_counter()
-    plan = prepare(load_onnx(folder.onnx), menu, AcceleratorConfig(rows=args.rows, cols=args.rows,
-                                                                    weight_format=w, act_format=a),
+    plan = prepare(load_onnx(folder.onnx), menu, _engine(menu, args.rows),
                    samples, metrics=("cycles", "weight-bits", "energy-uj"), progress=progress)
     prepared = time.perf_counter() - started
     records = [_uniform(folder, fmt, args.rows, samples, x, y) for fmt in args.uniform.split(",")]
@@ -129,6 +131,17 @@ def _model(path: str, args) -> list[dict]:
     for r in records:
         r.update(model=folder.name, images=len(x), prepare_seconds=round(prepared, 1))
     return records
+
+
+def _engine(menu, rows: int) -> AcceleratorConfig:
+    """The menu's container engine, or a multi-format build of its formats when no format holds the others."""
+    from sw.mixed import MixedError, container
+    try:
+        w, a = container(menu)
+    except MixedError:
+        names = tuple(dict.fromkeys(n for c in menu for n in (c.weights, c.acts)))
+        return AcceleratorConfig(rows=rows, cols=rows, formats=names)
+    return AcceleratorConfig(rows=rows, cols=rows, weight_format=w, act_format=a)
 
 
 def _plot(records: list[dict], path: Path) -> None:
