@@ -318,8 +318,13 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
                                  small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps"), table,
                                  None if e.get("weight_format") is None else str(e["weight_format"])))
     formats = doc.get("formats", [])
-    if not isinstance(formats, list) or len(formats) > 8:
+    if not isinstance(formats, list) or len(formats) > 8 or not all(isinstance(f, str) for f in formats):
         bad("formats must be a list of at most 8 format names")
+    for name in [*formats, *(la.weight_format for la in layers if la.weight_format is not None)]:
+        try:
+            get_format(name)
+        except ValueError as e:
+            bad(f"unknown format {name[:20]!r} ({e})")
     return cls(str(doc["act_format"]), str(doc["weight_format"]), small_ints(doc["acc_bits"], "acc_bits", 2, 256),
                str(doc["input"]), str(doc["output"]), shapes, tensors, layers, doc.get("report", []),
                [str(f) for f in formats])

@@ -230,3 +230,16 @@ def test_residual_add_across_formats_compiles_golden_equals_emulator():
         for name in compiled.materialized:
             np.testing.assert_array_equal(compiled.read_tensor(emulator.dram, name), golden[name][i],
                                           err_msg=f"tensor {name}, image {i}")
+
+
+def test_a_network_file_with_an_unknown_format_is_refused(mixed_chain, tmp_path):
+    import json
+
+    from sw.ir import NetworkFileError
+    qnet, _ = mixed_chain
+    qnet.save(tmp_path)
+    doc = json.loads((tmp_path / "network.json").read_text())
+    doc["formats"] = ["int4", "nofloat9"]
+    (tmp_path / "network.json").write_text(json.dumps(doc))
+    with pytest.raises(NetworkFileError, match="unknown format 'nofloat9'"):
+        QuantizedNetwork.load(tmp_path)
