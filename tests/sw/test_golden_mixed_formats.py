@@ -243,3 +243,21 @@ def test_a_network_file_with_an_unknown_format_is_refused(mixed_chain, tmp_path)
     (tmp_path / "network.json").write_text(json.dumps(doc))
     with pytest.raises(NetworkFileError, match="unknown format 'nofloat9'"):
         QuantizedNetwork.load(tmp_path)
+
+
+def test_residual_add_across_formats_on_rtl(tmp_path):
+    """The residual network on the 4x4 int4+int8+minifloat6 build's Verilog: golden == emulator == RTL on every
+    stored tensor."""
+    from sw.compiler.network import compile_network
+    from sw.runtime import run_codes
+
+    qnet, x = _residual()
+    compiled = compile_network(qnet, AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)))
+    runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
+            for backend in ("golden", "emulator", "rtl")}
+    for i in range(len(x)):
+        assert runs["golden"].tensors[i]
+        for tensor, codes in runs["golden"].tensors[i].items():
+            for backend in ("emulator", "rtl"):
+                np.testing.assert_array_equal(runs[backend].tensors[i][tensor], codes,
+                                              err_msg=f"{backend}, tensor {tensor}, image {i}")
