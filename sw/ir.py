@@ -9,7 +9,9 @@ fused into the layer before them as ``clip``. Models that carry their own quanti
 
 ``QuantizedNetwork`` is what the quantizer makes and what the golden model and the compiler consume: codes
 and integers only. ``e = product_of(acts, weights).min_exponent`` is the exponent of the accumulator's least
-significant bit and ``value(q)`` the number a code stands for. Every operator's exact quantized meaning is
+significant bit (in a mixed-format network, ``QuantizedNetwork.formats``, the finest pair of its set, for every
+layer) and ``value(q)`` the number a code stands for, in the format of its tensor (each tensor's encoding names it;
+a layer's weights are in the network's weight format, or in ``QuantLayer.weight_format`` in a mixed network). Every operator's exact quantized meaning is
 written in its own module of ``sw/ops`` (``conv``, ``linear``, ``pool``, ``add``, ``concat``, ``flatten``, ...);
 the accumulating ones then go, per output channel ``c``, through ``out = rescale(acc, e, bias[c],
 multiplier[c], shift[c], acts, zero_point, clamp_lo, clamp_hi, acc_bits)``
