@@ -272,7 +272,8 @@ def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
         if layer.op != "maxpool":
             continue
         src = producer.get(layer.inputs[0])
-        if (src is not None and OPERATORS[src.op].accumulating and consumers.get(src.output, 0) == 1
+        if (src is not None and OPERATORS[src.op].accumulating and OPERATORS[src.op].fuses_pool
+                and consumers.get(src.output, 0) == 1
                 and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
                 and np.all(np.asarray(src.multiplier, dtype=object) > 0)
                 and (src.table is None or table_monotone(src.table, get_format(net.act_format)))):

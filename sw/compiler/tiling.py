@@ -33,8 +33,8 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, 
 
 from .program import ProgramBuilder, Region, Step
 
-__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "plan_job", "emit_job",
-           "kernel_groups", "largest_sum"]
+__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "Scatter", "ConvJob", "Plan", "plan_job",
+           "emit_job", "kernel_groups", "largest_sum"]
 
 
 class LayoutError(ValueError):
@@ -113,6 +113,54 @@ class Pool:
         return (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
 
 
+@dataclass(frozen=True)
+class Scatter:
+    """Where a job's output lines go when not to a map of the job's own output shape: output (block ``nb``, row
+    ``y``, column ``x``) of the job becomes line (block ``b``, row ``y*sy + ry``, column ``(x + col0)*sx + rx``) of
+    a map of ``height`` x ``width`` lines per channel block, once for every ``(b, ry, rx)`` in ``targets[nb]``.
+
+    Nearest upsampling (each line stored at every replica), DepthToSpace (channel blocks stored to spatial
+    offsets) and the phases of a transposed convolution (every s-th output column) are scatters; one scatter
+    followed by another is one (:meth:`then`). A scattered row is one STORE of ``x_size`` 1 whose DRAM stride is
+    ``sx`` lines; no instruction is special."""
+
+    step: tuple[int, int]
+    height: int
+    width: int
+    targets: tuple[tuple[tuple[int, int, int], ...], ...]
+    #: The job's first output column in the scatter's columns (a column strip of a scattered job).
+    col0: int = 0
+
+    @staticmethod
+    def identity(blocks: int, height: int, width: int) -> "Scatter":
+        return Scatter((1, 1), height, width, tuple(((nb, 0, 0),) for nb in range(blocks)))
+
+    def then(self, outer: "Scatter") -> "Scatter":
+        """This scatter followed by ``outer``, which maps the blocks, rows and columns this one writes."""
+        if outer.col0:
+            raise ValueError("an outer scatter starts at column 0")
+        (sy, sx), (ty, tx) = self.step, outer.step
+        targets = tuple(tuple((b2, ry * ty + ry2, rx * tx + rx2) for b1, ry, rx in mine
+                              for b2, ry2, rx2 in outer.targets[b1]) for mine in self.targets)
+        return Scatter((sy * ty, sx * tx), outer.height, outer.width, targets, self.col0)
+
+    def stores(self, out_addr: int, nb: int, r0: int, rows: int, out_w: int, acc_row, acc_step: int,
+               param_addr: int, line: int) -> list:
+        """The STOREs of output rows ``r0 ..`` of block ``nb`` (accumulator line of row r: ``acc_row(r)``, the
+        next column ``acc_step`` on), one per row and target; ``line``: bytes of an output line."""
+        (sy, sx), out = self.step, []
+        for b, ry, rx in self.targets[nb]:
+            for r in range(rows):
+                at = out_addr + ((b * self.height + (r0 + r) * sy + ry) * self.width + self.col0 * sx + rx) * line
+                if sx == 1 and acc_step == 1:
+                    out.append(("STORE", dict(acc_addr=acc_row(r), dram_addr=at, y_size=1, x_size=out_w,
+                                              param_addr=param_addr)))
+                else:
+                    out.append(("STORE", dict(acc_addr=acc_row(r), dram_addr=at, y_size=out_w, x_size=1,
+                                              acc_stride=acc_step, dram_stride=sx * line, param_addr=param_addr)))
+        return out
+
+
 @dataclass
 class ConvJob:
     name: str
@@ -144,6 +192,8 @@ class ConvJob:
     #: Vertical stride over the job's own input rows (None: ``stride``). 1 for a strided 1x1 convolution that
     #: loads only the rows it reads (:func:`skip_rows`).
     stride_h: int | None = None
+    #: Where the output lines go when not to a map of the job's own shape (None: there).
+    scatter: Scatter | None = None
 
     @property
     def row_stride(self) -> int:
@@ -376,6 +426,9 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         return False
     if out_w > _field_max(Opcode.STORE, "x_size") or rows > _field_max(Opcode.STORE, "y_size"):
         return False
+    if job.scatter is not None and (out_w > _field_max(Opcode.STORE, "y_size") or job.scatter.step[1] * output_line_bytes(c)
+                                    > _field_max(Opcode.STORE, "dram_stride")):
+        return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)
         return 2 * most * tiles.slot_taps * c.rows <= c.weight_buffer_depth
@@ -419,9 +472,15 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
         load_cycles = chunks * reads * patch + per_chunk * tile
         traffic = chunks * reads * in_rows * job.width * alb + weight_bytes
     store = ceil_div(rows * out_w * olb, bus) + burst
+    if job.scatter is not None:         # a STORE per row and target, a burst per line when columns spread
+        copies = max(len(t) for t in job.scatter.targets)
+        store = copies * rows * (ceil_div(out_w * olb, bus) + burst * (out_w if job.scatter.step[1] > 1 else 1))
+        traffic += (copies - 1) * ceil_div(job.cout, c.cols) * out_h * out_w * olb
     traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb
     per_step_load = load_cycles / steps
     cycles = (patch + tile) + steps * max(compute, per_step_load) + store
+    if job.scatter is not None:         # scattered STOREs may take longer than the steps they overlap
+        cycles = max(cycles, chunks * len(tiles.per_block) * store)
     return int(cycles), int(traffic)
 
 
@@ -607,6 +666,14 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
         out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
+        if job.scatter is not None:
+            if job.pool is None or not job.pool.in_place or plan.band:
+                first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
+                return job.scatter.stores(job.out.addr, nb, r0, rows, out_w, lambda r: first + r * out_w, 1,
+                                          param_base + nb, olb)
+            psh, psw = job.pool.stride
+            return job.scatter.stores(job.out.addr, nb, r0, rows, out_w, lambda r: acc_base + r * psh * wo, psw,
+                                      param_base + nb, olb)
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
