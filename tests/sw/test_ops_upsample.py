@@ -1,0 +1,256 @@
+"""Resize (nearest), DepthToSpace and ConvTranspose on the engine (sw/ops/resize.py, depth_to_space.py,
+conv_transpose.py): the float import against onnxruntime, the golden model against naive references written
+from the operators' definitions (np.repeat; index formulas; the scatter-add of a transposed convolution), and
+compiled networks against the golden model on the emulator, tensor by tensor."""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from hw.spec.config import AcceleratorConfig
+from hw.spec.formats import get_format
+from sw.compiler.network import compile_network
+from sw.frontend import FrontendError, load_onnx
+from sw.golden.network import run_network
+from sw.quantize import quantize_network
+from sw.runtime import run_codes
+from test_frontend import check, init, model, rand  # noqa: E402 - tests/sw is on sys.path
+
+
+def _compiled_equals_golden(m, in_shape, fmt, n, samples=8, seed=0):
+    """Quantize ``m``, compile it for an n x n engine, and check every stored tensor on the emulator."""
+    net = load_onnx(m)
+    config = AcceleratorConfig(rows=n, cols=n, weight_format="int8" if fmt == "uint8" else fmt, act_format=fmt)
+    x = np.random.default_rng(seed).standard_normal((samples, *in_shape)).astype(np.float32)
+    q = quantize_network(net, act_format=config.acts.name, weight_format=config.weights.name,
+                         acc_bits=config.acc_bits, samples=x)
+    compiled = compile_network(q, config)
+    codes = q.tensors[q.input].quantize(x[:2])
+    golden = run_network(q, codes, keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    for i in range(2):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][name], golden[name][i], err_msg=name)
+    return q, compiled
+
+
+# --- import and the float reference ---------------------------------------------------------------------------
+
+RESIZES = [  # (opset, attributes, scales or None, sizes or None, engine?)
+    (13, {"mode": "nearest"}, [1, 1, 2, 2], None, True),                      # half_pixel, round_prefer_floor
+    (13, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+     [1, 1, 3, 2], None, True),                                                  # torch's nearest
+    (13, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_ceil"},
+     [1, 1, 3, 3], None, False),                                                 # not a replication
+    (13, {"mode": "nearest"}, None, [1, 4, 10, 4], True),                        # sizes
+    (13, {"mode": "linear"}, [1, 1, 2, 2], None, False),
+    (13, {"mode": "nearest"}, [1, 1, 1.5, 1.5], None, False),
+]
+
+
+@pytest.mark.parametrize("case", RESIZES, ids=range(len(RESIZES)))
+def test_resize_imports_as_onnx_computes_it(case):
+    opset, attrs, scales, sizes, engine = case
+    inits = [init("w", rand(4, 3, 1, 1)), init("roi", np.zeros(0, np.float32))]
+    inputs = ["c", "roi"]
+    if scales is not None:
+        inits.append(init("sc", np.array(scales, np.float32)))
+        inputs.append("sc")
+    else:
+        inits += [init("sc", np.zeros(0, np.float32)), init("sz", np.array(sizes, np.int64))]
+        inputs += ["sc", "sz"]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Resize", inputs, ["y"], **attrs)]
+    # Sizes fix the batch: the frontend runs one sample at a time, as the host evaluates such a node.
+    net = check(model(nodes, (3, 5, 2), None, inits, opset), (3, 5, 2), batch=1 if sizes else 3)
+    assert [layer.op for layer in net.layers][1] == ("resize" if engine else "host")
+
+
+def test_upsample_imports_as_onnx_computes_it():
+    nodes = [helper.make_node("Upsample", ["x", "sc"], ["y"], mode="nearest")]
+    net = check(model(nodes, (3, 4, 5), None, [init("sc", np.array([1, 1, 2, 3], np.float32))], 9), (3, 4, 5))
+    assert [layer.op for layer in net.layers] == ["resize"]
+
+
+@pytest.mark.parametrize("mode", ["DCR", "CRD"])
+def test_depth_to_space_imports_as_onnx_computes_it(mode):
+    nodes = [helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode=mode)]
+    net = check(model(nodes, (12, 3, 4), None), (12, 3, 4))
+    assert [layer.op for layer in net.layers] == ["depthtospace"]
+
+
+CONV_TRANSPOSES = [  # (in channels, out channels, kernel, stride, pads, output_padding, group)
+    (4, 6, (2, 2), (2, 2), (0, 0, 0, 0), (0, 0), 1),            # the U-Net's up-convolution
+    (3, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),
+    (4, 3, (3, 2), (3, 2), (0, 1, 2, 0), (2, 1), 1),
+    (2, 4, (1, 1), (2, 2), (0, 0, 0, 0), (1, 0), 1),            # phases without taps
+    (6, 4, (4, 4), (2, 2), (1, 1, 1, 1), (0, 0), 2),
+    (3, 7, (3, 3), (1, 1), (2, 0, 1, 1), (0, 0), 1),
+    (5, 5, (5, 3), (3, 1), (4, 1, 0, 0), (1, 0), 1),            # padding at the kernel's reach
+]
+
+
+@pytest.mark.parametrize("case", CONV_TRANSPOSES, ids=range(len(CONV_TRANSPOSES)))
+def test_conv_transpose_imports_as_onnx_computes_it(case):
+    cin, cout, kernel, stride, pads, out_pad, group = case
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=list(stride), pads=list(pads),
+                              output_padding=list(out_pad), group=group)]
+    inits = [init("w", rand(cin, cout // group, *kernel)), init("b", rand(cout))]
+    net = check(model(nodes, (cin, 4, 5), None, inits), (cin, 4, 5), rtol=1e-4, atol=1e-4)
+    assert [layer.op for layer in net.layers] == ["convtranspose"]
+
+
+def test_conv_transpose_folds_batch_norm_and_relu():
+    c = 4
+    inits = [init("w", rand(3, c, 2, 2)), init("g", rand(c) + 2), init("be", rand(c)), init("mu", rand(c)),
+             init("var", np.abs(rand(c)) + 0.5)]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["t"], strides=[2, 2]),
+             helper.make_node("BatchNormalization", ["t", "g", "be", "mu", "var"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    net = check(model(nodes, (3, 3, 3), None, inits), (3, 3, 3), rtol=1e-4, atol=1e-4)
+    assert [layer.op for layer in net.layers] == ["convtranspose"] and net.layers[0].clip is not None
+
+
+def test_dilated_conv_transpose_runs_on_the_host_or_is_refused():
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], dilations=[2, 2])]
+    m = model(nodes, (3, 4, 4), None, [init("w", rand(3, 2, 2, 2))])
+    with pytest.raises(FrontendError, match="dilation 1.*--engine-only"):
+        load_onnx(m, engine_only=True)
+    assert [layer.op for layer in load_onnx(m).layers] == ["host"]
+
+
+# --- the golden model against references written from the definitions ---------------------------------------
+
+def _quantized(m, in_shape, fmt="uint8"):
+    net = load_onnx(m)
+    x = np.random.default_rng(1).standard_normal((8, *in_shape)).astype(np.float32)
+    q = quantize_network(net, act_format=fmt, weight_format="int8", acc_bits=32, samples=x)
+    return q, q.tensors[q.input].quantize(x[:3])
+
+
+def test_golden_resize_and_depth_to_space_move_codes():
+    nodes = [helper.make_node("Resize", ["x", "", "sc"], ["u"], mode="nearest"),
+             helper.make_node("DepthToSpace", ["u"], ["d"], blocksize=2, mode="CRD"),
+             helper.make_node("DepthToSpace", ["d"], ["y"], blocksize=1)]
+    q, codes = _quantized(model(nodes, (8, 2, 3), None, [init("sc", np.array([1, 1, 3, 2], np.float32))],
+                                opset=13), (8, 2, 3))
+    got = run_network(q, codes, keep=True)
+    up = got[q.layers[0].output]
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(codes, 3, axis=2), 2, axis=3))
+    d = got[q.layers[1].output]
+    n, c, h, w = up.shape
+    for co in range(c // 4):
+        for oy in range(h * 2):
+            for ox in range(w * 2):
+                by, bx = oy % 2, ox % 2
+                np.testing.assert_array_equal(d[:, co, oy, ox], up[:, co * 4 + by * 2 + bx, oy // 2, ox // 2])
+
+
+@pytest.mark.parametrize("case", CONV_TRANSPOSES, ids=range(len(CONV_TRANSPOSES)))
+@pytest.mark.parametrize("fmt", ["uint8", "minifloat6"])
+def test_golden_conv_transpose_is_the_scatter_add_of_products(case, fmt):
+    """acc[co, iy*s + ky - pad, ix*s + kx - pad] sums value(x) * value(w) over the input and kernel, plus the zero
+    point's value times every weight that meets no input (the zero-inserted map holds zero points there)."""
+    cin, cout, kernel, stride, pads, out_pad, group = case
+    nodes = [helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], strides=list(stride), pads=list(pads),
+                              output_padding=list(out_pad), group=group)]
+    m = model(nodes, (cin, 4, 5), None, [init("w", rand(cin, cout // group, *kernel)), init("b", rand(cout))])
+    q, codes = _quantized(m, (cin, 4, 5), fmt)
+    layer = q.layers[0]
+    from sw.ops import OPERATORS
+    acc = OPERATORS["convtranspose"].golden(layer, [codes], q)
+    af, wf = get_format(q.act_format), get_format(q.weight_format)
+
+    def fixed(f, c):
+        sig, shift, _ = f.exact(np.asarray(c))
+        return sig.astype(object) << shift.astype(object)
+    xv, wv = fixed(af, codes), fixed(wf, layer.weights[0])          # w: (cout, cin/g, kh, kw)
+    zero = fixed(af, np.array(q.tensors[q.input].zero_code()))
+    n, _, h, w = codes.shape
+    _, ho, wo = q.shapes[layer.output]
+    (kh, kw), (sh, sw), (t, left, _, _) = kernel, stride, pads
+    cig, cog = cin // group, cout // group
+    want = np.zeros((n, cout, ho, wo), dtype=object)
+    met = np.zeros((cout, ho, wo, cig, kh, kw), dtype=bool)
+    for co in range(cout):
+        g = co // cog
+        for ci in range(cig):
+            for ky in range(kh):
+                for kx in range(kw):
+                    for iy in range(h):
+                        for ix in range(w):
+                            oy, ox = iy * sh + ky - t, ix * sw + kx - left
+                            if 0 <= oy < ho and 0 <= ox < wo:
+                                want[:, co, oy, ox] += xv[:, g * cig + ci, iy, ix] * wv[co, ci, ky, kx]
+                                met[co, oy, ox, ci, ky, kx] = True
+    unmet = np.where(met, 0, wv[:, None, None]).sum(axis=(3, 4, 5)) if False else \
+        np.array([[[sum(wv[co, ci, ky, kx] for ci in range(cig) for ky in range(kh) for kx in range(kw)
+                        if not met[co, oy, ox, ci, ky, kx]) for ox in range(wo)] for oy in range(ho)]
+                  for co in range(cout)], dtype=object)
+    want = want + zero * unmet[None]
+    shift = af.lsb_exponent + wf.lsb_exponent - acc.exponent
+    np.testing.assert_array_equal(np.asarray(acc.value, dtype=object), want * (1 << shift))
+
+
+# --- compiled networks on the emulator ------------------------------------------------------------------------
+
+def _decoder(cin, mid, kernel, stride, pads, out_pad, scale, block, mode, relu=True):
+    """conv -> ConvTranspose -> Resize (nearest) -> DepthToSpace -> conv."""
+    inits = [init("w1", rand(mid, cin, 3, 3, scale=0.5)), init("wt", rand(mid, 4 * block * block, *kernel)),
+             init("bt", rand(4 * block * block)), init("sc", np.array([1, 1, *scale], np.float32)),
+             init("w2", rand(3, 4, 3, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["r"]))
+    nodes += [helper.make_node("ConvTranspose", ["r" if relu else "c", "wt", "bt"], ["t"], strides=list(stride),
+                               pads=list(pads), output_padding=list(out_pad)),
+              helper.make_node("Resize", ["t", "", "sc"], ["u"], mode="nearest"),
+              helper.make_node("DepthToSpace", ["u"], ["d"], blocksize=block, mode=mode),
+              helper.make_node("Conv", ["d", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    return model(nodes, (cin, 5, 6), None, inits)
+
+
+DECODERS = [  # (cin, mid, kernel, stride, pads, output_padding, scale, block, mode, relu, format)
+    (3, 8, (2, 2), (2, 2), (0, 0, 0, 0), (0, 0), (2, 2), 2, "DCR", True, "int8"),
+    (3, 5, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), (1, 3), 1, "CRD", False, "uint8"),
+    (2, 6, (3, 2), (3, 2), (0, 1, 2, 0), (2, 1), (2, 1), 2, "CRD", False, "uint8"),
+    (3, 4, (1, 1), (2, 2), (0, 0, 0, 0), (1, 0), (1, 1), 3, "DCR", True, "minifloat6"),
+    (4, 20, (4, 4), (2, 2), (1, 1, 1, 1), (0, 0), (2, 2), 1, "DCR", False, "int8"),
+]
+
+
+@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("case", DECODERS, ids=range(len(DECODERS)))
+def test_decoder_on_the_engine(case, n):
+    *shape, relu, fmt = case
+    m = _decoder(*shape, relu=relu)
+    check(m, (shape[0], 5, 6), rtol=1e-4, atol=1e-3)
+    q, compiled = _compiled_equals_golden(m, (shape[0], 5, 6), fmt, n)
+    assert not compiled.host_layers
+    # Resize and DepthToSpace ride on the transposed convolution's STOREs: nothing of theirs is a job.
+    assert {e["name"] for e in compiled.layers} == {layer.name for layer in q.layers
+                                                    if layer.op in ("conv", "convtranspose")}
+
+
+@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("fmt", ["int8", "uint8"])
+def test_rearranging_by_identity_jobs(fmt, n):
+    """Resize of the network's input, a DepthToSpace whose input another layer reads too, both after a host
+    layer: identity jobs do them; a max pool after a ConvTranspose is not fused into its phases."""
+    inits = [init("sc", np.array([1, 1, 2, 3], np.float32)), init("w", rand(12, 5, 3, 3)),
+             init("wt", rand(3, 5, 3, 3)), init("w2", rand(3, 3, 1, 1)), init("w3", rand(3, 12, 1, 1))]
+    nodes = [helper.make_node("Resize", ["x", "", "sc"], ["u"], mode="nearest"),
+             helper.make_node("Conv", ["u", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("DepthToSpace", ["c"], ["d"], blocksize=2, mode="CRD"),
+             helper.make_node("Conv", ["d", "w2"], ["e"]),
+             helper.make_node("MaxPool", ["e"], ["ep"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["c", "w3"], ["f"]),
+             helper.make_node("Add", ["f", "ep"], ["a"]),
+             helper.make_node("Softmax", ["a"], ["s"], axis=1),
+             helper.make_node("ConvTranspose", ["s", "wt"], ["t"], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["t"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Resize", ["p", "", "sc"], ["y"], mode="nearest")]
+    m = model(nodes, (5, 3, 2), None, inits)
+    check(m, (5, 3, 2), rtol=1e-4, atol=1e-4)
+    q, compiled = _compiled_equals_golden(m, (5, 3, 2), fmt, n)
+    ops = [e["op"] for e in compiled.layers]
+    assert ops.count("resize") == 1 and ops.count("depthtospace") == 1 and "maxpool" in ops
