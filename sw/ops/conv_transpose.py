@@ -178,6 +178,7 @@ def _phase_job(layer, ctx, x, dense: np.ndarray, rows, cols, phase: tuple[int, i
     view = None if (y0, x0, hy, wx) == (0, 0, x.height, x.width) else (y0, x0, hy, wx)
     job = ctx.add_job(layer, [(x, sub)], cout, kernel=sub.shape[1:3], padding=(py0, px0, py1, px1),
                       requant=requant, view=view, scatter=scatter, into=out)
+    job.name = f"{layer.name}[phase {phase[0]},{phase[1]}]"
     job.macs = int(ny * nx * len(ty) * len(tx) * (cin // int(layer.attrs.get("groups", 1))) * cout)
     return ctx.placements[layer.output]
 
