@@ -312,7 +312,8 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
                 emitted += 1
         except LayoutError as e:
             raise CompileError(str(e)) from None
-        entries.append({"name": lowered.names[0], "op": lowered.op, "fused": lowered.names[1:], "output": lowered.output,
+        entries.append({"name": lowered.names[0], "op": lowered.op, "fused": lowered.names[1:],
+                        "output": lowered.output,
                         "plan": {"rows": plans[0].rows, "order": plans[0].order, "band": plans[0].band,
                                  "estimated_cycles": sum(p.cycles for p in plans),
                                  "dram_bytes": sum(p.dram_bytes for p in plans), "parts": len(plans)},

@@ -254,3 +254,38 @@ def test_rearranging_by_identity_jobs(fmt, n):
     q, compiled = _compiled_equals_golden(m, (5, 3, 2), fmt, n)
     ops = [e["op"] for e in compiled.layers]
     assert ops.count("resize") == 1 and ops.count("depthtospace") == 1 and "maxpool" in ops
+
+
+def test_data_free_through_conv_transpose_and_resize():
+    """Data-free quantization reads a ConvTranspose's folded BatchNormalization statistics, as a Conv's, and
+    passes a nearest Resize's input statistics through; the network then runs on the engine exactly."""
+    from sw.quantize.data_free import DataFree
+
+    def bn(name, c):
+        return [init(f"{name}_g", np.abs(rand(c)) + 0.5), init(f"{name}_b", rand(c)), init(f"{name}_m", rand(c)),
+                init(f"{name}_v", np.abs(rand(c)) + 0.5)]
+    inits = [init("w1", rand(6, 2, 3, 3)), init("wt", rand(6, 4, 2, 2)), init("w2", rand(3, 4, 3, 3)),
+             init("sc", np.array([1, 1, 2, 2], np.float32)), *bn("n1", 6), *bn("n2", 4), *bn("n3", 3)]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "n1_g", "n1_b", "n1_m", "n1_v"], ["b1"]),
+             helper.make_node("Relu", ["b1"], ["r1"]),
+             helper.make_node("ConvTranspose", ["r1", "wt"], ["t"], strides=[2, 2]),
+             helper.make_node("BatchNormalization", ["t", "n2_g", "n2_b", "n2_m", "n2_v"], ["b2"]),
+             helper.make_node("Relu", ["b2"], ["r2"]),
+             helper.make_node("Resize", ["r2", "", "sc"], ["u"], mode="nearest"),
+             helper.make_node("Conv", ["u", "w2"], ["c3"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c3", "n3_g", "n3_b", "n3_m", "n3_v"], ["y"])]
+    net = load_onnx(model(nodes, (2, 4, 4), None, inits))
+    assert [layer.op for layer in net.layers] == ["conv", "convtranspose", "resize", "conv"]
+    config = AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8")
+    q = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=config.acc_bits, samples=None,
+                         data_free=DataFree())
+    up = q.layers[2]
+    assert q.tensors[up.output] == q.tensors[up.inputs[0]]
+    compiled = compile_network(q, config)
+    codes = np.random.default_rng(3).integers(0, 256, (2, 2, 4, 4))
+    golden = run_network(q, codes, keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    for i in range(2):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][name], golden[name][i], err_msg=name)
