@@ -197,6 +197,10 @@ def _left_out_zeros(layer, ctx, dense: np.ndarray, ty: list[int], tx: list[int])
     wsig, wshift, _ = wf.exact(dense)
     fixed = (wsig.astype(object) << wshift.astype(object)) * mask[None, :, :, None, None]
     total = fixed.sum(axis=(0, 1, 2, 3))
+    from sw.compiler.lowering import CompileError
     exponent = act.lsb_exponent + wf.lsb_exponent - net.acc_exponent
-    return np.array([int(v) * zero << exponent if exponent >= 0 else (int(v) * zero) >> -exponent
-                     for v in total], dtype=np.int64)
+    units = [int(v) * zero << exponent if exponent >= 0 else (int(v) * zero) >> -exponent for v in total]
+    if exponent < 0 and any(u << -exponent != int(v) * zero for u, v in zip(units, total)):
+        raise CompileError(f"layer {layer.name!r}: the input zero point times its weights is no whole number of "
+                           f"accumulator units; quantize its input symmetrically")
+    return np.array(units, dtype=np.int64)

@@ -289,3 +289,52 @@ def test_data_free_through_conv_transpose_and_resize():
     for i in range(2):
         for name in compiled.materialized:
             np.testing.assert_array_equal(emulated.tensors[i][name], golden[name][i], err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["ConvTranspose", "Resize", "DepthToSpace"])
+def test_golden_model_is_onnxruntime_within_quantization(op):
+    """The quantized layer alone, on int8: its golden output dequantized is onnxruntime's float output, up to the
+    quantization (exactly the dequantized input moved, for the operators that only move codes)."""
+    from test_frontend import ort_run
+    inits = [init("wt", rand(8, 6, 3, 3)), init("bt", rand(6)), init("sc", np.array([1, 1, 2, 3], np.float32))]
+    node = {"ConvTranspose": helper.make_node("ConvTranspose", ["x", "wt", "bt"], ["y"], strides=[2, 2],
+                                              pads=[1, 0, 1, 1], output_padding=[1, 1]),
+            "Resize": helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest"),
+            "DepthToSpace": helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD")}[op]
+    m = model([node], (8, 5, 4), None, inits)
+    x = np.random.default_rng(5).standard_normal((8, 8, 5, 4)).astype(np.float32)
+    q = quantize_network(load_onnx(m), act_format="int8", weight_format="int8", acc_bits=32, samples=x,
+                         per_channel=True)
+    x_in = q.tensors[q.input]
+    codes = x_in.quantize(x)
+    got = q.tensors[q.output].dequantize(run_network(q, codes))
+    want = ort_run(m, x_in.dequantize(codes).astype(np.float32))
+    assert got.shape == want.shape
+    if op == "ConvTranspose":
+        assert np.abs(got - want).max() <= 0.02 * np.abs(want).max(), np.abs(got - want).max() / np.abs(want).max()
+    else:
+        np.testing.assert_array_equal(got.astype(np.float32), want)
+
+
+def _random_decoder(rng):
+    kernel = tuple(int(k) for k in rng.integers(1, 5, 2))
+    stride = tuple(int(s) for s in rng.integers(1, 4, 2))
+    pads = tuple(int(rng.integers(0, kernel[i % 2])) for i in range(4))
+    out_pad = tuple(int(rng.integers(0, s)) for s in stride)
+    scale = tuple(int(s) for s in rng.integers(1, 4, 2))
+    block, mode = int(rng.integers(1, 4)), str(rng.choice(["DCR", "CRD"]))
+    return (int(rng.integers(1, 6)), int(rng.integers(2, 19)), kernel, stride, pads, out_pad, scale, block, mode,
+            bool(rng.integers(0, 2)), str(rng.choice(["int8", "uint8", "minifloat6", "int4"])))
+
+
+@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("seed", range(6))
+def test_random_decoders_on_the_engine(seed, n):
+    """Seeded random strides, kernels, padding, output padding, scales, blocks, modes, channel counts (of the
+    DepthToSpace's output: 4, of its input 4 * block**2) and formats."""
+    case = _random_decoder(np.random.default_rng(100 + seed))
+    *shape, relu, fmt = case
+    m = _decoder(*shape, relu=relu)
+    check(m, (shape[0], 5, 6), rtol=1e-4, atol=1e-3)
+    _, compiled = _compiled_equals_golden(m, (shape[0], 5, 6), fmt, n, seed=seed)
+    assert not compiled.host_layers, case
