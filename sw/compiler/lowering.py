@@ -10,7 +10,7 @@ to the order in which the feature map already sits in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -221,28 +221,23 @@ class Lowering:
         identity tile (the network's input, a host layer's output, a tensor read twice)."""
         x = layer.inputs[0]
         (p,) = self.feature_maps(layer)
-        order = list(range(p.channels)) if order is None else list(order)
         jobs = [j for j in self.jobs if isinstance(j, LoweredJob) and j.output == x]
         readers = sum(name == x for other in self.net.layers for name in other.inputs)
-        inner = [_block_offsets(j.job) for j in jobs]
-        if jobs and readers == 1 and x != self.net.output and all(o is not None for o in inner):
+        inner = [_reordered_scatter(j.job, order, p.channels, self.config.cols) for j in jobs]
+        if jobs and readers == 1 and x != self.net.output and all(s is not None for s in inner):
             self.b.release(self.placements.pop(x).region)
             out = self.place(layer.output, *self.net.shapes[layer.output])
-            for lowered, offsets in zip(jobs, inner):
-                job = lowered.job
-                permute_outputs(job, order)
-                blocks = ceil_div(job.cout, self.config.cols)
-                h, w = (job.scatter.height, job.scatter.width) if job.scatter else job.out_shape
-                step = job.scatter.step if job.scatter else (1, 1)
-                mine = Scatter(step, h, w, tuple(tuple((nb, ry, rx) for ry, rx in offsets) for nb in range(blocks)),
-                               job.scatter.col0 if job.scatter else 0)
-                job.scatter, job.out = mine.then(scatter), self.b.regions[out.region]
+            for lowered, mine in zip(jobs, inner):
+                if order is not None:
+                    permute_outputs(lowered.job, order)
+                lowered.job.scatter, lowered.job.out = mine.then(scatter), self.b.regions[out.region]
                 lowered.output = layer.output
                 lowered.names.append(layer.name)
             return
         job = self.add_job(layer, [(p, self.identity(p.channels))], p.channels,
                            requant=self.copy_requant(x, p.channels), scatter=scatter)
-        permute_outputs(job, order)
+        if order is not None:
+            permute_outputs(job, order)
 
     def _select_formats(self, layer: QuantLayer, job: ConvJob, out_name: str) -> None:
         """A multi-format engine: the job's COMPUTE formats, and its output format with the clamps in its codes."""
@@ -263,17 +258,24 @@ def fused_window(pool_layer: QuantLayer) -> Pool:
                 tuple(int(v) for v in a.get("dilation", (1, 1))))
 
 
-def _block_offsets(job: ConvJob) -> list[tuple[int, int]] | None:
-    """The (row, column) offsets a job's scatter gives every output block alike, each block to the block of
-    the same index ([(0, 0)] without a scatter); None if its blocks go different ways (their channels cannot be
-    reordered then)."""
+def _reordered_scatter(job: ConvJob, order: list[int] | None, channels: int, cols: int) -> Scatter | None:
+    """Where a job's output blocks go once its channels are in ``order`` (see :func:`permute_outputs`): as they
+    went, if there is no order; else each new block to the block of its index, at the (row, column) offsets
+    the job's scatter gave every block alike. None if its blocks went different ways or its channels are no
+    longer the tensor's ``channels`` (a DepthToSpace already)."""
+    h, w = job.out_shape
     if job.scatter is None:
-        return [(0, 0)]
+        return Scatter.identity(ceil_div(job.cout if order is None else len(order), cols), h, w)
+    if order is None:
+        return job.scatter
+    if job.cout != channels:
+        return None
     targets = job.scatter.targets
     offsets = [(ry, rx) for _, ry, rx in targets[0]]
     if any([(b, ry, rx) for b, ry, rx in t] != [(nb, ry, rx) for ry, rx in offsets] for nb, t in enumerate(targets)):
         return None
-    return offsets
+    blocks = ceil_div(len(order), cols)
+    return replace(job.scatter, targets=tuple(tuple((nb, ry, rx) for ry, rx in offsets) for nb in range(blocks)))
 
 
 def permute_outputs(job: ConvJob, order: list[int]) -> None:

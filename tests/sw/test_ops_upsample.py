@@ -338,3 +338,30 @@ def test_random_decoders_on_the_engine(seed, n):
     check(m, (shape[0], 5, 6), rtol=1e-4, atol=1e-3)
     _, compiled = _compiled_equals_golden(m, (shape[0], 5, 6), fmt, n, seed=seed)
     assert not compiled.host_layers, case
+
+
+@pytest.mark.parametrize("n", [4, 16])
+def test_rearranging_chains(n):
+    """DepthToSpace then Resize (both on the conv's STOREs), Resize then DepthToSpace (both too), and a
+    DepthToSpace of a DepthToSpace (the second by an identity job: the first's channels are reordered)."""
+    inits = [init("w1", rand(32, 3, 3, 3)), init("w2", rand(36, 3, 1, 1)), init("sc", np.array([1, 1, 2, 3], np.float32)),
+             init("w3", rand(3, 8, 1, 1)), init("w4", rand(3, 4, 1, 1)), init("w5", rand(3, 2, 3, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),              # 32 x 4 x 4
+             helper.make_node("DepthToSpace", ["a"], ["a1"], blocksize=2, mode="CRD"),    # 8 x 8 x 8
+             helper.make_node("Resize", ["a1", "", "sc"], ["a2"], mode="nearest"),        # 8 x 16 x 24
+             helper.make_node("MaxPool", ["a2"], ["a3"], kernel_shape=[4, 6], strides=[4, 6]),  # 8 x 4 x 4
+             helper.make_node("Conv", ["a3", "w3"], ["b"]),                                 # 3 x 4 x 4
+             helper.make_node("Conv", ["b", "w2"], ["c"]),                                 # 36 x 4 x 4
+             helper.make_node("Resize", ["c", "", "sc"], ["c1"], mode="nearest"),         # 36 x 8 x 12
+             helper.make_node("DepthToSpace", ["c1"], ["c2"], blocksize=3, mode="DCR"),   # 4 x 24 x 36
+             helper.make_node("MaxPool", ["c2"], ["c3"], kernel_shape=[6, 9], strides=[6, 9]),  # 4 x 4 x 4
+             helper.make_node("Conv", ["c3", "w4"], ["d"]),                                 # 3 x 4 x 4
+             helper.make_node("Conv", ["d", "w1"], ["e"], pads=[1, 1, 1, 1]),              # 32 x 4 x 4
+             helper.make_node("DepthToSpace", ["e"], ["e1"], blocksize=2, mode="DCR"),    # 8 x 8 x 8
+             helper.make_node("DepthToSpace", ["e1"], ["e2"], blocksize=2, mode="CRD"),   # 2 x 16 x 16
+             helper.make_node("Conv", ["e2", "w5"], ["y"], strides=[2, 2])]
+    m = model(nodes, (3, 4, 4), None, inits)
+    check(m, (3, 4, 4), rtol=1e-4, atol=1e-4)
+    q, compiled = _compiled_equals_golden(m, (3, 4, 4), "int8", n)
+    jobs = [e["op"] for e in compiled.layers]
+    assert jobs.count("depthtospace") == 1 and "resize" not in jobs, jobs
