@@ -365,3 +365,18 @@ def test_rearranging_chains(n):
     q, compiled = _compiled_equals_golden(m, (3, 4, 4), "int8", n)
     jobs = [e["op"] for e in compiled.layers]
     assert jobs.count("depthtospace") == 1 and "resize" not in jobs, jobs
+
+
+@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("group, stride, pads", [(2, (2, 2), (1, 0, 0, 1)), (6, (3, 3), (2, 2, 1, 1))])
+def test_grouped_conv_transpose_on_the_engine(group, stride, pads, n):
+    """Groups (6: depthwise) as block-diagonal phase weights; the network's input read directly."""
+    inits = [init("wt", rand(6, 12 // group, 3, 3)), init("bt", rand(12)), init("w2", rand(2, 12, 1, 1))]
+    nodes = [helper.make_node("ConvTranspose", ["x", "wt", "bt"], ["t"], strides=list(stride), pads=list(pads),
+                              group=group),
+             helper.make_node("Relu", ["t"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    m = model(nodes, (6, 4, 3), None, inits)
+    check(m, (6, 4, 3), rtol=1e-4, atol=1e-4)
+    _, compiled = _compiled_equals_golden(m, (6, 4, 3), "uint8", n)
+    assert [e["op"] for e in compiled.layers].count("convtranspose") == stride[0] * stride[1]
