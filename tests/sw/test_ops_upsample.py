@@ -182,8 +182,7 @@ def test_golden_conv_transpose_is_the_scatter_add_of_products(case, fmt):
                             if 0 <= oy < ho and 0 <= ox < wo:
                                 want[:, co, oy, ox] += xv[:, g * cig + ci, iy, ix] * wv[co, ci, ky, kx]
                                 met[co, oy, ox, ci, ky, kx] = True
-    unmet = np.where(met, 0, wv[:, None, None]).sum(axis=(3, 4, 5)) if False else \
-        np.array([[[sum(wv[co, ci, ky, kx] for ci in range(cig) for ky in range(kh) for kx in range(kw)
+    unmet = np.array([[[sum(wv[co, ci, ky, kx] for ci in range(cig) for ky in range(kh) for kx in range(kw)
                         if not met[co, oy, ox, ci, ky, kx]) for ox in range(wo)] for oy in range(ho)]
                   for co in range(cout)], dtype=object)
     want = want + zero * unmet[None]
