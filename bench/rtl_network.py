@@ -52,7 +52,7 @@ def measure(name: str, rows: int, cols: int, fmt: str, images: int) -> dict:
     same = all(np.array_equal(g[t], r[t]) and np.array_equal(e[t], r[t])
                for g, e, r in zip(golden.tensors, emulated.tensors, rtl.tensors) for t in r)
     return {"model": name, "shape": f"{rows}x{cols}", "format": fmt, "images": images,
-            "engine_layers": len(compiled.layers), "host_layers": len(compiled.host_layers),
+            "engine_layers": len({e["name"] for e in compiled.layers}), "host_layers": len(compiled.host_layers),
             "macs": compiled.program.useful_macs, "rtl_cycles": cycles,
             "emulator_cycles": int(np.max(emulated.cycles)), "compile_s": round(compile_s, 1),
             "build_s": round(build_s, 1), "golden_s": round(golden_s, 2), "emulator_s": round(emulator_s, 2),

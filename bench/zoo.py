@@ -87,7 +87,7 @@ def point(name: str, shape: tuple[int, int], fmt: str, images: int) -> dict:
     traffic = dram_bytes(compiled)
     roofline = max(macs / pes, traffic / bus)
     host_macs = sum(m for _, m in compiled.host_macs().values())
-    return {**record, "compiled": True, "refusal": "", "engine_layers": len(compiled.layers),
+    return {**record, "compiled": True, "refusal": "", "engine_layers": len({e["name"] for e in compiled.layers}),
             "host_layers": len(compiled.host_layers), "macs": macs, "host_macs": host_macs, "cycles": cycles, "dram_bytes": traffic, "roofline_cycles": int(roofline),
             "utilization": round(macs / (cycles * pes), 4), "cycles_over_roofline": round(cycles / roofline, 3),
             "compile_s": round(compile_s, 2), "emulator_s_per_image": round(emulator_s, 3),

@@ -133,3 +133,40 @@ def activations_resnet(path: Path, seed: int = 0) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def decoder_digits(path: Path, seed: int = 0) -> Path:
+    """Digits images through a tiny encoder/decoder: two strided convs down, a ConvTranspose (3x3, stride 2,
+    output_padding) up, a Concat with the skip, a nearest Resize (x2), a conv whose 24 channels a DepthToSpace
+    (CRD, block 2) turns into 6 at twice the size, and a strided conv: the rearranging layers ride on the STOREs
+    of the layers before them."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["e1"]),
+        helper.make_node("Conv", ["e1", "w2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["b"]),
+        helper.make_node("ConvTranspose", ["b", "wt", "bt"], ["ct"], strides=[2, 2], pads=[1, 1, 1, 1],
+                         output_padding=[1, 1]),
+        helper.make_node("Relu", ["ct"], ["t"]),
+        helper.make_node("Concat", ["t", "e1"], ["cat"], axis=1),
+        helper.make_node("Resize", ["cat", "", "sc"], ["up"], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Conv", ["up", "w3"], ["c3"], pads=[1, 1, 1, 1]),
+        helper.make_node("DepthToSpace", ["c3"], ["d"], blocksize=2, mode="CRD"),
+        helper.make_node("Conv", ["d", "w4"], ["y"], pads=[1, 1, 1, 1], strides=[2, 2]),
+    ]
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+             for name, shape, scale in (("w1", (8, 1, 3, 3), 0.5), ("w2", (16, 8, 3, 3), 0.2),
+                                        ("wt", (16, 10, 3, 3), 0.2), ("bt", (10,), 0.1),
+                                        ("w3", (24, 18, 3, 3), 0.15), ("w4", (3, 6, 3, 3), 0.3))]
+    inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc"))
+    graph = helper.make_graph(nodes, "decoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                               ["N", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

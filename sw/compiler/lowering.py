@@ -10,7 +10,7 @@ to the order in which the feature map already sits in memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from sw.ops import OPERATORS
 from .fold import Fold
 from .program import ProgramBuilder, Region
 from .formats import select_formats
-from .tiling import ConvJob, Pool, Requant, Source, ceil_div
+from .tiling import ConvJob, Pool, Requant, Scatter, Source, ceil_div
 
 __all__ = ["CompileError", "Placement", "Lowering", "dense_weights"]
 
@@ -172,10 +172,13 @@ class Lowering:
                 kernel: tuple[int, int] = (1, 1), stride: int = 1, dilation: int = 1,
                 padding: tuple[int, int, int, int] = (0, 0, 0, 0), pad_value: int | None = None,
                 requant: Requant | None = None, pool: Pool | None = None, macs: int = 0,
-                view: tuple[int, int, int, int] | None = None) -> ConvJob:
+                view: tuple[int, int, int, int] | None = None, scatter: Scatter | None = None,
+                into: Placement | None = None) -> ConvJob:
         """One job for ``layer``: sources are (placement, dense weights (T, kh, kw, C, cout)); the output (after a
         max pool fused into the layer, if any) gets a region of its own. ``view``: (first row, first column,
-        height, width) of the sources' maps that the job reads (default: all of them)."""
+        height, width) of the sources' maps that the job reads (default: all of them). ``scatter``: where the
+        output lines go in the layer's output map (:class:`~sw.compiler.tiling.Scatter`); ``into``: that map's
+        placement when an earlier job of the layer made it."""
         p0 = sources[0][0]
         pool_layer = self.fused.get(layer.name)
         out_name = layer.output
@@ -197,7 +200,11 @@ class Lowering:
         ho, wo = job.out_shape
         if ho < 1 or wo < 1:
             raise CompileError(f"layer {layer.name!r} has no output on a {p0.height}x{p0.width} input")
-        out = self.place(out_name, int(cout), ho, wo)
+        job.scatter = scatter
+        if scatter is not None:
+            out = into or self.place(out_name, *self.net.shapes[out_name])
+        else:
+            out = self.place(out_name, int(cout), ho, wo)
         if len(self.net.shapes[out_name]) == 1:
             out.index = list(range(int(cout)))
         job.out = self.b.regions[out.region]
@@ -205,6 +212,32 @@ class Lowering:
                                     layer.op, out_name))
         return job
 
+
+    def rearrange(self, layer: QuantLayer, scatter: Scatter, order: list[int] | None = None) -> None:
+        """A layer that only moves its input's lines (nearest upsampling, DepthToSpace): the input's channels in
+        ``order`` (-1: a lane nothing fills; None: as they are) are blocks that ``scatter`` places in the
+        layer's output. Fused into the STOREs of the jobs that write the input when nothing else reads it (and
+        their own scatter, if any, moves whole blocks alike); else a job of its own copies the input through an
+        identity tile (the network's input, a host layer's output, a tensor read twice)."""
+        x = layer.inputs[0]
+        (p,) = self.feature_maps(layer)
+        jobs = [j for j in self.jobs if isinstance(j, LoweredJob) and j.output == x]
+        readers = sum(name == x for other in self.net.layers for name in other.inputs)
+        inner = [_reordered_scatter(j.job, order, p.channels, self.config.cols) for j in jobs]
+        if jobs and readers == 1 and x != self.net.output and all(s is not None for s in inner):
+            self.b.release(self.placements.pop(x).region)
+            out = self.place(layer.output, *self.net.shapes[layer.output])
+            for lowered, mine in zip(jobs, inner):
+                if order is not None:
+                    permute_outputs(lowered.job, order)
+                lowered.job.scatter, lowered.job.out = mine.then(scatter), self.b.regions[out.region]
+                lowered.output = layer.output
+                lowered.names.append(layer.name)
+            return
+        job = self.add_job(layer, [(p, self.identity(p.channels))], p.channels,
+                           requant=self.copy_requant(x, p.channels), scatter=scatter)
+        if order is not None:
+            permute_outputs(job, order)
 
     def _select_formats(self, layer: QuantLayer, job: ConvJob, out_name: str) -> None:
         """A multi-format engine: the job's COMPUTE formats, and its output format with the clamps in its codes."""
@@ -229,6 +262,39 @@ def fused_window(pool_layer: QuantLayer) -> Pool:
     a = pool_layer.attrs
     return Pool("max", tuple(int(k) for k in a["kernel"]), tuple(int(v) for v in a.get("stride", (1, 1))),
                 tuple(int(v) for v in a.get("dilation", (1, 1))))
+
+
+def _reordered_scatter(job: ConvJob, order: list[int] | None, channels: int, cols: int) -> Scatter | None:
+    """Where a job's output blocks go once its channels are in ``order`` (see :func:`permute_outputs`): as they
+    went, if there is no order; else each new block to the block of its index, at the (row, column) offsets
+    the job's scatter gave every block alike. None if its blocks went different ways or its channels are no
+    longer the tensor's ``channels`` (a DepthToSpace already)."""
+    h, w = job.out_shape
+    if job.scatter is None:
+        return Scatter.identity(ceil_div(job.cout if order is None else len(order), cols), h, w)
+    if order is None:
+        return job.scatter
+    if job.cout != channels:
+        return None
+    targets = job.scatter.targets
+    offsets = [(ry, rx) for _, ry, rx in targets[0]]
+    if any([(b, ry, rx) for b, ry, rx in t] != [(nb, ry, rx) for ry, rx in offsets] for nb, t in enumerate(targets)):
+        return None
+    blocks = ceil_div(len(order), cols)
+    return replace(job.scatter, targets=tuple(tuple((nb, ry, rx) for ry, rx in offsets) for nb in range(blocks)))
+
+
+def permute_outputs(job: ConvJob, order: list[int]) -> None:
+    """Reorder (and pad) a job's output channels: new channel k computes old channel ``order[k]`` (-1: nothing;
+    its weights and post-processing integers are zero, as a block's unused lanes are)."""
+    if order == list(range(job.cout)):
+        return
+    keep, used = np.array([max(c, 0) for c in order]), np.array([c >= 0 for c in order])
+    for src in job.sources:
+        src.weights = np.where(used, src.weights[..., keep], 0)
+    q = job.requant
+    q.bias, q.multiplier, q.shift = (np.where(used, a[keep], 0) for a in (q.bias, q.multiplier, q.shift))
+    job.cout = len(order)
 
 
 def dense_weights(layer: QuantLayer, cin: int) -> np.ndarray:

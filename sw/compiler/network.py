@@ -297,7 +297,8 @@ def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
         if layer.op != "maxpool":
             continue
         src = producer.get(layer.inputs[0])
-        if (src is not None and OPERATORS[src.op].accumulating and consumers.get(src.output, 0) == 1
+        if (src is not None and OPERATORS[src.op].accumulating and OPERATORS[src.op].fuses_pool
+                and consumers.get(src.output, 0) == 1
                 and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
                 and np.all(np.asarray(src.multiplier, dtype=object) > 0)
                 and (src.table is None or table_monotone(src.table, net.act_format_of(src.output)))):
@@ -336,7 +337,8 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
                 emitted += 1
         except LayoutError as e:
             raise CompileError(str(e)) from None
-        entries.append({"name": job.name, "op": lowered.op, "fused": lowered.names[1:], "output": lowered.output,
+        entries.append({"name": lowered.names[0], "op": lowered.op, "fused": lowered.names[1:],
+                        "output": lowered.output,
                         "plan": {"rows": plans[0].rows, "order": plans[0].order, "band": plans[0].band,
                                  "estimated_cycles": sum(p.cycles for p in plans),
                                  "dram_bytes": sum(p.dram_bytes for p in plans), "parts": len(plans)},

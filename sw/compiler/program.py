@@ -99,6 +99,14 @@ class ProgramBuilder:
             self._data.append((r.addr, bytes(data)))
         return r
 
+    def release(self, name: str) -> None:
+        """Give region ``name`` back if it is the last one reserved and holds no data (a tensor whose writer was
+        redirected before anything was emitted); otherwise it stays, unused."""
+        r = self.regions[name]
+        if list(self.regions)[-1] == name and all(addr != r.addr for addr, _ in self._data):
+            del self.regions[name]
+            self._next = r.addr
+
     def emit(self, opcode: str, **fields) -> None:
         self.words.append(encode(opcode, **fields))
 

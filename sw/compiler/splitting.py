@@ -83,9 +83,12 @@ def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob
     alb, olb = line_bytes(Buffer.ACT, config), output_line_bytes(config)
     sources = [replace(src, region=Region(src.region.addr + lo * alb, src.region.size - lo * alb))
                for src in job.sources]
-    return replace(job, name=f"{job.name}[x{x0}:{x1}]", sources=sources, width=hi - lo,
-                   padding=(top, lo - ix0, bottom, ix1 - hi), in_pitch=job.src_pitch, out_pitch=job.dst_pitch,
-                   out=Region(job.out.addr + x0 * olb, job.out.size - x0 * olb), macs=None)
+    strip = replace(job, name=f"{job.name}[x{x0}:{x1}]", sources=sources, width=hi - lo,
+                    padding=(top, lo - ix0, bottom, ix1 - hi), in_pitch=job.src_pitch, out_pitch=job.dst_pitch,
+                    out=Region(job.out.addr + x0 * olb, job.out.size - x0 * olb), macs=None)
+    if job.scatter is not None:         # the scatter places the strip's columns
+        return replace(strip, out=job.out, scatter=replace(job.scatter, col0=job.scatter.col0 + x0))
+    return strip
 
 
 def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
@@ -100,10 +103,13 @@ def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     for c0 in range(0, job.cout, per_group):
         c1 = min(c0 + per_group, job.cout)
         offset = (c0 // c.cols) * block_lines * olb
+        scatter = job.scatter
+        if scatter is not None:         # the scatter places the group's blocks
+            scatter, offset = replace(scatter, targets=scatter.targets[c0 // c.cols:-(-c1 // c.cols)]), 0
         groups.append(replace(
             job, name=f"{job.name}[c{c0}:{c1}]", cout=c1 - c0, macs=None, out_pitch=job.dst_pitch,
             sources=[replace(src, weights=src.weights[..., c0:c1]) for src in job.sources],
             requant=Requant(q.bias[c0:c1], q.multiplier[c0:c1], q.shift[c0:c1], q.zero_point, q.clamp_lo,
                             q.clamp_hi, q.table, q.out_format),
-            out=Region(job.out.addr + offset, job.out.size - offset)))
+            out=Region(job.out.addr + offset, job.out.size - offset), scatter=scatter))
     return groups

@@ -32,9 +32,10 @@ from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
 
 from .program import ProgramBuilder, Region, Step
+from .scatter import Scatter
 
-__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "plan_job", "emit_job",
-           "kernel_groups", "largest_sum"]
+__all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "Scatter", "ConvJob", "Plan", "plan_job",
+           "emit_job", "kernel_groups", "largest_sum"]
 
 
 class LayoutError(ValueError):
@@ -147,6 +148,8 @@ class ConvJob:
     #: Vertical stride over the job's own input rows (None: ``stride``). 1 for a strided 1x1 convolution that
     #: loads only the rows it reads (:func:`skip_rows`).
     stride_h: int | None = None
+    #: Where the output lines go when not to a map of the job's own shape (None: there).
+    scatter: Scatter | None = None
 
     @property
     def row_stride(self) -> int:
@@ -379,6 +382,9 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         return False
     if out_w > _field_max(Opcode.STORE, "x_size") or rows > _field_max(Opcode.STORE, "y_size"):
         return False
+    if job.scatter is not None and (out_w > _field_max(Opcode.STORE, "y_size") or job.scatter.step[1] * output_line_bytes(c)
+                                    > _field_max(Opcode.STORE, "dram_stride")):
+        return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)
         return 2 * most * tiles.slot_taps * c.rows <= c.weight_buffer_depth
@@ -422,9 +428,15 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
         load_cycles = chunks * reads * patch + per_chunk * tile
         traffic = chunks * reads * in_rows * job.width * alb + weight_bytes
     store = ceil_div(rows * out_w * olb, bus) + burst
+    if job.scatter is not None:         # a STORE per row and target, a burst per line when columns spread
+        copies = max(len(t) for t in job.scatter.targets)
+        store = copies * rows * (ceil_div(out_w * olb, bus) + burst * (out_w if job.scatter.step[1] > 1 else 1))
+        traffic += (copies - 1) * ceil_div(job.cout, c.cols) * out_h * out_w * olb
     traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb
     per_step_load = load_cycles / steps
     cycles = (patch + tile) + steps * max(compute, per_step_load) + store
+    if job.scatter is not None:         # scattered STOREs may take longer than the steps they overlap
+        cycles = max(cycles, chunks * len(tiles.per_block) * store)
     return int(cycles), int(traffic)
 
 
@@ -610,6 +622,14 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
         out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
+        if job.scatter is not None:
+            if job.pool is None or not job.pool.in_place or plan.band:
+                first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
+                return job.scatter.stores(job.out.addr, nb, r0, rows, out_w, lambda r: first + r * out_w, 1,
+                                          param_base + nb, olb)
+            psh, psw = job.pool.stride
+            return job.scatter.stores(job.out.addr, nb, r0, rows, out_w, lambda r: acc_base + r * psh * wo, psw,
+                                      param_base + nb, olb)
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):

@@ -291,8 +291,10 @@ class Importer(QuantNodes):
         self.producer[layer.output] = layer
         return layer
 
-    def fusable(self, node: onnx.NodeProto, tensor: str, what: str, ops=("conv", "linear")) -> FloatLayer:
-        """The layer writing ``tensor`` if ``node`` may fold into it, else a clear error."""
+    def fusable(self, node: onnx.NodeProto, tensor: str, what: str, ops=None) -> FloatLayer:
+        """The layer writing ``tensor`` if ``node`` may fold into it (by default: into a weighted layer's weights
+        and bias), else a clear error."""
+        ops = ops or tuple(n for n, op in OPERATORS.items() if op.weighted)
         layer = self.producer.get(tensor)
         if layer is None or layer.op not in ops:
             kind = "the graph input" if tensor == self.onnx_input else (

@@ -12,17 +12,21 @@ from .add import Add
 from .base import Operator, OperatorError
 from .concat import Concat
 from .conv import Conv
+from .conv_transpose import ConvTranspose
+from .depth_to_space import DepthToSpace
 from .flatten import Flatten
 from .host import Host
 from .linear import Linear
 from .pad import Pad
 from .pool import AvgPool, GlobalAvgPool, MaxPool
+from .resize import Resize
 from .slice import Slice
 
 __all__ = ["Operator", "OperatorError", "OPERATORS", "ACTIVATIONS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
     Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(), Host(),
+    ConvTranspose(), Resize(), DepthToSpace(),
 )}
 
 #: The nonlinear activations (``sw/ops/activations.py``): not layers of the IR but ``FloatLayer.activation`` of the

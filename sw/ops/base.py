@@ -44,6 +44,8 @@ class Operator:
     commutes_with_clamp: ClassVar[bool] = False
     #: Runs on the host, between engine programs (see the compiler's partition).
     host: ClassVar[bool] = False
+    #: A max pool right after it may run on its accumulators (it lowers to jobs whose outputs are the map's).
+    fuses_pool: ClassVar[bool] = True
     #: How many inputs it takes (None: one or more).
     arity: ClassVar[int | None] = 1
 

@@ -124,7 +124,7 @@ def clipped_normal_moments(mean, std, lo, hi) -> tuple[np.ndarray, np.ndarray]:
 def _group_inputs(layer: FloatLayer, values: np.ndarray) -> np.ndarray:
     """Per output channel, the per-input-channel ``values`` its weight reads: shaped (Cout, Cin/groups)."""
     w = layer.weight
-    groups = int(layer.attrs.get("groups", 1)) if layer.op == "conv" else 1
+    groups = int(layer.attrs.get("groups", 1)) if layer.op in ("conv", "convtranspose") else 1
     per_group = values.reshape(groups, -1)
     if per_group.shape[1] != w.shape[1]:
         raise QuantizationError(f"Layer {layer.name!r}: {values.size} input channels for a weight shaped {w.shape}")
@@ -145,11 +145,11 @@ def _weighted(layer: FloatLayer, x: ChannelStats) -> tuple[np.ndarray, np.ndarra
 
 def _layer_stats(layer: FloatLayer, ins: list[ChannelStats], shapes: dict) -> ChannelStats:
     x = ins[0]
-    if layer.op in ("conv", "linear"):
+    if layer.op in ("conv", "linear", "convtranspose"):    # (a transposed conv's bound: every tap at once)
         if layer.output_stats is not None:
             return ChannelStats.of(*layer.output_stats, layer.clip)
         return ChannelStats.of(*_weighted(layer, x), layer.clip, x.informed)
-    if layer.op == "maxpool":
+    if layer.op in ("maxpool", "resize"):
         return x
     if layer.op in ("avgpool", "global_avgpool"):
         mean, var = x.moments()

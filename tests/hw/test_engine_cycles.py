@@ -44,3 +44,20 @@ def test_format_switching_programs_within_two_percent(tmp_path):
     assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
     total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
     assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+
+
+@pytest.mark.parametrize("latency", [1, 4])
+def test_scattered_stores_are_cycle_exact(latency, tmp_path):
+    """The STOREs a scattered output makes (sw/compiler/tiling.py, Scatter): a row of lines each its own burst
+    (x_size 1, DRAM stride s lines), one accumulator line apart or a pool's stride apart, some across a 4 KiB
+    boundary, back to back: the cycle model's count, cycle for cycle, and the same bytes."""
+    from hw.spec.layout import output_line_bytes
+    from sim.cycle_suite import _single
+    line = output_line_bytes(CONFIG)
+    programs = [_single(f"scatter y{y} s{s} acc{a} at{at}", "STORE", acc_addr=3, dram_addr=at, y_size=y, x_size=1,
+                        acc_stride=a, dram_stride=s * line)
+                for y, s, a, at in ((1, 1, 1, 0), (7, 2, 1, 0), (12, 3, 1, line), (20, 2, 2, 4096 - 5 * line),
+                                    (5, 16, 1, 4000 - 4000 % line))]
+    pairs = check_programs(CONFIG, programs, tmp_path, Traffic(latency=latency))
+    assert len(pairs) == len(programs)
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]

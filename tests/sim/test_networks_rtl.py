@@ -17,7 +17,7 @@ from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
-from tests.onnx_models import activations_resnet, global_pools_digits, lstm_digits, softmax_digits
+from tests.onnx_models import activations_resnet, decoder_digits, global_pools_digits, lstm_digits, softmax_digits
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -78,6 +78,10 @@ NETWORKS = {
     # Tanh, Sigmoid) in residual blocks, before max pools and a global average pool.
     "activations-int8-8x8": Network(activations_resnet, DIGITS / "calibration.npy", INT8_8X8, 8),
     "activations-minifloat6-8x8": Network(activations_resnet, DIGITS / "calibration.npy", MINIFLOAT6_8X8, 4),
+    # ConvTranspose (phase-split), nearest Resize and DepthToSpace (scattered STOREs) on a 4x4 engine.
+    "decoder-int8-4x4": Network(decoder_digits, DIGITS / "calibration.npy",
+                                engine("int8", 4, act_buffer_depth=512, weight_buffer_depth=128,
+                                       acc_buffer_depth=128, param_buffer_depth=8), 4),
 }
 
 

@@ -315,13 +315,13 @@ def test_unsupported_operator():
     message = str(error.value)
     assert "'my_softmax'" in message and "'Softmax'" in message and "--engine-only" in message
     assert all(op in message for op in SUPPORTED_OPS)
-    m = conv_then(helper.make_node("Resize", ["c", "", "sc"], ["y"]), [init("sc", np.ones(4, np.float32))])
-    with pytest.raises(FrontendError, match=r"node writing 'y' \(Resize\).*not one the engine runs \(it runs Conv"):
+    m = conv_then(helper.make_node("SpaceToDepth", ["c"], ["y"], blocksize=2))
+    with pytest.raises(FrontendError, match=r"node writing 'y' \(SpaceToDepth\).*not one the engine runs \(it runs Conv"):
         load_onnx(m, engine_only=True)
 
 
 @pytest.mark.parametrize("case, match", [
-    ("bn_on_input", r"BatchNormalization.*only right after conv or linear layers.*graph input"),
+    ("bn_on_input", r"BatchNormalization.*only right after conv or linear or convtranspose layers.*graph input"),
     ("bn_after_relu", r"BatchNormalization after a Relu/Clip cannot be folded"),
     ("bn_shared", r"also read elsewhere"),
     ("relu_on_input", r"Relu.*only right after.*graph input"),
