@@ -133,3 +133,27 @@ def activations_resnet(path: Path, seed: int = 0) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 512, 10), seed: int = 0) -> Path:
+    """A multilayer perceptron of Gemm + Relu layers (``sizes``: the input width, then each layer's outputs) on a
+    flat input: the linear-heavy network of the batching tests and benchmark (random weights)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "x"
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array((rng.standard_normal(n) * 0.1).astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"g{i}"], transB=1))
+        x = f"g{i}"
+        if i + 2 < len(sizes):
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                           ["N", sizes[0]])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", sizes[-1]])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

@@ -144,6 +144,13 @@ class ConvJob:
     #: Vertical stride over the job's own input rows (None: ``stride``). 1 for a strided 1x1 convolution that
     #: loads only the rows it reads (:func:`skip_rows`).
     stride_h: int | None = None
+    #: Lines between the output's channel blocks in external memory (None: output rows times ``dst_pitch``). 1 for
+    #: a batch of vectors stored sample after sample (:mod:`sw.compiler.batching`).
+    out_block_pitch: int | None = None
+
+    @property
+    def out_block_lines(self) -> int:
+        return self.out_shape[0] * self.dst_pitch if self.out_block_pitch is None else self.out_block_pitch
 
     @property
     def row_stride(self) -> int:
@@ -545,10 +552,19 @@ def _in_place_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int
     return alus
 
 
-def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0) -> dict:
+def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0,
+             shared: dict | None = None) -> dict:
     """Emit ``job`` into ``b`` as one schedule (after :meth:`ProgramBuilder.barrier` if an earlier layer wrote
-    its inputs); returns counts of steps, output tiles and instructions."""
+    its inputs); returns counts of steps, output tiles and instructions. ``shared``: regions of weights, parameters
+    and tables by name, filled on first use, so that copies of one job (a batch's samples) share them."""
     c = b.config
+
+    def region(name, data):
+        if shared is None:
+            return b.region(name, data())
+        if name not in shared:
+            shared[name] = b.region(name, data())
+        return shared[name]
     tiles = plan.tiles or _tiles(c, job)
     t_pad, l_pad, _, r_pad = job.padding
     ho, wo = job.conv_out
@@ -578,9 +594,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
     w_data = np.concatenate([tiles.data[key] for key in keys])
     w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
-    rw = b.region(f"{job.name}.weights", pack_lines(w_data, c.weight_slot_bits, wlb))
+    rw = region(f"{job.name}.weights", lambda: pack_lines(w_data, c.weight_slot_bits, wlb))
     bias, mult, shift = job.requant.lines(nb_n, c.cols)
-    rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
+    rp = region(f"{job.name}.params", lambda: pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
     param_load = ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                                x_size=nb_n))
 
@@ -606,7 +622,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
 
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
+        out_base = job.out.addr + (nb * job.out_block_lines + r0 * dst_pitch) * olb
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
@@ -689,7 +705,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
                               f"format {c.acts.name} has no lookup table; build the engine with an activation format of at "
                               f"most 8 bits")
-        rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
+        rl = region(f"{job.name}.table", lambda: pack_lut(job.requant.table, c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
     b.schedule(steps, prologue=prologue, setpp=job.requant.setpp())
