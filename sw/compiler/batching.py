@@ -8,8 +8,9 @@ A job on vectors (every input a 1x1 map: a linear layer, a 1x1 convolution on a 
 *once* for the whole batch: the N vectors are an ``N x 1`` map whose rows are one sample apart in external memory
 (``in_pitch`` the lines of a sample, ``block_pitch`` one line), written back the same way (``out_pitch`` and
 ``out_block_pitch``). Each weight tile is then loaded once and streams N vectors through the array (a GEMM with
-M = N) instead of one. Any other job (a convolution of a map) runs once per sample on that sample's part of each
-region, sharing one copy of its weights and parameters.
+M = N) instead of one. Any other job (a convolution of a map) runs its chunks for one sample after the other in
+one schedule (``ConvJob.samples``): no barrier between samples, and in ``block`` order an output block's weights
+stay resident while every sample passes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
 
-from .program import Region
 from .tiling import ConvJob, _field_max
 
 __all__ = ["batch_jobs", "stacked_job"]
@@ -28,23 +28,17 @@ __all__ = ["batch_jobs", "stacked_job"]
 
 def batch_jobs(config: AcceleratorConfig, job: ConvJob, maps: list[tuple[int, int]], source_bytes: list[int],
                out_bytes: int, batch: int) -> list[ConvJob]:
-    """``job`` (one sample's) as the jobs that run it on ``batch`` samples: one job over the batch's vectors
-    (:func:`stacked_job`) where it can be, else one job per sample. ``maps``: (height, width) of each source's
-    tensor; ``source_bytes`` / ``out_bytes``: bytes of one sample of each source and of the output."""
+    """``job`` (one sample's) as the job that runs it on ``batch`` samples: over the batch's vectors at once
+    (:func:`stacked_job`) where it can be, else over the samples one after the other. ``maps``: (height, width)
+    of each source's tensor; ``source_bytes`` / ``out_bytes``: bytes of one sample of each source and of the
+    output."""
     if batch == 1:
         return [job]
     stacked = stacked_job(config, job, maps, source_bytes, out_bytes, batch)
     if stacked is not None:
         return [stacked]
-    return [_sample(job, n, source_bytes, out_bytes) for n in range(batch)]
-
-
-def _sample(job: ConvJob, n: int, source_bytes: list[int], out_bytes: int) -> ConvJob:
-    """``job`` on sample ``n``: every region moved ``n`` samples on."""
-    def moved(region: Region, step: int) -> Region:
-        return Region(region.addr + n * step, region.size - n * step)
-    return replace(job, sources=[replace(s, region=moved(s.region, b)) for s, b in zip(job.sources, source_bytes)],
-                   out=moved(job.out, out_bytes))
+    return [replace(job, samples=batch, sample_bytes=tuple(source_bytes), out_sample_bytes=out_bytes,
+                    macs=None if job.macs is None else job.macs * batch)]
 
 
 def stacked_job(config: AcceleratorConfig, job: ConvJob, maps: list[tuple[int, int]], source_bytes: list[int],
