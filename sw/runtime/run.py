@@ -254,6 +254,9 @@ def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emul
     if backend == "golden":
         return _golden(compiled, codes, keep, progress)
     n, codes = len(codes), padded(codes, compiled.batch)
+    if progress is not None and len(codes) != n:
+        shown = progress
+        progress = lambda done, total: shown(min(done, n), n)          # noqa: E731 - the padding not counted
     if backend == "emulator":
         result = _emulate(compiled, codes, keep, progress, cycles)
     elif backend == "board":

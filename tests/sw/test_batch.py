@@ -137,6 +137,24 @@ def test_compile_and_run_a_batched_folder(tmp_path):
     np.testing.assert_array_equal(outs[4], outs[1])
     sizes = {b: json.loads((tmp_path / f"b{b}" / "manifest.json").read_text())["input"]["bytes"] for b in (1, 4)}
     assert sizes[4] == 4 * sizes[1]
+    # The energy report is per inference: the run's events over its 4 samples, each weight tile loaded once a run.
+    energy = {b: json.loads((tmp_path / f"b{b}" / "report.json").read_text())["energy"]["energy_uj_per_inference"]
+              for b in (1, 4)}
+    assert energy[1] / 4 < energy[4] < energy[1]
+
+
+def test_a_manifest_with_a_bad_batch_is_refused(tmp_path):
+    from sw.compiler.folder import FolderError
+    net = random_network(np.random.default_rng(1), "int8", "int8", _config(4).acc_bits)
+    compile_network(net, _config(4), batch=2).save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for bad in (0, "2", 5000):
+        (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "batch": bad}))
+        with pytest.raises(FolderError, match="'batch' must be an integer in 1..1024"):
+            CompiledNetwork.load(tmp_path, verify_digests=False)
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "batch": 3}))       # regions hold 2 samples
+    with pytest.raises(FolderError, match="3 samples\\) does not fit its region"):
+        CompiledNetwork.load(tmp_path, verify_digests=False)
 
 
 @pytest.mark.parametrize("extra,message", [
