@@ -157,3 +157,34 @@ def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 512, 10), seed: int = 0)
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def conv_head(path: Path, seed: int = 0) -> Path:
+    """Digits images through a conv, a global average pool and a classifier head of 1x1 convolutions on the 1x1
+    map (with a residual Add of two of them), then a Flatten: layers on vectors that are not linear layers."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["g"]),
+        helper.make_node("Conv", ["g", "wa", "ba"], ["a"]),
+        helper.make_node("Relu", ["a"], ["ra"]),
+        helper.make_node("Conv", ["ra", "wb", "bb"], ["b"]),
+        helper.make_node("Add", ["ra", "b"], ["s"]),
+        helper.make_node("Conv", ["s", "wc", "bc"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["y"]),
+    ]
+    inits = [init("w1", 20, 1, 3, 3), init("b1", 20, scale=0.1), init("wa", 24, 20, 1, 1), init("ba", 24, scale=0.1),
+             init("wb", 24, 24, 1, 1), init("bb", 24, scale=0.1), init("wc", 10, 24, 1, 1), init("bc", 10, scale=0.1)]
+    graph = helper.make_graph(nodes, "conv_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 ["N", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

@@ -80,6 +80,10 @@ def _vectors(words) -> int:
     return sum(f["out_h"] * f["out_w"] for kind, f in words if kind.opcode is Opcode.COMPUTE)
 
 
+def _computes(words) -> int:
+    return sum(1 for kind, _ in words if kind.opcode is Opcode.COMPUTE)
+
+
 def _weight_loads(words) -> int:
     return sum(1 for kind, f in words if kind.opcode is Opcode.LOAD and f["buffer"] == Buffer.WEIGHT)
 
@@ -99,6 +103,8 @@ def test_linear_layers_load_each_weight_tile_once_per_batch(digits_net):
         assert _vectors(many[name]) == 16 * _vectors(one[name]), name
         factor = 1 if ops[name] == "linear" or orders[name] == "block" else 16
         assert _weight_loads(many[name]) == factor * _weight_loads(one[name]), name
+        if ops[name] == "linear":              # one COMPUTE per weight tile, streaming the 16 vectors
+            assert _computes(many[name]) == _computes(one[name]), name
     weights = [r.size for name, r in compiled.program.regions.items() if name.endswith(".weights")]
     assert len(weights) == len(one)                 # one copy of each layer's weights for all samples
 
@@ -167,3 +173,29 @@ def test_bad_batch_is_one_line_with_status_2(extra, message, tmp_path):
                   DIGITS / "calibration.npy", *extra, "--out", tmp_path / "out")
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("n", [4, 8])
+def test_a_classifier_head_of_1x1_convolutions_runs_once_per_weight_tile(n, tmp_path):
+    """1x1 convolutions on the 1x1 map after a global average pool, and an add of two of them, run as one job over
+    the batch's vectors: as many COMPUTEs as the per-sample program, each streaming the 5 vectors; the outputs
+    are the golden model's and the per-sample program's."""
+    from sw.compile import compile_model
+    from tests.onnx_models import conv_head
+
+    config = AcceleratorConfig(rows=n, cols=n, weight_format="int8", act_format="int8")
+    samples = np.load(DIGITS / "calibration.npy")[:16]
+    model = conv_head(tmp_path / "head.onnx")
+    one, many = (compile_model(model, config, samples, log=lambda *_: None, batch=b) for b in (1, 5))
+    ops = {layer.name: (layer.op, layer.inputs[0]) for layer in many.network.layers}
+    head = [name for name, (op, x) in ops.items() if many.network.shapes[x][1:] == (1, 1) and op != "flatten"]
+    assert {ops[name][0] for name in head} == {"conv", "add"} and len(head) == 4
+    words_one, words_many = _layer_words(one), _layer_words(many)
+    for name in head:
+        assert _computes(words_many[name]) == _computes(words_one[name]), name
+        assert _vectors(words_many[name]) == 5 * _vectors(words_one[name]) == 5 * _computes(words_many[name]), name
+    with np.load(DIGITS / "test_set.npz") as data:
+        codes = many.network.tensors[many.network.input].quantize(data["images"][:7])
+    result = run_codes(many, codes, "emulator")
+    np.testing.assert_array_equal(result.codes, run_codes(many, codes, "golden").codes)
+    np.testing.assert_array_equal(result.codes, run_codes(one, codes, "emulator").codes)
