@@ -27,7 +27,7 @@ def alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
 
 
 def pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, regions: tuple) -> list:
-    """The ALU instructions that pool one output tile (see :class:`Pool`)."""
+    """The ALU instructions that pool one output tile (see :class:`sw.compiler.tiling.Pool`)."""
     if job.pool.in_place:
         return _in_place_alus(job, base, pooled, conv_rows, wo)
     (kh, kw), (sh, sw), (dh, dw) = job.pool.kernel, job.pool.stride, job.pool.dilation
@@ -46,7 +46,7 @@ def pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, reg
 
 def band_pool_alus(job: ConvJob, base: int, band: tuple, wo: int, regions: tuple) -> list:
     """The ALU instructions that pool one band of conv rows into a tile's one pooled row: the row pass over the
-    band (as :func:`_pool_alus`), then the band's rows the window takes combined into the pooled row, which the
+    band (as :func:`pool_alus`), then the band's rows the window takes combined into the pooled row, which the
     band at the window's first row starts with a COPY."""
     (kh, kw), (_, sw), (dh, dw) = job.pool.kernel, job.pool.stride, job.pool.dilation
     b0, n = band[:2]
