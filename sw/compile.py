@@ -289,10 +289,13 @@ def _plan_table(compiled) -> str:
         rows += ["", "host layer            operators                                        MACs",
                  "--------------------  ---------------------------------------------  ---------"]
         rows += [f"{name[:20]:20s}  {types[:45]:45s}  {macs:9d}" for name, (types, macs) in hosts.items()]
-        total = engine + sum(macs for _, macs in hosts.values())
         engine //= compiled.batch
+        total = engine + sum(macs for _, macs in hosts.values())
         rows.append(f"MACs per sample: {engine} on the engine ({100 * engine / max(total, 1):.1f} %), "
                     f"{total - engine} on the host, between {len(compiled.program.segments)} engine programs")
+    if compiled.batch > 1:
+        rows.append(f"One program run computes {compiled.batch} samples (--batch): the cycles, DRAM bytes and MACs "
+                    f"of the engine layers above are per run")
     return "\n".join(rows)
 
 
