@@ -26,7 +26,8 @@ HostStep = Callable[[str, Callable[[str], np.ndarray]], tuple[int, np.ndarray]]
 
 @dataclass
 class NetworkRun:
-    """One sample through the whole network: external memory at the end, engine cycles of all its programs."""
+    """One program run (a sample, or ``compiled.batch`` samples) through the whole network: external memory at the
+    end, engine cycles of all its programs."""
 
     dram: bytearray
     cycles: int = 0
@@ -38,16 +39,16 @@ class NetworkFault(RuntimeError):
 
 def run_network_on_rtl(compiled: CompiledNetwork, codes, *, host: HostStep, work_dir=None,
                        traffic: Traffic = Traffic(), progress=None) -> list[NetworkRun]:
-    """Every sample of input ``codes`` (N, *input_shape) through the network's steps; ``host`` runs host layers."""
-    runs = [NetworkRun(compiled.dram_with_input(sample)) for sample in codes]
+    """Every sample of input ``codes`` (N, *input_shape), N a multiple of ``compiled.batch``, through the network's
+    steps, a run per ``compiled.batch`` samples; ``host`` runs host layers."""
+    runs = [NetworkRun(dram) for dram in compiled.drams_with_inputs(codes)]
     if progress:
         progress(0, len(runs))
     with tempfile.TemporaryDirectory(prefix="rtl-run-") as tmp:
         folder = Path(work_dir) if work_dir is not None else Path(tmp)
         for step in compiled.steps:
             if step["kind"] == "host":
-                addr, data = host(step["layer"],
-                                  lambda t: np.stack([compiled.read_tensor(r.dram, t) for r in runs]))
+                addr, data = host(step["layer"], lambda t: compiled.read_runs([r.dram for r in runs], t))
                 for run, row in zip(runs, data):
                     run.dram[addr:addr + row.size] = row.tobytes()
             else:

@@ -3,7 +3,7 @@
 Usage:
   python -m sw.compile MODEL.onnx --pe FMT [--weights FMT --acts FMT] --rows R [--cols C]
       [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
-      [--first-last FMT] [--data-free [--input-range LO,HI]] [--energy-table FILE] --out DIR
+      [--first-last FMT] [--data-free [--input-range LO,HI]] [--energy-table FILE] [--batch N] --out DIR
   python -m sw.compile MODEL.onnx --mixed FMT,FMT[,...] --budget cycles=N|weight-bits=N|energy-uj=X --rows R
       --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--costs-on per-format|engine] [--pe FMT] --out DIR
 
@@ -23,6 +23,11 @@ inference and per layer (events counted from the program's instructions, which a
 runs them, times the energy table: the default sw/energy/horowitz_45nm.json or --energy-table FILE), with
 inferences/s and inferences/s per watt from the compiler's cycle estimate at the clock target (sw.evaluate measures
 the cycles on the emulator).
+
+--batch N compiles one program that computes N samples per run: its input and output tensors hold N samples one
+after the other (manifest.json's "batch"; sw.run and sw.runtime feed whole runs, padding the last); layers on
+vectors (linear layers, 1x1 convolutions of 1x1 maps) run once per weight tile over the N vectors (a GEMM with
+M = N), convolutions of maps once per sample (sw/compiler/batching.py). The plan's cycles and MACs are per run.
 
 --mixed chooses a format per layer (weights and activations; W/A names them apart, e.g. minifloat6/fp8_e4m3) by an
 integer linear program: the least output error (measured per layer and format on the calibration samples) within
@@ -53,6 +58,9 @@ from hw.spec.formats import FormatError, get_format
 from sw.quantize.network import representable
 
 from .cli import Parser, UsageError, check_out_folder, integer, load_array, main_guard, write_folder
+
+#: Most samples one program computes (sw.compiler.network.MAX_BATCH, which this light module does not import).
+MAX_BATCH = 1024
 
 PROG = "python -m sw.compile"
 
@@ -96,6 +104,9 @@ def _parser() -> Parser:
                         "default) or on the engine that runs the mix (engine: today's figures)")
     p.add_argument("--energy-table", metavar="FILE", type=Path,
                    help="energy per event (JSON, the form of sw/energy/horowitz_45nm.json, the default)")
+    p.add_argument("--batch", metavar="N", type=integer(1, MAX_BATCH), default=1,
+                   help="samples one run of the program computes (default 1): linear layers stream N vectors "
+                        "through each weight tile")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
 
@@ -153,10 +164,10 @@ def engine_formats(weights: str, acts: str, first_last: str | None,
 
 def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | None, *, method: str = "minmax",
                   per_channel: bool = False, multi_tensor: bool = False, formats: dict | None = None,
-                  engine_only: bool = False, data_free=None, log=print):
+                  engine_only: bool = False, data_free=None, log=print, batch: int = 1):
     """ONNX file to :class:`CompiledNetwork` (the library behind the command line); ``engine_only`` refuses
     operators the engine does not run instead of giving them to the host; ``data_free``
-    (:class:`~sw.quantize.data_free.DataFree`) quantizes without ``samples``."""
+    (:class:`~sw.quantize.data_free.DataFree`) quantizes without ``samples``; ``batch``: samples per program run."""
     from sw.compiler.network import compile_network
     from sw.frontend.onnx_import import load_onnx
     from sw.quantize import first_last_layers, quantize_network
@@ -177,7 +188,7 @@ def compile_model(model: Path, config: AcceleratorConfig, samples: np.ndarray | 
                             acc_bits=config.acc_bits, samples=samples, method=method, per_channel=per_channel,
                             multi_tensor=multi_tensor, layer_formats=layer_formats, data_free=data_free)
     log(f"Quantized in {time.perf_counter() - started:.1f} s")
-    compiled = compile_network(qnet, config)
+    compiled = compile_network(qnet, config, batch=batch)
     compiled.compile_seconds = time.perf_counter() - started
     return compiled
 
@@ -228,7 +239,7 @@ def _main(argv: list[str] | None) -> int:
     method = args.method or ("mmse" if data_free else "minmax")
     compiled = compile_model(args.model, config, samples, method=method,
                              per_channel=args.per_channel or bool(data_free), multi_tensor=args.multi_tensor,
-                             formats=formats, engine_only=args.engine_only, data_free=data_free)
+                             formats=formats, engine_only=args.engine_only, data_free=data_free, batch=args.batch)
     report = format_report(compiled.network)
     print(report)
     print(_plan_table(compiled))
@@ -259,8 +270,9 @@ def _summary(compiled, energy_table) -> dict:
 
     cycles = sum(e["plan"]["estimated_cycles"] for e in compiled.layers)
     energy = energy_report(compiled.config, program_events(compiled), energy_table, cycles=cycles or None,
-                           layers=network_layers(compiled), cycles_source="the compiler's cost-model estimate")
-    return {"config": compiled.config.to_dict(), "instructions": len(compiled.program.words),
+                           layers=network_layers(compiled), cycles_source="the compiler's cost-model estimate",
+                           samples=compiled.batch)
+    return {"config": compiled.config.to_dict(), "batch": compiled.batch, "instructions": len(compiled.program.words),
             "layers": compiled.layers, "host_layers": compiled.host_layers, "energy": energy}
 
 
@@ -277,9 +289,13 @@ def _plan_table(compiled) -> str:
         rows += ["", "host layer            operators                                        MACs",
                  "--------------------  ---------------------------------------------  ---------"]
         rows += [f"{name[:20]:20s}  {types[:45]:45s}  {macs:9d}" for name, (types, macs) in hosts.items()]
+        engine //= compiled.batch
         total = engine + sum(macs for _, macs in hosts.values())
         rows.append(f"MACs per sample: {engine} on the engine ({100 * engine / max(total, 1):.1f} %), "
                     f"{total - engine} on the host, between {len(compiled.program.segments)} engine programs")
+    if compiled.batch > 1:
+        rows.append(f"One program run computes {compiled.batch} samples (--batch): the cycles, DRAM bytes and MACs "
+                    f"of the engine layers above are per run")
     return "\n".join(rows)
 
 

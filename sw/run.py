@@ -85,11 +85,14 @@ def _main(argv: list[str] | None) -> int:
     y = net.tensors[net.output].dequantize(result.codes).astype(np.float32)
     write_file(out, lambda scratch: np.save(scratch, y))
     seconds = time.perf_counter() - started
-    cycles = f", {int(np.mean(result.cycles))} cycles per inference" if result.cycles else ""
+    per_run = f" ({int(np.mean(result.cycles))} per run of {compiled.batch})" if compiled.batch > 1 else ""
+    cycles = (f", {int(np.mean(result.cycles)) / compiled.batch:g} cycles per inference{per_run}"
+              if result.cycles else "")
     print(f"Wrote {out}: {y.shape} float32 ({len(x) / seconds:.1f} inputs/s{cycles})")
     if result.events is not None:
         from sw.energy import energy_report
-        e = energy_report(compiled.config, result.events, table, cycles=int(np.max(result.cycles)))
+        e = energy_report(compiled.config, result.events, table, cycles=int(np.max(result.cycles)),
+                          samples=compiled.batch)
         print(f"Energy per inference (estimate, dynamic, {e['energy_table']['name']}): "
               f"{e['energy_uj_per_inference']:.4g} uJ; {e['inferences_per_second_per_watt']:,.0f} inferences/s per W "
               f"at {e['clock_mhz']:g} MHz")

@@ -170,3 +170,58 @@ def decoder_digits(path: Path, seed: int = 0) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 512, 10), seed: int = 0) -> Path:
+    """A multilayer perceptron of Gemm + Relu layers (``sizes``: the input width, then each layer's outputs) on a
+    flat input: the linear-heavy network of the batching tests and benchmark (random weights)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "x"
+    for i, (k, n) in enumerate(zip(sizes, sizes[1:])):
+        inits += [numpy_helper.from_array((rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array((rng.standard_normal(n) * 0.1).astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"g{i}"], transB=1))
+        x = f"g{i}"
+        if i + 2 < len(sizes):
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                           ["N", sizes[0]])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", sizes[-1]])],
+                              initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def conv_head(path: Path, seed: int = 0) -> Path:
+    """Digits images through a conv, a global average pool and a classifier head of 1x1 convolutions on the 1x1
+    map (with a residual Add of two of them), then a Flatten: layers on vectors that are not linear layers."""
+    rng = np.random.default_rng(seed)
+
+    def init(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("GlobalAveragePool", ["r1"], ["g"]),
+        helper.make_node("Conv", ["g", "wa", "ba"], ["a"]),
+        helper.make_node("Relu", ["a"], ["ra"]),
+        helper.make_node("Conv", ["ra", "wb", "bb"], ["b"]),
+        helper.make_node("Add", ["ra", "b"], ["s"]),
+        helper.make_node("Conv", ["s", "wc", "bc"], ["c"]),
+        helper.make_node("Flatten", ["c"], ["y"]),
+    ]
+    inits = [init("w1", 20, 1, 3, 3), init("b1", 20, scale=0.1), init("wa", 24, 20, 1, 1), init("ba", 24, scale=0.1),
+             init("wb", 24, 24, 1, 1), init("bb", 24, scale=0.1), init("wc", 10, 24, 1, 1), init("bc", 10, scale=0.1)]
+    graph = helper.make_graph(nodes, "conv_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                                 ["N", 1, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

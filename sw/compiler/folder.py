@@ -81,7 +81,7 @@ def load_folder(folder: Path, *, verify_digests: bool = True) -> "CompiledNetwor
     """The compiled network in ``folder``, after the checks of the module docstring."""
     from sw.ir import NetworkFileError, QuantizedNetwork
 
-    from .network import CompiledNetwork, Placement
+    from .network import MAX_BATCH, CompiledNetwork, Placement
     from .program import Program, Region
 
     folder = Path(folder)
@@ -92,7 +92,8 @@ def load_folder(folder: Path, *, verify_digests: bool = True) -> "CompiledNetwor
     config = schema.config()
     program_fields, image = schema.program(config)
     regions = schema.regions(program_fields["dram_size"], config)
-    placements = schema.placements(regions, config)
+    batch = schema.integer(manifest, "batch", 1, MAX_BATCH) if "batch" in manifest else 1
+    placements = schema.placements(regions, config, batch)
     layers = schema.layers(program_fields["instructions"])
     try:
         network = QuantizedNetwork.load(folder)
@@ -111,7 +112,7 @@ def load_folder(folder: Path, *, verify_digests: bool = True) -> "CompiledNetwor
     return CompiledNetwork(config, network, program,
                            {k: Placement(**v) for k, v in placements.items()}, layers,
                            float(manifest.get("compile_seconds", 0.0)) if isinstance(
-                               manifest.get("compile_seconds", 0.0), (int, float)) else 0.0, steps)
+                               manifest.get("compile_seconds", 0.0), (int, float)) else 0.0, steps, batch)
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -219,7 +220,7 @@ class _Schema:
             out[name] = (addr, size)
         return out
 
-    def placements(self, regions: dict, config: AcceleratorConfig) -> dict[str, dict]:
+    def placements(self, regions: dict, config: AcceleratorConfig, batch: int = 1) -> dict[str, dict]:
         from hw.spec.layout import output_line_bytes
 
         line = output_line_bytes(config)
@@ -229,9 +230,10 @@ class _Schema:
                 self.fail(f"tensor {_short(name)} lives in region {_short(t.get('region'))}, which is not listed")
             dims = {k: self.integer(t, k, 1, MAX_DIMENSION) for k in ("channels", "height", "width")}
             blocks = -(-dims["channels"] // config.cols)
-            if blocks * dims["height"] * dims["width"] * line > regions[t["region"]][1]:
-                self.fail(f"tensor {_short(name)} ({dims['channels']}x{dims['height']}x{dims['width']}) does not "
-                          f"fit its region {_short(t['region'])}")
+            if batch * blocks * dims["height"] * dims["width"] * line > regions[t["region"]][1]:
+                self.fail(f"tensor {_short(name)} ({dims['channels']}x{dims['height']}x{dims['width']}"
+                          f"{f', {batch} samples' if batch > 1 else ''}) does not fit its region "
+                          f"{_short(t['region'])}")
             index = t.get("index")
             if index is not None:
                 if not isinstance(index, list) or len(index) > dims["channels"] or not all(

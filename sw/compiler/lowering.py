@@ -66,12 +66,19 @@ class LoweredJob:
     names: list[str]
     op: str
     output: str
+    #: (height, width) of each source's map, and bytes of one sample of each source and of the output (a batched
+    #: program's tensors hold their samples one after the other; see sw/compiler/batching.py).
+    maps: list[tuple[int, int]]
+    source_bytes: list[int]
+    out_bytes: int
 
 
 class Lowering:
     def __init__(self, net: QuantizedNetwork, config: AcceleratorConfig, builder: ProgramBuilder,
-                 fused: dict[str, QuantLayer]):
+                 fused: dict[str, QuantLayer], batch: int = 1):
         self.net, self.config, self.b = net, config, builder
+        #: Samples one program run computes: every tensor's region holds that many maps, one after the other.
+        self.batch = batch
         #: Max pools fused into the accumulating layer before them: that layer's name -> the pool layer.
         self.fused = fused
         self.placements: dict[str, Placement] = {}
@@ -89,7 +96,7 @@ class Lowering:
         if fold is not None:
             channels, height, width = fold.shape(height, width)
         size = ceil_div(channels, c.cols) * height * width * output_line_bytes(c)
-        self.b.region(f"tensor:{name}", size=size)
+        self.b.region(f"tensor:{name}", size=size * self.batch)
         p = Placement(f"tensor:{name}", channels, height, width, fold=fold)
         self.placements[name] = p
         return p
@@ -208,8 +215,10 @@ class Lowering:
         if len(self.net.shapes[out_name]) == 1:
             out.index = list(range(int(cout)))
         job.out = self.b.regions[out.region]
+        sample = [self.b.regions[p.region].size // self.batch for p in (*(p for p, _ in sources), out)]
         self.jobs.append(LoweredJob(job, [layer.name] + ([pool_layer.name] if pool_layer is not None else []),
-                                    layer.op, out_name))
+                                    layer.op, out_name, [(p.height, p.width) for p, _ in sources], sample[:-1],
+                                    sample[-1]))
         return job
 
 

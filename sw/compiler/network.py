@@ -19,6 +19,7 @@ from sw.golden.activation import table_monotone
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
 
+from .batching import batch_jobs
 from .fold import input_fold
 from .formats import LayerFormats, select_formats
 from .lowering import CompileError, Lowering, LoweredHost, Placement
@@ -26,7 +27,10 @@ from .program import Program, ProgramBuilder
 from .splitting import split_job
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job
 
-__all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network"]
+__all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network", "MAX_BATCH"]
+
+#: Most samples one program computes (``sw.compile --batch``).
+MAX_BATCH = 1024
 
 
 @dataclass
@@ -41,6 +45,9 @@ class CompiledNetwork:
     #: What runs, in order: {"kind": "engine", "program": index into program.segments} and {"kind": "host",
     #: "layer": name}. A network without host layers is one engine program.
     steps: list[dict] = field(default_factory=lambda: [{"kind": "engine", "program": 0}])
+    #: Samples one run of the program computes (``sw.compile --batch``): every tensor's region holds that many
+    #: maps, sample after sample; the host methods below take and give whole runs.
+    batch: int = 1
     _formats: LayerFormats | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -65,15 +72,22 @@ class CompiledNetwork:
         return ceil_div(p.channels, self.config.cols) * p.height * p.width * output_line_bytes(self.config)
 
     def tensor_region(self, name: str) -> tuple[int, int]:
-        """(address, bytes) of tensor ``name`` in external memory."""
+        """(address, bytes) of tensor ``name`` in external memory: the ``batch`` samples of one program run."""
         p = self.placements[name]
-        return self.program.regions[p.region].addr, self._map_bytes(p)
+        return self.program.regions[p.region].addr, self.batch * self._map_bytes(p)
 
     def tensor_bytes(self, name: str, codes: np.ndarray) -> np.ndarray:
-        """Codes of tensor ``name`` for a batch (N, *IR shape) in the engine's layout: (N, bytes) uint8."""
+        """Codes of tensor ``name`` for samples (N, *IR shape), N a multiple of ``batch``, in the engine's layout:
+        (N / batch, bytes) uint8, a row per program run (its samples one after the other)."""
+        codes = np.asarray(codes)
+        if codes.shape[0] % self.batch:
+            raise ValueError(f"{codes.shape[0]} samples do not fill whole program runs of {self.batch}; pad the "
+                             f"last run")
+        return self._sample_bytes(name, codes).reshape(codes.shape[0] // self.batch, -1)
+
+    def _sample_bytes(self, name: str, codes: np.ndarray) -> np.ndarray:
         c, p = self.config, self.placements[name]
         zero = self.network.tensors[name].zero_code()
-        codes = np.asarray(codes)
         n = codes.shape[0]
         bits = c.act_slot_bits              # the activation format's (the widest of a multi-format build)
         dtype = np.uint8 if bits <= 8 else np.uint16
@@ -94,12 +108,14 @@ class CompiledNetwork:
         return pack_codes(lines, bits, output_line_bytes(c)).reshape(n, -1)
 
     def tensor_codes(self, name: str, data: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`tensor_bytes`: (N, bytes) from external memory to codes (N, *IR shape)."""
+        """Inverse of :meth:`tensor_bytes`: (R, bytes) of R program runs from external memory to codes
+        (R * batch, *IR shape)."""
         c, p = self.config, self.placements[name]
         if p.fold is not None:
             raise ValueError(f"tensor {name!r} sits in external memory folded (im2col'd for its convolution); "
                              f"its codes are the input the host wrote")
         data = np.asarray(data, dtype=np.uint8)
+        data = data.reshape(data.shape[0] * self.batch, -1)
         n, blocks = data.shape[0], ceil_div(p.channels, c.cols)
         lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.act_slot_bits)
         chw = lines.reshape(n, blocks, p.height * p.width, c.cols).transpose(0, 1, 3, 2)
@@ -128,21 +144,42 @@ class CompiledNetwork:
         return self._formats
 
     def write_tensor(self, dram: bytearray, name: str, codes: np.ndarray) -> None:
-        """Write one sample's codes (IR shape) of tensor ``name`` into ``dram``, in the engine's layout."""
+        """Write one program run's codes of tensor ``name`` into ``dram``, in the engine's layout: one sample (IR
+        shape) when ``batch`` is 1, else (batch, *IR shape)."""
         addr, _ = self.tensor_region(name)
-        data = self.tensor_bytes(name, np.asarray(codes)[None])[0]
+        codes = np.asarray(codes)
+        data = self.tensor_bytes(name, codes[None] if self.batch == 1 else codes)[0]
         dram[addr:addr + data.size] = data.tobytes()
 
     def read_tensor(self, dram, name: str) -> np.ndarray:
-        """One sample's codes (IR shape) of tensor ``name`` from ``dram``."""
+        """One program run's codes of tensor ``name`` from ``dram``: one sample (IR shape) when ``batch`` is 1,
+        else (batch, *IR shape)."""
         addr, nbytes = self.tensor_region(name)
         raw = np.frombuffer(bytes(dram), np.uint8)[addr:addr + nbytes]
-        return self.tensor_codes(name, raw[None])[0]
+        codes = self.tensor_codes(name, raw[None])
+        return codes[0] if self.batch == 1 else codes
 
     def dram_with_input(self, codes: np.ndarray) -> bytearray:
+        """The memory image with one program run's input (see :meth:`write_tensor`)."""
         dram = bytearray(self.program.dram)
         self.write_tensor(dram, self.network.input, codes)
         return dram
+
+    def drams_with_inputs(self, codes: np.ndarray) -> list[bytearray]:
+        """Memory images for samples (N, *input shape), N a multiple of ``batch``: one per program run."""
+        addr, _ = self.tensor_region(self.network.input)
+        images = []
+        for row in self.tensor_bytes(self.network.input, np.asarray(codes)):
+            dram = bytearray(self.program.dram)
+            dram[addr:addr + row.size] = row.tobytes()
+            images.append(dram)
+        return images
+
+    def read_runs(self, drams, name: str) -> np.ndarray:
+        """Codes (R * batch, *IR shape) of tensor ``name`` from the memories of R program runs."""
+        addr, nbytes = self.tensor_region(name)
+        raw = [np.frombuffer(bytes(dram[addr:addr + nbytes]), np.uint8) for dram in drams]
+        return self.tensor_codes(name, np.stack(raw) if raw else np.zeros((0, nbytes), np.uint8))
 
     @property
     def materialized(self) -> list[str]:
@@ -160,9 +197,10 @@ class CompiledNetwork:
             r = self.program.regions[p.region]
             return {"name": name, "shape": list(net.shapes[name]),
                     "encoding": {"format": t.format, "scale": t.scale, "zero_point": t.zero_point},
-                    "addr": r.addr, "bytes": self._map_bytes(p), "placement": p.to_dict()}
+                    "addr": r.addr, "bytes": self.batch * self._map_bytes(p), "placement": p.to_dict()}
         return {
             "config": self.config.to_dict(),
+            "batch": self.batch,
             "program": {"addr": self.program.program_addr, "instructions": len(self.program.words),
                         "dram_size": self.program.dram_size, "image": "program.bin", "listing": "program.asm"},
             "input": io(net.input),
@@ -203,26 +241,31 @@ class CompiledNetwork:
 
 
 def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progress=None, order: str | None = None,
-                    max_rows: int | None = None) -> CompiledNetwork:
-    """Lower ``net`` to one program for an engine built with ``config``.
+                    max_rows: int | None = None, batch: int = 1) -> CompiledNetwork:
+    """Lower ``net`` to one program for an engine built with ``config``; ``batch``: samples one run of it computes
+    (layers on vectors run once for all of them, each weight tile streaming ``batch`` vectors; see
+    :mod:`sw.compiler.batching`).
 
     ``order`` / ``max_rows``: restrict every layer's tiling (see :func:`plan_job`); by default the cost model
     chooses freely. Lowering runs twice: the second time the code area is exactly as long as the program, so
     the memory image holds no empty instruction space.
     """
+    if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+        raise CompileError(f"batch must be a whole number of samples in 1..{MAX_BATCH}, not {batch!r}")
     started = time.perf_counter()
-    count = _lower(net, config, None, None, order, max_rows)
-    compiled = _lower(net, config, count, progress, order, max_rows)
+    count = _lower(net, config, None, None, order, max_rows, batch)
+    compiled = _lower(net, config, count, progress, order, max_rows, batch)
     compiled.compile_seconds = time.perf_counter() - started
     return compiled
 
 
 def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: int | None, progress, order,
-           max_rows) -> CompiledNetwork | int:
+           max_rows, batch: int = 1) -> CompiledNetwork | int:
     """The compiled network, or (``max_instructions`` None) only how many instructions it has."""
     c = config
     _check_engine(net, c)
-    ctx = Lowering(net, c, ProgramBuilder(c, max_instructions=max_instructions or 1 << 22), _fused_pools(net))
+    ctx = Lowering(net, c, ProgramBuilder(c, max_instructions=max_instructions or 1 << 22), _fused_pools(net),
+                   batch)
     shape_in = net.input_shape
     if len(shape_in) == 3:
         ctx.place(net.input, *shape_in, fold=input_fold(net, c))
@@ -240,7 +283,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
     for name in ctx.placements:
         if name not in net.shapes:
             raise CompileError(f"internal: placement of unknown tensor {name!r}")
-    return CompiledNetwork(c, net, program, ctx.placements, entries, steps=ctx.steps)
+    return CompiledNetwork(c, net, program, ctx.placements, entries, steps=ctx.steps, batch=batch)
 
 
 def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
@@ -326,15 +369,21 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
             progress(f"layer {n + 1}/{len(ctx.jobs)}: {job.name}")
         first = len(b.words)
         plans, counts = [], {"steps": 0, "tiles": 0, "instructions": 0}
+        shared: dict = {}                           # weights and parameters, one copy for a batch's samples
+        planned: dict[str, Plan] = {}
         try:
-            for part in split_job(c, job):          # column strips and channel groups, when it needs them
-                plan: Plan = plan_job(c, part, order=order, max_rows=max_rows)
-                if not b.segment_empty:
-                    b.barrier()
-                for key, value in emit_job(b, part, plan, param_base=(emitted % 2) * half).items():
-                    counts[key] += value
-                plans.append(plan)
-                emitted += 1
+            for sample in batch_jobs(c, job, lowered.maps, lowered.source_bytes, lowered.out_bytes, ctx.batch):
+                for part in split_job(c, sample):   # column strips and channel groups, when it needs them
+                    if part.name not in planned:
+                        planned[part.name] = plan_job(c, part, order=order, max_rows=max_rows)
+                    plan = planned[part.name]
+                    if not b.segment_empty:
+                        b.barrier()
+                    for key, value in emit_job(b, part, plan, param_base=(emitted % 2) * half,
+                                               shared=shared).items():
+                        counts[key] += value
+                    plans.append(plan)
+                    emitted += 1
         except LayoutError as e:
             raise CompileError(str(e)) from None
         entries.append({"name": lowered.names[0], "op": lowered.op, "fused": lowered.names[1:],
@@ -342,7 +391,7 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
                         "plan": {"rows": plans[0].rows, "order": plans[0].order, "band": plans[0].band,
                                  "estimated_cycles": sum(p.cycles for p in plans),
                                  "dram_bytes": sum(p.dram_bytes for p in plans), "parts": len(plans)},
-                        "macs": job.useful_macs, "first_instruction": first, **counts})
+                        "macs": job.useful_macs * ctx.batch, "first_instruction": first, **counts})
     if not b.segment_empty or not b.segments_ended:
         steps.append({"kind": "engine", "program": b.segments_ended})      # the one build() ends
     ctx.steps = steps

@@ -97,7 +97,7 @@ def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     if job.cout <= per_group:
         return [job]
     olb = output_line_bytes(c)
-    block_lines = job.out_shape[0] * job.dst_pitch
+    block_lines = job.out_block_lines
     q = job.requant
     groups = []
     for c0 in range(0, job.cout, per_group):

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
+from hw.spec.isa import Buffer, KINDS, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
 
+from .pooling import alus_fit, band_pool_alus, pool_alus
 from .program import ProgramBuilder, Region, Step
 from .scatter import Scatter
 
@@ -150,6 +151,19 @@ class ConvJob:
     stride_h: int | None = None
     #: Where the output lines go when not to a map of the job's own shape (None: there).
     scatter: Scatter | None = None
+    #: Lines between the output's channel blocks in external memory (None: output rows times ``dst_pitch``). 1 for
+    #: a batch of vectors stored sample after sample (:mod:`sw.compiler.batching`).
+    out_block_pitch: int | None = None
+    #: Samples the job runs on, one after the other in one schedule (a batched program's convolution; see
+    #: sw/compiler/batching.py): sample n reads each source ``sample_bytes[i] * n`` bytes on, and writes
+    #: ``out_sample_bytes * n`` bytes on.
+    samples: int = 1
+    sample_bytes: tuple[int, ...] = ()
+    out_sample_bytes: int = 0
+
+    @property
+    def out_block_lines(self) -> int:
+        return self.out_shape[0] * self.dst_pitch if self.out_block_pitch is None else self.out_block_pitch
 
     @property
     def row_stride(self) -> int:
@@ -179,7 +193,7 @@ class ConvJob:
         if self.macs is not None:
             return self.macs
         ho, wo = self.conv_out
-        return sum(int(np.count_nonzero(s.weights.any(axis=0))) for s in self.sources) * ho * wo
+        return sum(int(np.count_nonzero(s.weights.any(axis=0))) for s in self.sources) * ho * wo * self.samples
 
 
 @dataclass
@@ -369,10 +383,10 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     patches = tiles.slots(order) * in_rows * pitch
     # Patches alternate between two halves of the buffer from one chunk (chunk order) or output tile (block
     # order) or band to the next; a job of one chunk in chunk order has no next chunk to prefetch.
-    halves = 1 if order == "chunk" and rows >= job.out_shape[0] and not band else 2
+    halves = 1 if order == "chunk" and rows >= job.out_shape[0] and not band and job.samples == 1 else 2
     if halves * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows, band)) > c.acc_buffer_depth:
         return False
-    if job.pool is not None and (band or not job.pool.in_place) and not _alus_fit(job, conv_rows, rows):
+    if job.pool is not None and (band or not job.pool.in_place) and not alus_fit(job, conv_rows, rows):
         return False
     if band and job.pool.dilation[0] * out_w > _field_max(Opcode.ALU, "src_stride"):
         return False
@@ -398,7 +412,7 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     c = config
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
-    chunks = ceil_div(out_h, rows)
+    chunks = ceil_div(out_h, rows) * job.samples
     conv_rows, in_rows = _geometry(job, rows, band)
     if band:
         chunks *= ceil_div(_geometry(job, rows)[0], band)
@@ -431,8 +445,8 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     if job.scatter is not None:         # a STORE per row and target, a burst per line when columns spread
         copies = max(len(t) for t in job.scatter.targets)
         store = copies * rows * (ceil_div(out_w * olb, bus) + burst * (out_w if job.scatter.step[1] > 1 else 1))
-        traffic += (copies - 1) * ceil_div(job.cout, c.cols) * out_h * out_w * olb
-    traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb
+        traffic += (copies - 1) * ceil_div(job.cout, c.cols) * out_h * out_w * olb * job.samples
+    traffic += ceil_div(job.cout, c.cols) * out_h * out_w * olb * job.samples
     per_step_load = load_cycles / steps
     cycles = (patch + tile) + steps * max(compute, per_step_load) + store
     if job.scatter is not None:         # scattered STOREs may take longer than the steps they overlap
@@ -490,80 +504,19 @@ def _bands_that_fit(config: AcceleratorConfig, job: ConvJob, tiles: _Tiles) -> l
             if _fits(config, job, 1, "block", tiles, band) and _reads_real_rows(job, 1, band)]
 
 
-def _alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
-    """The separable pooling's ALU instructions can address a tile of ``rows`` pooled rows."""
-    (_, sw), wp, wo = job.pool.stride, job.out_shape[1], job.conv_out[1]
-    return (max(conv_rows, rows) <= _field_max(Opcode.ALU, "y_size") and wp <= _field_max(Opcode.ALU, "x_size")
-            and max(wo, job.pool.stride[0] * wp) <= _field_max(Opcode.ALU, "src_stride")
-            and (wp == 1 or sw <= _field_max(Opcode.ALU, "src_step")))
-
-
-def _pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, regions: tuple) -> list:
-    """The ALU instructions that pool one output tile (see :class:`Pool`)."""
-    if job.pool.in_place:
-        return _in_place_alus(job, base, pooled, conv_rows, wo)
-    (kh, kw), (sh, sw), (dh, dw) = job.pool.kernel, job.pool.stride, job.pool.dilation
-    wp = job.out_shape[1]
-    op = int(AluOp.MAX if job.pool.kind == "max" else AluOp.ADD)
-    rows_base, out_base = base + regions[0], base + regions[0] + regions[1]
-    alus = [("ALU", dict(op=int(AluOp.COPY) if kx == 0 else op, dst_addr=rows_base, src_addr=base + kx * dw,
-                         y_size=conv_rows, x_size=wp, dst_stride=wp, src_stride=wo, src_step=sw if wp > 1 else 1))
-            for kx in range(kw)]
-    alus += [("ALU", dict(op=int(AluOp.COPY) if ky == 0 else op, dst_addr=out_base,
-                          src_addr=rows_base + ky * dh * wp, y_size=pooled, x_size=wp, dst_stride=wp,
-                          src_stride=sh * wp, src_step=1))
-             for ky in range(kh)]
-    return alus
-
-
-def _band_pool_alus(job: ConvJob, base: int, band: tuple, wo: int, regions: tuple) -> list:
-    """The ALU instructions that pool one band of conv rows into a tile's one pooled row: the row pass over the
-    band (as :func:`_pool_alus`), then the band's rows the window takes combined into the pooled row, which the
-    band at the window's first row starts with a COPY."""
-    (kh, kw), (_, sw), (dh, dw) = job.pool.kernel, job.pool.stride, job.pool.dilation
-    b0, n = band[:2]
-    wp = job.out_shape[1]
-    op = int(AluOp.MAX if job.pool.kind == "max" else AluOp.ADD)
-    rows_base, out_base = base + regions[0], base + regions[0] + regions[1]
-    alus = [("ALU", dict(op=int(AluOp.COPY) if kx == 0 else op, dst_addr=rows_base, src_addr=base + kx * dw,
-                         y_size=n, x_size=wp, dst_stride=wp, src_stride=wo, src_step=sw if wp > 1 else 1))
-            for kx in range(kw)]
-    taps = [ky for ky in range(kh) if b0 <= ky * dh < b0 + n]
-    if taps and taps[0] == 0:
-        alus.append(("ALU", dict(op=int(AluOp.COPY), dst_addr=out_base, src_addr=rows_base - b0 * wp, y_size=1,
-                                 x_size=wp, dst_stride=0, src_stride=0, src_step=1)))
-        taps = taps[1:]
-    if taps:            # the rows one after the other into the same pooled row (dst_stride 0)
-        alus.append(("ALU", dict(op=op, dst_addr=out_base, src_addr=rows_base + (taps[0] * dh - b0) * wp,
-                                 y_size=len(taps), x_size=wp, dst_stride=0, src_stride=dh * wp, src_step=1)))
-    return alus
-
-
-def _in_place_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int) -> list:
-    """ALU MAX ops leaving each window's maximum in its top-left accumulator line (windows never overlap)."""
-    (pkh, pkw), (psh, psw) = job.pool.kernel, job.pool.stride
-    alus = []
-    for dy in range(1, pkh):
-        alus.append(("ALU", dict(op=int(AluOp.MAX), dst_addr=base, src_addr=base + dy * wo, y_size=pooled,
-                                 x_size=wo, dst_stride=psh * wo, src_stride=psh * wo, src_step=1)))
-    wp = (wo - pkw) // psw + 1
-    for dx in range(1, pkw):
-        if wo % psw == 0 and conv_rows * wo // psw <= _field_max(Opcode.ALU, "y_size"):
-            alus.append(("ALU", dict(op=int(AluOp.MAX), dst_addr=base, src_addr=base + dx,
-                                     y_size=conv_rows * wo // psw, x_size=1, dst_stride=psw, src_stride=psw,
-                                     src_step=1)))
-        else:
-            for r in range(pooled):
-                row = base + r * psh * wo
-                alus.append(("ALU", dict(op=int(AluOp.MAX), dst_addr=row, src_addr=row + dx, y_size=wp,
-                                         x_size=1, dst_stride=psw, src_stride=psw, src_step=1)))
-    return alus
-
-
-def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0) -> dict:
+def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0,
+             shared: dict | None = None) -> dict:
     """Emit ``job`` into ``b`` as one schedule (after :meth:`ProgramBuilder.barrier` if an earlier layer wrote
-    its inputs); returns counts of steps, output tiles and instructions."""
+    its inputs); returns counts of steps, output tiles and instructions. ``shared``: regions of weights, parameters
+    and tables by name, filled on first use, so that copies of one job (a batch's samples) share them."""
     c = b.config
+
+    def region(name, data):
+        if shared is None:
+            return b.region(name, data())
+        if name not in shared:
+            shared[name] = b.region(name, data())
+        return shared[name]
     tiles = plan.tiles or _tiles(c, job)
     t_pad, l_pad, _, r_pad = job.padding
     ho, wo = job.conv_out
@@ -593,9 +546,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
     w_data = np.concatenate([tiles.data[key] for key in keys])
     w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
-    rw = b.region(f"{job.name}.weights", pack_lines(w_data, c.weight_slot_bits, wlb))
+    rw = region(f"{job.name}.weights", lambda: pack_lines(w_data, c.weight_slot_bits, wlb))
     bias, mult, shift = job.requant.lines(nb_n, c.cols)
-    rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
+    rp = region(f"{job.name}.params", lambda: pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
     param_load = ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                                x_size=nb_n))
 
@@ -604,14 +557,15 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)
 
-    def patch_load(i, cb, band, base):
+    def patch_load(i, cb, band, base, sample):
         _, _, iy0, in_rows, top, bottom = band
         real = in_rows - top - bottom
         if real < 1:
             raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
         src = job.sources[i]
+        first = src.region.addr + (job.sample_bytes[i] * sample if sample else 0)
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=src.region.addr + (cb * block_pitch + max(iy0, 0) * src_pitch) * alb,
+                      dram_addr=first + (cb * block_pitch + max(iy0, 0) * src_pitch) * alb,
                       y_size=real, x_size=job.width, dram_stride=src_pitch * alb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
@@ -619,16 +573,17 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
         return ("LOAD", fields)
 
-    def stores_of(chunk, nb, acc_base):
+    def stores_of(chunk, nb, acc_base, sample):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
+        out_base = job.out.addr + job.out_sample_bytes * sample + (nb * job.out_block_lines + r0 * dst_pitch) * olb
         if job.scatter is not None:
+            base = job.out.addr + job.out_sample_bytes * sample
             if job.pool is None or not job.pool.in_place or plan.band:
                 first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
-                return job.scatter.stores(job.out.addr, nb, r0, rows, out_w, lambda r: first + r * out_w, 1,
+                return job.scatter.stores(base, nb, r0, rows, out_w, lambda r: first + r * out_w, 1,
                                           param_base + nb, olb)
             psh, psw = job.pool.stride
-            return job.scatter.stores(job.out.addr, nb, r0, rows, out_w, lambda r: acc_base + r * psh * wo, psw,
+            return job.scatter.stores(base, nb, r0, rows, out_w, lambda r: acc_base + r * psh * wo, psw,
                                       param_base + nb, olb)
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
@@ -648,9 +603,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     steps: list[Step] = []
     tile_count = bands_done = 0
 
-    def add_tile(nb, chunk, patch_parity, weight_base, load_weights, loaded):
-        """Steps of one output tile (chunk, nb); ``loaded``: patches already in this chunk's region. A banded
-        tile takes a step per band, each band's patches in the other half from the band before."""
+    def add_tile(nb, chunk, patch_parity, weight_base, load_weights, loaded, sample):
+        """Steps of one output tile (sample, chunk, nb); ``loaded``: patches already in this chunk's region. A
+        banded tile takes a step per band, each band's patches in the other half from the band before."""
         nonlocal tile_count, bands_done
         rows = chunk_geometry(chunk)[1]
         acc_base = (tile_count % 2) * acc_tile
@@ -663,7 +618,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 ky0, ky1, kx0, kx1 = tiles.groups[g]
                 loads = []
                 if (i, cb) not in loaded:
-                    loads.append(patch_load(i, cb, band, slot(nb, i, cb, patch_parity)))
+                    loads.append(patch_load(i, cb, band, slot(nb, i, cb, patch_parity), sample))
                     loaded.add((i, cb))
                 if load_weights and band[0] == 0:
                     w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
@@ -684,26 +639,28 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 else:
                     steps[-1].computes.append(compute)
             if plan.band:
-                steps[-1].computes.extend(_band_pool_alus(job, acc_base, band, wo, regions))
+                steps[-1].computes.extend(band_pool_alus(job, acc_base, band, wo, regions))
         last = steps[-1]
         last.ends = True
         if job.pool is not None and not plan.band:
-            last.computes.extend(_pool_alus(job, acc_base, rows, band[1], wo, regions))
-        last.stores = stores_of(chunk, nb, acc_base)
+            last.computes.extend(pool_alus(job, acc_base, rows, band[1], wo, regions))
+        last.stores = stores_of(chunk, nb, acc_base, sample)
         tile_count += 1
 
     if order == "chunk":
-        for chunk in range(chunks):
-            loaded = set()
-            for nb in range(nb_n):
-                add_tile(nb, chunk, chunk % 2, 0, True, loaded)
-    else:
+        for sample in range(job.samples):
+            for chunk in range(chunks):
+                loaded = set()
+                for nb in range(nb_n):
+                    add_tile(nb, chunk, (sample * chunks + chunk) % 2, 0, True, loaded, sample)
+    else:               # the weights of an output block stay resident while every sample's chunks pass
         most = max(len(t) for t in tiles.per_block)
         gc = 0
         for nb in range(nb_n):
-            for chunk in range(chunks):
-                add_tile(nb, chunk, gc % 2, (nb % 2) * most * w_tile, chunk == 0, set())
-                gc += 1
+            for sample in range(job.samples):
+                for chunk in range(chunks):
+                    add_tile(nb, chunk, gc % 2, (nb % 2) * most * w_tile, chunk == 0 and sample == 0, set(), sample)
+                    gc += 1
     first = len(b.words)
     prologue = [param_load]
     if job.requant.table is not None:
@@ -712,7 +669,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
                               f"format {c.acts.name} has no lookup table; build the engine with an activation format of at "
                               f"most 8 bits")
-        rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
+        rl = region(f"{job.name}.table", lambda: pack_lut(job.requant.table, c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
     b.schedule(steps, prologue=prologue, setpp=job.requant.setpp())

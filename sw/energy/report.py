@@ -40,18 +40,22 @@ def _uj(pj: float) -> float:
 
 def energy_report(config: AcceleratorConfig, events: Events, table: EnergyTable, *, cycles: int | None = None,
                   layers: list[tuple[str, int, int]] = (), fmax_mhz: float | None = None,
-                  cycles_source: str = "the emulator's cycle model") -> dict:
+                  cycles_source: str = "the emulator's cycle model", samples: int = 1) -> dict:
     """The report of one inference's ``events`` (rows = instructions) on ``config``; ``layers``: (name, start,
-    stop) instruction spans; ``cycles``: the inference's cycles (for inferences/s and static energy);
+    stop) instruction spans; ``cycles``: the inference's cycles (for inferences/s and static energy); ``samples``:
+    inferences the events and cycles are of (a program compiled with ``--batch``), the figures being per inference;
     ``fmax_mhz``: an achieved clock to use instead of the configuration's clock target; ``cycles_source``: where
     ``cycles`` come from."""
     clock, clock_source = ((fmax_mhz, "achieved fmax (given)") if fmax_mhz is not None
                            else (config.clock_mhz, "clock target of the configuration"))
+    if samples != 1 and cycles is not None:
+        cycles = cycles / samples                   # per inference, as every figure below
     seconds = None if cycles is None else cycles / (clock * 1e6)
     static_pj = 0.0 if seconds is None else table.static_power_mw * 1e-3 * seconds * 1e12
 
     def split(start: int = 0, stop: int | None = None) -> dict[str, float]:
-        return energy_by_class(config, table, events.total(start, stop), events.macs_by_formats(start, stop))
+        parts = energy_by_class(config, table, events.total(start, stop), events.macs_by_formats(start, stop))
+        return {name: pj / samples for name, pj in parts.items()}
 
     by_class = split()
     dynamic = sum(by_class.values())
@@ -72,6 +76,7 @@ def energy_report(config: AcceleratorConfig, events: Events, table: EnergyTable,
         "static_uj": _uj(static_pj),
         "by_class_uj": {name: _uj(pj) for name, pj in by_class.items()},
         "events": events.total(),
+        **({"samples_per_run": samples, "events_scope": "one program run"} if samples != 1 else {}),
         "macs_by_formats": {f"{w} x {a}": n for (w, a), n in events.macs_by_formats().items()},
         "energy_per_event_pj": per_event,
         "clock_mhz": clock,

@@ -53,6 +53,9 @@ def _check(args: argparse.Namespace) -> None:
     if args.multi_tensor:
         raise UsageError("--multi-tensor with --mixed is not supported yet (its weight tensors would need costing "
                          "per layer); leave one out")
+    if getattr(args, "batch", 1) != 1:
+        raise UsageError("--batch with --mixed is not supported yet (the costs are counted per sample); compile "
+                         "the chosen mix without --batch")
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such file")
 

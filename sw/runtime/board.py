@@ -32,7 +32,8 @@ HostStep = Callable[[str, Callable[[str], np.ndarray]], tuple[int, np.ndarray]]
 
 @dataclass
 class BoardRun:
-    """One sample through the network on the board: the tensors read back, engine cycles of all its programs."""
+    """One sample through the network on the board: the tensors read back, engine cycles of all the programs of
+    its run (a program compiled with ``--batch N`` computes N samples per run)."""
 
     tensors: dict = field(default_factory=dict)
     cycles: int = 0
@@ -48,7 +49,8 @@ class ImageTooLarge(ValueError):
 
 def run_network_on_board(compiled: CompiledNetwork, codes, link, *, host: HostStep, keep: bool = False,
                          progress=None) -> list[BoardRun]:
-    """Every sample of ``codes`` (N, *input_shape) through the network's steps on the board behind ``link``."""
+    """Every sample of ``codes`` (N, *input_shape), N a multiple of ``compiled.batch``, through the network's steps
+    on the board behind ``link``, a program run per ``compiled.batch`` samples; a :class:`BoardRun` per sample."""
     image = compiled.program.dram
     _check_size(link, len(image))
     budgets = _budgets(compiled)
@@ -56,22 +58,21 @@ def run_network_on_board(compiled: CompiledNetwork, codes, link, *, host: HostSt
     runs = []
     if progress:
         progress(0, len(codes))
-    for i, sample in enumerate(codes):
-        dram = compiled.dram_with_input(sample)
+    for i, dram in enumerate(compiled.drams_with_inputs(codes)):
         for addr, size in (_spans(compiled) if i == 0 else [(r.addr, r.size) for r in tensors]):
             link.write_memory(addr, _words(dram[addr:addr + size]))
-        run = BoardRun()
+        cycles = 0
         for step in compiled.steps:
             if step["kind"] == "host":
-                address, data = host(step["layer"], lambda t: _read(compiled, link, t)[None])
+                address, data = host(step["layer"], lambda t: _read(compiled, link, t))
                 link.write_memory(address, _words(data[0].tobytes()))
             else:
-                run.cycles += _program(compiled, step, link, budgets[step["program"]], i)
+                cycles += _program(compiled, step, link, budgets[step["program"]], i)
         names = compiled.materialized if keep else [compiled.network.output]
-        run.tensors = {name: _read(compiled, link, name) for name in names}
-        runs.append(run)
+        read = {name: _read(compiled, link, name) for name in names}
+        runs += [BoardRun({name: v[k] for name, v in read.items()}, cycles) for k in range(compiled.batch)]
         if progress:
-            progress(i + 1, len(codes))
+            progress(len(runs), len(codes))
     return runs
 
 
@@ -128,7 +129,7 @@ def _read(compiled: CompiledNetwork, link, name: str) -> np.ndarray:
     addr, nbytes = compiled.tensor_region(name)
     start, end = addr - addr % 4, -(-(addr + nbytes) // 4) * 4
     raw = np.frombuffer(link.read_memory(start, end - start), np.uint8)[addr - start:addr - start + nbytes]
-    return compiled.tensor_codes(name, raw[None])[0]
+    return compiled.tensor_codes(name, raw[None])
 
 
 def _words(data) -> bytes:

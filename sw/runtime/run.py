@@ -43,7 +43,8 @@ class RunResult:
     codes: np.ndarray
     #: Per sample, the codes of every tensor in external memory (``keep=True``), by name.
     tensors: list[dict] = field(default_factory=list)
-    #: Per sample: engine cycles from start to done (rtl; emulator with ``cycles=True``), else empty.
+    #: Per sample: engine cycles from start to done of the program run that computed it (rtl; emulator with
+    #: ``cycles=True``), else empty. A program compiled with ``--batch N`` computes N samples per run.
     cycles: list[int] = field(default_factory=list)
     #: Per sample, per engine layer: cycles from the end of the layer before to the end of this one (emulator with
     #: ``cycles=True``).
@@ -110,17 +111,18 @@ def host_layer(compiled: CompiledNetwork, name: str, read: Callable[[str], np.nd
 
 
 def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, cycles: bool) -> RunResult:
-    """Batches of samples through the emulator: functional mode, or one timed run for the cycles (every sample
-    takes the same path through the program, so its cycles are every sample's) and functional for the rest.
-    Host layers run between the engine's programs on the samples' memory."""
+    """Batches of program runs through the emulator (``codes``: whole runs of ``compiled.batch`` samples):
+    functional mode, or one timed run for the cycles (every run takes the same path through the program, so its
+    cycles are every run's) and functional for the rest. Host layers run between the engine's programs on the
+    runs' memory."""
     net = compiled.network
     result = RunResult(np.empty((len(codes), *net.output_shape), dtype=np.int64))
     in_addr, _ = compiled.tensor_region(net.input)
     timing = None
-    size = _batch_size(compiled)
+    size = _batch_size(compiled) * compiled.batch
     for at in range(0, len(codes), size):
         batch = codes[at:at + size]
-        emulator = Emulator(compiled.config, compiled.program.dram, batch=len(batch))
+        emulator = Emulator(compiled.config, compiled.program.dram, batch=len(batch) // compiled.batch)
         emulator.memory.write(in_addr, compiled.tensor_bytes(net.input, batch))
         timed = cycles and timing is None
         total, ended, events = 0, {}, []
@@ -156,6 +158,7 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress,
 
 
 def _batch_size(compiled: CompiledNetwork) -> int:
+    """Program runs one emulator holds at once."""
     c = compiled.config
     per_sample = compiled.program.dram_size + 8 * (c.act_buffer_depth * c.rows + c.acc_buffer_depth * c.cols)
     return max(1, min(EMULATOR_BATCH, EMULATOR_BYTES // per_sample))
@@ -189,12 +192,12 @@ def _rtl(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress, wor
                                           host=lambda name, read: host_layer(compiled, name, read))
     except backend.NetworkFault as e:
         raise EngineFault(str(e)) from None
-    result = RunResult(np.empty((len(codes), *compiled.network.output_shape), dtype=np.int64))
-    for i, run in enumerate(runs):
-        result.codes[i] = compiled.read_tensor(run.dram, compiled.network.output)
-        if keep:
-            result.tensors.append({name: compiled.read_tensor(run.dram, name) for name in compiled.materialized})
-        result.cycles.append(run.cycles)
+    drams = [run.dram for run in runs]
+    result = RunResult(compiled.read_runs(drams, compiled.network.output).astype(np.int64))
+    if keep:
+        every = {name: compiled.read_runs(drams, name) for name in compiled.materialized}
+        result.tensors = [{name: v[i] for name, v in every.items()} for i in range(len(codes))]
+    result.cycles = [run.cycles for run in runs for _ in range(compiled.batch)]
     return result
 
 
@@ -250,11 +253,34 @@ def run_codes(program: CompiledNetwork | str | Path, codes, backend: str = "emul
     codes = _canonical(compiled, codes)
     if backend == "golden":
         return _golden(compiled, codes, keep, progress)
+    n, codes = len(codes), padded(codes, compiled.batch)
+    if progress is not None and len(codes) != n:
+        shown = progress
+        progress = lambda done, total: shown(min(done, n), n)          # noqa: E731 - the padding not counted
     if backend == "emulator":
-        return _emulate(compiled, codes, keep, progress, cycles)
-    if backend == "board":
-        return _board(compiled, codes, keep, progress, port, baud)
-    return _rtl(compiled, codes, keep, progress, work_dir)
+        result = _emulate(compiled, codes, keep, progress, cycles)
+    elif backend == "board":
+        result = _board(compiled, codes, keep, progress, port, baud)
+    else:
+        result = _rtl(compiled, codes, keep, progress, work_dir)
+    return _trimmed(result, n)
+
+
+def padded(codes: np.ndarray, batch: int) -> np.ndarray:
+    """``codes`` (N, ...) with the last program run of ``batch`` samples filled up with copies of the first sample
+    (a valid input whatever the format), which :func:`_trimmed` drops from the results."""
+    short = -len(codes) % batch
+    if not short or not len(codes):
+        return codes
+    return np.concatenate([codes, np.repeat(codes[:1], short, axis=0)])
+
+
+def _trimmed(result: RunResult, n: int) -> RunResult:
+    """``result`` of the first ``n`` samples: the padding of the last program run dropped."""
+    result.codes = result.codes[:n]
+    result.tensors, result.cycles, result.layer_cycles = (result.tensors[:n], result.cycles[:n],
+                                                          result.layer_cycles[:n])
+    return result
 
 
 def run(program: CompiledNetwork | str | Path, inputs, backend: str = "emulator", **options) -> np.ndarray:

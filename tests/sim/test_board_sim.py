@@ -129,3 +129,21 @@ def test_malformed_frames_on_the_line_are_answered(board):
     assert all(sum(a) % 256 == 0 for a in answers)
     with BoardLink(board) as link:                # the bridge took the next host's requests as ever
         assert link.read_memory(0x100, 8) == bytes(range(8))
+
+
+def test_a_batched_program_on_the_board_equals_the_emulator(board, tmp_path):
+    """A program for 3 images (sw.compile --batch 3) with a host Softmax between engine programs: 4 images make a
+    full run and a padded one, each image's tensors the emulator's."""
+    compiled = compile_model(softmax_digits(tmp_path / "softmax.onnx"), CONFIG, np.load(DIGITS / "calibration.npy"),
+                             method="mmse", per_channel=True, log=lambda *_: None, batch=3)
+    assert compiled.host_layers
+    net = compiled.network
+    codes = net.tensors[net.input].quantize(_images(4))
+    on_board = run_codes(compiled, codes, "board", keep=True, port=board)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    np.testing.assert_array_equal(on_board.codes, emulated.codes)
+    assert len(on_board.tensors) == len(on_board.cycles) == 4
+    for i in range(len(codes)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(on_board.tensors[i][name], emulated.tensors[i][name],
+                                          err_msg=f"tensor {name}, image {i}")

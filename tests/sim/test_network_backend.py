@@ -36,3 +36,26 @@ def test_random_network_on_rtl_matches_golden(weights, acts, n, seed, tmp_path):
     assert len(rtl.cycles) == len(emulated.cycles) == len(x)
     for r, e in zip(rtl.cycles, emulated.cycles):
         assert abs(r - e) <= 0.05 * r, (r, e)
+
+
+def test_random_network_batched_on_rtl_matches_golden(tmp_path):
+    """A program for 3 samples (sw.compile --batch 3): vectors stacked, convolutions over the samples in one
+    schedule, pools, adds and concats; 5 inputs make a full run and a padded one. The 8x8 build of
+    tests/sim/test_networks_rtl.py."""
+    config = AcceleratorConfig(rows=8, cols=8, weight_format="int8", act_format="int8", act_buffer_depth=1024,
+                               weight_buffer_depth=256, acc_buffer_depth=512, param_buffer_depth=16, dma_bits=64)
+    rng = np.random.default_rng(7)
+    net = random_network(rng, "int8", "int8", config.acc_bits)
+    compiled = compile_network(net, config, batch=3)
+    x = random_inputs(rng, net, 5)
+    rtl = run_codes(compiled, x, "rtl", keep=True, work_dir=tmp_path)
+    golden = run_codes(compiled, x, "golden", keep=True)
+    emulated = run_codes(compiled, x, "emulator", cycles=True)
+    assert len(rtl.tensors) == len(x)
+    for i in range(len(x)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(rtl.tensors[i][name], golden.tensors[i][name],
+                                          err_msg=f"tensor {name}, sample {i}")
+    np.testing.assert_array_equal(emulated.codes, golden.codes)
+    for r, e in zip(rtl.cycles, emulated.cycles):
+        assert abs(r - e) <= 0.02 * r, (r, e)

@@ -6,7 +6,7 @@ calibration samples, optionally a labelled test set (``images`` and ``labels``; 
 samples run), the engine, how many images.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,7 @@ class Network:
     test_set: Path | None = None           # images and labels; without it, the first calibration samples
     min_accuracy: float = 0.85             # of the RTL's top-1 on a test set (a sanity check, not a benchmark)
     options: dict = field(default_factory=lambda: {"method": "mmse", "per_channel": True})
+    batch: int = 1                         # samples per program run (sw.compile --batch)
 
 
 def trained(path: Path, config: AcceleratorConfig, images: int, model=None) -> Network:
@@ -44,8 +45,8 @@ def trained(path: Path, config: AcceleratorConfig, images: int, model=None) -> N
     return Network(model or folder.onnx, folder.calibration, config, images, folder.test_set)
 
 
-def digits(config: AcceleratorConfig, images: int, model=None) -> Network:
-    return trained(DIGITS, config, images, model)
+def digits(config: AcceleratorConfig, images: int, model=None, batch: int = 1) -> Network:
+    return replace(trained(DIGITS, config, images, model), batch=batch)
 
 
 def zoo(name: str, config: AcceleratorConfig, images: int) -> Network:
@@ -62,6 +63,9 @@ NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
     "digits-minifloat6-16x16": digits(engine("minifloat6", 16), 32),
     "digits-int8-16x16": digits(engine("int8", 16), 32),
+    # One program computes 8 images (sw.compile --batch 8): the linear layers stream 8 vectors per weight tile;
+    # 20 images make two full runs and a padded one.
+    "digits-int8-8x8-batch8": digits(INT8_8X8, 20, batch=8),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),
@@ -96,7 +100,9 @@ def _inputs(case: Network) -> tuple[np.ndarray, np.ndarray | None]:
 def test_network_on_rtl_equals_golden_and_emulator(name, tmp_path):
     case = NETWORKS[name]
     model = case.model if isinstance(case.model, Path) else case.model(tmp_path / f"{name}.onnx")
-    compiled = compile_model(model, case.config, np.load(case.calibration), log=lambda *_: None, **case.options)
+    compiled = compile_model(model, case.config, np.load(case.calibration), log=lambda *_: None, batch=case.batch,
+                             **case.options)
+    assert compiled.batch == case.batch
     x, labels = _inputs(case)
     net = compiled.network
     codes = net.tensors[net.input].quantize(x)
