@@ -578,16 +578,16 @@ def test_negative_param_matches_golden_model(acts, tmp_path):
     check_vectors(config, v, tmp_path, seed=11)
 
 
-def test_negative_side_on_the_positive_sign_is_caught(monkeypatch, tmp_path):
-    """A unit that chooses the negative side by the sign of ``acc`` instead of ``acc + bias`` must fail."""
+def test_never_taking_the_negative_side_is_caught(monkeypatch, tmp_path):
+    """A unit that never takes the negative side (the choice stuck at the positive one) must fail the check."""
     original = PostProcessor._magnitude
 
-    def by_acc_sign(self, m, p):
-        # Mutation: pretend the sum is never negative, so the negative side is never chosen.
+    def ignoring_it(self, m, p):
+        # Mutation: negative_param ignored, so the negative side is never chosen.
         p.negative_param = p.negative_param & 0
         return original(self, m, p)
 
-    monkeypatch.setattr(PostProcessor, "_magnitude", by_acc_sign)
+    monkeypatch.setattr(PostProcessor, "_magnitude", ignoring_it)
     monkeypatch.setenv("NO_WAVES_ON_FAILURE", "1")
     config = make_config("int8", "int8")
     v = with_negative_side(config, 2000, random.Random(3))
