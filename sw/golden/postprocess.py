@@ -39,7 +39,8 @@ from hw.spec.formats import Format, IntFormat, get_format
 
 from .exact import max_abs
 
-__all__ = ["rescale", "rescale_exact", "negative_sum", "round_half_even_shift", "clamp_codes", "scaled_product", "lookup"]
+__all__ = ["rescale", "rescale_exact", "negative_sum", "round_half_even_shift", "clamp_codes", "scaled_product",
+           "lookup"]
 
 #: ``acc + B`` below this magnitude takes the int64 path; it needs two 31-bit limbs at most.
 _SUM_LIMIT = 1 << 62
