@@ -223,3 +223,30 @@ def test_network_golden_equals_emulator_and_onnxruntime(fmt, min_sqnr_db, tmp_pa
     again = QuantizedNetwork.load(tmp_path)
     np.testing.assert_array_equal(again.layers[0].multiplier_neg, net.layers[0].multiplier_neg)
     np.testing.assert_array_equal(again.layers[0].shift_neg, net.layers[0].shift_neg)
+
+
+@pytest.mark.parametrize("slopes, fuses", [((0.1, 0.3, 0.0, 0.5), True), ((0.1, -0.3, 0.0, 0.5), False)])
+def test_max_pool_fuses_only_behind_a_monotone_prelu(slopes, fuses, tmp_path):
+    """conv -> PRelu -> MaxPool: the pool runs on the accumulators only when no slope is negative (the piecewise
+    rescale is then monotone); golden == emulator either way."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["c", "slope"], ["a"]),
+             helper.make_node("MaxPool", ["a"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 8, 8])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+                     numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b"),
+                     numpy_helper.from_array(np.array(slopes, np.float32).reshape(4, 1, 1), "slope")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    compiled = compile_model(path, ENGINE, np.load(DIGITS / "calibration.npy"), log=lambda *_: None)
+    fused = {e["name"]: e["fused"] for e in compiled.manifest()["layers"] if "fused" in e}
+    assert bool(fused[compiled.network.layers[0].name]) == fuses
+    net = compiled.network
+    codes = net.tensors[net.input].quantize(np.load(DIGITS / "calibration.npy")[:6])
+    golden = run_codes(compiled, codes, "golden")
+    np.testing.assert_array_equal(run_codes(compiled, codes, "emulator").codes, golden.codes)
