@@ -17,7 +17,9 @@ has two multipliers: ``M * 2**-S ~ s_acc / s_out`` as for any layer, and ``M_neg
 s_out`` (:func:`sw.quantize.network.multiplier_shift` of that ratio, negated for a negative slope; 0 for a zero
 slope) for the elements whose ``acc + B`` is negative (STORE ``negative_param``, the post-processing unit's second
 PARAM line). The output encoding is calibrated on the float model's output after the PRelu; no pre-activation
-encoding exists. Exact, like any rescale; the only error is the rounding of ``M_neg``.
+encoding exists. Exact, like any rescale; the only error is the rounding of ``M_neg``. On an activation format
+without a table (above ``LUT_MAX_BITS`` bits) the quantizer runs a ``leakyrelu`` the same way, its one slope for
+every channel.
 
 Not on the engine (the node goes to the host, ``sw/ops/host.py``): an activation whose input is not the output of
 an accumulating layer, is read by another node too, is the graph's input, carries its own quantization (QDQ), or
