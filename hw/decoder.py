@@ -141,8 +141,10 @@ class InstructionDecoder(wiring.Component):
             bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
             acc_last = p.sum([field("acc_addr"), p.product(minus_one("y_size"), field("acc_stride")),
                               minus_one("x_size")])
+            # The last PARAM line read: param_addr, or param_addr + 1 with negative_param.
+            param_last = p.sum([field("param_addr"), field("negative_param")])
             sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
-                           acc_last, field("param_addr"))
+                           acc_last, param_last)
             dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")),
                               p.times(field("x_size"), output_line_bytes(c))])
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))

@@ -6,8 +6,8 @@ multiplexers or one block RAM read deep, for a 100 MHz clock on an ECP5); every 
 high::
 
     input      the inputs, registered (the accumulator comes straight from a block RAM)
-    offset     s = acc + bias,  |M|                     (bias saturated to the accumulator's range)
-    magnitude  |s|, sign of s * M
+    offset     s = acc + bias,  |M|, |M_neg|            (bias saturated to the accumulator's range)
+    magnitude  |s|; M and S chosen by the sign of s (``negative_param``); sign of s * M
     multiply   partial products of |s| * |M|, 17 x 17 bits each (one DSP each)
     sum        m = |s| * |M|, their sum                 (exact: no bit of t = s * M is ever lost)
     locate     leading and trailing one of m
@@ -51,7 +51,8 @@ DSP_OPERAND_BITS = 17
 #: Widths of the parameter ports: those of the PARAM entry and of the SETPP fields (hw/spec/isa.py).
 BIAS_BITS, MULTIPLIER_BITS, SHIFT_BITS, ZERO_POINT_BITS = 64, 32, 8, 16
 #: The ports sampled by the first stage under their own names (and ``i_valid`` as ``valid``).
-_INPUTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
+_INPUTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "multiplier_neg", "shift_neg", "negative_param",
+           "zero_point", "clamp_lo", "clamp_hi", "lut")
 
 
 # --- building blocks --------------------------------------------------------------------------------
@@ -188,6 +189,10 @@ class PostProcessor(wiring.Component):
             "bias": In(signed(BIAS_BITS)),
             "multiplier": In(signed(MULTIPLIER_BITS)),
             "shift": In(unsigned(SHIFT_BITS)),
+            # The negative side (STORE.negative_param): an element whose acc + bias is negative takes these.
+            "multiplier_neg": In(signed(MULTIPLIER_BITS)),
+            "shift_neg": In(unsigned(SHIFT_BITS)),
+            "negative_param": In(1),
             "zero_point": In(signed(ZERO_POINT_BITS)),
             "clamp_lo": In(unsigned(fmt.bits)),
             "clamp_hi": In(unsigned(fmt.bits)),
@@ -273,14 +278,21 @@ class PostProcessor(wiring.Component):
         bias = _saturate_signed(p.bias, self._config.acc_bits)
         s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
         m.d.comb += s.eq(p.acc + bias)
-        return _register(m, self.en, "offset", **self._carry(p, *self._PASSED), s=s,
-                         m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1])
+        return _register(m, self.en, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s,
+                         m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
+                         n_magnitude=abs(p.multiplier_neg), n_negative=p.multiplier_neg[-1])
 
     def _magnitude(self, m, p):
         """``|s|`` and the sign of ``t = s * M``. From here on the datapath is unsigned, so the multiplier is the
-        narrowest exact one and ``M = -2**31`` needs no special case."""
-        return _register(m, self.en, "magnitude", **self._carry(p, *self._PASSED, "m_magnitude"),
-                         s_magnitude=abs(p.s), negative=p.s[-1] ^ p.m_negative)
+        narrowest exact one and ``M = -2**31`` needs no special case.
+
+        With ``negative_param`` a negative ``s`` takes the negative side's ``M`` and ``S`` (a PRelu per channel):
+        the choice is one multiplexer driven by the registered sign of ``s``, beside the carry chain of ``|s|``."""
+        use_neg = p.negative_param & p.s[-1]
+        passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
+        return _register(m, self.en, "magnitude", **passed,
+                         m_magnitude=Mux(use_neg, p.n_magnitude, p.m_magnitude),
+                         s_magnitude=abs(p.s), negative=p.s[-1] ^ Mux(use_neg, p.n_negative, p.m_negative))
 
     def _multiply(self, m, p):
         """The partial products of ``|s| * |M|``: every 17-bit piece of one times every 17-bit piece of the

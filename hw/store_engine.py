@@ -73,7 +73,11 @@ class StoreEngine(wiring.Component):
         entry = data.StructLayout({"bias": signed(64), "multiplier": signed(32), "shift": unsigned(8),
                                    "pad": unsigned(PARAM_ENTRY_BYTES * 8 - 104)})
         params = Signal(data.ArrayLayout(entry, cols))
-        m.d.comb += [self.param.addr.eq(store.param_addr), self.param.en.eq(1)]
+        # STORE.negative_param: the multipliers and shifts of PARAM line param_addr + 1, for negative acc + bias.
+        params_neg = Signal(data.ArrayLayout(entry, cols))
+        negative_param = Signal()
+        second_line = Signal()         # the PARAM port reads line param_addr + 1 (the cycle after param_addr)
+        m.d.comb += [self.param.addr.eq(store.param_addr + second_line), self.param.en.eq(1)]
 
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
@@ -122,7 +126,9 @@ class StoreEngine(wiring.Component):
             p = params[i]
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
-                         lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift), lane.zero_point.eq(zero_point),
+                         lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
+                         lane.multiplier_neg.eq(params_neg[i].multiplier), lane.shift_neg.eq(params_neg[i].shift),
+                         lane.negative_param.eq(negative_param), lane.zero_point.eq(zero_point),
                          lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
                          lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
                          lane.lut_write.data.eq(self.lut.data)]
@@ -187,9 +193,21 @@ class StoreEngine(wiring.Component):
             with m.State("PARAM_ADDR"):
                 # The parameter memory sees the STORE's param_addr now; its line arrives next cycle.
                 m.next = "PARAMS"
+            def begin():
+                return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
+                        bursts_out.eq(0), responses.eq(0)]
             with m.State("PARAMS"):
-                m.d.sync += [params.eq(self.param.data), x.eq(0), y.eq(0), row_line.eq(store.acc_addr),
-                             line.eq(store.acc_addr), reading.eq(1), bursts_out.eq(0), responses.eq(0)]
+                m.d.sync += [params.eq(self.param.data), negative_param.eq(store.negative_param)]
+                with m.If(store.negative_param):
+                    # Line param_addr + 1 is addressed now and arrives next cycle: one cycle more.
+                    m.d.comb += second_line.eq(1)
+                    m.next = "PARAMS_NEG"
+                with m.Else():
+                    m.d.sync += begin()
+                    m.d.comb += addresses.start.eq(1)
+                    m.next = "RUN"
+            with m.State("PARAMS_NEG"):
+                m.d.sync += [params_neg.eq(self.param.data), *begin()]
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):

@@ -59,6 +59,8 @@ def one_instruction_programs() -> list:
         _single("compute", "COMPUTE", **compute, out_w=32),
         _single("compute 3x3", "COMPUTE", **{**compute, "kh": 3, "kw": 3, "act_pitch": 10, "out_h": 4}, out_w=8),
         _single("store", "STORE", acc_addr=0, dram_addr=0, y_size=4, x_size=8, dram_stride=256, acc_stride=8),
+        _single("store negative_param", "STORE", acc_addr=0, dram_addr=0, y_size=4, x_size=8, dram_stride=256,
+                acc_stride=8, negative_param=1),
         _single("alu", "ALU", op=1, dst_addr=0, src_addr=64, y_size=2, x_size=16, src_step=1, dst_stride=16,
                 src_stride=16),
     ]

@@ -176,6 +176,9 @@ class QuantLayer:
     then those of the pre-activation encoding (``attrs["pre_scale"]``, ``attrs["pre_zero_point"]``) and each code
     ``q`` the rescale gives becomes ``table[q]``, a code of the output encoding
     (:func:`sw.golden.postprocess.lookup`; made by :func:`sw.golden.activation.activation_table`).
+    ``multiplier_neg``, ``shift_neg``: a PRelu with one slope per channel (``attrs["activation"] == "prelu"``),
+    per output channel: an output whose ``acc + bias`` is negative is rescaled with them instead of ``multiplier``
+    and ``shift`` (``rescale(..., multiplier_neg=, shift_neg=)``; STORE ``negative_param`` on the engine).
     """
 
     name: str
@@ -193,6 +196,12 @@ class QuantLayer:
     clamp_hi: int = 0
     table: np.ndarray | None = None
     weight_format: str | None = None
+    multiplier_neg: np.ndarray | None = None
+    shift_neg: np.ndarray | None = None
+
+
+#: The per-channel integer arrays of a QuantLayer besides its weights, as ``network.npz`` names them.
+_LAYER_ARRAYS = ("weight_scale", "bias", "multiplier", "shift", "multiplier_neg", "shift_neg")
 
 
 @dataclass
@@ -241,7 +250,7 @@ class QuantizedNetwork(_Endpoints):
                 entry["weight_format"] = layer.weight_format
             for j, w in enumerate(layer.weights):
                 arrays[f"{i}.weight{j}"] = w
-            for k in ("weight_scale", "bias", "multiplier", "shift", "table"):
+            for k in (*_LAYER_ARRAYS, "table"):
                 if getattr(layer, k) is not None:
                     arrays[f"{i}.{k}"] = np.asarray(getattr(layer, k))
             layers.append(entry)
@@ -308,17 +317,20 @@ def _network_from(cls, doc: dict, arrays: dict) -> QuantizedNetwork:
         attrs = {k: _attribute(v, f"attribute {k!r} of layer {i}", small_ints, signed=k in _SIGNED_ATTRIBUTES)
                  for k, v in e["attrs"].items()}
         weights = [arrays[f"{i}.weight{j}"] for j in range(small_ints(e["weights"], "weight counts", 0, 8))]
-        extra = [arrays.get(f"{i}.{k}") for k in ("weight_scale", "bias", "multiplier", "shift")]
+        extra = [arrays.get(f"{i}.{k}") for k in _LAYER_ARRAYS]
         if any(a.dtype.kind not in "iu" for a in [*weights, *(x for x in extra[1:] if x is not None)]):
-            bad(f"layer {i}: weights, bias, multiplier and shift must be integer arrays")
+            bad(f"layer {i}: weights, bias, multiplier and shift (both sides) must be integer arrays")
+        if (extra[4] is None) != (extra[5] is None):
+            bad(f"layer {i}: multiplier_neg and shift_neg go together")
         table = arrays.get(f"{i}.table")
         if table is not None and (table.dtype.kind not in "iu" or table.ndim != 1 or table.size > _MAX_DIM
                                   or (table.size and (table.min() < 0 or table.max() >= _MAX_DIM))):
             bad(f"layer {i}: an activation table must be a 1-D array of at most {_MAX_DIM} codes")
         layers.append(QuantLayer(str(e["name"]), e["op"], [str(x) for x in e["inputs"]], str(e["output"]), attrs,
-                                 weights, *extra, small_ints(e["zero_point"], "zero points", -_MAX_DIM, _MAX_DIM),
+                                 weights, *extra[:4], small_ints(e["zero_point"], "zero points", -_MAX_DIM, _MAX_DIM),
                                  small_ints(e["clamp_lo"], "clamps"), small_ints(e["clamp_hi"], "clamps"), table,
-                                 None if e.get("weight_format") is None else str(e["weight_format"])))
+                                 None if e.get("weight_format") is None else str(e["weight_format"]),
+                                 multiplier_neg=extra[4], shift_neg=extra[5]))
     formats = doc.get("formats", [])
     if not isinstance(formats, list) or len(formats) > 8 or not all(isinstance(f, str) for f in formats):
         bad("formats must be a list of at most 8 format names")

@@ -225,3 +225,40 @@ def conv_head(path: Path, seed: int = 0) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def prelu_net(path: Path, seed: int = 0) -> Path:
+    """Digits images through conv -> PRelu -> conv -> PRelu -> Gemm -> PRelu, every PRelu with one slope per
+    channel (negative, zero and positive slopes among them): slopes shaped (C, 1, 1) after the convs, (C,) after
+    the Gemm (its output is (N, C), so (C,) broadcasts per channel). Each runs in its producer's requantization."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        node("PRelu", ["c1", "slope1"], ["a1"]),
+        node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        node("PRelu", ["c2", "slope2"], ["a2"]),
+        node("Flatten", ["a2"], ["flat"]),
+        node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
+        node("PRelu", ["logits", "slope3"], ["y"]),
+    ]
+    shapes = {"w1": (8, 1, 3, 3), "w2": (8, 8, 3, 3), "w3": (10, 128)}
+    inits = []
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
+                                             .astype(np.float32), name))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
+                                             "b" + name[1:]))
+    slopes = {"slope1": np.array([0.25, -0.5, 0.0, 0.1, 1.5, 0.02, -0.1, 0.7]).reshape(8, 1, 1),
+              "slope2": rng.uniform(0.0, 0.6, 8).reshape(8, 1, 1),
+              "slope3": np.array([0.3, -0.2, 0.0, 0.05, 0.9, 0.4, 0.1, 0.2, 0.6, 0.15])}
+    inits += [numpy_helper.from_array(v.astype(np.float32), k) for k, v in slopes.items()]
+    graph = helper.make_graph(nodes, "prelu_net", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

@@ -241,7 +241,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
     Kind(Opcode.SETPP, Queue.STORE,
          "Set the post-processing of the following STOREs: for each output element, with bias B (saturated to "
          "the accumulator's range), multiplier M and shift S of its column from the PARAM line `param_addr` "
-         "(of the STORE): "
+         "(of the STORE; with STORE.negative_param, M and S of an element whose `acc + B` is negative come from line "
+         "`param_addr + 1`): "
          "`v = (acc + B) * M * 2**(acc_exponent - S)`, then integer outputs: `q = clamp(rne(v) + zero_point, "
          "format range)`, minifloat outputs: `q = quantize(v)` (round to nearest even, saturating; a zero is "
          "always +0); finally `q` is clamped to [clamp_lo, clamp_hi] (codes of the output format, compared by "
@@ -263,7 +264,11 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
     Kind(Opcode.STORE, Queue.STORE,
          "Post-process a 2-D block of accumulator lines and write it to external memory: accumulator line "
          "`acc_addr + y*acc_stride + x` becomes the output line at byte `dram_addr + y*dram_stride + "
-         "x*line_bytes` (one code per array column, in the activation format).",
+         "x*line_bytes` (one code per array column, in the activation format). With `negative_param` set, the "
+         "STORE reads two PARAM lines, `param_addr` and `param_addr + 1`: an element whose biased sum `acc + B` "
+         "is negative takes its column's multiplier M and shift S from line `param_addr + 1` instead (its bias "
+         "is always that of line `param_addr`): a PRelu with one slope per channel, exactly, as two "
+         "requantizations chosen by the sign. Both lines must lie in the PARAM buffer (else SRAM_RANGE).",
          (
              _f("acc_addr", 16, "First accumulator line."),
              _f("dram_addr", 32, "Byte address of output line (0, 0); a multiple of the bus width in bytes."),
@@ -272,6 +277,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("acc_stride", 12, "Accumulator lines between rows."),
              _f("dram_stride", 20, "Bytes between rows; a multiple of the bus width in bytes."),
              _f("param_addr", 10, "PARAM line holding bias, multiplier and shift of each column."),
+             _f("negative_param", 1, "Elements with a negative `acc + B` take M and S from PARAM line "
+                                     "`param_addr + 1` (per-channel PRelu)."),
          )),
     Kind(Opcode.FINISH, None, "Wait until every engine is idle, then stop; the status register says done.", ()),
 )}

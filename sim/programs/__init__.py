@@ -4,10 +4,10 @@ A legal program is a few *tiles*, each the classic pattern of an accelerated lay
 weights and activations (random padding and pad value) -> COMPUTEs (GEMMs, and convolutions with random
 kernel, stride, dilation and padding, several of them accumulating into one accumulator region) -> optional
 ALU operations (MAX or ADD between accumulator lines, with steps and strides) -> SETPP (random zero point
-and clamps) -> STOREs (random blocks, strides and parameter lines). Tiles alternate between two halves of
-every buffer (double buffering), may be software-pipelined (the next tile's loads issued before this one's
-computes), may read the output of an earlier tile back from external memory, and may write their output over
-an input nobody reads any more.
+and clamps) -> STOREs (random blocks, strides and parameter lines, one or two of them: negative_param). Tiles
+alternate between two halves of every buffer (double buffering), may be software-pipelined (the next tile's
+loads issued before this one's computes), may read the output of an earlier tile back from external memory, and
+may write their output over an input nobody reads any more.
 
 Tokens are not placed by hand: :func:`random_program` lists what every instruction reads and writes
 (:func:`footprint`) and gives each instruction exactly the pops it needs so that every pair of instructions of

@@ -73,7 +73,7 @@ def footprint(opcode: Opcode, f: dict, config: AcceleratorConfig) -> tuple[froze
     elif opcode is Opcode.STORE:
         reads.update(_key(_SPACE_ACC, f["acc_addr"] + y * f["acc_stride"] + x)
                      for y in range(f["y_size"]) for x in range(f["x_size"]))
-        reads.add(_key(_SPACE_PARAM, f["param_addr"]))
+        reads.update(_key(_SPACE_PARAM, f["param_addr"] + i) for i in range(1 + f.get("negative_param", 0)))
         reads.update(_key(_SPACE_LUT, line) for line in range(c.lut_buffer_depth))
         nbytes = output_line_bytes(c)
         for y in range(f["y_size"]):

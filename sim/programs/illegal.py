@@ -180,7 +180,7 @@ class _Faults:
     def sram_range(self) -> tuple[int, str]:
         c, rng = self.c, self.rng
         what = str(rng.choice(["load", "compute_act", "compute_weight", "compute_acc", "alu_dst", "alu_src",
-                               "store_acc", "store_param"]))
+                               "store_acc", "store_param", "store_negative_param"]))
         if what == "load":
             buffer = Buffer(int(rng.integers(4)))
             depth = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
@@ -218,6 +218,12 @@ class _Faults:
                 f["src_addr"] = c.acc_buffer_depth - (5 + 2) + int(rng.integers(0, 3))
             return encode(Opcode.ALU, **f), f"ALU {what.split('_')[1]} past the accumulators"
         f = self.legal(Opcode.STORE)
+        if what == "store_negative_param":
+            # The last PARAM line, legal alone: its negative side, param_addr + 1, lies past the buffer.
+            f.update(param_addr=c.param_buffer_depth - 1, negative_param=1)
+            if rng.random() < 0.3:
+                f["dram_addr"] = self.dram_size // self.bus * self.bus
+            return encode(Opcode.STORE, **f), "STORE negative_param on the last PARAM line"
         if what == "store_param" and c.param_buffer_depth < 1024:
             f["param_addr"] = int(rng.integers(c.param_buffer_depth, min(1 << 10, 2 * c.param_buffer_depth + 1)))
         else:

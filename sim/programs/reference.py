@@ -150,10 +150,17 @@ class _Reference:
                 values.append(value)
                 flags.append(nonfinite)
                 addresses.append(f["dram_addr"] + y * f["dram_stride"] + x * nbytes)
-        codes = rescale(np.array(values, dtype=object), np.array(flags, dtype=bool), c.acc_exponent,
-                        bias, multiplier, shift, c.act_formats[self.out_format], self.zero_point, self.clamp_lo,
-                        self.clamp_hi,
-                        acc_bits=c.acc_bits)
+        def rescaled(m, s):
+            return rescale(np.array(values, dtype=object), np.array(flags, dtype=bool), c.acc_exponent,
+                           bias, m, s, c.act_formats[self.out_format], self.zero_point, self.clamp_lo,
+                           self.clamp_hi, acc_bits=c.acc_bits)
+        codes = rescaled(multiplier, shift)
+        if f["negative_param"]:
+            # Line param_addr + 1's multiplier and shift where acc + bias (saturated) is negative, column by column.
+            _, m_neg, s_neg = self.param[f["param_addr"] + 1]
+            lo, hi = -(1 << (c.acc_bits - 1)), (1 << (c.acc_bits - 1)) - 1
+            negative = np.array([[int(v) + min(max(int(b), lo), hi) < 0 for v, b in zip(row, bias)] for row in values])
+            codes = np.where(negative, rescaled(m_neg, s_neg), codes)
         if self.use_lut:
             # Entry q: code q % per of LUT line q // per (the ISA's words, read line by line).
             per = c.lut_entries_per_line

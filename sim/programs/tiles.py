@@ -374,9 +374,11 @@ class _Builder:
             addr = region["addr"]
         else:
             addr = self.alloc(size)
-        param = params[0] + int(rng.integers(params[1]))
+        # With two parameter lines, the STORE sometimes reads both (negative_param: a PRelu's negative side).
+        negative = int(params[1] >= 2 and rng.random() < 0.5)
+        param = params[0] + int(rng.integers(params[1] - negative))
         ins = self.instr(Opcode.STORE, "store", tile, acc_addr=acc, dram_addr=addr, y_size=y, x_size=x,
-                         acc_stride=acc_stride, dram_stride=stride, param_addr=param)
+                         acc_stride=acc_stride, dram_stride=stride, param_addr=param, negative_param=negative)
         self.outputs.append(dict(addr=addr, y=y, row_bytes=row, stride=stride, order=ins.order))
         return ins
 

@@ -1,11 +1,12 @@
 """cocotb driver and monitor for one PostProcessor: a vector per accepted cycle, under random stalls and bubbles.
 
-The stimulus file holds one vector per element (acc, nonfinite, bias, multiplier, shift, zero_point, clamp_lo,
-clamp_hi, lut; wide integers as decimal strings) and, optionally, the activation table's LUT lines, written
-through ``lut_write`` before the first vector. Each cycle ``en`` is low with probability ``stall``, and while it is
-low the inputs carry another vector with ``i_valid`` high, which the unit must ignore; with ``en`` high, a
-bubble (``i_valid`` low, junk data) comes with probability ``bubble``. The monitor records every output code
-with the number of ``en`` cycles it took; checking is left to pytest and the golden model.
+The stimulus file holds one vector per element (acc, nonfinite, bias, multiplier, shift, multiplier_neg,
+shift_neg, negative_param, zero_point, clamp_lo, clamp_hi, lut; wide integers as decimal strings) and, optionally,
+the activation table's LUT lines, written through ``lut_write`` before the first vector. Each cycle ``en`` is low
+with probability ``stall``, and while it is low the inputs carry another vector with ``i_valid`` high, which the
+unit must ignore; with ``en`` high, a bubble (``i_valid`` low, junk data) comes with probability ``bubble``. The
+monitor records every output code with the number of ``en`` cycles it took; checking is left to pytest and the
+golden model.
 """
 
 import os
@@ -16,7 +17,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 
-PORTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
+PORTS = ("acc", "nonfinite", "bias", "multiplier", "shift", "multiplier_neg", "shift_neg", "negative_param",
+         "zero_point", "clamp_lo", "clamp_hi", "lut")
 
 
 @cocotb.test()

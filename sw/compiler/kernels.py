@@ -35,12 +35,13 @@ def _check_reduction(config: AcceleratorConfig, terms: int, what: str) -> None:
 
 
 def _param_load(config: AcceleratorConfig, b: ProgramBuilder, q: Requant, blocks: int):
-    if blocks > config.param_buffer_depth:
-        raise ValueError(f"{blocks} output blocks need {blocks} PARAM lines; the buffer has "
+    lines = blocks * q.lines_per_block
+    if lines > config.param_buffer_depth:
+        raise ValueError(f"{blocks} output blocks need {lines} PARAM lines; the buffer has "
                          f"{config.param_buffer_depth}")
     bias, mult, shift = q.lines(blocks, config.cols)
     r = b.region("params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, config)))
-    return ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=0, dram_addr=r.addr, y_size=1, x_size=blocks))
+    return ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=0, dram_addr=r.addr, y_size=1, x_size=lines))
 
 
 def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
@@ -102,7 +103,8 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
                                            stride=1, dilation=1, kh=1, kw=1, accumulate=int(j > 0)))
                 stores = [("STORE", dict(acc_addr=(tile % 2) * m,
                                          dram_addr=out.addr + (nb * m_total + chunk * m) * olb,
-                                         y_size=1, x_size=rows, param_addr=nb))] if j == kt - 1 else []
+                                         y_size=1, x_size=rows, param_addr=nb * q.lines_per_block,
+                                         **q.store()))] if j == kt - 1 else []
                 steps.append(Step(loads, [compute], begins=j == 0, ends=j == kt - 1, stores=stores))
                 s += 1
                 local += 1

@@ -149,10 +149,14 @@ class Lowering:
             if not all(lo <= int(v) <= hi for v in a):
                 raise CompileError(f"layer {layer.name!r}: {name} must lie in {lo}..{hi} (its PARAM field)")
             return np.array([int(v) for v in a], dtype=np.int64)
+        negative = None
+        if layer.multiplier_neg is not None or layer.shift_neg is not None:       # a PRelu per channel
+            negative = (per_channel("multiplier_neg", layer.multiplier_neg, None, -(1 << 31), (1 << 31) - 1),
+                        per_channel("shift_neg", layer.shift_neg, None, 0, 255))
         return Requant(per_channel("bias", layer.bias, 0, -(1 << 63), (1 << 63) - 1),
                        per_channel("multiplier", layer.multiplier, None, -(1 << 31), (1 << 31) - 1),
                        per_channel("shift", layer.shift, None, 0, 255),
-                       layer.zero_point, layer.clamp_lo, layer.clamp_hi, layer.table)
+                       layer.zero_point, layer.clamp_lo, layer.clamp_hi, layer.table, negative=negative)
 
     def copy_requant(self, tensor: str, channels: int) -> Requant:
         """Post-processing that gives back the input's codes: ``v = value - zero point``, exactly."""

@@ -327,8 +327,8 @@ def _check_mixed_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
 
 def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
     """Max pools to fuse into the accumulating layer before them: that layer's name -> the pool layer. Fusing
-    needs a monotone post-processing (positive multipliers, and an activation table that never decreases), no
-    padding (the conv outputs are the map) and a producer no other layer reads."""
+    needs a monotone post-processing (positive multipliers, a PRelu's negative side not negative, and an activation
+    table that never decreases), no padding (the conv outputs are the map) and a producer no other layer reads."""
     consumers: dict[str, int] = {}
     producer: dict[str, QuantLayer] = {}
     for layer in net.layers:
@@ -344,6 +344,7 @@ def _fused_pools(net: QuantizedNetwork) -> dict[str, QuantLayer]:
                 and consumers.get(src.output, 0) == 1
                 and src.output != net.output and not any(layer.attrs.get("padding", (0, 0, 0, 0)))
                 and np.all(np.asarray(src.multiplier, dtype=object) > 0)
+                and (src.multiplier_neg is None or np.all(np.asarray(src.multiplier_neg, dtype=object) >= 0))
                 and (src.table is None or table_monotone(src.table, net.act_format_of(src.output)))):
             fused[src.name] = layer
     return fused

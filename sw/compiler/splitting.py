@@ -93,7 +93,12 @@ def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob
 
 def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     c = config
-    per_group = (c.param_buffer_depth // 2) * c.cols
+    # Each job has half the PARAM buffer (the next job's lines load beside it); a PRelu's two lines per block halve
+    # the channels that fit.
+    per_group = (c.param_buffer_depth // 2 // job.requant.lines_per_block) * c.cols
+    if per_group == 0:
+        raise LayoutError(f"layer {job.name!r}: a PRelu per channel needs two PARAM lines per block of output "
+                          f"channels and half the PARAM buffer per layer; build with param_buffer_depth >= 4")
     if job.cout <= per_group:
         return [job]
     olb = output_line_bytes(c)
@@ -109,7 +114,6 @@ def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
         groups.append(replace(
             job, name=f"{job.name}[c{c0}:{c1}]", cout=c1 - c0, macs=None, out_pitch=job.dst_pitch,
             sources=[replace(src, weights=src.weights[..., c0:c1]) for src in job.sources],
-            requant=Requant(q.bias[c0:c1], q.multiplier[c0:c1], q.shift[c0:c1], q.zero_point, q.clamp_lo,
-                            q.clamp_hi, q.table, q.out_format),
+            requant=q.channels(c0, c1),
             out=Region(job.out.addr + offset, job.out.size - offset), scatter=scatter))
     return groups

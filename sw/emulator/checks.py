@@ -91,7 +91,7 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
         if f["dram_addr"] % bus or f["dram_stride"] % bus:
             return ErrorCode.BAD_FIELD
         if (_last(f["acc_addr"], (f["y_size"], f["acc_stride"]), (f["x_size"], 1)) >= c.acc_buffer_depth
-                or f["param_addr"] >= c.param_buffer_depth):
+                or f["param_addr"] + f["negative_param"] >= c.param_buffer_depth):
             return ErrorCode.SRAM_RANGE
         end = f["dram_addr"] + (f["y_size"] - 1) * f["dram_stride"] + f["x_size"] * output_line_bytes(c)
         if end > dram_size:

@@ -16,9 +16,9 @@ non-finite flag where a format has NaN or Inf; ``taps = kh * kw``, ``outs = out_
   overwriting COMPUTE included) and ``cols`` accumulator additions, except on that first tap.
 - ALU: per element two accumulator lines read (destination and source) and one written, and ``cols`` operations
   (MAX, ADD; COPY moves without one).
-- STORE: ``y_size * x_size`` accumulator lines read and post-processed (``cols`` codes each), one PARAM line read,
-  with the lookup stage on (the last SETPP's ``lut``) one LUT line read per code, and the output lines written to
-  external memory.
+- STORE: ``y_size * x_size`` accumulator lines read and post-processed (``cols`` codes each), one PARAM line read
+  (two with ``negative_param``), with the lookup stage on (the last SETPP's ``lut``) one LUT line read per code,
+  and the output lines written to external memory.
 - every instruction, FINISH included: one instruction fetched from external memory (``INSTRUCTION_BYTES``).
 
 These are logical accesses: a port idling with its enable high is not an event. Multiply-accumulates are kept per
@@ -179,13 +179,13 @@ def _stores(c: AcceleratorConfig, instructions: list, setpps: np.ndarray, rows: 
             lut: int) -> None:
     if not len(rows):
         return
-    f = _fields(instructions, rows, ("y_size", "x_size"))
+    f = _fields(instructions, rows, ("y_size", "x_size", "negative_param"))
     lines = f["y_size"] * f["x_size"]
     # The lookup flag each STORE sees: that of the last SETPP before it (SETPP and STORE share the store queue).
     flags = np.concatenate([[lut], _fields(instructions, setpps, ("lut",))["lut"]])
     use_lut = flags[np.searchsorted(setpps, rows)]
     counts[rows, _COLUMN["acc_read_bits"]] = lines * acc_line_bits(c)
-    counts[rows, _COLUMN["param_read_bits"]] = line_bits(Buffer.PARAM, c)
+    counts[rows, _COLUMN["param_read_bits"]] = line_bits(Buffer.PARAM, c) * (1 + f["negative_param"])
     counts[rows, _COLUMN["ppu_outputs"]] = lines * c.cols
     counts[rows, _COLUMN["lut_read_bits"]] = lines * c.cols * line_bits(Buffer.LUT, c) * use_lut
     counts[rows, _COLUMN["dram_write_bytes"]] = lines * output_line_bytes(c)

@@ -470,9 +470,10 @@ def store(s: EngineState, f: dict) -> None:
     p = f["param_addr"]
     acc = s.acc[lines]                                          # (lines, 1|B, cols)
     nonfinite = np.zeros((1, 1, 1), dtype=bool) if s.acc_nonfinite is None else s.acc_nonfinite[lines]
+    negative = {"multiplier_neg": s.multiplier[p + 1], "shift_neg": s.shift[p + 1]} if f["negative_param"] else {}
     codes = rescale(acc, nonfinite, c.acc_exponent, s.bias[p], s.multiplier[p], s.shift[p],
                     c.act_formats[s.out_format], s.zero_point, s.clamp_lo, s.clamp_hi, acc_bits=c.acc_bits,
-                    wrapped=True)
+                    wrapped=True, **negative)
     if s.use_lut:
         codes = _lookup(s, codes)
     s.saw_nonfinite |= nonfinite.any(axis=(0, 2))

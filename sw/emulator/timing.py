@@ -110,7 +110,8 @@ class Timing:
     def store(self, f: dict) -> int:
         beats = f["x_size"] * output_line_bytes(self.config) // self.bus_bytes
         bursts = bursts_of_rows(f["dram_addr"], f["y_size"], f["dram_stride"], beats, self.bus_bytes)
-        return 6 + f["y_size"] * beats + bursts + self.memory_latency + POSTPROCESS_LATENCY
+        # negative_param: the second PARAM line is read in a cycle of its own before the first accumulator line.
+        return 6 + f["negative_param"] + f["y_size"] * beats + bursts + self.memory_latency + POSTPROCESS_LATENCY
 
     def alu(self, f: dict) -> int:
         return f["y_size"] * f["x_size"] + ACCUMULATE_LATENCY + 1

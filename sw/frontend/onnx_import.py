@@ -455,13 +455,14 @@ class Importer(QuantNodes):
             self.alias[node.output[0]] = x
 
     def fuse_activation(self, node: onnx.NodeProto, tensor: str, activation: dict,
-                        absorbs: onnx.NodeProto | None = None) -> None:
+                        absorbs: onnx.NodeProto | None = None, what: str | None = None) -> None:
         """A nonlinear activation (``sw/ops/activations.py``) into the accumulating layer writing ``tensor``, as its
         ``activation`` (applied after its clip). ``absorbs``: a node that goes with it (the Mul of a SiLU), whose
-        output the layer's output becomes. NotOnEngine (the host runs it) where the layer cannot take it."""
+        output the layer's output becomes. ``what``: how the messages name the fusion. NotOnEngine (the host runs
+        it) where the layer cannot take it."""
         x = self.act(node, tensor)
         accumulating = tuple(n for n, op in OPERATORS.items() if op.accumulating)
-        what = f"{node.op_type} (fused into the layer before it as a lookup table)"
+        what = what or f"{node.op_type} (fused into the layer before it as a lookup table)"
         if absorbs is None:
             try:
                 layer = self.fusable(node, x, what, accumulating)

@@ -353,7 +353,8 @@ def _per_channel(layer: QuantLayer, name: str, channels: int, default: int | Non
 
 def postprocess(acc: Accumulation, layer: QuantLayer, act_format: Format | str, acc_bits: int) -> np.ndarray:
     """Output codes of an accumulating layer: :func:`sw.golden.postprocess.rescale` per output channel (axis 1)
-    with the layer's bias, multiplier, shift, zero point and clamps, then its activation table if it has one
+    with the layer's bias, multiplier, shift (and negative side: a PRelu per channel), zero point and clamps, then
+    its activation table if it has one
     (:func:`sw.golden.postprocess.lookup`); same shape as ``acc.value``."""
     value, nonfinite = np.asarray(acc.value), np.asarray(acc.nonfinite)
     if value.ndim < 2 or nonfinite.shape != value.shape:
@@ -363,10 +364,14 @@ def postprocess(acc: Accumulation, layer: QuantLayer, act_format: Format | str, 
     bias = _per_channel(layer, "bias", channels, 0)
     multiplier = _per_channel(layer, "multiplier", channels, None)
     shift = _per_channel(layer, "shift", channels, None)
+    negative = {}
+    if layer.multiplier_neg is not None or layer.shift_neg is not None:      # a PRelu per channel
+        negative = {"multiplier_neg": _per_channel(layer, "multiplier_neg", channels, None),
+                    "shift_neg": _per_channel(layer, "shift_neg", channels, None)}
     moved = np.moveaxis(value, 1, -1)           # rescale broadcasts its parameters along the last axis
     codes = rescale(moved.reshape(-1, channels), np.moveaxis(nonfinite, 1, -1).reshape(-1, channels),
                     acc.exponent, bias, multiplier, shift, act_format, layer.zero_point, layer.clamp_lo,
-                    layer.clamp_hi, acc_bits=acc_bits)
+                    layer.clamp_hi, acc_bits=acc_bits, **negative)
     if layer.table is not None:
         codes = lookup(codes, layer.table)
     return np.ascontiguousarray(np.moveaxis(codes.reshape(moved.shape), -1, 1))

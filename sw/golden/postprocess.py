@@ -12,6 +12,9 @@ clamped by value to ``[clamp_lo, clamp_hi]``.
 A non-finite accumulator (a NaN or Inf operand reached it) gives the NaN code where the output format has
 one, else the code of zero (plus zero point); the store engine flags it in its status. The clamp maps values
 at or below ``clamp_lo`` to the code ``clamp_lo`` (so ReLU never leaves -0), at or above ``clamp_hi`` to ``clamp_hi``.
+With a second multiplier and shift per column (STORE ``negative_param``), an element whose ``acc + B`` is
+negative takes those instead: the rescale is then piecewise linear in ``acc + B``, a PRelu with one slope per
+channel folded into the requantization (``M_neg * 2**-S_neg ~ slope * M * 2**-S``).
 Finally, when the SETPP asks for the lookup table, ``q`` is replaced by ``table[q]`` (:func:`lookup`): the table
 holds a code for every code of the format (a nonlinear activation; :mod:`sw.golden.activation` makes it).
 
@@ -36,7 +39,8 @@ from hw.spec.formats import Format, IntFormat, get_format
 
 from .exact import max_abs
 
-__all__ = ["rescale", "rescale_exact", "round_half_even_shift", "clamp_codes", "scaled_product", "lookup"]
+__all__ = ["rescale", "rescale_exact", "negative_sum", "round_half_even_shift", "clamp_codes", "scaled_product",
+           "lookup"]
 
 #: ``acc + B`` below this magnitude takes the int64 path; it needs two 31-bit limbs at most.
 _SUM_LIMIT = 1 << 62
@@ -235,15 +239,37 @@ def _fit(values, limit: int) -> tuple[np.ndarray, np.ndarray | None] | None:
     return np.where(big, 0, values).astype(np.int64), big
 
 
+def negative_sum(acc: np.ndarray, bias, acc_bits: int | None) -> np.ndarray:
+    """Where ``acc + B`` is negative (``B`` saturated to ``acc_bits``): the elements a negative-side multiplier
+    and shift apply to (STORE ``negative_param``), exactly."""
+    b = _saturated_bias(bias, acc_bits)
+    fa, fb = _fit(acc, _SUM_LIMIT >> 1), _fit(b, _SUM_LIMIT >> 1)
+    if fa is not None and fb is not None and fa[1] is None and fb[1] is None:
+        return np.asarray(fa[0], dtype=np.int64) + np.asarray(fb[0], dtype=np.int64) < 0
+    total = np.asarray(acc, dtype=object) + np.asarray(b, dtype=object)
+    return np.asarray(total < 0, dtype=bool)
+
+
 def rescale(acc: np.ndarray, nonfinite: np.ndarray, acc_exponent: int, bias, multiplier, shift,
             out_format: Format | str, zero_point: int = 0, clamp_lo: int | None = None,
-            clamp_hi: int | None = None, *, acc_bits: int | None = None, wrapped: bool = False) -> np.ndarray:
+            clamp_hi: int | None = None, *, acc_bits: int | None = None, wrapped: bool = False,
+            multiplier_neg=None, shift_neg=None) -> np.ndarray:
     """Output codes of accumulator values ``acc`` (..., cols); bias/multiplier/shift broadcast per column.
 
     ``acc_bits``: the accumulator width the bias saturates to (``None``: no saturation). ``wrapped``: the caller
     guarantees ``acc`` holds ``acc_bits``-wide two's-complement values (the emulator's accumulators), which
-    bounds the products without measuring them.
+    bounds the products without measuring them. ``multiplier_neg``, ``shift_neg`` (per column, both or neither):
+    an element whose ``acc + B`` is negative is rescaled with them instead (STORE ``negative_param``: a PRelu
+    with one slope per channel); everything else (bias, zero point, clamps) is shared.
     """
+    if (multiplier_neg is None) != (shift_neg is None):
+        raise ValueError("multiplier_neg and shift_neg go together: give both or neither")
+    if multiplier_neg is not None:
+        args = (out_format, zero_point, clamp_lo, clamp_hi)
+        kw = {"acc_bits": acc_bits, "wrapped": wrapped}
+        positive = rescale(acc, nonfinite, acc_exponent, bias, multiplier, shift, *args, **kw)
+        negative = rescale(acc, nonfinite, acc_exponent, bias, multiplier_neg, shift_neg, *args, **kw)
+        return np.where(negative_sum(np.asarray(acc), bias, acc_bits), negative, positive).astype(positive.dtype)
     fmt = get_format(out_format)
     acc = np.asarray(acc)
     nonfinite = np.asarray(nonfinite, dtype=bool)

@@ -7,7 +7,7 @@ below, and test it (docs/operators.md walks through an example).
 
 from __future__ import annotations
 
-from .activations import Activation, HardSigmoid, HardSwish, LeakyRelu, Sigmoid, SiLU, Tanh
+from .activations import Activation, HardSigmoid, HardSwish, LeakyRelu, PRelu, Sigmoid, SiLU, Tanh
 from .add import Add
 from .base import Operator, OperatorError
 from .concat import Concat
@@ -30,9 +30,10 @@ OPERATORS: dict[str, Operator] = {op.name: op for op in (
 )}
 
 #: The nonlinear activations (``sw/ops/activations.py``): not layers of the IR but ``FloatLayer.activation`` of the
-#: accumulating layer they fuse into, run by its post-processing unit's lookup table.
+#: accumulating layer they fuse into, run by its post-processing unit's lookup table (or, for a per-channel PRelu, by
+#: the negative side of its requantization).
 ACTIVATIONS: dict[str, Activation] = {op.name: op for op in (
-    Sigmoid(), SiLU(), HardSigmoid(), HardSwish(), LeakyRelu(), Tanh(),
+    Sigmoid(), SiLU(), HardSigmoid(), HardSwish(), LeakyRelu(), PRelu(), Tanh(),
 )}
 
 _BY_ONNX: dict[str, Operator] = {t: op for op in (*OPERATORS.values(), *ACTIVATIONS.values()) for t in op.onnx}

@@ -11,10 +11,20 @@ pre-activation values; ``attrs["pre_scale"]``, ``attrs["pre_zero_point"]``), cla
 becomes ``table[q]`` with ``table[c] = quantize_out(f(dequantize_pre(c)))`` computed in float64 by the quantizer
 (:func:`sw.golden.activation.activation_table`); the golden model, the emulator and the RTL apply that table.
 
+A PRelu with one slope per channel (:class:`PRelu`, ``prelu``) takes no table: it is folded into the producer's
+requantization, exactly. PRelu is ``x`` where ``x >= 0`` and ``slope_c * x`` below, so the rescale of channel ``c``
+has two multipliers: ``M * 2**-S ~ s_acc / s_out`` as for any layer, and ``M_neg * 2**-S_neg ~ slope_c * s_acc /
+s_out`` (:func:`sw.quantize.network.multiplier_shift` of that ratio, negated for a negative slope; 0 for a zero
+slope) for the elements whose ``acc + B`` is negative (STORE ``negative_param``, the post-processing unit's second
+PARAM line). The output encoding is calibrated on the float model's output after the PRelu; no pre-activation
+encoding exists. Exact, like any rescale; the only error is the rounding of ``M_neg``. On an activation format
+without a table (above ``LUT_MAX_BITS`` bits) the quantizer runs a ``leakyrelu`` the same way, its one slope for
+every channel.
+
 Not on the engine (the node goes to the host, ``sw/ops/host.py``): an activation whose input is not the output of
 an accumulating layer, is read by another node too, is the graph's input, carries its own quantization (QDQ), or
-already went through an activation; a PRelu with one slope per channel (one table serves every channel of a
-layer; per-channel tables would need a table per column).
+already went through an activation; a per-channel PRelu after a layer with a clip (Relu/Clip) of its own, or
+whose slope varies along an axis other than the channels.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from sw.frontend.onnx_common import FrontendError, NotOnEngine, _attrs, _describ
 
 from .base import Operator
 
-__all__ = ["Activation", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "SiLU"]
+__all__ = ["Activation", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "PRelu", "Tanh", "SiLU"]
 
 
 class Activation(Operator):
@@ -37,6 +47,9 @@ class Activation(Operator):
 
     #: Attribute names and ONNX defaults.
     defaults: ClassVar[dict[str, float]] = {}
+    #: Runs in the producer's requantization (its negative side), not in the lookup table: no pre-activation
+    #: encoding, no table (:class:`PRelu`).
+    requantized: ClassVar[bool] = False
 
     def function(self, x: np.ndarray, attrs: dict) -> np.ndarray:
         """``f(x)`` element by element, in ``x``'s dtype (float64 for the tables)."""
@@ -111,21 +124,56 @@ class LeakyRelu(Activation):
     onnx = ("LeakyRelu", "PRelu")
     defaults = {"alpha": 0.01}
 
-    def attributes(self, imp, node) -> dict:
+    def import_node(self, imp, node) -> None:
         if node.op_type != "PRelu":
-            return super().attributes(imp, node)
+            return super().import_node(imp, node)
         try:
-            slope = imp.const(node, 1, "slope")
+            slope = np.asarray(imp.const(node, 1, "slope"), dtype=np.float64)
         except FrontendError as e:
             raise NotOnEngine(str(e)) from None
-        slope = np.asarray(slope, dtype=np.float64)
-        if slope.size != 1 and np.ptp(slope) != 0:
-            raise NotOnEngine(f"{_describe(node)}: a slope per channel needs a table per channel; the "
-                              f"post-processing unit has one table, so the host runs it")
-        return {"alpha": float(slope.flat[0])}
+        if slope.size == 1 or np.ptp(slope) == 0:
+            return imp.fuse_activation(node, node.input[0], {"op": self.name, "alpha": float(slope.flat[0])})
+        x = imp.act(node, node.input[0])
+        channels = _channel_slopes(node, slope, imp.shapes[x])
+        layer = imp.producer.get(x)
+        if layer is not None and layer.clip is not None:
+            raise NotOnEngine(f"{_describe(node)}: the layer writing {x!r} clamps its output already (a Relu or "
+                              f"Clip); a per-channel PRelu after a clamp runs on the host")
+        imp.fuse_activation(node, node.input[0], {"op": "prelu", "slope": channels},
+                            what=f"{node.op_type} (one slope per channel, fused into the requantization of the "
+                                 f"layer before it)")
 
     def function(self, x, attrs):
         return np.where(x >= 0, x, x * attrs["alpha"]).astype(x.dtype, copy=False)
+
+
+def _channel_slopes(node, slope: np.ndarray, shape: tuple[int, ...]) -> list[float]:
+    """The slope of each channel (axis 1 of ``(1, *shape)``), as ONNX broadcasts it; NotOnEngine where it varies
+    along another axis (or does not broadcast)."""
+    full = (1, *shape)
+    try:
+        spread = np.broadcast_to(slope, full)
+    except ValueError:
+        raise FrontendError(f"{_describe(node)}: slope of shape {slope.shape} does not broadcast to its input "
+                            f"{full}") from None
+    per_channel = spread[(0, slice(None)) + (0,) * (len(full) - 2)]
+    if not np.array_equal(spread, np.broadcast_to(per_channel.reshape((1, -1) + (1,) * (len(full) - 2)), full)):
+        raise NotOnEngine(f"{_describe(node)}: slope of shape {slope.shape} varies along an axis other than the "
+                          f"channels of its input {full}; the engine has one slope per channel, so the host runs it")
+    return [float(v) for v in per_channel]
+
+
+class PRelu(Activation):
+    """A PRelu with one slope per channel: ``x`` for ``x >= 0``, else ``slope[c] * x`` (``attrs["slope"]``, one
+    number per channel, axis 1). No ONNX node of its own: :class:`LeakyRelu` imports PRelu and gives it the
+    per-channel case. Runs in the producer's requantization (module docstring), not in a table."""
+
+    name = "prelu"
+    requantized = True
+
+    def function(self, x, attrs):
+        slope = np.asarray(attrs["slope"], dtype=x.dtype).reshape((-1,) + (1,) * (x.ndim - 2))
+        return np.where(x >= 0, x, x * slope).astype(x.dtype, copy=False)
 
 
 class Tanh(Activation):

@@ -11,7 +11,10 @@ output encoding, the post-processing formula ``v = (acc + B) * M * 2**(e - S)``,
   (the sum over every tap of the channel and every tensor of a multi-tensor sum);
 - avgpool / global_avgpool: ``M * 2**-S ~ s_x / (n * s_y)``, ``B = -n * z_x / 2**e`` (``n`` the window size);
 - add: ``M * 2**-S ~ s_x / s_y``, ``B = -(number of inputs) * z_x / 2**e`` (inputs share one encoding);
-- concat: ``M * 2**-S = 1``, ``B = -z / 2**e``: output codes equal input codes.
+- concat: ``M * 2**-S = 1``, ``B = -z / 2**e``: output codes equal input codes;
+- a PRelu with one slope per channel fused into any of them (or a LeakyRelu on an activation format without a
+  lookup table): ``M_neg * 2**-S_neg ~ slope_c * M * 2**-S`` for the outputs whose ``acc + B`` is negative
+  (``QuantLayer.multiplier_neg``, ``shift_neg``); the output encoding is calibrated after the activation.
 
 Tied encodings (each operator's ``ties``): the inputs of ``add`` and the inputs and output of ``concat`` share one
 encoding, and ``maxpool`` and ``flatten`` keep their input's; such tensors are calibrated together (on the union
@@ -365,7 +368,7 @@ def _pre_activations(net: FloatNetwork, floats, grids: dict[str, Grid], method: 
     from sw.frontend.float_model import pre_activation
     pre = {}
     for layer in net.layers:
-        if layer.activation is None:
+        if layer.activation is None or _on_negative_side(layer, act):
             continue
         if floats is None:
             raise QuantizationError(f"Layer {layer.name!r} ends with a {layer.activation['op']}, whose input "
@@ -437,7 +440,40 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
     ms = [multiplier_shift(float(r), layer.name) for r in ratios]
     q.multiplier = np.array([m for m, _ in ms], dtype=np.int64)
     q.shift = np.array([s for _, s in ms], dtype=np.int64)
+    if _on_negative_side(layer, act):
+        _negative_side(q, layer, ratios, channels)
     return q
+
+
+def _on_negative_side(layer: FloatLayer, act: Format) -> bool:
+    """Whether the layer's activation runs in the requantization's negative side instead of a table: a PRelu with a
+    slope per channel always, a LeakyRelu (one slope) where the activation format has no table (above
+    ``LUT_MAX_BITS`` bits)."""
+    from hw.spec.config import LUT_MAX_BITS
+    from sw.ops import ACTIVATIONS
+    if layer.activation is None:
+        return False
+    op = layer.activation["op"]
+    return ACTIVATIONS[op].requantized or (op == "leakyrelu" and act.bits > LUT_MAX_BITS)
+
+
+def _negative_side(q: QuantLayer, layer: FloatLayer, ratios, channels: int) -> None:
+    """A PRelu (or LeakyRelu) folded into the requantization: ``M_neg * 2**-S_neg ~ slope_c * ratio_c`` for the
+    outputs whose ``acc + B`` is negative (``multiplier_shift`` of ``|slope_c| * ratio_c``, the multiplier negated
+    for a negative slope; ``M_neg = 0`` for a zero slope)."""
+    activation = layer.activation
+    slope = np.asarray(activation["slope"] if "slope" in activation else [activation["alpha"]] * channels,
+                       dtype=np.float64).ravel()
+    if slope.size != channels or not np.isfinite(slope).all():
+        raise QuantizationError(f"Layer {layer.name!r}: a PRelu needs one finite slope per output channel "
+                                f"({channels}), not {slope.size} values")
+    m_neg, s_neg = np.zeros(channels, dtype=np.int64), np.zeros(channels, dtype=np.int64)
+    for c, (a, r) in enumerate(zip(slope, np.broadcast_to(ratios, (channels,)))):
+        if a != 0:
+            m, sh = multiplier_shift(abs(float(a)) * float(r), layer.name)
+            m_neg[c], s_neg[c] = (m if a > 0 else -m), sh
+    q.multiplier_neg, q.shift_neg = m_neg, s_neg
+    q.attrs["activation"] = activation["op"]
 
 
 # --- the network ---------------------------------------------------------------------------------------------

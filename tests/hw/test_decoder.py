@@ -72,3 +72,36 @@ def test_decoder_matches_emulator_checks(config):
     assert {ErrorCode(e) for e in expected} >= {ErrorCode.BAD_FIELD, ErrorCode.SRAM_RANGE, ErrorCode.NONE}
     bad = [(hex(w), e, g) for w, e, g in zip(words, expected, got) if e != g]
     assert not bad, f"{len(bad)} words decode differently (word, emulator, RTL): {bad[:5]}"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["int8-4x4", "fp8xmf6-8x4-128bit"])
+def test_negative_param_reads_a_second_param_line(config):
+    """STORE negative_param reads PARAM lines param_addr and param_addr + 1: on the last line it is SRAM_RANGE, in
+    the decoder as in the emulator (a legal STORE otherwise, so no other check comes first)."""
+    from hw.spec.isa import Opcode, encode
+
+    depth = config.param_buffer_depth
+    cases = [(a, n) for a in (0, depth - 2, depth - 1, depth) if a >= 0 for n in (0, 1)]
+    words = [encode(Opcode.STORE, acc_addr=0, dram_addr=0, y_size=1, x_size=1, param_addr=a, negative_param=n)
+             for a, n in cases]
+    expected = [ErrorCode.SRAM_RANGE if a + n >= depth else ErrorCode.NONE for a, n in cases]
+    assert [decode_checked(w, config, 1 << 14)[2] for w in words] == expected
+    dut = InstructionDecoder(config)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.dram_size, 1 << 14)
+        for word in words:
+            ctx.set(dut.en, 1)
+            ctx.set(dut.word, word)
+            await ctx.tick()
+            ctx.set(dut.en, 0)
+            for _ in range(dut.latency):
+                await ctx.tick()
+            got.append(ErrorCode(ctx.get(dut.error)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == expected

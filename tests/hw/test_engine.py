@@ -249,3 +249,51 @@ def test_random_isa_programs_switching_formats(formats, rows, cols, dma_bits, tm
     programs = [random_program(config, rng) for _ in range(60)]
     programs += [illegal_program(config, rng, kind) for kind in ILLEGAL_KINDS for _ in range(3)]
     check_programs(config, programs, tmp_path, Traffic(latency=3, ready_stall=0.2, valid_gap=0.2, seed=5))
+
+
+# --- the negative side (STORE negative_param) -----------------------------------------------------------------
+
+def _negative_param_program(config, param_addr: int, expected):
+    """A GEMM of 5 vectors stored with negative_param on PARAM lines ``param_addr`` and ``param_addr + 1`` (random
+    multipliers of both signs and shifts on each, biases around zero so both sides are taken)."""
+    from hw.spec.isa import Buffer
+    from hw.spec.layout import line_bytes, output_line_bytes, pack_params
+    from sw.compiler.program import ProgramBuilder
+
+    rng = np.random.default_rng(param_addr + 40)
+    c = config
+    b = ProgramBuilder(c, max_instructions=10)
+    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
+    weights = b.region("weights", rng.integers(0, 256, c.rows * line_bytes(Buffer.WEIGHT, c),
+                                               dtype=np.uint8).tobytes())
+    lines = min(2, c.param_buffer_depth - param_addr)
+    bias = rng.integers(-2000, 2000, (lines, c.cols))
+    mult = rng.integers(1 << 29, 1 << 31, (lines, c.cols)) * rng.choice([1, -1], (lines, c.cols))
+    params = b.region("params", pack_params(bias, mult, rng.integers(36, 44, (lines, c.cols)),
+                                            line_bytes(Buffer.PARAM, c)))
+    out = b.region("out", size=5 * output_line_bytes(c))
+    b.emit("LOAD", buffer=Buffer.PARAM, sram_addr=param_addr, dram_addr=params.addr, y_size=1, x_size=lines)
+    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.rows)
+    b.emit("LOAD", buffer=Buffer.ACT, sram_addr=0, dram_addr=acts.addr, y_size=1, x_size=5, push_next=1)
+    b.emit("COMPUTE", acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=5, act_pitch=5, stride=1, dilation=1,
+           kh=1, kw=1, pop_prev=1, push_next=1)
+    lowest, highest = int(c.acts.quantize(c.acts.min)), int(c.acts.quantize(c.acts.max))
+    b.emit("SETPP", zero_point=0, clamp_lo=lowest, clamp_hi=highest)
+    b.emit("STORE", acc_addr=0, dram_addr=out.addr, y_size=1, x_size=5, param_addr=param_addr, negative_param=1,
+           pop_prev=1)
+    b.emit("FINISH")
+    program = b.build(f"STORE negative_param on PARAM line {param_addr} of {c.param_buffer_depth}")
+    program.expected_error = expected
+    return program
+
+
+def test_negative_param_and_its_range(tmp_path):
+    """A STORE with negative_param on the last two PARAM lines: the same bytes as the emulator; on the last line
+    alone (param_addr + 1 past the buffer): SRAM_RANGE on both, the engine stops, never hangs."""
+    from hw.spec.isa import ErrorCode
+
+    config = _config("int8", "int8", 4, 4, 64)
+    depth = config.param_buffer_depth
+    programs = [_negative_param_program(config, depth - 2, ErrorCode.NONE),
+                _negative_param_program(config, depth - 1, ErrorCode.SRAM_RANGE)]
+    check_programs(config, programs, tmp_path, BUSY_BUS)

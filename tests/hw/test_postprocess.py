@@ -70,6 +70,10 @@ class Vectors:
     #: Per element: whether the activation table replaces the code (SETPP ``lut``); the table, if any.
     lut: list[int] | None = None
     table: np.ndarray | None = None
+    #: Per element: the negative side (STORE ``negative_param``): its multiplier and shift, and whether it is on.
+    multiplier_neg: list[int] | None = None
+    shift_neg: list[int] | None = None
+    negative_param: list[int] | None = None
 
     def __len__(self):
         return len(self.acc)
@@ -78,8 +82,9 @@ class Vectors:
         if name in ("zero_point", "clamp_lo", "clamp_hi"):
             column = ("zero_point", "clamp_lo", "clamp_hi").index(name)
             return [self.settings[s][column] for s in self.setting]
-        if name == "lut":
-            return self.lut if self.lut is not None else [0] * len(self)
+        if name in ("lut", "multiplier_neg", "shift_neg", "negative_param"):
+            value = getattr(self, name)
+            return value if value is not None else [0] * len(self)
         return getattr(self, name)
 
 
@@ -298,12 +303,16 @@ def expected_codes(config: AcceleratorConfig, v: Vectors) -> np.ndarray:
     out = np.zeros(len(v), dtype=np.int64)
     columns = {name: np.array(getattr(v, name), dtype=object) for name in ("acc", "bias", "multiplier", "shift")}
     nonfinite = np.array(v.nonfinite, dtype=bool)
+    # Elements without negative_param keep M and S on both sides.
+    on = np.array(v.port("negative_param"), dtype=bool)
+    m_neg = np.where(on, np.array(v.port("multiplier_neg"), dtype=object), columns["multiplier"])
+    s_neg = np.where(on, np.array(v.port("shift_neg"), dtype=object), columns["shift"])
     for s, (zp, clamp_lo, clamp_hi) in enumerate(v.settings):
         sel = setting == s
         if sel.any():
             out[sel] = rescale(columns["acc"][sel], nonfinite[sel], acc_exponent, columns["bias"][sel],
                                columns["multiplier"][sel], columns["shift"][sel], config.acts, zp, clamp_lo,
-                               clamp_hi, acc_bits=config.acc_bits)
+                               clamp_hi, acc_bits=config.acc_bits, multiplier_neg=m_neg[sel], shift_neg=s_neg[sel])
     if v.table is not None:
         use = np.array(v.port("lut"), dtype=bool)
         out[use] = lookup(out[use], v.table)
@@ -323,7 +332,8 @@ def run_vectors(config: AcceleratorConfig, v: Vectors, work_dir: Path, *, seed: 
     """Stream ``v`` through a PostProcessor on Verilator under random stalls and bubbles."""
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ports = ("acc", "nonfinite", "bias", "multiplier", "shift", "zero_point", "clamp_lo", "clamp_hi", "lut")
+    ports = ("acc", "nonfinite", "bias", "multiplier", "shift", "multiplier_neg", "shift_neg", "negative_param",
+             "zero_point", "clamp_lo", "clamp_hi", "lut")
     dut = PostProcessor(config)
     extra = {}
     if v.table is not None:
@@ -524,3 +534,62 @@ def test_multi_format_unit_switches_output_format_per_element(formats):
     sim.run()
     bad = [(i, vectors[i], g, e) for i, (g, e) in enumerate(zip(got, expected)) if g != e]
     assert len(got) == len(vectors) and not bad, bad[:5]
+
+
+# --- the negative side (STORE negative_param: a PRelu per channel) -------------------------------------------
+
+def with_negative_side(config: AcceleratorConfig, n: int, rng: random.Random) -> Vectors:
+    """Random vectors (every kind) with a second multiplier and shift, ``negative_param`` on for most of them, the
+    sign of ``acc + bias`` balanced; a tenth of the negative sides are PRelu-like (``M_neg`` a small fraction of
+    ``M``, or zero, or negative), the rest drawn like any multiplier and shift."""
+    source = VectorSource(config, rng)
+    v = source.draw(n)
+    v.multiplier_neg, v.shift_neg, v.negative_param = [], [], []
+    for i in range(n):
+        if rng.random() < 0.3:                  # flip the sign of acc + bias (when the negation fits)
+            acc, bias = -v.acc[i], -v.bias[i]
+            if source.acc_lo <= acc <= source.acc_hi and source.bias_lo <= bias <= source.bias_hi:
+                v.acc[i], v.bias[i] = acc, bias
+        r = rng.random()
+        if r < 0.1:
+            m_neg, s_neg = v.multiplier[i] // rng.choice([4, 10, 100, -3]), v.shift[i]
+        elif r < 0.15:
+            m_neg, s_neg = 0, rng.randint(0, 255)
+        else:
+            m_neg = source.multiplier()
+            s_neg = source.aimed_shift((v.acc[i] + v.bias[i]) * m_neg) if rng.random() < 0.7 else rng.randint(0, 255)
+        v.multiplier_neg.append(m_neg)
+        v.shift_neg.append(s_neg)
+        v.negative_param.append(int(rng.random() < 0.8))
+    return v
+
+
+@pytest.mark.parametrize("acts", ["int8", "minifloat6", "fp8_e4m3"])
+def test_negative_param_matches_golden_model(acts, tmp_path):
+    """Elements whose ``acc + bias`` is negative take the second multiplier and shift where ``negative_param`` is
+    set (switching element by element): every code equals the golden model's."""
+    config = make_config(acts, acts)
+    rng = random.Random(sum(map(ord, acts)) + 7)
+    v = with_negative_side(config, 12_000, rng)
+    expected = expected_codes(config, v)
+    # The negative side must matter: without it, many codes would differ.
+    plain = expected_codes(config, Vectors(v.acc, v.nonfinite, v.bias, v.multiplier, v.shift, v.setting, v.settings))
+    assert (plain != expected).sum() > len(v) // 10
+    check_vectors(config, v, tmp_path, seed=11)
+
+
+def test_never_taking_the_negative_side_is_caught(monkeypatch, tmp_path):
+    """A unit that never takes the negative side (the choice stuck at the positive one) must fail the check."""
+    original = PostProcessor._magnitude
+
+    def ignoring_it(self, m, p):
+        # Mutation: negative_param ignored, so the negative side is never chosen.
+        p.negative_param = p.negative_param & 0
+        return original(self, m, p)
+
+    monkeypatch.setattr(PostProcessor, "_magnitude", ignoring_it)
+    monkeypatch.setenv("NO_WAVES_ON_FAILURE", "1")
+    config = make_config("int8", "int8")
+    v = with_negative_side(config, 2000, random.Random(3))
+    with pytest.raises(Mismatch, match=r"results differ from the golden model"):
+        check_vectors(config, v, tmp_path)

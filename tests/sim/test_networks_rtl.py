@@ -17,7 +17,8 @@ from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
-from tests.onnx_models import activations_resnet, decoder_digits, global_pools_digits, lstm_digits, softmax_digits
+from tests.onnx_models import (activations_resnet, decoder_digits, global_pools_digits, lstm_digits, prelu_net,
+                               softmax_digits)
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -58,6 +59,8 @@ def zoo(name: str, config: AcceleratorConfig, images: int) -> Network:
 SMALL_8X8 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=512, param_buffer_depth=16,
                  dma_bits=64)
 INT8_8X8, MINIFLOAT6_8X8 = engine("int8", 8, **SMALL_8X8), engine("minifloat6", 8, **SMALL_8X8)
+SMALL_4X4 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16,
+                 dma_bits=64)
 
 NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
@@ -86,6 +89,10 @@ NETWORKS = {
     "decoder-int8-4x4": Network(decoder_digits, DIGITS / "calibration.npy",
                                 engine("int8", 4, act_buffer_depth=512, weight_buffer_depth=128,
                                        acc_buffer_depth=128, param_buffer_depth=8), 4),
+    # PRelu with one slope per channel (negative, zero, positive) after convs and a Gemm: the requantization's
+    # negative side (STORE negative_param), two PARAM lines per block of output channels.
+    "prelu-int8-4x4": Network(prelu_net, DIGITS / "calibration.npy", engine("int8", 4, **SMALL_4X4), 4),
+    "prelu-minifloat6-4x4": Network(prelu_net, DIGITS / "calibration.npy", engine("minifloat6", 4, **SMALL_4X4), 2),
 }
 
 

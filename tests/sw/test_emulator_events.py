@@ -54,6 +54,9 @@ def _program(config: AcceleratorConfig):
     emit("SETPP", {}, clamp_lo=0x80, clamp_hi=0x7F)
     emit("STORE", dict(acc_read_bits=2 * acc, param_read_bits=512, ppu_outputs=2 * 4, dram_write_bytes=2 * 8),
          acc_addr=0, dram_addr=data + 2048, y_size=1, x_size=2)
+    # negative_param: PARAM lines 0 and 1 both read
+    emit("STORE", dict(acc_read_bits=2 * acc, param_read_bits=2 * 512, ppu_outputs=2 * 4, dram_write_bytes=2 * 8),
+         acc_addr=0, dram_addr=data + 2048, y_size=1, x_size=2, negative_param=1)
     emit("SETPP", {}, clamp_lo=0x80, clamp_hi=0x7F, lut=1)
     # with the table: each of the 4 x 4 codes reads a 32-bit LUT line of its lane
     emit("STORE", dict(acc_read_bits=4 * acc, param_read_bits=512, ppu_outputs=4 * 4, lut_read_bits=4 * 4 * 32,

@@ -164,10 +164,10 @@ def test_unfusable_activations_go_to_the_host():
         # A Relu after an activation would clamp before it: the host runs the Relu.
         "relu after": ([conv, helper.make_node("Sigmoid", ["c"], ["t"]), helper.make_node("Relu", ["t"], ["y"])],
                        [], ["conv+sigmoid", "host"]),
-        # One slope per channel: one table cannot serve them.
+        # One slope per channel: no table, the requantization's negative side (tests/sw/test_prelu.py).
         "prelu per channel": ([conv, helper.make_node("PRelu", ["c", "slope"], ["y"])],
                               [numpy_helper.from_array(np.array([0.1, 0.2, 0.3, 0.4], np.float32).reshape(4, 1, 1),
-                                                       "slope")], ["conv", "host"]),
+                                                       "slope")], ["conv+prelu"]),
         # The graph input: no layer before it.
         "graph input": ([helper.make_node("HardSwish", ["x"], ["h"]),
                          helper.make_node("Conv", ["h", "w", "b"], ["y"], pads=[1, 1, 1, 1])], [], ["host", "conv"]),
