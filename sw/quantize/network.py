@@ -368,7 +368,7 @@ def _pre_activations(net: FloatNetwork, floats, grids: dict[str, Grid], method: 
     from sw.frontend.float_model import pre_activation
     pre = {}
     for layer in net.layers:
-        if layer.activation is None or _on_negative_side(layer, act):
+        if layer.activation is None or _on_negative_side(layer, grids[layer.output].format):
             continue
         if floats is None:
             raise QuantizationError(f"Layer {layer.name!r} ends with a {layer.activation['op']}, whose input "
@@ -440,7 +440,7 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
     ms = [multiplier_shift(float(r), layer.name) for r in ratios]
     q.multiplier = np.array([m for m, _ in ms], dtype=np.int64)
     q.shift = np.array([s for _, s in ms], dtype=np.int64)
-    if _on_negative_side(layer, act):
+    if _on_negative_side(layer, get_format(out_enc.format)):
         _negative_side(q, layer, ratios, channels)
     return q
 
