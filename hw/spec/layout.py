@@ -22,7 +22,8 @@ import numpy as np
 from .config import AcceleratorConfig
 from .isa import Buffer
 
-__all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes",
+__all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes", "tensor_lanes",
+           "tensor_line_bytes",
            "pack_codes", "unpack_codes", "pack_lines", "unpack_lines", "pack_params", "unpack_params",
            "lut_lines", "pack_lut", "unpack_lut"]
 
@@ -64,6 +65,21 @@ def line_bytes(buffer: Buffer, config: AcceleratorConfig) -> int:
 def output_line_bytes(config: AcceleratorConfig) -> int:
     """Bytes of one STORE output line: one activation-format code per array column, whole beats."""
     return _beats(config.cols * config.act_slot_bits, config) * config.dma_bits // 8
+
+
+def tensor_lanes(config: AcceleratorConfig) -> int:
+    """Channels in one line of a tensor in external memory (a network's feature maps): ``min(rows, cols)``, the
+    lanes both an output line (``cols`` codes) and an activation line (``rows`` codes) reach from the line's
+    first bit. A square array uses every lane of both; on a rectangular one the wider side's other lanes are
+    don't-care (written by a STORE, zero-weighted by the COMPUTE that reads them)."""
+    return min(config.rows, config.cols)
+
+
+def tensor_line_bytes(config: AcceleratorConfig) -> int:
+    """Bytes between consecutive lines of a tensor in external memory: the larger of an activation line and an
+    output line, so that a STORE writes and a LOAD reads one whole line at each line's address (the same as both
+    on a square array)."""
+    return max(line_bytes(Buffer.ACT, config), output_line_bytes(config))
 
 
 def _group(bits: int) -> tuple[int, int]:

@@ -29,7 +29,9 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
+from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes
+
+from .lines import act_loads, needs_strided_loads, output_stores, padding_row
 
 from .program import ProgramBuilder, Region, Step
 
@@ -554,7 +556,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     nb_n = len(tiles.per_block)
-    alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
+    wlb, tlb = line_bytes(Buffer.WEIGHT, c), tensor_line_bytes(c)      # tensor lines: hw/spec/layout.py
     pitch = job.width + l_pad + r_pad
     act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
@@ -585,6 +587,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                                x_size=nb_n))
 
     chunks = ceil_div(out_h, plan.rows)
+    # A wide array's padding rows load from a row of padding lines (sw/compiler/lines.py).
+    pad_row = (b.region(f"{job.name}.pad", padding_row(c, pitch, job.pad_value))
+               if needs_strided_loads(c) and (t_pad or job.padding[2]) else None)
 
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)
@@ -596,30 +601,33 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
         src = job.sources[i]
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=src.region.addr + (cb * block_pitch + max(iy0, 0) * src_pitch) * alb,
-                      y_size=real, x_size=job.width, dram_stride=src_pitch * alb, pad_top=top, pad_bottom=bottom,
+                      dram_addr=src.region.addr + (cb * block_pitch + max(iy0, 0) * src_pitch) * tlb,
+                      y_size=real, x_size=job.width, dram_stride=src_pitch * tlb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
                 and real * job.width <= _field_max(Opcode.LOAD, "x_size")):
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
-        return ("LOAD", fields)
+        return act_loads(c, fields, pad_row.addr if pad_row is not None else None)
 
     def stores_of(chunk, nb, acc_base):
+        return output_stores(c, line_stores(chunk, nb, acc_base))
+
+    def line_stores(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * olb
+        out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * tlb
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
                 return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=1, x_size=rows * out_w,
                                        param_addr=param_base + nb))]
             return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=out_w, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
+                                   acc_stride=out_w, dram_stride=dst_pitch * tlb, param_addr=param_base + nb))]
         psh, psw = job.pool.stride
         if psw == 1:
             return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=psh * wo, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
-        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * dst_pitch * olb,
-                               y_size=out_w, x_size=1, acc_stride=psw, dram_stride=olb,
+                                   acc_stride=psh * wo, dram_stride=dst_pitch * tlb, param_addr=param_base + nb))]
+        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * dst_pitch * tlb,
+                               y_size=out_w, x_size=1, acc_stride=psw, dram_stride=tlb,
                                param_addr=param_base + nb)) for r in range(rows)]
 
     steps: list[Step] = []
@@ -640,7 +648,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 ky0, ky1, kx0, kx1 = tiles.groups[g]
                 loads = []
                 if (i, cb) not in loaded:
-                    loads.append(patch_load(i, cb, band, slot(nb, i, cb, patch_parity)))
+                    loads.extend(patch_load(i, cb, band, slot(nb, i, cb, patch_parity)))
                     loaded.add((i, cb))
                 if load_weights and band[0] == 0:
                     w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
