@@ -22,9 +22,9 @@ from tests.onnx_models import activations_resnet, global_pools_digits, lstm_digi
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
 
-def engine(fmt: str, n: int, **buffers) -> AcceleratorConfig:
-    """An n x n engine of one number format (buffers: the configuration's defaults unless given)."""
-    return AcceleratorConfig(rows=n, cols=n, weight_format=fmt, act_format=fmt, **buffers)
+def engine(fmt: str, n: int, cols: int | None = None, **buffers) -> AcceleratorConfig:
+    """An n x n (or n x cols) engine of one number format (buffers: the configuration's defaults unless given)."""
+    return AcceleratorConfig(rows=n, cols=n if cols is None else cols, weight_format=fmt, act_format=fmt, **buffers)
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,17 @@ def zoo(name: str, config: AcceleratorConfig, images: int) -> Network:
 SMALL_8X8 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=512, param_buffer_depth=16,
                  dma_bits=64)
 INT8_8X8, MINIFLOAT6_8X8 = engine("int8", 8, **SMALL_8X8), engine("minifloat6", 8, **SMALL_8X8)
+# Rectangular engines on a 32-bit bus: 4x8 has activation lines (one beat) shorter than a tensor's lines (two),
+# so its LOADs go a line at a time; 8x4 has output lines shorter, so its STOREs do (sw/compiler/lines.py).
+RECT = dict(SMALL_8X8, dma_bits=32)
+INT8_4X8, INT8_8X4 = engine("int8", 4, 8, **RECT), engine("int8", 8, 4, **RECT)
 
 NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
     "digits-minifloat6-16x16": digits(engine("minifloat6", 16), 32),
     "digits-int8-16x16": digits(engine("int8", 16), 32),
+    "digits-int8-4x8": digits(INT8_4X8, 8),
+    "digits-int8-8x4": digits(INT8_8X4, 8),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),
