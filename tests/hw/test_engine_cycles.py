@@ -44,3 +44,26 @@ def test_format_switching_programs_within_two_percent(tmp_path):
     assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
     total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
     assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+
+
+@pytest.mark.parametrize("cols", [8, 4], ids=["4x8", "8x4"])
+def test_rectangular_network_programs_within_two_percent(cols, tmp_path):
+    """Compiled networks on rectangular engines keep the cycle model: random networks on a 4x8 engine (LOADs a
+    line at a time) and an 8x4 one (STOREs a line at a time), the engines of tests/sim/test_networks_rtl.py."""
+    from dataclasses import replace
+
+    from sim.random_network import random_inputs, random_network
+    from sw.compiler.network import compile_network
+    from tests.sim.test_networks_rtl import INT8_4X8, INT8_8X4
+
+    config = INT8_4X8 if cols == 8 else INT8_8X4
+    rng = np.random.default_rng(13 + cols)
+    programs = []
+    for _ in range(3):
+        compiled = compile_network(random_network(rng, "int8", "int8", config.acc_bits), config)
+        x = random_inputs(rng, compiled.network, 1)[0]
+        programs.append(replace(compiled.program, dram=compiled.dram_with_input(x)))
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) == len(programs)
+    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
+    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
