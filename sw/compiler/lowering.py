@@ -7,7 +7,9 @@ lane, ``m = min(rows, cols)`` channels a line: :func:`hw.spec.layout.tensor_lane
 array's side). On a rectangular array a job sees its channels *spread*: input channel ``ch`` is lane ``ch % m`` of
 activation block ``ch // m`` (virtual channel ``(ch // m) * rows + ch % m``), output channel ``ch`` column
 ``ch % m`` of output block ``ch // m`` (virtual ``(ch // m) * cols + ch % m``); the other lanes get zero weights
-(see :func:`spread`), so the output lines a layer stores are the activation lines the next one loads. A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
+(see :func:`spread`), so the output lines a layer stores are the activation lines the next one loads.
+
+A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
 (``Placement.index``): flatten costs nothing, because the linear layer's weights are permuted at compile time
 to the order in which the feature map already sits in memory.
 """

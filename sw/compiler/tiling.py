@@ -1,9 +1,9 @@
 """One accumulating layer as tiles: the general convolution job, its cost model, and its instructions.
 
 Every layer the engine runs is a :class:`ConvJob`: one or more source feature maps (blocked NHWC in external
-memory: ``C/rows`` blocks of ``H*W`` lines), each with a dense weight tensor ``(T, kh, kw, Cin, Cout)`` (T
-tensors of a multi-tensor sum; zero where a group, a depthwise channel or a concat part has no connection), all
-summed into one accumulator per output, then optionally max-pooled (ALU MAX on the accumulators, exact because
+memory: ``C/rows`` blocks of ``H*W`` lines, channels spread as lowering.py says), each with a dense weight
+tensor ``(T, kh, kw, Cin, Cout)`` (T tensors of a multi-tensor sum; zero where a group, a depthwise channel or a
+concat part has no connection), all summed into one accumulator per output, then optionally max-pooled (ALU MAX on the accumulators, exact because
 the rescale is monotone) and post-processed on the way out (bias, rescale, clamp in the STOREs).
 Convolutions, fully connected layers (a 1x1 map), average pooling (identity tiles at every tap), residual adds
 (two sources) and concats (shifted identities) are all jobs.
@@ -32,7 +32,6 @@ from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes
 
 from .lines import act_loads, needs_strided_loads, output_stores, padding_row
-
 from .program import ProgramBuilder, Region, Step
 
 __all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "plan_job", "emit_job",
@@ -610,9 +609,6 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         return act_loads(c, fields, pad_row.addr if pad_row is not None else None)
 
     def stores_of(chunk, nb, acc_base):
-        return output_stores(c, line_stores(chunk, nb, acc_base))
-
-    def line_stores(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
         out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * tlb
         if job.pool is None or not job.pool.in_place or plan.band:
@@ -674,7 +670,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         last.ends = True
         if job.pool is not None and not plan.band:
             last.computes.extend(_pool_alus(job, acc_base, rows, band[1], wo, regions))
-        last.stores = stores_of(chunk, nb, acc_base)
+        last.stores = output_stores(c, stores_of(chunk, nb, acc_base))     # lines a tensor line apart
         tile_count += 1
 
     if order == "chunk":
