@@ -122,3 +122,52 @@ def test_square_programs_are_unchanged(key):
     net = random_network(np.random.default_rng(7), acts, weights, config.acc_bits)
     digest = hashlib.sha256(bytes(compile_network(net, config).program.dram)).hexdigest()[:16]
     assert digest == SQUARE_DIGESTS[key]
+
+
+#: A wide array that LOADs a line at a time and a tall one that STOREs a line at a time (32-bit bus).
+STRIDED = [(4, 8), (8, 4)]
+
+
+@pytest.mark.parametrize("rows,cols", STRIDED, ids=["4x8", "8x4"])
+@pytest.mark.parametrize("limits,tiling", [
+    (dict(act_buffer_depth=256, acc_buffer_depth=32), {}),                  # column strips
+    (dict(weight_buffer_depth=32), {}),                                      # kernel groups
+    (dict(param_buffer_depth=2), {}),                                        # channel groups
+    ({}, dict(order="chunk", max_rows=1)),
+    ({}, dict(order="block", max_rows=3)),
+], ids=["strips", "kernel-groups", "channel-groups", "chunk-1", "block-3"])
+def test_splits_and_tilings_on_a_rectangular_array(rows, cols, limits, tiling):
+    """What does not fit is split (windows of the map, of the kernel, of the output channels) and every loop order
+    and tile height runs, with tensors a line at a time."""
+    config = _config("int8", "int8", rows, cols=cols, dma_bits=32, **limits)
+    rng = np.random.default_rng(4)
+    net = random_network(rng, "int8", "int8", config.acc_bits, size=(3, 9, 40))
+    compiled = compile_network(net, config, **tiling)
+    if "param_buffer_depth" in limits or "act_buffer_depth" in limits:
+        assert max(e["plan"]["parts"] for e in compiled.layers) > 1
+    x = random_inputs(rng, net, 1)
+    golden = run_network(net, x, keep=True)
+    dram, _ = _emulate(compiled, x[0])
+    for name in compiled.materialized:
+        np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][0], err_msg=name)
+
+
+@pytest.mark.parametrize("shape", ["8x16", "16x8"])
+@pytest.mark.parametrize("model", ["softmax_digits", "lstm_digits", "activations_resnet"])
+def test_host_layers_and_activation_tables_on_a_rectangular_array(model, shape, tmp_path):
+    """Host layers read and write tensors in the rectangular layout (a Softmax at the end, an LSTM in the middle);
+    lookup-table activations in residual blocks. 64-bit bus: 8x16 LOADs, 16x8 STOREs a line at a time."""
+    import tests.onnx_models as models
+
+    rows, cols = map(int, shape.split("x"))
+    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8", dma_bits=64)
+    samples = np.load(DIGITS / "calibration.npy")
+    compiled = compile_model(getattr(models, model)(tmp_path / f"{model}.onnx"), config, samples,
+                             log=lambda *_: None)
+    codes = compiled.network.tensors[compiled.network.input].quantize(samples[:2])
+    golden = run_codes(compiled, codes, "golden", keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    assert bool(compiled.host_layers) == (model != "activations_resnet")
+    for i in range(len(codes)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
