@@ -171,3 +171,21 @@ def test_host_layers_and_activation_tables_on_a_rectangular_array(model, shape, 
     for i in range(len(codes)):
         for name in compiled.materialized:
             np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
+
+
+@pytest.mark.parametrize("shape", ["8x16", "16x8"])
+@pytest.mark.parametrize("model", ["resnet8", "ds_cnn"])
+def test_zoo_models_on_a_rectangular_array(model, shape):
+    """Residual blocks, depthwise and strided convolutions, global pooling (models/zoo, random weights)."""
+    from pathlib import Path
+
+    zoo = Path(__file__).parents[2] / "models" / "zoo"
+    rows, cols = map(int, shape.split("x"))
+    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8")
+    samples = np.load(zoo / f"{model}_calibration.npy")
+    compiled = compile_model(zoo / f"{model}.onnx", config, samples, log=lambda *_: None)
+    codes = compiled.network.tensors[compiled.network.input].quantize(samples[:1])
+    golden = run_codes(compiled, codes, "golden", keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    for name in compiled.materialized:
+        np.testing.assert_array_equal(emulated.tensors[0][name], golden.tensors[0][name], err_msg=name)
