@@ -3,11 +3,12 @@ jobs so far. Each operator (``sw/ops``) turns its layers into :class:`~sw.compil
 :meth:`Lowering.add_job`, which also applies a max pool fused into the layer and places the output.
 
 Tensors live in external memory in the engine's blocked layout (``C/m`` blocks of ``H*W`` lines, one code per
-lane, ``m = min(rows, cols)`` channels a line: :func:`hw.spec.layout.tensor_lanes`; on a square array ``m`` is the
-array's side). On a rectangular array a job sees its channels *spread*: input channel ``ch`` is lane ``ch % m`` of
-activation block ``ch // m`` (virtual channel ``(ch // m) * rows + ch % m``), output channel ``ch`` column
-``ch % m`` of output block ``ch // m`` (virtual ``(ch // m) * cols + ch % m``); the other lanes get zero weights
-(see :func:`spread`), so the output lines a layer stores are the activation lines the next one loads.
+lane, ``m`` channels a line: :func:`hw.spec.layout.tensor_lanes`, the array's side on a square one). On a
+rectangular array a job sees its channels *spread* over whole blocks of the array's sides: the ``m`` lanes of a
+tensor line are ``ceil(m / rows)`` activation blocks (input channel ``ch`` is virtual channel
+``(ch // m) * ceil(m / rows) * rows + ch % m``) and ``ceil(m / cols)`` output blocks (likewise with ``cols``); the
+virtual channels no lane holds get zero weights (see :func:`spread`), so the output lines a layer stores are the
+activation lines the next one loads.
 
 A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
 (``Placement.index``): flatten costs nothing, because the linear layer's weights are permuted at compile time
@@ -227,17 +228,18 @@ class Lowering:
 
 def _lanes(config: AcceleratorConfig, channels: int, side: int) -> np.ndarray:
     """Virtual channel of each of ``channels`` channels on an array side of ``side`` lanes (see the module's
-    docstring)."""
+    docstring): a tensor line's ``m`` lanes are ``ceil(m / side)`` whole blocks of the side."""
     m = tensor_lanes(config)
     ch = np.arange(channels)
-    return (ch // m) * side + ch % m
+    return (ch // m) * ceil_div(m, side) * side + ch % m
 
 
 def spread_channels(config: AcceleratorConfig, cout: int) -> int:
     """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
     if config.rows == config.cols:
         return cout
-    return ceil_div(cout, tensor_lanes(config)) * config.cols
+    m = tensor_lanes(config)
+    return ceil_div(cout, m) * ceil_div(m, config.cols) * config.cols
 
 
 def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tuple[int, np.ndarray]:
@@ -248,7 +250,8 @@ def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tup
     if c.rows == c.cols:
         return channels, weights
     t, kh, kw, cin, cout = weights.shape
-    vin = ceil_div(channels, tensor_lanes(c)) * c.rows
+    m = tensor_lanes(c)
+    vin = ceil_div(channels, m) * ceil_div(m, c.rows) * c.rows
     out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
     out[:, :, :, _lanes(c, cin, c.rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
     return vin, out

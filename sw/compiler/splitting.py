@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Opcode
-from hw.spec.layout import tensor_line_bytes
+from hw.spec.layout import tensor_line_bytes, tensor_sublines
 
 from .program import Region
 from .tiling import (ConvJob, LayoutError, Pool, Requant, _bands_that_fit, _check, _field_max, _fits, _geometry,
@@ -90,7 +90,8 @@ def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob
 
 def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     c = config
-    per_group = (c.param_buffer_depth // 2) * c.cols
+    ko = tensor_sublines(c)[1]             # output blocks sharing a tensor line stay in one group
+    per_group = (c.param_buffer_depth // 2) // ko * ko * c.cols
     if job.cout <= per_group:
         return [job]
     tlb = tensor_line_bytes(c)
@@ -99,7 +100,7 @@ def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     groups = []
     for c0 in range(0, job.cout, per_group):
         c1 = min(c0 + per_group, job.cout)
-        offset = (c0 // c.cols) * block_lines * tlb
+        offset = (c0 // c.cols // ko) * block_lines * tlb
         groups.append(replace(
             job, name=f"{job.name}[c{c0}:{c1}]", cout=c1 - c0, macs=None, out_pitch=job.dst_pitch,
             sources=[replace(src, weights=src.weights[..., c0:c1]) for src in job.sources],

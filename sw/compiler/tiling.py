@@ -29,7 +29,8 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes
+from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes,
+                             tensor_sublines)
 
 from .lines import act_loads, needs_strided_loads, output_stores, padding_row
 from .program import ProgramBuilder, Region, Step
@@ -555,7 +556,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     nb_n = len(tiles.per_block)
-    wlb, tlb = line_bytes(Buffer.WEIGHT, c), tensor_line_bytes(c)      # tensor lines: hw/spec/layout.py
+    alb, wlb, olb, tlb = (line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c),
+                          tensor_line_bytes(c))
+    ki, ko = tensor_sublines(c)            # activation and output blocks in a tensor line (hw/spec/layout.py)
     pitch = job.width + l_pad + r_pad
     act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
@@ -600,7 +603,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
         src = job.sources[i]
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=src.region.addr + (cb * block_pitch + max(iy0, 0) * src_pitch) * tlb,
+                      dram_addr=src.region.addr + ((cb // ki) * block_pitch + max(iy0, 0) * src_pitch) * tlb
+                      + (cb % ki) * alb,
                       y_size=real, x_size=job.width, dram_stride=src_pitch * tlb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
@@ -610,7 +614,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
 
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = job.out.addr + (nb * out_h + r0) * dst_pitch * tlb
+        out_base = job.out.addr + ((nb // ko) * out_h + r0) * dst_pitch * tlb + (nb % ko) * olb
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):

@@ -46,17 +46,18 @@ def test_format_switching_programs_within_two_percent(tmp_path):
     assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
 
 
-@pytest.mark.parametrize("cols", [8, 4], ids=["4x8", "8x4"])
-def test_rectangular_network_programs_within_two_percent(cols, tmp_path):
-    """Compiled networks on rectangular engines keep the cycle model: random networks on a 4x8 engine (LOADs a
-    line at a time) and an 8x4 one (STOREs a line at a time), the engines of tests/sim/test_networks_rtl.py."""
+@pytest.mark.parametrize("shape", ["4x8", "8x4", "4x16"])
+def test_rectangular_network_programs_within_two_percent(shape, tmp_path):
+    """Compiled networks on rectangular engines keep the cycle model: random networks on the engines of
+    tests/sim/test_networks_rtl.py (4x8: LOADs a line at a time; 8x4: STOREs; 4x16: unused upper columns)."""
     from dataclasses import replace
 
     from sim.random_network import random_inputs, random_network
     from sw.compiler.network import compile_network
-    from tests.sim.test_networks_rtl import INT8_4X8, INT8_8X4
+    from tests.sim.test_networks_rtl import INT8_4X8, INT8_4X16, INT8_8X4
 
-    config = INT8_4X8 if cols == 8 else INT8_8X4
+    config = {"4x8": INT8_4X8, "8x4": INT8_8X4, "4x16": INT8_4X16}[shape]
+    cols = config.cols
     rng = np.random.default_rng(13 + cols)
     programs = []
     for _ in range(3):

@@ -57,10 +57,13 @@ def zoo(name: str, config: AcceleratorConfig, images: int) -> Network:
 SMALL_8X8 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=512, param_buffer_depth=16,
                  dma_bits=64)
 INT8_8X8, MINIFLOAT6_8X8 = engine("int8", 8, **SMALL_8X8), engine("minifloat6", 8, **SMALL_8X8)
-# Rectangular engines on a 32-bit bus: 4x8 has activation lines (one beat) shorter than a tensor's lines (two),
-# so its LOADs go a line at a time; 8x4 has output lines shorter, so its STOREs do (sw/compiler/lines.py).
+# Rectangular engines (hw/spec/layout.py: tensor_lanes; sw/compiler/lines.py). On a 32-bit bus, dense: 4x8 reads
+# an output line (two beats) as two activation lines (one beat each), a line at a time; 8x4 stores two output lines
+# side by side as one activation line, a line at a time. 4x16 on a 64-bit bus: 4 channels a line (32-bit
+# activation lines do not fill a beat), the upper columns don't-care, LOADs a line at a time.
 RECT = dict(SMALL_8X8, dma_bits=32)
 INT8_4X8, INT8_8X4 = engine("int8", 4, 8, **RECT), engine("int8", 8, 4, **RECT)
+INT8_4X16 = engine("int8", 4, 16, **SMALL_8X8)
 
 NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
@@ -68,6 +71,7 @@ NETWORKS = {
     "digits-int8-16x16": digits(engine("int8", 16), 32),
     "digits-int8-4x8": digits(INT8_4X8, 8),
     "digits-int8-8x4": digits(INT8_8X4, 8),
+    "digits-int8-4x16": digits(INT8_4X16, 8),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),

@@ -73,15 +73,17 @@ def test_digits_cnn_on_a_rectangular_array(shape):
     assert (net.tensors[net.output].dequantize(emulated.codes).argmax(axis=1) == labels).mean() > 0.9
 
 
-@pytest.mark.parametrize("rows,cols,dma,bits", [(4, 8, 64, 8), (8, 4, 64, 8), (8, 16, 64, 8), (16, 8, 64, 8),
-                                                (4, 8, 32, 6)])
-def test_tensor_layout_from_its_definition(rows, cols, dma, bits):
+@pytest.mark.parametrize("rows,cols,dma,bits,dense", [
+    (4, 8, 64, 8, False), (8, 4, 64, 8, False), (8, 16, 64, 8, True), (16, 8, 64, 8, True), (4, 8, 32, 6, False),
+    (8, 16, 128, 8, False), (16, 32, 128, 8, True), (32, 8, 64, 8, True), (12, 8, 64, 8, False)])
+def test_tensor_layout_from_its_definition(rows, cols, dma, bits, dense):
     """A map's code of channel ch at pixel p sits in line (ch // m) * H * W + p, lines ``max(ACT line, output line)``
-    bytes apart, at bits (ch % m) * bits of its line (m = min(rows, cols)); the last block's lanes past the channels
-    hold the zero code, every other bit is zero."""
+    bytes apart, at bits (ch % m) * bits of its line; m = max(rows, cols) where the longer side is k times the
+    shorter and the shorter side's line fills whole beats (dense), else min(rows, cols). The last block's lanes
+    past the channels hold the zero code, every other bit is zero."""
     fmt = "int8" if bits == 8 else "minifloat6"
     config = AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_format=fmt, dma_bits=dma)
-    m = min(rows, cols)
+    m = max(rows, cols) if dense else min(rows, cols)
     beat = dma // 8
     line = max(-(-rows * bits // dma), -(-cols * bits // dma)) * beat
     assert (tensor_lanes(config), tensor_line_bytes(config)) == (m, line)
@@ -124,7 +126,8 @@ def test_square_programs_are_unchanged(key):
     assert digest == SQUARE_DIGESTS[key]
 
 
-#: A wide array that LOADs a line at a time and a tall one that STOREs a line at a time (32-bit bus).
+#: A wide array that LOADs a line at a time and a tall one that STOREs a line at a time (32-bit bus; dense: an
+#: output line is two activation lines, resp. an activation line two output lines).
 STRIDED = [(4, 8), (8, 4)]
 
 
@@ -132,18 +135,21 @@ STRIDED = [(4, 8), (8, 4)]
 @pytest.mark.parametrize("limits,tiling", [
     (dict(act_buffer_depth=256, acc_buffer_depth=32), {}),                  # column strips
     (dict(weight_buffer_depth=32), {}),                                      # kernel groups
-    (dict(param_buffer_depth=2), {}),                                        # channel groups
+    (dict(param_buffer_depth=2), {}),                     # channel groups (8x4: min(rows, cols) lanes, PARAM < k)
+    (dict(param_buffer_depth=4), {}),                     # channel groups (8x4: the k = 2 output blocks of a line)
     ({}, dict(order="chunk", max_rows=1)),
     ({}, dict(order="block", max_rows=3)),
-], ids=["strips", "kernel-groups", "channel-groups", "chunk-1", "block-3"])
+], ids=["strips", "kernel-groups", "channel-groups", "channel-groups-dense", "chunk-1", "block-3"])
 def test_splits_and_tilings_on_a_rectangular_array(rows, cols, limits, tiling):
     """What does not fit is split (windows of the map, of the kernel, of the output channels) and every loop order
     and tile height runs, with tensors a line at a time."""
     config = _config("int8", "int8", rows, cols=cols, dma_bits=32, **limits)
+    param = limits.get("param_buffer_depth")
+    assert tensor_lanes(config) == (4 if rows > cols and param == 2 else 8)      # dense unless PARAM / 2 < k
     rng = np.random.default_rng(4)
     net = random_network(rng, "int8", "int8", config.acc_bits, size=(3, 9, 40))
     compiled = compile_network(net, config, **tiling)
-    if "param_buffer_depth" in limits or "act_buffer_depth" in limits:
+    if "act_buffer_depth" in limits or param == 2 or (param == 4 and rows > cols):   # 12 channels > a group
         assert max(e["plan"]["parts"] for e in compiled.layers) > 1
     x = random_inputs(rng, net, 1)
     golden = run_network(net, x, keep=True)
