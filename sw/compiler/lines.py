@@ -34,10 +34,15 @@ def needs_strided_loads(config: AcceleratorConfig) -> bool:
     return line_bytes(Buffer.ACT, config) < tensor_line_bytes(config)
 
 
-def padding_row(config: AcceleratorConfig, lines: int, pad_value: int) -> bytes:
-    """``lines`` activation lines holding ``pad_value`` in every lane: what a wide array's padding rows load."""
-    return pack_lines(np.full((lines, config.rows), pad_value, dtype=np.int64), config.act_slot_bits,
-                      line_bytes(Buffer.ACT, config))
+def padding_row(b, name: str, lines: int, pad_value: int, padding: tuple) -> int | None:
+    """Address of a region of ``lines`` activation lines holding ``pad_value`` in every lane, which a wide
+    array's padding rows load (``b``: the program builder); None where a job needs none (no padding rows, or
+    LOADs that pad by themselves)."""
+    c = b.config
+    if not needs_strided_loads(c) or not (padding[0] or padding[2]):
+        return None
+    data = pack_lines(np.full((lines, c.rows), pad_value, dtype=np.int64), c.act_slot_bits, line_bytes(Buffer.ACT, c))
+    return b.region(f"{name}.pad", data).addr
 
 
 def act_loads(config: AcceleratorConfig, fields: dict, pad_addr: int | None) -> list[tuple[str, dict]]:

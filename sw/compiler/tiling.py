@@ -3,8 +3,9 @@
 Every layer the engine runs is a :class:`ConvJob`: one or more source feature maps (blocked NHWC in external
 memory: ``C/rows`` blocks of ``H*W`` lines, channels spread as lowering.py says), each with a dense weight
 tensor ``(T, kh, kw, Cin, Cout)`` (T tensors of a multi-tensor sum; zero where a group, a depthwise channel or a
-concat part has no connection), all summed into one accumulator per output, then optionally max-pooled (ALU MAX on the accumulators, exact because
-the rescale is monotone) and post-processed on the way out (bias, rescale, clamp in the STOREs).
+concat part has no connection), all summed into one accumulator per output, then optionally max-pooled (ALU MAX
+on the accumulators, exact because the rescale is monotone) and post-processed on the way out (bias, rescale,
+clamp in the STOREs).
 Convolutions, fully connected layers (a 1x1 map), average pooling (identity tiles at every tap), residual adds
 (two sources) and concats (shifted identities) are all jobs.
 
@@ -32,7 +33,7 @@ from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
 from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes,
                              tensor_sublines)
 
-from .lines import act_loads, needs_strided_loads, output_stores, padding_row
+from .lines import act_loads, output_stores, padding_row
 from .program import ProgramBuilder, Region, Step
 
 __all__ = ["LayoutError", "Requant", "ceil_div", "Source", "Pool", "ConvJob", "Plan", "plan_job", "emit_job",
@@ -589,9 +590,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                                x_size=nb_n))
 
     chunks = ceil_div(out_h, plan.rows)
-    # A wide array's padding rows load from a row of padding lines (sw/compiler/lines.py).
-    pad_row = (b.region(f"{job.name}.pad", padding_row(c, pitch, job.pad_value))
-               if needs_strided_loads(c) and (t_pad or job.padding[2]) else None)
+    pad_row = padding_row(b, job.name, pitch, job.pad_value, job.padding)     # a wide array's (lines.py)
 
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)
@@ -610,7 +609,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
                 and real * job.width <= _field_max(Opcode.LOAD, "x_size")):
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
-        return act_loads(c, fields, pad_row.addr if pad_row is not None else None)
+        return act_loads(c, fields, pad_row)
 
     def stores_of(chunk, nb, acc_base):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
