@@ -53,10 +53,13 @@ def test_random_network_on_a_rectangular_array_matches_golden(weights, acts, row
     assert {"p1", "dw", "sum", "cat", "mp", "avg", "dil", "gap", "fc", "out"} <= set(compiled.materialized)
 
 
-@pytest.mark.parametrize("shape", ["4x8", "8x4", "8x16", "16x8", "4x16", "16x4"])
+@pytest.mark.parametrize("shape", ["4x8", "8x4", "8x16", "16x8", "4x16", "16x4", "8x16@64", "16x8@64", "16x32"])
 def test_digits_cnn_on_a_rectangular_array(shape):
-    rows, cols = map(int, shape.split("x"))
-    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8")
+    """The default 128-bit bus (min(rows, cols) channels a line, but 16x32: dense), and a 64-bit one (dense)."""
+    rows, cols = map(int, shape.split("@")[0].split("x"))
+    dma = int(shape.split("@")[1]) if "@" in shape else 128
+    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8", dma_bits=dma)
+    assert tensor_lanes(config) == (max(rows, cols) if dma == 64 or cols == 32 else min(rows, cols))
     folder = model_folder(DIGITS)
     compiled = compile_model(folder.onnx, config, np.load(folder.calibration), log=lambda *_: None,
                              method="mmse", per_channel=True)
