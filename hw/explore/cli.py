@@ -6,7 +6,7 @@ estimated, the model compiled for it and emulated (``python -m sw.evaluate`` in 
 digests of the model and data, the configuration hash and the quantizer options): accuracy where labels are
 given, cycles and MAC utilization per layer, yosys area and fmax where --synth asks for them. Points run on a
 local process pool, or on a Dask cluster with --cluster tcp://HOST:PORT. A point that fails (a layer that does
-not fit, a rectangular array the compiler refuses) is a row with its reason. Rerunning with the same --out skips
+not fit, weights the quantizer refuses) is a row with its reason. Rerunning with the same --out skips
 the finished points, so an interrupted sweep resumes.
 """
 

@@ -85,7 +85,7 @@ def _build(config, task: dict) -> tuple[dict, bool]:
 
 def _evaluate(config, task: dict) -> tuple[dict, bool]:
     """``sw.evaluate``'s result for this configuration, from the compile cache or run now; ``{"error": line}``
-    when the model does not compile for it (a layer that does not fit, a rectangular array)."""
+    when the model does not compile for it (a layer that does not fit, weights the quantizer refuses)."""
     entry = Path(task["cache"]) / "compiles" / f"{task['compile_key'][:24]}-{config.hash}.json"
     with locked(entry.with_suffix(".lock")):
         if entry.is_file():

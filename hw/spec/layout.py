@@ -22,7 +22,8 @@ import numpy as np
 from .config import AcceleratorConfig
 from .isa import Buffer
 
-__all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes",
+__all__ = ["PARAM_ENTRY_BYTES", "line_codes", "line_bits", "line_bytes", "output_line_bytes", "tensor_lanes",
+           "tensor_line_bytes", "tensor_sublines",
            "pack_codes", "unpack_codes", "pack_lines", "unpack_lines", "pack_params", "unpack_params",
            "lut_lines", "pack_lut", "unpack_lut"]
 
@@ -64,6 +65,37 @@ def line_bytes(buffer: Buffer, config: AcceleratorConfig) -> int:
 def output_line_bytes(config: AcceleratorConfig) -> int:
     """Bytes of one STORE output line: one activation-format code per array column, whole beats."""
     return _beats(config.cols * config.act_slot_bits, config) * config.dma_bits // 8
+
+
+def tensor_lanes(config: AcceleratorConfig) -> int:
+    """Channels in one line of a tensor in external memory (a network's feature maps).
+
+    Dense, ``max(rows, cols)``, when the longer side is k times the shorter and the shorter side's line fills
+    whole bus beats: then k lines of the shorter kind are, byte for byte, one line of the longer (k output lines
+    side by side are one activation line, or an output line is k activation lines), and the engine reaches every
+    lane through beat-aligned addresses (on a tall array, while half the PARAM buffer holds those k output
+    blocks). Otherwise ``min(rows, cols)``, the lanes both an output line (``cols`` codes) and an activation line
+    (``rows`` codes) reach from the line's first bit; the longer side's other lanes are don't-care (written by a
+    STORE, zero-weighted by the COMPUTE that reads them). A square array's is its side."""
+    small, large = sorted((config.rows, config.cols))
+    if (large % small == 0 and small * config.act_slot_bits % config.dma_bits == 0
+            and (config.rows <= config.cols or config.param_buffer_depth // 2 >= large // small)):
+        return large
+    return small
+
+
+def tensor_sublines(config: AcceleratorConfig) -> tuple[int, int]:
+    """(activation lines, output lines) that share one line of a tensor, one after the other: (k, 1) or (1, k)
+    where :func:`tensor_lanes` is dense, else (1, 1)."""
+    m = tensor_lanes(config)
+    return -(-m // config.rows), -(-m // config.cols)
+
+
+def tensor_line_bytes(config: AcceleratorConfig) -> int:
+    """Bytes between consecutive lines of a tensor in external memory: the larger of an activation line and an
+    output line, so that a STORE writes and a LOAD reads one whole line at each line's address (the same as both
+    on a square array)."""
+    return max(line_bytes(Buffer.ACT, config), output_line_bytes(config))
 
 
 def _group(bits: int) -> tuple[int, int]:

@@ -221,15 +221,15 @@ class _Schema:
         return out
 
     def placements(self, regions: dict, config: AcceleratorConfig, batch: int = 1) -> dict[str, dict]:
-        from hw.spec.layout import output_line_bytes
+        from hw.spec.layout import tensor_lanes, tensor_line_bytes
 
-        line = output_line_bytes(config)
+        line = tensor_line_bytes(config)
         out = {}
         for name, t in self.dict_at(self.m, "tensors").items():
             if t.get("region") not in regions:
                 self.fail(f"tensor {_short(name)} lives in region {_short(t.get('region'))}, which is not listed")
             dims = {k: self.integer(t, k, 1, MAX_DIMENSION) for k in ("channels", "height", "width")}
-            blocks = -(-dims["channels"] // config.cols)
+            blocks = -(-dims["channels"] // tensor_lanes(config))
             if batch * blocks * dims["height"] * dims["width"] * line > regions[t["region"]][1]:
                 self.fail(f"tensor {_short(name)} ({dims['channels']}x{dims['height']}x{dims['width']}"
                           f"{f', {batch} samples' if batch > 1 else ''}) does not fit its region "

@@ -2,8 +2,15 @@
 jobs so far. Each operator (``sw/ops``) turns its layers into :class:`~sw.compiler.tiling.ConvJob` s through
 :meth:`Lowering.add_job`, which also applies a max pool fused into the layer and places the output.
 
-Tensors live in external memory in the engine's blocked layout (``C/cols`` blocks of ``H*W`` lines, one code per
-lane). A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
+Tensors live in external memory in the engine's blocked layout (``C/m`` blocks of ``H*W`` lines, one code per
+lane, ``m`` channels a line: :func:`hw.spec.layout.tensor_lanes`, the array's side on a square one). On a
+rectangular array a job sees its channels *spread* over whole blocks of the array's sides: the ``m`` lanes of a
+tensor line are ``ceil(m / rows)`` activation blocks (input channel ``ch`` is virtual channel
+``(ch // m) * ceil(m / rows) * rows + ch % m``) and ``ceil(m / cols)`` output blocks (likewise with ``cols``); the
+virtual channels no lane holds get zero weights (see :func:`spread`), so the output lines a layer stores are the
+activation lines the next one loads.
+
+A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
 (``Placement.index``): flatten costs nothing, because the linear layer's weights are permuted at compile time
 to the order in which the feature map already sits in memory.
 """
@@ -16,8 +23,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
-from hw.spec.isa import Buffer
-from hw.spec.layout import line_bytes, output_line_bytes
+from hw.spec.layout import tensor_lanes, tensor_line_bytes
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
 
@@ -95,7 +101,7 @@ class Lowering:
         c = self.config
         if fold is not None:
             channels, height, width = fold.shape(height, width)
-        size = ceil_div(channels, c.cols) * height * width * output_line_bytes(c)
+        size = ceil_div(channels, tensor_lanes(c)) * height * width * tensor_line_bytes(c)
         self.b.region(f"tensor:{name}", size=size * self.batch)
         p = Placement(f"tensor:{name}", channels, height, width, fold=fold)
         self.placements[name] = p
@@ -196,14 +202,16 @@ class Lowering:
         if pool_layer is not None:
             pool, out_name = fused_window(pool_layer), pool_layer.output
         row0, col0, height, width = view or (0, 0, p0.height, p0.width)
-        offset = (row0 * p0.width + col0) * line_bytes(Buffer.ACT, self.config)
+        offset = (row0 * p0.width + col0) * tensor_line_bytes(self.config)
         regions = [self.b.regions[p.region] for p, _ in sources]
-        job = ConvJob(layer.name, [Source(Region(r.addr + offset, r.size - offset), p.channels, w)
-                                   for r, (p, w) in zip(regions, sources)],
-                      height, width, int(cout), tuple(int(k) for k in kernel), int(stride), int(dilation),
-                      tuple(int(v) for v in padding),
+        requant = requant if requant is not None else self.requant(layer, cout)
+        spread_sources = [(Region(r.addr + offset, r.size - offset), *spread(self.config, p.channels, w))
+                          for r, (p, w) in zip(regions, sources)]
+        job = ConvJob(layer.name, [Source(r, ch, w) for r, ch, w in spread_sources],
+                      height, width, spread_channels(self.config, int(cout)), tuple(int(k) for k in kernel),
+                      int(stride), int(dilation), tuple(int(v) for v in padding),
                       self.zero_code(layer.inputs[0]) if pad_value is None else int(pad_value),
-                      requant if requant is not None else self.requant(layer, cout), Region(0, 0), pool)
+                      spread_requant(self.config, requant), Region(0, 0), pool)
         if view is not None:
             job.in_pitch, job.block_pitch = p0.width, p0.height * p0.width
         self._select_formats(layer, job, out_name)
@@ -268,6 +276,53 @@ class Lowering:
             mask = (1 << self.config.act_formats[out].bits) - 1      # the low bits: the same value, narrower
             q = job.requant
             q.out_format, q.clamp_lo, q.clamp_hi = out, q.clamp_lo & mask, q.clamp_hi & mask
+
+
+def _lanes(config: AcceleratorConfig, channels: int, side: int) -> np.ndarray:
+    """Virtual channel of each of ``channels`` channels on an array side of ``side`` lanes (see the module's
+    docstring): a tensor line's ``m`` lanes are ``ceil(m / side)`` whole blocks of the side."""
+    m = tensor_lanes(config)
+    ch = np.arange(channels)
+    return (ch // m) * ceil_div(m, side) * side + ch % m
+
+
+def spread_channels(config: AcceleratorConfig, cout: int) -> int:
+    """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
+    if config.rows == config.cols:
+        return cout
+    m = tensor_lanes(config)
+    return ceil_div(cout, m) * ceil_div(m, config.cols) * config.cols
+
+
+def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tuple[int, np.ndarray]:
+    """(virtual input channels, weights (T, kh, kw, Cin, Cout) with input channels spread over activation blocks
+    of ``rows`` lanes and output channels over output blocks of ``cols`` columns), zero at lanes past
+    :func:`~hw.spec.layout.tensor_lanes`. A square array's are its own."""
+    c = config
+    if c.rows == c.cols:
+        return channels, weights
+    t, kh, kw, cin, cout = weights.shape
+    m = tensor_lanes(c)
+    vin = ceil_div(channels, m) * ceil_div(m, c.rows) * c.rows
+    out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
+    out[:, :, :, _lanes(c, cin, c.rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
+    return vin, out
+
+
+def spread_requant(config: AcceleratorConfig, q: Requant) -> Requant:
+    """Post-processing of the virtual output channels: the real ones' at their columns, zeros at the others."""
+    c = config
+    if c.rows == c.cols:
+        return q
+    cout = q.bias.size
+    where = _lanes(c, cout, c.cols)
+
+    def put(a):
+        out = np.zeros(spread_channels(c, cout), dtype=np.int64)
+        out[where] = a
+        return out
+    return Requant(put(q.bias), put(q.multiplier), put(q.shift), q.zero_point, q.clamp_lo, q.clamp_hi, q.table,
+                   q.out_format)
 
 
 def fused_window(pool_layer: QuantLayer) -> Pool:

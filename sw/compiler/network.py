@@ -14,7 +14,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.formats import get_format
-from hw.spec.layout import output_line_bytes, pack_codes, unpack_codes
+from hw.spec.layout import pack_codes, tensor_lanes, tensor_line_bytes, unpack_codes
 from sw.golden.activation import table_monotone
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
@@ -69,7 +69,7 @@ class CompiledNetwork:
 
     # --- host side -------------------------------------------------------------------------------------
     def _map_bytes(self, p: Placement) -> int:
-        return ceil_div(p.channels, self.config.cols) * p.height * p.width * output_line_bytes(self.config)
+        return ceil_div(p.channels, tensor_lanes(self.config)) * p.height * p.width * tensor_line_bytes(self.config)
 
     def tensor_region(self, name: str) -> tuple[int, int]:
         """(address, bytes) of tensor ``name`` in external memory: the ``batch`` samples of one program run."""
@@ -100,12 +100,13 @@ class CompiledNetwork:
             chw[:, np.asarray(p.index)] = codes.reshape(n, -1)
         else:
             chw = codes.reshape(n, p.channels, p.height * p.width)
-        blocks = ceil_div(p.channels, c.cols)
-        lines = np.full((n, blocks, p.height * p.width, c.cols), zero, dtype=dtype)
-        for b in range(blocks):                       # block b holds channels b*cols.. in its lanes
-            part = chw[:, b * c.cols:(b + 1) * c.cols].reshape(n, -1, p.height * p.width)
+        m = tensor_lanes(c)
+        blocks = ceil_div(p.channels, m)
+        lines = np.full((n, blocks, p.height * p.width, m), zero, dtype=dtype)
+        for b in range(blocks):                       # block b holds channels b*m.. in its first m lanes
+            part = chw[:, b * m:(b + 1) * m].reshape(n, -1, p.height * p.width)
             lines[:, b, :, :part.shape[1]] = part.transpose(0, 2, 1)
-        return pack_codes(lines, bits, output_line_bytes(c)).reshape(n, -1)
+        return pack_codes(lines, bits, tensor_line_bytes(c)).reshape(n, -1)
 
     def tensor_codes(self, name: str, data: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`tensor_bytes`: (R, bytes) of R program runs from external memory to codes
@@ -116,9 +117,10 @@ class CompiledNetwork:
                              f"its codes are the input the host wrote")
         data = np.asarray(data, dtype=np.uint8)
         data = data.reshape(data.shape[0] * self.batch, -1)
-        n, blocks = data.shape[0], ceil_div(p.channels, c.cols)
-        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), c.cols, c.act_slot_bits)
-        chw = lines.reshape(n, blocks, p.height * p.width, c.cols).transpose(0, 1, 3, 2)
+        m = tensor_lanes(c)
+        n, blocks = data.shape[0], ceil_div(p.channels, m)
+        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), m, c.act_slot_bits)
+        chw = lines.reshape(n, blocks, p.height * p.width, m).transpose(0, 1, 3, 2)
         chw = self._widened(name, chw.reshape(n, -1, p.height * p.width)[:, :p.channels])
         if p.index is not None:
             return chw.reshape(n, -1)[:, np.asarray(p.index)]
@@ -301,9 +303,6 @@ def _check_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:
                            f"activations, the engine is built for {c.weights.name} x {c.acts.name}")
     if c.acc_bits != net.acc_bits:
         raise CompileError(f"the network assumes {net.acc_bits}-bit accumulators, the engine has {c.acc_bits}")
-    if c.rows != c.cols:
-        raise CompileError(f"networks need a square array (the output of one layer is the input of the next): "
-                           f"rows {c.rows} != cols {c.cols}")
 
 
 def _check_mixed_engine(net: QuantizedNetwork, c: AcceleratorConfig) -> None:

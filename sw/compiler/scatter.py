@@ -42,13 +42,16 @@ class Scatter:
         return Scatter((sy * ty, sx * tx), outer.height, outer.width, targets, self.col0)
 
     def stores(self, out_addr: int, nb: int, r0: int, rows: int, out_w: int, acc_row, acc_step: int,
-               param_addr: int, line: int) -> list:
+               param_addr: int, line: int, sub_blocks: int = 1, sub_line: int = 0) -> list:
         """The STOREs of output rows ``r0 ..`` of block ``nb`` (accumulator line of row r: ``acc_row(r)``, the
-        next column ``acc_step`` on), one per row and target; ``line``: bytes of an output line."""
+        next column ``acc_step`` on), one per row and target; ``line``: bytes between a map's lines. On a tall
+        array's dense layout (hw/spec/layout.py ``tensor_sublines``) ``sub_blocks`` output blocks share a map line,
+        block b at byte ``(b % sub_blocks) * sub_line`` of line block ``b // sub_blocks``."""
         (sy, sx), out = self.step, []
         for b, ry, rx in self.targets[nb]:
             for r in range(rows):
-                at = out_addr + ((b * self.height + (r0 + r) * sy + ry) * self.width + self.col0 * sx + rx) * line
+                at = (out_addr + (((b // sub_blocks) * self.height + (r0 + r) * sy + ry) * self.width
+                                  + self.col0 * sx + rx) * line + (b % sub_blocks) * sub_line)
                 if sx == 1 and acc_step == 1:
                     out.append(("STORE", dict(acc_addr=acc_row(r), dram_addr=at, y_size=1, x_size=out_w,
                                               param_addr=param_addr)))

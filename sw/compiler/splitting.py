@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import Buffer, Opcode
-from hw.spec.layout import line_bytes, output_line_bytes
+from hw.spec.isa import Opcode
+from hw.spec.layout import tensor_line_bytes, tensor_sublines
 
 from .program import Region
 from .tiling import (ConvJob, LayoutError, Pool, Requant, _bands_that_fit, _check, _field_max, _fits, _geometry,
@@ -38,7 +38,7 @@ def skip_rows(config: AcceleratorConfig, job: ConvJob) -> ConvJob:
     s = job.stride
     if job.kernel != (1, 1) or s == 1 or any(job.padding) or job.pool is not None or job.stride_h is not None:
         return job
-    if s * job.src_pitch * line_bytes(Buffer.ACT, config) > _field_max(Opcode.LOAD, "dram_stride"):
+    if s * job.src_pitch * tensor_line_bytes(config) > _field_max(Opcode.LOAD, "dram_stride"):
         return job
     ho, _ = job.conv_out
     skipping = replace(job, height=ho, in_pitch=s * job.src_pitch, stride_h=1, padding=(0, 0, 0, -job.width % s),
@@ -80,12 +80,12 @@ def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob
     (_, kw), (top, left, bottom, _), s, d = job.kernel, job.padding, job.stride, job.dilation
     ix0, ix1 = cx0 * s - left, (cx1 - 1) * s + d * (kw - 1) + 1 - left
     lo, hi = max(ix0, 0), min(ix1, job.width)
-    alb, olb = line_bytes(Buffer.ACT, config), output_line_bytes(config)
-    sources = [replace(src, region=Region(src.region.addr + lo * alb, src.region.size - lo * alb))
+    tlb = tensor_line_bytes(config)
+    sources = [replace(src, region=Region(src.region.addr + lo * tlb, src.region.size - lo * tlb))
                for src in job.sources]
     strip = replace(job, name=f"{job.name}[x{x0}:{x1}]", sources=sources, width=hi - lo,
                     padding=(top, lo - ix0, bottom, ix1 - hi), in_pitch=job.src_pitch, out_pitch=job.dst_pitch,
-                    out=Region(job.out.addr + x0 * olb, job.out.size - x0 * olb), macs=None)
+                    out=Region(job.out.addr + x0 * tlb, job.out.size - x0 * tlb), macs=None)
     if job.scatter is not None:         # the scatter places the strip's columns
         return replace(strip, out=job.out, scatter=replace(job.scatter, col0=job.scatter.col0 + x0))
     return strip
@@ -94,20 +94,21 @@ def _strip(config: AcceleratorConfig, job: ConvJob, x0: int, x1: int) -> ConvJob
 def _channel_groups(config: AcceleratorConfig, job: ConvJob) -> list[ConvJob]:
     c = config
     # Each job has half the PARAM buffer (the next job's lines load beside it); a PRelu's two lines per block halve
-    # the channels that fit.
-    per_group = (c.param_buffer_depth // 2 // job.requant.lines_per_block) * c.cols
+    # the channels that fit; output blocks sharing a tensor line stay in one group.
+    ko = tensor_sublines(c)[1]
+    per_group = (c.param_buffer_depth // 2 // job.requant.lines_per_block) // ko * ko * c.cols
     if per_group == 0:
         raise LayoutError(f"layer {job.name!r}: a PRelu per channel needs two PARAM lines per block of output "
                           f"channels and half the PARAM buffer per layer; build with param_buffer_depth >= 4")
     if job.cout <= per_group:
         return [job]
-    olb = output_line_bytes(c)
+    tlb = tensor_line_bytes(c)
     block_lines = job.out_block_lines
     q = job.requant
     groups = []
     for c0 in range(0, job.cout, per_group):
         c1 = min(c0 + per_group, job.cout)
-        offset = (c0 // c.cols) * block_lines * olb
+        offset = (c0 // c.cols // ko) * block_lines * tlb
         scatter = job.scatter
         if scatter is not None:         # the scatter places the group's blocks
             scatter, offset = replace(scatter, targets=scatter.targets[c0 // c.cols:-(-c1 // c.cols)]), 0

@@ -1,10 +1,11 @@
 """One accumulating layer as tiles: the general convolution job, its cost model, and its instructions.
 
 Every layer the engine runs is a :class:`ConvJob`: one or more source feature maps (blocked NHWC in external
-memory: ``C/rows`` blocks of ``H*W`` lines), each with a dense weight tensor ``(T, kh, kw, Cin, Cout)`` (T
-tensors of a multi-tensor sum; zero where a group, a depthwise channel or a concat part has no connection), all
-summed into one accumulator per output, then optionally max-pooled (ALU MAX on the accumulators, exact because
-the rescale is monotone) and post-processed on the way out (bias, rescale, clamp in the STOREs).
+memory: ``C/rows`` blocks of ``H*W`` lines, channels spread as lowering.py says), each with a dense weight
+tensor ``(T, kh, kw, Cin, Cout)`` (T tensors of a multi-tensor sum; zero where a group, a depthwise channel or a
+concat part has no connection), all summed into one accumulator per output, then optionally max-pooled (ALU MAX
+on the accumulators, exact because the rescale is monotone) and post-processed on the way out (bias, rescale,
+clamp in the STOREs).
 Convolutions, fully connected layers (a 1x1 map), average pooling (identity tiles at every tap), residual adds
 (two sources) and concats (shifted identities) are all jobs.
 
@@ -29,8 +30,10 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Buffer, KINDS, Opcode
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
+from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes,
+                             tensor_sublines)
 
+from .lines import act_loads, output_stores, padding_row
 from .pooling import alus_fit, band_pool_alus, pool_alus
 from .program import ProgramBuilder, Region, Step
 from .scatter import Scatter
@@ -548,7 +551,9 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     nb_n = len(tiles.per_block)
-    alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
+    alb, wlb, olb, tlb = (line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c),
+                          tensor_line_bytes(c))
+    ki, ko = tensor_sublines(c)            # activation and output blocks in a tensor line (hw/spec/layout.py)
     pitch = job.width + l_pad + r_pad
     act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
@@ -580,6 +585,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                                x_size=nb_n * per_block))
 
     chunks = ceil_div(out_h, plan.rows)
+    pad_row = padding_row(b, job.name, pitch, job.pad_value, job.padding)     # a wide array's (lines.py)
 
     def chunk_geometry(chunk):
         return _chunk(job, plan.rows, chunk)
@@ -592,13 +598,14 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         src = job.sources[i]
         first = src.region.addr + (job.sample_bytes[i] * sample if sample else 0)
         fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=first + (cb * block_pitch + max(iy0, 0) * src_pitch) * alb,
-                      y_size=real, x_size=job.width, dram_stride=src_pitch * alb, pad_top=top, pad_bottom=bottom,
+                      dram_addr=first + ((cb // ki) * block_pitch + max(iy0, 0) * src_pitch) * tlb
+                      + (cb % ki) * alb,
+                      y_size=real, x_size=job.width, dram_stride=src_pitch * tlb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
                 and real * job.width <= _field_max(Opcode.LOAD, "x_size")):
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
-        return ("LOAD", fields)
+        return act_loads(c, fields, pad_row)
 
     def stores_of(chunk, nb, acc_base, sample):
         return [(op, {**f, "param_addr": param_base + nb * per_block, **job.requant.store()})
@@ -606,29 +613,30 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
 
     def _stores_of(chunk, nb, acc_base, sample):
         r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = job.out.addr + job.out_sample_bytes * sample + (nb * job.out_block_lines + r0 * dst_pitch) * olb
+        out_base = (job.out.addr + job.out_sample_bytes * sample
+                    + ((nb // ko) * job.out_block_lines + r0 * dst_pitch) * tlb + (nb % ko) * olb)
         if job.scatter is not None:
             base = job.out.addr + job.out_sample_bytes * sample
             if job.pool is None or not job.pool.in_place or plan.band:
                 first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
                 return job.scatter.stores(base, nb, r0, rows, out_w, lambda r: first + r * out_w, 1,
-                                          param_base + nb, olb)
+                                          param_base + nb, tlb, ko, olb)
             psh, psw = job.pool.stride
             return job.scatter.stores(base, nb, r0, rows, out_w, lambda r: acc_base + r * psh * wo, psw,
-                                      param_base + nb, olb)
+                                      param_base + nb, tlb, ko, olb)
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
             if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
                 return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=1, x_size=rows * out_w,
                                        param_addr=param_base + nb))]
             return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=out_w, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
+                                   acc_stride=out_w, dram_stride=dst_pitch * tlb, param_addr=param_base + nb))]
         psh, psw = job.pool.stride
         if psw == 1:
             return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=psh * wo, dram_stride=dst_pitch * olb, param_addr=param_base + nb))]
-        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * dst_pitch * olb,
-                               y_size=out_w, x_size=1, acc_stride=psw, dram_stride=olb,
+                                   acc_stride=psh * wo, dram_stride=dst_pitch * tlb, param_addr=param_base + nb))]
+        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * dst_pitch * tlb,
+                               y_size=out_w, x_size=1, acc_stride=psw, dram_stride=tlb,
                                param_addr=param_base + nb)) for r in range(rows)]
 
     steps: list[Step] = []
@@ -649,7 +657,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                 ky0, ky1, kx0, kx1 = tiles.groups[g]
                 loads = []
                 if (i, cb) not in loaded:
-                    loads.append(patch_load(i, cb, band, slot(nb, i, cb, patch_parity), sample))
+                    loads.extend(patch_load(i, cb, band, slot(nb, i, cb, patch_parity), sample))
                     loaded.add((i, cb))
                 if load_weights and band[0] == 0:
                     w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
@@ -675,7 +683,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         last.ends = True
         if job.pool is not None and not plan.band:
             last.computes.extend(pool_alus(job, acc_base, rows, band[1], wo, regions))
-        last.stores = stores_of(chunk, nb, acc_base, sample)
+        last.stores = output_stores(c, stores_of(chunk, nb, acc_base, sample))     # lines a tensor line apart
         tile_count += 1
 
     if order == "chunk":

@@ -50,16 +50,16 @@ class Flatten(Operator):
 
     def lower(self, layer, ctx):
         from sw.compiler.lowering import Placement
-        c = ctx.config
+        from hw.spec.layout import tensor_lanes
+        m = tensor_lanes(ctx.config)              # channels per line of a map in external memory
         p = ctx.source(layer.inputs[0], layer)
         if p.index is not None:
             ctx.placements[layer.output] = p
             return
         pixels = p.height * p.width
-        index = [(ch // c.cols) * pixels * c.cols + pix * c.cols + ch % c.cols
-                 for ch in range(p.channels) for pix in range(pixels)]
-        blocks = -(-p.channels // c.cols)
-        ctx.placements[layer.output] = Placement(p.region, blocks * c.cols * pixels, 1, 1, index)
+        index = [(ch // m) * pixels * m + pix * m + ch % m for ch in range(p.channels) for pix in range(pixels)]
+        blocks = -(-p.channels // m)
+        ctx.placements[layer.output] = Placement(p.region, blocks * m * pixels, 1, 1, index)
 
 
 def _reshape_kind(imp, node, x: str) -> str:

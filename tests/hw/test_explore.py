@@ -84,30 +84,32 @@ def test_pareto_front():
 
 def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
     out = tmp_path / "sweep"
-    status, rows = _sweep(out, cache, "--formats", "int8,int4", "--shapes", "4x4,4x8", "--workers", "2")
+    status, rows = _sweep(out, cache, "--formats", "int8,int4,uint4:int8", "--shapes", "4x4,4x8", "--workers", "2")
     assert status == 0
-    assert [r["point"] for r in rows] == ["int8-4x4", "int8-4x8", "int4-4x4", "int4-4x8"]
+    assert [r["point"] for r in rows] == ["int8-4x4", "int8-4x8", "int4-4x4", "int4-4x8", "uint4:int8-4x4",
+                                          "uint4:int8-4x8"]
     assert all(list(r) == list(KEYS) for r in rows)
     ok = {r["point"]: r for r in rows if r["status"] == "ok"}
-    assert set(ok) == {"int8-4x4", "int4-4x4"}
+    assert set(ok) == {"int8-4x4", "int8-4x8", "int4-4x4", "int4-4x8"}     # rectangular arrays compile too
+    assert ok["int8-4x8"]["golden_emulator_mismatches"] == 0 and ok["int8-4x8"]["accuracy"] > 0.8
     for r in rows:
-        if r["cols"] == 8:           # the compiler refuses rectangular arrays: a failed row with the reason
-            assert r["status"] == "failed" and r["stage"] == "compile" and "square array" in r["error"]
+        if r["weights"] == "uint4":   # the quantizer refuses unsigned weights: a failed row with the reason
+            assert r["status"] == "failed" and r["stage"] == "compile" and "weights are symmetric" in r["error"]
             assert r["area_estimate_nand2"] > 0 and r["accuracy"] is None
     int8 = ok["int8-4x4"]
     assert int8["images"] == 16 and int8["golden_emulator_mismatches"] == 0 and int8["accuracy"] > 0.8
     assert int8["cycles_per_inference"] == sum(int8["layer_cycles"]) and len(int8["layer_names"]) == 4
     assert int8["energy_nj_per_inference"] > 0 and int8["synth_generic_nand2"] is None
     assert int8["area_estimate_nand2"] > ok["int4-4x4"]["area_estimate_nand2"]
-    assert int8["pareto_cycles"] is True and rows[1]["pareto_cycles"] is None
+    assert int8["pareto_cycles"] is True and rows[4]["pareto_cycles"] is None
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == list(KEYS) and len(table) == 4
-    assert table[0]["layer_cycles"] == ";".join(map(str, int8["layer_cycles"])) and table[1]["accuracy"] == ""
+    assert list(table[0]) == list(KEYS) and len(table) == 6
+    assert table[0]["layer_cycles"] == ";".join(map(str, int8["layer_cycles"])) and table[4]["accuracy"] == ""
     for png in ("accuracy_vs_cycles", "accuracy_vs_area", "area_breakdown", "utilization"):
         assert (out / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.md").read_text()
-    assert "## Failed points" in summary and "square array" in summary and "plots/accuracy_vs_cycles.png" in summary
+    assert "## Failed points" in summary and "weights are symmetric" in summary and "plots/accuracy_vs_cycles.png" in summary
     assert f"| {int8['energy_nj_per_inference'] / 1e3:.4g} |" in summary
 
     # A second sweep into another folder that adds one shape runs only the new points' work: the others come
@@ -119,7 +121,7 @@ def test_sweep_table_plots_failed_points_and_caches(cache, tmp_path):
         assert r["build_cached"] is cached and r["compile_cached"] is cached, r["point"]
     assert "this run: 6 run (4 of them wholly from the build and compile caches)" in \
         (tmp_path / "more" / "summary.md").read_text()
-    assert [r["accuracy"] for r in again if r["rows"] == 4] == [r["accuracy"] for r in rows]
+    assert [r["accuracy"] for r in again if r["rows"] == 4] == [r["accuracy"] for r in rows[:4]]
 
 
 def _points_done(out: Path) -> list[Path]:
@@ -197,10 +199,10 @@ def test_progress_line_names_the_running_points_and_estimates_the_time_left():
     now = time.monotonic()
     assert progress.line({"int8-8x8": now - 75}, left=4).endswith("| running int8-8x8 (1m15s) | time left: estimating")
     progress.finished({"point": "int4-8x8", "status": "ok", "seconds": 30.0}, left=3)
-    progress.finished({"point": "int4-16x32", "status": "failed", "stage": "compile", "error": "square array",
+    progress.finished({"point": "int4-16x32", "status": "failed", "stage": "compile", "error": "too big",
                        "seconds": 50.0}, left=2)
     line = progress.line({}, left=2)
     assert line.startswith("[#############.......] 4/6 | idle") and line.endswith("about 40s left")   # 40 * 2 / 2
     progress.draw({"int8-16x16": now}, left=2)
-    assert "point int4-16x32: FAILED (compile: square array) in 50s\n" in stream.text
+    assert "point int4-16x32: FAILED (compile: too big) in 50s\n" in stream.text
     assert stream.text.endswith("running int8-16x16 (0s) | about 40s left") and "\r\033[K" in stream.text

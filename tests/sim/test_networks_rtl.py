@@ -23,9 +23,9 @@ from tests.onnx_models import (activations_resnet, decoder_digits, global_pools_
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
 
-def engine(fmt: str, n: int, **buffers) -> AcceleratorConfig:
-    """An n x n engine of one number format (buffers: the configuration's defaults unless given)."""
-    return AcceleratorConfig(rows=n, cols=n, weight_format=fmt, act_format=fmt, **buffers)
+def engine(fmt: str, n: int, cols: int | None = None, **buffers) -> AcceleratorConfig:
+    """An n x n (or n x cols) engine of one number format (buffers: the configuration's defaults unless given)."""
+    return AcceleratorConfig(rows=n, cols=n if cols is None else cols, weight_format=fmt, act_format=fmt, **buffers)
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,13 @@ SMALL_8X8 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_dept
 INT8_8X8, MINIFLOAT6_8X8 = engine("int8", 8, **SMALL_8X8), engine("minifloat6", 8, **SMALL_8X8)
 SMALL_4X4 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16,
                  dma_bits=64)
+# Rectangular engines (hw/spec/layout.py: tensor_lanes; sw/compiler/lines.py). On a 32-bit bus, dense: 4x8 reads
+# an output line (two beats) as two activation lines (one beat each), a line at a time; 8x4 stores two output lines
+# side by side as one activation line, a line at a time. 4x16 on a 64-bit bus: 4 channels a line (32-bit
+# activation lines do not fill a beat), the upper columns don't-care, LOADs a line at a time.
+RECT = dict(SMALL_8X8, dma_bits=32)
+INT8_4X8, INT8_8X4 = engine("int8", 4, 8, **RECT), engine("int8", 8, 4, **RECT)
+INT8_4X16 = engine("int8", 4, 16, **SMALL_8X8)
 
 NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
@@ -69,6 +76,9 @@ NETWORKS = {
     # One program computes 8 images (sw.compile --batch 8): the linear layers stream 8 vectors per weight tile;
     # 20 images make two full runs and a padded one.
     "digits-int8-8x8-batch8": digits(INT8_8X8, 20, batch=8),
+    "digits-int8-4x8": digits(INT8_4X8, 8),
+    "digits-int8-8x4": digits(INT8_8X4, 8),
+    "digits-int8-4x16": digits(INT8_4X16, 8),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),
