@@ -196,6 +196,8 @@ class Lowering:
         height, width) of the sources' maps that the job reads (default: all of them). ``scatter``: where the
         output lines go in the layer's output map (:class:`~sw.compiler.tiling.Scatter`); ``into``: that map's
         placement when an earlier job of the layer made it."""
+        if scatter is not None:
+            self._scatter_needs_a_square_array(layer)
         p0 = sources[0][0]
         pool_layer = self.fused.get(layer.name)
         out_name = layer.output
@@ -233,6 +235,12 @@ class Lowering:
                                     sample[-1]))
         return job
 
+    def _scatter_needs_a_square_array(self, layer: QuantLayer) -> None:
+        """Scattered STOREs place whole output blocks of ``cols`` channels; a rectangular array's tensor lines hold
+        ``tensor_lanes`` channels, spread over virtual blocks (:func:`spread`), which the scatters do not follow yet."""
+        if self.config.rows != self.config.cols:
+            raise CompileError(f"layer {layer.name!r} ({layer.op}) scatters its output lines, which needs a square "
+                               f"array for now ({self.config.rows}x{self.config.cols}); use --cols {self.config.rows}")
 
     def rearrange(self, layer: QuantLayer, scatter: Scatter, order: list[int] | None = None) -> None:
         """A layer that only moves its input's lines (nearest upsampling, DepthToSpace): the input's channels in
@@ -240,6 +248,7 @@ class Lowering:
         layer's output. Fused into the STOREs of the jobs that write the input when nothing else reads it (and
         their own scatter, if any, moves whole blocks alike); else a job of its own copies the input through an
         identity tile (the network's input, a host layer's output, a tensor read twice)."""
+        self._scatter_needs_a_square_array(layer)
         x = layer.inputs[0]
         (p,) = self.feature_maps(layer)
         jobs = [j for j in self.jobs if isinstance(j, LoweredJob) and j.output == x]
@@ -322,7 +331,7 @@ def spread_requant(config: AcceleratorConfig, q: Requant) -> Requant:
         out[where] = a
         return out
     return Requant(put(q.bias), put(q.multiplier), put(q.shift), q.zero_point, q.clamp_lo, q.clamp_hi, q.table,
-                   q.out_format)
+                   q.out_format, negative=None if q.negative is None else tuple(put(a) for a in q.negative))
 
 
 def fused_window(pool_layer: QuantLayer) -> Pool:

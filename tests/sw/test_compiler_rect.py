@@ -198,3 +198,33 @@ def test_zoo_models_on_a_rectangular_array(model, shape):
     emulated = run_codes(compiled, codes, "emulator", keep=True)
     for name in compiled.materialized:
         np.testing.assert_array_equal(emulated.tensors[0][name], golden.tensors[0][name], err_msg=name)
+
+
+@pytest.mark.parametrize("shape,dma", [("8x4", 32), ("4x16", 64), ("16x8", 128)])
+def test_prelu_and_batches_on_a_rectangular_array(shape, dma, tmp_path):
+    """A per-channel PRelu's second PARAM line follows the spread channels; a batched program's samples follow the
+    tensor layout."""
+    import tests.onnx_models as models
+
+    rows, cols = map(int, shape.split("x"))
+    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8", dma_bits=dma)
+    samples = np.load(DIGITS / "calibration.npy")
+    for model, batch in ((models.prelu_net(tmp_path / "prelu.onnx"), 1), (DIGITS / "digits_cnn.onnx", 3)):
+        compiled = compile_model(model, config, samples, log=lambda *_: None, batch=batch)
+        codes = compiled.network.tensors[compiled.network.input].quantize(samples[:4])
+        golden = run_codes(compiled, codes, "golden", keep=True)
+        emulated = run_codes(compiled, codes, "emulator", keep=True)
+        for i in range(len(codes)):
+            for name in compiled.materialized:
+                np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
+
+
+def test_scattered_outputs_are_refused_on_a_rectangular_array(tmp_path):
+    """ConvTranspose, nearest Resize and DepthToSpace store whole blocks of cols channels: refused, by name."""
+    import tests.onnx_models as models
+    from sw.compiler.lowering import CompileError
+
+    config = AcceleratorConfig(rows=8, cols=4, weight_format="int8", act_format="int8", dma_bits=32)
+    with pytest.raises(CompileError, match=r"layer 'ct' \(convtranspose\) scatters .* square array .*--cols 8"):
+        compile_model(models.decoder_digits(tmp_path / "d.onnx"), config, np.load(DIGITS / "calibration.npy"),
+                      log=lambda *_: None)
