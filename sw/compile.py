@@ -75,7 +75,7 @@ def _parser() -> Parser:
     p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
     p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
     p.add_argument("--rows", type=integer(), required=True, help="PE rows of the engine")
-    p.add_argument("--cols", type=integer(), help="PE columns (default: --rows; networks need rows == cols)")
+    p.add_argument("--cols", type=integer(), help="PE columns (default: --rows)")
     p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="float32 calibration inputs (N, ...)")
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"),
                    help="clipping of activations and weights (default minmax; mmse for the weights with --data-free)")
