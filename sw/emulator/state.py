@@ -429,6 +429,8 @@ def alu(s: EngineState, f: dict) -> None:
             np.maximum(dst, src, out=dst)
         elif op is AluOp.ADD:
             s.add_into(dst, src)
+        elif op is AluOp.MUL:
+            dst[...] = _multiply(s, dst, src)
         else:
             dst[...] = src
         if s.acc_nonfinite is not None:
@@ -447,7 +449,23 @@ def alu(s: EngineState, f: dict) -> None:
 
 
 def _alu_op(s: EngineState, op: AluOp, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if op is AluOp.MUL:
+        return _multiply(s, a, b)
     return np.maximum(a, b) if op is AluOp.MAX else s.wrap(a + b) if op is AluOp.ADD else b
+
+
+def _multiply(s: EngineState, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ALU MUL: ``wrap(a * sext(b[k-1:0]))`` with ``k = alu_mul_bits``, in Python ints where int64 could overflow
+    (``acc_bits + k > 63``)."""
+    c = s.config
+    k = c.alu_mul_bits
+    if s.wide or c.acc_bits + k > 63:
+        half = 1 << (k - 1)
+        low = (np.asarray(b, dtype=object) + half) % (1 << k) - half
+        return s.wrap(np.asarray(a, dtype=object) * low)
+    b64 = np.asarray(b, dtype=np.int64)
+    low = (b64 << (64 - k)) >> (64 - k)
+    return s.wrap(np.asarray(a, dtype=np.int64) * low)
 
 
 def setpp(s: EngineState, f: dict) -> None:
