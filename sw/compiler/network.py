@@ -23,6 +23,7 @@ from .fold import input_fold
 from .formats import LayerFormats, select_formats
 from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
+from .elementwise import MulJob, emit_mul, plan_mul
 from .splitting import split_job
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job
 
@@ -301,11 +302,14 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
         first = len(b.words)
         plans, counts = [], {"steps": 0, "tiles": 0, "instructions": 0}
         try:
-            for part in split_job(c, job):          # column strips and channel groups, when it needs them
-                plan: Plan = plan_job(c, part, order=order, max_rows=max_rows)
+            # Column strips and channel groups where it needs them; the product of two maps is a job of its own.
+            for part in ([job] if isinstance(job, MulJob) else split_job(c, job)):
+                mul = isinstance(part, MulJob)
+                plan = plan_mul(c, part) if mul else plan_job(c, part, order=order, max_rows=max_rows)
                 if not b.segment_empty:
                     b.barrier()
-                for key, value in emit_job(b, part, plan, param_base=(emitted % 2) * half).items():
+                emit = emit_mul if mul else emit_job
+                for key, value in emit(b, part, plan, param_base=(emitted % 2) * half).items():
                     counts[key] += value
                 plans.append(plan)
                 emitted += 1

@@ -15,6 +15,7 @@ from .conv import Conv
 from .flatten import Flatten
 from .host import Host
 from .linear import Linear
+from .mul import Mul
 from .pad import Pad
 from .pool import AvgPool, GlobalAvgPool, MaxPool
 from .slice import Slice
@@ -22,7 +23,7 @@ from .slice import Slice
 __all__ = ["Operator", "OperatorError", "OPERATORS", "ACTIVATIONS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
-    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(), Host(),
+    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Mul(), Concat(), Flatten(), Slice(), Pad(), Host(),
 )}
 
 #: The nonlinear activations (``sw/ops/activations.py``): not layers of the IR but ``FloatLayer.activation`` of the

@@ -11,7 +11,9 @@ output encoding, the post-processing formula ``v = (acc + B) * M * 2**(e - S)``,
   (the sum over every tap of the channel and every tensor of a multi-tensor sum);
 - avgpool / global_avgpool: ``M * 2**-S ~ s_x / (n * s_y)``, ``B = -n * z_x / 2**e`` (``n`` the window size);
 - add: ``M * 2**-S ~ s_x / s_y``, ``B = -(number of inputs) * z_x / 2**e`` (inputs share one encoding);
-- concat: ``M * 2**-S = 1``, ``B = -z / 2**e``: output codes equal input codes.
+- concat: ``M * 2**-S = 1``, ``B = -z / 2**e``: output codes equal input codes;
+- mul: ``M * 2**-S ~ s_x * s_g / s_y * 2**e``, ``B = 0`` (the accumulators hold ``(x - z_x) * (g - z_g)`` in units
+  of ``2**(2e)``; see ``sw/ops/mul.py``).
 
 Tied encodings (each operator's ``ties``): the inputs of ``add`` and the inputs and output of ``concat`` share one
 encoding, and ``maxpool`` and ``flatten`` keep their input's; such tensors are calibrated together (on the union
@@ -388,6 +390,9 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
             raise QuantizationError(f"Layer {layer.name!r}: bias not finite in accumulator units")
         q.bias = _acc_check([int(b) - int(c) for b, c in zip(bias_units, corr)], acc_bits, layer.name)
         ratios = s_x * qw.scale / s_y
+    elif (rule := OPERATORS[layer.op].rescale(layer, [enc[t] for t in layer.inputs], s_y, e, channels)) is not None:
+        bias, ratios = rule          # inputs with encodings of their own (mul)
+        q.bias = _acc_check(bias, acc_bits, layer.name)
     else:
         if any(enc[t] != in_enc for t in layer.inputs):
             raise QuantizationError(f"Layer {layer.name!r} ({layer.op}): its inputs must share one encoding")

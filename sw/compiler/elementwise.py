@@ -1,0 +1,215 @@
+"""The product of two feature maps on the engine (``mul``, see ``sw/ops/mul.py``): identity tiles, zero points and
+ALU MUL on the accumulators.
+
+Output tiles are ``rows`` whole rows of the map in one channel block (networks run on square arrays, so channel
+block ``b`` of an input is output block ``b``). One step per tile:
+
+1. LOADs: the gate's lines (its one line, for a per-channel gate) and the map's rows, each row led by a padding
+   line that holds the input's zero-point code (LOAD ``pad_left = 1``);
+2. COMPUTEs: an identity tile brings the gate into region G and the map into region X of the tile's
+   accumulators; where a zero point is not 0, a tile of -1 over that input's padding line, broadcast over the
+   region (``out_w = 1``, ``act_pitch = 0``), subtracts it;
+3. ALU MUL ``X *= G``: element by element (same shapes), or G's one line times every line of X
+   (``x_size = 1``, ``src_stride = 0``);
+4. STOREs: X post-processed (the layer's multiplier carries the product's extra ``2**e``).
+
+The identity and -1 tiles are loaded once, with the PARAM lines. The accumulators hold every product exactly:
+the compiler checks ``|x - z_x| * |g - z_g|`` against the accumulator width from the format's range, and the
+difference ``g - z_g`` against ALU MUL's source width (``alu_mul_bits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw.spec.config import AcceleratorConfig
+from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
+from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
+
+from .program import ProgramBuilder, Region, Step
+from .tiling import LayoutError, Requant, ceil_div
+
+__all__ = ["MulJob", "MulPlan", "lower_mul", "plan_mul", "emit_mul"]
+
+
+def _field_max(opcode: Opcode, name: str) -> int:
+    return KINDS[opcode].field(name).max
+
+
+@dataclass
+class MulJob:
+    """``out = requant((x - x_zero) * (g - g_zero))`` over a ``channels x height x width`` map; the gate ``g`` is
+    the map's shape or one line per channel block (``per_channel``). Zero points are codes (the LOAD's padding)."""
+
+    name: str
+    x: Region
+    gate: Region
+    channels: int
+    height: int
+    width: int
+    per_channel: bool
+    x_zero: int
+    g_zero: int
+    requant: Requant
+    out: Region
+    #: Zero points as values in accumulator units (0: no subtraction).
+    x_zero_units: int = 0
+    g_zero_units: int = 0
+    #: The weight code of 1.
+    identity: int = 1
+
+    #: No multiply-accumulates of the array are useful work (the ALU multiplies).
+    useful_macs = 0
+
+
+@dataclass
+class MulPlan:
+    rows: int
+    order: str = "chunk"
+    band: int = 0
+    cycles: int = 0
+    dram_bytes: int = 0
+
+
+def lower_mul(layer, ctx) -> None:
+    """The ``mul`` layer as a :class:`MulJob` of the program being compiled (a max pool fused into it by the
+    partition is lowered after it, as a layer of its own)."""
+    from .lowering import CompileError, LoweredJob
+    x, g = ctx.feature_maps(layer)
+    per_channel = (g.height, g.width) == (1, 1) and (x.height, x.width) != (1, 1)
+    if g.channels != x.channels or not per_channel and (g.height, g.width) != (x.height, x.width):
+        raise CompileError(f"layer {layer.name!r}: mul inputs {x.channels}x{x.height}x{x.width} and "
+                           f"{g.channels}x{g.height}x{g.width} are neither one shape nor a map and its gate")
+    net, c = ctx.net, ctx.config
+    tx, tg = net.tensors[layer.inputs[0]], net.tensors[layer.inputs[1]]
+    e = net.acc_exponent
+    if e > 0 and (tx.zero_point or tg.zero_point):
+        raise CompileError(f"layer {layer.name!r}: a zero point needs an accumulator unit of at most 1")
+    span = _span(c)
+    if span * span >= 1 << (c.acc_bits - 1):
+        raise CompileError(f"layer {layer.name!r}: products of two {c.acts.name} maps reach {span * span}, beyond "
+                           f"what {c.acc_bits}-bit accumulators hold; build with a larger --max-reduction (wider "
+                           f"accumulators)")
+    b = ctx.b
+    job = MulJob(layer.name, b.regions[x.region], b.regions[g.region], x.channels, x.height, x.width, per_channel,
+                 tx.zero_code(), tg.zero_code(), ctx.requant(layer, x.channels), Region(0, 0),
+                 tx.zero_point << -e if e <= 0 else 0, tg.zero_point << -e if e <= 0 else 0, ctx.one())
+    out = ctx.place(layer.output, x.channels, x.height, x.width)
+    job.out = b.regions[out.region]
+    ctx.jobs.append(LoweredJob(job, [layer.name], layer.op, layer.output))
+    pool = ctx.fused.pop(layer.name, None)
+    if pool is not None:
+        from sw.ops import OPERATORS
+        OPERATORS[pool.op].lower(pool, ctx)
+
+
+def _span(c: AcceleratorConfig) -> int:
+    """Largest ``|value(a) - value(b)|`` of two activation codes, in accumulator units."""
+    a = c.acts
+    return (a.fixed_range[1] - a.fixed_range[0]) << (a.lsb_exponent - c.acc_exponent)
+
+
+def _lines(job: MulJob, rows: int) -> tuple[int, int, int, int]:
+    """(activation lines of the gate, of the map, accumulator lines of G, of X) of a tile of ``rows`` rows."""
+    w = job.width
+    gate_acc = 1 if job.per_channel else rows * w
+    return 1 + gate_acc, rows * (w + 1), gate_acc, rows * w
+
+
+def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
+    """The most map rows per tile that fit two tiles in the buffers and the instruction fields; a rough estimate
+    of cycles (loads, the identity products, the ALU, the stores) and DRAM bytes."""
+    c = config
+    limit = min(_field_max(Opcode.COMPUTE, "out_h"), _field_max(Opcode.ALU, "x_size"),
+                _field_max(Opcode.ALU, "y_size"), _field_max(Opcode.STORE, "x_size"))
+    best = 0
+    for rows in range(1, job.height + 1):
+        ga, xa, gacc, xacc = _lines(job, rows)
+        if (2 * (ga + xa) <= c.act_buffer_depth and 2 * (gacc + xacc) <= c.acc_buffer_depth and xacc <= limit
+                and job.width <= _field_max(Opcode.COMPUTE, "out_w")):
+            best = rows
+    if not best:
+        raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one row of its map ({job.width} "
+                          f"lines, twice, with its gate) does not fit the buffers (activations "
+                          f"{c.act_buffer_depth}, accumulators {c.acc_buffer_depth} lines)")
+    tiles = ceil_div(job.height, best) * ceil_div(job.channels, c.cols)
+    ga, xa, gacc, xacc = _lines(job, best)
+    per_tile = 2 * (gacc + xacc) + 2 * c.rows + c.cols + xacc + 2 * 8
+    bus = c.dma_bits // 8
+    traffic = tiles * ((ga + xa) * line_bytes(Buffer.ACT, c) + xacc * output_line_bytes(c))
+    return MulPlan(best, cycles=tiles * max(per_tile, traffic // tiles // bus), dram_bytes=traffic)
+
+
+def _weights(c: AcceleratorConfig, one: int) -> np.ndarray:
+    """The identity tile and the tile of -1 (weight codes), ``2 * rows`` lines."""
+    wf = c.weights
+    minus = int(wf.quantize(-1.0))
+    if float(wf.decode(minus)) != -1.0:
+        raise LayoutError(f"the weight format {wf.name} cannot represent -1, which a mul's zero points need")
+    eye = np.zeros((2 * c.rows, c.cols), dtype=np.int64)
+    eye[np.arange(c.rows), np.arange(c.cols)] = one
+    eye[c.rows + np.arange(c.rows), np.arange(c.cols)] = minus
+    return eye
+
+
+def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int = 0) -> dict:
+    """Emit ``job`` into ``b`` as one schedule (after a barrier if an earlier layer wrote its inputs)."""
+    c = b.config
+    alb, olb = line_bytes(Buffer.ACT, c), output_line_bytes(c)
+    blocks = ceil_div(job.channels, c.cols)
+    w, h = job.width, job.height
+    rw = b.region(f"{job.name}.weights", pack_lines(_weights(c, job.identity), c.weight_slot_bits,
+                                                    line_bytes(Buffer.WEIGHT, c)))
+    bias, mult, shift = job.requant.lines(blocks, c.cols)
+    rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
+    prologue = [("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
+                              x_size=blocks)),
+                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1, x_size=2 * c.rows))]
+    if job.requant.table is not None:
+        if not c.lut_buffer_depth:
+            raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
+                              f"format {c.acts.name} has no lookup table")
+        rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
+        prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
+                                      x_size=c.lut_buffer_depth)))
+    ga_max, xa_max, gacc_max, xacc_max = _lines(job, plan.rows)
+    steps = []
+    for nb in range(blocks):
+        for r0 in range(0, h, plan.rows):
+            rows = min(plan.rows, h - r0)
+            ga, xa, gacc, xacc = _lines(job, rows)
+            t = len(steps)
+            act = (t % 2) * (ga_max + xa_max)
+            acc = (t % 2) * (gacc_max + xacc_max)
+            g_act, x_act, g_acc, x_acc = act, act + ga_max, acc, acc + gacc_max
+            loads, computes = [], []
+            # The gate: its zero-point line, then its lines (one row).
+            g_addr = job.gate.addr + (nb if job.per_channel else nb * h * w + r0 * w) * alb
+            loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=g_act, dram_addr=g_addr, y_size=1,
+                                       x_size=gacc, pad_left=1, pad_value=job.g_zero)))
+            # The map: each row led by its zero-point line.
+            loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=x_act,
+                                       dram_addr=job.x.addr + (nb * h * w + r0 * w) * alb, y_size=rows, x_size=w,
+                                       dram_stride=w * alb, pad_left=1, pad_value=job.x_zero)))
+            for acc_addr, act_addr, out_h, out_w, pitch, zero in (
+                    (g_acc, g_act + 1, 1, gacc, 0, job.g_zero_units), (x_acc, x_act + 1, rows, w, w + 1,
+                                                                       job.x_zero_units)):
+                computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr, weight_addr=0, out_h=out_h,
+                                                 out_w=out_w, act_pitch=pitch, stride=1, dilation=1, kh=1, kw=1)))
+                if zero:           # every line of the region minus the zero point: its padding line times -1
+                    computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1, weight_addr=c.rows,
+                                                     out_h=out_h * out_w, out_w=1, act_pitch=0, stride=1,
+                                                     dilation=1, kh=1, kw=1, accumulate=1)))
+            if job.per_channel:
+                mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=xacc, x_size=1, dst_stride=1, src_stride=0)
+            else:
+                mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=1, x_size=xacc, dst_stride=0, src_stride=0)
+            computes.append(("ALU", dict(op=int(AluOp.MUL), src_step=1, **mul)))
+            store = dict(acc_addr=x_acc, dram_addr=job.out.addr + (nb * h * w + r0 * w) * olb, y_size=1,
+                         x_size=xacc, param_addr=param_base + nb)
+            steps.append(Step(loads, computes, begins=True, ends=True, stores=[("STORE", store)]))
+    first = len(b.words)
+    b.schedule(steps, prologue=prologue, setpp=job.requant.setpp())
+    return {"steps": len(steps), "tiles": len(steps), "instructions": len(b.words) - first}
