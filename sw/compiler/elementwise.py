@@ -75,7 +75,8 @@ class MulPlan:
 
 def lower_mul(layer, ctx) -> None:
     """The ``mul`` layer as a :class:`MulJob` of the program being compiled (a max pool fused into it by the
-    partition is lowered after it, as a layer of its own)."""
+    partition is lowered after it, as a layer of its own), or a host layer where the engine cannot hold its
+    products exactly (the reason in ``ctx.host_reasons``)."""
     from .lowering import CompileError, LoweredJob
     x, g = ctx.feature_maps(layer)
     per_channel = (g.height, g.width) == (1, 1) and (x.height, x.width) != (1, 1)
@@ -85,24 +86,38 @@ def lower_mul(layer, ctx) -> None:
     net, c = ctx.net, ctx.config
     tx, tg = net.tensors[layer.inputs[0]], net.tensors[layer.inputs[1]]
     e = net.acc_exponent
-    if e > 0 and (tx.zero_point or tg.zero_point):
-        raise CompileError(f"layer {layer.name!r}: a zero point needs an accumulator unit of at most 1")
-    span = _span(c)
-    if span * span >= 1 << (c.acc_bits - 1):
-        raise CompileError(f"layer {layer.name!r}: products of two {c.acts.name} maps reach {span * span}, beyond "
-                           f"what {c.acc_bits}-bit accumulators hold; build with a larger --max-reduction (wider "
-                           f"accumulators)")
     b = ctx.b
     job = MulJob(layer.name, b.regions[x.region], b.regions[g.region], x.channels, x.height, x.width, per_channel,
                  tx.zero_code(), tg.zero_code(), ctx.requant(layer, x.channels), Region(0, 0),
                  tx.zero_point << -e if e <= 0 else 0, tg.zero_point << -e if e <= 0 else 0, ctx.one())
-    out = ctx.place(layer.output, x.channels, x.height, x.width)
-    job.out = b.regions[out.region]
-    ctx.jobs.append(LoweredJob(job, [layer.name], layer.op, layer.output))
+    reason = _refusal(c, job, e > 0 and bool(tx.zero_point or tg.zero_point))
+    if reason:
+        ctx.add_host(layer, reason)             # the runtime runs its golden meaning between engine programs
+    else:
+        out = ctx.place(layer.output, x.channels, x.height, x.width)
+        job.out = b.regions[out.region]
+        ctx.jobs.append(LoweredJob(job, [layer.name], layer.op, layer.output))
     pool = ctx.fused.pop(layer.name, None)
     if pool is not None:
         from sw.ops import OPERATORS
         OPERATORS[pool.op].lower(pool, ctx)
+
+
+def _refusal(c: AcceleratorConfig, job: MulJob, coarse_zero: bool) -> str:
+    """Why the engine cannot run ``job`` exactly ('' if it can): the host runs it then."""
+    span = _span(c)
+    if coarse_zero:
+        return "a zero point needs an accumulator unit of at most 1"
+    if span * span >= 1 << (c.acc_bits - 1):
+        return (f"products of two {c.acts.name} maps reach {span * span}, beyond what {c.acc_bits}-bit accumulators "
+                f"hold (a larger --max-reduction widens them)")
+    if c.alu_mul_bits < span.bit_length() + 1:
+        return f"differences of codes reach {span}, beyond ALU MUL's {c.alu_mul_bits}-bit source"
+    try:
+        plan_mul(c, job)
+    except LayoutError as err:
+        return str(err)
+    return ""
 
 
 def _span(c: AcceleratorConfig) -> int:

@@ -49,11 +49,13 @@ class CompiledNetwork:
         return [s["layer"] for s in self.steps if s["kind"] == "host"]
 
     def host_macs(self) -> dict[str, tuple[str, int]]:
-        """Per host layer: its ONNX operators and multiply-accumulates per sample (an estimate)."""
+        """Per host layer: its ONNX operators and multiply-accumulates per sample (an estimate; none for a layer of
+        another operator that the compiler left to the host, such as a mul this engine's accumulators cannot hold)."""
         net, host = self.network, OPERATORS["host"]
         layers = {layer.name: layer for layer in net.layers}
         return {name: (layers[name].attrs["op_type"],
                        host.macs(layers[name], [net.shapes[t] for t in layers[name].inputs]))
+                if layers[name].op == "host" else (layers[name].op, 0)
                 for name in self.host_layers}
 
     def program_address(self, step: dict) -> int:
