@@ -13,14 +13,15 @@ block ``b`` of an input is output block ``b``). One step per tile:
    (``x_size = 1``, ``src_stride = 0``);
 4. STOREs: X post-processed (the layer's multiplier carries the product's extra ``2**e``).
 
-The identity and -1 tiles are loaded once, with the PARAM lines. The accumulators hold every product exactly:
+The identity and -1 tiles are loaded once, with the PARAM lines; more channel blocks than half the PARAM buffer
+holds run as groups, each a schedule of its own (:func:`split_mul`). The accumulators hold every product exactly:
 the compiler checks ``|x - z_x| * |g - z_g|`` against the accumulator width from the format's range, and the
 difference ``g - z_g`` against ALU MUL's source width (``alu_mul_bits``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, 
 from .program import ProgramBuilder, Region, Step
 from .tiling import LayoutError, Requant, ceil_div
 
-__all__ = ["MulJob", "MulPlan", "lower_mul", "plan_mul", "emit_mul"]
+__all__ = ["MulJob", "MulPlan", "lower_mul", "split_mul", "plan_mul", "emit_mul"]
 
 
 def _field_max(opcode: Opcode, name: str) -> int:
@@ -101,6 +102,30 @@ def lower_mul(layer, ctx) -> None:
     if pool is not None:
         from sw.ops import OPERATORS
         OPERATORS[pool.op].lower(pool, ctx)
+
+
+def split_mul(config: AcceleratorConfig, job: MulJob) -> list[MulJob]:
+    """``job`` as groups of channel blocks, each with at most half the PARAM buffer's lines (the two halves
+    alternate between consecutive jobs), each its own schedule."""
+    c = config
+    per = max(1, c.param_buffer_depth // 2) * c.cols
+    if job.channels <= per:
+        return [job]
+    alb, olb = line_bytes(Buffer.ACT, c), output_line_bytes(c)
+    pixels = job.height * job.width
+    q = job.requant
+    parts = []
+    for c0 in range(0, job.channels, per):
+        n, blocks = min(per, job.channels - c0), c0 // c.cols
+
+        def at(region: Region, lines: int, nbytes: int) -> Region:
+            return Region(region.addr + blocks * lines * nbytes, region.size - blocks * lines * nbytes)
+        requant = Requant(q.bias[c0:c0 + n], q.multiplier[c0:c0 + n], q.shift[c0:c0 + n], q.zero_point, q.clamp_lo,
+                          q.clamp_hi, q.table, q.out_format)
+        parts.append(replace(job, name=f"{job.name}.ch{c0}", x=at(job.x, pixels, alb),
+                             gate=at(job.gate, 1 if job.per_channel else pixels, alb), channels=n, requant=requant,
+                             out=at(job.out, pixels, olb)))
+    return parts
 
 
 def _refusal(c: AcceleratorConfig, job: MulJob, coarse_zero: bool) -> str:

@@ -23,7 +23,7 @@ from .fold import input_fold
 from .formats import LayerFormats, select_formats
 from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
-from .elementwise import MulJob, emit_mul, plan_mul
+from .elementwise import MulJob, emit_mul, plan_mul, split_mul
 from .splitting import split_job
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job
 
@@ -305,7 +305,7 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
         plans, counts = [], {"steps": 0, "tiles": 0, "instructions": 0}
         try:
             # Column strips and channel groups where it needs them; the product of two maps is a job of its own.
-            for part in ([job] if isinstance(job, MulJob) else split_job(c, job)):
+            for part in (split_mul(c, job) if isinstance(job, MulJob) else split_job(c, job)):
                 mul = isinstance(part, MulJob)
                 plan = plan_mul(c, part) if mul else plan_job(c, part, order=order, max_rows=max_rows)
                 if not b.segment_empty:

@@ -12,7 +12,7 @@ from .add import Add
 from .base import Operator, OperatorError
 from .concat import Concat
 from .conv import Conv
-from .flatten import Flatten
+from .flatten import Flatten, Unflatten
 from .host import Host
 from .linear import Linear
 from .mul import Mul
@@ -23,7 +23,8 @@ from .slice import Slice
 __all__ = ["Operator", "OperatorError", "OPERATORS", "ACTIVATIONS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
-    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Mul(), Concat(), Flatten(), Slice(), Pad(), Host(),
+    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Mul(), Concat(), Flatten(), Unflatten(), Slice(),
+    Pad(), Host(),
 )}
 
 #: The nonlinear activations (``sw/ops/activations.py``): not layers of the IR but ``FloatLayer.activation`` of the

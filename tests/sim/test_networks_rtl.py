@@ -18,7 +18,7 @@ from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
 from tests.onnx_models import (activations_resnet, global_pools_digits, lstm_digits, softmax_digits,
-                               squeeze_excite_digits)
+                               squeeze_excite_digits, squeeze_excite_linear_digits)
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -84,6 +84,9 @@ NETWORKS = {
     "squeeze-excite-int8-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy", engine("int8", 4), 4),
     "squeeze-excite-minifloat6-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy",
                                              engine("minifloat6", 4), 2),
+    # The gate of linear layers (Gemm, Relu, Gemm, Sigmoid, a Reshape or Unsqueeze to (N, C, 1, 1)).
+    "squeeze-excite-linear-int8-4x4": Network(squeeze_excite_linear_digits, DIGITS / "calibration.npy",
+                                              engine("int8", 4), 4),
 }
 
 

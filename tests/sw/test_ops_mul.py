@@ -175,12 +175,14 @@ def test_post_processing_shift_holds_the_products_scale(fmt):
         assert 0 <= s <= 255 and m * 2.0 ** -s == pytest.approx(ratio * 2.0 ** e, rel=1e-9)
 
 
-@pytest.mark.parametrize("fmt, on_engine", [("int8", True), ("minifloat6", True), ("fp8_e4m3", False)])
-def test_compiled_squeeze_excite_equals_golden(fmt, on_engine, tmp_path):
+@pytest.mark.parametrize("fmt, on_engine, params", [("int8", True, 64), ("minifloat6", True, 64),
+                                                    ("fp8_e4m3", False, 64), ("int8", True, 2)])
+def test_compiled_squeeze_excite_equals_golden(fmt, on_engine, params, tmp_path):
     """On the engine where the accumulators hold every product (ALU MUL in the program), on the host otherwise
-    (fp8_e4m3's products need more than its 49-bit accumulators); golden == emulator either way."""
+    (fp8_e4m3's products need more than its 49-bit accumulators); golden == emulator either way. With two PARAM
+    lines a mul of two channel blocks runs as two groups."""
     samples = np.load(DIGITS / "calibration.npy")
-    config = AcceleratorConfig(rows=4, cols=4, weight_format=fmt, act_format=fmt)
+    config = AcceleratorConfig(rows=4, cols=4, weight_format=fmt, act_format=fmt, param_buffer_depth=params)
     compiled = compile_model(squeeze_excite_digits(tmp_path / "se.onnx"), config, samples, method="mmse",
                              per_channel=True, log=lambda *_: None)
     muls = [layer.name for layer in compiled.network.layers if layer.op == "mul"]
@@ -196,3 +198,24 @@ def test_compiled_squeeze_excite_equals_golden(fmt, on_engine, tmp_path):
     for i in range(3):
         for tensor in compiled.materialized:
             np.testing.assert_array_equal(emulated.tensors[i][tensor], golden.tensors[i][tensor])
+
+
+def test_a_gate_of_linear_layers_unflattens_for_free(tmp_path):
+    """Reshape (N, C) -> (N, C, 1, 1) and Unsqueeze at axes 2, 3 import as ``unflatten``, which the compiler places
+    where the vector lies (no instruction); float model == onnxruntime."""
+    from tests.onnx_models import squeeze_excite_linear_digits
+    path = squeeze_excite_linear_digits(tmp_path / "se.onnx")
+    net = load_onnx(str(path))
+    assert [layer.op for layer in net.layers].count("unflatten") == 2
+    assert "host" not in [layer.op for layer in net.layers]
+    x = np.load(DIGITS / "calibration.npy")[:8]
+    from sw.frontend.float_model import run_float
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x.astype(np.float32)})[0]
+    np.testing.assert_allclose(run_float(net, x), ref, rtol=1e-4, atol=1e-5)
+    compiled = compile_model(path, AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8"),
+                             np.load(DIGITS / "calibration.npy"), log=lambda *_: None)
+    places = compiled.placements
+    gates = [layer for layer in compiled.network.layers if layer.op == "unflatten"]
+    for layer in gates:
+        assert places[layer.output].region == places[layer.inputs[0]].region
+        assert (places[layer.output].channels, places[layer.output].height, places[layer.output].width) == (8, 1, 1)
