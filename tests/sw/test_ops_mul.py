@@ -78,9 +78,10 @@ def test_golden_requantizes_the_product():
     np.testing.assert_array_equal(got, want)
 
 
-def _se_model(gate_shape: str, seed: int = 0) -> onnx.ModelProto:
+def _se_model(gate_shape: str, seed: int = 0, after: str | None = None) -> onnx.ModelProto:
     """x -> conv -> relu (r); a gate of r: per channel (global pool, 1x1 conv, Sigmoid) or of r's shape (conv,
-    HardSigmoid); Mul(gate, r) (the gate first: the importer puts the map first)."""
+    HardSigmoid); Mul(gate, r) (the gate first: the importer puts the map first); ``after``: an activation of the
+    product."""
     rng = np.random.default_rng(seed)
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"])]
@@ -91,7 +92,9 @@ def _se_model(gate_shape: str, seed: int = 0) -> onnx.ModelProto:
     else:
         nodes += [node("Conv", ["r", "w2", "b2"], ["f"], pads=[1, 1, 1, 1]), node("HardSigmoid", ["f"], ["gate"])]
         w2 = (4, 4, 3, 3)
-    nodes.append(node("Mul", ["gate", "r"], ["y"]))
+    nodes.append(node("Mul", ["gate", "r"], ["y"] if after is None else ["m"]))
+    if after is not None:
+        nodes.append(node(after, ["m"], ["y"]))
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, n)
              for n, s in (("w1", (4, 2, 3, 3)), ("b1", (4,)), ("w2", w2), ("b2", (4,)))]
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
@@ -219,3 +222,20 @@ def test_a_gate_of_linear_layers_unflattens_for_free(tmp_path):
     for layer in gates:
         assert places[layer.output].region == places[layer.inputs[0]].region
         assert (places[layer.output].channels, places[layer.output].height, places[layer.output].width) == (8, 1, 1)
+
+
+@pytest.mark.parametrize("after, fused", [("Relu", "mul"), ("HardSwish", "mul+hardswish")])
+def test_activation_after_a_mul_fuses_and_runs_on_the_engine(after, fused):
+    """A Relu becomes the mul's clamp, a nonlinear activation its lookup table; golden == emulator."""
+    model = _se_model("same", seed=3, after=after)
+    net = load_onnx(model)
+    last = net.layers[-1]
+    assert (last.op if last.activation is None else f"{last.op}+{last.activation['op']}") == fused
+    assert (last.clip is not None) == (after == "Relu")
+    x = np.random.default_rng(6).standard_normal((16, 2, 6, 6))
+    compiled = compile_model(model, AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8"), x,
+                             log=lambda *_: None)
+    assert compiled.host_layers == [] and "ALU op=MUL" in compiled.program.listing()
+    codes = compiled.network.tensors[compiled.network.input].quantize(x[:3])
+    golden, emulated = (run_codes(compiled, codes, b).codes for b in ("golden", "emulator"))
+    np.testing.assert_array_equal(emulated, golden)
