@@ -204,10 +204,10 @@ class AcceleratorConfig:
 
     @property
     def alu_mul_bits(self) -> int:
-        """Width ``k`` of ALU MUL's source operand (the low ``k`` bits of the source sum, sign-extended): a signed
-        integer holding the difference of any two codes of one activation format in accumulator units (a code minus a
-        zero point), as an identity tile of the weight format's 1 brings them in. Sized so, the multiplier per lane
-        is ``acc_bits`` x ``k`` rather than ``acc_bits`` squared."""
+        """Width ``k`` of ALU MUL's operands (the low ``k`` bits of each sum, sign-extended): a signed integer holding
+        the difference of any two codes of one activation format in accumulator units (a code minus a zero point), as
+        an identity tile of the weight format's 1 brings them in. Sized so, the multiplier per lane is ``k`` x ``k``
+        (int8: 9 x 9, one DSP) rather than ``acc_bits`` squared."""
         span = max((a.fixed_range[1] - a.fixed_range[0]) << (a.lsb_exponent - self.acc_exponent) for a in self.act_formats)
         return signed_width(-span, span)
 

@@ -75,9 +75,9 @@ class AluOp(enum.IntEnum):
     ADD = 1
     #: ``dst = src`` (its non-finite flag too): the first window tap of a pooling into a region of its own.
     COPY = 2
-    #: ``dst = dst * sext(src[k-1:0])``, element-wise on accumulator lines (the product of two feature maps, a
-    #: squeeze-excite or attention gate): the source operand is the low ``k = AcceleratorConfig.alu_mul_bits`` bits
-    #: of the source sum, sign-extended; the product wraps at the accumulator width.
+    #: ``dst = sext(dst[k-1:0]) * sext(src[k-1:0])``, element-wise on accumulator lines (the product of two feature
+    #: maps, a squeeze-excite or attention gate): each operand is the low ``k = AcceleratorConfig.alu_mul_bits`` bits
+    #: of its sum, sign-extended; the product wraps at the accumulator width.
     MUL = 3
 
 
@@ -231,10 +231,10 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "y < y_size, x < x_size, one element after the other in that order (so overlapping regions see earlier "
          "results): `acc[dst_addr + y*dst_stride + x] = op(acc[dst_addr + y*dst_stride + x], "
          "acc[src_addr + y*src_stride + x*src_step])`. ADD wraps at the accumulator width; MUL multiplies the "
-         "destination sum by the source sum's low `k` bits taken as a signed number (`k = alu_mul_bits` of the "
-         "configuration: enough for the difference of any two activation codes brought into the accumulators by an "
-         "identity tile, i.e. twice the largest magnitude of a code in accumulator units, plus a sign bit) and keeps "
-         "the low `acc_bits` bits of the product; MAX, ADD and MUL combine non-finite flags with OR; COPY takes the "
+         "low `k` bits of the destination sum by the low `k` bits of the source sum, each taken as a signed number "
+         "(`k = alu_mul_bits` of the configuration: enough for the difference of any two activation codes brought "
+         "into the accumulators by an identity tile, i.e. twice the largest magnitude of a code in accumulator units, "
+         "plus a sign bit), and keeps the low `acc_bits` bits of the product; MAX, ADD and MUL combine non-finite flags with OR; COPY takes the "
          "source element and its flag. A source that stays on one line for a whole row (a per-channel gate "
          "multiplying every position) is `x_size = 1`, `src_stride = 0`.",
          (

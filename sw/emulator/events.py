@@ -15,7 +15,7 @@ non-finite flag where a format has NaN or Inf; ``taps = kh * kw``, ``outs = out_
   output line one accumulator line read and written (the retire side reads on every arrival, the first tap of an
   overwriting COMPUTE included) and ``cols`` accumulator additions, except on that first tap.
 - ALU: per element two accumulator lines read (destination and source) and one written, and ``cols`` operations:
-  additions or comparisons (``acc_ops``: MAX, ADD) or ``acc_bits`` x ``alu_mul_bits`` multiplications
+  additions or comparisons (``acc_ops``: MAX, ADD) or ``alu_mul_bits`` x ``alu_mul_bits`` multiplications
   (``alu_muls``: MUL); COPY moves without one.
 - STORE: ``y_size * x_size`` accumulator lines read and post-processed (``cols`` codes each), one PARAM line read,
   with the lookup stage on (the last SETPP's ``lut``) one LUT line read per code, and the output lines written to

@@ -455,17 +455,15 @@ def _alu_op(s: EngineState, op: AluOp, a: np.ndarray, b: np.ndarray) -> np.ndarr
 
 
 def _multiply(s: EngineState, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """ALU MUL: ``wrap(a * sext(b[k-1:0]))`` with ``k = alu_mul_bits``, in Python ints where int64 could overflow
-    (``acc_bits + k > 63``)."""
-    c = s.config
-    k = c.alu_mul_bits
-    if s.wide or c.acc_bits + k > 63:
+    """ALU MUL: ``wrap(sext(a[k-1:0]) * sext(b[k-1:0]))`` with ``k = alu_mul_bits``, in Python ints where int64
+    could overflow (``2k > 63``)."""
+    k = s.config.alu_mul_bits
+    if s.wide or 2 * k > 63:
         half = 1 << (k - 1)
-        low = (np.asarray(b, dtype=object) + half) % (1 << k) - half
-        return s.wrap(np.asarray(a, dtype=object) * low)
-    b64 = np.asarray(b, dtype=np.int64)
-    low = (b64 << (64 - k)) >> (64 - k)
-    return s.wrap(np.asarray(a, dtype=np.int64) * low)
+        low = [(np.asarray(v, dtype=object) + half) % (1 << k) - half for v in (a, b)]
+        return s.wrap(low[0] * low[1])
+    low = [(np.asarray(v, dtype=np.int64) << (64 - k)) >> (64 - k) for v in (a, b)]
+    return s.wrap(low[0] * low[1])
 
 
 def setpp(s: EngineState, f: dict) -> None:

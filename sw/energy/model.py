@@ -106,7 +106,7 @@ def event_energies(config: AcceleratorConfig, table: EnergyTable) -> dict[str, f
         out[f"{buffer}_read_bits"] = per_bit
         out[f"{buffer}_write_bits"] = per_bit * t.sram_write_over_read
     out["acc_ops"] = adder_pj(t, c.acc_bits)
-    out["alu_muls"] = multiplier_pj(t, c.acc_bits, c.alu_mul_bits)
+    out["alu_muls"] = multiplier_pj(t, c.alu_mul_bits, c.alu_mul_bits)
     out["ppu_outputs"] = adder_pj(t, c.acc_bits) + multiplier_pj(t, c.acc_bits, RESCALE_BITS)
     out["dram_read_bytes"] = out["dram_write_bytes"] = t.dram_64b * 8 / 64
     out["instructions"] = t.dram_64b * INSTRUCTION_BITS / 64
