@@ -16,7 +16,7 @@ block ``b`` of an input is output block ``b``). One step per tile:
 The identity and -1 tiles are loaded once, with the PARAM lines; more channel blocks than half the PARAM buffer
 holds run as groups, each a schedule of its own (:func:`split_mul`). The accumulators hold every product exactly:
 the compiler checks ``|x - z_x| * |g - z_g|`` against the accumulator width from the format's range, and the
-difference ``g - z_g`` against ALU MUL's source width (``alu_mul_bits``).
+differences against ALU MUL's operand width (``alu_mul_bits``, which holds them by definition).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _refusal(c: AcceleratorConfig, job: MulJob, coarse_zero: bool) -> str:
         return (f"products of two {c.acts.name} maps reach {span * span}, beyond what {c.acc_bits}-bit accumulators "
                 f"hold (a larger --max-reduction widens them)")
     if c.alu_mul_bits < span.bit_length() + 1:
-        return f"differences of codes reach {span}, beyond ALU MUL's {c.alu_mul_bits}-bit source"
+        return f"differences of codes reach {span}, beyond ALU MUL's {c.alu_mul_bits}-bit operands"
     try:
         plan_mul(c, job)
     except LayoutError as err:
