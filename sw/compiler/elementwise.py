@@ -7,10 +7,11 @@ block ``b`` of an input is output block ``b``). One step per tile:
 1. LOADs: the gate's lines (its one line, for a per-channel gate) and the map's rows, each row led by a padding
    line that holds the input's zero-point code (LOAD ``pad_left = 1``);
 2. COMPUTEs: an identity tile brings the gate into region G and the map into region X of the tile's
-   accumulators; where a zero point is not 0, a tile of -1 over that input's padding line, broadcast over the
-   region (``out_w = 1``, ``act_pitch = 0``), subtracts it;
-3. ALU MUL ``X *= G``: element by element (same shapes), or G's one line times every line of X
-   (``x_size = 1``, ``src_stride = 0``);
+   accumulators (a gate of one channel, spatial or scalar, by a tile whose first row is ones: lane 0 into every
+   lane); where a zero point is not 0, a tile of -1 over that input's padding line, broadcast over the region
+   (``out_w = 1``, ``act_pitch = 0``), subtracts it;
+3. ALU MUL ``X *= G``: element by element (a gate of the map's size), or G's one line times every line of X
+   (``x_size = 1``, ``src_stride = 0``: a per-channel or scalar gate);
 4. STOREs: X post-processed (the layer's multiplier carries the product's extra ``2**e``).
 
 The identity and -1 tiles are loaded once, with the PARAM lines; more channel blocks than half the PARAM buffer
@@ -42,7 +43,8 @@ def _field_max(opcode: Opcode, name: str) -> int:
 @dataclass
 class MulJob:
     """``out = requant((x - x_zero) * (g - g_zero))`` over a ``channels x height x width`` map; the gate ``g`` is
-    the map's shape or one line per channel block (``per_channel``). Zero points are codes (the LOAD's padding)."""
+    of the map's shape (``gate`` "same"), one value per channel ("channel": one line per channel block), one
+    channel of the map's size ("spatial") or one value ("scalar"). Zero points are codes (the LOAD's padding)."""
 
     name: str
     x: Region
@@ -50,7 +52,7 @@ class MulJob:
     channels: int
     height: int
     width: int
-    per_channel: bool
+    gate_kind: str
     x_zero: int
     g_zero: int
     requant: Requant
@@ -60,6 +62,16 @@ class MulJob:
     g_zero_units: int = 0
     #: The weight code of 1.
     identity: int = 1
+
+    @property
+    def one_line(self) -> bool:
+        """The gate is one line per tile, which ALU MUL broadcasts over the map's lines."""
+        return self.gate_kind in ("channel", "scalar")
+
+    @property
+    def across(self) -> bool:
+        """The gate is one channel, which a tile of ones in its first row broadcasts over every lane."""
+        return self.gate_kind in ("spatial", "scalar")
 
     #: No multiply-accumulates of the array are useful work (the ALU multiplies).
     useful_macs = 0
@@ -80,15 +92,18 @@ def lower_mul(layer, ctx) -> None:
     products exactly (the reason in ``ctx.host_reasons``)."""
     from .lowering import CompileError, LoweredJob
     x, g = ctx.feature_maps(layer)
-    per_channel = (g.height, g.width) == (1, 1) and (x.height, x.width) != (1, 1)
-    if g.channels != x.channels or not per_channel and (g.height, g.width) != (x.height, x.width):
+    one_line = (g.height, g.width) == (1, 1) and (x.height, x.width) != (1, 1)
+    across = g.channels == 1 and x.channels != 1
+    if (g.channels != x.channels and not across) or (not one_line and (g.height, g.width) != (x.height, x.width)):
         raise CompileError(f"layer {layer.name!r}: mul inputs {x.channels}x{x.height}x{x.width} and "
                            f"{g.channels}x{g.height}x{g.width} are neither one shape nor a map and its gate")
+    kind = {(False, False): "same", (True, False): "channel", (False, True): "spatial", (True, True): "scalar"}[
+        (one_line, across)]
     net, c = ctx.net, ctx.config
     tx, tg = net.tensors[layer.inputs[0]], net.tensors[layer.inputs[1]]
     e = net.acc_exponent
     b = ctx.b
-    job = MulJob(layer.name, b.regions[x.region], b.regions[g.region], x.channels, x.height, x.width, per_channel,
+    job = MulJob(layer.name, b.regions[x.region], b.regions[g.region], x.channels, x.height, x.width, kind,
                  tx.zero_code(), tg.zero_code(), ctx.requant(layer, x.channels), Region(0, 0),
                  tx.zero_point << -e if e <= 0 else 0, tg.zero_point << -e if e <= 0 else 0, ctx.one())
     reason = _refusal(c, job, e > 0 and bool(tx.zero_point or tg.zero_point))
@@ -123,7 +138,8 @@ def split_mul(config: AcceleratorConfig, job: MulJob) -> list[MulJob]:
         requant = Requant(q.bias[c0:c0 + n], q.multiplier[c0:c0 + n], q.shift[c0:c0 + n], q.zero_point, q.clamp_lo,
                           q.clamp_hi, q.table, q.out_format)
         parts.append(replace(job, name=f"{job.name}.ch{c0}", x=at(job.x, pixels, alb),
-                             gate=at(job.gate, 1 if job.per_channel else pixels, alb), channels=n, requant=requant,
+                             gate=at(job.gate, {"same": pixels, "channel": 1}.get(job.gate_kind, 0), alb),
+                             channels=n, requant=requant,
                              out=at(job.out, pixels, olb)))
     return parts
 
@@ -154,7 +170,7 @@ def _span(c: AcceleratorConfig) -> int:
 def _lines(job: MulJob, rows: int) -> tuple[int, int, int, int]:
     """(activation lines of the gate, of the map, accumulator lines of G, of X) of a tile of ``rows`` rows."""
     w = job.width
-    gate_acc = 1 if job.per_channel else rows * w
+    gate_acc = 1 if job.one_line else rows * w
     return 1 + gate_acc, rows * (w + 1), gate_acc, rows * w
 
 
@@ -162,6 +178,9 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
     """The most map rows per tile that fit two tiles in the buffers and the instruction fields; a rough estimate
     of cycles (loads, the identity products, the ALU, the stores) and DRAM bytes."""
     c = config
+    if 4 * c.rows > c.weight_buffer_depth:
+        raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its four weight tiles need "
+                          f"{4 * c.rows} weight lines, the buffer has {c.weight_buffer_depth}")
     limit = min(_field_max(Opcode.COMPUTE, "out_h"), _field_max(Opcode.ALU, "x_size"),
                 _field_max(Opcode.ALU, "y_size"), _field_max(Opcode.STORE, "x_size"))
     best = 0
@@ -183,15 +202,17 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
 
 
 def _weights(c: AcceleratorConfig, one: int) -> np.ndarray:
-    """The identity tile and the tile of -1 (weight codes), ``2 * rows`` lines."""
+    """Weight tiles (codes), ``rows`` lines each: the identity, -1 on the diagonal, and (for a gate of one channel)
+    ones and -1s in the first row, which copy lane 0 into every lane."""
     wf = c.weights
     minus = int(wf.quantize(-1.0))
     if float(wf.decode(minus)) != -1.0:
         raise LayoutError(f"the weight format {wf.name} cannot represent -1, which a mul's zero points need")
-    eye = np.zeros((2 * c.rows, c.cols), dtype=np.int64)
-    eye[np.arange(c.rows), np.arange(c.cols)] = one
-    eye[c.rows + np.arange(c.rows), np.arange(c.cols)] = minus
-    return eye
+    tiles = np.zeros((4, c.rows, c.cols), dtype=np.int64)
+    tiles[0][np.arange(c.rows), np.arange(c.cols)] = one
+    tiles[1][np.arange(c.rows), np.arange(c.cols)] = minus
+    tiles[2][0, :], tiles[3][0, :] = one, minus
+    return tiles.reshape(-1, c.cols)
 
 
 def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int = 0) -> dict:
@@ -206,7 +227,7 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
     rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
     prologue = [("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                               x_size=blocks)),
-                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1, x_size=2 * c.rows))]
+                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1, x_size=4 * c.rows))]
     if job.requant.table is not None:
         if not c.lut_buffer_depth:
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
@@ -226,23 +247,26 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
             g_act, x_act, g_acc, x_acc = act, act + ga_max, acc, acc + gacc_max
             loads, computes = [], []
             # The gate: its zero-point line, then its lines (one row).
-            g_addr = job.gate.addr + (nb if job.per_channel else nb * h * w + r0 * w) * alb
+            g_line = {"same": nb * h * w + r0 * w, "channel": nb, "spatial": r0 * w, "scalar": 0}[job.gate_kind]
+            g_addr = job.gate.addr + g_line * alb
             loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=g_act, dram_addr=g_addr, y_size=1,
                                        x_size=gacc, pad_left=1, pad_value=job.g_zero)))
             # The map: each row led by its zero-point line.
             loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=x_act,
                                        dram_addr=job.x.addr + (nb * h * w + r0 * w) * alb, y_size=rows, x_size=w,
                                        dram_stride=w * alb, pad_left=1, pad_value=job.x_zero)))
-            for acc_addr, act_addr, out_h, out_w, pitch, zero in (
-                    (g_acc, g_act + 1, 1, gacc, 0, job.g_zero_units), (x_acc, x_act + 1, rows, w, w + 1,
-                                                                       job.x_zero_units)):
-                computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr, weight_addr=0, out_h=out_h,
+            g_tiles = 2 * c.rows if job.across else 0          # a gate of one channel: into every lane
+            for acc_addr, act_addr, out_h, out_w, pitch, zero, tile in (
+                    (g_acc, g_act + 1, 1, gacc, 0, job.g_zero_units, g_tiles),
+                    (x_acc, x_act + 1, rows, w, w + 1, job.x_zero_units, 0)):
+                computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr, weight_addr=tile, out_h=out_h,
                                                  out_w=out_w, act_pitch=pitch, stride=1, dilation=1, kh=1, kw=1)))
                 if zero:           # every line of the region minus the zero point: its padding line times -1
-                    computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1, weight_addr=c.rows,
+                    computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1,
+                                                     weight_addr=tile + c.rows,
                                                      out_h=out_h * out_w, out_w=1, act_pitch=0, stride=1,
                                                      dilation=1, kh=1, kw=1, accumulate=1)))
-            if job.per_channel:
+            if job.one_line:
                 mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=xacc, x_size=1, dst_stride=1, src_stride=0)
             else:
                 mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=1, x_size=xacc, dst_stride=0, src_stride=0)

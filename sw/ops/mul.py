@@ -1,9 +1,10 @@
 """``mul``: the element-wise product of two feature maps (ONNX Mul of two activations): same shapes, or a map
-(C, H, W) times a per-channel gate (C, 1, 1), as a squeeze-excite block or an attention gate writes it.
+(C, H, W) times a gate that broadcasts over it: per channel (C, 1, 1), as a squeeze-excite block writes it, spatial
+(1, H, W), as an attention gate may, or one value (1, 1, 1).
 
 A Mul by a constant is not this operator (the host runs one that no constant folding removed), and SiLU's
 ``Mul(x, Sigmoid(x))`` is taken by the Sigmoid (``sw/ops/activations.py``) before this operator sees it.
-Other broadcasts (a spatial gate (1, H, W), a scalar) go to the host with the reason.
+Other broadcasts (over the batch, or of rank other than 3) go to the host with the reason.
 
 Float meaning: ``y = x * g`` (numpy broadcasting).
 
@@ -15,7 +16,8 @@ fuses into its clamp, a nonlinear activation into its lookup table.
 
 On the engine (:mod:`sw.compiler.elementwise`): per output tile, identity tiles bring both inputs into two
 accumulator regions, a COMPUTE of the zero point's padding line with a -1 tile subtracts each zero point, ALU
-MUL multiplies them (a gate's one line by ``x_size = 1, src_stride = 0``) and the STOREs requantize.
+MUL multiplies them (a gate's one line by ``x_size = 1, src_stride = 0``; a gate of one channel reaches every lane
+through a tile whose first row is ones) and the STOREs requantize.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from .base import Operator, OperatorError
 
 def _broadcast(x: tuple[int, ...], g: tuple[int, ...]) -> str | None:
     """How a second input of shape ``g`` meets a map of shape ``x``: "same", "channel" (one value per channel),
-    or None (a broadcast the engine does not run)."""
+    "spatial" (one channel of the map's size), "scalar" (one value), or None (a broadcast the engine does not run)."""
     if g == x:
         return "same"
-    if len(x) == 3 and g == (x[0], 1, 1):
-        return "channel"
-    return None
+    if len(x) != 3 or len(g) != 3:
+        return None
+    return {(x[0], 1, 1): "channel", (1, x[1], x[2]): "spatial", (1, 1, 1): "scalar"}.get(tuple(g))
 
 
 class Mul(Operator):
@@ -55,14 +57,14 @@ class Mul(Operator):
         kind = _broadcast(sa, sb)
         if kind is None:
             raise NotOnEngine(f"{_describe(node)}: inputs of shapes {sa} and {sb}; the engine multiplies maps of "
-                              f"one shape, or a map (C, H, W) by a per-channel gate (C, 1, 1)")
+                              f"one shape, or a map (C, H, W) by a gate (C, 1, 1), (1, H, W) or (1, 1, 1)")
         imp.add_layer(node, "mul", [a, b], {"broadcast": kind})
 
     def shape(self, layer, in_shapes):
         x, g = in_shapes
         if _broadcast(tuple(x), tuple(g)) is None:
             raise OperatorError(f"inputs of shapes {x} and {g}: the second must have the first's shape or be "
-                                f"(C, 1, 1)")
+                                f"(C, 1, 1), (1, H, W) or (1, 1, 1)")
         return tuple(x)
 
     def run_float(self, layer, xs):

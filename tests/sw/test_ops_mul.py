@@ -79,9 +79,9 @@ def test_golden_requantizes_the_product():
 
 
 def _se_model(gate_shape: str, seed: int = 0, after: str | None = None) -> onnx.ModelProto:
-    """x -> conv -> relu (r); a gate of r: per channel (global pool, 1x1 conv, Sigmoid) or of r's shape (conv,
-    HardSigmoid); Mul(gate, r) (the gate first: the importer puts the map first); ``after``: an activation of the
-    product."""
+    """x -> conv -> relu (r); a gate of r: per channel (global pool, 1x1 conv, Sigmoid), of r's shape (conv,
+    HardSigmoid), spatial (a conv to one channel, Sigmoid) or scalar (that, globally pooled); Mul(gate, r) (the gate
+    first: the importer puts the map first); ``after``: an activation of the product."""
     rng = np.random.default_rng(seed)
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"])]
@@ -89,14 +89,19 @@ def _se_model(gate_shape: str, seed: int = 0, after: str | None = None) -> onnx.
         nodes += [node("GlobalAveragePool", ["r"], ["s"]), node("Conv", ["s", "w2", "b2"], ["f"]),
                   node("Sigmoid", ["f"], ["gate"])]
         w2 = (4, 4, 1, 1)
-    else:
+    elif gate_shape == "same":
         nodes += [node("Conv", ["r", "w2", "b2"], ["f"], pads=[1, 1, 1, 1]), node("HardSigmoid", ["f"], ["gate"])]
         w2 = (4, 4, 3, 3)
+    else:
+        nodes += [node("Conv", ["r", "w2", "b2"], ["f"], pads=[1, 1, 1, 1]), node("Sigmoid", ["f"], ["sg"])]
+        nodes.append(node("GlobalAveragePool", ["sg"], ["gate"]) if gate_shape == "scalar" else
+                     node("Identity", ["sg"], ["gate"]))
+        w2 = (1, 4, 3, 3)
     nodes.append(node("Mul", ["gate", "r"], ["y"] if after is None else ["m"]))
     if after is not None:
         nodes.append(node(after, ["m"], ["y"]))
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, n)
-             for n, s in (("w1", (4, 2, 3, 3)), ("b1", (4,)), ("w2", w2), ("b2", (4,)))]
+             for n, s in (("w1", (4, 2, 3, 3)), ("b1", (4,)), ("w2", w2), ("b2", (w2[0],)))]
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])],
                               initializer=inits)
@@ -105,7 +110,7 @@ def _se_model(gate_shape: str, seed: int = 0, after: str | None = None) -> onnx.
     return model
 
 
-@pytest.mark.parametrize("gate", ["channel", "same"])
+@pytest.mark.parametrize("gate", ["channel", "same", "spatial", "scalar"])
 @pytest.mark.parametrize("fmt", ["int8", "int4", "minifloat6"])
 def test_golden_mul_against_onnxruntime(gate, fmt):
     """The quantized layer on its dequantized inputs is onnxruntime's Mul of them, rounded to the output grid."""
@@ -149,8 +154,10 @@ def test_import_takes_maps_and_gates_and_leaves_the_rest_to_the_host():
         "same shape": ([conv, helper.make_node("Conv", ["x", "w", "b"], ["d"], pads=[1, 1, 1, 1]),
                         helper.make_node("Mul", ["c", "d"], ["y"])], ["conv", "conv", "mul"]),
         "square": ([conv, helper.make_node("Mul", ["c", "c"], ["y"])], ["conv", "mul"]),
-        # A spatial gate (1, H, W) broadcasts across channels: the host.
-        "spatial gate": ([conv, one_channel, helper.make_node("Mul", ["c", "s"], ["y"])], ["conv", "conv", "host"]),
+        # A spatial gate (1, H, W) broadcasts across channels, a scalar (1, 1, 1) across everything.
+        "spatial gate": ([conv, one_channel, helper.make_node("Mul", ["s", "c"], ["y"])], ["conv", "conv", "mul"]),
+        "scalar gate": ([conv, one_channel, helper.make_node("GlobalAveragePool", ["s"], ["p"]),
+                         helper.make_node("Mul", ["c", "p"], ["y"])], ["conv", "conv", "global_avgpool", "mul"]),
         # A constant that nothing folded: the host.
         "constant": ([conv, helper.make_node("Mul", ["c", "k"], ["y"])], ["conv", "host"]),
         # SiLU stays the Sigmoid's.
@@ -239,3 +246,23 @@ def test_activation_after_a_mul_fuses_and_runs_on_the_engine(after, fused):
     codes = compiled.network.tensors[compiled.network.input].quantize(x[:3])
     golden, emulated = (run_codes(compiled, codes, b).codes for b in ("golden", "emulator"))
     np.testing.assert_array_equal(emulated, golden)
+
+
+@pytest.mark.parametrize("gate", ["spatial", "scalar", "channel", "same"])
+@pytest.mark.parametrize("fmt, n, params", [("int8", 4, 64), ("minifloat6", 4, 64), ("int8", 8, 64),
+                                            ("int8", 2, 2)])
+def test_every_gate_runs_on_the_engine(gate, fmt, n, params):
+    """Each broadcast compiles to ALU MUL (a gate of one channel through a tile of ones in its first row), and the
+    emulator gives the golden model's codes; on a 2x2 engine with two PARAM lines, in two channel groups."""
+    model = _se_model(gate, seed=5)
+    x = np.random.default_rng(7).standard_normal((16, 2, 6, 6))
+    config = AcceleratorConfig(rows=n, cols=n, weight_format=fmt, act_format=fmt, param_buffer_depth=params)
+    compiled = compile_model(model, config, x, log=lambda *_: None)
+    assert compiled.host_layers == []
+    assert compiled.program.listing().count("ALU op=MUL") >= (2 if params == 2 else 1)
+    assert compiled.network.layers[-1].attrs["broadcast"] == gate
+    codes = compiled.network.tensors[compiled.network.input].quantize(x[:3])
+    golden, emulated = (run_codes(compiled, codes, b, keep=True) for b in ("golden", "emulator"))
+    for i in range(3):
+        for tensor in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][tensor], golden.tensors[i][tensor])
