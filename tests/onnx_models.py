@@ -138,7 +138,8 @@ def activations_resnet(path: Path, seed: int = 0) -> Path:
 def squeeze_excite_digits(path: Path, seed: int = 0) -> Path:
     """Digits images through a conv, a squeeze-excite block (global average pool, 1x1 conv, Relu, 1x1 conv,
     Sigmoid: a per-channel gate (N, C, 1, 1), then Mul with the conv's map), a conv, an attention gate of the
-    map's own shape (Mul of the map and a HardSigmoid of a conv of it), a global average pool and a Gemm."""
+    map's own shape (Mul of the map and a HardSigmoid of a conv of it), a spatial gate (N, 1, H, W) (a Sigmoid of a
+    conv to one channel), a global average pool and a Gemm."""
     rng = np.random.default_rng(seed)
     node = helper.make_node
     nodes = [
@@ -154,12 +155,15 @@ def squeeze_excite_digits(path: Path, seed: int = 0) -> Path:
         node("Conv", ["c4", "w5", "b5"], ["c5"], pads=[1, 1, 1, 1]),
         node("HardSigmoid", ["c5"], ["attention"]),
         node("Mul", ["attention", "c4"], ["gated"]),
-        node("GlobalAveragePool", ["gated"], ["gap"]),
+        node("Conv", ["gated", "w7", "b7"], ["c7"], pads=[1, 1, 1, 1]),
+        node("Sigmoid", ["c7"], ["spatial"]),
+        node("Mul", ["gated", "spatial"], ["gated2"]),
+        node("GlobalAveragePool", ["gated2"], ["gap"]),
         node("Flatten", ["gap"], ["flat"]),
         node("Gemm", ["flat", "w6", "b6"], ["y"], transB=1),
     ]
     shapes = {"w1": (8, 1, 3, 3), "w2": (4, 8, 1, 1), "w3": (8, 4, 1, 1), "w4": (8, 8, 3, 3), "w5": (8, 8, 3, 3),
-              "w6": (10, 8)}
+              "w6": (10, 8), "w7": (1, 8, 3, 3)}
     inits = []
     for name, shape in shapes.items():
         fan_in = int(np.prod(shape[1:]))

@@ -79,8 +79,8 @@ NETWORKS = {
     # Tanh, Sigmoid) in residual blocks, before max pools and a global average pool.
     "activations-int8-8x8": Network(activations_resnet, DIGITS / "calibration.npy", INT8_8X8, 8),
     "activations-minifloat6-8x8": Network(activations_resnet, DIGITS / "calibration.npy", MINIFLOAT6_8X8, 4),
-    # Products of two maps on the engine (ALU MUL): a squeeze-excite gate (N, C, 1, 1) and an attention gate of the
-    # map's shape, with the zero points of int8 (and none of minifloat6).
+    # Products of two maps on the engine (ALU MUL): a squeeze-excite gate (N, C, 1, 1), an attention gate of the
+    # map's shape and a spatial one (N, 1, H, W), with the zero points of int8 (and none of minifloat6).
     "squeeze-excite-int8-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy", engine("int8", 4), 4),
     "squeeze-excite-minifloat6-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy",
                                              engine("minifloat6", 4), 2),

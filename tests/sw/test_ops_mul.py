@@ -196,7 +196,7 @@ def test_compiled_squeeze_excite_equals_golden(fmt, on_engine, params, tmp_path)
     compiled = compile_model(squeeze_excite_digits(tmp_path / "se.onnx"), config, samples, method="mmse",
                              per_channel=True, log=lambda *_: None)
     muls = [layer.name for layer in compiled.network.layers if layer.op == "mul"]
-    assert len(muls) == 2
+    assert len(muls) == 3
     assert (compiled.host_layers == []) == on_engine
     assert ("ALU op=MUL" in compiled.program.listing()) == on_engine
     if not on_engine:
