@@ -281,9 +281,13 @@ class ComputeEngine(wiring.Component):
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
         with m.Elif(alu_stage.valid):
+            # MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept.
+            k = min(c.alu_mul_bits, c.acc_bits)
             for col in range(cols):
                 a, b = old[col].value, src[col].value
                 with m.Switch(alu.op):
+                    with m.Case(AluOp.MUL):
+                        m.d.comb += new[col].value.eq(a[:k].as_signed() * b[:k].as_signed())
                     with m.Case(AluOp.MAX):
                         m.d.comb += new[col].value.eq(Mux(b > a, b, a))
                     with m.Case(AluOp.ADD):

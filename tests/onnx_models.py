@@ -262,3 +262,96 @@ def prelu_net(path: Path, seed: int = 0) -> Path:
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, path)
     return path
+
+
+def squeeze_excite_digits(path: Path, seed: int = 0) -> Path:
+    """Digits images through a conv, a squeeze-excite block (global average pool, 1x1 conv, Relu, 1x1 conv,
+    Sigmoid: a per-channel gate (N, C, 1, 1), then Mul with the conv's map), a conv, an attention gate of the
+    map's own shape (Mul of the map and a HardSigmoid of a conv of it), a spatial gate (N, 1, H, W) (a Sigmoid of a
+    conv to one channel), a global average pool and a Gemm."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        node("Relu", ["c1"], ["r1"]),
+        node("GlobalAveragePool", ["r1"], ["s"]),
+        node("Conv", ["s", "w2", "b2"], ["f1"]),
+        node("Relu", ["f1"], ["f1r"]),
+        node("Conv", ["f1r", "w3", "b3"], ["f2"]),
+        node("Sigmoid", ["f2"], ["gate"]),
+        node("Mul", ["r1", "gate"], ["se"]),
+        node("Conv", ["se", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        node("Conv", ["c4", "w5", "b5"], ["c5"], pads=[1, 1, 1, 1]),
+        node("HardSigmoid", ["c5"], ["attention"]),
+        node("Mul", ["attention", "c4"], ["gated"]),
+        node("Conv", ["gated", "w7", "b7"], ["c7"], pads=[1, 1, 1, 1]),
+        node("Sigmoid", ["c7"], ["spatial"]),
+        node("Mul", ["gated", "spatial"], ["gated2"]),
+        node("GlobalAveragePool", ["gated2"], ["gap"]),
+        node("Flatten", ["gap"], ["flat"]),
+        node("Gemm", ["flat", "w6", "b6"], ["y"], transB=1),
+    ]
+    shapes = {"w1": (8, 1, 3, 3), "w2": (4, 8, 1, 1), "w3": (8, 4, 1, 1), "w4": (8, 8, 3, 3), "w5": (8, 8, 3, 3),
+              "w6": (10, 8), "w7": (1, 8, 3, 3)}
+    inits = []
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
+                                             .astype(np.float32), name))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
+                                             "b" + name[1:]))
+    graph = helper.make_graph(nodes, "squeeze_excite", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def squeeze_excite_linear_digits(path: Path, seed: int = 0) -> Path:
+    """The squeeze-excite block as torch's nn.Linear writes it: conv -> global average pool -> Flatten -> Gemm ->
+    Relu -> Gemm -> Sigmoid -> Reshape to (N, C, 1, 1) -> Mul with the conv's map -> conv (the gate's second half
+    through an Unsqueeze in a second block), then a global average pool and a Gemm."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        node("Relu", ["c1"], ["r1"]),
+        node("GlobalAveragePool", ["r1"], ["s"]),
+        node("Flatten", ["s"], ["sf"]),
+        node("Gemm", ["sf", "w2", "b2"], ["f1"], transB=1),
+        node("Relu", ["f1"], ["f1r"]),
+        node("Gemm", ["f1r", "w3", "b3"], ["f2"], transB=1),
+        node("Sigmoid", ["f2"], ["gate"]),
+        node("Reshape", ["gate", "gate_shape"], ["gate4"]),
+        node("Mul", ["r1", "gate4"], ["se"]),
+        node("Conv", ["se", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        node("GlobalAveragePool", ["c4"], ["s2"]),
+        node("Flatten", ["s2"], ["s2f"]),
+        node("Gemm", ["s2f", "w5", "b5"], ["f5"], transB=1),
+        node("HardSigmoid", ["f5"], ["gate5"]),
+        node("Unsqueeze", ["gate5", "axes"], ["gate5u"]),
+        node("Mul", ["gate5u", "c4"], ["se2"]),
+        node("GlobalAveragePool", ["se2"], ["gap"]),
+        node("Flatten", ["gap"], ["flat"]),
+        node("Gemm", ["flat", "w6", "b6"], ["y"], transB=1),
+    ]
+    shapes = {"w1": (8, 1, 3, 3), "w2": (4, 8), "w3": (8, 4), "w4": (8, 8, 3, 3), "w5": (8, 8), "w6": (10, 8)}
+    inits = [numpy_helper.from_array(np.array([-1, 8, 1, 1], np.int64), "gate_shape"),
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
+                                             .astype(np.float32), name))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
+                                             "b" + name[1:]))
+    graph = helper.make_graph(nodes, "squeeze_excite_linear", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path

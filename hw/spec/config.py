@@ -203,6 +203,15 @@ class AcceleratorConfig:
         return product_of(weights, acts).min_exponent - self.acc_exponent
 
     @property
+    def alu_mul_bits(self) -> int:
+        """Width ``k`` of ALU MUL's operands (the low ``k`` bits of each sum, sign-extended): a signed integer holding
+        the difference of any two codes of one activation format in accumulator units (a code minus a zero point), as
+        an identity tile of the weight format's 1 brings them in. Sized so, the multiplier per lane is ``k`` x ``k``
+        (int8: 9 x 9, one DSP) rather than ``acc_bits`` squared."""
+        span = max((a.fixed_range[1] - a.fixed_range[0]) << (a.lsb_exponent - self.acc_exponent) for a in self.act_formats)
+        return signed_width(-span, span)
+
+    @property
     def psum_bits(self) -> int:
         """Width of the partial sums inside the array: exact for a column of ``rows`` products."""
         return self._exact_bits(self.rows)

@@ -75,6 +75,10 @@ class AluOp(enum.IntEnum):
     ADD = 1
     #: ``dst = src`` (its non-finite flag too): the first window tap of a pooling into a region of its own.
     COPY = 2
+    #: ``dst = sext(dst[k-1:0]) * sext(src[k-1:0])``, element-wise on accumulator lines (the product of two feature
+    #: maps, a squeeze-excite or attention gate): each operand is the low ``k = AcceleratorConfig.alu_mul_bits`` bits
+    #: of its sum, sign-extended; the product wraps at the accumulator width.
+    MUL = 3
 
 
 class ErrorCode(enum.IntEnum):
@@ -223,13 +227,18 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("act_format", FORMAT_FIELD_BITS, "Index of the activations' format in the build's format set."),
          )),
     Kind(Opcode.ALU, Queue.COMPUTE,
-         "Element-wise operation on accumulator lines (pooling, residual add): for y < y_size, x < x_size, "
-         "one element after the other in that order (so overlapping regions see earlier results): "
-         "`acc[dst_addr + y*dst_stride + x] = op(acc[dst_addr + y*dst_stride + x], "
-         "acc[src_addr + y*src_stride + x*src_step])`. ADD wraps at the accumulator width; MAX and ADD combine "
-         "non-finite flags with OR; COPY takes the source element and its flag.",
+         "Element-wise operation on accumulator lines (pooling, residual add, the product of two maps): for "
+         "y < y_size, x < x_size, one element after the other in that order (so overlapping regions see earlier "
+         "results): `acc[dst_addr + y*dst_stride + x] = op(acc[dst_addr + y*dst_stride + x], "
+         "acc[src_addr + y*src_stride + x*src_step])`. ADD wraps at the accumulator width; MUL multiplies the "
+         "low `k` bits of the destination sum by the low `k` bits of the source sum, each taken as a signed number "
+         "(`k = alu_mul_bits` of the configuration: enough for the difference of any two activation codes brought "
+         "into the accumulators by an identity tile, i.e. twice the largest magnitude of a code in accumulator units, "
+         "plus a sign bit), and keeps the low `acc_bits` bits of the product; MAX, ADD and MUL combine non-finite flags with OR; COPY takes the "
+         "source element and its flag. A source that stays on one line for a whole row (a per-channel gate "
+         "multiplying every position) is `x_size = 1`, `src_stride = 0`.",
          (
-             _f("op", 2, "0 MAX, 1 ADD, 2 COPY."),
+             _f("op", 2, "0 MAX, 1 ADD, 2 COPY, 3 MUL."),
              _f("dst_addr", 16, "First destination (and first operand) accumulator line."),
              _f("src_addr", 16, "First source accumulator line."),
              _f("y_size", 10, "Rows.", nonzero=True),

@@ -126,6 +126,8 @@ class _Faults:
             fields[side] = int(rng.integers(1, 8))
             return encode(Opcode.LOAD, **fields), f"{Buffer(fields['buffer']).name} LOAD with {side}"
         if what == "alu_op":
+            if len(AluOp) >= 1 << KINDS[Opcode.ALU].field("op").bits:
+                return self.bad_field()                 # every value of the op field is an operation
             fields = self.legal(Opcode.ALU)
             fields["op"] = int(rng.integers(len(AluOp), 4))       # beyond the last ALU operation
             if rng.random() < 0.3:

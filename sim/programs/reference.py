@@ -131,6 +131,10 @@ class _Reference:
                     continue
                 if op is AluOp.MAX:
                     value = [max(u, v) for u, v in zip(a, b)]
+                elif op is AluOp.MUL:         # each operand's low k bits, as a signed number
+                    k = self.config.alu_mul_bits
+                    low = [[(v & ((1 << k) - 1)) - ((v >> (k - 1) & 1) << k) for v in line] for line in (a, b)]
+                    value = [self.wrap(u * v) for u, v in zip(*low)]
                 else:
                     value = [self.wrap(u + v) for u, v in zip(a, b)]
                 self.acc[dst] = (value, [u or v for u, v in zip(fa, fb)])

@@ -91,6 +91,8 @@ class Lowering:
         self.jobs: list[LoweredJob | LoweredHost] = []
         #: Filled when the jobs are emitted: engine programs and host layers in the order they run.
         self.steps: list[dict] = []
+        #: Layers of engine operators that run on the host all the same, and why (a mul this engine cannot hold).
+        self.host_reasons: dict[str, str] = {}
         #: The formats each layer selects on a multi-format engine (sw/compiler/formats.py).
         self.formats = select_formats(net, config, fused)
 
@@ -174,8 +176,11 @@ class Lowering:
                        np.full(channels, 30), t.zero_point, int(fmt.quantize(fmt.min)), int(fmt.quantize(fmt.max)))
 
     # --- jobs -------------------------------------------------------------------------------------------------
-    def add_host(self, layer: QuantLayer) -> None:
-        """A layer the host runs between two engine programs: its output gets a region of its own."""
+    def add_host(self, layer: QuantLayer, reason: str = "") -> None:
+        """A layer the host runs between two engine programs: its output gets a region of its own. ``reason``: why
+        a layer of an engine operator runs there (kept in :attr:`host_reasons`)."""
+        if reason:
+            self.host_reasons[layer.name] = reason
         for name in layer.inputs:
             self.source(name, layer)
         shape = self.net.shapes[layer.output]

@@ -24,6 +24,7 @@ from .fold import input_fold
 from .formats import LayerFormats, select_formats
 from .lowering import CompileError, Lowering, LoweredHost, Placement
 from .program import Program, ProgramBuilder
+from .elementwise import MulJob, emit_mul, plan_mul, split_mul
 from .splitting import split_job
 from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job
 
@@ -55,11 +56,13 @@ class CompiledNetwork:
         return [s["layer"] for s in self.steps if s["kind"] == "host"]
 
     def host_macs(self) -> dict[str, tuple[str, int]]:
-        """Per host layer: its ONNX operators and multiply-accumulates per sample (an estimate)."""
+        """Per host layer: its ONNX operators and multiply-accumulates per sample (an estimate; none for a layer of
+        another operator that the compiler left to the host, such as a mul this engine's accumulators cannot hold)."""
         net, host = self.network, OPERATORS["host"]
         layers = {layer.name: layer for layer in net.layers}
         return {name: (layers[name].attrs["op_type"],
                        host.macs(layers[name], [net.shapes[t] for t in layers[name].inputs]))
+                if layers[name].op == "host" else (layers[name].op, 0)
                 for name in self.host_layers}
 
     def program_address(self, step: dict) -> int:
@@ -372,18 +375,27 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
         shared: dict = {}                           # weights and parameters, one copy for a batch's samples
         planned: dict[str, Plan] = {}
         try:
-            for sample in batch_jobs(c, job, lowered.maps, lowered.source_bytes, lowered.out_bytes, ctx.batch):
-                for part in split_job(c, sample):   # column strips and channel groups, when it needs them
+            # Column strips and channel groups where it needs them; the product of two maps is a job of its own
+            # (never in a batched program: elementwise.py hands it to the host there).
+            parts = split_mul(c, job) if isinstance(job, MulJob) else [
+                part for sample in batch_jobs(c, job, lowered.maps, lowered.source_bytes, lowered.out_bytes, ctx.batch)
+                for part in split_job(c, sample)]
+            for part in parts:
+                mul = isinstance(part, MulJob)
+                if mul:
+                    plan = plan_mul(c, part)
+                else:
                     if part.name not in planned:
                         planned[part.name] = plan_job(c, part, order=order, max_rows=max_rows)
                     plan = planned[part.name]
-                    if not b.segment_empty:
-                        b.barrier()
-                    for key, value in emit_job(b, part, plan, param_base=(emitted % 2) * half,
-                                               shared=shared).items():
-                        counts[key] += value
-                    plans.append(plan)
-                    emitted += 1
+                if not b.segment_empty:
+                    b.barrier()
+                emitted_counts = (emit_mul(b, part, plan, param_base=(emitted % 2) * half) if mul else
+                                  emit_job(b, part, plan, param_base=(emitted % 2) * half, shared=shared))
+                for key, value in emitted_counts.items():
+                    counts[key] += value
+                plans.append(plan)
+                emitted += 1
         except LayoutError as e:
             raise CompileError(str(e)) from None
         entries.append({"name": lowered.names[0], "op": lowered.op, "fused": lowered.names[1:],

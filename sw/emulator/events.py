@@ -14,8 +14,9 @@ non-finite flag where a format has NaN or Inf; ``taps = kh * kw``, ``outs = out_
   not: the array skips nothing); per tap ``rows`` weight lines and ``outs`` activation lines read; per tap and
   output line one accumulator line read and written (the retire side reads on every arrival, the first tap of an
   overwriting COMPUTE included) and ``cols`` accumulator additions, except on that first tap.
-- ALU: per element two accumulator lines read (destination and source) and one written, and ``cols`` operations
-  (MAX, ADD; COPY moves without one).
+- ALU: per element two accumulator lines read (destination and source) and one written, and ``cols`` operations:
+  additions or comparisons (``acc_ops``: MAX, ADD) or ``alu_mul_bits`` x ``alu_mul_bits`` multiplications
+  (``alu_muls``: MUL); COPY moves without one.
 - STORE: ``y_size * x_size`` accumulator lines read and post-processed (``cols`` codes each), one PARAM line read
   (two with ``negative_param``), with the lookup stage on (the last SETPP's ``lut``) one LUT line read per code,
   and the output lines written to external memory.
@@ -47,6 +48,7 @@ EVENTS = (
     "param_read_bits", "param_write_bits",
     "lut_read_bits", "lut_write_bits",
     "acc_ops",
+    "alu_muls",
     "ppu_outputs",
     "dram_read_bytes", "dram_write_bytes",
     "instructions",
@@ -172,7 +174,8 @@ def _alus(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts: np
     elements = f["y_size"] * f["x_size"]
     counts[rows, _COLUMN["acc_read_bits"]] = 2 * elements * acc_line_bits(c)
     counts[rows, _COLUMN["acc_write_bits"]] = elements * acc_line_bits(c)
-    counts[rows, _COLUMN["acc_ops"]] = elements * c.cols * (f["op"] != AluOp.COPY)
+    counts[rows, _COLUMN["acc_ops"]] = elements * c.cols * ((f["op"] == AluOp.MAX) | (f["op"] == AluOp.ADD))
+    counts[rows, _COLUMN["alu_muls"]] = elements * c.cols * (f["op"] == AluOp.MUL)
 
 
 def _stores(c: AcceleratorConfig, instructions: list, setpps: np.ndarray, rows: np.ndarray, counts: np.ndarray,

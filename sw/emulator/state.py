@@ -429,6 +429,8 @@ def alu(s: EngineState, f: dict) -> None:
             np.maximum(dst, src, out=dst)
         elif op is AluOp.ADD:
             s.add_into(dst, src)
+        elif op is AluOp.MUL:
+            dst[...] = _multiply(s, dst, src)
         else:
             dst[...] = src
         if s.acc_nonfinite is not None:
@@ -447,7 +449,21 @@ def alu(s: EngineState, f: dict) -> None:
 
 
 def _alu_op(s: EngineState, op: AluOp, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if op is AluOp.MUL:
+        return _multiply(s, a, b)
     return np.maximum(a, b) if op is AluOp.MAX else s.wrap(a + b) if op is AluOp.ADD else b
+
+
+def _multiply(s: EngineState, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """ALU MUL: ``wrap(sext(a[k-1:0]) * sext(b[k-1:0]))`` with ``k = alu_mul_bits``, in Python ints where int64
+    could overflow (``2k > 63``)."""
+    k = s.config.alu_mul_bits
+    if s.wide or 2 * k > 63:
+        half = 1 << (k - 1)
+        low = [(np.asarray(v, dtype=object) + half) % (1 << k) - half for v in (a, b)]
+        return s.wrap(low[0] * low[1])
+    low = [(np.asarray(v, dtype=np.int64) << (64 - k)) >> (64 - k) for v in (a, b)]
+    return s.wrap(low[0] * low[1])
 
 
 def setpp(s: EngineState, f: dict) -> None:

@@ -106,6 +106,7 @@ def event_energies(config: AcceleratorConfig, table: EnergyTable) -> dict[str, f
         out[f"{buffer}_read_bits"] = per_bit
         out[f"{buffer}_write_bits"] = per_bit * t.sram_write_over_read
     out["acc_ops"] = adder_pj(t, c.acc_bits)
+    out["alu_muls"] = multiplier_pj(t, c.alu_mul_bits, c.alu_mul_bits)
     out["ppu_outputs"] = adder_pj(t, c.acc_bits) + multiplier_pj(t, c.acc_bits, RESCALE_BITS)
     out["dram_read_bytes"] = out["dram_write_bytes"] = t.dram_64b * 8 / 64
     out["instructions"] = t.dram_64b * INSTRUCTION_BITS / 64
@@ -115,7 +116,7 @@ def event_energies(config: AcceleratorConfig, table: EnergyTable) -> dict[str, f
 _CLASS_OF = {"act_read_bits": "act_sram", "act_write_bits": "act_sram", "weight_read_bits": "weight_sram",
              "weight_write_bits": "weight_sram", "acc_read_bits": "acc_sram", "acc_write_bits": "acc_sram",
              "param_read_bits": "param_sram", "param_write_bits": "param_sram", "lut_read_bits": "lut_sram",
-             "lut_write_bits": "lut_sram", "acc_ops": "accumulate", "ppu_outputs": "postprocess",
+             "lut_write_bits": "lut_sram", "acc_ops": "accumulate", "alu_muls": "accumulate", "ppu_outputs": "postprocess",
              "dram_read_bytes": "dram", "dram_write_bytes": "dram", "instructions": "instruction_fetch"}
 
 

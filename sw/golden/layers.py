@@ -26,7 +26,8 @@ from .postprocess import lookup, rescale
 if TYPE_CHECKING:
     from sw.ir import QuantizedNetwork, QuantLayer
 
-__all__ = ["LayerError", "conv2d", "linear", "window_sum", "global_sum", "elementwise_sum", "concat_values",
+__all__ = ["LayerError", "conv2d", "linear", "window_sum", "global_sum", "elementwise_sum", "elementwise_product",
+           "concat_values",
            "maxpool", "postprocess", "run_layer"]
 
 
@@ -272,6 +273,37 @@ def elementwise_sum(xs, act_format: Format | str, weight_format: Format | str) -
         value = value + p[0]
     finite = np.logical_and.reduce([p[1] for p in parts])
     return Accumulation(value, parts[0][2], ~finite)
+
+
+def elementwise_product(x, g, x_zero: int, g_zero: int, act_format: Format | str,
+                        weight_format: Format | str) -> Accumulation:
+    """Exact ``(value(x) - x_zero) * (value(g) - g_zero)`` in units of ``2**(2e)`` (mul): ``g`` the same shape as
+    ``x`` or broadcast along axes of size 1 (a per-channel gate (N, C, 1, 1)); the zero points are values of the
+    act format (integers). The result is labelled with exponent ``e``, as the engine's post-processing reads its
+    accumulators: the layer's multiplier carries the missing ``2**e``. Non-finite where either operand is."""
+    x, g = np.asarray(x), np.asarray(g)
+    try:
+        shape = np.broadcast_shapes(x.shape, g.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise LayerError(f"mul needs a second input of the first's shape or broadcast along size-1 axes, not "
+                         f"{x.shape} and {g.shape}")
+    act, wf = get_format(act_format), get_format(weight_format)
+    e = product_of(act, wf).min_exponent
+    terms = []
+    for codes, zero in ((x, x_zero), (g, g_zero)):
+        value, finite, _ = _units(codes, act, wf, 2)
+        if e > 0 and int(zero) % (1 << e):
+            raise LayerError(f"zero point {zero} is no whole number of accumulator units 2**{e}")
+        zero_units = int(zero) << -e if e <= 0 else int(zero) >> e
+        terms.append((value.astype(object) - zero_units, finite))
+    (vx, fx), (vg, fg) = terms
+    product = vx * vg
+    bound = max(abs(v) for v in act.fixed_range) << (act.lsb_exponent - e)
+    if (2 * bound) ** 2 < 1 << 62:
+        product = product.astype(np.int64)
+    return Accumulation(np.where(fx & fg, product, 0), e, ~(fx & fg))
 
 
 def concat_values(xs, act_format: Format | str, weight_format: Format | str) -> Accumulation:

@@ -14,9 +14,10 @@ from .concat import Concat
 from .conv import Conv
 from .conv_transpose import ConvTranspose
 from .depth_to_space import DepthToSpace
-from .flatten import Flatten
+from .flatten import Flatten, Unflatten
 from .host import Host
 from .linear import Linear
+from .mul import Mul
 from .pad import Pad
 from .pool import AvgPool, GlobalAvgPool, MaxPool
 from .resize import Resize
@@ -25,8 +26,8 @@ from .slice import Slice
 __all__ = ["Operator", "OperatorError", "OPERATORS", "ACTIVATIONS", "operator", "onnx_operator", "ONNX_TYPES"]
 
 OPERATORS: dict[str, Operator] = {op.name: op for op in (
-    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Concat(), Flatten(), Slice(), Pad(), Host(),
-    ConvTranspose(), Resize(), DepthToSpace(),
+    Conv(), Linear(), MaxPool(), AvgPool(), GlobalAvgPool(), Add(), Mul(), Concat(), Flatten(), Unflatten(), Slice(),
+    Pad(), Host(), ConvTranspose(), Resize(), DepthToSpace(),
 )}
 
 #: The nonlinear activations (``sw/ops/activations.py``): not layers of the IR but ``FloatLayer.activation`` of the

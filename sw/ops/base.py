@@ -69,6 +69,14 @@ class Operator:
         average) and how many input zero points each output sums (corrected by the bias)."""
         raise NotImplementedError
 
+    def rescale(self, layer: "FloatLayer", encodings: list, out_scale: float, e: int, channels: int
+                ) -> tuple[list[int], np.ndarray] | None:
+        """For an accumulating operator without weights whose inputs keep encodings of their own: the bias (in
+        accumulator units) and the rescale ratio ``M * 2**-S`` of each output channel, from the inputs' encodings,
+        the output scale and the accumulators' exponent ``e``. None: the inputs share one encoding and
+        :meth:`window` gives the rule."""
+        return None
+
     # --- the golden model -----------------------------------------------------------------------------------
     def golden(self, layer: "QuantLayer", inputs: list[np.ndarray], net: "QuantizedNetwork"
                ) -> "Accumulation | np.ndarray":

@@ -1,8 +1,11 @@
 """``flatten``: a feature map as a vector, ``x.reshape(-1)`` channel-major as ONNX (Flatten at axis 1, a Reshape
-to (N, -1), a Squeeze of size-1 axes). The encoding is unchanged.
+to (N, -1), a Squeeze of size-1 axes). ``unflatten``: a vector (C,) as a map (C, 1, 1) (a Reshape to
+(N, C, 1, 1), an Unsqueeze of axes 2 and 3), as a squeeze-excite block built of linear layers writes its gate. The
+encoding is unchanged.
 
-On the engine it costs nothing: the flattened tensor is the map where it lies, and the linear layer that reads
-it has its weights permuted to the map's memory order (``Placement.index``).
+On the engine both cost nothing: the flattened tensor is the map where it lies, and the linear layer that reads
+it has its weights permuted to the map's memory order (``Placement.index``); a vector whose elements sit in memory
+in their own order (a linear layer's output, the flatten of a 1x1 map) already is a (C, 1, 1) map.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import numpy as np
 
 from sw.frontend.onnx_common import FrontendError, NotOnEngine, _attrs, _describe
 
-from .base import Operator
+from .base import Operator, OperatorError
 
 
 class Flatten(Operator):
@@ -28,8 +31,11 @@ class Flatten(Operator):
             if (axis + rank if axis < 0 else axis) != 1:
                 raise NotOnEngine(f"{_describe(node)}: axis {axis} is not supported; only axis=1 (keep the batch, "
                                     f"flatten the rest) is")
-        elif node.op_type == "Reshape" and _reshape_kind(imp, node, x) == "same":
-            imp.alias[node.output[0]] = x
+        elif node.op_type == "Reshape" and (kind := _reshape_kind(imp, node, x)) != "flatten":
+            if kind == "same":
+                imp.alias[node.output[0]] = x
+            else:
+                imp.add_layer(node, "unflatten", [x])
             return
         elif node.op_type == "Squeeze":
             _check_squeeze(imp, node, x)
@@ -62,8 +68,46 @@ class Flatten(Operator):
         ctx.placements[layer.output] = Placement(p.region, blocks * m * pixels, 1, 1, index)
 
 
+class Unflatten(Operator):
+    name = "unflatten"
+    onnx = ("Unsqueeze",)
+    ties = "through"
+    commutes_with_clamp = True
+
+    def import_node(self, imp, node) -> None:
+        x = imp.act(node, node.input[0])
+        axes = _attrs(node).get("axes") if imp.opset < 13 else imp.const(node, 1, "axes", required=False)
+        axes = sorted(int(a) % 4 for a in np.asarray(axes if axes is not None else [], dtype=np.int64).ravel())
+        if len(imp.shapes[x]) != 1 or axes != [2, 3]:
+            raise NotOnEngine(f"{_describe(node)}: unsqueezing (N, {', '.join(map(str, imp.shapes[x]))}) at axes "
+                              f"{axes} is not supported; only a vector (N, C) to (N, C, 1, 1) is")
+        imp.add_layer(node, "unflatten", [x])
+
+    def shape(self, layer, in_shapes):
+        if len(in_shapes[0]) != 1:
+            raise OperatorError(f"needs a vector, not {in_shapes[0]}")
+        return (in_shapes[0][0], 1, 1)
+
+    def run_float(self, layer, xs):
+        return xs[0].reshape(xs[0].shape[0], -1, 1, 1)
+
+    def golden(self, layer, inputs, net):
+        x = np.asarray(inputs[0])
+        return x.reshape(x.shape[0], -1, 1, 1)
+
+    def lower(self, layer, ctx):
+        from sw.compiler.lowering import CompileError, Placement
+        p = ctx.source(layer.inputs[0], layer)
+        n = ctx.net.shapes[layer.output][0]
+        if p.index is not None and list(p.index[:n]) != list(range(n)):
+            raise CompileError(f"layer {layer.name!r}: its vector's elements sit in memory in another order than "
+                               f"their own (a flatten of a map larger than 1x1); it cannot be a (C, 1, 1) map")
+        ctx.placements[layer.output] = Placement(p.region, n, 1, 1)
+
+
 def _reshape_kind(imp, node, x: str) -> str:
-    """"flatten" or "same" (a reshape that changes nothing); anything else is refused."""
+    """"flatten", "same" (a reshape that changes nothing) or "unflatten" (a vector to (C, 1, 1)); anything else is
+    refused."""
     if imp.opset < 5:
         target = list(_attrs(node).get("shape", []))
     else:
@@ -76,7 +120,8 @@ def _reshape_kind(imp, node, x: str) -> str:
     for batch in ([imp.batch] if imp.batch else [1, 7]):
         out = _resolve_reshape(target, (batch, *shape), allowzero)
         k = None if out is None else "flatten" if out == (batch, int(np.prod(shape))) else \
-            "same" if out == (batch, *shape) else None
+            "same" if out == (batch, *shape) else \
+            "unflatten" if len(shape) == 1 and out == (batch, shape[0], 1, 1) else None
         if k is None or kind not in (None, k):
             raise NotOnEngine(f"{_describe(node)}: reshaping (N, {', '.join(map(str, shape))}) to {target} "
                                 f"{'with a symbolic batch ' if not imp.batch else ''}is not supported; only "

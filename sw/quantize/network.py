@@ -15,6 +15,8 @@ output encoding, the post-processing formula ``v = (acc + B) * M * 2**(e - S)``,
 - a PRelu with one slope per channel fused into any of them (or a LeakyRelu on an activation format without a
   lookup table): ``M_neg * 2**-S_neg ~ slope_c * M * 2**-S`` for the outputs whose ``acc + B`` is negative
   (``QuantLayer.multiplier_neg``, ``shift_neg``); the output encoding is calibrated after the activation.
+- mul: ``M * 2**-S ~ s_x * s_g / s_y * 2**e``, ``B = 0`` (the accumulators hold ``(x - z_x) * (g - z_g)`` in units
+  of ``2**(2e)``; see ``sw/ops/mul.py``).
 
 Tied encodings (each operator's ``ties``): the inputs of ``add`` and the inputs and output of ``concat`` share one
 encoding, and ``maxpool`` and ``flatten`` keep their input's; such tensors are calibrated together (on the union
@@ -427,6 +429,9 @@ def _quant_layer(layer: FloatLayer, net: FloatNetwork, shapes, enc: dict[str, Qu
             raise QuantizationError(f"Layer {layer.name!r}: bias not finite in accumulator units")
         q.bias = _acc_check([int(b) - int(c) for b, c in zip(bias_units, corr)], acc_bits, layer.name)
         ratios = s_x * qw.scale / s_y
+    elif (rule := OPERATORS[layer.op].rescale(layer, [enc[t] for t in layer.inputs], s_y, e, channels)) is not None:
+        bias, ratios = rule          # inputs with encodings of their own (mul)
+        q.bias = _acc_check(bias, acc_bits, layer.name)
     else:
         if any(enc[t] != in_enc for t in layer.inputs):
             raise QuantizationError(f"Layer {layer.name!r} ({layer.op}): its inputs must share one encoding")

@@ -18,7 +18,7 @@ from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
 from tests.onnx_models import (activations_resnet, decoder_digits, global_pools_digits, lstm_digits, prelu_net,
-                               softmax_digits)
+                               softmax_digits, squeeze_excite_digits, squeeze_excite_linear_digits)
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -103,6 +103,14 @@ NETWORKS = {
     # negative side (STORE negative_param), two PARAM lines per block of output channels.
     "prelu-int8-4x4": Network(prelu_net, DIGITS / "calibration.npy", engine("int8", 4, **SMALL_4X4), 4),
     "prelu-minifloat6-4x4": Network(prelu_net, DIGITS / "calibration.npy", engine("minifloat6", 4, **SMALL_4X4), 2),
+    # Products of two maps on the engine (ALU MUL): a squeeze-excite gate (N, C, 1, 1), an attention gate of the
+    # map's shape and a spatial one (N, 1, H, W), with the zero points of int8 (and none of minifloat6).
+    "squeeze-excite-int8-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy", engine("int8", 4), 4),
+    "squeeze-excite-minifloat6-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy",
+                                             engine("minifloat6", 4), 2),
+    # The gate of linear layers (Gemm, Relu, Gemm, Sigmoid, a Reshape or Unsqueeze to (N, C, 1, 1)).
+    "squeeze-excite-linear-int8-4x4": Network(squeeze_excite_linear_digits, DIGITS / "calibration.npy",
+                                              engine("int8", 4), 4),
 }
 
 

@@ -252,3 +252,33 @@ def test_golden_store_negative_param():
     # Bit 119 is above the last field: a word with it set is refused.
     with pytest.raises(IsaError, match="above bit 118"):
         decode(expected | (1 << 119))
+
+
+def test_golden_alu_mul():
+    # ALU: op 9:8, dst_addr 25:10, src_addr 41:26, y_size 51:42, x_size 61:52, dst_stride 73:62, src_stride 85:74,
+    # src_step 89:86. MUL is op 3: a per-channel gate, one source line for every destination line.
+    from hw.spec.isa import AluOp
+    expected = 3 | (1 << 6) | (3 << 8) | (40 << 10) | (7 << 26) | (49 << 42) | (1 << 52) | (1 << 62) | (1 << 86)
+    word = encode(Opcode.ALU, op=AluOp.MUL, dst_addr=40, src_addr=7, y_size=49, x_size=1, dst_stride=1,
+                  src_stride=0, src_step=1, push_prev=1)
+    assert word == expected
+    kind, fields = decode(word)
+    assert kind.opcode is Opcode.ALU and AluOp(fields["op"]) is AluOp.MUL and fields["src_stride"] == 0
+
+
+@pytest.mark.parametrize("fmt, bits", [("int8", 9), ("int4", 5), ("uint8", 9), ("minifloat6", 15),
+                                       ("minifloat4", 7), ("fp8_e4m3", 29)])
+def test_alu_mul_source_width(fmt, bits):
+    """``k`` holds the difference of any two activation codes in accumulator units, as a signed number: from the
+    decoded values of every code (int8: 127 - (-128) = 255 needs 9 bits; minifloat6 (E3M2): 28 - (-28) = 56 in
+    units of 2**-8 (acc_exponent of two E3M2 operands, 2**-4 each) = 14336 needs 15)."""
+    import numpy as np
+
+    from hw.spec.config import AcceleratorConfig
+    from hw.spec.formats import get_format
+    weights = "int8" if fmt == "uint8" else fmt
+    c = AcceleratorConfig(rows=4, cols=4, weight_format=weights, act_format=fmt)
+    values = get_format(fmt).decode(np.arange(1 << get_format(fmt).bits)).astype(np.float64)
+    values = values[np.isfinite(values)]
+    span = int((values.max() - values.min()) * 2.0 ** -c.acc_exponent)
+    assert c.alu_mul_bits == bits == (span.bit_length() + 1)

@@ -81,8 +81,8 @@ def test_listing_is_canonical():
         "negative_param=0"
     assert disassemble(6) == "FINISH"
     assert disassemble(encode(Opcode.LOAD, buffer=3)).startswith("LOAD buffer=LUT ")
-    # Values outside the enumeration print as numbers (and assemble back).
-    assert disassemble(encode(Opcode.ALU, op=3)).startswith("ALU op=3 ")
+    # ALU MUL prints by name (both 2-bit enumerations are full: no value prints as a number).
+    assert disassemble(encode(Opcode.ALU, op=3)).startswith("ALU op=MUL ")
 
 
 @pytest.mark.parametrize("text, values", [
@@ -92,6 +92,7 @@ def test_listing_is_canonical():
     ("SETPP zero_point=-0x8000 clamp_hi=0XFF", dict(zero_point=-32768, clamp_hi=255)),
     ("setpp zero_point=+7 clamp_lo=007", dict(zero_point=7, clamp_lo=7)),
     ("ALU op=max src_step=2", dict(op=0, src_step=2)),
+    ("ALU op=mul src_step=1", dict(op=3, src_step=1)),
     ("LOAD buffer=Param dram_stride=0", dict(buffer=2)),
     ("LOAD sram_addr=-0", dict()),
 ])
@@ -134,7 +135,7 @@ LOAD_FIELDS = ("its fields are buffer, sram_addr, dram_addr, y_size, x_size, dra
     ("LOAD y_size=1.5", "LOAD.y_size=1.5 is not a value: write an integer in 0..1023 (decimal, or hex with 0x)"),
     ("LOAD buffer=FOO", "LOAD.buffer=FOO is not a value: write ACT, WEIGHT, PARAM, LUT or an integer in 0..3 "
                         "(decimal, or hex with 0x)"),
-    ("ALU op=MIN", "ALU.op=MIN is not a value: write MAX, ADD, COPY or an integer in 0..3 (decimal, or hex with 0x)"),
+    ("ALU op=MIN", "ALU.op=MIN is not a value: write MAX, ADD, COPY, MUL or an integer in 0..3 (decimal, or hex with 0x)"),
     ("LOAD y_size=1024", "LOAD.y_size must be an integer in 0..1023, not 1024"),
     ("LOAD dram_addr=0x100000000", "LOAD.dram_addr must be an integer in 0..4294967295, not 4294967296"),
     ("LOAD sram_addr=-1", "LOAD.sram_addr must be an integer in 0..65535, not -1"),

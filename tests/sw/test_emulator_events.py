@@ -51,6 +51,9 @@ def _program(config: AcceleratorConfig):
          src_addr=0, y_size=1, x_size=3, src_step=1)
     emit("ALU", dict(acc_read_bits=2 * 4 * acc, acc_write_bits=4 * acc), op=AluOp.COPY, dst_addr=16, src_addr=0,
          y_size=2, x_size=2, dst_stride=2, src_stride=2, src_step=1)
+    # a per-channel gate: one source line times 3 destination lines, 4 lanes each, multiplications not additions
+    emit("ALU", dict(acc_read_bits=2 * 3 * acc, acc_write_bits=3 * acc, alu_muls=3 * 4), op=AluOp.MUL, dst_addr=20,
+         src_addr=0, y_size=3, x_size=1, dst_stride=1, src_stride=0, src_step=1)
     emit("SETPP", {}, clamp_lo=0x80, clamp_hi=0x7F)
     emit("STORE", dict(acc_read_bits=2 * acc, param_read_bits=512, ppu_outputs=2 * 4, dram_write_bytes=2 * 8),
          acc_addr=0, dram_addr=data + 2048, y_size=1, x_size=2)
