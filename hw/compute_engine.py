@@ -209,36 +209,39 @@ class ComputeEngine(wiring.Component):
         current = Signal(descriptor)
         retiring = Signal()
         p_line = Signal(range(c.acc_buffer_depth))
-        p_col = Signal.like(current.out_w)
-        p_row = Signal.like(current.out_h)
-        p_tile = Signal.like(current.tiles)
+        # Down-counters (columns, rows and kernel positions still to come, this one included), so that the end of a
+        # row, of a tile and of the instruction are compares with 1, not carry chains.
+        cols_left = Signal.like(current.out_w)
+        rows_left = Signal.like(current.out_h)
+        tiles_left = Signal.like(current.tiles)
+        later_tile = Signal()               # past the instruction's first kernel position: always accumulate
         arrive = array.psums.valid
-        last_col = p_col + 1 == current.out_w
-        last_row = p_row + 1 == current.out_h
-        last_of_current = last_col & last_row & (p_tile + 1 == current.tiles)
+        last_col, last_row = cols_left == 1, rows_left == 1
+        last_of_current = last_col & last_row & (tiles_left == 1)
         take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
         with m.If(take_next):
             m.d.comb += retire_queue.r_en.eq(1)
-            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), p_col.eq(0), p_row.eq(0),
-                         p_tile.eq(0)]
+            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), cols_left.eq(head.out_w),
+                         rows_left.eq(head.out_h), tiles_left.eq(head.tiles), later_tile.eq(0)]
         with m.Elif(arrive & last_of_current):
             m.d.sync += retiring.eq(0)
         with m.Elif(arrive):
             with m.If(last_col):
-                m.d.sync += p_col.eq(0)
+                m.d.sync += cols_left.eq(current.out_w)
                 with m.If(last_row):
-                    m.d.sync += [p_row.eq(0), p_tile.eq(p_tile + 1), p_line.eq(current.acc_addr)]
+                    m.d.sync += [rows_left.eq(current.out_h), tiles_left.eq(tiles_left - 1), later_tile.eq(1),
+                                 p_line.eq(current.acc_addr)]
                 with m.Else():
-                    m.d.sync += [p_row.eq(p_row + 1), p_line.eq(p_line + 1)]
+                    m.d.sync += [rows_left.eq(rows_left - 1), p_line.eq(p_line + 1)]
             with m.Else():
-                m.d.sync += [p_col.eq(p_col + 1), p_line.eq(p_line + 1)]
+                m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
         # Read (the address goes out as the partial sums arrive), then wait for the line, register it as it leaves the
         # block RAM, then add and write: the block RAM's output, the forwarding and the adder sit in different cycles.
         reading, settling, stage = _stages(m, "retire", {"valid": 1, "line": p_line.shape(),
                                                          "psums": array.psums.payload.shape(), "accumulate": 1,
                                                          "push": 1})
         m.d.sync += [reading.valid.eq(arrive), reading.line.eq(p_line), reading.psums.eq(array.psums.payload),
-                     reading.accumulate.eq(current.accumulate | (p_tile != 0)),
+                     reading.accumulate.eq(current.accumulate | later_tile),
                      reading.push.eq(arrive & last_of_current & current.push_next)]
         m.d.comb += self.control.push_next.eq(stage.valid & stage.push)
         m.d.comb += seq.background.eq(retiring | reading.valid | settling.valid | stage.valid | retire_queue.r_rdy)
