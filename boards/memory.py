@@ -143,6 +143,7 @@ class BoardMemory(wiring.Component):
         grant_data = Signal()
         addr = Signal(range(depth))
         error = Signal()
+        start, last_beat = Signal(32), Signal(8)
         resp = Signal(2)
         with m.FSM(name="write"):
             with m.State("IDLE"):
@@ -156,9 +157,13 @@ class BoardMemory(wiring.Component):
                     m.next = "RESPOND"
                 with m.Elif(data.aw.valid):
                     m.d.comb += data.aw.ready.eq(1)
-                    m.d.sync += [grant_data.eq(1), addr.eq(data.aw.addr[shift:]),
-                                 error.eq(self._beyond(data.aw.addr, data.aw.len + 1, depth))]
-                    m.next = "BURST"
+                    m.d.sync += [grant_data.eq(1), addr.eq(data.aw.addr[shift:]), start.eq(data.aw.addr),
+                                 last_beat.eq(data.aw.len)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                # A cycle for the range check on the registered request, off the address channel's path.
+                m.d.sync += error.eq(self._beyond(start, last_beat + 1, depth))
+                m.next = "BURST"
             with m.State("BURST"):
                 m.d.comb += data.w.ready.eq(1)
                 with m.If(data.w.valid):
@@ -184,6 +189,7 @@ class BoardMemory(wiring.Component):
         error = Signal()
         lane = Signal(max(shift - 2, 1))
         to_fetch, to_send = Signal(9), Signal(9)
+        start, burst_beats = Signal(32), Signal(9)
         out_valid, fresh = Signal(), Signal()
         hold = Signal(self._data_bits)
         rdata = Mux(fresh, port.rdata, hold)       # the RAM's output is only trusted the cycle after a read
@@ -201,10 +207,13 @@ class BoardMemory(wiring.Component):
                     with (m.If if i == 0 else m.Elif)(r.ar.valid):
                         m.d.comb += r.ar.ready.eq(1)
                         m.d.sync += [grant.eq(i), addr.eq(r.ar.addr[shift:]), to_fetch.eq(beats), to_send.eq(beats),
-                                     error.eq(self._beyond(r.ar.addr, beats, depth)),
+                                     start.eq(r.ar.addr), burst_beats.eq(beats),
                                      lane.eq(r.ar.addr[2:shift] if r is self.host else 0)]
                         m.next = "BURST"
             with m.State("BURST"):
+                # The range check runs on the registered request, off the address channel's path: its result is
+                # there before the first beat can leave (a beat leaves at the earliest a cycle after its read).
+                m.d.sync += error.eq(self._beyond(start, burst_beats, depth))
                 m.d.comb += port.read.eq((to_fetch != 0) & (~out_valid | ready) & ~writing)
                 with m.If(port.read):
                     m.d.sync += [addr.eq(addr + 1), to_fetch.eq(to_fetch - 1), out_valid.eq(1)]

@@ -13,7 +13,7 @@ from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, KINDS, AluOp, Opcode
-from .spec.microarchitecture import feeder_depth
+from .spec.microarchitecture import ACCUMULATE_LATENCY, feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -52,13 +52,31 @@ class _Feeder:
         self.extra = fifo.r_data[width + 1:]
 
 
-def _two_stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal]:
-    """Two pipeline records of ``fields`` behind an accumulator read: ``reading`` (registered as the read address goes
-    out, it lives while the block RAM reads) and, a cycle later, ``writing`` (when the line is there to update)."""
+def _stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal, Signal]:
+    """The pipeline records of ``fields`` behind an accumulator read, one per cycle: ``reading`` (registered as the
+    read address goes out, it lives while the block RAM reads), ``settling`` (the line leaves the block RAM into a
+    register) and ``writing`` (the line is there to update): ``ACCUMULATE_LATENCY`` records."""
     layout = data.StructLayout(fields)
-    reading, writing = Signal(layout, name=f"{name}_reading"), Signal(layout, name=f"{name}_writing")
-    m.d.sync += writing.eq(reading)
-    return reading, writing
+    records = [Signal(layout, name=f"{name}_{n}") for n in ("reading", "settling", "writing")]
+    assert len(records) == ACCUMULATE_LATENCY
+    for earlier, later in zip(records, records[1:]):
+        m.d.sync += later.eq(earlier)
+    return tuple(records)
+
+
+def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, line_settling):
+    """The accumulator line read for ``line_reading``, as it is when its update runs ``ACCUMULATE_LATENCY`` cycles
+    after the read: the block RAM's ``data_out`` registered, then each later write to the same line in its place
+    (``written`` holds the line written in the cycle before)."""
+    read, settled = Signal.like(written, name=f"read_{name}"), Signal.like(written, name=f"settled_{name}")
+    hit_reading, hit_settling = Signal(name=f"hit_{name}_reading"), Signal(name=f"hit_{name}_settling")
+    m.d.sync += [read.eq(data_out),
+                 hit_reading.eq(acc_w.en & (acc_w.addr == line_reading)),
+                 settled.eq(Mux(hit_reading, written, read)),
+                 hit_settling.eq(acc_w.en & (acc_w.addr == line_settling))]
+    line = Signal.like(written, name=f"line_{name}")
+    m.d.comb += line.eq(Mux(hit_settling, written, settled))
+    return line
 
 
 class ComputeEngine(wiring.Component):
@@ -191,38 +209,42 @@ class ComputeEngine(wiring.Component):
         current = Signal(descriptor)
         retiring = Signal()
         p_line = Signal(range(c.acc_buffer_depth))
-        p_col = Signal.like(current.out_w)
-        p_row = Signal.like(current.out_h)
-        p_tile = Signal.like(current.tiles)
+        # Down-counters (columns, rows and kernel positions still to come, this one included), so that the end of a
+        # row, of a tile and of the instruction are compares with 1, not carry chains.
+        cols_left = Signal.like(current.out_w)
+        rows_left = Signal.like(current.out_h)
+        tiles_left = Signal.like(current.tiles)
+        later_tile = Signal()               # past the instruction's first kernel position: always accumulate
         arrive = array.psums.valid
-        last_col = p_col + 1 == current.out_w
-        last_row = p_row + 1 == current.out_h
-        last_of_current = last_col & last_row & (p_tile + 1 == current.tiles)
+        last_col, last_row = cols_left == 1, rows_left == 1
+        last_of_current = last_col & last_row & (tiles_left == 1)
         take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
         with m.If(take_next):
             m.d.comb += retire_queue.r_en.eq(1)
-            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), p_col.eq(0), p_row.eq(0),
-                         p_tile.eq(0)]
+            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), cols_left.eq(head.out_w),
+                         rows_left.eq(head.out_h), tiles_left.eq(head.tiles), later_tile.eq(0)]
         with m.Elif(arrive & last_of_current):
             m.d.sync += retiring.eq(0)
         with m.Elif(arrive):
             with m.If(last_col):
-                m.d.sync += p_col.eq(0)
+                m.d.sync += cols_left.eq(current.out_w)
                 with m.If(last_row):
-                    m.d.sync += [p_row.eq(0), p_tile.eq(p_tile + 1), p_line.eq(current.acc_addr)]
+                    m.d.sync += [rows_left.eq(current.out_h), tiles_left.eq(tiles_left - 1), later_tile.eq(1),
+                                 p_line.eq(current.acc_addr)]
                 with m.Else():
-                    m.d.sync += [p_row.eq(p_row + 1), p_line.eq(p_line + 1)]
+                    m.d.sync += [rows_left.eq(rows_left - 1), p_line.eq(p_line + 1)]
             with m.Else():
-                m.d.sync += [p_col.eq(p_col + 1), p_line.eq(p_line + 1)]
-        # Read (the address goes out as the partial sums arrive), then wait for the line, then add and write: two
-        # stages behind the arrival, so the block RAM's output and the adder sit in different cycles.
-        reading, stage = _two_stages(m, "retire", {"valid": 1, "line": p_line.shape(),
-                                                   "psums": array.psums.payload.shape(), "accumulate": 1, "push": 1})
+                m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
+        # Read (the address goes out as the partial sums arrive), then wait for the line, register it as it leaves the
+        # block RAM, then add and write: the block RAM's output, the forwarding and the adder sit in different cycles.
+        reading, settling, stage = _stages(m, "retire", {"valid": 1, "line": p_line.shape(),
+                                                         "psums": array.psums.payload.shape(), "accumulate": 1,
+                                                         "push": 1})
         m.d.sync += [reading.valid.eq(arrive), reading.line.eq(p_line), reading.psums.eq(array.psums.payload),
-                     reading.accumulate.eq(current.accumulate | (p_tile != 0)),
+                     reading.accumulate.eq(current.accumulate | later_tile),
                      reading.push.eq(arrive & last_of_current & current.push_next)]
         m.d.comb += self.control.push_next.eq(stage.valid & stage.push)
-        m.d.comb += seq.background.eq(retiring | reading.valid | stage.valid | retire_queue.r_rdy)
+        m.d.comb += seq.background.eq(retiring | reading.valid | settling.valid | stage.valid | retire_queue.r_rdy)
         # An ALU reads the accumulators: it waits until every earlier COMPUTE has written them.
         with m.If(opcode_in == Opcode.ALU):
             m.d.comb += seq.ready.eq(~seq.background & ~retire_queue.r_rdy)
@@ -251,25 +273,22 @@ class ComputeEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [ax.eq(ax + 1), a_dst.eq(a_dst + 1), a_src.eq(a_src + alu.src_step)]
         # Like the retire side: read dst and src, wait for the lines, then operate and write.
-        alu_reading, alu_stage = _two_stages(m, "alu", {"valid": 1, "line": a_dst.shape(), "src_line": a_src.shape()})
+        alu_reading, alu_settling, alu_stage = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(),
+                                                                  "src_line": a_src.shape()})
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
                      self.acc_a.addr.eq(Mux(is_alu, a_dst, p_line)), self.acc_b.addr.eq(a_src)]
-        # The lines, registered as they leave the block RAM; the line written in the cycle in between (the one
-        # write the read could not see: reads are transparent to writes of their own cycle only) takes their place.
+        # The lines, registered as they leave the block RAM, then again with the line written in the cycle after the
+        # read in their place (reads are transparent to writes of their own cycle only), then used with the line
+        # written in the cycle after that in their place: every write between a read and its update is seen.
         acc_line = acc_line_layout(c)
-        read_a, read_b, written = Signal(acc_line), Signal(acc_line), Signal(acc_line)
-        forward_a, forward_b = Signal(), Signal()
-        m.d.sync += [
-            read_a.eq(self.acc_a.data), read_b.eq(self.acc_b.data),
-            forward_a.eq(self.acc_w.en & (self.acc_w.addr == Mux(alu_reading.valid, alu_reading.line,
-                                                                   reading.line))),
-            forward_b.eq(self.acc_w.en & (self.acc_w.addr == alu_reading.src_line)),
-        ]
-        old, src = Signal(acc_line), Signal(acc_line)
-        m.d.comb += [old.eq(Mux(forward_a, written, read_a)), src.eq(Mux(forward_b, written, read_b))]
+        written = Signal(acc_line)
+        a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
+        a_line_settling = Mux(alu_settling.valid, alu_settling.line, settling.line)
+        old = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
+        src = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line, alu_settling.src_line)
         new = Signal(acc_line)
         with m.If(stage.valid):
             for col in range(cols):
@@ -307,6 +326,6 @@ class ComputeEngine(wiring.Component):
                 with m.Case(Opcode.COMPUTE):
                     m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
-                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_stage.valid)
+                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m

@@ -35,8 +35,8 @@ def bank_drain(rows: int, cols: int) -> int:
     last PE (row ``rows - 1``, column ``cols - 1``) has multiplied that vector."""
     return ARRAY_INPUT_STAGES + rows - 1 + cols - 1
 #: Cycles from a partial sum's arrival at the accumulators (or an ALU element's issue) to the write of its line: the
-#: block RAM's read, then the addition and the write (each in a cycle of its own).
-ACCUMULATE_LATENCY = 2
+#: block RAM's read, the register its output goes into, then the addition and the write (each in a cycle of its own).
+ACCUMULATE_LATENCY = 3
 #: Cycles the decoder takes to check an instruction (its address arithmetic is pipelined, at most two carry chains
 #: per cycle); the fetch cadence grows with it.
 DECODE_LATENCY = 5
