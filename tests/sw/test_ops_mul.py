@@ -68,7 +68,12 @@ def test_golden_requantizes_the_product():
     class Net:
         act_format = weight_format = "int8"
         acc_bits = 28
+        acc_exponent = 0
         tensors = {"x": type("T", (), {"zero_point": -3})(), "g": type("T", (), {"zero_point": 100})()}
+
+        @staticmethod
+        def act_format_of(tensor: str):
+            return get_format("int8")
     got = run_layer(layer, [x, g], Net)
     p = (((x + 128) % 256 - 128) + 3) * (((g + 128) % 256 - 128) - 100)
     want = np.empty(p.shape, np.int64)
