@@ -31,7 +31,8 @@ from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
 
 from .program import ProgramBuilder, Region, Step
-from .tiling import LayoutError, Requant, ceil_div
+from .requant import Requant
+from .tiling import LayoutError, ceil_div
 
 __all__ = ["MulJob", "MulPlan", "lower_mul", "split_mul", "plan_mul", "emit_mul"]
 

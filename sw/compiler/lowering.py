@@ -30,7 +30,8 @@ from sw.ops import OPERATORS
 from .fold import Fold
 from .program import ProgramBuilder, Region
 from .formats import select_formats
-from .tiling import ConvJob, Pool, Requant, Scatter, Source, ceil_div
+from .requant import Requant
+from .tiling import ConvJob, Pool, Scatter, Source, ceil_div
 
 __all__ = ["CompileError", "Placement", "Lowering", "dense_weights"]
 

@@ -15,7 +15,7 @@ from hw.spec.isa import Opcode
 from hw.spec.layout import tensor_line_bytes, tensor_sublines
 
 from .program import Region
-from .tiling import (ConvJob, LayoutError, Pool, Requant, _bands_that_fit, _check, _field_max, _fits, _geometry,
+from .tiling import (ConvJob, LayoutError, Pool, _bands_that_fit, _check, _field_max, _fits, _geometry,
                      _tiles)
 
 __all__ = ["split_job", "skip_rows"]
