@@ -11,6 +11,28 @@ from onnx import TensorProto, helper, numpy_helper
 from sw.evaluate import DIGITS
 
 
+
+def _save(graph, path: Path, opset: int) -> Path:
+    """The model of ``graph`` at ``opset`` (IR version 8), checked in full and saved at ``path``."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def _weights_and_biases(rng, shapes: dict) -> list:
+    """Initializers ``wK`` of the given shapes (He-like scale, fan-in from the trailing dims) and biases ``bK`` of
+    their first dimension."""
+    inits = []
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:]))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
+                                             .astype(np.float32), name))
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
+                                             "b" + name[1:]))
+    return inits
+
 def softmax_digits(path: Path) -> Path:
     """The trained digits CNN with a Softmax after its logits: the engine's program, then the host's."""
     model = onnx.load(DIGITS / "digits_cnn.onnx")
@@ -50,11 +72,7 @@ def lstm_digits(path: Path, seed: int = 0) -> Path:
     graph = helper.make_graph(nodes, "lstm_digits", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                    ["N", 1, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=17)
 
 
 def global_pools_digits(path: Path, seed: int = 0) -> Path:
@@ -77,11 +95,7 @@ def global_pools_digits(path: Path, seed: int = 0) -> Path:
     graph = helper.make_graph(nodes, "global_pools", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                     ["N", 1, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=13)
 
 
 def activations_resnet(path: Path, seed: int = 0) -> Path:
@@ -118,21 +132,11 @@ def activations_resnet(path: Path, seed: int = 0) -> Path:
     ]
     shapes = {"w1": (8, 1, 3, 3), "w2": (8, 8, 3, 3), "w3": (8, 8, 3, 3), "w4": (8, 8, 3, 3), "w5": (16, 8, 3, 3),
               "w6": (16, 16, 3, 3), "w7": (16, 16, 1, 1), "w8": (10, 16)}
-    inits = []
-    for name, shape in shapes.items():
-        fan_in = int(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
-                                             .astype(np.float32), name))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
-                                             "b" + name[1:]))
+    inits = _weights_and_biases(rng, shapes)
     graph = helper.make_graph(nodes, "activations_resnet", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=14)
 
 
 def decoder_digits(path: Path, seed: int = 0) -> Path:
@@ -165,11 +169,7 @@ def decoder_digits(path: Path, seed: int = 0) -> Path:
                                                                                ["N", 1, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 16, 16])],
                               initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=13)
 
 
 def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 512, 10), seed: int = 0) -> Path:
@@ -189,11 +189,7 @@ def mlp(path: Path, sizes: tuple[int, ...] = (784, 512, 512, 10), seed: int = 0)
                                                                            ["N", sizes[0]])],
                               [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", sizes[-1]])],
                               initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=17)
 
 
 def conv_head(path: Path, seed: int = 0) -> Path:
@@ -220,11 +216,7 @@ def conv_head(path: Path, seed: int = 0) -> Path:
     graph = helper.make_graph(nodes, "conv_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                                                  ["N", 1, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=17)
 
 
 def prelu_net(path: Path, seed: int = 0) -> Path:
@@ -243,13 +235,7 @@ def prelu_net(path: Path, seed: int = 0) -> Path:
         node("PRelu", ["logits", "slope3"], ["y"]),
     ]
     shapes = {"w1": (8, 1, 3, 3), "w2": (8, 8, 3, 3), "w3": (10, 128)}
-    inits = []
-    for name, shape in shapes.items():
-        fan_in = int(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
-                                             .astype(np.float32), name))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
-                                             "b" + name[1:]))
+    inits = _weights_and_biases(rng, shapes)
     slopes = {"slope1": np.array([0.25, -0.5, 0.0, 0.1, 1.5, 0.02, -0.1, 0.7]).reshape(8, 1, 1),
               "slope2": rng.uniform(0.0, 0.6, 8).reshape(8, 1, 1),
               "slope3": np.array([0.3, -0.2, 0.0, 0.05, 0.9, 0.4, 0.1, 0.2, 0.6, 0.15])}
@@ -257,11 +243,7 @@ def prelu_net(path: Path, seed: int = 0) -> Path:
     graph = helper.make_graph(nodes, "prelu_net", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=14)
 
 
 def squeeze_excite_digits(path: Path, seed: int = 0) -> Path:
@@ -293,21 +275,11 @@ def squeeze_excite_digits(path: Path, seed: int = 0) -> Path:
     ]
     shapes = {"w1": (8, 1, 3, 3), "w2": (4, 8, 1, 1), "w3": (8, 4, 1, 1), "w4": (8, 8, 3, 3), "w5": (8, 8, 3, 3),
               "w6": (10, 8), "w7": (1, 8, 3, 3)}
-    inits = []
-    for name, shape in shapes.items():
-        fan_in = int(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
-                                             .astype(np.float32), name))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
-                                             "b" + name[1:]))
+    inits = _weights_and_biases(rng, shapes)
     graph = helper.make_graph(nodes, "squeeze_excite", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=14)
 
 
 def squeeze_excite_linear_digits(path: Path, seed: int = 0) -> Path:
@@ -340,18 +312,8 @@ def squeeze_excite_linear_digits(path: Path, seed: int = 0) -> Path:
     ]
     shapes = {"w1": (8, 1, 3, 3), "w2": (4, 8), "w3": (8, 4), "w4": (8, 8, 3, 3), "w5": (8, 8), "w6": (10, 8)}
     inits = [numpy_helper.from_array(np.array([-1, 8, 1, 1], np.int64), "gate_shape"),
-             numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
-    for name, shape in shapes.items():
-        fan_in = int(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 1.5 / np.sqrt(fan_in))
-                                             .astype(np.float32), name))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape[0]) * 0.2).astype(np.float32),
-                                             "b" + name[1:]))
+             numpy_helper.from_array(np.array([2, 3], np.int64), "axes"), *_weights_and_biases(rng, shapes)]
     graph = helper.make_graph(nodes, "squeeze_excite_linear", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path, opset=14)
