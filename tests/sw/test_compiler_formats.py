@@ -8,10 +8,9 @@ import pytest
 
 from hw.spec.config import AcceleratorConfig
 from sw.compiler.network import CompileError, compile_network
-from sw.emulator import Emulator
 from sw.frontend.onnx_import import load_onnx
-from sw.golden.network import run_network
 from sw.quantize import quantize_network
+from tests.sw.test_compiler_network import assert_every_tensor_matches_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
@@ -46,15 +45,7 @@ def test_layers_select_their_formats(mixed_digits):
 
 def test_mixed_network_matches_golden_on_every_tensor(mixed_digits):
     qnet, config, x = mixed_digits
-    compiled = compile_network(qnet, config)
-    golden = run_network(qnet, x, keep=True)
-    for i in range(len(x)):
-        emulator = Emulator(config, bytes(compiled.dram_with_input(x[i])))
-        status = emulator.run(compiled.program.program_addr)
-        assert status.done and int(status.error) == 0, status
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(compiled.read_tensor(emulator.dram, name), golden[name][i],
-                                          err_msg=f"tensor {name}, image {i}")
+    assert_every_tensor_matches_golden(qnet, config, x)
 
 
 def test_single_format_engine_selects_nothing(mixed_digits):
@@ -129,15 +120,7 @@ def test_mixed_families_select_the_formats_the_network_declares(families):
 
 def test_mixed_families_match_golden_on_every_tensor(families):
     qnet, config, x = families
-    compiled = compile_network(qnet, config)
-    golden = run_network(qnet, x, keep=True)
-    for i in range(len(x)):
-        emulator = Emulator(config, bytes(compiled.dram_with_input(x[i])))
-        status = emulator.run(compiled.program.program_addr)
-        assert status.done and int(status.error) == 0, status
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(compiled.read_tensor(emulator.dram, name), golden[name][i],
-                                          err_msg=f"tensor {name}, image {i}")
+    assert_every_tensor_matches_golden(qnet, config, x)
 
 
 @pytest.mark.parametrize("config, problem", [

@@ -25,6 +25,18 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray):
     return emulator.dram, status
 
 
+def assert_every_tensor_matches_golden(net, config, x) -> None:
+    """``net`` compiled for ``config`` and emulated on each input of ``x``: every materialized tensor equals the
+    golden model's."""
+    compiled = compile_network(net, config)
+    golden = run_network(net, x, keep=True)
+    for i in range(len(x)):
+        dram, _ = _emulate(compiled, x[i])
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][i],
+                                          err_msg=f"tensor {name}, image {i}")
+
+
 @pytest.mark.parametrize("weights,acts,n", [("int8", "int8", 4), ("int4", "int8", 8), ("minifloat6", "minifloat6", 4),
                                             ("fp8_e4m3", "fp8_e4m3", 8), ("int8", "uint8", 4)])
 def test_random_network_matches_golden_on_every_tensor(weights, acts, n):

@@ -216,20 +216,11 @@ def test_add_inputs_in_different_formats_are_refused():
 
 
 def test_residual_add_across_formats_compiles_golden_equals_emulator():
-    from sw.compiler.network import compile_network
-    from sw.emulator import Emulator
+    from tests.sw.test_compiler_network import assert_every_tensor_matches_golden
 
     qnet, x = _residual()
     config = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS))
-    compiled = compile_network(qnet, config)
-    golden = run_network(qnet, x, keep=True)
-    for i in range(len(x)):
-        emulator = Emulator(config, bytes(compiled.dram_with_input(x[i])))
-        status = emulator.run(compiled.program.program_addr)
-        assert status.done and int(status.error) == 0, status
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(compiled.read_tensor(emulator.dram, name), golden[name][i],
-                                          err_msg=f"tensor {name}, image {i}")
+    assert_every_tensor_matches_golden(qnet, config, x)
 
 
 def test_a_network_file_with_an_unknown_format_is_refused(mixed_chain, tmp_path):
