@@ -83,3 +83,18 @@ def test_quantize_weight_uses_the_exact_scale_on_integer_grids():
 def test_minifloat_grid_refused():
     with pytest.raises(QuantizationError, match="integer grid"):
         mmse_scales(np.ones((1, 2)), Grid.of("minifloat6"))
+
+
+@pytest.mark.parametrize("fmt", ["int4", "int8"])
+def test_wide_channels_keep_the_minimum_the_scale_window_could_cut(fmt):
+    """Wide channels of uniform, Gaussian and heavy-tailed weights: the window of scales that the exact search
+    sorts (bounded by clipping and by rounding) must still hold the minimum a dense grid of scales finds."""
+    grid = Grid.of(fmt)
+    rng = np.random.default_rng(6)
+    w = np.concatenate([rng.uniform(-1, 1, size=(3, 700)), rng.normal(size=(3, 700)),
+                        rng.standard_t(2, size=(3, 700))])
+    scales = mmse_scales(w, grid)
+    got = errors(w, scales, grid)
+    amax = np.abs(w).max(axis=1)
+    brute = np.min([errors(w, f * amax / grid.hi, grid) for f in np.linspace(0.05, 1.05, 20001)], axis=0)
+    assert np.all(got <= brute * (1 + 1e-12))
