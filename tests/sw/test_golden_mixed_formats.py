@@ -177,7 +177,18 @@ MIXED_BRANCHES = (("int4", "int4"), ("int8", "int8"))
 def _residual(samples_seed: int = 3, branches=(("int8", "int8"), ("int8", "int8"))):
     """c1 (minifloat6) -> c2, c3 (``branches``: int8 each by default) -> add (minifloat6 out) -> c4 (int4): an add
     across a boundary."""
-    rng = np.random.default_rng(samples_seed)
+    net, samples = residual_float(samples_seed)
+    formats = {"c1": ("minifloat6", "minifloat6"), "c2": branches[0], "c3": branches[1],
+               "add": (None, "minifloat6"), "c4": ("int4", "int4")}
+    acc_bits = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)).acc_bits       # the engine's, below
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=acc_bits, samples=samples,
+                            method="mmse", per_channel=True, layer_formats=formats, formats=FORMATS)
+    return qnet, qnet.tensors["x"].quantize(samples[:2])
+
+
+def residual_float(seed: int = 3) -> tuple[FloatNetwork, np.ndarray]:
+    """The float residual network c1 -> (c2 | c3) -> add -> c4 and 16 calibration samples."""
+    rng = np.random.default_rng(seed)
     shapes = {"x": (3, 6, 6), "t1": (4, 6, 6), "t2": (4, 6, 6), "t3": (4, 6, 6), "t4": (4, 6, 6), "t5": (4, 6, 6)}
     conv = {"stride": (1, 1), "dilation": (1, 1), "groups": 1}
     k3, k1 = {**conv, "kernel": (3, 3), "padding": (1, 1, 1, 1)}, {**conv, "kernel": (1, 1), "padding": (0, 0, 0, 0)}
@@ -187,14 +198,7 @@ def _residual(samples_seed: int = 3, branches=(("int8", "int8"), ("int8", "int8"
               FloatLayer("c3", "conv", ["t1"], "t3", k3, rng.normal(0, 0.3, (4, 4, 3, 3)), rng.normal(0, .2, 4)),
               FloatLayer("add", "add", ["t2", "t3"], "t4", {}, clip=(0.0, np.inf)),
               FloatLayer("c4", "conv", ["t4"], "t5", k1, rng.normal(0, 0.5, (4, 4, 1, 1)), rng.normal(0, .2, 4))]
-    net = FloatNetwork("x", "t5", shapes, layers)
-    formats = {"c1": ("minifloat6", "minifloat6"), "c2": branches[0], "c3": branches[1],
-               "add": (None, "minifloat6"), "c4": ("int4", "int4")}
-    samples = rng.normal(0, 1, (16, 3, 6, 6))
-    acc_bits = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)).acc_bits       # the engine's, below
-    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=acc_bits, samples=samples,
-                            method="mmse", per_channel=True, layer_formats=formats, formats=FORMATS)
-    return qnet, qnet.tensors["x"].quantize(samples[:2])
+    return FloatNetwork("x", "t5", shapes, layers), rng.normal(0, 1, (16, 3, 6, 6))
 
 
 def test_residual_add_across_a_format_boundary_matches_the_definitions():

@@ -86,3 +86,29 @@ def test_mixed_activations_on_rtl(activations, tmp_path):
     for tensor, codes in runs["golden"].tensors[0].items():
         for backend in ("emulator", "rtl"):
             np.testing.assert_array_equal(runs[backend].tensors[0][tensor], codes, err_msg=f"{backend}, {tensor}")
+
+
+def test_the_ilp_may_give_the_branches_of_an_add_different_formats():
+    """sw.mixed on a residual network with a multi-format build: each branch of the add is a unit of its own; some
+    weight-bits budget makes the two branches differ, and that choice builds and runs golden == emulator."""
+    from sw.mixed import build, choose, measure, parse_menu, prepare
+    from tests.sw.test_golden_mixed_formats import residual_float
+
+    net, samples = residual_float()
+    plan = prepare(net, parse_menu("int4,int8,minifloat6"), CONFIG, samples, metrics=("weight-bits",),
+                   progress=lambda *a: None)
+    assert [u.layers for u in plan.units] == [("c1",), ("c2",), ("c3",), ("add",), ("c4",)]
+    costs = plan.costs["weight-bits"]
+    branches = {}
+    for budget in np.linspace(costs.smallest(), max(costs.uniform), 12):
+        picks = choose(plan, "weight-bits", float(np.ceil(budget)))
+        branches[tuple(plan.menu[picks[u]].name for u in (1, 2))] = picks
+    split = [pair for pair in branches if pair[0] != pair[1]]
+    assert split, branches
+    picks = branches[split[0]]
+    compiled = build(plan, picks)
+    layer = {la.name: la for la in compiled.network.layers}
+    assert (layer["c2"].weight_format, layer["c3"].weight_format) == split[0]
+    x = samples[:4]
+    result = measure(plan, picks, compiled, inputs=x)
+    assert result["measured"]["golden_emulator_mismatches"] == 0
