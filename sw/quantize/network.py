@@ -234,10 +234,9 @@ def _widest_grids(net: FloatNetwork, roots: dict[str, str], overrides, act: Form
     """:func:`_group_grids` of a mixed-format network: per group root, the widest format its writers ask for."""
     asked: dict[str, list[Format]] = {}
     for layer in net.layers:
-        if OPERATORS[layer.op].ties in ("through", "all") and layer.inputs and \
-                roots[layer.inputs[0]] == roots[layer.output] and layer.name not in overrides:
-            continue                # moves its input's codes (maxpool, flatten) or joins them (concat): no ask
         grid = overrides.get(layer.name, (None, None))[1]
+        if grid is None and OPERATORS[layer.op].ties in ("through", "all"):
+            continue                # moves its input's codes (maxpool, flatten) or joins them (concat): no ask
         asked.setdefault(roots[layer.output], []).append(act if grid is None else grid.format)
     order = {f: i for i, f in enumerate(mixed)}
     return {r: Grid.of(min(asked.get(r, [act]), key=lambda f: (-f.bits, order.get(f, len(order)))))
