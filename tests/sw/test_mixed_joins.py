@@ -4,7 +4,7 @@ activations (the post-processing unit's lookup table) sit in int4, int8 and mini
 The quantizer stores each add's (concat's) inputs in the widest format their producers ask for; every producer's
 requantizing store writes it. A lookup table of a layer narrower than the engine's slots has one entry per code of
 its own format. Checked: the formats the network declares, golden == emulator on every stored tensor of a 4x4
-int4+int8+minifloat6 build, and golden == emulator == RTL for the activations network.
+int4+int8+minifloat6 build (8x8 for the zoo's ResNet-8), and golden == emulator == RTL for the activations network.
 """
 
 import numpy as np
@@ -112,3 +112,31 @@ def test_the_ilp_may_give_the_branches_of_an_add_different_formats():
     x = samples[:4]
     result = measure(plan, picks, compiled, inputs=x)
     assert result["measured"]["golden_emulator_mismatches"] == 0
+
+
+@pytest.mark.parametrize("shift", range(3))
+def test_resnet8_with_formats_round_robin_matches_golden(shift):
+    """The zoo's ResNet-8 (projection shortcuts, strided blocks) with the layers taking int4, int8 and minifloat6 in
+    turn: every add reads the widest of the formats its inputs' writers were given, on an 8x8 build golden ==
+    emulator on every stored tensor."""
+    from pathlib import Path
+
+    from sw.mixed.units import decision_units
+
+    zoo = Path(__file__).parents[2] / "models" / "zoo"
+    net = load_onnx(zoo / "resnet8.onnx")
+    samples = np.load(zoo / "resnet8_calibration.npy")[:16]
+    units = decision_units(net, declared=True)
+    given = {u.layers[0]: FORMATS[(i + shift) % 3] for i, u in enumerate(units)}
+    config = AcceleratorConfig(rows=8, cols=8, formats=FORMATS)
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=config.acc_bits, samples=samples,
+                            method="mmse", per_channel=True, layer_formats={n: (f, f) for n, f in given.items()},
+                            formats=list(FORMATS))
+    writer = {la.output: la.name for la in qnet.layers}
+    bits = {"int4": 4, "minifloat6": 6, "int8": 8}
+    adds = [la for la in qnet.layers if la.op == "add"]
+    assert len(adds) == 3 and any(len({given[writer[t]] for t in la.inputs}) > 1 for la in adds)
+    for add in adds:
+        widest = max((given[writer[t]] for t in add.inputs), key=bits.get)
+        assert {qnet.tensors[t].format for t in add.inputs} == {widest}, add.name
+    assert_every_tensor_matches_golden(qnet, config, qnet.tensors[qnet.input].quantize(samples[:1]))
