@@ -20,6 +20,9 @@ Usage: python bench/mixed_precision.py [--models models/digits,models/mnist] [--
 Writes bench/results/NAME.json, .md (the table) and .png (the plot). The fp8 family's weight-only menu:
 python bench/mixed_precision.py --models models/digits --menu minifloat4/fp8_e4m3,minifloat6/fp8_e4m3,fp8_e4m3
        --uniform fp8_e4m3,minifloat6/fp8_e4m3,minifloat4/fp8_e4m3,minifloat6 --name mixed_precision_fp8
+The residual CNN with integer and minifloat layers (its branches may differ; each add reads the widest):
+python bench/mixed_precision.py --models models/mnist --menu int4,int8,minifloat6 --uniform int8,int4,minifloat6
+       --name mixed_precision_residual
 """
 
 from __future__ import annotations

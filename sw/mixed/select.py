@@ -113,10 +113,10 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
     if costs_on not in COSTS_ON:
         raise MixedError(f"costs_on must be one of {', '.join(COSTS_ON)}, not {costs_on!r}")
     samples = np.asarray(samples, np.float64)
-    units = decision_units(net)
+    declared = declared_formats(menu, config)
+    units = decision_units(net, bool(declared))
     if not units:
         raise MixedError("the network has no layer whose format can be chosen (no conv, linear, add or pool)")
-    declared = declared_formats(menu, config)
     engine = (default(menu).weights, default(menu).acts) if declared else (config.weights.name, config.acts.name)
     progress(f"Mixed precision: {len(units)} units x {len(menu)} formats; costs from each format's program"
              + (f"; each layer in its own format of {','.join(declared)}" if declared else ""))
@@ -128,7 +128,7 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
         else:
             uniform.append(_compile(net, engine_config(config, choice), samples, method, per_channel))
         progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name} ({costs_on})")
-    where = tensor_units(net, units)
+    where = tensor_units(net, units, bool(declared))
     costs = {m: cost_table(m, uniform, where, len(units)) for m in metrics}
     if budget is not None:
         solve(np.zeros((len(units), len(menu))), costs[budget[0]], budget[1])      # infeasible: one-line error
@@ -142,7 +142,8 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
 def choose(plan: MixedPlan, metric: str, budget: float) -> list[int]:
     """Menu index per unit for the least predicted output error within ``budget`` of ``metric``."""
     if metric not in plan.costs:
-        plan.costs[metric] = cost_table(metric, plan.uniform, tensor_units(plan.net, plan.units), len(plan.units))
+        plan.costs[metric] = cost_table(metric, plan.uniform, tensor_units(plan.net, plan.units, bool(plan.declared)),
+                                       len(plan.units))
     return solve(plan.sensitivity.loss, plan.costs[metric], budget)
 
 

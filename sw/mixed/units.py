@@ -4,6 +4,11 @@ Each accumulating layer (conv, linear, add, pools: the layers that write a new e
 output-activation formats. Layers whose outputs share one encoding (the inputs of an ``add``, a ``concat``; the
 quantizer's tie groups) must share the act format, so they form one unit and choose together; maxpool and flatten
 keep their input's encoding and so follow the unit that wrote it.
+
+In a network that declares each layer's format (a multi-format build's set, :func:`sw.mixed.select.declared_formats`)
+every accumulating layer is a unit of its own: the branches of a residual block or the inputs of a concat may take
+different formats, and the quantizer stores a tie group in the widest format its writers ask for (each producer's
+requantizing store writes it; :func:`sw.quantize.network._group_grids`).
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ class Unit:
         return self.layers[0] if len(self.layers) == 1 else f"{self.layers[0]} (+{len(self.layers) - 1})"
 
 
-def decision_units(net: FloatNetwork) -> list[Unit]:
-    """The network's units in order of their first layer."""
-    roots = _tie_groups(net)
+def decision_units(net: FloatNetwork, declared: bool = False) -> list[Unit]:
+    """The network's units in order of their first layer; ``declared``: one per accumulating layer (a network that
+    declares each layer's format), else the layers of a tie group together."""
+    roots = {t: t for t in _tie_groups(net)} if declared else _tie_groups(net)
     members: dict[str, list] = {}
     for layer in net.layers:
         if OPERATORS[layer.op].accumulating:
@@ -43,10 +49,19 @@ def decision_units(net: FloatNetwork) -> list[Unit]:
             for root, ls in members.items()]
 
 
-def tensor_units(net: FloatNetwork, units: list[Unit]) -> dict[str, int]:
-    """Tensor name -> index of the unit whose format it is written in (tensors of no unit are left out)."""
+def tensor_units(net: FloatNetwork, units: list[Unit], declared: bool = False) -> dict[str, int]:
+    """Tensor name -> index of the unit whose format it is written in (tensors of no unit are left out); with
+    ``declared`` (units of one layer each) the unit of the layer that wrote it, through maxpool/flatten views."""
     index = {u.root: i for i, u in enumerate(units)}
-    return {t: index[r] for t, r in _tie_groups(net).items() if r in index}
+    if not declared:
+        return {t: index[r] for t, r in _tie_groups(net).items() if r in index}
+    out = {}
+    for layer in net.layers:
+        if layer.output in index:
+            out[layer.output] = index[layer.output]
+        elif OPERATORS[layer.op].ties == "through" and layer.inputs[0] in out:
+            out[layer.output] = out[layer.inputs[0]]
+    return out
 
 
 def layer_formats(units: list[Unit], choices: dict[int, Choice], engine: tuple[str, str]

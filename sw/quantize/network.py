@@ -203,8 +203,16 @@ def _tie_groups(net: FloatNetwork) -> dict[str, str]:
     return {t: find(t) for t in parent}
 
 
-def _group_grids(net: FloatNetwork, roots: dict[str, str], overrides, act: Format) -> dict[str, Grid]:
-    """Per group root: the grid its codes stay on (the engine's act format, or a layer's narrower override)."""
+def _group_grids(net: FloatNetwork, roots: dict[str, str], overrides, act: Format,
+                 mixed: tuple[Format, ...] = ()) -> dict[str, Grid]:
+    """Per group root: the grid its codes stay on (the engine's act format, or a layer's narrower override).
+
+    In a mixed-format network (``mixed``, its format set) the layers writing one group may ask for different
+    formats (the branches of a residual block, the inputs of a concat): the group is stored in the widest of them
+    (most bits, the set's first of equals; layers without an override ask for ``act``), and every producer's
+    requantizing store writes that format, so the add/concat still reads one encoding."""
+    if mixed:
+        return _widest_grids(net, roots, overrides, act, mixed)
     grids, source = {}, {}
     for layer in net.layers:
         grid = overrides.get(layer.name, (None, None))[1]
@@ -219,6 +227,20 @@ def _group_grids(net: FloatNetwork, roots: dict[str, str], overrides, act: Forma
         grids[root], source[root] = grid, layer.name
     default = Grid.of(act)
     return {r: grids.get(r, default) for r in set(roots.values())}
+
+
+def _widest_grids(net: FloatNetwork, roots: dict[str, str], overrides, act: Format, mixed: tuple[Format, ...]
+                  ) -> dict[str, Grid]:
+    """:func:`_group_grids` of a mixed-format network: per group root, the widest format its writers ask for."""
+    asked: dict[str, list[Format]] = {}
+    for layer in net.layers:
+        grid = overrides.get(layer.name, (None, None))[1]
+        if grid is None and OPERATORS[layer.op].ties in ("through", "all"):
+            continue                # moves its input's codes (maxpool, flatten) or joins them (concat): no ask
+        asked.setdefault(roots[layer.output], []).append(act if grid is None else grid.format)
+    order = {f: i for i, f in enumerate(mixed)}
+    return {r: Grid.of(min(asked.get(r, [act]), key=lambda f: (-f.bits, order.get(f, len(order)))))
+            for r in set(roots.values())}
 
 
 # --- encodings -----------------------------------------------------------------------------------------------
@@ -556,7 +578,7 @@ def quantize_network(net: FloatNetwork, *, act_format: str, weight_format: str, 
     if data_free is not None:
         stats, floats, shapes = _data_free_ranges(net, samples, data_free)
     roots = _tie_groups(net)
-    enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act), act, floats,
+    enc, grids = _encodings(net, roots, _group_grids(net, roots, overrides, act, mixed), act, floats,
                             "minmax" if stats is not None else method, percentile)
     pre = _pre_activations(net, floats, grids, method, percentile)
     e = set_acc_exponent(f.name for f in mixed) if mixed else acc_exponent(act, weight)

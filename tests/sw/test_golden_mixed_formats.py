@@ -170,9 +170,25 @@ def test_a_layer_alone_uses_the_set_exponent(mixed_chain):
     assert np.array_equal(run_layer(c2, [golden["t1"]], qnet), golden["t2"])
 
 
-def _residual(samples_seed: int = 3, add_inputs=("int8", "int8")):
-    """c1 (minifloat6) -> c2, c3 (int8 each) -> add (minifloat6 out) -> c4 (int4): an add across a boundary."""
-    rng = np.random.default_rng(samples_seed)
+#: The branches of the residual block: c2 int4, c3 int8 (weights and asked-for outputs); both store int8.
+MIXED_BRANCHES = (("int4", "int4"), ("int8", "int8"))
+
+
+def _residual(samples_seed: int = 3, branches=(("int8", "int8"), ("int8", "int8"))):
+    """c1 (minifloat6) -> c2, c3 (``branches``: int8 each by default) -> add (minifloat6 out) -> c4 (int4): an add
+    across a boundary."""
+    net, samples = residual_float(samples_seed)
+    formats = {"c1": ("minifloat6", "minifloat6"), "c2": branches[0], "c3": branches[1],
+               "add": (None, "minifloat6"), "c4": ("int4", "int4")}
+    acc_bits = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)).acc_bits       # the engine's, below
+    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=acc_bits, samples=samples,
+                            method="mmse", per_channel=True, layer_formats=formats, formats=FORMATS)
+    return qnet, qnet.tensors["x"].quantize(samples[:2])
+
+
+def residual_float(seed: int = 3) -> tuple[FloatNetwork, np.ndarray]:
+    """The float residual network c1 -> (c2 | c3) -> add -> c4 and 16 calibration samples."""
+    rng = np.random.default_rng(seed)
     shapes = {"x": (3, 6, 6), "t1": (4, 6, 6), "t2": (4, 6, 6), "t3": (4, 6, 6), "t4": (4, 6, 6), "t5": (4, 6, 6)}
     conv = {"stride": (1, 1), "dilation": (1, 1), "groups": 1}
     k3, k1 = {**conv, "kernel": (3, 3), "padding": (1, 1, 1, 1)}, {**conv, "kernel": (1, 1), "padding": (0, 0, 0, 0)}
@@ -182,14 +198,7 @@ def _residual(samples_seed: int = 3, add_inputs=("int8", "int8")):
               FloatLayer("c3", "conv", ["t1"], "t3", k3, rng.normal(0, 0.3, (4, 4, 3, 3)), rng.normal(0, .2, 4)),
               FloatLayer("add", "add", ["t2", "t3"], "t4", {}, clip=(0.0, np.inf)),
               FloatLayer("c4", "conv", ["t4"], "t5", k1, rng.normal(0, 0.5, (4, 4, 1, 1)), rng.normal(0, .2, 4))]
-    net = FloatNetwork("x", "t5", shapes, layers)
-    formats = {"c1": ("minifloat6", "minifloat6"), "c2": ("int8", add_inputs[0]), "c3": ("int8", add_inputs[1]),
-               "add": (None, "minifloat6"), "c4": ("int4", "int4")}
-    samples = rng.normal(0, 1, (16, 3, 6, 6))
-    acc_bits = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)).acc_bits       # the engine's, below
-    qnet = quantize_network(net, act_format="int8", weight_format="int8", acc_bits=acc_bits, samples=samples,
-                            method="mmse", per_channel=True, layer_formats=formats, formats=FORMATS)
-    return qnet, qnet.tensors["x"].quantize(samples[:2])
+    return FloatNetwork("x", "t5", shapes, layers), rng.normal(0, 1, (16, 3, 6, 6))
 
 
 def test_residual_add_across_a_format_boundary_matches_the_definitions():
@@ -205,9 +214,30 @@ def test_residual_add_across_a_format_boundary_matches_the_definitions():
                                                                 "int4", qnet.acc_exponent))
 
 
-def test_add_inputs_in_different_formats_are_refused():
-    with pytest.raises(Exception, match="ask for different act formats"):
-        _residual(add_inputs=("int8", "int4"))
+@pytest.mark.parametrize("branches, stored", [(MIXED_BRANCHES, "int8"),
+                                               ((("int4", "int4"), ("minifloat6", "minifloat6")), "minifloat6"),
+                                               ((("minifloat6", "int4"), ("int4", "int4")), "int4")])
+def test_branches_in_different_formats_store_the_widest(branches, stored):
+    """The branches of a residual block keep their own weight formats; the add's inputs are stored in the widest
+    format the branches ask for (each producer's requantizing store writes it), and every code is what the
+    definitions give."""
+    qnet, x = _residual(branches=branches)
+    layer = {la.name: la for la in qnet.layers}
+    assert (layer["c2"].weight_format, layer["c3"].weight_format) == (branches[0][0], branches[1][0])
+    assert qnet.tensors["t2"].format == qnet.tensors["t3"].format == stored
+    assert qnet.tensors["t2"] == qnet.tensors["t3"]                         # one encoding
+    golden = run_network(qnet, x, keep=True)
+    t1 = qnet.tensors["t1"]
+    for name in ("c2", "c3"):
+        expected = _reference_conv(golden["t1"].astype(np.int64), layer[name], t1.format, t1.zero_code(), stored,
+                                   qnet.acc_exponent)
+        np.testing.assert_array_equal(golden[layer[name].output], expected, err_msg=name)
+        assert len(np.unique(expected)) > 3, f"{name}: too few distinct codes to test"
+    expected = _reference_add([golden["t2"], golden["t3"]], layer["add"], stored, "minifloat6", qnet.acc_exponent)
+    np.testing.assert_array_equal(golden["t4"], expected)
+
+
+def test_a_tensor_an_add_reads_in_another_format_is_refused():
     qnet, x = _residual()
     t3 = qnet.tensors["t3"]
     qnet.tensors["t3"] = type(t3)("int4", t3.scale, 0)           # an IR edited by hand
@@ -215,10 +245,12 @@ def test_add_inputs_in_different_formats_are_refused():
         run_network(qnet, x)
 
 
-def test_residual_add_across_formats_compiles_golden_equals_emulator():
+@pytest.mark.parametrize("branches", [(("int8", "int8"), ("int8", "int8")), MIXED_BRANCHES,
+                                      (("int4", "int4"), ("minifloat6", "minifloat6"))])
+def test_residual_add_across_formats_compiles_golden_equals_emulator(branches):
     from tests.sw.test_compiler_network import assert_every_tensor_matches_golden
 
-    qnet, x = _residual()
+    qnet, x = _residual(branches=branches)
     config = AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS))
     assert_every_tensor_matches_golden(qnet, config, x)
 
@@ -237,12 +269,13 @@ def test_a_network_file_with_an_unknown_format_is_refused(mixed_chain, tmp_path)
 
 
 def test_residual_add_across_formats_on_rtl(tmp_path):
-    """The residual network on the 4x4 int4+int8+minifloat6 build's Verilog: golden == emulator == RTL on every
-    stored tensor."""
+    """The residual network (branches in int4 and int8, the add's inputs stored in int8, its sum in minifloat6) on
+    the 4x4 int4+int8+minifloat6 build's Verilog: golden == emulator == RTL on every stored tensor."""
     from sw.compiler.network import compile_network
     from sw.runtime import run_codes
 
-    qnet, x = _residual()
+    qnet, x = _residual(branches=MIXED_BRANCHES)
+    assert {la.weight_format for la in qnet.layers if la.weights} == set(FORMATS)
     compiled = compile_network(qnet, AcceleratorConfig(rows=4, cols=4, formats=tuple(FORMATS)))
     runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
             for backend in ("golden", "emulator", "rtl")}

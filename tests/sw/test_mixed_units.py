@@ -43,3 +43,21 @@ def test_layer_formats_leave_the_engine_format_implicit():
     assert all(formats[name] == (None, None) for name in units[0].layers)
     for name in units[add_unit].layers:
         assert formats[name] == (("int4" if name in units[add_unit].weighted else None), "int4")
+
+
+def test_a_network_that_declares_formats_decides_per_layer():
+    """With each layer in its own declared format, the branches of an add are units of their own; a tensor maps
+    to the unit of the layer that wrote it (through maxpool/flatten views)."""
+    net = load_onnx(MNIST / "mnist_resnet.onnx")
+    units = decision_units(net, declared=True)
+    accumulating = [la for la in net.layers if OPERATORS[la.op].accumulating]
+    assert [u.layers for u in units] == [(la.name,) for la in accumulating]
+    assert len(units) > len(decision_units(net))             # the tied mode joins the add's producers
+    where = tensor_units(net, units, declared=True)
+    index = {u.layers[0]: i for i, u in enumerate(units)}
+    assert where["/blocks/blocks.1/shortcut/shortcut.1/BatchNormalization_output_0"] == \
+        index["/blocks/blocks.1/shortcut/shortcut.0/Conv"]      # one input of the add: its own producer's unit
+    assert where["/blocks/blocks.1/conv2/conv2.1/BatchNormalization_output_0"] == \
+        index["/blocks/blocks.1/conv2/conv2.0/Conv"]            # the other: another unit
+    assert where["/Flatten_output_0"] == where["/GlobalAveragePool_output_0"] == index["/GlobalAveragePool"]
+    assert where["logits"] == index["/fc/Gemm"] and "input" not in where
