@@ -1,4 +1,4 @@
-"""Whole networks on rectangular arrays (rows != cols): tensors in external memory hold ``min(rows, cols)`` channels
+"""Whole networks on rectangular arrays (rows != cols): tensors in external memory hold ``tensor_lanes`` channels
 a line, lines ``max(activation line, output line)`` bytes apart (hw/spec/layout.py, docs/architecture.md), so
 every layer's output is the next one's input. Golden == emulator on every tensor; square programs unchanged."""
 
@@ -219,12 +219,24 @@ def test_prelu_and_batches_on_a_rectangular_array(shape, dma, tmp_path):
                 np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
 
 
-def test_scattered_outputs_are_refused_on_a_rectangular_array(tmp_path):
-    """ConvTranspose, nearest Resize and DepthToSpace store whole blocks of cols channels: refused, by name."""
+@pytest.mark.parametrize("shape,dma,batch", [("8x4", 32, 1), ("8x4", 32, 3), ("4x16", 64, 2), ("16x8", 64, 1),
+                                             ("8x16", 64, 2), ("16x8", 128, 1), ("4x4", 32, 2)])
+def test_scattered_outputs_on_a_rectangular_array(shape, dma, batch, tmp_path):
+    """ConvTranspose phases, a nearest Resize and a DepthToSpace scatter the spread channels' virtual output blocks
+    (dense and min(rows, cols) layouts, tall and wide), in batches too (a scatter fused into the STOREs of the
+    layer before writes each sample a sample of the *scattered* tensor further on; 4x4: square)."""
     import tests.onnx_models as models
-    from sw.compiler.lowering import CompileError
 
-    config = AcceleratorConfig(rows=8, cols=4, weight_format="int8", act_format="int8", dma_bits=32)
-    with pytest.raises(CompileError, match=r"layer 'ct' \(convtranspose\) scatters .* square array .*--cols 8"):
-        compile_model(models.decoder_digits(tmp_path / "d.onnx"), config, np.load(DIGITS / "calibration.npy"),
-                      log=lambda *_: None)
+    rows, cols = map(int, shape.split("x"))
+    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8", dma_bits=dma)
+    samples = np.load(DIGITS / "calibration.npy")
+    compiled = compile_model(models.decoder_digits(tmp_path / "d.onnx"), config, samples, log=lambda *_: None,
+                             batch=batch)
+    assert not compiled.host_layers
+    codes = compiled.network.tensors[compiled.network.input].quantize(samples[:2 * batch])
+    golden = run_codes(compiled, codes, "golden", keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    for i in range(len(codes)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
+                                          err_msg=f"tensor {name}, sample {i}")
