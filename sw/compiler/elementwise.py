@@ -244,8 +244,10 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
 
 
 def _blocks(c: AcceleratorConfig, job: MulJob) -> int:
-    """Output blocks of ``cols`` columns: ``ko`` per tensor line-block (one on a square array)."""
-    return ceil_div(job.channels, tensor_lanes(c)) * tensor_sublines(c)[1]
+    """Output blocks of ``cols`` columns: ``ko`` per tensor line-block (one on a square array), the last line's up to
+    its last channel's (:func:`sw.compiler.lowering.spread_channels`)."""
+    from .lowering import spread_channels
+    return ceil_div(spread_channels(c, job.channels), c.cols)
 
 
 def _tile_count(c: AcceleratorConfig) -> int:

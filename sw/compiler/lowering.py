@@ -302,12 +302,21 @@ def _lanes(config: AcceleratorConfig, channels: int, side: int) -> np.ndarray:
     return (ch // m) * ceil_div(m, side) * side + ch % m
 
 
+def _virtual(config: AcceleratorConfig, channels: int, side: int) -> int:
+    """Virtual channels of ``channels`` on an array side of ``side`` lanes: every tensor line's whole blocks of the
+    side but the last line's, which ends with the block of its last channel. A dense layout's last line may
+    hold fewer channels than its ``k`` blocks (16 channels on a 32x16 array): the blocks past them would hold no
+    channel, so no job computes, stores or reads them (the next job's weights for their lanes are zero)."""
+    m = tensor_lanes(config)
+    full, rest = divmod(channels, m)
+    return full * ceil_div(m, side) * side + ceil_div(rest, side) * side
+
+
 def spread_channels(config: AcceleratorConfig, cout: int) -> int:
     """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
     if config.rows == config.cols:
         return cout
-    m = tensor_lanes(config)
-    return ceil_div(cout, m) * ceil_div(m, config.cols) * config.cols
+    return _virtual(config, cout, config.cols)
 
 
 def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tuple[int, np.ndarray]:
@@ -318,8 +327,7 @@ def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tup
     if c.rows == c.cols:
         return channels, weights
     t, kh, kw, cin, cout = weights.shape
-    m = tensor_lanes(c)
-    vin = ceil_div(channels, m) * ceil_div(m, c.rows) * c.rows
+    vin = _virtual(c, channels, c.rows)
     out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
     out[:, :, :, _lanes(c, cin, c.rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
     return vin, out

@@ -240,3 +240,25 @@ def test_scattered_outputs_on_a_rectangular_array(shape, dma, batch, tmp_path):
         for name in compiled.materialized:
             np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
                                           err_msg=f"tensor {name}, sample {i}")
+
+
+def test_a_dense_line_of_few_channels_computes_only_their_blocks():
+    """A tall array's dense tensor line holds k output blocks; a tensor of fewer channels (16 on 32x16) fills only
+    the first: the blocks past its last channel are not computed, stored or read (their lanes meet zero weights).
+    ResNet-8 (16, 32 and 64 channels) then plans no slower at 32x16 than at 16x16 (it planned 1.3x slower when
+    every 16-channel layer computed two output blocks, one of them empty)."""
+    from pathlib import Path
+
+    zoo = Path(__file__).parents[2] / "models" / "zoo"
+    samples = np.load(zoo / "resnet8_calibration.npy")
+    planned = {}
+    for rows, cols in ((16, 16), (32, 16)):
+        config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8")
+        compiled = compile_model(zoo / "resnet8.onnx", config, samples, log=lambda *_: None)
+        planned[rows, cols] = sum(e["plan"]["estimated_cycles"] for e in compiled.layers)
+        stem = compiled.layers[0]
+        assert stem["op"] == "conv" and compiled.network.shapes[stem["output"]][0] == 16
+        # One PARAM line a block: the stem's 16 channels are one block of 16 columns on both arrays.
+        param = [w for w in compiled.program.listing().splitlines()[stem["first_instruction"]:] if "buffer=PARAM" in w]
+        assert "x_size=1 " in param[0] + " ", param[0]
+    assert planned[32, 16] <= planned[16, 16], planned
