@@ -7,8 +7,8 @@ lane, ``m`` channels a line: :func:`hw.spec.layout.tensor_lanes`, the array's si
 rectangular array a job sees its channels *spread* over whole blocks of the array's sides: the ``m`` lanes of a
 tensor line are ``ceil(m / rows)`` activation blocks (input channel ``ch`` is virtual channel
 ``(ch // m) * ceil(m / rows) * rows + ch % m``) and ``ceil(m / cols)`` output blocks (likewise with ``cols``), the
-last line's only up to the block of its last channel; the virtual channels no lane holds get zero weights (see :func:`spread`), so the output lines a layer stores are the
-activation lines the next one loads.
+last line's only up to the block of its last channel; the virtual channels no lane holds get zero weights (see
+:func:`spread`), so the output lines a layer stores are the activation lines the next one loads.
 
 A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
 (``Placement.index``): flatten costs nothing, because the linear layer's weights are permuted at compile time
