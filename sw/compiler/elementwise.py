@@ -1,18 +1,27 @@
 """The product of two feature maps on the engine (``mul``, see ``sw/ops/mul.py``): identity tiles, zero points and
 ALU MUL on the accumulators.
 
-Output tiles are ``rows`` whole rows of the map in one channel block (networks run on square arrays, so channel
-block ``b`` of an input is output block ``b``). One step per tile:
+Output tiles are ``rows`` whole rows of the map in one output block of ``cols`` channels, for one sample after
+the other (a batched program's maps hold their samples one after the other). On a square array channel block
+``b`` of an input is output block ``b``; on a rectangular one a tensor line holds ``m`` channels
+(:func:`~hw.spec.layout.tensor_lanes`), ``ki`` activation lines and ``ko`` output lines of it
+(:func:`~hw.spec.layout.tensor_sublines`, one of them 1), and output block ``nb`` is output line ``nb % ko`` of
+tensor line-block ``nb // ko``: its identity tiles map lane ``ja*rows + i`` of activation line ``ja`` to column
+``i`` of output line ``jo`` where ``ja*rows + i == jo*cols + col`` (a wide array's ``ki`` tiles accumulate into
+one output block, a tall array's ``ko`` tiles each make one). One step per tile:
 
 1. LOADs: the gate's lines (its one line, for a per-channel gate) and the map's rows, each row led by a padding
-   line that holds the input's zero-point code (LOAD ``pad_left = 1``);
-2. COMPUTEs: an identity tile brings the gate into region G and the map into region X of the tile's
+   line that holds the input's zero-point code (LOAD ``pad_left = 1``; where activation lines are shorter than
+   tensor lines, a line at a time: :func:`sw.compiler.lines.act_loads`);
+2. COMPUTEs: identity tiles bring the gate into region G and the map into region X of the tile's
    accumulators (a gate of one channel, spatial or scalar, by a tile whose first row is ones: lane 0 into every
    lane); where a zero point is not 0, a tile of -1 over that input's padding line, broadcast over the region
-   (``out_w = 1``, ``act_pitch = 0``), subtracts it;
+   (``out_w = 1``, ``act_pitch = 0``), subtracts it (on a rectangular array a tile whose first row is -1: every
+   lane of the padding line holds the zero point);
 3. ALU MUL ``X *= G``: element by element (a gate of the map's size), or G's one line times every line of X
    (``x_size = 1``, ``src_stride = 0``: a per-channel or scalar gate);
-4. STOREs: X post-processed (the layer's multiplier carries the product's extra ``2**e``).
+4. STOREs: X post-processed (the layer's multiplier carries the product's extra ``2**e``; on a tall array a line at
+   a time, :func:`sw.compiler.lines.output_stores`).
 
 The identity and -1 tiles are loaded once, with the PARAM lines; more channel blocks than half the PARAM buffer
 holds run as groups, each a schedule of its own (:func:`split_mul`). The accumulators hold every product exactly:
@@ -28,7 +37,10 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
-from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params
+from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_lanes,
+                             tensor_line_bytes, tensor_sublines)
+
+from .lines import act_loads, needs_strided_loads, output_stores
 
 from .program import ProgramBuilder, Region, Step
 from .requant import Requant
@@ -63,6 +75,9 @@ class MulJob:
     g_zero_units: int = 0
     #: The weight code of 1.
     identity: int = 1
+    #: Samples of a batched program, one after the other; bytes of one sample of the map, the gate and the output.
+    samples: int = 1
+    sample_bytes: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def one_line(self) -> bool:
@@ -104,18 +119,22 @@ def lower_mul(layer, ctx) -> None:
     tx, tg = net.tensors[layer.inputs[0]], net.tensors[layer.inputs[1]]
     e = net.acc_exponent
     b = ctx.b
-    job = MulJob(layer.name, b.regions[x.region], b.regions[g.region], x.channels, x.height, x.width, kind,
-                 tx.zero_code(), tg.zero_code(), ctx.requant(layer, x.channels), Region(0, 0),
-                 tx.zero_point << -e if e <= 0 else 0, tg.zero_point << -e if e <= 0 else 0, ctx.one())
+    from .lowering import spread_requant
+    regions = b.regions[x.region], b.regions[g.region]
+    job = MulJob(layer.name, *regions, x.channels, x.height, x.width, kind,
+                 tx.zero_code(), tg.zero_code(), spread_requant(c, ctx.requant(layer, x.channels)), Region(0, 0),
+                 tx.zero_point << -e if e <= 0 else 0, tg.zero_point << -e if e <= 0 else 0, ctx.one(),
+                 ctx.batch, (regions[0].size // ctx.batch, regions[1].size // ctx.batch, 0))
     reason = _setting_refusal(ctx) or _refusal(c, job, e > 0 and bool(tx.zero_point or tg.zero_point))
     if reason:
         ctx.add_host(layer, reason)             # the runtime runs its golden meaning between engine programs
     else:
         out = ctx.place(layer.output, x.channels, x.height, x.width)
         job.out = b.regions[out.region]
+        job.sample_bytes = (*job.sample_bytes[:2], job.out.size // ctx.batch)
         ctx.jobs.append(LoweredJob(job, [layer.name], layer.op, layer.output,
-                                   [(x.height, x.width), (g.height, g.width)],
-                                   [job.x.size, job.gate.size], job.out.size))
+                                   [(x.height, x.width), (g.height, g.width)], list(job.sample_bytes[:2]),
+                                   job.sample_bytes[2]))
     pool = ctx.fused.pop(layer.name, None)
     if pool is not None:
         from sw.ops import OPERATORS
@@ -124,37 +143,35 @@ def lower_mul(layer, ctx) -> None:
 
 def split_mul(config: AcceleratorConfig, job: MulJob) -> list[MulJob]:
     """``job`` as groups of channel blocks, each with at most half the PARAM buffer's lines (the two halves
-    alternate between consecutive jobs), each its own schedule."""
+    alternate between consecutive jobs; a tensor line's ``ko`` output blocks stay in one group), each its own
+    schedule."""
     c = config
-    per = max(1, c.param_buffer_depth // 2) * c.cols
+    m, (_, ko) = tensor_lanes(c), tensor_sublines(c)
+    lines = max(1, c.param_buffer_depth // 2) // ko       # tensor line-blocks a group holds
+    per = lines * m
     if job.channels <= per:
         return [job]
-    alb, olb = line_bytes(Buffer.ACT, c), output_line_bytes(c)
+    tlb = tensor_line_bytes(c)
     pixels = job.height * job.width
     q = job.requant
     parts = []
     for c0 in range(0, job.channels, per):
-        n, blocks = min(per, job.channels - c0), c0 // c.cols
+        n, blocks = min(per, job.channels - c0), c0 // m
+        v0, v1 = blocks * ko * c.cols, (blocks + lines) * ko * c.cols        # the group's virtual channels
 
-        def at(region: Region, lines: int, nbytes: int) -> Region:
-            return Region(region.addr + blocks * lines * nbytes, region.size - blocks * lines * nbytes)
-        requant = Requant(q.bias[c0:c0 + n], q.multiplier[c0:c0 + n], q.shift[c0:c0 + n], q.zero_point, q.clamp_lo,
+        def at(region: Region, lines: int) -> Region:
+            return Region(region.addr + blocks * lines * tlb, region.size - blocks * lines * tlb)
+        requant = Requant(q.bias[v0:v1], q.multiplier[v0:v1], q.shift[v0:v1], q.zero_point, q.clamp_lo,
                           q.clamp_hi, q.table, q.out_format)
-        parts.append(replace(job, name=f"{job.name}.ch{c0}", x=at(job.x, pixels, alb),
-                             gate=at(job.gate, {"same": pixels, "channel": 1}.get(job.gate_kind, 0), alb),
-                             channels=n, requant=requant,
-                             out=at(job.out, pixels, olb)))
+        parts.append(replace(job, name=f"{job.name}.ch{c0}", x=at(job.x, pixels),
+                             gate=at(job.gate, {"same": pixels, "channel": 1}.get(job.gate_kind, 0)),
+                             channels=n, requant=requant, out=at(job.out, pixels)))
     return parts
 
 
 def _setting_refusal(ctx) -> str:
-    """Why this program's setting keeps the product of two maps off the engine ('' if it does not): its identity
-    tiles are square, its job reads one sample's maps, and its operand width is the build's one activation format."""
-    c = ctx.config
-    if c.rows != c.cols:
-        return f"ALU MUL's identity tiles need a square array, not {c.rows}x{c.cols}"
-    if ctx.batch > 1:
-        return "a batched program (--batch) would need its job to read every sample's maps"
+    """Why this program's setting keeps the product of two maps off the engine ('' if it does not): its operand
+    width is the build's one activation format."""
     if ctx.net.formats:
         return "a mixed-format network (ALU MUL's operand width follows one activation format)"
     return ""
@@ -190,60 +207,102 @@ def _lines(job: MulJob, rows: int) -> tuple[int, int, int, int]:
     return 1 + gate_acc, rows * (w + 1), gate_acc, rows * w
 
 
+def _patches(config: AcceleratorConfig, job: MulJob) -> tuple[int, int]:
+    """(activation patches of the gate, of the map) a tile loads: one per activation line of a tensor line (a
+    gate of one channel: the first only, which holds its channel)."""
+    ki = tensor_sublines(config)[0]
+    return 1 if job.across else ki, ki
+
+
 def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
     """The most map rows per tile that fit two tiles in the buffers and the instruction fields; a rough estimate
     of cycles (loads, the identity products, the ALU, the stores) and DRAM bytes."""
     c = config
-    if 4 * c.rows > c.weight_buffer_depth:
-        raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its four weight tiles need "
-                          f"{4 * c.rows} weight lines, the buffer has {c.weight_buffer_depth}")
+    tiles_lines = _tile_count(c) * c.rows
+    if tiles_lines > c.weight_buffer_depth:
+        raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its {_tile_count(c)} weight tiles "
+                          f"need {tiles_lines} weight lines, the buffer has {c.weight_buffer_depth}")
     limit = min(_field_max(Opcode.COMPUTE, "out_h"), _field_max(Opcode.ALU, "x_size"),
                 _field_max(Opcode.ALU, "y_size"), _field_max(Opcode.STORE, "x_size"))
+    gp, xp = _patches(c, job)
     best = 0
     for rows in range(1, job.height + 1):
         ga, xa, gacc, xacc = _lines(job, rows)
-        if (2 * (ga + xa) <= c.act_buffer_depth and 2 * (gacc + xacc) <= c.acc_buffer_depth and xacc <= limit
-                and job.width <= _field_max(Opcode.COMPUTE, "out_w")):
+        if (2 * (gp * ga + xp * xa) <= c.act_buffer_depth and 2 * (gacc + xacc) <= c.acc_buffer_depth
+                and xacc <= limit and job.width <= _field_max(Opcode.COMPUTE, "out_w")):
             best = rows
     if not best:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one row of its map ({job.width} "
                           f"lines, twice, with its gate) does not fit the buffers (activations "
                           f"{c.act_buffer_depth}, accumulators {c.acc_buffer_depth} lines)")
-    tiles = ceil_div(job.height, best) * ceil_div(job.channels, c.cols)
+    tiles = ceil_div(job.height, best) * _blocks(c, job) * job.samples
     ga, xa, gacc, xacc = _lines(job, best)
-    per_tile = 2 * (gacc + xacc) + 2 * c.rows + c.cols + xacc + 2 * 8
+    per_tile = (gp + xp) * (gacc + xacc) + 2 * c.rows + c.cols + xacc + 2 * 8
     bus = c.dma_bits // 8
-    traffic = tiles * ((ga + xa) * line_bytes(Buffer.ACT, c) + xacc * output_line_bytes(c))
+    traffic = tiles * ((gp * ga + xp * xa) * line_bytes(Buffer.ACT, c) + xacc * output_line_bytes(c))
     return MulPlan(best, cycles=tiles * max(per_tile, traffic // tiles // bus), dram_bytes=traffic)
 
 
+def _blocks(c: AcceleratorConfig, job: MulJob) -> int:
+    """Output blocks of ``cols`` columns: ``ko`` per tensor line-block (one on a square array), the last line's up to
+    its last channel's (:func:`sw.compiler.lowering.spread_channels`)."""
+    from .lowering import spread_channels
+    return ceil_div(spread_channels(c, job.channels), c.cols)
+
+
+def _tile_count(c: AcceleratorConfig) -> int:
+    """Weight tiles of a mul: one identity per activation or output line of a tensor line, then -1 on the first's
+    diagonal and a first row of ones and one of -1."""
+    return max(tensor_sublines(c)) + 3
+
+
+def _identity_tile(c: AcceleratorConfig, ja: int, jo: int) -> int:
+    """Index of the identity tile from activation line ``ja`` to output line ``jo`` of a tensor line."""
+    return jo if tensor_sublines(c)[1] > 1 else ja
+
+
 def _weights(c: AcceleratorConfig, one: int) -> np.ndarray:
-    """Weight tiles (codes), ``rows`` lines each: the identity, -1 on the diagonal, and (for a gate of one channel)
-    ones and -1s in the first row, which copy lane 0 into every lane."""
+    """Weight tiles (codes), ``rows`` lines each: the identities (lane ``ja*rows + i`` of activation line ``ja`` to
+    column ``col`` of output line ``jo`` where ``ja*rows + i == jo*cols + col``), -1 on the first's diagonal, and
+    (for a gate of one channel) ones and -1s in the first row, which copy lane 0 into every lane."""
     wf = c.weights
     minus = int(wf.quantize(-1.0))
     if float(wf.decode(minus)) != -1.0:
         raise LayoutError(f"the weight format {wf.name} cannot represent -1, which a mul's zero points need")
-    tiles = np.zeros((4, c.rows, c.cols), dtype=np.int64)
-    tiles[0][np.arange(c.rows), np.arange(c.cols)] = one
-    tiles[1][np.arange(c.rows), np.arange(c.cols)] = minus
-    tiles[2][0, :], tiles[3][0, :] = one, minus
+    ki, ko = tensor_sublines(c)
+    n = max(ki, ko)
+    tiles = np.zeros((n + 3, c.rows, c.cols), dtype=np.int64)
+    for ja in range(ki):
+        for jo in range(ko):
+            lane = np.arange(c.rows)
+            col = ja * c.rows + lane - jo * c.cols
+            ok = (col >= 0) & (col < c.cols)
+            tiles[_identity_tile(c, ja, jo)][lane[ok], col[ok]] = one
+    tiles[n][tiles[0] != 0] = minus
+    tiles[n + 1][0, :], tiles[n + 2][0, :] = one, minus
     return tiles.reshape(-1, c.cols)
 
 
-def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int = 0) -> dict:
-    """Emit ``job`` into ``b`` as one schedule (after a barrier if an earlier layer wrote its inputs)."""
+def _load(c: AcceleratorConfig, **fields) -> list[tuple[str, dict]]:
+    """A LOAD of activation lines a tensor line apart, each row led by ``pad_left`` padding lines: itself, or a line
+    at a time where activation lines are shorter than tensor lines (:func:`sw.compiler.lines.act_loads`)."""
+    if not needs_strided_loads(c):
+        return [("LOAD", fields)]
+    full = {**dict(dram_stride=0, pad_top=0, pad_bottom=0, pad_left=0, pad_right=0), **fields}
+    return act_loads(c, full, None)
+
+
+def _prologue(b: ProgramBuilder, job: MulJob, blocks: int, param_base: int) -> list:
+    """PARAM lines, the weight tiles and the activation table (if any), loaded once per job."""
     c = b.config
-    alb, olb = line_bytes(Buffer.ACT, c), output_line_bytes(c)
-    blocks = ceil_div(job.channels, c.cols)
-    w, h = job.width, job.height
     rw = b.region(f"{job.name}.weights", pack_lines(_weights(c, job.identity), c.weight_slot_bits,
                                                     line_bytes(Buffer.WEIGHT, c)))
     bias, mult, shift = job.requant.lines(blocks, c.cols)
     rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
     prologue = [("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                               x_size=blocks)),
-                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1, x_size=4 * c.rows))]
+                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1,
+                              x_size=_tile_count(c) * c.rows))]
     if job.requant.table is not None:
         if not c.lut_buffer_depth:
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
@@ -251,45 +310,71 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
         rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
+    return prologue
+
+
+def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int = 0) -> dict:
+    """Emit ``job`` into ``b`` as one schedule (after a barrier if an earlier layer wrote its inputs)."""
+    c = b.config
+    alb, olb, tlb = line_bytes(Buffer.ACT, c), output_line_bytes(c), tensor_line_bytes(c)
+    ko = tensor_sublines(c)[1]
+    blocks = _blocks(c, job)
+    prologue = _prologue(b, job, blocks, param_base)
+    w, h = job.width, job.height
+    gp, xp = _patches(c, job)
+    n = max(tensor_sublines(c))
+    square = c.rows == c.cols
     ga_max, xa_max, gacc_max, xacc_max = _lines(job, plan.rows)
     steps = []
-    for nb in range(blocks):
-        for r0 in range(0, h, plan.rows):
-            rows = min(plan.rows, h - r0)
-            ga, xa, gacc, xacc = _lines(job, rows)
-            t = len(steps)
-            act = (t % 2) * (ga_max + xa_max)
-            acc = (t % 2) * (gacc_max + xacc_max)
-            g_act, x_act, g_acc, x_acc = act, act + ga_max, acc, acc + gacc_max
-            loads, computes = [], []
-            # The gate: its zero-point line, then its lines (one row).
-            g_line = {"same": nb * h * w + r0 * w, "channel": nb, "spatial": r0 * w, "scalar": 0}[job.gate_kind]
-            g_addr = job.gate.addr + g_line * alb
-            loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=g_act, dram_addr=g_addr, y_size=1,
-                                       x_size=gacc, pad_left=1, pad_value=job.g_zero)))
-            # The map: each row led by its zero-point line.
-            loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=x_act,
-                                       dram_addr=job.x.addr + (nb * h * w + r0 * w) * alb, y_size=rows, x_size=w,
-                                       dram_stride=w * alb, pad_left=1, pad_value=job.x_zero)))
-            g_tiles = 2 * c.rows if job.across else 0          # a gate of one channel: into every lane
-            for acc_addr, act_addr, out_h, out_w, pitch, zero, tile in (
-                    (g_acc, g_act + 1, 1, gacc, 0, job.g_zero_units, g_tiles),
-                    (x_acc, x_act + 1, rows, w, w + 1, job.x_zero_units, 0)):
-                computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr, weight_addr=tile, out_h=out_h,
-                                                 out_w=out_w, act_pitch=pitch, stride=1, dilation=1, kh=1, kw=1)))
-                if zero:           # every line of the region minus the zero point: its padding line times -1
-                    computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1,
-                                                     weight_addr=tile + c.rows,
-                                                     out_h=out_h * out_w, out_w=1, act_pitch=0, stride=1,
-                                                     dilation=1, kh=1, kw=1, accumulate=1)))
-            if job.one_line:
-                mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=xacc, x_size=1, dst_stride=1, src_stride=0)
-            else:
-                mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=1, x_size=xacc, dst_stride=0, src_stride=0)
-            computes.append(("ALU", dict(op=int(AluOp.MUL), src_step=1, **mul)))
-            store = dict(acc_addr=x_acc, dram_addr=job.out.addr + (nb * h * w + r0 * w) * olb, y_size=1,
-                         x_size=xacc, param_addr=param_base + nb)
-            steps.append(Step(loads, computes, begins=True, ends=True, stores=[("STORE", store)]))
+    for sample in range(job.samples):
+        xs, gs, os_ = (size * sample for size in job.sample_bytes)
+        for nb in range(blocks):
+            tb, jo = divmod(nb, ko)
+            for r0 in range(0, h, plan.rows):
+                rows = min(plan.rows, h - r0)
+                ga, xa, gacc, xacc = _lines(job, rows)
+                t = len(steps)
+                act = (t % 2) * (gp * ga_max + xp * xa_max)
+                acc = (t % 2) * (gacc_max + xacc_max)
+                g_act, x_act, g_acc, x_acc = act, act + gp * ga_max, acc, acc + gacc_max
+                loads, computes = [], []
+                # The gate: its zero-point line, then its lines (one row); each activation line of a tensor line.
+                g_line = {"same": tb * h * w + r0 * w, "channel": tb, "spatial": r0 * w, "scalar": 0}[job.gate_kind]
+                for ja in range(gp):
+                    loads += _load(c, buffer=Buffer.ACT, sram_addr=g_act + ja * ga_max,
+                                   dram_addr=job.gate.addr + gs + g_line * tlb + ja * alb, y_size=1,
+                                   x_size=gacc, pad_left=1, pad_value=job.g_zero)
+                # The map: each row led by its zero-point line.
+                for ja in range(xp):
+                    loads += _load(c, buffer=Buffer.ACT, sram_addr=x_act + ja * xa_max,
+                                   dram_addr=job.x.addr + xs + (tb * h * w + r0 * w) * tlb + ja * alb, y_size=rows,
+                                   x_size=w, dram_stride=w * tlb, pad_left=1, pad_value=job.x_zero)
+                g_tiles = [(n + 1) * c.rows] if job.across else [_identity_tile(c, ja, jo) * c.rows
+                                                                 for ja in range(gp)]
+                x_tiles = [_identity_tile(c, ja, jo) * c.rows for ja in range(xp)]
+                for acc_addr, act_addr, patch, out_h, out_w, pitch, zero, tiles in (
+                        (g_acc, g_act + 1, ga_max, 1, gacc, 0, job.g_zero_units, g_tiles),
+                        (x_acc, x_act + 1, xa_max, rows, w, w + 1, job.x_zero_units, x_tiles)):
+                    for k, tile in enumerate(tiles):        # accumulate = 0 stays implicit (square programs)
+                        computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr + k * patch,
+                                                         weight_addr=tile, out_h=out_h, out_w=out_w,
+                                                         act_pitch=pitch, stride=1, dilation=1, kh=1, kw=1,
+                                                         **({"accumulate": 1} if k else {}))))
+                    if zero:       # every line of the region minus the zero point: its padding line times -1
+                        minus = tiles[0] + c.rows if square else (n + 2) * c.rows
+                        computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1,
+                                                         weight_addr=minus, out_h=out_h * out_w, out_w=1,
+                                                         act_pitch=0, stride=1, dilation=1, kh=1, kw=1,
+                                                         accumulate=1)))
+                if job.one_line:
+                    mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=xacc, x_size=1, dst_stride=1, src_stride=0)
+                else:
+                    mul = dict(dst_addr=x_acc, src_addr=g_acc, y_size=1, x_size=xacc, dst_stride=0, src_stride=0)
+                computes.append(("ALU", dict(op=int(AluOp.MUL), src_step=1, **mul)))
+                store = dict(acc_addr=x_acc, dram_addr=job.out.addr + os_ + (tb * h * w + r0 * w) * tlb + jo * olb,
+                             y_size=1, x_size=xacc, param_addr=param_base + nb)
+                steps.append(Step(loads, computes, begins=True, ends=True,
+                                  stores=output_stores(c, [("STORE", store)])))
     first = len(b.words)
     b.schedule(steps, prologue=prologue, setpp=job.requant.setpp())
     return {"steps": len(steps), "tiles": len(steps), "instructions": len(b.words) - first}

@@ -6,9 +6,9 @@ Tensors live in external memory in the engine's blocked layout (``C/m`` blocks o
 lane, ``m`` channels a line: :func:`hw.spec.layout.tensor_lanes`, the array's side on a square one). On a
 rectangular array a job sees its channels *spread* over whole blocks of the array's sides: the ``m`` lanes of a
 tensor line are ``ceil(m / rows)`` activation blocks (input channel ``ch`` is virtual channel
-``(ch // m) * ceil(m / rows) * rows + ch % m``) and ``ceil(m / cols)`` output blocks (likewise with ``cols``); the
-virtual channels no lane holds get zero weights (see :func:`spread`), so the output lines a layer stores are the
-activation lines the next one loads.
+``(ch // m) * ceil(m / rows) * rows + ch % m``) and ``ceil(m / cols)`` output blocks (likewise with ``cols``), the
+last line's only up to the block of its last channel; the virtual channels no lane holds get zero weights (see
+:func:`spread`), so the output lines a layer stores are the activation lines the next one loads.
 
 A vector (a linear layer's input or output) is a 1x1 map whose "channels" are memory positions
 (``Placement.index``): flatten costs nothing, because the linear layer's weights are permuted at compile time
@@ -202,8 +202,6 @@ class Lowering:
         height, width) of the sources' maps that the job reads (default: all of them). ``scatter``: where the
         output lines go in the layer's output map (:class:`~sw.compiler.tiling.Scatter`); ``into``: that map's
         placement when an earlier job of the layer made it."""
-        if scatter is not None:
-            self._scatter_needs_a_square_array(layer)
         p0 = sources[0][0]
         pool_layer = self.fused.get(layer.name)
         out_name = layer.output
@@ -241,25 +239,28 @@ class Lowering:
                                     sample[-1]))
         return job
 
-    def _scatter_needs_a_square_array(self, layer: QuantLayer) -> None:
-        """Scattered STOREs place whole output blocks of ``cols`` channels; a rectangular array's tensor lines hold
-        ``tensor_lanes`` channels, spread over virtual blocks (:func:`spread`), which the scatters do not follow yet."""
-        if self.config.rows != self.config.cols:
-            raise CompileError(f"layer {layer.name!r} ({layer.op}) scatters its output lines, which needs a square "
-                               f"array for now ({self.config.rows}x{self.config.cols}); use --cols {self.config.rows}")
+    def out_blocks(self, channels: int) -> int:
+        """Output blocks of ``cols`` columns that a job computing ``channels`` channels has: a scatter's blocks (on
+        a rectangular array, the spread channels' virtual blocks, :func:`spread_channels`)."""
+        return ceil_div(spread_channels(self.config, channels), self.config.cols)
+
+    def out_lane(self, channels: int) -> np.ndarray:
+        """The job's (virtual) output channel of each of ``channels`` real channels: themselves on a square array."""
+        return _lanes(self.config, channels, self.config.cols)
 
     def rearrange(self, layer: QuantLayer, scatter: Scatter, order: list[int] | None = None) -> None:
         """A layer that only moves its input's lines (nearest upsampling, DepthToSpace): the input's channels in
-        ``order`` (-1: a lane nothing fills; None: as they are) are blocks that ``scatter`` places in the
+        ``order`` (the job's output channels, virtual ones on a rectangular array (:meth:`out_lane`); -1: a lane
+        nothing fills; None: as they are) are blocks that ``scatter`` places in the
         layer's output. Fused into the STOREs of the jobs that write the input when nothing else reads it (and
         their own scatter, if any, moves whole blocks alike); else a job of its own copies the input through an
         identity tile (the network's input, a host layer's output, a tensor read twice)."""
-        self._scatter_needs_a_square_array(layer)
         x = layer.inputs[0]
         (p,) = self.feature_maps(layer)
         jobs = [j for j in self.jobs if isinstance(j, LoweredJob) and j.output == x]
         readers = sum(name == x for other in self.net.layers for name in other.inputs)
-        inner = [_reordered_scatter(j.job, order, p.channels, self.config.cols) for j in jobs]
+        inner = [_reordered_scatter(j.job, order, spread_channels(self.config, p.channels), self.config.cols)
+                 for j in jobs]
         if jobs and readers == 1 and x != self.net.output and all(s is not None for s in inner):
             self.b.release(self.placements.pop(x).region)
             out = self.place(layer.output, *self.net.shapes[layer.output])
@@ -267,7 +268,7 @@ class Lowering:
                 if order is not None:
                     permute_outputs(lowered.job, order)
                 lowered.job.scatter, lowered.job.out = mine.then(scatter), self.b.regions[out.region]
-                lowered.output = layer.output
+                lowered.output, lowered.out_bytes = layer.output, lowered.job.out.size // self.batch
                 lowered.names.append(layer.name)
             return
         job = self.add_job(layer, [(p, self.identity(p.channels))], p.channels,
@@ -301,12 +302,21 @@ def _lanes(config: AcceleratorConfig, channels: int, side: int) -> np.ndarray:
     return (ch // m) * ceil_div(m, side) * side + ch % m
 
 
+def _virtual(config: AcceleratorConfig, channels: int, side: int) -> int:
+    """Virtual channels of ``channels`` on an array side of ``side`` lanes: every tensor line's whole blocks of the
+    side but the last line's, which ends with the block of its last channel. A dense layout's last line may
+    hold fewer channels than its ``k`` blocks (16 channels on a 32x16 array): the blocks past them would hold no
+    channel, so no job computes, stores or reads them (the next job's weights for their lanes are zero)."""
+    m = tensor_lanes(config)
+    full, rest = divmod(channels, m)
+    return full * ceil_div(m, side) * side + ceil_div(rest, side) * side
+
+
 def spread_channels(config: AcceleratorConfig, cout: int) -> int:
     """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
     if config.rows == config.cols:
         return cout
-    m = tensor_lanes(config)
-    return ceil_div(cout, m) * ceil_div(m, config.cols) * config.cols
+    return _virtual(config, cout, config.cols)
 
 
 def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tuple[int, np.ndarray]:
@@ -317,8 +327,7 @@ def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tup
     if c.rows == c.cols:
         return channels, weights
     t, kh, kw, cin, cout = weights.shape
-    m = tensor_lanes(c)
-    vin = ceil_div(channels, m) * ceil_div(m, c.rows) * c.rows
+    vin = _virtual(c, channels, c.rows)
     out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
     out[:, :, :, _lanes(c, cin, c.rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
     return vin, out
@@ -351,7 +360,7 @@ def _reordered_scatter(job: ConvJob, order: list[int] | None, channels: int, col
     """Where a job's output blocks go once its channels are in ``order`` (see :func:`permute_outputs`): as they
     went, if there is no order; else each new block to the block of its index, at the (row, column) offsets
     the job's scatter gave every block alike. None if its blocks went different ways or its channels are no
-    longer the tensor's ``channels`` (a DepthToSpace already)."""
+    longer the tensor's ``channels`` (virtual ones: :func:`spread_channels`; a DepthToSpace already)."""
     h, w = job.out_shape
     if job.scatter is None:
         return Scatter.identity(ceil_div(job.cout if order is None else len(order), cols), h, w)

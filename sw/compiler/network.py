@@ -376,7 +376,7 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
         planned: dict[str, Plan] = {}
         try:
             # Column strips and channel groups where it needs them; the product of two maps is a job of its own
-            # (never in a batched program: elementwise.py hands it to the host there).
+            # (a batched program's samples one after the other in its one schedule: elementwise.py).
             parts = split_mul(c, job) if isinstance(job, MulJob) else [
                 part for sample in batch_jobs(c, job, lowered.maps, lowered.source_bytes, lowered.out_bytes, ctx.batch)
                 for part in split_job(c, sample)]

@@ -373,8 +373,8 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         return False
     if out_w > _field_max(Opcode.STORE, "x_size") or rows > _field_max(Opcode.STORE, "y_size"):
         return False
-    if job.scatter is not None and (out_w > _field_max(Opcode.STORE, "y_size") or job.scatter.step[1] * output_line_bytes(c)
-                                    > _field_max(Opcode.STORE, "dram_stride")):
+    if job.scatter is not None and (out_w > _field_max(Opcode.STORE, "y_size") or job.scatter.step[1]
+                                    * tensor_line_bytes(c) > _field_max(Opcode.STORE, "dram_stride")):
         return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)

@@ -163,7 +163,7 @@ def _phase(r: int, s: int, k: int, pad: int, n: int, n_out: int, layer):
 
 def _phase_job(layer, ctx, x, dense: np.ndarray, rows, cols, phase: tuple[int, int], out):
     """The job of one output phase; returns the output's placement (the first phase's job makes it)."""
-    from sw.compiler.tiling import Scatter, ceil_div
+    from sw.compiler.tiling import Scatter
     (ty, ny, py0, y0, hy, py1), (tx, nx, px0, x0, wx, px1) = rows, cols
     t_count, _, _, cin, cout = dense.shape
     sub = np.zeros((t_count, max(len(ty), 1), max(len(tx), 1), cin, cout), dtype=np.int64)
@@ -173,7 +173,7 @@ def _phase_job(layer, ctx, x, dense: np.ndarray, rows, cols, phase: tuple[int, i
     requant.bias = requant.bias + _left_out_zeros(layer, ctx, dense, ty, tx)
     _, ho, wo = ctx.net.shapes[layer.output]
     (sh, sw) = pair(layer, "stride", (1, 1))
-    blocks = ceil_div(cout, ctx.config.cols)
+    blocks = ctx.out_blocks(cout)
     scatter = Scatter((sh, sw), ho, wo, tuple(((nb, *phase),) for nb in range(blocks)))
     view = None if (y0, x0, hy, wx) == (0, 0, x.height, x.width) else (y0, x0, hy, wx)
     job = ctx.add_job(layer, [(x, sub)], cout, kernel=sub.shape[1:3], padding=(py0, px0, py1, px1),

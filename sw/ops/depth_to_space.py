@@ -4,7 +4,8 @@ Quantized meaning, block ``b``, ``C = b*b*C'`` input channels: ``y[c, oy*b + by,
 the codes, with ``k = (by*b + bx)*C' + c`` (DCR) or ``k = c*b*b + by*b + bx`` (CRD); the encoding is the
 input's. On the engine: no arithmetic. The jobs that write the input compute its channels in the order
 (by, bx, block of ``cols`` output channels), each such block padded to whole lanes, so that each accumulator
-line holds one output line; its STOREs write it at row ``oy*b + by``, column ``ox*b + bx`` of its output block (a
+line holds one output line (on a rectangular array, the output's virtual blocks of spread channels,
+``sw/compiler/lowering.py``); its STOREs write it at row ``oy*b + by``, column ``ox*b + bx`` of its output block (a
 :class:`~sw.compiler.tiling.Scatter`). Fused into those STOREs when nothing else reads the input, else an
 identity job of its own does it (see :meth:`Lowering.rearrange`).
 """
@@ -45,17 +46,20 @@ class DepthToSpace(Operator):
         return np.ascontiguousarray(_rearrange(layer, np.asarray(inputs[0])))
 
     def lower(self, layer, ctx):
-        from sw.compiler.tiling import Scatter, ceil_div
+        from sw.compiler.tiling import Scatter
         c, h, w = ctx.net.shapes[layer.output]
         b, cols = int(layer.attrs["block"]), ctx.config.cols
-        blocks = ceil_div(c, cols)
+        blocks = ctx.out_blocks(c)
+        real = np.full(blocks * cols, -1)            # the output's channel at each virtual lane (-1: none)
+        real[ctx.out_lane(c)] = np.arange(c)
+        lane_in = ctx.out_lane(c * b * b)            # the input's channels as the writing job computes them
         order, targets = [], []
         for by in range(b):
             for bx in range(b):
                 for cb in range(blocks):
                     targets.append(((cb, by, bx),))
-                    order += [source_channel(layer, ch, by, bx, c) if ch < c else -1
-                              for ch in range(cb * cols, (cb + 1) * cols)]
+                    order += [int(lane_in[source_channel(layer, int(ch), by, bx, c)]) if ch >= 0 else -1
+                              for ch in real[cb * cols:(cb + 1) * cols]]
         ctx.rearrange(layer, Scatter((b, b), h, w, tuple(targets)), order)
 
 

@@ -70,11 +70,11 @@ class Resize(Operator):
         return np.repeat(np.repeat(np.asarray(inputs[0]), ky, axis=2), kx, axis=3)
 
     def lower(self, layer, ctx):
-        from sw.compiler.tiling import Scatter, ceil_div
+        from sw.compiler.tiling import Scatter
         c, h, w = ctx.net.shapes[layer.output]
         ky, kx = pair(layer, "scale", (1, 1))
         replicas = tuple((ry, rx) for ry in range(ky) for rx in range(kx))
-        blocks = ceil_div(c, ctx.config.cols)
+        blocks = ctx.out_blocks(c)
         ctx.rearrange(layer, Scatter((ky, kx), h, w, tuple(tuple((nb, ry, rx) for ry, rx in replicas)
                                                               for nb in range(blocks))))
 

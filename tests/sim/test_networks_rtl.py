@@ -108,6 +108,15 @@ NETWORKS = {
     "squeeze-excite-int8-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy", engine("int8", 4), 4),
     "squeeze-excite-minifloat6-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy",
                                              engine("minifloat6", 4), 2),
+    # Scattered STOREs and ALU MUL on rectangular arrays (the spread channels' virtual output blocks; identity tiles
+    # from each activation line of a tensor line to each output line), the products in a batch of two too.
+    "decoder-int8-4x8": Network(decoder_digits, DIGITS / "calibration.npy", INT8_4X8, 2),
+    "decoder-int8-8x4": Network(decoder_digits, DIGITS / "calibration.npy", INT8_8X4, 2),
+    "squeeze-excite-int8-4x8": Network(squeeze_excite_digits, DIGITS / "calibration.npy", INT8_4X8, 2),
+    "squeeze-excite-int8-8x4-batch2": Network(squeeze_excite_digits, DIGITS / "calibration.npy", INT8_8X4, 4,
+                                              batch=2),
+    "squeeze-excite-int8-4x16": Network(squeeze_excite_digits, DIGITS / "calibration.npy", INT8_4X16, 2),
+    "decoder-int8-4x16-batch2": Network(decoder_digits, DIGITS / "calibration.npy", INT8_4X16, 4, batch=2),
     # The gate of linear layers (Gemm, Relu, Gemm, Sigmoid, a Reshape or Unsqueeze to (N, C, 1, 1)).
     "squeeze-excite-linear-int8-4x4": Network(squeeze_excite_linear_digits, DIGITS / "calibration.npy",
                                               engine("int8", 4), 4),

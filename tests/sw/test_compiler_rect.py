@@ -1,4 +1,4 @@
-"""Whole networks on rectangular arrays (rows != cols): tensors in external memory hold ``min(rows, cols)`` channels
+"""Whole networks on rectangular arrays (rows != cols): tensors in external memory hold ``tensor_lanes`` channels
 a line, lines ``max(activation line, output line)`` bytes apart (hw/spec/layout.py, docs/architecture.md), so
 every layer's output is the next one's input. Golden == emulator on every tensor; square programs unchanged."""
 
@@ -219,12 +219,46 @@ def test_prelu_and_batches_on_a_rectangular_array(shape, dma, tmp_path):
                 np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
 
 
-def test_scattered_outputs_are_refused_on_a_rectangular_array(tmp_path):
-    """ConvTranspose, nearest Resize and DepthToSpace store whole blocks of cols channels: refused, by name."""
+@pytest.mark.parametrize("shape,dma,batch", [("8x4", 32, 1), ("8x4", 32, 3), ("4x16", 64, 2), ("16x8", 64, 1),
+                                             ("8x16", 64, 2), ("16x8", 128, 1), ("4x4", 32, 2)])
+def test_scattered_outputs_on_a_rectangular_array(shape, dma, batch, tmp_path):
+    """ConvTranspose phases, a nearest Resize and a DepthToSpace scatter the spread channels' virtual output blocks
+    (dense and min(rows, cols) layouts, tall and wide), in batches too (a scatter fused into the STOREs of the
+    layer before writes each sample a sample of the *scattered* tensor further on; 4x4: square)."""
     import tests.onnx_models as models
-    from sw.compiler.lowering import CompileError
 
-    config = AcceleratorConfig(rows=8, cols=4, weight_format="int8", act_format="int8", dma_bits=32)
-    with pytest.raises(CompileError, match=r"layer 'ct' \(convtranspose\) scatters .* square array .*--cols 8"):
-        compile_model(models.decoder_digits(tmp_path / "d.onnx"), config, np.load(DIGITS / "calibration.npy"),
-                      log=lambda *_: None)
+    rows, cols = map(int, shape.split("x"))
+    config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8", dma_bits=dma)
+    samples = np.load(DIGITS / "calibration.npy")
+    compiled = compile_model(models.decoder_digits(tmp_path / "d.onnx"), config, samples, log=lambda *_: None,
+                             batch=batch)
+    assert not compiled.host_layers
+    codes = compiled.network.tensors[compiled.network.input].quantize(samples[:2 * batch])
+    golden = run_codes(compiled, codes, "golden", keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    for i in range(len(codes)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
+                                          err_msg=f"tensor {name}, sample {i}")
+
+
+def test_a_dense_line_of_few_channels_computes_only_their_blocks():
+    """A tall array's dense tensor line holds k output blocks; a tensor of fewer channels (16 on 32x16) fills only
+    the first: the blocks past its last channel are not computed, stored or read (their lanes meet zero weights).
+    ResNet-8 (16, 32 and 64 channels) then plans no slower at 32x16 than at 16x16 (it planned 1.3x slower when
+    every 16-channel layer computed two output blocks, one of them empty)."""
+    from pathlib import Path
+
+    zoo = Path(__file__).parents[2] / "models" / "zoo"
+    samples = np.load(zoo / "resnet8_calibration.npy")
+    planned = {}
+    for rows, cols in ((16, 16), (32, 16)):
+        config = AcceleratorConfig(rows=rows, cols=cols, weight_format="int8", act_format="int8")
+        compiled = compile_model(zoo / "resnet8.onnx", config, samples, log=lambda *_: None)
+        planned[rows, cols] = sum(e["plan"]["estimated_cycles"] for e in compiled.layers)
+        stem = compiled.layers[0]
+        assert stem["op"] == "conv" and compiled.network.shapes[stem["output"]][0] == 16
+        # One PARAM line a block: the stem's 16 channels are one block of 16 columns on both arrays.
+        param = [w for w in compiled.program.listing().splitlines()[stem["first_instruction"]:] if "buffer=PARAM" in w]
+        assert "x_size=1 " in param[0] + " ", param[0]
+    assert planned[32, 16] <= planned[16, 16], planned

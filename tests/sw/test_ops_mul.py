@@ -83,32 +83,32 @@ def test_golden_requantizes_the_product():
     np.testing.assert_array_equal(got, want)
 
 
-def _se_model(gate_shape: str, seed: int = 0, after: str | None = None) -> onnx.ModelProto:
+def _se_model(gate_shape: str, seed: int = 0, after: str | None = None, channels: int = 4) -> onnx.ModelProto:
     """x -> conv -> relu (r); a gate of r: per channel (global pool, 1x1 conv, Sigmoid), of r's shape (conv,
     HardSigmoid), spatial (a conv to one channel, Sigmoid) or scalar (that, globally pooled); Mul(gate, r) (the gate
-    first: the importer puts the map first); ``after``: an activation of the product."""
+    first: the importer puts the map first); ``after``: an activation of the product; ``channels``: r's."""
     rng = np.random.default_rng(seed)
     node = helper.make_node
     nodes = [node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]), node("Relu", ["c"], ["r"])]
     if gate_shape == "channel":
         nodes += [node("GlobalAveragePool", ["r"], ["s"]), node("Conv", ["s", "w2", "b2"], ["f"]),
                   node("Sigmoid", ["f"], ["gate"])]
-        w2 = (4, 4, 1, 1)
+        w2 = (channels, channels, 1, 1)
     elif gate_shape == "same":
         nodes += [node("Conv", ["r", "w2", "b2"], ["f"], pads=[1, 1, 1, 1]), node("HardSigmoid", ["f"], ["gate"])]
-        w2 = (4, 4, 3, 3)
+        w2 = (channels, channels, 3, 3)
     else:
         nodes += [node("Conv", ["r", "w2", "b2"], ["f"], pads=[1, 1, 1, 1]), node("Sigmoid", ["f"], ["sg"])]
         nodes.append(node("GlobalAveragePool", ["sg"], ["gate"]) if gate_shape == "scalar" else
                      node("Identity", ["sg"], ["gate"]))
-        w2 = (1, 4, 3, 3)
+        w2 = (1, channels, 3, 3)
     nodes.append(node("Mul", ["gate", "r"], ["y"] if after is None else ["m"]))
     if after is not None:
         nodes.append(node(after, ["m"], ["y"]))
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.5, n)
-             for n, s in (("w1", (4, 2, 3, 3)), ("b1", (4,)), ("w2", w2), ("b2", (w2[0],)))]
+             for n, s in (("w1", (channels, 2, 3, 3)), ("b1", (channels,)), ("w2", w2), ("b2", (w2[0],)))]
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, 6, 6])],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
@@ -271,3 +271,32 @@ def test_every_gate_runs_on_the_engine(gate, fmt, n, params):
     for i in range(3):
         for tensor in compiled.materialized:
             np.testing.assert_array_equal(emulated.tensors[i][tensor], golden.tensors[i][tensor])
+
+
+#: Rectangular engines (rows, cols, bus bits, PARAM lines, batch): tall and wide, dense tensor lines (8x4 and 4x8 on
+#: 32 bits, 16x8 and 8x16 on 64: a wide array's identity tiles accumulate two activation lines into one output
+#: line, a tall one's make two output lines of one activation line) and min(rows, cols) ones (4x16 on 64, 16x8 on
+#: 128); channel groups (two and four PARAM lines); batches.
+RECT = [(8, 4, 32, 64, 1), (4, 8, 32, 64, 1), (16, 8, 64, 64, 1), (8, 16, 64, 64, 2), (4, 16, 64, 64, 1),
+        (16, 8, 128, 64, 1), (4, 8, 32, 2, 1), (8, 4, 32, 4, 3), (4, 4, 32, 64, 2)]
+
+
+@pytest.mark.parametrize("gate", ["spatial", "scalar", "channel", "same"])
+@pytest.mark.parametrize("fmt", ["int8", "uint8"])
+@pytest.mark.parametrize("rows, cols, dma, params, batch", RECT, ids=[f"{r}x{c}@{d}-p{p}-b{n}"
+                                                                     for r, c, d, p, n in RECT])
+def test_every_gate_on_rectangular_arrays_and_in_batches(gate, fmt, rows, cols, dma, params, batch):
+    """ALU MUL on rectangular arrays (the spread channels' identity tiles) and in batched programs (a sample's maps
+    after the other's); 20 channels: several tensor lines, uint8: zero points; golden == emulator on every tensor."""
+    model = _se_model(gate, seed=5, channels=20)
+    x = np.random.default_rng(7).standard_normal((16, 2, 6, 6))
+    config = AcceleratorConfig(rows=rows, cols=cols, dma_bits=dma, weight_format="int8", act_format=fmt,
+                               param_buffer_depth=params)
+    compiled = compile_model(model, config, x, log=lambda *_: None, batch=batch)
+    assert compiled.host_layers == [] and "ALU op=MUL" in compiled.program.listing()
+    codes = compiled.network.tensors[compiled.network.input].quantize(x[:2 * batch])
+    golden, emulated = (run_codes(compiled, codes, b, keep=True) for b in ("golden", "emulator"))
+    for i in range(len(codes)):
+        for tensor in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][tensor], golden.tensors[i][tensor],
+                                          err_msg=f"{tensor}, sample {i}")

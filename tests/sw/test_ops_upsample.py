@@ -17,10 +17,22 @@ from sw.runtime import run_codes
 from test_frontend import check, init, model, rand  # noqa: E402 - tests/sw is on sys.path
 
 
+#: Engines the compiled networks run on: n x n, and rectangular (rows, cols, bus bits) ones, tall and wide, whose
+#: tensor lines are dense (8x4 on 32 bits, 8x16 on 64) or hold min(rows, cols) channels (4x16 on 64, 16x8 on 128).
+ENGINES = [4, 16, (8, 4, 32), (4, 16, 64), (8, 16, 64), (16, 8, 128)]
+
+
+def _engine_id(n) -> str:
+    return f"{n}x{n}" if isinstance(n, int) else f"{n[0]}x{n[1]}@{n[2]}"
+
+
 def _compiled_equals_golden(m, in_shape, fmt, n, samples=8, seed=0):
-    """Quantize ``m``, compile it for an n x n engine, and check every stored tensor on the emulator."""
+    """Quantize ``m``, compile it for an n x n engine (or a (rows, cols, bus bits) one), and check every stored
+    tensor on the emulator."""
     net = load_onnx(m)
-    config = AcceleratorConfig(rows=n, cols=n, weight_format="int8" if fmt == "uint8" else fmt, act_format=fmt)
+    rows, cols, dma = (n, n, 128) if isinstance(n, int) else n
+    config = AcceleratorConfig(rows=rows, cols=cols, dma_bits=dma, weight_format="int8" if fmt == "uint8" else fmt,
+                               act_format=fmt)
     x = np.random.default_rng(seed).standard_normal((samples, *in_shape)).astype(np.float32)
     q = quantize_network(net, act_format=config.acts.name, weight_format=config.weights.name,
                          acc_bits=config.acc_bits, samples=x)
@@ -217,7 +229,7 @@ DECODERS = [  # (cin, mid, kernel, stride, pads, output_padding, scale, block, m
 ]
 
 
-@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("n", ENGINES, ids=_engine_id)
 @pytest.mark.parametrize("case", DECODERS, ids=range(len(DECODERS)))
 def test_decoder_on_the_engine(case, n):
     *shape, relu, fmt = case
@@ -230,7 +242,7 @@ def test_decoder_on_the_engine(case, n):
                                                     if layer.op in ("conv", "convtranspose")}
 
 
-@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("n", ENGINES, ids=_engine_id)
 @pytest.mark.parametrize("fmt", ["int8", "uint8"])
 def test_rearranging_by_identity_jobs(fmt, n):
     """Resize of the network's input, a DepthToSpace whose input another layer reads too, both after a host
@@ -326,7 +338,7 @@ def _random_decoder(rng):
             bool(rng.integers(0, 2)), str(rng.choice(["int8", "uint8", "minifloat6", "int4"])))
 
 
-@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("n", ENGINES, ids=_engine_id)
 @pytest.mark.parametrize("seed", range(6))
 def test_random_decoders_on_the_engine(seed, n):
     """Seeded random strides, kernels, padding, output padding, scales, blocks, modes, channel counts (of the
@@ -339,7 +351,7 @@ def test_random_decoders_on_the_engine(seed, n):
     assert not compiled.host_layers, case
 
 
-@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("n", ENGINES, ids=_engine_id)
 def test_rearranging_chains(n):
     """DepthToSpace then Resize (both on the conv's STOREs), Resize then DepthToSpace (both too), and a
     DepthToSpace of a DepthToSpace (the second by an identity job: the first's channels are reordered)."""
@@ -366,7 +378,7 @@ def test_rearranging_chains(n):
     assert jobs.count("depthtospace") == 1 and "resize" not in jobs, jobs
 
 
-@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("n", ENGINES, ids=_engine_id)
 @pytest.mark.parametrize("group, stride, pads", [(2, (2, 2), (1, 0, 0, 1)), (6, (3, 3), (2, 2, 1, 1))])
 def test_grouped_conv_transpose_on_the_engine(group, stride, pads, n):
     """Groups (6: depthwise) as block-diagonal phase weights; the network's input read directly."""
