@@ -151,8 +151,8 @@ def _setting_refusal(ctx) -> str:
     """Why this program's setting keeps the product of two maps off the engine ('' if it does not): its identity
     tiles are square, its job reads one sample's maps, and its operand width is the build's one activation format."""
     c = ctx.config
-    if c.rows != c.cols:
-        return f"ALU MUL's identity tiles need a square array, not {c.rows}x{c.cols}"
+    if c.reduction_rows != c.cols:
+        return f"ALU MUL's identity tiles need a square array, not {c.reduction_rows}x{c.cols}"
     if ctx.batch > 1:
         return "a batched program (--batch) would need its job to read every sample's maps"
     if ctx.net.formats:
@@ -194,9 +194,9 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
     """The most map rows per tile that fit two tiles in the buffers and the instruction fields; a rough estimate
     of cycles (loads, the identity products, the ALU, the stores) and DRAM bytes."""
     c = config
-    if 4 * c.rows > c.weight_buffer_depth:
+    if 4 * c.reduction_rows > c.weight_buffer_depth:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its four weight tiles need "
-                          f"{4 * c.rows} weight lines, the buffer has {c.weight_buffer_depth}")
+                          f"{4 * c.reduction_rows} weight lines, the buffer has {c.weight_buffer_depth}")
     limit = min(_field_max(Opcode.COMPUTE, "out_h"), _field_max(Opcode.ALU, "x_size"),
                 _field_max(Opcode.ALU, "y_size"), _field_max(Opcode.STORE, "x_size"))
     best = 0
@@ -211,7 +211,7 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
                           f"{c.act_buffer_depth}, accumulators {c.acc_buffer_depth} lines)")
     tiles = ceil_div(job.height, best) * ceil_div(job.channels, c.cols)
     ga, xa, gacc, xacc = _lines(job, best)
-    per_tile = 2 * (gacc + xacc) + 2 * c.rows + c.cols + xacc + 2 * 8
+    per_tile = 2 * (gacc + xacc) + 2 * c.reduction_rows + c.cols + xacc + 2 * 8
     bus = c.dma_bits // 8
     traffic = tiles * ((ga + xa) * line_bytes(Buffer.ACT, c) + xacc * output_line_bytes(c))
     return MulPlan(best, cycles=tiles * max(per_tile, traffic // tiles // bus), dram_bytes=traffic)
@@ -224,9 +224,9 @@ def _weights(c: AcceleratorConfig, one: int) -> np.ndarray:
     minus = int(wf.quantize(-1.0))
     if float(wf.decode(minus)) != -1.0:
         raise LayoutError(f"the weight format {wf.name} cannot represent -1, which a mul's zero points need")
-    tiles = np.zeros((4, c.rows, c.cols), dtype=np.int64)
-    tiles[0][np.arange(c.rows), np.arange(c.cols)] = one
-    tiles[1][np.arange(c.rows), np.arange(c.cols)] = minus
+    tiles = np.zeros((4, c.reduction_rows, c.cols), dtype=np.int64)
+    tiles[0][np.arange(c.reduction_rows), np.arange(c.cols)] = one
+    tiles[1][np.arange(c.reduction_rows), np.arange(c.cols)] = minus
     tiles[2][0, :], tiles[3][0, :] = one, minus
     return tiles.reshape(-1, c.cols)
 
@@ -243,7 +243,7 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
     rp = b.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
     prologue = [("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                               x_size=blocks)),
-                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1, x_size=4 * c.rows))]
+                ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1, x_size=4 * c.reduction_rows))]
     if job.requant.table is not None:
         if not c.lut_buffer_depth:
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
@@ -271,7 +271,7 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
             loads.append(("LOAD", dict(buffer=Buffer.ACT, sram_addr=x_act,
                                        dram_addr=job.x.addr + (nb * h * w + r0 * w) * alb, y_size=rows, x_size=w,
                                        dram_stride=w * alb, pad_left=1, pad_value=job.x_zero)))
-            g_tiles = 2 * c.rows if job.across else 0          # a gate of one channel: into every lane
+            g_tiles = 2 * c.reduction_rows if job.across else 0          # a gate of one channel: into every lane
             for acc_addr, act_addr, out_h, out_w, pitch, zero, tile in (
                     (g_acc, g_act + 1, 1, gacc, 0, job.g_zero_units, g_tiles),
                     (x_acc, x_act + 1, rows, w, w + 1, job.x_zero_units, 0)):
@@ -279,7 +279,7 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
                                                  out_w=out_w, act_pitch=pitch, stride=1, dilation=1, kh=1, kw=1)))
                 if zero:           # every line of the region minus the zero point: its padding line times -1
                     computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1,
-                                                     weight_addr=tile + c.rows,
+                                                     weight_addr=tile + c.reduction_rows,
                                                      out_h=out_h * out_w, out_w=1, act_pitch=0, stride=1,
                                                      dilation=1, kh=1, kw=1, accumulate=1)))
             if job.one_line:

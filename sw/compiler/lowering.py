@@ -244,9 +244,9 @@ class Lowering:
     def _scatter_needs_a_square_array(self, layer: QuantLayer) -> None:
         """Scattered STOREs place whole output blocks of ``cols`` channels; a rectangular array's tensor lines hold
         ``tensor_lanes`` channels, spread over virtual blocks (:func:`spread`), which the scatters do not follow yet."""
-        if self.config.rows != self.config.cols:
+        if self.config.reduction_rows != self.config.cols:
             raise CompileError(f"layer {layer.name!r} ({layer.op}) scatters its output lines, which needs a square "
-                               f"array for now ({self.config.rows}x{self.config.cols}); use --cols {self.config.rows}")
+                               f"array for now ({self.config.reduction_rows}x{self.config.cols}); use --cols {self.config.reduction_rows}")
 
     def rearrange(self, layer: QuantLayer, scatter: Scatter, order: list[int] | None = None) -> None:
         """A layer that only moves its input's lines (nearest upsampling, DepthToSpace): the input's channels in
@@ -303,7 +303,7 @@ def _lanes(config: AcceleratorConfig, channels: int, side: int) -> np.ndarray:
 
 def spread_channels(config: AcceleratorConfig, cout: int) -> int:
     """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
-    if config.rows == config.cols:
+    if config.reduction_rows == config.cols:
         return cout
     m = tensor_lanes(config)
     return ceil_div(cout, m) * ceil_div(m, config.cols) * config.cols
@@ -314,20 +314,20 @@ def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tup
     of ``rows`` lanes and output channels over output blocks of ``cols`` columns), zero at lanes past
     :func:`~hw.spec.layout.tensor_lanes`. A square array's are its own."""
     c = config
-    if c.rows == c.cols:
+    if c.reduction_rows == c.cols:
         return channels, weights
     t, kh, kw, cin, cout = weights.shape
     m = tensor_lanes(c)
-    vin = ceil_div(channels, m) * ceil_div(m, c.rows) * c.rows
+    vin = ceil_div(channels, m) * ceil_div(m, c.reduction_rows) * c.reduction_rows
     out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
-    out[:, :, :, _lanes(c, cin, c.rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
+    out[:, :, :, _lanes(c, cin, c.reduction_rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
     return vin, out
 
 
 def spread_requant(config: AcceleratorConfig, q: Requant) -> Requant:
     """Post-processing of the virtual output channels: the real ones' at their columns, zeros at the others."""
     c = config
-    if c.rows == c.cols:
+    if c.reduction_rows == c.cols:
         return q
     cout = q.bias.size
     where = _lanes(c, cout, c.cols)
