@@ -1,12 +1,12 @@
 """The processing element of the weight-stationary array."""
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .lanes import act_lane, psum_lane
 from .multiplier import ExactMultiplier, MultiFormatMultiplier
-from .spec.formats import Format, get_format, product_of, signed_width
+from .spec.formats import Format, IntFormat, get_format, product_of, signed_width
 from .spec.microarchitecture import PE_LATENCY
 
 __all__ = ["ProcessingElement", "PE_LATENCY"]
@@ -45,6 +45,8 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, weight_format, act_format, psum_bits: int, values: int = 1):
+        if not isinstance(values, int) or isinstance(values, bool) or values < 1:
+            raise ValueError(f"Codes per lane must be a positive integer, not {values!r}")
         multi = isinstance(weight_format, (tuple, list)) or isinstance(act_format, (tuple, list))
         if multi:
             # A multi-format PE: tuples of formats, selected per activation by the indices its lane carries.
@@ -61,12 +63,17 @@ class ProcessingElement(wiring.Component):
             self._weights, self._acts = get_format(weight_format), get_format(act_format)
             needed = product_of(self._weights, self._acts).fixed_bits
             w_bits, a_lane = self._weights.bits, act_lane(self._acts.bits * values)
-        if not isinstance(values, int) or isinstance(values, bool) or values < 1 or (multi and values != 1):
-            raise ValueError(f"Codes per lane must be a positive integer (1 in a multi-format PE), not {values!r}")
+        if values > 1 and (multi or not isinstance(self._weights, IntFormat) or not isinstance(self._acts, IntFormat)):
+            raise ValueError(f"Only a single-format PE of two integer formats packs codes: values must be 1, not "
+                             f"{values!r}")
         self._values = values
+        if values > 1:
+            p = product_of(self._weights, self._acts)
+            needed = signed_width(values * p.fixed_min, values * p.fixed_max)
         if not isinstance(psum_bits, int) or isinstance(psum_bits, bool) or psum_bits < needed:
             raise ValueError(f"Partial sum width must be an integer of at least {needed} "
-                             f"(one {self._weights.name} x {self._acts.name} product), not {psum_bits!r}")
+                             f"({'one' if values == 1 else values} {self._weights.name} x {self._acts.name} "
+                             f"product{'s' if values > 1 else ''}), not {psum_bits!r}")
         self._psum_bits = psum_bits
         super().__init__({
             "en": In(1),
@@ -124,8 +131,8 @@ class ProcessingElement(wiring.Component):
         return m
 
     def _elaborate_packed(self, m: Module) -> Module:
-        """The same three steps for ``values`` codes per lane: one multiplier per code, the products summed into
-        the partial sum together."""
+        """The same three steps for ``values`` integer codes per lane: one multiplier per code, and the products'
+        sum (integers: no shift) registered in the second step, so the third is the one addition it always was."""
         n, bits = self._values, self._acts.bits
         banks = [[Signal(len(self.w_in), name=f"weight_bank{b}_{k}") for k in range(n)] for b in range(2)]
         for b, bank in enumerate(banks):
@@ -134,31 +141,22 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += bank[n - 1].eq(self.w_in)
         m.d.comb += self.w_out.eq(Mux(self.w_bank, banks[1][0], banks[0][0]))
 
-        terms, nonfinite = [], []
+        p = product_of(self._weights, self._acts)
+        products = Signal(signed(signed_width(n * p.fixed_min, n * p.fixed_max)))
+        total = 0
         for k in range(n):
             m.submodules[f"multiplier{k}"] = multiplier = ExactMultiplier(self._acts, self._weights)
             a_code, w_code = Signal(bits, name=f"a_code{k}"), Signal(len(self.w_in), name=f"w_code{k}")
             m.d.comb += [multiplier.a.eq(a_code), multiplier.b.eq(w_code)]
-            significands = Signal.like(multiplier.significands, name=f"significands{k}")
-            shift = Signal.like(multiplier.shift, name=f"shift{k}")
-            product_nonfinite = Signal(name=f"product_nonfinite{k}")
             with m.If(self.en):
-                m.d.sync += [
-                    a_code.eq(self.a_in.code[k * bits:(k + 1) * bits]),
-                    w_code.eq(Mux(self.a_in.bank, banks[1][k], banks[0][k])),
-                    significands.eq(multiplier.significands),
-                    shift.eq(multiplier.shift),
-                    product_nonfinite.eq(multiplier.nonfinite),
-                ]
-            terms.append(significands << shift)
-            nonfinite.append(product_nonfinite)
-        total = self.psum_in.value
-        for term in terms:
-            total = total + term
+                m.d.sync += [a_code.eq(self.a_in.code[k * bits:(k + 1) * bits]),
+                             w_code.eq(Mux(self.a_in.bank, banks[1][k], banks[0][k]))]
+            total = total + multiplier.significands
         with m.If(self.en):
             m.d.sync += [
                 self.a_out.eq(self.a_in),
-                self.psum_out.value.eq(total),
-                self.psum_out.nonfinite.eq(self.psum_in.nonfinite | Cat(*nonfinite).any()),
+                products.eq(total),
+                self.psum_out.value.eq(self.psum_in.value + products),
+                self.psum_out.nonfinite.eq(self.psum_in.nonfinite),       # integers have no NaN or Inf
             ]
         return m
