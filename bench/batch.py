@@ -60,7 +60,7 @@ def measure(name: str, model: Path, samples: np.ndarray, inputs: np.ndarray, con
     golden = run_codes(compiled, codes, "golden").codes
     emulated = run_codes(compiled, codes, "emulator", cycles=True)
     cycles = int(emulated.cycles[0])
-    pes = config.rows * config.cols
+    pes = config.peak_macs_per_cycle          # MACs a cycle: PEs times the codes each packs
     linear = [(e["macs"], c) for e, c in zip(compiled.layers, emulated.layer_cycles[0]) if e["op"] == "linear"]
     record = {"network": name, "shape": f"{config.rows}x{config.cols}", "format": config.weights.name,
               "batch": batch, "cycles_per_run": cycles, "cycles_per_sample": round(cycles / batch, 1),

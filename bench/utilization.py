@@ -53,7 +53,7 @@ def cases(rows: int, cols: int, dma_bits: int, size: str):
 def record(case, config, program, cycles, source):
     return {"case": case, "rows": config.rows, "cols": config.cols, "dma_bits": config.dma_bits,
             "format": f"{config.weights.name}x{config.acts.name}", "macs": program.useful_macs, "cycles": cycles,
-            "utilization": program.useful_macs / (cycles * config.rows * config.cols), "source": source}
+            "utilization": program.useful_macs / (cycles * config.peak_macs_per_cycle), "source": source}
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,8 @@ without ``--no-synth``), whose totals are reported beside it where they exist. T
   operand codes, the registered significand product and shift, and the partial sum; a significand multiplier of
   ``a x w`` AND gates and ``(a - 1) x w`` full adders; a barrel shifter of the product into fixed point
   (``fixed_bits x shift_bits`` multiplexers); a ``psum_bits`` adder; the bank multiplexer (``w`` multiplexers).
+  A packed PE (``values_per_lane`` codes a lane) has that many codes, weights, multipliers and adders, and one
+  register for the products' sum.
 - **Post-processing** (one lane per column): a bias adder and rounding adder of ``acc_bits``, an
   ``acc_bits x 32`` multiplier for the rescale, a ``POSTPROCESS_LATENCY``-stage pipeline of ``acc_bits + 32``
   flip-flops, and an output conversion of ``4 x output bits`` multiplexers.
@@ -64,18 +66,19 @@ def buffers(config: AcceleratorConfig) -> dict:
 
 
 def _pe(config: AcceleratorConfig) -> float:
-    """NAND2 equivalents of one PE."""
+    """NAND2 equivalents of one PE (a packed PE: ``values_per_lane`` codes, weights and multipliers, their products'
+    sum in one register, one more adder per extra product)."""
     if config.multi_format:
         return _multi_format_pe(config)
-    a, w = config.acts, config.weights
+    a, w, n = config.acts, config.weights, config.values_per_lane
     product = product_of(a, w)
     sa, sw = a.significand_bits, w.significand_bits
-    flops = a.bits + 2 * w.bits + (a.bits + w.bits) + product.significand_bits \
-        + a.shift_bits + w.shift_bits + config.psum_bits
+    flops = n * (a.bits + 2 * w.bits + (a.bits + w.bits) + a.shift_bits + w.shift_bits) \
+        + product.significand_bits + (n - 1).bit_length() + config.psum_bits
     multiplier = sa * sw * _AND + max(sa - 1, 0) * sw * _FA
     shift = (a.shift_bits + w.shift_bits)
     shifter = product.fixed_bits * shift * _MUX
-    return flops * _FF + multiplier + shifter + config.psum_bits * _FA + w.bits * _MUX
+    return flops * _FF + n * (multiplier + shifter + config.psum_bits * _FA + w.bits * _MUX)
 
 
 def _multi_format_pe(config: AcceleratorConfig) -> float:

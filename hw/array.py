@@ -14,12 +14,14 @@ __all__ = ["SystolicArray"]
 
 
 class SystolicArray(wiring.Component):
-    """``psums = acts @ W`` for one weight tile ``W`` (rows x cols) per batch of activation vectors.
+    """``psums = acts @ W`` for one weight tile ``W`` (reduction_rows x cols) per batch of activation vectors.
+
+    ``rows`` PE rows of ``values_per_lane`` reduction rows each (a packed int4 PE multiplies two codes per cycle).
 
     Streams:
 
-    - ``weights``: a weight tile is ``rows`` consecutive beats, row 0 first, one code per column.
-    - ``acts``: one activation vector (one code per row) per beat; ``last`` marks the final vector of
+    - ``weights``: a weight tile is ``reduction_rows`` consecutive beats, row 0 first, one code per column.
+    - ``acts``: one activation vector (one code per reduction row) per beat; ``last`` marks the final vector of
       the batch that uses the current tile, after which the next loaded tile takes over.
     - ``psums``: one vector of exact partial sums (one per column) per activation vector, in order,
       :attr:`latency` cycles after it (``array_latency`` of ``hw/spec/microarchitecture.py``).
@@ -38,7 +40,7 @@ class SystolicArray(wiring.Component):
         self._config = config
         self._stalls = bool(stalls)
         c = config
-        acts = {"codes": data.ArrayLayout(unsigned(c.act_slot_bits), c.rows), "last": unsigned(1)}
+        acts = {"codes": data.ArrayLayout(unsigned(c.act_slot_bits), c.reduction_rows), "last": unsigned(1)}
         if c.multi_format:
             # The formats of the batch's weights and activations (indices into the set) travel with every vector.
             acts.update(weight_format=unsigned(self._select_bits), act_format=unsigned(self._select_bits))
@@ -61,7 +63,7 @@ class SystolicArray(wiring.Component):
 
     def _lane(self):
         c = self._config
-        return act_lane(c.act_slot_bits, self._select_bits) if c.multi_format else act_lane(c.acts)
+        return act_lane(c.act_slot_bits, self._select_bits) if c.multi_format else act_lane(c.acts.bits * c.values_per_lane)
 
     @property
     def latency(self) -> int:
@@ -92,13 +94,14 @@ class SystolicArray(wiring.Component):
         full = Array(Signal(name=f"bank{i}_full") for i in range(2))
         draining = Array(Signal(range(drain_advances + 1), name=f"bank{i}_drain") for i in range(2))
         load_bank = Signal()
-        load_row = Signal(range(rows))
+        tile_lines = self._config.reduction_rows          # a weight tile: values_per_lane lines per PE row
+        load_row = Signal(range(tile_lines))
         compute_bank = Signal()
 
         m.d.comb += self.weights.ready.eq(~full[load_bank] & (draining[load_bank] == 0))
         load = self.weights.valid & self.weights.ready
         with m.If(load):
-            with m.If(load_row == rows - 1):
+            with m.If(load_row == tile_lines - 1):
                 m.d.sync += [full[load_bank].eq(1), load_bank.eq(~load_bank), load_row.eq(0)]
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
@@ -119,7 +122,7 @@ class SystolicArray(wiring.Component):
         # --- the PE grid -------------------------------------------------------------------------
         c = self._config
         formats = (c.weight_formats, c.act_formats) if c.multi_format else (c.weights, c.acts)
-        pes = [[ProcessingElement(*formats, c.psum_bits) for _ in range(cols)] for _ in range(rows)]
+        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane) for _ in range(cols)] for _ in range(rows)]
         for r in range(rows):
             for col in range(cols):
                 pe = pes[r][col]
@@ -135,9 +138,13 @@ class SystolicArray(wiring.Component):
                     m.d.comb += pe.w_in.eq(self.weights.payload[col])
 
         # --- input register and skew: row r enters 1 + r advances late; a bubble is code 0, zero in every format
+        # (a packed lane: PE row r takes reduction rows r*n .. r*n + n - 1, n = values_per_lane, side by side)
+        codes = self.acts.payload.codes.as_value()
+        lane_bits = c.act_slot_bits * c.values_per_lane
         for r in range(rows):
             lane = Signal(self._lane(), name=f"act_row{r}")
-            m.d.comb += [lane.code.eq(Mux(accept, self.acts.payload.codes[r], 0)), lane.bank.eq(compute_bank)]
+            m.d.comb += [lane.code.eq(Mux(accept, codes[r * lane_bits:(r + 1) * lane_bits], 0)),
+                         lane.bank.eq(compute_bank)]
             if c.multi_format:
                 m.d.comb += [lane.weight_format.eq(self.acts.payload.weight_format),
                              lane.act_format.eq(self.acts.payload.act_format)]

@@ -103,6 +103,7 @@ def _markdown(report: dict) -> str:
         "",
         "| quantity | value |", "|---|---|",
         f"| peak MACs per cycle | {d['peak_macs_per_cycle']} |",
+        f"| codes per PE lane (reduction rows) | {d['values_per_lane']} ({d['reduction_rows']}) |",
         f"| product | {d['product']['significand_bits']}-bit significand x 2^[{d['product']['min_exponent']}, "
         f"{d['product']['max_exponent']}], {d['product']['fixed_bits']}-bit fixed point |",
         f"| partial sum width in the array | {d['psum_bits']} bits |",
@@ -359,6 +360,8 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
             "config_hash": config.hash,
             "derived": {
                 "peak_macs_per_cycle": config.peak_macs_per_cycle,
+                "values_per_lane": config.values_per_lane,
+                "reduction_rows": config.reduction_rows,
                 "product": {"significand_bits": product.significand_bits, "min_exponent": product.min_exponent,
                             "max_exponent": product.max_exponent, "fixed_bits": product.fixed_bits},
                 "psum_bits": config.psum_bits,

@@ -91,7 +91,7 @@ class ComputeEngine(wiring.Component):
         acc_shape = acc_line_layout(c)
         super().__init__({
             "control": In(engine_control_signature()),
-            "act": read_port(c.act_buffer_depth, unsigned(c.rows * c.act_slot_bits)),
+            "act": read_port(c.act_buffer_depth, unsigned(c.reduction_rows * c.act_slot_bits)),
             "weight": read_port(c.weight_buffer_depth, unsigned(c.cols * c.weight_slot_bits)),
             "acc_a": read_port(c.acc_buffer_depth, acc_shape),
             "acc_b": read_port(c.acc_buffer_depth, acc_shape),
@@ -102,7 +102,7 @@ class ComputeEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         c = self._config
-        rows, cols = c.rows, c.cols
+        rows, cols = c.reduction_rows, c.cols          # lines of a weight tile, codes of an activation line
         seq = Sequencer(m, self.control, defer_push_next=True)
         opcode = seq.word[:HEADER[0].bits]
         comp = data.View(layout_of(KINDS[Opcode.COMPUTE]), seq.word)

@@ -114,7 +114,7 @@ class InstructionDecoder(wiring.Component):
             act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
                               p.product(minus_one("kh"), dil_step), p.product(minus_one("out_w"), field("stride")),
                               p.product(minus_one("kw"), field("dilation"))])
-            weight_end = p.sum([field("weight_addr"), p.times(p.product(field("kh"), field("kw")), c.rows)])
+            weight_end = p.sum([field("weight_addr"), p.times(p.product(field("kh"), field("kw")), c.reduction_rows)])
             acc_end = p.sum([field("acc_addr"), p.product(field("out_h"), field("out_w"))])
             sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
                            | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)

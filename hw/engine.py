@@ -177,7 +177,7 @@ class InferenceEngine(wiring.Component):
                 with m.If(engine.control.waiting):
                     m.d.sync += counters[f"stall_{name}"].eq(counters[f"stall_{name}"] + 1)
             with m.If(compute.mac_vectors):
-                m.d.sync += macs.eq(macs + c.rows * c.cols)
+                m.d.sync += macs.eq(macs + c.reduction_rows * c.cols)
         m.d.comb += store.clear.eq(start)
 
         # --- fetch, decode, dispatch -------------------------------------------------------------------------

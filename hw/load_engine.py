@@ -94,7 +94,7 @@ class LoadEngine(wiring.Component):
         data_dest = Signal(range(depth))        # data walk: sram_addr + (pad_top + row) * width + pad_left + col
         line_data = Signal(max(beats_of.values()) * c.dma_bits)
         write = Signal()
-        pad_line = Cat(load.pad_value[:c.act_slot_bits] for _ in range(c.rows))
+        pad_line = Cat(load.pad_value[:c.act_slot_bits] for _ in range(c.reduction_rows))
         ports = {Buffer.ACT: self.act, Buffer.WEIGHT: self.weight, Buffer.PARAM: self.param, Buffer.LUT: self.lut}
         for buffer, port in ports.items():
             m.d.comb += [port.addr.eq(dest), port.data.eq(line_data), port.en.eq(write & (load.buffer == buffer))]

@@ -1,12 +1,12 @@
 """The processing element of the weight-stationary array."""
 
-from amaranth.hdl import Array, Module, Signal, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .lanes import act_lane, psum_lane
 from .multiplier import ExactMultiplier, MultiFormatMultiplier
-from .spec.formats import Format, get_format, product_of, signed_width
+from .spec.formats import Format, IntFormat, get_format, product_of, signed_width
 from .spec.microarchitecture import PE_LATENCY
 
 __all__ = ["ProcessingElement", "PE_LATENCY"]
@@ -37,9 +37,16 @@ class ProcessingElement(wiring.Component):
     next tile's weights shift into the other through ``w_in``/``w_out`` (a chain running up the column)
     whenever ``w_shift`` is high, independent of ``en``. The bank an activation uses travels with it, so
     a tile boundary sweeps across the array in step with the data.
+
+    With ``values`` > 1 (a packed lane, :attr:`~hw.spec.config.AcceleratorConfig.values_per_lane`) ``a_in.code``
+    holds ``values`` codes, code ``k`` at bits ``k*bits``; each bank holds ``values`` weights, a chain of its own
+    (``w_in`` enters at weight ``values - 1``, weight 0 leaves on ``w_out``); and the PE adds all ``values``
+    products ``code[k] * weight[k]`` to ``psum_in`` in the same cycle: one PE row is ``values`` reduction rows.
     """
 
-    def __init__(self, weight_format, act_format, psum_bits: int):
+    def __init__(self, weight_format, act_format, psum_bits: int, values: int = 1):
+        if not isinstance(values, int) or isinstance(values, bool) or values < 1:
+            raise ValueError(f"Codes per lane must be a positive integer, not {values!r}")
         multi = isinstance(weight_format, (tuple, list)) or isinstance(act_format, (tuple, list))
         if multi:
             # A multi-format PE: tuples of formats, selected per activation by the indices its lane carries.
@@ -55,10 +62,18 @@ class ProcessingElement(wiring.Component):
             self._weight_set = self._act_set = None
             self._weights, self._acts = get_format(weight_format), get_format(act_format)
             needed = product_of(self._weights, self._acts).fixed_bits
-            w_bits, a_lane = self._weights.bits, act_lane(self._acts)
+            w_bits, a_lane = self._weights.bits, act_lane(self._acts.bits * values)
+        if values > 1 and (multi or not isinstance(self._weights, IntFormat) or not isinstance(self._acts, IntFormat)):
+            raise ValueError(f"Only a single-format PE of two integer formats packs codes: values must be 1, not "
+                             f"{values!r}")
+        self._values = values
+        if values > 1:
+            p = product_of(self._weights, self._acts)
+            needed = signed_width(values * p.fixed_min, values * p.fixed_max)
         if not isinstance(psum_bits, int) or isinstance(psum_bits, bool) or psum_bits < needed:
             raise ValueError(f"Partial sum width must be an integer of at least {needed} "
-                             f"(one {self._weights.name} x {self._acts.name} product), not {psum_bits!r}")
+                             f"({'one' if values == 1 else values} {self._weights.name} x {self._acts.name} "
+                             f"product{'s' if values > 1 else ''}), not {psum_bits!r}")
         self._psum_bits = psum_bits
         super().__init__({
             "en": In(1),
@@ -79,6 +94,8 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
+        if self._values > 1:
+            return self._elaborate_packed(m)
         banks = Array(Signal(len(self.w_in), name=f"weight_bank{i}") for i in range(2))
         with m.If(self.w_shift):
             m.d.sync += banks[self.w_bank].eq(self.w_in)
@@ -110,5 +127,36 @@ class ProcessingElement(wiring.Component):
                 product_nonfinite.eq(multiplier.nonfinite),
                 self.psum_out.value.eq(self.psum_in.value + (significands << shift)),
                 self.psum_out.nonfinite.eq(self.psum_in.nonfinite | product_nonfinite),
+            ]
+        return m
+
+    def _elaborate_packed(self, m: Module) -> Module:
+        """The same three steps for ``values`` integer codes per lane: one multiplier per code, and the products'
+        sum (integers: no shift) registered in the second step, so the third is the one addition it always was."""
+        n, bits = self._values, self._acts.bits
+        banks = [[Signal(len(self.w_in), name=f"weight_bank{b}_{k}") for k in range(n)] for b in range(2)]
+        for b, bank in enumerate(banks):
+            with m.If(self.w_shift & (self.w_bank == b)):
+                m.d.sync += [bank[k].eq(bank[k + 1]) for k in range(n - 1)]
+                m.d.sync += bank[n - 1].eq(self.w_in)
+        m.d.comb += self.w_out.eq(Mux(self.w_bank, banks[1][0], banks[0][0]))
+
+        p = product_of(self._weights, self._acts)
+        products = Signal(signed(signed_width(n * p.fixed_min, n * p.fixed_max)))
+        total = 0
+        for k in range(n):
+            m.submodules[f"multiplier{k}"] = multiplier = ExactMultiplier(self._acts, self._weights)
+            a_code, w_code = Signal(bits, name=f"a_code{k}"), Signal(len(self.w_in), name=f"w_code{k}")
+            m.d.comb += [multiplier.a.eq(a_code), multiplier.b.eq(w_code)]
+            with m.If(self.en):
+                m.d.sync += [a_code.eq(self.a_in.code[k * bits:(k + 1) * bits]),
+                             w_code.eq(Mux(self.a_in.bank, banks[1][k], banks[0][k]))]
+            total = total + multiplier.significands
+        with m.If(self.en):
+            m.d.sync += [
+                self.a_out.eq(self.a_in),
+                products.eq(total),
+                self.psum_out.value.eq(self.psum_in.value + products),
+                self.psum_out.nonfinite.eq(self.psum_in.nonfinite),       # integers have no NaN or Inf
             ]
         return m

@@ -69,8 +69,8 @@ def random_tiles(config: AcceleratorConfig, count: int, rng: np.random.Generator
     for i in range(count):
         mode = modes[i % len(modes)]
         m = int(rng.integers(batch[0], batch[1] + 1))
-        tiles.append(Tile(random_codes(config.weights, (config.rows, config.cols), rng, mode),
-                          random_codes(config.acts, (m, config.rows), rng, mode)))
+        tiles.append(Tile(random_codes(config.weights, (config.reduction_rows, config.cols), rng, mode),
+                          random_codes(config.acts, (m, config.reduction_rows), rng, mode)))
     return tiles
 
 
@@ -81,7 +81,7 @@ def run_tiles(config: AcceleratorConfig, tiles: list[Tile], work_dir: Path, *, t
     act_last = np.concatenate([np.arange(len(t.acts)) == len(t.acts) - 1 for t in tiles])
     np.savez(
         work_dir / "stimulus.npz",
-        rows=config.rows, cols=config.cols, w_bits=config.weights.bits, a_bits=config.acts.bits,
+        rows=config.reduction_rows, cols=config.cols, w_bits=config.weights.bits, a_bits=config.acts.bits,
         psum_bits=config.psum_bits, seed=seed,
         weight_rows=np.concatenate([t.weights for t in tiles]), act_vectors=np.concatenate([t.acts for t in tiles]),
         act_last=act_last, gap_weights=traffic.gap_weights, gap_acts=traffic.gap_acts,
@@ -134,10 +134,10 @@ def check_long_reduction(config: AcceleratorConfig, acts: np.ndarray, weights: n
     """``acts @ weights`` with K a multiple of ``rows``: K/rows tiles whose exact partial sums must add up to
     the golden model's single exact sum over all K (the accumulator buffer will do this addition in RTL)."""
     k = weights.shape[0]
-    if k % config.rows or weights.shape[1] != config.cols or acts.shape[1] != k:
+    if k % config.reduction_rows or weights.shape[1] != config.cols or acts.shape[1] != k:
         raise ValueError("K must be a multiple of rows and N must equal cols")
-    chunks = range(0, k, config.rows)
-    tiles = [Tile(weights[s:s + config.rows], acts[:, s:s + config.rows]) for s in chunks]
+    chunks = range(0, k, config.reduction_rows)
+    tiles = [Tile(weights[s:s + config.reduction_rows], acts[:, s:s + config.reduction_rows]) for s in chunks]
     run = run_tiles(config, tiles, work_dir, traffic=traffic, seed=seed)
     m = acts.shape[0]
     total = sum(run.value[i * m:(i + 1) * m] for i in range(len(tiles)))

@@ -101,7 +101,7 @@ def _measure(compiled, config: AcceleratorConfig, x: np.ndarray, labels: np.ndar
     emulator_seconds = time.perf_counter() - started
     mismatches = int((golden.codes != emulated.codes).reshape(len(x), -1).any(axis=1).sum())
     logits = net.tensors[net.output].dequantize(emulated.codes)
-    peak = config.rows * config.cols
+    peak = config.reduction_rows * config.cols
     cycles = int(np.max(emulated.cycles))
     layer_cycles = np.max(np.asarray(emulated.layer_cycles), axis=0)
     layers = [{"name": e["name"], "op": e["op"], "fused": e["fused"], "cycles": int(c), "macs": e["macs"],

@@ -103,7 +103,7 @@ class AcceleratorConfig:
             object.__setattr__(self, name, fmt.name)
             formats.append(fmt)
         object.__setattr__(self, "_formats", tuple(formats))
-        _check_int("max_reduction", self.max_reduction, self.rows, 1 << 24)
+        _check_int("max_reduction", self.max_reduction, self.reduction_rows, 1 << 24)
         needed = self._exact_bits(self.max_reduction)
         if self.acc_bits is None:
             object.__setattr__(self, "acc_bits", needed)
@@ -182,6 +182,23 @@ class AcceleratorConfig:
         return tuple(get_format(f) for f in self.formats) if self.formats else (self.acts,)
 
     @property
+    def values_per_lane(self) -> int:
+        """Codes one PE multiplies per cycle, each with its own weight, summing the products: the formats'
+        :attr:`~hw.spec.formats.Format.values_per_lane` (2 for an int4 x int4 build) when weights and activations
+        both pack and the packed array is no taller than it is wide (``rows * values <= cols``: an 8x16 int4
+        engine reduces over 16 rows like a 16x16 one, on half the PEs), else 1. A taller packed array would load
+        each weight tile in ``rows * values`` cycles and hold only ``cols`` channels per tensor line, slower than
+        not packing; a multi-format build packs none (its layers would need a reduction depth per format)."""
+        values = 1 if self.multi_format else min(self.weights.values_per_lane, self.acts.values_per_lane)
+        return values if self.rows * values <= self.cols else 1
+
+    @property
+    def reduction_rows(self) -> int:
+        """The array's reduction depth: codes in an activation line, lines in a weight tile, products summed into
+        a partial sum. ``rows * values_per_lane``: the PE rows times the codes each PE multiplies per cycle."""
+        return self.rows * self.values_per_lane
+
+    @property
     def weight_slot_bits(self) -> int:
         """Bits of one weight code in a buffer line and in memory: the widest weight format (a narrower code sits
         in the slot's low bits; the bits above it are ignored)."""
@@ -213,8 +230,8 @@ class AcceleratorConfig:
 
     @property
     def psum_bits(self) -> int:
-        """Width of the partial sums inside the array: exact for a column of ``rows`` products."""
-        return self._exact_bits(self.rows)
+        """Width of the partial sums inside the array: exact for a column of ``reduction_rows`` products."""
+        return self._exact_bits(self.reduction_rows)
 
     @property
     def lut_entries(self) -> int:
@@ -235,7 +252,7 @@ class AcceleratorConfig:
 
     @property
     def peak_macs_per_cycle(self) -> int:
-        return self.rows * self.cols
+        return self.reduction_rows * self.cols
 
     # --- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 
 __all__ = [
     "FormatError", "Specials", "IntFormat", "Minifloat", "Format", "ExactProduct",
-    "get_format", "format_names", "product_of", "accumulator_bits", "signed_width",
+    "get_format", "format_names", "product_of", "accumulator_bits", "signed_width", "LANE_BITS", "PACKED_INT_BITS",
 ]
 
 
@@ -35,6 +35,12 @@ __all__ = [
 #: configuration allows; wider exponents (e6 and up) would need accumulators of hundreds of bits.
 MAX_EXP_BITS = 5
 MAX_MAN_BITS = 10
+
+#: Bits of one lane of the processing element's datapath: an integer format of at most :data:`PACKED_INT_BITS` bits
+#: packs ``LANE_BITS // PACKED_INT_BITS`` codes into one lane (two int4 per 8-bit lane), and a PE of such a build
+#: multiplies every code of its lane by its own weight and adds all the products in the same cycle.
+LANE_BITS = 8
+PACKED_INT_BITS = 4
 
 
 class FormatError(ValueError):
@@ -159,6 +165,15 @@ class _Format:
         c = self._check_codes(codes)
         sig, shift, finite = self._exact_table
         return sig[c], shift[c], finite[c]
+
+    @property
+    def values_per_lane(self) -> int:
+        """Codes of this format one PE lane carries and multiplies per cycle: ``LANE_BITS // PACKED_INT_BITS`` for
+        an integer of at most :data:`PACKED_INT_BITS` bits (its products are narrow, so two cost about one int8
+        product), else 1."""
+        if isinstance(self, IntFormat) and self.bits <= PACKED_INT_BITS:
+            return LANE_BITS // PACKED_INT_BITS
+        return 1
 
     @property
     def product(self) -> ExactProduct:

@@ -57,9 +57,10 @@ class Queue(enum.Enum):
 class Buffer(enum.IntEnum):
     """On-chip buffers a LOAD fills. Every buffer is addressed in lines."""
 
-    #: Activation scratchpad: a line is one code per array row.
+    #: Activation scratchpad: a line is one code per reduction row (``config.reduction_rows``: an array row, or two
+    #: in a packed int4 build).
     ACT = 0
-    #: Weight buffer: a line is one code per array column; a tile is ``rows`` consecutive lines.
+    #: Weight buffer: a line is one code per array column; a tile is ``reduction_rows`` consecutive lines.
     WEIGHT = 1
     #: Post-processing parameters: a line is one 16-byte entry per array column (bias, multiplier, shift).
     PARAM = 2
@@ -203,7 +204,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
     Kind(Opcode.COMPUTE, Queue.COMPUTE,
          "Multiply-accumulate activation lines by weight tiles into accumulator lines: a convolution over a "
          "kernel window by address generation. For ky < kh, kx < kw (tile t = ky*kw + kx at weight lines "
-         "`weight_addr + t*rows`), for oy < out_h, ox < out_w: "
+         "`weight_addr + t*reduction_rows`: the PE rows, twice that in a packed int4 build), for oy < out_h, "
+         "ox < out_w: "
          "`acc[acc_addr + oy*out_w + ox] (+)= act[act_addr + (oy*stride + ky*dilation)*act_pitch + ox*stride + "
          "kx*dilation] @ W_t`. The first kernel position overwrites unless `accumulate` is set; later ones "
          "always accumulate. A GEMM is kh = kw = 1, out_h = 1, out_w = M. Weights are codes of format "

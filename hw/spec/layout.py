@@ -1,6 +1,6 @@
 """How buffer lines sit in external memory: the one definition the DMA, the emulator and the compiler share.
 
-A line is a row of codes (one per array row for ACT, one per array column for WEIGHT and outputs), packed
+A line is a row of codes (one per reduction row, ``config.reduction_rows``, for ACT, one per array column for WEIGHT and outputs), packed
 densely little-endian (code i at bits ``i*bits .. (i+1)*bits - 1``) and padded with zero bits to a whole
 number of bus beats, so that every line starts on a beat and the DMA only ever moves whole beats.
 A PARAM line holds one 16-byte entry per column: bias (int64, accumulator units), multiplier (int32),
@@ -38,7 +38,7 @@ def line_codes(buffer: Buffer, config: AcceleratorConfig) -> tuple[int, int]:
         raise ValueError(f"Unknown buffer {buffer!r}; buffers are "
                          f"{', '.join(f'{int(b)} {b.name}' for b in Buffer)}") from None
     if buffer is Buffer.ACT:
-        return config.rows, config.act_slot_bits
+        return config.reduction_rows, config.act_slot_bits
     if buffer is Buffer.WEIGHT:
         return config.cols, config.weight_slot_bits
     if buffer is Buffer.PARAM:
@@ -77,9 +77,9 @@ def tensor_lanes(config: AcceleratorConfig) -> int:
     blocks). Otherwise ``min(rows, cols)``, the lanes both an output line (``cols`` codes) and an activation line
     (``rows`` codes) reach from the line's first bit; the longer side's other lanes are don't-care (written by a
     STORE, zero-weighted by the COMPUTE that reads them). A square array's is its side."""
-    small, large = sorted((config.rows, config.cols))
+    small, large = sorted((config.reduction_rows, config.cols))
     if (large % small == 0 and small * config.act_slot_bits % config.dma_bits == 0
-            and (config.rows <= config.cols or config.param_buffer_depth // 2 >= large // small)):
+            and (config.reduction_rows <= config.cols or config.param_buffer_depth // 2 >= large // small)):
         return large
     return small
 
@@ -88,7 +88,7 @@ def tensor_sublines(config: AcceleratorConfig) -> tuple[int, int]:
     """(activation lines, output lines) that share one line of a tensor, one after the other: (k, 1) or (1, k)
     where :func:`tensor_lanes` is dense, else (1, 1)."""
     m = tensor_lanes(config)
-    return -(-m // config.rows), -(-m // config.cols)
+    return -(-m // config.reduction_rows), -(-m // config.cols)
 
 
 def tensor_line_bytes(config: AcceleratorConfig) -> int:

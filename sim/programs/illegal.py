@@ -207,7 +207,7 @@ class _Faults:
                 f["act_addr"] = c.act_buffer_depth - last + int(rng.integers(0, 3))
             elif what == "compute_weight":
                 f.update(kh=int(rng.integers(1, 4)), kw=int(rng.integers(1, 4)))
-                f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * c.rows + int(rng.integers(1, 4)), 0)
+                f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * c.reduction_rows + int(rng.integers(1, 4)), 0)
             else:
                 f["acc_addr"] = c.acc_buffer_depth - f["out_h"] * f["out_w"] + int(rng.integers(1, 4))
             return encode(Opcode.COMPUTE, **f), f"COMPUTE past the {what.split('_')[1]} buffer"

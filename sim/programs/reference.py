@@ -78,12 +78,12 @@ class _Reference:
                 sy, sx = y - f["pad_top"], x - f["pad_left"]
                 if not (0 <= sy < f["y_size"] and 0 <= sx < f["x_size"]):
                     assert buffer is Buffer.ACT, "only activation loads have padding"
-                    self.act[line] = [f["pad_value"]] * c.rows
+                    self.act[line] = [f["pad_value"]] * c.reduction_rows
                     continue
                 at = f["dram_addr"] + sy * f["dram_stride"] + sx * nbytes
                 data = bytes(self.dram[at:at + nbytes])
                 if buffer is Buffer.ACT:
-                    self.act[line] = _unpack(data, c.rows, c.act_slot_bits)
+                    self.act[line] = _unpack(data, c.reduction_rows, c.act_slot_bits)
                 elif buffer is Buffer.WEIGHT:
                     self.weight[line] = _unpack(data, c.cols, c.weight_slot_bits)
                 elif buffer is Buffer.LUT:
@@ -98,8 +98,8 @@ class _Reference:
         shift = c.pair_shift(wf, af)
         for ky in range(f["kh"]):
             for kx in range(f["kw"]):
-                tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.rows
-                w = np.array([self.weight[tile + r] for r in range(c.rows)], dtype=np.int64) % (1 << wf.bits)
+                tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.reduction_rows
+                w = np.array([self.weight[tile + r] for r in range(c.reduction_rows)], dtype=np.int64) % (1 << wf.bits)
                 lines, vectors = [], []
                 for oy in range(f["out_h"]):
                     for ox in range(f["out_w"]):
@@ -117,7 +117,7 @@ class _Reference:
                         value = [a + b for a, b in zip(old, value)]
                         flags = [a or b for a, b in zip(old_flags, flags)]
                     self.acc[line] = ([self.wrap(v) for v in value], flags)
-                self.macs += len(lines) * c.rows * c.cols
+                self.macs += len(lines) * c.reduction_rows * c.cols
 
     def alu(self, index: int, f: dict) -> None:
         for y in range(f["y_size"]):            # one element after the other: overlaps see earlier results

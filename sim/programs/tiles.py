@@ -59,7 +59,7 @@ class _Builder:
                  program_addr: int, program_bytes: int, data_range: tuple[int, int]):
         c = self.config = config
         self.rng = rng
-        self.rows, self.cols = c.rows, c.cols
+        self.rows, self.cols = c.reduction_rows, c.cols
         self.bus = c.dma_bits // 8
         self.lb = {b: line_bytes(b, c) for b in Buffer}
         self.olb = output_line_bytes(c)
@@ -79,9 +79,9 @@ class _Builder:
         self.act_half = c.act_buffer_depth // 2
         self.weight_half = c.weight_buffer_depth // 2
         self.acc_half = (c.acc_buffer_depth - 1) // 2
-        if self.weight_half < c.rows or self.acc_half < 1:
+        if self.weight_half < c.reduction_rows or self.acc_half < 1:
             raise ValueError(f"Buffers too small for programs: weight_buffer_depth must be at least "
-                             f"{2 * c.rows} and acc_buffer_depth at least 3")
+                             f"{2 * c.reduction_rows} and acc_buffer_depth at least 3")
         self.param_next = 0
         self.lead = int(rng.random() < 0.4)        # next tile's loads issued before this tile's computes
         self.lag = int(rng.random() < 0.3)         # this tile's stores issued after the next tile's computes
@@ -393,7 +393,7 @@ class _Builder:
         burst = rng.random() < 0.1 and budget >= 14
         for _ in range(50):
             chunks = int(rng.integers(4, 9)) if burst else int(rng.choice([1, 1, 2, 2, 3]))
-            chunks = min(chunks, self.weight_half // c.rows, max((budget - 4) // 3, 1))
+            chunks = min(chunks, self.weight_half // c.reduction_rows, max((budget - 4) // 3, 1))
             top = min(16, self.acc_half, self.act_half // chunks)
             if top >= 1:
                 break
@@ -405,11 +405,11 @@ class _Builder:
         params, nparams, param_load, param_source = self.param_lines(tile, int(rng.integers(1, 3)))
         instrs = [param_load]
         act_base = self.region(self.act_half, which, chunks * m)
-        weight_base = self.region(self.weight_half, which, chunks * c.rows)
+        weight_base = self.region(self.weight_half, which, chunks * c.reduction_rows)
         acc_base = self.region(self.acc_half, which, 2 * m if residual else m)
         onto = all(acc_base + i in self.acc_written for i in range(m)) and rng.random() < 0.3
         for k in range(chunks):
-            instrs.append(self.weight_load("prefetch", tile, weight_base + k * c.rows, c.rows))
+            instrs.append(self.weight_load("prefetch", tile, weight_base + k * c.reduction_rows, c.reduction_rows))
         phase = "body" if interleaved else "prefetch"
         pairs = []
         for k in range(chunks):
@@ -422,7 +422,7 @@ class _Builder:
                                   (pt, pb, pl, pr), self.pad_value(), split=rng.random() < 0.2)
             second = residual and k == chunks - 1
             compute = self.instr(Opcode.COMPUTE, "body", tile, acc_addr=acc_base + (m if second else 0),
-                                 act_addr=act_base + k * m, weight_addr=weight_base + k * c.rows, out_h=1,
+                                 act_addr=act_base + k * m, weight_addr=weight_base + k * c.reduction_rows, out_h=1,
                                  out_w=m, act_pitch=int(rng.integers(0, 1024)), stride=1,
                                  dilation=int(rng.integers(1, 8)), kh=1, kw=1,
                                  accumulate=int(onto if k == 0 else not second and rng.random() < 0.9),
@@ -430,8 +430,8 @@ class _Builder:
             pairs.append((block, compute))
         instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + (2 * m if residual else m)))
-        self.write_params(param_source, c.rows * chunks * (2 if onto else 1))
-        summary = f"gemm M={m} K={chunks}x{c.rows}{' +residual' if residual else ''}{' +acc' if onto else ''}{formats}"
+        self.write_params(param_source, c.reduction_rows * chunks * (2 if onto else 1))
+        summary = f"gemm M={m} K={chunks}x{c.reduction_rows}{' +residual' if residual else ''}{' +acc' if onto else ''}{formats}"
         return self.finish_tile(tile, "gemm", instrs, written, (acc_base, 1, m),
                                 (acc_base, acc_base + m, 1, m) if residual else None, (params, nparams), summary,
                                 budget)
@@ -444,7 +444,7 @@ class _Builder:
             kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
             stride, dilation = int(rng.integers(1, 3)), int(rng.integers(1, 3))
             chunks = int(rng.choice([1, 1, 2]))
-            if chunks * kh * kw * c.rows > self.weight_half:
+            if chunks * kh * kw * c.reduction_rows > self.weight_half:
                 continue
             pads = self.pads()
             h, w = int(rng.integers(1, 7)), int(rng.integers(1, 7))
@@ -463,7 +463,7 @@ class _Builder:
         params, nparams, param_load, param_source = self.param_lines(tile, int(rng.integers(1, 3)))
         instrs = [param_load]
         act_base = self.region(self.act_half, which, chunks * hp * wp)
-        taps = kh * kw * c.rows
+        taps = kh * kw * c.reduction_rows
         weight_base = self.region(self.weight_half, which, chunks * taps)
         acc_base = self.region(self.acc_half, which, out_h * out_w)
         onto = all(acc_base + i in self.acc_written for i in range(out_h * out_w)) and rng.random() < 0.3

@@ -218,7 +218,7 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
     """The most map rows per tile that fit two tiles in the buffers and the instruction fields; a rough estimate
     of cycles (loads, the identity products, the ALU, the stores) and DRAM bytes."""
     c = config
-    tiles_lines = _tile_count(c) * c.rows
+    tiles_lines = _tile_count(c) * c.reduction_rows
     if tiles_lines > c.weight_buffer_depth:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its {_tile_count(c)} weight tiles "
                           f"need {tiles_lines} weight lines, the buffer has {c.weight_buffer_depth}")
@@ -237,7 +237,7 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
                           f"{c.act_buffer_depth}, accumulators {c.acc_buffer_depth} lines)")
     tiles = ceil_div(job.height, best) * _blocks(c, job) * job.samples
     ga, xa, gacc, xacc = _lines(job, best)
-    per_tile = (gp + xp) * (gacc + xacc) + 2 * c.rows + c.cols + xacc + 2 * 8
+    per_tile = (gp + xp) * (gacc + xacc) + 2 * c.reduction_rows + c.cols + xacc + 2 * 8
     bus = c.dma_bits // 8
     traffic = tiles * ((gp * ga + xp * xa) * line_bytes(Buffer.ACT, c) + xacc * output_line_bytes(c))
     return MulPlan(best, cycles=tiles * max(per_tile, traffic // tiles // bus), dram_bytes=traffic)
@@ -271,11 +271,11 @@ def _weights(c: AcceleratorConfig, one: int) -> np.ndarray:
         raise LayoutError(f"the weight format {wf.name} cannot represent -1, which a mul's zero points need")
     ki, ko = tensor_sublines(c)
     n = max(ki, ko)
-    tiles = np.zeros((n + 3, c.rows, c.cols), dtype=np.int64)
+    tiles = np.zeros((n + 3, c.reduction_rows, c.cols), dtype=np.int64)
     for ja in range(ki):
         for jo in range(ko):
-            lane = np.arange(c.rows)
-            col = ja * c.rows + lane - jo * c.cols
+            lane = np.arange(c.reduction_rows)
+            col = ja * c.reduction_rows + lane - jo * c.cols
             ok = (col >= 0) & (col < c.cols)
             tiles[_identity_tile(c, ja, jo)][lane[ok], col[ok]] = one
     tiles[n][tiles[0] != 0] = minus
@@ -302,7 +302,7 @@ def _prologue(b: ProgramBuilder, job: MulJob, blocks: int, param_base: int) -> l
     prologue = [("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
                               x_size=blocks)),
                 ("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=rw.addr, y_size=1,
-                              x_size=_tile_count(c) * c.rows))]
+                              x_size=_tile_count(c) * c.reduction_rows))]
     if job.requant.table is not None:
         if not c.lut_buffer_depth:
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
@@ -323,7 +323,7 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
     w, h = job.width, job.height
     gp, xp = _patches(c, job)
     n = max(tensor_sublines(c))
-    square = c.rows == c.cols
+    square = c.reduction_rows == c.cols
     ga_max, xa_max, gacc_max, xacc_max = _lines(job, plan.rows)
     steps = []
     for sample in range(job.samples):
@@ -349,9 +349,9 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
                     loads += _load(c, buffer=Buffer.ACT, sram_addr=x_act + ja * xa_max,
                                    dram_addr=job.x.addr + xs + (tb * h * w + r0 * w) * tlb + ja * alb, y_size=rows,
                                    x_size=w, dram_stride=w * tlb, pad_left=1, pad_value=job.x_zero)
-                g_tiles = [(n + 1) * c.rows] if job.across else [_identity_tile(c, ja, jo) * c.rows
+                g_tiles = [(n + 1) * c.reduction_rows] if job.across else [_identity_tile(c, ja, jo) * c.reduction_rows
                                                                  for ja in range(gp)]
-                x_tiles = [_identity_tile(c, ja, jo) * c.rows for ja in range(xp)]
+                x_tiles = [_identity_tile(c, ja, jo) * c.reduction_rows for ja in range(xp)]
                 for acc_addr, act_addr, patch, out_h, out_w, pitch, zero, tiles in (
                         (g_acc, g_act + 1, ga_max, 1, gacc, 0, job.g_zero_units, g_tiles),
                         (x_acc, x_act + 1, xa_max, rows, w, w + 1, job.x_zero_units, x_tiles)):
@@ -361,7 +361,7 @@ def emit_mul(b: ProgramBuilder, job: MulJob, plan: MulPlan, *, param_base: int =
                                                          act_pitch=pitch, stride=1, dilation=1, kh=1, kw=1,
                                                          **({"accumulate": 1} if k else {}))))
                     if zero:       # every line of the region minus the zero point: its padding line times -1
-                        minus = tiles[0] + c.rows if square else (n + 2) * c.rows
+                        minus = tiles[0] + c.reduction_rows if square else (n + 2) * c.reduction_rows
                         computes.append(("COMPUTE", dict(acc_addr=acc_addr, act_addr=act_addr - 1,
                                                          weight_addr=minus, out_h=out_h * out_w, out_w=1,
                                                          act_pitch=0, stride=1, dilation=1, kh=1, kw=1,

@@ -74,9 +74,9 @@ def input_fold(net: QuantizedNetwork, config: AcceleratorConfig) -> Fold | None:
     channels = net.input_shape[0]
     kh, kw = (int(k) for k in layer.weights[0].shape[2:])
     taps = kh * kw
-    tiles_now = taps * -(-channels // config.rows)
-    tiles_folded = -(-channels * taps // config.rows)
-    if taps == 1 or 2 * channels > config.rows or tiles_folded >= tiles_now:
+    tiles_now = taps * -(-channels // config.reduction_rows)
+    tiles_folded = -(-channels * taps // config.reduction_rows)
+    if taps == 1 or 2 * channels > config.reduction_rows or tiles_folded >= tiles_now:
         return None
     a = layer.attrs
     return Fold(channels, (kh, kw), _pair(a.get("stride", 1)), tuple(int(v) for v in a.get("padding", (0,) * 4)),

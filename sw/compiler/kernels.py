@@ -51,20 +51,20 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
     a, w = np.asarray(a), np.asarray(w)
     (m_total, k), n = a.shape, w.shape[1]
     _check_reduction(c, k, f"GEMM with K={k}")
-    kt, nt = ceil_div(k, c.rows), ceil_div(n, c.cols)
-    a_pad = np.zeros((m_total, kt * c.rows), dtype=np.int64)
+    kt, nt = ceil_div(k, c.reduction_rows), ceil_div(n, c.cols)
+    a_pad = np.zeros((m_total, kt * c.reduction_rows), dtype=np.int64)
     a_pad[:, :k] = a
-    w_pad = np.zeros((kt * c.rows, nt * c.cols), dtype=np.int64)
+    w_pad = np.zeros((kt * c.reduction_rows, nt * c.cols), dtype=np.int64)
     w_pad[:k, :n] = w
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     # Rows of A per chunk: two chunks of A (all K) and two accumulator tiles must fit.
     m = min(m_total, c.act_buffer_depth // (2 * kt), c.acc_buffer_depth // 2, 1023)
-    if m < 1 or 2 * c.rows > c.weight_buffer_depth:
+    if m < 1 or 2 * c.reduction_rows > c.weight_buffer_depth:
         raise ValueError(f"GEMM with K={k} does not fit the buffers of this configuration")
     chunks = ceil_div(m_total, m)
 
     b = ProgramBuilder(c)
-    blocks_a = np.concatenate([a_pad[:, j * c.rows:(j + 1) * c.rows] for j in range(kt)])
+    blocks_a = np.concatenate([a_pad[:, j * c.reduction_rows:(j + 1) * c.reduction_rows] for j in range(kt)])
     ra = b.region("a", pack_lines(blocks_a, c.acts.bits, alb))
     blocks_w = np.concatenate([w_pad[:, j * c.cols:(j + 1) * c.cols] for j in range(nt)])
     rw = b.region("w", pack_lines(blocks_w, c.weights.bits, wlb))
@@ -96,11 +96,11 @@ def gemm_program(config: AcceleratorConfig, a, w, q: Requant) -> Program:
                 elif prefetch and local >= 1 and (local - 1) % spacing == 0:
                     loads.append(a_load(*prefetch[0]))
                     loaded.add(prefetch.pop(0))
-                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=(s % 2) * c.rows,
-                                           dram_addr=rw.addr + (nb * kt * c.rows + j * c.rows) * wlb,
-                                           y_size=1, x_size=c.rows)))
+                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=(s % 2) * c.reduction_rows,
+                                           dram_addr=rw.addr + (nb * kt * c.reduction_rows + j * c.reduction_rows) * wlb,
+                                           y_size=1, x_size=c.reduction_rows)))
                 compute = ("COMPUTE", dict(acc_addr=(tile % 2) * m, act_addr=(chunk % 2) * kt * m + j * m,
-                                           weight_addr=(s % 2) * c.rows, out_h=1, out_w=rows, act_pitch=0,
+                                           weight_addr=(s % 2) * c.reduction_rows, out_h=1, out_w=rows, act_pitch=0,
                                            stride=1, dilation=1, kh=1, kw=1, accumulate=int(j > 0)))
                 stores = [("STORE", dict(acc_addr=(tile % 2) * m,
                                          dram_addr=out.addr + (nb * m_total + chunk * m) * olb,
@@ -131,11 +131,11 @@ def conv2d_program(config: AcceleratorConfig, x, w, q: Requant, *, stride: int =
     h, wd, cin = x.shape
     kh, kw, _, cout = w.shape
     b = ProgramBuilder(c)
-    xp = np.zeros((ceil_div(cin, c.rows), h * wd, c.rows), dtype=np.int64)
+    xp = np.zeros((ceil_div(cin, c.reduction_rows), h * wd, c.reduction_rows), dtype=np.int64)
     for cb in range(xp.shape[0]):
-        part = x[:, :, cb * c.rows:(cb + 1) * c.rows].reshape(h * wd, -1)
+        part = x[:, :, cb * c.reduction_rows:(cb + 1) * c.reduction_rows].reshape(h * wd, -1)
         xp[cb, :, :part.shape[1]] = part
-    rx = b.region("x", pack_lines(xp.reshape(-1, c.rows), c.acts.bits, line_bytes(Buffer.ACT, c)))
+    rx = b.region("x", pack_lines(xp.reshape(-1, c.reduction_rows), c.acts.bits, line_bytes(Buffer.ACT, c)))
     job = ConvJob(f"convolution {h}x{wd}x{cin} -> {cout} ({kh}x{kw})", [Source(rx, cin, w[None])], h, wd, cout,
                   (kh, kw), stride, dilation, (padding,) * 4, pad_value, q, Region(0, 0))
     ho, wo = job.conv_out

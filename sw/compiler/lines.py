@@ -41,7 +41,7 @@ def padding_row(b, name: str, lines: int, pad_value: int, padding: tuple) -> int
     c = b.config
     if not needs_strided_loads(c) or not (padding[0] or padding[2]):
         return None
-    data = pack_lines(np.full((lines, c.rows), pad_value, dtype=np.int64), c.act_slot_bits, line_bytes(Buffer.ACT, c))
+    data = pack_lines(np.full((lines, c.reduction_rows), pad_value, dtype=np.int64), c.act_slot_bits, line_bytes(Buffer.ACT, c))
     return b.region(f"{name}.pad", data).addr
 
 

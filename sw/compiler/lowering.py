@@ -314,7 +314,7 @@ def _virtual(config: AcceleratorConfig, channels: int, side: int) -> int:
 
 def spread_channels(config: AcceleratorConfig, cout: int) -> int:
     """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
-    if config.rows == config.cols:
+    if config.reduction_rows == config.cols:
         return cout
     return _virtual(config, cout, config.cols)
 
@@ -324,19 +324,19 @@ def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tup
     of ``rows`` lanes and output channels over output blocks of ``cols`` columns), zero at lanes past
     :func:`~hw.spec.layout.tensor_lanes`. A square array's are its own."""
     c = config
-    if c.rows == c.cols:
+    if c.reduction_rows == c.cols:
         return channels, weights
     t, kh, kw, cin, cout = weights.shape
-    vin = _virtual(c, channels, c.rows)
+    vin = _virtual(c, channels, c.reduction_rows)
     out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
-    out[:, :, :, _lanes(c, cin, c.rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
+    out[:, :, :, _lanes(c, cin, c.reduction_rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
     return vin, out
 
 
 def spread_requant(config: AcceleratorConfig, q: Requant) -> Requant:
     """Post-processing of the virtual output channels: the real ones' at their columns, zeros at the others."""
     c = config
-    if c.rows == c.cols:
+    if c.reduction_rows == c.cols:
         return q
     cout = q.bias.size
     where = _lanes(c, cout, c.cols)

@@ -227,10 +227,10 @@ def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int]) -> list[tu
     """The kernel cut into windows whose weight tiles fit the weight buffer twice (one computing, one loading)
     and a COMPUTE's kernel fields: the whole kernel when it fits."""
     kh, kw = kernel
-    most = config.weight_buffer_depth // (2 * config.rows)          # taps of one tile
+    most = config.weight_buffer_depth // (2 * config.reduction_rows)          # taps of one tile
     if most < 1:
         raise LayoutError(f"the weight buffer ({config.weight_buffer_depth} lines) cannot hold two tiles of "
-                          f"{config.rows} lines")
+                          f"{config.reduction_rows} lines")
     gw = min(kw, _field_max(Opcode.COMPUTE, "kw"), most)
     gh = min(kh, _field_max(Opcode.COMPUTE, "kh"), max(1, most // gw))
     return [(y, min(y + gh, kh), x, min(x + gw, kw)) for y in range(0, kh, gh) for x in range(0, kw, gw)]
@@ -240,18 +240,18 @@ def _tiles(config: AcceleratorConfig, job: ConvJob) -> _Tiles:
     c = config
     groups = kernel_groups(c, job.kernel)
     per_block, data = [], {}
-    cb_counts = [ceil_div(s.channels, c.rows) for s in job.sources]
+    cb_counts = [ceil_div(s.channels, c.reduction_rows) for s in job.sources]
     for nb in range(ceil_div(job.cout, c.cols)):
         tiles = []
         keys = [(i, cb, t, g) for i, s in enumerate(job.sources) for cb in range(cb_counts[i])
                 for t in range(s.weights.shape[0]) for g in range(len(groups))]
         for n, (i, cb, t, g) in enumerate(keys):
             ky0, ky1, kx0, kx1 = groups[g]
-            part = job.sources[i].weights[t, ky0:ky1, kx0:kx1, cb * c.rows:(cb + 1) * c.rows,
+            part = job.sources[i].weights[t, ky0:ky1, kx0:kx1, cb * c.reduction_rows:(cb + 1) * c.reduction_rows,
                                           nb * c.cols:(nb + 1) * c.cols]
             if not part.any() and (tiles or n + 1 < len(keys)):
                 continue              # an all-zero tile adds nothing (one is kept to start the sum)
-            tile = np.zeros((ky1 - ky0, kx1 - kx0, c.rows, c.cols), dtype=np.int64)
+            tile = np.zeros((ky1 - ky0, kx1 - kx0, c.reduction_rows, c.cols), dtype=np.int64)
             tile[:, :, :part.shape[2], :part.shape[3]] = part
             data[(nb, i, cb, t, g)] = tile.reshape(-1, c.cols)
             tiles.append((i, cb, t, g))
@@ -378,7 +378,7 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)
-        return 2 * most * tiles.slot_taps * c.rows <= c.weight_buffer_depth
+        return 2 * most * tiles.slot_taps * c.reduction_rows <= c.weight_buffer_depth
     return True
 
 
@@ -396,13 +396,13 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     bus = c.dma_bits // 8
     burst = 8                                      # cycles of latency and turnaround per DMA request
-    fill = c.rows + c.cols + 8
+    fill = c.reduction_rows + c.cols + 8
     per_chunk = tiles.count
     taps = sum(tiles.taps(key[3]) for block in tiles.per_block for key in block) / per_chunk
     patch = in_rows * job.width * alb // bus + burst
-    tile = int(taps * c.rows * wlb) // bus + burst
+    tile = int(taps * c.reduction_rows * wlb) // bus + burst
     # Each tap is an array tile: a batch shorter than 2 rows + cols cannot hide the next tile's shift-in.
-    compute = int(taps * max(min(conv_rows, ho) * wo, 2 * c.rows + c.cols)) + fill
+    compute = int(taps * max(min(conv_rows, ho) * wo, 2 * c.reduction_rows + c.cols)) + fill
     if job.pool is not None:          # the pooling ALUs of a tile, spread over its steps
         (kh, kw), wp = job.pool.kernel, out_w
         alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place and not band else \
@@ -410,7 +410,7 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
         compute += alu * len(tiles.per_block) // max(per_chunk, 1)
     steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
-    weight_bytes = int(per_chunk * taps * c.rows * wlb)
+    weight_bytes = int(per_chunk * taps * c.reduction_rows * wlb)
     if order == "chunk":
         load_cycles = chunks * (patches * patch + per_chunk * tile)
         traffic = chunks * (patches * in_rows * job.width * alb + weight_bytes)
@@ -515,7 +515,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
     block_pitch = job.height * src_pitch if job.block_pitch is None else job.block_pitch
-    w_tile = tiles.slot_taps * c.rows          # weight lines of a slot: the largest tile fits
+    w_tile = tiles.slot_taps * c.reduction_rows          # weight lines of a slot: the largest tile fits
     conv_rows_t, in_rows_t = _geometry(job, plan.rows, plan.band)
     patch = in_rows_t * pitch
     order = plan.order
@@ -621,7 +621,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                     # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
                     loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
                                                dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
-                                               y_size=tiles.taps(g), x_size=c.rows, dram_stride=c.rows * wlb)))
+                                               y_size=tiles.taps(g), x_size=c.reduction_rows, dram_stride=c.reduction_rows * wlb)))
                 else:
                     w_addr = weight_base + n * w_tile
                 # A kernel group reads the patch from its window's first tap on.

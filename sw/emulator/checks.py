@@ -68,7 +68,7 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
         act_last = _last(f["act_addr"], (f["out_h"], s * f["act_pitch"]), (f["kh"], d * f["act_pitch"]),
                          (f["out_w"], s), (f["kw"], d))
         if (act_last >= c.act_buffer_depth
-                or f["weight_addr"] + f["kh"] * f["kw"] * c.rows > c.weight_buffer_depth
+                or f["weight_addr"] + f["kh"] * f["kw"] * c.reduction_rows > c.weight_buffer_depth
                 or f["acc_addr"] + f["out_h"] * f["out_w"] > c.acc_buffer_depth):
             return ErrorCode.SRAM_RANGE
     elif op is Opcode.ALU:

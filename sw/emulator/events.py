@@ -159,9 +159,9 @@ def _computes(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts
     f = _fields(instructions, rows, ("out_h", "out_w", "kh", "kw", "accumulate"))
     taps, outs = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
     arrivals = outs * taps                                   # activation lines in, partial-sum lines out
-    counts[rows, _COLUMN["macs"]] = arrivals * c.rows * c.cols
+    counts[rows, _COLUMN["macs"]] = arrivals * c.reduction_rows * c.cols
     counts[rows, _COLUMN["act_read_bits"]] = arrivals * line_bits(Buffer.ACT, c)
-    counts[rows, _COLUMN["weight_read_bits"]] = taps * c.rows * line_bits(Buffer.WEIGHT, c)
+    counts[rows, _COLUMN["weight_read_bits"]] = taps * c.reduction_rows * line_bits(Buffer.WEIGHT, c)
     counts[rows, _COLUMN["acc_read_bits"]] = arrivals * acc_line_bits(c)
     counts[rows, _COLUMN["acc_write_bits"]] = arrivals * acc_line_bits(c)
     counts[rows, _COLUMN["acc_ops"]] = (arrivals - outs * (f["accumulate"] == 0)) * c.cols

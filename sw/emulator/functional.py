@@ -138,7 +138,7 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
         op = kind.opcode
         if op is Opcode.COMPUTE:
             ops.compute_accumulate(s, f, ops.compute_products(s, f))
-            macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * c.rows * c.cols
+            macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * c.reduction_rows * c.cols
         else:
             _EFFECTS[op](s, f)
     samples = np.broadcast_to(s.saw_nonfinite, (s.batch,)).copy()

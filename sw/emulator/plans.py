@@ -31,8 +31,8 @@ class ComputePlan:
 
 def compute_plan(config: AcceleratorConfig, f: dict) -> ComputePlan:
     taps = f["kh"] * f["kw"]
-    return ComputePlan(f["out_h"] * f["out_w"], taps * config.rows,
-                       slice(f["weight_addr"], f["weight_addr"] + taps * config.rows))
+    return ComputePlan(f["out_h"] * f["out_w"], taps * config.reduction_rows,
+                       slice(f["weight_addr"], f["weight_addr"] + taps * config.reduction_rows))
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,11 @@ class EngineState:
             # The format is the COMPUTE's to choose: the buffers hold codes (slots), decoded as they are read.
             acts = any(has_specials(f) for f in c.act_formats)
             weights = any(has_specials(f) for f in c.weight_formats)
-            self.act = np.zeros((c.act_buffer_depth, 1, c.rows), dtype=_code_dtype(c.act_slot_bits))
+            self.act = np.zeros((c.act_buffer_depth, 1, c.reduction_rows), dtype=_code_dtype(c.act_slot_bits))
             self.weight = np.zeros((c.weight_buffer_depth, 1, c.cols), dtype=_code_dtype(c.weight_slot_bits))
             self.act_ok = self.weight_ok = None
         else:
-            self.act = np.zeros((c.act_buffer_depth, 1, c.rows), dtype=_value_dtype(c.acts))
+            self.act = np.zeros((c.act_buffer_depth, 1, c.reduction_rows), dtype=_value_dtype(c.acts))
             self.act_ok = np.ones(self.act.shape, dtype=bool) if acts else None
             self.weight = np.zeros((c.weight_buffer_depth, 1, c.cols), dtype=_value_dtype(c.weights))
             self.weight_ok = np.ones(self.weight.shape, dtype=bool) if weights else None
@@ -252,9 +252,9 @@ def compute_products(s: EngineState, f: dict) -> tuple:
     if _by_taps(s, f, w):
         value = _tap_products(s, f, w[..., columns])
     else:
-        rows = _selection(w.reshape(taps, c.rows, -1).any(axis=(0, 2)))
+        rows = _selection(w.reshape(taps, c.reduction_rows, -1).any(axis=(0, 2)))
         windows = _windows(s.act, f)[..., rows]                  # (oh, ow, samples, kh, kw, rows used)
-        w = w.reshape(taps, c.rows, w.shape[1], c.cols)[:, rows][..., columns]
+        w = w.reshape(taps, c.reduction_rows, w.shape[1], c.cols)[:, rows][..., columns]
         samples = max(windows.shape[2], w.shape[2])
         if w.size == 0:
             value = np.zeros((plan.outputs, samples, w.shape[-1]), dtype=s.acc.dtype)
@@ -338,7 +338,7 @@ def _by_taps(s: EngineState, f: dict, w: np.ndarray) -> bool:
     c, samples = s.config, s.act.shape[1]
     if s.act.dtype != np.float32 or s.weight.dtype != np.float32 or w.shape[1] != 1:
         return False
-    bound = f["kh"] * f["kw"] * c.rows * fixed_values(c.acts)[2] * fixed_values(c.weights)[2]
+    bound = f["kh"] * f["kw"] * c.reduction_rows * fixed_values(c.acts)[2] * fixed_values(c.weights)[2]
     vectors = f["out_w"] * samples if f["stride"] == 1 else samples
     return bound < FLOAT32_EXACT and vectors >= _TAP_GEMM_ROWS
 
@@ -401,7 +401,7 @@ def compute_accumulate(s: EngineState, f: dict, products: tuple) -> None:
         if not (isinstance(columns, slice) and columns == slice(None)):
             acc[lines] = 0
         # a sum below 2**(acc_bits - 1) is its own wrap
-        bound = f["kh"] * f["kw"] * s.config.rows * fixed_values(s.config.acts)[2] * fixed_values(s.config.weights)[2]
+        bound = f["kh"] * f["kw"] * s.config.reduction_rows * fixed_values(s.config.acts)[2] * fixed_values(s.config.weights)[2]
         acc[lines, :, columns] = value if bound < 1 << (s.config.acc_bits - 1) else s.wrap(value)
     if s.acc_nonfinite is not None:
         flags = s.writable("acc_nonfinite", value.shape[1] if nonfinite is None else nonfinite.shape[1], lines)

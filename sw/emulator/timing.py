@@ -46,10 +46,12 @@ def bursts_of_rows(base: int, rows: int, stride: int, beats: int, bus_bytes: int
 
 @dataclass
 class ArrayModel:
-    """When activation vectors enter the systolic array, across instructions."""
+    """When activation vectors enter the systolic array, across instructions. ``rows``: the PE rows (the skew);
+    ``tile_lines``: the weight lines of a tile (``reduction_rows``: more than ``rows`` where a PE packs codes)."""
 
     rows: int
     cols: int
+    tile_lines: int
     bank_free: list = field(default_factory=lambda: [0, 0])   # first cycle a bank accepts weights again
     next_bank: int = 0
     last_accept: int = -1
@@ -65,8 +67,8 @@ class ArrayModel:
             bank = self.next_bank
             self.next_bank ^= 1
             load = max(self.bank_free[bank], start + 4, rows_in[-1] + 1 if rows_in else 0)
-            rows_in.extend(range(load, load + self.rows))          # weight rows stream in, one per cycle
-            first = max(load + self.rows, self.last_accept + 1)
+            rows_in.extend(range(load, load + self.tile_lines))    # weight lines stream in, one per cycle
+            first = max(load + self.tile_lines, self.last_accept + 1)
             accepts.extend(range(first, first + vectors))
             self.last_accept = first + vectors - 1
             self.bank_free[bank] = self.last_accept + bank_drain(self.rows, self.cols) + 1
@@ -85,7 +87,7 @@ class Timing:
 
     def start(self) -> None:
         """A new run: cycles count from 0 again, and the array's banks are free (as after the engine's reset)."""
-        self.array = ArrayModel(self.config.rows, self.config.cols)
+        self.array = ArrayModel(self.config.rows, self.config.cols, self.config.reduction_rows)
 
     @property
     def bus_bytes(self) -> int:
@@ -130,7 +132,7 @@ class Timing:
         tiles, vectors = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
         last, accepts, rows_in = self.array.run(start, tiles, vectors)
         # The feeders read one line per cycle from start + 1, at most feeder_depth - 1 ahead of the array.
-        ahead = feeder_depth(self.config.rows) - 1
+        ahead = feeder_depth(self.config.reduction_rows) - 1
 
         def last_read(entered):
             n = len(entered)

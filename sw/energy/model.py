@@ -127,7 +127,7 @@ def energy_by_class(config: AcceleratorConfig, table: EnergyTable, counts: dict[
     out = dict.fromkeys(CLASSES, 0.0)
     for (w, a), n in macs.items():
         w, a = get_format(w), get_format(a)
-        out["mac"] += n * mac_pj(table, w, a, accumulator_bits(w, a, config.rows))
+        out["mac"] += n * mac_pj(table, w, a, accumulator_bits(w, a, config.reduction_rows))
     for name, n in counts.items():
         if name in _CLASS_OF:
             out[_CLASS_OF[name]] += n * per[name]

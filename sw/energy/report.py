@@ -63,7 +63,7 @@ def energy_report(config: AcceleratorConfig, events: Events, table: EnergyTable,
     per_event = {name: round(pj, 6) for name, pj in event_energies(config, table).items()}
     for w, a in events.pairs:
         fw, fa = get_format(w), get_format(a)
-        per_event[f"mac[{w} x {a}]"] = round(mac_pj(table, fw, fa, accumulator_bits(fw, fa, config.rows)), 6)
+        per_event[f"mac[{w} x {a}]"] = round(mac_pj(table, fw, fa, accumulator_bits(fw, fa, config.reduction_rows)), 6)
     per_second = None if seconds is None else 1 / seconds
     report = {
         "energy_table": {"name": table.name, "path": table.path, "sources": dict(table.sources)},

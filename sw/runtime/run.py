@@ -160,7 +160,7 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray, keep: bool, progress,
 def _batch_size(compiled: CompiledNetwork) -> int:
     """Program runs one emulator holds at once."""
     c = compiled.config
-    per_sample = compiled.program.dram_size + 8 * (c.act_buffer_depth * c.rows + c.acc_buffer_depth * c.cols)
+    per_sample = compiled.program.dram_size + 8 * (c.act_buffer_depth * c.reduction_rows + c.acc_buffer_depth * c.cols)
     return max(1, min(EMULATOR_BATCH, EMULATOR_BYTES // per_sample))
 
 

@@ -19,6 +19,8 @@ CASES = [
     (4, 4, "fp8_e5m2", "fp8_e5m2"),
     (8, 8, "fp8_e4m3", "fp8_e4m3"),
     (4, 8, "int4", "int8"),
+    (4, 8, "int4", "int4"),             # packed: two codes per PE lane, an 8-deep reduction on 4 PE rows
+    (2, 5, "uint4", "int4"),
     (8, 4, "fp8_e4m3", "minifloat6"),
     (8, 8, "minifloat4", "minifloat6_e2m3"),
     (16, 16, "int8", "int8"),
@@ -54,6 +56,7 @@ def test_one_vector_batches_back_to_back(rows, cols, weights, acts, tmp_path):
     (4, 4, "fp8_e5m2", "fp8_e5m2", 256, "extreme"),
     (16, 16, "minifloat6", "minifloat6", 256, "finite"),
     (4, 8, "int4", "int8", 128, "uniform"),
+    (4, 8, "int4", "int4", 256, "extreme"),
 ], ids=lambda x: str(x))
 def test_long_reduction(rows, cols, weights, acts, k, mode, tmp_path):
     config = _config(rows, cols, weights, acts)

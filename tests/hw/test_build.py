@@ -66,6 +66,17 @@ def test_writes_verilog_and_report(tmp_path, capsys):
     assert not out.with_name("w4a8.partial").exists()
 
 
+def test_a_packed_int4_build_reports_its_reduction_depth(tmp_path):
+    out = tmp_path / "int4"
+    assert main(["--pe", "int4", "--rows", "2", "--cols", "4", "--out", str(out), "--no-synth", "--no-network"]) == 0
+    derived = json.loads((out / "report.json").read_text())["derived"]
+    # Two int4 codes per PE lane: 2 PE rows reduce over 4 rows, 4 x 4 MACs a cycle. int4 x int4 products lie in
+    # -56..64; 4 of them in -224..256: 10 bits.
+    assert (derived["values_per_lane"], derived["reduction_rows"], derived["peak_macs_per_cycle"]) == (2, 4, 16)
+    assert derived["psum_bits"] == 10
+    assert "| codes per PE lane (reduction rows) | 2 (4) |" in (out / "report.md").read_text()
+
+
 def test_a_multi_format_build(tmp_path):
     """--formats: the set in config.json and the report, the accumulators' unit that of the finest pair."""
     out = tmp_path / "multi"

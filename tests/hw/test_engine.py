@@ -16,6 +16,7 @@ CONFIGS = [
     ("minifloat6", "minifloat6", 4, 8, 64),
     ("int4", "int8", 8, 4, 32),
     ("fp8_e4m3", "fp8_e4m3", 2, 2, 32),
+    ("int4", "int4", 2, 4, 32),            # packed: two int4 codes per PE lane, a 4-deep reduction on 2 PE rows
 ]
 BUSY_BUS = Traffic(latency=3, ready_stall=0.25, valid_gap=0.25, seed=7)
 
@@ -44,7 +45,7 @@ def test_engine_needs_a_config():
         gc.collect()
 
 
-ISA_CONFIGS = [("int8", "int8", 4, 4, 64), ("minifloat6", "minifloat6", 2, 4, 128)]
+ISA_CONFIGS = [("int8", "int8", 4, 4, 64), ("minifloat6", "minifloat6", 2, 4, 128), ("int4", "int4", 2, 4, 64)]
 
 
 @pytest.mark.parametrize("weights,acts,rows,cols,dma_bits", ISA_CONFIGS, ids=lambda x: str(x))
@@ -185,7 +186,7 @@ def _lut_program(config, *, lut_fields: dict | None = None, expected=None):
     c = config
     b = ProgramBuilder(c, max_instructions=12)
     acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
-    weights = b.region("weights", rng.integers(0, 256, c.rows * line_bytes(Buffer.WEIGHT, c),
+    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
                                                dtype=np.uint8).tobytes())
     params = b.region("params", b"".join(int(rng.integers(-999, 999)).to_bytes(8, "little", signed=True)
                                          + ((1 << 30) + int(rng.integers(1 << 29))).to_bytes(4, "little")
@@ -195,7 +196,7 @@ def _lut_program(config, *, lut_fields: dict | None = None, expected=None):
     b.emit("LOAD", buffer=Buffer.PARAM, sram_addr=0, dram_addr=params.addr, y_size=1, x_size=1)
     b.emit("LOAD", buffer=Buffer.LUT, **{**dict(sram_addr=0, dram_addr=table.addr, y_size=1,
                                                 x_size=c.lut_buffer_depth), **(lut_fields or {})})
-    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.rows)
+    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.reduction_rows)
     b.emit("LOAD", buffer=Buffer.ACT, sram_addr=0, dram_addr=acts.addr, y_size=1, x_size=5, push_next=1)
     b.emit("COMPUTE", acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=5, act_pitch=5, stride=1, dilation=1,
            kh=1, kw=1, pop_prev=1, push_next=1)
@@ -264,7 +265,7 @@ def _negative_param_program(config, param_addr: int, expected):
     c = config
     b = ProgramBuilder(c, max_instructions=10)
     acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
-    weights = b.region("weights", rng.integers(0, 256, c.rows * line_bytes(Buffer.WEIGHT, c),
+    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
                                                dtype=np.uint8).tobytes())
     lines = min(2, c.param_buffer_depth - param_addr)
     bias = rng.integers(-2000, 2000, (lines, c.cols))
@@ -273,7 +274,7 @@ def _negative_param_program(config, param_addr: int, expected):
                                             line_bytes(Buffer.PARAM, c)))
     out = b.region("out", size=5 * output_line_bytes(c))
     b.emit("LOAD", buffer=Buffer.PARAM, sram_addr=param_addr, dram_addr=params.addr, y_size=1, x_size=lines)
-    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.rows)
+    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.reduction_rows)
     b.emit("LOAD", buffer=Buffer.ACT, sram_addr=0, dram_addr=acts.addr, y_size=1, x_size=5, push_next=1)
     b.emit("COMPUTE", acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=5, act_pitch=5, stride=1, dilation=1,
            kh=1, kw=1, pop_prev=1, push_next=1)

@@ -46,6 +46,24 @@ def test_format_switching_programs_within_two_percent(tmp_path):
     assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
 
 
+def test_packed_int4_programs_within_two_percent(tmp_path):
+    """A packed int4 engine (two codes per PE lane: 2 PE rows reduce over 4) keeps the cycle model: its weight
+    tiles take reduction_rows lines, its skew the PE rows."""
+    from hw.spec.config import AcceleratorConfig
+
+    config = AcceleratorConfig(rows=2, cols=4, weight_format="int4", act_format="int4", act_buffer_depth=512,
+                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
+    assert config.reduction_rows == 4
+    rng = np.random.default_rng(14)
+    programs = [random_layer_program(config, rng) for _ in range(15)] + [random_program(config, rng)
+                                                                          for _ in range(15)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
+    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+    total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+    assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+
+
 @pytest.mark.parametrize("latency", [1, 4])
 def test_scattered_stores_are_cycle_exact(latency, tmp_path):
     """The STOREs a scattered output makes (sw/compiler/tiling.py, Scatter): a row of lines each its own burst
@@ -63,22 +81,24 @@ def test_scattered_stores_are_cycle_exact(latency, tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
-@pytest.mark.parametrize("shape", ["4x8", "8x4", "4x16"])
+@pytest.mark.parametrize("shape", ["4x8", "8x4", "4x16", "4x8-int4"])
 def test_rectangular_network_programs_within_two_percent(shape, tmp_path):
     """Compiled networks on rectangular engines keep the cycle model: random networks on the engines of
-    tests/sim/test_networks_rtl.py (4x8: LOADs a line at a time; 8x4: STOREs; 4x16: unused upper columns)."""
+    tests/sim/test_networks_rtl.py (4x8: LOADs a line at a time; 8x4: STOREs; 4x16: unused upper columns;
+    4x8-int4: packed, two int4 codes per PE lane, an 8-deep reduction)."""
     from dataclasses import replace
 
     from sim.random_network import random_inputs, random_network
     from sw.compiler.network import compile_network
-    from tests.sim.test_networks_rtl import INT8_4X8, INT8_4X16, INT8_8X4
+    from tests.sim.test_networks_rtl import INT4_4X8, INT8_4X8, INT8_4X16, INT8_8X4
 
-    config = {"4x8": INT8_4X8, "8x4": INT8_8X4, "4x16": INT8_4X16}[shape]
+    config = {"4x8": INT8_4X8, "8x4": INT8_8X4, "4x16": INT8_4X16, "4x8-int4": INT4_4X8}[shape]
     cols = config.cols
     rng = np.random.default_rng(13 + cols)
     programs = []
     for _ in range(3):
-        compiled = compile_network(random_network(rng, "int8", "int8", config.acc_bits), config)
+        compiled = compile_network(random_network(rng, config.acts.name, config.weights.name, config.acc_bits),
+                                   config)
         x = random_inputs(rng, compiled.network, 1)[0]
         programs.append(replace(compiled.program, dram=compiled.dram_with_input(x)))
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))

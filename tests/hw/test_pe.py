@@ -34,6 +34,22 @@ def test_psum_width_is_checked():
         gc.collect()
 
 
+def test_packed_lanes_are_checked():
+    """Two codes a lane: the partial sum holds two products; only integer pairs of one format pack."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # int4 x int4: -56..64 a product, -112..128 two: 9 bits.
+        with pytest.raises(ValueError, match=r"at least 9 \(2 int4 x int4 products\)"):
+            ProcessingElement("int4", "int4", 8, 2)
+        ProcessingElement("int4", "int4", 9, 2)
+        for args in (("minifloat4", "minifloat4", 12, 2), (("int4", "int8"), ("int4", "int8"), 20, 2)):
+            with pytest.raises(ValueError, match="Only a single-format PE of two integer formats packs codes"):
+                ProcessingElement(*args)
+        with pytest.raises(ValueError, match="Codes per lane must be a positive integer, not 0"):
+            ProcessingElement("int4", "int4", 12, 0)
+        gc.collect()
+
+
 def _inject(monkeypatch, decoder, fault):
     """Append a wrong assignment to a decoder's elaborate(): the last comb assignment wins."""
     original = decoder.elaborate

@@ -68,6 +68,9 @@ SMALL_4X4 = dict(act_buffer_depth=1024, weight_buffer_depth=256, acc_buffer_dept
 RECT = dict(SMALL_8X8, dma_bits=32)
 INT8_4X8, INT8_8X4 = engine("int8", 4, 8, **RECT), engine("int8", 8, 4, **RECT)
 INT8_4X16 = engine("int8", 4, 16, **SMALL_8X8)
+# Packed int4 (hw/spec/config.py: values_per_lane): 4 PE rows of two int4 codes each reduce over 8 rows, like an
+# 8x8 engine on half its PEs.
+INT4_4X8 = engine("int4", 4, 8, **SMALL_8X8)
 
 NETWORKS = {
     "digits-minifloat6-8x8": digits(MINIFLOAT6_8X8, 8),
@@ -79,6 +82,8 @@ NETWORKS = {
     "digits-int8-4x8": digits(INT8_4X8, 8),
     "digits-int8-8x4": digits(INT8_8X4, 8),
     "digits-int8-4x16": digits(INT8_4X16, 8),
+    "digits-int4-4x8-packed": digits(INT4_4X8, 8),
+    "resnet8-int4-4x8-packed": zoo("resnet8", INT4_4X8, 2),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),

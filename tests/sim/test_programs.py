@@ -42,13 +42,18 @@ VARIANTS = [
 
 def _config(index: int, shape, formats) -> AcceleratorConfig:
     variant = dict(VARIANTS[index % len(VARIANTS)])
-    if "max_reduction" in variant:
-        variant["max_reduction"] = shape[0]
+    if "max_reduction" in variant:      # one column's products: reduction_rows (rows, or twice that packed)
+        variant["max_reduction"] = AcceleratorConfig(rows=shape[0], cols=shape[1], weight_format=formats[0],
+                                                     act_format=formats[1]).reduction_rows
     return AcceleratorConfig(rows=shape[0], cols=shape[1], weight_format=formats[0], act_format=formats[1],
                              **variant)
 
 
 CONFIGS = [_config(i, shape, formats) for i, (shape, formats) in enumerate(itertools.product(SHAPES, FORMATS))]
+#: Packed int4 engines (two codes per PE lane: reduction_rows = 2 * rows), after the others so their seeds stay.
+CONFIGS += [_config(len(CONFIGS) + i, shape, formats) for i, (shape, formats) in
+            enumerate([((2, 4), ("int4", "int4")), ((4, 8), ("int4", "int4")), ((1, 3), ("uint4", "int4")),
+                       ((2, 4), ("int4", "uint4"))])]
 PROGRAMS_PER_CONFIG = 12         # 35 configurations: 420 legal programs
 ILLEGAL_PER_KIND = 3             # per configuration and kind: 735 illegal programs
 

@@ -43,12 +43,13 @@ def test_defaults():
 
 
 @pytest.mark.parametrize("kwargs,acc_bits,psum_bits", [
-    # int4 x int4: -8*7 .. 64.  4096 * 64 = 2**18 -> 20 bits; 4 * 64 = 256 -> 10 bits.
-    (dict(rows=4, weight_format="int4", act_format="int4"), 20, 10),
+    # int4 x int4: -8*7 .. 64.  4096 * 64 = 2**18 -> 20 bits; 4 PE rows of two codes each: 8 * 64 = 512 -> 11 bits.
+    (dict(rows=4, weight_format="int4", act_format="int4"), 20, 11),
     # uint8 x int8: 255*(-128) .. 255*127 = -32640 .. 32385. 4096 * 32640 <= 2**27 -> 28; 16 * 32640 <= 2**19 -> 20.
     (dict(weight_format="uint8", act_format="int8"), 28, 20),
-    # uint4 x uint4: 0 .. 225.  100 * 225 = 22500 < 2**15 -> 16 bits; 2 * 225 = 450 < 2**9 -> 10 bits.
-    (dict(rows=2, weight_format="uint4", act_format="uint4", max_reduction=100), 16, 10),
+    # uint4 x uint4: 0 .. 225.  100 * 225 = 22500 < 2**15 -> 16 bits; 2 PE rows of two codes: 4 * 225 = 900
+    # < 2**10 -> 11 bits.
+    (dict(rows=2, weight_format="uint4", act_format="uint4", max_reduction=100), 16, 11),
     # minifloat4 x minifloat4 in units of 2**-2: -144 .. 144 (6 * 6 * 4).  1 * 144 < 2**8 -> 9 bits.
     (dict(rows=1, weight_format="minifloat4", act_format="minifloat4", max_reduction=1), 9, 9),
 ])
@@ -68,7 +69,24 @@ def test_derived_widths_follow_formats(kwargs):
     w, a = get_format(config.weight_format), get_format(config.act_format)
     assert config.weights == w and config.acts == a
     assert config.acc_bits == accumulator_bits(w, a, config.max_reduction)
-    assert config.psum_bits == accumulator_bits(w, a, config.rows)
+    assert config.psum_bits == accumulator_bits(w, a, config.reduction_rows)
+
+
+@pytest.mark.parametrize("kwargs,values", [
+    (dict(weight_format="int4", act_format="int4"), 2),         # two int4 codes in each 8-bit lane
+    (dict(weight_format="uint4", act_format="int3"), 2),
+    (dict(weight_format="int4", act_format="int8"), 1),         # one side does not pack: neither does
+    (dict(weight_format="int8", act_format="int8"), 1),
+    (dict(weight_format="minifloat4", act_format="minifloat4"), 1),
+    (dict(formats=("int4", "int8", "minifloat6")), 1),          # not (yet) in a multi-format build
+    (dict(weight_format="int4", act_format="int4", cols=7), 1),  # packed, it would be taller than wide
+    (dict(weight_format="int4", act_format="int4", cols=4), 1),
+])
+def test_packed_lanes_double_the_reduction_depth(kwargs, values):
+    config = AcceleratorConfig(rows=4, **{"cols": 8, **kwargs})
+    assert config.values_per_lane == values
+    assert config.reduction_rows == 4 * values
+    assert config.peak_macs_per_cycle == 4 * values * config.cols
 
 
 def test_explicit_acc_bits():

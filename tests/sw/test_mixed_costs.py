@@ -100,3 +100,14 @@ def test_engine_config_keeps_the_geometry_and_resizes_the_accumulator():
     small = engine_config(config, Choice("int4", "int4"))
     assert (small.rows, small.cols, small.dma_bits, small.weights.name) == (32, 32, 64, "int4")
     assert small.acc_bits == AcceleratorConfig(rows=32, cols=32, weight_format="int4", act_format="int4").acc_bits
+
+
+def test_a_packed_int4_engine_makes_int4_layers_cheaper_in_cycles(net):
+    """On an engine twice as wide as tall, int4 packs two codes per PE lane (a reduction twice as deep), so the
+    cycles the ILP budgets charge every int4 layer less than int8; on a square engine it does not pack."""
+    wide, square = AcceleratorConfig(rows=8, cols=16), AcceleratorConfig(rows=8, cols=8)
+    int4 = cycles_per_layer(_compiled(net, engine_config(wide, Choice("int4", "int4"))))
+    int8 = cycles_per_layer(_compiled(net, engine_config(wide, Choice("int8", "int8"))))
+    assert engine_config(wide, Choice("int4", "int4")).values_per_lane == 2
+    assert all(int4[layer] < int8[layer] for layer in int8), (int4, int8)
+    assert engine_config(square, Choice("int4", "int4")).values_per_lane == 1
