@@ -300,3 +300,21 @@ def test_every_gate_on_rectangular_arrays_and_in_batches(gate, fmt, rows, cols, 
         for tensor in compiled.materialized:
             np.testing.assert_array_equal(emulated.tensors[i][tensor], golden.tensors[i][tensor],
                                           err_msg=f"{tensor}, sample {i}")
+
+
+@pytest.mark.parametrize("gate", ["spatial", "scalar", "channel", "same"])
+def test_every_gate_on_a_packed_int4_engine(gate):
+    """A 4x8 int4 engine packs two codes per lane (8 reduction rows): the identity tiles span the reduction rows,
+    not the PE rows; two samples in one program; golden == emulator on every tensor."""
+    model = _se_model(gate, seed=5, channels=20)
+    x = np.random.default_rng(7).standard_normal((16, 2, 6, 6))
+    config = AcceleratorConfig(rows=4, cols=8, dma_bits=32, weight_format="int4", act_format="int4")
+    assert config.reduction_rows == 8
+    compiled = compile_model(model, config, x, log=lambda *_: None, batch=2)
+    assert compiled.host_layers == [] and "ALU op=MUL" in compiled.program.listing()
+    codes = compiled.network.tensors[compiled.network.input].quantize(x[:4])
+    golden, emulated = (run_codes(compiled, codes, b, keep=True) for b in ("golden", "emulator"))
+    for i in range(len(codes)):
+        for tensor in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][tensor], golden.tensors[i][tensor],
+                                          err_msg=f"{tensor}, sample {i}")

@@ -242,6 +242,14 @@ def test_decoder_on_the_engine(case, n):
                                                     if layer.op in ("conv", "convtranspose")}
 
 
+@pytest.mark.parametrize("case", DECODERS, ids=range(len(DECODERS)))
+def test_decoder_on_a_packed_int4_engine(case):
+    """A 4x8 int4 engine packs two codes per lane: the scatters count its 8 reduction rows, not its 4 PE rows."""
+    *shape, relu, _ = case
+    q, compiled = _compiled_equals_golden(_decoder(*shape, relu=relu), (shape[0], 5, 6), "int4", (4, 8, 32))
+    assert not compiled.host_layers and compiled.config.reduction_rows == 8
+
+
 @pytest.mark.parametrize("n", ENGINES, ids=_engine_id)
 @pytest.mark.parametrize("fmt", ["int8", "uint8"])
 def test_rearranging_by_identity_jobs(fmt, n):
