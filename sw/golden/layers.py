@@ -110,18 +110,27 @@ def _units(codes: np.ndarray, act: Format, weight: Format, terms: int) -> tuple[
     """``value(codes) / 2**e`` as integers (int64 if a sum of ``terms`` of them fits, else Python ints),
     finiteness, and ``e``."""
     e = product_of(act, weight).min_exponent
-    up = act.lsb_exponent - e            # = -weight.lsb_exponent
-    if up < 0:
+    if act.lsb_exponent < e:                 # e = act.lsb + weight.lsb: a weight step above 1
         raise LayerError(f"Weight format {weight.name} has a least significant bit of 2**{weight.lsb_exponent} "
                          f"> 1, so {act.name} values are not whole accumulator units; use a weight format "
                          f"whose smallest step is at most 1")
-    sig, shift, finite = act.exact(codes)
-    bound = max(abs(v) for v in act.fixed_range) << up
+    value, finite = _units_at(codes, act, e, terms)
+    return value, finite, e
+
+
+def _units_at(codes: np.ndarray, fmt: Format, e: int, terms: int) -> tuple[np.ndarray, np.ndarray]:
+    """``value(codes) / 2**e`` as integers (int64 if a sum of ``terms`` of them fits, else Python ints) and
+    finiteness; ``2**e`` at most ``fmt``'s least significant bit."""
+    up = fmt.lsb_exponent - e
+    if up < 0:
+        raise LayerError(f"{fmt.name} values are not whole units of 2**{e}")
+    sig, shift, finite = fmt.exact(codes)
+    bound = max(abs(v) for v in fmt.fixed_range) << up
     if bound * max(terms, 1) < 1 << 62:
         value = (sig << shift) << up
     else:
         value = (sig.astype(object) << shift.astype(object)) << up
-    return np.where(finite, value, 0), finite, e
+    return np.where(finite, value, 0), finite
 
 
 def _sum_windows(values: np.ndarray, finite: np.ndarray, kernel, stride, padding, dilation) -> tuple:
@@ -275,12 +284,14 @@ def elementwise_sum(xs, act_format: Format | str, weight_format: Format | str) -
     return Accumulation(value, parts[0][2], ~finite)
 
 
-def elementwise_product(x, g, x_zero: int, g_zero: int, act_format: Format | str,
-                        weight_format: Format | str) -> Accumulation:
-    """Exact ``(value(x) - x_zero) * (value(g) - g_zero)`` in units of ``2**(2e)`` (mul): ``g`` the same shape as
-    ``x`` or broadcast along axes of size 1 (a per-channel gate (N, C, 1, 1)); the zero points are values of the
-    act format (integers). The result is labelled with exponent ``e``, as the engine's post-processing reads its
-    accumulators: the layer's multiplier carries the missing ``2**e``. Non-finite where either operand is."""
+def elementwise_product(x, g, x_zero: int, g_zero: int, x_format: Format | str, g_format: Format | str,
+                        exponent: int) -> Accumulation:
+    """Exact ``(value(x) - x_zero) * (value(g) - g_zero)`` in units of ``2**(2e)``, ``e = exponent`` (mul): ``x``
+    in ``x_format``, ``g`` in ``g_format`` (one format, or two in a mixed-format network), each operand in units
+    of ``2**e`` (the network's accumulator unit); ``g`` the same shape as ``x`` or broadcast along axes of size 1
+    (a per-channel gate (N, C, 1, 1)); the zero points are values of their formats (integers). The result is
+    labelled with exponent ``e``, as the engine's post-processing reads its accumulators: the layer's multiplier
+    carries the missing ``2**e``. Non-finite where either operand is."""
     x, g = np.asarray(x), np.asarray(g)
     try:
         shape = np.broadcast_shapes(x.shape, g.shape)
@@ -289,19 +300,18 @@ def elementwise_product(x, g, x_zero: int, g_zero: int, act_format: Format | str
     if shape != x.shape:
         raise LayerError(f"mul needs a second input of the first's shape or broadcast along size-1 axes, not "
                          f"{x.shape} and {g.shape}")
-    act, wf = get_format(act_format), get_format(weight_format)
-    e = product_of(act, wf).min_exponent
-    terms = []
-    for codes, zero in ((x, x_zero), (g, g_zero)):
-        value, finite, _ = _units(codes, act, wf, 2)
+    e = exponent
+    terms, bound = [], 1
+    for codes, zero, fmt in ((x, x_zero, get_format(x_format)), (g, g_zero, get_format(g_format))):
+        value, finite = _units_at(codes, fmt, e, 2)
         if e > 0 and int(zero) % (1 << e):
             raise LayerError(f"zero point {zero} is no whole number of accumulator units 2**{e}")
         zero_units = int(zero) << -e if e <= 0 else int(zero) >> e
         terms.append((value.astype(object) - zero_units, finite))
+        bound *= 2 * (max(abs(v) for v in fmt.fixed_range) << (fmt.lsb_exponent - e))
     (vx, fx), (vg, fg) = terms
     product = vx * vg
-    bound = max(abs(v) for v in act.fixed_range) << (act.lsb_exponent - e)
-    if (2 * bound) ** 2 < 1 << 62:
+    if bound < 1 << 62:
         product = product.astype(np.int64)
     return Accumulation(np.where(fx & fg, product, 0), e, ~(fx & fg))
 

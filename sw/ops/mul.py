@@ -78,7 +78,7 @@ class Mul(Operator):
     def golden(self, layer, inputs, net):
         x, g = layer.inputs
         return elementwise_product(inputs[0], inputs[1], net.tensors[x].zero_point, net.tensors[g].zero_point,
-                                   net.act_format, net.weight_format)
+                                   net.act_format_of(x), net.act_format_of(g), net.acc_exponent)
 
     def lower(self, layer, ctx):
         from sw.compiler.elementwise import lower_mul
