@@ -31,9 +31,10 @@ class InstructionDecoder(wiring.Component):
     """``word`` in with ``en``; its ``opcode`` and the ``error`` it raises out with ``valid``, :attr:`latency`
     cycles later. The outputs hold until the result of the next ``en`` arrives; a word may follow every cycle.
 
-    The address arithmetic is pipelined (:class:`hw.pipeline.Pipeline`): no multiplier, at most two carry chains
-    per stage, so that checking an instruction never limits the clock. Every kind's checks run side by side; the
-    opcode picks one kind's error at the end.
+    The address arithmetic is pipelined (:class:`hw.pipeline.Pipeline`): no multiplier, at most the
+    configuration's ``decode_chains`` carry chains per stage (two by default), so that checking an instruction never
+    limits the clock; a slow small part's build takes more per stage and saves the registers. Every kind's checks run
+    side by side; the opcode picks one kind's error at the end.
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -153,7 +154,7 @@ class InstructionDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = Pipeline(m, "decode")
+        p = Pipeline(m, "decode", levels=self._config.decode_chains)
         opcode = p.input(self.word[:HEADER[0].bits])
         results = []
         for op, kind in KINDS.items():
