@@ -20,7 +20,8 @@ MAX_FORMATS = 1 << FORMAT_FIELD_BITS
 DATAFLOWS = ("weight_stationary",)
 
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
-_SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True}
+_SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
+          "decode_shared": False}
 
 
 class ConfigError(ValueError):
@@ -101,6 +102,9 @@ class AcceleratorConfig:
     #: The busy and stall counters of each engine (six 32-bit registers no software reads yet): a small part's build
     #: leaves them out (they read 0); cycles, instructions and MACs are always counted.
     perf_counters: bool = True
+    #: The decoder's products of fields through multipliers the instruction kinds share (the opcode chooses their
+    #: operands) instead of each kind's own: a small part's build saves the logic, at a multiplexer more per check.
+    decode_shared: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -131,8 +135,9 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
-        if not isinstance(self.perf_counters, bool):
-            raise ConfigError(f"perf_counters must be true or false, not {self.perf_counters!r}")
+        for name in ("perf_counters", "decode_shared"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):
             raise ConfigError(f"clock_mhz must be a number in 1..2000, not {self.clock_mhz!r}")

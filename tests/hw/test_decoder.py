@@ -18,8 +18,15 @@ CONFIGS = [
     AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=16,
                       weight_buffer_depth=16, acc_buffer_depth=16, param_buffer_depth=2, dma_bits=64,
                       max_reduction=64, decode_chains=16),
+    # The kinds' products of fields through shared multipliers (AcceleratorConfig.decode_shared).
+    AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=256,
+                      weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16, dma_bits=64,
+                      max_reduction=64, decode_chains=4, decode_shared=True),
+    AcceleratorConfig(rows=8, cols=4, weight_format="fp8_e4m3", act_format="minifloat6", act_buffer_depth=64,
+                      weight_buffer_depth=128, acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128,
+                      decode_shared=True),
 ]
-IDS = ["int8-4x4", "fp8xmf6-8x4-128bit", "int4-1x1-16-chains"]
+IDS = ["int8-4x4", "fp8xmf6-8x4-128bit", "int4-1x1-16-chains", "int4-1x1-shared", "fp8xmf6-8x4-shared"]
 
 
 def _random_word(rng, kind, small: bool) -> int:
