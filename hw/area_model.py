@@ -17,7 +17,7 @@ without ``--no-synth``), whose totals are reported beside it where they exist. T
 - **Buffers** (activation, weight, accumulator, parameter): their bits as SRAM at ``SRAM_BIT`` NAND2 equivalents
   per bit (a six-transistor cell against the NAND2's four; periphery left out).
 - **Control** (fetch, decoder, queues, DMA, engine sequencers): the 128-bit instruction words held in flight
-  (fetch, ``DECODE_LATENCY`` decoder stages, three command queues of ``COMMAND_QUEUE_DEPTH``) as flip-flops with as
+  (fetch, ``DECODE_LATENCY`` decoder stages, three command queues of ``command_queue_depth``) as flip-flops with as
   much logic again, plus the DMA's line assembly (two lines of ``dma_bits`` flip-flops per direction).
 
 Full adder: 2 XOR + 2 AND + 1 OR. Against yosys on single 16-row PEs (``bench/results/pe_cost.json``) the PE
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from .spec.config import AcceleratorConfig
 from .spec.formats import product_of
-from .spec.microarchitecture import COMMAND_QUEUE_DEPTH, DECODE_LATENCY, POSTPROCESS_LATENCY
+from .spec.microarchitecture import DECODE_LATENCY, POSTPROCESS_LATENCY
 from .synth import GE_WEIGHTS
 
 __all__ = ["PARTS", "SRAM_BIT", "KIND", "buffers", "estimate"]
@@ -108,7 +108,7 @@ def _postprocess_lane(config: AcceleratorConfig) -> float:
 
 
 def _control(config: AcceleratorConfig) -> float:
-    words = 1 + DECODE_LATENCY + 3 * COMMAND_QUEUE_DEPTH
+    words = 1 + DECODE_LATENCY + 3 * config.command_queue_depth
     return 128 * words * 2 * _FF + 4 * config.dma_bits * _FF
 
 

@@ -31,9 +31,11 @@ class InstructionDecoder(wiring.Component):
     """``word`` in with ``en``; its ``opcode`` and the ``error`` it raises out with ``valid``, :attr:`latency`
     cycles later. The outputs hold until the result of the next ``en`` arrives; a word may follow every cycle.
 
-    The address arithmetic is pipelined (:class:`hw.pipeline.Pipeline`): no multiplier, at most two carry chains
-    per stage, so that checking an instruction never limits the clock. Every kind's checks run side by side; the
-    opcode picks one kind's error at the end.
+    The address arithmetic is pipelined (:class:`hw.pipeline.Pipeline`): no multiplier, at most the
+    configuration's ``decode_chains`` carry chains per stage (two by default), so that checking an instruction never
+    limits the clock; a slow small part's build takes more per stage and saves the registers. Every kind's checks run
+    side by side; the opcode picks one kind's error at the end. With ``decode_shared`` the kinds' products of fields
+    share multipliers (:meth:`_shared_products`).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -64,8 +66,10 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v[flag]
         return bad
 
-    def _checks(self, m: Module, p: Pipeline, kind: Kind) -> tuple[Staged, Staged, Staged]:
-        """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value."""
+    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None) -> tuple[Staged, Staged, Staged]:
+        """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value. ``product``: how the products
+        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`)."""
+        product = product or p.product
         c = self._config
         v = self._view(kind)
         bus = c.dma_bits // 8
@@ -95,7 +99,7 @@ class InstructionDecoder(wiring.Component):
                 ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.act_slot_bits) != 0))
             height = p.sum([field("pad_top"), field("y_size"), field("pad_bottom")])
             width = p.sum([field("pad_left"), field("x_size"), field("pad_right")])
-            lines_end = p.sum([field("sram_addr"), p.product(height, width)])
+            lines_end = p.sum([field("sram_addr"), product(height, width)])
             depth = p.input(Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
                                 Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth,
                                     Mux(v.buffer == Buffer.PARAM, c.param_buffer_depth, c.lut_buffer_depth))))
@@ -105,25 +109,25 @@ class InstructionDecoder(wiring.Component):
             def choose(buffer, a, w, q, t):
                 return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
             span = p.apply(choose, field("buffer"), *spans, chains=0)
-            dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")), span])
+            dram_end = p.sum([field("dram_addr"), product(minus_one("y_size"), field("dram_stride")), span])
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
             bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
-            pitch_step = p.product(field("stride"), field("act_pitch"))
-            dil_step = p.product(field("dilation"), field("act_pitch"))
+            pitch_step = product(field("stride"), field("act_pitch"))
+            dil_step = product(field("dilation"), field("act_pitch"))
             act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
-                              p.product(minus_one("kh"), dil_step), p.product(minus_one("out_w"), field("stride")),
-                              p.product(minus_one("kw"), field("dilation"))])
-            weight_end = p.sum([field("weight_addr"), p.times(p.product(field("kh"), field("kw")), c.reduction_rows)])
-            acc_end = p.sum([field("acc_addr"), p.product(field("out_h"), field("out_w"))])
+                              p.product(minus_one("kh"), dil_step), product(minus_one("out_w"), field("stride")),
+                              product(minus_one("kw"), field("dilation"))])
+            weight_end = p.sum([field("weight_addr"), p.times(product(field("kh"), field("kw")), c.reduction_rows)])
+            acc_end = p.sum([field("acc_addr"), product(field("out_h"), field("out_w"))])
             sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
                            | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)
         elif op is Opcode.ALU:
             bad = bad | (v.op > max(AluOp))
-            dst_last = p.sum([field("dst_addr"), p.product(minus_one("y_size"), field("dst_stride")),
+            dst_last = p.sum([field("dst_addr"), product(minus_one("y_size"), field("dst_stride")),
                               minus_one("x_size")])
-            src_last = p.sum([field("src_addr"), p.product(minus_one("y_size"), field("src_stride")),
-                              p.product(minus_one("x_size"), field("src_step"))])
+            src_last = p.sum([field("src_addr"), product(minus_one("y_size"), field("src_stride")),
+                              product(minus_one("x_size"), field("src_step"))])
             sram = p.apply(lambda d, s: (d >= c.acc_buffer_depth) | (s >= c.acc_buffer_depth), dst_last, src_last)
         elif op is Opcode.SETPP:
             lo, hi = v.clamp_lo, v.clamp_hi
@@ -139,25 +143,61 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v.lut
         elif op is Opcode.STORE:
             bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
-            acc_last = p.sum([field("acc_addr"), p.product(minus_one("y_size"), field("acc_stride")),
+            acc_last = p.sum([field("acc_addr"), product(minus_one("y_size"), field("acc_stride")),
                               minus_one("x_size")])
             # The last PARAM line read: param_addr, or param_addr + 1 with negative_param.
             param_last = p.sum([field("param_addr"), field("negative_param")])
             sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
                            acc_last, param_last)
-            dram_end = p.sum([field("dram_addr"), p.product(minus_one("y_size"), field("dram_stride")),
+            dram_end = p.sum([field("dram_addr"), product(minus_one("y_size"), field("dram_stride")),
                               p.times(field("x_size"), output_line_bytes(c))])
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         # The field checks: a few levels of LUTs (and, for SETPP, a short comparison): one chain's worth.
         return p.input(bad, depth=1), sram, dram
 
+    def _shared_products(self, m: Module, p: Pipeline, opcode: Staged) -> dict:
+        """Per opcode, a ``product`` for :meth:`_checks` whose products come from multipliers shared by the kinds: only
+        the opcode's kind's result is used, so the ``i``-th widest product of every kind can share one multiplier, its
+        operands chosen by the opcode. A first pass through :meth:`_checks` records each kind's operands (the logic
+        it builds around them has no output and is left out by synthesis)."""
+        requests = {}
+        for op, kind in KINDS.items():
+            asked = requests[op] = []
+
+            def record(a, b, asked=asked):
+                if a.value.shape().signed or b.value.shape().signed:
+                    raise AssertionError("the decoder's shared products take unsigned operands")
+                asked.append((a, b) if len(a.value) <= len(b.value) else (b, a))
+                return p.input(Const(0, 1))
+            self._checks(m, p, kind, record)
+        order = {op: sorted(range(len(asked)), key=lambda i: (-len(asked[i][0].value), -len(asked[i][1].value)))
+                 for op, asked in requests.items()}
+        slots = []
+        for slot in range(max(len(o) for o in order.values())):
+            users = [(op, requests[op][order[op][slot]]) for op in order if slot < len(order[op])]
+
+            def choose(code, *values, users=users):
+                chosen = values[0]
+                for (op, _), value in zip(users[1:], values[1:]):
+                    chosen = Mux(code == op, value, chosen)
+                return chosen
+            narrow = p.apply(choose, opcode, *[a for _, (a, _) in users], chains=0)
+            wide = p.apply(choose, opcode, *[b for _, (_, b) in users], chains=0)
+            slots.append(p.product(narrow, wide))
+
+        def product_of(op):
+            results = iter([slots[order[op].index(i)] for i in range(len(order[op]))])
+            return lambda a, b: next(results)
+        return {op: product_of(op) for op in KINDS}
+
     def elaborate(self, platform):
         m = Module()
-        p = Pipeline(m, "decode")
+        p = Pipeline(m, "decode", levels=self._config.decode_chains)
         opcode = p.input(self.word[:HEADER[0].bits])
+        products = self._shared_products(m, p, opcode) if self._config.decode_shared else {}
         results = []
         for op, kind in KINDS.items():
-            results.append((op, p.input(self._flags_error(kind)), *self._checks(m, p, kind)))
+            results.append((op, p.input(self._flags_error(kind)), *self._checks(m, p, kind, products.get(op))))
 
         def choose(opcode, *flat):
             error = Const(ErrorCode.ILLEGAL_OPCODE, self.error.shape())

@@ -118,8 +118,10 @@ class InferenceEngine(wiring.Component):
         error_pc = Signal(32)
         cycles = Signal(64)
         macs = Signal(64)
-        counters = {n: Signal(32, name=n) for n in ("instructions", "busy_load", "busy_compute", "busy_store",
-                                                    "stall_load", "stall_compute", "stall_store")}
+        # The busy and stall counters only with perf_counters (a small part's build leaves them out: they read 0).
+        counted = ("instructions",) + (("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
+                                        "stall_store") if c.perf_counters else ())
+        counters = {n: Signal(32, name=n) for n in counted}
         for bit, value in ((STATUS_BUSY, running), (STATUS_DONE, done), (STATUS_ERROR, error != 0),
                            (STATUS_NONFINITE, store.nonfinite)):
             m.d.comb += regs["status"][bit.bit_length() - 1].eq(value)
@@ -136,7 +138,7 @@ class InferenceEngine(wiring.Component):
         # --- command and token queues ----------------------------------------------------------------------
         queues = []
         for name, engine in zip(("load", "compute", "store"), engines):
-            fifo = SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=COMMAND_QUEUE_DEPTH)
+            fifo = SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=c.command_queue_depth)
             # A halted program may leave instructions queued: a new start begins with empty queues.
             m.submodules[f"{name}_queue"] = ResetInserter(start)(fifo)
             queues.append(fifo)
@@ -171,7 +173,7 @@ class InferenceEngine(wiring.Component):
             m.d.sync += [cycles.eq(0), macs.eq(0)] + [s.eq(0) for s in counters.values()]
         with m.Elif(running):
             m.d.sync += cycles.eq(cycles + 1)
-            for name, engine in zip(("load", "compute", "store"), engines):
+            for name, engine in zip(("load", "compute", "store"), engines if c.perf_counters else ()):
                 with m.If(engine.control.running):
                     m.d.sync += counters[f"busy_{name}"].eq(counters[f"busy_{name}"] + 1)
                 with m.If(engine.control.waiting):

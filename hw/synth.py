@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from .spec.cli import run_child
 from .spec.outputs import atomic_file, locked
 
-__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "cache_root", "synthesize", "yosys_version", "yowasp_command"]
+__all__ = ["GE_WEIGHTS", "DFF_WEIGHT", "TARGETS", "breakdown", "cache_root", "submodules", "synthesize",
+           "yosys_version", "yowasp_command"]
 
 #: Area of each generic gate in NAND2 equivalents: the X1 cells of the Nangate 45 nm Open Cell Library
 #: divided by NAND2_X1 (0.798 um²): INV 0.532, AND2/OR2 1.064, XOR2/XNOR2 1.596, MUX2 1.862, DFF 4.522.
@@ -140,12 +141,18 @@ def _ice40_summary(cells: dict[str, int]) -> dict:
     }
 
 
-def _run_target(target: str, work_dir: pathlib.Path) -> dict:
+def _script(target: str, top: str) -> str:
+    """The target's yosys commands with ``top`` (a module of top.v, e.g. ``top.decoder``) as the top module."""
+    return _SCRIPTS[target] if top == "top" else _SCRIPTS[target].replace("-top top", f"-top \\{top}")
+
+
+def _run_target(target: str, work_dir: pathlib.Path, top: str = "top") -> dict:
     """One yosys run; its whole log stays in ``work_dir`` for when a number looks wrong."""
-    log, stat = f"yosys_{target}.log", f"stat_{target}.json"
+    suffix = target if top == "top" else f"{target}_{top}"
+    log, stat = f"yosys_{suffix}.log", f"stat_{suffix}.json"
     (work_dir / stat).unlink(missing_ok=True)
     # Flattening leaves $scopeinfo cells (names of the former hierarchy): bookkeeping, not area.
-    script = f"read_verilog top.v; {_SCRIPTS[target]}; delete t:$scopeinfo; tee -q -o {stat} stat -json"
+    script = f"read_verilog top.v; {_script(target, top)}; delete t:$scopeinfo; tee -q -o {stat} stat -json"
     result = run_child([*yowasp_command(), "-q", "-l", log, "-p", script], cwd=work_dir,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if result.returncode != 0 or not (work_dir / stat).is_file():
@@ -189,17 +196,49 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(base) / "cnn-accel-gen" / "synth"
 
 
-def _cached_target(verilog_text: str, target: str, work_dir: pathlib.Path) -> tuple[dict, bool]:
+def _cached_target(verilog_text: str, target: str, work_dir: pathlib.Path, top: str = "top") -> tuple[dict, bool]:
     """One target's summary, from the cache keyed by the Verilog's digest, the script and the yosys version, else
     from a yosys run in ``work_dir`` (then stored whole under a file lock). Returns (summary, whether cached)."""
-    key = hashlib.sha256("\0".join((verilog_text, _SCRIPTS[target], yosys_version())).encode()).hexdigest()[:24]
+    script = _script(target, top)
+    key = hashlib.sha256("\0".join((verilog_text, script, yosys_version())).encode()).hexdigest()[:24]
     entry = cache_root() / f"{target}-{key}.json"
     with locked(entry.with_suffix(".lock")):
         if entry.is_file():
             return json.loads(entry.read_text()), True
         start = time.monotonic()
-        summary = _run_target(target, work_dir)
+        summary = _run_target(target, work_dir, top)
         summary["seconds"] = round(time.monotonic() - start, 2)
         with atomic_file(entry) as scratch:
             scratch.write_text(json.dumps(summary, indent=1) + "\n")
     return summary, False
+
+
+def submodules(verilog_text: str, depth: int = 1) -> list[str]:
+    """Modules of Amaranth's Verilog for ``top`` down to ``depth`` levels below it (``top``, ``top.decoder``,
+    ``top.compute.array`` at depth 2 ...), in the file's order."""
+    names = re.findall(r"^module \\?([^\s(;]+)", verilog_text, flags=re.M)
+    return [n for n in names if (n == "top" or n.startswith("top.")) and n.count(".") <= depth]
+
+
+def breakdown(verilog_text: str, work_dir: pathlib.Path, *, depth: int = 1,
+              progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """iCE40 resources (:func:`synthesize`'s ``ice40`` summary) of ``top`` and of each submodule down to ``depth``
+    levels, each synthesized on its own with its own submodules flattened in: where the cells of a design go. A
+    module alone loses the optimisations across its boundary, so the parts add up to about the whole, not exactly.
+    A module yosys fails on (ABC9 stops silently on some, e.g. a bare systolic array) gets ``{"error": message}``."""
+    work_dir = pathlib.Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "top.v").write_text(verilog_text)
+    report = progress or (lambda message: None)
+    modules = submodules(verilog_text, depth)
+    results = {}
+    for index, name in enumerate(modules, start=1):
+        try:
+            results[name], cached = _cached_target(verilog_text, "ice40", work_dir, name)
+        except RuntimeError as e:
+            results[name] = {"error": str(e)}
+            report(f"yosys: iCE40 for {name} ({index}/{len(modules)}) failed: {e}")
+            continue
+        report(f"yosys: iCE40 for {name} ({index}/{len(modules)})" + (" from the cache" if cached else
+                                                                     f" in {results[name]['seconds']:.1f} s"))
+    return results

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .formats import Format, FormatError, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
+from .microarchitecture import COMMAND_QUEUE_DEPTH, DECODE_CHAINS
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -17,6 +18,10 @@ __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "L
 MAX_FORMATS = 1 << FORMAT_FIELD_BITS
 
 DATAFLOWS = ("weight_stationary",)
+
+#: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
+_SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
+          "decode_shared": False}
 
 
 class ConfigError(ValueError):
@@ -87,6 +92,19 @@ class AcceleratorConfig:
     #: A multi-format build: the formats a layer may select (by index, in COMPUTE and SETPP); empty for a
     #: single-format build (``weight_format`` x ``act_format``). With a set, both of those name its first format.
     formats: tuple = ()
+    #: Instructions each engine's command queue holds: each entry is an instruction word of flip-flops (a small
+    #: part has no room for four per engine); fewer entries let the fetch run less far ahead of the engines.
+    command_queue_depth: int = COMMAND_QUEUE_DEPTH
+    #: Carry chains the instruction decoder's checks put in one cycle (hw/pipeline.py): 2 fit 100 MHz on an ECP5; a
+    #: slow small part's build takes more per cycle and so needs fewer pipeline registers. The decode latency stays
+    #: ``DECODE_LATENCY`` cycles whatever the value.
+    decode_chains: int = DECODE_CHAINS
+    #: The busy and stall counters of each engine (six 32-bit registers no software reads yet): a small part's build
+    #: leaves them out (they read 0); cycles, instructions and MACs are always counted.
+    perf_counters: bool = True
+    #: The decoder's products of fields through multipliers the instruction kinds share (the opcode chooses their
+    #: operands) instead of each kind's own: a small part's build saves the logic, at a multiplexer more per check.
+    decode_shared: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -115,6 +133,11 @@ class AcceleratorConfig:
                          ("param_buffer_depth", 1)):
             _check_pow2(name, getattr(self, name), lo, *max_depth(name))
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
+        _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
+        _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
+        for name in ("perf_counters", "decode_shared"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):
             raise ConfigError(f"clock_mhz must be a number in 1..2000, not {self.clock_mhz!r}")
@@ -256,13 +279,16 @@ class AcceleratorConfig:
 
     # --- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """The init fields; ``formats`` only when set (a single-format build's JSON and hash are those of
-        configurations from before format sets)."""
+        """The init fields; ``formats`` only when set, the fields of :data:`_SINCE` only when not their defaults (the
+        JSON and hash of a configuration that sets none of them are those of configurations from before them)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         if out["formats"]:
             out["formats"] = list(out["formats"])
         else:
             del out["formats"]
+        for name, default in _SINCE.items():
+            if out[name] == default:
+                del out[name]
         return out
 
     def to_json(self) -> str:

@@ -40,7 +40,10 @@ ACCUMULATE_LATENCY = 3
 #: Cycles the decoder takes to check an instruction (its address arithmetic is pipelined, at most two carry chains
 #: per cycle); the fetch cadence grows with it.
 DECODE_LATENCY = 5
-#: Instructions each engine's command queue holds.
+#: Carry chains per decoder stage by default (``AcceleratorConfig.decode_chains``): two fit a 10 ns cycle on an
+#: ECP5 with room for routing. Fewer would not fit the checks into ``DECODE_LATENCY`` stages.
+DECODE_CHAINS = 2
+#: Instructions each engine's command queue holds by default (``AcceleratorConfig.command_queue_depth``).
 COMMAND_QUEUE_DEPTH = 4
 
 

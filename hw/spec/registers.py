@@ -39,7 +39,8 @@ REGISTERS = (
     Register("cycles_lo", 0x20, False, "Cycles from start to done or error, low word."),
     Register("cycles_hi", 0x24, False, "High word."),
     Register("instructions", 0x28, False, "Instructions dispatched."),
-    Register("busy_load", 0x2C, False, "Cycles the load engine executed an instruction."),
+    Register("busy_load", 0x2C, False, "Cycles the load engine executed an instruction (this and the five below: 0 "
+                                       "in a build without `perf_counters`)."),
     Register("busy_compute", 0x30, False, "Cycles the compute engine executed an instruction."),
     Register("busy_store", 0x34, False, "Cycles the store engine executed an instruction."),
     Register("stall_load", 0x38, False, "Cycles the load engine held an instruction but waited for a token."),

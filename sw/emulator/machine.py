@@ -1,8 +1,8 @@
 """The emulator: fetch, dispatch, three concurrent engines and their token queues, in simulated cycles.
 
-Instructions are fetched in order and dispatched to the load, compute or store queue (``COMMAND_QUEUE_DEPTH``
-each). An engine starts its head instruction when it is free and the tokens it pops are visible; the
-instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing` for when).
+Instructions are fetched in order and dispatched to the load, compute or store queue (the configuration's
+``command_queue_depth`` each). An engine starts its head instruction when it is free and the tokens it pops are
+visible; the instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`).
 FINISH completes once every engine is idle. An error stops dispatch; engines finish what they started and the
 machine halts with the error's code.
 
@@ -22,7 +22,6 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, ErrorCode, Opcode, Queue
-from hw.spec.microarchitecture import COMMAND_QUEUE_DEPTH
 
 from . import state as ops
 from .checks import decode_checked
@@ -86,7 +85,7 @@ class Emulator:
         self.config = config
         self.memory = BatchedMemory(dram, batch)
         self.state = ops.EngineState(config, self.memory)
-        self.timing = Timing(config, memory_latency=memory_latency, queue_depth=COMMAND_QUEUE_DEPTH)
+        self.timing = Timing(config, memory_latency=memory_latency, queue_depth=config.command_queue_depth)
 
     @property
     def dram(self) -> np.ndarray:

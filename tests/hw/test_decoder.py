@@ -14,7 +14,19 @@ CONFIGS = [
                       weight_buffer_depth=64, acc_buffer_depth=128, param_buffer_depth=4),
     AcceleratorConfig(rows=8, cols=4, weight_format="fp8_e4m3", act_format="minifloat6", act_buffer_depth=64,
                       weight_buffer_depth=128, acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128),
+    # A small part's engine (boards/top.py, the iCEBreaker's): every check in one or two stages, the same latency.
+    AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=16,
+                      weight_buffer_depth=16, acc_buffer_depth=16, param_buffer_depth=2, dma_bits=64,
+                      max_reduction=64, decode_chains=16),
+    # The kinds' products of fields through shared multipliers (AcceleratorConfig.decode_shared).
+    AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=256,
+                      weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16, dma_bits=64,
+                      max_reduction=64, decode_chains=4, decode_shared=True),
+    AcceleratorConfig(rows=8, cols=4, weight_format="fp8_e4m3", act_format="minifloat6", act_buffer_depth=64,
+                      weight_buffer_depth=128, acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128,
+                      decode_shared=True),
 ]
+IDS = ["int8-4x4", "fp8xmf6-8x4-128bit", "int4-1x1-16-chains", "int4-1x1-shared", "fp8xmf6-8x4-shared"]
 
 
 def _random_word(rng, kind, small: bool) -> int:
@@ -39,7 +51,7 @@ def _words(rng, n):
     return words
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["int8-4x4", "fp8xmf6-8x4-128bit"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_decoder_matches_emulator_checks(config):
     rng = np.random.default_rng(config.rows)
     dram_size = 1 << 14
@@ -74,7 +86,7 @@ def test_decoder_matches_emulator_checks(config):
     assert not bad, f"{len(bad)} words decode differently (word, emulator, RTL): {bad[:5]}"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=["int8-4x4", "fp8xmf6-8x4-128bit"])
+@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_negative_param_reads_a_second_param_line(config):
     """STORE negative_param reads PARAM lines param_addr and param_addr + 1: on the last line it is SRAM_RANGE, in
     the decoder as in the emulator (a legal STORE otherwise, so no other check comes first)."""

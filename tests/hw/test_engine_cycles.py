@@ -105,3 +105,38 @@ def test_rectangular_network_programs_within_two_percent(shape, tmp_path):
     assert len(pairs) == len(programs)
     deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
     assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+
+
+
+#: A small part's engine (the iCEBreaker's buffers and bus, boards/top.py): one instruction per command queue, four
+#: carry chains per decoder stage.
+SMALL_PART = dict(weight_format="int4", act_format="int4", dma_bits=64, act_buffer_depth=16, weight_buffer_depth=16,
+                  acc_buffer_depth=16, param_buffer_depth=2, max_reduction=64, command_queue_depth=1, decode_chains=4)
+BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute", "stall_store")
+
+
+@pytest.mark.parametrize("shape, perf_counters, decode_shared", [((1, 1), False, True), ((2, 2), True, False)])
+def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, tmp_path):
+    """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared)
+    keep the cycle model: random programs within 2 %, every byte, cycle count, instruction and MAC count checked; the
+    busy and stall counters count (at most every cycle, some cycles) or, left out, read 0."""
+    from hw.spec.config import AcceleratorConfig
+    from sim.engine_harness import run_on_rtl
+
+    config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
+                               **SMALL_PART)
+    rng = np.random.default_rng(14 + shape[0])
+    # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.
+    programs = [random_program(config, rng) for _ in range(30)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 20
+    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
+    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+    runs = [r for r in run_on_rtl(config, programs[:6], tmp_path / "counters", Traffic(latency=4)) if r]
+    assert runs
+    for r in runs:
+        counted = [r.registers[n] for n in BUSY_AND_STALL]
+        if perf_counters:
+            assert all(n <= r.registers["cycles_lo"] for n in counted) and r.registers["busy_compute"] > 0, counted
+        else:
+            assert counted == [0] * len(BUSY_AND_STALL)

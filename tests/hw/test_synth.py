@@ -100,3 +100,42 @@ def test_results_cached_by_verilog_digest(tmp_path):
     assert not (tmp_path / "b" / "yosys_generic.log").exists()
     other = synthesize(text.replace("count", "counter"), tmp_path / "c", targets=("generic",))
     assert (tmp_path / "c" / "yosys_generic.log").is_file() and other["generic"]["flipflops"] == 8
+
+
+class _TwoCounters(wiring.Component):
+    """Two 8-bit counters as submodules ``a`` and ``b``: 16 flip-flops in all, 8 in each."""
+
+    en: In(1)
+    total: Out(9)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.a = a = _Counter()
+        m.submodules.b = b = _Counter()
+        m.d.comb += [a.en.eq(self.en), b.en.eq(a.count[0]), self.total.eq(a.count + b.count)]
+        return m
+
+
+def test_breakdown_synthesizes_each_submodule_on_its_own(tmp_path):
+    from hw.synth import breakdown, submodules
+
+    text = verilog.convert(_TwoCounters(), name="top", emit_src=False)
+    assert submodules(text) == ["top", "top.a", "top.b"] and submodules(text, depth=0) == ["top"]
+    messages = []
+    results = breakdown(text, tmp_path, progress=messages.append)
+    assert list(results) == ["top", "top.a", "top.b"]
+    assert [results[n]["flipflops"] for n in results] == [16, 8, 8]
+    assert results["top"]["luts"] > 0 and results["top"]["luts"] >= results["top.a"]["luts"]
+    assert messages[-1].startswith("yosys: iCE40 for top.b (3/3) in ")
+    # The whole design's entry is the one synthesize() caches.
+    assert synthesize(text, tmp_path / "whole", targets=("ice40",))["ice40"] == results["top"]
+
+
+def test_breakdown_records_a_module_yosys_fails_on(tmp_path):
+    from hw.synth import breakdown
+
+    text = verilog.convert(_Counter(), name="top", emit_src=False)
+    text += "\nmodule \\top.broken (input x);\n  no_such_cell u (.a(x));\nendmodule\n"
+    results = breakdown(text, tmp_path)
+    assert results["top"]["flipflops"] == 8
+    assert set(results["top.broken"]) == {"error"} and "yosys_ice40_top.broken.log" in results["top.broken"]["error"]

@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from boards.build import board_config
+from boards.top import BOARDS
 from hw.spec.config import AcceleratorConfig
 from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
@@ -84,6 +86,9 @@ NETWORKS = {
     "digits-int8-4x16": digits(INT8_4X16, 8),
     "digits-int4-4x8-packed": digits(INT4_4X8, 8),
     "resnet8-int4-4x8-packed": zoo("resnet8", INT4_4X8, 2),
+    # The iCEBreaker's engine (boards/top.py): int4 2x2 with the small part's choices (one-entry command queues,
+    # four carry chains per decoder stage, no busy/stall counters).
+    "digits-int4-2x2-icebreaker": digits(board_config(BOARDS["icebreaker"]), 8),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),

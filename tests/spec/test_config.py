@@ -168,7 +168,9 @@ def test_json_round_trip(kwargs):
     assert again.to_json() == text
     assert again.hash == config.hash
     assert AcceleratorConfig.from_dict(config.to_dict()) == config
-    assert set(config.to_dict()) == init_fields() - {"formats"}     # a single-format build's JSON has no set
+    # A single-format build's JSON has no set, a build with the default command queues no queue depth.
+    assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
+                                                                 "perf_counters", "decode_shared"}
 
 
 def test_hash_is_stable():
@@ -191,7 +193,8 @@ def test_hash_is_stable_across_processes(seed):
 #: One other valid value for every field but dataflow, which has only one value so far.
 CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_reduction=4095, acc_bits=29,
                act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5,
-               formats=("int8", "int4"))
+               formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
+               perf_counters=False, decode_shared=True)
 
 
 def test_every_field_has_a_change():
@@ -216,6 +219,31 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert AcceleratorConfig().hash == "dadfcdcee7b33b0b"
     assert AcceleratorConfig(**CUSTOM).hash == "a205bfc35fada89e"
     assert "formats" not in AcceleratorConfig().to_json()
+    assert "command_queue_depth" not in AcceleratorConfig().to_json()
+    assert "decode_chains" not in AcceleratorConfig().to_json()
+    assert "perf_counters" not in AcceleratorConfig().to_json()
+    assert "decode_shared" not in AcceleratorConfig().to_json()
+
+
+@pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 1, 4, 1), ("decode_chains", 8, 2, 2),
+                                                     ("perf_counters", False, True, None),
+                                                     ("decode_shared", True, False, None)])
+def test_small_part_fields_round_trip_and_range(name, value, default, lo):
+    """A small build's choices are in its JSON and hash; their defaults are not (pinned above)."""
+    c = AcceleratorConfig(rows=2, **{name: value})
+    assert json.loads(c.to_json())[name] == value
+    again = AcceleratorConfig.from_json(c.to_json())
+    assert again == c and again.hash == c.hash != AcceleratorConfig(rows=2).hash
+    assert AcceleratorConfig(**{name: default}) == AcceleratorConfig()
+    assert AcceleratorConfig(**{name: default}).to_json() == AcceleratorConfig().to_json()
+    if lo is None:                                      # a switch
+        for bad in (0, 1, "false", None):
+            with pytest.raises(ConfigError, match=rf"{name} must be true or false"):
+                AcceleratorConfig(**{name: bad})
+        return
+    for bad in (lo - 1, 65, 2.0, True):
+        with pytest.raises(ConfigError, match=rf"{name} must be an integer in {lo}\.\.64"):
+            AcceleratorConfig(**{name: bad})
 
 
 def test_format_set_derived_widths_by_hand():
