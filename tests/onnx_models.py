@@ -322,7 +322,7 @@ def squeeze_excite_linear_digits(path: Path, seed: int = 0) -> Path:
 def stem_shortcut_digits(path: Path, seed: int = 0) -> Path:
     """Digits images through a ResNet-like stem and block: a 7x7 convolution of the one input channel (folded: 49
     channels, several activation blocks of a 1x1 job), a 3x3 one, a strided 1x1 shortcut beside a strided 3x3
-    one, their Add, a global average pool and a Gemm: the 1x1 jobs (stem, shortcut, Gemm) are what the ``stack``
+    one, their Add, a global average pool and a Gemm: the stem and the shortcut are the 1x1 jobs the ``stack``
     loop order serves (sw/compiler/stacking.py)."""
     rng = np.random.default_rng(seed)
     node = helper.make_node

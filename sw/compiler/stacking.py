@@ -60,10 +60,11 @@ class StackLayout:
         return (self.n + index) * self.patch
 
 
-def stack_layout(act_depth: int, job, tiles, conv_rows: int, in_rows: int, chunks: int) -> StackLayout | None:
+def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) -> StackLayout | None:
     """The layout of ``job`` in ``stack`` order with ``conv_rows`` output rows per chunk, or None where the order
     does not apply (not a plain 1x1 job of one source whose every output block reads every channel block; output
-    rows not contiguous; fields or buffers too small)."""
+    rows not contiguous; fields or buffers too small) or does not pay: a tap of fewer vectors than ``2 rows +
+    cols`` does not hide the next tile's shift-in, which stacking does not save (a Gemm's single vector)."""
     (t_pad, l_pad, b_pad, r_pad) = job.padding
     pitch = job.width + l_pad + r_pad
     n = tiles.cb_counts[0] if len(tiles.cb_counts) == 1 else 0
@@ -74,10 +75,12 @@ def stack_layout(act_depth: int, job, tiles, conv_rows: int, in_rows: int, chunk
     wo = job.conv_out[1]
     if pitch * job.row_stride != wo * job.stride:          # output rows not one run of activation lines
         return None
+    if conv_rows * wo < 2 * config.rows + config.cols:
+        return None
     patch = in_rows * pitch
     if patch > _field_max(Opcode.COMPUTE, "act_pitch") or conv_rows * wo > _field_max(Opcode.COMPUTE, "out_w"):
         return None
-    slots = act_depth // patch
+    slots = config.act_buffer_depth // patch
     if chunks == 1:
         return StackLayout(n, patch, 0) if slots >= n else None
     shared = max(0, 2 * n - slots)

@@ -359,7 +359,7 @@ def _reads_real_rows(job: ConvJob, rows: int, band: int = 0) -> bool:
 
 
 def _stack_layout(config: AcceleratorConfig, job: ConvJob, rows: int, tiles: _Tiles) -> StackLayout | None:
-    return stack_layout(config.act_buffer_depth, job, tiles, *_geometry(job, rows), ceil_div(job.out_shape[0], rows))
+    return stack_layout(config, job, tiles, *_geometry(job, rows), ceil_div(job.out_shape[0], rows))
 
 
 def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles, band: int = 0) -> bool:

@@ -93,7 +93,7 @@ NETWORKS = {
     # Global pools whose windows the accumulators do not hold: pooled in bands of rows.
     "global-pools-int8-8x8": Network(global_pools_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
     # The stack loop order (sw/compiler/stacking.py): a folded 7x7 stem, a strided 1x1 shortcut whose PARAM lines
-    # load before its barrier, a Gemm; on 4x4 the stem's chunks share slots.
+    # load before its barrier; on 4x4 the stem's chunks share slots.
     "stem-shortcut-int8-8x8": Network(stem_shortcut_digits, DIGITS / "calibration.npy", INT8_8X8, 4),
     "stem-shortcut-int8-4x4": Network(stem_shortcut_digits, DIGITS / "calibration.npy",
                                       engine("int8", 4, **SMALL_4X4), 2),

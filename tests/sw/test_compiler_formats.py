@@ -139,18 +139,9 @@ def test_engines_a_mixed_family_network_cannot_run_on(families, config, problem)
 PINNED = {"int8": "d80be673095d736f", "minifloat6": "ce3884fa06936a33", "int8+int4": "5fb69acd01bd2715"}
 
 
-#: The same since the ``stack`` loop order (sw/compiler/stacking.py), which fc1 and fc2 take (emulated: 6,808 ->
-#: 5,617 cycles per image in each case).
-STACK_PINNED = {"int8": "f70a45c6c5eb6e81", "minifloat6": "10a6b6bd03c7014c", "int8+int4": "e0b61c70554968da"}
-
-
-@pytest.mark.parametrize("stack", [False, True], ids=["without-stack", "with-stack"])
 @pytest.mark.parametrize("case", sorted(PINNED))
-def test_programs_of_single_format_networks_do_not_change(case, stack, tmp_path, monkeypatch):
-    """Without the stack order every program is the bytes it was; with it, only the layers it serves change."""
+def test_programs_of_single_format_networks_do_not_change(case, tmp_path):
     import hashlib
-    if not stack:
-        monkeypatch.setattr("sw.compiler.tiling._stack_layout", lambda *args: None)
     config = {"int8": AcceleratorConfig(rows=8, cols=8),
               "minifloat6": AcceleratorConfig(rows=8, cols=8, weight_format="minifloat6", act_format="minifloat6"),
               "int8+int4": AcceleratorConfig(rows=8, cols=8, formats=("int8", "int4"))}[case]
@@ -160,8 +151,7 @@ def test_programs_of_single_format_networks_do_not_change(case, stack, tmp_path,
                             samples=np.load(DIGITS / "calibration.npy"), method="mmse", per_channel=True,
                             layer_formats=middle)
     compile_network(qnet, config).save(tmp_path)
-    assert hashlib.sha256((tmp_path / "program.bin").read_bytes()).hexdigest()[:16] == (STACK_PINNED if stack else
-                                                                                         PINNED)[case]
+    assert hashlib.sha256((tmp_path / "program.bin").read_bytes()).hexdigest()[:16] == PINNED[case]
 
 
 def test_mixed_families_on_rtl(tmp_path):
