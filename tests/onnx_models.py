@@ -339,7 +339,7 @@ def stem_shortcut_digits(path: Path, seed: int = 0) -> Path:
         node("Flatten", ["gap"], ["flat"]),
         node("Gemm", ["flat", "w5", "b5"], ["y"], transB=1),
     ]
-    shapes = {"w1": (16, 1, 7, 7), "w2": (16, 16, 3, 3), "w3": (32, 16, 3, 3), "w4": (32, 16, 1, 1), "w5": (10, 32)}
+    shapes = {"w1": (32, 1, 7, 7), "w2": (32, 32, 3, 3), "w3": (64, 32, 3, 3), "w4": (64, 32, 1, 1), "w5": (10, 64)}
     graph = helper.make_graph(nodes, "stem_shortcut_digits", [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=_weights_and_biases(rng, shapes))

@@ -120,23 +120,13 @@ SQUARE_DIGESTS = {
 }
 
 
-#: The same since the ``stack`` loop order (sw/compiler/stacking.py), which the 4x4 networks' conv3 takes (emulated:
-#: 25,251 -> 25,233 cycles in int8, 25,163 -> 25,145 in minifloat6); the others have no layer it serves.
-STACK_DIGESTS = {**SQUARE_DIGESTS, ("int8", "int8", 4, 64): "87fbcebfc219ff4e",
-                 ("minifloat6", "minifloat6", 4, 64): "c2cf7823c5b4227c"}
-
-
-@pytest.mark.parametrize("stack", [False, True], ids=["without-stack", "with-stack"])
 @pytest.mark.parametrize("key", SQUARE_DIGESTS, ids=lambda k: f"{k[0]}-{k[1]}-{k[2]}x{k[2]}")
-def test_square_programs_are_unchanged(key, stack, monkeypatch):
-    """Without the stack order every program is the bytes it was; with it, only the layers it serves change."""
-    if not stack:
-        monkeypatch.setattr("sw.compiler.tiling._stack_layout", lambda *args: None)
+def test_square_programs_are_unchanged(key):
     weights, acts, n, dma = key
     config = _config(weights, acts, n, dma_bits=dma)
     net = random_network(np.random.default_rng(7), acts, weights, config.acc_bits)
     digest = hashlib.sha256(bytes(compile_network(net, config).program.dram)).hexdigest()[:16]
-    assert digest == (STACK_DIGESTS if stack else SQUARE_DIGESTS)[key]
+    assert digest == SQUARE_DIGESTS[key]
 
 
 #: A wide array that LOADs a line at a time and a tall one that STOREs a line at a time (32-bit bus; dense: an

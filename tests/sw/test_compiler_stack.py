@@ -62,7 +62,7 @@ def _layout(config, channels, cout, size, rows):
 @pytest.mark.parametrize("channels,cout,size,rows,act_depth,what", [
     (24, 12, (16, 6), 5, 256, "shared"),   # 6 blocks of 4 channels in chunks of 30 lines: 8 slots, patches share
     (80, 12, (16, 6), 2, 1024, "taps"),    # 20 blocks: two COMPUTEs per output tile (15 taps at most)
-    (12, 32, (16, 16), 8, 1024, "ramp"),   # chunk heights ramp up to the plan's
+    (16, 32, (16, 16), 8, 1024, "ramp"),   # chunk heights ramp up to the plan's
 ])
 def test_shared_slots_long_reductions_and_ramps_match_golden(channels, cout, size, rows, act_depth, what):
     config = _config("int8", "int8", 4, act_buffer_depth=act_depth)
