@@ -43,6 +43,16 @@ def test_stem_and_shortcut_run_stacked_and_match_golden(tmp_path, fmt, n):
     assert_every_tensor_matches_golden(qnet, config, x)
 
 
+@pytest.mark.parametrize("rows,cols", [(4, 8), (8, 4)], ids=["4x8", "8x4"])
+def test_stacked_layers_on_rectangular_arrays_match_golden(tmp_path, rows, cols):
+    """A wide array loads its patches a line at a time, a tall one stores a line at a time (sw/compiler/lines.py):
+    the stacked jobs' LOADs and STOREs go through the same helpers."""
+    config = _config("int8", "int8", rows, cols=cols, dma_bits=32)
+    qnet, x = _stem_shortcut(tmp_path, "int8", config)
+    assert "stack" in {e["plan"]["order"] for e in compile_network(qnet, config).layers}
+    assert_every_tensor_matches_golden(qnet, config, x)
+
+
 def _one_by_one(channels: int, cout: int, size: tuple[int, int], stride: int = 1):
     rng = np.random.default_rng(channels + cout)
     w = rng.integers(0, 256, (cout, channels, 1, 1)).astype(np.uint8)
