@@ -6,7 +6,7 @@ When the job's output rows are contiguous in the activation buffer (the COMPUTE'
 width, true of any 1x1 convolution once a strided one skips rows), a chunk's rows are one long row, and its ``n``
 patches, laid ``patch`` lines apart, are the ``n`` rows of a ``n x 1`` kernel whose row pitch is ``patch``: one
 COMPUTE (at most 15 taps; more take several) streams every tile of the output block back to back. A folded stem
-(147 channels, 10 blocks) makes 4 COMPUTEs per chunk instead of 40.
+(147 channels: 10 blocks, 64 outputs: 4 blocks) makes one COMPUTE per output block of a chunk instead of 10.
 
 Patches alternate between two layouts from one chunk to the next. Where two chunks' patches do not fit the
 activation buffer side by side, the last ``shared`` patches of every chunk use the same slots: a chunk's first
