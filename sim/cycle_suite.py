@@ -77,7 +77,19 @@ def suite() -> list[Case]:
         cases.append(Case(f"layer {i}", 4, random_layer_program(CONFIG, rng)))
     for i in range(6):
         cases.append(Case(f"program {i}", 1 + 3 * (i % 2), random_program(CONFIG, rng, max_instructions=24)))
+    cases.append(Case("layer stacked", 4, _stacked_layer(np.random.default_rng(20261206))))
     return cases
+
+
+def _stacked_layer(rng: np.random.Generator):
+    """A 1x1 convolution the compiler runs in ``stack`` order (sw/compiler/stacking.py: 4 channel blocks as the taps
+    of one COMPUTE, 5 output blocks, the next chunk's patches loaded ahead)."""
+    from sim.layer_programs import random_requant
+    from sw.compiler.kernels import conv2d_program
+
+    x = rng.integers(0, 256, (12, 8, 16))
+    w = rng.integers(0, 256, (1, 1, 16, 20))
+    return conv2d_program(CONFIG, x, w, random_requant(CONFIG, 20, rng))
 
 
 def digest(program) -> str:

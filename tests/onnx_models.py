@@ -317,3 +317,30 @@ def squeeze_excite_linear_digits(path: Path, seed: int = 0) -> Path:
         "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
         initializer=inits)
     return _save(graph, path, opset=14)
+
+
+def stem_shortcut_digits(path: Path, seed: int = 0) -> Path:
+    """Digits images through a ResNet-like stem and block: a 7x7 convolution of the one input channel (folded: 49
+    channels, several activation blocks of a 1x1 job), a 3x3 one, a strided 1x1 shortcut beside a strided 3x3
+    one, their Add, a global average pool and a Gemm: the stem and the shortcut are the 1x1 jobs the ``stack``
+    loop order serves (sw/compiler/stacking.py)."""
+    rng = np.random.default_rng(seed)
+    node = helper.make_node
+    nodes = [
+        node("Conv", ["x", "w1", "b1"], ["c1"], pads=[3, 3, 3, 3]),
+        node("Relu", ["c1"], ["a1"]),
+        node("Conv", ["a1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+        node("Relu", ["c2"], ["a2"]),
+        node("Conv", ["a2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        node("Conv", ["a2", "w4", "b4"], ["c4"], strides=[2, 2]),
+        node("Add", ["c3", "c4"], ["s"]),
+        node("Relu", ["s"], ["a3"]),
+        node("GlobalAveragePool", ["a3"], ["gap"]),
+        node("Flatten", ["gap"], ["flat"]),
+        node("Gemm", ["flat", "w5", "b5"], ["y"], transB=1),
+    ]
+    shapes = {"w1": (32, 1, 7, 7), "w2": (32, 32, 3, 3), "w3": (64, 32, 3, 3), "w4": (64, 32, 1, 1), "w5": (10, 64)}
+    graph = helper.make_graph(nodes, "stem_shortcut_digits", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 1, 16, 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        initializer=_weights_and_biases(rng, shapes))
+    return _save(graph, path, opset=13)

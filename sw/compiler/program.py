@@ -110,7 +110,12 @@ class ProgramBuilder:
     def emit(self, opcode: str, **fields) -> None:
         self.words.append(encode(opcode, **fields))
 
-    def schedule(self, steps: list[Step], prologue: list = (), setpp: dict | None = None) -> None:
+    @property
+    def waits_for_barrier(self) -> bool:
+        """The next schedule's prologue takes a :meth:`barrier`'s tokens."""
+        return bool(self._pending_load_pops)
+
+    def schedule(self, steps: list[Step], prologue: list = (), setpp: dict | None = None, early: list = ()) -> None:
         """Emit ``steps`` with the tokens that make them race-free and overlapping.
 
         Rules: the loads of step s end with a push to compute; from step 2 on, the first load of step s waits
@@ -118,8 +123,12 @@ class ProgramBuilder:
         token back to load. Output tiles alternate between two accumulator regions: the last step of tile o
         sends a token to store, its STOREs send one back, and the first step of tile o+2 waits for it.
         After a :meth:`barrier`, the prologue's loads take the tokens the barrier left for them (the first prologue
-        load is repeated as often as needed, so prologue loads must be idempotent).
+        load is repeated as often as needed, so prologue loads must be idempotent). ``early``: loads emitted before
+        the prologue that take no token, so they overlap the last schedule's tail (PARAM lines of the half its
+        STOREs do not read).
         """
+        for opcode, fields in early:
+            self.emit(opcode, **fields)
         prologue = list(prologue)
         pops = self._pending_load_pops
         if pops:

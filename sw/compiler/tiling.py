@@ -16,10 +16,12 @@ into the same lines; a map whose single output row does not fit the buffers runs
 (:func:`sw.compiler.splitting.split_job`), each a job over a window of the map with its halo; more
 output-channel blocks than half the PARAM buffer run as channel *groups*, one job each. The accumulators are checked against the largest sum
 the actual weights can make (not against the number of products), so long reductions of real weights fit.
-Two loop orders, chosen with the tile height by :func:`plan_job`'s cost model (cycles, then DRAM bytes):
+Three loop orders, chosen with the tile height by :func:`plan_job`'s cost model (cycles, then DRAM bytes):
 
 - ``chunk``: output-row chunks outermost; each input patch is read once, weights once per chunk;
-- ``block``: output-channel blocks outermost with their weights resident; inputs once per block.
+- ``block``: output-channel blocks outermost with their weights resident; inputs once per block;
+- ``stack``: ``chunk`` with a 1x1 job's channel blocks as the taps of one COMPUTE per output tile
+  (:mod:`sw.compiler.stacking`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .pooling import alus_fit, band_pool_alus, pool_alus
 from .program import ProgramBuilder, Region, Step
 from .requant import Requant
 from .scatter import Scatter
+from .stacking import StackLayout, emit_stack_steps, stack_estimate, stack_layout, stack_spans
 
 __all__ = ["LayoutError", "ceil_div", "Source", "Pool", "Scatter", "ConvJob", "Plan", "plan_job",
            "emit_job", "kernel_groups", "largest_sum"]
@@ -312,10 +315,14 @@ def _check(config: AcceleratorConfig, job: ConvJob) -> None:
 def _chunk(job: ConvJob, rows_per_chunk: int, chunk: int) -> tuple:
     """(first output row, output rows, first conv row, conv rows, first input row (may be < 0), input rows,
     padding rows above, padding rows below) of one chunk."""
+    r0 = chunk * rows_per_chunk
+    return _span(job, r0, min(rows_per_chunk, job.out_shape[0] - r0))
+
+
+def _span(job: ConvJob, r0: int, rows: int) -> tuple:
+    """:func:`_chunk` of the chunk of ``rows`` output rows from row ``r0``."""
     kh, _ = job.kernel
     ho, _ = job.conv_out
-    r0 = chunk * rows_per_chunk
-    rows = min(rows_per_chunk, job.out_shape[0] - r0)
     conv0 = r0 * job.pool.stride[0] if job.pool else r0
     conv_rows = min(job.pool.rows_in(rows) if job.pool else rows, ho - conv0)
     iy0 = conv0 * job.row_stride - job.padding[0]
@@ -351,17 +358,29 @@ def _reads_real_rows(job: ConvJob, rows: int, band: int = 0) -> bool:
                for k in range(chunks) for *_, in_rows, top, bottom in _bands(job, rows, k, band))
 
 
+def _stack_layout(config: AcceleratorConfig, job: ConvJob, rows: int, tiles: _Tiles) -> StackLayout | None:
+    return stack_layout(config, job, tiles, *_geometry(job, rows), ceil_div(job.out_shape[0], rows))
+
+
 def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles: _Tiles, band: int = 0) -> bool:
     c = config
     _, wo = job.conv_out
     out_w = job.out_shape[1]
     conv_rows, in_rows = _geometry(job, rows, band)
     pitch = job.width + job.padding[1] + job.padding[3]
+    layout = None
+    if order == "stack":
+        layout = None if band else _stack_layout(c, job, rows, tiles)
+        if layout is None or 2 * layout.n * c.rows > c.weight_buffer_depth:
+            return False
+        order = "chunk"                   # the rest as chunk order (the layout checked the activation buffer)
     patches = tiles.slots(order) * in_rows * pitch
     # Patches alternate between two halves of the buffer from one chunk (chunk order) or output tile (block
     # order) or band to the next; a job of one chunk in chunk order has no next chunk to prefetch.
     halves = 1 if order == "chunk" and rows >= job.out_shape[0] and not band and job.samples == 1 else 2
-    if halves * patches > c.act_buffer_depth or 2 * sum(_acc_regions(job, rows, band)) > c.acc_buffer_depth:
+    if layout is None and halves * patches > c.act_buffer_depth:
+        return False
+    if 2 * sum(_acc_regions(job, rows, band)) > c.acc_buffer_depth:
         return False
     if job.pool is not None and (band or not job.pool.in_place) and not alus_fit(job, conv_rows, rows):
         return False
@@ -387,6 +406,9 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     """(cycles, DRAM bytes): the first step's loads, then each step takes the longer of its compute and the
     loads of the step after it, then the last tile's stores. A band counts as a chunk of its own."""
     c = config
+    if order == "stack":
+        layout = _stack_layout(c, job, rows, tiles)
+        return stack_estimate(c, job, layout, rows, *_geometry(job, rows), stack_spans(c, job, layout, rows))
     ho, wo = job.conv_out
     out_h, out_w = job.out_shape
     chunks = ceil_div(out_h, rows) * job.samples
@@ -441,7 +463,7 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
     tiles = _tiles(config, job)
     out_rows = job.out_shape[0] if max_rows is None else min(max_rows, job.out_shape[0])
     candidates, padding_only = [], False
-    for kind in ("chunk", "block"):
+    for kind in ("chunk", "block", "stack"):
         for rows in range(1, out_rows + 1):
             if not _fits(config, job, rows, kind, tiles):
                 continue                      # (a taller tile may still fit: a single chunk needs no prefetch)
@@ -544,8 +566,10 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     chunks = ceil_div(out_h, plan.rows)
     pad_row = padding_row(b, job.name, pitch, job.pad_value, job.padding)     # a wide array's (lines.py)
 
+    spans = stack_spans(c, job, _stack_layout(c, job, plan.rows, tiles), plan.rows) if order == "stack" else None
+
     def chunk_geometry(chunk):
-        return _chunk(job, plan.rows, chunk)
+        return _span(job, *spans[chunk]) if spans else _chunk(job, plan.rows, chunk)
 
     def patch_load(i, cb, band, base, sample):
         _, _, iy0, in_rows, top, bottom = band
@@ -643,7 +667,11 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         last.stores = output_stores(c, stores_of(chunk, nb, acc_base, sample))     # lines a tensor line apart
         tile_count += 1
 
-    if order == "chunk":
+    if order == "stack":
+        steps.extend(emit_stack_steps(c, job, _stack_layout(c, job, plan.rows, tiles), len(tiles.per_block),
+                                      chunk_geometry, len(spans), patch_load, stores_of, rw.addr, w_offset, acc_tile))
+        tile_count = sum(step.ends for step in steps)
+    elif order == "chunk":
         for sample in range(job.samples):
             for chunk in range(chunks):
                 loaded = set()
@@ -668,5 +696,10 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         rl = region(f"{job.name}.table", lambda: pack_lut(_full_table(job.requant.table, c), c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
-    b.schedule(steps, prologue=prologue, setpp=job.requant.setpp())
+    early = []
+    if order == "stack" and b.waits_for_barrier:
+        # The PARAM half this job uses was last read by the STOREs of the job before last, which the barrier before
+        # the last job waited for: load it before this barrier, and let one PARAM line take the barrier's tokens.
+        early, prologue[0] = [param_load], ("LOAD", dict(param_load[1], x_size=1))
+    b.schedule(steps, prologue=prologue, setpp=job.requant.setpp(), early=early)
     return {"steps": len(steps), "tiles": tile_count, "instructions": len(b.words) - first}

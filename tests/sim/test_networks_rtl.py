@@ -20,7 +20,8 @@ from sw.compile import compile_model
 from sw.model_folder import DIGITS, MNIST, model_folder
 from sw.runtime import run_codes
 from tests.onnx_models import (activations_resnet, decoder_digits, global_pools_digits, lstm_digits, prelu_net,
-                               softmax_digits, squeeze_excite_digits, squeeze_excite_linear_digits)
+                               softmax_digits, squeeze_excite_digits, squeeze_excite_linear_digits,
+                               stem_shortcut_digits)
 
 ZOO = Path(__file__).parents[2] / "models" / "zoo"
 
@@ -101,6 +102,11 @@ NETWORKS = {
     "lstm-int8-8x8": Network(lstm_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
     # Global pools whose windows the accumulators do not hold: pooled in bands of rows.
     "global-pools-int8-8x8": Network(global_pools_digits, DIGITS / "calibration.npy", INT8_8X8, 8),
+    # The stack loop order (sw/compiler/stacking.py): a folded 7x7 stem, a strided 1x1 shortcut whose PARAM lines
+    # load before its barrier; on 4x4 the stem's chunks share slots.
+    "stem-shortcut-int8-8x8": Network(stem_shortcut_digits, DIGITS / "calibration.npy", INT8_8X8, 4),
+    "stem-shortcut-int8-4x4": Network(stem_shortcut_digits, DIGITS / "calibration.npy",
+                                      engine("int8", 4, **SMALL_4X4), 2),
     # Nonlinear activations in the post-processing unit's lookup table (HardSwish, LeakyRelu, SiLU, HardSigmoid,
     # Tanh, Sigmoid) in residual blocks, before max pools and a global average pool.
     "activations-int8-8x8": Network(activations_resnet, DIGITS / "calibration.npy", INT8_8X8, 8),

@@ -1,0 +1,108 @@
+"""The ``stack`` loop order (sw/compiler/stacking.py): a 1x1 job's channel blocks as the taps of one COMPUTE,
+patches prefetched a chunk ahead, slots shared where two chunks do not fit side by side, a ramp of chunk heights.
+Golden == emulator on every tensor, in every format; the cost model picks the order where the emulator agrees it
+pays."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw.spec.config import AcceleratorConfig
+from sim.random_network import random_inputs
+from sw.compiler.network import compile_network
+from sw.compiler.stacking import stack_spans
+from sw.compiler.program import Region
+from sw.compiler.tiling import ConvJob, Source, _stack_layout, _tiles
+from sw.frontend.onnx_import import load_onnx
+from sw.golden.network import run_network
+from sw.quantize import quantize_network
+from tests.onnx_models import stem_shortcut_digits
+from tests.sw.test_compiler_network import _config, _emulate, _single, assert_every_tensor_matches_golden
+
+DIGITS = Path(__file__).resolve().parents[2] / "models" / "digits"
+
+
+def _stem_shortcut(tmp_path, fmt: str, config: AcceleratorConfig):
+    net = load_onnx(stem_shortcut_digits(tmp_path / "stem_shortcut.onnx"))
+    images = np.load(DIGITS / "calibration.npy")
+    qnet = quantize_network(net, act_format=fmt, weight_format=fmt, acc_bits=config.acc_bits, samples=images,
+                            method="mmse", per_channel=True)
+    return qnet, qnet.tensors[qnet.input].quantize(images[:2])
+
+
+@pytest.mark.parametrize("fmt,n", [("int8", 8), ("int4", 4), ("minifloat6", 8), ("fp8_e4m3", 4)])
+def test_stem_and_shortcut_run_stacked_and_match_golden(tmp_path, fmt, n):
+    """The folded stem and the strided 1x1 shortcut (after a barrier: its PARAM lines load before it) pick the
+    stack order on their own, the Gemm (a vector per tap: nothing to gain) does not; every tensor is the golden
+    model's."""
+    config = _config(fmt, fmt, n)
+    qnet, x = _stem_shortcut(tmp_path, fmt, config)
+    orders = {e["name"]: e["plan"]["order"] for e in compile_network(qnet, config).layers}
+    assert orders["c1"] == orders["c4"] == "stack" != orders["y"], orders
+    assert_every_tensor_matches_golden(qnet, config, x)
+
+
+@pytest.mark.parametrize("rows,cols", [(4, 8), (8, 4)], ids=["4x8", "8x4"])
+def test_stacked_layers_on_rectangular_arrays_match_golden(tmp_path, rows, cols):
+    """A wide array loads its patches a line at a time, a tall one stores a line at a time (sw/compiler/lines.py):
+    the stacked jobs' LOADs and STOREs go through the same helpers."""
+    config = _config("int8", "int8", rows, cols=cols, dma_bits=32)
+    qnet, x = _stem_shortcut(tmp_path, "int8", config)
+    assert "stack" in {e["plan"]["order"] for e in compile_network(qnet, config).layers}
+    assert_every_tensor_matches_golden(qnet, config, x)
+
+
+def _one_by_one(channels: int, cout: int, size: tuple[int, int], stride: int = 1):
+    rng = np.random.default_rng(channels + cout)
+    w = rng.integers(0, 256, (cout, channels, 1, 1)).astype(np.uint8)
+    attrs = dict(kernel=(1, 1), stride=(stride, stride), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+    out = (cout, -(-size[0] // stride), -(-size[1] // stride))
+    return _single("conv", attrs, (channels, *size), out, [w], shift=np.full(cout, 40))
+
+
+def _layout(config, channels, cout, size, rows):
+    """The stack layout and chunk spans of the 1x1 job of :func:`_one_by_one` at ``rows`` rows per chunk."""
+    job = ConvJob("L", [Source(Region(0, 0), channels, np.ones((1, 1, 1, channels, cout), np.int64))], *size, cout,
+                  (1, 1), 1, 1, (0, 0, 0, 0), 0, None, Region(0, 0))
+    layout = _stack_layout(config, job, rows, _tiles(config, job))
+    return layout, stack_spans(config, job, layout, rows)
+
+
+@pytest.mark.parametrize("channels,cout,size,rows,act_depth,what", [
+    (24, 12, (16, 6), 5, 256, "shared"),   # 6 blocks of 4 channels in chunks of 30 lines: 8 slots, patches share
+    (80, 12, (16, 6), 2, 1024, "taps"),    # 20 blocks: two COMPUTEs per output tile (15 taps at most)
+    (16, 32, (16, 16), 8, 1024, "ramp"),   # chunk heights ramp up to the plan's
+])
+def test_shared_slots_long_reductions_and_ramps_match_golden(channels, cout, size, rows, act_depth, what):
+    config = _config("int8", "int8", 4, act_buffer_depth=act_depth)
+    net = _one_by_one(channels, cout, size)
+    compiled = compile_network(net, config, order="stack", max_rows=rows)
+    (entry,) = compiled.layers
+    assert entry["plan"]["order"] == "stack"
+    layout, spans = _layout(config, channels, cout, size, entry["plan"]["rows"])
+    assert {"shared": layout.shared > 0, "taps": layout.n > 15,
+            "ramp": spans[0][1] < entry["plan"]["rows"] < 16}[what], (layout, spans)
+    x = random_inputs(np.random.default_rng(2), net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+
+
+def test_the_cost_model_picks_stack_where_the_emulator_agrees():
+    """A ResNet-like folded stem (16 output rows) at 16x16: the plan is stack, its estimate within 2 % of the
+    emulated cycles, and the emulator runs it faster than the best chunk-order plan."""
+    rng = np.random.default_rng(0)
+    w = rng.integers(0, 256, (64, 3, 7, 7)).astype(np.uint8)
+    attrs = dict(kernel=(7, 7), stride=(2, 2), padding=(3, 3, 3, 3), dilation=(1, 1), groups=1)
+    net = _single("conv", attrs, (3, 32, 224), (64, 16, 112), [w], shift=np.full(64, 44))
+    config = AcceleratorConfig(rows=16, cols=16)
+    x = random_inputs(rng, net, 1)
+    cycles = {}
+    for order in (None, "chunk"):
+        compiled = compile_network(net, config, order=order)
+        (entry,) = compiled.layers
+        _, status = _emulate(compiled, x[0])
+        cycles[entry["plan"]["order"]] = (status.cycles, entry["plan"]["estimated_cycles"])
+    emulated, estimate = cycles["stack"]
+    assert abs(estimate - emulated) <= 0.02 * emulated, cycles
+    assert emulated < cycles["chunk"][0], cycles
