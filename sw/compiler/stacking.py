@@ -78,7 +78,7 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     wo = job.conv_out[1]
     if pitch * job.row_stride != wo * job.stride:          # output rows not one run of activation lines
         return None
-    if conv_rows * wo < 2 * config.rows + config.cols or n < 4 or -(-job.cout // config.cols) < 3:
+    if conv_rows * wo < 2 * config.reduction_rows + config.cols or n < 4 or -(-job.cout // config.cols) < 3:
         return None
     patch = in_rows * pitch
     if patch > _field_max(Opcode.COMPUTE, "act_pitch") or conv_rows * wo > _field_max(Opcode.COMPUTE, "out_w"):
@@ -106,9 +106,10 @@ def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: i
         loads, start = [], 0
         for k in range(1, len(cbs) + 1):              # one LOAD per run of tiles consecutive in memory
             if k == len(cbs) or cbs[k] != cbs[k - 1] + 1:
-                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr + start * c.rows,
+                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr + start * c.reduction_rows,
                                            dram_addr=w_base + w_offset[(nb, 0, cbs[start], 0, 0)] * wlb,
-                                           y_size=k - start, x_size=c.rows, dram_stride=c.rows * wlb)))
+                                           y_size=k - start, x_size=c.reduction_rows,
+                                           dram_stride=c.reduction_rows * wlb)))
                 start = k
         return loads
 
@@ -121,7 +122,7 @@ def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: i
         step.ends = True
         step.stores = output_stores(c, stores_of(chunk, nb, acc * acc_tile, 0))
 
-    return _steps(nb_n, c.rows, layout, chunks, patch_loads, weight_loads, compute, finish_tile)
+    return _steps(nb_n, c.reduction_rows, layout, chunks, patch_loads, weight_loads, compute, finish_tile)
 
 
 def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, weight_loads, compute,
@@ -208,7 +209,7 @@ def stack_spans(config, job, layout: StackLayout, rows: int) -> list[tuple[int, 
     out_h, n, wo = job.out_shape[0], layout.n, job.conv_out[1]
     nb_n, bus = -(-job.cout // config.cols), config.dma_bits // 8
     pitch = job.width + job.padding[1] + job.padding[3]
-    weights = n * config.rows * line_bytes(Buffer.WEIGHT, config) // bus + 8
+    weights = n * config.reduction_rows * line_bytes(Buffer.WEIGHT, config) // bus + 8
 
     def loads(chunk, size):
         """Cycles of the loads of the busiest step of ``chunk`` that carries patches of ``size`` rows."""
@@ -247,21 +248,21 @@ def stack_estimate(config, job, layout: StackLayout, rows: int, conv_rows: int, 
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
     # A COMPUTE's taps follow each other in the array; the next COMPUTE's first tile shifts in behind the last one's
     # vectors, but a few cycles are lost at the restart; the array fills once.
-    bus, burst, restart, fill = c.dma_bits // 8, 8, 4, c.rows + c.cols + 8
+    bus, burst, restart, fill = c.dma_bits // 8, 8, 4, c.reduction_rows + c.cols + 8
     nb_n, n, wo = -(-job.cout // c.cols), layout.n, job.conv_out[1]
     out_h, out_w = job.out_shape
-    tile = c.rows * wlb // bus
+    tile = c.reduction_rows * wlb // bus
     split = int(layout.shared > 0)
     cycles = traffic = 0
     for _, size in spans:
         lines = ((size - 1) * job.row_stride + 1) * job.width
-        per_tap = max(size * wo, 2 * c.rows + c.cols)
+        per_tap = max(size * wo, 2 * c.reduction_rows + c.cols)
         patch = lines * alb // bus + burst
         compute = nb_n * (n * per_tap + restart) + split * restart
         loads = n * patch + nb_n * (n * tile + burst) + split * burst
         wait = max(0, layout.shared * patch - layout.private * per_tap) if split else 0
         cycles += max(compute, loads) + wait
-        traffic += n * (lines * alb + nb_n * c.rows * wlb)
+        traffic += n * (lines * alb + nb_n * c.reduction_rows * wlb)
     first = ((spans[0][1] - 1) * job.row_stride + 1) * job.width * alb // bus + burst
     store = -(-spans[-1][1] * out_w * olb // bus) + burst
     cycles += first + tile + burst + (n - 1) * restart + fill + store

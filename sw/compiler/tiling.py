@@ -371,7 +371,7 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     layout = None
     if order == "stack":
         layout = None if band else _stack_layout(c, job, rows, tiles)
-        if layout is None or 2 * layout.n * c.rows > c.weight_buffer_depth:
+        if layout is None or 2 * layout.n * c.reduction_rows > c.weight_buffer_depth:
             return False
         order = "chunk"                   # the rest as chunk order (the layout checked the activation buffer)
     patches = tiles.slots(order) * in_rows * pitch
@@ -645,7 +645,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                     # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
                     loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
                                                dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
-                                               y_size=tiles.taps(g), x_size=c.reduction_rows, dram_stride=c.reduction_rows * wlb)))
+                                               y_size=tiles.taps(g), x_size=c.reduction_rows,
+                                               dram_stride=c.reduction_rows * wlb)))
                 else:
                     w_addr = weight_base + n * w_tile
                 # A kernel group reads the patch from its window's first tap on.

@@ -43,12 +43,15 @@ def test_stem_and_shortcut_run_stacked_and_match_golden(tmp_path, fmt, n):
     assert_every_tensor_matches_golden(qnet, config, x)
 
 
-@pytest.mark.parametrize("rows,cols", [(4, 8), (8, 4)], ids=["4x8", "8x4"])
-def test_stacked_layers_on_rectangular_arrays_match_golden(tmp_path, rows, cols):
+@pytest.mark.parametrize("fmt,rows,cols", [("int8", 4, 8), ("int8", 8, 4), ("int4", 4, 8)],
+                         ids=["4x8", "8x4", "4x8-int4-packed"])
+def test_stacked_layers_on_rectangular_arrays_match_golden(tmp_path, fmt, rows, cols):
     """A wide array loads its patches a line at a time, a tall one stores a line at a time (sw/compiler/lines.py):
-    the stacked jobs' LOADs and STOREs go through the same helpers."""
-    config = _config("int8", "int8", rows, cols=cols, dma_bits=32)
-    qnet, x = _stem_shortcut(tmp_path, "int8", config)
+    the stacked jobs' LOADs and STOREs go through the same helpers. A packed int4 4x8 engine's weight tiles hold
+    8 reduction rows, not its 4 PE rows."""
+    config = _config(fmt, fmt, rows, cols=cols, dma_bits=32)
+    assert config.reduction_rows == (8 if fmt == "int4" else rows)
+    qnet, x = _stem_shortcut(tmp_path, fmt, config)
     assert "stack" in {e["plan"]["order"] for e in compile_network(qnet, config).layers}
     assert_every_tensor_matches_golden(qnet, config, x)
 
