@@ -260,32 +260,47 @@ class ComputeEngine(wiring.Component):
         a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
                                               for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
         alu_active = Signal()
-        with m.If(seq.start & (opcode_in == Opcode.ALU)):
-            m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
-                         a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1)]
         # MUL takes its operands as the other operations do, ACCUMULATE_LATENCY cycles after the issue, but writes
-        # two cycles later: an element waits while one issued in those two cycles writes a line it uses.
+        # two cycles later: an element waits while one issued in those two cycles writes a line it uses. Whether
+        # it uses the line of the element before (``dep_last``) or of the one before that (``dep_before``) is
+        # registered as the element before issues, so the wait is a few gates on flip-flops.
         assert ALU_MUL_LATENCY == ACCUMULATE_LATENCY + 2
         is_mul = alu.op == AluOp.MUL
+        dep_last, dep_before = Signal(name="alu_dep_last"), Signal(name="alu_dep_before")
+        last_dst = Signal.like(a_dst, name="alu_last_dst")
+        with m.If(seq.start & (opcode_in == Opcode.ALU)):
+            m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
+                         a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1),
+                         dep_last.eq(0), dep_before.eq(0)]
         mul_wait = Signal()
         alu_issue = Signal()
         m.d.comb += alu_issue.eq(is_alu & alu_active & ~mul_wait)
+        # The next element's lines (past the last element they may wrap: unused then).
+        row_end = Signal()
+        next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
+        next_dst, next_src = Signal.like(a_dst), Signal.like(a_src)
+        m.d.comb += [row_end.eq(ax + 1 == alu.x_size),
+                     next_dst_row.eq(a_dst_row + alu.dst_stride), next_src_row.eq(a_src_row + alu.src_stride),
+                     next_dst.eq(Mux(row_end, next_dst_row, a_dst + 1)),
+                     next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]
         with m.If(alu_issue):
-            with m.If(ax + 1 == alu.x_size):
-                m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(a_dst_row + alu.dst_stride),
-                             a_src_row.eq(a_src_row + alu.src_stride), a_dst.eq(a_dst_row + alu.dst_stride),
-                             a_src.eq(a_src_row + alu.src_stride)]
+            m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src), last_dst.eq(a_dst),
+                         dep_last.eq((next_dst == a_dst) | (next_src == a_dst)),
+                         dep_before.eq((next_dst == last_dst) | (next_src == last_dst))]
+            with m.If(row_end):
+                m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(next_dst_row), a_src_row.eq(next_src_row)]
                 with m.If(ay + 1 == alu.y_size):
                     m.d.sync += alu_active.eq(0)
             with m.Else():
-                m.d.sync += [ax.eq(ax + 1), a_dst.eq(a_dst + 1), a_src.eq(a_src + alu.src_step)]
+                m.d.sync += ax.eq(ax + 1)
         # Like the retire side: read dst and src, wait for the lines, then operate and write.
         alu_reading, alu_settling, alu_stage = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(),
                                                                   "src_line": a_src.shape()})
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
-        m.d.comb += mul_wait.eq(is_mul & (
-            (alu_reading.valid & ((alu_reading.line == a_dst) | (alu_reading.line == a_src))) |
-            (alu_settling.valid & ((alu_settling.line == a_dst) | (alu_settling.line == a_src)))))
+        # The element before issued in one of the two cycles before (the last issue was then), or both it and the
+        # one before it did (in the cycles just before).
+        m.d.comb += mul_wait.eq(is_mul & ((dep_last & (alu_reading.valid | alu_settling.valid)) |
+                                          (dep_before & alu_reading.valid & alu_settling.valid)))
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
