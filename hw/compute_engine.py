@@ -1,6 +1,6 @@
 """The compute engine: COMPUTE (the systolic array fed from the buffers) and ALU (on accumulator lines)."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -13,7 +13,7 @@ from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, KINDS, AluOp, Opcode
-from .spec.microarchitecture import ACCUMULATE_LATENCY, feeder_depth
+from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_MUL_LATENCY, feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -84,7 +84,8 @@ class ComputeEngine(wiring.Component):
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
     of their own cycle and the line written in between is forwarded, so consecutive updates of one line see each
     other). ALU reads two accumulator lines per cycle and writes the result as many cycles later, in element
-    order."""
+    order; MUL registers its operands and its product (``ALU_MUL_LATENCY`` cycles), and an element that uses a line
+    an element issued in the two cycles before writes waits until that write can be forwarded."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -259,23 +260,47 @@ class ComputeEngine(wiring.Component):
         a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
                                               for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
         alu_active = Signal()
+        # MUL takes its operands as the other operations do, ACCUMULATE_LATENCY cycles after the issue, but writes
+        # two cycles later: an element waits while one issued in those two cycles writes a line it uses. Whether
+        # it uses the line of the element before (``dep_last``) or of the one before that (``dep_before``) is
+        # registered as the element before issues, so the wait is a few gates on flip-flops.
+        assert ALU_MUL_LATENCY == ACCUMULATE_LATENCY + 2
+        is_mul = alu.op == AluOp.MUL
+        dep_last, dep_before = Signal(name="alu_dep_last"), Signal(name="alu_dep_before")
+        last_dst = Signal.like(a_dst, name="alu_last_dst")
         with m.If(seq.start & (opcode_in == Opcode.ALU)):
             m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
-                         a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1)]
-        alu_issue = is_alu & alu_active
+                         a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1),
+                         dep_last.eq(0), dep_before.eq(0)]
+        mul_wait = Signal()
+        alu_issue = Signal()
+        m.d.comb += alu_issue.eq(is_alu & alu_active & ~mul_wait)
+        # The next element's lines (past the last element they may wrap: unused then).
+        row_end = Signal()
+        next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
+        next_dst, next_src = Signal.like(a_dst), Signal.like(a_src)
+        m.d.comb += [row_end.eq(ax + 1 == alu.x_size),
+                     next_dst_row.eq(a_dst_row + alu.dst_stride), next_src_row.eq(a_src_row + alu.src_stride),
+                     next_dst.eq(Mux(row_end, next_dst_row, a_dst + 1)),
+                     next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]
         with m.If(alu_issue):
-            with m.If(ax + 1 == alu.x_size):
-                m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(a_dst_row + alu.dst_stride),
-                             a_src_row.eq(a_src_row + alu.src_stride), a_dst.eq(a_dst_row + alu.dst_stride),
-                             a_src.eq(a_src_row + alu.src_stride)]
+            m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src), last_dst.eq(a_dst),
+                         dep_last.eq((next_dst == a_dst) | (next_src == a_dst)),
+                         dep_before.eq((next_dst == last_dst) | (next_src == last_dst))]
+            with m.If(row_end):
+                m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(next_dst_row), a_src_row.eq(next_src_row)]
                 with m.If(ay + 1 == alu.y_size):
                     m.d.sync += alu_active.eq(0)
             with m.Else():
-                m.d.sync += [ax.eq(ax + 1), a_dst.eq(a_dst + 1), a_src.eq(a_src + alu.src_step)]
+                m.d.sync += ax.eq(ax + 1)
         # Like the retire side: read dst and src, wait for the lines, then operate and write.
         alu_reading, alu_settling, alu_stage = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(),
                                                                   "src_line": a_src.shape()})
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
+        # The element before issued in one of the two cycles before (the last issue was then), or both it and the
+        # one before it did (in the cycles just before).
+        m.d.comb += mul_wait.eq(is_mul & ((dep_last & (alu_reading.valid | alu_settling.valid)) |
+                                          (dep_before & alu_reading.valid & alu_settling.valid)))
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
@@ -290,6 +315,20 @@ class ComputeEngine(wiring.Component):
         old = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
         src = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line, alu_settling.src_line)
         new = Signal(acc_line)
+        # MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept; the
+        # operands and the product are registered, so the forwarding multiplexers, the multiplier and the write
+        # are in different cycles.
+        k = min(c.alu_mul_bits, c.acc_bits)
+        mul_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols})
+        mul_operands, mul_product = (Signal(mul_record, name=f"alu_mul_{n}") for n in ("operands", "product"))
+        factors = [(Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}"))
+                   for col in range(cols)]
+        products = [Signal(signed(2 * k), name=f"mul_product_{col}") for col in range(cols)]
+        m.d.sync += [mul_operands.valid.eq(alu_stage.valid & is_mul), mul_operands.line.eq(alu_stage.line),
+                     mul_product.eq(mul_operands)]
+        for col, (a, b) in enumerate(factors):
+            m.d.sync += [a.eq(old[col].value[:k]), b.eq(src[col].value[:k]), products[col].eq(a * b),
+                         mul_operands.nonfinite[col].eq(old[col].nonfinite | src[col].nonfinite)]
         with m.If(stage.valid):
             for col in range(cols):
                 psum = stage.psums[col]
@@ -299,14 +338,14 @@ class ComputeEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
-        with m.Elif(alu_stage.valid):
-            # MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept.
-            k = min(c.alu_mul_bits, c.acc_bits)
+        with m.Elif(mul_product.valid):
+            for col in range(cols):
+                m.d.comb += [new[col].value.eq(products[col]), new[col].nonfinite.eq(mul_product.nonfinite[col])]
+            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(mul_product.line), self.acc_w.data.eq(new)]
+        with m.Elif(alu_stage.valid & ~is_mul):
             for col in range(cols):
                 a, b = old[col].value, src[col].value
                 with m.Switch(alu.op):
-                    with m.Case(AluOp.MUL):
-                        m.d.comb += new[col].value.eq(a[:k].as_signed() * b[:k].as_signed())
                     with m.Case(AluOp.MAX):
                         m.d.comb += new[col].value.eq(Mux(b > a, b, a))
                     with m.Case(AluOp.ADD):
@@ -326,6 +365,7 @@ class ComputeEngine(wiring.Component):
                 with m.Case(Opcode.COMPUTE):
                     m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
-                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid)
+                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid
+                                            & ~mul_operands.valid & ~mul_product.valid)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m
