@@ -37,7 +37,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
-from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_lanes,
+from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_params, tensor_lanes,
                              tensor_line_bytes, tensor_sublines)
 
 from .lines import act_loads, needs_strided_loads, output_stores
@@ -307,7 +307,7 @@ def _prologue(b: ProgramBuilder, job: MulJob, blocks: int, param_base: int) -> l
         if not c.lut_buffer_depth:
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
                               f"format {c.acts.name} has no lookup table")
-        rl = b.region(f"{job.name}.table", pack_lut(job.requant.table, c))
+        rl = b.region(f"{job.name}.table", job.requant.lut(c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
     return prologue

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hw.spec.config import AcceleratorConfig
+from hw.spec.layout import pack_lut
+
 __all__ = ["Requant"]
 
 
@@ -50,6 +53,18 @@ class Requant:
         pairs = [(pad(self.bias), np.zeros((blocks, cols), dtype=np.int64)), (pad(self.multiplier), pad(neg_m)),
                  (pad(self.shift), pad(neg_s))]
         return tuple(np.stack(pair, axis=1).reshape(2 * blocks, cols) for pair in pairs)
+
+    def lut(self, config: AcceleratorConfig) -> bytes:
+        """The activation table as the LUT buffer holds it: ``config.lut_entries`` codes, packed. A layer whose
+        output format is narrower than the slot (int4 or minifloat6 on an int8 multi-format build) has one entry per
+        code of its format; its pre-activation codes index only those, so the entries above them are never read
+        (zeros)."""
+        from .tiling import LayoutError
+        table = self.table
+        if len(table) > config.lut_entries:
+            raise LayoutError(f"an activation table of {len(table)} codes does not fit the engine's "
+                              f"{config.lut_entries}")
+        return pack_lut(np.concatenate([table, np.zeros(config.lut_entries - len(table), dtype=table.dtype)]), config)
 
     def store(self) -> dict:
         """Fields every STORE of this post-processing carries."""

@@ -32,7 +32,7 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Buffer, KINDS, Opcode
-from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_lut, pack_params, tensor_line_bytes,
+from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_params, tensor_line_bytes,
                              tensor_sublines)
 
 from .lines import act_loads, output_stores, padding_row
@@ -503,15 +503,6 @@ def _bands_that_fit(config: AcceleratorConfig, job: ConvJob, tiles: _Tiles) -> l
             if _fits(config, job, 1, "block", tiles, band) and _reads_real_rows(job, 1, band)]
 
 
-def _full_table(table: np.ndarray, c: AcceleratorConfig) -> np.ndarray:
-    """An activation table as the LUT holds it: ``c.lut_entries`` codes. A layer whose output format is narrower
-    than the slot (int4 or minifloat6 on an int8 multi-format build) has one entry per code of its format; its
-    pre-activation codes index only those, so the entries above them are never read (zeros)."""
-    if len(table) > c.lut_entries:
-        raise LayoutError(f"an activation table of {len(table)} codes does not fit the engine's {c.lut_entries}")
-    return np.concatenate([table, np.zeros(c.lut_entries - len(table), dtype=table.dtype)])
-
-
 def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0,
              shared: dict | None = None) -> dict:
     """Emit ``job`` into ``b`` as one schedule (after :meth:`ProgramBuilder.barrier` if an earlier layer wrote
@@ -694,7 +685,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
             raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
                               f"format {c.acts.name} has no lookup table; build the engine with an activation format of at "
                               f"most 8 bits")
-        rl = region(f"{job.name}.table", lambda: pack_lut(_full_table(job.requant.table, c), c))
+        rl = region(f"{job.name}.table", lambda: job.requant.lut(c))
         prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                       x_size=c.lut_buffer_depth)))
     early = []
