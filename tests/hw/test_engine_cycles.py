@@ -9,6 +9,16 @@ from sim.layer_programs import random_layer_program
 from sim.programs import random_program
 
 
+def assert_within_two_percent(pairs: list[tuple[int, int]], total: bool = False) -> None:
+    """Every (RTL, emulator) cycle pair within 2 %; with ``total``, their sums within 0.5 %."""
+    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
+    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+    if total:
+        total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+        assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+
+
+
 @pytest.mark.parametrize("latency", [1, 4])
 def test_single_instructions_are_cycle_exact(latency, tmp_path):
     pairs = check_programs(CONFIG, one_instruction_programs(), tmp_path, Traffic(latency=latency))
@@ -20,10 +30,7 @@ def test_whole_programs_within_two_percent(tmp_path):
     programs = [random_layer_program(CONFIG, rng) for _ in range(20)] + [random_program(CONFIG, rng)
                                                                           for _ in range(20)]
     pairs = check_programs(CONFIG, programs, tmp_path, Traffic(latency=4))
-    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
-    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
-    total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
-    assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+    assert_within_two_percent(pairs, total=True)
 
 
 def test_the_pinned_cycle_fixture_is_what_the_rtl_counts():
@@ -40,10 +47,7 @@ def test_format_switching_programs_within_two_percent(tmp_path):
                                weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
     rng = np.random.default_rng(12)
     pairs = check_programs(config, [random_program(config, rng) for _ in range(30)], tmp_path, Traffic(latency=4))
-    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
-    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
-    total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
-    assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+    assert_within_two_percent(pairs, total=True)
 
 
 def test_packed_int4_programs_within_two_percent(tmp_path):
@@ -58,10 +62,7 @@ def test_packed_int4_programs_within_two_percent(tmp_path):
     programs = [random_layer_program(config, rng) for _ in range(15)] + [random_program(config, rng)
                                                                           for _ in range(15)]
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
-    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
-    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
-    total_rtl, total_emulator = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
-    assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
+    assert_within_two_percent(pairs, total=True)
 
 
 @pytest.mark.parametrize("latency", [1, 4])
@@ -103,8 +104,7 @@ def test_rectangular_network_programs_within_two_percent(shape, tmp_path):
         programs.append(replace(compiled.program, dram=compiled.dram_with_input(x)))
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
     assert len(pairs) == len(programs)
-    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
-    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+    assert_within_two_percent(pairs)
 
 
 
@@ -130,8 +130,7 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
     programs = [random_program(config, rng) for _ in range(30)]
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
     assert len(pairs) >= 20
-    deviations = [abs(emulator - rtl) / rtl for rtl, emulator in pairs]
-    assert max(deviations) <= 0.02, sorted(zip(deviations, pairs))[-3:]
+    assert_within_two_percent(pairs)
     runs = [r for r in run_on_rtl(config, programs[:6], tmp_path / "counters", Traffic(latency=4)) if r]
     assert runs
     for r in runs:

@@ -25,9 +25,9 @@ def _emulate(compiled: CompiledNetwork, codes: np.ndarray):
     return emulator.dram, status
 
 
-def assert_every_tensor_matches_golden(net, config, x) -> None:
+def assert_every_tensor_matches_golden(net, config, x) -> CompiledNetwork:
     """``net`` compiled for ``config`` and emulated on each input of ``x``: every materialized tensor equals the
-    golden model's."""
+    golden model's. Returns the compiled network."""
     compiled = compile_network(net, config)
     golden = run_network(net, x, keep=True)
     for i in range(len(x)):
@@ -35,6 +35,20 @@ def assert_every_tensor_matches_golden(net, config, x) -> None:
         for name in compiled.materialized:
             np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][i],
                                           err_msg=f"tensor {name}, image {i}")
+    return compiled
+
+
+def assert_runs_match_golden(compiled: CompiledNetwork, codes, what: str = ""):
+    """``compiled`` run on ``codes`` by the runtime's golden and emulator backends: every materialized tensor of
+    every input equal. Returns the emulator's run."""
+    from sw.runtime import run_codes
+    golden = run_codes(compiled, codes, "golden", keep=True)
+    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    for i in range(len(codes)):
+        for name in compiled.materialized:
+            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
+                                          err_msg=f"{what}tensor {name}, input {i}")
+    return emulated
 
 
 @pytest.mark.parametrize("weights,acts,n", [("int8", "int8", 4), ("int4", "int8", 8), ("minifloat6", "minifloat6", 4),

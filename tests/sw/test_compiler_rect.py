@@ -15,8 +15,8 @@ from sw.compile import compile_model
 from sw.compiler.network import compile_network
 from sw.golden.network import run_network
 from sw.model_folder import DIGITS, model_folder
-from sw.runtime import run_codes
-from tests.sw.test_compiler_network import _config, _emulate
+from tests.sw.test_compiler_network import (_config, _emulate, assert_every_tensor_matches_golden,
+                                           assert_runs_match_golden)
 
 #: (weights, acts, rows, cols, dma_bits); the comment says which way lines differ (ACT, output, tensor bytes).
 SHAPES = [
@@ -42,14 +42,7 @@ def test_random_network_on_a_rectangular_array_matches_golden(weights, acts, row
     config = _config(weights, acts, rows, cols=cols, dma_bits=dma)
     rng = np.random.default_rng(rows * 31 + cols + dma)
     net = random_network(rng, acts, weights, config.acc_bits)
-    compiled = compile_network(net, config)
-    x = random_inputs(rng, net, 2)
-    golden = run_network(net, x, keep=True)
-    for i in range(len(x)):
-        dram, _ = _emulate(compiled, x[i])
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(compiled.read_tensor(dram, name), golden[name][i],
-                                          err_msg=f"tensor {name}, sample {i}")
+    compiled = assert_every_tensor_matches_golden(net, config, random_inputs(rng, net, 2))
     assert {"p1", "dw", "sum", "cat", "mp", "avg", "dil", "gap", "fc", "out"} <= set(compiled.materialized)
 
 
@@ -67,12 +60,7 @@ def test_digits_cnn_on_a_rectangular_array(shape):
         images, labels = data["images"][:24], data["labels"][:24]
     net = compiled.network
     codes = net.tensors[net.input].quantize(images)
-    golden = run_codes(compiled, codes, "golden", keep=True)
-    emulated = run_codes(compiled, codes, "emulator", keep=True)
-    for i in range(len(codes)):
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
-                                          err_msg=f"{shape}: tensor {name}, image {i}")
+    emulated = assert_runs_match_golden(compiled, codes, f"{shape}: ")
     assert (net.tensors[net.output].dequantize(emulated.codes).argmax(axis=1) == labels).mean() > 0.9
 
 
@@ -174,12 +162,8 @@ def test_host_layers_and_activation_tables_on_a_rectangular_array(model, shape, 
     compiled = compile_model(getattr(models, model)(tmp_path / f"{model}.onnx"), config, samples,
                              log=lambda *_: None)
     codes = compiled.network.tensors[compiled.network.input].quantize(samples[:2])
-    golden = run_codes(compiled, codes, "golden", keep=True)
-    emulated = run_codes(compiled, codes, "emulator", keep=True)
     assert bool(compiled.host_layers) == (model != "activations_resnet")
-    for i in range(len(codes)):
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
+    assert_runs_match_golden(compiled, codes)
 
 
 @pytest.mark.parametrize("shape", ["8x16", "16x8"])
@@ -194,10 +178,7 @@ def test_zoo_models_on_a_rectangular_array(model, shape):
     samples = np.load(zoo / f"{model}_calibration.npy")
     compiled = compile_model(zoo / f"{model}.onnx", config, samples, log=lambda *_: None)
     codes = compiled.network.tensors[compiled.network.input].quantize(samples[:1])
-    golden = run_codes(compiled, codes, "golden", keep=True)
-    emulated = run_codes(compiled, codes, "emulator", keep=True)
-    for name in compiled.materialized:
-        np.testing.assert_array_equal(emulated.tensors[0][name], golden.tensors[0][name], err_msg=name)
+    assert_runs_match_golden(compiled, codes)
 
 
 @pytest.mark.parametrize("shape,dma", [("8x4", 32), ("4x16", 64), ("16x8", 128)])
@@ -212,11 +193,7 @@ def test_prelu_and_batches_on_a_rectangular_array(shape, dma, tmp_path):
     for model, batch in ((models.prelu_net(tmp_path / "prelu.onnx"), 1), (DIGITS / "digits_cnn.onnx", 3)):
         compiled = compile_model(model, config, samples, log=lambda *_: None, batch=batch)
         codes = compiled.network.tensors[compiled.network.input].quantize(samples[:4])
-        golden = run_codes(compiled, codes, "golden", keep=True)
-        emulated = run_codes(compiled, codes, "emulator", keep=True)
-        for i in range(len(codes)):
-            for name in compiled.materialized:
-                np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name], err_msg=name)
+        assert_runs_match_golden(compiled, codes)
 
 
 @pytest.mark.parametrize("shape,dma,batch", [("8x4", 32, 1), ("8x4", 32, 3), ("4x16", 64, 2), ("16x8", 64, 1),
@@ -234,12 +211,7 @@ def test_scattered_outputs_on_a_rectangular_array(shape, dma, batch, tmp_path):
                              batch=batch)
     assert not compiled.host_layers
     codes = compiled.network.tensors[compiled.network.input].quantize(samples[:2 * batch])
-    golden = run_codes(compiled, codes, "golden", keep=True)
-    emulated = run_codes(compiled, codes, "emulator", keep=True)
-    for i in range(len(codes)):
-        for name in compiled.materialized:
-            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
-                                          err_msg=f"tensor {name}, sample {i}")
+    assert_runs_match_golden(compiled, codes)
 
 
 def test_a_dense_line_of_few_channels_computes_only_their_blocks():
