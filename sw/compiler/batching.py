@@ -21,7 +21,8 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
 
-from .tiling import ConvJob, _field_max
+from .lines import field_max
+from .tiling import ConvJob
 
 __all__ = ["batch_jobs", "stacked_job"]
 
@@ -54,8 +55,8 @@ def stacked_job(config: AcceleratorConfig, job: ConvJob, maps: list[tuple[int, i
         return None
     in_lines, out_lines = source_bytes[0] // olb, out_bytes // olb
     if (in_lines * olb != source_bytes[0] or out_lines * olb != out_bytes
-            or source_bytes[0] > _field_max(Opcode.LOAD, "dram_stride")
-            or out_bytes > _field_max(Opcode.STORE, "dram_stride")):
+            or source_bytes[0] > field_max(Opcode.LOAD, "dram_stride")
+            or out_bytes > field_max(Opcode.STORE, "dram_stride")):
         return None
     return replace(job, height=batch, width=1, stride=1, dilation=1, in_pitch=in_lines, block_pitch=1,
                    out_pitch=out_lines, out_block_pitch=1, macs=None if job.macs is None else job.macs * batch)

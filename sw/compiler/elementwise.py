@@ -36,21 +36,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import AluOp, Buffer, KINDS, Opcode
+from hw.spec.isa import AluOp, Buffer, Opcode
 from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_params, tensor_lanes,
                              tensor_line_bytes, tensor_sublines)
 
-from .lines import act_loads, needs_strided_loads, output_stores
+from .lines import act_loads, field_max, needs_strided_loads, output_stores
 
 from .program import ProgramBuilder, Region, Step
 from .requant import Requant
 from .tiling import LayoutError, ceil_div
 
 __all__ = ["MulJob", "MulPlan", "lower_mul", "split_mul", "plan_mul", "emit_mul"]
-
-
-def _field_max(opcode: Opcode, name: str) -> int:
-    return KINDS[opcode].field(name).max
 
 
 @dataclass
@@ -222,14 +218,14 @@ def plan_mul(config: AcceleratorConfig, job: MulJob) -> MulPlan:
     if tiles_lines > c.weight_buffer_depth:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: its {_tile_count(c)} weight tiles "
                           f"need {tiles_lines} weight lines, the buffer has {c.weight_buffer_depth}")
-    limit = min(_field_max(Opcode.COMPUTE, "out_h"), _field_max(Opcode.ALU, "x_size"),
-                _field_max(Opcode.ALU, "y_size"), _field_max(Opcode.STORE, "x_size"))
+    limit = min(field_max(Opcode.COMPUTE, "out_h"), field_max(Opcode.ALU, "x_size"),
+                field_max(Opcode.ALU, "y_size"), field_max(Opcode.STORE, "x_size"))
     gp, xp = _patches(c, job)
     best = 0
     for rows in range(1, job.height + 1):
         ga, xa, gacc, xacc = _lines(job, rows)
         if (2 * (gp * ga + xp * xa) <= c.act_buffer_depth and 2 * (gacc + xacc) <= c.acc_buffer_depth
-                and xacc <= limit and job.width <= _field_max(Opcode.COMPUTE, "out_w")):
+                and xacc <= limit and job.width <= field_max(Opcode.COMPUTE, "out_w")):
             best = rows
     if not best:
         raise LayoutError(f"layer {job.name!r} cannot be mapped onto this engine: one row of its map ({job.width} "

@@ -25,8 +25,9 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, tensor_lin
 __all__ = ["needs_strided_loads", "act_loads", "padding_row", "output_stores"]
 
 
-def _field_max(opcode: Opcode, name: str) -> int:
-    return next(f.max for f in KINDS[opcode].fields if f.name == name)
+def field_max(opcode: Opcode, name: str) -> int:
+    """The largest value instruction field ``name`` of ``opcode`` holds (hw/spec/isa.py)."""
+    return KINDS[opcode].field(name).max
 
 
 def needs_strided_loads(config: AcceleratorConfig) -> bool:
@@ -67,7 +68,7 @@ def act_loads(config: AcceleratorConfig, fields: dict, pad_addr: int | None) -> 
     if top:
         padding(f["sram_addr"], top)
     contiguous = left == right == 0 and (rows == 1 or f["dram_stride"] == per_row * tlb)
-    if contiguous and rows * per_row <= _field_max(Opcode.LOAD, "y_size"):
+    if contiguous and rows * per_row <= field_max(Opcode.LOAD, "y_size"):
         groups = [(0, rows * per_row)]                 # the whole patch as one column of lines
     else:
         groups = [(y, per_row) for y in range(rows)]
@@ -94,7 +95,7 @@ def output_stores(config: AcceleratorConfig, stores: list[tuple[str, dict]]) -> 
             out.append((opcode, f))
             continue
         if ((y_size == 1 or (acc_stride == x_size and dram_stride == x_size * tlb))
-                and y_size * x_size <= _field_max(Opcode.STORE, "y_size")):
+                and y_size * x_size <= field_max(Opcode.STORE, "y_size")):
             rows = [(0, y_size * x_size)]               # one column of lines
         else:
             rows = [(y, x_size) for y in range(y_size)]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hw.spec.isa import KINDS, AluOp, Opcode
+from hw.spec.isa import AluOp, Opcode
+
+from .lines import field_max
 
 if TYPE_CHECKING:
     from .tiling import ConvJob
@@ -14,16 +16,12 @@ if TYPE_CHECKING:
 __all__ = ["alus_fit", "pool_alus", "band_pool_alus"]
 
 
-def _field_max(opcode: Opcode, name: str) -> int:
-    return next(f.max for f in KINDS[opcode].fields if f.name == name)
-
-
 def alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
     """The separable pooling's ALU instructions can address a tile of ``rows`` pooled rows."""
     (_, sw), wp, wo = job.pool.stride, job.out_shape[1], job.conv_out[1]
-    return (max(conv_rows, rows) <= _field_max(Opcode.ALU, "y_size") and wp <= _field_max(Opcode.ALU, "x_size")
-            and max(wo, job.pool.stride[0] * wp) <= _field_max(Opcode.ALU, "src_stride")
-            and (wp == 1 or sw <= _field_max(Opcode.ALU, "src_step")))
+    return (max(conv_rows, rows) <= field_max(Opcode.ALU, "y_size") and wp <= field_max(Opcode.ALU, "x_size")
+            and max(wo, job.pool.stride[0] * wp) <= field_max(Opcode.ALU, "src_stride")
+            and (wp == 1 or sw <= field_max(Opcode.ALU, "src_step")))
 
 
 def pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, regions: tuple) -> list:
@@ -76,7 +74,7 @@ def _in_place_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int
                                  x_size=wo, dst_stride=psh * wo, src_stride=psh * wo, src_step=1)))
     wp = (wo - pkw) // psw + 1
     for dx in range(1, pkw):
-        if wo % psw == 0 and conv_rows * wo // psw <= _field_max(Opcode.ALU, "y_size"):
+        if wo % psw == 0 and conv_rows * wo // psw <= field_max(Opcode.ALU, "y_size"):
             alus.append(("ALU", dict(op=int(AluOp.MAX), dst_addr=base, src_addr=base + dx,
                                      y_size=conv_rows * wo // psw, x_size=1, dst_stride=psw, src_stride=psw,
                                      src_step=1)))

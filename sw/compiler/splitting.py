@@ -14,8 +14,9 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Opcode
 from hw.spec.layout import tensor_line_bytes, tensor_sublines
 
+from .lines import field_max
 from .program import Region
-from .tiling import (ConvJob, LayoutError, Pool, _bands_that_fit, _check, _field_max, _fits, _geometry,
+from .tiling import (ConvJob, LayoutError, Pool, _bands_that_fit, _check, _fits, _geometry,
                      _tiles)
 
 __all__ = ["split_job", "skip_rows"]
@@ -38,7 +39,7 @@ def skip_rows(config: AcceleratorConfig, job: ConvJob) -> ConvJob:
     s = job.stride
     if job.kernel != (1, 1) or s == 1 or any(job.padding) or job.pool is not None or job.stride_h is not None:
         return job
-    if s * job.src_pitch * tensor_line_bytes(config) > _field_max(Opcode.LOAD, "dram_stride"):
+    if s * job.src_pitch * tensor_line_bytes(config) > field_max(Opcode.LOAD, "dram_stride"):
         return job
     ho, _ = job.conv_out
     skipping = replace(job, height=ho, in_pitch=s * job.src_pitch, stride_h=1, padding=(0, 0, 0, -job.width % s),

@@ -21,17 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hw.spec.isa import KINDS, Buffer, Opcode
+from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import line_bytes
 
-from .lines import output_stores
+from .lines import field_max, output_stores
 from .program import Step
 
 __all__ = ["StackLayout", "stack_layout", "stack_spans", "stack_estimate", "emit_stack_steps"]
-
-
-def _field_max(opcode: Opcode, name: str) -> int:
-    return next(f.max for f in KINDS[opcode].fields if f.name == name)
 
 
 @dataclass(frozen=True)
@@ -81,7 +77,7 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     if conv_rows * wo < 2 * config.reduction_rows + config.cols or n < 4 or -(-job.cout // config.cols) < 3:
         return None
     patch = in_rows * pitch
-    if patch > _field_max(Opcode.COMPUTE, "act_pitch") or conv_rows * wo > _field_max(Opcode.COMPUTE, "out_w"):
+    if patch > field_max(Opcode.COMPUTE, "act_pitch") or conv_rows * wo > field_max(Opcode.COMPUTE, "out_w"):
         return None
     slots = config.act_buffer_depth // patch
     if chunks == 1:
@@ -134,7 +130,7 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
     on ``step``. Returns the steps."""
     n = layout.n
     steps, tile_count = [], 0
-    most = _field_max(Opcode.COMPUTE, "kh")
+    most = field_max(Opcode.COMPUTE, "kh")
     loaded = [0]               # steps that loaded weights: they alternate between the two slots
 
     def w_slot():

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import Buffer, KINDS, Opcode
+from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_params, tensor_line_bytes,
                              tensor_sublines)
 
-from .lines import act_loads, output_stores, padding_row
+from .lines import act_loads, field_max, output_stores, padding_row
 from .pooling import alus_fit, band_pool_alus, pool_alus
 from .program import ProgramBuilder, Region, Step
 from .requant import Requant
@@ -52,10 +52,6 @@ class LayoutError(ValueError):
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def _field_max(opcode: Opcode, name: str) -> int:
-    return next(f.max for f in KINDS[opcode].fields if f.name == name)
 
 
 @dataclass
@@ -234,8 +230,8 @@ def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int]) -> list[tu
     if most < 1:
         raise LayoutError(f"the weight buffer ({config.weight_buffer_depth} lines) cannot hold two tiles of "
                           f"{config.reduction_rows} lines")
-    gw = min(kw, _field_max(Opcode.COMPUTE, "kw"), most)
-    gh = min(kh, _field_max(Opcode.COMPUTE, "kh"), max(1, most // gw))
+    gw = min(kw, field_max(Opcode.COMPUTE, "kw"), most)
+    gh = min(kh, field_max(Opcode.COMPUTE, "kh"), max(1, most // gw))
     return [(y, min(y + gh, kh), x, min(x + gw, kw)) for y in range(0, kh, gh) for x in range(0, kw, gw)]
 
 
@@ -297,11 +293,11 @@ def _check(config: AcceleratorConfig, job: ConvJob) -> None:
     c = config
     ho, wo = job.conv_out
     problems = []
-    if max(job.padding) > _field_max(Opcode.LOAD, "pad_top"):
-        problems.append(f"padding {job.padding} exceeds {_field_max(Opcode.LOAD, 'pad_top')}")
-    if job.stride > _field_max(Opcode.COMPUTE, "stride") or job.dilation > _field_max(Opcode.COMPUTE, "dilation"):
+    if max(job.padding) > field_max(Opcode.LOAD, "pad_top"):
+        problems.append(f"padding {job.padding} exceeds {field_max(Opcode.LOAD, 'pad_top')}")
+    if job.stride > field_max(Opcode.COMPUTE, "stride") or job.dilation > field_max(Opcode.COMPUTE, "dilation"):
         problems.append(f"stride {job.stride} / dilation {job.dilation} exceed "
-                        f"{_field_max(Opcode.COMPUTE, 'stride')}")
+                        f"{field_max(Opcode.COMPUTE, 'stride')}")
     if ho < 1 or wo < 1:
         problems.append("the layer has no output")
     largest = largest_sum(c, job)
@@ -384,16 +380,16 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         return False
     if job.pool is not None and (band or not job.pool.in_place) and not alus_fit(job, conv_rows, rows):
         return False
-    if band and job.pool.dilation[0] * out_w > _field_max(Opcode.ALU, "src_stride"):
+    if band and job.pool.dilation[0] * out_w > field_max(Opcode.ALU, "src_stride"):
         return False
-    if pitch > _field_max(Opcode.COMPUTE, "act_pitch"):
+    if pitch > field_max(Opcode.COMPUTE, "act_pitch"):
         return False
-    if conv_rows > _field_max(Opcode.COMPUTE, "out_h") or wo > _field_max(Opcode.COMPUTE, "out_w"):
+    if conv_rows > field_max(Opcode.COMPUTE, "out_h") or wo > field_max(Opcode.COMPUTE, "out_w"):
         return False
-    if out_w > _field_max(Opcode.STORE, "x_size") or rows > _field_max(Opcode.STORE, "y_size"):
+    if out_w > field_max(Opcode.STORE, "x_size") or rows > field_max(Opcode.STORE, "y_size"):
         return False
-    if job.scatter is not None and (out_w > _field_max(Opcode.STORE, "y_size") or job.scatter.step[1]
-                                    * tensor_line_bytes(c) > _field_max(Opcode.STORE, "dram_stride")):
+    if job.scatter is not None and (out_w > field_max(Opcode.STORE, "y_size") or job.scatter.step[1]
+                                    * tensor_line_bytes(c) > field_max(Opcode.STORE, "dram_stride")):
         return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)
@@ -575,7 +571,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                       y_size=real, x_size=job.width, dram_stride=src_pitch * tlb, pad_top=top, pad_bottom=bottom,
                       pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
         if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
-                and real * job.width <= _field_max(Opcode.LOAD, "x_size")):
+                and real * job.width <= field_max(Opcode.LOAD, "x_size")):
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
         return act_loads(c, fields, pad_row)
 
@@ -598,7 +594,7 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                                       param_base + nb, tlb, ko, olb)
         if job.pool is None or not job.pool.in_place or plan.band:
             first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
-            if dst_pitch == out_w and rows * out_w <= _field_max(Opcode.STORE, "x_size"):
+            if dst_pitch == out_w and rows * out_w <= field_max(Opcode.STORE, "x_size"):
                 return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=1, x_size=rows * out_w,
                                        param_addr=param_base + nb))]
             return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=rows, x_size=out_w,
