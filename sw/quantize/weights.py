@@ -9,6 +9,8 @@ for that wider grid; on a minifloat grid the residual tensors add mantissa preci
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,11 +124,13 @@ def mmse_scales(w: np.ndarray, grid: Grid) -> np.ndarray:
     w = np.asarray(w, np.float64)
     levels = np.array([grid.hi, -grid.lo])            # magnitudes a positive / negative weight may reach
     top = int(levels.max())
-    out = np.zeros(w.shape[0])
     rows = max(1, _EXACT_VALUES // max(w.shape[1] * top, 1))
-    for at in range(0, w.shape[0], rows):
-        out[at:at + rows] = _exact_rows(w[at:at + rows], levels)
-    return out
+    chunks = [w[at:at + rows] for at in range(0, w.shape[0], rows)]
+    if len(chunks) < 2:
+        return np.concatenate([_exact_rows(c, levels) for c in chunks] or [np.zeros(0)])
+    # numpy's sorts, gathers and sums release the GIL: chunks on every core at once
+    with ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+        return np.concatenate(list(pool.map(lambda c: _exact_rows(c, levels), chunks)))
 
 
 def _exact_rows(w: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -147,10 +151,8 @@ def _exact_rows(w: np.ndarray, levels: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         last = np.where(a > 0, np.floor(t_hi[:, None] * a - 0.5), -1.0)    # the last breakpoint inside it
     last = np.minimum(reach - 1, last)
-    t, d_a, d_b = _window_breakpoints(a, q0, last.astype(np.int64), t_lo, np.sum(a * q0, axis=1),
+    t, d_a, d_b = _sorted_breakpoints(a, q0, last.astype(np.int64), t_lo, np.sum(a * q0, axis=1),
                                       np.sum(q0 * q0, axis=1))
-    order = np.argsort(t, axis=1, kind="stable")
-    t, d_a, d_b = (np.take_along_axis(v, order, axis=1) for v in (t, d_a, d_b))
     big_a, big_b = np.cumsum(d_a, axis=1), np.cumsum(d_b, axis=1)     # codes just after each breakpoint
     with np.errstate(divide="ignore", invalid="ignore"):
         s_top = 1.0 / t                                               # interval j: s in [1/t[j+1], 1/t[j]]
@@ -220,26 +222,51 @@ def _bisect(cost, lo: np.ndarray, hi: np.ndarray, bound: np.ndarray, rising: boo
     return hi if rising else lo
 
 
-def _window_breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo: np.ndarray, a0: np.ndarray,
-                        b0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row, padded with ``inf``: the window's start (carrying the codes there) then the breakpoints
+def _sorted_breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo: np.ndarray, a0: np.ndarray,
+                       b0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row, ascending and padded with ``inf``: the window's start (carrying the codes there) then the breakpoints
     ``t = (k + 1/2) / |w|`` of each weight for ``first <= k <= last``, with what each adds to ``A`` and ``B``.
 
-    They are laid out level by level, each level's weights by falling magnitude: ascending runs, which the stable
-    sort merges rather than sorts.
+    Equal breakpoints are common (weights in ratios like 37/11 tie at two levels) and their order changes the
+    running sums' rounding, so it is defined: the start first, then by level, then by weight. A fast unstable sort
+    orders the rest and only the runs of equal values are reordered.
     """
-    by_size = np.argsort(-a, axis=1, kind="stable")
-    a, first, last = (np.take_along_axis(v, by_size, axis=1) for v in (a, first, last))
-    k = np.arange(max(int(last.max()) + 1, 0))[None, :, None]
-    row, level, weight = np.nonzero((k >= first[:, None, :]) & (k <= last[:, None, :]))
-    per_row = np.bincount(row, minlength=len(a))
+    t, d_a, d_b, key = _breakpoints(a, first, last, t_lo, a0, b0)
+    order = np.argsort(t, axis=1)
+    t = np.take_along_axis(t, order, axis=1)
+    same = (t[:, 1:] == t[:, :-1]) & np.isfinite(t[:, 1:])
+    if same.any():
+        tied = np.zeros(t.shape, bool)
+        tied[:, 1:] |= same
+        tied[:, :-1] |= same
+        row, col = np.nonzero(tied)                                   # runs of equal values, row by row
+        opens = np.ones(row.size, bool)
+        opens[1:] = ~same[row[1:], col[1:] - 1] | (row[1:] != row[:-1])
+        moved = order[row, col]
+        order[row, col] = moved[np.lexsort((key[row, moved], np.cumsum(opens)))]
+    return t, np.take_along_axis(d_a, order, axis=1), np.take_along_axis(d_b, order, axis=1)
+
+
+def _breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo: np.ndarray, a0: np.ndarray,
+                 b0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The window's start then every weight's breakpoints inside it, weight by weight (unsorted, padded with inf),
+    and each one's place among equal ones: ``level * weights + weight``, -1 for the start."""
+    first = first.astype(np.int64)
+    count = np.maximum(last - first + 1, 0)
+    per_row = count.sum(axis=1)
     t = np.full((len(a), 1 + int(per_row.max())), np.inf)
     d_a, d_b = np.zeros_like(t), np.zeros_like(t)
+    key = np.full(t.shape, -1, np.int64)
     t[:, 0], d_a[:, 0], d_b[:, 0] = t_lo, a0, b0
-    column = 1 + np.arange(row.size) - (np.cumsum(per_row) - per_row)[row]
-    mag = a[row, weight]
+    flat = count.ravel()
+    weight = np.repeat(np.arange(flat.size), flat)                       # row-major: row by row, weight by weight
+    level = first.ravel()[weight] + np.arange(weight.size) - (np.cumsum(flat) - flat)[weight]
+    row, within = np.divmod(weight, a.shape[1])
+    column = 1 + np.arange(weight.size) - (np.cumsum(per_row) - per_row)[row]
+    mag = a.ravel()[weight]
     t[row, column], d_a[row, column], d_b[row, column] = (level + 0.5) / mag, mag, 2.0 * level + 1
-    return t, d_a, d_b
+    key[row, column] = level * a.shape[1] + within
+    return t, d_a, d_b, key
 
 
 def quantize_weight(w: np.ndarray, grid: Grid, method: str = "minmax", per_channel: bool = False,
