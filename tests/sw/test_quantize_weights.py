@@ -12,7 +12,7 @@ import pytest
 
 from sw.quantize.calibrate import Grid
 from sw.quantize.errors import QuantizationError
-from sw.quantize.weights import _channel_scales, mmse_scales, quantize_weight
+from sw.quantize.weights import _channel_scales, _sorted_breakpoints, mmse_scales, quantize_weight
 
 
 def errors(w, scales, grid):
@@ -98,3 +98,26 @@ def test_wide_channels_keep_the_minimum_the_scale_window_could_cut(fmt):
     amax = np.abs(w).max(axis=1)
     brute = np.min([errors(w, f * amax / grid.hi, grid) for f in np.linspace(0.05, 1.05, 20001)], axis=0)
     assert np.all(got <= brute * (1 + 1e-12))
+
+
+
+def test_equal_breakpoints_are_in_a_defined_order():
+    """Weights in ratios (2j+1)/(2k+1) (37/11, 5/3, ...) share breakpoints at different levels, whose order changes
+    the rounding of the running sums: they come start first, then by level, then by weight, as a lexicographic
+    sort of the breakpoints listed one by one gives."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.01, 0.02, size=(3, 20)).astype(np.float32).astype(np.float64)
+    a = np.concatenate([(base[:, :, None] * np.array([1, 37 / 11, 5 / 3, 7 / 5, 3])).reshape(3, -1),
+                        rng.uniform(0, 0.06, size=(3, 50))], axis=1)
+    first = rng.integers(0, 30, size=a.shape)
+    last = np.minimum(first + rng.integers(-1, 90, size=a.shape), 126)
+    t_lo, a0, b0 = np.full(3, 1.0), np.full(3, 2.0), np.full(3, 3.0)
+    t, d_a, d_b = _sorted_breakpoints(a, first, last, t_lo, a0, b0)
+    for r in range(3):
+        listed = [(t_lo[r], -1, a0[r], b0[r])]
+        listed += [((k + 0.5) / a[r, i], k * a.shape[1] + i, a[r, i], 2.0 * k + 1)
+                   for i in range(a.shape[1]) for k in range(first[r, i], last[r, i] + 1)]
+        want = np.array(sorted(listed))
+        n = len(want)
+        assert (want[1:, 0] == want[:-1, 0]).any() and np.isinf(t[r, n:]).all()
+        assert np.array_equal(np.stack([t[r, :n], d_a[r, :n], d_b[r, :n]], 1), want[:, [0, 2, 3]])
