@@ -6,6 +6,9 @@ float anywhere between :func:`quantize_input` and :func:`dequantize_output`.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from hw.spec.formats import get_format
@@ -99,7 +102,10 @@ def run_network(net: QuantizedNetwork, codes, *, keep: bool = False) -> dict[str
     x = x.astype(np.uint8 if fmt.bits <= 8 else np.uint16)
     largest = max(int(np.prod(shape)) for shape in net.shapes.values())
     step = max(1, _SLICE_ELEMENTS // max(largest, 1))
-    slices = [_run_slice(net, x[at:at + step], keep) for at in range(0, len(x), step)] or [_run_slice(net, x, keep)]
+    parts = [x[at:at + step] for at in range(0, len(x), step)] or [x]
+    # numpy's products, sorts and copies release the GIL: slices of the batch on every core at once
+    with ThreadPoolExecutor(min(len(parts), os.cpu_count() or 1)) as pool:
+        slices = list(pool.map(lambda part: _run_slice(net, part, keep), parts))
     values = slices[0] if len(slices) == 1 else {name: np.concatenate([s[name] for s in slices])
                                                  for name in slices[0]}
     return values if keep else values[net.output]
