@@ -104,8 +104,11 @@ def run_network(net: QuantizedNetwork, codes, *, keep: bool = False) -> dict[str
     step = max(1, _SLICE_ELEMENTS // max(largest, 1))
     parts = [x[at:at + step] for at in range(0, len(x), step)] or [x]
     # numpy's products, sorts and copies release the GIL: slices of the batch on every core at once
-    with ThreadPoolExecutor(min(len(parts), os.cpu_count() or 1)) as pool:
-        slices = list(pool.map(lambda part: _run_slice(net, part, keep), parts))
+    if len(parts) == 1:
+        slices = [_run_slice(net, x, keep)]
+    else:
+        with ThreadPoolExecutor(min(len(parts), os.cpu_count() or 1)) as pool:
+            slices = list(pool.map(lambda part: _run_slice(net, part, keep), parts))
     values = slices[0] if len(slices) == 1 else {name: np.concatenate([s[name] for s in slices])
                                                  for name in slices[0]}
     return values if keep else values[net.output]
