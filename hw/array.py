@@ -4,13 +4,14 @@ from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .lanes import act_lane, psum_lane
+from .lanes import act_lane, packed_pair, psum_lane
 from .pe import ProcessingElement
 from .skid import SkidBuffer
 from .spec.config import AcceleratorConfig
 from .spec.microarchitecture import ARRAY_INPUT_STAGES, array_latency, bank_drain
 
 __all__ = ["SystolicArray"]
+
 
 
 class SystolicArray(wiring.Component):
@@ -44,12 +45,16 @@ class SystolicArray(wiring.Component):
         if c.multi_format:
             # The formats of the batch's weights and activations (indices into the set) travel with every vector.
             acts.update(weight_format=unsigned(self._select_bits), act_format=unsigned(self._select_bits))
-        super().__init__({
+        ports = {
             "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weight_slot_bits), c.cols))),
             "acts": In(stream.Signature(data.StructLayout(acts))),
             "psums": Out(stream.Signature(data.ArrayLayout(psum_lane(c.psum_bits), c.cols),
                                           always_ready=not stalls)),
-        })
+        }
+        if c.packs_per_layer:
+            # Beside each weight beat: its tile packs (2 * rows lines, two weights a PE) or not (rows lines).
+            ports["weight_packed"] = In(1)
+        super().__init__(ports)
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -63,7 +68,9 @@ class SystolicArray(wiring.Component):
 
     def _lane(self):
         c = self._config
-        return act_lane(c.act_slot_bits, self._select_bits) if c.multi_format else act_lane(c.acts.bits * c.values_per_lane)
+        if c.multi_format:
+            return act_lane(c.act_slot_bits, self._select_bits, packed=c.packs_per_layer)
+        return act_lane(c.acts.bits * c.values_per_lane)
 
     @property
     def latency(self) -> int:
@@ -95,13 +102,18 @@ class SystolicArray(wiring.Component):
         draining = Array(Signal(range(drain_advances + 1), name=f"bank{i}_drain") for i in range(2))
         load_bank = Signal()
         tile_lines = self._config.reduction_rows          # a weight tile: values_per_lane lines per PE row
-        load_row = Signal(range(tile_lines))
         compute_bank = Signal()
+        if self._config.packs_per_layer:                   # a packed layer's tile: two lines per PE row
+            load_row = Signal(range(self._config.packed_reduction_rows))
+            tile_last = Mux(self.weight_packed, self._config.packed_reduction_rows - 1, rows - 1)
+        else:
+            load_row = Signal(range(tile_lines))
+            tile_last = tile_lines - 1
 
         m.d.comb += self.weights.ready.eq(~full[load_bank] & (draining[load_bank] == 0))
         load = self.weights.valid & self.weights.ready
         with m.If(load):
-            with m.If(load_row == tile_lines - 1):
+            with m.If(load_row == tile_last):
                 m.d.sync += [full[load_bank].eq(1), load_bank.eq(~load_bank), load_row.eq(0)]
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
@@ -122,12 +134,15 @@ class SystolicArray(wiring.Component):
         # --- the PE grid -------------------------------------------------------------------------
         c = self._config
         formats = (c.weight_formats, c.act_formats) if c.multi_format else (c.weights, c.acts)
-        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane) for _ in range(cols)] for _ in range(rows)]
+        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane, c.packed_pairs) for _ in range(cols)]
+               for _ in range(rows)]
         for r in range(rows):
             for col in range(cols):
                 pe = pes[r][col]
                 m.submodules[f"pe_{r}_{col}"] = pe
                 m.d.comb += [pe.en.eq(advance), pe.w_shift.eq(load), pe.w_bank.eq(load_bank)]
+                if c.packs_per_layer:
+                    m.d.comb += pe.w_packed.eq(self.weight_packed)
                 if col > 0:
                     m.d.comb += pe.a_in.eq(pes[r][col - 1].a_out)
                 if r > 0:
@@ -148,6 +163,9 @@ class SystolicArray(wiring.Component):
             if c.multi_format:
                 m.d.comb += [lane.weight_format.eq(self.acts.payload.weight_format),
                              lane.act_format.eq(self.acts.payload.act_format)]
+            if c.packs_per_layer:
+                m.d.comb += lane.packed.eq(packed_pair(c, self.acts.payload.weight_format,
+                                                       self.acts.payload.act_format))
             for stage in range(ARRAY_INPUT_STAGES + r):
                 delayed = Signal(self._lane(), name=f"act_row{r}_skew{stage}")
                 with m.If(advance):

@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, INSTRUCTION_BITS, KINDS, AluOp, Buffer, ErrorCode, Kind, Opcode
+from .lanes import packed_pair
 from .pipeline import Pipeline, Staged
 from .spec.layout import line_bytes, output_line_bytes
 from .spec.microarchitecture import DECODE_LATENCY
@@ -118,7 +119,11 @@ class InstructionDecoder(wiring.Component):
             act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
                               p.product(minus_one("kh"), dil_step), product(minus_one("out_w"), field("stride")),
                               product(minus_one("kw"), field("dilation"))])
-            weight_end = p.sum([field("weight_addr"), p.times(product(field("kh"), field("kw")), c.reduction_rows)])
+            tile_lines = p.times(product(field("kh"), field("kw")), c.reduction_rows)
+            if c.packs_per_layer:       # a packed pair's tiles are twice as many lines (hw/spec/config.py)
+                tile_lines = p.apply(lambda t, w, a: Mux(packed_pair(c, w, a), t << 1, t), tile_lines,
+                                     field("weight_format"), field("act_format"), chains=0)
+            weight_end = p.sum([field("weight_addr"), tile_lines])
             acc_end = p.sum([field("acc_addr"), product(field("out_h"), field("out_w"))])
             sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
                            | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)

@@ -207,7 +207,9 @@ class _Faults:
                 f["act_addr"] = c.act_buffer_depth - last + int(rng.integers(0, 3))
             elif what == "compute_weight":
                 f.update(kh=int(rng.integers(1, 4)), kw=int(rng.integers(1, 4)))
-                f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * c.reduction_rows + int(rng.integers(1, 4)), 0)
+                # The COMPUTE's own depth: a packed pair's tiles are 2 * rows lines (past the end only so counted).
+                rows = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0))
+                f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * rows + int(rng.integers(1, 4)), 0)
             else:
                 f["acc_addr"] = c.acc_buffer_depth - f["out_h"] * f["out_w"] + int(rng.integers(1, 4))
             return encode(Opcode.COMPUTE, **f), f"COMPUTE past the {what.split('_')[1]} buffer"

@@ -231,7 +231,9 @@ def test_activation_table_and_its_illegal_loads(acts, tmp_path):
 
 
 #: Multi-format builds: every tile of a random program selects its own weight, activation and output formats.
-MULTI_CONFIGS = [(("int4", "int8", "minifloat6"), 4, 4, 64), (("int8", "fp8_e4m3"), 2, 4, 32)]
+MULTI_CONFIGS = [(("int4", "int8", "minifloat6"), 4, 4, 64), (("int8", "fp8_e4m3"), 2, 4, 32),
+                 # packing per layer (cols >= 2 * rows): int4 x int4 tiles reduce over 2 * rows, two codes a PE
+                 (("int4", "int8", "minifloat6"), 2, 4, 64)]
 
 
 def _multi_config(formats, rows, cols, dma_bits):
