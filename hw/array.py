@@ -4,7 +4,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .lanes import act_lane, packed_pair, psum_lane
+from .lanes import act_lane, psum_lane
 from .pe import ProcessingElement
 from .skid import SkidBuffer
 from .spec.config import AcceleratorConfig
@@ -45,6 +45,9 @@ class SystolicArray(wiring.Component):
         if c.multi_format:
             # The formats of the batch's weights and activations (indices into the set) travel with every vector.
             acts.update(weight_format=unsigned(self._select_bits), act_format=unsigned(self._select_bits))
+        if c.packs_per_layer:
+            # The batch's COMPUTE sets packed: two codes a slot (its tile is 2 * rows lines).
+            acts.update(packed=unsigned(1))
         ports = {
             "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weight_slot_bits), c.cols))),
             "acts": In(stream.Signature(data.StructLayout(acts))),
@@ -164,8 +167,7 @@ class SystolicArray(wiring.Component):
                 m.d.comb += [lane.weight_format.eq(self.acts.payload.weight_format),
                              lane.act_format.eq(self.acts.payload.act_format)]
             if c.packs_per_layer:
-                m.d.comb += lane.packed.eq(packed_pair(c, self.acts.payload.weight_format,
-                                                       self.acts.payload.act_format))
+                m.d.comb += lane.packed.eq(self.acts.payload.packed)
             for stage in range(ARRAY_INPUT_STAGES + r):
                 delayed = Signal(self._lane(), name=f"act_row{r}_skew{stage}")
                 with m.If(advance):

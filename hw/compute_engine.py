@@ -8,7 +8,7 @@ from amaranth.lib.wiring import In, Out
 from .array import SystolicArray
 from .buffer_ports import read_port, write_port
 from .decoder import layout_of
-from .lanes import packed_pair, psum_lane
+from .lanes import psum_lane
 from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
@@ -120,8 +120,7 @@ class ComputeEngine(wiring.Component):
         m.d.comb += is_compute.eq(self.control.running & (opcode == Opcode.COMPUTE))
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
         if c.packs_per_layer:
-            m.d.comb += self.mac_packed.eq(packed_pair(c, array.acts.payload.weight_format,
-                                                       array.acts.payload.act_format))
+            m.d.comb += self.mac_packed.eq(array.acts.payload.packed)
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
         weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows))
@@ -129,7 +128,7 @@ class ComputeEngine(wiring.Component):
         w_row = Signal(range(c.packed_reduction_rows))
         # A build that packs per layer: a packed COMPUTE's tile is 2 * rows lines, and each line carries the fact
         # to the array (the feeder's tag) so that it shifts two weights a PE.
-        packs = packed_pair(c, comp.weight_format, comp.act_format) if c.packs_per_layer else C(0, 1)
+        packs = comp.packed if c.packs_per_layer else C(0, 1)
         tile_last = Mux(packs, c.packed_reduction_rows - 1, rows - 1) if c.packs_per_layer else rows - 1
         w_ky, w_kx = Signal.like(comp.kh, name="w_ky"), Signal.like(comp.kw, name="w_kx")
         w_active = Signal()
@@ -154,7 +153,9 @@ class ComputeEngine(wiring.Component):
         # COMPUTE may start while this one's lines still wait in it).
         selects = (len(array.acts.payload.weight_format), len(array.acts.payload.act_format)) \
             if c.multi_format else (0, 0)
-        acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows), 1 + sum(selects))
+        packing = int(c.packs_per_layer)            # and the COMPUTE's packed bit, in a build that packs per layer
+        acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows),
+                       1 + sum(selects) + packing)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
@@ -179,9 +180,12 @@ class ComputeEngine(wiring.Component):
         last_ky = ky + 1 == comp.kh
         m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag[0].eq(last_ox & last_oy)]
         if c.multi_format:
-            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]]))
+            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]],
+                                            *([comp.packed] if packing else [])))
             m.d.comb += [array.acts.payload.weight_format.eq(acts.extra[:selects[0]]),
-                         array.acts.payload.act_format.eq(acts.extra[selects[0]:])]
+                         array.acts.payload.act_format.eq(acts.extra[selects[0]:sum(selects)])]
+            if packing:
+                m.d.comb += array.acts.payload.packed.eq(acts.extra[sum(selects)])
         with m.If(acts.issue):
             with m.If(~last_ox):
                 m.d.sync += [ox.eq(ox + 1), a_addr.eq(a_addr + comp.stride)]

@@ -244,10 +244,11 @@ class AcceleratorConfig:
         in its weight tile. :attr:`reduction_rows` but for a packed pair of a :attr:`packs_per_layer` build."""
         return self.rows * self.pair_values_per_lane(weights, acts)
 
-    def compute_reduction_rows(self, weight_format: int, act_format: int) -> int:
-        """:meth:`layer_reduction_rows` of a COMPUTE's format fields (indices into the build's set; an index outside
-        it, which the decoder refuses, counts :attr:`reduction_rows`)."""
-        if not (0 <= weight_format < len(self.weight_formats) and 0 <= act_format < len(self.act_formats)):
+    def compute_reduction_rows(self, weight_format: int, act_format: int, packed: int) -> int:
+        """A COMPUTE's reduction depth from its fields ``weight_format``, ``act_format`` (indices into the build's
+        set) and ``packed``: :meth:`layer_reduction_rows` with ``packed`` set on a pair the build packs, else
+        :attr:`reduction_rows` (``packed`` on any other pair, or an index outside the set, the decoder refuses)."""
+        if not (packed and (weight_format, act_format) in self.packed_pairs):
             return self.reduction_rows
         return self.layer_reduction_rows(self.weight_formats[weight_format], self.act_formats[act_format])
 
@@ -255,12 +256,12 @@ class AcceleratorConfig:
     def packed_reduction_rows(self) -> int:
         """The reduction depth of a packed pair's COMPUTE in a :attr:`packs_per_layer` build (its
         :attr:`reduction_rows` otherwise)."""
-        return max([self.reduction_rows] + [self.compute_reduction_rows(i, j) for i, j in self.packed_pairs])
+        return max([self.reduction_rows] + [self.compute_reduction_rows(i, j, 1) for i, j in self.packed_pairs])
 
     @property
     def packed_pairs(self) -> tuple[tuple[int, int], ...]:
-        """(weight_format, act_format) index pairs whose COMPUTE packs two codes a lane (empty but in a
-        :attr:`packs_per_layer` build)."""
+        """(weight_format, act_format) index pairs whose COMPUTE may set ``packed`` (two codes a lane; empty but in
+        a :attr:`packs_per_layer` build)."""
         return tuple((i, j) for i, w in enumerate(self.weight_formats) for j, a in enumerate(self.act_formats)
                      if self.multi_format and self.pair_values_per_lane(w, a) > 1)
 

@@ -97,9 +97,9 @@ class _Reference:
         # The selected formats' codes are the low bits of each slot; products enter in the accumulators' units.
         wf, af = c.weight_formats[f["weight_format"]], c.act_formats[f["act_format"]]
         shift = c.pair_shift(wf, af)
-        # A pair the build packs (hw/spec/config.py): a tile of ``depth`` lines, and slot r of an activation line
-        # holds reduction rows values*r + k, code k at bits k * PACKED_INT_BITS.
-        depth = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0))
+        # packed (a pair the build packs, hw/spec/config.py): a tile of ``depth`` lines, and slot r of an activation
+        # line holds reduction rows values*r + k, code k at bits k * PACKED_INT_BITS.
+        depth = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
         values = depth // c.reduction_rows
 
         def codes(line):

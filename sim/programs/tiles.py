@@ -109,7 +109,10 @@ class _Builder:
         self.w_fmt, self.a_fmt, self.o_fmt = c.weight_formats[w], c.act_formats[a], c.act_formats[o]
         self.fmt_fields = dict(weight_format=w, act_format=a)
         self.out_field = dict(format=o)
-        self.tile_rows = c.compute_reduction_rows(w, a)
+        # A pair the build packs runs packed in most tiles, one code a slot in the others.
+        if (w, a) in c.packed_pairs and self.rng.random() < 0.75:
+            self.fmt_fields["packed"] = 1
+        self.tile_rows = c.compute_reduction_rows(w, a, self.fmt_fields.get("packed", 0))
         packed = " packed" if self.tile_rows > c.reduction_rows else ""
         return f" [{self.w_fmt.name} x {self.a_fmt.name}{packed} -> {self.o_fmt.name}]"
 

@@ -66,6 +66,8 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
     elif op is Opcode.COMPUTE:
         if f["weight_format"] >= len(c.weight_formats) or f["act_format"] >= len(c.act_formats):
             return ErrorCode.BAD_FIELD
+        if f["packed"] and (f["weight_format"], f["act_format"]) not in c.packed_pairs:
+            return ErrorCode.BAD_FIELD
         s, d = f["stride"], f["dilation"]
         act_last = _last(f["act_addr"], (f["out_h"], s * f["act_pitch"]), (f["kh"], d * f["act_pitch"]),
                          (f["out_w"], s), (f["kw"], d))

@@ -156,12 +156,13 @@ def _loads(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts: n
 def _computes(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts: np.ndarray) -> None:
     if not len(rows):
         return
-    f = _fields(instructions, rows, ("out_h", "out_w", "kh", "kw", "accumulate", "weight_format", "act_format"))
+    f = _fields(instructions, rows, ("out_h", "out_w", "kh", "kw", "accumulate", "weight_format", "act_format",
+                                     "packed"))
     taps, outs = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
     arrivals = outs * taps                                   # activation lines in, partial-sum lines out
-    # Each COMPUTE's reduction depth (twice rows for a pair a per-layer packing build packs).
-    depth = np.array([[c.compute_reduction_rows(w, a) for a in range(1 << FORMAT_FIELD_BITS)]
-                      for w in range(1 << FORMAT_FIELD_BITS)])[f["weight_format"], f["act_format"]]
+    # Each COMPUTE's reduction depth (twice rows where it sets packed).
+    depth = np.array([[[c.compute_reduction_rows(w, a, k) for k in range(2)] for a in range(1 << FORMAT_FIELD_BITS)]
+                      for w in range(1 << FORMAT_FIELD_BITS)])[f["weight_format"], f["act_format"], f["packed"]]
     counts[rows, _COLUMN["macs"]] = arrivals * depth * c.cols
     counts[rows, _COLUMN["act_read_bits"]] = arrivals * line_bits(Buffer.ACT, c)
     counts[rows, _COLUMN["weight_read_bits"]] = taps * depth * line_bits(Buffer.WEIGHT, c)

@@ -31,8 +31,8 @@ class ComputePlan:
 
 def compute_rows(config: AcceleratorConfig, f: dict) -> int:
     """The COMPUTE's reduction depth (codes of an activation line, lines of a weight tile): ``reduction_rows``, or
-    twice ``rows`` for a pair a per-layer packing build packs (hw/spec/config.py)."""
-    return config.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0))
+    twice ``rows`` with ``packed`` set (a pair a per-layer packing build packs, hw/spec/config.py)."""
+    return config.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
 
 
 def compute_plan(config: AcceleratorConfig, f: dict) -> ComputePlan:

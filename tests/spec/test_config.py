@@ -110,9 +110,10 @@ def test_per_layer_packing(kwargs, pairs):
     for i, w in enumerate(config.weight_formats):
         for j, a in enumerate(config.act_formats):
             depth = 2 * config.rows if (w.name, a.name) in pairs else config.rows
-            assert config.compute_reduction_rows(i, j) == config.layer_reduction_rows(w, a) == depth
+            assert config.compute_reduction_rows(i, j, 1) == config.layer_reduction_rows(w, a) == depth
+            assert config.compute_reduction_rows(i, j, 0) == config.rows        # COMPUTE.packed clear: unpacked
             assert config.psum_bits >= scaled_accumulator_bits(w, a, depth, config.pair_shift(w, a))
-    assert config.compute_reduction_rows(len(config.formats), 0) == config.rows     # refused by the decoder
+    assert config.compute_reduction_rows(len(config.formats), 0, 1) == config.rows     # refused by the decoder
     assert config.packed_reduction_rows == (2 if pairs else 1) * config.rows
 
 
