@@ -21,7 +21,10 @@ class SystolicArray(wiring.Component):
 
     Streams:
 
-    - ``weights``: a weight tile is ``reduction_rows`` consecutive beats, row 0 first, one code per column.
+    - ``weights``: a weight tile is ``reduction_rows`` consecutive beats, row 0 first, one code per column. In a
+      build that packs per layer (``config.packs_per_layer``) ``weight_packed`` beside each beat says the tile is
+      ``packed_reduction_rows`` beats (two weights a PE), and an activation vector's ``packed`` that its slots hold
+      two codes each.
     - ``acts``: one activation vector (one code per reduction row) per beat; ``last`` marks the final vector of
       the batch that uses the current tile, after which the next loaded tile takes over.
     - ``psums``: one vector of exact partial sums (one per column) per activation vector, in order,

@@ -180,7 +180,8 @@ class InferenceEngine(wiring.Component):
                     m.d.sync += counters[f"stall_{name}"].eq(counters[f"stall_{name}"] + 1)
             with m.If(compute.mac_vectors):
                 if c.packs_per_layer:       # a packed pair's vector: twice the reduction rows
-                    m.d.sync += macs.eq(macs + Mux(compute.mac_packed, c.packed_reduction_rows * c.cols, c.rows * c.cols))
+                    m.d.sync += macs.eq(macs + Mux(compute.mac_packed, c.packed_reduction_rows * c.cols,
+                                                   c.rows * c.cols))
                 else:
                     m.d.sync += macs.eq(macs + c.reduction_rows * c.cols)
         m.d.comb += store.clear.eq(start)

@@ -439,7 +439,8 @@ class _Builder:
         instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + (2 * m if residual else m)))
         self.write_params(param_source, self.tile_rows * chunks * (2 if onto else 1))
-        summary = f"gemm M={m} K={chunks}x{self.tile_rows}{' +residual' if residual else ''}{' +acc' if onto else ''}{formats}"
+        summary = (f"gemm M={m} K={chunks}x{self.tile_rows}{' +residual' if residual else ''}"
+                   f"{' +acc' if onto else ''}{formats}")
         return self.finish_tile(tile, "gemm", instrs, written, (acc_base, 1, m),
                                 (acc_base, acc_base + m, 1, m) if residual else None, (params, nparams), summary,
                                 budget)

@@ -200,7 +200,8 @@ class Emulator:
                         products[index] = ops.compute_products(self.state, f)
                     else:
                         ops.compute_accumulate(self.state, f, products.pop(index))
-                        st.macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * compute_rows(self.config, f) * self.config.cols
+                        st.macs += (f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * compute_rows(self.config, f)
+                                    * self.config.cols)
                 else:
                     _EFFECTS[kind.opcode](self.state, f)
                 prev, nxt = _NEIGHBOURS[e.queue]

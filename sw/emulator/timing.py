@@ -60,7 +60,8 @@ class ArrayModel:
     next_bank: int = 0
     last_accept: int = -1
 
-    def run(self, start: int, tiles: int, vectors: int, tile_lines: int | None = None) -> tuple[int, list[int], list[int]]:
+    def run(self, start: int, tiles: int, vectors: int,
+            tile_lines: int | None = None) -> tuple[int, list[int], list[int]]:
         """Enter ``tiles`` batches of ``vectors`` for an instruction started at ``start`` (tiles of ``tile_lines``
         weight lines: the instruction's own reduction depth where a build packs per layer).
 
