@@ -216,6 +216,9 @@ class _Faults:
                 f["act_addr"] = c.act_buffer_depth - last + int(rng.integers(0, 3))
             elif what == "compute_weight":
                 f.update(kh=int(rng.integers(1, 4)), kw=int(rng.integers(1, 4)))
+                if c.packed_pairs and rng.random() < 0.5:      # packed: past the end only counted 2 * rows a tile
+                    w, a = c.packed_pairs[int(rng.integers(len(c.packed_pairs)))]
+                    f.update(weight_format=w, act_format=a, packed=1)
                 # The COMPUTE's own depth: a packed pair's tiles are 2 * rows lines (past the end only so counted).
                 rows = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
                 f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * rows + int(rng.integers(1, 4)), 0)
