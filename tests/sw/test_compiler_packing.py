@@ -116,3 +116,17 @@ def test_a_program_folder_keeps_the_packed_input(tmp_path):
     (tmp_path / "p" / "manifest.json").write_text(manifest.replace('"packed": true', '"packed": 2'))
     with pytest.raises(FolderError, match="packed must be true or absent"):
         load_folder(tmp_path / "p", verify_digests=False)
+
+
+@pytest.mark.parametrize("options", [dict(batch=2), dict(max_rows=1), dict(order="block")],
+                         ids=["batch2", "rows1", "block"])
+def test_packed_stem_in_batches_and_other_tilings(options):
+    """The packed job copied per sample of a batch, cut into one-row chunks, and in block order: still the golden
+    model's tensors (runtime golden and emulator backends)."""
+    from tests.sw.test_compiler_network import assert_runs_match_golden
+
+    config = AcceleratorConfig(rows=4, cols=8, formats=SET)
+    qnet, x = mixed_digits(config, 2)
+    compiled = compile_network(qnet, config, **options)
+    assert packed_computes(compiled)
+    assert_runs_match_golden(compiled, x, f"{options}: ")
