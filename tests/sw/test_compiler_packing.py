@@ -70,11 +70,12 @@ def test_packed_input_with_padding_zero_points_and_a_fused_pool(rows, cols, dma)
 def test_builds_that_do_not_pack_compile_unpacked():
     """A square multi-format build (2*rows > cols) and a single-format int4 build of the same shape (which packs
     every layer its own way, config.values_per_lane) never set COMPUTE.packed or lay a tensor out packed."""
-    for config in (AcceleratorConfig(rows=4, cols=4, formats=SET),):
-        qnet, _ = mixed_digits(config, 1)
-        compiled = compile_network(qnet, config)
-        assert not packed_computes(compiled) and not any(p.packed for p in compiled.placements.values())
-    config = AcceleratorConfig(rows=4, cols=8, weights="int4", acts="int4")
+    config = AcceleratorConfig(rows=4, cols=4, formats=SET)
+    assert not config.packs_per_layer
+    qnet, _ = mixed_digits(config, 1)
+    compiled = compile_network(qnet, config)
+    assert not packed_computes(compiled) and not any(p.packed for p in compiled.placements.values())
+    config = AcceleratorConfig(rows=4, cols=8, weight_format="int4", act_format="int4")
     rng = np.random.default_rng(3)
     compiled = compile_network(random_network(rng, "int4", "int4", config.acc_bits, size=(8, 16, 18)), config)
     assert "packed=1" not in compiled.program.listing()
