@@ -4,13 +4,15 @@ Usage (from the repository root)::
 
     python bench/multiformat_pe.py                          # the default sets (a few minutes)
     python bench/multiformat_pe.py --sets int4,int8,minifloat6
+    python bench/multiformat_pe.py --sets int4,int8,minifloat6 --packing    # and the PE that packs per layer
 
 For each set, yosys (``hw/synth.py``) synthesizes the multi-format PE (``ProcessingElement`` over the set: one
 decoder per format behind a multiplexer, one shared significand multiplier, codes in slots of the widest format,
 partial sums in the units of the finest pair) and the single-format PE of every member (its own format for
 weights and activations), each sized for a column of ``PE_COLUMN_ROWS`` rows as ``bench/pe_cost.py`` does. The
 table compares the multi-format PE with the largest single-format PE and with the sum of them (what separate
-arrays per format would cost). Writes ``bench/results/multiformat_pe.json``; scratch goes to ``bench/work/``.
+arrays per format would cost). Writes ``bench/results/multiformat_pe.json`` (``multiformat_pe_packing.json`` with
+``--packing``); scratch goes to ``bench/work/``.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _config(formats: tuple[str, ...]) -> AcceleratorConfig:
 
 def _pe(config: AcceleratorConfig) -> ProcessingElement:
     if config.multi_format:
-        return ProcessingElement(config.weight_formats, config.act_formats, config.psum_bits)
+        return ProcessingElement(config.weight_formats, config.act_formats, config.psum_bits, 1, config.packed_pairs)
     return ProcessingElement(config.weights, config.acts, config.psum_bits)
 
 
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python bench/multiformat_pe.py", description=__doc__.split("\n")[0])
     parser.add_argument("--sets", metavar="FMT,FMT[,...]", help="one set of formats (default: "
                                                                  f"{'; '.join(DEFAULT_SETS)})")
+    parser.add_argument("--packing", action="store_true",
+                        help="also the multi-format PE of a build that packs per layer (cols = 2 * rows), where the "
+                             "set packs: two int4 products a cycle")
     args = parser.parse_args(argv)
     sets = _sets(args.sets)
     start = time.time()
@@ -97,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         singles = {f: _measure(f, _config((f,)), cache) for f in formats}
         largest = max(s["nand2_equivalents"] for s in singles.values())
         total = sum(s["nand2_equivalents"] for s in singles.values())
+        packing = AcceleratorConfig(rows=PE_COLUMN_ROWS, cols=2 * PE_COLUMN_ROWS, formats=formats)
+        if args.packing and packing.packs_per_layer:
+            multi = {**multi, "packing_per_layer": _measure(",".join(formats) + "+packing", packing, cache)}
         records.append({
             "formats": list(formats),
             "multi": multi,
@@ -107,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in records:
         rows.append({"set": ",".join(r["formats"]), "kind": "multi-format", **_row(r["multi"])})
+        if "packing_per_layer" in r["multi"]:
+            rows.append({"set": "", "kind": "multi-format, packing per layer",
+                         **_row(r["multi"]["packing_per_layer"])})
         for name, s in r["single"].items():
             rows.append({"set": "", "kind": name, **_row(s)})
         rows.append({"set": "", "kind": "multi / largest single",
@@ -118,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     wall = round(time.time() - start, 1)
     print(f"\nGE = NAND2 equivalents (weights: {', '.join(f'{k} {v}' for k, v in GE_WEIGHTS.items())}); "
           f"wall time {wall} s")
-    write_json(OUT, {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "yosys_version": version,
+    out = OUT.with_name("multiformat_pe_packing.json") if args.packing else OUT
+    write_json(out, {"measured": time.strftime("%Y-%m-%d %H:%M:%S"), "yosys_version": version,
                      "ge_weights": GE_WEIGHTS, "pe_column_rows": PE_COLUMN_ROWS, "wall_seconds": wall,
                      "records": records})
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    print(f"wrote {out.relative_to(ROOT)}")
     return 0
 
 

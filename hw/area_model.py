@@ -10,7 +10,8 @@ without ``--no-synth``), whose totals are reported beside it where they exist. T
   ``a x w`` AND gates and ``(a - 1) x w`` full adders; a barrel shifter of the product into fixed point
   (``fixed_bits x shift_bits`` multiplexers); a ``psum_bits`` adder; the bank multiplexer (``w`` multiplexers).
   A packed PE (``values_per_lane`` codes a lane) has that many codes, weights, multipliers and adders, and one
-  register for the products' sum.
+  register for the products' sum; a multi-format PE that packs per layer adds a weight register per bank, a small
+  multiplier of the packing formats, its product register and an adder.
 - **Post-processing** (one lane per column): a bias adder and rounding adder of ``acc_bits``, an
   ``acc_bits x 32`` multiplier for the rescale, a ``POSTPROCESS_LATENCY``-stage pipeline of ``acc_bits + 32``
   flip-flops, and an output conversion of ``4 x output bits`` multiplexers.
@@ -96,7 +97,19 @@ def _multi_format_pe(config: AcceleratorConfig) -> float:
     multiplier = sa * sw * _AND + max(sa - 1, 0) * sw * _FA
     shifter = config.psum_bits * (a_shift + w_shift) * _MUX
     choose = (len(config.act_formats) - 1) * (sa + a_shift) + (len(config.weight_formats) - 1) * (sw + w_shift)
-    return flops * _FF + multiplier + shifter + config.psum_bits * _FA + w_bits * _MUX + choose * _MUX
+    total = flops * _FF + multiplier + shifter + config.psum_bits * _FA + w_bits * _MUX + choose * _MUX
+    return total + (_packing(config) if config.packs_per_layer else 0)
+
+
+def _packing(config: AcceleratorConfig) -> float:
+    """What packing per layer adds to a multi-format PE: a second weight register per bank and its operand
+    register, the packing formats' small multiplier (``b x b`` for ``b``-bit integers, sign included), its registered
+    product and one more ``psum_bits`` adder."""
+    bits = max(f.bits for f in config.weight_formats if f.values_per_lane > 1)
+    w_bits = config.weight_slot_bits
+    flops = 3 * w_bits + 2 * bits + 1 + config.psum_bits
+    multiplier = (bits + 1) * (bits + 1) * _AND + bits * (bits + 1) * _FA
+    return flops * _FF + multiplier + config.psum_bits * _FA + w_bits * _MUX
 
 
 def _postprocess_lane(config: AcceleratorConfig) -> float:

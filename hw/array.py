@@ -13,6 +13,7 @@ from .spec.microarchitecture import ARRAY_INPUT_STAGES, array_latency, bank_drai
 __all__ = ["SystolicArray"]
 
 
+
 class SystolicArray(wiring.Component):
     """``psums = acts @ W`` for one weight tile ``W`` (reduction_rows x cols) per batch of activation vectors.
 
@@ -20,7 +21,10 @@ class SystolicArray(wiring.Component):
 
     Streams:
 
-    - ``weights``: a weight tile is ``reduction_rows`` consecutive beats, row 0 first, one code per column.
+    - ``weights``: a weight tile is ``reduction_rows`` consecutive beats, row 0 first, one code per column. In a
+      build that packs per layer (``config.packs_per_layer``) ``weight_packed`` beside each beat says the tile is
+      ``packed_reduction_rows`` beats (two weights a PE), and an activation vector's ``packed`` that its slots hold
+      two codes each.
     - ``acts``: one activation vector (one code per reduction row) per beat; ``last`` marks the final vector of
       the batch that uses the current tile, after which the next loaded tile takes over.
     - ``psums``: one vector of exact partial sums (one per column) per activation vector, in order,
@@ -44,12 +48,19 @@ class SystolicArray(wiring.Component):
         if c.multi_format:
             # The formats of the batch's weights and activations (indices into the set) travel with every vector.
             acts.update(weight_format=unsigned(self._select_bits), act_format=unsigned(self._select_bits))
-        super().__init__({
+        if c.packs_per_layer:
+            # The batch's COMPUTE sets packed: two codes a slot (its tile is 2 * rows lines).
+            acts.update(packed=unsigned(1))
+        ports = {
             "weights": In(stream.Signature(data.ArrayLayout(unsigned(c.weight_slot_bits), c.cols))),
             "acts": In(stream.Signature(data.StructLayout(acts))),
             "psums": Out(stream.Signature(data.ArrayLayout(psum_lane(c.psum_bits), c.cols),
                                           always_ready=not stalls)),
-        })
+        }
+        if c.packs_per_layer:
+            # Beside each weight beat: its tile packs (2 * rows lines, two weights a PE) or not (rows lines).
+            ports["weight_packed"] = In(1)
+        super().__init__(ports)
 
     @property
     def config(self) -> AcceleratorConfig:
@@ -63,7 +74,9 @@ class SystolicArray(wiring.Component):
 
     def _lane(self):
         c = self._config
-        return act_lane(c.act_slot_bits, self._select_bits) if c.multi_format else act_lane(c.acts.bits * c.values_per_lane)
+        if c.multi_format:
+            return act_lane(c.act_slot_bits, self._select_bits, packed=c.packs_per_layer)
+        return act_lane(c.acts.bits * c.values_per_lane)
 
     @property
     def latency(self) -> int:
@@ -95,13 +108,18 @@ class SystolicArray(wiring.Component):
         draining = Array(Signal(range(drain_advances + 1), name=f"bank{i}_drain") for i in range(2))
         load_bank = Signal()
         tile_lines = self._config.reduction_rows          # a weight tile: values_per_lane lines per PE row
-        load_row = Signal(range(tile_lines))
         compute_bank = Signal()
+        if self._config.packs_per_layer:                   # a packed layer's tile: two lines per PE row
+            load_row = Signal(range(self._config.packed_reduction_rows))
+            tile_last = Mux(self.weight_packed, self._config.packed_reduction_rows - 1, rows - 1)
+        else:
+            load_row = Signal(range(tile_lines))
+            tile_last = tile_lines - 1
 
         m.d.comb += self.weights.ready.eq(~full[load_bank] & (draining[load_bank] == 0))
         load = self.weights.valid & self.weights.ready
         with m.If(load):
-            with m.If(load_row == tile_lines - 1):
+            with m.If(load_row == tile_last):
                 m.d.sync += [full[load_bank].eq(1), load_bank.eq(~load_bank), load_row.eq(0)]
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
@@ -122,12 +140,15 @@ class SystolicArray(wiring.Component):
         # --- the PE grid -------------------------------------------------------------------------
         c = self._config
         formats = (c.weight_formats, c.act_formats) if c.multi_format else (c.weights, c.acts)
-        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane) for _ in range(cols)] for _ in range(rows)]
+        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane, c.packed_pairs) for _ in range(cols)]
+               for _ in range(rows)]
         for r in range(rows):
             for col in range(cols):
                 pe = pes[r][col]
                 m.submodules[f"pe_{r}_{col}"] = pe
                 m.d.comb += [pe.en.eq(advance), pe.w_shift.eq(load), pe.w_bank.eq(load_bank)]
+                if c.packs_per_layer:
+                    m.d.comb += pe.w_packed.eq(self.weight_packed)
                 if col > 0:
                     m.d.comb += pe.a_in.eq(pes[r][col - 1].a_out)
                 if r > 0:
@@ -148,6 +169,8 @@ class SystolicArray(wiring.Component):
             if c.multi_format:
                 m.d.comb += [lane.weight_format.eq(self.acts.payload.weight_format),
                              lane.act_format.eq(self.acts.payload.act_format)]
+            if c.packs_per_layer:
+                m.d.comb += lane.packed.eq(self.acts.payload.packed)
             for stage in range(ARRAY_INPUT_STAGES + r):
                 delayed = Signal(self._lane(), name=f"act_row{r}_skew{stage}")
                 with m.If(advance):

@@ -104,6 +104,8 @@ def _markdown(report: dict) -> str:
         "| quantity | value |", "|---|---|",
         f"| peak MACs per cycle | {d['peak_macs_per_cycle']} |",
         f"| codes per PE lane (reduction rows) | {d['values_per_lane']} ({d['reduction_rows']}) |",
+        *([f"| packed per layer (COMPUTE.packed: {d['packed_reduction_rows']} reduction rows) | "
+           f"{', '.join(d['packed_pairs'])} |"] if "packed_pairs" in d else []),
         f"| product | {d['product']['significand_bits']}-bit significand x 2^[{d['product']['min_exponent']}, "
         f"{d['product']['max_exponent']}], {d['product']['fixed_bits']}-bit fixed point |",
         f"| partial sum width in the array | {d['psum_bits']} bits |",
@@ -368,6 +370,10 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
                 "acc_bits": config.acc_bits,
                 "acc_exponent": config.acc_exponent,
                 "array_latency_cycles": config.rows + config.cols - 1,
+                # A multi-format build that packs per layer: the pairs COMPUTE.packed may select, and their depth.
+                **({"packed_pairs": [f"{config.weight_formats[w].name} x {config.act_formats[a].name}"
+                                     for w, a in config.packed_pairs],
+                    "packed_reduction_rows": config.packed_reduction_rows} if config.packs_per_layer else {}),
             },
             "buffers": area_model.buffers(config),
             "area_breakdown": area_model.estimate(config),

@@ -1,6 +1,6 @@
 """The compute engine: COMPUTE (the systolic array fed from the buffers) and ALU (on accumulator lines)."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -90,7 +90,9 @@ class ComputeEngine(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
         acc_shape = acc_line_layout(c)
+        packing = {"mac_packed": Out(1)} if c.packs_per_layer else {}     # with mac_vectors: 2 * rows deep
         super().__init__({
+            **packing,
             "control": In(engine_control_signature()),
             "act": read_port(c.act_buffer_depth, unsigned(c.reduction_rows * c.act_slot_bits)),
             "weight": read_port(c.weight_buffer_depth, unsigned(c.cols * c.weight_slot_bits)),
@@ -117,11 +119,17 @@ class ComputeEngine(wiring.Component):
         is_compute = Signal()
         m.d.comb += is_compute.eq(self.control.running & (opcode == Opcode.COMPUTE))
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
+        if c.packs_per_layer:
+            m.d.comb += self.mac_packed.eq(array.acts.payload.packed)
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
         weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows))
         w_line = Signal(range(c.weight_buffer_depth))
-        w_row = Signal(range(rows))
+        w_row = Signal(range(c.packed_reduction_rows))
+        # A build that packs per layer: a packed COMPUTE's tile is 2 * rows lines, and each line carries the fact
+        # to the array (the feeder's tag) so that it shifts two weights a PE.
+        packs = comp.packed if c.packs_per_layer else C(0, 1)
+        tile_last = Mux(packs, c.packed_reduction_rows - 1, rows - 1) if c.packs_per_layer else rows - 1
         w_ky, w_kx = Signal.like(comp.kh, name="w_ky"), Signal.like(comp.kw, name="w_kx")
         w_active = Signal()
         with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
@@ -129,7 +137,7 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [weights.want.eq(is_compute & w_active), weights.addr.eq(w_line)]
         with m.If(weights.issue):
             m.d.sync += [w_line.eq(w_line + 1), w_row.eq(w_row + 1)]
-            with m.If(w_row == rows - 1):
+            with m.If(w_row == tile_last):
                 m.d.sync += [w_row.eq(0), w_kx.eq(w_kx + 1)]
                 with m.If(w_kx + 1 == comp.kw):
                     m.d.sync += [w_kx.eq(0), w_ky.eq(w_ky + 1)]
@@ -137,13 +145,17 @@ class ComputeEngine(wiring.Component):
                         m.d.sync += w_active.eq(0)
         m.d.comb += [array.weights.valid.eq(weights.fifo.r_rdy), array.weights.payload.eq(weights.data),
                      weights.fifo.r_en.eq(array.weights.ready)]
+        if c.packs_per_layer:
+            m.d.comb += [weights.tag.eq(packs), array.weight_packed.eq(weights.last)]
 
         # --- activations: kernel position (ky, kx), then output (oy, ox) ---------------------------------
         # A multi-format engine's activation lines carry the COMPUTE's format indices through the FIFO (the next
         # COMPUTE may start while this one's lines still wait in it).
         selects = (len(array.acts.payload.weight_format), len(array.acts.payload.act_format)) \
             if c.multi_format else (0, 0)
-        acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows), 1 + sum(selects))
+        packing = int(c.packs_per_layer)            # and the COMPUTE's packed bit, in a build that packs per layer
+        acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows),
+                       1 + sum(selects) + packing)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
@@ -168,9 +180,12 @@ class ComputeEngine(wiring.Component):
         last_ky = ky + 1 == comp.kh
         m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag[0].eq(last_ox & last_oy)]
         if c.multi_format:
-            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]]))
+            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]],
+                                            *([comp.packed] if packing else [])))
             m.d.comb += [array.acts.payload.weight_format.eq(acts.extra[:selects[0]]),
-                         array.acts.payload.act_format.eq(acts.extra[selects[0]:])]
+                         array.acts.payload.act_format.eq(acts.extra[selects[0]:sum(selects)])]
+            if packing:
+                m.d.comb += array.acts.payload.packed.eq(acts.extra[sum(selects)])
         with m.If(acts.issue):
             with m.If(~last_ox):
                 m.d.sync += [ox.eq(ox + 1), a_addr.eq(a_addr + comp.stride)]

@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, INSTRUCTION_BITS, KINDS, AluOp, Buffer, ErrorCode, Kind, Opcode
+from .lanes import packed_pair
 from .pipeline import Pipeline, Staged
 from .spec.layout import line_bytes, output_line_bytes
 from .spec.microarchitecture import DECODE_LATENCY
@@ -87,6 +88,8 @@ class InstructionDecoder(wiring.Component):
             return value[:align] != 0 if align else Const(0)
 
         bad = v.unused != 0
+        if kind.opcode is Opcode.COMPUTE and not c.packs_per_layer:
+            bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
         for f in kind.fields:
             if f.nonzero:
                 bad = bad | (v[f.name] == 0)
@@ -113,12 +116,17 @@ class InstructionDecoder(wiring.Component):
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
             bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
+            if c.packs_per_layer:       # packed only on a pair the build packs
+                bad = bad | (v.packed & ~packed_pair(c, v.weight_format, v.act_format))
             pitch_step = product(field("stride"), field("act_pitch"))
             dil_step = product(field("dilation"), field("act_pitch"))
             act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
                               p.product(minus_one("kh"), dil_step), product(minus_one("out_w"), field("stride")),
                               product(minus_one("kw"), field("dilation"))])
-            weight_end = p.sum([field("weight_addr"), p.times(product(field("kh"), field("kw")), c.reduction_rows)])
+            tile_lines = p.times(product(field("kh"), field("kw")), c.reduction_rows)
+            if c.packs_per_layer:       # a packed COMPUTE's tiles are twice as many lines (hw/spec/config.py)
+                tile_lines = p.apply(lambda t, k: Mux(k, t << 1, t), tile_lines, field("packed"), chains=0)
+            weight_end = p.sum([field("weight_addr"), tile_lines])
             acc_end = p.sum([field("acc_addr"), product(field("out_h"), field("out_w"))])
             sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
                            | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)

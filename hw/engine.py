@@ -8,7 +8,7 @@ Block diagram::
     ctrl (AXI4-Lite): start, status, error code, counters (hw/spec/registers.py)
 """
 
-from amaranth.hdl import Cat, Module, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -179,7 +179,11 @@ class InferenceEngine(wiring.Component):
                 with m.If(engine.control.waiting):
                     m.d.sync += counters[f"stall_{name}"].eq(counters[f"stall_{name}"] + 1)
             with m.If(compute.mac_vectors):
-                m.d.sync += macs.eq(macs + c.reduction_rows * c.cols)
+                if c.packs_per_layer:       # a packed pair's vector: twice the reduction rows
+                    m.d.sync += macs.eq(macs + Mux(compute.mac_packed, c.packed_reduction_rows * c.cols,
+                                                   c.rows * c.cols))
+                else:
+                    m.d.sync += macs.eq(macs + c.reduction_rows * c.cols)
         m.d.comb += store.clear.eq(start)
 
         # --- fetch, decode, dispatch -------------------------------------------------------------------------

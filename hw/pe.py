@@ -6,10 +6,13 @@ from amaranth.lib.wiring import In, Out
 
 from .lanes import act_lane, psum_lane
 from .multiplier import ExactMultiplier, MultiFormatMultiplier
-from .spec.formats import Format, IntFormat, get_format, product_of, signed_width
+from .spec.formats import LANE_BITS, PACKED_INT_BITS, Format, IntFormat, get_format, product_of, signed_width
 from .spec.microarchitecture import PE_LATENCY
 
 __all__ = ["ProcessingElement", "PE_LATENCY"]
+
+#: Codes a packed lane of a multi-format PE carries.
+PACKED_LANE_CODES = LANE_BITS // PACKED_INT_BITS
 
 
 def _scaled_product_bits(w: Format, a: Format, min_exponent: int) -> int:
@@ -44,7 +47,7 @@ class ProcessingElement(wiring.Component):
     products ``code[k] * weight[k]`` to ``psum_in`` in the same cycle: one PE row is ``values`` reduction rows.
     """
 
-    def __init__(self, weight_format, act_format, psum_bits: int, values: int = 1):
+    def __init__(self, weight_format, act_format, psum_bits: int, values: int = 1, packed_pairs=()):
         if not isinstance(values, int) or isinstance(values, bool) or values < 1:
             raise ValueError(f"Codes per lane must be a positive integer, not {values!r}")
         multi = isinstance(weight_format, (tuple, list)) or isinstance(act_format, (tuple, list))
@@ -57,7 +60,8 @@ class ProcessingElement(wiring.Component):
             needed = max(_scaled_product_bits(w, a, unit) for w in self._weight_set for a in self._act_set)
             select_bits = (max(len(self._act_set), len(self._weight_set), 2) - 1).bit_length()
             w_bits, a_lane = max(f.bits for f in self._weight_set), act_lane(
-                max(f.bits for f in self._act_set), select_bits)
+                max(f.bits for f in self._act_set), select_bits, packed=bool(packed_pairs))
+            needed = max([needed] + [self._packed_bits(i, j, unit) for i, j in packed_pairs])
         else:
             self._weight_set = self._act_set = None
             self._weights, self._acts = get_format(weight_format), get_format(act_format)
@@ -67,6 +71,9 @@ class ProcessingElement(wiring.Component):
             raise ValueError(f"Only a single-format PE of two integer formats packs codes: values must be 1, not "
                              f"{values!r}")
         self._values = values
+        self._packed_pairs = tuple(packed_pairs)
+        if packed_pairs and not multi:
+            raise ValueError("Packed format pairs are for a multi-format PE (a single-format one packs by values)")
         if values > 1:
             p = product_of(self._weights, self._acts)
             needed = signed_width(values * p.fixed_min, values * p.fixed_max)
@@ -83,6 +90,7 @@ class ProcessingElement(wiring.Component):
             "w_out": Out(unsigned(w_bits)),
             "w_shift": In(1),
             "w_bank": In(1),
+            **({"w_packed": In(1)} if packed_pairs else {}),
             "psum_in": In(psum_lane(psum_bits)),
             "psum_out": Out(psum_lane(psum_bits)),
         })
@@ -91,11 +99,24 @@ class ProcessingElement(wiring.Component):
     def psum_bits(self) -> int:
         return self._psum_bits
 
+    def _packed_bits(self, i: int, j: int, unit: int) -> int:
+        """Signed width of two ``weight_set[i]`` x ``act_set[j]`` products (a packed lane), in units of
+        ``2 ** unit``."""
+        w, a = self._weight_set[i], self._act_set[j]
+        if PACKED_LANE_CODES * PACKED_INT_BITS > max(f.bits for f in self._act_set) or \
+                min(w.values_per_lane, a.values_per_lane) < PACKED_LANE_CODES:
+            raise ValueError(f"The pair {w.name} x {a.name} does not pack {PACKED_LANE_CODES} codes a lane")
+        p = product_of(w, a)
+        shift = p.min_exponent - unit
+        return signed_width(PACKED_LANE_CODES * (p.fixed_min << shift), PACKED_LANE_CODES * (p.fixed_max << shift))
+
     def elaborate(self, platform):
         m = Module()
 
         if self._values > 1:
             return self._elaborate_packed(m)
+        if self._packed_pairs:
+            return self._elaborate_per_layer(m)
         banks = Array(Signal(len(self.w_in), name=f"weight_bank{i}") for i in range(2))
         with m.If(self.w_shift):
             m.d.sync += banks[self.w_bank].eq(self.w_in)
@@ -158,5 +179,62 @@ class ProcessingElement(wiring.Component):
                 products.eq(total),
                 self.psum_out.value.eq(self.psum_in.value + products),
                 self.psum_out.nonfinite.eq(self.psum_in.nonfinite),       # integers have no NaN or Inf
+            ]
+        return m
+
+    def _elaborate_per_layer(self, m: Module) -> Module:
+        """A multi-format PE whose packing pairs (``packed_pairs``, e.g. int4 x int4) take two codes a lane: code
+        ``k`` at bits ``k * PACKED_INT_BITS`` of the slot, with weight ``k`` of the bank. Weight 0 goes through the
+        shared multi-format multiplier as an unpacked layer's only weight does; weight 1 through a small multiplier
+        of the packing formats, whose product is zero in an unpacked layer. The weight chain is two registers a
+        bank deep while a packed tile shifts in (``w_packed``), one otherwise, so an unpacked tile still loads in
+        ``rows`` cycles."""
+        banks = [[Signal(len(self.w_in), name=f"weight_bank{b}_{k}") for k in range(2)] for b in range(2)]
+        for b, bank in enumerate(banks):
+            with m.If(self.w_shift & (self.w_bank == b)):
+                with m.If(self.w_packed):
+                    m.d.sync += [bank[1].eq(self.w_in), bank[0].eq(bank[1])]
+                with m.Else():
+                    m.d.sync += bank[0].eq(self.w_in)
+        m.d.comb += self.w_out.eq(Mux(self.w_bank, banks[1][0], banks[0][0]))
+
+        m.submodules.multiplier = multiplier = MultiFormatMultiplier(self._act_set, self._weight_set)
+        w_packing = sorted({i for i, _ in self._packed_pairs})
+        a_packing = sorted({j for _, j in self._packed_pairs})
+        m.submodules.second = second = MultiFormatMultiplier([self._act_set[j] for j in a_packing],
+                                                             [self._weight_set[i] for i in w_packing])
+        a_select, w_select = Signal.like(multiplier.a_select), Signal.like(multiplier.b_select)
+        a_code, w_code = Signal(len(self.a_in.code)), Signal(len(self.w_in))
+        w_code1 = Signal(len(self.w_in))
+        packed = Signal()
+        with m.If(self.en):
+            m.d.sync += [a_select.eq(self.a_in.act_format), w_select.eq(self.a_in.weight_format),
+                         a_code.eq(self.a_in.code), packed.eq(self.a_in.packed),
+                         w_code.eq(Mux(self.a_in.bank, banks[1][0], banks[0][0])),
+                         w_code1.eq(Mux(self.a_in.bank, banks[1][1], banks[0][1]))]
+        m.d.comb += [multiplier.a.eq(a_code), multiplier.b.eq(w_code),
+                     multiplier.a_select.eq(a_select), multiplier.b_select.eq(w_select),
+                     second.a.eq(a_code[PACKED_INT_BITS:2 * PACKED_INT_BITS]), second.b.eq(w_code1)]
+        # The packing subsets' own indices: a packed lane's selects are always among them.
+        for port, select, members in ((second.a_select, a_select, a_packing), (second.b_select, w_select, w_packing)):
+            with m.Switch(select):
+                for index, member in enumerate(members):
+                    with m.Case(member):
+                        m.d.comb += port.eq(index)
+
+        significands = Signal.like(multiplier.significands)
+        shift = Signal.like(multiplier.shift)
+        product_nonfinite = Signal()
+        unit_shift = second.min_exponent - multiplier.min_exponent
+        packed_product = Signal(signed(self._psum_bits))         # the partial sum's width holds two products
+        with m.If(self.en):
+            m.d.sync += [
+                self.a_out.eq(self.a_in),
+                significands.eq(multiplier.significands),
+                shift.eq(multiplier.shift),
+                product_nonfinite.eq(multiplier.nonfinite),
+                packed_product.eq(Mux(packed, (second.significands << second.shift) << unit_shift, 0)),
+                self.psum_out.value.eq(self.psum_in.value + (significands << shift) + packed_product),
+                self.psum_out.nonfinite.eq(self.psum_in.nonfinite | product_nonfinite),
             ]
         return m

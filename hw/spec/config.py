@@ -7,7 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .formats import Format, FormatError, get_format, product_of, signed_width
+from .formats import LANE_BITS, Format, FormatError, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import COMMAND_QUEUE_DEPTH, DECODE_CHAINS
 
@@ -215,6 +215,56 @@ class AcceleratorConfig:
         values = 1 if self.multi_format else min(self.weights.values_per_lane, self.acts.values_per_lane)
         return values if self.rows * values <= self.cols else 1
 
+    def pair_values_per_lane(self, weights: Format, acts: Format) -> int:
+        """Codes one PE multiplies per cycle for a layer of ``weights`` x ``acts``: :attr:`values_per_lane` in a
+        single-format build; in a multi-format one, 2 for a pair of integers of at most
+        :data:`~hw.spec.formats.PACKED_INT_BITS` bits (int4 x int4) where :attr:`packs_per_layer`, else 1."""
+        if not self.multi_format:
+            return self.values_per_lane
+        values = min(weights.values_per_lane, acts.values_per_lane)
+        return values if self.packs_per_layer and values > 1 else 1
+
+    @property
+    def packs_per_layer(self) -> bool:
+        """A multi-format build whose PEs run packing pairs (int4 x int4) two codes a lane, the layer's reduction
+        depth ``rows * 2`` while its other pairs keep ``rows``: where the set has a packing integer format for
+        both weights and activations, an activation slot of at least :data:`~hw.spec.formats.LANE_BITS` bits
+        holds two of its codes (code ``k`` at bits ``k * PACKED_INT_BITS``, in the memory and buffer layout of an
+        activation line and tensor alike: an int4 tensor is stored two codes a slot), and the packed array is no
+        taller than it is wide (``rows * 2 <= cols``, as :attr:`values_per_lane`). Every other build is as
+        before (its Verilog unchanged)."""
+        if not self.multi_format or self.act_slot_bits < LANE_BITS:
+            return False
+        values = min(max(f.values_per_lane for f in self.weight_formats),
+                     max(f.values_per_lane for f in self.act_formats))
+        return values > 1 and self.rows * values <= self.cols
+
+    def layer_reduction_rows(self, weights: Format, acts: Format) -> int:
+        """The reduction depth of a COMPUTE of ``weights`` x ``acts``: codes it reads from an activation line, lines
+        in its weight tile. :attr:`reduction_rows` but for a packed pair of a :attr:`packs_per_layer` build."""
+        return self.rows * self.pair_values_per_lane(weights, acts)
+
+    def compute_reduction_rows(self, weight_format: int, act_format: int, packed: int) -> int:
+        """A COMPUTE's reduction depth from its fields ``weight_format``, ``act_format`` (indices into the build's
+        set) and ``packed``: :meth:`layer_reduction_rows` with ``packed`` set on a pair the build packs, else
+        :attr:`reduction_rows` (``packed`` on any other pair, or an index outside the set, the decoder refuses)."""
+        if not (packed and (weight_format, act_format) in self.packed_pairs):
+            return self.reduction_rows
+        return self.layer_reduction_rows(self.weight_formats[weight_format], self.act_formats[act_format])
+
+    @property
+    def packed_reduction_rows(self) -> int:
+        """The reduction depth of a packed pair's COMPUTE in a :attr:`packs_per_layer` build (its
+        :attr:`reduction_rows` otherwise)."""
+        return max([self.reduction_rows] + [self.compute_reduction_rows(i, j, 1) for i, j in self.packed_pairs])
+
+    @property
+    def packed_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(weight_format, act_format) index pairs whose COMPUTE may set ``packed`` (two codes a lane; empty but in
+        a :attr:`packs_per_layer` build)."""
+        return tuple((i, j) for i, w in enumerate(self.weight_formats) for j, a in enumerate(self.act_formats)
+                     if self.multi_format and self.pair_values_per_lane(w, a) > 1)
+
     @property
     def reduction_rows(self) -> int:
         """The array's reduction depth: codes in an activation line, lines in a weight tile, products summed into
@@ -254,6 +304,9 @@ class AcceleratorConfig:
     @property
     def psum_bits(self) -> int:
         """Width of the partial sums inside the array: exact for a column of ``reduction_rows`` products."""
+        if self.packs_per_layer:
+            return max(scaled_accumulator_bits(w, a, self.layer_reduction_rows(w, a), self.pair_shift(w, a))
+                       for w in self.weight_formats for a in self.act_formats)
         return self._exact_bits(self.reduction_rows)
 
     @property

@@ -204,7 +204,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
     Kind(Opcode.COMPUTE, Queue.COMPUTE,
          "Multiply-accumulate activation lines by weight tiles into accumulator lines: a convolution over a "
          "kernel window by address generation. For ky < kh, kx < kw (tile t = ky*kw + kx at weight lines "
-         "`weight_addr + t*reduction_rows`: the PE rows, twice that in a packed int4 build), for oy < out_h, "
+         "`weight_addr + t*reduction_rows`: the PE rows, twice that in a packed int4 build, and twice the rows "
+         "with `packed` set: the COMPUTE's reduction depth), for oy < out_h, "
          "ox < out_w: "
          "`acc[acc_addr + oy*out_w + ox] (+)= act[act_addr + (oy*stride + ky*dilation)*act_pitch + ox*stride + "
          "kx*dilation] @ W_t`. The first kernel position overwrites unless `accumulate` is set; later ones "
@@ -212,7 +213,11 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "`weight_format`, activations of format `act_format` (indices into the build's format set; a "
          "single-format build has only index 0, its weight and activation formats); each product enters the "
          "accumulators exactly, in units of 2**acc_exponent (the finest product of the set: a coarser pair's "
-         "product is shifted left by the difference).",
+         "product is shifted left by the difference). `packed` (a multi-format build that packs per layer, "
+         "`config.packs_per_layer`, and a pair it packs, such as int4 x int4): each activation slot holds two "
+         "codes, reduction rows 2r and 2r+1 at bits 0..3 and 4..7 of slot r, so an activation line holds "
+         "2*rows codes and a tile is 2*rows weight lines; a PE multiplies both codes a cycle. Elsewhere "
+         "`packed` is a bad field.",
          (
              _f("acc_addr", 16, "First accumulator line."),
              _f("act_addr", 16, "Activation line of output (0, 0) at kernel position (0, 0)."),
@@ -227,6 +232,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("accumulate", 1, "Add to the accumulators instead of overwriting them."),
              _f("weight_format", FORMAT_FIELD_BITS, "Index of the weights' format in the build's format set."),
              _f("act_format", FORMAT_FIELD_BITS, "Index of the activations' format in the build's format set."),
+             _f("packed", 1, "Activation lines hold two codes a slot (code k at bits 4k) and tiles are "
+                             "2*rows lines: only for a pair the build packs (config.packed_pairs)."),
          )),
     Kind(Opcode.ALU, Queue.COMPUTE,
          "Element-wise operation on accumulator lines (pooling, residual add, the product of two maps): for "

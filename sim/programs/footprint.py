@@ -58,7 +58,8 @@ def footprint(opcode: Opcode, f: dict, config: AcceleratorConfig) -> tuple[froze
                     for ox in range(f["out_w"]):
                         reads.add(_key(_SPACE_ACT, f["act_addr"] + (oy * f["stride"] + ky * f["dilation"])
                                        * f["act_pitch"] + ox * f["stride"] + kx * f["dilation"]))
-        reads.update(_key(_SPACE_WEIGHT, f["weight_addr"] + i) for i in range(f["kh"] * f["kw"] * c.reduction_rows))
+        depth = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
+        reads.update(_key(_SPACE_WEIGHT, f["weight_addr"] + i) for i in range(f["kh"] * f["kw"] * depth))
         acc = {_key(_SPACE_ACC, f["acc_addr"] + i) for i in range(f["out_h"] * f["out_w"])}
         writes.update(acc)
         if f["accumulate"] or f["kh"] * f["kw"] > 1:

@@ -89,7 +89,8 @@ class _Faults:
         c, rng = self.c, self.rng
         fmt = c.acts
         choices = ["zero", "misaligned_addr", "misaligned_stride", "weight_padding", "param_padding", "lut_padding",
-                   "alu_op", "clamp_order", "clamp_width", "pad_value_width", "reserved_bits", "format_index"]
+                   "alu_op", "clamp_order", "clamp_width", "pad_value_width", "reserved_bits", "format_index",
+                   "packed"]
         if not c.lut_buffer_depth:
             choices.append("lut_without_table")
         if fmt.has_nan:
@@ -173,6 +174,14 @@ class _Faults:
             if opcode is Opcode.COMPUTE and rng.random() < 0.3:
                 fields["acc_addr"] = c.acc_buffer_depth - 1      # precedence: BAD_FIELD before SRAM_RANGE
             return encode(opcode, **fields), f"{opcode.name} {name}={fields[name]} of a set of {count}"
+        if what == "packed":
+            # COMPUTE.packed on a pair the build does not pack (every pair but in a build that packs per layer).
+            unpacked = [(w, a) for w in range(len(c.weight_formats)) for a in range(len(c.act_formats))
+                        if (w, a) not in c.packed_pairs]
+            w, a = unpacked[int(rng.integers(len(unpacked)))]
+            fields = {**self.legal(Opcode.COMPUTE), "weight_format": w, "act_format": a, "packed": 1}
+            return encode(Opcode.COMPUTE, **fields), f"COMPUTE packed=1 on {c.weight_formats[w].name} x " \
+                                                     f"{c.act_formats[a].name}"
         # reserved bits: any bit above the fields of an otherwise legal instruction
         opcode = Opcode(int(rng.choice([o.value for o in Opcode])))
         kind = KINDS[opcode]
@@ -207,7 +216,12 @@ class _Faults:
                 f["act_addr"] = c.act_buffer_depth - last + int(rng.integers(0, 3))
             elif what == "compute_weight":
                 f.update(kh=int(rng.integers(1, 4)), kw=int(rng.integers(1, 4)))
-                f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * c.reduction_rows + int(rng.integers(1, 4)), 0)
+                if c.packed_pairs and rng.random() < 0.5:      # packed: past the end only counted 2 * rows a tile
+                    w, a = c.packed_pairs[int(rng.integers(len(c.packed_pairs)))]
+                    f.update(weight_format=w, act_format=a, packed=1)
+                # The COMPUTE's own depth: a packed pair's tiles are 2 * rows lines (past the end only so counted).
+                rows = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
+                f["weight_addr"] = max(c.weight_buffer_depth - f["kh"] * f["kw"] * rows + int(rng.integers(1, 4)), 0)
             else:
                 f["acc_addr"] = c.acc_buffer_depth - f["out_h"] * f["out_w"] + int(rng.integers(1, 4))
             return encode(Opcode.COMPUTE, **f), f"COMPUTE past the {what.split('_')[1]} buffer"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
+from hw.spec.formats import PACKED_INT_BITS
 from hw.spec.isa import INSTRUCTION_BYTES, AluOp, Buffer, Opcode, decode
 from hw.spec.layout import PARAM_ENTRY_BYTES, line_bytes, output_line_bytes
 from sw.golden.gemm import gemm
@@ -96,16 +97,24 @@ class _Reference:
         # The selected formats' codes are the low bits of each slot; products enter in the accumulators' units.
         wf, af = c.weight_formats[f["weight_format"]], c.act_formats[f["act_format"]]
         shift = c.pair_shift(wf, af)
+        # packed (a pair the build packs, hw/spec/config.py): a tile of ``depth`` lines, and slot r of an activation
+        # line holds reduction rows values*r + k, code k at bits k * PACKED_INT_BITS.
+        depth = c.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
+        values = depth // c.reduction_rows
+
+        def codes(line):
+            return [slot >> (k * PACKED_INT_BITS) for slot in line for k in range(values)] if values > 1 else line
+
         for ky in range(f["kh"]):
             for kx in range(f["kw"]):
-                tile = f["weight_addr"] + (ky * f["kw"] + kx) * c.reduction_rows
-                w = np.array([self.weight[tile + r] for r in range(c.reduction_rows)], dtype=np.int64) % (1 << wf.bits)
+                tile = f["weight_addr"] + (ky * f["kw"] + kx) * depth
+                w = np.array([self.weight[tile + r] for r in range(depth)], dtype=np.int64) % (1 << wf.bits)
                 lines, vectors = [], []
                 for oy in range(f["out_h"]):
                     for ox in range(f["out_w"]):
                         row = oy * f["stride"] + ky * f["dilation"]
                         col = ox * f["stride"] + kx * f["dilation"]
-                        vectors.append(self.act[f["act_addr"] + row * f["act_pitch"] + col])
+                        vectors.append(codes(self.act[f["act_addr"] + row * f["act_pitch"] + col]))
                         lines.append(f["acc_addr"] + oy * f["out_w"] + ox)
                 r = gemm(np.array(vectors, dtype=np.int64) % (1 << af.bits), w, af, wf)
                 overwrite = ky == 0 and kx == 0 and not f["accumulate"]
@@ -117,7 +126,7 @@ class _Reference:
                         value = [a + b for a, b in zip(old, value)]
                         flags = [a or b for a, b in zip(old_flags, flags)]
                     self.acc[line] = ([self.wrap(v) for v in value], flags)
-                self.macs += len(lines) * c.reduction_rows * c.cols
+                self.macs += len(lines) * depth * c.cols
 
     def alu(self, index: int, f: dict) -> None:
         for y in range(f["y_size"]):            # one element after the other: overlaps see earlier results

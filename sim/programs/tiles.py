@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import IntFormat
+from hw.spec.formats import PACKED_INT_BITS, IntFormat
 from hw.spec.isa import AluOp, Buffer, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
 
@@ -79,9 +79,9 @@ class _Builder:
         self.act_half = c.act_buffer_depth // 2
         self.weight_half = c.weight_buffer_depth // 2
         self.acc_half = (c.acc_buffer_depth - 1) // 2
-        if self.weight_half < c.reduction_rows or self.acc_half < 1:
+        if self.weight_half < c.packed_reduction_rows or self.acc_half < 1:
             raise ValueError(f"Buffers too small for programs: weight_buffer_depth must be at least "
-                             f"{2 * c.reduction_rows} and acc_buffer_depth at least 3")
+                             f"{2 * c.packed_reduction_rows} and acc_buffer_depth at least 3")
         self.param_next = 0
         self.lead = int(rng.random() < 0.4)        # next tile's loads issued before this tile's computes
         self.lag = int(rng.random() < 0.3)         # this tile's stores issued after the next tile's computes
@@ -98,6 +98,7 @@ class _Builder:
         self.w_fmt, self.a_fmt, self.o_fmt = c.weights, c.acts, c.acts
         self.fmt_fields: dict = {}
         self.out_field: dict = {}
+        self.tile_rows = c.reduction_rows          # the tile's reduction depth (twice rows for a packed pair)
 
     def tile_formats(self) -> str:
         """Draw the formats of the next tile in a multi-format build; a note for the tile's summary."""
@@ -108,7 +109,12 @@ class _Builder:
         self.w_fmt, self.a_fmt, self.o_fmt = c.weight_formats[w], c.act_formats[a], c.act_formats[o]
         self.fmt_fields = dict(weight_format=w, act_format=a)
         self.out_field = dict(format=o)
-        return f" [{self.w_fmt.name} x {self.a_fmt.name} -> {self.o_fmt.name}]"
+        # A pair the build packs runs packed in most tiles, one code a slot in the others.
+        if (w, a) in c.packed_pairs and self.rng.random() < 0.75:
+            self.fmt_fields["packed"] = 1
+        self.tile_rows = c.compute_reduction_rows(w, a, self.fmt_fields.get("packed", 0))
+        packed = " packed" if self.tile_rows > c.reduction_rows else ""
+        return f" [{self.w_fmt.name} x {self.a_fmt.name}{packed} -> {self.o_fmt.name}]"
 
     # memory -------------------------------------------------------------------------------------------
     def align(self, n: int) -> int:
@@ -177,7 +183,9 @@ class _Builder:
         H, W = h + int(self.rng.integers(0, 2)), w + int(self.rng.integers(0, 3))
         stride = self.row_stride(W * lb, H)
         addr = self.alloc((H - 1) * stride + W * lb)
-        self.write_lines(addr, stride, self.codes(self.a_fmt, (H, W, self.rows)), self.config.act_slot_bits, lb)
+        # A packed pair's line: tile_rows codes, PACKED_INT_BITS each, two to a slot (hw/spec/config.py).
+        bits = PACKED_INT_BITS if self.tile_rows > self.rows else self.config.act_slot_bits
+        self.write_lines(addr, stride, self.codes(self.a_fmt, (H, W, self.tile_rows)), bits, lb)
         size = (H - 1) * stride + W * lb
         self.inputs.append(dict(addr=addr, size=size, order=order, reused=False))
         return dict(addr=addr, stride=stride, H=H, W=W, chained=False)
@@ -393,7 +401,7 @@ class _Builder:
         burst = rng.random() < 0.1 and budget >= 14
         for _ in range(50):
             chunks = int(rng.integers(4, 9)) if burst else int(rng.choice([1, 1, 2, 2, 3]))
-            chunks = min(chunks, self.weight_half // c.reduction_rows, max((budget - 4) // 3, 1))
+            chunks = min(chunks, self.weight_half // self.tile_rows, max((budget - 4) // 3, 1))
             top = min(16, self.acc_half, self.act_half // chunks)
             if top >= 1:
                 break
@@ -405,11 +413,11 @@ class _Builder:
         params, nparams, param_load, param_source = self.param_lines(tile, int(rng.integers(1, 3)))
         instrs = [param_load]
         act_base = self.region(self.act_half, which, chunks * m)
-        weight_base = self.region(self.weight_half, which, chunks * c.reduction_rows)
+        weight_base = self.region(self.weight_half, which, chunks * self.tile_rows)
         acc_base = self.region(self.acc_half, which, 2 * m if residual else m)
         onto = all(acc_base + i in self.acc_written for i in range(m)) and rng.random() < 0.3
         for k in range(chunks):
-            instrs.append(self.weight_load("prefetch", tile, weight_base + k * c.reduction_rows, c.reduction_rows))
+            instrs.append(self.weight_load("prefetch", tile, weight_base + k * self.tile_rows, self.tile_rows))
         phase = "body" if interleaved else "prefetch"
         pairs = []
         for k in range(chunks):
@@ -422,7 +430,7 @@ class _Builder:
                                   (pt, pb, pl, pr), self.pad_value(), split=rng.random() < 0.2)
             second = residual and k == chunks - 1
             compute = self.instr(Opcode.COMPUTE, "body", tile, acc_addr=acc_base + (m if second else 0),
-                                 act_addr=act_base + k * m, weight_addr=weight_base + k * c.reduction_rows, out_h=1,
+                                 act_addr=act_base + k * m, weight_addr=weight_base + k * self.tile_rows, out_h=1,
                                  out_w=m, act_pitch=int(rng.integers(0, 1024)), stride=1,
                                  dilation=int(rng.integers(1, 8)), kh=1, kw=1,
                                  accumulate=int(onto if k == 0 else not second and rng.random() < 0.9),
@@ -430,8 +438,9 @@ class _Builder:
             pairs.append((block, compute))
         instrs += _in_order(pairs, interleaved)
         written = set(range(acc_base, acc_base + (2 * m if residual else m)))
-        self.write_params(param_source, c.reduction_rows * chunks * (2 if onto else 1))
-        summary = f"gemm M={m} K={chunks}x{c.reduction_rows}{' +residual' if residual else ''}{' +acc' if onto else ''}{formats}"
+        self.write_params(param_source, self.tile_rows * chunks * (2 if onto else 1))
+        summary = (f"gemm M={m} K={chunks}x{self.tile_rows}{' +residual' if residual else ''}"
+                   f"{' +acc' if onto else ''}{formats}")
         return self.finish_tile(tile, "gemm", instrs, written, (acc_base, 1, m),
                                 (acc_base, acc_base + m, 1, m) if residual else None, (params, nparams), summary,
                                 budget)
@@ -444,7 +453,7 @@ class _Builder:
             kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
             stride, dilation = int(rng.integers(1, 3)), int(rng.integers(1, 3))
             chunks = int(rng.choice([1, 1, 2]))
-            if chunks * kh * kw * c.reduction_rows > self.weight_half:
+            if chunks * kh * kw * self.tile_rows > self.weight_half:
                 continue
             pads = self.pads()
             h, w = int(rng.integers(1, 7)), int(rng.integers(1, 7))
@@ -463,7 +472,7 @@ class _Builder:
         params, nparams, param_load, param_source = self.param_lines(tile, int(rng.integers(1, 3)))
         instrs = [param_load]
         act_base = self.region(self.act_half, which, chunks * hp * wp)
-        taps = kh * kw * c.reduction_rows
+        taps = kh * kw * self.tile_rows
         weight_base = self.region(self.weight_half, which, chunks * taps)
         acc_base = self.region(self.acc_half, which, out_h * out_w)
         onto = all(acc_base + i in self.acc_written for i in range(out_h * out_w)) and rng.random() < 0.3

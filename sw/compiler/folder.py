@@ -229,7 +229,11 @@ class _Schema:
             if t.get("region") not in regions:
                 self.fail(f"tensor {_short(name)} lives in region {_short(t.get('region'))}, which is not listed")
             dims = {k: self.integer(t, k, 1, MAX_DIMENSION) for k in ("channels", "height", "width")}
-            blocks = -(-dims["channels"] // tensor_lanes(config))
+            packed = t.get("packed", False)
+            if packed not in (False, True) or (packed and not config.packs_per_layer):
+                self.fail(f"tensor {_short(name)}: packed must be true or absent, and true only on a build that "
+                          f"packs per layer")
+            blocks = -(-dims["channels"] // (tensor_lanes(config) * (2 if packed else 1)))
             if batch * blocks * dims["height"] * dims["width"] * line > regions[t["region"]][1]:
                 self.fail(f"tensor {_short(name)} ({dims['channels']}x{dims['height']}x{dims['width']}"
                           f"{f', {batch} samples' if batch > 1 else ''}) does not fit its region "
@@ -242,6 +246,8 @@ class _Schema:
             out[name] = {"region": t["region"], **dims, "index": index}
             if t.get("fold") is not None:
                 out[name]["fold"] = self.fold(name, t["fold"], dims)
+            if packed:
+                out[name]["packed"] = True
         for end in ("input", "output"):
             entry = self.dict_at(self.m, end)
             if entry.get("name") not in out:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import get_format
+from hw.spec.formats import PACKED_INT_BITS, get_format
 from hw.spec.layout import tensor_lanes, tensor_line_bytes
 from sw.ir import QuantizedNetwork, QuantLayer
 from sw.ops import OPERATORS
@@ -52,11 +52,16 @@ class Placement:
     index: list[int] | None = None
     #: The network's input written im2col'd by the host (see :mod:`sw.compiler.fold`): the map above is the folded one.
     fold: Fold | None = None
+    #: Written by the host two codes a slot (a packing multi-format build's int4 input of a packed layer: see
+    #: "Packing per layer" in docs/architecture.md): ``2 * tensor_lanes`` channels a line, channel ``k`` of a
+    #: line at bits ``4k`` (:func:`tensor_lanes_of`).
+    packed: bool = False
 
     def to_dict(self) -> dict:
         d = {"region": self.region, "channels": self.channels, "height": self.height, "width": self.width,
              "index": self.index}
-        return d if self.fold is None else {**d, "fold": self.fold.to_dict()}
+        d = d if self.fold is None else {**d, "fold": self.fold.to_dict()}
+        return {**d, "packed": True} if self.packed else d
 
 
 @dataclass
@@ -98,17 +103,29 @@ class Lowering:
         self.formats = select_formats(net, config, fused)
 
     # --- tensors --------------------------------------------------------------------------------------------
-    def place(self, name: str, channels: int, height: int, width: int, fold: Fold | None = None) -> Placement:
+    def place(self, name: str, channels: int, height: int, width: int, fold: Fold | None = None,
+              packed: bool = False) -> Placement:
         """Give tensor ``name`` a region of its own: a map of ``channels`` x ``height`` x ``width`` (``fold``: of
-        the windows of such a map)."""
+        the windows of such a map; ``packed``: two codes a slot)."""
         c = self.config
         if fold is not None:
             channels, height, width = fold.shape(height, width)
-        size = ceil_div(channels, tensor_lanes(c)) * height * width * tensor_line_bytes(c)
+        size = ceil_div(channels, tensor_lanes_of(c, packed)) * height * width * tensor_line_bytes(c)
         self.b.region(f"tensor:{name}", size=size * self.batch)
-        p = Placement(f"tensor:{name}", channels, height, width, fold=fold)
+        p = Placement(f"tensor:{name}", channels, height, width, fold=fold, packed=packed)
         self.placements[name] = p
         return p
+
+    def reads_packed(self, tensor: str) -> bool:
+        """Whether the host writes ``tensor`` (the network's input) two codes a slot: on a build that packs per
+        layer, when its one reader is an ungrouped convolution of a pair the build packs (int4 x int4). Tensors the
+        engine writes are one code a slot (STORE does not pack yet), so their readers run unpacked."""
+        c, f = self.config, self.formats
+        readers = [layer for layer in self.net.layers if tensor in layer.inputs]
+        if not c.packs_per_layer or len(readers) != 1 or readers[0].op != "conv" \
+                or int(readers[0].attrs.get("groups", 1)) != 1:
+            return False
+        return (f.weights.get(readers[0].name, 0), f.tensors.get(tensor, 0)) in c.packed_pairs
 
     def source(self, name: str, layer: QuantLayer) -> Placement:
         p = self.placements.get(name)
@@ -211,7 +228,10 @@ class Lowering:
         offset = (row0 * p0.width + col0) * tensor_line_bytes(self.config)
         regions = [self.b.regions[p.region] for p, _ in sources]
         requant = requant if requant is not None else self.requant(layer, cout)
-        spread_sources = [(Region(r.addr + offset, r.size - offset), *spread(self.config, p.channels, w))
+        packed = any(p.packed for p, _ in sources)
+        if packed and not all(p.packed for p, _ in sources):
+            raise CompileError(f"layer {layer.name!r} reads packed and unpacked tensors together")
+        spread_sources = [(Region(r.addr + offset, r.size - offset), *spread(self.config, p.channels, w, packed))
                           for r, (p, w) in zip(regions, sources)]
         job = ConvJob(layer.name, [Source(r, ch, w) for r, ch, w in spread_sources],
                       height, width, spread_channels(self.config, int(cout)), tuple(int(k) for k in kernel),
@@ -221,6 +241,9 @@ class Lowering:
         if view is not None:
             job.in_pitch, job.block_pitch = p0.width, p0.height * p0.width
         self._select_formats(layer, job, out_name)
+        if packed:                     # two codes a slot: the COMPUTE's depth 2 * rows, the pad code in both nibbles
+            job.packed, job.formats = True, {**job.formats, "packed": 1}
+            job.pad_value = job.pad_value | job.pad_value << PACKED_INT_BITS
         job.macs = int(macs)
         ho, wo = job.out_shape
         if ho < 1 or wo < 1:
@@ -294,20 +317,26 @@ class Lowering:
             q.out_format, q.clamp_lo, q.clamp_hi = out, q.clamp_lo & mask, q.clamp_hi & mask
 
 
-def _lanes(config: AcceleratorConfig, channels: int, side: int) -> np.ndarray:
+def tensor_lanes_of(config: AcceleratorConfig, packed: bool = False) -> int:
+    """Channels a tensor line holds: :func:`~hw.spec.layout.tensor_lanes`, twice that for a tensor stored two codes
+    a slot (:attr:`Placement.packed`: the same bytes, each slot's codes ``2r`` and ``2r + 1``)."""
+    return tensor_lanes(config) * (2 if packed else 1)
+
+
+def _lanes(config: AcceleratorConfig, channels: int, side: int, packed: bool = False) -> np.ndarray:
     """Virtual channel of each of ``channels`` channels on an array side of ``side`` lanes (see the module's
     docstring): a tensor line's ``m`` lanes are ``ceil(m / side)`` whole blocks of the side."""
-    m = tensor_lanes(config)
+    m = tensor_lanes_of(config, packed)
     ch = np.arange(channels)
     return (ch // m) * ceil_div(m, side) * side + ch % m
 
 
-def _virtual(config: AcceleratorConfig, channels: int, side: int) -> int:
+def _virtual(config: AcceleratorConfig, channels: int, side: int, packed: bool = False) -> int:
     """Virtual channels of ``channels`` on an array side of ``side`` lanes: every tensor line's whole blocks of the
     side but the last line's, which ends with the block of its last channel. A dense layout's last line may
     hold fewer channels than its ``k`` blocks (16 channels on a 32x16 array): the blocks past them would hold no
     channel, so no job computes, stores or reads them (the next job's weights for their lanes are zero)."""
-    m = tensor_lanes(config)
+    m = tensor_lanes_of(config, packed)
     full, rest = divmod(channels, m)
     return full * ceil_div(m, side) * side + ceil_div(rest, side) * side
 
@@ -319,17 +348,20 @@ def spread_channels(config: AcceleratorConfig, cout: int) -> int:
     return _virtual(config, cout, config.cols)
 
 
-def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray) -> tuple[int, np.ndarray]:
+def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray,
+           packed: bool = False) -> tuple[int, np.ndarray]:
     """(virtual input channels, weights (T, kh, kw, Cin, Cout) with input channels spread over activation blocks
     of ``rows`` lanes and output channels over output blocks of ``cols`` columns), zero at lanes past
-    :func:`~hw.spec.layout.tensor_lanes`. A square array's are its own."""
+    :func:`~hw.spec.layout.tensor_lanes`. A square array's are its own. ``packed``: the input is stored two codes
+    a slot and read by packed COMPUTEs, activation blocks of ``packed_reduction_rows`` lanes."""
     c = config
-    if c.reduction_rows == c.cols:
+    if c.reduction_rows == c.cols and not packed:
         return channels, weights
+    side = c.packed_reduction_rows if packed else c.reduction_rows
     t, kh, kw, cin, cout = weights.shape
-    vin = _virtual(c, channels, c.reduction_rows)
+    vin = _virtual(c, channels, side, packed)
     out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
-    out[:, :, :, _lanes(c, cin, c.reduction_rows)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
+    out[:, :, :, _lanes(c, cin, side, packed)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
     return vin, out
 
 

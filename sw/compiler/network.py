@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import get_format
+from hw.spec.formats import PACKED_INT_BITS, get_format
 from hw.spec.layout import pack_codes, tensor_lanes, tensor_line_bytes, unpack_codes
 from sw.golden.activation import table_monotone
 from sw.ir import QuantizedNetwork, QuantLayer
@@ -22,7 +22,7 @@ from sw.ops import OPERATORS
 from .batching import batch_jobs
 from .fold import input_fold
 from .formats import LayerFormats, select_formats
-from .lowering import CompileError, Lowering, LoweredHost, Placement
+from .lowering import CompileError, Lowering, LoweredHost, Placement, tensor_lanes_of
 from .program import Program, ProgramBuilder
 from .elementwise import MulJob, emit_mul, plan_mul, split_mul
 from .splitting import split_job
@@ -72,7 +72,8 @@ class CompiledNetwork:
 
     # --- host side -------------------------------------------------------------------------------------
     def _map_bytes(self, p: Placement) -> int:
-        return ceil_div(p.channels, tensor_lanes(self.config)) * p.height * p.width * tensor_line_bytes(self.config)
+        lanes = tensor_lanes_of(self.config, p.packed)
+        return ceil_div(p.channels, lanes) * p.height * p.width * tensor_line_bytes(self.config)
 
     def tensor_region(self, name: str) -> tuple[int, int]:
         """(address, bytes) of tensor ``name`` in external memory: the ``batch`` samples of one program run."""
@@ -103,7 +104,11 @@ class CompiledNetwork:
             chw[:, np.asarray(p.index)] = codes.reshape(n, -1)
         else:
             chw = codes.reshape(n, p.channels, p.height * p.width)
-        m = tensor_lanes(c)
+        m = tensor_lanes_of(c, p.packed)
+        if p.packed:                                  # two codes a slot: code k of a line at bits 4k
+            bits = PACKED_INT_BITS
+            if chw.size and chw.max() >> bits:
+                raise ValueError(f"tensor {name!r} is stored two codes a slot: codes must be in 0..{(1 << bits) - 1}")
         blocks = ceil_div(p.channels, m)
         lines = np.full((n, blocks, p.height * p.width, m), zero, dtype=dtype)
         for b in range(blocks):                       # block b holds channels b*m.. in its first m lanes
@@ -120,9 +125,10 @@ class CompiledNetwork:
                              f"its codes are the input the host wrote")
         data = np.asarray(data, dtype=np.uint8)
         data = data.reshape(data.shape[0] * self.batch, -1)
-        m = tensor_lanes(c)
+        m = tensor_lanes_of(c, p.packed)
         n, blocks = data.shape[0], ceil_div(p.channels, m)
-        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), m, c.act_slot_bits)
+        lines = unpack_codes(data.reshape(n, blocks * p.height * p.width, -1), m,
+                             PACKED_INT_BITS if p.packed else c.act_slot_bits)
         chw = lines.reshape(n, blocks, p.height * p.width, m).transpose(0, 1, 3, 2)
         chw = self._widened(name, chw.reshape(n, -1, p.height * p.width)[:, :p.channels])
         if p.index is not None:
@@ -246,26 +252,28 @@ class CompiledNetwork:
 
 
 def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progress=None, order: str | None = None,
-                    max_rows: int | None = None, batch: int = 1) -> CompiledNetwork:
+                    max_rows: int | None = None, batch: int = 1, pack: bool = True) -> CompiledNetwork:
     """Lower ``net`` to one program for an engine built with ``config``; ``batch``: samples one run of it computes
     (layers on vectors run once for all of them, each weight tile streaming ``batch`` vectors; see
     :mod:`sw.compiler.batching`).
 
     ``order`` / ``max_rows``: restrict every layer's tiling (see :func:`plan_job`); by default the cost model
-    chooses freely. Lowering runs twice: the second time the code area is exactly as long as the program, so
+    chooses freely. ``pack``: on a build that packs per layer, a convolution of a packed pair (int4 x int4) reading
+    the network's input runs packed, the host writing that input two codes a slot (False: every layer unpacked,
+    for comparison; no other build packs). Lowering runs twice: the second time the code area is exactly as long as the program, so
     the memory image holds no empty instruction space.
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
         raise CompileError(f"batch must be a whole number of samples in 1..{MAX_BATCH}, not {batch!r}")
     started = time.perf_counter()
-    count = _lower(net, config, None, None, order, max_rows, batch)
-    compiled = _lower(net, config, count, progress, order, max_rows, batch)
+    count = _lower(net, config, None, None, order, max_rows, batch, pack)
+    compiled = _lower(net, config, count, progress, order, max_rows, batch, pack)
     compiled.compile_seconds = time.perf_counter() - started
     return compiled
 
 
 def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: int | None, progress, order,
-           max_rows, batch: int = 1) -> CompiledNetwork | int:
+           max_rows, batch: int = 1, pack: bool = True) -> CompiledNetwork | int:
     """The compiled network, or (``max_instructions`` None) only how many instructions it has."""
     c = config
     _check_engine(net, c)
@@ -273,7 +281,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
                    batch)
     shape_in = net.input_shape
     if len(shape_in) == 3:
-        ctx.place(net.input, *shape_in, fold=input_fold(net, c))
+        ctx.place(net.input, *shape_in, fold=input_fold(net, c), packed=pack and ctx.reads_packed(net.input))
     else:
         ctx.place(net.input, shape_in[0], 1, 1).index = list(range(shape_in[0]))
     skip = {pool.name for pool in ctx.fused.values()}

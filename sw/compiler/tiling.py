@@ -116,6 +116,9 @@ class ConvJob:
     out_pitch: int | None = None
     #: A multi-format engine's COMPUTE.weight_format / act_format of the job (empty: the first format's).
     formats: dict = field(default_factory=dict)
+    #: Its sources are stored two codes a slot and its COMPUTEs set ``packed`` (a build that packs per layer):
+    #: weight tiles and activation blocks of ``config.packed_reduction_rows`` (:func:`job_depth`).
+    packed: bool = False
     #: The (weight, act) formats of the codes the job carries, where they are not the engine's first format's (a
     #: mixed-format network's layers: sw/compiler/formats.py); None: ``config.weights``, ``config.acts``.
     code_formats: tuple | None = None
@@ -222,35 +225,43 @@ class _Tiles:
         return max(len(self.needed(nb)) for nb in range(len(self.per_block)))
 
 
-def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-    """The kernel cut into windows whose weight tiles fit the weight buffer twice (one computing, one loading)
-    and a COMPUTE's kernel fields: the whole kernel when it fits."""
+def job_depth(config: AcceleratorConfig, job: ConvJob) -> int:
+    """The reduction depth of the job's COMPUTEs: lines of a weight tile, channels of an activation block."""
+    return config.packed_reduction_rows if job.packed else config.reduction_rows
+
+
+def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int],
+                  depth: int | None = None) -> list[tuple[int, int, int, int]]:
+    """The kernel cut into windows whose weight tiles (``depth`` lines a tap: the array's reduction depth unless
+    given) fit the weight buffer twice (one computing, one loading) and a COMPUTE's kernel fields: the whole
+    kernel when it fits."""
     kh, kw = kernel
-    most = config.weight_buffer_depth // (2 * config.reduction_rows)          # taps of one tile
+    depth = config.reduction_rows if depth is None else depth
+    most = config.weight_buffer_depth // (2 * depth)          # taps of one tile
     if most < 1:
         raise LayoutError(f"the weight buffer ({config.weight_buffer_depth} lines) cannot hold two tiles of "
-                          f"{config.reduction_rows} lines")
+                          f"{depth} lines")
     gw = min(kw, field_max(Opcode.COMPUTE, "kw"), most)
     gh = min(kh, field_max(Opcode.COMPUTE, "kh"), max(1, most // gw))
     return [(y, min(y + gh, kh), x, min(x + gw, kw)) for y in range(0, kh, gh) for x in range(0, kw, gw)]
 
 
 def _tiles(config: AcceleratorConfig, job: ConvJob) -> _Tiles:
-    c = config
-    groups = kernel_groups(c, job.kernel)
+    c, depth = config, job_depth(config, job)
+    groups = kernel_groups(c, job.kernel, depth)
     per_block, data = [], {}
-    cb_counts = [ceil_div(s.channels, c.reduction_rows) for s in job.sources]
+    cb_counts = [ceil_div(s.channels, depth) for s in job.sources]
     for nb in range(ceil_div(job.cout, c.cols)):
         tiles = []
         keys = [(i, cb, t, g) for i, s in enumerate(job.sources) for cb in range(cb_counts[i])
                 for t in range(s.weights.shape[0]) for g in range(len(groups))]
         for n, (i, cb, t, g) in enumerate(keys):
             ky0, ky1, kx0, kx1 = groups[g]
-            part = job.sources[i].weights[t, ky0:ky1, kx0:kx1, cb * c.reduction_rows:(cb + 1) * c.reduction_rows,
+            part = job.sources[i].weights[t, ky0:ky1, kx0:kx1, cb * depth:(cb + 1) * depth,
                                           nb * c.cols:(nb + 1) * c.cols]
             if not part.any() and (tiles or n + 1 < len(keys)):
                 continue              # an all-zero tile adds nothing (one is kept to start the sum)
-            tile = np.zeros((ky1 - ky0, kx1 - kx0, c.reduction_rows, c.cols), dtype=np.int64)
+            tile = np.zeros((ky1 - ky0, kx1 - kx0, depth, c.cols), dtype=np.int64)
             tile[:, :, :part.shape[2], :part.shape[3]] = part
             data[(nb, i, cb, t, g)] = tile.reshape(-1, c.cols)
             tiles.append((i, cb, t, g))
@@ -366,6 +377,8 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
     pitch = job.width + job.padding[1] + job.padding[3]
     layout = None
     if order == "stack":
+        if job.packed:                    # sw/compiler/stacking.py tiles at the array's own depth
+            return False
         layout = None if band else _stack_layout(c, job, rows, tiles)
         if layout is None or 2 * layout.n * c.reduction_rows > c.weight_buffer_depth:
             return False
@@ -393,7 +406,7 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         return False
     if order == "block":
         most = max(len(t) for t in tiles.per_block)
-        return 2 * most * tiles.slot_taps * c.reduction_rows <= c.weight_buffer_depth
+        return 2 * most * tiles.slot_taps * job_depth(c, job) <= c.weight_buffer_depth
     return True
 
 
@@ -412,15 +425,15 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     if band:
         chunks *= ceil_div(_geometry(job, rows)[0], band)
     alb, wlb, olb = line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c)
-    bus = c.dma_bits // 8
+    bus, depth = c.dma_bits // 8, job_depth(c, job)
     burst = 8                                      # cycles of latency and turnaround per DMA request
-    fill = c.reduction_rows + c.cols + 8
+    fill = depth + c.cols + 8
     per_chunk = tiles.count
     taps = sum(tiles.taps(key[3]) for block in tiles.per_block for key in block) / per_chunk
     patch = in_rows * job.width * alb // bus + burst
-    tile = int(taps * c.reduction_rows * wlb) // bus + burst
+    tile = int(taps * depth * wlb) // bus + burst
     # Each tap is an array tile: a batch shorter than 2 rows + cols cannot hide the next tile's shift-in.
-    compute = int(taps * max(min(conv_rows, ho) * wo, 2 * c.reduction_rows + c.cols)) + fill
+    compute = int(taps * max(min(conv_rows, ho) * wo, 2 * depth + c.cols)) + fill
     if job.pool is not None:          # the pooling ALUs of a tile, spread over its steps
         (kh, kw), wp = job.pool.kernel, out_w
         alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place and not band else \
@@ -428,7 +441,7 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
         compute += alu * len(tiles.per_block) // max(per_chunk, 1)
     steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
-    weight_bytes = int(per_chunk * taps * c.reduction_rows * wlb)
+    weight_bytes = int(per_chunk * taps * depth * wlb)
     if order == "chunk":
         load_cycles = chunks * (patches * patch + per_chunk * tile)
         traffic = chunks * (patches * in_rows * job.width * alb + weight_bytes)
@@ -524,7 +537,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
     act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
     src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
     block_pitch = job.height * src_pitch if job.block_pitch is None else job.block_pitch
-    w_tile = tiles.slot_taps * c.reduction_rows          # weight lines of a slot: the largest tile fits
+    depth = job_depth(c, job)
+    w_tile = tiles.slot_taps * depth          # weight lines of a slot: the largest tile fits
     conv_rows_t, in_rows_t = _geometry(job, plan.rows, plan.band)
     patch = in_rows_t * pitch
     order = plan.order
@@ -632,8 +646,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
                     # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
                     loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
                                                dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
-                                               y_size=tiles.taps(g), x_size=c.reduction_rows,
-                                               dram_stride=c.reduction_rows * wlb)))
+                                               y_size=tiles.taps(g), x_size=depth,
+                                               dram_stride=depth * wlb)))
                 else:
                     w_addr = weight_base + n * w_tile
                 # A kernel group reads the patch from its window's first tap on.

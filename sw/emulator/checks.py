@@ -12,6 +12,8 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import AluOp, Buffer, ErrorCode, IsaError, Kind, Opcode, decode, kind_of
 from hw.spec.layout import line_bytes, output_line_bytes
 
+from .plans import compute_rows
+
 __all__ = ["check", "decode_checked"]
 
 
@@ -64,11 +66,13 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
     elif op is Opcode.COMPUTE:
         if f["weight_format"] >= len(c.weight_formats) or f["act_format"] >= len(c.act_formats):
             return ErrorCode.BAD_FIELD
+        if f["packed"] and (f["weight_format"], f["act_format"]) not in c.packed_pairs:
+            return ErrorCode.BAD_FIELD
         s, d = f["stride"], f["dilation"]
         act_last = _last(f["act_addr"], (f["out_h"], s * f["act_pitch"]), (f["kh"], d * f["act_pitch"]),
                          (f["out_w"], s), (f["kw"], d))
         if (act_last >= c.act_buffer_depth
-                or f["weight_addr"] + f["kh"] * f["kw"] * c.reduction_rows > c.weight_buffer_depth
+                or f["weight_addr"] + f["kh"] * f["kw"] * compute_rows(c, f) > c.weight_buffer_depth
                 or f["acc_addr"] + f["out_h"] * f["out_w"] > c.acc_buffer_depth):
             return ErrorCode.SRAM_RANGE
     elif op is Opcode.ALU:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import AluOp, Buffer, Kind, Opcode
+from hw.spec.isa import FORMAT_FIELD_BITS, AluOp, Buffer, Kind, Opcode
 from hw.spec.layout import line_bits, line_bytes, output_line_bytes
 
 __all__ = ["EVENTS", "Events", "acc_line_bits", "count_events"]
@@ -156,12 +156,16 @@ def _loads(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts: n
 def _computes(c: AcceleratorConfig, instructions: list, rows: np.ndarray, counts: np.ndarray) -> None:
     if not len(rows):
         return
-    f = _fields(instructions, rows, ("out_h", "out_w", "kh", "kw", "accumulate"))
+    f = _fields(instructions, rows, ("out_h", "out_w", "kh", "kw", "accumulate", "weight_format", "act_format",
+                                     "packed"))
     taps, outs = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
     arrivals = outs * taps                                   # activation lines in, partial-sum lines out
-    counts[rows, _COLUMN["macs"]] = arrivals * c.reduction_rows * c.cols
+    # Each COMPUTE's reduction depth (twice rows where it sets packed).
+    depth = np.array([[[c.compute_reduction_rows(w, a, k) for k in range(2)] for a in range(1 << FORMAT_FIELD_BITS)]
+                      for w in range(1 << FORMAT_FIELD_BITS)])[f["weight_format"], f["act_format"], f["packed"]]
+    counts[rows, _COLUMN["macs"]] = arrivals * depth * c.cols
     counts[rows, _COLUMN["act_read_bits"]] = arrivals * line_bits(Buffer.ACT, c)
-    counts[rows, _COLUMN["weight_read_bits"]] = taps * c.reduction_rows * line_bits(Buffer.WEIGHT, c)
+    counts[rows, _COLUMN["weight_read_bits"]] = taps * depth * line_bits(Buffer.WEIGHT, c)
     counts[rows, _COLUMN["acc_read_bits"]] = arrivals * acc_line_bits(c)
     counts[rows, _COLUMN["acc_write_bits"]] = arrivals * acc_line_bits(c)
     counts[rows, _COLUMN["acc_ops"]] = (arrivals - outs * (f["accumulate"] == 0)) * c.cols

@@ -42,6 +42,7 @@ from .checks import decode_checked
 from .events import Events, count_events
 from .memory import BatchedMemory
 from .order import analyse_tokens
+from .plans import compute_rows
 
 __all__ = ["InOrderProgram", "decode_program", "run_in_order"]
 
@@ -138,7 +139,7 @@ def run_in_order(s: ops.EngineState, program_addr: int = 0):
         op = kind.opcode
         if op is Opcode.COMPUTE:
             ops.compute_accumulate(s, f, ops.compute_products(s, f))
-            macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * c.reduction_rows * c.cols
+            macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * compute_rows(c, f) * c.cols
         else:
             _EFFECTS[op](s, f)
     samples = np.broadcast_to(s.saw_nonfinite, (s.batch,)).copy()

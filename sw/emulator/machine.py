@@ -28,6 +28,7 @@ from .checks import decode_checked
 from .events import Events, count_events
 from .functional import run_in_order
 from .memory import BatchedMemory
+from .plans import compute_rows
 from .timing import Timing
 
 __all__ = ["Emulator", "Status"]
@@ -199,7 +200,8 @@ class Emulator:
                         products[index] = ops.compute_products(self.state, f)
                     else:
                         ops.compute_accumulate(self.state, f, products.pop(index))
-                        st.macs += f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * self.config.reduction_rows * self.config.cols
+                        st.macs += (f["out_h"] * f["out_w"] * f["kh"] * f["kw"] * compute_rows(self.config, f)
+                                    * self.config.cols)
                 else:
                     _EFFECTS[kind.opcode](self.state, f)
                 prev, nxt = _NEIGHBOURS[e.queue]

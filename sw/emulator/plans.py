@@ -29,10 +29,15 @@ class ComputePlan:
     weights: slice
 
 
+def compute_rows(config: AcceleratorConfig, f: dict) -> int:
+    """The COMPUTE's reduction depth (codes of an activation line, lines of a weight tile): ``reduction_rows``, or
+    twice ``rows`` with ``packed`` set (a pair a per-layer packing build packs, hw/spec/config.py)."""
+    return config.compute_reduction_rows(f.get("weight_format", 0), f.get("act_format", 0), f.get("packed", 0))
+
+
 def compute_plan(config: AcceleratorConfig, f: dict) -> ComputePlan:
-    taps = f["kh"] * f["kw"]
-    return ComputePlan(f["out_h"] * f["out_w"], taps * config.reduction_rows,
-                       slice(f["weight_addr"], f["weight_addr"] + taps * config.reduction_rows))
+    taps, rows = f["kh"] * f["kw"], compute_rows(config, f)
+    return ComputePlan(f["out_h"] * f["out_w"], taps * rows, slice(f["weight_addr"], f["weight_addr"] + taps * rows))
 
 
 @dataclass(frozen=True)

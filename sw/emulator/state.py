@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.formats import Format, IntFormat
+from hw.spec.formats import PACKED_INT_BITS, Format, IntFormat
 from hw.spec.isa import AluOp, Buffer
 from hw.spec.layout import line_bytes, output_line_bytes, pack_codes, unpack_codes, unpack_lut, unpack_params
 from sw.golden.exact import FLOAT32_EXACT, fixed_values, matmul_exact, value_table
@@ -278,7 +278,13 @@ def _products_of_codes(s: EngineState, f: dict) -> tuple:
     w_values, w_finite, w_max = fixed_values(wf)
     a_values, a_finite, a_max = fixed_values(af)
     w_codes = s.weight[plan.weights] & ((1 << wf.bits) - 1)               # (kh*kw*rows, 1|B, cols)
-    a_codes = _windows(s.act, f) & ((1 << af.bits) - 1)                   # (oh, ow, samples, kh, kw, rows)
+    a_codes = _windows(s.act, f)                                          # (oh, ow, samples, kh, kw, rows)
+    values = plan.terms // (f["kh"] * f["kw"] * c.reduction_rows)
+    if values > 1:
+        # A packed pair: slot r holds reduction rows 2r + k at bits k * PACKED_INT_BITS (hw/spec/config.py).
+        codes = [a_codes >> (k * PACKED_INT_BITS) for k in range(values)]
+        a_codes = np.stack(codes, axis=-1).reshape(*a_codes.shape[:-1], -1)
+    a_codes = a_codes & ((1 << af.bits) - 1)
     k = w_codes.shape[0]
     a = a_values[a_codes].reshape(plan.outputs, a_codes.shape[2], k)
     w = w_values[w_codes].transpose(1, 0, 2)                              # (1|B, k, cols)

@@ -29,7 +29,7 @@ from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURS
                                        MAX_BURST_BEATS, POSTPROCESS_LATENCY, alu_mul_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
-from .plans import alu_plan
+from .plans import alu_plan, compute_rows
 
 __all__ = ["Timing", "ArrayModel"]
 
@@ -60,19 +60,22 @@ class ArrayModel:
     next_bank: int = 0
     last_accept: int = -1
 
-    def run(self, start: int, tiles: int, vectors: int) -> tuple[int, list[int], list[int]]:
-        """Enter ``tiles`` batches of ``vectors`` for an instruction started at ``start``.
+    def run(self, start: int, tiles: int, vectors: int,
+            tile_lines: int | None = None) -> tuple[int, list[int], list[int]]:
+        """Enter ``tiles`` batches of ``vectors`` for an instruction started at ``start`` (tiles of ``tile_lines``
+        weight lines: the instruction's own reduction depth where a build packs per layer).
 
         Returns the cycle of the last vector, and the cycle each vector and each weight row entered (the
         feeders' back-pressure depends on them).
         """
         accepts, rows_in = [], []
+        lines = self.tile_lines if tile_lines is None else tile_lines
         for t in range(tiles):
             bank = self.next_bank
             self.next_bank ^= 1
             load = max(self.bank_free[bank], start + 4, rows_in[-1] + 1 if rows_in else 0)
-            rows_in.extend(range(load, load + self.tile_lines))    # weight lines stream in, one per cycle
-            first = max(load + self.tile_lines, self.last_accept + 1)
+            rows_in.extend(range(load, load + lines))    # weight lines stream in, one per cycle
+            first = max(load + lines, self.last_accept + 1)
             accepts.extend(range(first, first + vectors))
             self.last_accept = first + vectors - 1
             self.bank_free[bank] = self.last_accept + bank_drain(self.rows, self.cols) + 1
@@ -138,7 +141,7 @@ class Timing:
     def compute(self, start: int, f: dict) -> tuple[int, int]:
         """(cycle the engine is free again, cycle the results are visible) of a COMPUTE started at ``start``."""
         tiles, vectors = f["kh"] * f["kw"], f["out_h"] * f["out_w"]
-        last, accepts, rows_in = self.array.run(start, tiles, vectors)
+        last, accepts, rows_in = self.array.run(start, tiles, vectors, compute_rows(self.config, f))
         # The feeders read one line per cycle from start + 1, at most feeder_depth - 1 ahead of the array.
         ahead = feeder_depth(self.config.reduction_rows) - 1
 

@@ -87,7 +87,20 @@ def test_a_multi_format_build(tmp_path):
     assert config["weight_format"] == config["act_format"] == "int4"
     report = json.loads((out / "report.json").read_text())
     assert report["config"] == config and report["derived"]["acc_exponent"] == -8     # minifloat6 x minifloat6
+    assert "packed_pairs" not in report["derived"]       # 2x2: packed, it would be taller than wide
     assert "module top(" in (out / "top.v").read_text()
+
+
+def test_a_multi_format_build_that_packs_per_layer(tmp_path):
+    """--formats int4,int8,... on an array twice as wide as tall: the report names the pairs COMPUTE.packed
+    selects and their depth; a square one (test above) has neither."""
+    out = tmp_path / "packing"
+    assert main(["--formats", "int4,int8,minifloat6", "--rows", "2", "--cols", "4", "--out", str(out), "--no-synth",
+                 "--no-network"]) == 0
+    derived = json.loads((out / "report.json").read_text())["derived"]
+    assert derived["packed_pairs"] == ["int4 x int4"] and derived["packed_reduction_rows"] == 4
+    assert derived["reduction_rows"] == 2 and derived["values_per_lane"] == 1
+    assert "| packed per layer (COMPUTE.packed: 4 reduction rows) | int4 x int4 |" in (out / "report.md").read_text()
 
 
 def test_cols_default_to_rows(tmp_path):

@@ -231,7 +231,9 @@ def test_activation_table_and_its_illegal_loads(acts, tmp_path):
 
 
 #: Multi-format builds: every tile of a random program selects its own weight, activation and output formats.
-MULTI_CONFIGS = [(("int4", "int8", "minifloat6"), 4, 4, 64), (("int8", "fp8_e4m3"), 2, 4, 32)]
+MULTI_CONFIGS = [(("int4", "int8", "minifloat6"), 4, 4, 64), (("int8", "fp8_e4m3"), 2, 4, 32),
+                 # packing per layer (cols >= 2 * rows): int4 x int4 tiles reduce over 2 * rows, two codes a PE
+                 (("int4", "int8", "minifloat6"), 2, 4, 64)]
 
 
 def _multi_config(formats, rows, cols, dma_bits):
@@ -250,6 +252,36 @@ def test_random_isa_programs_switching_formats(formats, rows, cols, dma_bits, tm
     programs = [random_program(config, rng) for _ in range(60)]
     programs += [illegal_program(config, rng, kind) for kind in ILLEGAL_KINDS for _ in range(3)]
     check_programs(config, programs, tmp_path, Traffic(latency=3, ready_stall=0.2, valid_gap=0.2, seed=5))
+
+
+def _weight_end_program(config, packed: int, weight_addr: int, expected, weight_format: int = 0):
+    """One 1x1 COMPUTE of ``weight_format`` x int4 (int4 x int4: a pair the build packs) whose tile starts at
+    ``weight_addr``."""
+    from sw.compiler.program import ProgramBuilder
+
+    b = ProgramBuilder(config, max_instructions=4)
+    b.emit("COMPUTE", acc_addr=0, act_addr=0, weight_addr=weight_addr, out_h=1, out_w=3, act_pitch=3, stride=1,
+           dilation=1, kh=1, kw=1, weight_format=weight_format, act_format=0, packed=packed)
+    b.emit("FINISH")
+    program = b.build(f"COMPUTE packed={packed} at weight line {weight_addr} of {config.weight_buffer_depth}")
+    program.expected_error = expected
+    return program
+
+
+def test_a_packed_tile_is_twice_the_weight_lines(tmp_path):
+    """The decoder counts a packed COMPUTE's tile as 2 * rows weight lines: a tile that ends on the buffer's last line
+    unpacked runs, packed it is past the end (SRAM_RANGE), on RTL and emulator alike; packed on a pair the build
+    does not pack is a BAD_FIELD."""
+    from hw.spec.isa import ErrorCode
+
+    config = _multi_config(("int4", "int8", "minifloat6"), 2, 4, 64)
+    end = config.weight_buffer_depth
+    programs = [_weight_end_program(config, 0, end - 2, ErrorCode.NONE),
+                _weight_end_program(config, 1, end - 4, ErrorCode.NONE),
+                _weight_end_program(config, 1, end - 2, ErrorCode.SRAM_RANGE),
+                _weight_end_program(config, 1, end - 3, ErrorCode.SRAM_RANGE),
+                _weight_end_program(config, 1, 0, ErrorCode.BAD_FIELD, weight_format=1)]    # int8 x int4
+    check_programs(config, programs, tmp_path, BUSY_BUS)
 
 
 # --- the negative side (STORE negative_param) -----------------------------------------------------------------

@@ -140,7 +140,11 @@ MULTI_CONFIGS = [
     AcceleratorConfig(rows=2, cols=4, formats=("int8", "fp8_e4m3"), **VARIANTS[1]),
     AcceleratorConfig(rows=8, cols=8, formats=("minifloat4", "fp8_e5m2", "int4", "uint8"), **VARIANTS[3]),
     AcceleratorConfig(rows=4, cols=8, formats=("int8", "minifloat6"), **{**VARIANTS[2], "max_reduction": 4}),
+    # Packing per layer (cols >= 2 * rows): int4 x int4 (and uint4) tiles reduce over 2 * rows, the others rows.
+    AcceleratorConfig(rows=2, cols=4, formats=("int4", "int8", "minifloat6"), **VARIANTS[0]),
+    AcceleratorConfig(rows=4, cols=8, formats=("int8", "int4", "uint4"), **VARIANTS[1]),
 ]
+assert [c.packs_per_layer for c in MULTI_CONFIGS] == [False] * 4 + [True] * 2
 
 
 @pytest.mark.parametrize("seed", range(PROGRAMS_PER_CONFIG))

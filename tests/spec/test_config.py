@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hw.spec.config import DATAFLOWS, AcceleratorConfig, ConfigError
+from hw.spec.config import DATAFLOWS, AcceleratorConfig, ConfigError, scaled_accumulator_bits
 from hw.spec.formats import accumulator_bits, get_format
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ def test_derived_widths_follow_formats(kwargs):
     (dict(weight_format="int4", act_format="int8"), 1),         # one side does not pack: neither does
     (dict(weight_format="int8", act_format="int8"), 1),
     (dict(weight_format="minifloat4", act_format="minifloat4"), 1),
-    (dict(formats=("int4", "int8", "minifloat6")), 1),          # not (yet) in a multi-format build
+    (dict(formats=("int4", "int8", "minifloat6")), 1),          # a multi-format build packs per layer instead
     (dict(weight_format="int4", act_format="int4", cols=7), 1),  # packed, it would be taller than wide
     (dict(weight_format="int4", act_format="int4", cols=4), 1),
 ])
@@ -87,6 +87,34 @@ def test_packed_lanes_double_the_reduction_depth(kwargs, values):
     assert config.values_per_lane == values
     assert config.reduction_rows == 4 * values
     assert config.peak_macs_per_cycle == 4 * values * config.cols
+
+
+@pytest.mark.parametrize("kwargs,pairs", [
+    (dict(rows=2, cols=4, formats=("int4", "int8", "minifloat6")), [("int4", "int4")]),
+    (dict(rows=4, cols=8, formats=("int8", "int4", "uint4")),
+     [("int4", "int4"), ("int4", "uint4"), ("uint4", "int4"), ("uint4", "uint4")]),
+    (dict(rows=4, cols=4, formats=("int4", "int8", "minifloat6")), []),      # packed, taller than wide
+    (dict(rows=16, cols=16, formats=("int4", "int8", "minifloat6")), []),
+    (dict(rows=2, cols=4, formats=("int4", "minifloat4")), []),              # 4-bit slots hold one code
+    (dict(rows=2, cols=4, formats=("int8", "minifloat6")), []),              # nothing packs
+    (dict(rows=2, cols=4, formats=("int4", "int8"), weight_format="int4"), [("int4", "int4")]),
+])
+def test_per_layer_packing(kwargs, pairs):
+    """A multi-format build packs its int4 x int4 layers two codes a lane where the slot holds two and the array is
+    no taller than wide: those layers' reduction depth is 2 * rows, every other pair's rows; the lines keep rows
+    slots, and the partial sums hold two packed products of every packing pair."""
+    config = AcceleratorConfig(**kwargs)
+    assert config.packs_per_layer == bool(pairs)
+    assert [(config.weight_formats[i].name, config.act_formats[j].name) for i, j in config.packed_pairs] == pairs
+    assert config.values_per_lane == 1 and config.reduction_rows == config.rows
+    for i, w in enumerate(config.weight_formats):
+        for j, a in enumerate(config.act_formats):
+            depth = 2 * config.rows if (w.name, a.name) in pairs else config.rows
+            assert config.compute_reduction_rows(i, j, 1) == config.layer_reduction_rows(w, a) == depth
+            assert config.compute_reduction_rows(i, j, 0) == config.rows        # COMPUTE.packed clear: unpacked
+            assert config.psum_bits >= scaled_accumulator_bits(w, a, depth, config.pair_shift(w, a))
+    assert config.compute_reduction_rows(len(config.formats), 0, 1) == config.rows     # refused by the decoder
+    assert config.packed_reduction_rows == (2 if pairs else 1) * config.rows
 
 
 def test_explicit_acc_bits():
