@@ -233,7 +233,8 @@ def _sorted_breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo
     """
     t, d_a, d_b, key = _breakpoints(a, first, last, t_lo, a0, b0)
     order = np.argsort(t, axis=1)
-    t = np.take_along_axis(t, order, axis=1)
+    order += (np.arange(len(t)) * t.shape[1])[:, None]                  # flat indices: gathers in one dimension
+    t = t.ravel()[order]
     same = (t[:, 1:] == t[:, :-1]) & np.isfinite(t[:, 1:])
     if same.any():
         tied = np.zeros(t.shape, bool)
@@ -243,8 +244,8 @@ def _sorted_breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo
         opens = np.ones(row.size, bool)
         opens[1:] = ~same[row[1:], col[1:] - 1] | (row[1:] != row[:-1])
         moved = order[row, col]
-        order[row, col] = moved[np.lexsort((key[row, moved], np.cumsum(opens)))]
-    return t, np.take_along_axis(d_a, order, axis=1), np.take_along_axis(d_b, order, axis=1)
+        order[row, col] = moved[np.lexsort((key.ravel()[moved], np.cumsum(opens)))]
+    return t, d_a.ravel()[order], d_b.ravel()[order]
 
 
 def _breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo: np.ndarray, a0: np.ndarray,
@@ -264,8 +265,9 @@ def _breakpoints(a: np.ndarray, first: np.ndarray, last: np.ndarray, t_lo: np.nd
     row, within = np.divmod(weight, a.shape[1])
     column = 1 + np.arange(weight.size) - (np.cumsum(per_row) - per_row)[row]
     mag = a.ravel()[weight]
-    t[row, column], d_a[row, column], d_b[row, column] = (level + 0.5) / mag, mag, 2.0 * level + 1
-    key[row, column] = level * a.shape[1] + within
+    at = row * t.shape[1] + column
+    t.ravel()[at], d_a.ravel()[at], d_b.ravel()[at] = (level + 0.5) / mag, mag, 2.0 * level + 1
+    key.ravel()[at] = level * a.shape[1] + within
     return t, d_a, d_b, key
 
 
