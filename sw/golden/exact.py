@@ -17,14 +17,17 @@ import numpy as np
 
 from hw.spec.formats import Format
 
-__all__ = ["FLOAT32_EXACT", "FLOAT64_EXACT", "INT64_SAFE", "fixed_values", "float_dtype_for", "matmul_exact",
-           "max_abs", "value_table"]
+__all__ = ["FLOAT32_EXACT", "FLOAT64_EXACT", "INT64_SAFE", "MIN_FLOAT32_SLICE", "fixed_values", "float32_slice",
+           "float_dtype_for", "matmul_exact", "max_abs", "value_table"]
 
 #: Integers of magnitude below these are exact in float32 / float64.
 FLOAT32_EXACT = 1 << 24
 FLOAT64_EXACT = 1 << 53
 #: Sums of int64 values below this magnitude cannot overflow when two of them are added.
 INT64_SAFE = 1 << 62
+#: Shortest slice of a long reduction worth an exact float32 product of its own (BLAS runs float32 twice as fast as
+#: float64, and int8 operands allow slices of 1,023).
+MIN_FLOAT32_SLICE = 64
 
 
 @lru_cache(maxsize=None)
@@ -49,6 +52,13 @@ def value_table(fmt: Format, dtype) -> np.ndarray:
     table = fixed_values(fmt)[0].astype(dtype)
     table.setflags(write=False)
     return table
+
+
+def float32_slice(a_max: int, w_max: int) -> int:
+    """The longest slice of a reduction whose float32 product is exact for operands bounded so, or 0 when it would
+    be shorter than :data:`MIN_FLOAT32_SLICE` (then float64 or integers are faster)."""
+    piece = (FLOAT32_EXACT - 1) // max(a_max * w_max, 1)
+    return piece if piece >= MIN_FLOAT32_SLICE else 0
 
 
 def float_dtype_for(bound: int):
@@ -76,14 +86,22 @@ def matmul_exact(a: np.ndarray, w: np.ndarray, a_max: int | None = None, w_max: 
     """The exact integer product ``a @ w`` of integer-valued arrays (int64, float or Python ints).
 
     ``a_max``/``w_max`` bound the operands' magnitudes (measured when not given). The result is int64 when it
-    provably fits in 62 bits, else Python ints. Paths, first that is exact: one float32 or float64 product; four
-    float64 products of 2-limb operands recombined in int64 or Python ints; Python ints.
+    provably fits in 62 bits, else Python ints. Paths, first that is exact: one float32 product; float32 operands
+    (:func:`sw.golden.gemm.operand_dtype` chose them) in slices of the reduction, summed in int64; one float64
+    product; four float64 products of 2-limb operands recombined in int64 or Python ints; Python ints.
     """
     k = a.shape[-1]
     a_max = max_abs(a) if a_max is None else a_max
     w_max = max_abs(w) if w_max is None else w_max
     bound = k * a_max * w_max
     dtype = float_dtype_for(bound)
+    piece = float32_slice(a_max, w_max)
+    if dtype is not np.float32 and a.dtype == w.dtype == np.float32 and piece and bound < INT64_SAFE:
+        # float32 operands of a long reduction: exact products of slices of it, summed in int64
+        total = np.zeros(np.broadcast_shapes(a.shape[:-2], w.shape[:-2]) + (a.shape[-2], w.shape[-1]), np.int64)
+        for at in range(0, k, piece):
+            total += np.matmul(a[..., at:at + piece], w[..., at:at + piece, :]).astype(np.int64)
+        return total
     if dtype is not None:
         return np.matmul(a.astype(dtype, copy=False), w.astype(dtype, copy=False)).astype(np.int64)
     if a_max < INT64_SAFE and w_max < INT64_SAFE:

@@ -16,7 +16,7 @@ import numpy as np
 
 from hw.spec.formats import Format, get_format, product_of
 
-from .exact import INT64_SAFE, fixed_values, float_dtype_for, matmul_exact, value_table
+from .exact import INT64_SAFE, fixed_values, float32_slice, float_dtype_for, matmul_exact, value_table
 
 __all__ = ["Accumulation", "multiply", "gemm", "matvec", "decode", "product_sum", "operand_dtype", "has_specials"]
 
@@ -69,10 +69,13 @@ def has_specials(fmt: Format) -> bool:
 
 
 def operand_dtype(a: Format, w: Format, terms: int):
-    """The dtype operands of a sum of ``terms`` products take for :func:`~sw.golden.exact.matmul_exact`: a float
-    type when it is exact for every such sum, else int64 (or Python ints for the widest formats)."""
+    """The dtype operands of a sum of ``terms`` products take for :func:`~sw.golden.exact.matmul_exact`: float32
+    when it is exact for every such sum or for slices of it, float64 when that is, else int64 (or Python ints for
+    the widest formats)."""
     bound = max(terms, 1) * fixed_values(a)[2] * fixed_values(w)[2]
     dtype = float_dtype_for(bound)
+    if dtype is np.float64 and float32_slice(fixed_values(a)[2], fixed_values(w)[2]):
+        return np.float32                           # a long reduction in exact float32 slices
     if dtype is not None:
         return dtype
     return np.int64 if max(fixed_values(a)[2], fixed_values(w)[2]) < INT64_SAFE else object

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sw.golden.exact import FLOAT32_EXACT, FLOAT64_EXACT, float_dtype_for, matmul_exact
+from sw.golden.exact import FLOAT32_EXACT, FLOAT64_EXACT, float32_slice, float_dtype_for, matmul_exact
 
 
 def reference(a, w) -> np.ndarray:
@@ -47,6 +47,20 @@ def test_stacks_and_float_operands():
     assert matmul_exact(a, w).tolist() == reference(a, w).tolist()
     a, w = random_ints(rng, (4, 6, 20), 8), random_ints(rng, (20, 4), 8)
     assert matmul_exact(a.astype(np.float32), w.astype(np.float32)).tolist() == reference(a, w).tolist()
+
+
+@pytest.mark.parametrize("k", [1023, 1024, 4608])
+def test_long_float32_reductions_in_exact_slices(k):
+    """int8-sized float32 operands of a reduction longer than one exact float32 product (16,384 * 1,024 > 2**24):
+    slices of 1,023, each exact, summed in int64; all-extreme rows reach the bound of every slice (odd products,
+    whose sums need every bit)."""
+    assert float32_slice(128, 128) == 1023 and float32_slice(1 << 10, 1 << 10) == 0
+    rng = np.random.default_rng(k)
+    a, w = random_ints(rng, (2, 7, k), 7) - 1, random_ints(rng, (k, 5), 7) - 1     # -128 .. 126
+    a[0, 0], w[:, 0], w[::3, 0] = 127, 127, 125
+    a[1, 1], w[:, 1], w[1::5, 1] = -127, 127, 123
+    got = matmul_exact(a.astype(np.float32), w.astype(np.float32), 128, 128)
+    assert got.dtype == np.int64 and got.tolist() == reference(a, w).tolist()
 
 
 def test_float_types_at_their_exact_limits():
