@@ -27,12 +27,21 @@ from hw.pnr import DEVICES, place_and_route  # noqa: E402
 from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 
-#: (name, number format, rows = cols): the README's table.
-CONFIGS = [("int8-4x4", "int8", 4), ("int8-8x8", "int8", 8), ("minifloat6-8x8", "minifloat6", 8),
-           ("int8-16x16", "int8", 16), ("minifloat6-16x16", "minifloat6", 16)]
+#: name -> the configuration of a row of the README's table (square at the 100 MHz target unless said otherwise).
+CONFIGS = {name: AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_format=fmt, clock_mhz=mhz)
+           for name, fmt, rows, cols, mhz in (
+               ("int8-4x4", "int8", 4, 4, 100), ("int8-8x8", "int8", 8, 8, 100),
+               ("minifloat6-8x8", "minifloat6", 8, 8, 100), ("int8-16x16", "int8", 16, 16, 100),
+               ("minifloat6-16x16", "minifloat6", 16, 16, 100),
+               # int4, two codes per PE lane (LUT multipliers): 256 MACs per cycle. The 30 GMAC/s target needs more
+               # than fits: int4 12x24 (576 MACs, >= 52.1 MHz) synthesizes to 93.1 k LUT4 of the 85F's 83.6 k.
+               ("int4-8x16", "int4", 8, 16, 60))}
+#: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
+#: default router's time.
+NEXTPNR_OPTIONS = {"int4-8x16": ("--router", "router2")}
 #: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
 #: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
-DEFAULT_PAIRS = [(name, "ecp5-85f") for name, _, _ in CONFIGS] + [("int8-4x4", "ice40-up5k")]
+DEFAULT_PAIRS = [(name, "ecp5-85f") for name in CONFIGS] + [("int8-4x4", "ice40-up5k")]
 #: The last commit before the timing work (issue 12): the "before" column.
 BASELINE = "212754c"
 WORK = ROOT / "bench" / "work" / "fpga"
@@ -47,10 +56,6 @@ from hw.spec.config import AcceleratorConfig
 config = AcceleratorConfig.from_json(sys.argv[1])
 open(sys.argv[2], "w").write(verilog.convert(ShiftChainWrapper(InferenceEngine(config)), name="top", emit_src=False))
 """
-
-
-def _config(fmt: str, size: int) -> AcceleratorConfig:
-    return AcceleratorConfig(rows=size, cols=size, weight_format=fmt, act_format=fmt)
 
 
 def _tree(commit: str | None) -> Path:
@@ -122,7 +127,7 @@ def _readme_table(records: list[dict]) -> str:
     lines = ["| configuration | device | fits | LUT4 | FF | DSP | BRAM | fmax before (MHz) | fmax (MHz) | "
              "GMAC/s at fmax | digits CNN inferences/s at fmax | critical path |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for name, _, _ in CONFIGS:
+    for name in CONFIGS:
         for device in DEVICES:
             now, before = by.get((name, device, "this tree")), by.get((name, device, f"baseline {BASELINE}"))
             if now is None:
@@ -141,7 +146,7 @@ def _readme_table(records: list[dict]) -> str:
 
 def main() -> int:
     p = Parser(prog="python bench/fpga.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", help="comma-separated from " + ", ".join(n for n, _, _ in CONFIGS) +
+    p.add_argument("--configs", help="comma-separated from " + ", ".join(CONFIGS) +
                    " (default: all, each on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)")
     p.add_argument("--devices", help="comma-separated from " + ", ".join(DEVICES) + " (with --configs: default "
                    "ecp5-85f)")
@@ -149,7 +154,7 @@ def main() -> int:
     p.add_argument("--rtl", choices=("both", "tree", "baseline"), default="both",
                    help="whose RTL to place and route: this tree's, the baseline's, or both (default)")
     args = p.parse_args()
-    known = {n: (f, s) for n, f, s in CONFIGS}
+    known = CONFIGS
     configs = [c.strip() for c in (args.configs or ",".join(known)).split(",") if c.strip()]
     devices = [d.strip() for d in (args.devices or "ecp5-85f").split(",") if d.strip()]
     for flag, chosen, allowed in (("--configs", configs, known), ("--devices", devices, DEVICES)):
@@ -168,14 +173,16 @@ def main() -> int:
     trees = [("this tree", None)] * (args.rtl != "baseline") + \
         [(f"baseline {args.baseline}", args.baseline)] * (args.rtl != "tree")
     for name in dict.fromkeys(c for c, _ in pairs):
-        config = _config(*known[name])
+        config = known[name]
         cycles = _cycles_per_inference(config) if args.rtl != "baseline" else None
         for rtl, commit in trees:
             progress(f"{name} ({rtl}): elaborating ...")
             text = _verilog(config, _tree(commit), f"{name}-{commit or 'tree'}")
             for device in (d for c, d in pairs if c == name):
                 progress(f"{name} ({rtl}) on {device}:")
+                extra = NEXTPNR_OPTIONS.get(name, ())
                 summary = place_and_route(text, device, clock_mhz=config.clock_mhz,
+                                          extra_args=(DEVICES[device].tools.unconstrained, *extra) if extra else (),
                                           progress=lambda m: progress(f"  {m}"))
                 previous[(name, device, rtl)] = _record(name, config, device, rtl, summary,
                                                         cycles if commit is None else None)

@@ -9,6 +9,7 @@ from .array import SystolicArray
 from .buffer_ports import read_port, write_port
 from .decoder import layout_of
 from .lanes import psum_lane
+from .multiplier import NARROW_SIGNIFICAND_BITS
 from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
@@ -332,8 +333,10 @@ class ComputeEngine(wiring.Component):
         new = Signal(acc_line)
         # MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept; the
         # operands and the product are registered, so the forwarding multiplexers, the multiplier and the write
-        # are in different cycles.
+        # are in different cycles. A narrow one (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE:
+        # yosys would give every lane a DSP, which a wide int4 array's post-processing lanes need.
         k = min(c.alu_mul_bits, c.acc_bits)
+        multiply = shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
         mul_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols})
         mul_operands, mul_product = (Signal(mul_record, name=f"alu_mul_{n}") for n in ("operands", "product"))
         factors = [(Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}"))
@@ -342,7 +345,7 @@ class ComputeEngine(wiring.Component):
         m.d.sync += [mul_operands.valid.eq(alu_stage.valid & is_mul), mul_operands.line.eq(alu_stage.line),
                      mul_product.eq(mul_operands)]
         for col, (a, b) in enumerate(factors):
-            m.d.sync += [a.eq(old[col].value[:k]), b.eq(src[col].value[:k]), products[col].eq(a * b),
+            m.d.sync += [a.eq(old[col].value[:k]), b.eq(src[col].value[:k]), products[col].eq(multiply(a, b)),
                          mul_operands.nonfinite[col].eq(old[col].nonfinite | src[col].nonfinite)]
         with m.If(stage.valid):
             for col in range(cols):

@@ -124,6 +124,8 @@ NETWORKS = {
     "squeeze-excite-int8-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy", engine("int8", 4), 4),
     "squeeze-excite-minifloat6-4x4": Network(squeeze_excite_digits, DIGITS / "calibration.npy",
                                              engine("minifloat6", 4), 2),
+    # ALU MUL of packed int4 (5 x 5 operands): shifts and additions instead of a DSP (hw/compute_engine.py).
+    "squeeze-excite-int4-4x8-packed": Network(squeeze_excite_digits, DIGITS / "calibration.npy", INT4_4X8, 2),
     # Scattered STOREs and ALU MUL on rectangular arrays (the spread channels' virtual output blocks; identity tiles
     # from each activation line of a tensor line to each output line), the products in a batch of two too.
     "decoder-int8-4x8": Network(decoder_digits, DIGITS / "calibration.npy", INT8_4X8, 2),
