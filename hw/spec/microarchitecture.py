@@ -62,6 +62,10 @@ def alu_mul_issue_cycles(dst: list[int], src: list[int]) -> int:
 #: Cycles the decoder takes to check an instruction (its address arithmetic is pipelined, at most two carry chains
 #: per cycle); the fetch cadence grows with it.
 DECODE_LATENCY = 5
+#: Cycles the decoder of a ``decode_serial`` build takes (``AcceleratorConfig.decode_latency``): its products of
+#: fields take a cycle per bit of the narrower operand (ten for a 10-bit size), one after another where one feeds the
+#: next (COMPUTE's ``(out_h - 1) * stride * act_pitch``).
+SERIAL_DECODE_LATENCY = 18
 #: Carry chains per decoder stage by default (``AcceleratorConfig.decode_chains``): two fit a 10 ns cycle on an
 #: ECP5 with room for routing. Fewer would not fit the checks into ``DECODE_LATENCY`` stages.
 DECODE_CHAINS = 2

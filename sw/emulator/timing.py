@@ -3,8 +3,9 @@
 Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
 the same way). The rules, each named after the hardware that causes it:
 
-- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + DECODE_LATENCY`` cycles (address,
-  latency, data beats, the decoder's pipelined checks, dispatch); an engine can start it two cycles after dispatch
+- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency`` cycles (address,
+  latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` in a
+  ``decode_serial`` build, dispatch); an engine can start it two cycles after dispatch
   (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, AluOp, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURST_BOUNDARY, DECODE_LATENCY,
+from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURST_BOUNDARY,
                                        MAX_BURST_BEATS, POSTPROCESS_LATENCY, alu_mul_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
@@ -99,7 +100,7 @@ class Timing:
 
     @property
     def fetch(self) -> int:
-        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + DECODE_LATENCY
+        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + self.config.decode_latency
 
     #: Cycles from dispatch to the earliest start (the command queue).
     dispatch_to_start = 2

@@ -115,16 +115,18 @@ SMALL_PART = dict(weight_format="int4", act_format="int4", dma_bits=64, act_buff
 BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute", "stall_store")
 
 
-@pytest.mark.parametrize("shape, perf_counters, decode_shared", [((1, 1), False, True), ((2, 2), True, False)])
-def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, tmp_path):
-    """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared)
-    keep the cycle model: random programs within 2 %, every byte, cycle count, instruction and MAC count checked; the
-    busy and stall counters count (at most every cycle, some cycles) or, left out, read 0."""
+@pytest.mark.parametrize("shape, perf_counters, decode_shared, decode_serial",
+                         [((1, 1), False, True, False), ((2, 2), True, False, False), ((2, 2), False, True, True)])
+def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, decode_serial, tmp_path):
+    """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared,
+    decode_serial: every fetch waits SERIAL_DECODE_LATENCY cycles for the checks) keep the cycle model: random
+    programs within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters
+    count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
     from sim.engine_harness import run_on_rtl
 
     config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
-                               **SMALL_PART)
+                               decode_serial=decode_serial, **SMALL_PART)
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.
     programs = [random_program(config, rng) for _ in range(30)]
