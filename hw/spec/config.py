@@ -21,7 +21,7 @@ DATAFLOWS = ("weight_stationary",)
 
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
-          "decode_shared": False, "decode_serial": False}
+          "decode_shared": False, "decode_serial": False, "postprocess_shared": False}
 
 
 class ConfigError(ValueError):
@@ -109,6 +109,9 @@ class AcceleratorConfig:
     #: instead of all at once: a small part's build saves most of the decoder's logic, and every instruction takes
     #: :attr:`decode_latency` cycles to check instead of ``DECODE_LATENCY``.
     decode_serial: bool = False
+    #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
+    #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
+    postprocess_shared: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -139,7 +142,7 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
-        for name in ("perf_counters", "decode_shared", "decode_serial"):
+        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
@@ -282,6 +285,11 @@ class AcceleratorConfig:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
         ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
+
+    @property
+    def postprocess_lanes(self) -> int:
+        """Post-processing lanes of the store engine: one per column, or one with ``postprocess_shared``."""
+        return 1 if self.postprocess_shared else self.cols
 
     @property
     def peak_macs_per_cycle(self) -> int:

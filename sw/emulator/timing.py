@@ -118,7 +118,11 @@ class Timing:
         beats = f["x_size"] * output_line_bytes(self.config) // self.bus_bytes
         bursts = bursts_of_rows(f["dram_addr"], f["y_size"], f["dram_stride"], beats, self.bus_bytes)
         # negative_param: the second PARAM line is read in a cycle of its own before the first accumulator line.
-        return 6 + f["negative_param"] + f["y_size"] * beats + bursts + self.memory_latency + POSTPROCESS_LATENCY
+        writes = f["y_size"] * beats + bursts
+        if self.config.postprocess_shared:
+            # One lane takes the columns in turn: a line every ``cols`` cycles, unless the writes are slower.
+            writes = max(writes, f["y_size"] * f["x_size"] * self.config.cols + 1)
+        return 6 + f["negative_param"] + writes + self.memory_latency + POSTPROCESS_LATENCY
 
     def alu(self, f: dict) -> int:
         if f["op"] == AluOp.MUL:        # a longer pipeline: dependent elements close together wait
