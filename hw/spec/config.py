@@ -21,7 +21,8 @@ DATAFLOWS = ("weight_stationary",)
 
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
-          "decode_shared": False, "decode_serial": False, "postprocess_shared": False}
+          "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
+          "postprocess_held": False}
 
 
 class ConfigError(ValueError):
@@ -112,6 +113,11 @@ class AcceleratorConfig:
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
     postprocess_shared: bool = False
+    #: SETPP's values (zero point, clamps, table flag, output format) and STORE's ``negative_param`` reach the
+    #: post-processing stages that use them straight from the store engine's registers, which hold while a STORE's
+    #: elements are in flight, instead of travelling beside every element through the stages' registers: a small
+    #: part's build saves the flip-flops.
+    postprocess_held: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -142,7 +148,7 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
-        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared"):
+        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
