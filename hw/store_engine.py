@@ -97,6 +97,7 @@ class StoreEngine(wiring.Component):
             m.d.sync += bursts_out.eq(bursts_out + 1)
 
         # --- accumulator lines through the post-processing lanes ---------------------------------------------
+        shared = c.postprocess_lanes < cols          # one lane takes the columns in turn (postprocess_shared)
         lanes = [PostProcessor(c) for _ in range(c.postprocess_lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
@@ -112,7 +113,7 @@ class StoreEngine(wiring.Component):
         reading = Signal()
         issue = Signal()
         can_issue = reading & (y != store.y_size) & (lines.level + in_flight < self.LINE_FIFO_DEPTH)
-        if c.postprocess_shared:
+        if shared:
             # One lane takes a line's columns in turn: a line read every ``cols`` cycles at most.
             gap = Signal(range(cols), name="gap")
             m.d.sync += gap.eq(Mux(issue, cols - 1, Mux(gap != 0, gap - 1, 0)))
@@ -128,7 +129,7 @@ class StoreEngine(wiring.Component):
         read_valid = Signal()
         m.d.sync += read_valid.eq(issue)
         acc_line = self.acc.data
-        for i, lane in enumerate(lanes if not c.postprocess_shared else ()):
+        for i, lane in enumerate(lanes if not shared else ()):
             p = params[i]
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
@@ -145,7 +146,7 @@ class StoreEngine(wiring.Component):
                 m.d.sync += self.nonfinite.eq(1)
         with m.If(self.clear):
             m.d.sync += self.nonfinite.eq(0)
-        if c.postprocess_shared:
+        if shared:
             lane = lanes[0]
             m.d.comb += [lane.negative_param.eq(negative_param), lane.zero_point.eq(zero_point),
                          lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),

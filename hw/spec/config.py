@@ -294,7 +294,8 @@ class AcceleratorConfig:
 
     @property
     def postprocess_lanes(self) -> int:
-        """Post-processing lanes of the store engine: one per column, or one with ``postprocess_shared``."""
+        """Post-processing lanes of the store engine: one per column, or one with ``postprocess_shared`` (fewer lanes
+        than columns: the lane takes the columns in turn; one column keeps its own lane)."""
         return 1 if self.postprocess_shared else self.cols
 
     @property

@@ -119,7 +119,7 @@ class Timing:
         bursts = bursts_of_rows(f["dram_addr"], f["y_size"], f["dram_stride"], beats, self.bus_bytes)
         # negative_param: the second PARAM line is read in a cycle of its own before the first accumulator line.
         writes = f["y_size"] * beats + bursts
-        if self.config.postprocess_shared:
+        if self.config.postprocess_lanes < self.config.cols:
             # One lane takes the columns in turn: a line every ``cols`` cycles, unless the writes are slower.
             writes = max(writes, f["y_size"] * f["x_size"] * self.config.cols + 1)
         return 6 + f["negative_param"] + writes + self.memory_latency + POSTPROCESS_LATENCY
