@@ -38,6 +38,7 @@ from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
 from .spec.layout import line_bits
+from .spec.microarchitecture import POSTPROCESS_MERGED_STAGES
 
 __all__ = ["PostProcessor", "round_half_even", "table_entry"]
 
@@ -215,8 +216,9 @@ class PostProcessor(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles with ``en`` high from an input's sampling to its code on ``code`` (with ``o_valid``)."""
-        return len(STAGES)
+        """Cycles with ``en`` high from an input's sampling to its code on ``code`` (with ``o_valid``): one per stage
+        (``config.postprocess_latency``: fewer in a ``postprocess_merged`` unit)."""
+        return self._config.postprocess_latency
 
     @property
     def product_bits(self) -> int:
@@ -373,7 +375,10 @@ class PostProcessor(wiring.Component):
 
     def _stage(self, m: Module, stage: str, **values) -> SimpleNamespace:
         """A pipeline register (:func:`_register`) of ``values``; in a ``postprocess_held`` unit the values of
-        :data:`_HELD` pass it unregistered (they hold while the element is in the pipeline)."""
+        :data:`_HELD` pass it unregistered (they hold while the element is in the pipeline), and a
+        ``postprocess_merged`` unit has no register after the stages of ``POSTPROCESS_MERGED_STAGES``."""
+        if self._config.postprocess_merged and stage.removesuffix("_format") in POSTPROCESS_MERGED_STAGES:
+            return SimpleNamespace(**values)        # no register: the stage shares its cycle with the next
         held = {n: v for n, v in values.items() if n in self._HELD} if self._config.postprocess_held else {}
         registers = _register(m, self.en, stage, **{n: v for n, v in values.items() if n not in held})
         return SimpleNamespace(**vars(registers), **held)

@@ -102,7 +102,7 @@ class StoreEngine(wiring.Component):
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
         latency = lanes[0].latency
-        assert latency == POSTPROCESS_LATENCY, "update hw/spec/microarchitecture.py (the cycle model uses it)"
+        assert latency == c.postprocess_latency, "update hw/spec/microarchitecture.py (the cycle model uses it)"
         m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
 
         y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from .formats import Format, FormatError, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
-from .microarchitecture import COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY, SERIAL_DECODE_LATENCY
+from .microarchitecture import (COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY, POSTPROCESS_LATENCY,
+                                POSTPROCESS_MERGED_STAGES, SERIAL_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -22,7 +23,7 @@ DATAFLOWS = ("weight_stationary",)
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
-          "postprocess_held": False}
+          "postprocess_held": False, "postprocess_merged": False}
 
 
 class ConfigError(ValueError):
@@ -118,6 +119,9 @@ class AcceleratorConfig:
     #: elements are in flight, instead of travelling beside every element through the stages' registers: a small
     #: part's build saves the flip-flops.
     postprocess_held: bool = False
+    #: The post-processing lane without the registers of ``POSTPROCESS_MERGED_STAGES`` (five stages each sharing a
+    #: cycle with the next): a slow small part's build saves the flip-flops, and a STORE ends five cycles sooner.
+    postprocess_merged: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -148,7 +152,8 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
-        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held"):
+        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
+                     "postprocess_merged"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
@@ -291,6 +296,12 @@ class AcceleratorConfig:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
         ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
+
+    @property
+    def postprocess_latency(self) -> int:
+        """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
+        stages ``postprocess_merged`` leaves out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
+        return POSTPROCESS_LATENCY - (len(POSTPROCESS_MERGED_STAGES) if self.postprocess_merged else 0)
 
     @property
     def postprocess_lanes(self) -> int:

@@ -27,7 +27,7 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, AluOp, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
 from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURST_BOUNDARY,
-                                       MAX_BURST_BEATS, POSTPROCESS_LATENCY, alu_mul_issue_cycles, array_latency,
+                                       MAX_BURST_BEATS, alu_mul_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
 from .plans import alu_plan
@@ -122,7 +122,7 @@ class Timing:
         if self.config.postprocess_lanes < self.config.cols:
             # One lane takes the columns in turn: a line every ``cols`` cycles, unless the writes are slower.
             writes = max(writes, f["y_size"] * f["x_size"] * self.config.cols + 1)
-        return 6 + f["negative_param"] + writes + self.memory_latency + POSTPROCESS_LATENCY
+        return 6 + f["negative_param"] + writes + self.memory_latency + self.config.postprocess_latency
 
     def alu(self, f: dict) -> int:
         if f["op"] == AluOp.MUL:        # a longer pipeline: dependent elements close together wait

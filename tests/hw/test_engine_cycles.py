@@ -82,19 +82,19 @@ def test_scattered_stores_are_cycle_exact(latency, tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
-@pytest.mark.parametrize("latency", [1, 4])
-def test_shared_lane_stores_are_cycle_exact(latency, tmp_path):
+@pytest.mark.parametrize("latency, merged", [(1, False), (4, False), (4, True)])
+def test_shared_lane_stores_are_cycle_exact(latency, merged, tmp_path):
     """One post-processing lane for the four columns of an int8 4x4 engine (AcceleratorConfig.postprocess_shared),
-    SETPP's values held rather than piped (postprocess_held): single STOREs (one line, rows, negative_param, a 4 KiB
-    crossing) cycle for cycle, and random programs (computed accumulators through the time-multiplexed lane, SETPPs
-    between STOREs) byte for byte, within 2 %."""
+    SETPP's values held rather than piped (postprocess_held), with or without the 7-stage lane (postprocess_merged):
+    single STOREs (one line, rows, negative_param, a 4 KiB crossing) cycle for cycle, and random programs (computed
+    accumulators through the time-multiplexed lane, SETPPs between STOREs) byte for byte, within 2 %."""
     from hw.spec.config import AcceleratorConfig
     from hw.spec.layout import output_line_bytes
     from sw.compiler.program import ProgramBuilder
 
     config = AcceleratorConfig(rows=4, cols=4, dma_bits=32, act_buffer_depth=64, weight_buffer_depth=64,
                                acc_buffer_depth=64, param_buffer_depth=2, postprocess_shared=True,
-                               postprocess_held=True)
+                               postprocess_held=True, postprocess_merged=merged)
     line = output_line_bytes(config)
 
     def store(y, x, s, at, n):
@@ -109,7 +109,7 @@ def test_shared_lane_stores_are_cycle_exact(latency, tmp_path):
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=latency))
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
     if latency == 4:
-        rng = np.random.default_rng(41)
+        rng = np.random.default_rng(41 + merged)
         pairs = check_programs(config, [random_program(config, rng) for _ in range(12)], tmp_path / "random",
                                Traffic(latency=latency))
         assert len(pairs) >= 8
@@ -154,14 +154,15 @@ BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stal
 def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, tmp_path):
     """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared;
     with ``serial`` decode_serial, every fetch waiting SERIAL_DECODE_LATENCY cycles for the checks, postprocess_shared,
-    one post-processing lane taking the columns in turn, and postprocess_held) keep the cycle model: random programs
-    within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters count (at
-    most every cycle, some cycles) or, left out, read 0."""
+    one post-processing lane taking the columns in turn, postprocess_held and postprocess_merged, a lane of 7 stages)
+    keep the cycle model: random programs within 2 %, every byte, cycle count, instruction and MAC count checked; the
+    busy and stall counters count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
     from sim.engine_harness import run_on_rtl
 
     config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
-                               decode_serial=serial, postprocess_shared=serial, postprocess_held=serial, **SMALL_PART)
+                               decode_serial=serial, postprocess_shared=serial, postprocess_held=serial,
+                               postprocess_merged=serial, **SMALL_PART)
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.
     programs = [random_program(config, rng) for _ in range(30)]
