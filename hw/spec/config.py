@@ -119,8 +119,8 @@ class AcceleratorConfig:
     #: elements are in flight, instead of travelling beside every element through the stages' registers: a small
     #: part's build saves the flip-flops.
     postprocess_held: bool = False
-    #: The post-processing lane without the registers of ``POSTPROCESS_MERGED_STAGES`` (five stages each sharing a
-    #: cycle with the next): a slow small part's build saves the flip-flops, and a STORE ends five cycles sooner.
+    #: The post-processing lane without the registers of ``POSTPROCESS_MERGED_STAGES`` (three stages each sharing a
+    #: cycle with the next): a slow small part's build saves the flip-flops, and a STORE ends three cycles sooner.
     postprocess_merged: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 

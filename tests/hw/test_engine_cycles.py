@@ -85,7 +85,7 @@ def test_scattered_stores_are_cycle_exact(latency, tmp_path):
 @pytest.mark.parametrize("latency, merged", [(1, False), (4, False), (4, True)])
 def test_shared_lane_stores_are_cycle_exact(latency, merged, tmp_path):
     """One post-processing lane for the four columns of an int8 4x4 engine (AcceleratorConfig.postprocess_shared),
-    SETPP's values held rather than piped (postprocess_held), with or without the 7-stage lane (postprocess_merged):
+    SETPP's values held rather than piped (postprocess_held), with or without the 9-stage lane (postprocess_merged):
     single STOREs (one line, rows, negative_param, a 4 KiB crossing) cycle for cycle, and random programs (computed
     accumulators through the time-multiplexed lane, SETPPs between STOREs) byte for byte, within 2 %."""
     from hw.spec.config import AcceleratorConfig
@@ -154,7 +154,7 @@ BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stal
 def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, tmp_path):
     """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared;
     with ``serial`` decode_serial, every fetch waiting SERIAL_DECODE_LATENCY cycles for the checks, postprocess_shared,
-    one post-processing lane taking the columns in turn, postprocess_held and postprocess_merged, a lane of 7 stages)
+    one post-processing lane taking the columns in turn, postprocess_held and postprocess_merged, a lane of 9 stages)
     keep the cycle model: random programs within 2 %, every byte, cycle count, instruction and MAC count checked; the
     busy and stall counters count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
