@@ -2,7 +2,8 @@
 
 The checks, and their precedence, are those of ``sw/emulator/checks.py``: ILLEGAL_OPCODE,
 ILLEGAL_DEPENDENCY, BAD_FIELD, SRAM_RANGE, DRAM_RANGE. The checks are pipelined over ``DECODE_LATENCY`` cycles
-(``hw/spec/microarchitecture.py``) without a multiplier: products of fields are shifts and additions.
+(``hw/spec/microarchitecture.py``) without a multiplier: products of fields are shifts and additions; a
+``decode_serial`` build makes each product a shift-and-add loop over ``SERIAL_DECODE_LATENCY`` cycles.
 """
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
@@ -14,7 +15,6 @@ from .spec.isa import HEADER, INSTRUCTION_BITS, KINDS, AluOp, Buffer, ErrorCode,
 from .lanes import packed_pair
 from .pipeline import Pipeline, Staged
 from .spec.layout import line_bytes, output_line_bytes
-from .spec.microarchitecture import DECODE_LATENCY
 
 __all__ = ["InstructionDecoder", "layout_of"]
 
@@ -36,7 +36,9 @@ class InstructionDecoder(wiring.Component):
     configuration's ``decode_chains`` carry chains per stage (two by default), so that checking an instruction never
     limits the clock; a slow small part's build takes more per stage and saves the registers. Every kind's checks run
     side by side; the opcode picks one kind's error at the end. With ``decode_shared`` the kinds' products of fields
-    share multipliers (:meth:`_shared_products`).
+    share multipliers (:meth:`_shared_products`). With ``decode_serial`` each product is a loop taking a bit of its
+    narrower operand per cycle (:class:`hw.pipeline.Pipeline` with ``start``): then ``word`` and ``dram_size`` must
+    hold from ``en`` until ``valid`` (the engine's fetch does: it decodes one word at a time).
     """
 
     def __init__(self, config: AcceleratorConfig):
@@ -52,8 +54,8 @@ class InstructionDecoder(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from ``en`` to the result on ``opcode``/``error`` (``DECODE_LATENCY`` of the microarchitecture)."""
-        return DECODE_LATENCY
+        """Cycles from ``en`` to the result on ``opcode``/``error`` (the configuration's ``decode_latency``)."""
+        return self._config.decode_latency
 
     def _view(self, kind: Kind):
         return data.View(layout_of(kind), self.word)
@@ -200,7 +202,8 @@ class InstructionDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = Pipeline(m, "decode", levels=self._config.decode_chains)
+        p = Pipeline(m, "decode", levels=self._config.decode_chains,
+                     start=self.en if self._config.decode_serial else None)
         opcode = p.input(self.word[:HEADER[0].bits])
         products = self._shared_products(m, p, opcode) if self._config.decode_shared else {}
         results = []
@@ -219,8 +222,9 @@ class InstructionDecoder(wiring.Component):
         error = p.apply(choose, opcode, *[x for _, *checks in results for x in checks], chains=0)
         # The result register is the last stage: everything before it takes latency - 1 stages.
         if error.stage > self.latency - 1:
-            raise AssertionError(f"the decoder needs {error.stage + 1} stages; raise DECODE_LATENCY in "
-                                 f"hw/spec/microarchitecture.py (the cycle model uses it)")
+            raise AssertionError(f"the decoder needs {error.stage + 1} stages; raise DECODE_LATENCY (or, for a "
+                                 f"decode_serial build, SERIAL_DECODE_LATENCY) in hw/spec/microarchitecture.py "
+                                 f"(the cycle model uses it)")
         error = p.at(error, self.latency - 1)
         opcode = p.at(opcode, self.latency - 1)
         # en, delayed to the cycle the result of its word reaches the output register.

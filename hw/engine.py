@@ -247,7 +247,7 @@ class InferenceEngine(wiring.Component):
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 with m.If(~decoder.valid):
-                    pass                    # the checks take DECODE_LATENCY cycles
+                    pass                    # the checks take config.decode_latency cycles
                 with m.Elif(fetch_error | bus_error):
                     fail(ErrorCode.DRAM_RANGE)
                 with m.Elif(overflow):

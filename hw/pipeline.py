@@ -7,13 +7,17 @@ registers its operands first when one more carry chain would exceed ``levels`` c
 holds at most ``levels`` carry chains (two fit a 10 ns cycle on an ECP5 with room for routing), however deep the
 arithmetic. A product is the sum of the shifted copies of its wider operand selected by the bits of the narrower
 one (the selection folds into the adders' LUTs), added as a balanced tree.
+
+A serial pipeline (``start`` given: the pulse its inputs arrive with, which then hold until the result is read)
+makes each product a shift-and-add loop, one bit of the narrower operand per cycle, and holds values instead of
+delaying them: the same results, a few cycles later, in a fraction of the logic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Mux, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 
 __all__ = ["Staged", "Pipeline", "shift_add", "times"]
 
@@ -63,12 +67,26 @@ class Staged:
 class Pipeline:
     """Builds staged arithmetic inside ``m``; registers load every cycle (the pipeline never stalls)."""
 
-    def __init__(self, m: Module, name: str, *, levels: int = 2):
+    def __init__(self, m: Module, name: str, *, levels: int = 2, start: Value | None = None):
         if levels < 1:
             raise ValueError(f"Levels per stage must be at least 1, not {levels}")
         self._m, self._name, self._levels = m, name, levels
         self._registers = 0
         self._delayed: dict[tuple[int, int], Staged] = {}
+        self._pulses = [] if start is None else [Value.cast(start)]
+
+    @property
+    def serial(self) -> bool:
+        """Products are shift-and-add loops and values are held (the inputs hold from ``start`` on)."""
+        return bool(self._pulses)
+
+    def _pulse(self, stage: int) -> Value:
+        """``start`` delayed ``stage`` cycles: high in the cycle the values of ``stage`` are first ready."""
+        while len(self._pulses) <= stage:
+            pulse = Signal(name=f"{self._name}_start_s{len(self._pulses)}")
+            self._m.d.sync += pulse.eq(self._pulses[-1])
+            self._pulses.append(pulse)
+        return self._pulses[stage]
 
     def input(self, value, depth: int = 0) -> Staged:
         """A value of stage 0 (combinational from the pipeline's input, ``depth`` chains of logic into it)."""
@@ -85,6 +103,14 @@ class Pipeline:
         """``x`` delayed through registers until ``stage`` (where it is ready with no logic after the register)."""
         if x.stage > stage:
             raise ValueError(f"A value of stage {x.stage} cannot be used at stage {stage}")
+        if self.serial and x.stage < stage:
+            # The inputs hold, so a value once ready stays ready: one register (behind logic) is enough.
+            if x.depth:
+                key = (id(x.value), x.stage)
+                if key not in self._delayed:
+                    self._delayed[key] = self.register(x)
+                x = self._delayed[key]
+            return Staged(x.value, stage, 0)
         while x.stage < stage:
             key = (id(x.value), x.stage)
             if key not in self._delayed:
@@ -131,8 +157,33 @@ class Pipeline:
             return Staged(Const(0, 1), a.stage, a.depth)
         values, stage, depth = self._align([a, b])
         narrow, wide = values
+        if self.serial:
+            return self._serial_product(narrow, wide, stage)
         copies = [Staged(Mux(narrow[i], wide << i, 0), stage, depth) for i in range(len(narrow))]
         return self.sum(copies)
+
+    def _serial_product(self, narrow: Value, wide: Value, stage: int) -> Staged:
+        """``narrow * wide`` (unsigned), both ready at ``stage`` (and held): for ``len(narrow)`` cycles after the pulse
+        of ``stage``, the high part plus ``wide`` if the low part's last bit is set, shifted right one bit into the
+        low part, which started as ``narrow`` (a shift-and-add multiplier: one adder as wide as ``wide``)."""
+        if narrow.shape().signed or wide.shape().signed:
+            raise ValueError("A serial product takes unsigned operands")
+        n = len(narrow)
+        index = self._registers
+        self._registers += 1
+        high = Signal(len(wide), name=f"{self._name}_mul{index}_high")
+        low = Signal(n, name=f"{self._name}_mul{index}_low")
+        busy = Signal(name=f"{self._name}_mul{index}_busy")
+        step = high + Mux(low[0], wide, 0)
+        # Both pulses before the If: a pulse register made inside it would load only under its condition.
+        first, last = self._pulse(stage), self._pulse(stage + n)
+        with self._m.If(first):
+            self._m.d.sync += [high.eq(0), low.eq(narrow), busy.eq(1)]
+        with self._m.Elif(busy):
+            self._m.d.sync += [high.eq(step[1:]), low.eq(Cat(low[1:], step[0]))]
+            with self._m.If(last):
+                self._m.d.sync += busy.eq(0)
+        return Staged(Cat(low, high), stage + 1 + n, 0)
 
     def times(self, a: Staged, constant: int) -> Staged:
         """``a * constant`` (a non-negative integer): one shifted copy of ``a`` per set bit of the constant."""

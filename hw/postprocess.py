@@ -38,6 +38,7 @@ from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
 from .spec.layout import line_bits
+from .spec.microarchitecture import POSTPROCESS_MERGED_STAGES
 
 __all__ = ["PostProcessor", "round_half_even", "table_entry"]
 
@@ -215,8 +216,9 @@ class PostProcessor(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles with ``en`` high from an input's sampling to its code on ``code`` (with ``o_valid``)."""
-        return len(STAGES)
+        """Cycles with ``en`` high from an input's sampling to its code on ``code`` (with ``o_valid``): one per stage
+        (``config.postprocess_latency``: fewer in a ``postprocess_merged`` unit)."""
+        return self._config.postprocess_latency
 
     @property
     def product_bits(self) -> int:
@@ -225,7 +227,7 @@ class PostProcessor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        sampled = _register(m, self.en, "input", valid=self.i_valid,
+        sampled = self._stage(m, "input", valid=self.i_valid,
                             **{name: getattr(self, name) for name in _INPUTS})
         offset = self._offset(m, sampled)
         magnitude = self._magnitude(m, offset)
@@ -244,9 +246,9 @@ class PostProcessor(wiring.Component):
                                         "clamp_hi": locate.clamp_hi[:fmt.bits]})
             tails.append(self._tail(m, narrow))
         self._format = self._config.acts
-        select = _register(m, self.en, "input_format", format=self.format).format
+        select = self._stage(m, "input_format", format=self.format).format
         for stage in STAGES[1:-1]:          # to the clamp stage's register, beside the data
-            select = _register(m, self.en, f"{stage}_format", format=select).format
+            select = self._stage(m, f"{stage}_format", format=select).format
         code = Signal(self._config.act_slot_bits, name="clamp_chosen")
         with m.Switch(select):
             for i in range(1, len(tails)):
@@ -278,7 +280,7 @@ class PostProcessor(wiring.Component):
         bias = _saturate_signed(p.bias, self._config.acc_bits)
         s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
         m.d.comb += s.eq(p.acc + bias)
-        return _register(m, self.en, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s,
+        return self._stage(m, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s,
                          m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
                          n_magnitude=abs(p.multiplier_neg), n_negative=p.multiplier_neg[-1])
 
@@ -290,7 +292,7 @@ class PostProcessor(wiring.Component):
         the choice is one multiplexer driven by the registered sign of ``s``, beside the carry chain of ``|s|``."""
         use_neg = p.negative_param & p.s[-1]
         passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
-        return _register(m, self.en, "magnitude", **passed,
+        return self._stage(m, "magnitude", **passed,
                          m_magnitude=Mux(use_neg, p.n_magnitude, p.m_magnitude),
                          s_magnitude=abs(p.s), negative=p.s[-1] ^ Mux(use_neg, p.n_negative, p.m_negative))
 
@@ -302,7 +304,7 @@ class PostProcessor(wiring.Component):
             for j, b in enumerate(_pieces(p.m_magnitude)):
                 pieces[f"product{i}_{j}"] = a * b
                 places[f"product{i}_{j}"] = DSP_OPERAND_BITS * (i + j)
-        stage = _register(m, self.en, "multiply", **self._carry(p, *self._PASSED, "negative"), **pieces)
+        stage = self._stage(m, "multiply", **self._carry(p, *self._PASSED, "negative"), **pieces)
         stage.places = places       # where each partial product goes (not a register)
         return stage
 
@@ -310,14 +312,14 @@ class PostProcessor(wiring.Component):
         """``|t| = |s| * |M|``: the partial products in their places, added."""
         terms = [getattr(p, name) << place for name, place in p.places.items()]
         magnitude = sum(terms[1:], terms[0])
-        return _register(m, self.en, "sum", **self._carry(p, *self._PASSED, "negative"),
+        return self._stage(m, "sum", **self._carry(p, *self._PASSED, "negative"),
                          magnitude=magnitude[:self.product_bits])
 
     def _locate(self, m, p):
         """Positions of the highest and lowest set bits of ``|t|``, and whether there is one."""
         highest, nonzero = _find_one(p.magnitude, highest=True)
         lowest, _ = _find_one(p.magnitude, highest=False)
-        return _register(m, self.en, "locate", **self._carry(p, *self._PASSED, "negative", "magnitude"),
+        return self._stage(m, "locate", **self._carry(p, *self._PASSED, "negative", "magnitude"),
                          highest=highest, lowest=lowest, nonzero=nonzero)
 
     def _align(self, m, p, *, keep):
@@ -329,7 +331,7 @@ class PostProcessor(wiring.Component):
         kept, guard = _shift_right(p.magnitude, p.amount, amount_min, keep)
         sticky = p.nonzero & (p.lowest + 1 < p.amount + amount_min)
         rest = {k: v for k, v in vars(p).items() if k not in ("magnitude", "amount", "lowest")}
-        return _register(m, self.en, "align", **rest, kept=kept, guard=guard, sticky=sticky)
+        return self._stage(m, "align", **rest, kept=kept, guard=guard, sticky=sticky)
 
     def _clamp(self, m, p):
         """``hi`` at or above ``hi``, else ``lo`` at or below ``lo``, by value (so a ReLU never leaves -0, and
@@ -343,7 +345,7 @@ class PostProcessor(wiring.Component):
             above &= ~_is_nan(fmt, p.code)
             below &= ~_is_nan(fmt, p.code)
         code = Mux(above, p.clamp_hi, Mux(below, p.clamp_lo, p.code))
-        return _register(m, self.en, "clamp", valid=p.valid, lut=p.lut, code=code)
+        return self._stage(m, "clamp", valid=p.valid, lut=p.lut, code=code)
 
     def _lookup(self, m, p):
         """Entry ``q`` of the table: LUT line ``q >> k`` read into the memory's register (the stage's register),
@@ -351,7 +353,7 @@ class PostProcessor(wiring.Component):
         multiplexer follow the read register, into the store engine's line FIFO."""
         c = self._config
         bits = c.act_slot_bits
-        out = _register(m, self.en, "lookup", valid=p.valid, lut=p.lut, code=p.code)
+        out = self._stage(m, "lookup", valid=p.valid, lut=p.lut, code=p.code)
         if not c.lut_buffer_depth:
             m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(out.code)]
             return
@@ -363,9 +365,23 @@ class PostProcessor(wiring.Component):
                      write.data.eq(self.lut_write.data)]
         read = table.read_port()
         m.d.comb += [read.en.eq(self.en), read.addr.eq(p.code[k:] if k < bits else 0)]
-        select = _register(m, self.en, "lookup_select", select=p.code[:k] if k else Const(0, 1))
+        select = self._stage(m, "lookup_select", select=p.code[:k] if k else Const(0, 1))
         entry = table_entry(read.data, select.select, bits) if k else read.data[:bits]
         m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(Mux(out.lut, entry, out.code))]
+
+    #: What a ``postprocess_held`` unit takes straight from its ports at the stage that uses it: SETPP's values and
+    #: STORE's ``negative_param``, which the store engine holds while a STORE's elements are in flight.
+    _HELD = ("zero_point", "clamp_lo", "clamp_hi", "lut", "negative_param", "format")
+
+    def _stage(self, m: Module, stage: str, **values) -> SimpleNamespace:
+        """A pipeline register (:func:`_register`) of ``values``; in a ``postprocess_held`` unit the values of
+        :data:`_HELD` pass it unregistered (they hold while the element is in the pipeline), and a
+        ``postprocess_merged`` unit has no register after the stages of ``POSTPROCESS_MERGED_STAGES``."""
+        if self._config.postprocess_merged and stage.removesuffix("_format") in POSTPROCESS_MERGED_STAGES:
+            return SimpleNamespace(**values)        # no register: the stage shares its cycle with the next
+        held = {n: v for n, v in values.items() if n in self._HELD} if self._config.postprocess_held else {}
+        registers = _register(m, self.en, stage, **{n: v for n, v in values.items() if n not in held})
+        return SimpleNamespace(**vars(registers), **held)
 
     @staticmethod
     def _carry(p, *names):
@@ -397,8 +413,8 @@ class PostProcessor(wiring.Component):
         """``|t| * 2**e`` with ``e = acc_exponent - shift``: a right shift by ``shift - acc_exponent``."""
         # floor(|t| * 2**e) >= 2**keep exactly when the leading one lands at or above bit `keep`.
         big = p.nonzero & (p.highest + self._acc_exponent - p.shift >= self._integer_keep_bits)
-        return _register(
-            m, self.en, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "zero_point", "negative", "clamp_lo",
+        return self._stage(
+            m, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "zero_point", "negative", "clamp_lo",
                                                   "clamp_hi", "magnitude", "lowest", "nonzero"),
             amount=p.shift, big=big)
 
@@ -410,7 +426,7 @@ class PostProcessor(wiring.Component):
         rounded = p.kept + round_half_even(p.guard, p.sticky, p.kept[0])
         lo, hi = int(fmt.min), int(fmt.max)
         zp = p.zero_point
-        return _register(m, self.en, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative"),
+        return self._stage(m, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative"),
                          zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)),
                          up=hi - zp, down=lo - zp, up_negated=zp - hi, down_negated=zp - lo)
 
@@ -422,7 +438,7 @@ class PostProcessor(wiring.Component):
         y = Mux(p.negative, p.zero_point - p.magnitude, p.zero_point + p.magnitude)
         above = Mux(p.negative, p.magnitude < p.up_negated, p.magnitude > p.up)
         below = Mux(p.negative, p.magnitude > p.down_negated, p.magnitude < p.down)
-        return _register(m, self.en, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+        return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
                          code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
 
     # --- minifloats ------------------------------------------------------------------------------
@@ -455,8 +471,8 @@ class PostProcessor(wiring.Component):
         if not fmt.subnormals:
             # Only 0 and 2**emin lie below the normals: above half of 2**emin rounds up, half or less to 0.
             fields.update(flush=~normal, flush_up=(exponent == emin - 1) & (lowest != highest))
-        return _register(
-            m, self.en, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "negative", "clamp_lo", "clamp_hi",
+        return self._stage(
+            m, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "negative", "clamp_lo", "clamp_hi",
                                                   "magnitude"), **fields)
 
     def _round_minifloat(self, m, p):
@@ -472,7 +488,7 @@ class PostProcessor(wiring.Component):
         # The last bit of the truncated code, without waiting for the addition that forms the code.
         lsb = p.kept[0] if man else p.kept[0] ^ p.base[0]
         rounded = (p.base << man) + p.kept + round_half_even(p.guard, p.sticky, lsb)
-        return _register(m, self.en, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative",
+        return self._stage(m, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative",
                                                             "nonfinite", "huge", "nonzero",
                                                             *(() if fmt.subnormals else ("flush", "flush_up"))),
                          rounded=rounded)
@@ -490,5 +506,5 @@ class PostProcessor(wiring.Component):
         # A result that rounds to zero is +0: -0 never leaves the unit (the IR's tensors never hold it).
         code = Cat(magnitude[:fmt.bits - 1], p.negative & (magnitude[:fmt.bits - 1] != 0))
         special = fmt.nan_code if fmt.has_nan else 0
-        return _register(m, self.en, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+        return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
                          code=Mux(p.nonfinite, special, code))

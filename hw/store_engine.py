@@ -1,6 +1,6 @@
 """The store engine: SETPP, and STORE (accumulator lines, post-processed, to external memory by AXI4 writes)."""
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import WritePort
@@ -97,11 +97,12 @@ class StoreEngine(wiring.Component):
             m.d.sync += bursts_out.eq(bursts_out + 1)
 
         # --- accumulator lines through the post-processing lanes ---------------------------------------------
-        lanes = [PostProcessor(c) for _ in range(cols)]
+        shared = c.postprocess_lanes < cols          # one lane takes the columns in turn (postprocess_shared)
+        lanes = [PostProcessor(c) for _ in range(c.postprocess_lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
         latency = lanes[0].latency
-        assert latency == POSTPROCESS_LATENCY, "update hw/spec/microarchitecture.py (the cycle model uses it)"
+        assert latency == c.postprocess_latency, "update hw/spec/microarchitecture.py (the cycle model uses it)"
         m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
 
         y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")
@@ -111,7 +112,13 @@ class StoreEngine(wiring.Component):
         in_flight = Signal(range(self.LINE_FIFO_DEPTH + latency + 3))
         reading = Signal()
         issue = Signal()
-        m.d.comb += issue.eq(reading & (y != store.y_size) & (lines.level + in_flight < self.LINE_FIFO_DEPTH))
+        can_issue = reading & (y != store.y_size) & (lines.level + in_flight < self.LINE_FIFO_DEPTH)
+        if shared:
+            # One lane takes a line's columns in turn: a line read every ``cols`` cycles at most.
+            gap = Signal(range(cols), name="gap")
+            m.d.sync += gap.eq(Mux(issue, cols - 1, Mux(gap != 0, gap - 1, 0)))
+            can_issue = can_issue & (gap == 0)
+        m.d.comb += issue.eq(can_issue)
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
         with m.If(issue):
             with m.If(x + 1 == store.x_size):
@@ -122,7 +129,7 @@ class StoreEngine(wiring.Component):
         read_valid = Signal()
         m.d.sync += read_valid.eq(issue)
         acc_line = self.acc.data
-        for i, lane in enumerate(lanes):
+        for i, lane in enumerate(lanes if not shared else ()):
             p = params[i]
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
@@ -139,7 +146,18 @@ class StoreEngine(wiring.Component):
                 m.d.sync += self.nonfinite.eq(1)
         with m.If(self.clear):
             m.d.sync += self.nonfinite.eq(0)
-        m.d.comb += [lines.w_en.eq(lanes[0].o_valid), lines.w_data.eq(Cat(lane.code for lane in lanes))]
+        if shared:
+            lane = lanes[0]
+            m.d.comb += [lane.negative_param.eq(negative_param), lane.zero_point.eq(zero_point),
+                         lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
+                         lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
+                         lane.lut_write.data.eq(self.lut.data)]
+            if out_format is not None:
+                m.d.comb += lane.format.eq(out_format)
+            line_valid, line_codes = _time_multiplexed(m, c, lane, acc_line, read_valid, params, params_neg)
+            m.d.comb += [lines.w_en.eq(line_valid), lines.w_data.eq(line_codes)]
+        else:
+            m.d.comb += [lines.w_en.eq(lanes[0].o_valid), lines.w_data.eq(Cat(lane.code for lane in lanes))]
         with m.If(issue & ~lines.w_en):
             m.d.sync += in_flight.eq(in_flight + 1)
         with m.Elif(~issue & lines.w_en):
@@ -218,3 +236,29 @@ class StoreEngine(wiring.Component):
                     m.d.comb += seq.done.eq(1)
                     m.next = "IDLE"
         return m
+
+
+def _time_multiplexed(m: Module, c: AcceleratorConfig, lane: PostProcessor, acc_line, read_valid, params, params_neg):
+    """One lane for all ``c.cols`` columns (``postprocess_shared``): the line read arrives with ``read_valid`` and its
+    column 0 enters the lane at once, the others (held) in the next ``cols - 1`` cycles; the codes come out in the
+    same order into a shift register. Returns (a whole output line is ready, its codes), column 0 lowest."""
+    cols = c.cols
+    held = Signal.like(acc_line, name="held_line")
+    column = Signal(range(cols), name="feed_column")        # the column entering the lane (0: none, or the new line)
+    with m.If(read_valid):
+        m.d.sync += held.eq(acc_line)
+    m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == cols - 1, 0, column + 1), 0))
+    chosen = Mux(read_valid, 0, column)
+    element = Mux(read_valid, acc_line[0].value, held[column].value)
+    p, q = params[chosen], params_neg[chosen]
+    m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid | (column != 0)), lane.acc.eq(element),
+                 lane.nonfinite.eq(Mux(read_valid, acc_line[0].nonfinite, held[column].nonfinite)),
+                 lane.bias.eq(p.bias), lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
+                 lane.multiplier_neg.eq(q.multiplier), lane.shift_neg.eq(q.shift)]
+    bits = len(lane.code)
+    codes = Signal(bits * cols, name="out_codes")          # the codes so far, the latest on top
+    out_column = Signal(range(cols), name="out_column")
+    shifted = Cat(codes[bits:], lane.code)
+    with m.If(lane.o_valid):
+        m.d.sync += [codes.eq(shifted), out_column.eq(Mux(out_column == cols - 1, 0, out_column + 1))]
+    return lane.o_valid & (out_column == cols - 1), shifted

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 from .formats import LANE_BITS, Format, FormatError, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
-from .microarchitecture import COMMAND_QUEUE_DEPTH, DECODE_CHAINS
+from .microarchitecture import (COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY, POSTPROCESS_LATENCY,
+                                POSTPROCESS_MERGED_STAGES, SERIAL_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -21,7 +22,8 @@ DATAFLOWS = ("weight_stationary",)
 
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
-          "decode_shared": False}
+          "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
+          "postprocess_held": False, "postprocess_merged": False}
 
 
 class ConfigError(ValueError):
@@ -97,7 +99,7 @@ class AcceleratorConfig:
     command_queue_depth: int = COMMAND_QUEUE_DEPTH
     #: Carry chains the instruction decoder's checks put in one cycle (hw/pipeline.py): 2 fit 100 MHz on an ECP5; a
     #: slow small part's build takes more per cycle and so needs fewer pipeline registers. The decode latency stays
-    #: ``DECODE_LATENCY`` cycles whatever the value.
+    #: :attr:`decode_latency` cycles whatever the value.
     decode_chains: int = DECODE_CHAINS
     #: The busy and stall counters of each engine (six 32-bit registers no software reads yet): a small part's build
     #: leaves them out (they read 0); cycles, instructions and MACs are always counted.
@@ -105,6 +107,21 @@ class AcceleratorConfig:
     #: The decoder's products of fields through multipliers the instruction kinds share (the opcode chooses their
     #: operands) instead of each kind's own: a small part's build saves the logic, at a multiplexer more per check.
     decode_shared: bool = False
+    #: The decoder's products of fields one bit of the narrower operand per cycle (a shift-and-add loop per product)
+    #: instead of all at once: a small part's build saves most of the decoder's logic, and every instruction takes
+    #: :attr:`decode_latency` cycles to check instead of ``DECODE_LATENCY``.
+    decode_serial: bool = False
+    #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
+    #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
+    postprocess_shared: bool = False
+    #: SETPP's values (zero point, clamps, table flag, output format) and STORE's ``negative_param`` reach the
+    #: post-processing stages that use them straight from the store engine's registers, which hold while a STORE's
+    #: elements are in flight, instead of travelling beside every element through the stages' registers: a small
+    #: part's build saves the flip-flops.
+    postprocess_held: bool = False
+    #: The post-processing lane without the registers of ``POSTPROCESS_MERGED_STAGES`` (three stages each sharing a
+    #: cycle with the next): a slow small part's build saves the flip-flops, and a STORE ends three cycles sooner.
+    postprocess_merged: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -135,7 +152,8 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
-        for name in ("perf_counters", "decode_shared"):
+        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
+                     "postprocess_merged"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
@@ -325,6 +343,24 @@ class AcceleratorConfig:
     def lut_buffer_depth(self) -> int:
         """Lines of the LUT buffer (every post-processing lane holds a copy): 0 without a table."""
         return self.lut_entries // self.lut_entries_per_line
+
+    @property
+    def decode_latency(self) -> int:
+        """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
+        ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
+        return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
+
+    @property
+    def postprocess_latency(self) -> int:
+        """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
+        stages ``postprocess_merged`` leaves out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
+        return POSTPROCESS_LATENCY - (len(POSTPROCESS_MERGED_STAGES) if self.postprocess_merged else 0)
+
+    @property
+    def postprocess_lanes(self) -> int:
+        """Post-processing lanes of the store engine: one per column, or one with ``postprocess_shared`` (fewer lanes
+        than columns: the lane takes the columns in turn; one column keeps its own lane)."""
+        return 1 if self.postprocess_shared else self.cols
 
     @property
     def peak_macs_per_cycle(self) -> int:

@@ -9,6 +9,10 @@ a failing comparison of RTL and emulator cycle counts instead of a silent drift.
 #: saturate, clamp, lookup): each at most one carry chain, DSP, multiplexer tree or block RAM read deep. The lookup
 #: stage (the activation table) is there whether or not a SETPP asks for the table, so the latency is constant.
 POSTPROCESS_LATENCY = 12
+#: Stages whose registers a ``postprocess_merged`` build leaves out (each then shares a cycle with the next: multiply
+#: with sum, locate with exponent, align with round), for a slow clock: the lane alone on the UP5K keeps 31.8 MHz
+#: (offset with magnitude, or saturate with clamp, too would bring it under 30).
+POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).
@@ -62,6 +66,10 @@ def alu_mul_issue_cycles(dst: list[int], src: list[int]) -> int:
 #: Cycles the decoder takes to check an instruction (its address arithmetic is pipelined, at most two carry chains
 #: per cycle); the fetch cadence grows with it.
 DECODE_LATENCY = 5
+#: Cycles the decoder of a ``decode_serial`` build takes (``AcceleratorConfig.decode_latency``): its products of
+#: fields take a cycle per bit of the narrower operand (ten for a 10-bit size), one after another where one feeds the
+#: next (COMPUTE's ``(out_h - 1) * stride * act_pitch``).
+SERIAL_DECODE_LATENCY = 18
 #: Carry chains per decoder stage by default (``AcceleratorConfig.decode_chains``): two fit a 10 ns cycle on an
 #: ECP5 with room for routing. Fewer would not fit the checks into ``DECODE_LATENCY`` stages.
 DECODE_CHAINS = 2

@@ -3,8 +3,9 @@
 Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
 the same way). The rules, each named after the hardware that causes it:
 
-- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + DECODE_LATENCY`` cycles (address,
-  latency, data beats, the decoder's pipelined checks, dispatch); an engine can start it two cycles after dispatch
+- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency`` cycles (address,
+  latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` in a
+  ``decode_serial`` build, dispatch); an engine can start it two cycles after dispatch
   (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, AluOp, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURST_BOUNDARY, DECODE_LATENCY,
-                                       MAX_BURST_BEATS, POSTPROCESS_LATENCY, alu_mul_issue_cycles, array_latency,
+from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURST_BOUNDARY,
+                                       MAX_BURST_BEATS, alu_mul_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
 from .plans import alu_plan, compute_rows
@@ -102,7 +103,7 @@ class Timing:
 
     @property
     def fetch(self) -> int:
-        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + DECODE_LATENCY
+        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + self.config.decode_latency
 
     #: Cycles from dispatch to the earliest start (the command queue).
     dispatch_to_start = 2
@@ -120,7 +121,11 @@ class Timing:
         beats = f["x_size"] * output_line_bytes(self.config) // self.bus_bytes
         bursts = bursts_of_rows(f["dram_addr"], f["y_size"], f["dram_stride"], beats, self.bus_bytes)
         # negative_param: the second PARAM line is read in a cycle of its own before the first accumulator line.
-        return 6 + f["negative_param"] + f["y_size"] * beats + bursts + self.memory_latency + POSTPROCESS_LATENCY
+        writes = f["y_size"] * beats + bursts
+        if self.config.postprocess_lanes < self.config.cols:
+            # One lane takes the columns in turn: a line every ``cols`` cycles, unless the writes are slower.
+            writes = max(writes, f["y_size"] * f["x_size"] * self.config.cols + 1)
+        return 6 + f["negative_param"] + writes + self.memory_latency + self.config.postprocess_latency
 
     def alu(self, f: dict) -> int:
         if f["op"] == AluOp.MUL:        # a longer pipeline: dependent elements close together wait

@@ -117,3 +117,54 @@ def test_negative_param_reads_a_second_param_line(config):
     sim.add_testbench(bench)
     sim.run()
     assert got == expected
+
+
+#: Decoders whose products of fields are shift-and-add loops (AcceleratorConfig.decode_serial), alone and with shared
+#: multipliers: the iCEBreaker's engine (boards/top.py), a deeper one, a 128-bit minifloat one with two chains a stage.
+SERIAL = [
+    AcceleratorConfig(rows=2, cols=2, weight_format="int4", act_format="int4", act_buffer_depth=256,
+                      weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16, dma_bits=64,
+                      max_reduction=64, decode_chains=4, decode_shared=True, decode_serial=True),
+    AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8", act_buffer_depth=4096,
+                      weight_buffer_depth=1024, acc_buffer_depth=1024, param_buffer_depth=64, decode_serial=True),
+    AcceleratorConfig(rows=8, cols=4, weight_format="fp8_e4m3", act_format="minifloat6", act_buffer_depth=64,
+                      weight_buffer_depth=128, acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128,
+                      decode_shared=True, decode_serial=True),
+]
+SERIAL_IDS = ["int4-2x2-icebreaker-serial-shared", "int8-4x4-serial", "fp8xmf6-8x4-serial-shared"]
+
+
+@pytest.mark.parametrize("config", SERIAL, ids=SERIAL_IDS)
+def test_serial_decoder_matches_emulator_checks(config):
+    """A word held from ``en`` on: ``valid`` drops, and rises ``decode_latency`` cycles after ``en`` with the error
+    the emulator's checks raise (random and corrupted words, one at a time as the engine's fetch gives them)."""
+    from hw.spec.microarchitecture import SERIAL_DECODE_LATENCY
+
+    rng = np.random.default_rng(config.rows + 7)
+    dram_size = int(rng.choice([1 << 14, 1 << 17, (1 << 32) - 64]))
+    words = _words(rng, 1000)
+    expected = [int(decode_checked(w, config, dram_size)[2]) for w in words]
+    dut = InstructionDecoder(config)
+    assert dut.latency == config.decode_latency == SERIAL_DECODE_LATENCY
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.dram_size, dram_size)
+        for word in words:
+            ctx.set(dut.word, word)
+            ctx.set(dut.en, 1)
+            await ctx.tick()
+            ctx.set(dut.en, 0)
+            for _ in range(dut.latency - 1):
+                assert not ctx.get(dut.valid)
+                await ctx.tick()
+            assert ctx.get(dut.valid)
+            got.append(ctx.get(dut.error))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert {ErrorCode(e) for e in expected} >= {ErrorCode.BAD_FIELD, ErrorCode.SRAM_RANGE, ErrorCode.NONE}
+    bad = [(hex(w), e, g) for w, e, g in zip(words, expected, got) if e != g]
+    assert not bad, f"{len(bad)} words decode differently (word, emulator, RTL): {bad[:5]}"

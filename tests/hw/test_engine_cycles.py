@@ -96,6 +96,40 @@ def test_scattered_stores_are_cycle_exact(latency, tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
+@pytest.mark.parametrize("latency, merged", [(1, False), (4, False), (4, True)])
+def test_shared_lane_stores_are_cycle_exact(latency, merged, tmp_path):
+    """One post-processing lane for the four columns of an int8 4x4 engine (AcceleratorConfig.postprocess_shared),
+    SETPP's values held rather than piped (postprocess_held), with or without the 9-stage lane (postprocess_merged):
+    single STOREs (one line, rows, negative_param, a 4 KiB crossing) cycle for cycle, and random programs (computed
+    accumulators through the time-multiplexed lane, SETPPs between STOREs) byte for byte, within 2 %."""
+    from hw.spec.config import AcceleratorConfig
+    from hw.spec.layout import output_line_bytes
+    from sw.compiler.program import ProgramBuilder
+
+    config = AcceleratorConfig(rows=4, cols=4, dma_bits=32, act_buffer_depth=64, weight_buffer_depth=64,
+                               acc_buffer_depth=64, param_buffer_depth=2, postprocess_shared=True,
+                               postprocess_held=True, postprocess_merged=merged)
+    line = output_line_bytes(config)
+
+    def store(y, x, s, at, n):
+        b = ProgramBuilder(config, max_instructions=8)
+        data = b.region("data", bytes(8192))
+        b.emit("STORE", acc_addr=1, y_size=y, x_size=x, acc_stride=x, dram_stride=s * line, dram_addr=data.addr + at,
+               negative_param=n)
+        return b.build(f"store y{y} x{x} s{s} at{at} n{n}")
+
+    programs = [store(*f) for f in ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1), (4, 3, 3, 0, 0),
+                                    (2, 4, 4, 4096 - 2 * line, 0), (1, 12, 12, 0, 0))]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=latency))
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
+    if latency == 4:
+        rng = np.random.default_rng(41 + merged)
+        pairs = check_programs(config, [random_program(config, rng) for _ in range(12)], tmp_path / "random",
+                               Traffic(latency=latency))
+        assert len(pairs) >= 8
+        assert_within_two_percent(pairs)
+
+
 @pytest.mark.parametrize("shape", ["4x8", "8x4", "4x16", "4x8-int4"])
 def test_rectangular_network_programs_within_two_percent(shape, tmp_path):
     """Compiled networks on rectangular engines keep the cycle model: random networks on the engines of
@@ -129,16 +163,20 @@ SMALL_PART = dict(weight_format="int4", act_format="int4", dma_bits=64, act_buff
 BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute", "stall_store")
 
 
-@pytest.mark.parametrize("shape, perf_counters, decode_shared", [((1, 1), False, True), ((2, 2), True, False)])
-def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, tmp_path):
-    """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared)
+@pytest.mark.parametrize("shape, perf_counters, decode_shared, serial",
+                         [((1, 1), False, True, False), ((2, 2), True, False, False), ((2, 2), False, True, True)])
+def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, tmp_path):
+    """A small part's choices (AcceleratorConfig.command_queue_depth, decode_chains, perf_counters, decode_shared;
+    with ``serial`` decode_serial, every fetch waiting SERIAL_DECODE_LATENCY cycles for the checks, postprocess_shared,
+    one post-processing lane taking the columns in turn, postprocess_held and postprocess_merged, a lane of 9 stages)
     keep the cycle model: random programs within 2 %, every byte, cycle count, instruction and MAC count checked; the
     busy and stall counters count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
     from sim.engine_harness import run_on_rtl
 
     config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
-                               **SMALL_PART)
+                               decode_serial=serial, postprocess_shared=serial, postprocess_held=serial,
+                               postprocess_merged=serial, **SMALL_PART)
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.
     programs = [random_program(config, rng) for _ in range(30)]

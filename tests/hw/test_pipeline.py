@@ -103,3 +103,41 @@ def test_values_cannot_go_back_in_time():
         p.at(late, 0)
     del m, p
     gc.collect()    # the unused module warns that it was never elaborated: here, not in a later test
+
+
+def test_serial_staged_arithmetic():
+    """A serial pipeline (``start``; the decoder of a ``decode_serial`` build): a sum of products, one of them of a
+    product, is exact from the stage it reports on (counted from the ``start`` pulse) and holds while the inputs do;
+    no product is a tree of adders."""
+    m = Module()
+    start = Signal()
+    p = Pipeline(m, "t", levels=2, start=start)
+    x, y, z, base = Signal(10), Signal(20), Signal(3), Signal(16)
+    inner = p.product(p.input(z), p.input(y))
+    result = p.sum([p.input(base), p.product(p.apply(lambda v: (v - 1)[:10], p.input(x)), inner),
+                    p.product(p.input(z), p.input(x))])
+    # z * y: loaded on the pulse, a bit of z a cycle (3); then (x - 1) * that, loaded on its stage (10 more).
+    assert inner.stage == 1 + 3 and result.stage >= inner.stage + 1 + 10
+    out = Signal(len(result.value))
+    m.d.comb += out.eq(result.value)
+    rng = random.Random(5)
+    cases = [(rng.randrange(1, 1024), rng.randrange(1 << 20), rng.randrange(8), rng.randrange(1 << 16))
+             for _ in range(60)] + [(1023, (1 << 20) - 1, 7, (1 << 16) - 1), (1, 0, 0, 0), (512, 1, 4, 0)]
+
+    async def bench(ctx):
+        for cx, cy, cz, cb in cases:
+            for s, v in ((x, cx), (y, cy), (z, cz), (base, cb)):
+                ctx.set(s, v)
+            ctx.set(start, 1)
+            await ctx.tick()
+            ctx.set(start, 0)
+            for _ in range(result.stage - 1):
+                await ctx.tick()
+            for _ in range(3):           # from the stage it reports on, and held
+                assert ctx.get(out) == cb + (cx - 1) * cz * cy + cz * cx, (cx, cy, cz, cb)
+                await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()

@@ -381,6 +381,18 @@ def test_matches_golden_model(acts, weights, tmp_path):
     check_vectors(config, v, tmp_path, seed=seed)
 
 
+@pytest.mark.parametrize("acts", ["int4", "minifloat6"])
+def test_merged_stages_match_golden_model(acts, tmp_path):
+    """A lane of 9 stages (AcceleratorConfig.postprocess_merged: no register after POSTPROCESS_MERGED_STAGES) under
+    random stalls and bubbles: the golden model's codes, each exactly ``config.postprocess_latency`` advances late."""
+    from dataclasses import replace
+
+    config = replace(make_config(acts, acts), postprocess_merged=True)
+    assert config.postprocess_latency == 9 and PostProcessor(config).latency == 9
+    seed = sum(map(ord, acts)) + 7
+    check_vectors(config, VectorSource(config, random.Random(seed)).draw(VECTORS // 4), tmp_path, seed=seed)
+
+
 # --- the component's surface ----------------------------------------------------------------------------
 
 def test_ports_and_latency():

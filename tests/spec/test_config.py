@@ -198,7 +198,9 @@ def test_json_round_trip(kwargs):
     assert AcceleratorConfig.from_dict(config.to_dict()) == config
     # A single-format build's JSON has no set, a build with the default command queues no queue depth.
     assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
-                                                                 "perf_counters", "decode_shared"}
+                                                                 "perf_counters", "decode_shared", "decode_serial",
+                                                                 "postprocess_shared", "postprocess_held",
+                                                                 "postprocess_merged"}
 
 
 def test_hash_is_stable():
@@ -222,7 +224,8 @@ def test_hash_is_stable_across_processes(seed):
 CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_reduction=4095, acc_bits=29,
                act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5,
                formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
-               perf_counters=False, decode_shared=True)
+               perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
+               postprocess_held=True, postprocess_merged=True)
 
 
 def test_every_field_has_a_change():
@@ -251,11 +254,19 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "decode_chains" not in AcceleratorConfig().to_json()
     assert "perf_counters" not in AcceleratorConfig().to_json()
     assert "decode_shared" not in AcceleratorConfig().to_json()
+    assert "decode_serial" not in AcceleratorConfig().to_json()
+    assert "postprocess_shared" not in AcceleratorConfig().to_json()
+    assert "postprocess_held" not in AcceleratorConfig().to_json()
+    assert "postprocess_merged" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 1, 4, 1), ("decode_chains", 8, 2, 2),
                                                      ("perf_counters", False, True, None),
-                                                     ("decode_shared", True, False, None)])
+                                                     ("decode_shared", True, False, None),
+                                                     ("decode_serial", True, False, None),
+                                                     ("postprocess_shared", True, False, None),
+                                                     ("postprocess_held", True, False, None),
+                                                     ("postprocess_merged", True, False, None)])
 def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     """A small build's choices are in its JSON and hash; their defaults are not (pinned above)."""
     c = AcceleratorConfig(rows=2, **{name: value})
