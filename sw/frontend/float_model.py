@@ -94,6 +94,19 @@ def windows(x: np.ndarray, layer: FloatLayer, pad_value: float) -> np.ndarray:
                       strides=(s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw), writeable=False)
 
 
+def windows_channels_last(x: np.ndarray, layer: FloatLayer, pad_value: float) -> np.ndarray:
+    """Read-only view (N, Ho, Wo, C, kh, kw) of every window of the padded input, over a channels-last copy: the
+    same values as :func:`windows`, laid out so that copying them (im2col) reads runs of channels."""
+    (kh, kw), (sh, sw), (pt, pl, pb, pr), (dh, dw) = window_attrs(layer)
+    n, c, h, w = x.shape
+    ho, wo = window_out(layer, h, w)
+    xp = np.ascontiguousarray(np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+                              .transpose(0, 2, 3, 1))
+    s = xp.strides
+    return as_strided(xp, shape=(n, ho, wo, c, kh, kw),
+                      strides=(s[0], s[1] * sh, s[2] * sw, s[3], s[1] * dh, s[2] * dw), writeable=False)
+
+
 def _run_layer(layer: FloatLayer, xs: list[np.ndarray]) -> np.ndarray:
     from sw.ops import OPERATORS
     op = OPERATORS.get(layer.op)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sw.frontend.float_model import IM2COL_BYTES, window_out, windows
+from sw.frontend.float_model import IM2COL_BYTES, window_out, windows_channels_last
 from sw.frontend.onnx_common import FrontendError, _attrs, _describe
 from sw.golden.layers import conv2d
 
@@ -64,8 +64,8 @@ class Conv(Operator):
         w = layer.weight.astype(x.dtype)
         g = int(layer.attrs.get("groups", 1))
         cout, cg, kh, kw = w.shape
-        win = windows(x, layer, 0.0)
-        n, _, _, _, ho, wo = win.shape
+        win = windows_channels_last(x, layer, 0.0)
+        n, ho, wo = win.shape[:3]
         wm = w.reshape(g, cout // g, cg * kh * kw).transpose(0, 2, 1)
         y = np.empty((n, cout, ho, wo), dtype=x.dtype)
         # im2col per group and per slice of the batch: (G, n*Ho*Wo, Cg*kh*kw) @ (G, Cg*kh*kw, Cout/G)
@@ -73,7 +73,7 @@ class Conv(Operator):
         for at in range(0, n, step):
             part = win[at:at + step]
             m = part.shape[0]
-            cols = part.reshape(m, g, cg, kh, kw, ho, wo).transpose(1, 0, 5, 6, 2, 3, 4).reshape(g, m * ho * wo, -1)
+            cols = part.reshape(m, ho, wo, g, cg, kh, kw).transpose(3, 0, 1, 2, 4, 5, 6).reshape(g, m * ho * wo, -1)
             # one product per group over the whole slice: a per-sample product of a small map (7x7: 49 rows) keeps
             # BLAS far from its peak
             y[at:at + m] = np.matmul(cols, wm).reshape(g, m, ho * wo, cout // g).transpose(1, 0, 3, 2).reshape(
