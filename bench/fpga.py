@@ -3,7 +3,8 @@ for the RTL of this tree and for a baseline commit, through the same flow (hw/pn
 inside the shift-chain wrapper of hw/fpga_wrapper.py, the clock target of the configuration, nextpnr seed 1).
 
 Usage: python bench/fpga.py [--configs int8-4x4,...] [--devices ecp5-85f,...] [--baseline COMMIT] [--rtl both|tree|baseline]
-(default: every configuration on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)
+[--router router1|router2]
+(default: every configuration on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too, with nextpnr's default router)
 
 The baseline's Verilog is generated from ``git archive COMMIT hw`` (with this tree's wrapper) in a child process;
 place and route is this tree's. Results are cached by a digest of the Verilog (hw/pnr.py), so a second run only
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from common import ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
 
-from hw.pnr import DEVICES, place_and_route  # noqa: E402
+from hw.pnr import DEVICES, ROUTER_HELP, ROUTERS, place_and_route  # noqa: E402
 from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 
@@ -100,7 +101,7 @@ def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict
     record = {"config": name, "device": device, "rtl": rtl, "fits": s["fits"],
               **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
               "available": {k: r[k]["available"] for k in r}, "fmax_mhz": s["fmax_mhz"],
-              "target_mhz": s["target_mhz"], "critical_path": s["critical_path"],
+              "target_mhz": s["target_mhz"], "router": s["router"], "critical_path": s["critical_path"],
               "overflow": s.get("overflow"), "error": s.get("error"), "seconds": s["seconds"]}
     if s["fmax_mhz"]:
         record["gmacs"] = round(config.peak_macs_per_cycle * s["fmax_mhz"] / 1e3, 3)
@@ -132,14 +133,15 @@ def _readme_table(records: list[dict]) -> str:
             fmax_before = (f"{before['fmax_mhz']:.1f}" if before and before["fmax_mhz"] else
                            "does not fit" if before and not before["fits"] else "")
             cells = [name, device, fits] + [str(now.get(k, "-")) for k in ("luts", "flipflops", "dsps", "brams")]
-            cells += [fmax_before, f"{now['fmax_mhz']:.1f}" if now["fmax_mhz"] else "-",
+            router = "" if now.get("router", "router1") == "router1" else f" ({now['router']})"
+            cells += [fmax_before, f"{now['fmax_mhz']:.1f}{router}" if now["fmax_mhz"] else "-",
                       str(now.get("gmacs", "-")), str(now.get("inferences_per_second", "-")),
                       _path(now["critical_path"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python bench/fpga.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", help="comma-separated from " + ", ".join(n for n, _, _ in CONFIGS) +
                    " (default: all, each on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)")
@@ -148,7 +150,8 @@ def main() -> int:
     p.add_argument("--baseline", default=BASELINE, help="commit whose RTL gives the 'before' column (%(default)s)")
     p.add_argument("--rtl", choices=("both", "tree", "baseline"), default="both",
                    help="whose RTL to place and route: this tree's, the baseline's, or both (default)")
-    args = p.parse_args()
+    p.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP + " (default router1)")
+    args = p.parse_args(argv)
     known = {n: (f, s) for n, f, s in CONFIGS}
     configs = [c.strip() for c in (args.configs or ",".join(known)).split(",") if c.strip()]
     devices = [d.strip() for d in (args.devices or "ecp5-85f").split(",") if d.strip()]
@@ -175,7 +178,7 @@ def main() -> int:
             text = _verilog(config, _tree(commit), f"{name}-{commit or 'tree'}")
             for device in (d for c, d in pairs if c == name):
                 progress(f"{name} ({rtl}) on {device}:")
-                summary = place_and_route(text, device, clock_mhz=config.clock_mhz,
+                summary = place_and_route(text, device, clock_mhz=config.clock_mhz, router=args.router,
                                           progress=lambda m: progress(f"  {m}"))
                 previous[(name, device, rtl)] = _record(name, config, device, rtl, summary,
                                                         cycles if commit is None else None)
