@@ -20,7 +20,8 @@ __all__ = ["LoadEngine"]
 class LoadEngine(wiring.Component):
     """Padding lines first (one per cycle), then the data: read addresses run ahead (bursts of up to 256 beats
     per row, many outstanding) while arriving beats are assembled into lines and written, one line per
-    ``line_beats`` beats. A bus error response ends the instruction with ``bus_error`` set."""
+    ``line_beats`` beats (through a register stage: a line reaches its buffer the cycle after its last beat). A bus
+    error response ends the instruction with ``bus_error`` set."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -96,8 +97,15 @@ class LoadEngine(wiring.Component):
         write = Signal()
         pad_line = Cat(load.pad_value[:c.act_slot_bits] for _ in range(c.reduction_rows))
         ports = {Buffer.ACT: self.act, Buffer.WEIGHT: self.weight, Buffer.PARAM: self.param, Buffer.LUT: self.lut}
+        # Lines leave through registers: the walk's decision (state, comparisons, beat count) is a cycle away from
+        # the write ports, which fan out to many block RAMs. A line lands a cycle later; nothing reads it before the
+        # instruction's tokens are pushed (``done`` comes at the earliest the cycle after the last write is decided).
+        write_addr, write_data = Signal.like(dest, name="write_addr"), Signal.like(line_data, name="write_data")
+        m.d.sync += [write_addr.eq(dest), write_data.eq(line_data)]
         for buffer, port in ports.items():
-            m.d.comb += [port.addr.eq(dest), port.data.eq(line_data), port.en.eq(write & (load.buffer == buffer))]
+            write_en = Signal(name=f"write_{buffer.name.lower()}")
+            m.d.sync += write_en.eq(write & (load.buffer == buffer))
+            m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
 
         row = Signal.like(height)
         col = Signal.like(width)
