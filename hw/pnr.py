@@ -11,8 +11,8 @@
   and signal.
 
 The design must have all its ports on a few pins (place the engine inside :class:`hw.fpga_wrapper.ShiftChainWrapper`,
-or a board top with its constraints). Results are cached by a digest of the Verilog, the device, the options and the
-tool versions (``$PNR_CACHE_DIR``, else ``~/.cache/cnn-accel-gen/pnr``): a second run of the same design is instant.
+or a board top with its constraints). nextpnr's router is a choice (``router="router2"``, :data:`ROUTERS`). Results
+are cached by a digest of the Verilog, the device, the options (the router included) and the tool versions (``$PNR_CACHE_DIR``, else ``~/.cache/cnn-accel-gen/pnr``): a second run of the same design is instant.
 Synthesis is shared by the devices of a family. YoWASP tools see a private ``/tmp``, so every run happens inside its
 cache folder with relative paths.
 """
@@ -34,8 +34,8 @@ from .spec.cli import run_child
 from .spec.outputs import atomic_folder, locked
 from .synth import yowasp_command
 
-__all__ = ["Family", "Device", "FAMILIES", "DEVICES", "ROUTERS", "ROUTER_HELP", "check_router", "place_and_route", "summarise", "critical_path",
-           "utilisation_from_log", "cache_root", "outcome"]
+__all__ = ["Family", "Device", "FAMILIES", "DEVICES", "ROUTERS", "ROUTER_HELP", "check_router", "place_and_route",
+           "summarise", "critical_path", "utilisation_from_log", "cache_root", "outcome"]
 
 #: Bump when the summary's meaning changes, so that cached results are not reused.
 _FLOW_VERSION = 1
