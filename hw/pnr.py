@@ -12,7 +12,8 @@
 
 The design must have all its ports on a few pins (place the engine inside :class:`hw.fpga_wrapper.ShiftChainWrapper`,
 or a board top with its constraints). nextpnr's router is a choice (``router="router2"``, :data:`ROUTERS`). Results
-are cached by a digest of the Verilog, the device, the options (the router included) and the tool versions (``$PNR_CACHE_DIR``, else ``~/.cache/cnn-accel-gen/pnr``): a second run of the same design is instant.
+are cached by a digest of the Verilog, the device, the options (the router included) and the tool versions
+(``$PNR_CACHE_DIR``, else ``~/.cache/cnn-accel-gen/pnr``): a second run of the same design is instant.
 Synthesis is shared by the devices of a family. YoWASP tools see a private ``/tmp``, so every run happens inside its
 cache folder with relative paths.
 """
