@@ -3,7 +3,8 @@ for the RTL of this tree and for a baseline commit, through the same flow (hw/pn
 inside the shift-chain wrapper of hw/fpga_wrapper.py, the clock target of the configuration, nextpnr seed 1).
 
 Usage: python bench/fpga.py [--configs int8-4x4,...] [--devices ecp5-85f,...] [--baseline COMMIT] [--rtl both|tree|baseline]
-(default: every configuration on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)
+[--router router1|router2]
+(default: every configuration on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too, with nextpnr's default router)
 
 The baseline's Verilog is generated from ``git archive COMMIT hw`` (with this tree's wrapper) in a child process;
 place and route is this tree's. Results are cached by a digest of the Verilog (hw/pnr.py), so a second run only
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from common import ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
 
-from hw.pnr import DEVICES, place_and_route  # noqa: E402
+from hw.pnr import DEVICES, ROUTER_HELP, ROUTERS, place_and_route  # noqa: E402
 from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 
@@ -100,12 +101,18 @@ def _cycles_per_inference(config: AcceleratorConfig) -> int | None:
         return None
 
 
+def _router(name: str, summary: dict) -> str:
+    """The router that placed and routed ``name``: its own nextpnr options' if they name one, else the flow's."""
+    options = NEXTPNR_OPTIONS.get(name, ())
+    return options[options.index("--router") + 1] if "--router" in options else summary["router"]
+
+
 def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None) -> dict:
     r = s["resources"]
     record = {"config": name, "device": device, "rtl": rtl, "fits": s["fits"],
               **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
               "available": {k: r[k]["available"] for k in r}, "fmax_mhz": s["fmax_mhz"],
-              "target_mhz": s["target_mhz"], "critical_path": s["critical_path"],
+              "target_mhz": s["target_mhz"], "router": _router(name, s), "critical_path": s["critical_path"],
               "overflow": s.get("overflow"), "error": s.get("error"), "seconds": s["seconds"]}
     if s["fmax_mhz"]:
         record["gmacs"] = round(config.peak_macs_per_cycle * s["fmax_mhz"] / 1e3, 3)
@@ -137,14 +144,15 @@ def _readme_table(records: list[dict]) -> str:
             fmax_before = (f"{before['fmax_mhz']:.1f}" if before and before["fmax_mhz"] else
                            "does not fit" if before and not before["fits"] else "")
             cells = [name, device, fits] + [str(now.get(k, "-")) for k in ("luts", "flipflops", "dsps", "brams")]
-            cells += [fmax_before, f"{now['fmax_mhz']:.1f}" if now["fmax_mhz"] else "-",
+            router = "" if now.get("router", "router1") == "router1" else f" ({now['router']})"
+            cells += [fmax_before, f"{now['fmax_mhz']:.1f}{router}" if now["fmax_mhz"] else "-",
                       str(now.get("gmacs", "-")), str(now.get("inferences_per_second", "-")),
                       _path(now["critical_path"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python bench/fpga.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", help="comma-separated from " + ", ".join(CONFIGS) +
                    " (default: all, each on the ECP5-85F, and int8-4x4 on the iCE40 UP5K too)")
@@ -153,7 +161,9 @@ def main() -> int:
     p.add_argument("--baseline", default=BASELINE, help="commit whose RTL gives the 'before' column (%(default)s)")
     p.add_argument("--rtl", choices=("both", "tree", "baseline"), default="both",
                    help="whose RTL to place and route: this tree's, the baseline's, or both (default)")
-    args = p.parse_args()
+    p.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP + " (default router1; a configuration whose own "
+                   "nextpnr options name a router keeps it)")
+    args = p.parse_args(argv)
     known = CONFIGS
     configs = [c.strip() for c in (args.configs or ",".join(known)).split(",") if c.strip()]
     devices = [d.strip() for d in (args.devices or "ecp5-85f").split(",") if d.strip()]
@@ -182,6 +192,7 @@ def main() -> int:
                 progress(f"{name} ({rtl}) on {device}:")
                 extra = NEXTPNR_OPTIONS.get(name, ())
                 summary = place_and_route(text, device, clock_mhz=config.clock_mhz,
+                                          router=None if "--router" in extra else args.router,
                                           extra_args=(DEVICES[device].tools.unconstrained, *extra) if extra else (),
                                           progress=lambda m: progress(f"  {m}"))
                 previous[(name, device, rtl)] = _record(name, config, device, rtl, summary,

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from hw.pnr import ROUTER_HELP, ROUTERS
 from hw.spec.cli import Parser, UsageError, check_out_folder, integer, main_guard, run_child
 from hw.spec.config import AcceleratorConfig, ConfigError
 from hw.spec.flags import flag_error, format_flags
@@ -51,6 +52,7 @@ def _parser() -> Parser:
     p.add_argument("--baud", type=integer(1200, 12_000_000), default=DEFAULT_BAUD,
                    help="UART baud rate of the bridge (default %(default)s)")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
+    p.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP + " (default router1)")
     return p
 
 
@@ -130,9 +132,10 @@ def _pack(board: Board, summary: dict, scratch: Path) -> str:
     return bitstream
 
 
-def build(board: Board, config: AcceleratorConfig, out: Path, *, baud: int = DEFAULT_BAUD) -> dict:
+def build(board: Board, config: AcceleratorConfig, out: Path, *, baud: int = DEFAULT_BAUD,
+          router: str | None = None) -> dict:
     """Build the bitstream of ``config`` on ``board`` into ``out``; returns the report (``fits`` False: no
-    bitstream)."""
+    bitstream). ``router``: nextpnr's (:data:`hw.pnr.ROUTERS`; None: its default)."""
     from hw.pnr import place_and_route
 
     started = time.monotonic()
@@ -147,7 +150,7 @@ def build(board: Board, config: AcceleratorConfig, out: Path, *, baud: int = DEF
              f"(yosys + nextpnr; cached by a digest of the Verilog) ...")
         summary = place_and_route(verilog, board.device, clock_mhz=board.clock_mhz,
                                   extra_args=(board.constraints, constraints_name(board), *_routed_output(board)),
-                                  files={constraints_name(board): constraints},
+                                  files={constraints_name(board): constraints}, router=router,
                                   progress=lambda message: _say(f"      {message}"))
         for name in ("nextpnr.log", "timing.json"):
             if (Path(summary["files"]) / name).is_file():
@@ -175,8 +178,8 @@ def _routed_output(board: Board) -> tuple[str, str]:
 
 def _report(board: Board, config: AcceleratorConfig, core, summary: dict, baud: int, outputs: dict,
             seconds: float) -> dict:
-    keep = ("fits", "resources", "utilisation", "fmax_mhz", "target_mhz", "critical_path", "overflow", "error",
-            "tools", "cached")
+    keep = ("fits", "resources", "utilisation", "fmax_mhz", "target_mhz", "router", "critical_path", "overflow",
+            "error", "tools", "cached")
     return {
         "schema": REPORT_SCHEMA,
         "board": board.name,
@@ -205,7 +208,7 @@ def _main(argv: list[str] | None) -> int:
     clocks_per_bit(board, args.baud)
     out = check_out_folder(args.out, "report.json")
     try:
-        report = build(board, config, out, baud=args.baud)
+        report = build(board, config, out, baud=args.baud, router=args.router)
     except OSError as e:
         raise UsageError(f"--out {out}: {e.strerror or e}") from None
     r = report["resources"]

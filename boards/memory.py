@@ -181,7 +181,9 @@ class BoardMemory(wiring.Component):
 
     def _read_side(self, m: Module, port, *, writing, depth: int) -> Signal:
         """One read burst at a time (host, data, insn by priority), a beat per cycle while the port is free and
-        the reader takes them; returns the RAM address it reads."""
+        the reader takes them; returns the RAM address it reads. Beats leave through a register slice (an output
+        register and a skid register), so the RAM's output goes no further than a register and the readers'
+        ``ready`` no further than the slice."""
         shift = (self._data_bits // 8).bit_length() - 1
         requesters = (self.host, self.data, self.insn)
         grant = Signal(range(len(requesters)))
@@ -197,9 +199,11 @@ class BoardMemory(wiring.Component):
         with m.If(fresh):
             m.d.sync += hold.eq(port.rdata)
 
-        ready = Signal()
-        m.d.comb += ready.eq(Cat(r.r.ready for r in requesters).bit_select(grant, 1))
-        delivered = out_valid & ready
+        beat = _Beat(self._data_bits, len(requesters), len(lane))
+        accept = Signal()                          # the slice takes the beat this cycle
+        delivered = out_valid & accept
+        m.d.comb += [beat.data.eq(rdata), beat.grant.eq(grant), beat.lane.eq(lane), beat.last.eq(to_send == 1),
+                     beat.resp.eq(Mux(error, RESP_SLVERR, 0))]
         with m.FSM(name="read"):
             with m.State("IDLE"):
                 for i, r in enumerate(requesters):
@@ -214,7 +218,7 @@ class BoardMemory(wiring.Component):
                 # The range check runs on the registered request, off the address channel's path: its result is
                 # there before the first beat can leave (a beat leaves at the earliest a cycle after its read).
                 m.d.sync += error.eq(self._beyond(start, burst_beats, depth))
-                m.d.comb += port.read.eq((to_fetch != 0) & (~out_valid | ready) & ~writing)
+                m.d.comb += port.read.eq((to_fetch != 0) & (~out_valid | accept) & ~writing)
                 with m.If(port.read):
                     m.d.sync += [addr.eq(addr + 1), to_fetch.eq(to_fetch - 1), out_valid.eq(1)]
                 with m.Elif(delivered):
@@ -223,10 +227,48 @@ class BoardMemory(wiring.Component):
                     m.d.sync += to_send.eq(to_send - 1)
                     with m.If(to_send == 1):
                         m.next = "IDLE"
+        out = self._slice(m, beat, out_valid, accept, requesters)
         for i, r in enumerate(requesters):
-            m.d.comb += [r.r.valid.eq(out_valid & (grant == i)), r.r.resp.eq(Mux(error, RESP_SLVERR, 0))]
+            m.d.comb += [r.r.valid.eq(out.valid & (out.grant == i)), r.r.resp.eq(out.resp)]
             if r is self.host:
-                m.d.comb += r.r.data.eq(rdata.word_select(lane, 32))
+                m.d.comb += r.r.data.eq(out.data.word_select(out.lane, 32))
             else:
-                m.d.comb += [r.r.data.eq(rdata), r.r.last.eq(to_send == 1)]
+                m.d.comb += [r.r.data.eq(out.data), r.r.last.eq(out.last)]
         return addr
+
+    @staticmethod
+    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters) -> "_Beat":
+        """A register slice: ``beat`` is taken while ``accept`` (a register: the skid register is empty); the
+        returned beat (registers) leaves when its reader is ready."""
+        out, skid = beat.like("out"), beat.like("skid")
+        ready = Signal()
+        m.d.comb += [ready.eq(Cat(r.r.ready for r in requesters).bit_select(out.grant, 1)), accept.eq(~skid.valid)]
+        leaves = out.valid & ready
+        with m.If(~out.valid | leaves):
+            with m.If(skid.valid):
+                m.d.sync += [*out.eq(skid), out.valid.eq(1), skid.valid.eq(0)]
+            with m.Else():
+                m.d.sync += [*out.eq(beat), out.valid.eq(valid & accept)]
+        with m.Elif(valid & accept):
+            m.d.sync += [*skid.eq(beat), skid.valid.eq(1)]
+        return out
+
+
+class _Beat:
+    """A read beat on its way out: data, to whom, the host's 32-bit lane, last, response; ``valid`` when held."""
+
+    def __init__(self, data_bits: int, requesters: int, lane_bits: int, name: str = "beat"):
+        self._shape = (data_bits, requesters, lane_bits)
+        self.data = Signal(data_bits, name=f"{name}_data")
+        self.grant = Signal(range(requesters), name=f"{name}_grant")
+        self.lane = Signal(lane_bits, name=f"{name}_lane")
+        self.last, self.valid = Signal(name=f"{name}_last"), Signal(name=f"{name}_valid")
+        self.resp = Signal(2, name=f"{name}_resp")
+
+    def like(self, name: str) -> "_Beat":
+        return _Beat(*self._shape, name=name)
+
+    def eq(self, other: "_Beat") -> list:
+        """Assignments of the beat's fields (not ``valid``)."""
+        return [self.data.eq(other.data), self.grant.eq(other.grant), self.lane.eq(other.lane),
+                self.last.eq(other.last), self.resp.eq(other.resp)]

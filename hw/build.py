@@ -25,7 +25,7 @@ from .spec.config import AcceleratorConfig, ConfigError
 from .spec.formats import product_of
 from .spec.outputs import atomic_folder
 from . import area_model
-from .pnr import DEVICES, outcome
+from .pnr import DEVICES, ROUTER_HELP, ROUTERS, outcome
 
 __all__ = ["main", "build"]
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default="generic,ice40",
                    help="comma-separated: yosys area estimates (generic, ice40) and devices to place and route "
                         f"on ({', '.join(DEVICES)}); default %(default)s")
+    p.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP + " (default router1)")
     return p
 
 
@@ -148,7 +149,8 @@ def _fpga_markdown(report: dict) -> list[str]:
     lines = ["## Place and route (yosys + nextpnr)", "",
              f"The engine inside a wrapper that puts its ports on shift chains (hw/fpga_wrapper.py: "
              f"{report[devices[0]]['wrapper']['flipflops']} flip-flops of the counts below), clock target "
-             f"{report['config']['clock_mhz']:g} MHz; fmax from nextpnr's timing report.", "",
+             f"{report['config']['clock_mhz']:g} MHz, nextpnr's {report[devices[0]].get('router', 'router1')}; "
+             f"fmax from nextpnr's timing report.", "",
              "| device | fits | LUT4 | flip-flops | DSP | block RAM | fmax MHz | GMAC/s at fmax | "
              "digits CNN inferences/s at fmax | critical path |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -265,7 +267,7 @@ def _network(config_file: Path, result_file: Path, energy_table: Path | None = N
 AREA_TARGETS = ("generic", "ice40")
 
 
-def _place_and_route(config: AcceleratorConfig, devices, out: Path) -> dict:
+def _place_and_route(config: AcceleratorConfig, devices, out: Path, router: str | None = None) -> dict:
     """Each device's summary (see :func:`hw.pnr.place_and_route`) of the engine inside the shift-chain wrapper;
     nextpnr's log and JSON report are copied to ``out/pnr/DEVICE/``."""
     import shutil
@@ -280,7 +282,8 @@ def _place_and_route(config: AcceleratorConfig, devices, out: Path) -> dict:
     text = verilog.convert(wrapper, name="top", emit_src=False)
     results = {}
     for device in devices:
-        summary = place_and_route(text, device, clock_mhz=config.clock_mhz, progress=lambda msg: _say(f"      {msg}"))
+        summary = place_and_route(text, device, clock_mhz=config.clock_mhz, router=router,
+                                  progress=lambda msg: _say(f"      {msg}"))
         folder = out / "pnr" / device
         folder.mkdir(parents=True)
         for name in ("nextpnr.log", "timing.json"):
@@ -296,12 +299,13 @@ def _place_and_route(config: AcceleratorConfig, devices, out: Path) -> dict:
 
 
 def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=AREA_TARGETS,
-          network: bool = True, energy_table: Path | None = None) -> dict:
+          network: bool = True, energy_table: Path | None = None, router: str | None = None) -> dict:
     """Write ``top.v``, ``config.json``, ``report.json`` and ``report.md`` for ``config`` into ``out``.
 
     ``targets``: yosys area estimates (:data:`AREA_TARGETS`) and devices to place and route on (:data:`DEVICES`).
     ``energy_table``: the energy table of the bundled CNN's energy per inference (default: sw.energy's); its
     inferences/s are at the first placed and routed device's fmax where there is one, else at the clock target.
+    ``router``: nextpnr's router (:data:`hw.pnr.ROUTERS`; None: its default), in each device's entry.
     """
     from amaranth.back import verilog
 
@@ -335,7 +339,7 @@ def build(config: AcceleratorConfig, out: Path, *, synth: bool = True, targets=A
         if synth and devices:
             _say(f"[3/5] placing and routing on {', '.join(devices)} (yosys + nextpnr; cached by a digest of the "
                  f"Verilog) ...")
-            fpga = _place_and_route(config, devices, scratch)
+            fpga = _place_and_route(config, devices, scratch, router)
         else:
             _say("[3/5] place and route skipped" + (" (--no-synth)" if not synth and devices else ""))
 
@@ -416,13 +420,16 @@ def _main(argv: list[str] | None) -> int:
     if unknown or not targets:
         raise UsageError(f"--targets: unknown target(s) {', '.join(unknown)[:80] or '(none)'}; "
                          f"choose from {', '.join(known)}")
+    if args.router and not any(t in DEVICES for t in targets):
+        raise UsageError(f"--router {args.router}: no device to place and route; add one to --targets, e.g. "
+                         f"--targets ecp5-85f")
     if args.energy_table is not None:
         _check_energy_table(args.energy_table)
     out = check_out_folder(args.out or Path("build") / f"{_config_name(config)}-{config.rows}x"
                                                        f"{config.cols}-{config.hash[:8]}", "report.json")
     try:
         report = build(config, out, synth=not args.no_synth, targets=targets, network=not args.no_network,
-                       energy_table=args.energy_table)
+                       energy_table=args.energy_table, router=args.router)
     except OSError as e:
         raise UsageError(f"--out {out}: {e.strerror or e}") from None
     print(f"Wrote {out}/top.v, {out}/report.json and {out}/report.md (config hash {report['config_hash']})")

@@ -1,6 +1,6 @@
 """The load engine: LOAD instructions, from external memory (AXI4 reads) into the on-chip buffers."""
 
-from amaranth.hdl import Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -20,7 +20,8 @@ __all__ = ["LoadEngine"]
 class LoadEngine(wiring.Component):
     """Padding lines first (one per cycle), then the data: read addresses run ahead (bursts of up to 256 beats
     per row, many outstanding) while arriving beats are assembled into lines and written, one line per
-    ``line_beats`` beats. A bus error response ends the instruction with ``bus_error`` set."""
+    ``line_beats`` beats (through a register stage: a line reaches its buffer the cycle after its last beat). A bus
+    error response ends the instruction with ``bus_error`` set."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -80,10 +81,8 @@ class LoadEngine(wiring.Component):
             addresses.base.eq(load.dram_addr), addresses.rows.eq(load.y_size),
             addresses.stride.eq(load.dram_stride), addresses.beats.eq(row_beats),
             addresses.lengths.ready.eq(1),
-            self.axi.ar.valid.eq(addresses.addr.valid), self.axi.ar.addr.eq(addresses.addr.addr),
-            self.axi.ar.len.eq(addresses.addr.len), self.axi.ar.size.eq(addresses.addr.size),
-            self.axi.ar.burst.eq(addresses.addr.burst), addresses.addr.ready.eq(self.axi.ar.ready),
         ]
+        self._address_skid(m, addresses.addr, self.axi.ar)
 
         # Where lines go: one write address for all three buffers, one line of data assembled from beats. The
         # padded block is walked in row-major order, so the address only ever moves on: by one line, or past the
@@ -96,8 +95,15 @@ class LoadEngine(wiring.Component):
         write = Signal()
         pad_line = Cat(load.pad_value[:c.act_slot_bits] for _ in range(c.reduction_rows))
         ports = {Buffer.ACT: self.act, Buffer.WEIGHT: self.weight, Buffer.PARAM: self.param, Buffer.LUT: self.lut}
+        # Lines leave through registers: the walk's decision (state, comparisons, beat count) is a cycle away from
+        # the write ports, which fan out to many block RAMs. A line lands a cycle later; nothing reads it before the
+        # instruction's tokens are pushed (``done`` comes at the earliest the cycle after the last write is decided).
+        write_addr, write_data = Signal.like(dest, name="write_addr"), Signal.like(line_data, name="write_data")
+        m.d.sync += [write_addr.eq(dest), write_data.eq(line_data)]
         for buffer, port in ports.items():
-            m.d.comb += [port.addr.eq(dest), port.data.eq(line_data), port.en.eq(write & (load.buffer == buffer))]
+            write_en = Signal(name=f"write_{buffer.name.lower()}")
+            m.d.sync += write_en.eq(write & (load.buffer == buffer))
+            m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
 
         row = Signal.like(height)
         col = Signal.like(width)
@@ -156,3 +162,19 @@ class LoadEngine(wiring.Component):
                     m.d.comb += seq_done.eq(1)
                     m.next = "IDLE"
         return m
+
+    @staticmethod
+    def _address_skid(m: Module, source, ar) -> None:
+        """``source``'s addresses onto the read address channel ``ar`` through a skid register: the generator's
+        ``ready`` is a register (the skid is empty), so the bus's ``ready`` never reaches its counters. An address
+        the bus does not take waits in the skid; while the bus takes every address this adds no cycle."""
+        full = Signal(name="ar_skid_full")
+        addr, length = Signal.like(ar.addr, name="ar_skid_addr"), Signal.like(ar.len, name="ar_skid_len")
+        m.d.comb += [source.ready.eq(~full), ar.valid.eq(full | source.valid),
+                     ar.addr.eq(Mux(full, addr, source.addr)), ar.len.eq(Mux(full, length, source.len)),
+                     ar.size.eq(source.size), ar.burst.eq(source.burst)]
+        with m.If(full):
+            with m.If(ar.ready):
+                m.d.sync += full.eq(0)
+        with m.Elif(source.valid & ~ar.ready):
+            m.d.sync += [full.eq(1), addr.eq(source.addr), length.eq(source.len)]

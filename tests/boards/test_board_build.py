@@ -50,7 +50,7 @@ def test_the_board_top_on_its_platform(name, pins):
 
 
 def _fake_pnr(fits: bool):
-    def place_and_route(verilog, device, *, clock_mhz, extra_args, files, progress):
+    def place_and_route(verilog, device, *, clock_mhz, extra_args, files, progress, router=None):
         import tempfile
         from pathlib import Path
         folder = Path(tempfile.mkdtemp())
@@ -62,7 +62,8 @@ def _fake_pnr(fits: bool):
         (folder / "timing.json").write_text("{}")
         summary = {"device": device, "part": "PART", "fits": fits, "fmax_mhz": 31.5 if fits else None,
                    "resources": {"luts": {"used": 9000 if fits else 16025, "available": 5280 if not fits else 83640}},
-                   "seconds": {"synthesis": 1.0, "place_and_route": 2.0}, "files": str(folder)}
+                   "seconds": {"synthesis": 1.0, "place_and_route": 2.0}, "files": str(folder),
+                   "router": router or "router1"}
         if not fits:
             summary["overflow"] = {"ICESTORM_LC": {"used": 16025, "available": 5280}}
         return summary
@@ -84,6 +85,20 @@ def test_a_build_writes_the_bitstream_timing_report_and_report(tmp_path, monkeyp
     assert report["uart"] == {"baud": 115200, "clocks_per_bit": 217, "idle_timeout_cycles": 1_250_000}
     printed = capsys.readouterr()
     assert f"Wrote {out}/top.bit" in printed.out and "[3/4] packing the bitstream" in printed.err
+
+
+def test_the_router_reaches_place_and_route_and_the_report(tmp_path, monkeypatch):
+    monkeypatch.setattr("hw.pnr.place_and_route", _fake_pnr(True))
+    monkeypatch.setattr(board_build, "_pack", lambda board, summary, scratch: "top.bit")
+    out = tmp_path / "ulx3s"
+    assert board_build.main(["--board", "ulx3s-85f", "--rows", "2", "--router", "router2", "--out", str(out)]) == 0
+    assert json.loads((out / "report.json").read_text())["router"] == "router2"
+
+
+def test_an_unknown_router_is_refused(tmp_path, capsys):
+    assert board_build.main(["--board", "ulx3s-85f", "--router", "fast", "--out", str(tmp_path / "out")]) == 2
+    assert "argument --router: invalid choice: 'fast'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_design_that_does_not_fit_gets_its_report_and_exit_status_2(tmp_path, monkeypatch, capsys):

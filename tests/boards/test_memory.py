@@ -56,13 +56,14 @@ async def _read(ctx, port, addr: int, beats: int) -> list[tuple[int, int]]:
     return got
 
 
-def _run(testbench) -> None:
+def _run(testbench, *, whole: bool = False) -> None:
+    """Run ``testbench(ctx, port)`` on the memory's data port (``whole``: on the memory)."""
     dut = BoardMemory(data_bits=BEAT * 8, size=SIZE)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
 
     async def bench(ctx):
-        await testbench(ctx, dut.data)
+        await testbench(ctx, dut if whole else dut.data)
     sim.add_testbench(bench)
     sim.run()
 
@@ -86,3 +87,63 @@ def test_a_burst_past_the_end_is_slverr_and_writes_nothing(start_beat):
         # The next burst inside the memory is OKAY again.
         assert await _read(ctx, port, 0, 1) == [(0xAAAA, OKAY)]
     _run(tb)
+
+
+async def _read_stalling(ctx, port, addr: int, beats: int, ready: list[int]) -> list[tuple[int, int, int]]:
+    """A burst read whose reader takes a beat only in the cycles ``ready`` marks (cyclically): (data, resp, last)."""
+    ctx.set(port.ar.valid, 1)
+    ctx.set(port.ar.addr, addr)
+    ctx.set(port.ar.len, beats - 1)
+    while not ctx.get(port.ar.ready):
+        await ctx.tick()
+    await ctx.tick()
+    ctx.set(port.ar.valid, 0)
+    got, cycle = [], 0
+    while len(got) < beats:
+        ctx.set(port.r.ready, ready[cycle % len(ready)])
+        if ctx.get(port.r.valid) and ready[cycle % len(ready)]:
+            got.append((ctx.get(port.r.data), ctx.get(port.r.resp), ctx.get(port.r.last)))
+        await ctx.tick()
+        cycle += 1
+        assert cycle < 10 * len(ready) * beats, f"only {len(got)} of {beats} beats came"
+    ctx.set(port.r.ready, 0)
+    for _ in range(4):                      # nothing more comes
+        assert not ctx.get(port.r.valid)
+        await ctx.tick()
+    return got
+
+
+@pytest.mark.parametrize("ready", [[1], [0, 1], [1, 1, 0], [1, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1]])
+def test_a_reader_that_stalls_gets_every_beat_once_in_order(ready):
+    """The read side's register slice under back-pressure: each beat once, in order, ``last`` on the last only."""
+    words = [(0x0123_4567_89AB_CDEF * (i + 3)) % (1 << 64) for i in range(12)]
+
+    async def tb(ctx, port):
+        assert await _write(ctx, port, 8 * BEAT, words) == OKAY
+        got = await _read_stalling(ctx, port, 8 * BEAT, len(words), ready)
+        assert got == [(w, OKAY, i == len(words) - 1) for i, w in enumerate(words)]
+        assert await _read_stalling(ctx, port, 9 * BEAT, 1, ready) == [(words[1], OKAY, 1)]
+    _run(tb)
+
+
+def test_the_host_reads_32_bit_words_of_a_beat():
+    words = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888]
+
+    async def tb(ctx, memory):
+        assert await _write(ctx, memory.data, 0, words) == OKAY
+        host = memory.host
+        for byte in range(0, 2 * BEAT, 4):
+            ctx.set(host.ar.valid, 1)
+            ctx.set(host.ar.addr, byte)
+            while not ctx.get(host.ar.ready):
+                await ctx.tick()
+            await ctx.tick()
+            ctx.set(host.ar.valid, 0)
+            ctx.set(host.r.ready, 1)
+            while not ctx.get(host.r.valid):
+                await ctx.tick()
+            assert (ctx.get(host.r.data), ctx.get(host.r.resp)) == ((words[byte // BEAT] >> (8 * (byte % BEAT))) &
+                                                                    0xFFFF_FFFF, OKAY)
+            await ctx.tick()
+            ctx.set(host.r.ready, 0)
+    _run(tb, whole=True)

@@ -13,7 +13,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.fpga_wrapper import ShiftChainWrapper
-from hw.pnr import DEVICES, FAMILIES, critical_path, outcome, place_and_route, summarise, utilisation_from_log
+from hw.pnr import (DEVICES, FAMILIES, ROUTERS, check_router, critical_path, outcome, place_and_route, summarise,
+                    utilisation_from_log)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = json.loads((Path(__file__).parent / "data" / "nextpnr_ecp5_engine_2x2.json").read_text())
@@ -142,6 +143,41 @@ def test_a_dsp_on_a_part_without_dsps_does_not_fit(tmp_path):
     assert outcome(s) == "does not fit: ICESTORM_DSP ?/0"
 
 
+def test_the_router_reaches_nextpnr_the_summary_and_the_cache_key(tmp_path, monkeypatch):
+    """nextpnr stubbed (it replays a recorded report): router2 is passed on and cached apart; router1 is nextpnr's
+    default, so it is the same run as no choice."""
+    import hw.pnr as pnr
+
+    netlist = tmp_path / "synth-ecp5-x"
+    netlist.mkdir()
+    monkeypatch.setattr(pnr, "_synthesize", lambda text, family, cache, say: (netlist, RECORDED["stat"], True))
+    commands = []
+
+    def nextpnr(command, cwd, on_line):
+        commands.append(command)
+        (Path(cwd) / "timing.json").write_text(json.dumps(RECORDED["report"]))
+        (Path(cwd) / "nextpnr.log").write_text(RECORDED["log"])
+        return subprocess.CompletedProcess(command, 0, "", None)
+    monkeypatch.setattr(pnr, "run_child", nextpnr)
+    run = lambda router: place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100,  # noqa: E731
+                                         cache_dir=tmp_path, router=router)
+    two = run("router2")
+    assert two["router"] == "router2" and not two["cached"] and two["fmax_mhz"] == 30.24
+    assert commands[-1][commands[-1].index("--router") + 1] == "router2"
+    one = run("router1")
+    assert one["router"] == "router1" and not one["cached"] and "--router" not in commands[-1]
+    assert len(commands) == 2 and one["files"] != two["files"]
+    default = run(None)
+    assert default["cached"] and default["router"] == "router1" and default["files"] == one["files"]
+    assert run("router2")["cached"] and len(commands) == 2
+
+
+def test_an_unknown_router_is_named_with_the_choices():
+    assert check_router(None) == "router1" and [check_router(r) for r in ROUTERS] == list(ROUTERS)
+    with pytest.raises(ValueError, match="Unknown router 'router3'; choose router1 or router2"):
+        check_router("router3")
+
+
 # --- the front door --------------------------------------------------------------------------------------------------
 
 def test_build_refuses_an_unknown_target(tmp_path):
@@ -150,6 +186,34 @@ def test_build_refuses_an_unknown_target(tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--targets: unknown target(s) virtex7; choose from generic, ice40, ecp5-12f, " in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--router", "router3", "--targets", "ecp5-85f"], "argument --router: invalid choice: 'router3' (choose from "),
+    (["--router", "router2"], "--router router2: no device to place and route; add one to --targets"),
+    (["--router", "router2", "--targets", "ice40,generic"], "--router router2: no device to place and route"),
+])
+def test_build_refuses_a_bad_router(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hw.build", "--pe", "int8", *args, "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_build_passes_the_router_on(tmp_path, monkeypatch):
+    """The front door's --router reaches place and route and each device's entry (place and route stubbed)."""
+    import hw.build as front_door
+
+    seen = []
+
+    def fake(config, devices, out, router=None):
+        seen.append((devices, router))
+        return {}
+    monkeypatch.setattr(front_door, "_place_and_route", fake)
+    assert front_door.main(["--pe", "int8", "--rows", "2", "--targets", "ecp5-85f", "--router", "router2",
+                            "--no-network", "--out", str(tmp_path / "out")]) == 0
+    assert seen == [(("ecp5-85f",), "router2")]
 
 
 @pytest.mark.slow
