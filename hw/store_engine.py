@@ -1,6 +1,6 @@
 """The store engine: SETPP, and STORE (accumulator lines, post-processed, to external memory by AXI4 writes)."""
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import WritePort
@@ -139,7 +139,14 @@ class StoreEngine(wiring.Component):
                 m.d.sync += self.nonfinite.eq(1)
         with m.If(self.clear):
             m.d.sync += self.nonfinite.eq(0)
-        m.d.comb += [lines.w_en.eq(lanes[0].o_valid), lines.w_data.eq(Cat(lane.code for lane in lanes))]
+        line_codes = Cat(lane.code for lane in lanes)
+        if c.packs_per_layer:
+            # STORE.packed: slot r holds the low four bits of codes 2r and 2r+1, the other slots zero.
+            slot = c.act_slot_bits
+            packed = Cat(*(Cat(lanes[2 * r].code[:4], lanes[2 * r + 1].code[:4], C(0, slot - 8))
+                           for r in range(cols // 2)))
+            line_codes = Mux(store.packed, packed, line_codes)
+        m.d.comb += [lines.w_en.eq(lanes[0].o_valid), lines.w_data.eq(line_codes)]
         with m.If(issue & ~lines.w_en):
             m.d.sync += in_flight.eq(in_flight + 1)
         with m.Elif(~issue & lines.w_en):
