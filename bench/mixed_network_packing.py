@@ -1,16 +1,19 @@
-"""The digits CNN with an int4 stem and int8 later layers on a multi-format build that packs per layer: compiled
-packed (conv1, int4 x int4 on the host's folded input, runs COMPUTE.packed) against the same network compiled
-unpacked (``compile_network(..., pack=False)``) for the same build.
+"""The digits CNN with int4 layers on a multi-format build that packs per layer: compiled packed against the same
+network compiled unpacked (``compile_network(..., pack=False)``) for the same build. Two networks: an int4 stem
+(conv1, int4 x int4 on the host's folded input, runs COMPUTE.packed) with conv2, fc1, fc2 in int8; and int4 conv1
+and conv2 (conv1's STOREs write pool1's output two codes a slot, STORE.packed, and conv2 reads it packed) with
+fc1, fc2 in int8.
 
 Usage (from the repository root)::
 
     python bench/mixed_network_packing.py                 # emulator (the cycle model; seconds)
     python bench/mixed_network_packing.py --rtl           # and the compiled Verilator testbench (minutes)
 
-The network: ``models/digits`` quantized for int4 (input, conv1) with conv2, fc1 and fc2 in int8 (mmse, per
-channel), on a ``rows`` x ``2*rows`` int4+int8+minifloat6 engine. Both programs' outputs must equal the golden
+The networks: ``models/digits`` quantized for int4 (mmse, per channel) with the layers named above in int8, on a
+``rows`` x ``2*rows`` int4+int8+minifloat6 engine. Both programs' outputs must equal the golden
 model's on every stored tensor (and, with ``--rtl``, the RTL's). Prints the cycles of one image (the emulator's
-cycle model, also conv1's own; the RTL's counter with ``--rtl``) and writes ``bench/results/mixed_network_packing.json``.
+cycle model, also conv1's and conv2's own; the RTL's counter with ``--rtl``) and writes
+``bench/results/mixed_network_packing.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from sw.quantize import quantize_network  # noqa: E402
 from sw.runtime import run_codes  # noqa: E402
 
 SET = ("int4", "int8", "minifloat6")
-LATER_INT8 = {"/conv2/Conv": ("int8", "int8"), "/fc1/Gemm": ("int8", "int8"), "/fc2/Gemm": ("int8", "int8")}
+FC_INT8 = {"/fc1/Gemm": ("int8", "int8"), "/fc2/Gemm": ("int8", "int8")}
+NETWORKS = {"int4 stem": {"/conv2/Conv": ("int8", "int8"), **FC_INT8}, "int4 conv1+conv2": FC_INT8}
 
 
 def _layer(compiled, result, name: str) -> int:
@@ -45,39 +49,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rtl", action="store_true", help="also run both programs on the Verilator testbench")
     args = parser.parse_args(argv)
     config = AcceleratorConfig(rows=args.rows, cols=2 * args.rows, formats=SET)
+    records = []
+    for network, layer_formats in NETWORKS.items():
+        records += _compare(config, network, layer_formats, args.rtl)
+    print(table([{k: f"{v:,}" if isinstance(v, int) else v for k, v in r.items()} for r in records],
+                [(k, k) for k in records[0]]))
+    speedups = {}
+    for packed, unpacked in zip(records[::2], records[1::2]):
+        speedups[packed["network"]] = round(unpacked["emulator cycles"] / packed["emulator cycles"], 4)
+        print(f"\n{config.rows}x{config.cols} {','.join(SET)}, {packed['network']}: packed "
+              f"{speedups[packed['network']]:.3f}x fewer cycles a digit")
+    print(f"every tensor the golden model's{' (emulator and RTL)' if args.rtl else ''}")
+    write("mixed_network_packing", records, config=config.to_dict(), speedup=speedups,
+          command="python bench/mixed_network_packing.py" + (f" --rows {args.rows}" if args.rows != 4 else "")
+          + (" --rtl" if args.rtl else ""))
+    return 0
+
+
+def _compare(config: AcceleratorConfig, network: str, layer_formats: dict, rtl: bool) -> list[dict]:
+    """One digit through ``network`` compiled packed and unpacked: each a record of its cycles (every tensor checked
+    against the golden model's)."""
     digits = ROOT / "models" / "digits"
     qnet = quantize_network(load_onnx(digits / "digits_cnn.onnx"), act_format="int4", weight_format="int4",
                             acc_bits=config.acc_bits, samples=np.load(digits / "calibration.npy"), method="mmse",
-                            per_channel=True, layer_formats=LATER_INT8, formats=list(SET))
+                            per_channel=True, layer_formats=layer_formats, formats=list(SET))
     x = qnet.tensors[qnet.input].quantize(np.load(digits / "test_set.npz")["images"][:1])
     golden = run_codes(compile_network(qnet, config), x, "golden", keep=True)
     records = []
     for pack in (True, False):
         compiled = compile_network(qnet, config, pack=pack)
-        listing = compiled.program.listing()
+        lines = compiled.program.listing().splitlines()
         runs = {"emulator": run_codes(compiled, x, "emulator", keep=True, cycles=True)}
-        if args.rtl:
+        if rtl:
             with tempfile.TemporaryDirectory() as work:
                 runs["rtl"] = run_codes(compiled, x, "rtl", keep=True, work_dir=work)
         for backend, result in runs.items():
             for name, codes in golden.tensors[0].items():
                 if not np.array_equal(result.tensors[0][name], codes):
-                    raise RuntimeError(f"{'packed' if pack else 'unpacked'}, {backend}: tensor {name} differs "
-                                       f"from the golden model's")
-        records.append({"program": "packed" if pack else "unpacked",
-                        "packed COMPUTEs": listing.count("packed=1"),
-                        "COMPUTEs": listing.count("COMPUTE"),
+                    raise RuntimeError(f"{network}, {'packed' if pack else 'unpacked'}, {backend}: tensor {name} "
+                                       f"differs from the golden model's")
+        records.append({"network": network, "program": "packed" if pack else "unpacked",
+                        "packed COMPUTEs": sum("COMPUTE" in line and "packed=1" in line for line in lines),
+                        "COMPUTEs": sum("COMPUTE" in line for line in lines),
+                        "packed STOREs": sum("STORE" in line and "packed=1" in line for line in lines),
                         "conv1 cycles": _layer(compiled, runs["emulator"], "/conv1/Conv"),
+                        "conv2 cycles": _layer(compiled, runs["emulator"], "/conv2/Conv"),
                         **{f"{backend} cycles": result.cycles[0] for backend, result in runs.items()}})
-    print(table([{k: f"{v:,}" if isinstance(v, int) else v for k, v in r.items()} for r in records],
-                [(k, k) for k in records[0]]))
-    speedup = records[1]["emulator cycles"] / records[0]["emulator cycles"]
-    print(f"\n{config.rows}x{config.cols} {','.join(SET)}: packed {speedup:.3f}x fewer cycles a digit; every "
-          f"tensor the golden model's{' (emulator and RTL)' if args.rtl else ''}")
-    write("mixed_network_packing", records, config=config.to_dict(), speedup=round(speedup, 4),
-          command="python bench/mixed_network_packing.py" + (f" --rows {args.rows}" if args.rows != 4 else "")
-          + (" --rtl" if args.rtl else ""))
-    return 0
+    return records
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ class InstructionDecoder(wiring.Component):
             return value[:align] != 0 if align else Const(0)
 
         bad = v.unused != 0
-        if kind.opcode is Opcode.COMPUTE and not c.packs_per_layer:
+        if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
             bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
         for f in kind.fields:
             if f.nonzero:

@@ -1,6 +1,6 @@
 """The store engine: SETPP, and STORE (accumulator lines, post-processed, to external memory by AXI4 writes)."""
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import WritePort
@@ -155,9 +155,16 @@ class StoreEngine(wiring.Component):
             if out_format is not None:
                 m.d.comb += lane.format.eq(out_format)
             line_valid, line_codes = _time_multiplexed(m, c, lane, acc_line, read_valid, params, params_neg)
-            m.d.comb += [lines.w_en.eq(line_valid), lines.w_data.eq(line_codes)]
+            codes = [line_codes[k * len(lane.code):(k + 1) * len(lane.code)] for k in range(cols)]
         else:
-            m.d.comb += [lines.w_en.eq(lanes[0].o_valid), lines.w_data.eq(Cat(lane.code for lane in lanes))]
+            line_valid, line_codes = lanes[0].o_valid, Cat(lane.code for lane in lanes)
+            codes = [lane.code for lane in lanes]
+        if c.packs_per_layer:
+            # STORE.packed: slot r holds the low four bits of codes 2r and 2r+1, the other slots zero.
+            slot = c.act_slot_bits
+            packed = Cat(*(Cat(codes[2 * r][:4], codes[2 * r + 1][:4], C(0, slot - 8)) for r in range(cols // 2)))
+            line_codes = Mux(store.packed, packed, line_codes)
+        m.d.comb += [lines.w_en.eq(line_valid), lines.w_data.eq(line_codes)]
         with m.If(issue & ~lines.w_en):
             m.d.sync += in_flight.eq(in_flight + 1)
         with m.Elif(~issue & lines.w_en):

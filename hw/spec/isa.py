@@ -286,7 +286,12 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
          "STORE reads two PARAM lines, `param_addr` and `param_addr + 1`: an element whose biased sum `acc + B` "
          "is negative takes its column's multiplier M and shift S from line `param_addr + 1` instead (its bias "
          "is always that of line `param_addr`): a PRelu with one slope per channel, exactly, as two "
-         "requantizations chosen by the sign. Both lines must lie in the PARAM buffer (else SRAM_RANGE).",
+         "requantizations chosen by the sign. Both lines must lie in the PARAM buffer (else SRAM_RANGE). "
+         "`packed` (a multi-format build that packs per layer, `config.packs_per_layer`): the low four bits of "
+         "codes 2r and 2r+1 of the line fill bits 0..3 and 4..7 of slot r (r < cols/2), the other bits of the "
+         "line are zero; the line's bytes and address are those of any output line. It is meant for a 4-bit "
+         "integer output format (SETPP.format), whose codes are their low four bits: the line is then an "
+         "activation line of a packed COMPUTE. Elsewhere `packed` is a bad field.",
          (
              _f("acc_addr", 16, "First accumulator line."),
              _f("dram_addr", 32, "Byte address of output line (0, 0); a multiple of the bus width in bytes."),
@@ -297,6 +302,8 @@ KINDS: dict[Opcode, Kind] = {k.opcode: k for k in (
              _f("param_addr", 10, "PARAM line holding bias, multiplier and shift of each column."),
              _f("negative_param", 1, "Elements with a negative `acc + B` take M and S from PARAM line "
                                      "`param_addr + 1` (per-channel PRelu)."),
+             _f("packed", 1, "Write each line's cols codes two a slot (codes 2r and 2r+1 at bits 0..3 and 4..7 of "
+                             "slot r, the layout a packed COMPUTE reads): only in a build that packs per layer."),
          )),
     Kind(Opcode.FINISH, None, "Wait until every engine is idle, then stop; the status register says done.", ()),
 )}

@@ -4,7 +4,8 @@ A legal program is a few *tiles*, each the classic pattern of an accelerated lay
 weights and activations (random padding and pad value) -> COMPUTEs (GEMMs, and convolutions with random
 kernel, stride, dilation and padding, several of them accumulating into one accumulator region) -> optional
 ALU operations (MAX or ADD between accumulator lines, with steps and strides) -> SETPP (random zero point
-and clamps) -> STOREs (random blocks, strides and parameter lines, one or two of them: negative_param). Tiles
+and clamps) -> STOREs (random blocks, strides and parameter lines, one or two of them: negative_param;
+STORE.packed, two codes a slot, in most 4-bit-output tiles of a build that packs per layer). Tiles
 alternate between two halves of every buffer (double buffering), may be software-pipelined (the next tile's
 loads issued before this one's computes), may read the output of an earlier tile back from external memory, and
 may write their output over an input nobody reads any more.

@@ -174,6 +174,10 @@ class _Faults:
             if opcode is Opcode.COMPUTE and rng.random() < 0.3:
                 fields["acc_addr"] = c.acc_buffer_depth - 1      # precedence: BAD_FIELD before SRAM_RANGE
             return encode(opcode, **fields), f"{opcode.name} {name}={fields[name]} of a set of {count}"
+        if what == "packed" and not c.packs_per_layer and rng.random() < 0.5:
+            # STORE.packed on a build that does not pack per layer.
+            return encode(Opcode.STORE, **self.legal(Opcode.STORE), packed=1), "STORE packed=1 on a build " \
+                                                                               "that does not pack"
         if what == "packed":
             # COMPUTE.packed on a pair the build does not pack (every pair but in a build that packs per layer).
             unpacked = [(w, a) for w in range(len(c.weight_formats)) for a in range(len(c.act_formats))

@@ -181,6 +181,9 @@ class _Reference:
         self.nonfinite |= bool(np.any(flags))
         lines = []
         for at, row in zip(addresses, codes):
+            if f.get("packed"):
+                # STORE.packed: slot r holds the low four bits of code 2r at bits 0..3 and of code 2r+1 at 4..7.
+                row = [(int(row[2 * r]) % 16) + (int(row[2 * r + 1]) % 16) * 16 for r in range(len(row) // 2)]
             data = _pack(row, c.act_slot_bits, nbytes)
             self.dram[at:at + nbytes] = data
             lines.append((at, data))

@@ -98,6 +98,7 @@ class _Builder:
         self.w_fmt, self.a_fmt, self.o_fmt = c.weights, c.acts, c.acts
         self.fmt_fields: dict = {}
         self.out_field: dict = {}
+        self.store_field: dict = {}                # STORE.packed (a build that packs per layer)
         self.tile_rows = c.reduction_rows          # the tile's reduction depth (twice rows for a packed pair)
 
     def tile_formats(self) -> str:
@@ -114,7 +115,12 @@ class _Builder:
             self.fmt_fields["packed"] = 1
         self.tile_rows = c.compute_reduction_rows(w, a, self.fmt_fields.get("packed", 0))
         packed = " packed" if self.tile_rows > c.reduction_rows else ""
-        return f" [{self.w_fmt.name} x {self.a_fmt.name}{packed} -> {self.o_fmt.name}]"
+        # STOREs write two codes a slot in most tiles of a 4-bit integer output, now and then of any other.
+        self.store_field = {}
+        if c.packs_per_layer and self.rng.random() < (0.6 if self.o_fmt.values_per_lane > 1 else 0.1):
+            self.store_field = dict(packed=1)
+        stored = " packed" if self.store_field else ""
+        return f" [{self.w_fmt.name} x {self.a_fmt.name}{packed} -> {self.o_fmt.name}{stored}]"
 
     # memory -------------------------------------------------------------------------------------------
     def align(self, n: int) -> int:
@@ -386,7 +392,8 @@ class _Builder:
         negative = int(params[1] >= 2 and rng.random() < 0.5)
         param = params[0] + int(rng.integers(params[1] - negative))
         ins = self.instr(Opcode.STORE, "store", tile, acc_addr=acc, dram_addr=addr, y_size=y, x_size=x,
-                         acc_stride=acc_stride, dram_stride=stride, param_addr=param, negative_param=negative)
+                         acc_stride=acc_stride, dram_stride=stride, param_addr=param, negative_param=negative,
+                         **self.store_field)
         self.outputs.append(dict(addr=addr, y=y, row_bytes=row, stride=stride, order=ins.order))
         return ins
 

@@ -101,6 +101,8 @@ class Lowering:
         self.host_reasons: dict[str, str] = {}
         #: The formats each layer selects on a multi-format engine (sw/compiler/formats.py).
         self.formats = select_formats(net, config, fused)
+        #: Whether int4 layers may run packed (compile_network's ``pack``; a build that packs per layer only).
+        self.pack = True
 
     # --- tensors --------------------------------------------------------------------------------------------
     def place(self, name: str, channels: int, height: int, width: int, fold: Fold | None = None,
@@ -118,14 +120,24 @@ class Lowering:
 
     def reads_packed(self, tensor: str) -> bool:
         """Whether the host writes ``tensor`` (the network's input) two codes a slot: on a build that packs per
-        layer, when its one reader is an ungrouped convolution of a pair the build packs (int4 x int4). Tensors the
-        engine writes are one code a slot (STORE does not pack yet), so their readers run unpacked."""
+        layer, when its one reader is an ungrouped convolution of a pair the build packs (int4 x int4)."""
+        return self._packed_readers(tensor, most=1)
+
+    def writes_packed(self, tensor: str) -> bool:
+        """Whether a job's STOREs write ``tensor`` two codes a slot (STORE.packed): every reader is an ungrouped
+        convolution of a pair the build packs, and an output line's ``cols`` codes packed are exactly a packed
+        tensor line's (``cols = 2 * tensor_lanes``: 2x4, 4x8 at a 128-bit bus, 8x16; not 4x8 at 32 bits, whose
+        tensor line is two activation lines). The network's output stays one code a slot."""
+        return (tensor != self.net.output and 2 * tensor_lanes(self.config) == self.config.cols
+                and self._packed_readers(tensor))
+
+    def _packed_readers(self, tensor: str, most: int | None = None) -> bool:
         c, f = self.config, self.formats
         readers = [layer for layer in self.net.layers if tensor in layer.inputs]
-        if not c.packs_per_layer or len(readers) != 1 or readers[0].op != "conv" \
-                or int(readers[0].attrs.get("groups", 1)) != 1:
+        if not (self.pack and c.packs_per_layer and readers) or (most is not None and len(readers) > most):
             return False
-        return (f.weights.get(readers[0].name, 0), f.tensors.get(tensor, 0)) in c.packed_pairs
+        return all(r.op == "conv" and int(r.attrs.get("groups", 1)) == 1 and len(r.inputs) == 1
+                   and (f.weights.get(r.name, 0), f.tensors.get(tensor, 0)) in c.packed_pairs for r in readers)
 
     def source(self, name: str, layer: QuantLayer) -> Placement:
         p = self.placements.get(name)
@@ -231,13 +243,17 @@ class Lowering:
         packed = any(p.packed for p, _ in sources)
         if packed and not all(p.packed for p, _ in sources):
             raise CompileError(f"layer {layer.name!r} reads packed and unpacked tensors together")
-        spread_sources = [(Region(r.addr + offset, r.size - offset), *spread(self.config, p.channels, w, packed))
+        # STOREs two codes a slot: output channel k at column k, a packed tensor line an output line.
+        packs_out = scatter is None and into is None and self.writes_packed(out_name)
+        spread_sources = [(Region(r.addr + offset, r.size - offset),
+                           *spread(self.config, p.channels, w, packed, packs_out))
                           for r, (p, w) in zip(regions, sources)]
         job = ConvJob(layer.name, [Source(r, ch, w) for r, ch, w in spread_sources],
-                      height, width, spread_channels(self.config, int(cout)), tuple(int(k) for k in kernel),
+                      height, width, spread_channels(self.config, int(cout), packs_out), tuple(int(k) for k in kernel),
                       int(stride), int(dilation), tuple(int(v) for v in padding),
                       self.zero_code(layer.inputs[0]) if pad_value is None else int(pad_value),
-                      spread_requant(self.config, requant), Region(0, 0), pool)
+                      spread_requant(self.config, requant, packs_out), Region(0, 0), pool)
+        job.packs_out = packs_out
         if view is not None:
             job.in_pitch, job.block_pitch = p0.width, p0.height * p0.width
         self._select_formats(layer, job, out_name)
@@ -252,7 +268,7 @@ class Lowering:
         if scatter is not None:
             out = into or self.place(out_name, *self.net.shapes[out_name])
         else:
-            out = self.place(out_name, int(cout), ho, wo)
+            out = self.place(out_name, int(cout), ho, wo, packed=packs_out)
         if len(self.net.shapes[out_name]) == 1:
             out.index = list(range(int(cout)))
         job.out = self.b.regions[out.region]
@@ -341,40 +357,42 @@ def _virtual(config: AcceleratorConfig, channels: int, side: int, packed: bool =
     return full * ceil_div(m, side) * side + ceil_div(rest, side) * side
 
 
-def spread_channels(config: AcceleratorConfig, cout: int) -> int:
-    """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array."""
+def spread_channels(config: AcceleratorConfig, cout: int, packs_out: bool = False) -> int:
+    """A job's output channels, virtual: whole output blocks of ``cols`` columns on a rectangular array
+    (``packs_out``: stored two codes a slot, ``2 * tensor_lanes`` channels a block)."""
     if config.reduction_rows == config.cols:
         return cout
-    return _virtual(config, cout, config.cols)
+    return _virtual(config, cout, config.cols, packs_out)
 
 
 def spread(config: AcceleratorConfig, channels: int, weights: np.ndarray,
-           packed: bool = False) -> tuple[int, np.ndarray]:
+           packed: bool = False, packs_out: bool = False) -> tuple[int, np.ndarray]:
     """(virtual input channels, weights (T, kh, kw, Cin, Cout) with input channels spread over activation blocks
     of ``rows`` lanes and output channels over output blocks of ``cols`` columns), zero at lanes past
     :func:`~hw.spec.layout.tensor_lanes`. A square array's are its own. ``packed``: the input is stored two codes
-    a slot and read by packed COMPUTEs, activation blocks of ``packed_reduction_rows`` lanes."""
+    a slot and read by packed COMPUTEs, activation blocks of ``packed_reduction_rows`` lanes; ``packs_out``: the
+    output is stored two codes a slot (:func:`spread_channels`)."""
     c = config
     if c.reduction_rows == c.cols and not packed:
         return channels, weights
     side = c.packed_reduction_rows if packed else c.reduction_rows
     t, kh, kw, cin, cout = weights.shape
     vin = _virtual(c, channels, side, packed)
-    out = np.zeros((t, kh, kw, vin, spread_channels(c, cout)), dtype=weights.dtype)
-    out[:, :, :, _lanes(c, cin, side, packed)[:, None], _lanes(c, cout, c.cols)[None, :]] = weights
+    out = np.zeros((t, kh, kw, vin, spread_channels(c, cout, packs_out)), dtype=weights.dtype)
+    out[:, :, :, _lanes(c, cin, side, packed)[:, None], _lanes(c, cout, c.cols, packs_out)[None, :]] = weights
     return vin, out
 
 
-def spread_requant(config: AcceleratorConfig, q: Requant) -> Requant:
+def spread_requant(config: AcceleratorConfig, q: Requant, packs_out: bool = False) -> Requant:
     """Post-processing of the virtual output channels: the real ones' at their columns, zeros at the others."""
     c = config
     if c.reduction_rows == c.cols:
         return q
     cout = q.bias.size
-    where = _lanes(c, cout, c.cols)
+    where = _lanes(c, cout, c.cols, packs_out)
 
     def put(a):
-        out = np.zeros(spread_channels(c, cout), dtype=np.int64)
+        out = np.zeros(spread_channels(c, cout, packs_out), dtype=np.int64)
         out[where] = a
         return out
     return Requant(put(q.bias), put(q.multiplier), put(q.shift), q.zero_point, q.clamp_lo, q.clamp_hi, q.table,

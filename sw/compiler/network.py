@@ -259,8 +259,9 @@ def compile_network(net: QuantizedNetwork, config: AcceleratorConfig, *, progres
 
     ``order`` / ``max_rows``: restrict every layer's tiling (see :func:`plan_job`); by default the cost model
     chooses freely. ``pack``: on a build that packs per layer, a convolution of a packed pair (int4 x int4) reading
-    the network's input runs packed, the host writing that input two codes a slot (False: every layer unpacked,
-    for comparison; no other build packs). Lowering runs twice: the second time the code area is exactly as long as the program, so
+    the network's input runs packed, the host writing that input two codes a slot, and so does one reading a tensor
+    whose every reader is such a convolution, its writer's STOREs packing it (``Lowering.writes_packed``) (False:
+    every layer unpacked, for comparison; no other build packs). Lowering runs twice: the second time the code area is exactly as long as the program, so
     the memory image holds no empty instruction space.
     """
     if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
@@ -279,6 +280,7 @@ def _lower(net: QuantizedNetwork, config: AcceleratorConfig, max_instructions: i
     _check_engine(net, c)
     ctx = Lowering(net, c, ProgramBuilder(c, max_instructions=max_instructions or 1 << 22), _fused_pools(net),
                    batch)
+    ctx.pack = pack
     shape_in = net.input_shape
     if len(shape_in) == 3:
         ctx.place(net.input, *shape_in, fold=input_fold(net, c), packed=pack and ctx.reads_packed(net.input))

@@ -119,6 +119,8 @@ class ConvJob:
     #: Its sources are stored two codes a slot and its COMPUTEs set ``packed`` (a build that packs per layer):
     #: weight tiles and activation blocks of ``config.packed_reduction_rows`` (:func:`job_depth`).
     packed: bool = False
+    #: Its STOREs write two codes a slot (STORE.packed): its output is a packed tensor (``Lowering.writes_packed``).
+    packs_out: bool = False
     #: The (weight, act) formats of the codes the job carries, where they are not the engine's first format's (a
     #: mixed-format network's layers: sw/compiler/formats.py); None: ``config.weights``, ``config.acts``.
     code_formats: tuple | None = None
@@ -590,7 +592,8 @@ def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0
         return act_loads(c, fields, pad_row)
 
     def stores_of(chunk, nb, acc_base, sample):
-        return [(op, {**f, "param_addr": param_base + nb * per_block, **job.requant.store()})
+        packs = {"packed": 1} if job.packs_out else {}
+        return [(op, {**f, "param_addr": param_base + nb * per_block, **job.requant.store(), **packs})
                 for op, f in _stores_of(chunk, nb, acc_base, sample)]
 
     def _stores_of(chunk, nb, acc_base, sample):

@@ -92,7 +92,7 @@ def check(kind: Kind, f: dict, config: AcceleratorConfig, dram_size: int) -> Err
         if not (lo <= hi):          # also false for NaN bounds
             return ErrorCode.BAD_FIELD
     elif op is Opcode.STORE:
-        if f["dram_addr"] % bus or f["dram_stride"] % bus:
+        if f["dram_addr"] % bus or f["dram_stride"] % bus or (f.get("packed") and not c.packs_per_layer):
             return ErrorCode.BAD_FIELD
         if (_last(f["acc_addr"], (f["y_size"], f["acc_stride"]), (f["x_size"], 1)) >= c.acc_buffer_depth
                 or f["param_addr"] + f["negative_param"] >= c.param_buffer_depth):

@@ -499,5 +499,8 @@ def store(s: EngineState, f: dict) -> None:
     if s.use_lut:
         codes = _lookup(s, codes)
     s.saw_nonfinite |= nonfinite.any(axis=(0, 2))
+    if f.get("packed"):         # codes 2r and 2r+1 (their low four bits) in slot r, the other slots zero
+        codes = np.asarray(codes).astype(np.int64)
+        codes = (codes[..., 0::2] & 15) | ((codes[..., 1::2] & 15) << 4)
     data = pack_codes(codes.transpose(1, 0, 2), c.act_slot_bits, output_line_bytes(c))
     s.memory.write_rows(f["dram_addr"], f["dram_stride"], data.reshape(data.shape[0], f["y_size"], -1))

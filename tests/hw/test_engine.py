@@ -330,3 +330,51 @@ def test_negative_param_and_its_range(tmp_path):
     programs = [_negative_param_program(config, depth - 2, ErrorCode.NONE),
                 _negative_param_program(config, depth - 1, ErrorCode.SRAM_RANGE)]
     check_programs(config, programs, tmp_path, BUSY_BUS)
+
+
+# --- STORE packed (two codes a slot) ----------------------------------------------------------------------------
+
+def _packed_store_program(config, out_format: int, expected):
+    """A GEMM of 5 int8 vectors whose output (format ``out_format`` of the set) a STORE writes with ``packed`` set."""
+    from hw.spec.isa import Buffer
+    from hw.spec.layout import line_bytes, output_line_bytes, pack_params
+    from sw.compiler.program import ProgramBuilder
+
+    rng = np.random.default_rng(out_format + 50)
+    c = config
+    b = ProgramBuilder(c, max_instructions=10)
+    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
+    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
+                                               dtype=np.uint8).tobytes())
+    params = b.region("params", pack_params(rng.integers(-2000, 2000, (1, c.cols)),
+                                            rng.integers(1 << 29, 1 << 31, (1, c.cols)),
+                                            rng.integers(36, 44, (1, c.cols)), line_bytes(Buffer.PARAM, c)))
+    out = b.region("out", size=5 * output_line_bytes(c))
+    formats = dict(weight_format=1, act_format=1) if c.multi_format else {}       # int8 x int8
+    fmt = c.act_formats[out_format]
+    b.emit("LOAD", buffer=Buffer.PARAM, sram_addr=0, dram_addr=params.addr, y_size=1, x_size=1)
+    b.emit("LOAD", buffer=Buffer.WEIGHT, sram_addr=0, dram_addr=weights.addr, y_size=1, x_size=c.reduction_rows)
+    b.emit("LOAD", buffer=Buffer.ACT, sram_addr=0, dram_addr=acts.addr, y_size=1, x_size=5, push_next=1)
+    b.emit("COMPUTE", acc_addr=0, act_addr=0, weight_addr=0, out_h=1, out_w=5, act_pitch=5, stride=1, dilation=1,
+           kh=1, kw=1, pop_prev=1, push_next=1, **formats)
+    b.emit("SETPP", zero_point=0, clamp_lo=int(fmt.quantize(fmt.min)), clamp_hi=int(fmt.quantize(fmt.max)),
+           **({"format": out_format} if out_format else {}))
+    b.emit("STORE", acc_addr=0, dram_addr=out.addr, y_size=1, x_size=5, param_addr=0, packed=1, pop_prev=1)
+    b.emit("FINISH")
+    program = b.build(f"STORE packed of {fmt.name} codes")
+    program.expected_error = expected
+    return program
+
+
+@pytest.mark.parametrize("config", [_multi_config(("int4", "int8", "minifloat6"), 2, 4, 64),
+                                    _multi_config(("int4", "int8", "minifloat6"), 4, 4, 64),
+                                    _config("int8", "int8", 4, 4, 64)],
+                         ids=["2x4-packs", "4x4-set", "4x4-int8"])
+def test_store_packed(config, tmp_path):
+    """STORE.packed on a build that packs per layer: int4 codes two a slot (and an int8 output's low nibbles), the
+    emulator's bytes; on a build that does not pack (a square set, a single format): BAD_FIELD on both."""
+    from hw.spec.isa import ErrorCode
+
+    expected = ErrorCode.NONE if config.packs_per_layer else ErrorCode.BAD_FIELD
+    formats = [0, 1] if config.multi_format else [0]
+    check_programs(config, [_packed_store_program(config, f, expected) for f in formats], tmp_path, BUSY_BUS)

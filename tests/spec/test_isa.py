@@ -240,7 +240,7 @@ def test_golden_setpp_negative_zero_point():
 
 def test_golden_store_negative_param():
     # STORE: acc_addr 23:8, dram_addr 55:24, y_size 65:56, x_size 75:66, acc_stride 87:76, dram_stride 107:88,
-    # param_addr 117:108, negative_param 118.
+    # param_addr 117:108, negative_param 118, packed 119.
     expected = 5 | (3 << 8) | (64 << 24) | (1 << 56) | (2 << 66) | (1023 << 108) | (1 << 118)
     word = encode(Opcode.STORE, acc_addr=3, dram_addr=64, y_size=1, x_size=2, param_addr=1023, negative_param=1)
     assert word == expected
@@ -249,9 +249,10 @@ def test_golden_store_negative_param():
     assert decode(expected & ~(1 << 118))[1]["negative_param"] == 0
     with pytest.raises(IsaError, match=r"^STORE\.negative_param must be an integer in 0\.\.1, not 2$"):
         encode(Opcode.STORE, negative_param=2)
-    # Bit 119 is above the last field: a word with it set is refused.
-    with pytest.raises(IsaError, match="above bit 118"):
-        decode(expected | (1 << 119))
+    assert decode(expected | (1 << 119))[1]["packed"] == 1 and fields["packed"] == 0
+    # Bit 120 is above the last field: a word with it set is refused.
+    with pytest.raises(IsaError, match="above bit 119"):
+        decode(expected | (1 << 120))
 
 
 def test_golden_alu_mul():

@@ -78,7 +78,7 @@ def test_listing_is_canonical():
         == "ALU op=ADD dst_addr=0 src_addr=0 y_size=1 x_size=2 dst_stride=0 src_stride=0 src_step=1 pop_prev push_next"
     assert disassemble(encode(Opcode.STORE, dram_addr=0xDEAD_BEEF)) == \
         "STORE acc_addr=0 dram_addr=0xdeadbeef y_size=0 x_size=0 acc_stride=0 dram_stride=0 param_addr=0 " \
-        "negative_param=0"
+        "negative_param=0 packed=0"
     assert disassemble(6) == "FINISH"
     assert disassemble(encode(Opcode.LOAD, buffer=3)).startswith("LOAD buffer=LUT ")
     # ALU MUL prints by name (both 2-bit enumerations are full: no value prints as a number).

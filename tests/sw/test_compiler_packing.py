@@ -1,7 +1,8 @@
 """Packed int4 layers in networks compiled for a build that packs per layer (int4,int8,minifloat6, 2*rows <= cols):
 a convolution of int4 weights on the network's int4 input runs packed COMPUTEs (the host writes the input two codes a
-slot), every other layer as before; golden == emulator on every tensor, and on the RTL for a small build. Tensors
-the engine writes are one code a slot (STORE does not pack), so their int4 readers run unpacked."""
+slot), and so does one on an int4 tensor the engine writes when every reader of it is such a convolution (its
+writer's STOREs set ``packed``: two codes a slot); every other layer as before; golden == emulator on every tensor,
+and on the RTL for a small build."""
 
 from pathlib import Path
 
@@ -22,11 +23,16 @@ SET = ("int4", "int8", "minifloat6")
 LATER_INT8 = {"/conv2/Conv": ("int8", "int8"), "/fc1/Gemm": ("int8", "int8"), "/fc2/Gemm": ("int8", "int8")}
 
 
-def mixed_digits(config: AcceleratorConfig, images: int = 3):
+#: The digits CNN with int4 conv1 and conv2 (conv2 reads pool1's output, which conv1's STOREs write packed).
+FC_INT8 = {"/fc1/Gemm": ("int8", "int8"), "/fc2/Gemm": ("int8", "int8")}
+POOL1 = "/pool1/MaxPool_output_0"
+
+
+def mixed_digits(config: AcceleratorConfig, images: int = 3, layer_formats: dict = LATER_INT8):
     net = load_onnx(DIGITS / "digits_cnn.onnx")
     qnet = quantize_network(net, act_format="int4", weight_format="int4", acc_bits=config.acc_bits,
                             samples=np.load(DIGITS / "calibration.npy"), method="mmse", per_channel=True,
-                            layer_formats=LATER_INT8, formats=list(SET))
+                            layer_formats=layer_formats, formats=list(SET))
     x = qnet.tensors[qnet.input].quantize(np.load(DIGITS / "test_set.npz")["images"][:images])
     return qnet, x
 
@@ -51,6 +57,28 @@ def test_digits_int4_stem_runs_packed(rows, cols, dma):
     assert len(packed) < len(computes)                           # the int8 layers' COMPUTEs are not packed
     unpacked = compile_network(qnet, config, pack=False)
     assert not packed_computes(unpacked) and not unpacked.placements[qnet.input].packed
+
+
+def packed_stores(compiled) -> list[str]:
+    return [line for line in compiled.program.listing().splitlines() if "STORE" in line and "packed=1" in line]
+
+
+@pytest.mark.parametrize("rows, cols, dma, stores_packed", [(4, 8, 128, True), (2, 4, 64, True), (4, 8, 32, False),
+                                                            (8, 16, 64, False)])
+def test_digits_int4_conv2_reads_a_packed_tensor_the_engine_writes(rows, cols, dma, stores_packed):
+    """conv1 and conv2 int4: conv1's STOREs (its pool fused) write pool1's output two codes a slot and conv2 reads
+    it packed, where a packed output line is a packed tensor line (cols = 2 * tensor_lanes: 4x8 at 128 bits, 2x4);
+    4x8 at 32 bits and 8x16 at 64 bits (tensor lines of 2*rows channels) store it one code a slot. Every tensor
+    the golden model's."""
+    config = AcceleratorConfig(rows=rows, cols=cols, formats=SET, dma_bits=dma)
+    qnet, x = mixed_digits(config, 2, FC_INT8)
+    compiled = assert_every_tensor_matches_golden(qnet, config, x)
+    assert compiled.placements[POOL1].packed == bool(packed_stores(compiled)) == stores_packed
+    assert [name for name, p in compiled.placements.items() if p.packed] == [qnet.input] + [POOL1] * stores_packed
+    # conv2's COMPUTEs (3x3 on pool1's map; conv1 runs 1x1 on the folded input) are packed where pool1's map is.
+    assert any("kh=3 kw=3" in line for line in packed_computes(compiled)) == stores_packed
+    unpacked = compile_network(qnet, config, pack=False)
+    assert not packed_stores(unpacked) and not any(p.packed for p in unpacked.placements.values())
 
 
 @pytest.mark.parametrize("rows, cols, dma", [(4, 8, 128), (4, 8, 32), (2, 4, 64)])
@@ -82,16 +110,19 @@ def test_builds_that_do_not_pack_compile_unpacked():
     assert not any(p.packed for p in compiled.placements.values())
 
 
-def test_mixed_digits_packed_on_rtl(tmp_path):
-    """The digits CNN with its packed int4 stem on the 2x4 int4+int8+minifloat6 build's Verilog: every stored
-    tensor of every image is the golden model's, as is the emulator's."""
+@pytest.mark.parametrize("layer_formats", [LATER_INT8, FC_INT8], ids=["stem", "conv1-conv2"])
+def test_mixed_digits_packed_on_rtl(layer_formats, tmp_path):
+    """The digits CNN with its packed int4 stem (and int4 conv2, reading pool1's output that conv1's packed STOREs
+    write) on the 2x4 int4+int8+minifloat6 build's Verilog: every stored tensor of every image is the golden
+    model's, as is the emulator's."""
     from sw.runtime import run_codes
 
     config = AcceleratorConfig(rows=2, cols=4, formats=SET)
     assert config.packs_per_layer
-    qnet, x = mixed_digits(config, 2)
+    qnet, x = mixed_digits(config, 2, layer_formats)
     compiled = compile_network(qnet, config)
     assert packed_computes(compiled)
+    assert bool(packed_stores(compiled)) == (layer_formats is FC_INT8)
     runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
             for backend in ("golden", "emulator", "rtl")}
     for i in range(len(x)):
