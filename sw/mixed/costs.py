@@ -32,7 +32,7 @@ from sw.compiler.network import CompiledNetwork
 from .errors import MixedError
 from .menu import Choice
 
-__all__ = ["LayerCost", "COSTS", "CostTable", "check_available", "cycles_per_layer", "weight_bits_per_layer",
+__all__ = ["LayerCost", "COSTS", "CostTable", "Packing", "check_available", "cycles_per_layer", "weight_bits_per_layer",
            "energy_per_layer", "set_energy_model", "sw_energy_model", "engine_config", "cost_table"]
 
 #: A compiled program -> its cost per inference per engine layer, keyed by the tensor the layer writes.
@@ -126,24 +126,53 @@ def engine_config(config: AcceleratorConfig, choice: Choice) -> AcceleratorConfi
                                **single)
 
 
+@dataclass(frozen=True)
+class Packing:
+    """What unit ``unit`` in menu entry ``entry`` costs more (or less: ``change`` < 0) when its tensors are packed,
+    which they are when every unit of ``together`` takes ``entry`` too (:func:`sw.mixed.units.neighbourhoods`)."""
+    unit: int
+    entry: int
+    together: tuple[int, ...]
+    change: float
+
+
 @dataclass
 class CostTable:
-    """Cost of each unit in each menu format, a fixed part, and each uniform program's counted total."""
+    """Cost of each unit in each menu format (unpacked), a fixed part, each uniform program's counted total, and
+    the changes packing brings where a multi-format build packs."""
     metric: str
     table: np.ndarray          # (units, menu)
     fixed: float
     uniform: list[float]       # the cost function's total on each menu entry's uniform program
+    packing: list[Packing] = dataclasses.field(default_factory=list)
+
+    def unit_costs(self, picks: list[int]) -> list[float]:
+        """Each unit's cost in the mix ``picks``: its table entry, changed where its tensors are packed."""
+        costs = [float(self.table[u, k]) for u, k in enumerate(picks)]
+        for p in self.packing:
+            if all(picks[m] == p.entry for m in p.together):
+                costs[p.unit] += p.change
+        return costs
 
     def total(self, picks: list[int]) -> float:
-        return self.fixed + float(sum(self.table[u, k] for u, k in enumerate(picks)))
+        return self.fixed + sum(self.unit_costs(picks))
 
     def smallest(self) -> float:
-        return self.fixed + float(self.table.min(axis=1).sum())
+        """A lower bound of every mix's total (exact without packing): each unit at its cheapest, packed or not."""
+        cheapest = self.table.copy()
+        for p in self.packing:
+            cheapest[p.unit, p.entry] += min(p.change, 0.0)
+        return self.fixed + float(cheapest.min(axis=1).sum())
 
 
-def cost_table(metric: str, programs: list[CompiledNetwork], tensor_unit: dict[str, int], units: int
-               ) -> CostTable:
-    """The ``metric``'s table from the uniform program of each menu entry (``programs[k]`` for entry ``k``)."""
+def cost_table(metric: str, programs: list[CompiledNetwork], tensor_unit: dict[str, int], units: int,
+               packed: list[CompiledNetwork | None] | None = None,
+               together: list[list[tuple[int, ...]] | None] | None = None) -> CostTable:
+    """The ``metric``'s table from the uniform program of each menu entry (``programs[k]`` for entry ``k``).
+
+    ``packed[k]``: entry ``k``'s uniform program with its int4 tensors packed (``programs[k]`` then the same program
+    unpacked), None where nothing packs; a unit's difference between the two holds when the units ``together[k][u]``
+    share its entry (:class:`Packing`)."""
     if metric not in COSTS:
         raise MixedError(f"--budget {metric}=: unknown budget; use {', '.join(m + '=' for m in COSTS)}")
     table = np.zeros((units, len(programs)))
@@ -158,4 +187,12 @@ def cost_table(metric: str, programs: list[CompiledNetwork], tensor_unit: dict[s
                 outside += cost
         fixed = max(fixed, outside)
         uniform.append(float(sum(costs.values())))
-    return CostTable(metric, table, fixed, uniform)
+    packing = []
+    for k, program in enumerate(packed or []):
+        if program is None:
+            continue
+        other = cost_table(metric, [program], tensor_unit, units)
+        uniform[k], fixed = other.uniform[0], max(fixed, other.fixed)
+        packing += [Packing(u, k, together[k][u], float(other.table[u, 0] - table[u, k])) for u in range(units)
+                    if other.table[u, 0] != table[u, k]]
+    return CostTable(metric, table, fixed, uniform, packing)

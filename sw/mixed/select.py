@@ -9,7 +9,7 @@ and :func:`measure` sets the predicted figures beside the counted ones.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -23,7 +23,7 @@ from .errors import MixedError
 from .ilp import solve
 from .menu import Choice, default, emulates
 from .sensitivity import Sensitivity, measure_sensitivity, output_noise
-from .units import Unit, decision_units, layer_formats, tensor_units
+from .units import Unit, decision_units, layer_formats, neighbourhoods, tensor_units
 
 __all__ = ["COSTS_ON", "MixedPlan", "parse_budget", "declared_formats", "prepare", "choose", "build", "measure"]
 
@@ -50,6 +50,14 @@ class MixedPlan:
     #: The multi-format build's set when the network declares each layer's own format (see
     #: :func:`declared_formats`); empty when narrower formats are emulated in the engine's.
     declared: tuple[str, ...] = ()
+    #: On a build that packs int4 per layer (``costs_on="engine"``): each entry's uniform program packed (``uniform``
+    #: then holds it unpacked), None where nothing packs, and per entry the units each unit's packing depends on.
+    packed: list[CompiledNetwork | None] = field(default_factory=list)
+    together: list[list[tuple[int, ...]] | None] = field(default_factory=list)
+
+    def cost_table(self, metric: str) -> CostTable:
+        return cost_table(metric, self.uniform, tensor_units(self.net, self.units, bool(self.declared)),
+                          len(self.units), self.packed, self.together)
 
     @property
     def engine(self) -> tuple[str, str]:
@@ -90,16 +98,16 @@ def parse_budget(text: str) -> tuple[str, float]:
 
 def _compile(net: FloatNetwork, config: AcceleratorConfig, samples, method: str, per_channel: bool,
              formats: dict | None = None, engine: tuple[str, str] | None = None,
-             declared: tuple[str, ...] = ()) -> CompiledNetwork:
+             declared: tuple[str, ...] = (), pack: bool = True) -> CompiledNetwork:
     """Quantize (for ``engine``'s pair, default the config's; ``declared``: each layer in its own format of that
-    set) and compile."""
+    set) and compile (``pack``: int4 tensors two codes a slot where the build packs)."""
     from sw.compiler.network import compile_network
     from sw.quantize import quantize_network
     weights, acts = engine or (config.weights.name, config.acts.name)
     qnet = quantize_network(net, act_format=acts, weight_format=weights,
                             acc_bits=config.acc_bits, samples=samples, method=method, per_channel=per_channel,
                             layer_formats=formats, formats=declared or None)
-    return compile_network(qnet, config)
+    return compile_network(qnet, config, pack=pack)
 
 
 def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, samples: np.ndarray, *,
@@ -120,30 +128,37 @@ def prepare(net: FloatNetwork, menu: list[Choice], config: AcceleratorConfig, sa
     engine = (default(menu).weights, default(menu).acts) if declared else (config.weights.name, config.acts.name)
     progress(f"Mixed precision: {len(units)} units x {len(menu)} formats; costs from each format's program"
              + (f"; each layer in its own format of {','.join(declared)}" if declared else ""))
-    uniform = []
+    uniform, packed = [], []
+    packs = costs_on == "engine" and bool(declared) and config.packs_per_layer
     for k, choice in enumerate(menu, 1):
         if costs_on == "engine":
             every = layer_formats(units, dict.fromkeys(range(len(units)), choice), engine)
-            uniform.append(_compile(net, config, samples, method, per_channel, every, engine, declared))
+            uniform.append(_compile(net, config, samples, method, per_channel, every, engine, declared, not packs))
+            if packs:
+                program = _compile(net, config, samples, method, per_channel, every, engine, declared)
+                packed.append(program if program.program.dram != uniform[-1].program.dram else None)
         else:
             uniform.append(_compile(net, engine_config(config, choice), samples, method, per_channel))
-        progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name} ({costs_on})")
+        progress(f"  costs {k}/{len(menu)}: compiled every layer in {choice.name} ({costs_on}"
+                 + (", packed and not" if packs else "") + ")")
+    together = [None if p is None else
+                neighbourhoods(net, units, bool(declared), {t for t, at in p.placements.items() if at.packed})
+                for p in packed]
     where = tensor_units(net, units, bool(declared))
-    costs = {m: cost_table(m, uniform, where, len(units)) for m in metrics}
+    costs = {m: cost_table(m, uniform, where, len(units), packed, together) for m in metrics}
     if budget is not None:
         solve(np.zeros((len(units), len(menu))), costs[budget[0]], budget[1])      # infeasible: one-line error
     progress(f"  sensitivities on {len(samples)} calibration samples")
     sens = measure_sensitivity(net, units, menu, engine, config.acc_bits, samples, method=method,
                                per_channel=per_channel, progress=progress, declared=declared)
     return MixedPlan(net, config, menu, units, sens, costs, uniform, samples, method, per_channel, costs_on,
-                     declared)
+                     declared, packed, together)
 
 
 def choose(plan: MixedPlan, metric: str, budget: float) -> list[int]:
     """Menu index per unit for the least predicted output error within ``budget`` of ``metric``."""
     if metric not in plan.costs:
-        plan.costs[metric] = cost_table(metric, plan.uniform, tensor_units(plan.net, plan.units, bool(plan.declared)),
-                                       len(plan.units))
+        plan.costs[metric] = plan.cost_table(metric)
     return solve(plan.sensitivity.loss, plan.costs[metric], budget)
 
 
@@ -190,7 +205,7 @@ def measure(plan: MixedPlan, picks: list[int], compiled: CompiledNetwork, inputs
             "units": [{"layers": list(u.layers), "format": plan.menu[k].name,
                        "loss": float(plan.sensitivity.loss[u_i, k]),
                        "sqnr_alone_db": plan.sensitivity.sqnr_alone_db(u_i, k),
-                       **{m: float(t.table[u_i, k]) for m, t in plan.costs.items()}}
+                       **{m: t.unit_costs(picks)[u_i] for m, t in plan.costs.items()}}
                       for u_i, (u, k) in enumerate(zip(plan.units, picks))],
             "predicted": {**predicted, "output_sqnr_db": plan.sensitivity.predicted_sqnr_db(picks)},
             "measured": measured}

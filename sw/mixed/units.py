@@ -22,7 +22,7 @@ from sw.quantize.network import _tie_groups
 
 from .menu import Choice
 
-__all__ = ["Unit", "decision_units", "layer_formats", "tensor_units"]
+__all__ = ["Unit", "decision_units", "layer_formats", "neighbourhoods", "tensor_units"]
 
 
 @dataclass(frozen=True)
@@ -73,4 +73,35 @@ def layer_formats(units: list[Unit], choices: dict[int, Choice], engine: tuple[s
         a = None if choice.acts == engine[1] else choice.acts
         for name in units[i].layers:
             out[name] = (w if name in units[i].weighted else None, a)
+    return out
+
+
+def neighbourhoods(net: FloatNetwork, units: list[Unit], declared: bool = False,
+                   packed: set[str] = frozenset()) -> list[tuple[int, ...]]:
+    """Per unit, the units whose formats decide how its tensors are laid out in a program where the tensors
+    ``packed`` are packed: itself, and the writer and readers of each tensor it reads or writes that is packed there
+    (of every tensor it reads or writes when none is), through maxpool/flatten views.
+
+    Why: a multi-format build packs an int4 tensor two codes a slot only when its writer and every reader are in
+    packing formats, so a unit's packed cost holds only when all of these units share its format."""
+    writer = tensor_units(net, units, declared)
+    root: dict[str, str] = {}
+    for layer in net.layers:
+        if OPERATORS[layer.op].ties == "through":
+            root[layer.output] = root.get(layer.inputs[0], layer.inputs[0])
+    find = lambda t: root.get(t, t)  # noqa: E731
+    of_layer = {name: i for i, u in enumerate(units) for name in u.layers}
+    group: dict[str, set[int]] = {}
+    touches: list[set[str]] = [set() for _ in units]
+    for layer in net.layers:
+        if layer.name in of_layer:
+            u = of_layer[layer.name]
+            for t in map(find, (*layer.inputs, layer.output)):
+                group.setdefault(t, {writer[t]} if t in writer else set()).add(u)
+                touches[u].add(t)
+    packed_roots = {find(t) for t in packed}
+    out = []
+    for u, tensors in enumerate(touches):
+        deciding = tensors & packed_roots or tensors
+        out.append(tuple(sorted({u}.union(*(group[t] for t in deciding)))))
     return out

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sw.mixed import CostTable, MixedError
+from sw.mixed.costs import Packing
 from sw.mixed.ilp import solve
 
 
@@ -46,3 +47,22 @@ def test_infeasible_budget_names_the_smallest_feasible_one():
     assert str(e.value) == ("--budget weight-bits=21 is infeasible: the smallest feasible budget is "
                             "weight-bits=22 (every layer in its cheapest format)")
     assert solve(np.ones((2, 2)), table, 22.0) == [0, 1]        # exactly the smallest budget is feasible
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_packing_changes_apply_only_when_their_units_share_the_format(seed):
+    """Costs that change when every unit of a group takes one format (a multi-format build's packed int4): the MILP
+    with its AND variables against exhaustive search over CostTable.total, which applies them by definition."""
+    rng = np.random.default_rng(100 + seed)
+    units, menu = int(rng.integers(2, 5)), int(rng.integers(2, 4))
+    cost = rng.integers(20, 100, size=(units, menu)).astype(float)
+    packing = [Packing(u, int(rng.integers(menu)), tuple(sorted({u, *rng.choice(units, size=2).tolist()})),
+                       float(rng.integers(-40, 10))) for u in range(units)]
+    table = CostTable("cycles", cost, 5.0, [], packing)
+    loss = rng.random((units, menu))
+    totals = {p: table.total(list(p)) for p in itertools.product(range(menu), repeat=units)}
+    budget = float(rng.uniform(min(totals.values()), max(totals.values())))
+    picks = solve(loss, table, budget)
+    assert table.total(picks) <= budget
+    best = min(sum(loss[u, k] for u, k in enumerate(p)) for p, c in totals.items() if c <= budget)
+    assert sum(loss[u, k] for u, k in enumerate(picks)) == pytest.approx(best)

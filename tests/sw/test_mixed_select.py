@@ -126,3 +126,16 @@ def test_a_weight_only_minifloat_menu_runs_on_an_fp8_engine():
                     next(la.weight.size for la in net.layers if la.name == u.layers[0]) * widths[k]
                     for u, k in zip(mf.units, picks)}
     assert sum(bits.values()) <= budget
+
+
+def test_packed_int4_costs_hold_in_every_mix():
+    """On a build that packs int4 per layer (4x8 int4,int8,minifloat6) a layer's cycles depend on its neighbours'
+    formats: the costs counted on the engine, with their packing changes, predict every mix's emulated cycles."""
+    net = load_onnx(DIGITS / "digits_cnn.onnx")
+    config = AcceleratorConfig(rows=4, cols=8, formats=("int4", "int8", "minifloat6"))
+    on = prepare(net, parse_menu("int4,int8"), config, np.load(DIGITS / "calibration.npy")[:16],
+                 costs_on="engine", progress=lambda line: None)
+    assert on.packed[0] is not None and on.packed[1] is None and on.costs["cycles"].packing
+    for picks in ([0, 0, 1, 1], [1, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 1]):
+        result = measure(on, picks, build(on, picks))
+        assert result["measured"]["cycles"] == result["predicted"]["cycles"], picks
