@@ -38,7 +38,7 @@ async def _write(ctx, port, addr: int, words: list[int]) -> int:
     return resp
 
 
-async def _read(ctx, port, addr: int, beats: int) -> list[tuple[int, int]]:
+async def _send_read_address(ctx, port, addr: int, beats: int) -> None:
     ctx.set(port.ar.valid, 1)
     ctx.set(port.ar.addr, addr)
     ctx.set(port.ar.len, beats - 1)
@@ -46,6 +46,10 @@ async def _read(ctx, port, addr: int, beats: int) -> list[tuple[int, int]]:
         await ctx.tick()
     await ctx.tick()
     ctx.set(port.ar.valid, 0)
+
+
+async def _read(ctx, port, addr: int, beats: int) -> list[tuple[int, int]]:
+    await _send_read_address(ctx, port, addr, beats)
     ctx.set(port.r.ready, 1)
     got = []
     while len(got) < beats:
@@ -91,13 +95,7 @@ def test_a_burst_past_the_end_is_slverr_and_writes_nothing(start_beat):
 
 async def _read_stalling(ctx, port, addr: int, beats: int, ready: list[int]) -> list[tuple[int, int, int]]:
     """A burst read whose reader takes a beat only in the cycles ``ready`` marks (cyclically): (data, resp, last)."""
-    ctx.set(port.ar.valid, 1)
-    ctx.set(port.ar.addr, addr)
-    ctx.set(port.ar.len, beats - 1)
-    while not ctx.get(port.ar.ready):
-        await ctx.tick()
-    await ctx.tick()
-    ctx.set(port.ar.valid, 0)
+    await _send_read_address(ctx, port, addr, beats)
     got, cycle = [], 0
     while len(got) < beats:
         ctx.set(port.r.ready, ready[cycle % len(ready)])

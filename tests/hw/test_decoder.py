@@ -77,13 +77,7 @@ def test_decoder_matches_emulator_checks(config):
             await ctx.tick()
             assert ctx.get(dut.valid) and ctx.get(dut.error) == got[-1]
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    assert {ErrorCode(e) for e in expected} >= {ErrorCode.BAD_FIELD, ErrorCode.SRAM_RANGE, ErrorCode.NONE}
-    bad = [(hex(w), e, g) for w, e, g in zip(words, expected, got) if e != g]
-    assert not bad, f"{len(bad)} words decode differently (word, emulator, RTL): {bad[:5]}"
+    _assert_decodes_like_the_emulator(dut, bench, words, expected, got)
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
@@ -161,6 +155,12 @@ def test_serial_decoder_matches_emulator_checks(config):
             assert ctx.get(dut.valid)
             got.append(ctx.get(dut.error))
 
+    _assert_decodes_like_the_emulator(dut, bench, words, expected, got)
+
+
+def _assert_decodes_like_the_emulator(dut, bench, words, expected, got):
+    """Run ``bench`` (which appends the RTL's error code of each of ``words`` to ``got``) and compare with the
+    emulator's ``expected`` codes, which must cover the three outcomes."""
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
@@ -168,3 +168,4 @@ def test_serial_decoder_matches_emulator_checks(config):
     assert {ErrorCode(e) for e in expected} >= {ErrorCode.BAD_FIELD, ErrorCode.SRAM_RANGE, ErrorCode.NONE}
     bad = [(hex(w), e, g) for w, e, g in zip(words, expected, got) if e != g]
     assert not bad, f"{len(bad)} words decode differently (word, emulator, RTL): {bad[:5]}"
+

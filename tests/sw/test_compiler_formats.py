@@ -10,7 +10,7 @@ from hw.spec.config import AcceleratorConfig
 from sw.compiler.network import CompileError, compile_network
 from sw.frontend.onnx_import import load_onnx
 from sw.quantize import quantize_network
-from tests.sw.test_compiler_network import assert_every_tensor_matches_golden
+from tests.sw.test_compiler_network import assert_every_tensor_matches_golden, assert_runs_match_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
@@ -66,17 +66,9 @@ def test_engines_the_compiler_cannot_target(mixed_digits, formats):
 def test_mixed_network_on_rtl(mixed_digits, tmp_path):
     """The same network on the multi-format engine's Verilog (compiled Verilator testbench): every stored tensor of
     every image is the golden model's, as is the emulator's."""
-    from sw.runtime import run_codes
-
     qnet, config, x = mixed_digits
     compiled = compile_network(qnet, config)
-    runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
-            for backend in ("golden", "emulator", "rtl")}
-    for i in range(len(x)):
-        for tensor in runs["golden"].tensors[i]:
-            for backend in ("emulator", "rtl"):
-                np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
-                                              err_msg=f"{backend}, tensor {tensor}, image {i}")
+    assert_runs_match_golden(compiled, x, backends=("emulator", "rtl"), work_dir=tmp_path)
 
 
 # --- networks mixing integer and minifloat layers (each layer in its own format, declared by the IR) -----------
@@ -157,14 +149,6 @@ def test_programs_of_single_format_networks_do_not_change(case, tmp_path):
 def test_mixed_families_on_rtl(tmp_path):
     """minifloat6 -> int8 -> int4 layers of one network on a 4x4 int4+int8+minifloat6 build's Verilog: every stored
     tensor of every image is the golden model's, as is the emulator's."""
-    from sw.runtime import run_codes
-
     qnet, config, x = _mixed_families(4)
     compiled = compile_network(qnet, config)
-    runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
-            for backend in ("golden", "emulator", "rtl")}
-    for i in range(len(x)):
-        for tensor in runs["golden"].tensors[i]:
-            for backend in ("emulator", "rtl"):
-                np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
-                                              err_msg=f"{backend}, tensor {tensor}, image {i}")
+    assert_runs_match_golden(compiled, x, backends=("emulator", "rtl"), work_dir=tmp_path)

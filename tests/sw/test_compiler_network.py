@@ -38,17 +38,17 @@ def assert_every_tensor_matches_golden(net, config, x) -> CompiledNetwork:
     return compiled
 
 
-def assert_runs_match_golden(compiled: CompiledNetwork, codes, what: str = ""):
-    """``compiled`` run on ``codes`` by the runtime's golden and emulator backends: every materialized tensor of
-    every input equal. Returns the emulator's run."""
+def assert_runs_match_golden(compiled: CompiledNetwork, codes, what: str = "", backends=("emulator",), work_dir=None):
+    """``compiled`` run on ``codes`` by the runtime's golden backend and ``backends``: every materialized tensor of
+    every input equal. Returns the first backend's run."""
     from sw.runtime import run_codes
-    golden = run_codes(compiled, codes, "golden", keep=True)
-    emulated = run_codes(compiled, codes, "emulator", keep=True)
+    runs = {b: run_codes(compiled, codes, b, keep=True, work_dir=work_dir) for b in ("golden", *backends)}
     for i in range(len(codes)):
         for name in compiled.materialized:
-            np.testing.assert_array_equal(emulated.tensors[i][name], golden.tensors[i][name],
-                                          err_msg=f"{what}tensor {name}, input {i}")
-    return emulated
+            for b in backends:
+                np.testing.assert_array_equal(runs[b].tensors[i][name], runs["golden"].tensors[i][name],
+                                              err_msg=f"{what}{b}, tensor {name}, input {i}")
+    return runs[backends[0]]
 
 
 @pytest.mark.parametrize("weights,acts,n", [("int8", "int8", 4), ("int4", "int8", 8), ("minifloat6", "minifloat6", 4),

@@ -14,7 +14,7 @@ from sim.random_network import random_inputs, random_network
 from sw.compiler.network import compile_network
 from sw.frontend.onnx_import import load_onnx
 from sw.quantize import quantize_network
-from tests.sw.test_compiler_network import assert_every_tensor_matches_golden
+from tests.sw.test_compiler_network import assert_every_tensor_matches_golden, assert_runs_match_golden
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "models" / "digits"
@@ -115,21 +115,13 @@ def test_mixed_digits_packed_on_rtl(layer_formats, tmp_path):
     """The digits CNN with its packed int4 stem (and int4 conv2, reading pool1's output that conv1's packed STOREs
     write) on the 2x4 int4+int8+minifloat6 build's Verilog: every stored tensor of every image is the golden
     model's, as is the emulator's."""
-    from sw.runtime import run_codes
-
     config = AcceleratorConfig(rows=2, cols=4, formats=SET)
     assert config.packs_per_layer
     qnet, x = mixed_digits(config, 2, layer_formats)
     compiled = compile_network(qnet, config)
     assert packed_computes(compiled)
     assert bool(packed_stores(compiled)) == (layer_formats is FC_INT8)
-    runs = {backend: run_codes(compiled, x, backend, keep=True, work_dir=tmp_path)
-            for backend in ("golden", "emulator", "rtl")}
-    for i in range(len(x)):
-        for tensor in runs["golden"].tensors[i]:
-            for backend in ("emulator", "rtl"):
-                np.testing.assert_array_equal(runs[backend].tensors[i][tensor], runs["golden"].tensors[i][tensor],
-                                              err_msg=f"{backend}, tensor {tensor}, image {i}")
+    assert_runs_match_golden(compiled, x, backends=("emulator", "rtl"), work_dir=tmp_path)
 
 
 def test_a_program_folder_keeps_the_packed_input(tmp_path):
@@ -155,7 +147,6 @@ def test_a_program_folder_keeps_the_packed_input(tmp_path):
 def test_packed_stem_in_batches_and_other_tilings(options):
     """The packed job copied per sample of a batch, cut into one-row chunks, and in block order: still the golden
     model's tensors (runtime golden and emulator backends)."""
-    from tests.sw.test_compiler_network import assert_runs_match_golden
 
     config = AcceleratorConfig(rows=4, cols=8, formats=SET)
     qnet, x = mixed_digits(config, 2)
