@@ -38,7 +38,8 @@ CONFIGS = {name: AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_
                # than fits: int4 12x24 (576 MACs, >= 52.1 MHz) synthesizes to 93.1 k LUT4 of the 85F's 83.6 k.
                ("int4-8x16", "int4", 8, 16, 60))}
 # int4 12x24 (576 MACs per cycle) with one post-processing lane for the 24 columns (postprocess_shared): the 23 lanes
-# it saves are what made the engine overflow the 85F; a STORE then writes a line every 24 cycles.
+# it saves are what made the engine overflow the 85F (71.1 k TRELLIS_COMB of 83.6 k with them shared); a STORE then
+# writes a line every 24 cycles.
 CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, clock_mhz=58, postprocess_shared=True)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
