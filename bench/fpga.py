@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 from common import ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
@@ -37,9 +38,13 @@ CONFIGS = {name: AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_
                # int4, two codes per PE lane (LUT multipliers): 256 MACs per cycle. The 30 GMAC/s target needs more
                # than fits: int4 12x24 (576 MACs, >= 52.1 MHz) synthesizes to 93.1 k LUT4 of the 85F's 83.6 k.
                ("int4-8x16", "int4", 8, 16, 60))}
+# int4 12x24 (576 MACs per cycle) with one post-processing lane for the 24 columns (postprocess_shared): the 23 lanes
+# it saves are what made the engine overflow the 85F (71.1 k TRELLIS_COMB of 83.6 k with them shared); a STORE then
+# writes a line every 24 cycles.
+CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, clock_mhz=58, postprocess_shared=True)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
-NEXTPNR_OPTIONS = {"int4-8x16": ("--router", "router2")}
+NEXTPNR_OPTIONS = {"int4-8x16": ("--router", "router2"), "int4-12x24-shared": ("--router", "router2")}
 #: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
 #: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
 DEFAULT_PAIRS = [(name, "ecp5-85f") for name in CONFIGS] + [("int8-4x4", "ice40-up5k")]

@@ -97,7 +97,7 @@ class StoreEngine(wiring.Component):
             m.d.sync += bursts_out.eq(bursts_out + 1)
 
         # --- accumulator lines through the post-processing lanes ---------------------------------------------
-        shared = c.postprocess_lanes < cols          # one lane takes the columns in turn (postprocess_shared)
+        shared = c.postprocess_lanes < cols          # each lane takes its columns in turn (postprocess_shared)
         lanes = [PostProcessor(c) for _ in range(c.postprocess_lanes)]
         for i, lane in enumerate(lanes):
             m.submodules[f"lane{i}"] = lane
@@ -114,9 +114,10 @@ class StoreEngine(wiring.Component):
         issue = Signal()
         can_issue = reading & (y != store.y_size) & (lines.level + in_flight < self.LINE_FIFO_DEPTH)
         if shared:
-            # One lane takes a line's columns in turn: a line read every ``cols`` cycles at most.
-            gap = Signal(range(cols), name="gap")
-            m.d.sync += gap.eq(Mux(issue, cols - 1, Mux(gap != 0, gap - 1, 0)))
+            # Each lane takes its columns of a line in turn: a line read every ``share`` cycles at most.
+            share = c.postprocess_lane_columns
+            gap = Signal(range(share), name="gap")
+            m.d.sync += gap.eq(Mux(issue, share - 1, Mux(gap != 0, gap - 1, 0)))
             can_issue = can_issue & (gap == 0)
         m.d.comb += issue.eq(can_issue)
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
@@ -146,16 +147,17 @@ class StoreEngine(wiring.Component):
                 m.d.sync += self.nonfinite.eq(1)
         with m.If(self.clear):
             m.d.sync += self.nonfinite.eq(0)
-        if shared:
-            lane = lanes[0]
+        for lane in lanes if shared else ():
             m.d.comb += [lane.negative_param.eq(negative_param), lane.zero_point.eq(zero_point),
                          lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
                          lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
                          lane.lut_write.data.eq(self.lut.data)]
             if out_format is not None:
                 m.d.comb += lane.format.eq(out_format)
-            line_valid, line_codes = _time_multiplexed(m, c, lane, acc_line, read_valid, params, params_neg)
-            codes = [line_codes[k * len(lane.code):(k + 1) * len(lane.code)] for k in range(cols)]
+        if shared:
+            line_valid, line_codes = _time_multiplexed(m, c, lanes, acc_line, read_valid, params, params_neg)
+            width = len(lanes[0].code)
+            codes = [line_codes[k * width:(k + 1) * width] for k in range(cols)]
         else:
             line_valid, line_codes = lanes[0].o_valid, Cat(lane.code for lane in lanes)
             codes = [lane.code for lane in lanes]
@@ -245,27 +247,36 @@ class StoreEngine(wiring.Component):
         return m
 
 
-def _time_multiplexed(m: Module, c: AcceleratorConfig, lane: PostProcessor, acc_line, read_valid, params, params_neg):
-    """One lane for all ``c.cols`` columns (``postprocess_shared``): the line read arrives with ``read_valid`` and its
-    column 0 enters the lane at once, the others (held) in the next ``cols - 1`` cycles; the codes come out in the
-    same order into a shift register. Returns (a whole output line is ready, its codes), column 0 lowest."""
-    cols = c.cols
+def _time_multiplexed(m: Module, c: AcceleratorConfig, lanes: list[PostProcessor], acc_line, read_valid, params,
+                      params_neg):
+    """Lanes sharing the ``c.cols`` columns (``postprocess_shared``), lane g taking the ``share`` columns from
+    ``g * share``: the line read arrives with ``read_valid`` and each lane's first column enters it at once, the others
+    (held) in the next ``share - 1`` cycles; each lane's codes come out in the same order into a shift register.
+    Returns (a whole output line is ready, its codes), column 0 lowest."""
+    share = c.postprocess_lane_columns
     held = Signal.like(acc_line, name="held_line")
-    column = Signal(range(cols), name="feed_column")        # the column entering the lane (0: none, or the new line)
+    column = Signal(range(share), name="feed_column")       # the column entering a lane (0: none, or the new line)
     with m.If(read_valid):
         m.d.sync += held.eq(acc_line)
-    m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == cols - 1, 0, column + 1), 0))
+    m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == share - 1, 0, column + 1), 0))
     chosen = Mux(read_valid, 0, column)
-    element = Mux(read_valid, acc_line[0].value, held[column].value)
-    p, q = params[chosen], params_neg[chosen]
-    m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid | (column != 0)), lane.acc.eq(element),
-                 lane.nonfinite.eq(Mux(read_valid, acc_line[0].nonfinite, held[column].nonfinite)),
-                 lane.bias.eq(p.bias), lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
-                 lane.multiplier_neg.eq(q.multiplier), lane.shift_neg.eq(q.shift)]
-    bits = len(lane.code)
-    codes = Signal(bits * cols, name="out_codes")          # the codes so far, the latest on top
-    out_column = Signal(range(cols), name="out_column")
-    shifted = Cat(codes[bits:], lane.code)
-    with m.If(lane.o_valid):
-        m.d.sync += [codes.eq(shifted), out_column.eq(Mux(out_column == cols - 1, 0, out_column + 1))]
-    return lane.o_valid & (out_column == cols - 1), shifted
+    bits = len(lanes[0].code)
+    out_column = Signal(range(share), name="out_column")
+    line_codes = []
+    for g, lane in enumerate(lanes):
+        first = g * share
+        element, kept = acc_line[first], held[first + column]
+        p, q = params[first + chosen], params_neg[first + chosen]
+        m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid | (column != 0)),
+                     lane.acc.eq(Mux(read_valid, element.value, kept.value)),
+                     lane.nonfinite.eq(Mux(read_valid, element.nonfinite, kept.nonfinite)),
+                     lane.bias.eq(p.bias), lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
+                     lane.multiplier_neg.eq(q.multiplier), lane.shift_neg.eq(q.shift)]
+        codes = Signal(bits * share, name=f"out_codes{g}")  # the lane's codes so far, the latest on top
+        shifted = Cat(codes[bits:], lane.code)
+        with m.If(lane.o_valid):
+            m.d.sync += codes.eq(shifted)
+        line_codes.append(shifted)
+    with m.If(lanes[0].o_valid):
+        m.d.sync += out_column.eq(Mux(out_column == share - 1, 0, out_column + 1))
+    return lanes[0].o_valid & (out_column == share - 1), Cat(*line_codes)

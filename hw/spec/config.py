@@ -23,7 +23,7 @@ DATAFLOWS = ("weight_stationary",)
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
-          "postprocess_held": False, "postprocess_merged": False}
+          "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1}
 
 
 class ConfigError(ValueError):
@@ -114,6 +114,10 @@ class AcceleratorConfig:
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
     postprocess_shared: bool = False
+    #: Columns each post-processing lane takes in turn, adjacent ones (a divisor of ``cols``; 1: a lane per column):
+    #: ``cols / n`` lanes, and a STORE makes an output line every ``n`` cycles, a wide engine's trade between logic
+    #: and store rate (``postprocess_shared`` is the one-lane case, ``n = cols``).
+    postprocess_columns_per_lane: int = 1
     #: SETPP's values (zero point, clamps, table flag, output format) and STORE's ``negative_param`` reach the
     #: post-processing stages that use them straight from the store engine's registers, which hold while a STORE's
     #: elements are in flight, instead of travelling beside every element through the stages' registers: a small
@@ -156,10 +160,22 @@ class AcceleratorConfig:
                      "postprocess_merged"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
+        self._check_lane_columns()
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):
             raise ConfigError(f"clock_mhz must be a number in 1..2000, not {self.clock_mhz!r}")
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
+
+    def _check_lane_columns(self) -> None:
+        n = self.postprocess_columns_per_lane
+        _check_int("postprocess_columns_per_lane", n, 1, self.cols)
+        if self.cols % n:
+            divisors = ", ".join(str(d) for d in range(1, self.cols + 1) if self.cols % d == 0)
+            raise ConfigError(f"postprocess_columns_per_lane must divide cols ({self.cols}): one of {divisors}, "
+                              f"not {n}")
+        if n != 1 and self.postprocess_shared is True:
+            raise ConfigError("postprocess_shared already gives all the columns one lane: leave "
+                              "postprocess_columns_per_lane at 1, or drop postprocess_shared")
 
     def _check_format_set(self) -> None:
         """A format set: 2..MAX_FORMATS distinct formats; ``weight_format``/``act_format`` become its first one
@@ -358,9 +374,15 @@ class AcceleratorConfig:
 
     @property
     def postprocess_lanes(self) -> int:
-        """Post-processing lanes of the store engine: one per column, or one with ``postprocess_shared`` (fewer lanes
-        than columns: the lane takes the columns in turn; one column keeps its own lane)."""
-        return 1 if self.postprocess_shared else self.cols
+        """Post-processing lanes of the store engine: one per column, one with ``postprocess_shared``, or one per
+        ``postprocess_columns_per_lane`` columns (fewer lanes than columns: each takes its columns in turn)."""
+        return 1 if self.postprocess_shared else self.cols // self.postprocess_columns_per_lane
+
+    @property
+    def postprocess_lane_columns(self) -> int:
+        """Columns each post-processing lane takes in turn: a STORE makes an output line every this many cycles at
+        most (hw/store_engine.py; the cycle model's STORE reads it)."""
+        return self.cols // self.postprocess_lanes
 
     @property
     def peak_macs_per_cycle(self) -> int:

@@ -123,8 +123,9 @@ class Timing:
         # negative_param: the second PARAM line is read in a cycle of its own before the first accumulator line.
         writes = f["y_size"] * beats + bursts
         if self.config.postprocess_lanes < self.config.cols:
-            # One lane takes the columns in turn: a line every ``cols`` cycles, unless the writes are slower.
-            writes = max(writes, f["y_size"] * f["x_size"] * self.config.cols + 1)
+            # Each lane takes its columns in turn: a line every ``postprocess_lane_columns`` cycles, unless the
+            # writes are slower.
+            writes = max(writes, f["y_size"] * f["x_size"] * self.config.postprocess_lane_columns + 1)
         return 6 + f["negative_param"] + writes + self.memory_latency + self.config.postprocess_latency
 
     def alu(self, f: dict) -> int:

@@ -96,10 +96,11 @@ def test_scattered_stores_are_cycle_exact(latency, tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
-@pytest.mark.parametrize("latency, merged", [(1, False), (4, False), (4, True)])
-def test_shared_lane_stores_are_cycle_exact(latency, merged, tmp_path):
+@pytest.mark.parametrize("latency, merged, per_lane", [(1, False, 4), (4, False, 4), (4, True, 4), (4, False, 2)])
+def test_shared_lane_stores_are_cycle_exact(latency, merged, per_lane, tmp_path):
     """One post-processing lane for the four columns of an int8 4x4 engine (AcceleratorConfig.postprocess_shared),
-    SETPP's values held rather than piped (postprocess_held), with or without the 9-stage lane (postprocess_merged):
+    or two lanes of two columns each (postprocess_columns_per_lane=2), SETPP's values held rather than piped
+    (postprocess_held), with or without the 9-stage lane (postprocess_merged):
     single STOREs (one line, rows, negative_param, a 4 KiB crossing) cycle for cycle, and random programs (computed
     accumulators through the time-multiplexed lane, SETPPs between STOREs) byte for byte, within 2 %."""
     from hw.spec.config import AcceleratorConfig
@@ -107,7 +108,8 @@ def test_shared_lane_stores_are_cycle_exact(latency, merged, tmp_path):
     from sw.compiler.program import ProgramBuilder
 
     config = AcceleratorConfig(rows=4, cols=4, dma_bits=32, act_buffer_depth=64, weight_buffer_depth=64,
-                               acc_buffer_depth=64, param_buffer_depth=2, postprocess_shared=True,
+                               acc_buffer_depth=64, param_buffer_depth=2, postprocess_shared=per_lane == 4,
+                               postprocess_columns_per_lane=1 if per_lane == 4 else per_lane,
                                postprocess_held=True, postprocess_merged=merged)
     line = output_line_bytes(config)
 
@@ -123,7 +125,7 @@ def test_shared_lane_stores_are_cycle_exact(latency, merged, tmp_path):
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=latency))
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
     if latency == 4:
-        rng = np.random.default_rng(41 + merged)
+        rng = np.random.default_rng(41 + merged + 2 * (per_lane == 2))
         pairs = check_programs(config, [random_program(config, rng) for _ in range(12)], tmp_path / "random",
                                Traffic(latency=latency))
         assert len(pairs) >= 8

@@ -87,6 +87,11 @@ NETWORKS = {
     "digits-int8-4x16": digits(INT8_4X16, 8),
     "digits-int4-4x8-packed": digits(INT4_4X8, 8),
     "resnet8-int4-4x8-packed": zoo("resnet8", INT4_4X8, 2),
+    # One post-processing lane taking the 8 columns of packed int4 in turn (postprocess_shared; the int4 12x24 of
+    # bench/fpga.py fits the ECP5-85F with it): a STORE writes a line every 8 cycles.
+    "digits-int4-4x8-packed-shared": digits(replace(INT4_4X8, postprocess_shared=True), 8),
+    # Two lanes of four columns each (postprocess_columns_per_lane): a line every 4 cycles.
+    "digits-int4-4x8-packed-lanes2": digits(replace(INT4_4X8, postprocess_columns_per_lane=4), 8),
     # The iCEBreaker's engine (boards/top.py): int4 2x2 with the small part's choices (one-entry command queues,
     # four carry chains per decoder stage, no busy/stall counters).
     "digits-int4-2x2-icebreaker": digits(board_config(BOARDS["icebreaker"]), 8),

@@ -200,7 +200,7 @@ def test_json_round_trip(kwargs):
     assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
                                                                  "perf_counters", "decode_shared", "decode_serial",
                                                                  "postprocess_shared", "postprocess_held",
-                                                                 "postprocess_merged"}
+                                                                 "postprocess_merged", "postprocess_columns_per_lane"}
 
 
 def test_hash_is_stable():
@@ -225,7 +225,7 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5,
                formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
-               postprocess_held=True, postprocess_merged=True)
+               postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4)
 
 
 def test_every_field_has_a_change():
@@ -258,6 +258,7 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "postprocess_shared" not in AcceleratorConfig().to_json()
     assert "postprocess_held" not in AcceleratorConfig().to_json()
     assert "postprocess_merged" not in AcceleratorConfig().to_json()
+    assert "postprocess_columns_per_lane" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 1, 4, 1), ("decode_chains", 8, 2, 2),
@@ -283,6 +284,26 @@ def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     for bad in (lo - 1, 65, 2.0, True):
         with pytest.raises(ConfigError, match=rf"{name} must be an integer in {lo}\.\.64"):
             AcceleratorConfig(**{name: bad})
+
+
+def test_columns_per_lane_round_trip_and_range():
+    """postprocess_columns_per_lane: cols / n lanes, each taking n columns in turn; n divides cols, and
+    postprocess_shared (one lane) leaves it at 1."""
+    c = AcceleratorConfig(rows=2, cols=24, postprocess_columns_per_lane=6)
+    assert (c.postprocess_lanes, c.postprocess_lane_columns) == (4, 6)
+    assert json.loads(c.to_json())["postprocess_columns_per_lane"] == 6
+    assert AcceleratorConfig.from_json(c.to_json()) == c
+    shared = AcceleratorConfig(rows=2, cols=24, postprocess_shared=True)
+    assert (shared.postprocess_lanes, shared.postprocess_lane_columns) == (1, 24)
+    wide = AcceleratorConfig(cols=24)
+    assert (wide.postprocess_lanes, wide.postprocess_lane_columns) == (24, 1)
+    for bad in (0, 25, 2.0, True):
+        with pytest.raises(ConfigError, match=r"postprocess_columns_per_lane must be an integer in 1\.\.24"):
+            AcceleratorConfig(cols=24, postprocess_columns_per_lane=bad)
+    with pytest.raises(ConfigError, match=r"must divide cols \(24\): one of 1, 2, 3, 4, 6, 8, 12, 24, not 5"):
+        AcceleratorConfig(cols=24, postprocess_columns_per_lane=5)
+    with pytest.raises(ConfigError, match="postprocess_shared already gives all the columns one lane"):
+        AcceleratorConfig(cols=24, postprocess_shared=True, postprocess_columns_per_lane=24)
 
 
 def test_format_set_derived_widths_by_hand():
