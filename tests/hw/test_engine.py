@@ -179,15 +179,13 @@ def _lut_program(config, *, lut_fields: dict | None = None, expected=None):
     """A GEMM of 5 vectors, stored twice: plain, then through a random table (SETPP lut); ``lut_fields`` changes the
     table's LOAD (an illegal one stops the engine with ``expected``)."""
     from hw.spec.isa import Buffer, ErrorCode
-    from hw.spec.layout import line_bytes, output_line_bytes, pack_lut
+    from hw.spec.layout import output_line_bytes, pack_lut
     from sw.compiler.program import ProgramBuilder
 
     rng = np.random.default_rng(31)
     c = config
     b = ProgramBuilder(c, max_instructions=12)
-    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
-    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
-                                               dtype=np.uint8).tobytes())
+    acts, weights = _gemm_regions(b, c, rng)
     params = b.region("params", b"".join(int(rng.integers(-999, 999)).to_bytes(8, "little", signed=True)
                                          + ((1 << 30) + int(rng.integers(1 << 29))).to_bytes(4, "little")
                                          + bytes([40, 0, 0, 0]) for _ in range(c.cols)))
@@ -296,9 +294,7 @@ def _negative_param_program(config, param_addr: int, expected):
     rng = np.random.default_rng(param_addr + 40)
     c = config
     b = ProgramBuilder(c, max_instructions=10)
-    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
-    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
-                                               dtype=np.uint8).tobytes())
+    acts, weights = _gemm_regions(b, c, rng)
     lines = min(2, c.param_buffer_depth - param_addr)
     bias = rng.integers(-2000, 2000, (lines, c.cols))
     mult = rng.integers(1 << 29, 1 << 31, (lines, c.cols)) * rng.choice([1, -1], (lines, c.cols))
@@ -343,9 +339,7 @@ def _packed_store_program(config, out_format: int, expected):
     rng = np.random.default_rng(out_format + 50)
     c = config
     b = ProgramBuilder(c, max_instructions=10)
-    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
-    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
-                                               dtype=np.uint8).tobytes())
+    acts, weights = _gemm_regions(b, c, rng)
     params = b.region("params", pack_params(rng.integers(-2000, 2000, (1, c.cols)),
                                             rng.integers(1 << 29, 1 << 31, (1, c.cols)),
                                             rng.integers(36, 44, (1, c.cols)), line_bytes(Buffer.PARAM, c)))
@@ -378,3 +372,14 @@ def test_store_packed(config, tmp_path):
     expected = ErrorCode.NONE if config.packs_per_layer else ErrorCode.BAD_FIELD
     formats = [0, 1] if config.multi_format else [0]
     check_programs(config, [_packed_store_program(config, f, expected) for f in formats], tmp_path, BUSY_BUS)
+
+
+def _gemm_regions(b, c, rng):
+    """Random regions of 5 activation lines and one weight tile for a single-GEMM program built with ``b``."""
+    from hw.spec.isa import Buffer
+    from hw.spec.layout import line_bytes
+    acts = b.region("acts", rng.integers(0, 256, 5 * line_bytes(Buffer.ACT, c), dtype=np.uint8).tobytes())
+    weights = b.region("weights", rng.integers(0, 256, c.reduction_rows * line_bytes(Buffer.WEIGHT, c),
+                                               dtype=np.uint8).tobytes())
+    return acts, weights
+
