@@ -22,7 +22,8 @@ from hw.spec.layout import line_bytes, output_line_bytes, pack_lines, pack_param
 from .program import Program, ProgramBuilder, Region, Step
 from .splitting import skip_rows
 from .requant import Requant
-from .tiling import ConvJob, LayoutError, Source, ceil_div, emit_job, plan_job
+from .emission import emit_job
+from .tiling import ConvJob, LayoutError, Source, ceil_div, plan_job
 
 __all__ = ["Requant", "gemm_program", "conv2d_program", "read_gemm_output", "read_conv2d_output"]
 

@@ -26,7 +26,8 @@ from .lowering import CompileError, Lowering, LoweredHost, Placement, tensor_lan
 from .program import Program, ProgramBuilder
 from .elementwise import MulJob, emit_mul, plan_mul, split_mul
 from .splitting import split_job
-from .tiling import LayoutError, Plan, ceil_div, emit_job, plan_job
+from .emission import emit_job
+from .tiling import LayoutError, Plan, ceil_div, plan_job
 
 __all__ = ["CompileError", "Placement", "CompiledNetwork", "compile_network", "MAX_BATCH"]
 

@@ -1,6 +1,6 @@
 """Where a job's output lines go: the scattered STOREs of nearest upsampling, DepthToSpace and the phases of a
 transposed convolution (see :class:`Scatter`). A job without one writes a map of its own output shape
-(:func:`sw.compiler.tiling.emit_job`).
+(:func:`sw.compiler.emission.emit_job`).
 """
 
 from __future__ import annotations

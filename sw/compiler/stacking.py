@@ -88,7 +88,7 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
 
 def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: int, patch_load, stores_of,
                      w_base: int, w_offset: dict, acc_tile: int) -> list[Step]:
-    """The steps of ``job`` in ``stack`` order with :func:`sw.compiler.tiling.emit_job`'s LOADs and STOREs:
+    """The steps of ``job`` in ``stack`` order with :func:`sw.compiler.emission.emit_job`'s LOADs and STOREs:
     ``geometry(chunk)`` the chunk's rows (tiling's ``_chunk``), ``patch_load`` and ``stores_of`` emit_job's, the
     weights at ``w_base`` (tile ``(nb, 0, cb, 0, 0)`` at line ``w_offset`` of it)."""
     wlb = line_bytes(Buffer.WEIGHT, c)

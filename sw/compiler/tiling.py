@@ -1,4 +1,4 @@
-"""One accumulating layer as tiles: the general convolution job, its cost model, and its instructions.
+"""One accumulating layer as tiles: the general convolution job, how it is cut, and its cost model.
 
 Every layer the engine runs is a :class:`ConvJob`: one or more source feature maps (blocked NHWC in external
 memory: ``C/rows`` blocks of ``H*W`` lines, channels spread as lowering.py says), each with a dense weight
@@ -32,18 +32,17 @@ import numpy as np
 
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Buffer, Opcode
-from hw.spec.layout import (line_bytes, output_line_bytes, pack_lines, pack_params, tensor_line_bytes,
-                             tensor_sublines)
+from hw.spec.layout import line_bytes, output_line_bytes, tensor_line_bytes
 
-from .lines import act_loads, field_max, output_stores, padding_row
-from .pooling import alus_fit, band_pool_alus, pool_alus
-from .program import ProgramBuilder, Region, Step
+from .lines import field_max
+from .pooling import alus_fit
+from .program import Region
 from .requant import Requant
 from .scatter import Scatter
-from .stacking import StackLayout, emit_stack_steps, stack_estimate, stack_layout, stack_spans
+from .stacking import StackLayout, stack_estimate, stack_layout, stack_spans
 
 __all__ = ["LayoutError", "ceil_div", "Source", "Pool", "Scatter", "ConvJob", "Plan", "plan_job",
-           "emit_job", "kernel_groups", "largest_sum"]
+           "kernel_groups", "largest_sum"]
 
 
 class LayoutError(ValueError):
@@ -186,7 +185,7 @@ class Plan:
     cycles: int = 0
     dram_bytes: int = 0
     candidates: list = field(default_factory=list)
-    #: The job's weight tiles, as planned (emit_job reuses them).
+    #: The job's weight tiles, as planned (:func:`sw.compiler.emission.emit_job` reuses them).
     tiles: _Tiles | None = field(default=None, repr=False)
     #: Conv rows per band when one pooled row's window does not fit at once (0: no bands; see :func:`_bands`).
     band: int = 0
@@ -512,199 +511,3 @@ def _bands_that_fit(config: AcceleratorConfig, job: ConvJob, tiles: _Tiles) -> l
         return []
     return [band for band in range(1, _geometry(job, 1)[0])
             if _fits(config, job, 1, "block", tiles, band) and _reads_real_rows(job, 1, band)]
-
-
-def emit_job(b: ProgramBuilder, job: ConvJob, plan: Plan, *, param_base: int = 0,
-             shared: dict | None = None) -> dict:
-    """Emit ``job`` into ``b`` as one schedule (after :meth:`ProgramBuilder.barrier` if an earlier layer wrote
-    its inputs); returns counts of steps, output tiles and instructions. ``shared``: regions of weights, parameters
-    and tables by name, filled on first use, so that copies of one job (a batch's samples) share them."""
-    c = b.config
-
-    def region(name, data):
-        if shared is None:
-            return b.region(name, data())
-        if name not in shared:
-            shared[name] = b.region(name, data())
-        return shared[name]
-    tiles = plan.tiles or _tiles(c, job)
-    t_pad, l_pad, _, r_pad = job.padding
-    ho, wo = job.conv_out
-    out_h, out_w = job.out_shape
-    nb_n = len(tiles.per_block)
-    alb, wlb, olb, tlb = (line_bytes(Buffer.ACT, c), line_bytes(Buffer.WEIGHT, c), output_line_bytes(c),
-                          tensor_line_bytes(c))
-    ki, ko = tensor_sublines(c)            # activation and output blocks in a tensor line (hw/spec/layout.py)
-    pitch = job.width + l_pad + r_pad
-    act_pitch = pitch * job.row_stride // job.stride       # the COMPUTE's (a row-skipping job's rows are s apart)
-    src_pitch, dst_pitch = job.src_pitch, job.dst_pitch
-    block_pitch = job.height * src_pitch if job.block_pitch is None else job.block_pitch
-    depth = job_depth(c, job)
-    w_tile = tiles.slot_taps * depth          # weight lines of a slot: the largest tile fits
-    conv_rows_t, in_rows_t = _geometry(job, plan.rows, plan.band)
-    patch = in_rows_t * pitch
-    order = plan.order
-    slots = tiles.slots(order)
-    every = {key: k for k, key in enumerate((i, cb) for i, n in enumerate(tiles.cb_counts) for cb in range(n))}
-    own = [{key: k for k, key in enumerate(tiles.needed(nb))} for nb in range(len(tiles.per_block))]
-
-    def slot(nb, i, cb, parity):
-        """First activation line of patch (i, cb) for output block ``nb`` in the half ``parity``."""
-        index = every[(i, cb)] if order == "chunk" else own[nb][(i, cb)]
-        return (parity * slots + index) * patch
-
-    regions = _acc_regions(job, plan.rows, plan.band)
-    acc_tile = sum(regions)
-
-    keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
-    w_data = np.concatenate([tiles.data[key] for key in keys])
-    w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
-    rw = region(f"{job.name}.weights", lambda: pack_lines(w_data, c.weight_slot_bits, wlb))
-    bias, mult, shift = job.requant.lines(nb_n, c.cols)
-    per_block = job.requant.lines_per_block
-    rp = region(f"{job.name}.params", lambda: pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
-    param_load = ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=param_base, dram_addr=rp.addr, y_size=1,
-                               x_size=nb_n * per_block))
-
-    chunks = ceil_div(out_h, plan.rows)
-    pad_row = padding_row(b, job.name, pitch, job.pad_value, job.padding)     # a wide array's (lines.py)
-
-    spans = stack_spans(c, job, _stack_layout(c, job, plan.rows, tiles), plan.rows) if order == "stack" else None
-
-    def chunk_geometry(chunk):
-        return _span(job, *spans[chunk]) if spans else _chunk(job, plan.rows, chunk)
-
-    def patch_load(i, cb, band, base, sample):
-        _, _, iy0, in_rows, top, bottom = band
-        real = in_rows - top - bottom
-        if real < 1:
-            raise LayoutError(f"layer {job.name!r}: a chunk of output rows reads only padding")
-        src = job.sources[i]
-        first = src.region.addr + (job.sample_bytes[i] * sample if sample else 0)
-        fields = dict(buffer=Buffer.ACT, sram_addr=base,
-                      dram_addr=first + ((cb // ki) * block_pitch + max(iy0, 0) * src_pitch) * tlb
-                      + (cb % ki) * alb,
-                      y_size=real, x_size=job.width, dram_stride=src_pitch * tlb, pad_top=top, pad_bottom=bottom,
-                      pad_left=l_pad, pad_right=r_pad, pad_value=job.pad_value)
-        if (top == bottom == l_pad == r_pad == 0 and src_pitch == job.width
-                and real * job.width <= field_max(Opcode.LOAD, "x_size")):
-            fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
-        return act_loads(c, fields, pad_row)
-
-    def stores_of(chunk, nb, acc_base, sample):
-        packs = {"packed": 1} if job.packs_out else {}
-        return [(op, {**f, "param_addr": param_base + nb * per_block, **job.requant.store(), **packs})
-                for op, f in _stores_of(chunk, nb, acc_base, sample)]
-
-    def _stores_of(chunk, nb, acc_base, sample):
-        r0, rows, conv0, conv_rows, *_ = chunk_geometry(chunk)
-        out_base = (job.out.addr + job.out_sample_bytes * sample
-                    + ((nb // ko) * job.out_block_lines + r0 * dst_pitch) * tlb + (nb % ko) * olb)
-        if job.scatter is not None:
-            base = job.out.addr + job.out_sample_bytes * sample
-            if job.pool is None or not job.pool.in_place or plan.band:
-                first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
-                return job.scatter.stores(base, nb, r0, rows, out_w, lambda r: first + r * out_w, 1,
-                                          param_base + nb, tlb, ko, olb)
-            psh, psw = job.pool.stride
-            return job.scatter.stores(base, nb, r0, rows, out_w, lambda r: acc_base + r * psh * wo, psw,
-                                      param_base + nb, tlb, ko, olb)
-        if job.pool is None or not job.pool.in_place or plan.band:
-            first = acc_base if job.pool is None else acc_base + regions[0] + regions[1]
-            if dst_pitch == out_w and rows * out_w <= field_max(Opcode.STORE, "x_size"):
-                return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=1, x_size=rows * out_w,
-                                       param_addr=param_base + nb))]
-            return [("STORE", dict(acc_addr=first, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=out_w, dram_stride=dst_pitch * tlb, param_addr=param_base + nb))]
-        psh, psw = job.pool.stride
-        if psw == 1:
-            return [("STORE", dict(acc_addr=acc_base, dram_addr=out_base, y_size=rows, x_size=out_w,
-                                   acc_stride=psh * wo, dram_stride=dst_pitch * tlb, param_addr=param_base + nb))]
-        return [("STORE", dict(acc_addr=acc_base + r * psh * wo, dram_addr=out_base + r * dst_pitch * tlb,
-                               y_size=out_w, x_size=1, acc_stride=psw, dram_stride=tlb,
-                               param_addr=param_base + nb)) for r in range(rows)]
-
-    steps: list[Step] = []
-    tile_count = bands_done = 0
-
-    def add_tile(nb, chunk, patch_parity, weight_base, load_weights, loaded, sample):
-        """Steps of one output tile (sample, chunk, nb); ``loaded``: patches already in this chunk's region. A
-        banded tile takes a step per band, each band's patches in the other half from the band before."""
-        nonlocal tile_count, bands_done
-        rows = chunk_geometry(chunk)[1]
-        acc_base = (tile_count % 2) * acc_tile
-        block = tiles.per_block[nb]
-        for band in _bands(job, plan.rows, chunk, plan.band):
-            if plan.band:
-                patch_parity, loaded = bands_done % 2, set()
-                bands_done += 1
-            for n, (i, cb, t, g) in enumerate(block):
-                ky0, ky1, kx0, kx1 = tiles.groups[g]
-                loads = []
-                if (i, cb) not in loaded:
-                    loads.extend(patch_load(i, cb, band, slot(nb, i, cb, patch_parity), sample))
-                    loaded.add((i, cb))
-                if load_weights and band[0] == 0:
-                    w_addr = (len(steps) % 2) * w_tile if order == "chunk" else weight_base + n * w_tile
-                    # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
-                    loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
-                                               dram_addr=rw.addr + w_offset[(nb, i, cb, t, g)] * wlb,
-                                               y_size=tiles.taps(g), x_size=depth,
-                                               dram_stride=depth * wlb)))
-                else:
-                    w_addr = weight_base + n * w_tile
-                # A kernel group reads the patch from its window's first tap on.
-                act_addr = slot(nb, i, cb, patch_parity) + (ky0 * pitch + kx0) * job.dilation
-                compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr,
-                                           out_h=band[1], out_w=wo, act_pitch=act_pitch, stride=job.stride,
-                                           dilation=job.dilation, kh=ky1 - ky0, kw=kx1 - kx0,
-                                           accumulate=int(n > 0), **job.formats))
-                if loads or not steps or steps[-1].ends:
-                    steps.append(Step(loads, [compute], begins=n == 0 and band[0] == 0))
-                else:
-                    steps[-1].computes.append(compute)
-            if plan.band:
-                steps[-1].computes.extend(band_pool_alus(job, acc_base, band, wo, regions))
-        last = steps[-1]
-        last.ends = True
-        if job.pool is not None and not plan.band:
-            last.computes.extend(pool_alus(job, acc_base, rows, band[1], wo, regions))
-        last.stores = output_stores(c, stores_of(chunk, nb, acc_base, sample))     # lines a tensor line apart
-        tile_count += 1
-
-    if order == "stack":
-        steps.extend(emit_stack_steps(c, job, _stack_layout(c, job, plan.rows, tiles), len(tiles.per_block),
-                                      chunk_geometry, len(spans), patch_load, stores_of, rw.addr, w_offset, acc_tile))
-        tile_count = sum(step.ends for step in steps)
-    elif order == "chunk":
-        for sample in range(job.samples):
-            for chunk in range(chunks):
-                loaded = set()
-                for nb in range(nb_n):
-                    add_tile(nb, chunk, (sample * chunks + chunk) % 2, 0, True, loaded, sample)
-    else:               # the weights of an output block stay resident while every sample's chunks pass
-        most = max(len(t) for t in tiles.per_block)
-        gc = 0
-        for nb in range(nb_n):
-            for sample in range(job.samples):
-                for chunk in range(chunks):
-                    add_tile(nb, chunk, gc % 2, (nb % 2) * most * w_tile, chunk == 0 and sample == 0, set(), sample)
-                    gc += 1
-    first = len(b.words)
-    prologue = [param_load]
-    if job.requant.table is not None:
-        # The activation table: after the barrier (every earlier STORE done), before this job's first data.
-        if not c.lut_buffer_depth:
-            raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
-                              f"format {c.acts.name} has no lookup table; build the engine with an activation format of at "
-                              f"most 8 bits")
-        rl = region(f"{job.name}.table", lambda: job.requant.lut(c))
-        prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
-                                      x_size=c.lut_buffer_depth)))
-    early = []
-    if order == "stack" and b.waits_for_barrier:
-        # The PARAM half this job uses was last read by the STOREs of the job before last, which the barrier before
-        # the last job waited for: load it before this barrier, and let one PARAM line take the barrier's tokens.
-        early, prologue[0] = [param_load], ("LOAD", dict(param_load[1], x_size=1))
-    b.schedule(steps, prologue=prologue, setpp=job.requant.setpp(), early=early)
-    return {"steps": len(steps), "tiles": tile_count, "instructions": len(b.words) - first}
