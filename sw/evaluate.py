@@ -81,7 +81,7 @@ def evaluate(config: AcceleratorConfig, *, method: str = "mmse", per_channel: bo
                              "data_free": None if data_free is None else {
                                  "input_range": list(data_free.input_range), "sigmas": data_free.sigmas,
                                  "bias_correction": data_free.bias_correction}},
-            **result, "compile_seconds": round(compiled.compile_seconds, 3),
+            **result, "image_bytes": compiled.program.dram_size, "compile_seconds": round(compiled.compile_seconds, 3),
             "quantization_report": compiled.network.report}
 
 
