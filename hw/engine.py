@@ -8,7 +8,7 @@ Block diagram::
     ctrl (AXI4-Lite): start, status, error code, counters (hw/spec/registers.py)
 """
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -137,7 +137,13 @@ class InferenceEngine(wiring.Component):
 
         # --- command and token queues ----------------------------------------------------------------------
         queues = []
-        for name, engine in zip(("load", "compute", "store"), engines):
+        # command_queue_depth 0: no queue; the dispatcher offers the fetch register's word to its engine (``offer``,
+        # set in DISPATCH) and waits there until the engine takes it.
+        direct = c.command_queue_depth == 0
+        offer = Signal(3, name="dispatch_offer") if direct else None
+        for i, (name, engine) in enumerate(zip(("load", "compute", "store"), engines)):
+            if direct:
+                continue
             fifo = SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=c.command_queue_depth)
             # A halted program may leave instructions queued: a new start begins with empty queues.
             m.submodules[f"{name}_queue"] = ResetInserter(start)(fifo)
@@ -166,7 +172,7 @@ class InferenceEngine(wiring.Component):
                 m.d.sync += bus_error.eq(1)
         any_running = Cat(e.control.active for e in engines).any()
         any_can_start = Cat(e.control.can_start for e in engines).any()
-        queues_empty = ~Cat(q.r_rdy for q in queues).any()
+        queues_empty = Const(1) if direct else ~Cat(q.r_rdy for q in queues).any()
 
         # --- counters ----------------------------------------------------------------------------------------
         with m.If(start):
@@ -214,7 +220,13 @@ class InferenceEngine(wiring.Component):
             with m.Default():
                 m.d.comb += target.eq(2)
         target_ready = Signal()
-        m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
+        if direct:
+            # The target takes the offered word in the cycle it starts it (its sequencer copies what it needs).
+            for i, e in enumerate(engines):
+                m.d.comb += [e.control.cmd.valid.eq(offer[i]), e.control.cmd.payload.eq(word)]
+            m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).bit_select(target, 1))
+        else:
+            m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
         for i, q in enumerate(queues):
             m.d.comb += q.w_data.eq(word)
 
@@ -246,6 +258,10 @@ class InferenceEngine(wiring.Component):
                 m.d.comb += decoder.en.eq(1)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
+                if direct:
+                    offered = decoder.valid & ~fetch_error & ~bus_error & ~overflow & (decoder.error == 0) \
+                        & (decoder.opcode != Opcode.FINISH)
+                    m.d.comb += offer.eq(Cat(offered & (target == i) for i in range(3)))
                 with m.If(~decoder.valid):
                     pass                    # the checks take config.decode_latency cycles
                 with m.Elif(fetch_error | bus_error):

@@ -95,7 +95,9 @@ class AcceleratorConfig:
     #: single-format build (``weight_format`` x ``act_format``). With a set, both of those name its first format.
     formats: tuple = ()
     #: Instructions each engine's command queue holds: each entry is an instruction word of flip-flops (a small
-    #: part has no room for four per engine); fewer entries let the fetch run less far ahead of the engines.
+    #: part has no room for four per engine); fewer entries let the fetch run less far ahead of the engines. 0: no
+    #: queue, the dispatcher offers the fetched word to its engine and waits until the engine takes it (the word is
+    #: kept once, in the fetch register, until the engine copies what it needs; the fetch cannot run ahead).
     command_queue_depth: int = COMMAND_QUEUE_DEPTH
     #: Carry chains the instruction decoder's checks put in one cycle (hw/pipeline.py): 2 fit 100 MHz on an ECP5; a
     #: slow small part's build takes more per cycle and so needs fewer pipeline registers. The decode latency stays
@@ -154,7 +156,7 @@ class AcceleratorConfig:
                          ("param_buffer_depth", 1)):
             _check_pow2(name, getattr(self, name), lo, *max_depth(name))
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
-        _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
+        _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
                      "postprocess_merged"):

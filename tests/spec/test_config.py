@@ -261,7 +261,7 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "postprocess_columns_per_lane" not in AcceleratorConfig().to_json()
 
 
-@pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 1, 4, 1), ("decode_chains", 8, 2, 2),
+@pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
                                                      ("perf_counters", False, True, None),
                                                      ("decode_shared", True, False, None),
                                                      ("decode_serial", True, False, None),
