@@ -119,8 +119,9 @@ class InferenceEngine(wiring.Component):
         cycles = Signal(64)
         macs = Signal(64)
         # The busy and stall counters only with perf_counters (a small part's build leaves them out: they read 0).
-        counted = ("instructions",) + (("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
-                                        "stall_store") if c.perf_counters else ())
+        # The instructions register reads the pc: both count the instructions dispatched since start.
+        counted = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
+                   "stall_store") if c.perf_counters else ()
         counters = {n: Signal(32, name=n) for n in counted}
         for bit, value in ((STATUS_BUSY, running), (STATUS_DONE, done), (STATUS_ERROR, error != 0),
                            (STATUS_NONFINITE, store.nonfinite)):
@@ -201,7 +202,7 @@ class InferenceEngine(wiring.Component):
         fetch_addr = Signal(32)
         halting = Signal()
         beats = INSTRUCTION_BITS // c.dma_bits
-        m.d.comb += [decoder.word.eq(word), decoder.dram_size.eq(regs["dram_size"]),
+        m.d.comb += [regs["instructions"].eq(pc), decoder.word.eq(word), decoder.dram_size.eq(regs["dram_size"]),
                      self.insn.ar.addr.eq(fetch_addr), self.insn.ar.len.eq(beats - 1),
                      self.insn.ar.size.eq((c.dma_bits // 8).bit_length() - 1), self.insn.ar.burst.eq(BURST_INCR)]
         for e in engines:
@@ -275,8 +276,7 @@ class InferenceEngine(wiring.Component):
                 with m.Elif(target_ready):
                     for i, q in enumerate(queues):
                         m.d.comb += q.w_en.eq(target == i)
-                    m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES),
-                                 counters["instructions"].eq(counters["instructions"] + 1)]
+                    m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES)]
                     m.next = "FETCH"
                 with m.Elif(~any_running & ~any_can_start):
                     fail(ErrorCode.DEADLOCK)
