@@ -182,7 +182,7 @@ BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stal
                           ((1, 1), False, True, True, 0)])
 def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, queue, tmp_path):
     """A small part's choices (AcceleratorConfig.command_queue_depth, ``queue``: 0 hands each word to its engine
-    with no queue; decode_chains, perf_counters, decode_shared; with ``serial`` decode_serial, every fetch waiting
+    with no queue, and then load_direct_write, the LOAD's lines written without a register stage; decode_chains, perf_counters, decode_shared; with ``serial`` decode_serial, every fetch waiting
     SERIAL_DECODE_LATENCY cycles for the checks, postprocess_shared, one post-processing lane taking the columns in
     turn, postprocess_held and postprocess_merged, a lane of 9 stages) keep the cycle model: random programs within
     2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters count (at most every
@@ -192,7 +192,8 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
 
     config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
                                decode_serial=serial, postprocess_shared=serial, postprocess_held=serial,
-                               postprocess_merged=serial, **{**SMALL_PART, "command_queue_depth": queue})
+                               postprocess_merged=serial, load_direct_write=queue == 0,
+                               **{**SMALL_PART, "command_queue_depth": queue})
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.
     programs = [random_program(config, rng) for _ in range(30)]
