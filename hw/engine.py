@@ -115,7 +115,6 @@ class InferenceEngine(wiring.Component):
         running = Signal()          # between start and done/error
         done = Signal()
         error = Signal(range(max(ErrorCode) + 1))
-        error_pc = Signal(32)
         cycles = Signal(64)
         macs = Signal(64)
         # The busy and stall counters only with perf_counters (a small part's build leaves them out: they read 0).
@@ -127,7 +126,7 @@ class InferenceEngine(wiring.Component):
                            (STATUS_NONFINITE, store.nonfinite)):
             m.d.comb += regs["status"][bit.bit_length() - 1].eq(value)
         m.d.comb += [
-            regs["error_code"].eq(error), regs["error_pc"].eq(error_pc),
+            regs["error_code"].eq(error),
             regs["cycles_lo"].eq(cycles[:32]), regs["cycles_hi"].eq(cycles[32:]),
             regs["macs_lo"].eq(macs[:32]), regs["macs_hi"].eq(macs[32:]),
             self.irq.eq(done | (error != 0)),
@@ -202,6 +201,8 @@ class InferenceEngine(wiring.Component):
         fetch_addr = Signal(32)
         halting = Signal()
         beats = INSTRUCTION_BITS // c.dma_bits
+        # The pc stops at an error or at FINISH: error_pc reads it then (0 while running, as after start).
+        m.d.comb += regs["error_pc"].eq(Mux(done | (error != 0), pc, 0))
         m.d.comb += [regs["instructions"].eq(pc), decoder.word.eq(word), decoder.dram_size.eq(regs["dram_size"]),
                      self.insn.ar.addr.eq(fetch_addr), self.insn.ar.len.eq(beats - 1),
                      self.insn.ar.size.eq((c.dma_bits // 8).bit_length() - 1), self.insn.ar.burst.eq(BURST_INCR)]
@@ -209,7 +210,7 @@ class InferenceEngine(wiring.Component):
             m.d.comb += e.control.halt.eq(halting | ~running)
 
         def fail(code):
-            m.d.sync += [error.eq(code), error_pc.eq(pc), halting.eq(1)]
+            m.d.sync += [error.eq(code), halting.eq(1)]
             m.next = "HALT"
 
         target = Signal(range(3))
@@ -234,7 +235,7 @@ class InferenceEngine(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [running.eq(1), done.eq(0), error.eq(0), error_pc.eq(0), pc.eq(0),
+                    m.d.sync += [running.eq(1), done.eq(0), error.eq(0), pc.eq(0),
                                  halting.eq(0), fetch_addr.eq(regs["program_addr"])]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -286,7 +287,7 @@ class InferenceEngine(wiring.Component):
                 with m.Elif(overflow):
                     fail(ErrorCode.TOKEN_OVERFLOW)
                 with m.Elif(queues_empty & ~any_running):
-                    m.d.sync += [done.eq(1), running.eq(0), error_pc.eq(pc)]
+                    m.d.sync += [done.eq(1), running.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(~any_running & ~any_can_start):
                     fail(ErrorCode.DEADLOCK)
