@@ -1,8 +1,8 @@
 """The emulator: fetch, dispatch, three concurrent engines and their token queues, in simulated cycles.
 
 Instructions are fetched in order and dispatched to the load, compute or store queue (the configuration's
-``command_queue_depth`` each; with 0, handed to the engine in the cycle it starts them, the fetch waiting). An engine starts its head instruction when it is free and the tokens it pops are
-visible; the instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`).
+``command_queue_depth`` each; with 0, handed to the engine in the cycle it starts them, the fetch waiting). An
+engine starts its head instruction when it is free and the tokens it pops are visible; the instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`).
 FINISH completes once every engine is idle. An error stops dispatch; engines finish what they started and the
 machine halts with the error's code.
 

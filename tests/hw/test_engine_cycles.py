@@ -182,11 +182,12 @@ BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stal
                           ((1, 1), False, True, True, 0)])
 def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, queue, tmp_path):
     """A small part's choices (AcceleratorConfig.command_queue_depth, ``queue``: 0 hands each word to its engine
-    with no queue, and then load_direct_write, the LOAD's lines written without a register stage; decode_chains, perf_counters, decode_shared; with ``serial`` decode_serial, every fetch waiting
-    SERIAL_DECODE_LATENCY cycles for the checks, postprocess_shared, one post-processing lane taking the columns in
-    turn, postprocess_held and postprocess_merged, a lane of 9 stages) keep the cycle model: random programs within
-    2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters count (at most every
-    cycle, some cycles) or, left out, read 0."""
+    with no queue, and then load_direct_write, the LOAD's lines written without a register stage; decode_chains,
+    perf_counters, decode_shared; with ``serial`` decode_serial, every fetch waiting SERIAL_DECODE_LATENCY cycles
+    for the checks, postprocess_shared, one post-processing lane taking the columns in turn, postprocess_held and
+    postprocess_merged, a lane of 9 stages) keep the cycle model: random programs within 2 %, every byte, cycle
+    count, instruction and MAC count checked; the busy and stall counters count (at most every cycle, some cycles)
+    or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
     from sim.engine_harness import run_on_rtl
 
