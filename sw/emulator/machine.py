@@ -3,8 +3,9 @@
 Instructions are fetched in order and dispatched to the load, compute or store queue (the configuration's
 ``command_queue_depth`` each; with 0, handed to the engine in the cycle it starts them, the fetch waiting). An
 engine starts its head instruction when it is free and the tokens it pops are visible; the instruction's effect
-is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`). FINISH completes once every engine is idle. An error stops dispatch; engines finish what they started and the
-machine halts with the error's code.
+is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`). FINISH completes once every
+engine is idle. An error stops dispatch; engines finish what they started and the machine halts with the error's
+code.
 
 One run serves a batch of samples (:class:`~sw.emulator.memory.BatchedMemory`): they share the program, so they
 share every decision and every cycle, and each effect applies to all of them at once. ``run(timed=False)`` is the
