@@ -69,12 +69,9 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v[flag]
         return bad
 
-    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None,
-                dram_terms: dict | None = None) -> tuple[Staged, Staged, Staged]:
+    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None) -> tuple[Staged, Staged, Staged]:
         """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value. ``product``: how the products
-        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`).
-        ``dram_terms``: LOAD and STORE record their DRAM end's terms there instead (one check for both, see
-        :meth:`_shared_dram_check`), and their dram_range is left to the caller."""
+        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`)."""
         product = product or p.product
         c = self._config
         v = self._view(kind)
@@ -127,11 +124,8 @@ class InstructionDecoder(wiring.Component):
             def choose(buffer, a, w, q, t):
                 return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
             span = p.apply(choose, field("buffer"), *spans, chains=0)
-            if dram_terms is not None:
-                dram_terms[op] = [field("dram_addr"), product(minus_one("y_size"), field("dram_stride")), span]
-            else:
-                dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr", lambda: span)
-                dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr", lambda: span)
+            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
             bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
             if c.packs_per_layer:       # packed only on a pair the build packs
@@ -178,13 +172,9 @@ class InstructionDecoder(wiring.Component):
             param_last = p.sum([field("param_addr"), field("negative_param")])
             sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
                            acc_last, param_last)
-            if dram_terms is not None:
-                dram_terms[op] = [field("dram_addr"), product(minus_one("y_size"), field("dram_stride")),
-                                  p.times(field("x_size"), output_line_bytes(c))]
-            else:
-                dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr",
-                                lambda: p.times(field("x_size"), output_line_bytes(c)))
-                dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr",
+                            lambda: p.times(field("x_size"), output_line_bytes(c)))
+            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         # The field checks: a few levels of LUTs (and, for SETPP, a short comparison): one chain's worth.
         return p.input(bad, depth=1), sram, dram
 
@@ -232,35 +222,15 @@ class InstructionDecoder(wiring.Component):
             return lambda a, b, addend=None: next(results)
         return {op: product_of(op) for op in KINDS}
 
-    def _shared_dram_check(self, p: Pipeline, opcode: Staged, terms: dict) -> Staged:
-        """Whether the DRAM end of the opcode's kind (LOAD or STORE: only its result is used) passes ``dram_size``:
-        each term chosen by the opcode, one sum, one comparison, instead of each kind's own."""
-        ops = list(terms)
-
-        def choose(code, *values):
-            chosen = values[0]
-            for op, value in zip(ops[1:], values[1:]):
-                chosen = Mux(code == op, value, chosen)
-            return chosen
-        chosen = [p.apply(choose, opcode, *[terms[op][i] for op in ops], chains=0) for i in range(len(terms[ops[0]]))]
-        return p.apply(lambda end, size: end > size, p.sum(chosen), p.input(self.dram_size))
-
     def elaborate(self, platform):
         m = Module()
         p = Pipeline(m, "decode", levels=self._config.decode_chains,
                      start=self.en if self._config.decode_serial else None)
         opcode = p.input(self.word[:HEADER[0].bits])
         products = self._shared_products(m, p, opcode) if self._config.decode_shared else {}
-        # A serial build with shared products checks LOAD's and STORE's DRAM ranges with one sum and comparison.
-        dram_terms = {} if self._config.decode_shared and self._config.decode_serial else None
         results = []
         for op, kind in KINDS.items():
-            results.append((op, p.input(self._flags_error(kind)),
-                            *self._checks(m, p, kind, products.get(op), dram_terms)))
-        if dram_terms:
-            dram = self._shared_dram_check(p, opcode, dram_terms)
-            results = [(op, flags, bad, sram, dram if op in dram_terms else own)
-                       for op, flags, bad, sram, own in results]
+            results.append((op, p.input(self._flags_error(kind)), *self._checks(m, p, kind, products.get(op))))
 
         def choose(opcode, *flat):
             error = Const(ErrorCode.ILLEGAL_OPCODE, self.error.shape())

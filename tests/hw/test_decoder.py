@@ -172,10 +172,9 @@ def _assert_decodes_like_the_emulator(dut, bench, words, expected, got):
 
 
 @pytest.mark.parametrize("config", [SERIAL[0], SERIAL[2]], ids=[SERIAL_IDS[0], SERIAL_IDS[2]])
-def test_serial_shared_dram_checks_of_load_and_store(config):
-    """A serial build with shared products checks LOAD's and STORE's DRAM ranges with one sum chosen by the opcode:
-    words of both kinds whose only question is the DRAM range (just inside, just outside) decode like the
-    emulator's checks."""
+def test_serial_dram_checks_of_load_and_store(config):
+    """Serial decoders with shared products: LOAD and STORE words whose only question is the DRAM range (just
+    inside, just outside) decode like the emulator's checks."""
     from hw.spec.isa import Opcode
 
     rng = np.random.default_rng(31)
