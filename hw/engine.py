@@ -8,7 +8,7 @@ Block diagram::
     ctrl (AXI4-Lite): start, status, error code, counters (hw/spec/registers.py)
 """
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
@@ -115,18 +115,18 @@ class InferenceEngine(wiring.Component):
         running = Signal()          # between start and done/error
         done = Signal()
         error = Signal(range(max(ErrorCode) + 1))
-        error_pc = Signal(32)
         cycles = Signal(64)
         macs = Signal(64)
         # The busy and stall counters only with perf_counters (a small part's build leaves them out: they read 0).
-        counted = ("instructions",) + (("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
-                                        "stall_store") if c.perf_counters else ())
+        # The instructions register reads the pc: both count the instructions dispatched since start.
+        counted = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
+                   "stall_store") if c.perf_counters else ()
         counters = {n: Signal(32, name=n) for n in counted}
         for bit, value in ((STATUS_BUSY, running), (STATUS_DONE, done), (STATUS_ERROR, error != 0),
                            (STATUS_NONFINITE, store.nonfinite)):
             m.d.comb += regs["status"][bit.bit_length() - 1].eq(value)
         m.d.comb += [
-            regs["error_code"].eq(error), regs["error_pc"].eq(error_pc),
+            regs["error_code"].eq(error),
             regs["cycles_lo"].eq(cycles[:32]), regs["cycles_hi"].eq(cycles[32:]),
             regs["macs_lo"].eq(macs[:32]), regs["macs_hi"].eq(macs[32:]),
             self.irq.eq(done | (error != 0)),
@@ -137,7 +137,13 @@ class InferenceEngine(wiring.Component):
 
         # --- command and token queues ----------------------------------------------------------------------
         queues = []
-        for name, engine in zip(("load", "compute", "store"), engines):
+        # command_queue_depth 0: no queue; the dispatcher offers the fetch register's word to its engine (``offer``,
+        # set in DISPATCH) and waits there until the engine takes it.
+        direct = c.command_queue_depth == 0
+        offer = Signal(3, name="dispatch_offer") if direct else None
+        for i, (name, engine) in enumerate(zip(("load", "compute", "store"), engines)):
+            if direct:
+                continue
             fifo = SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=c.command_queue_depth)
             # A halted program may leave instructions queued: a new start begins with empty queues.
             m.submodules[f"{name}_queue"] = ResetInserter(start)(fifo)
@@ -166,7 +172,7 @@ class InferenceEngine(wiring.Component):
                 m.d.sync += bus_error.eq(1)
         any_running = Cat(e.control.active for e in engines).any()
         any_can_start = Cat(e.control.can_start for e in engines).any()
-        queues_empty = ~Cat(q.r_rdy for q in queues).any()
+        queues_empty = Const(1) if direct else ~Cat(q.r_rdy for q in queues).any()
 
         # --- counters ----------------------------------------------------------------------------------------
         with m.If(start):
@@ -195,14 +201,16 @@ class InferenceEngine(wiring.Component):
         fetch_addr = Signal(32)
         halting = Signal()
         beats = INSTRUCTION_BITS // c.dma_bits
-        m.d.comb += [decoder.word.eq(word), decoder.dram_size.eq(regs["dram_size"]),
+        # The pc stops at an error or at FINISH: error_pc reads it then (0 while running, as after start).
+        m.d.comb += regs["error_pc"].eq(Mux(done | (error != 0), pc, 0))
+        m.d.comb += [regs["instructions"].eq(pc), decoder.word.eq(word), decoder.dram_size.eq(regs["dram_size"]),
                      self.insn.ar.addr.eq(fetch_addr), self.insn.ar.len.eq(beats - 1),
                      self.insn.ar.size.eq((c.dma_bits // 8).bit_length() - 1), self.insn.ar.burst.eq(BURST_INCR)]
         for e in engines:
             m.d.comb += e.control.halt.eq(halting | ~running)
 
         def fail(code):
-            m.d.sync += [error.eq(code), error_pc.eq(pc), halting.eq(1)]
+            m.d.sync += [error.eq(code), halting.eq(1)]
             m.next = "HALT"
 
         target = Signal(range(3))
@@ -214,14 +222,20 @@ class InferenceEngine(wiring.Component):
             with m.Default():
                 m.d.comb += target.eq(2)
         target_ready = Signal()
-        m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
+        if direct:
+            # The target takes the offered word in the cycle it starts it (its sequencer copies what it needs).
+            for i, e in enumerate(engines):
+                m.d.comb += [e.control.cmd.valid.eq(offer[i]), e.control.cmd.payload.eq(word)]
+            m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).bit_select(target, 1))
+        else:
+            m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
         for i, q in enumerate(queues):
             m.d.comb += q.w_data.eq(word)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(start):
-                    m.d.sync += [running.eq(1), done.eq(0), error.eq(0), error_pc.eq(0), pc.eq(0),
+                    m.d.sync += [running.eq(1), done.eq(0), error.eq(0), pc.eq(0),
                                  halting.eq(0), fetch_addr.eq(regs["program_addr"])]
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -246,6 +260,10 @@ class InferenceEngine(wiring.Component):
                 m.d.comb += decoder.en.eq(1)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
+                if direct:
+                    offered = decoder.valid & ~fetch_error & ~bus_error & ~overflow & (decoder.error == 0) \
+                        & (decoder.opcode != Opcode.FINISH)
+                    m.d.comb += offer.eq(Cat(offered & (target == i) for i in range(3)))
                 with m.If(~decoder.valid):
                     pass                    # the checks take config.decode_latency cycles
                 with m.Elif(fetch_error | bus_error):
@@ -259,8 +277,7 @@ class InferenceEngine(wiring.Component):
                 with m.Elif(target_ready):
                     for i, q in enumerate(queues):
                         m.d.comb += q.w_en.eq(target == i)
-                    m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES),
-                                 counters["instructions"].eq(counters["instructions"] + 1)]
+                    m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES)]
                     m.next = "FETCH"
                 with m.Elif(~any_running & ~any_can_start):
                     fail(ErrorCode.DEADLOCK)
@@ -270,7 +287,7 @@ class InferenceEngine(wiring.Component):
                 with m.Elif(overflow):
                     fail(ErrorCode.TOKEN_OVERFLOW)
                 with m.Elif(queues_empty & ~any_running):
-                    m.d.sync += [done.eq(1), running.eq(0), error_pc.eq(pc)]
+                    m.d.sync += [done.eq(1), running.eq(0)]
                     m.next = "IDLE"
                 with m.Elif(~any_running & ~any_can_start):
                     fail(ErrorCode.DEADLOCK)

@@ -98,11 +98,13 @@ class LoadEngine(wiring.Component):
         # Lines leave through registers: the walk's decision (state, comparisons, beat count) is a cycle away from
         # the write ports, which fan out to many block RAMs. A line lands a cycle later; nothing reads it before the
         # instruction's tokens are pushed (``done`` comes at the earliest the cycle after the last write is decided).
+        # With load_direct_write (a slow small part) the lines go straight in, a cycle sooner.
         write_addr, write_data = Signal.like(dest, name="write_addr"), Signal.like(line_data, name="write_data")
-        m.d.sync += [write_addr.eq(dest), write_data.eq(line_data)]
+        domain = m.d.comb if c.load_direct_write else m.d.sync
+        domain += [write_addr.eq(dest), write_data.eq(line_data)]
         for buffer, port in ports.items():
             write_en = Signal(name=f"write_{buffer.name.lower()}")
-            m.d.sync += write_en.eq(write & (load.buffer == buffer))
+            domain += write_en.eq(write & (load.buffer == buffer))
             m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
 
         row = Signal.like(height)

@@ -149,36 +149,41 @@ class Pipeline:
             terms = sorted([*rest, self.add(a, b)], key=lambda x: (x.stage, x.depth))
         return terms[0]
 
-    def product(self, a: Staged, b: Staged) -> Staged:
-        """``a * b`` by shifts and additions: one shifted copy of the wider operand per bit of the narrower one."""
+    def product(self, a: Staged, b: Staged, addend: Staged | None = None) -> Staged:
+        """``a * b`` by shifts and additions: one shifted copy of the wider operand per bit of the narrower one.
+        ``addend`` (unsigned): ``a * b + addend``; a serial pipeline starts the loop's running sum at it (no adder
+        of its own), the other adds it to the copies."""
         if len(a.value) > len(b.value):
             a, b = b, a
         if len(a.value) == 0:
-            return Staged(Const(0, 1), a.stage, a.depth)
-        values, stage, depth = self._align([a, b])
-        narrow, wide = values
+            return Staged(Const(0, 1), a.stage, a.depth) if addend is None else addend
+        values, stage, depth = self._align([a, b] + ([addend] if addend is not None else []))
+        narrow, wide = values[:2]
         if self.serial:
-            return self._serial_product(narrow, wide, stage)
+            return self._serial_product(narrow, wide, stage, values[2] if addend is not None else None)
         copies = [Staged(Mux(narrow[i], wide << i, 0), stage, depth) for i in range(len(narrow))]
-        return self.sum(copies)
+        return self.sum(copies + ([Staged(values[2], stage, depth)] if addend is not None else []))
 
-    def _serial_product(self, narrow: Value, wide: Value, stage: int) -> Staged:
-        """``narrow * wide`` (unsigned), both ready at ``stage`` (and held): for ``len(narrow)`` cycles after the pulse
-        of ``stage``, the high part plus ``wide`` if the low part's last bit is set, shifted right one bit into the
-        low part, which started as ``narrow`` (a shift-and-add multiplier: one adder as wide as ``wide``)."""
-        if narrow.shape().signed or wide.shape().signed:
+    def _serial_product(self, narrow: Value, wide: Value, stage: int, addend: Value | None = None) -> Staged:
+        """``narrow * wide (+ addend)`` (unsigned), all ready at ``stage`` (and held): for ``len(narrow)`` cycles after
+        the pulse of ``stage``, the high part plus ``wide`` if the low part's last bit is set, shifted right one bit
+        into the low part, which started as ``narrow`` (a shift-and-add multiplier: one adder as wide as ``wide``).
+        The high part starts at ``addend`` (else 0): each step halves what it holds, the bits shifted out land in the
+        low part, so the result is ``addend`` more (one bit wider than the wider of ``wide`` and ``addend``)."""
+        if narrow.shape().signed or wide.shape().signed or (addend is not None and addend.shape().signed):
             raise ValueError("A serial product takes unsigned operands")
         n = len(narrow)
         index = self._registers
         self._registers += 1
-        high = Signal(len(wide), name=f"{self._name}_mul{index}_high")
+        width = len(wide) if addend is None else max(len(wide), len(addend)) + 1
+        high = Signal(width, name=f"{self._name}_mul{index}_high")
         low = Signal(n, name=f"{self._name}_mul{index}_low")
         busy = Signal(name=f"{self._name}_mul{index}_busy")
         step = high + Mux(low[0], wide, 0)
         # Both pulses before the If: a pulse register made inside it would load only under its condition.
         first, last = self._pulse(stage), self._pulse(stage + n)
         with self._m.If(first):
-            self._m.d.sync += [high.eq(0), low.eq(narrow), busy.eq(1)]
+            self._m.d.sync += [high.eq(0 if addend is None else addend), low.eq(narrow), busy.eq(1)]
         with self._m.Elif(busy):
             self._m.d.sync += [high.eq(step[1:]), low.eq(Cat(low[1:], step[0]))]
             with self._m.If(last):

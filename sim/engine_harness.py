@@ -59,6 +59,11 @@ def run_on_rtl(config: AcceleratorConfig, programs: list, work_dir: Path, traffi
     return run_compiled(config, programs, work_dir, traffic, budgets, waves=waves, fault=fault).runs
 
 
+#: Errors the decoder finds in one instruction: both name that instruction's index (a run-time error's pc may
+#: differ: the RTL names the instruction being dispatched, the emulator the one that caused it).
+_DECODED = (ErrorCode.ILLEGAL_OPCODE, ErrorCode.ILLEGAL_DEPENDENCY, ErrorCode.BAD_FIELD, ErrorCode.SRAM_RANGE)
+
+
 def _differences(name: str, program, rtl: EngineRun | None, status, emulated: EngineRun) -> list[str]:
     """What differs between the RTL's and the emulator's run of one program (nothing: an empty list)."""
     if rtl is None:
@@ -73,6 +78,8 @@ def _differences(name: str, program, rtl: EngineRun | None, status, emulated: En
     if status.error != ErrorCode.NONE:
         if not rtl.registers["status"] & STATUS_ERROR:
             problems.append(f"{name}: error code set but the status error bit is not")
+        if status.error in _DECODED and rtl.registers["error_pc"] != status.pc:
+            problems.append(f"{name}: error_pc is {rtl.registers['error_pc']} on RTL, {status.pc} on the emulator")
         return problems
     expected_status = STATUS_DONE | (STATUS_NONFINITE if status.nonfinite else 0)
     for reg, expected in (("status", expected_status), ("error_code", 0), ("error_pc", status.pc),

@@ -23,7 +23,8 @@ DATAFLOWS = ("weight_stationary",)
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
-          "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1}
+          "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
+          "load_direct_write": False}
 
 
 class ConfigError(ValueError):
@@ -95,7 +96,9 @@ class AcceleratorConfig:
     #: single-format build (``weight_format`` x ``act_format``). With a set, both of those name its first format.
     formats: tuple = ()
     #: Instructions each engine's command queue holds: each entry is an instruction word of flip-flops (a small
-    #: part has no room for four per engine); fewer entries let the fetch run less far ahead of the engines.
+    #: part has no room for four per engine); fewer entries let the fetch run less far ahead of the engines. 0: no
+    #: queue, the dispatcher offers the fetched word to its engine and waits until the engine takes it (the word is
+    #: kept once, in the fetch register, until the engine copies what it needs; the fetch cannot run ahead).
     command_queue_depth: int = COMMAND_QUEUE_DEPTH
     #: Carry chains the instruction decoder's checks put in one cycle (hw/pipeline.py): 2 fit 100 MHz on an ECP5; a
     #: slow small part's build takes more per cycle and so needs fewer pipeline registers. The decode latency stays
@@ -126,6 +129,11 @@ class AcceleratorConfig:
     #: The post-processing lane without the registers of ``POSTPROCESS_MERGED_STAGES`` (three stages each sharing a
     #: cycle with the next): a slow small part's build saves the flip-flops, and a STORE ends three cycles sooner.
     postprocess_merged: bool = False
+    #: A LOAD's lines go from the walk straight into the buffers' write ports instead of through a register stage
+    #: (address, data, enables: there for a fast clock, the ports fanning out to many block RAMs): a slow small
+    #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
+    #: so no cycle changes.
+    load_direct_write: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -154,10 +162,10 @@ class AcceleratorConfig:
                          ("param_buffer_depth", 1)):
             _check_pow2(name, getattr(self, name), lo, *max_depth(name))
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
-        _check_int("command_queue_depth", self.command_queue_depth, 1, 64)
+        _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
-                     "postprocess_merged"):
+                     "postprocess_merged", "load_direct_write"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()

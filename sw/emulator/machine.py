@@ -1,10 +1,11 @@
 """The emulator: fetch, dispatch, three concurrent engines and their token queues, in simulated cycles.
 
 Instructions are fetched in order and dispatched to the load, compute or store queue (the configuration's
-``command_queue_depth`` each). An engine starts its head instruction when it is free and the tokens it pops are
-visible; the instruction's effect is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`).
-FINISH completes once every engine is idle. An error stops dispatch; engines finish what they started and the
-machine halts with the error's code.
+``command_queue_depth`` each; with 0, handed to the engine in the cycle it starts them, the fetch waiting). An
+engine starts its head instruction when it is free and the tokens it pops are visible; the instruction's effect
+is applied, and its tokens pushed, when it ends (see :mod:`sw.emulator.timing`). FINISH completes once every
+engine is idle. An error stops dispatch; engines finish what they started and the machine halts with the error's
+code.
 
 One run serves a batch of samples (:class:`~sw.emulator.memory.BatchedMemory`): they share the program, so they
 share every decision and every cycle, and each effect applies to all of them at once. ``run(timed=False)`` is the
@@ -137,6 +138,7 @@ class Emulator:
         halting = False
         dispatched: list = []      # (kind, fields) in program order, for the events
         lut = self.state.use_lut   # the lookup flag before this program's first SETPP
+        blocked = None             # command_queue_depth 0: (engine, kind, fields) of the word offered to it
 
         def push(source: Queue, target: Queue, visible: int, index: int):
             nonlocal halting
@@ -235,7 +237,20 @@ class Emulator:
                     finish_at = now + 1
                 else:
                     e = engines[kind.queue]
-                    if len(e.pending) < t.queue_depth:
+                    if t.queue_depth == 0:
+                        # No command queue: the engine takes the word in the cycle it starts it; until then the
+                        # dispatcher offers it (from next_dispatch on: the engine's stall counter counts from there).
+                        e.pending.append((next_dispatch, pc, kind, f))
+                        blocked = None
+                        if try_start(e):
+                            dispatched.append((kind, f))
+                            st.instructions += 1
+                            pc += 1
+                            next_dispatch = now + t.fetch
+                            continue
+                        e.pending.pop()
+                        blocked = (e, kind, f)
+                    elif len(e.pending) < t.queue_depth:
                         e.pending.append((now + t.dispatch_to_start, pc, kind, f))
                         dispatched.append((kind, f))
                         st.instructions += 1
@@ -253,6 +268,12 @@ class Emulator:
                     candidates.append(next_dispatch)
                 if finish_at is not None and finish_at > now:
                     candidates.append(finish_at)
+                if blocked is not None and next_dispatch <= now:
+                    # The offered word's engine: when it could take it.
+                    e, kind, f = blocked
+                    when = ready_tokens(e, f)
+                    if when is not None:
+                        candidates.append(max(when, e.free_at, e.results_at if kind.opcode is Opcode.ALU else 0))
                 for e in engines.values():
                     candidates += [e.free_at, e.results_at]
                     if e.pending:

@@ -19,7 +19,7 @@ def test_board_configurations():
     ice = board_config(BOARDS["icebreaker"], weights="minifloat4", rows=4, cols=2)
     assert (ice.rows, ice.cols, ice.weights.name, ice.acts.name, ice.dma_bits) == (4, 2, "minifloat4", "int4", 64)
     # The small part's choices on the iCE40; the ECP5's engine keeps the defaults (and their JSON and hash).
-    assert (ice.command_queue_depth, ice.decode_chains, ice.perf_counters, ice.decode_shared) == (1, 4, False, True)
+    assert (ice.command_queue_depth, ice.decode_chains, ice.perf_counters, ice.decode_shared) == (0, 4, False, True)
     assert "command_queue_depth" not in ulx3s.to_json()
     assert (ulx3s.decode_chains, ulx3s.perf_counters, ulx3s.decode_shared) == (2, True, False)
 

@@ -141,3 +141,39 @@ def test_serial_staged_arithmetic():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
+
+
+@pytest.mark.parametrize("serial", [True, False])
+@pytest.mark.parametrize("addend_bits", [24, 8])
+def test_product_with_an_addend(serial, addend_bits):
+    """``product(a, b, addend)`` is ``a * b + addend``: a serial loop starts its running sum at the addend (an
+    addend wider or narrower than the wide operand, the extremes included), the other adds it to the copies."""
+    m = Module()
+    start = Signal()
+    p = Pipeline(m, "t", levels=2, start=start if serial else None)
+    a, b, c = Signal(5), Signal(12), Signal(addend_bits)
+    result = p.product(p.input(a), p.input(b), p.input(c))
+    out = Signal(len(result.value))
+    m.d.comb += out.eq(result.value)
+    rng = random.Random(addend_bits)
+    top = (1 << addend_bits) - 1
+    cases = [(rng.randrange(32), rng.randrange(1 << 12), rng.randrange(top + 1)) for _ in range(40)] + \
+        [(31, (1 << 12) - 1, top), (0, 0, top), (31, (1 << 12) - 1, 0), (1, 1, 1)]
+
+    async def bench(ctx):
+        for ca, cb, cc in cases:
+            for s, v in ((a, ca), (b, cb), (c, cc)):
+                ctx.set(s, v)
+            ctx.set(start, 1)
+            await ctx.tick()
+            ctx.set(start, 0)
+            for _ in range(result.stage - 1):
+                await ctx.tick()
+            for _ in range(2):
+                assert ctx.get(out) == ca * cb + cc, (ca, cb, cc)
+                await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()

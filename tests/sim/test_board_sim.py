@@ -151,7 +151,7 @@ def test_a_batched_program_on_the_board_equals_the_emulator(board, tmp_path):
 
 
 def test_random_programs_on_the_icebreaker_engine_equal_the_emulator():
-    """The iCEBreaker's engine (int4 2x2 with the small part's choices: one-entry command queues, four carry chains
+    """The iCEBreaker's engine (int4 2x2 with the small part's choices: no command queues, four carry chains
     per decoder stage, no busy/stall counters, a serial decoder, one post-processing lane) in the simulated board
     top, through the bridge: random programs leave the emulator's bytes in memory and its status. (The digits CNN's
     image for this engine, 208 KiB, does not fit the board's 128 KiB.)"""

@@ -200,7 +200,8 @@ def test_json_round_trip(kwargs):
     assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
                                                                  "perf_counters", "decode_shared", "decode_serial",
                                                                  "postprocess_shared", "postprocess_held",
-                                                                 "postprocess_merged", "postprocess_columns_per_lane"}
+                                                                 "postprocess_merged", "postprocess_columns_per_lane",
+                                                                 "load_direct_write"}
 
 
 def test_hash_is_stable():
@@ -225,7 +226,8 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                act_buffer_depth=2048, weight_buffer_depth=2048, acc_buffer_depth=512, param_buffer_depth=128, dma_bits=32, clock_mhz=100.5,
                formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
-               postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4)
+               postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
+               load_direct_write=True)
 
 
 def test_every_field_has_a_change():
@@ -258,16 +260,18 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "postprocess_shared" not in AcceleratorConfig().to_json()
     assert "postprocess_held" not in AcceleratorConfig().to_json()
     assert "postprocess_merged" not in AcceleratorConfig().to_json()
+    assert "load_direct_write" not in AcceleratorConfig().to_json()
     assert "postprocess_columns_per_lane" not in AcceleratorConfig().to_json()
 
 
-@pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 1, 4, 1), ("decode_chains", 8, 2, 2),
+@pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
                                                      ("perf_counters", False, True, None),
                                                      ("decode_shared", True, False, None),
                                                      ("decode_serial", True, False, None),
                                                      ("postprocess_shared", True, False, None),
                                                      ("postprocess_held", True, False, None),
-                                                     ("postprocess_merged", True, False, None)])
+                                                     ("postprocess_merged", True, False, None),
+                                                     ("load_direct_write", True, False, None)])
 def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     """A small build's choices are in its JSON and hash; their defaults are not (pinned above)."""
     c = AcceleratorConfig(rows=2, **{name: value})
