@@ -40,8 +40,13 @@ CONFIGS = {name: AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_
                ("int4-8x16", "int4", 8, 16, 60))}
 # int4 12x24 (576 MACs per cycle) with one post-processing lane for the 24 columns (postprocess_shared): the 23 lanes
 # it saves are what made the engine overflow the 85F (71.1 k TRELLIS_COMB of 83.6 k with them shared); a STORE then
-# writes a line every 24 cycles.
-CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, clock_mhz=58, postprocess_shared=True)
+# writes a line every 24 cycles. Its buffers are shallower than the defaults: with act 4096, weight and acc 1024 lines
+# it took 197 of the 208 DP16KD (acc 84: three 504-bit read ports, 1024 x 18 each; act 22; param 85; weight 6) and
+# router2 stalled at ~48 k overused wires; act 1024, weight and acc 512 (512 x 36) take 136 and still compile the
+# digits CNN in the same cycles. It places at an estimated 53.4 MHz (30.8 GMAC/s) but has not routed either: router2
+# stalls at ~25 k overused wires (README, "int4 on the ECP5-85F"), so it has no row yet.
+CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, clock_mhz=58, postprocess_shared=True,
+                                       act_buffer_depth=1024, weight_buffer_depth=512, acc_buffer_depth=512)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
 NEXTPNR_OPTIONS = {"int4-8x16": ("--router", "router2"), "int4-12x24-shared": ("--router", "router2")}

@@ -76,8 +76,18 @@ class StoreEngine(wiring.Component):
         # STORE.negative_param: the multipliers and shifts of PARAM line param_addr + 1, for negative acc + bias.
         params_neg = Signal(data.ArrayLayout(entry, cols))
         negative_param = Signal()
-        second_line = Signal()         # the PARAM port reads line param_addr + 1 (the cycle after param_addr)
-        m.d.comb += [self.param.addr.eq(store.param_addr + second_line), self.param.en.eq(1)]
+        # The PARAM port's address, a register: line param_addr from the cycle after the STORE starts (taken from the
+        # incoming instruction), line param_addr + 1 the cycle after that when negative_param reads a second line.
+        # A register rather than logic of the FSM state: the address fans out to every block RAM of the wide PARAM
+        # buffer (on a large engine the longest route of the design), so nothing is in front of that route.
+        param_addr = Signal.like(self.param.addr, name="param_read_addr")
+        second_line = Signal()         # the FSM reads line param_addr + 1 next (the cycle after param_addr)
+        incoming_store = data.View(layout_of(KINDS[Opcode.STORE]), seq.incoming)
+        with m.If(seq.start):
+            m.d.sync += param_addr.eq(incoming_store.param_addr)
+        with m.Elif(second_line):
+            m.d.sync += param_addr.eq(param_addr + 1)
+        m.d.comb += [self.param.addr.eq(param_addr), self.param.en.eq(1)]
 
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
@@ -219,6 +229,7 @@ class StoreEngine(wiring.Component):
                 m.next = "IDLE"
             with m.State("PARAM_ADDR"):
                 # The parameter memory sees the STORE's param_addr now; its line arrives next cycle.
+                m.d.comb += second_line.eq(store.negative_param)
                 m.next = "PARAMS"
             def begin():
                 return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
@@ -227,7 +238,6 @@ class StoreEngine(wiring.Component):
                 m.d.sync += [params.eq(self.param.data), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
                     # Line param_addr + 1 is addressed now and arrives next cycle: one cycle more.
-                    m.d.comb += second_line.eq(1)
                     m.next = "PARAMS_NEG"
                 with m.Else():
                     m.d.sync += begin()
