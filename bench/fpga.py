@@ -111,18 +111,12 @@ def _cycles_per_inference(config: AcceleratorConfig) -> int | None:
         return None
 
 
-def _router(name: str, summary: dict) -> str:
-    """The router that placed and routed ``name``: its own nextpnr options' if they name one, else the flow's."""
-    options = NEXTPNR_OPTIONS.get(name, ())
-    return options[options.index("--router") + 1] if "--router" in options else summary["router"]
-
-
 def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None) -> dict:
     r = s["resources"]
     record = {"config": name, "device": device, "rtl": rtl, "fits": s["fits"],
               **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
               "available": {k: r[k]["available"] for k in r}, "fmax_mhz": s["fmax_mhz"],
-              "target_mhz": s["target_mhz"], "router": _router(name, s), "critical_path": s["critical_path"],
+              "target_mhz": s["target_mhz"], "router": s["router"], "critical_path": s["critical_path"],
               "overflow": s.get("overflow"), "error": s.get("error"), "seconds": s["seconds"]}
     if s["fmax_mhz"]:
         record["gmacs"] = round(config.peak_macs_per_cycle * s["fmax_mhz"] / 1e3, 3)

@@ -340,6 +340,12 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
     ``router``: one of :data:`ROUTERS` (None: nextpnr's default, router1); part of the cache key (router1 and the
     default are the same run) and in the summary as ``router``.
     """
+    extra = tuple(extra_args or ())
+    if "--router" in extra:             # a router among the extra options: that one runs, and is the one reported
+        if router is not None:
+            raise ValueError("place_and_route: give the router once, as router= or in extra_args")
+        router = extra[extra.index("--router") + 1] if extra.index("--router") + 1 < len(extra) else "?"
+        extra = extra[:extra.index("--router")] + extra[extra.index("--router") + 2:]
     router = check_router(router)
     if isinstance(device, str):
         if device not in DEVICES:
@@ -354,7 +360,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
 
     nextpnr = _version(family.tool_package)
     options = ("--freq", f"{clock_mhz:g}", "--seed", str(seed), "--timing-allow-fail", *device.args,
-               *(("--router", router) if router != ROUTERS[0] else ()), *(extra_args or (family.unconstrained,)))
+               *(("--router", router) if router != ROUTERS[0] else ()), *(extra or (family.unconstrained,)))
     inputs = sorted((files or {}).items())
     keys = (netlist.name, repr(options), *([repr(inputs)] if inputs else []), nextpnr, str(_FLOW_VERSION))
     folder = cache / f"pnr-{device.name}-{_digest(*keys)}"

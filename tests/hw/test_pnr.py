@@ -170,6 +170,14 @@ def test_the_router_reaches_nextpnr_the_summary_and_the_cache_key(tmp_path, monk
     default = run(None)
     assert default["cached"] and default["router"] == "router1" and default["files"] == one["files"]
     assert run("router2")["cached"] and len(commands) == 2
+    # A router among the extra options (a configuration's own, bench/fpga.py) is the same run as router=, and is
+    # the one reported.
+    extra = place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path,
+                            extra_args=("--lpf-allow-unconstrained", "--router", "router2"))
+    assert extra["router"] == "router2" and extra["cached"] and extra["files"] == two["files"]
+    with pytest.raises(ValueError, match="give the router once"):
+        place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path, router="router2",
+                        extra_args=("--router", "router2"))
 
 
 def test_an_unknown_router_is_named_with_the_choices():
