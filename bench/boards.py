@@ -1,8 +1,9 @@
 """The boards' bitstreams, built as a user builds them: ``python -m boards.build --board BOARD --out DIR`` for each
 board (the documented command, in a child process, timed), then a table of what each build gives.
 
-Usage: python bench/boards.py [--runs icebreaker,ulx3s-85f-4x4,ulx3s-85f] [--router router1|router2]
-(default: the iCEBreaker with its own engine and the ULX3S-85F with ``--rows 4``; ulx3s-85f is its own int8 8x8)
+Usage: python bench/boards.py [--runs icebreaker,icebreaker-1x1,ulx3s-85f-4x4,ulx3s-85f] [--router router1|router2]
+(default: the iCEBreaker with its own engine and with ``--rows 1``, the ULX3S-85F with ``--rows 4``; ulx3s-85f is
+the ULX3S's own int8 8x8)
 
 Per run: the engine, fits (or what overflows), resources, fmax against the board's oscillator clock, GMAC/s and
 digits-CNN inferences/s at the board's clock (the clock the bitstream runs at), whether the digits CNN's memory image
@@ -27,10 +28,10 @@ from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 
 #: run name -> (board, extra arguments of ``python -m boards.build``).
-RUNS = {"icebreaker": ("icebreaker", ()), "ulx3s-85f-4x4": ("ulx3s-85f", ("--rows", "4")),
-        "ulx3s-85f": ("ulx3s-85f", ())}
+RUNS = {"icebreaker": ("icebreaker", ()), "icebreaker-1x1": ("icebreaker", ("--rows", "1")),
+        "ulx3s-85f-4x4": ("ulx3s-85f", ("--rows", "4")), "ulx3s-85f": ("ulx3s-85f", ())}
 #: The ULX3S's own engine (int8 8x8) takes over an hour of place and route here: asked for by name.
-DEFAULT_RUNS = ("icebreaker", "ulx3s-85f-4x4")
+DEFAULT_RUNS = ("icebreaker", "icebreaker-1x1", "ulx3s-85f-4x4")
 WORK = ROOT / "bench" / "work" / "boards"
 MARKERS = ("<!-- board-table: python bench/boards.py -->", "<!-- end board-table -->")
 
