@@ -82,7 +82,8 @@ def _record(name: str, report: dict, seconds: float, cycles: int | None, image: 
               "gmacs_at_clock": round(config.peak_macs_per_cycle * clock / 1e3, 4),
               "digits_cycles": cycles, "digits_image_bytes": image, "memory_bytes": BOARDS[board].memory_bytes,
               "command_seconds": round(seconds, 1), "build_seconds": report["seconds"].get("total"),
-              "cached": report.get("cached", False), "bitstream": report["outputs"].get("bitstream"),
+              "cached": report.get("cached", False),
+              "first_build_seconds": round(sum(report.get("built_seconds", {}).values()), 1) or None, "bitstream": report["outputs"].get("bitstream"),
               "critical_path": report.get("critical_path")}
     if cycles:
         record["digits_inferences_per_second"] = round(clock * 1e6 / cycles, 1)
@@ -91,6 +92,13 @@ def _record(name: str, report: dict, seconds: float, cycles: int | None, image: 
 
 def _path(p: dict | None) -> str:
     return f"`{p['from'].removeprefix('core.')}` -> `{p['to'].removeprefix('core.')}`" if p else ""
+
+
+def _seconds(r: dict) -> str:
+    if not r["cached"]:
+        return f"{r['build_seconds']:.0f}"
+    first = r.get("first_build_seconds")
+    return f"cached (synthesis, place and route {first:.0f} when built)" if first else "cached"
 
 
 def _readme_table(records: list[dict]) -> str:
@@ -107,9 +115,10 @@ def _readme_table(records: list[dict]) -> str:
         cells = [r["run"], r["engine"], r["device"], fits, f"{r.get('luts', '-')}/{a.get('luts', '-')}",
                  str(r.get("flipflops", "-")), str(r.get("dsps", "-")), str(r.get("brams", "-")),
                  f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "-", f"{r['clock_mhz']:g}",
-                 str(r["gmacs_at_clock"]), str(r.get("digits_inferences_per_second", "-")), image,
+                 *((str(r["gmacs_at_clock"]), str(r.get("digits_inferences_per_second", "-"))) if r["fits"]
+                   else ("-", "-")), image,
                  "yes" if r["bitstream"] else "no",
-                 f"{r['build_seconds']:.0f}" + (" (cached)" if r["cached"] else "") if r["build_seconds"] else "-",
+                 _seconds(r),
                  _path(r["critical_path"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

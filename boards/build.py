@@ -179,7 +179,7 @@ def _routed_output(board: Board) -> tuple[str, str]:
 def _report(board: Board, config: AcceleratorConfig, core, summary: dict, baud: int, outputs: dict,
             seconds: float) -> dict:
     keep = ("fits", "resources", "utilisation", "fmax_mhz", "target_mhz", "router", "critical_path", "overflow",
-            "error", "tools", "cached")
+            "error", "tools", "cached", "built_seconds")
     return {
         "schema": REPORT_SCHEMA,
         "board": board.name,
