@@ -77,7 +77,7 @@ def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, lin
                  hit_settling.eq(acc_w.en & (acc_w.addr == line_settling))]
     line = Signal.like(written, name=f"line_{name}")
     m.d.comb += line.eq(Mux(hit_settling, written, settled))
-    return line
+    return line, settled, hit_settling
 
 
 class ComputeEngine(wiring.Component):
@@ -327,8 +327,8 @@ class ComputeEngine(wiring.Component):
         written = Signal(acc_line)
         a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
         a_line_settling = Mux(alu_settling.valid, alu_settling.line, settling.line)
-        old = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
-        src = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line, alu_settling.src_line)
+        old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
+        src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line, alu_settling.src_line)
         new = Signal(acc_line)
         # The ALU's operands (the forwarded lines) and its result are registered, so the forwarding multiplexers, the
         # operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different cycles. MUL: one
@@ -362,7 +362,9 @@ class ComputeEngine(wiring.Component):
             for col in range(cols):
                 psum = stage.psums[col]
                 with m.If(stage.accumulate):
-                    m.d.comb += [new[col].value.eq(old[col].value + psum.value),
+                    # Both candidate sums, then the forwarding's choice: no multiplexer before the carry chain.
+                    m.d.comb += [new[col].value.eq(Mux(old_hit, written[col].value + psum.value,
+                                                       old_settled[col].value + psum.value)),
                                  new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
