@@ -337,16 +337,20 @@ class ComputeEngine(wiring.Component):
         # wide int4 array's post-processing lanes need.
         k = min(c.alu_mul_bits, c.acc_bits)
         multiply = shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
-        alu_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols})
+        alu_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols, "mul": 1})
         alu_operands, alu_result = (Signal(alu_record, name=f"alu_{n}") for n in ("operands", "result"))
         m.d.sync += [alu_operands.valid.eq(alu_stage.valid), alu_operands.line.eq(alu_stage.line),
-                     alu_result.eq(alu_operands)]
+                     alu_operands.mul.eq(alu.op == AluOp.MUL), alu_result.eq(alu_operands)]
+        # MUL's factors and product have registers of their own (near the DSP), apart from the other operations'.
         results = []
         for col in range(cols):
             a, b = Signal.like(old[col].value, name=f"alu_a_{col}"), Signal.like(src[col].value, name=f"alu_b_{col}")
+            fa, fb = Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}")
             result = Signal.like(old[col].value, name=f"alu_result_{col}")
-            results.append(result)
-            m.d.sync += [a.eq(old[col].value), b.eq(src[col].value),
+            product = Signal(signed(2 * k), name=f"mul_product_{col}")
+            results.append(Mux(alu_result.mul, product, result))
+            m.d.sync += [a.eq(old[col].value), b.eq(src[col].value), fa.eq(old[col].value[:k]),
+                         fb.eq(src[col].value[:k]), product.eq(multiply(fa, fb)),
                          alu_operands.nonfinite[col].eq(Mux(alu.op == AluOp.COPY, src[col].nonfinite,
                                                             old[col].nonfinite | src[col].nonfinite))]
             with m.Switch(alu.op):
@@ -354,9 +358,7 @@ class ComputeEngine(wiring.Component):
                     m.d.sync += result.eq(Mux(b > a, b, a))
                 with m.Case(AluOp.ADD):
                     m.d.sync += result.eq(a + b)
-                with m.Case(AluOp.MUL):
-                    m.d.sync += result.eq(multiply(a[:k].as_signed(), b[:k].as_signed()))
-                with m.Default():                       # COPY
+                with m.Default():                       # COPY (MUL: the product's register)
                     m.d.sync += result.eq(b)
         with m.If(stage.valid):
             for col in range(cols):
