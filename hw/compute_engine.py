@@ -68,7 +68,8 @@ def _stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal, Signal]
 def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, line_settling):
     """The accumulator line read for ``line_reading``, as it is when its update runs ``ACCUMULATE_LATENCY`` cycles
     after the read: the block RAM's ``data_out`` registered, then each later write to the same line in its place
-    (``written`` holds the line written in the cycle before)."""
+    (``written`` holds the line written in the cycle before). Also the settled line and whether ``written`` replaces
+    it, for an update that computes from both and chooses after (no multiplexer before its carry chain)."""
     read, settled = Signal.like(written, name=f"read_{name}"), Signal.like(written, name=f"settled_{name}")
     hit_reading, hit_settling = Signal(name=f"hit_{name}_reading"), Signal(name=f"hit_{name}_settling")
     m.d.sync += [read.eq(data_out),
@@ -328,7 +329,8 @@ class ComputeEngine(wiring.Component):
         a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
         a_line_settling = Mux(alu_settling.valid, alu_settling.line, settling.line)
         old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
-        src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line, alu_settling.src_line)
+        src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
+                               alu_settling.src_line)
         new = Signal(acc_line)
         # The ALU's operands (the forwarded lines) and its result are registered, so the forwarding multiplexers, the
         # operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different cycles. MUL: one
