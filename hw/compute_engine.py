@@ -14,7 +14,7 @@ from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, KINDS, AluOp, Opcode
-from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_MUL_LATENCY, feeder_depth
+from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_LATENCY, feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -68,7 +68,8 @@ def _stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal, Signal]
 def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, line_settling):
     """The accumulator line read for ``line_reading``, as it is when its update runs ``ACCUMULATE_LATENCY`` cycles
     after the read: the block RAM's ``data_out`` registered, then each later write to the same line in its place
-    (``written`` holds the line written in the cycle before)."""
+    (``written`` holds the line written in the cycle before). Also the settled line and whether ``written`` replaces
+    it, for an update that computes from both and chooses after (no multiplexer before its carry chain)."""
     read, settled = Signal.like(written, name=f"read_{name}"), Signal.like(written, name=f"settled_{name}")
     hit_reading, hit_settling = Signal(name=f"hit_{name}_reading"), Signal(name=f"hit_{name}_settling")
     m.d.sync += [read.eq(data_out),
@@ -77,16 +78,16 @@ def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, lin
                  hit_settling.eq(acc_w.en & (acc_w.addr == line_settling))]
     line = Signal.like(written, name=f"line_{name}")
     m.d.comb += line.eq(Mux(hit_settling, written, settled))
-    return line
+    return line, settled, hit_settling
 
 
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
     of their own cycle and the line written in between is forwarded, so consecutive updates of one line see each
-    other). ALU reads two accumulator lines per cycle and writes the result as many cycles later, in element
-    order; MUL registers its operands and its product (``ALU_MUL_LATENCY`` cycles), and an element that uses a line
-    an element issued in the two cycles before writes waits until that write can be forwarded."""
+    other). ALU reads two accumulator lines per cycle and writes the results in element order; it registers its
+    operands and its result (``ALU_LATENCY`` cycles), and an element that uses a line an element issued in the two
+    cycles before writes waits until that write can be forwarded."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -276,21 +277,20 @@ class ComputeEngine(wiring.Component):
         a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
                                               for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
         alu_active = Signal()
-        # MUL takes its operands as the other operations do, ACCUMULATE_LATENCY cycles after the issue, but writes
-        # two cycles later: an element waits while one issued in those two cycles writes a line it uses. Whether
-        # it uses the line of the element before (``dep_last``) or of the one before that (``dep_before``) is
-        # registered as the element before issues, so the wait is a few gates on flip-flops.
-        assert ALU_MUL_LATENCY == ACCUMULATE_LATENCY + 2
-        is_mul = alu.op == AluOp.MUL
+        # Every operation takes its operands ACCUMULATE_LATENCY cycles after the issue and writes two cycles later
+        # (the operands and the result are registered): an element waits while one issued in those two cycles writes
+        # a line it uses. Whether it uses the line of the element before (``dep_last``) or of the one before that
+        # (``dep_before``) is registered as the element before issues, so the wait is a few gates on flip-flops.
+        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2
         dep_last, dep_before = Signal(name="alu_dep_last"), Signal(name="alu_dep_before")
         last_dst = Signal.like(a_dst, name="alu_last_dst")
         with m.If(seq.start & (opcode_in == Opcode.ALU)):
             m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
                          a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1),
                          dep_last.eq(0), dep_before.eq(0)]
-        mul_wait = Signal()
+        alu_wait = Signal()
         alu_issue = Signal()
-        m.d.comb += alu_issue.eq(is_alu & alu_active & ~mul_wait)
+        m.d.comb += alu_issue.eq(is_alu & alu_active & ~alu_wait)
         # The next element's lines (past the last element they may wrap: unused then).
         row_end = Signal()
         next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
@@ -315,8 +315,8 @@ class ComputeEngine(wiring.Component):
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
         # The element before issued in one of the two cycles before (the last issue was then), or both it and the
         # one before it did (in the cycles just before).
-        m.d.comb += mul_wait.eq(is_mul & ((dep_last & (alu_reading.valid | alu_settling.valid)) |
-                                          (dep_before & alu_reading.valid & alu_settling.valid)))
+        m.d.comb += alu_wait.eq((dep_last & (alu_reading.valid | alu_settling.valid)) |
+                                (dep_before & alu_reading.valid & alu_settling.valid))
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
@@ -328,53 +328,55 @@ class ComputeEngine(wiring.Component):
         written = Signal(acc_line)
         a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
         a_line_settling = Mux(alu_settling.valid, alu_settling.line, settling.line)
-        old = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
-        src = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line, alu_settling.src_line)
+        old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
+        src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
+                               alu_settling.src_line)
         new = Signal(acc_line)
-        # MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept; the
-        # operands and the product are registered, so the forwarding multiplexers, the multiplier and the write
-        # are in different cycles. A narrow one (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE:
-        # yosys would give every lane a DSP, which a wide int4 array's post-processing lanes need.
+        # The ALU's operands (the forwarded lines) and its result are registered, so the forwarding multiplexers, the
+        # operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different cycles. MUL: one
+        # k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept. A narrow one
+        # (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE: yosys would give every lane a DSP, which a
+        # wide int4 array's post-processing lanes need.
         k = min(c.alu_mul_bits, c.acc_bits)
         multiply = shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
-        mul_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols})
-        mul_operands, mul_product = (Signal(mul_record, name=f"alu_mul_{n}") for n in ("operands", "product"))
-        factors = [(Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}"))
-                   for col in range(cols)]
-        products = [Signal(signed(2 * k), name=f"mul_product_{col}") for col in range(cols)]
-        m.d.sync += [mul_operands.valid.eq(alu_stage.valid & is_mul), mul_operands.line.eq(alu_stage.line),
-                     mul_product.eq(mul_operands)]
-        for col, (a, b) in enumerate(factors):
-            m.d.sync += [a.eq(old[col].value[:k]), b.eq(src[col].value[:k]), products[col].eq(multiply(a, b)),
-                         mul_operands.nonfinite[col].eq(old[col].nonfinite | src[col].nonfinite)]
+        alu_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols, "mul": 1})
+        alu_operands, alu_result = (Signal(alu_record, name=f"alu_{n}") for n in ("operands", "result"))
+        m.d.sync += [alu_operands.valid.eq(alu_stage.valid), alu_operands.line.eq(alu_stage.line),
+                     alu_operands.mul.eq(alu.op == AluOp.MUL), alu_result.eq(alu_operands)]
+        # MUL's factors and product have registers of their own (near the DSP), apart from the other operations'.
+        results = []
+        for col in range(cols):
+            a, b = Signal.like(old[col].value, name=f"alu_a_{col}"), Signal.like(src[col].value, name=f"alu_b_{col}")
+            fa, fb = Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}")
+            result = Signal.like(old[col].value, name=f"alu_result_{col}")
+            product = Signal(signed(2 * k), name=f"mul_product_{col}")
+            results.append(Mux(alu_result.mul, product, result))
+            m.d.sync += [a.eq(old[col].value), b.eq(src[col].value), fa.eq(old[col].value[:k]),
+                         fb.eq(src[col].value[:k]), product.eq(multiply(fa, fb)),
+                         alu_operands.nonfinite[col].eq(Mux(alu.op == AluOp.COPY, src[col].nonfinite,
+                                                            old[col].nonfinite | src[col].nonfinite))]
+            with m.Switch(alu.op):
+                with m.Case(AluOp.MAX):
+                    m.d.sync += result.eq(Mux(b > a, b, a))
+                with m.Case(AluOp.ADD):
+                    m.d.sync += result.eq(a + b)
+                with m.Default():                       # COPY (MUL: the product's register)
+                    m.d.sync += result.eq(b)
         with m.If(stage.valid):
             for col in range(cols):
                 psum = stage.psums[col]
                 with m.If(stage.accumulate):
-                    m.d.comb += [new[col].value.eq(old[col].value + psum.value),
+                    # Both candidate sums, then the forwarding's choice: no multiplexer before the carry chain.
+                    m.d.comb += [new[col].value.eq(Mux(old_hit, written[col].value + psum.value,
+                                                       old_settled[col].value + psum.value)),
                                  new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
-        with m.Elif(mul_product.valid):
+        with m.Elif(alu_result.valid):
             for col in range(cols):
-                m.d.comb += [new[col].value.eq(products[col]), new[col].nonfinite.eq(mul_product.nonfinite[col])]
-            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(mul_product.line), self.acc_w.data.eq(new)]
-        with m.Elif(alu_stage.valid & ~is_mul):
-            for col in range(cols):
-                a, b = old[col].value, src[col].value
-                with m.Switch(alu.op):
-                    with m.Case(AluOp.MAX):
-                        m.d.comb += new[col].value.eq(Mux(b > a, b, a))
-                    with m.Case(AluOp.ADD):
-                        m.d.comb += new[col].value.eq(a + b)
-                    with m.Default():                       # COPY
-                        m.d.comb += new[col].value.eq(b)
-                with m.If(alu.op == AluOp.COPY):
-                    m.d.comb += new[col].nonfinite.eq(src[col].nonfinite)
-                with m.Else():
-                    m.d.comb += new[col].nonfinite.eq(old[col].nonfinite | src[col].nonfinite)
-            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_stage.line), self.acc_w.data.eq(new)]
+                m.d.comb += [new[col].value.eq(results[col]), new[col].nonfinite.eq(alu_result.nonfinite[col])]
+            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_result.line), self.acc_w.data.eq(new)]
         m.d.sync += written.eq(new)
 
         # --- completion ------------------------------------------------------------------------------------------
@@ -384,6 +386,6 @@ class ComputeEngine(wiring.Component):
                     m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
                     m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid
-                                            & ~mul_operands.valid & ~mul_product.valid)
+                                            & ~alu_operands.valid & ~alu_result.valid)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m

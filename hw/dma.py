@@ -40,16 +40,24 @@ class BurstAddressGenerator(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         shift = self._bus_bytes.bit_length() - 1
-        row = Signal.like(self.rows)
-        row_base = Signal(32)
+        page_bits = BURST_BOUNDARY.bit_length() - 1
+        page_beats = BURST_BOUNDARY >> shift
+        # Every register's next value is one carry chain from registers, chosen by compares of registers (one burst a
+        # cycle): a burst's length and the cursor's step from it were three chains in a row (14.4 ns on the ECP5).
+        rows_left = Signal.like(self.rows)                  # rows still to come, this one included
         cursor = Signal(32)
-        remaining = Signal.like(self.beats)
+        remaining = Signal.like(self.beats)                 # beats of this row from the cursor on
+        next_base = Signal(32)                              # where the next row starts
+        to_4k = Signal(range(page_beats + 1))               # beats from the cursor to its 4 KiB boundary
 
-        to_4k = Signal(13 - shift + 1)
-        m.d.comb += to_4k.eq((BURST_BOUNDARY - cursor[:BURST_BOUNDARY.bit_length() - 1]) >> shift)
-        capped = Mux(remaining < MAX_BURST_BEATS, remaining, MAX_BURST_BEATS)
+        def beats_to_boundary(addr):                        # addresses are aligned to the bus (the decoder checks)
+            return page_beats - addr[shift:page_bits]
+
+        # The burst ends at the row's end, else at the boundary, else after MAX_BURST_BEATS (ties: the same length).
+        row_end = (remaining <= to_4k) & (remaining <= MAX_BURST_BEATS)
+        at_boundary = to_4k <= MAX_BURST_BEATS
         count = Signal(range(MAX_BURST_BEATS + 1))
-        m.d.comb += count.eq(Mux(to_4k < capped, to_4k, capped))
+        m.d.comb += count.eq(Mux(row_end, remaining, Mux(at_boundary, to_4k, MAX_BURST_BEATS)))
 
         m.d.comb += [
             self.addr.addr.eq(cursor), self.addr.len.eq(count - 1), self.addr.size.eq(shift),
@@ -60,14 +68,19 @@ class BurstAddressGenerator(wiring.Component):
                      self.lengths.valid.eq(self.busy & self.addr.ready)]
 
         with m.If(self.start):
-            m.d.sync += [row.eq(0), row_base.eq(self.base), cursor.eq(self.base), remaining.eq(self.beats),
+            m.d.sync += [rows_left.eq(self.rows), cursor.eq(self.base), next_base.eq(self.base + self.stride),
+                         remaining.eq(self.beats), to_4k.eq(beats_to_boundary(self.base)),
                          self.busy.eq((self.rows != 0) & (self.beats != 0))]
         with m.Elif(issue):
-            with m.If(remaining == count):
-                with m.If(row + 1 == self.rows):
+            with m.If(row_end):
+                with m.If(rows_left == 1):
                     m.d.sync += self.busy.eq(0)
-                m.d.sync += [row.eq(row + 1), row_base.eq(row_base + self.stride),
-                             cursor.eq(row_base + self.stride), remaining.eq(self.beats)]
+                m.d.sync += [rows_left.eq(rows_left - 1), cursor.eq(next_base), next_base.eq(next_base + self.stride),
+                             remaining.eq(self.beats), to_4k.eq(beats_to_boundary(next_base))]
+            with m.Elif(at_boundary):
+                m.d.sync += [cursor.eq(cursor + (to_4k << shift)), remaining.eq(remaining - to_4k),
+                             to_4k.eq(page_beats)]
             with m.Else():
-                m.d.sync += [cursor.eq(cursor + (count << shift)), remaining.eq(remaining - count)]
+                m.d.sync += [cursor.eq(cursor + (MAX_BURST_BEATS << shift)),
+                             remaining.eq(remaining - MAX_BURST_BEATS), to_4k.eq(to_4k - MAX_BURST_BEATS)]
         return m

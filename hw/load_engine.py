@@ -91,7 +91,7 @@ class LoadEngine(wiring.Component):
         dest = Signal(range(depth))
         pad_dest = Signal(range(depth))         # padding walk: sram_addr + row * width + col
         data_dest = Signal(range(depth))        # data walk: sram_addr + (pad_top + row) * width + pad_left + col
-        line_data = Signal(max(beats_of.values()) * c.dma_bits)
+        line_width = max(beats_of.values()) * c.dma_bits                # the longest line's
         write = Signal()
         pad_line = Cat(load.pad_value[:c.act_slot_bits] for _ in range(c.reduction_rows))
         ports = {Buffer.ACT: self.act, Buffer.WEIGHT: self.weight, Buffer.PARAM: self.param, Buffer.LUT: self.lut}
@@ -99,9 +99,9 @@ class LoadEngine(wiring.Component):
         # the write ports, which fan out to many block RAMs. A line lands a cycle later; nothing reads it before the
         # instruction's tokens are pushed (``done`` comes at the earliest the cycle after the last write is decided).
         # With load_direct_write (a slow small part) the lines go straight in, a cycle sooner.
-        write_addr, write_data = Signal.like(dest, name="write_addr"), Signal.like(line_data, name="write_data")
+        write_addr, write_data = Signal.like(dest, name="write_addr"), Signal(line_width, name="write_data")
         domain = m.d.comb if c.load_direct_write else m.d.sync
-        domain += [write_addr.eq(dest), write_data.eq(line_data)]
+        domain += write_addr.eq(dest)
         for buffer, port in ports.items():
             write_en = Signal(name=f"write_{buffer.name.lower()}")
             domain += write_en.eq(write & (load.buffer == buffer))
@@ -110,11 +110,16 @@ class LoadEngine(wiring.Component):
         row = Signal.like(height)
         col = Signal.like(width)
         beat = Signal.like(line_beats)
-        assembled = Signal.like(line_data)
+        assembled = Signal(line_width)
         seq_done = Signal()
         m.d.comb += seq.done.eq(seq_done)
 
-        with m.FSM():
+        # The line as it would be written now: the padding value, or the assembled beats with the arriving one in its
+        # place. write_data takes it every cycle (only a write's is used), chosen by the state alone: the bus's valid
+        # and the beat count choose the write enables, not a multiplexer across the line.
+        full = Signal(line_width)
+        m.d.comb += [full.eq(assembled), full.word_select(beat, c.dma_bits).eq(self.axi.r.data)]
+        with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(seq.start):
                     m.d.sync += [row.eq(0), col.eq(0), self.bus_error.eq(0), pad_dest.eq(incoming.sram_addr),
@@ -135,7 +140,7 @@ class LoadEngine(wiring.Component):
                     with m.If(data_right == width):
                         m.d.sync += [col.eq(0), row.eq(row + 1)]
                 with m.Else():
-                    m.d.comb += [write.eq(1), dest.eq(pad_dest), line_data.eq(pad_line)]
+                    m.d.comb += [write.eq(1), dest.eq(pad_dest)]
                     m.d.sync += pad_dest.eq(pad_dest + 1)
                     with m.If(col + 1 == width):
                         m.d.sync += [col.eq(0), row.eq(row + 1)]
@@ -143,16 +148,14 @@ class LoadEngine(wiring.Component):
                         m.d.sync += col.eq(col + 1)
             with m.State("DATA"):
                 m.d.comb += self.axi.r.ready.eq(1)
-                full = Signal.like(line_data)
-                m.d.comb += full.eq(assembled)
-                m.d.comb += full.word_select(beat, c.dma_bits).eq(self.axi.r.data)
                 with m.If(self.axi.r.valid):
                     with m.If(self.axi.r.resp != 0):
                         m.d.sync += self.bus_error.eq(1)
-                    m.d.sync += assembled.eq(full)
+                    # Only the arriving beat's word is written: its enable fans out to one word, not the line.
+                    m.d.sync += assembled.word_select(beat, c.dma_bits).eq(self.axi.r.data)
                     with m.If(beat + 1 == line_beats):
                         m.d.sync += beat.eq(0)
-                        m.d.comb += [write.eq(1), line_data.eq(full), dest.eq(data_dest)]
+                        m.d.comb += [write.eq(1), dest.eq(data_dest)]
                         with m.If(col + 1 == load.x_size):
                             m.d.sync += [col.eq(0), row.eq(row + 1), data_dest.eq(data_dest + row_gap)]
                         with m.Else():
@@ -163,6 +166,7 @@ class LoadEngine(wiring.Component):
                 with m.If((row == load.y_size) & ~addresses.busy):
                     m.d.comb += seq_done.eq(1)
                     m.next = "IDLE"
+        domain += write_data.eq(Mux(fsm.ongoing("PAD"), pad_line, full))
         return m
 
     @staticmethod

@@ -5,8 +5,9 @@ for bit. The datapath is a pipeline of twelve stages (each at most one carry cha
 multiplexers or one block RAM read deep, for a 100 MHz clock on an ECP5); every stage advances only when ``en`` is
 high::
 
-    input      the inputs, registered (the accumulator comes straight from a block RAM)
-    offset     s = acc + bias,  |M|, |M_neg|            (bias saturated to the accumulator's range)
+    input      the inputs, registered (the accumulator comes straight from a block RAM; the bias saturated to the
+               accumulator's range on its way in)
+    offset     s = acc + bias,  |M|, |M_neg|
     magnitude  |s|; M and S chosen by the sign of s (``negative_param``); sign of s * M
     multiply   partial products of |s| * |M|, 17 x 17 bits each (one DSP each)
     sum        m = |s| * |M|, their sum                 (exact: no bit of t = s * M is ever lost)
@@ -227,8 +228,12 @@ class PostProcessor(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        sampled = self._stage(m, "input", valid=self.i_valid,
-                            **{name: getattr(self, name) for name in _INPUTS})
+        # The bias is saturated to the accumulator's range as it is sampled (it comes from a register that holds for
+        # the whole STORE): the offset stage is then its one addition (the saturation's wide compare in front of that
+        # carry chain was the int8 4x4 engine's critical path on the ECP5).
+        inputs = {name: getattr(self, name) for name in _INPUTS}
+        inputs["bias"] = _saturate_signed(self.bias, self._config.acc_bits)
+        sampled = self._stage(m, "input", valid=self.i_valid, **inputs)
         offset = self._offset(m, sampled)
         magnitude = self._magnitude(m, offset)
         product = self._sum(m, self._multiply(m, magnitude))
@@ -277,9 +282,8 @@ class PostProcessor(wiring.Component):
 
     def _offset(self, m, p):
         """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitude and sign of ``M``."""
-        bias = _saturate_signed(p.bias, self._config.acc_bits)
         s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
-        m.d.comb += s.eq(p.acc + bias)
+        m.d.comb += s.eq(p.acc + p.bias)                # the bias saturated as it was sampled
         return self._stage(m, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s,
                          m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
                          n_magnitude=abs(p.multiplier_neg), n_negative=p.multiplier_neg[-1])

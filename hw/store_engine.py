@@ -122,7 +122,11 @@ class StoreEngine(wiring.Component):
         in_flight = Signal(range(self.LINE_FIFO_DEPTH + latency + 3))
         reading = Signal()
         issue = Signal()
-        can_issue = reading & (y != store.y_size) & (lines.level + in_flight < self.LINE_FIFO_DEPTH)
+        # Lines in the FIFO or on their way to it (``lines.level + in_flight``), kept as a register of its own: the
+        # sum of the two counters in front of the read address was the engine's critical path on the ECP5.
+        occupied = Signal(range(self.LINE_FIFO_DEPTH + 1))
+        m.d.sync += occupied.eq(occupied + issue - (lines.r_en & lines.r_rdy))
+        can_issue = reading & (y != store.y_size) & (occupied < self.LINE_FIFO_DEPTH)
         if shared:
             # Each lane takes its columns of a line in turn: a line read every ``share`` cycles at most.
             share = c.postprocess_lane_columns

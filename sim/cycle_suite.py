@@ -63,12 +63,15 @@ def one_instruction_programs() -> list:
                 acc_stride=8, negative_param=1),
         _single("alu", "ALU", op=1, dst_addr=0, src_addr=64, y_size=2, x_size=16, src_step=1, dst_stride=16,
                 src_stride=16),
-        # MUL's longer pipeline: independent elements, a chain (each reads the line the one before wrote) and one
-        # destination updated every other element.
+        # The ALU's pipeline (operands and result registered): independent elements, a chain (each reads the line the
+        # one before wrote) and one destination updated every other element, for MUL, MAX and ADD.
         _single("alu mul", "ALU", op=3, dst_addr=0, src_addr=64, y_size=2, x_size=16, src_step=1, dst_stride=16,
                 src_stride=16),
         _single("alu mul chain", "ALU", op=3, dst_addr=1, src_addr=0, y_size=1, x_size=16, src_step=1),
         _single("alu mul repeated", "ALU", op=3, dst_addr=0, src_addr=64, y_size=8, x_size=2, src_step=1,
+                dst_stride=1, src_stride=2),
+        _single("alu max chain", "ALU", op=0, dst_addr=1, src_addr=0, y_size=1, x_size=16, src_step=1),
+        _single("alu add repeated", "ALU", op=1, dst_addr=0, src_addr=64, y_size=8, x_size=2, src_step=1,
                 dst_stride=1, src_stride=2),
     ]
 

@@ -41,19 +41,20 @@ def bank_drain(rows: int, cols: int) -> int:
 #: Cycles from a partial sum's arrival at the accumulators (or an ALU element's issue) to the write of its line: the
 #: block RAM's read, the register its output goes into, then the addition and the write (each in a cycle of its own).
 ACCUMULATE_LATENCY = 3
-#: Cycles from an ALU MUL element's issue to the write of its line: the accumulator stages up to the forwarded
-#: operands, which are registered, then the multiply (one DSP) into a register, then the write. The operands are
-#: taken ``ACCUMULATE_LATENCY`` cycles after the issue, so an element that reads or writes a line one of the
-#: ``ALU_MUL_LATENCY - ACCUMULATE_LATENCY`` elements issued in the cycles just before writes waits until that write
-#: is forwarded (``alu_mul_issue_cycles``).
-ALU_MUL_LATENCY = ACCUMULATE_LATENCY + 2
+#: Cycles from an ALU element's issue to the write of its line: the accumulator stages up to the forwarded operands,
+#: which are registered, then the operation (MAX's compare, ADD's carry chain, MUL's multiplier) into a register, then
+#: the write. The operands are taken ``ACCUMULATE_LATENCY`` cycles after the issue, so an element that reads or writes
+#: a line one of the ``ALU_LATENCY - ACCUMULATE_LATENCY`` elements issued in the cycles just before writes waits
+#: until that write is forwarded (``alu_issue_cycles``). (Only MUL had these stages before the operations behind the
+#: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.)
+ALU_LATENCY = ACCUMULATE_LATENCY + 2
 
 
-def alu_mul_issue_cycles(dst: list[int], src: list[int]) -> int:
-    """Cycles an ALU MUL takes to issue its elements (destination and source lines in element order): one per
+def alu_issue_cycles(dst: list[int], src: list[int]) -> int:
+    """Cycles an ALU takes to issue its elements (destination and source lines in element order): one per
     element, and an element whose lines include the destination of an element issued fewer than
-    ``ALU_MUL_LATENCY - ACCUMULATE_LATENCY + 1`` cycles before waits until that one is that far behind."""
-    window = ALU_MUL_LATENCY - ACCUMULATE_LATENCY
+    ``ALU_LATENCY - ACCUMULATE_LATENCY + 1`` cycles before waits until that one is that far behind."""
+    window = ALU_LATENCY - ACCUMULATE_LATENCY
     issued: list[tuple[int, int]] = []              # (cycle, destination) of the last ``window`` elements
     cycle = -1
     for d, s in zip(dst, src):

@@ -9,8 +9,8 @@ the same way). The rules, each named after the hardware that causes it:
   (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
-- LOAD, ALU, SETPP, STORE keep their engine busy for a number of cycles given by their sizes (below; an ALU MUL
-  also by the waits of elements close behind one whose line they use, ``alu_mul_issue_cycles``);
+- LOAD, ALU, SETPP, STORE keep their engine busy for a number of cycles given by their sizes (below; an ALU
+  also by the waits of elements close behind one whose line they use, ``alu_issue_cycles``);
 - COMPUTE frees its engine once its buffer reads are issued; its results are written ``array_latency +
   ACCUMULATE_LATENCY`` cycles after the last activation vector entered the array, which is modelled as a resource
   (two weight banks, each reloadable ``bank_drain + 1`` cycles after its last vector).
@@ -24,10 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import INSTRUCTION_BITS, AluOp, Buffer, Kind, Opcode
+from hw.spec.isa import INSTRUCTION_BITS, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_MUL_LATENCY, BURST_BOUNDARY,
-                                       MAX_BURST_BEATS, alu_mul_issue_cycles, array_latency,
+from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, BURST_BOUNDARY,
+                                       MAX_BURST_BEATS, alu_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
 from .plans import alu_plan, compute_rows
@@ -129,11 +129,9 @@ class Timing:
         return 6 + f["negative_param"] + writes + self.memory_latency + self.config.postprocess_latency
 
     def alu(self, f: dict) -> int:
-        if f["op"] == AluOp.MUL:        # a longer pipeline: dependent elements close together wait
-            plan = alu_plan(f)
-            issue = plan.dst.size if plan.independent else alu_mul_issue_cycles(plan.dst.tolist(), plan.src.tolist())
-            return issue + ALU_MUL_LATENCY + 1
-        return f["y_size"] * f["x_size"] + ACCUMULATE_LATENCY + 1
+        plan = alu_plan(f)              # dependent elements close together wait
+        issue = plan.dst.size if plan.independent else alu_issue_cycles(plan.dst.tolist(), plan.src.tolist())
+        return issue + ALU_LATENCY + 1
 
     def schedule(self, kind: Kind, f: dict, start: int) -> tuple[int, int]:
         """(first cycle the engine is free again, cycle the instruction's effect and tokens are visible) of an
