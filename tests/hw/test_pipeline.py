@@ -124,17 +124,24 @@ def test_serial_staged_arithmetic():
     cases = [(rng.randrange(1, 1024), rng.randrange(1 << 20), rng.randrange(8), rng.randrange(1 << 16))
              for _ in range(60)] + [(1023, (1 << 20) - 1, 7, (1 << 16) - 1), (1, 0, 0, 0), (512, 1, 4, 0)]
 
+    _run_started(m, start, (x, y, z, base), cases, out, result.stage, 3,     # from the stage it reports on, and held
+                 lambda cx, cy, cz, cb: cb + (cx - 1) * cz * cy + cz * cx)
+
+
+def _run_started(m, start, inputs, cases, out, stage: int, held: int, expected) -> None:
+    """Simulate ``m`` case by case: ``inputs`` set to a case, ``start`` for a cycle, then ``out`` checked against
+    ``expected(*case)`` from ``stage`` cycles on, for ``held`` cycles."""
     async def bench(ctx):
-        for cx, cy, cz, cb in cases:
-            for s, v in ((x, cx), (y, cy), (z, cz), (base, cb)):
-                ctx.set(s, v)
+        for case in cases:
+            for signal, value in zip(inputs, case):
+                ctx.set(signal, value)
             ctx.set(start, 1)
             await ctx.tick()
             ctx.set(start, 0)
-            for _ in range(result.stage - 1):
+            for _ in range(stage - 1):
                 await ctx.tick()
-            for _ in range(3):           # from the stage it reports on, and held
-                assert ctx.get(out) == cb + (cx - 1) * cz * cy + cz * cx, (cx, cy, cz, cb)
+            for _ in range(held):
+                assert ctx.get(out) == expected(*case), case
                 await ctx.tick()
 
     sim = Simulator(m)
@@ -160,20 +167,4 @@ def test_product_with_an_addend(serial, addend_bits):
     cases = [(rng.randrange(32), rng.randrange(1 << 12), rng.randrange(top + 1)) for _ in range(40)] + \
         [(31, (1 << 12) - 1, top), (0, 0, top), (31, (1 << 12) - 1, 0), (1, 1, 1)]
 
-    async def bench(ctx):
-        for ca, cb, cc in cases:
-            for s, v in ((a, ca), (b, cb), (c, cc)):
-                ctx.set(s, v)
-            ctx.set(start, 1)
-            await ctx.tick()
-            ctx.set(start, 0)
-            for _ in range(result.stage - 1):
-                await ctx.tick()
-            for _ in range(2):
-                assert ctx.get(out) == ca * cb + cc, (ca, cb, cc)
-                await ctx.tick()
-
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    _run_started(m, start, (a, b, c), cases, out, result.stage, 2, lambda ca, cb, cc: ca * cb + cc)
