@@ -64,3 +64,17 @@ def run(main, name: str | None = None) -> int:
 
 def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def fits_cell(record: dict) -> str:
+    """A place-and-route record's fit for a table: yes, or each overflowing resource's used/available."""
+    return "yes" if record["fits"] else "no: " + ", ".join(
+        f"{bel} {u['used']}/{u['available']}" for bel, u in (record.get("overflow") or {}).items())
+
+
+def path_cell(path: dict | None) -> str:
+    """A critical path for a table, named from the engine down (a wrapper or board calls the engine ``core``)."""
+    if not path:
+        return ""
+    name = lambda s: s.removeprefix("core.")  # noqa: E731
+    return f"`{name(path['from'])}` -> `{name(path['to'])}`"

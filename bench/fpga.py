@@ -23,7 +23,8 @@ import tarfile
 from dataclasses import replace
 from pathlib import Path
 
-from common import ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
+# (importing common puts the repo on sys.path)
+from common import ROOT, fits_cell, path_cell, progress, run, table, update_readme, write
 
 from hw.pnr import DEVICES, ROUTER_HELP, ROUTERS, place_and_route  # noqa: E402
 from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
@@ -126,13 +127,6 @@ def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict
     return record
 
 
-def _path(p: dict | None) -> str:
-    if not p:
-        return ""
-    name = lambda s: s.removeprefix("core.")  # noqa: E731 - the wrapper calls the engine "core"
-    return f"`{name(p['from'])}` -> `{name(p['to'])}`"
-
-
 def _readme_table(records: list[dict]) -> str:
     by = {(r["config"], r["device"], r["rtl"]): r for r in records}
     lines = ["| configuration | device | fits | LUT4 | FF | DSP | BRAM | fmax before (MHz) | fmax (MHz) | "
@@ -143,15 +137,14 @@ def _readme_table(records: list[dict]) -> str:
             now, before = by.get((name, device, "this tree")), by.get((name, device, f"baseline {BASELINE}"))
             if now is None:
                 continue
-            fits = "yes" if now["fits"] else "no: " + ", ".join(
-                f"{bel} {u['used']}/{u['available']}" for bel, u in (now.get("overflow") or {}).items())
+            fits = fits_cell(now)
             fmax_before = (f"{before['fmax_mhz']:.1f}" if before and before["fmax_mhz"] else
                            "does not fit" if before and not before["fits"] else "")
             cells = [name, device, fits] + [str(now.get(k, "-")) for k in ("luts", "flipflops", "dsps", "brams")]
             router = "" if now.get("router", "router1") == "router1" else f" ({now['router']})"
             cells += [fmax_before, f"{now['fmax_mhz']:.1f}{router}" if now["fmax_mhz"] else "-",
                       str(now.get("gmacs", "-")), str(now.get("inferences_per_second", "-")),
-                      _path(now["critical_path"])]
+                      path_cell(now["critical_path"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

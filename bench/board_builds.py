@@ -1,14 +1,15 @@
 """The boards' bitstreams, built as a user builds them: ``python -m boards.build --board BOARD --out DIR`` for each
 board (the documented command, in a child process, timed), then a table of what each build gives.
 
-Usage: python bench/boards.py [--runs icebreaker,icebreaker-1x1,ulx3s-85f-4x4,ulx3s-85f] [--router router1|router2]
+Usage: python bench/board_builds.py [--runs icebreaker,icebreaker-1x1,ulx3s-85f-4x4,ulx3s-85f]
+[--router router1|router2]
 (default: the iCEBreaker with its own engine and with ``--rows 1``, the ULX3S-85F with ``--rows 4``; ulx3s-85f is
 the ULX3S's own int8 8x8)
 
 Per run: the engine, fits (or what overflows), resources, fmax against the board's oscillator clock, GMAC/s and
 digits-CNN inferences/s at the board's clock (the clock the bitstream runs at), whether the digits CNN's memory image
 fits the board's memory, and the build's time (``report.json``'s; place and route is cached by a digest of the
-Verilog, so a second build takes seconds and is marked cached). Writes bench/results/boards.json and rewrites the
+Verilog, so a second build takes seconds and is marked cached). Writes bench/results/board_builds.json and rewrites the
 table between the board-table markers of README.md; each build's outputs go to bench/work/boards/RUN/.
 """
 
@@ -19,7 +20,8 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, progress, run, table, update_readme, write  # (importing common puts the repo on sys.path)
+# (importing common puts the repo on sys.path)
+from common import ROOT, fits_cell, path_cell, progress, run, table, update_readme, write
 
 from boards.build import board_config  # noqa: E402
 from boards.top import BOARDS  # noqa: E402
@@ -33,7 +35,7 @@ RUNS = {"icebreaker": ("icebreaker", ()), "icebreaker-1x1": ("icebreaker", ("--r
 #: The ULX3S's own engine (int8 8x8) takes over an hour of place and route here: asked for by name.
 DEFAULT_RUNS = ("icebreaker", "icebreaker-1x1", "ulx3s-85f-4x4")
 WORK = ROOT / "bench" / "work" / "boards"
-MARKERS = ("<!-- board-table: python bench/boards.py -->", "<!-- end board-table -->")
+MARKERS = ("<!-- board-table: python bench/board_builds.py -->", "<!-- end board-table -->")
 
 
 def _config(board: str, extra: tuple[str, ...]) -> AcceleratorConfig:
@@ -83,15 +85,12 @@ def _record(name: str, report: dict, seconds: float, cycles: int | None, image: 
               "digits_cycles": cycles, "digits_image_bytes": image, "memory_bytes": BOARDS[board].memory_bytes,
               "command_seconds": round(seconds, 1), "build_seconds": report["seconds"].get("total"),
               "cached": report.get("cached", False),
-              "first_build_seconds": round(sum(report.get("built_seconds", {}).values()), 1) or None, "bitstream": report["outputs"].get("bitstream"),
+              "first_build_seconds": round(sum(report.get("built_seconds", {}).values()), 1) or None,
+              "bitstream": report["outputs"].get("bitstream"),
               "critical_path": report.get("critical_path")}
     if cycles:
         record["digits_inferences_per_second"] = round(clock * 1e6 / cycles, 1)
     return record
-
-
-def _path(p: dict | None) -> str:
-    return f"`{p['from'].removeprefix('core.')}` -> `{p['to'].removeprefix('core.')}`" if p else ""
 
 
 def _seconds(r: dict) -> str:
@@ -108,8 +107,7 @@ def _readme_table(records: list[dict]) -> str:
              "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---|"]
     for r in records:
         a = r["available"]
-        fits = "yes" if r["fits"] else "no: " + ", ".join(
-            f"{bel} {u['used']}/{u['available']}" for bel, u in (r.get("overflow") or {}).items())
+        fits = fits_cell(r)
         image = (f"{r['digits_image_bytes'] / 1024:.0f} / {r['memory_bytes'] // 1024}"
                  if r["digits_image_bytes"] else f"- / {r['memory_bytes'] // 1024}")
         cells = [r["run"], r["engine"], r["device"], fits, f"{r.get('luts', '-')}/{a.get('luts', '-')}",
@@ -119,13 +117,13 @@ def _readme_table(records: list[dict]) -> str:
                    else ("-", "-")), image,
                  "yes" if r["bitstream"] else "no",
                  _seconds(r),
-                 _path(r["critical_path"])]
+                 path_cell(r["critical_path"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python bench/boards.py", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python bench/board_builds.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", help="comma-separated from " + ", ".join(RUNS) + " (default: " +
                    ", ".join(DEFAULT_RUNS) + ")")
     p.add_argument("--router", choices=ROUTERS, help=ROUTER_HELP + " (default router1)")
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in runs if r not in RUNS]
     if bad or not runs:
         raise UsageError(f"--runs: unknown {', '.join(bad)[:80] or '(none)'}; choose from {', '.join(RUNS)}")
-    results = ROOT / "bench" / "results" / "boards.json"
+    results = ROOT / "bench" / "results" / "board_builds.json"
     previous = {r["run"]: r for r in json.loads(results.read_text())["records"]} if results.is_file() else {}
     for name in runs:
         report, seconds = _build(name, args.router)
@@ -143,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     records = [previous[name] for name in RUNS if name in previous]
     print(table(records, [("run", "board"), ("engine", "engine"), ("fits", "fits"), ("luts", "LUT4/cells"),
                           ("fmax_mhz", "fmax MHz"), ("clock_mhz", "clock MHz"), ("command_seconds", "command s")]))
-    print(f"wrote {write('boards', records).relative_to(ROOT)}; the builds' outputs are in "
+    print(f"wrote {write('board_builds', records).relative_to(ROOT)}; the builds' outputs are in "
           f"{WORK.relative_to(ROOT)}/")
     update_readme(MARKERS, _readme_table(records))
     print("updated the table in README.md")
