@@ -20,6 +20,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hw.axi import axi4_lite_signature, axi4_signature
+from hw.buffer_ports import NO_COLLISIONS
 
 __all__ = ["BoardMemory", "RESP_SLVERR", "SPRAM_WORDS", "SPRAM_BITS"]
 
@@ -44,7 +45,8 @@ class _BlockRam(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.storage = storage = Memory(shape=unsigned(self._data_bits), depth=self._depth, init=[])
+        m.submodules.storage = storage = Memory(shape=unsigned(self._data_bits), depth=self._depth, init=[],
+                                                  attrs=NO_COLLISIONS)   # a read or a write a cycle
         read, write = storage.read_port(), storage.write_port(granularity=8)
         m.d.comb += [read.addr.eq(self.port.addr), read.en.eq(self.port.read), self.port.rdata.eq(read.data),
                      write.addr.eq(self.port.addr), write.en.eq(self.port.mask), write.data.eq(self.port.wdata)]

@@ -15,6 +15,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, axi4_lite_signature, axi4_signature
+from .buffer_ports import NO_COLLISIONS
 from .compute_engine import ComputeEngine, acc_line_layout
 from .decoder import InstructionDecoder
 from .load_engine import LoadEngine
@@ -74,13 +75,15 @@ class InferenceEngine(wiring.Component):
 
         # --- buffers ---------------------------------------------------------------------------------------
         m.submodules.act_buffer = act_mem = Memory(shape=unsigned(line_bits(Buffer.ACT, c)),
-                                                   depth=c.act_buffer_depth, init=[])
+                                                   depth=c.act_buffer_depth, init=[], attrs=NO_COLLISIONS)
         m.submodules.weight_buffer = weight_mem = Memory(shape=unsigned(line_bits(Buffer.WEIGHT, c)),
-                                                         depth=c.weight_buffer_depth, init=[])
+                                                         depth=c.weight_buffer_depth, init=[],
+                                                         attrs=NO_COLLISIONS)
         # A PARAM buffer of one line is built with two: Amaranth's memory of one line has no address bits, the
         # ports' addresses have one, and the decoder refuses every PARAM address but 0.
         m.submodules.param_buffer = param_mem = Memory(shape=unsigned(line_bits(Buffer.PARAM, c)),
-                                                       depth=max(c.param_buffer_depth, 2), init=[])
+                                                       depth=max(c.param_buffer_depth, 2), init=[],
+                                                       attrs=NO_COLLISIONS)
         m.submodules.accumulator_buffer = acc_mem = Memory(shape=acc_line_layout(c), depth=c.acc_buffer_depth,
                                                            init=[])
 

@@ -34,7 +34,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
-from .buffer_ports import address_bits
+from .buffer_ports import NO_COLLISIONS, address_bits
 from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
@@ -363,7 +363,7 @@ class PostProcessor(wiring.Component):
             return
         k = c.lut_entries_per_line.bit_length() - 1
         m.submodules.table = table = Memory(shape=unsigned(line_bits(Buffer.LUT, c)), depth=c.lut_buffer_depth,
-                                            init=[])
+                                            init=[], attrs=NO_COLLISIONS)
         write = table.write_port()
         m.d.comb += [write.en.eq(self.lut_write.en), write.addr.eq(self.lut_write.addr),
                      write.data.eq(self.lut_write.data)]
