@@ -266,22 +266,36 @@ def _time_multiplexed(m: Module, c: AcceleratorConfig, lanes: list[PostProcessor
     """Lanes sharing the ``c.cols`` columns (``postprocess_shared``), lane g taking the ``share`` columns from
     ``g * share``: the line read arrives with ``read_valid`` and each lane's first column enters it at once, the others
     (held) in the next ``share - 1`` cycles; each lane's codes come out in the same order into a shift register.
-    Returns (a whole output line is ready, its codes), column 0 lowest."""
+    Every lane input comes from a fixed place (no ``share``:1 multiplexers, which on a wide engine fanned the whole
+    held line and both PARAM lines into one lane and did not route): the held columns shift one a cycle toward the
+    lane, and each lane's PARAM entries rotate one a cycle while it takes a column, back in place once it has
+    taken all ``share`` (before a STORE's PARAMS state loads new lines). Returns (a whole output line is ready, its
+    codes), column 0 lowest."""
     share = c.postprocess_lane_columns
-    held = Signal.like(acc_line, name="held_line")
     column = Signal(range(share), name="feed_column")       # the column entering a lane (0: none, or the new line)
-    with m.If(read_valid):
-        m.d.sync += held.eq(acc_line)
     m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == share - 1, 0, column + 1), 0))
-    chosen = Mux(read_valid, 0, column)
+    feeding = read_valid | (column != 0)
     bits = len(lanes[0].code)
     out_column = Signal(range(share), name="out_column")
     line_codes = []
     for g, lane in enumerate(lanes):
         first = g * share
-        element, kept = acc_line[first], held[first + column]
-        p, q = params[first + chosen], params_neg[first + chosen]
-        m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid | (column != 0)),
+        # held[j]: column first + 1 + j of the line at read_valid, then column first + 1 + j + k k cycles later.
+        held = [Signal(acc_line[first].shape(), name=f"held{g}_{j}") for j in range(share - 1)]
+        for j, h in enumerate(held):
+            m.d.sync += h.eq(Mux(read_valid, acc_line[first + 1 + j], held[j + 1] if j + 2 < share else h))
+        element = acc_line[first]
+        kept = held[0]
+        # Rotating the used fields only (pad and params_neg's bias stay unused, and synthesis drops them). The
+        # FSM's PARAMS loads are assigned later in elaborate(): they take precedence (they never coincide).
+        with m.If(feeding):
+            for k in range(share):
+                p, p_next = params[first + k], params[first + (k + 1) % share]
+                q, q_next = params_neg[first + k], params_neg[first + (k + 1) % share]
+                m.d.sync += [p.bias.eq(p_next.bias), p.multiplier.eq(p_next.multiplier), p.shift.eq(p_next.shift),
+                             q.multiplier.eq(q_next.multiplier), q.shift.eq(q_next.shift)]
+        p, q = params[first], params_neg[first]
+        m.d.comb += [lane.en.eq(1), lane.i_valid.eq(feeding),
                      lane.acc.eq(Mux(read_valid, element.value, kept.value)),
                      lane.nonfinite.eq(Mux(read_valid, element.nonfinite, kept.nonfinite)),
                      lane.bias.eq(p.bias), lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
