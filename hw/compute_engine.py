@@ -81,13 +81,86 @@ def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, lin
     return line, settled, hit_settling
 
 
+def _alu_operations(m: Module, c: AcceleratorConfig, op, old, src, stage, line_shape):
+    """An ALU element's results from its forwarded lines ``old`` (dst) and ``src``, there in the ``stage`` record's
+    cycle (ACCUMULATE_LATENCY after the issue): (valid, line, values, nonfinite flags, busy) of its write,
+    ``c.alu_latency`` cycles after the issue; ``busy``: the records still in flight after ``stage``."""
+    if c.alu_latency == ACCUMULATE_LATENCY:
+        return _alu_direct(m, c, op, old, src, stage)
+    return _alu_registered(m, c, op, old, src, stage, line_shape)
+
+
+def _alu_multiply(c: AcceleratorConfig):
+    """(k, multiply) of ALU MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low
+    acc_bits kept. A narrow one (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE: yosys would give
+    every lane a DSP, which a wide int4 array's post-processing lanes need."""
+    k = min(c.alu_mul_bits, c.acc_bits)
+    return k, shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
+
+
+def _alu_direct(m: Module, c: AcceleratorConfig, op, old, src, stage):
+    """A ``slow_clock`` engine's ALU: the operation on the forwarded lines in the cycle they are there, written
+    then (no registers: ACCUMULATE_LATENCY cycles, as COMPUTE's updates, so every write is forwarded in time)."""
+    k, multiply = _alu_multiply(c)
+    values, nonfinite = [], []
+    for col in range(c.cols):
+        a, b = old[col].value, src[col].value
+        result = Signal.like(a, name=f"alu_result_{col}")
+        with m.Switch(op):
+            with m.Case(AluOp.MAX):
+                m.d.comb += result.eq(Mux(b > a, b, a))
+            with m.Case(AluOp.ADD):
+                m.d.comb += result.eq(a + b)
+            with m.Case(AluOp.MUL):
+                m.d.comb += result.eq(multiply(a[:k].as_signed(), b[:k].as_signed()))
+            with m.Default():                       # COPY
+                m.d.comb += result.eq(b)
+        values.append(result)
+        nonfinite.append(Mux(op == AluOp.COPY, src[col].nonfinite, old[col].nonfinite | src[col].nonfinite))
+    return stage.valid, stage.line, values, nonfinite, []
+
+
+def _alu_registered(m: Module, c: AcceleratorConfig, op, old, src, stage, line_shape):
+    """The ALU's operands (the forwarded lines) and its result registered (ALU_LATENCY), so the forwarding
+    multiplexers, the operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different
+    cycles."""
+    cols = c.cols
+    k, multiply = _alu_multiply(c)
+    alu_record = data.StructLayout({"valid": 1, "line": line_shape, "nonfinite": cols, "mul": 1})
+    alu_operands, alu_result = (Signal(alu_record, name=f"alu_{n}") for n in ("operands", "result"))
+    m.d.sync += [alu_operands.valid.eq(stage.valid), alu_operands.line.eq(stage.line),
+                 alu_operands.mul.eq(op == AluOp.MUL), alu_result.eq(alu_operands)]
+    # MUL's factors and product have registers of their own (near the DSP), apart from the other operations'.
+    results = []
+    for col in range(cols):
+        a, b = Signal.like(old[col].value, name=f"alu_a_{col}"), Signal.like(src[col].value, name=f"alu_b_{col}")
+        fa, fb = Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}")
+        result = Signal.like(old[col].value, name=f"alu_result_{col}")
+        product = Signal(signed(2 * k), name=f"mul_product_{col}")
+        results.append(Mux(alu_result.mul, product, result))
+        m.d.sync += [a.eq(old[col].value), b.eq(src[col].value), fa.eq(old[col].value[:k]),
+                     fb.eq(src[col].value[:k]), product.eq(multiply(fa, fb)),
+                     alu_operands.nonfinite[col].eq(Mux(op == AluOp.COPY, src[col].nonfinite,
+                                                        old[col].nonfinite | src[col].nonfinite))]
+        with m.Switch(op):
+            with m.Case(AluOp.MAX):
+                m.d.sync += result.eq(Mux(b > a, b, a))
+            with m.Case(AluOp.ADD):
+                m.d.sync += result.eq(a + b)
+            with m.Default():                       # COPY (MUL: the product's register)
+                m.d.sync += result.eq(b)
+    return (alu_result.valid, alu_result.line, results, [alu_result.nonfinite[col] for col in range(cols)],
+            [alu_operands.valid, alu_result.valid])
+
+
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
     of their own cycle and the line written in between is forwarded, so consecutive updates of one line see each
     other). ALU reads two accumulator lines per cycle and writes the results in element order; it registers its
     operands and its result (``ALU_LATENCY`` cycles), and an element that uses a line an element issued in the two
-    cycles before writes waits until that write can be forwarded."""
+    cycles before writes waits until that write can be forwarded (a ``slow_clock`` engine's ALU registers neither:
+    ``ACCUMULATE_LATENCY`` cycles, no waits)."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -281,13 +354,16 @@ class ComputeEngine(wiring.Component):
         # (the operands and the result are registered): an element waits while one issued in those two cycles writes
         # a line it uses. Whether it uses the line of the element before (``dep_last``) or of the one before that
         # (``dep_before``) is registered as the element before issues, so the wait is a few gates on flip-flops.
-        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2
+        # A slow_clock engine registers neither (ACCUMULATE_LATENCY cycles, like COMPUTE's updates): every write is
+        # forwarded in time, and no element waits.
+        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2 and c.alu_latency in (ALU_LATENCY, ACCUMULATE_LATENCY)
+        registered = c.alu_latency == ALU_LATENCY
         dep_last, dep_before = Signal(name="alu_dep_last"), Signal(name="alu_dep_before")
         last_dst = Signal.like(a_dst, name="alu_last_dst")
         with m.If(seq.start & (opcode_in == Opcode.ALU)):
             m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
                          a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1),
-                         dep_last.eq(0), dep_before.eq(0)]
+                         *([dep_last.eq(0), dep_before.eq(0)] if registered else [])]
         alu_wait = Signal()
         alu_issue = Signal()
         m.d.comb += alu_issue.eq(is_alu & alu_active & ~alu_wait)
@@ -300,9 +376,10 @@ class ComputeEngine(wiring.Component):
                      next_dst.eq(Mux(row_end, next_dst_row, a_dst + 1)),
                      next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]
         with m.If(alu_issue):
-            m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src), last_dst.eq(a_dst),
-                         dep_last.eq((next_dst == a_dst) | (next_src == a_dst)),
-                         dep_before.eq((next_dst == last_dst) | (next_src == last_dst))]
+            m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src)]
+            if registered:
+                m.d.sync += [last_dst.eq(a_dst), dep_last.eq((next_dst == a_dst) | (next_src == a_dst)),
+                             dep_before.eq((next_dst == last_dst) | (next_src == last_dst))]
             with m.If(row_end):
                 m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(next_dst_row), a_src_row.eq(next_src_row)]
                 with m.If(ay + 1 == alu.y_size):
@@ -315,8 +392,9 @@ class ComputeEngine(wiring.Component):
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
         # The element before issued in one of the two cycles before (the last issue was then), or both it and the
         # one before it did (in the cycles just before).
-        m.d.comb += alu_wait.eq((dep_last & (alu_reading.valid | alu_settling.valid)) |
-                                (dep_before & alu_reading.valid & alu_settling.valid))
+        if registered:
+            m.d.comb += alu_wait.eq((dep_last & (alu_reading.valid | alu_settling.valid)) |
+                                    (dep_before & alu_reading.valid & alu_settling.valid))
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
@@ -332,36 +410,8 @@ class ComputeEngine(wiring.Component):
         src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
                                alu_settling.src_line)
         new = Signal(acc_line)
-        # The ALU's operands (the forwarded lines) and its result are registered, so the forwarding multiplexers, the
-        # operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different cycles. MUL: one
-        # k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept. A narrow one
-        # (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE: yosys would give every lane a DSP, which a
-        # wide int4 array's post-processing lanes need.
-        k = min(c.alu_mul_bits, c.acc_bits)
-        multiply = shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
-        alu_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols, "mul": 1})
-        alu_operands, alu_result = (Signal(alu_record, name=f"alu_{n}") for n in ("operands", "result"))
-        m.d.sync += [alu_operands.valid.eq(alu_stage.valid), alu_operands.line.eq(alu_stage.line),
-                     alu_operands.mul.eq(alu.op == AluOp.MUL), alu_result.eq(alu_operands)]
-        # MUL's factors and product have registers of their own (near the DSP), apart from the other operations'.
-        results = []
-        for col in range(cols):
-            a, b = Signal.like(old[col].value, name=f"alu_a_{col}"), Signal.like(src[col].value, name=f"alu_b_{col}")
-            fa, fb = Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}")
-            result = Signal.like(old[col].value, name=f"alu_result_{col}")
-            product = Signal(signed(2 * k), name=f"mul_product_{col}")
-            results.append(Mux(alu_result.mul, product, result))
-            m.d.sync += [a.eq(old[col].value), b.eq(src[col].value), fa.eq(old[col].value[:k]),
-                         fb.eq(src[col].value[:k]), product.eq(multiply(fa, fb)),
-                         alu_operands.nonfinite[col].eq(Mux(alu.op == AluOp.COPY, src[col].nonfinite,
-                                                            old[col].nonfinite | src[col].nonfinite))]
-            with m.Switch(alu.op):
-                with m.Case(AluOp.MAX):
-                    m.d.sync += result.eq(Mux(b > a, b, a))
-                with m.Case(AluOp.ADD):
-                    m.d.sync += result.eq(a + b)
-                with m.Default():                       # COPY (MUL: the product's register)
-                    m.d.sync += result.eq(b)
+        alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, alu.op, old, src, alu_stage,
+                                                                                a_dst.shape())
         with m.If(stage.valid):
             for col in range(cols):
                 psum = stage.psums[col]
@@ -373,10 +423,10 @@ class ComputeEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
-        with m.Elif(alu_result.valid):
+        with m.Elif(alu_valid):
             for col in range(cols):
-                m.d.comb += [new[col].value.eq(results[col]), new[col].nonfinite.eq(alu_result.nonfinite[col])]
-            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_result.line), self.acc_w.data.eq(new)]
+                m.d.comb += [new[col].value.eq(results[col]), new[col].nonfinite.eq(alu_nonfinite[col])]
+            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
         m.d.sync += written.eq(new)
 
         # --- completion ------------------------------------------------------------------------------------------
@@ -385,7 +435,9 @@ class ComputeEngine(wiring.Component):
                 with m.Case(Opcode.COMPUTE):
                     m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
-                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid
-                                            & ~alu_operands.valid & ~alu_result.valid)
+                    done = ~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid
+                    for busy in alu_busy:
+                        done = done & ~busy
+                    m.d.comb += seq.done.eq(done)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m

@@ -12,7 +12,7 @@ from .compute_engine import acc_line_layout
 from .decoder import layout_of
 from .dma import BurstAddressGenerator, max_bursts
 from .pipeline import times
-from .postprocess import PostProcessor
+from .postprocess import PostProcessor, saturate_signed
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
@@ -72,9 +72,22 @@ class StoreEngine(wiring.Component):
         # --- per-column parameters ------------------------------------------------------------------------
         entry = data.StructLayout({"bias": signed(64), "multiplier": signed(32), "shift": unsigned(8),
                                    "pad": unsigned(PARAM_ENTRY_BYTES * 8 - 104)})
-        params = Signal(data.ArrayLayout(entry, cols))
+        # A slow_clock engine holds each bias saturated to the accumulator's range, as the lanes use it (the lanes'
+        # own saturation then passes it unchanged), not its 64 bits: a register that splits no path at 12 MHz.
+        held = data.StructLayout({"bias": signed(c.acc_bits), "multiplier": signed(32), "shift": unsigned(8)}) \
+            if c.slow_clock else entry
+        params = Signal(data.ArrayLayout(held, cols))
         # STORE.negative_param: the multipliers and shifts of PARAM line param_addr + 1, for negative acc + bias.
-        params_neg = Signal(data.ArrayLayout(entry, cols))
+        params_neg = Signal(data.ArrayLayout(held, cols))
+        line_entries = data.View(data.ArrayLayout(entry, cols), self.param.data)
+
+        def take(register):
+            """The PARAM line arriving now into ``register`` (params or params_neg)."""
+            if not c.slow_clock:
+                return register.eq(self.param.data)
+            return [field for i in range(cols) for field in (
+                register[i].bias.eq(saturate_signed(line_entries[i].bias, c.acc_bits)),
+                register[i].multiplier.eq(line_entries[i].multiplier), register[i].shift.eq(line_entries[i].shift))]
         negative_param = Signal()
         # The PARAM port's address, a register: line param_addr from the cycle after the STORE starts (taken from the
         # incoming instruction), line param_addr + 1 the cycle after that when negative_param reads a second line.
@@ -239,7 +252,7 @@ class StoreEngine(wiring.Component):
                 return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
                         bursts_out.eq(0), responses.eq(0)]
             with m.State("PARAMS"):
-                m.d.sync += [params.eq(self.param.data), negative_param.eq(store.negative_param)]
+                m.d.sync += [take(params), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
                     # Line param_addr + 1 is addressed now and arrives next cycle: one cycle more.
                     m.next = "PARAMS_NEG"
@@ -248,7 +261,7 @@ class StoreEngine(wiring.Component):
                     m.d.comb += addresses.start.eq(1)
                     m.next = "RUN"
             with m.State("PARAMS_NEG"):
-                m.d.sync += [params_neg.eq(self.param.data), *begin()]
+                m.d.sync += [take(params_neg), *begin()]
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from .formats import LANE_BITS, Format, FormatError, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
-from .microarchitecture import (COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY, POSTPROCESS_LATENCY,
-                                POSTPROCESS_MERGED_STAGES, SERIAL_DECODE_LATENCY)
+from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
+                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SLOW_STAGES,
+                                SERIAL_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -24,7 +25,7 @@ DATAFLOWS = ("weight_stationary",)
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
-          "load_direct_write": False}
+          "load_direct_write": False, "slow_clock": False}
 
 
 class ConfigError(ValueError):
@@ -134,6 +135,12 @@ class AcceleratorConfig:
     #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
     #: so no cycle changes.
     load_direct_write: bool = False
+    #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
+    #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``
+    #: (a STORE ends sooner: :attr:`postprocess_latency`), and the store engine keeps each column's PARAM bias
+    #: saturated to the accumulator's range (as the lane uses it) instead of all 64 bits; the ALU registers neither
+    #: its operands nor its result (:attr:`alu_latency`: an ALU ends two cycles sooner, and never waits).
+    slow_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -165,7 +172,7 @@ class AcceleratorConfig:
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
-                     "postprocess_merged", "load_direct_write"):
+                     "postprocess_merged", "load_direct_write", "slow_clock"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
@@ -377,8 +384,21 @@ class AcceleratorConfig:
     @property
     def postprocess_latency(self) -> int:
         """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
-        stages ``postprocess_merged`` leaves out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
-        return POSTPROCESS_LATENCY - (len(POSTPROCESS_MERGED_STAGES) if self.postprocess_merged else 0)
+        stages ``postprocess_merged`` and ``slow_clock`` leave out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
+        return POSTPROCESS_LATENCY - len(self.postprocess_unregistered)
+
+    @property
+    def alu_latency(self) -> int:
+        """Cycles from an ALU element's issue to its write: ``ALU_LATENCY`` (operands and result registered), or
+        ``ACCUMULATE_LATENCY`` with ``slow_clock`` (hw/spec/microarchitecture.py; the cycle model's ALU reads it)."""
+        return ACCUMULATE_LATENCY if self.slow_clock else ALU_LATENCY
+
+    @property
+    def postprocess_unregistered(self) -> tuple[str, ...]:
+        """Stages of the post-processing lane without a register after them (each shares a cycle with the next):
+        ``POSTPROCESS_MERGED_STAGES`` with ``postprocess_merged``, ``POSTPROCESS_SLOW_STAGES`` with ``slow_clock``."""
+        return ((POSTPROCESS_MERGED_STAGES if self.postprocess_merged else ())
+                + (POSTPROCESS_SLOW_STAGES if self.slow_clock else ()))
 
     @property
     def postprocess_lanes(self) -> int:

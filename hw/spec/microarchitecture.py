@@ -13,6 +13,10 @@ POSTPROCESS_LATENCY = 12
 #: with sum, locate with exponent, align with round), for a slow clock: the lane alone on the UP5K keeps 31.8 MHz
 #: (offset with magnitude, or saturate with clamp, too would bring it under 30).
 POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
+#: Stages whose registers a ``slow_clock`` build leaves out too (each then shares a cycle with the next: input and offset
+#: with magnitude, round and saturate with clamp): with ``postprocess_merged`` the lane in 5 stages (input .. magnitude,
+#: multiply and sum, locate and exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz.
+POSTPROCESS_SLOW_STAGES = ("input", "offset", "round", "saturate")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).
@@ -46,15 +50,18 @@ ACCUMULATE_LATENCY = 3
 #: the write. The operands are taken ``ACCUMULATE_LATENCY`` cycles after the issue, so an element that reads or writes
 #: a line one of the ``ALU_LATENCY - ACCUMULATE_LATENCY`` elements issued in the cycles just before writes waits
 #: until that write is forwarded (``alu_issue_cycles``). (Only MUL had these stages before the operations behind the
-#: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.)
+#: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.) A ``slow_clock`` build
+#: registers neither: its ALU takes ``ACCUMULATE_LATENCY`` cycles and never waits (``AcceleratorConfig.alu_latency``).
 ALU_LATENCY = ACCUMULATE_LATENCY + 2
 
 
-def alu_issue_cycles(dst: list[int], src: list[int]) -> int:
-    """Cycles an ALU takes to issue its elements (destination and source lines in element order): one per
-    element, and an element whose lines include the destination of an element issued fewer than
-    ``ALU_LATENCY - ACCUMULATE_LATENCY + 1`` cycles before waits until that one is that far behind."""
-    window = ALU_LATENCY - ACCUMULATE_LATENCY
+def alu_issue_cycles(dst: list[int], src: list[int], latency: int = ALU_LATENCY) -> int:
+    """Cycles an ALU of ``latency`` takes to issue its elements (destination and source lines in element order): one
+    per element, and an element whose lines include the destination of an element issued fewer than
+    ``latency - ACCUMULATE_LATENCY + 1`` cycles before waits until that one is that far behind."""
+    window = latency - ACCUMULATE_LATENCY
+    if window <= 0:                                 # every write is forwarded in time: no waits
+        return len(dst)
     issued: list[tuple[int, int]] = []              # (cycle, destination) of the last ``window`` elements
     cycle = -1
     for d, s in zip(dst, src):

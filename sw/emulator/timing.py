@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, BURST_BOUNDARY,
+from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, BURST_BOUNDARY,
                                        MAX_BURST_BEATS, alu_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
@@ -130,8 +130,10 @@ class Timing:
 
     def alu(self, f: dict) -> int:
         plan = alu_plan(f)              # dependent elements close together wait
-        issue = plan.dst.size if plan.independent else alu_issue_cycles(plan.dst.tolist(), plan.src.tolist())
-        return issue + ALU_LATENCY + 1
+        latency = self.config.alu_latency
+        issue = plan.dst.size if plan.independent else alu_issue_cycles(plan.dst.tolist(), plan.src.tolist(),
+                                                                         latency)
+        return issue + latency + 1
 
     def schedule(self, kind: Kind, f: dict, start: int) -> tuple[int, int]:
         """(first cycle the engine is free again, cycle the instruction's effect and tokens are visible) of an
