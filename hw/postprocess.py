@@ -431,16 +431,23 @@ class PostProcessor(wiring.Component):
         rounded = p.kept + round_half_even(p.guard, p.sticky, p.kept[0])
         lo, hi = int(fmt.min), int(fmt.max)
         zp = p.zero_point
+        bounds = {} if self._config.slow_clock else dict(up=hi - zp, down=lo - zp, up_negated=zp - hi,
+                                                         down_negated=zp - lo)
         return self._stage(m, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative"),
-                         zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)),
-                         up=hi - zp, down=lo - zp, up_negated=zp - hi, down_negated=zp - lo)
+                         zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)), **bounds)
 
     def _saturate_integer(self, m, p):
         """``y = zero_point +- magnitude``, saturated to the format: y > hi exactly when +-magnitude > hi -
-        zero_point, so the bounds are compared beside the addition, not after it."""
+        zero_point, so the bounds are compared beside the addition, not after it (after it, with constants, in a
+        ``slow_clock`` unit)."""
         fmt = self._format
         lo, hi = int(fmt.min), int(fmt.max)
         y = Mux(p.negative, p.zero_point - p.magnitude, p.zero_point + p.magnitude)
+        if self._config.slow_clock:
+            # A slow clock has time for the compares after the addition: two with constants instead of four.
+            above, below = y > hi, y < lo
+            return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+                             code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
         above = Mux(p.negative, p.magnitude < p.up_negated, p.magnitude > p.up)
         below = Mux(p.negative, p.magnitude > p.down_negated, p.magnitude < p.down)
         return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
