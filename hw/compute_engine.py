@@ -290,7 +290,7 @@ class ComputeEngine(wiring.Component):
         descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
                                         "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
                                         "accumulate": unsigned(1), "push_next": unsigned(1)})
-        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=4)
+        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=c.retire_queue_depth)
         m.d.comb += [
             retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
             retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,

@@ -11,7 +11,7 @@ from .formats import LANE_BITS, Format, FormatError, get_format, product_of, sig
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
                                 POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SLOW_STAGES,
-                                SERIAL_DECODE_LATENCY)
+                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -386,6 +386,14 @@ class AcceleratorConfig:
         """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
         stages ``postprocess_merged`` and ``slow_clock`` leave out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
         return POSTPROCESS_LATENCY - len(self.postprocess_unregistered)
+
+    @property
+    def retire_queue_depth(self) -> int:
+        """COMPUTE descriptors the compute engine's retire side queues (hw/compute_engine.py): as many as a command
+        queue holds, from 2 to ``RETIRE_QUEUE_DEPTH``. A small part's engine without command queues starts its
+        COMPUTEs no faster than the fetch hands them over, so two are enough, and each entry is a descriptor's
+        flip-flops (47 for the iCEBreaker's)."""
+        return max(2, min(RETIRE_QUEUE_DEPTH, self.command_queue_depth))
 
     @property
     def alu_latency(self) -> int:

@@ -83,6 +83,9 @@ SERIAL_DECODE_LATENCY = 18
 DECODE_CHAINS = 2
 #: Instructions each engine's command queue holds by default (``AcceleratorConfig.command_queue_depth``).
 COMMAND_QUEUE_DEPTH = 4
+#: COMPUTEs the compute engine's retire side holds descriptors of (started, results not yet all written), at most;
+#: fewer with fewer command queue entries (``AcceleratorConfig.retire_queue_depth``).
+RETIRE_QUEUE_DEPTH = 4
 
 
 def feeder_depth(rows: int) -> int:

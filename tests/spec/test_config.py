@@ -349,3 +349,10 @@ def test_format_set_errors(kwargs, message):
     with pytest.raises(ConfigError) as e:
         AcceleratorConfig(**kwargs)
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("queue, retire", [(0, 2), (1, 2), (2, 2), (3, 3), (4, 4), (64, 4)])
+def test_retire_queue_follows_the_command_queues(queue, retire):
+    """The compute engine's retire queue holds as many COMPUTEs as a command queue, from 2 to RETIRE_QUEUE_DEPTH (the
+    default build keeps 4, and so its Verilog)."""
+    assert AcceleratorConfig(command_queue_depth=queue).retire_queue_depth == retire
