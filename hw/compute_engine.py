@@ -14,7 +14,7 @@ from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, KINDS, AluOp, Opcode
-from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_LATENCY, feeder_depth
+from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_LATENCY, SLOW_ACCUMULATE_LATENCY, feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -53,13 +53,14 @@ class _Feeder:
         self.extra = fifo.r_data[width + 1:]
 
 
-def _stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal, Signal]:
+def _stages(m: Module, name: str, fields: dict, latency: int) -> tuple[Signal, ...]:
     """The pipeline records of ``fields`` behind an accumulator read, one per cycle: ``reading`` (registered as the
     read address goes out, it lives while the block RAM reads), ``settling`` (the line leaves the block RAM into a
-    register) and ``writing`` (the line is there to update): ``ACCUMULATE_LATENCY`` records."""
+    register) and ``writing`` (the line is there to update): ``latency`` records (``ACCUMULATE_LATENCY``), or only
+    ``reading`` (``SLOW_ACCUMULATE_LATENCY``: the line is updated as it leaves the block RAM)."""
     layout = data.StructLayout(fields)
-    records = [Signal(layout, name=f"{name}_{n}") for n in ("reading", "settling", "writing")]
-    assert len(records) == ACCUMULATE_LATENCY
+    names = {ACCUMULATE_LATENCY: ("reading", "settling", "writing"), SLOW_ACCUMULATE_LATENCY: ("reading",)}[latency]
+    records = [Signal(layout, name=f"{name}_{n}") for n in names]
     for earlier, later in zip(records, records[1:]):
         m.d.sync += later.eq(earlier)
     return tuple(records)
@@ -85,7 +86,7 @@ def _alu_operations(m: Module, c: AcceleratorConfig, op, old, src, stage, line_s
     """An ALU element's results from its forwarded lines ``old`` (dst) and ``src``, there in the ``stage`` record's
     cycle (ACCUMULATE_LATENCY after the issue): (valid, line, values, nonfinite flags, busy) of its write,
     ``c.alu_latency`` cycles after the issue; ``busy``: the records still in flight after ``stage``."""
-    if c.alu_latency == ACCUMULATE_LATENCY:
+    if c.alu_latency == c.accumulate_latency:
         return _alu_direct(m, c, op, old, src, stage)
     return _alu_registered(m, c, op, old, src, stage, line_shape)
 
@@ -99,8 +100,8 @@ def _alu_multiply(c: AcceleratorConfig):
 
 
 def _alu_direct(m: Module, c: AcceleratorConfig, op, old, src, stage):
-    """A ``slow_clock`` engine's ALU: the operation on the forwarded lines in the cycle they are there, written
-    then (no registers: ACCUMULATE_LATENCY cycles, as COMPUTE's updates, so every write is forwarded in time)."""
+    """A ``slow_clock`` engine's ALU: the operation on the lines in the cycle they leave the block RAM, written then
+    (no registers: ``accumulate_latency`` cycles, as COMPUTE's updates, so every write is seen in time)."""
     k, multiply = _alu_multiply(c)
     values, nonfinite = [], []
     for col in range(c.cols):
@@ -159,8 +160,8 @@ class ComputeEngine(wiring.Component):
     of their own cycle and the line written in between is forwarded, so consecutive updates of one line see each
     other). ALU reads two accumulator lines per cycle and writes the results in element order; it registers its
     operands and its result (``ALU_LATENCY`` cycles), and an element that uses a line an element issued in the two
-    cycles before writes waits until that write can be forwarded (a ``slow_clock`` engine's ALU registers neither:
-    ``ACCUMULATE_LATENCY`` cycles, no waits)."""
+    cycles before writes waits until that write can be forwarded. A ``slow_clock`` engine updates a line, by COMPUTE
+    or ALU, as it leaves the block RAM (``SLOW_ACCUMULATE_LATENCY``): nothing registered, forwarded or waited for."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -328,14 +329,18 @@ class ComputeEngine(wiring.Component):
                 m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
         # Read (the address goes out as the partial sums arrive), then wait for the line, register it as it leaves the
         # block RAM, then add and write: the block RAM's output, the forwarding and the adder sit in different cycles.
-        reading, settling, stage = _stages(m, "retire", {"valid": 1, "line": p_line.shape(),
-                                                         "psums": array.psums.payload.shape(), "accumulate": 1,
-                                                         "push": 1})
+        # (A slow_clock engine adds and writes as the line leaves the block RAM: c.accumulate_latency.)
+        retire = _stages(m, "retire", {"valid": 1, "line": p_line.shape(), "psums": array.psums.payload.shape(),
+                                       "accumulate": 1, "push": 1}, c.accumulate_latency)
+        reading, stage = retire[0], retire[-1]
         m.d.sync += [reading.valid.eq(arrive), reading.line.eq(p_line), reading.psums.eq(array.psums.payload),
                      reading.accumulate.eq(current.accumulate | later_tile),
                      reading.push.eq(arrive & last_of_current & current.push_next)]
         m.d.comb += self.control.push_next.eq(stage.valid & stage.push)
-        m.d.comb += seq.background.eq(retiring | reading.valid | settling.valid | stage.valid | retire_queue.r_rdy)
+        background = retiring
+        for record in retire:
+            background = background | record.valid
+        m.d.comb += seq.background.eq(background | retire_queue.r_rdy)
         # An ALU reads the accumulators: it waits until every earlier COMPUTE has written them.
         with m.If(opcode_in == Opcode.ALU):
             m.d.comb += seq.ready.eq(~seq.background & ~retire_queue.r_rdy)
@@ -354,9 +359,9 @@ class ComputeEngine(wiring.Component):
         # (the operands and the result are registered): an element waits while one issued in those two cycles writes
         # a line it uses. Whether it uses the line of the element before (``dep_last``) or of the one before that
         # (``dep_before``) is registered as the element before issues, so the wait is a few gates on flip-flops.
-        # A slow_clock engine registers neither (ACCUMULATE_LATENCY cycles, like COMPUTE's updates): every write is
-        # forwarded in time, and no element waits.
-        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2 and c.alu_latency in (ALU_LATENCY, ACCUMULATE_LATENCY)
+        # A slow_clock engine registers neither (accumulate_latency cycles, like COMPUTE's updates): every write is
+        # seen in time, and no element waits.
+        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2 and c.alu_latency in (ALU_LATENCY, c.accumulate_latency)
         registered = c.alu_latency == ALU_LATENCY
         dep_last, dep_before = Signal(name="alu_dep_last"), Signal(name="alu_dep_before")
         last_dst = Signal.like(a_dst, name="alu_last_dst")
@@ -387,12 +392,14 @@ class ComputeEngine(wiring.Component):
             with m.Else():
                 m.d.sync += ax.eq(ax + 1)
         # Like the retire side: read dst and src, wait for the lines, then operate and write.
-        alu_reading, alu_settling, alu_stage = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(),
-                                                                  "src_line": a_src.shape()})
+        alu_records = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(), "src_line": a_src.shape()},
+                              c.accumulate_latency)
+        alu_reading, alu_stage = alu_records[0], alu_records[-1]
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
         # The element before issued in one of the two cycles before (the last issue was then), or both it and the
         # one before it did (in the cycles just before).
         if registered:
+            alu_settling = alu_records[1]
             m.d.comb += alu_wait.eq((dep_last & (alu_reading.valid | alu_settling.valid)) |
                                     (dep_before & alu_reading.valid & alu_settling.valid))
 
@@ -402,13 +409,20 @@ class ComputeEngine(wiring.Component):
         # The lines, registered as they leave the block RAM, then again with the line written in the cycle after the
         # read in their place (reads are transparent to writes of their own cycle only), then used with the line
         # written in the cycle after that in their place: every write between a read and its update is seen.
+        # (A slow_clock engine's lines are updated as they leave the block RAM: the read of the next cycle, transparent
+        # to the write, sees the update, and nothing is forwarded.)
         acc_line = acc_line_layout(c)
-        written = Signal(acc_line)
-        a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
-        a_line_settling = Mux(alu_settling.valid, alu_settling.line, settling.line)
-        old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
-        src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
-                               alu_settling.src_line)
+        forwarding = c.accumulate_latency == ACCUMULATE_LATENCY
+        if forwarding:
+            written = Signal(acc_line)
+            a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
+            a_line_settling = Mux(alu_records[1].valid, alu_records[1].line, retire[1].line)
+            old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line,
+                                                   a_line_settling)
+            src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
+                                   alu_records[1].src_line)
+        else:
+            old, src = self.acc_a.data, self.acc_b.data
         new = Signal(acc_line)
         alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, alu.op, old, src, alu_stage,
                                                                                 a_dst.shape())
@@ -417,9 +431,9 @@ class ComputeEngine(wiring.Component):
                 psum = stage.psums[col]
                 with m.If(stage.accumulate):
                     # Both candidate sums, then the forwarding's choice: no multiplexer before the carry chain.
-                    m.d.comb += [new[col].value.eq(Mux(old_hit, written[col].value + psum.value,
-                                                       old_settled[col].value + psum.value)),
-                                 new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
+                    total = Mux(old_hit, written[col].value + psum.value, old_settled[col].value + psum.value) \
+                        if forwarding else old[col].value + psum.value
+                    m.d.comb += [new[col].value.eq(total), new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
@@ -427,7 +441,8 @@ class ComputeEngine(wiring.Component):
             for col in range(cols):
                 m.d.comb += [new[col].value.eq(results[col]), new[col].nonfinite.eq(alu_nonfinite[col])]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
-        m.d.sync += written.eq(new)
+        if forwarding:
+            m.d.sync += written.eq(new)
 
         # --- completion ------------------------------------------------------------------------------------------
         with m.If(self.control.running):
@@ -435,8 +450,8 @@ class ComputeEngine(wiring.Component):
                 with m.Case(Opcode.COMPUTE):
                     m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
-                    done = ~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid
-                    for busy in alu_busy:
+                    done = ~alu_active
+                    for busy in [record.valid for record in alu_records] + alu_busy:
                         done = done & ~busy
                     m.d.comb += seq.done.eq(done)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)

@@ -11,7 +11,7 @@ from .formats import LANE_BITS, Format, FormatError, get_format, product_of, sig
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
                                 POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SLOW_STAGES,
-                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY)
+                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -138,8 +138,9 @@ class AcceleratorConfig:
     #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
     #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``
     #: (a STORE ends sooner: :attr:`postprocess_latency`), and the store engine keeps each column's PARAM bias
-    #: saturated to the accumulator's range (as the lane uses it) instead of all 64 bits; the ALU registers neither
-    #: its operands nor its result (:attr:`alu_latency`: an ALU ends two cycles sooner, and never waits).
+    #: saturated to the accumulator's range (as the lane uses it) instead of all 64 bits; the accumulator updates
+    #: and the ALU add and write in the cycle the line leaves the block RAM, with no register behind it and nothing
+    #: forwarded (:attr:`accumulate_latency`, :attr:`alu_latency`: an ALU ends four cycles sooner, and never waits).
     slow_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
@@ -396,10 +397,17 @@ class AcceleratorConfig:
         return max(2, min(RETIRE_QUEUE_DEPTH, self.command_queue_depth))
 
     @property
+    def accumulate_latency(self) -> int:
+        """Cycles from a partial sum's arrival at the accumulators to the write of its line: ``ACCUMULATE_LATENCY``, or
+        ``SLOW_ACCUMULATE_LATENCY`` with ``slow_clock`` (hw/spec/microarchitecture.py; the cycle model reads it)."""
+        return SLOW_ACCUMULATE_LATENCY if self.slow_clock else ACCUMULATE_LATENCY
+
+    @property
     def alu_latency(self) -> int:
         """Cycles from an ALU element's issue to its write: ``ALU_LATENCY`` (operands and result registered), or
-        ``ACCUMULATE_LATENCY`` with ``slow_clock`` (hw/spec/microarchitecture.py; the cycle model's ALU reads it)."""
-        return ACCUMULATE_LATENCY if self.slow_clock else ALU_LATENCY
+        :attr:`accumulate_latency` with ``slow_clock`` (hw/spec/microarchitecture.py; the cycle model's ALU reads
+        it)."""
+        return self.accumulate_latency if self.slow_clock else ALU_LATENCY
 
     @property
     def postprocess_unregistered(self) -> tuple[str, ...]:

@@ -45,21 +45,25 @@ def bank_drain(rows: int, cols: int) -> int:
 #: Cycles from a partial sum's arrival at the accumulators (or an ALU element's issue) to the write of its line: the
 #: block RAM's read, the register its output goes into, then the addition and the write (each in a cycle of its own).
 ACCUMULATE_LATENCY = 3
+#: The same in a ``slow_clock`` build (``AcceleratorConfig.accumulate_latency``): the line leaves the block RAM the cycle
+#: after the read, is added to and written in that cycle; the read of the next cycle, transparent to that write, sees
+#: it, so nothing is forwarded.
+SLOW_ACCUMULATE_LATENCY = 1
 #: Cycles from an ALU element's issue to the write of its line: the accumulator stages up to the forwarded operands,
 #: which are registered, then the operation (MAX's compare, ADD's carry chain, MUL's multiplier) into a register, then
 #: the write. The operands are taken ``ACCUMULATE_LATENCY`` cycles after the issue, so an element that reads or writes
 #: a line one of the ``ALU_LATENCY - ACCUMULATE_LATENCY`` elements issued in the cycles just before writes waits
 #: until that write is forwarded (``alu_issue_cycles``). (Only MUL had these stages before the operations behind the
 #: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.) A ``slow_clock`` build
-#: registers neither: its ALU takes ``ACCUMULATE_LATENCY`` cycles and never waits (``AcceleratorConfig.alu_latency``).
+#: registers neither: its ALU takes ``SLOW_ACCUMULATE_LATENCY`` cycles and never waits (``AcceleratorConfig.alu_latency``).
 ALU_LATENCY = ACCUMULATE_LATENCY + 2
 
 
-def alu_issue_cycles(dst: list[int], src: list[int], latency: int = ALU_LATENCY) -> int:
-    """Cycles an ALU of ``latency`` takes to issue its elements (destination and source lines in element order): one
-    per element, and an element whose lines include the destination of an element issued fewer than
-    ``latency - ACCUMULATE_LATENCY + 1`` cycles before waits until that one is that far behind."""
-    window = latency - ACCUMULATE_LATENCY
+def alu_issue_cycles(dst: list[int], src: list[int], window: int = ALU_LATENCY - ACCUMULATE_LATENCY) -> int:
+    """Cycles an ALU takes to issue its elements (destination and source lines in element order): one per element,
+    and an element whose lines include the destination of an element issued fewer than ``window + 1`` cycles before
+    waits until that one is that far behind (``window``: the ALU's cycles after its operands are read and settled,
+    ``ALU_LATENCY - ACCUMULATE_LATENCY``)."""
     if window <= 0:                                 # every write is forwarded in time: no waits
         return len(dst)
     issued: list[tuple[int, int]] = []              # (cycle, destination) of the last ``window`` elements
