@@ -14,9 +14,10 @@ POSTPROCESS_LATENCY = 12
 #: (offset with magnitude, or saturate with clamp, too would bring it under 30).
 POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
 #: Stages whose registers a ``slow_clock`` build leaves out too (each then shares a cycle with the next: input and offset
-#: with magnitude, round and saturate with clamp): with ``postprocess_merged`` the lane in 5 stages (input .. magnitude,
-#: multiply and sum, locate and exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz.
-POSTPROCESS_SLOW_STAGES = ("input", "offset", "round", "saturate")
+#: with magnitude, sum with locate, round and saturate with clamp): with ``postprocess_merged`` the lane in 4 stages
+#: (input .. magnitude, multiply .. exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz (the 2x2 board
+#: engine's lane alone on the UP5K: 15.4 MHz, its critical path align .. clamp; 15.7 with the sum's register).
+POSTPROCESS_SLOW_STAGES = ("input", "offset", "sum", "round", "saturate")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).

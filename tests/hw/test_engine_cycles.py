@@ -37,14 +37,14 @@ def test_single_instructions_without_command_queues_are_cycle_exact(tmp_path):
 
 
 def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
-    """slow_clock: the post-processing lane without the registers of POSTPROCESS_SLOW_STAGES (a STORE ends four cycles
+    """slow_clock: the post-processing lane without the registers of POSTPROCESS_SLOW_STAGES (a STORE ends five cycles
     sooner), accumulator lines updated as they leave the block RAM (SLOW_ACCUMULATE_LATENCY: COMPUTE's results two
     cycles sooner) and the ALU without its operand and result registers (four cycles sooner, no element waits, its
     chains and repeated lines seen through the read's transparency), cycle for cycle."""
     from dataclasses import replace
 
     config = replace(CONFIG, slow_clock=True)
-    assert config.alu_latency == config.accumulate_latency == 1 and config.postprocess_latency == 8
+    assert config.alu_latency == config.accumulate_latency == 1 and config.postprocess_latency == 7
     programs = [replace(p, config=config) for p in one_instruction_programs()]     # the same words
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
@@ -199,7 +199,7 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
     with no queue, and then load_direct_write, the LOAD's lines written without a register stage; decode_chains,
     perf_counters, decode_shared; with ``serial`` decode_serial, every fetch waiting SERIAL_DECODE_LATENCY cycles
     for the checks, postprocess_shared, one post-processing lane taking the columns in turn, postprocess_held and
-    postprocess_merged, a lane of 9 stages; with ``slow`` slow_clock, the lane of 5 stages, accumulator lines and
+    postprocess_merged, a lane of 9 stages; with ``slow`` slow_clock, the lane of 4 stages, accumulator lines and
     the ALU updated as they leave the block RAM, each PARAM bias held saturated) keep the cycle model: random programs within 2 %, every byte, cycle
     count, instruction and MAC count checked; the busy and stall counters count (at most every cycle, some cycles)
     or, left out, read 0."""
