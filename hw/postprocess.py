@@ -363,7 +363,7 @@ class PostProcessor(wiring.Component):
             return
         k = c.lut_entries_per_line.bit_length() - 1
         m.submodules.table = table = Memory(shape=unsigned(line_bits(Buffer.LUT, c)), depth=c.lut_buffer_depth,
-                                            init=[])
+                                            init=[], attrs={"ram_style": "block"} if c.table_bram else None)
         write = table.write_port()
         m.d.comb += [write.en.eq(self.lut_write.en), write.addr.eq(self.lut_write.addr),
                      write.data.eq(self.lut_write.data)]

@@ -126,7 +126,10 @@ class StoreEngine(wiring.Component):
             m.submodules[f"lane{i}"] = lane
         latency = lanes[0].latency
         assert latency == c.postprocess_latency, "update hw/spec/microarchitecture.py (the cycle model uses it)"
-        m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
+        # A narrow_line_fifo engine's FIFO holds the line's codes alone (the rest of its beats are zeros), so fewer
+        # block RAMs: 1 instead of 4 for the iCEBreaker's 8 bits of a 64-bit beat.
+        line_width = out_beats * c.dma_bits if not c.narrow_line_fifo else c.cols * c.act_slot_bits
+        m.submodules.lines = lines = SyncFIFOBuffered(width=line_width, depth=self.LINE_FIFO_DEPTH)
 
         y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")
         # Accumulator lines (past the last one they may wrap: unused then).
@@ -204,12 +207,13 @@ class StoreEngine(wiring.Component):
         burst_beat = Signal.like(addresses.lengths.payload)
         burst_len = Signal.like(addresses.lengths.payload)
         in_burst = Signal()
+        out_line = Cat(lines.r_data, C(0, out_beats * c.dma_bits - line_width)) if c.narrow_line_fifo else lines.r_data
         with m.If(~in_burst & lengths.r_rdy):
             m.d.comb += lengths.r_en.eq(1)
             m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
         m.d.comb += [
             self.axi.w.valid.eq(in_burst & lines.r_rdy),
-            self.axi.w.data.eq(lines.r_data.word_select(beat, c.dma_bits)),
+            self.axi.w.data.eq(out_line.word_select(beat, c.dma_bits)),
             self.axi.w.strb.eq(-1),
             self.axi.w.last.eq(burst_beat + 1 == burst_len),
         ]

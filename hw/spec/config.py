@@ -25,7 +25,7 @@ DATAFLOWS = ("weight_stationary",)
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
-          "load_direct_write": False, "slow_clock": False}
+          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False}
 
 
 class ConfigError(ValueError):
@@ -142,6 +142,14 @@ class AcceleratorConfig:
     #: and the ALU add and write in the cycle the line leaves the block RAM, with no register behind it and nothing
     #: forwarded (:attr:`accumulate_latency`, :attr:`alu_latency`: an ALU ends four cycles sooner, and never waits).
     slow_clock: bool = False
+    #: Each post-processing lane's activation table (:attr:`lut_buffer_depth` lines) in a block RAM, which synthesis
+    #: would otherwise build of flip-flops and multiplexers for so small a memory (16 int4 entries): a small part
+    #: with block RAMs to spare saves the logic (about 120 cells a lane on the UP5K). Same reads, same cycles.
+    table_bram: bool = False
+    #: The store engine's FIFO of output lines only as wide as a line's codes (``cols`` codes), not its whole bus
+    #: beats, whose other bits are zeros: a small engine on a wide bus (2x2 int4, 8 of 64 bits) saves block RAMs
+    #: (3 of the iCEBreaker's 30). Same bytes, same cycles.
+    narrow_line_fifo: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -173,7 +181,8 @@ class AcceleratorConfig:
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
-                     "postprocess_merged", "load_direct_write", "slow_clock"):
+                     "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
+                     "narrow_line_fifo"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
