@@ -83,8 +83,8 @@ def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, lin
 
 
 def _alu_operations(m: Module, c: AcceleratorConfig, op, old, src, stage, line_shape):
-    """An ALU element's results from its forwarded lines ``old`` (dst) and ``src``, there in the ``stage`` record's
-    cycle (ACCUMULATE_LATENCY after the issue): (valid, line, values, nonfinite flags, busy) of its write,
+    """An ALU element's results from its (forwarded) lines ``old`` (dst) and ``src``, there in the ``stage`` record's
+    cycle (``c.accumulate_latency`` after the issue): (valid, line, values, nonfinite flags, busy) of its write,
     ``c.alu_latency`` cycles after the issue; ``busy``: the records still in flight after ``stage``."""
     if c.alu_latency == c.accumulate_latency:
         return _alu_direct(m, c, op, old, src, stage)
