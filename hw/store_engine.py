@@ -12,7 +12,7 @@ from .compute_engine import acc_line_layout
 from .decoder import layout_of
 from .dma import BurstAddressGenerator, max_bursts
 from .pipeline import times
-from .postprocess import PostProcessor
+from .postprocess import PostProcessor, saturate_signed
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
@@ -72,9 +72,22 @@ class StoreEngine(wiring.Component):
         # --- per-column parameters ------------------------------------------------------------------------
         entry = data.StructLayout({"bias": signed(64), "multiplier": signed(32), "shift": unsigned(8),
                                    "pad": unsigned(PARAM_ENTRY_BYTES * 8 - 104)})
-        params = Signal(data.ArrayLayout(entry, cols))
+        # A slow_clock engine holds each bias saturated to the accumulator's range, as the lanes use it (the lanes'
+        # own saturation then passes it unchanged), not its 64 bits: a register that splits no path at 12 MHz.
+        held = data.StructLayout({"bias": signed(c.acc_bits), "multiplier": signed(32), "shift": unsigned(8)}) \
+            if c.slow_clock else entry
+        params = Signal(data.ArrayLayout(held, cols))
         # STORE.negative_param: the multipliers and shifts of PARAM line param_addr + 1, for negative acc + bias.
-        params_neg = Signal(data.ArrayLayout(entry, cols))
+        params_neg = Signal(data.ArrayLayout(held, cols))
+        line_entries = data.View(data.ArrayLayout(entry, cols), self.param.data)
+
+        def take(register):
+            """The PARAM line arriving now into ``register`` (params or params_neg)."""
+            if not c.slow_clock:
+                return register.eq(self.param.data)
+            return [field for i in range(cols) for field in (
+                register[i].bias.eq(saturate_signed(line_entries[i].bias, c.acc_bits)),
+                register[i].multiplier.eq(line_entries[i].multiplier), register[i].shift.eq(line_entries[i].shift))]
         negative_param = Signal()
         # The PARAM port's address, a register: line param_addr from the cycle after the STORE starts (taken from the
         # incoming instruction), line param_addr + 1 the cycle after that when negative_param reads a second line.
@@ -113,7 +126,10 @@ class StoreEngine(wiring.Component):
             m.submodules[f"lane{i}"] = lane
         latency = lanes[0].latency
         assert latency == c.postprocess_latency, "update hw/spec/microarchitecture.py (the cycle model uses it)"
-        m.submodules.lines = lines = SyncFIFOBuffered(width=out_beats * c.dma_bits, depth=self.LINE_FIFO_DEPTH)
+        # A narrow_line_fifo engine's FIFO holds the line's codes alone (the rest of its beats are zeros), so fewer
+        # block RAMs: 1 instead of 4 for the iCEBreaker's 8 bits of a 64-bit beat.
+        line_width = out_beats * c.dma_bits if not c.narrow_line_fifo else c.cols * c.act_slot_bits
+        m.submodules.lines = lines = SyncFIFOBuffered(width=line_width, depth=self.LINE_FIFO_DEPTH)
 
         y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")
         # Accumulator lines (past the last one they may wrap: unused then).
@@ -191,12 +207,13 @@ class StoreEngine(wiring.Component):
         burst_beat = Signal.like(addresses.lengths.payload)
         burst_len = Signal.like(addresses.lengths.payload)
         in_burst = Signal()
+        out_line = Cat(lines.r_data, C(0, out_beats * c.dma_bits - line_width)) if c.narrow_line_fifo else lines.r_data
         with m.If(~in_burst & lengths.r_rdy):
             m.d.comb += lengths.r_en.eq(1)
             m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
         m.d.comb += [
             self.axi.w.valid.eq(in_burst & lines.r_rdy),
-            self.axi.w.data.eq(lines.r_data.word_select(beat, c.dma_bits)),
+            self.axi.w.data.eq(out_line.word_select(beat, c.dma_bits)),
             self.axi.w.strb.eq(-1),
             self.axi.w.last.eq(burst_beat + 1 == burst_len),
         ]
@@ -239,7 +256,7 @@ class StoreEngine(wiring.Component):
                 return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
                         bursts_out.eq(0), responses.eq(0)]
             with m.State("PARAMS"):
-                m.d.sync += [params.eq(self.param.data), negative_param.eq(store.negative_param)]
+                m.d.sync += [take(params), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
                     # Line param_addr + 1 is addressed now and arrives next cycle: one cycle more.
                     m.next = "PARAMS_NEG"
@@ -248,7 +265,7 @@ class StoreEngine(wiring.Component):
                     m.d.comb += addresses.start.eq(1)
                     m.next = "RUN"
             with m.State("PARAMS_NEG"):
-                m.d.sync += [params_neg.eq(self.param.data), *begin()]
+                m.d.sync += [take(params_neg), *begin()]
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 
 from .formats import LANE_BITS, Format, FormatError, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
-from .microarchitecture import (COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY, POSTPROCESS_LATENCY,
-                                POSTPROCESS_MERGED_STAGES, SERIAL_DECODE_LATENCY)
+from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
+                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SLOW_STAGES,
+                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -24,7 +25,7 @@ DATAFLOWS = ("weight_stationary",)
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
-          "load_direct_write": False}
+          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False}
 
 
 class ConfigError(ValueError):
@@ -134,6 +135,23 @@ class AcceleratorConfig:
     #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
     #: so no cycle changes.
     load_direct_write: bool = False
+    #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
+    #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``
+    #: (a STORE ends sooner: :attr:`postprocess_latency`), and the store engine keeps each column's PARAM bias
+    #: saturated to the accumulator's range (as the lane uses it) instead of all 64 bits; the accumulator updates
+    #: and the ALU add and write in the cycle the line leaves the block RAM, with no register behind it and nothing
+    #: forwarded (:attr:`accumulate_latency`, :attr:`alu_latency`: an ALU ends four cycles sooner, and never waits);
+    #: the lane's integer saturation compares the sum with the format's bounds after the addition.
+    slow_clock: bool = False
+    #: Each post-processing lane's activation table (:attr:`lut_buffer_depth` lines) in a block RAM, which synthesis
+    #: would otherwise build of flip-flops and multiplexers for so small a memory (16 int4 entries): a small part
+    #: with block RAMs to spare saves the logic (the 1x1 iCEBreaker engine's lane: 64 LUT4 and 54 flip-flops). Same
+    #: reads, same cycles.
+    table_bram: bool = False
+    #: The store engine's FIFO of output lines only as wide as a line's codes (``cols`` codes), not its whole bus
+    #: beats, whose other bits are zeros: a small engine on a wide bus (2x2 int4, 8 of 64 bits) saves block RAMs
+    #: (3 of the iCEBreaker's 30). Same bytes, same cycles.
+    narrow_line_fifo: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -165,7 +183,8 @@ class AcceleratorConfig:
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
-                     "postprocess_merged", "load_direct_write"):
+                     "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
+                     "narrow_line_fifo"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
@@ -377,8 +396,36 @@ class AcceleratorConfig:
     @property
     def postprocess_latency(self) -> int:
         """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
-        stages ``postprocess_merged`` leaves out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
-        return POSTPROCESS_LATENCY - (len(POSTPROCESS_MERGED_STAGES) if self.postprocess_merged else 0)
+        stages ``postprocess_merged`` and ``slow_clock`` leave out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
+        return POSTPROCESS_LATENCY - len(self.postprocess_unregistered)
+
+    @property
+    def retire_queue_depth(self) -> int:
+        """COMPUTE descriptors the compute engine's retire side queues (hw/compute_engine.py): as many as a command
+        queue holds, from 2 to ``RETIRE_QUEUE_DEPTH``. A small part's engine without command queues starts its
+        COMPUTEs no faster than the fetch hands them over, so two are enough, and each entry is a descriptor's
+        flip-flops (47 for the iCEBreaker's)."""
+        return max(2, min(RETIRE_QUEUE_DEPTH, self.command_queue_depth))
+
+    @property
+    def accumulate_latency(self) -> int:
+        """Cycles from a partial sum's arrival at the accumulators to the write of its line: ``ACCUMULATE_LATENCY``, or
+        ``SLOW_ACCUMULATE_LATENCY`` with ``slow_clock`` (hw/spec/microarchitecture.py; the cycle model reads it)."""
+        return SLOW_ACCUMULATE_LATENCY if self.slow_clock else ACCUMULATE_LATENCY
+
+    @property
+    def alu_latency(self) -> int:
+        """Cycles from an ALU element's issue to its write: ``ALU_LATENCY`` (operands and result registered), or
+        :attr:`accumulate_latency` with ``slow_clock`` (hw/spec/microarchitecture.py; the cycle model's ALU reads
+        it)."""
+        return self.accumulate_latency if self.slow_clock else ALU_LATENCY
+
+    @property
+    def postprocess_unregistered(self) -> tuple[str, ...]:
+        """Stages of the post-processing lane without a register after them (each shares a cycle with the next):
+        ``POSTPROCESS_MERGED_STAGES`` with ``postprocess_merged``, ``POSTPROCESS_SLOW_STAGES`` with ``slow_clock``."""
+        return ((POSTPROCESS_MERGED_STAGES if self.postprocess_merged else ())
+                + (POSTPROCESS_SLOW_STAGES if self.slow_clock else ()))
 
     @property
     def postprocess_lanes(self) -> int:

@@ -13,6 +13,11 @@ POSTPROCESS_LATENCY = 12
 #: with sum, locate with exponent, align with round), for a slow clock: the lane alone on the UP5K keeps 31.8 MHz
 #: (offset with magnitude, or saturate with clamp, too would bring it under 30).
 POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
+#: Stages whose registers a ``slow_clock`` build leaves out too (each then shares a cycle with the next: input and offset
+#: with magnitude, sum with locate, round and saturate with clamp): with ``postprocess_merged`` the lane in 4 stages
+#: (input .. magnitude, multiply .. exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz (the 2x2 board
+#: engine's lane alone on the UP5K: 15.4 MHz, its critical path align .. clamp; 15.7 with the sum's register).
+POSTPROCESS_SLOW_STAGES = ("input", "offset", "sum", "round", "saturate")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).
@@ -41,20 +46,27 @@ def bank_drain(rows: int, cols: int) -> int:
 #: Cycles from a partial sum's arrival at the accumulators (or an ALU element's issue) to the write of its line: the
 #: block RAM's read, the register its output goes into, then the addition and the write (each in a cycle of its own).
 ACCUMULATE_LATENCY = 3
+#: The same in a ``slow_clock`` build (``AcceleratorConfig.accumulate_latency``): the line leaves the block RAM the cycle
+#: after the read, is added to and written in that cycle; the read of the next cycle, transparent to that write, sees
+#: it, so nothing is forwarded.
+SLOW_ACCUMULATE_LATENCY = 1
 #: Cycles from an ALU element's issue to the write of its line: the accumulator stages up to the forwarded operands,
 #: which are registered, then the operation (MAX's compare, ADD's carry chain, MUL's multiplier) into a register, then
 #: the write. The operands are taken ``ACCUMULATE_LATENCY`` cycles after the issue, so an element that reads or writes
 #: a line one of the ``ALU_LATENCY - ACCUMULATE_LATENCY`` elements issued in the cycles just before writes waits
 #: until that write is forwarded (``alu_issue_cycles``). (Only MUL had these stages before the operations behind the
-#: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.)
+#: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.) A ``slow_clock`` build
+#: registers neither: its ALU takes ``SLOW_ACCUMULATE_LATENCY`` cycles and never waits (``AcceleratorConfig.alu_latency``).
 ALU_LATENCY = ACCUMULATE_LATENCY + 2
 
 
-def alu_issue_cycles(dst: list[int], src: list[int]) -> int:
-    """Cycles an ALU takes to issue its elements (destination and source lines in element order): one per
-    element, and an element whose lines include the destination of an element issued fewer than
-    ``ALU_LATENCY - ACCUMULATE_LATENCY + 1`` cycles before waits until that one is that far behind."""
-    window = ALU_LATENCY - ACCUMULATE_LATENCY
+def alu_issue_cycles(dst: list[int], src: list[int], window: int = ALU_LATENCY - ACCUMULATE_LATENCY) -> int:
+    """Cycles an ALU takes to issue its elements (destination and source lines in element order): one per element,
+    and an element whose lines include the destination of an element issued fewer than ``window + 1`` cycles before
+    waits until that one is that far behind (``window``: the ALU's cycles after its operands are read and settled,
+    ``ALU_LATENCY - ACCUMULATE_LATENCY``)."""
+    if window <= 0:                                 # every write is forwarded in time: no waits
+        return len(dst)
     issued: list[tuple[int, int]] = []              # (cycle, destination) of the last ``window`` elements
     cycle = -1
     for d, s in zip(dst, src):
@@ -76,6 +88,9 @@ SERIAL_DECODE_LATENCY = 18
 DECODE_CHAINS = 2
 #: Instructions each engine's command queue holds by default (``AcceleratorConfig.command_queue_depth``).
 COMMAND_QUEUE_DEPTH = 4
+#: COMPUTEs the compute engine's retire side holds descriptors of (started, results not yet all written), at most;
+#: fewer with fewer command queue entries (``AcceleratorConfig.retire_queue_depth``).
+RETIRE_QUEUE_DEPTH = 4
 
 
 def feeder_depth(rows: int) -> int:

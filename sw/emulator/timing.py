@@ -12,7 +12,7 @@ the same way). The rules, each named after the hardware that causes it:
 - LOAD, ALU, SETPP, STORE keep their engine busy for a number of cycles given by their sizes (below; an ALU
   also by the waits of elements close behind one whose line they use, ``alu_issue_cycles``);
 - COMPUTE frees its engine once its buffer reads are issued; its results are written ``array_latency +
-  ACCUMULATE_LATENCY`` cycles after the last activation vector entered the array, which is modelled as a resource
+  accumulate_latency`` cycles after the last activation vector entered the array, which is modelled as a resource
   (two weight banks, each reloadable ``bank_drain + 1`` cycles after its last vector).
 
 The constants come from ``hw/spec/microarchitecture.py``; ``tests/hw/test_engine_cycles.py`` holds the model to
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import INSTRUCTION_BITS, Buffer, Kind, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes
-from hw.spec.microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, BURST_BOUNDARY,
+from hw.spec.microarchitecture import (BURST_BOUNDARY,
                                        MAX_BURST_BEATS, alu_issue_cycles, array_latency,
                                        bank_drain, feeder_depth)
 
@@ -130,8 +130,10 @@ class Timing:
 
     def alu(self, f: dict) -> int:
         plan = alu_plan(f)              # dependent elements close together wait
-        issue = plan.dst.size if plan.independent else alu_issue_cycles(plan.dst.tolist(), plan.src.tolist())
-        return issue + ALU_LATENCY + 1
+        latency = self.config.alu_latency
+        issue = plan.dst.size if plan.independent else alu_issue_cycles(
+            plan.dst.tolist(), plan.src.tolist(), latency - self.config.accumulate_latency)
+        return issue + latency + 1
 
     def schedule(self, kind: Kind, f: dict, start: int) -> tuple[int, int]:
         """(first cycle the engine is free again, cycle the instruction's effect and tokens are visible) of an
@@ -155,5 +157,6 @@ class Timing:
 
         issue_done = max(last_read(accepts), last_read(rows_in)) + 2
         # The partial sums leave the array array_latency cycles after the last vector; the retire side writes them
-        # ACCUMULATE_LATENCY cycles later and they are visible the cycle after that.
-        return issue_done + 1, last + array_latency(self.config.rows, self.config.cols) + ACCUMULATE_LATENCY + 1
+        # accumulate_latency (ACCUMULATE_LATENCY) cycles later and they are visible the cycle after that.
+        written = last + array_latency(self.config.rows, self.config.cols) + self.config.accumulate_latency
+        return issue_done + 1, written + 1

@@ -22,6 +22,9 @@ def test_board_configurations():
     assert (ice.command_queue_depth, ice.decode_chains, ice.perf_counters, ice.decode_shared) == (0, 4, False, True)
     assert "command_queue_depth" not in ulx3s.to_json()
     assert (ulx3s.decode_chains, ulx3s.perf_counters, ulx3s.decode_shared) == (2, True, False)
+    assert (ice.slow_clock, ice.table_bram, ice.narrow_line_fifo, ice.retire_queue_depth) == (True, True, True, 2)
+    assert (ulx3s.slow_clock, ulx3s.table_bram, ulx3s.narrow_line_fifo, ulx3s.retire_queue_depth) == (False, False,
+                                                                                                       False, 4)
 
 
 @pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),

@@ -36,6 +36,20 @@ def test_single_instructions_without_command_queues_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
+def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
+    """slow_clock: the post-processing lane without the registers of POSTPROCESS_SLOW_STAGES (a STORE ends five cycles
+    sooner), accumulator lines updated as they leave the block RAM (SLOW_ACCUMULATE_LATENCY: COMPUTE's results two
+    cycles sooner) and the ALU without its operand and result registers (four cycles sooner, no element waits, its
+    chains and repeated lines seen through the read's transparency), cycle for cycle."""
+    from dataclasses import replace
+
+    config = replace(CONFIG, slow_clock=True)
+    assert config.alu_latency == config.accumulate_latency == 1 and config.postprocess_latency == 7
+    programs = [replace(p, config=config) for p in one_instruction_programs()]     # the same words
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
+
+
 def test_whole_programs_within_two_percent(tmp_path):
     rng = np.random.default_rng(11)
     programs = [random_layer_program(CONFIG, rng) for _ in range(20)] + [random_program(CONFIG, rng)
@@ -176,24 +190,27 @@ SMALL_PART = dict(weight_format="int4", act_format="int4", dma_bits=64, act_buff
 BUSY_AND_STALL = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute", "stall_store")
 
 
-@pytest.mark.parametrize("shape, perf_counters, decode_shared, serial, queue",
-                         [((1, 1), False, True, False, 1), ((2, 2), True, False, False, 1),
-                          ((2, 2), False, True, True, 1), ((2, 2), True, False, False, 0),
-                          ((1, 1), False, True, True, 0)])
-def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, queue, tmp_path):
+@pytest.mark.parametrize("shape, perf_counters, decode_shared, serial, queue, slow",
+                         [((1, 1), False, True, False, 1, False), ((2, 2), True, False, False, 1, False),
+                          ((2, 2), False, True, True, 1, False), ((2, 2), True, False, False, 0, False),
+                          ((1, 1), False, True, True, 0, False), ((2, 2), False, True, True, 0, True)])
+def test_small_part_programs_within_two_percent(shape, perf_counters, decode_shared, serial, queue, slow, tmp_path):
     """A small part's choices (AcceleratorConfig.command_queue_depth, ``queue``: 0 hands each word to its engine
     with no queue, and then load_direct_write, the LOAD's lines written without a register stage; decode_chains,
     perf_counters, decode_shared; with ``serial`` decode_serial, every fetch waiting SERIAL_DECODE_LATENCY cycles
     for the checks, postprocess_shared, one post-processing lane taking the columns in turn, postprocess_held and
-    postprocess_merged, a lane of 9 stages) keep the cycle model: random programs within 2 %, every byte, cycle
-    count, instruction and MAC count checked; the busy and stall counters count (at most every cycle, some cycles)
+    postprocess_merged, a lane of 9 stages; with ``slow`` slow_clock, the lane of 4 stages, accumulator lines and
+    the ALU updated as they leave the block RAM, each PARAM bias held saturated, and table_bram and
+    narrow_line_fifo, the table in a block RAM and the line FIFO as wide as the codes) keep the cycle model: random
+    programs within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters count (at most every cycle, some cycles)
     or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
     from sim.engine_harness import run_on_rtl
 
     config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
                                decode_serial=serial, postprocess_shared=serial, postprocess_held=serial,
-                               postprocess_merged=serial, load_direct_write=queue == 0,
+                               postprocess_merged=serial, load_direct_write=queue == 0, slow_clock=slow,
+                               table_bram=slow, narrow_line_fifo=slow,
                                **{**SMALL_PART, "command_queue_depth": queue})
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.

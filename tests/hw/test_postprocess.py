@@ -393,6 +393,19 @@ def test_merged_stages_match_golden_model(acts, tmp_path):
     check_vectors(config, VectorSource(config, random.Random(seed)).draw(VECTORS // 4), tmp_path, seed=seed)
 
 
+@pytest.mark.parametrize("acts", ["int4", "minifloat6"])
+def test_slow_clock_stages_match_golden_model(acts, tmp_path):
+    """A lane of 4 stages (``slow_clock`` with ``postprocess_merged``: no register after POSTPROCESS_MERGED_STAGES nor
+    POSTPROCESS_SLOW_STAGES; the inputs go straight into the offset's addition) under random stalls and bubbles: the
+    golden model's codes, each exactly ``config.postprocess_latency`` advances late."""
+    from dataclasses import replace
+
+    config = replace(make_config(acts, acts), postprocess_merged=True, slow_clock=True)
+    assert config.postprocess_latency == 4 and PostProcessor(config).latency == 4
+    seed = sum(map(ord, acts)) + 11
+    check_vectors(config, VectorSource(config, random.Random(seed)).draw(VECTORS // 4), tmp_path, seed=seed)
+
+
 # --- the component's surface ----------------------------------------------------------------------------
 
 def test_ports_and_latency():

@@ -201,7 +201,8 @@ def test_json_round_trip(kwargs):
                                                                  "perf_counters", "decode_shared", "decode_serial",
                                                                  "postprocess_shared", "postprocess_held",
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
-                                                                 "load_direct_write"}
+                                                                 "load_direct_write", "slow_clock", "table_bram",
+                                                                 "narrow_line_fifo"}
 
 
 def test_hash_is_stable():
@@ -227,7 +228,7 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
-               load_direct_write=True)
+               load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True)
 
 
 def test_every_field_has_a_change():
@@ -262,6 +263,9 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "postprocess_merged" not in AcceleratorConfig().to_json()
     assert "load_direct_write" not in AcceleratorConfig().to_json()
     assert "postprocess_columns_per_lane" not in AcceleratorConfig().to_json()
+    assert "slow_clock" not in AcceleratorConfig().to_json()
+    assert "table_bram" not in AcceleratorConfig().to_json()
+    assert "narrow_line_fifo" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
@@ -271,7 +275,10 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
                                                      ("postprocess_shared", True, False, None),
                                                      ("postprocess_held", True, False, None),
                                                      ("postprocess_merged", True, False, None),
-                                                     ("load_direct_write", True, False, None)])
+                                                     ("load_direct_write", True, False, None),
+                                                     ("slow_clock", True, False, None),
+                                                     ("table_bram", True, False, None),
+                                                     ("narrow_line_fifo", True, False, None)])
 def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     """A small build's choices are in its JSON and hash; their defaults are not (pinned above)."""
     c = AcceleratorConfig(rows=2, **{name: value})
@@ -347,3 +354,10 @@ def test_format_set_errors(kwargs, message):
     with pytest.raises(ConfigError) as e:
         AcceleratorConfig(**kwargs)
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("queue, retire", [(0, 2), (1, 2), (2, 2), (3, 3), (4, 4), (64, 4)])
+def test_retire_queue_follows_the_command_queues(queue, retire):
+    """The compute engine's retire queue holds as many COMPUTEs as a command queue, from 2 to RETIRE_QUEUE_DEPTH (the
+    default build keeps 4, and so its Verilog)."""
+    assert AcceleratorConfig(command_queue_depth=queue).retire_queue_depth == retire
