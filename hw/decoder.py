@@ -69,9 +69,12 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v[flag]
         return bad
 
-    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None) -> tuple[Staged, Staged, Staged]:
+    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None, dram_terms=None) -> tuple[Staged, Staged,
+                                                                                                   Staged]:
         """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value. ``product``: how the products
-        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`)."""
+        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`).
+        ``dram_terms``: a dict that, given, takes the kind's DRAM end's terms (address, product, span) for a check
+        the kinds share (:meth:`_shared_dram`); the returned dram_range is then a placeholder."""
         product = product or p.product
         c = self._config
         v = self._view(kind)
@@ -99,6 +102,14 @@ class InstructionDecoder(wiring.Component):
                 return p.sum([folded, *[f() for f in rest]]) if rest else folded
             return p.sum([field(name), product(a, b), *[f() for f in rest]])
 
+        def dram_range(a, b, span):
+            """``dram_addr + a * b + span() > dram_size``: the kind's own adders, or terms for the shared check."""
+            if dram_terms is None:
+                end = plus(a, b, "dram_addr", span)
+                return p.apply(lambda end, size: end > size, end, p.input(self.dram_size))
+            dram_terms[kind.opcode] = (field("dram_addr"), product(a, b), span())
+            return no
+
         bad = v.unused != 0
         if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
             bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
@@ -124,8 +135,7 @@ class InstructionDecoder(wiring.Component):
             def choose(buffer, a, w, q, t):
                 return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
             span = p.apply(choose, field("buffer"), *spans, chains=0)
-            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr", lambda: span)
-            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+            dram = dram_range(minus_one("y_size"), field("dram_stride"), lambda: span)
         elif op is Opcode.COMPUTE:
             bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
             if c.packs_per_layer:       # packed only on a pair the build packs
@@ -172,9 +182,8 @@ class InstructionDecoder(wiring.Component):
             param_last = p.sum([field("param_addr"), field("negative_param")])
             sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
                            acc_last, param_last)
-            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr",
-                            lambda: p.times(field("x_size"), output_line_bytes(c)))
-            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+            dram = dram_range(minus_one("y_size"), field("dram_stride"),
+                              lambda: p.times(field("x_size"), output_line_bytes(c)))
         # The field checks: a few levels of LUTs (and, for SETPP, a short comparison): one chain's worth.
         return p.input(bad, depth=1), sram, dram
 
@@ -194,7 +203,7 @@ class InstructionDecoder(wiring.Component):
                 asked.append((a, b) if len(a.value) <= len(b.value) else (b, a))
                 added.append(addend)
                 return p.input(Const(0, 1))
-            self._checks(m, p, kind, record)
+            self._checks(m, p, kind, record, {})
         order = {op: sorted(range(len(asked)), key=lambda i: (-len(asked[i][0].value), -len(asked[i][1].value)))
                  for op, asked in requests.items()}
         slots = []
@@ -222,15 +231,36 @@ class InstructionDecoder(wiring.Component):
             return lambda a, b, addend=None: next(results)
         return {op: product_of(op) for op in KINDS}
 
+    def _shared_dram(self, p: Pipeline, opcode: Staged, terms: dict) -> Staged:
+        """The DRAM range check of the kinds in ``terms`` (LOAD and STORE) with one adder tree and one comparison:
+        only the opcode's kind's result is used, so the opcode chooses the terms (a multiplexer instead of a
+        33-bit sum and comparison per kind)."""
+        ops = list(terms)
+
+        def choose(code, *values):
+            chosen = values[0]
+            for op, value in zip(ops[1:], values[1:]):
+                chosen = Mux(code == op, value, chosen)
+            return chosen
+        chosen = [p.apply(choose, opcode, *[terms[op][i] for op in ops], chains=0) for i in range(3)]
+        return p.apply(lambda end, size: end > size, p.sum(chosen), p.input(self.dram_size))
+
     def elaborate(self, platform):
         m = Module()
         p = Pipeline(m, "decode", levels=self._config.decode_chains,
                      start=self.en if self._config.decode_serial else None)
         opcode = p.input(self.word[:HEADER[0].bits])
-        products = self._shared_products(m, p, opcode) if self._config.decode_shared else {}
+        shared = self._config.decode_shared
+        products = self._shared_products(m, p, opcode) if shared else {}
+        dram_terms = {} if shared else None
         results = []
         for op, kind in KINDS.items():
-            results.append((op, p.input(self._flags_error(kind)), *self._checks(m, p, kind, products.get(op))))
+            results.append((op, p.input(self._flags_error(kind)),
+                            *self._checks(m, p, kind, products.get(op), dram_terms)))
+        if shared:
+            dram = self._shared_dram(p, opcode, dram_terms)
+            results = [(op, flags, bad, sram, dram if op in dram_terms else no_dram)
+                       for op, flags, bad, sram, no_dram in results]
 
         def choose(opcode, *flat):
             error = Const(ErrorCode.ILLEGAL_OPCODE, self.error.shape())
