@@ -110,7 +110,9 @@ class LoadEngine(wiring.Component):
         row = Signal.like(height)
         col = Signal.like(width)
         beat = Signal.like(line_beats)
-        assembled = Signal(line_width)
+        # With load_direct_write only the beats of a line before its last are kept: the last goes straight from the
+        # bus into the written line (the longest line's last word needs no register).
+        assembled = Signal(line_width - c.dma_bits if c.load_direct_write else line_width)
         seq_done = Signal()
         m.d.comb += seq.done.eq(seq_done)
 
