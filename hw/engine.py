@@ -115,8 +115,10 @@ class InferenceEngine(wiring.Component):
         running = Signal()          # between start and done/error
         done = Signal()
         error = Signal(range(max(ErrorCode) + 1))
-        cycles = Signal(64)
-        macs = Signal(64)
+        # Without perf_counters (a small part) the cycle and MAC counts are 32 bits: the high words read 0.
+        count_bits = 64 if c.perf_counters else 32
+        cycles = Signal(count_bits)
+        macs = Signal(count_bits)
         # The busy and stall counters only with perf_counters (a small part's build leaves them out: they read 0).
         # The instructions register reads the pc: both count the instructions dispatched since start.
         counted = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
