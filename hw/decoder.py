@@ -110,6 +110,12 @@ class InstructionDecoder(wiring.Component):
             dram_terms[kind.opcode] = (field("dram_addr"), product(a, b), span())
             return no
 
+        # A serial (small part's) decoder compares with the buffer depths, powers of two, by testing bits: a few
+        # LUTs instead of a carry chain each. The other builds keep the comparisons.
+        bits = c.decode_serial
+        gt = _greater if bits else (lambda x, limit: x > limit)
+        ge = _at_least if bits else (lambda x, limit: x >= limit)
+
         bad = v.unused != 0
         if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
             bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
@@ -129,7 +135,14 @@ class InstructionDecoder(wiring.Component):
             depth = p.input(Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
                                 Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth,
                                     Mux(v.buffer == Buffer.PARAM, c.param_buffer_depth, c.lut_buffer_depth))))
-            sram = p.apply(lambda end, d: end > d, lines_end, depth)
+            if bits:
+                sram = p.apply(lambda end, b: Mux(b == Buffer.ACT, gt(end, c.act_buffer_depth),
+                                                  Mux(b == Buffer.WEIGHT, gt(end, c.weight_buffer_depth),
+                                                      Mux(b == Buffer.PARAM, gt(end, c.param_buffer_depth),
+                                                          gt(end, c.lut_buffer_depth)))),
+                               lines_end, field("buffer"))
+            else:
+                sram = p.apply(lambda end, d: end > d, lines_end, depth)
             # x_size * line_bytes of the buffer: a constant per buffer, so shifts and additions, then a choice.
             spans = [p.times(field("x_size"), line_bytes(b, c)) for b in Buffer]
             def choose(buffer, a, w, q, t):
@@ -155,14 +168,14 @@ class InstructionDecoder(wiring.Component):
                 tile_lines = p.apply(lambda t, k: Mux(k, t << 1, t), tile_lines, field("packed"), chains=0)
             weight_end = p.sum([field("weight_addr"), tile_lines])
             acc_end = plus(field("out_h"), field("out_w"), "acc_addr")
-            sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
-                           | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)
+            sram = p.apply(lambda a, w, r: ge(a, c.act_buffer_depth) | gt(w, c.weight_buffer_depth)
+                           | gt(r, c.acc_buffer_depth), act_last, weight_end, acc_end)
         elif op is Opcode.ALU:
             bad = bad | (v.op > max(AluOp))
             dst_last = plus(minus_one("y_size"), field("dst_stride"), "dst_addr", lambda: minus_one("x_size"))
             src_last = plus(minus_one("y_size"), field("src_stride"), "src_addr",
                             lambda: product(minus_one("x_size"), field("src_step")))
-            sram = p.apply(lambda d, s: (d >= c.acc_buffer_depth) | (s >= c.acc_buffer_depth), dst_last, src_last)
+            sram = p.apply(lambda d, s: ge(d, c.acc_buffer_depth) | ge(s, c.acc_buffer_depth), dst_last, src_last)
         elif op is Opcode.SETPP:
             lo, hi = v.clamp_lo, v.clamp_hi
             # The clamps are codes of the output format SETPP.format selects (index 0 alone in a single-format
@@ -180,7 +193,7 @@ class InstructionDecoder(wiring.Component):
             acc_last = plus(minus_one("y_size"), field("acc_stride"), "acc_addr", lambda: minus_one("x_size"))
             # The last PARAM line read: param_addr, or param_addr + 1 with negative_param.
             param_last = p.sum([field("param_addr"), field("negative_param")])
-            sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
+            sram = p.apply(lambda a, q: ge(a, c.acc_buffer_depth) | ge(q, c.param_buffer_depth),
                            acc_last, param_last)
             dram = dram_range(minus_one("y_size"), field("dram_stride"),
                               lambda: p.times(field("x_size"), output_line_bytes(c)))
@@ -290,6 +303,26 @@ class InstructionDecoder(wiring.Component):
         with m.Elif(self.en):
             m.d.sync += self.valid.eq(0)
         return m
+
+
+def _greater(x, limit: int):
+    """``x > limit`` (``x`` unsigned) for a ``limit`` of 0 or a power of two, by testing bits (no carry chain)."""
+    if x.shape().signed or limit & (limit - 1):
+        raise AssertionError(f"a bit test compares an unsigned value with 0 or a power of two, not {limit}")
+    if limit == 0:
+        return x != 0
+    k = limit.bit_length() - 1
+    if len(x) <= k:
+        return Const(0)
+    return (x[k + 1:] != 0) | (x[k] & (x[:k] != 0))
+
+
+def _at_least(x, limit: int):
+    """``x >= limit`` (``x`` unsigned) for a ``limit`` a power of two, by testing bits (no carry chain)."""
+    if x.shape().signed or limit < 1 or limit & (limit - 1):
+        raise AssertionError(f"a bit test compares an unsigned value with a power of two, not {limit}")
+    k = limit.bit_length() - 1
+    return x[k:] != 0 if len(x) > k else Const(0)
 
 
 def _ordered(m: Module, fmt, lo, hi):
