@@ -115,7 +115,8 @@ class AcceleratorConfig:
     #: The decoder's products of fields one bit of the narrower operand per cycle (a shift-and-add loop per product)
     #: instead of all at once: a small part's build saves most of the decoder's logic, and every instruction takes
     #: :attr:`decode_latency` cycles to check instead of ``DECODE_LATENCY``. Its comparisons with the buffer depths
-    #: (powers of two) test bits instead of running a carry chain.
+    #: (powers of two) test bits instead of running a carry chain, and the fetch's range check compares the high
+    #: bits of the word's address with those of ``dram_size`` (exact for aligned words) instead of adding first.
     decode_serial: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
