@@ -137,7 +137,8 @@ class AcceleratorConfig:
     #: (address, data, enables: there for a fast clock, the ports fanning out to many block RAMs): a slow small
     #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
     #: so no cycle changes. The line's last beat then goes from the bus into the line unregistered (a bus word of
-    #: flip-flops less).
+    #: flip-flops less), and the read addresses go onto the bus without the skid register (no cycle changes
+    #: either: an address waits in the generator instead).
     load_direct_write: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
