@@ -81,8 +81,13 @@ def test_bursts_inside_the_memory_are_okay():
     _run(tb)
 
 
-@pytest.mark.parametrize("start_beat", [57, 63, 64, 1000])
-def test_a_burst_past_the_end_is_slverr_and_writes_nothing(start_beat):
+@pytest.mark.parametrize("kind", ["bram", "spram"])
+@pytest.mark.parametrize("from_end", [-7, -1, 0, 936, 1 << 28])
+def test_a_burst_past_the_end_is_slverr_and_writes_nothing(from_end, kind):
+    """Bursts of 8 beats from ``from_end`` beats after the memory's last (1 << 28: at the 2 GiB address, far beyond
+    either), on both memories (the SPRAM's checks its range from a flag of the address's high bits)."""
+    start_beat = (SIZE if kind == "bram" else SPRAM_WORDS * BEAT) // BEAT + from_end
+
     async def tb(ctx, port):
         assert await _write(ctx, port, 0, [0xAAAA] * 4) == OKAY
         # The memory wraps its own address: a write past the end must not land at the start.
@@ -91,7 +96,7 @@ def test_a_burst_past_the_end_is_slverr_and_writes_nothing(start_beat):
         assert [resp for _, resp in await _read(ctx, port, start_beat * BEAT, 8)] == [SLVERR] * 8
         # The next burst inside the memory is OKAY again.
         assert await _read(ctx, port, 0, 1) == [(0xAAAA, OKAY)]
-    _run(tb)
+    _run(tb, kind=kind)
 
 
 async def _read_stalling(ctx, port, addr: int, beats: int, ready: list[int]) -> list[tuple[int, int, int]]:
