@@ -28,11 +28,14 @@ __all__ = ["UARTBridge"]
 class UARTBridge(wiring.Component):
     """The bridge at ``clocks_per_bit`` clock cycles per UART bit (the clock over the baud rate)."""
 
-    def __init__(self, *, clocks_per_bit: int, idle_timeout: int, ctrl_addr_bits: int = 8):
+    def __init__(self, *, clocks_per_bit: int, idle_timeout: int, ctrl_addr_bits: int = 8, compact: bool = False):
         if not isinstance(idle_timeout, int) or idle_timeout < 20 * clocks_per_bit:
             raise ValueError(f"Idle timeout must be at least two bytes' time ({20 * clocks_per_bit} cycles), "
                              f"not {idle_timeout!r}")
         self._clocks_per_bit, self._idle_timeout = clocks_per_bit, idle_timeout
+        #: A small part's bridge: the frame's address and word count are counted in the header's registers, not
+        #: copied out of them (48 flip-flops less).
+        self._compact = compact
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
                           "mem": Out(axi4_lite_signature(32)), "ctrl": Out(axi4_lite_signature(ctrl_addr_bits))})
 
@@ -55,7 +58,7 @@ class UARTBridge(wiring.Component):
         with m.Elif(~quiet):
             m.d.sync += idle.eq(idle + 1)
 
-        s = _State()
+        s = _State(compact=self._compact)
         with m.FSM(init="HEADER", name="bridge") as fsm:
             self._parse_header(m, s, got, byte, quiet)
             self._access(m, s, got, byte, quiet)
@@ -76,7 +79,9 @@ class UARTBridge(wiring.Component):
             with m.Elif((s.received != 0) & quiet):
                 s.answer(m, Status.TIMEOUT)
         with m.State("CHECK"):
-            m.d.sync += [s.addr.eq(address), s.left.eq(count), s.status.eq(Status.OK), s.tx_sum.eq(0),
+            if not self._compact:       # else they are the header's
+                m.d.sync += [s.addr.eq(address), s.left.eq(count)]
+            m.d.sync += [s.status.eq(Status.OK), s.tx_sum.eq(0),
                          s.rx_sum.eq(0), s.registers.eq((command == Command.READ_REGISTER)
                                                         | (command == Command.WRITE_REGISTER)),
                          s.index.eq(0)]
@@ -205,11 +210,13 @@ class _Selected:
 class _State:
     """The bridge's registers, shared by the parts of its state machine."""
 
-    def __init__(self):
+    def __init__(self, *, compact: bool = False):
         self.header = Signal(8 * HEADER_BYTES)
         self.received = Signal(range(HEADER_BYTES + 1))
         self.rx_sum, self.tx_sum = Signal(8), Signal(8)
         self.addr, self.left, self.word = Signal(32), Signal(16), Signal(32)
+        if compact:     # the header's address and count fields, counted in place once the header is checked
+            self.addr, self.left = self.header[8:40], self.header[40:56]
         self.index = Signal(2)
         self.status = Signal(8)
         self.registers, self.drain = Signal(), Signal()

@@ -109,6 +109,9 @@ class BoardMemory(wiring.Component):
             raise ValueError(f"SPRAM blocks {data_bits} bits wide hold {SPRAM_WORDS * data_bits // 8} bytes, "
                              f"not {size}")
         self._data_bits, self._size, self._kind = data_bits, size, kind
+        # The SPRAM build (a slow small part) checks a burst's range from the registers it has (the first word's
+        # address, the beats) and one flag of the address's high bits, instead of keeping the whole address.
+        self._compact = kind == "spram"
         super().__init__({"insn": In(axi4_signature(32, data_bits)), "data": In(axi4_signature(32, data_bits)),
                           "host": In(axi4_lite_signature(32))})
 
@@ -133,6 +136,11 @@ class BoardMemory(wiring.Component):
         m.d.comb += [self.insn.aw.ready.eq(0), self.insn.w.ready.eq(0), self.insn.b.valid.eq(0)]
         return m
 
+    def _high(self, addr, depth: int):
+        """Byte address ``addr``'s word address has a bit at or above the (power-of-two) ``depth``'s: it is beyond."""
+        shift = (self._data_bits // 8).bit_length() - 1
+        return addr[shift + depth.bit_length() - 1:] != 0
+
     def _beyond(self, addr, beats, depth: int):
         """A burst of ``beats`` (at least 1) from byte ``addr`` reaches beyond the memory. With a power-of-two
         ``depth``, a word address at or past it (a bit above the memory's set) is beyond whatever ``beats``, and
@@ -153,6 +161,8 @@ class BoardMemory(wiring.Component):
         error = Signal()
         start, last_beat = Signal(32), Signal(8)
         resp = Signal(2)
+        # The SPRAM build's: the burst's word address has bits above the memory's (it is beyond).
+        high = Signal(name="write_high") if self._compact else None
         with m.FSM(name="write"):
             with m.State("IDLE"):
                 with m.If(host.aw.valid & host.w.valid):
@@ -165,12 +175,15 @@ class BoardMemory(wiring.Component):
                     m.next = "RESPOND"
                 with m.Elif(data.aw.valid):
                     m.d.comb += data.aw.ready.eq(1)
-                    m.d.sync += [grant_data.eq(1), addr.eq(data.aw.addr[shift:]), start.eq(data.aw.addr),
-                                 last_beat.eq(data.aw.len)]
+                    kept = high.eq(self._high(data.aw.addr, depth)) if self._compact else start.eq(data.aw.addr)
+                    m.d.sync += [grant_data.eq(1), addr.eq(data.aw.addr[shift:]), kept, last_beat.eq(data.aw.len)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 # A cycle for the range check on the registered request, off the address channel's path.
-                m.d.sync += error.eq(self._beyond(start, last_beat + 1, depth))
+                if self._compact:       # addr is still the burst's first word
+                    m.d.sync += error.eq(high | ((addr + last_beat + 1) > depth))
+                else:
+                    m.d.sync += error.eq(self._beyond(start, last_beat + 1, depth))
                 m.next = "BURST"
             with m.State("BURST"):
                 m.d.comb += data.w.ready.eq(1)
@@ -190,8 +203,8 @@ class BoardMemory(wiring.Component):
     def _read_side(self, m: Module, port, *, writing, depth: int) -> Signal:
         """One read burst at a time (host, data, insn by priority), a beat per cycle while the port is free and
         the reader takes them; returns the RAM address it reads. Beats leave through a register slice (an output
-        register and a skid register), so the RAM's output goes no further than a register and the readers'
-        ``ready`` no further than the slice."""
+        register and a skid register; the SPRAM build's has no skid register), so the RAM's output goes no further than
+        a register and the readers' ``ready`` no further than the slice."""
         shift = (self._data_bits // 8).bit_length() - 1
         requesters = (self.host, self.data, self.insn)
         grant = Signal(range(len(requesters)))
@@ -200,6 +213,8 @@ class BoardMemory(wiring.Component):
         lane = Signal(max(shift - 2, 1))
         to_fetch, to_send = Signal(9), Signal(9)
         start, burst_beats = Signal(32), Signal(9)
+        # The SPRAM build's: as the write side's flag; high in the burst's first cycle.
+        high, first = (Signal(name="read_high"), Signal(name="read_first")) if self._compact else (None, None)
         out_valid, fresh = Signal(), Signal()
         hold = Signal(self._data_bits)
         rdata = Mux(fresh, port.rdata, hold)       # the RAM's output is only trusted the cycle after a read
@@ -219,13 +234,20 @@ class BoardMemory(wiring.Component):
                     with (m.If if i == 0 else m.Elif)(r.ar.valid):
                         m.d.comb += r.ar.ready.eq(1)
                         m.d.sync += [grant.eq(i), addr.eq(r.ar.addr[shift:]), to_fetch.eq(beats), to_send.eq(beats),
-                                     start.eq(r.ar.addr), burst_beats.eq(beats),
+                                     *([high.eq(self._high(r.ar.addr, depth)), first.eq(1)] if self._compact
+                                       else [start.eq(r.ar.addr), burst_beats.eq(beats)]),
                                      lane.eq(r.ar.addr[2:shift] if r is self.host else 0)]
                         m.next = "BURST"
             with m.State("BURST"):
                 # The range check runs on the registered request, off the address channel's path: its result is
                 # there before the first beat can leave (a beat leaves at the earliest a cycle after its read).
-                m.d.sync += error.eq(self._beyond(start, burst_beats, depth))
+                if self._compact:
+                    # In the first cycle addr and to_fetch are still the burst's first word and its beats; the check
+                    # holds after it (addr moves on, and would wrap past the end).
+                    with m.If(first):
+                        m.d.sync += [error.eq(high | ((addr + to_fetch) > depth)), first.eq(0)]
+                else:
+                    m.d.sync += error.eq(self._beyond(start, burst_beats, depth))
                 m.d.comb += port.read.eq((to_fetch != 0) & (~out_valid | accept) & ~writing)
                 with m.If(port.read):
                     m.d.sync += [addr.eq(addr + 1), to_fetch.eq(to_fetch - 1), out_valid.eq(1)]
@@ -235,7 +257,7 @@ class BoardMemory(wiring.Component):
                     m.d.sync += to_send.eq(to_send - 1)
                     with m.If(to_send == 1):
                         m.next = "IDLE"
-        out = self._slice(m, beat, out_valid, accept, requesters)
+        out = self._slice(m, beat, out_valid, accept, requesters, skid=self._kind != "spram")
         for i, r in enumerate(requesters):
             m.d.comb += [r.r.valid.eq(out.valid & (out.grant == i)), r.r.resp.eq(out.resp)]
             if r is self.host:
@@ -245,12 +267,22 @@ class BoardMemory(wiring.Component):
         return addr
 
     @staticmethod
-    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters) -> "_Beat":
+    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters, *, skid: bool = True) -> "_Beat":
         """A register slice: ``beat`` is taken while ``accept`` (a register: the skid register is empty); the
-        returned beat (registers) leaves when its reader is ready."""
-        out, skid = beat.like("out"), beat.like("skid")
+        returned beat (registers) leaves when its reader is ready. Without ``skid`` (the iCE40 UltraPlus's SPRAM
+        build: a slow small part) the output register alone: ``accept`` is the reader's ``ready`` or an empty
+        register, through logic, and a bus word of flip-flops is saved; a reader that is always ready (the engine's
+        and the bridge's are, while they read) sees the same cycles."""
         ready = Signal()
-        m.d.comb += [ready.eq(Cat(r.r.ready for r in requesters).bit_select(out.grant, 1)), accept.eq(~skid.valid)]
+        out = beat.like("out")
+        m.d.comb += ready.eq(Cat(r.r.ready for r in requesters).bit_select(out.grant, 1))
+        if not skid:
+            m.d.comb += accept.eq(~out.valid | ready)
+            with m.If(accept):
+                m.d.sync += [*out.eq(beat), out.valid.eq(valid)]
+            return out
+        skid = beat.like("skid")
+        m.d.comb += accept.eq(~skid.valid)
         leaves = out.valid & ready
         with m.If(~out.valid | leaves):
             with m.If(skid.valid):

@@ -37,7 +37,9 @@ class BoardCore(wiring.Component):
         self._config = config
         self.engine = InferenceEngine(config)
         self.memory = BoardMemory(data_bits=config.dma_bits, size=memory_bytes, kind=memory_kind)
-        self.bridge = UARTBridge(clocks_per_bit=clocks_per_bit, idle_timeout=idle_timeout)
+        # The UP5K's SPRAM build is a small part's: its bridge counts in the header's registers.
+        self.bridge = UARTBridge(clocks_per_bit=clocks_per_bit, idle_timeout=idle_timeout,
+                                 compact=memory_kind == "spram")
         super().__init__()
 
     @property
@@ -109,10 +111,15 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
     # one post-processing lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines
-    # written without a register stage; none of the registers that split paths for an ECP5's 100 MHz (slow_clock:
-    # the lane in 4 stages instead of 12, accumulator lines updated as they leave the block RAM, the ALU's operands
-    # and result unregistered); a retire queue of two COMPUTEs, as no command queue runs ahead; the lane's activation
-    # table in a block RAM (table_bram), which the store's line FIFO, only as wide as the codes, makes room for.
+    # written without a register stage (a line's last beat not kept, its read addresses without a skid register);
+    # none of the registers that split paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12,
+    # accumulator lines updated as they leave the block RAM, the ALU's operands and result unregistered); a retire
+    # queue of two COMPUTEs, as no command queue runs ahead; the lane's activation table in a block RAM
+    # (table_bram), which the store's line FIFO, only as wide as the codes, makes room for. Those choices also share
+    # LOAD's and STORE's external-memory range check, compare with the buffer depths by testing bits (the fetch's
+    # range check too), and keep 32-bit cycle and MAC counts; the SPRAM memory's read side has no skid register and
+    # it checks a burst's range without keeping its address; its bridge counts a frame's address and words in the
+    # header's registers. Neither engine fits the 5,280 cells yet (python bench/board_builds.py).
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,

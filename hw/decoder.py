@@ -69,9 +69,12 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v[flag]
         return bad
 
-    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None) -> tuple[Staged, Staged, Staged]:
+    def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None, dram_terms=None) -> tuple[Staged, Staged,
+                                                                                                   Staged]:
         """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value. ``product``: how the products
-        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`)."""
+        of fields are made (``p.product`` unless the kinds share multipliers, see :meth:`_shared_products`).
+        ``dram_terms``: a dict that, given, takes the kind's DRAM end's terms (address, product, span) for a check
+        the kinds share (:meth:`_shared_dram`); the returned dram_range is then a placeholder."""
         product = product or p.product
         c = self._config
         v = self._view(kind)
@@ -99,6 +102,20 @@ class InstructionDecoder(wiring.Component):
                 return p.sum([folded, *[f() for f in rest]]) if rest else folded
             return p.sum([field(name), product(a, b), *[f() for f in rest]])
 
+        def dram_range(a, b, span):
+            """``dram_addr + a * b + span() > dram_size``: the kind's own adders, or terms for the shared check."""
+            if dram_terms is None:
+                end = plus(a, b, "dram_addr", span)
+                return p.apply(lambda end, size: end > size, end, p.input(self.dram_size))
+            dram_terms[kind.opcode] = (field("dram_addr"), product(a, b), span())
+            return no
+
+        # A serial (small part's) decoder compares with the buffer depths, powers of two, by testing bits: a few
+        # LUTs instead of a carry chain each. The other builds keep the comparisons.
+        bits = c.decode_serial
+        gt = _greater if bits else (lambda x, limit: x > limit)
+        ge = _at_least if bits else (lambda x, limit: x >= limit)
+
         bad = v.unused != 0
         if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
             bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
@@ -118,14 +135,20 @@ class InstructionDecoder(wiring.Component):
             depth = p.input(Mux(v.buffer == Buffer.ACT, c.act_buffer_depth,
                                 Mux(v.buffer == Buffer.WEIGHT, c.weight_buffer_depth,
                                     Mux(v.buffer == Buffer.PARAM, c.param_buffer_depth, c.lut_buffer_depth))))
-            sram = p.apply(lambda end, d: end > d, lines_end, depth)
+            if bits:
+                sram = p.apply(lambda end, b: Mux(b == Buffer.ACT, gt(end, c.act_buffer_depth),
+                                                  Mux(b == Buffer.WEIGHT, gt(end, c.weight_buffer_depth),
+                                                      Mux(b == Buffer.PARAM, gt(end, c.param_buffer_depth),
+                                                          gt(end, c.lut_buffer_depth)))),
+                               lines_end, field("buffer"))
+            else:
+                sram = p.apply(lambda end, d: end > d, lines_end, depth)
             # x_size * line_bytes of the buffer: a constant per buffer, so shifts and additions, then a choice.
             spans = [p.times(field("x_size"), line_bytes(b, c)) for b in Buffer]
             def choose(buffer, a, w, q, t):
                 return Mux(buffer == Buffer.ACT, a, Mux(buffer == Buffer.WEIGHT, w, Mux(buffer == Buffer.PARAM, q, t)))
             span = p.apply(choose, field("buffer"), *spans, chains=0)
-            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr", lambda: span)
-            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+            dram = dram_range(minus_one("y_size"), field("dram_stride"), lambda: span)
         elif op is Opcode.COMPUTE:
             bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
             if c.packs_per_layer:       # packed only on a pair the build packs
@@ -145,14 +168,14 @@ class InstructionDecoder(wiring.Component):
                 tile_lines = p.apply(lambda t, k: Mux(k, t << 1, t), tile_lines, field("packed"), chains=0)
             weight_end = p.sum([field("weight_addr"), tile_lines])
             acc_end = plus(field("out_h"), field("out_w"), "acc_addr")
-            sram = p.apply(lambda a, w, r: (a >= c.act_buffer_depth) | (w > c.weight_buffer_depth)
-                           | (r > c.acc_buffer_depth), act_last, weight_end, acc_end)
+            sram = p.apply(lambda a, w, r: ge(a, c.act_buffer_depth) | gt(w, c.weight_buffer_depth)
+                           | gt(r, c.acc_buffer_depth), act_last, weight_end, acc_end)
         elif op is Opcode.ALU:
             bad = bad | (v.op > max(AluOp))
             dst_last = plus(minus_one("y_size"), field("dst_stride"), "dst_addr", lambda: minus_one("x_size"))
             src_last = plus(minus_one("y_size"), field("src_stride"), "src_addr",
                             lambda: product(minus_one("x_size"), field("src_step")))
-            sram = p.apply(lambda d, s: (d >= c.acc_buffer_depth) | (s >= c.acc_buffer_depth), dst_last, src_last)
+            sram = p.apply(lambda d, s: ge(d, c.acc_buffer_depth) | ge(s, c.acc_buffer_depth), dst_last, src_last)
         elif op is Opcode.SETPP:
             lo, hi = v.clamp_lo, v.clamp_hi
             # The clamps are codes of the output format SETPP.format selects (index 0 alone in a single-format
@@ -170,11 +193,10 @@ class InstructionDecoder(wiring.Component):
             acc_last = plus(minus_one("y_size"), field("acc_stride"), "acc_addr", lambda: minus_one("x_size"))
             # The last PARAM line read: param_addr, or param_addr + 1 with negative_param.
             param_last = p.sum([field("param_addr"), field("negative_param")])
-            sram = p.apply(lambda a, q: (a >= c.acc_buffer_depth) | (q >= c.param_buffer_depth),
+            sram = p.apply(lambda a, q: ge(a, c.acc_buffer_depth) | ge(q, c.param_buffer_depth),
                            acc_last, param_last)
-            dram_end = plus(minus_one("y_size"), field("dram_stride"), "dram_addr",
-                            lambda: p.times(field("x_size"), output_line_bytes(c)))
-            dram = p.apply(lambda end, size: end > size, dram_end, p.input(self.dram_size))
+            dram = dram_range(minus_one("y_size"), field("dram_stride"),
+                              lambda: p.times(field("x_size"), output_line_bytes(c)))
         # The field checks: a few levels of LUTs (and, for SETPP, a short comparison): one chain's worth.
         return p.input(bad, depth=1), sram, dram
 
@@ -194,7 +216,7 @@ class InstructionDecoder(wiring.Component):
                 asked.append((a, b) if len(a.value) <= len(b.value) else (b, a))
                 added.append(addend)
                 return p.input(Const(0, 1))
-            self._checks(m, p, kind, record)
+            self._checks(m, p, kind, record, {})
         order = {op: sorted(range(len(asked)), key=lambda i: (-len(asked[i][0].value), -len(asked[i][1].value)))
                  for op, asked in requests.items()}
         slots = []
@@ -222,15 +244,36 @@ class InstructionDecoder(wiring.Component):
             return lambda a, b, addend=None: next(results)
         return {op: product_of(op) for op in KINDS}
 
+    def _shared_dram(self, p: Pipeline, opcode: Staged, terms: dict) -> Staged:
+        """The DRAM range check of the kinds in ``terms`` (LOAD and STORE) with one adder tree and one comparison:
+        only the opcode's kind's result is used, so the opcode chooses the terms (a multiplexer instead of a
+        33-bit sum and comparison per kind)."""
+        ops = list(terms)
+
+        def choose(code, *values):
+            chosen = values[0]
+            for op, value in zip(ops[1:], values[1:]):
+                chosen = Mux(code == op, value, chosen)
+            return chosen
+        chosen = [p.apply(choose, opcode, *[terms[op][i] for op in ops], chains=0) for i in range(3)]
+        return p.apply(lambda end, size: end > size, p.sum(chosen), p.input(self.dram_size))
+
     def elaborate(self, platform):
         m = Module()
         p = Pipeline(m, "decode", levels=self._config.decode_chains,
                      start=self.en if self._config.decode_serial else None)
         opcode = p.input(self.word[:HEADER[0].bits])
-        products = self._shared_products(m, p, opcode) if self._config.decode_shared else {}
+        shared = self._config.decode_shared
+        products = self._shared_products(m, p, opcode) if shared else {}
+        dram_terms = {} if shared else None
         results = []
         for op, kind in KINDS.items():
-            results.append((op, p.input(self._flags_error(kind)), *self._checks(m, p, kind, products.get(op))))
+            results.append((op, p.input(self._flags_error(kind)),
+                            *self._checks(m, p, kind, products.get(op), dram_terms)))
+        if shared:
+            dram = self._shared_dram(p, opcode, dram_terms)
+            results = [(op, flags, bad, sram, dram if op in dram_terms else no_dram)
+                       for op, flags, bad, sram, no_dram in results]
 
         def choose(opcode, *flat):
             error = Const(ErrorCode.ILLEGAL_OPCODE, self.error.shape())
@@ -260,6 +303,26 @@ class InstructionDecoder(wiring.Component):
         with m.Elif(self.en):
             m.d.sync += self.valid.eq(0)
         return m
+
+
+def _greater(x, limit: int):
+    """``x > limit`` (``x`` unsigned) for a ``limit`` of 0 or a power of two, by testing bits (no carry chain)."""
+    if x.shape().signed or limit & (limit - 1):
+        raise AssertionError(f"a bit test compares an unsigned value with 0 or a power of two, not {limit}")
+    if limit == 0:
+        return x != 0
+    k = limit.bit_length() - 1
+    if len(x) <= k:
+        return Const(0)
+    return (x[k + 1:] != 0) | (x[k] & (x[:k] != 0))
+
+
+def _at_least(x, limit: int):
+    """``x >= limit`` (``x`` unsigned) for a ``limit`` a power of two, by testing bits (no carry chain)."""
+    if x.shape().signed or limit < 1 or limit & (limit - 1):
+        raise AssertionError(f"a bit test compares an unsigned value with a power of two, not {limit}")
+    k = limit.bit_length() - 1
+    return x[k:] != 0 if len(x) > k else Const(0)
 
 
 def _ordered(m: Module, fmt, lo, hi):

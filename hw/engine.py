@@ -118,8 +118,10 @@ class InferenceEngine(wiring.Component):
         running = Signal()          # between start and done/error
         done = Signal()
         error = Signal(range(max(ErrorCode) + 1))
-        cycles = Signal(64)
-        macs = Signal(64)
+        # Without perf_counters (a small part) the cycle and MAC counts are 32 bits: the high words read 0.
+        count_bits = 64 if c.perf_counters else 32
+        cycles = Signal(count_bits)
+        macs = Signal(count_bits)
         # The busy and stall counters only with perf_counters (a small part's build leaves them out: they read 0).
         # The instructions register reads the pc: both count the instructions dispatched since start.
         counted = ("busy_load", "busy_compute", "busy_store", "stall_load", "stall_compute",
@@ -242,8 +244,15 @@ class InferenceEngine(wiring.Component):
                                  halting.eq(0), fetch_addr.eq(regs["program_addr"])]
                     m.next = "FETCH"
             with m.State("FETCH"):
-                misaligned = fetch_addr[:(INSTRUCTION_BYTES - 1).bit_length()] != 0
-                with m.If(misaligned | (fetch_addr + INSTRUCTION_BYTES > regs["dram_size"])):
+                align = (INSTRUCTION_BYTES - 1).bit_length()
+                misaligned = fetch_addr[:align] != 0
+                if c.decode_serial:
+                    # An aligned word a + 16 passes the size s exactly when a // 16 >= s // 16: a comparison of the
+                    # high bits, without the adder (a small part's fetch, with its serial decoder).
+                    beyond = fetch_addr[align:] >= regs["dram_size"][align:]
+                else:
+                    beyond = fetch_addr + INSTRUCTION_BYTES > regs["dram_size"]
+                with m.If(misaligned | beyond):
                     fail(ErrorCode.DRAM_RANGE)
                 with m.Else():
                     m.d.comb += self.insn.ar.valid.eq(1)

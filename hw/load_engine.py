@@ -82,7 +82,12 @@ class LoadEngine(wiring.Component):
             addresses.stride.eq(load.dram_stride), addresses.beats.eq(row_beats),
             addresses.lengths.ready.eq(1),
         ]
-        self._address_skid(m, addresses.addr, self.axi.ar)
+        if c.load_direct_write:     # a slow small part: the generator's addresses straight onto the bus
+            m.d.comb += [addresses.addr.ready.eq(self.axi.ar.ready), self.axi.ar.valid.eq(addresses.addr.valid),
+                         self.axi.ar.addr.eq(addresses.addr.addr), self.axi.ar.len.eq(addresses.addr.len),
+                         self.axi.ar.size.eq(addresses.addr.size), self.axi.ar.burst.eq(addresses.addr.burst)]
+        else:
+            self._address_skid(m, addresses.addr, self.axi.ar)
 
         # Where lines go: one write address for all three buffers, one line of data assembled from beats. The
         # padded block is walked in row-major order, so the address only ever moves on: by one line, or past the
@@ -110,7 +115,9 @@ class LoadEngine(wiring.Component):
         row = Signal.like(height)
         col = Signal.like(width)
         beat = Signal.like(line_beats)
-        assembled = Signal(line_width)
+        # With load_direct_write only the beats of a line before its last are kept: the last goes straight from the
+        # bus into the written line (the longest line's last word needs no register).
+        assembled = Signal(line_width - c.dma_bits if c.load_direct_write else line_width)
         seq_done = Signal()
         m.d.comb += seq.done.eq(seq_done)
 

@@ -106,14 +106,18 @@ class AcceleratorConfig:
     #: :attr:`decode_latency` cycles whatever the value.
     decode_chains: int = DECODE_CHAINS
     #: The busy and stall counters of each engine (six 32-bit registers no software reads yet): a small part's build
-    #: leaves them out (they read 0); cycles, instructions and MACs are always counted.
+    #: leaves them out (they read 0); cycles, instructions and MACs are always counted, without them in 32 bits
+    #: (``cycles_hi`` and ``macs_hi`` read 0: a count wraps after 2**32, six minutes at 12 MHz).
     perf_counters: bool = True
     #: The decoder's products of fields through multipliers the instruction kinds share (the opcode chooses their
-    #: operands) instead of each kind's own: a small part's build saves the logic, at a multiplexer more per check.
+    #: operands) instead of each kind's own, and LOAD and STORE share one external-memory range check (sum and
+    #: comparison): a small part's build saves the logic, at a multiplexer more per check.
     decode_shared: bool = False
     #: The decoder's products of fields one bit of the narrower operand per cycle (a shift-and-add loop per product)
     #: instead of all at once: a small part's build saves most of the decoder's logic, and every instruction takes
-    #: :attr:`decode_latency` cycles to check instead of ``DECODE_LATENCY``.
+    #: :attr:`decode_latency` cycles to check instead of ``DECODE_LATENCY``. Its comparisons with the buffer depths
+    #: (powers of two) test bits instead of running a carry chain, and the fetch's range check compares the high
+    #: bits of the word's address with those of ``dram_size`` (exact for aligned words) instead of adding first.
     decode_serial: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
@@ -133,7 +137,9 @@ class AcceleratorConfig:
     #: A LOAD's lines go from the walk straight into the buffers' write ports instead of through a register stage
     #: (address, data, enables: there for a fast clock, the ports fanning out to many block RAMs): a slow small
     #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
-    #: so no cycle changes.
+    #: so no cycle changes. The line's last beat then goes from the bus into the line unregistered (a bus word of
+    #: flip-flops less), and the read addresses go onto the bus without the skid register (no cycle changes
+    #: either: an address waits in the generator instead).
     load_direct_write: bool = False
     #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
     #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``

@@ -37,7 +37,7 @@ REGISTERS = (
     Register("dram_size", 0x14, True, "Bytes of the external-memory window starting at address 0; accesses at "
                                       "or beyond it raise DRAM_RANGE."),
     Register("cycles_lo", 0x20, False, "Cycles from start to done or error, low word."),
-    Register("cycles_hi", 0x24, False, "High word."),
+    Register("cycles_hi", 0x24, False, "High word (0 in a build without `perf_counters`: 32-bit counts)."),
     Register("instructions", 0x28, False, "Instructions dispatched."),
     Register("busy_load", 0x2C, False, "Cycles the load engine executed an instruction (this and the five below: 0 "
                                        "in a build without `perf_counters`)."),
@@ -47,7 +47,7 @@ REGISTERS = (
     Register("stall_compute", 0x3C, False, "Same, compute engine."),
     Register("stall_store", 0x40, False, "Same, store engine."),
     Register("macs_lo", 0x44, False, "Multiply-accumulates issued by COMPUTE (rows*cols per vector), low word."),
-    Register("macs_hi", 0x48, False, "High word."),
+    Register("macs_hi", 0x48, False, "High word (0 in a build without `perf_counters`)."),
 )
 
 

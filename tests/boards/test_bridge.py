@@ -55,13 +55,13 @@ class _Harness(wiring.Component):
     rx: In(1, init=1)
     tx: Out(1, init=1)
 
-    def __init__(self, data_bits: int = 64, kind: str = "bram"):
-        self.data_bits, self.kind = data_bits, kind
+    def __init__(self, data_bits: int = 64, kind: str = "bram", compact: bool = False):
+        self.data_bits, self.kind, self.compact = data_bits, kind, compact
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bridge = bridge = UARTBridge(clocks_per_bit=CPB, idle_timeout=TIMEOUT)
+        m.submodules.bridge = bridge = UARTBridge(clocks_per_bit=CPB, idle_timeout=TIMEOUT, compact=self.compact)
         size = MEMORY if self.kind == "bram" else 16384 * self.data_bits // 8
         m.submodules.memory = memory = BoardMemory(data_bits=self.data_bits, size=size, kind=self.kind)
         m.submodules.registers = registers = _Registers()
@@ -138,13 +138,14 @@ def _words(answer: bytes) -> list[int]:
     return [int.from_bytes(answer[i:i + 4], "little") for i in range(0, len(answer) - 2, 4)]
 
 
-@pytest.mark.parametrize("data_bits,kind", [(64, "bram"), (128, "bram"), (32, "bram"), (64, "spram")])
-def test_memory_round_trip(data_bits, kind):
+@pytest.mark.parametrize("data_bits,kind,compact", [(64, "bram", False), (128, "bram", False), (32, "bram", False),
+                                                    (64, "spram", True), (64, "bram", True)])
+def test_memory_round_trip(data_bits, kind, compact):
     rng = random.Random(data_bits)
     words = [rng.getrandbits(32) for _ in range(7)]
     answers = _exchange([_write(Command.WRITE_MEMORY, 0x24, words), _read(Command.READ_MEMORY, 0x20, 9),
                          _write(Command.WRITE_MEMORY, 0x2C, [0xDEADBEEF]), _read(Command.READ_MEMORY, 0x24, 3)],
-                        harness=_Harness(data_bits, kind))
+                        harness=_Harness(data_bits, kind, compact))
     assert [_status(a) for a in answers] == [Status.OK] * 4
     assert _words(answers[1]) == [0, *words, 0]
     assert _words(answers[3]) == [words[0], words[1], 0xDEADBEEF]
@@ -156,11 +157,14 @@ def test_registers_round_trip():
     assert _words(answers[1]) == [0, 5, 6, 0]
 
 
-def test_out_of_range_is_a_bus_error_with_the_frame_complete():
+@pytest.mark.parametrize("compact", [False, True])
+def test_out_of_range_is_a_bus_error_with_the_frame_complete(compact):
+    """(``compact``: the small part's bridge, counting in its header's registers.)"""
     last = MEMORY - 4
     answers = _exchange([_write(Command.WRITE_MEMORY, last, [1, 2]), _read(Command.READ_MEMORY, last, 2),
                          _read(Command.READ_REGISTER, 0xFC, 2), _write(Command.WRITE_REGISTER, 0x100, [9]),
-                         _read(Command.READ_MEMORY, 0xFFFFFFFC, 1), _read(Command.READ_MEMORY, last, 1)])
+                         _read(Command.READ_MEMORY, 0xFFFFFFFC, 1), _read(Command.READ_MEMORY, last, 1)],
+                        harness=_Harness(compact=compact))
     assert [_status(a) for a in answers] == [Status.BUS_ERROR] * 5 + [Status.OK]
     assert _words(answers[1]) == [1, 0] and _words(answers[2]) == [0, 0] and _words(answers[5]) == [1]
 

@@ -5,7 +5,7 @@ or once (writes) and writes nothing."""
 import pytest
 from amaranth.sim import Simulator
 
-from boards.memory import BoardMemory
+from boards.memory import SPRAM_WORDS, BoardMemory
 
 BEAT = 8                # bytes per beat of a 64-bit data port
 SIZE = 64 * BEAT        # bytes
@@ -60,9 +60,10 @@ async def _read(ctx, port, addr: int, beats: int) -> list[tuple[int, int]]:
     return got
 
 
-def _run(testbench, *, whole: bool = False) -> None:
-    """Run ``testbench(ctx, port)`` on the memory's data port (``whole``: on the memory)."""
-    dut = BoardMemory(data_bits=BEAT * 8, size=SIZE)
+def _run(testbench, *, whole: bool = False, kind: str = "bram") -> None:
+    """Run ``testbench(ctx, port)`` on the memory's data port (``whole``: on the memory); ``kind`` "spram": the
+    SPRAM memory (its behavioural model, its fixed size), whose read side has no skid register."""
+    dut = BoardMemory(data_bits=BEAT * 8, size=SIZE if kind == "bram" else SPRAM_WORDS * BEAT, kind=kind)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
 
@@ -80,8 +81,13 @@ def test_bursts_inside_the_memory_are_okay():
     _run(tb)
 
 
-@pytest.mark.parametrize("start_beat", [57, 63, 64, 1000])
-def test_a_burst_past_the_end_is_slverr_and_writes_nothing(start_beat):
+@pytest.mark.parametrize("kind", ["bram", "spram"])
+@pytest.mark.parametrize("from_end", [-7, -1, 0, 936, 1 << 28])
+def test_a_burst_past_the_end_is_slverr_and_writes_nothing(from_end, kind):
+    """Bursts of 8 beats from ``from_end`` beats after the memory's last (1 << 28: at the 2 GiB address, far beyond
+    either), on both memories (the SPRAM's checks its range from a flag of the address's high bits)."""
+    start_beat = (SIZE if kind == "bram" else SPRAM_WORDS * BEAT) // BEAT + from_end
+
     async def tb(ctx, port):
         assert await _write(ctx, port, 0, [0xAAAA] * 4) == OKAY
         # The memory wraps its own address: a write past the end must not land at the start.
@@ -90,7 +96,7 @@ def test_a_burst_past_the_end_is_slverr_and_writes_nothing(start_beat):
         assert [resp for _, resp in await _read(ctx, port, start_beat * BEAT, 8)] == [SLVERR] * 8
         # The next burst inside the memory is OKAY again.
         assert await _read(ctx, port, 0, 1) == [(0xAAAA, OKAY)]
-    _run(tb)
+    _run(tb, kind=kind)
 
 
 async def _read_stalling(ctx, port, addr: int, beats: int, ready: list[int]) -> list[tuple[int, int, int]]:
@@ -111,9 +117,11 @@ async def _read_stalling(ctx, port, addr: int, beats: int, ready: list[int]) -> 
     return got
 
 
+@pytest.mark.parametrize("kind", ["bram", "spram"])
 @pytest.mark.parametrize("ready", [[1], [0, 1], [1, 1, 0], [1, 0, 0, 1, 1, 1, 0], [0, 0, 0, 1]])
-def test_a_reader_that_stalls_gets_every_beat_once_in_order(ready):
-    """The read side's register slice under back-pressure: each beat once, in order, ``last`` on the last only."""
+def test_a_reader_that_stalls_gets_every_beat_once_in_order(ready, kind):
+    """The read side's register slice under back-pressure: each beat once, in order, ``last`` on the last only
+    (with and without the skid register)."""
     words = [(0x0123_4567_89AB_CDEF * (i + 3)) % (1 << 64) for i in range(12)]
 
     async def tb(ctx, port):
@@ -121,7 +129,7 @@ def test_a_reader_that_stalls_gets_every_beat_once_in_order(ready):
         got = await _read_stalling(ctx, port, 8 * BEAT, len(words), ready)
         assert got == [(w, OKAY, i == len(words) - 1) for i, w in enumerate(words)]
         assert await _read_stalling(ctx, port, 9 * BEAT, 1, ready) == [(words[1], OKAY, 1)]
-    _run(tb)
+    _run(tb, kind=kind)
 
 
 def test_the_host_reads_32_bit_words_of_a_beat():

@@ -203,3 +203,34 @@ def test_serial_dram_checks_of_load_and_store(config):
     got = []
     _assert_decodes_like_the_emulator(dut, _one_word_at_a_time(dut, dram_size, words, got), words, expected, got,
                                       outcomes=(ErrorCode.NONE, ErrorCode.DRAM_RANGE))
+
+
+@pytest.mark.parametrize("width", [1, 3, 5, 6])
+def test_bit_test_comparisons_equal_the_comparisons(width):
+    """The serial decoder's comparisons with buffer depths (hw/decoder.py ``_greater``, ``_at_least``): every value
+    of ``width`` bits against 0 and the powers of two around it, as Python compares them."""
+    from amaranth.hdl import Module, Signal
+
+    from hw.decoder import _at_least, _greater
+
+    x = Signal(width)
+    limits = [1 << k for k in range(width + 2)]
+    greater = [Signal(name=f"gt{limit}") for limit in [0, *limits]]
+    at_least = [Signal(name=f"ge{limit}") for limit in limits]
+    m = Module()
+    m.d.comb += [s.eq(_greater(x, limit)) for s, limit in zip(greater, [0, *limits])]
+    m.d.comb += [s.eq(_at_least(x, limit)) for s, limit in zip(at_least, limits)]
+    wrong = []
+
+    async def bench(ctx):
+        for value in range(1 << width):
+            ctx.set(x, value)
+            await ctx.delay(1e-9)
+            wrong.extend((value, ">", limit) for s, limit in zip(greater, [0, *limits])
+                         if ctx.get(s) != (value > limit))
+            wrong.extend((value, ">=", limit) for s, limit in zip(at_least, limits)
+                         if ctx.get(s) != (value >= limit))
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not wrong, wrong[:5]

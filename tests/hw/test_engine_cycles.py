@@ -226,3 +226,30 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
             assert all(n <= r.registers["cycles_lo"] for n in counted) and r.registers["busy_compute"] > 0, counted
         else:
             assert counted == [0] * len(BUSY_AND_STALL)
+
+
+def test_a_small_part_fetch_past_dram_size_is_dram_range(tmp_path):
+    """The serial decoder's build checks a fetch by the high bits of its address (hw/engine.py): a program that runs
+    off the end of dram_size (no FINISH) stops with DRAM_RANGE at the emulator's pc, for a size on a word boundary
+    and two inside the last word; a size one word larger reaches the word past the program (zero: ILLEGAL_OPCODE)."""
+    from dataclasses import replace
+
+    from hw.spec.config import AcceleratorConfig
+    from hw.spec.isa import INSTRUCTION_BYTES, ErrorCode
+    from sw.compiler.program import ProgramBuilder
+
+    config = AcceleratorConfig(rows=1, cols=1, perf_counters=False, decode_shared=True, decode_serial=True,
+                               postprocess_shared=True, postprocess_held=True, postprocess_merged=True,
+                               load_direct_write=True, **{**SMALL_PART, "command_queue_depth": 0})
+    b = ProgramBuilder(config, max_instructions=8)
+    for _ in range(3):
+        b.emit("SETPP", clamp_lo=0x8, clamp_hi=0x7)
+    built = b.build("runs off the end")
+    end = 3 * INSTRUCTION_BYTES          # the FINISH word's address: zeroed, then cut off by dram_size
+    dram = bytearray(built.dram)
+    dram[end:end + INSTRUCTION_BYTES] = bytes(INSTRUCTION_BYTES)
+    assert len(dram) >= end + 2 * INSTRUCTION_BYTES
+    cases = [(end, ErrorCode.DRAM_RANGE), (end + 8, ErrorCode.DRAM_RANGE), (end + INSTRUCTION_BYTES - 1,
+              ErrorCode.DRAM_RANGE), (end + INSTRUCTION_BYTES, ErrorCode.ILLEGAL_OPCODE)]
+    programs = [replace(built, dram=bytearray(dram), dram_size=size, expected_error=error) for size, error in cases]
+    check_programs(config, programs, tmp_path, Traffic(latency=2))     # raises on any difference
