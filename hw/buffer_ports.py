@@ -7,14 +7,15 @@ __all__ = ["NO_COLLISIONS", "address_bits", "read_port", "write_port"]
 
 
 #: Attributes of a memory whose read ports never read a line in the cycle it is written (or whose reader does not use
-#: what such a read returns), such as a single-ported RAM modelled with a read and a write port. Without them yosys keeps the old-data-on-collision behaviour of a non-transparent
-#: read port by delaying every write a cycle and adding a bypass multiplexer in soft logic (memory_libmap's
-#: "emulate read-first behavior"): a LUT and two flip-flops per line bit on the ECP5 and the iCE40, and an address
-#: comparison ahead of every block RAM. The engine's act, weight, PARAM and LUT buffers qualify: a LOAD writes them
-#: and COMPUTE or STORE reads them, and in a race-free program (the premise of the emulator and of the compiler's
-#: programs, checked by ``sim.programs.check_schedule``) no line is read by one engine while another writes it.
-#: The accumulators do not: the compute engine's reads are transparent, and the compiler's barriers rewrite a
-#: line with its own value while STOREs read it. Simulation is unchanged (reads see the old line).
+#: what such a read returns), such as a single-ported RAM modelled with a read and a write port. Without them yosys
+#: keeps the old-data-on-collision behaviour of a non-transparent read port by delaying every write a cycle and adding
+#: a bypass multiplexer in soft logic (memory_libmap's "emulate read-first behavior"): a LUT and two flip-flops per
+#: line bit on the ECP5 and the iCE40, and an address comparison ahead of every block RAM. The engine's act, weight,
+#: PARAM and LUT buffers qualify: a LOAD writes them and COMPUTE or STORE reads them, and in a race-free program (the
+#: premise of the emulator and of the compiler's programs, checked by ``sim.programs.check_schedule``) no line is read
+#: by one engine while another writes it. The accumulators do not: the compute engine's reads are transparent, and the
+#: compiler's barriers rewrite a line with its own value while STOREs read it. Simulation is unchanged (reads see the
+#: old line).
 NO_COLLISIONS = {"no_rw_check": 1}
 
 

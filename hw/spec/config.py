@@ -402,7 +402,8 @@ class AcceleratorConfig:
     @property
     def postprocess_latency(self) -> int:
         """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
-        stages ``postprocess_merged`` and ``slow_clock`` leave out (hw/spec/microarchitecture.py; the cycle model's STORE reads it)."""
+        stages ``postprocess_merged`` and ``slow_clock`` leave out (hw/spec/microarchitecture.py; the cycle model's
+        STORE reads it)."""
         return POSTPROCESS_LATENCY - len(self.postprocess_unregistered)
 
     @property

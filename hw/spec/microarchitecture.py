@@ -13,10 +13,10 @@ POSTPROCESS_LATENCY = 12
 #: with sum, locate with exponent, align with round), for a slow clock: the lane alone on the UP5K keeps 31.8 MHz
 #: (offset with magnitude, or saturate with clamp, too would bring it under 30).
 POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
-#: Stages whose registers a ``slow_clock`` build leaves out too (each then shares a cycle with the next: input and offset
-#: with magnitude, sum with locate, round and saturate with clamp): with ``postprocess_merged`` the lane in 4 stages
-#: (input .. magnitude, multiply .. exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz (the 2x2 board
-#: engine's lane alone on the UP5K: 15.4 MHz, its critical path align .. clamp; 15.7 with the sum's register).
+#: Stages whose registers a ``slow_clock`` build leaves out too (each then shares a cycle with the next: input and
+#: offset with magnitude, sum with locate, round and saturate with clamp): with ``postprocess_merged`` the lane in 4
+#: stages (input .. magnitude, multiply .. exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz (the 2x2
+#: board engine's lane alone on the UP5K: 15.4 MHz, its critical path align .. clamp; 15.7 with the sum's register).
 POSTPROCESS_SLOW_STAGES = ("input", "offset", "sum", "round", "saturate")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
@@ -46,9 +46,9 @@ def bank_drain(rows: int, cols: int) -> int:
 #: Cycles from a partial sum's arrival at the accumulators (or an ALU element's issue) to the write of its line: the
 #: block RAM's read, the register its output goes into, then the addition and the write (each in a cycle of its own).
 ACCUMULATE_LATENCY = 3
-#: The same in a ``slow_clock`` build (``AcceleratorConfig.accumulate_latency``): the line leaves the block RAM the cycle
-#: after the read, is added to and written in that cycle; the read of the next cycle, transparent to that write, sees
-#: it, so nothing is forwarded.
+#: The same in a ``slow_clock`` build (``AcceleratorConfig.accumulate_latency``): the line leaves the block RAM the
+#: cycle after the read, is added to and written in that cycle; the read of the next cycle, transparent to that write,
+#: sees it, so nothing is forwarded.
 SLOW_ACCUMULATE_LATENCY = 1
 #: Cycles from an ALU element's issue to the write of its line: the accumulator stages up to the forwarded operands,
 #: which are registered, then the operation (MAX's compare, ADD's carry chain, MUL's multiplier) into a register, then
@@ -56,7 +56,8 @@ SLOW_ACCUMULATE_LATENCY = 1
 #: a line one of the ``ALU_LATENCY - ACCUMULATE_LATENCY`` elements issued in the cycles just before writes waits
 #: until that write is forwarded (``alu_issue_cycles``). (Only MUL had these stages before the operations behind the
 #: forwarding limited the int8 engine's fmax on the ECP5, ``hit_b_settling`` -> ``written``.) A ``slow_clock`` build
-#: registers neither: its ALU takes ``SLOW_ACCUMULATE_LATENCY`` cycles and never waits (``AcceleratorConfig.alu_latency``).
+#: registers neither: its ALU takes ``SLOW_ACCUMULATE_LATENCY`` cycles and never waits
+#: (``AcceleratorConfig.alu_latency``).
 ALU_LATENCY = ACCUMULATE_LATENCY + 2
 
 

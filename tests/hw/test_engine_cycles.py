@@ -202,8 +202,8 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
     postprocess_merged, a lane of 9 stages; with ``slow`` slow_clock, the lane of 4 stages, accumulator lines and
     the ALU updated as they leave the block RAM, each PARAM bias held saturated, and table_bram and
     narrow_line_fifo, the table in a block RAM and the line FIFO as wide as the codes) keep the cycle model: random
-    programs within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters count (at most every cycle, some cycles)
-    or, left out, read 0."""
+    programs within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters
+    count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
     from sim.engine_harness import run_on_rtl
 
