@@ -74,16 +74,14 @@ class InferenceEngine(wiring.Component):
         c = self._config
 
         # --- buffers ---------------------------------------------------------------------------------------
-        m.submodules.act_buffer = act_mem = Memory(shape=unsigned(line_bits(Buffer.ACT, c)),
-                                                   depth=c.act_buffer_depth, init=[], attrs=NO_COLLISIONS)
-        m.submodules.weight_buffer = weight_mem = Memory(shape=unsigned(line_bits(Buffer.WEIGHT, c)),
-                                                         depth=c.weight_buffer_depth, init=[],
-                                                         attrs=NO_COLLISIONS)
+        def loaded(buffer: Buffer, depth: int) -> Memory:
+            """A buffer a LOAD writes while other engines read other lines (``NO_COLLISIONS``)."""
+            return Memory(shape=unsigned(line_bits(buffer, c)), depth=depth, init=[], attrs=NO_COLLISIONS)
+        m.submodules.act_buffer = act_mem = loaded(Buffer.ACT, c.act_buffer_depth)
+        m.submodules.weight_buffer = weight_mem = loaded(Buffer.WEIGHT, c.weight_buffer_depth)
         # A PARAM buffer of one line is built with two: Amaranth's memory of one line has no address bits, the
         # ports' addresses have one, and the decoder refuses every PARAM address but 0.
-        m.submodules.param_buffer = param_mem = Memory(shape=unsigned(line_bits(Buffer.PARAM, c)),
-                                                       depth=max(c.param_buffer_depth, 2), init=[],
-                                                       attrs=NO_COLLISIONS)
+        m.submodules.param_buffer = param_mem = loaded(Buffer.PARAM, max(c.param_buffer_depth, 2))
         m.submodules.accumulator_buffer = acc_mem = Memory(shape=acc_line_layout(c), depth=c.acc_buffer_depth,
                                                            init=[])
 
