@@ -55,8 +55,6 @@ class InferenceEngine(wiring.Component):
     def __init__(self, config: AcceleratorConfig):
         if not isinstance(config, AcceleratorConfig):
             raise TypeError(f"Configuration must be an AcceleratorConfig, not {config!r}")
-        if config.dma_bits < 32:
-            raise ValueError(f"The engine needs a bus of at least 32 bits, not dma_bits={config.dma_bits}")
         self._config = config
         super().__init__({
             "insn": Out(axi4_signature(32, config.dma_bits)),

@@ -185,7 +185,7 @@ class AcceleratorConfig:
         for name, lo in (("act_buffer_depth", 16), ("weight_buffer_depth", 16), ("acc_buffer_depth", 16),
                          ("param_buffer_depth", 1)):
             _check_pow2(name, getattr(self, name), lo, *max_depth(name))
-        _check_pow2("dma_bits", self.dma_bits, 8, 1024)
+        _check_pow2("dma_bits", self.dma_bits, 32, 1024, " (the width of the engine's AXI4 data buses)")
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",

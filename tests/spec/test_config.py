@@ -130,7 +130,7 @@ def test_explicit_acc_bits():
     ("weight_format", "int99"), ("act_format", "float8"), ("weight_format", 8),
     ("dataflow", "bogus"), ("dataflow", "output_stationary"),
     ("act_buffer_depth", 1000), ("weight_buffer_depth", 100), ("acc_buffer_depth", 3000), ("param_buffer_depth", 3),
-    ("act_buffer_depth", 8), ("dma_bits", 48),
+    ("act_buffer_depth", 8), ("dma_bits", 48), ("dma_bits", 16),
     ("max_reduction", 15), ("max_reduction", 0), ("acc_bits", 257), ("acc_bits", 30.0),
     ("clock_mhz", 0), ("clock_mhz", -5.0), ("clock_mhz", 2001), ("clock_mhz", True), ("clock_mhz", "100"),
 ])
