@@ -39,12 +39,12 @@ from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
 from .spec.layout import line_bits
+from .spec.microarchitecture import POSTPROCESS_STAGES
 
 __all__ = ["PostProcessor", "round_half_even", "saturate_signed", "table_entry"]
 
-#: The pipeline, in order; ``PostProcessor.latency`` is its length.
-STAGES = ("input", "offset", "magnitude", "multiply", "sum", "locate", "exponent", "align", "round", "saturate",
-          "clamp", "lookup")
+#: The pipeline, in order; ``PostProcessor.latency`` is its length (less the stages left without a register).
+STAGES = POSTPROCESS_STAGES
 
 #: Width of the pieces the multiplier is cut into: an unsigned 17 x 17-bit product fits one 18 x 18 signed DSP.
 DSP_OPERAND_BITS = 17
@@ -237,6 +237,11 @@ class PostProcessor(wiring.Component):
         offset = self._offset(m, sampled)
         magnitude = self._magnitude(m, offset)
         product = self._sum(m, self._multiply(m, magnitude))
+        if self._config.postprocess_serial:
+            # Integers only (the configuration checks): the serial shift in place of locate, exponent and align.
+            result = self._saturate_integer(m, self._round_integer(m, self._serial_align(m, product)))
+            self._lookup(m, self._clamp(m, result))
+            return m
         locate = self._locate(m, product)
         if not self._config.multi_format:
             self._lookup(m, self._tail(m, locate))
@@ -284,9 +289,13 @@ class PostProcessor(wiring.Component):
         """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitude and sign of ``M``."""
         s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
         m.d.comb += s.eq(p.acc + p.bias)                # the bias saturated as it was sampled
-        return self._stage(m, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s,
-                         m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
+        if self._config.postprocess_serial:
+            # Both multipliers on, signed: the magnitude stage takes one absolute value, of the side s chooses.
+            sides = self._carry(p, "multiplier", "multiplier_neg")
+        else:
+            sides = dict(m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
                          n_magnitude=abs(p.multiplier_neg), n_negative=p.multiplier_neg[-1])
+        return self._stage(m, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s, **sides)
 
     def _magnitude(self, m, p):
         """``|s|`` and the sign of ``t = s * M``. From here on the datapath is unsigned, so the multiplier is the
@@ -296,6 +305,10 @@ class PostProcessor(wiring.Component):
         the choice is one multiplexer driven by the registered sign of ``s``, beside the carry chain of ``|s|``."""
         use_neg = p.negative_param & p.s[-1]
         passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
+        if self._config.postprocess_serial:
+            chosen = Mux(use_neg, p.multiplier_neg, p.multiplier)
+            return self._stage(m, "magnitude", **passed, m_magnitude=abs(chosen), s_magnitude=abs(p.s),
+                               negative=p.s[-1] ^ chosen[-1])
         return self._stage(m, "magnitude", **passed,
                          m_magnitude=Mux(use_neg, p.n_magnitude, p.m_magnitude),
                          s_magnitude=abs(p.s), negative=p.s[-1] ^ Mux(use_neg, p.n_negative, p.m_negative))
@@ -336,6 +349,39 @@ class PostProcessor(wiring.Component):
         sticky = p.nonzero & (p.lowest + 1 < p.amount + amount_min)
         rest = {k: v for k, v in vars(p).items() if k not in ("magnitude", "amount", "lowest")}
         return self._stage(m, "align", **rest, kept=kept, guard=guard, sticky=sticky)
+
+    def _serial_align(self, m, p):
+        """What :meth:`_align` hands on, one bit a cycle (``postprocess_serial``): the element's window (``|t|`` over
+        a guard bit) is loaded into a register that shifts right ``shift`` times, at most one a cycle, each bit
+        falling out below the guard joining the sticky bit; ``big`` is any bit left above the kept ones. The result
+        is handed on ``postprocess_serial_steps`` cycles after the load, when any shift that changes it is done
+        (a shift by the window's width leaves it zero), so the latency is fixed and an element may enter every
+        ``postprocess_interval`` cycles."""
+        c = self._config
+        keep = self._integer_keep_bits
+        amount_min = self._shift_range[0]
+        window = p.magnitude[amount_min - 1:] if amount_min >= 1 else Cat(Const(0, 1 - amount_min), p.magnitude)
+        steps = c.postprocess_serial_steps
+        assert len(window) == steps, "update AcceleratorConfig.postprocess_serial_steps (the cycle model uses it)"
+        work = Signal(steps, name="serial_work")
+        remaining = Signal.like(p.shift, name="serial_remaining")      # shifts still to make
+        timer = Signal(range(steps + 2), name="serial_timer")          # cycles until the result is handed on
+        sticky = Signal(name="serial_sticky")
+        carried = [n for n in ("nonfinite", "negative", "zero_point", "clamp_lo", "clamp_hi", "lut")
+                   if not (c.postprocess_held and n in self._HELD)]
+        loaded = _register(m, self.en & p.valid, "serial", **self._carry(p, *carried))
+        with m.If(self.en):
+            with m.If(p.valid):
+                m.d.sync += [work.eq(window), remaining.eq(p.shift), timer.eq(steps + 1), sticky.eq(0)]
+            with m.Else():
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.If(remaining != 0):
+                    m.d.sync += [work.eq(work >> 1), sticky.eq(sticky | work[0]), remaining.eq(remaining - 1)]
+        held = {n: getattr(p, n) for n in ("zero_point", "clamp_lo", "clamp_hi", "lut") if n not in carried}
+        fields = {**vars(loaded), **held}
+        return SimpleNamespace(**fields, valid=timer == 1, kept=work[1:keep + 1], guard=work[0], sticky=sticky,
+                               big=work[keep + 1:].any())
 
     def _clamp(self, m, p):
         """``hi`` at or above ``hi``, else ``lo`` at or below ``lo``, by value (so a ReLU never leaves -0, and

@@ -17,7 +17,7 @@ from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
 from .spec.layout import PARAM_ENTRY_BYTES, line_bits, output_line_bytes
-from .spec.microarchitecture import POSTPROCESS_LATENCY
+from .spec.microarchitecture import POSTPROCESS_LATENCY, SERIAL_LINE_FIFO_DEPTH
 
 __all__ = ["StoreEngine"]
 
@@ -129,25 +129,27 @@ class StoreEngine(wiring.Component):
         # A narrow_line_fifo engine's FIFO holds the line's codes alone (the rest of its beats are zeros), so fewer
         # block RAMs: 1 instead of 4 for the iCEBreaker's 8 bits of a 64-bit beat.
         line_width = out_beats * c.dma_bits if not c.narrow_line_fifo else c.cols * c.act_slot_bits
-        m.submodules.lines = lines = SyncFIFOBuffered(width=line_width, depth=self.LINE_FIFO_DEPTH)
+        depth = SERIAL_LINE_FIFO_DEPTH if c.postprocess_serial else self.LINE_FIFO_DEPTH
+        m.submodules.lines = lines = SyncFIFOBuffered(width=line_width, depth=depth)
 
         y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")
         # Accumulator lines (past the last one they may wrap: unused then).
         row_line = Signal(range(c.acc_buffer_depth))
         line = Signal(range(c.acc_buffer_depth))
-        in_flight = Signal(range(self.LINE_FIFO_DEPTH + latency + 3))
+        in_flight = Signal(range(depth + latency + 3))
         reading = Signal()
         issue = Signal()
         # Lines in the FIFO or on their way to it (``lines.level + in_flight``), kept as a register of its own: the
         # sum of the two counters in front of the read address was the engine's critical path on the ECP5.
-        occupied = Signal(range(self.LINE_FIFO_DEPTH + 1))
+        occupied = Signal(range(depth + 1))
         m.d.sync += occupied.eq(occupied + issue - (lines.r_en & lines.r_rdy))
-        can_issue = reading & (y != store.y_size) & (occupied < self.LINE_FIFO_DEPTH)
-        if shared:
-            # Each lane takes its columns of a line in turn: a line read every ``share`` cycles at most.
-            share = c.postprocess_lane_columns
-            gap = Signal(range(share), name="gap")
-            m.d.sync += gap.eq(Mux(issue, share - 1, Mux(gap != 0, gap - 1, 0)))
+        can_issue = reading & (y != store.y_size) & (occupied < depth)
+        # Each lane takes its columns of a line in turn, each ``postprocess_interval`` cycles after the last: a line
+        # read every ``spacing`` cycles at most.
+        spacing = c.postprocess_lane_columns * c.postprocess_interval
+        if spacing > 1:
+            gap = Signal(range(spacing), name="gap")
+            m.d.sync += gap.eq(Mux(issue, spacing - 1, Mux(gap != 0, gap - 1, 0)))
             can_issue = can_issue & (gap == 0)
         m.d.comb += issue.eq(can_issue)
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
@@ -290,8 +292,15 @@ def _time_multiplexed(m: Module, c: AcceleratorConfig, lanes: list[PostProcessor
     codes), column 0 lowest."""
     share = c.postprocess_lane_columns
     column = Signal(range(share), name="feed_column")       # the column entering a lane (0: none, or the new line)
-    m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == share - 1, 0, column + 1), 0))
     feeding = read_valid | (column != 0)
+    if c.postprocess_interval > 1:
+        # Serial lanes take a column every postprocess_interval cycles: the next one when the phase comes round.
+        phase = Signal(range(c.postprocess_interval), name="feed_phase")
+        feeding = read_valid | ((column != 0) & (phase == 0))
+        m.d.sync += phase.eq(Mux(feeding, c.postprocess_interval - 1, Mux(phase != 0, phase - 1, 0)))
+        m.d.sync += column.eq(Mux(feeding, Mux(column == share - 1, 0, column + 1), column))
+    else:
+        m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == share - 1, 0, column + 1), 0))
     bits = len(lanes[0].code)
     out_column = Signal(range(share), name="out_column")
     line_codes = []
@@ -300,7 +309,12 @@ def _time_multiplexed(m: Module, c: AcceleratorConfig, lanes: list[PostProcessor
         # held[j]: column first + 1 + j of the line at read_valid, then column first + 1 + j + k k cycles later.
         held = [Signal(acc_line[first].shape(), name=f"held{g}_{j}") for j in range(share - 1)]
         for j, h in enumerate(held):
-            m.d.sync += h.eq(Mux(read_valid, acc_line[first + 1 + j], held[j + 1] if j + 2 < share else h))
+            shifted = Mux(read_valid, acc_line[first + 1 + j], held[j + 1] if j + 2 < share else h)
+            if c.postprocess_interval > 1:
+                with m.If(feeding):         # a column taken: the next one moves up
+                    m.d.sync += h.eq(shifted)
+            else:
+                m.d.sync += h.eq(shifted)
         element = acc_line[first]
         kept = held[0]
         # Rotating the used fields only (pad and params_neg's bias stay unused, and synthesis drops them). The
