@@ -239,7 +239,7 @@ class PostProcessor(wiring.Component):
         product = self._sum(m, self._multiply(m, magnitude))
         if self._config.postprocess_serial:
             # Integers only (the configuration checks): the serial shift in place of locate, exponent and align.
-            result = self._saturate_integer(m, self._round_integer(m, self._serial_align(m, product)))
+            result = self._round_and_saturate_integer(m, self._serial_align(m, product))
             self._lookup(m, self._clamp(m, result))
             return m
         locate = self._locate(m, product)
@@ -274,7 +274,7 @@ class PostProcessor(wiring.Component):
         if isinstance(self._format, IntFormat):
             exponent = self._exponent_integer(m, locate)
             align = self._align(m, exponent, keep=self._integer_keep_bits)
-            result = self._saturate_integer(m, self._round_integer(m, align))
+            result = self._round_and_saturate_integer(m, align)
         else:
             exponent = self._exponent_minifloat(m, locate)
             align = self._align(m, exponent, keep=self._format.man_bits + 1)
@@ -469,6 +469,32 @@ class PostProcessor(wiring.Component):
             m, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "zero_point", "negative", "clamp_lo",
                                                   "clamp_hi", "magnitude", "lowest", "nonzero"),
             amount=p.shift, big=big)
+
+    def _round_and_saturate_integer(self, m, p):
+        """The round and saturate stages, or in a ``slow_clock`` unit (neither registered) one addition for both:
+        ``y = zero_point +- (kept + r)`` as ``zero_point + (kept or ~kept) + (r xor negative)``, the rounding's one
+        a carry in (``-kept - r == ~kept + 1 - r``); ``big`` (past every bound whatever the zero point) saturates
+        by its sign, and a NaN or Inf operand adds nothing. ``y`` fits the format when its bits above the code's are
+        copies of the code's sign (signed) or zeros (unsigned): no comparison's carry chain."""
+        if not self._config.slow_clock:
+            return self._saturate_integer(m, self._round_integer(m, p))
+        fmt = self._format
+        lo, hi = int(fmt.min), int(fmt.max)
+        r = round_half_even(p.guard, p.sticky, p.kept[0])
+        operand = Signal(signed(len(p.kept) + 1), name="round_operand")
+        carry = Signal(name="round_carry")
+        kept = Cat(p.kept, Const(0, 1)).as_signed()
+        m.d.comb += [operand.eq(Mux(p.nonfinite, 0, Mux(p.negative, ~kept, kept))),
+                     carry.eq(~p.nonfinite & (r ^ p.negative))]
+        # The carry as a low bit of both operands (1 + carry carries exactly carry): one carry chain.
+        total = Cat(Const(1, 1), p.zero_point).as_signed() + Cat(carry, operand).as_signed()
+        y = total[1:].as_signed()
+        high = y[fmt.bits - 1:] if fmt.signed else y[fmt.bits:]
+        fits = ((high == 0) | (high == (1 << len(high)) - 1)) if fmt.signed else (high == 0)
+        above = Mux(p.big & ~p.nonfinite, ~p.negative, ~fits & ~y[-1])
+        below = Mux(p.big & ~p.nonfinite, p.negative, ~fits & y[-1])
+        return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+                           code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
 
     def _round_integer(self, m, p):
         """Round the magnitude (a NaN or Inf operand gives 0); meanwhile, how far the zero point lies from either end
