@@ -305,6 +305,15 @@ class PostProcessor(wiring.Component):
         the choice is one multiplexer driven by the registered sign of ``s``, beside the carry chain of ``|s|``."""
         use_neg = p.negative_param & p.s[-1]
         passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
+        if self._params_held:
+            # The ports hold the column's M and S for the whole STORE: the register keeps which side s chose.
+            del passed["shift"]
+            chosen = Mux(use_neg, self.multiplier_neg, self.multiplier)
+            stage = self._stage(m, "magnitude", **passed, use_neg=use_neg, s_magnitude=abs(p.s),
+                                negative=p.s[-1] ^ chosen[-1])
+            chosen = Mux(stage.use_neg, self.multiplier_neg, self.multiplier)
+            return SimpleNamespace(**vars(stage), m_magnitude=abs(chosen),
+                                   shift=Mux(stage.use_neg, self.shift_neg, self.shift))
         if self._config.postprocess_serial:
             chosen = Mux(use_neg, p.multiplier_neg, p.multiplier)
             return self._stage(m, "magnitude", **passed, m_magnitude=abs(chosen), s_magnitude=abs(p.s),
@@ -434,6 +443,14 @@ class PostProcessor(wiring.Component):
         held = {n: v for n, v in values.items() if n in self._HELD} if self._config.postprocess_held else {}
         registers = _register(m, self.en, stage, **{n: v for n, v in values.items() if n not in held})
         return SimpleNamespace(**vars(registers), **held)
+
+    @property
+    def _params_held(self) -> bool:
+        """A ``postprocess_serial`` lane of its own columns' (one per column, not taking several in turn): the store
+        engine holds the column's PARAM entries on the ports for the whole STORE, so the stages after the first take
+        ``multiplier`` and ``shift`` (or their negative side) from the ports, not from registers of their own."""
+        c = self._config
+        return c.postprocess_serial and c.postprocess_lanes == c.cols
 
     @staticmethod
     def _carry(p, *names):

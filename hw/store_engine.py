@@ -105,7 +105,10 @@ class StoreEngine(wiring.Component):
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats)
-        m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload), depth=16)
+        # Burst lengths the address generator runs ahead by: behind serial lanes a line is out every
+        # postprocess_interval cycles at best, so two bursts ahead keep the write channel as busy as sixteen.
+        m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload),
+                                                          depth=SERIAL_LINE_FIFO_DEPTH if c.postprocess_serial else 16)
         m.d.comb += [
             addresses.base.eq(store.dram_addr), addresses.rows.eq(store.y_size),
             addresses.stride.eq(store.dram_stride), addresses.beats.eq(times(store.x_size, out_beats)),
