@@ -100,6 +100,14 @@ class StoreEngine(wiring.Component):
             m.d.sync += param_addr.eq(incoming_store.param_addr)
         with m.Elif(second_line):
             m.d.sync += param_addr.eq(param_addr + 1)
+        # Serial lanes of their own columns read line param_addr straight from the PARAM port for the whole STORE
+        # (it holds while the address does, and their elements are far apart): no register of the line. After
+        # negative_param's second line, the address goes back to the first.
+        direct = c.postprocess_serial and c.postprocess_lanes == cols
+        if direct:
+            first_line = Signal()
+            with m.Elif(first_line):
+                m.d.sync += param_addr.eq(param_addr - 1)
         m.d.comb += [self.param.addr.eq(param_addr), self.param.en.eq(1)]
 
         # --- addresses -------------------------------------------------------------------------------------
@@ -166,7 +174,7 @@ class StoreEngine(wiring.Component):
         m.d.sync += read_valid.eq(issue)
         acc_line = self.acc.data
         for i, lane in enumerate(lanes if not shared else ()):
-            p = params[i]
+            p = line_entries[i] if direct else params[i]
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
                          lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
@@ -261,7 +269,7 @@ class StoreEngine(wiring.Component):
                 return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
                         bursts_out.eq(0), responses.eq(0)]
             with m.State("PARAMS"):
-                m.d.sync += [take(params), negative_param.eq(store.negative_param)]
+                m.d.sync += [*([] if direct else [take(params)]), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
                     # Line param_addr + 1 is addressed now and arrives next cycle: one cycle more.
                     m.next = "PARAMS_NEG"
@@ -271,6 +279,8 @@ class StoreEngine(wiring.Component):
                     m.next = "RUN"
             with m.State("PARAMS_NEG"):
                 m.d.sync += [take(params_neg), *begin()]
+                if direct:
+                    m.d.comb += first_line.eq(1)
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
