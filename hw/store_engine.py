@@ -127,8 +127,18 @@ class StoreEngine(wiring.Component):
             lengths.w_data.eq(addresses.lengths.payload), addresses.lengths.ready.eq(lengths.w_rdy),
         ]
         bursts_out = Signal(range(max_bursts(max_rows, max_beats, bus_bytes) + 1))
-        with m.If(self.axi.aw.valid & self.axi.aw.ready):
-            m.d.sync += bursts_out.eq(bursts_out + 1)
+        # Behind serial lanes (postprocess_serial) one counter of the bursts not yet answered stands for the two
+        # counts of bursts and responses: fewer flip-flops, and the STORE's pace hides the up/down counter's logic.
+        paced = c.postprocess_serial
+        if paced:
+            aw_done, b_done = self.axi.aw.valid & self.axi.aw.ready, self.axi.b.valid
+            with m.If(aw_done & ~b_done):
+                m.d.sync += bursts_out.eq(bursts_out + 1)
+            with m.Elif(b_done & ~aw_done):
+                m.d.sync += bursts_out.eq(bursts_out - 1)
+        else:
+            with m.If(self.axi.aw.valid & self.axi.aw.ready):
+                m.d.sync += bursts_out.eq(bursts_out + 1)
 
         # --- accumulator lines through the post-processing lanes ---------------------------------------------
         shared = c.postprocess_lanes < cols          # each lane takes its columns in turn (postprocess_shared)
@@ -147,7 +157,8 @@ class StoreEngine(wiring.Component):
         # Accumulator lines (past the last one they may wrap: unused then).
         row_line = Signal(range(c.acc_buffer_depth))
         line = Signal(range(c.acc_buffer_depth))
-        in_flight = Signal(range(depth + latency + 3))
+        # Lines issued and not yet in the FIFO (behind serial lanes, ``occupied`` alone tells the FSM the same).
+        in_flight = None if paced else Signal(range(depth + latency + 3))
         reading = Signal()
         issue = Signal()
         # Lines in the FIFO or on their way to it (``lines.level + in_flight``), kept as a register of its own: the
@@ -210,10 +221,11 @@ class StoreEngine(wiring.Component):
             packed = Cat(*(Cat(codes[2 * r][:4], codes[2 * r + 1][:4], C(0, slot - 8)) for r in range(cols // 2)))
             line_codes = Mux(store.packed, packed, line_codes)
         m.d.comb += [lines.w_en.eq(line_valid), lines.w_data.eq(line_codes)]
-        with m.If(issue & ~lines.w_en):
-            m.d.sync += in_flight.eq(in_flight + 1)
-        with m.Elif(~issue & lines.w_en):
-            m.d.sync += in_flight.eq(in_flight - 1)
+        if in_flight is not None:
+            with m.If(issue & ~lines.w_en):
+                m.d.sync += in_flight.eq(in_flight + 1)
+            with m.Elif(~issue & lines.w_en):
+                m.d.sync += in_flight.eq(in_flight - 1)
 
         # --- output lines into write beats -----------------------------------------------------------------
         beat = Signal(range(out_beats + 1))
@@ -245,7 +257,8 @@ class StoreEngine(wiring.Component):
         responses = Signal.like(bursts_out)
         m.d.comb += self.axi.b.ready.eq(1)
         with m.If(self.axi.b.valid):
-            m.d.sync += responses.eq(responses + 1)
+            if not paced:
+                m.d.sync += responses.eq(responses + 1)
             with m.If(self.axi.b.resp != 0):
                 m.d.sync += self.bus_error.eq(1)
 
@@ -267,7 +280,7 @@ class StoreEngine(wiring.Component):
                 m.next = "PARAMS"
             def begin():
                 return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
-                        bursts_out.eq(0), responses.eq(0)]
+                        bursts_out.eq(0), *([] if paced else [responses.eq(0)])]
             with m.State("PARAMS"):
                 m.d.sync += [*([] if direct else [take(params)]), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
@@ -284,8 +297,12 @@ class StoreEngine(wiring.Component):
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                finished = ((y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
-                            & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
+                if paced:
+                    finished = ((y == store.y_size) & (occupied == 0) & ~addresses.busy & ~lengths.r_rdy & ~in_burst
+                                & (bursts_out == 0))
+                else:
+                    finished = ((y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
+                                & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
                 with m.If(finished):
                     m.d.sync += reading.eq(0)
                     m.d.comb += seq.done.eq(1)
