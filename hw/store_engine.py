@@ -233,14 +233,19 @@ class StoreEngine(wiring.Component):
         burst_len = Signal.like(addresses.lengths.payload)
         in_burst = Signal()
         out_line = Cat(lines.r_data, C(0, out_beats * c.dma_bits - line_width)) if c.narrow_line_fifo else lines.r_data
+        # Behind serial lanes burst_beat counts the burst's beats down from its length to 1 (the last), and burst_len
+        # is not needed: a register and an equality of two counts less.
         with m.If(~in_burst & lengths.r_rdy):
             m.d.comb += lengths.r_en.eq(1)
-            m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
+            if paced:
+                m.d.sync += [burst_beat.eq(lengths.r_data), in_burst.eq(1)]
+            else:
+                m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
         m.d.comb += [
             self.axi.w.valid.eq(in_burst & lines.r_rdy),
             self.axi.w.data.eq(out_line.word_select(beat, c.dma_bits)),
             self.axi.w.strb.eq(-1),
-            self.axi.w.last.eq(burst_beat + 1 == burst_len),
+            self.axi.w.last.eq((burst_beat == 1) if paced else (burst_beat + 1 == burst_len)),
         ]
         with m.If(self.axi.w.valid & self.axi.w.ready):
             with m.If(beat + 1 == out_beats):
@@ -251,7 +256,7 @@ class StoreEngine(wiring.Component):
             with m.If(self.axi.w.last):
                 m.d.sync += in_burst.eq(0)
             with m.Else():
-                m.d.sync += burst_beat.eq(burst_beat + 1)
+                m.d.sync += burst_beat.eq(burst_beat - 1 if paced else burst_beat + 1)
 
         # --- write responses --------------------------------------------------------------------------------
         responses = Signal.like(bursts_out)
