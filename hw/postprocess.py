@@ -179,6 +179,10 @@ class PostProcessor(wiring.Component):
         self._format = fmt = config.acts
         self._acc_exponent = config.acc_exponent
         ports = {}
+        if config.postprocess_serial and config.postprocess_lanes == config.cols:
+            # A lane whose M and S the store engine holds (:attr:`_params_held`): high in the advance an element
+            # chooses the negative side, whose M and S the stages after it take from the ports the next advance.
+            ports["side"] = Out(1)
         if config.multi_format:
             # The output format (SETPP.format) selects one of the format tails; codes are slots.
             fmt = SimpleNamespace(bits=config.act_slot_bits)
@@ -306,13 +310,13 @@ class PostProcessor(wiring.Component):
         use_neg = p.negative_param & p.s[-1]
         passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
         if self._params_held:
-            # The ports hold the column's M and S for the whole STORE: the register keeps which side s chose.
+            # The ports hold the column's M and S (those of the side chosen, at least, from the advance after the
+            # choice, which ``side`` tells): the register keeps which side s chose and the sign of s.
             del passed["shift"]
-            chosen = Mux(use_neg, self.multiplier_neg, self.multiplier)
-            stage = self._stage(m, "magnitude", **passed, use_neg=use_neg, s_magnitude=abs(p.s),
-                                negative=p.s[-1] ^ chosen[-1])
+            m.d.comb += self.side.eq(self.en & p.valid & use_neg)
+            stage = self._stage(m, "magnitude", **passed, use_neg=use_neg, s_magnitude=abs(p.s), s_negative=p.s[-1])
             chosen = Mux(stage.use_neg, self.multiplier_neg, self.multiplier)
-            return SimpleNamespace(**vars(stage), m_magnitude=abs(chosen),
+            return SimpleNamespace(**vars(stage), m_magnitude=abs(chosen), negative=stage.s_negative ^ chosen[-1],
                                    shift=Mux(stage.use_neg, self.shift_neg, self.shift))
         if self._config.postprocess_serial:
             chosen = Mux(use_neg, p.multiplier_neg, p.multiplier)

@@ -96,19 +96,24 @@ class StoreEngine(wiring.Component):
         param_addr = Signal.like(self.param.addr, name="param_read_addr")
         second_line = Signal()         # the FSM reads line param_addr + 1 next (the cycle after param_addr)
         incoming_store = data.View(layout_of(KINDS[Opcode.STORE]), seq.incoming)
-        with m.If(seq.start):
-            m.d.sync += param_addr.eq(incoming_store.param_addr)
-        with m.Elif(second_line):
-            m.d.sync += param_addr.eq(param_addr + 1)
         # Serial lanes of their own columns read line param_addr straight from the PARAM port for the whole STORE
         # (it holds while the address does, and their elements are far apart): no register of the line. After
-        # negative_param's second line, the address goes back to the first.
+        # negative_param's second line, the address goes back to the first. A one-column engine's lane reads line
+        # param_addr + 1 only for an element that takes the negative side, the advance after it chose (its ``side``):
+        # no register of that line either.
         direct = c.postprocess_serial and c.postprocess_lanes == cols
-        if direct:
+        side_read = direct and cols == 1
+        with m.If(seq.start):
+            m.d.sync += param_addr.eq(incoming_store.param_addr)
+        if not side_read:
+            with m.Elif(second_line):
+                m.d.sync += param_addr.eq(param_addr + 1)
+        if direct and not side_read:
             first_line = Signal()
             with m.Elif(first_line):
                 m.d.sync += param_addr.eq(param_addr - 1)
-        m.d.comb += [self.param.addr.eq(param_addr), self.param.en.eq(1)]
+        if not side_read:
+            m.d.comb += [self.param.addr.eq(param_addr), self.param.en.eq(1)]
 
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
@@ -186,16 +191,19 @@ class StoreEngine(wiring.Component):
         acc_line = self.acc.data
         for i, lane in enumerate(lanes if not shared else ()):
             p = line_entries[i] if direct else params[i]
+            q = p if side_read else params_neg[i]       # side_read: the port holds the line of the side chosen
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
                          lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
-                         lane.multiplier_neg.eq(params_neg[i].multiplier), lane.shift_neg.eq(params_neg[i].shift),
+                         lane.multiplier_neg.eq(q.multiplier), lane.shift_neg.eq(q.shift),
                          lane.negative_param.eq(negative_param), lane.zero_point.eq(zero_point),
                          lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
                          lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
                          lane.lut_write.data.eq(self.lut.data)]
             if out_format is not None:
                 m.d.comb += lane.format.eq(out_format)
+        if side_read:
+            m.d.comb += [self.param.addr.eq(param_addr + lanes[0].side), self.param.en.eq(1)]
         with m.If(read_valid & self.control.running):
             with m.If(Cat(acc_line[i].nonfinite for i in range(cols)).any()):
                 m.d.sync += self.nonfinite.eq(1)
@@ -296,8 +304,8 @@ class StoreEngine(wiring.Component):
                     m.d.comb += addresses.start.eq(1)
                     m.next = "RUN"
             with m.State("PARAMS_NEG"):
-                m.d.sync += [take(params_neg), *begin()]
-                if direct:
+                m.d.sync += [*([] if side_read else [take(params_neg)]), *begin()]
+                if direct and not side_read:
                     m.d.comb += first_line.eq(1)
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
