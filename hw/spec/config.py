@@ -163,8 +163,9 @@ class AcceleratorConfig:
     #: The post-processing lane's right shift one bit a cycle (the rounding's guard and sticky bits gathered as the
     #: bits fall out) instead of a barrel shifter and two priority encoders, and one absolute value of the multiplier
     #: chosen by the sign instead of one per side: a small part's build saves the logic, and each lane takes an
-    #: element every :attr:`postprocess_interval` cycles (a STORE makes an output line that much more slowly; the
-    #: store engine's line FIFO is :data:`SERIAL_LINE_FIFO_DEPTH` deep). Integer output formats only.
+    #: element every :attr:`postprocess_interval` cycles (a STORE makes an output line that much more slowly); the
+    #: store engine around it is sized for that pace (FIFOs :data:`SERIAL_LINE_FIFO_DEPTH` deep, a lane of its own
+    #: column reading its PARAM entries from the port: docs/architecture.md). Integer output formats only.
     postprocess_serial: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
