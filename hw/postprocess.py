@@ -240,12 +240,13 @@ class PostProcessor(wiring.Component):
         sampled = self._stage(m, "input", valid=self.i_valid, **inputs)
         offset = self._offset(m, sampled)
         magnitude = self._magnitude(m, offset)
-        product = self._sum(m, self._multiply(m, magnitude))
         if self._config.postprocess_serial:
-            # Integers only (the configuration checks): the serial shift in place of locate, exponent and align.
-            result = self._round_and_saturate_integer(m, self._serial_align(m, product))
+            # Integers only (the configuration checks): t = s * M signed, the serial shift in place of locate,
+            # exponent and align.
+            result = self._serial_round_and_saturate(m, self._serial_align(m, self._serial_product(m, magnitude)))
             self._lookup(m, self._clamp(m, result))
             return m
+        product = self._sum(m, self._multiply(m, magnitude))
         locate = self._locate(m, product)
         if not self._config.multi_format:
             self._lookup(m, self._tail(m, locate))
@@ -310,18 +311,16 @@ class PostProcessor(wiring.Component):
         use_neg = p.negative_param & p.s[-1]
         passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
         if self._params_held:
-            # The ports hold the column's M and S (those of the side chosen, at least, from the advance after the
-            # choice, which ``side`` tells): the register keeps which side s chose and the sign of s.
+            # A serial lane stays signed (:meth:`_serial_product`). The ports hold the column's M and S (those of
+            # the side chosen, at least, from the advance after the choice, which ``side`` tells): the register keeps
+            # s and which side it chose.
             del passed["shift"]
             m.d.comb += self.side.eq(self.en & p.valid & use_neg)
-            stage = self._stage(m, "magnitude", **passed, use_neg=use_neg, s_magnitude=abs(p.s), s_negative=p.s[-1])
-            chosen = Mux(stage.use_neg, self.multiplier_neg, self.multiplier)
-            return SimpleNamespace(**vars(stage), m_magnitude=abs(chosen), negative=stage.s_negative ^ chosen[-1],
+            stage = self._stage(m, "magnitude", **passed, use_neg=use_neg, s=p.s)
+            return SimpleNamespace(**vars(stage), mult=Mux(stage.use_neg, self.multiplier_neg, self.multiplier),
                                    shift=Mux(stage.use_neg, self.shift_neg, self.shift))
         if self._config.postprocess_serial:
-            chosen = Mux(use_neg, p.multiplier_neg, p.multiplier)
-            return self._stage(m, "magnitude", **passed, m_magnitude=abs(chosen), s_magnitude=abs(p.s),
-                               negative=p.s[-1] ^ chosen[-1])
+            return self._stage(m, "magnitude", **passed, s=p.s, mult=Mux(use_neg, p.multiplier_neg, p.multiplier))
         return self._stage(m, "magnitude", **passed,
                          m_magnitude=Mux(use_neg, p.n_magnitude, p.m_magnitude),
                          s_magnitude=abs(p.s), negative=p.s[-1] ^ Mux(use_neg, p.n_negative, p.m_negative))
@@ -363,24 +362,55 @@ class PostProcessor(wiring.Component):
         rest = {k: v for k, v in vars(p).items() if k not in ("magnitude", "amount", "lowest")}
         return self._stage(m, "align", **rest, kept=kept, guard=guard, sticky=sticky)
 
+    def _serial_product(self, m, p):
+        """``t = s * M``, signed (a ``postprocess_serial`` lane): no absolute values, since the serial shift
+        floors a two's-complement ``t`` and round-half-even from the floor is exact for either sign."""
+        stage = self._stage(m, "multiply", **self._carry(p, *self._PASSED), product=p.s * p.mult)
+        return self._stage(m, "sum", **self._carry(stage, *self._PASSED, "product"))
+
+    def _serial_round_and_saturate(self, m, p):
+        """``y = zero_point + floor(t * 2**e) + r``, ``r`` the rounding's one as a carry in, saturated by the bits of
+        ``y`` above the code's; a ``big`` floor (past every bound whatever the zero point) saturates by its sign,
+        and a NaN or Inf operand adds nothing (``y = zero_point``)."""
+        fmt = self._format
+        lo, hi = int(fmt.min), int(fmt.max)
+        r = round_half_even(p.guard, p.sticky, p.kept[0])
+        p = self._stage(m, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "nonfinite",
+                                                  "zero_point", "kept", "big", "negative"), r=r)
+        operand = Mux(p.nonfinite, 0, p.kept)
+        carry = ~p.nonfinite & p.r
+        # The carry as a low bit of both operands (1 + carry carries exactly carry): one carry chain.
+        total = Cat(Const(1, 1), p.zero_point).as_signed() + Cat(carry, operand).as_signed()
+        y = total[1:].as_signed()
+        high = y[fmt.bits - 1:] if fmt.signed else y[fmt.bits:]
+        fits = ((high == 0) | (high == (1 << len(high)) - 1)) if fmt.signed else (high == 0)
+        big = p.big & ~p.nonfinite
+        above = Mux(big, ~p.negative, ~fits & ~y[-1])
+        below = Mux(big, p.negative, ~fits & y[-1])
+        return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+                           code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
+
     def _serial_align(self, m, p):
-        """What :meth:`_align` hands on, one bit a cycle (``postprocess_serial``): the element's window (``|t|`` over
-        a guard bit) is loaded into a register that shifts right ``shift`` times, at most one a cycle, each bit
-        falling out below the guard joining the sticky bit; ``big`` is any bit left above the kept ones. The result
-        is handed on ``postprocess_serial_steps`` cycles after the load, when any shift that changes it is done
-        (a shift by the window's width leaves it zero), so the latency is fixed and an element may enter every
-        ``postprocess_interval`` cycles."""
+        """What :meth:`_align` hands on, one bit a cycle (``postprocess_serial``): the element's window (``t`` over
+        a guard bit) is loaded into a register that shifts right ``shift`` times (arithmetically), at most one a
+        cycle, each bit falling out below the guard joining the sticky bit: then ``kept`` is ``floor(t * 2**e)``
+        (the bits above the guard, signed), and ``big`` says it lies outside ``[-2**keep, 2**keep)``: its bits from
+        ``keep`` up are not all its sign. The result is handed on ``postprocess_serial_steps`` cycles after the
+        load, when any shift that changes it is done (a shift by the window's width leaves only copies of the
+        sign: floor -1 or 0, guard the sign, sticky set for any nonzero ``t``), so the latency is fixed and an
+        element may enter every ``postprocess_interval`` cycles."""
         c = self._config
         keep = self._integer_keep_bits
         amount_min = self._shift_range[0]
-        window = p.magnitude[amount_min - 1:] if amount_min >= 1 else Cat(Const(0, 1 - amount_min), p.magnitude)
+        t = p.product
+        window = t[amount_min - 1:] if amount_min >= 1 else Cat(Const(0, 1 - amount_min), t)
         steps = c.postprocess_serial_steps
         assert len(window) == steps, "update AcceleratorConfig.postprocess_serial_steps (the cycle model uses it)"
-        work = Signal(steps, name="serial_work")
+        work = Signal(signed(steps), name="serial_work")
         remaining = Signal.like(p.shift, name="serial_remaining")      # shifts still to make
         timer = Signal(range(steps + 2), name="serial_timer")          # cycles until the result is handed on
         sticky = Signal(name="serial_sticky")
-        carried = [n for n in ("nonfinite", "negative", "zero_point", "clamp_lo", "clamp_hi", "lut")
+        carried = [n for n in ("nonfinite", "zero_point", "clamp_lo", "clamp_hi", "lut")
                    if not (c.postprocess_held and n in self._HELD)]
         loaded = _register(m, self.en & p.valid, "serial", **self._carry(p, *carried))
         with m.If(self.en):
@@ -393,8 +423,9 @@ class PostProcessor(wiring.Component):
                     m.d.sync += [work.eq(work >> 1), sticky.eq(sticky | work[0]), remaining.eq(remaining - 1)]
         held = {n: getattr(p, n) for n in ("zero_point", "clamp_lo", "clamp_hi", "lut") if n not in carried}
         fields = {**vars(loaded), **held}
-        return SimpleNamespace(**fields, valid=timer == 1, kept=work[1:keep + 1], guard=work[0], sticky=sticky,
-                               big=work[keep + 1:].any())
+        top = work[keep + 1:]
+        return SimpleNamespace(**fields, valid=timer == 1, kept=work[1:keep + 2].as_signed(), guard=work[0],
+                               sticky=sticky, big=~((top == 0) | (top == (1 << len(top)) - 1)), negative=work[-1])
 
     def _clamp(self, m, p):
         """``hi`` at or above ``hi``, else ``lo`` at or below ``lo``, by value (so a ReLU never leaves -0, and

@@ -160,9 +160,9 @@ class AcceleratorConfig:
     #: beats, whose other bits are zeros: a small engine on a wide bus (2x2 int4, 8 of 64 bits) saves block RAMs
     #: (3 of the iCEBreaker's 30). Same bytes, same cycles.
     narrow_line_fifo: bool = False
-    #: The post-processing lane's right shift one bit a cycle (the rounding's guard and sticky bits gathered as the
-    #: bits fall out) instead of a barrel shifter and two priority encoders, and one absolute value of the multiplier
-    #: chosen by the sign instead of one per side: a small part's build saves the logic, and each lane takes an
+    #: The post-processing lane signed (no absolute values) and its right shift one bit a cycle (the rounding's guard
+    #: and sticky bits gathered as the bits fall out) instead of a barrel shifter and two priority encoders: a small
+    #: part's build saves the logic, and each lane takes an
     #: element every :attr:`postprocess_interval` cycles (a STORE makes an output line that much more slowly); the
     #: store engine around it is sized for that pace (FIFOs :data:`SERIAL_LINE_FIFO_DEPTH` deep, a lane of its own
     #: column reading its PARAM entries from the port: docs/architecture.md). Integer output formats only.
@@ -426,10 +426,10 @@ class AcceleratorConfig:
 
     @property
     def postprocess_serial_steps(self) -> int:
-        """Shifts a ``postprocess_serial`` lane makes room for: the width of the window it shifts (the product
-        ``|acc + bias| * |M|`` of ``acc_bits + 32`` bits, a guard bit below it, less what the accumulator's exponent
+        """Shifts a ``postprocess_serial`` lane makes room for: the width of the window it shifts (the signed product
+        ``(acc + bias) * M`` of ``acc_bits + 33`` bits, a guard bit below it, less what the accumulator's exponent
         shifts left: more shifts change nothing); 0 without it."""
-        return self.acc_bits + 33 + self.acc_exponent if self.postprocess_serial else 0
+        return self.acc_bits + 34 + self.acc_exponent if self.postprocess_serial else 0
 
     @property
     def postprocess_interval(self) -> int:

@@ -415,7 +415,7 @@ def test_serial_shift_matches_golden_model(slow, tmp_path):
     from dataclasses import replace
 
     config = replace(make_config("int4", "int4"), postprocess_serial=True, postprocess_merged=slow, slow_clock=slow)
-    assert config.postprocess_serial_steps == config.acc_bits + 33
+    assert config.postprocess_serial_steps == config.acc_bits + 34
     assert config.postprocess_interval == config.postprocess_serial_steps + 1
     assert PostProcessor(config).latency == (10 if not slow else 4) + config.postprocess_serial_steps
     seed = 23 + slow
