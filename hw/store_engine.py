@@ -17,7 +17,7 @@ from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
 from .spec.layout import PARAM_ENTRY_BYTES, line_bits, output_line_bytes
-from .spec.microarchitecture import POSTPROCESS_LATENCY
+from .spec.microarchitecture import POSTPROCESS_LATENCY, SERIAL_LINE_FIFO_DEPTH
 
 __all__ = ["StoreEngine"]
 
@@ -96,16 +96,32 @@ class StoreEngine(wiring.Component):
         param_addr = Signal.like(self.param.addr, name="param_read_addr")
         second_line = Signal()         # the FSM reads line param_addr + 1 next (the cycle after param_addr)
         incoming_store = data.View(layout_of(KINDS[Opcode.STORE]), seq.incoming)
+        # Serial lanes of their own columns read line param_addr straight from the PARAM port for the whole STORE
+        # (it holds while the address does, and their elements are far apart): no register of the line. After
+        # negative_param's second line, the address goes back to the first. A one-column engine's lane reads line
+        # param_addr + 1 only for an element that takes the negative side, the advance after it chose (its ``side``):
+        # no register of that line either.
+        direct = c.postprocess_serial and c.postprocess_lanes == cols
+        side_read = direct and cols == 1
         with m.If(seq.start):
             m.d.sync += param_addr.eq(incoming_store.param_addr)
-        with m.Elif(second_line):
-            m.d.sync += param_addr.eq(param_addr + 1)
-        m.d.comb += [self.param.addr.eq(param_addr), self.param.en.eq(1)]
+        if not side_read:
+            with m.Elif(second_line):
+                m.d.sync += param_addr.eq(param_addr + 1)
+        if direct and not side_read:
+            first_line = Signal()
+            with m.Elif(first_line):
+                m.d.sync += param_addr.eq(param_addr - 1)
+        if not side_read:
+            m.d.comb += [self.param.addr.eq(param_addr), self.param.en.eq(1)]
 
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats)
-        m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload), depth=16)
+        # Burst lengths the address generator runs ahead by: behind serial lanes a line is out every
+        # postprocess_interval cycles at best, so two bursts ahead keep the write channel as busy as sixteen.
+        m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload),
+                                                          depth=SERIAL_LINE_FIFO_DEPTH if c.postprocess_serial else 16)
         m.d.comb += [
             addresses.base.eq(store.dram_addr), addresses.rows.eq(store.y_size),
             addresses.stride.eq(store.dram_stride), addresses.beats.eq(times(store.x_size, out_beats)),
@@ -116,8 +132,18 @@ class StoreEngine(wiring.Component):
             lengths.w_data.eq(addresses.lengths.payload), addresses.lengths.ready.eq(lengths.w_rdy),
         ]
         bursts_out = Signal(range(max_bursts(max_rows, max_beats, bus_bytes) + 1))
-        with m.If(self.axi.aw.valid & self.axi.aw.ready):
-            m.d.sync += bursts_out.eq(bursts_out + 1)
+        # Behind serial lanes (postprocess_serial) one counter of the bursts not yet answered stands for the two
+        # counts of bursts and responses: fewer flip-flops, and the STORE's pace hides the up/down counter's logic.
+        paced = c.postprocess_serial
+        if paced:
+            aw_done, b_done = self.axi.aw.valid & self.axi.aw.ready, self.axi.b.valid
+            with m.If(aw_done & ~b_done):
+                m.d.sync += bursts_out.eq(bursts_out + 1)
+            with m.Elif(b_done & ~aw_done):
+                m.d.sync += bursts_out.eq(bursts_out - 1)
+        else:
+            with m.If(self.axi.aw.valid & self.axi.aw.ready):
+                m.d.sync += bursts_out.eq(bursts_out + 1)
 
         # --- accumulator lines through the post-processing lanes ---------------------------------------------
         shared = c.postprocess_lanes < cols          # each lane takes its columns in turn (postprocess_shared)
@@ -129,25 +155,28 @@ class StoreEngine(wiring.Component):
         # A narrow_line_fifo engine's FIFO holds the line's codes alone (the rest of its beats are zeros), so fewer
         # block RAMs: 1 instead of 4 for the iCEBreaker's 8 bits of a 64-bit beat.
         line_width = out_beats * c.dma_bits if not c.narrow_line_fifo else c.cols * c.act_slot_bits
-        m.submodules.lines = lines = SyncFIFOBuffered(width=line_width, depth=self.LINE_FIFO_DEPTH)
+        depth = SERIAL_LINE_FIFO_DEPTH if c.postprocess_serial else self.LINE_FIFO_DEPTH
+        m.submodules.lines = lines = SyncFIFOBuffered(width=line_width, depth=depth)
 
         y, x = Signal.like(store.y_size, name="y"), Signal.like(store.x_size, name="x")
         # Accumulator lines (past the last one they may wrap: unused then).
         row_line = Signal(range(c.acc_buffer_depth))
         line = Signal(range(c.acc_buffer_depth))
-        in_flight = Signal(range(self.LINE_FIFO_DEPTH + latency + 3))
+        # Lines issued and not yet in the FIFO (behind serial lanes, ``occupied`` alone tells the FSM the same).
+        in_flight = None if paced else Signal(range(depth + latency + 3))
         reading = Signal()
         issue = Signal()
         # Lines in the FIFO or on their way to it (``lines.level + in_flight``), kept as a register of its own: the
         # sum of the two counters in front of the read address was the engine's critical path on the ECP5.
-        occupied = Signal(range(self.LINE_FIFO_DEPTH + 1))
+        occupied = Signal(range(depth + 1))
         m.d.sync += occupied.eq(occupied + issue - (lines.r_en & lines.r_rdy))
-        can_issue = reading & (y != store.y_size) & (occupied < self.LINE_FIFO_DEPTH)
-        if shared:
-            # Each lane takes its columns of a line in turn: a line read every ``share`` cycles at most.
-            share = c.postprocess_lane_columns
-            gap = Signal(range(share), name="gap")
-            m.d.sync += gap.eq(Mux(issue, share - 1, Mux(gap != 0, gap - 1, 0)))
+        can_issue = reading & (y != store.y_size) & (occupied < depth)
+        # Each lane takes its columns of a line in turn, each ``postprocess_interval`` cycles after the last: a line
+        # read every ``spacing`` cycles at most.
+        spacing = c.postprocess_lane_columns * c.postprocess_interval
+        if spacing > 1:
+            gap = Signal(range(spacing), name="gap")
+            m.d.sync += gap.eq(Mux(issue, spacing - 1, Mux(gap != 0, gap - 1, 0)))
             can_issue = can_issue & (gap == 0)
         m.d.comb += issue.eq(can_issue)
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
@@ -161,17 +190,20 @@ class StoreEngine(wiring.Component):
         m.d.sync += read_valid.eq(issue)
         acc_line = self.acc.data
         for i, lane in enumerate(lanes if not shared else ()):
-            p = params[i]
+            p = line_entries[i] if direct else params[i]
+            q = p if side_read else params_neg[i]       # side_read: the port holds the line of the side chosen
             m.d.comb += [lane.en.eq(1), lane.i_valid.eq(read_valid), lane.acc.eq(acc_line[i].value),
                          lane.nonfinite.eq(acc_line[i].nonfinite), lane.bias.eq(p.bias),
                          lane.multiplier.eq(p.multiplier), lane.shift.eq(p.shift),
-                         lane.multiplier_neg.eq(params_neg[i].multiplier), lane.shift_neg.eq(params_neg[i].shift),
+                         lane.multiplier_neg.eq(q.multiplier), lane.shift_neg.eq(q.shift),
                          lane.negative_param.eq(negative_param), lane.zero_point.eq(zero_point),
                          lane.clamp_lo.eq(clamp_lo), lane.clamp_hi.eq(clamp_hi), lane.lut.eq(use_lut),
                          lane.lut_write.en.eq(self.lut.en), lane.lut_write.addr.eq(self.lut.addr),
                          lane.lut_write.data.eq(self.lut.data)]
             if out_format is not None:
                 m.d.comb += lane.format.eq(out_format)
+        if side_read:
+            m.d.comb += [self.param.addr.eq(param_addr + lanes[0].side), self.param.en.eq(1)]
         with m.If(read_valid & self.control.running):
             with m.If(Cat(acc_line[i].nonfinite for i in range(cols)).any()):
                 m.d.sync += self.nonfinite.eq(1)
@@ -197,10 +229,11 @@ class StoreEngine(wiring.Component):
             packed = Cat(*(Cat(codes[2 * r][:4], codes[2 * r + 1][:4], C(0, slot - 8)) for r in range(cols // 2)))
             line_codes = Mux(store.packed, packed, line_codes)
         m.d.comb += [lines.w_en.eq(line_valid), lines.w_data.eq(line_codes)]
-        with m.If(issue & ~lines.w_en):
-            m.d.sync += in_flight.eq(in_flight + 1)
-        with m.Elif(~issue & lines.w_en):
-            m.d.sync += in_flight.eq(in_flight - 1)
+        if in_flight is not None:
+            with m.If(issue & ~lines.w_en):
+                m.d.sync += in_flight.eq(in_flight + 1)
+            with m.Elif(~issue & lines.w_en):
+                m.d.sync += in_flight.eq(in_flight - 1)
 
         # --- output lines into write beats -----------------------------------------------------------------
         beat = Signal(range(out_beats + 1))
@@ -208,14 +241,19 @@ class StoreEngine(wiring.Component):
         burst_len = Signal.like(addresses.lengths.payload)
         in_burst = Signal()
         out_line = Cat(lines.r_data, C(0, out_beats * c.dma_bits - line_width)) if c.narrow_line_fifo else lines.r_data
+        # Behind serial lanes burst_beat counts the burst's beats down from its length to 1 (the last), and burst_len
+        # is not needed: a register and an equality of two counts less.
         with m.If(~in_burst & lengths.r_rdy):
             m.d.comb += lengths.r_en.eq(1)
-            m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
+            if paced:
+                m.d.sync += [burst_beat.eq(lengths.r_data), in_burst.eq(1)]
+            else:
+                m.d.sync += [burst_len.eq(lengths.r_data), burst_beat.eq(0), in_burst.eq(1)]
         m.d.comb += [
             self.axi.w.valid.eq(in_burst & lines.r_rdy),
             self.axi.w.data.eq(out_line.word_select(beat, c.dma_bits)),
             self.axi.w.strb.eq(-1),
-            self.axi.w.last.eq(burst_beat + 1 == burst_len),
+            self.axi.w.last.eq((burst_beat == 1) if paced else (burst_beat + 1 == burst_len)),
         ]
         with m.If(self.axi.w.valid & self.axi.w.ready):
             with m.If(beat + 1 == out_beats):
@@ -226,13 +264,14 @@ class StoreEngine(wiring.Component):
             with m.If(self.axi.w.last):
                 m.d.sync += in_burst.eq(0)
             with m.Else():
-                m.d.sync += burst_beat.eq(burst_beat + 1)
+                m.d.sync += burst_beat.eq(burst_beat - 1 if paced else burst_beat + 1)
 
         # --- write responses --------------------------------------------------------------------------------
         responses = Signal.like(bursts_out)
         m.d.comb += self.axi.b.ready.eq(1)
         with m.If(self.axi.b.valid):
-            m.d.sync += responses.eq(responses + 1)
+            if not paced:
+                m.d.sync += responses.eq(responses + 1)
             with m.If(self.axi.b.resp != 0):
                 m.d.sync += self.bus_error.eq(1)
 
@@ -254,9 +293,9 @@ class StoreEngine(wiring.Component):
                 m.next = "PARAMS"
             def begin():
                 return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
-                        bursts_out.eq(0), responses.eq(0)]
+                        bursts_out.eq(0), *([] if paced else [responses.eq(0)])]
             with m.State("PARAMS"):
-                m.d.sync += [take(params), negative_param.eq(store.negative_param)]
+                m.d.sync += [*([] if direct else [take(params)]), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
                     # Line param_addr + 1 is addressed now and arrives next cycle: one cycle more.
                     m.next = "PARAMS_NEG"
@@ -265,12 +304,18 @@ class StoreEngine(wiring.Component):
                     m.d.comb += addresses.start.eq(1)
                     m.next = "RUN"
             with m.State("PARAMS_NEG"):
-                m.d.sync += [take(params_neg), *begin()]
+                m.d.sync += [*([] if side_read else [take(params_neg)]), *begin()]
+                if direct and not side_read:
+                    m.d.comb += first_line.eq(1)
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
-                finished = ((y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
-                            & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
+                if paced:
+                    finished = ((y == store.y_size) & (occupied == 0) & ~addresses.busy & ~lengths.r_rdy & ~in_burst
+                                & (bursts_out == 0))
+                else:
+                    finished = ((y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
+                                & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
                 with m.If(finished):
                     m.d.sync += reading.eq(0)
                     m.d.comb += seq.done.eq(1)
@@ -290,8 +335,15 @@ def _time_multiplexed(m: Module, c: AcceleratorConfig, lanes: list[PostProcessor
     codes), column 0 lowest."""
     share = c.postprocess_lane_columns
     column = Signal(range(share), name="feed_column")       # the column entering a lane (0: none, or the new line)
-    m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == share - 1, 0, column + 1), 0))
     feeding = read_valid | (column != 0)
+    if c.postprocess_interval > 1:
+        # Serial lanes take a column every postprocess_interval cycles: the next one when the phase comes round.
+        phase = Signal(range(c.postprocess_interval), name="feed_phase")
+        feeding = read_valid | ((column != 0) & (phase == 0))
+        m.d.sync += phase.eq(Mux(feeding, c.postprocess_interval - 1, Mux(phase != 0, phase - 1, 0)))
+        m.d.sync += column.eq(Mux(feeding, Mux(column == share - 1, 0, column + 1), column))
+    else:
+        m.d.sync += column.eq(Mux(read_valid | (column != 0), Mux(column == share - 1, 0, column + 1), 0))
     bits = len(lanes[0].code)
     out_column = Signal(range(share), name="out_column")
     line_codes = []
@@ -300,7 +352,12 @@ def _time_multiplexed(m: Module, c: AcceleratorConfig, lanes: list[PostProcessor
         # held[j]: column first + 1 + j of the line at read_valid, then column first + 1 + j + k k cycles later.
         held = [Signal(acc_line[first].shape(), name=f"held{g}_{j}") for j in range(share - 1)]
         for j, h in enumerate(held):
-            m.d.sync += h.eq(Mux(read_valid, acc_line[first + 1 + j], held[j + 1] if j + 2 < share else h))
+            shifted = Mux(read_valid, acc_line[first + 1 + j], held[j + 1] if j + 2 < share else h)
+            if c.postprocess_interval > 1:
+                with m.If(feeding):         # a column taken: the next one moves up
+                    m.d.sync += h.eq(shifted)
+            else:
+                m.d.sync += h.eq(shifted)
         element = acc_line[first]
         kept = held[0]
         # Rotating the used fields only (pad and params_neg's bias stay unused, and synthesis drops them). The

@@ -7,10 +7,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from .formats import LANE_BITS, Format, FormatError, get_format, product_of, signed_width
+from .formats import LANE_BITS, Format, FormatError, IntFormat, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
-                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SLOW_STAGES,
+                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SERIAL_STAGES,
+                                POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
                                 RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
@@ -25,7 +26,8 @@ DATAFLOWS = ("weight_stationary",)
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
-          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False}
+          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
+          "postprocess_serial": False}
 
 
 class ConfigError(ValueError):
@@ -158,6 +160,13 @@ class AcceleratorConfig:
     #: beats, whose other bits are zeros: a small engine on a wide bus (2x2 int4, 8 of 64 bits) saves block RAMs
     #: (3 of the iCEBreaker's 30). Same bytes, same cycles.
     narrow_line_fifo: bool = False
+    #: The post-processing lane signed (no absolute values) and its right shift one bit a cycle (the rounding's guard
+    #: and sticky bits gathered as the bits fall out) instead of a barrel shifter and two priority encoders: a small
+    #: part's build saves the logic, and each lane takes an
+    #: element every :attr:`postprocess_interval` cycles (a STORE makes an output line that much more slowly); the
+    #: store engine around it is sized for that pace (FIFOs :data:`SERIAL_LINE_FIFO_DEPTH` deep, a lane of its own
+    #: column reading its PARAM entries from the port: docs/architecture.md). Integer output formats only.
+    postprocess_serial: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -190,10 +199,14 @@ class AcceleratorConfig:
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
-                     "narrow_line_fifo"):
+                     "narrow_line_fifo", "postprocess_serial"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
+        if self.postprocess_serial and (self.multi_format or not isinstance(self.acts, IntFormat)):
+            names = ", ".join(f.name for f in self.act_formats)
+            raise ConfigError(f"postprocess_serial needs one integer activation format, not {names}: drop "
+                              "postprocess_serial for minifloat or multi-format outputs")
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):
             raise ConfigError(f"clock_mhz must be a number in 1..2000, not {self.clock_mhz!r}")
@@ -404,7 +417,25 @@ class AcceleratorConfig:
         """Cycles from an element into a post-processing lane to its code out: ``POSTPROCESS_LATENCY``, less the
         stages ``postprocess_merged`` and ``slow_clock`` leave out (hw/spec/microarchitecture.py; the cycle model's
         STORE reads it)."""
-        return POSTPROCESS_LATENCY - len(self.postprocess_unregistered)
+        registered = [s for s in POSTPROCESS_STAGES if s not in self.postprocess_unregistered]
+        if not self.postprocess_serial:
+            return len(registered)
+        # The serial shift takes the place of the locate, exponent and align stages: a register the element is
+        # loaded into, then a cycle per bit of the window.
+        return len([s for s in registered if s not in POSTPROCESS_SERIAL_STAGES]) + 1 + self.postprocess_serial_steps
+
+    @property
+    def postprocess_serial_steps(self) -> int:
+        """Shifts a ``postprocess_serial`` lane makes room for: the width of the window it shifts (the signed product
+        ``(acc + bias) * M`` of ``acc_bits + 33`` bits, a guard bit below it, less what the accumulator's exponent
+        shifts left: more shifts change nothing); 0 without it."""
+        return self.acc_bits + 34 + self.acc_exponent if self.postprocess_serial else 0
+
+    @property
+    def postprocess_interval(self) -> int:
+        """Cycles between elements into a post-processing lane: 1, or ``postprocess_serial_steps + 1`` with
+        ``postprocess_serial`` (hw/postprocess.py; the store engine's issue and the cycle model's STORE read it)."""
+        return self.postprocess_serial_steps + 1 if self.postprocess_serial else 1
 
     @property
     def retire_queue_depth(self) -> int:

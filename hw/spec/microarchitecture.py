@@ -9,6 +9,16 @@ a failing comparison of RTL and emulator cycle counts instead of a silent drift.
 #: saturate, clamp, lookup): each at most one carry chain, DSP, multiplexer tree or block RAM read deep. The lookup
 #: stage (the activation table) is there whether or not a SETPP asks for the table, so the latency is constant.
 POSTPROCESS_LATENCY = 12
+#: The post-processing pipeline's stages, in order (hw/postprocess.py).
+POSTPROCESS_STAGES = ("input", "offset", "magnitude", "multiply", "sum", "locate", "exponent", "align", "round",
+                      "saturate", "clamp", "lookup")
+assert len(POSTPROCESS_STAGES) == POSTPROCESS_LATENCY
+#: Stages a ``postprocess_serial`` lane replaces by its serial shift (a register the element is loaded into, then a
+#: cycle per bit: ``AcceleratorConfig.postprocess_serial_steps``).
+POSTPROCESS_SERIAL_STAGES = ("locate", "exponent", "align")
+#: Output lines the store engine's FIFO holds behind ``postprocess_serial`` lanes: a line comes out every
+#: ``postprocess_interval`` cycles at most, far slower than its beats leave, so two never throttle the reads.
+SERIAL_LINE_FIFO_DEPTH = 2
 #: Stages whose registers a ``postprocess_merged`` build leaves out (each then shares a cycle with the next: multiply
 #: with sum, locate with exponent, align with round), for a slow clock: the lane alone on the UP5K keeps 31.8 MHz
 #: (offset with magnitude, or saturate with clamp, too would bring it under 30).

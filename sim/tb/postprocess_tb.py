@@ -2,7 +2,9 @@
 
 The stimulus file holds one vector per element (acc, nonfinite, bias, multiplier, shift, multiplier_neg,
 shift_neg, negative_param, zero_point, clamp_lo, clamp_hi, lut; wide integers as decimal strings) and, optionally,
-the activation table's LUT lines, written through ``lut_write`` before the first vector. Each cycle ``en`` is low
+the activation table's LUT lines, written through ``lut_write`` before the first vector, and optionally the
+``interval`` in ``en`` cycles between vectors (a serial unit's, whose vector then stays on the inputs until the
+next). Each cycle ``en`` is low
 with probability ``stall``, and while it is low the inputs carry another vector with ``i_valid`` high, which the
 unit must ignore; with ``en`` high, a bubble (``i_valid`` low, junk data) comes with probability ``bubble``. The
 monitor records every output code with the number of ``en`` cycles it took; checking is left to pytest and the
@@ -30,6 +32,11 @@ async def stream_vectors(dut):
     vectors = list(zip(*columns))
     n = len(vectors)
     stall, bubble = float(stimulus["stall"]), float(stimulus["bubble"])
+    # A serial unit (postprocess_serial) takes a vector every ``interval`` en cycles at most.
+    interval = int(stimulus["interval"]) if "interval" in stimulus.files else 1
+    # Its M and S are held on the ports (the store engine holds a column's): between vectors, the last one stays.
+    hold = interval > 1
+    held = vectors[0]
     rng = random.Random(int(stimulus["seed"]))
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
@@ -53,8 +60,11 @@ async def stream_vectors(dut):
     flush = 0
     while len(codes) < n and flush < 100 + 10 * n:
         go = rng.random() >= stall
-        feed = go and sent < n and rng.random() >= bubble
-        vector = vectors[sent] if feed else vectors[rng.randrange(n)]
+        ready = not accepted or en_cycles + 1 - accepted[-1] >= interval
+        feed = go and sent < n and ready and rng.random() >= bubble
+        vector = vectors[sent] if feed else held if hold else vectors[rng.randrange(n)]
+        if feed:
+            held = vector
         for h, v in zip(handles, vector):
             h.value = v
         en.value = int(go)

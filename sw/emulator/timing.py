@@ -122,11 +122,14 @@ class Timing:
         bursts = bursts_of_rows(f["dram_addr"], f["y_size"], f["dram_stride"], beats, self.bus_bytes)
         # negative_param: the second PARAM line is read in a cycle of its own before the first accumulator line.
         writes = f["y_size"] * beats + bursts
-        if self.config.postprocess_lanes < self.config.cols:
-            # Each lane takes its columns in turn: a line every ``postprocess_lane_columns`` cycles, unless the
-            # writes are slower.
-            writes = max(writes, f["y_size"] * f["x_size"] * self.config.postprocess_lane_columns + 1)
-        return 6 + f["negative_param"] + writes + self.memory_latency + self.config.postprocess_latency
+        c = self.config
+        spacing = c.postprocess_lane_columns * c.postprocess_interval
+        if spacing > 1:
+            # Each lane takes its columns in turn, one every ``postprocess_interval`` cycles: a line every
+            # ``spacing`` cycles, unless the writes are slower; the last line's last column enters its lane
+            # ``postprocess_lane_columns - 1`` intervals after the line's read.
+            writes = max(writes, f["y_size"] * f["x_size"] * spacing - c.postprocess_interval + 2)
+        return 6 + f["negative_param"] + writes + self.memory_latency + c.postprocess_latency
 
     def alu(self, f: dict) -> int:
         plan = alu_plan(f)              # dependent elements close together wait

@@ -25,6 +25,9 @@ def test_board_configurations():
     assert (ice.slow_clock, ice.table_bram, ice.narrow_line_fifo, ice.retire_queue_depth) == (True, True, True, 2)
     assert (ulx3s.slow_clock, ulx3s.table_bram, ulx3s.narrow_line_fifo, ulx3s.retire_queue_depth) == (False, False,
                                                                                                        False, 4)
+    # The serial lane on integer outputs only: a minifloat output keeps the barrel shifter.
+    assert ice.postprocess_serial and not ulx3s.postprocess_serial
+    assert not board_config(BOARDS["icebreaker"], acts="minifloat6").postprocess_serial
 
 
 @pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),

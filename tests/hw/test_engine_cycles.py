@@ -228,6 +228,40 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
             assert counted == [0] * len(BUSY_AND_STALL)
 
 
+@pytest.mark.parametrize("cols", [1, 2])
+def test_serial_lane_stores_are_cycle_exact(cols, tmp_path):
+    """postprocess_serial on the iCEBreaker's small-part choices (1x1: a lane per column; 2x2: one lane taking the
+    two columns in turn, each postprocess_interval cycles after the last): single STOREs (one line, rows,
+    negative_param, a 4 KiB crossing) cycle for cycle, and random programs byte for byte, within 2 %."""
+    from hw.spec.config import AcceleratorConfig
+    from hw.spec.layout import output_line_bytes
+    from sw.compiler.program import ProgramBuilder
+
+    config = AcceleratorConfig(rows=cols, cols=cols, decode_shared=True, decode_serial=True,
+                               postprocess_shared=cols > 1, postprocess_held=True, postprocess_merged=True,
+                               load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
+                               perf_counters=False, postprocess_serial=True, **{**SMALL_PART, "command_queue_depth": 0})
+    assert config.postprocess_interval > 40
+    line = output_line_bytes(config)
+
+    def store(y, x, s, at, n):
+        b = ProgramBuilder(config, max_instructions=8)
+        data = b.region("data", bytes(8192))
+        b.emit("STORE", acc_addr=1, y_size=y, x_size=x, acc_stride=x, dram_stride=s * line, dram_addr=data.addr + at,
+               negative_param=n)
+        return b.build(f"store y{y} x{x} s{s} at{at} n{n}")
+
+    programs = [store(*f) for f in ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1), (4, 3, 3, 0, 0),
+                                    (2, 4, 4, 4096 - 2 * line, 0))]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
+    rng = np.random.default_rng(43 + cols)
+    pairs = check_programs(config, [random_program(config, rng) for _ in range(16)], tmp_path / "random",
+                           Traffic(latency=4))
+    assert len(pairs) >= 10
+    assert_within_two_percent(pairs)
+
+
 def test_a_small_part_fetch_past_dram_size_is_dram_range(tmp_path):
     """The serial decoder's build checks a fetch by the high bits of its address (hw/engine.py): a program that runs
     off the end of dram_size (no FINISH) stops with DRAM_RANGE at the emulator's pc, for a size on a word boundary

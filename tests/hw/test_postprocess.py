@@ -23,7 +23,7 @@ from amaranth.hdl import Fragment, signed, unsigned
 
 import hw.postprocess
 from hw.postprocess import PostProcessor
-from hw.spec.config import AcceleratorConfig
+from hw.spec.config import AcceleratorConfig, ConfigError
 from hw.spec.layout import lut_lines
 from hw.spec.formats import IntFormat, product_of
 from sim import runner
@@ -341,7 +341,8 @@ def run_vectors(config: AcceleratorConfig, v: Vectors, work_dir: Path, *, seed: 
         extra["table"] = np.array([str(sum(int(code) << (i * bits) for i, code in enumerate(line)))
                                    for line in lut_lines(v.table, config)])
     np.savez(work_dir / "stimulus.npz", **{p: np.array([str(x) for x in v.port(p)]) for p in ports},
-             stall=STALL, bubble=BUBBLE, seed=seed, drain=dut.latency + 4, **extra)
+             stall=STALL, bubble=BUBBLE, seed=seed, drain=dut.latency + 4, interval=config.postprocess_interval,
+             **extra)
     design = runner.build(dut, f"postprocess-{config.act_format}-{config.weight_format}-{config.acc_bits}",
                           waves=waves)
     runner.run(design, "sim.tb.postprocess_tb", work_dir, env={
@@ -404,6 +405,32 @@ def test_slow_clock_stages_match_golden_model(acts, tmp_path):
     assert config.postprocess_latency == 4 and PostProcessor(config).latency == 4
     seed = sum(map(ord, acts)) + 11
     check_vectors(config, VectorSource(config, random.Random(seed)).draw(VECTORS // 4), tmp_path, seed=seed)
+
+
+@pytest.mark.parametrize("slow, shared", [(False, False), (True, False), (True, True)],
+                         ids=["registered", "slow_clock", "shared"])
+def test_serial_shift_matches_golden_model(slow, shared, tmp_path):
+    """A ``postprocess_serial`` lane (signed, the right shift one bit a cycle) under random stalls and bubbles, an
+    element every ``postprocess_interval`` en cycles: the golden model's codes, each exactly
+    ``config.postprocess_latency`` advances late; alone and in the iCEBreaker's 4-stage lane, taking M and S from
+    the ports after its magnitude stage (a lane of its own column) or from its registers (``shared``)."""
+    from dataclasses import replace
+
+    config = replace(make_config("int4", "int4"), postprocess_serial=True, postprocess_merged=slow, slow_clock=slow,
+                     postprocess_shared=shared)
+    assert config.postprocess_serial_steps == config.acc_bits + 34
+    assert config.postprocess_interval == config.postprocess_serial_steps + 1
+    assert PostProcessor(config).latency == (10 if not slow else 4) + config.postprocess_serial_steps
+    seed = 23 + slow + 2 * shared
+    source = VectorSource(config, random.Random(seed))
+    check_vectors(config, source.draw(VECTORS // 8), tmp_path, seed=seed)
+
+
+def test_serial_shift_needs_an_integer_format():
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="postprocess_serial needs one integer activation format"):
+        replace(make_config("minifloat6", "minifloat6"), postprocess_serial=True)
 
 
 # --- the component's surface ----------------------------------------------------------------------------
