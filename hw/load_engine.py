@@ -7,7 +7,7 @@ from amaranth.lib.wiring import In, Out
 from .axi import axi4_read_signature
 from .buffer_ports import write_port
 from .decoder import layout_of
-from .dma import BurstAddressGenerator
+from .dma import BurstAddressGenerator, held_address
 from .pipeline import times
 from .sequencer import Sequencer, engine_control_signature
 from .spec.config import AcceleratorConfig
@@ -76,10 +76,12 @@ class LoadEngine(wiring.Component):
                 with m.Case(b):
                     m.d.comb += row_beats.eq(times(load.x_size, beats_of[b]))
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=(1 << len(load.y_size)) - 1,
-                                                                   max_beats=max_beats)
+                                                                   max_beats=max_beats, addr_bits=c.dram_addr_bits)
         m.d.comb += [
-            addresses.base.eq(load.dram_addr), addresses.rows.eq(load.y_size),
-            addresses.stride.eq(load.dram_stride), addresses.beats.eq(row_beats),
+            addresses.base.eq(held_address(m, seq.start, incoming.dram_addr, load.dram_addr, c.dram_addr_bits)),
+            addresses.rows.eq(load.y_size),
+            addresses.stride.eq(held_address(m, seq.start, incoming.dram_stride, load.dram_stride, c.dram_addr_bits)),
+            addresses.beats.eq(row_beats),
             addresses.lengths.ready.eq(1),
         ]
         if c.load_direct_write:     # a slow small part: the generator's addresses straight onto the bus

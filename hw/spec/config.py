@@ -25,7 +25,8 @@ DATAFLOWS = ("weight_stationary",)
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
-          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False}
+          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
+          "dram_addr_bits": 32}
 
 
 class ConfigError(ValueError):
@@ -158,6 +159,12 @@ class AcceleratorConfig:
     #: beats, whose other bits are zeros: a small engine on a wide bus (2x2 int4, 8 of 64 bits) saves block RAMs
     #: (3 of the iCEBreaker's 30). Same bytes, same cycles.
     narrow_line_fifo: bool = False
+    #: Byte-address bits of the external memory, when the build knows it is small (a board's 128 KiB: 17): LOAD's
+    #: and STORE's burst addresses are then counted in that many bits (narrower adders and registers). An address at
+    #: or beyond ``2**dram_addr_bits`` (only a ``dram_size`` larger than the memory lets one through the decoder)
+    #: still reaches the bus at or beyond the memory's end, never wrapped into it: the memory answers it with an
+    #: error. 32: the whole AXI address space. Same bursts, same cycles.
+    dram_addr_bits: int = 32
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -188,6 +195,7 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 8, 1024)
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
+        _check_int("dram_addr_bits", self.dram_addr_bits, 13, 32)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
                      "narrow_line_fifo"):
