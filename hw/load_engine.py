@@ -112,7 +112,10 @@ class LoadEngine(wiring.Component):
         for buffer, port in ports.items():
             write_en = Signal(name=f"write_{buffer.name.lower()}")
             domain += write_en.eq(write & (load.buffer == buffer))
-            m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
+            if c.load_direct_write:     # each buffer's own line (below)
+                m.d.comb += [port.addr.eq(write_addr), port.en.eq(write_en)]
+            else:
+                m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
 
         row = Signal.like(height)
         col = Signal.like(width)
@@ -126,8 +129,9 @@ class LoadEngine(wiring.Component):
         # The line as it would be written now: the padding value, or the assembled beats with the arriving one in its
         # place. write_data takes it every cycle (only a write's is used), chosen by the state alone: the bus's valid
         # and the beat count choose the write enables, not a multiplexer across the line.
-        full = Signal(line_width)
-        m.d.comb += [full.eq(assembled), full.word_select(beat, c.dma_bits).eq(self.axi.r.data)]
+        if not c.load_direct_write:
+            full = Signal(line_width)
+            m.d.comb += [full.eq(assembled), full.word_select(beat, c.dma_bits).eq(self.axi.r.data)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(seq.start):
@@ -175,7 +179,15 @@ class LoadEngine(wiring.Component):
                 with m.If((row == load.y_size) & ~addresses.busy):
                     m.d.comb += seq_done.eq(1)
                     m.next = "IDLE"
-        domain += write_data.eq(Mux(fsm.ongoing("PAD"), pad_line, full))
+        if c.load_direct_write:
+            # Each buffer its own line, no multiplexer across lines: a line of n beats is written as its last beat
+            # arrives, so it is the n - 1 assembled beats and the arriving one; padding lines are ACT lines (the
+            # decoder refuses any other).
+            for buffer, port in ports.items():
+                line = Cat(assembled[:(beats_of[buffer] - 1) * c.dma_bits], self.axi.r.data)
+                m.d.comb += port.data.eq(Mux(fsm.ongoing("PAD"), pad_line, line) if buffer == Buffer.ACT else line)
+        else:
+            domain += write_data.eq(Mux(fsm.ongoing("PAD"), pad_line, full))
         return m
 
     @staticmethod

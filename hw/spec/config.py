@@ -140,7 +140,8 @@ class AcceleratorConfig:
     #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
     #: so no cycle changes. The line's last beat then goes from the bus into the line unregistered (a bus word of
     #: flip-flops less), and the read addresses go onto the bus without the skid register (no cycle changes
-    #: either: an address waits in the generator instead).
+    #: either: an address waits in the generator instead). Each buffer's port then takes its own line (its
+    #: assembled beats and the arriving one), not one line multiplexed for all.
     load_direct_write: bool = False
     #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
     #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``
