@@ -16,6 +16,11 @@ from .spec.layout import line_bits, line_bytes
 
 __all__ = ["LoadEngine"]
 
+# _walk_padding's regions: rows above the data, beside it, below it, and past the block (the walk is over); lines
+# left of the data, the data's columns, right of it.
+_TOP, _MIDDLE, _BOTTOM, _BELOW = range(4)
+_LEFT, _RIGHT = 0, 2
+
 
 class LoadEngine(wiring.Component):
     """Padding lines first (one per cycle), then the data: read addresses run ahead (bursts of up to 256 beats
@@ -54,19 +59,23 @@ class LoadEngine(wiring.Component):
                 with m.Case(b):
                     m.d.comb += line_beats.eq(beats_of[b])
 
-        # The padded block's shape, registered as the instruction starts (so the walk below compares registers).
+        # The padded block's shape, registered as the instruction starts (so the walk below compares registers). A
+        # load_direct_write build's walk (_walk_padding) needs none of it: it counts each region against its field.
         incoming = data.View(layout_of(KINDS[Opcode.LOAD]), self.control.cmd.payload)
-        width = Signal.like(incoming.pad_left + incoming.x_size + incoming.pad_right, name="width")
-        height = Signal.like(incoming.pad_top + incoming.y_size + incoming.pad_bottom, name="height")
-        data_bottom = Signal.like(incoming.pad_top + incoming.y_size, name="data_bottom")    # first row below
-        data_right = Signal.like(incoming.pad_left + incoming.x_size, name="data_right")    # first column right
-        row_gap = Signal.like(incoming.pad_left + incoming.pad_right + 1, name="row_gap")    # last line to next row
-        with m.If(seq.start):
-            m.d.sync += [width.eq(incoming.pad_left + incoming.x_size + incoming.pad_right),
-                         height.eq(incoming.pad_top + incoming.y_size + incoming.pad_bottom),
-                         data_bottom.eq(incoming.pad_top + incoming.y_size),
-                         data_right.eq(incoming.pad_left + incoming.x_size),
-                         row_gap.eq(incoming.pad_left + incoming.pad_right + 1)]
+        if c.load_direct_write:
+            row_gap = load.pad_left + load.pad_right + 1                                    # last line to next row
+        else:
+            width = Signal.like(incoming.pad_left + incoming.x_size + incoming.pad_right, name="width")
+            height = Signal.like(incoming.pad_top + incoming.y_size + incoming.pad_bottom, name="height")
+            data_bottom = Signal.like(incoming.pad_top + incoming.y_size, name="data_bottom")    # first row below
+            data_right = Signal.like(incoming.pad_left + incoming.x_size, name="data_right")    # first column right
+            row_gap = Signal.like(incoming.pad_left + incoming.pad_right + 1, name="row_gap")    # last line to next row
+            with m.If(seq.start):
+                m.d.sync += [width.eq(incoming.pad_left + incoming.x_size + incoming.pad_right),
+                             height.eq(incoming.pad_top + incoming.y_size + incoming.pad_bottom),
+                             data_bottom.eq(incoming.pad_top + incoming.y_size),
+                             data_right.eq(incoming.pad_left + incoming.x_size),
+                             row_gap.eq(incoming.pad_left + incoming.pad_right + 1)]
 
         # x_size * the line's beats: a constant per buffer, so shifts and additions.
         max_beats = ((1 << len(load.x_size)) - 1) * max(beats_of.values())
@@ -117,8 +126,10 @@ class LoadEngine(wiring.Component):
             else:
                 m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
 
-        row = Signal.like(height)
-        col = Signal.like(width)
+        row = Signal.like(load.y_size, name="row") if c.load_direct_write else Signal.like(height)
+        col = Signal.like(load.x_size, name="col") if c.load_direct_write else Signal.like(width)
+        if c.load_direct_write:                             # _walk_padding's regions
+            row_region, col_region = Signal(2, name="row_region"), Signal(2, name="col_region")
         beat = Signal.like(line_beats)
         # With load_direct_write only the beats of a line before its last are kept: the last goes straight from the
         # bus into the written line (the longest line's last word needs no register).
@@ -137,28 +148,42 @@ class LoadEngine(wiring.Component):
                 with m.If(seq.start):
                     m.d.sync += [row.eq(0), col.eq(0), self.bus_error.eq(0), pad_dest.eq(incoming.sram_addr),
                                  data_dest.eq(incoming.sram_addr)]
+                    if c.load_direct_write:
+                        m.d.sync += [row_region.eq(Mux(incoming.pad_top != 0, _TOP, _MIDDLE)),
+                                     col_region.eq(Mux(incoming.pad_left != 0, _LEFT, _MIDDLE))]
                     m.next = "PAD"
             with m.State("PAD"):
                 padded = (load.pad_top | load.pad_bottom | load.pad_left | load.pad_right) != 0
-                in_data = ((row >= load.pad_top) & (row < data_bottom) & (col >= load.pad_left) & (col < data_right))
-                with m.If(~padded | (row == height)):
+                if c.load_direct_write:
+                    finished = row_region == _BELOW
+                else:
+                    in_data = ((row >= load.pad_top) & (row < data_bottom) & (col >= load.pad_left)
+                               & (col < data_right))
+                    finished = row == height
+                with m.If(~padded | finished):
                     m.d.comb += addresses.start.eq(1)
                     m.d.sync += [row.eq(0), col.eq(0), beat.eq(0)]
                     m.next = "DATA"
-                with m.Elif(in_data):
-                    # Skip the data part of the row: its lines come from memory. The first one is where data starts.
-                    with m.If(row == load.pad_top):
-                        m.d.sync += data_dest.eq(pad_dest)
-                    m.d.sync += [col.eq(data_right), pad_dest.eq(pad_dest + load.x_size)]
-                    with m.If(data_right == width):
-                        m.d.sync += [col.eq(0), row.eq(row + 1)]
-                with m.Else():
-                    m.d.comb += [write.eq(1), dest.eq(pad_dest)]
-                    m.d.sync += pad_dest.eq(pad_dest + 1)
-                    with m.If(col + 1 == width):
-                        m.d.sync += [col.eq(0), row.eq(row + 1)]
+                if c.load_direct_write:
                     with m.Else():
-                        m.d.sync += col.eq(col + 1)
+                        self._walk_padding(m, load, row, col, row_region, col_region, pad_dest, data_dest, write,
+                                           dest)
+                else:
+                    with m.Elif(in_data):
+                        # Skip the data part of the row: its lines come from memory. The first one is where data
+                        # starts.
+                        with m.If(row == load.pad_top):
+                            m.d.sync += data_dest.eq(pad_dest)
+                        m.d.sync += [col.eq(data_right), pad_dest.eq(pad_dest + load.x_size)]
+                        with m.If(data_right == width):
+                            m.d.sync += [col.eq(0), row.eq(row + 1)]
+                    with m.Else():
+                        m.d.comb += [write.eq(1), dest.eq(pad_dest)]
+                        m.d.sync += pad_dest.eq(pad_dest + 1)
+                        with m.If(col + 1 == width):
+                            m.d.sync += [col.eq(0), row.eq(row + 1)]
+                        with m.Else():
+                            m.d.sync += col.eq(col + 1)
             with m.State("DATA"):
                 m.d.comb += self.axi.r.ready.eq(1)
                 with m.If(self.axi.r.valid):
@@ -189,6 +214,46 @@ class LoadEngine(wiring.Component):
         else:
             domain += write_data.eq(Mux(fsm.ongoing("PAD"), pad_line, full))
         return m
+
+    @staticmethod
+    def _walk_padding(m: Module, load, row, col, row_region, col_region, pad_dest, data_dest, write, dest) -> None:
+        """One cycle of the padding walk of a load_direct_write build (a small part's): the same lines in the same
+        cycles as the walk that compares the position with the block's registered bounds, but each region of rows
+        (above, beside, below the data) and of lines (left, data, right) is counted from 0 to its own field, so the
+        walk tests equalities with the instruction's fields: no sums, no magnitude comparisons. A row beside the
+        data skips its data part in one cycle (where data starts, the first time); any other line is a padding
+        line, written."""
+        def next_row():
+            m.d.sync += [col.eq(0), col_region.eq(Mux(load.pad_left != 0, _LEFT, _MIDDLE))]
+            rows = Mux(row_region == _TOP, load.pad_top, Mux(row_region == _MIDDLE, load.y_size, load.pad_bottom))
+            with m.If(row + 1 == rows):
+                m.d.sync += [row.eq(0), row_region.eq(Mux(row_region == _TOP, _MIDDLE,
+                                                          Mux((row_region == _MIDDLE) & (load.pad_bottom != 0),
+                                                              _BOTTOM, _BELOW)))]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+
+        with m.If((row_region == _MIDDLE) & (col_region == _MIDDLE)):
+            with m.If(row == 0):
+                m.d.sync += data_dest.eq(pad_dest)
+            m.d.sync += pad_dest.eq(pad_dest + load.x_size)
+            with m.If(load.pad_right != 0):
+                m.d.sync += col_region.eq(_RIGHT)
+            with m.Else():
+                next_row()
+        with m.Else():
+            m.d.comb += [write.eq(1), dest.eq(pad_dest)]
+            m.d.sync += pad_dest.eq(pad_dest + 1)
+            lines = Mux(col_region == _LEFT, load.pad_left, Mux(col_region == _MIDDLE, load.x_size, load.pad_right))
+            with m.If(col + 1 == lines):
+                with m.If(col_region == _LEFT):
+                    m.d.sync += [col.eq(0), col_region.eq(_MIDDLE)]
+                with m.Elif((col_region == _MIDDLE) & (load.pad_right != 0)):
+                    m.d.sync += [col.eq(0), col_region.eq(_RIGHT)]
+                with m.Else():
+                    next_row()
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
 
     @staticmethod
     def _address_skid(m: Module, source, ar) -> None:
