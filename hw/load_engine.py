@@ -14,12 +14,23 @@ from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
 from .spec.layout import line_bits, line_bytes
 
-__all__ = ["LoadEngine"]
+__all__ = ["LoadEngine", "beat_granularity"]
 
 # _walk_padding's regions: rows above the data, beside it, below it, and past the block (the walk is over); lines
 # left of the data, the data's columns, right of it.
 _TOP, _MIDDLE, _BOTTOM, _BELOW = range(4)
 _LEFT, _RIGHT = 0, 2
+
+
+def beat_granularity(buffer: Buffer, config: AcceleratorConfig) -> int | None:
+    """Bits of ``buffer``'s line one enable of its write port writes, or None (the whole line). A load_direct_write
+    build writes a line of several bus beats (whole words of the line) beat by beat as they arrive, so no beat is
+    kept in flip-flops; not the activation table (the store engine's copies, not a buffer memory)."""
+    beats = line_bytes(buffer, config) * 8 // config.dma_bits
+    if (config.load_direct_write and buffer is not Buffer.LUT and beats > 1
+            and line_bits(buffer, config) % config.dma_bits == 0):
+        return config.dma_bits
+    return None
 
 
 class LoadEngine(wiring.Component):
@@ -32,7 +43,7 @@ class LoadEngine(wiring.Component):
         self._config = c = config
 
         def port(buffer, depth):
-            return write_port(depth, unsigned(line_bits(buffer, c)))
+            return write_port(depth, unsigned(line_bits(buffer, c)), beat_granularity(buffer, c))
 
         super().__init__({
             "control": In(engine_control_signature()),
@@ -122,7 +133,8 @@ class LoadEngine(wiring.Component):
             write_en = Signal(name=f"write_{buffer.name.lower()}")
             domain += write_en.eq(write & (load.buffer == buffer))
             if c.load_direct_write:     # each buffer's own line (below)
-                m.d.comb += [port.addr.eq(write_addr), port.en.eq(write_en)]
+                if not beat_granularity(buffer, c):
+                    m.d.comb += [port.addr.eq(write_addr), port.en.eq(write_en)]
             else:
                 m.d.comb += [port.addr.eq(write_addr), port.data.eq(write_data), port.en.eq(write_en)]
 
@@ -133,7 +145,11 @@ class LoadEngine(wiring.Component):
         beat = Signal.like(line_beats)
         # With load_direct_write only the beats of a line before its last are kept: the last goes straight from the
         # bus into the written line (the longest line's last word needs no register).
-        assembled = Signal(line_width - c.dma_bits if c.load_direct_write else line_width)
+        if c.load_direct_write:     # a line written beat by beat needs none of its beats kept
+            assembled = Signal(max([(beats_of[b] - 1) * c.dma_bits for b in ports if not beat_granularity(b, c)]
+                                   + [0]), name="assembled")
+        else:
+            assembled = Signal(line_width)
         seq_done = Signal()
         m.d.comb += seq.done.eq(seq_done)
 
@@ -190,7 +206,8 @@ class LoadEngine(wiring.Component):
                     with m.If(self.axi.r.resp != 0):
                         m.d.sync += self.bus_error.eq(1)
                     # Only the arriving beat's word is written: its enable fans out to one word, not the line.
-                    m.d.sync += assembled.word_select(beat, c.dma_bits).eq(self.axi.r.data)
+                    if len(assembled):
+                        m.d.sync += assembled.word_select(beat, c.dma_bits).eq(self.axi.r.data)
                     with m.If(beat + 1 == line_beats):
                         m.d.sync += beat.eq(0)
                         m.d.comb += [write.eq(1), dest.eq(data_dest)]
@@ -208,7 +225,15 @@ class LoadEngine(wiring.Component):
             # Each buffer its own line, no multiplexer across lines: a line of n beats is written as its last beat
             # arrives, so it is the n - 1 assembled beats and the arriving one; padding lines are ACT lines (the
             # decoder refuses any other).
+            arriving = fsm.ongoing("DATA") & self.axi.r.valid
             for buffer, port in ports.items():
+                granularity = beat_granularity(buffer, c)
+                if granularity:     # each beat into its word of the line as it arrives (never a padding line)
+                    words = len(port.data) // granularity
+                    m.d.comb += [port.addr.eq(data_dest), port.data.eq(Cat(self.axi.r.data for _ in range(words))),
+                                 port.en.eq(Cat(arriving & (load.buffer == buffer) & (beat == i)
+                                                for i in range(words)))]
+                    continue
                 line = Cat(assembled[:(beats_of[buffer] - 1) * c.dma_bits], self.axi.r.data)
                 m.d.comb += port.data.eq(Mux(fsm.ongoing("PAD"), pad_line, line) if buffer == Buffer.ACT else line)
         else:

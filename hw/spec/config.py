@@ -143,7 +143,8 @@ class AcceleratorConfig:
     #: either: an address waits in the generator instead). Each buffer's port then takes its own line (its
     #: assembled beats and the arriving one), not one line multiplexed for all, and the padding walk counts each
     #: region of rows and lines against its own field (equalities) instead of comparing the position with the
-    #: block's bounds, sums registered as the LOAD starts: the same lines in the same cycles.
+    #: block's bounds, sums registered as the LOAD starts: the same lines in the same cycles. A line of several
+    #: beats (PARAM's) goes into its buffer beat by beat as they arrive (a write enable per beat), none kept.
     load_direct_write: bool = False
     #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
     #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``
