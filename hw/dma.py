@@ -106,8 +106,9 @@ class BurstAddressGenerator(wiring.Component):
     def _elaborate_narrow(self) -> Module:
         """The generator for a small memory of ``2**addr_bits`` bytes: the same bursts in the same cycles, its
         addresses counted in beats of ``addr_bits`` bits through one adder (a row's next start and a burst's next
-        address are never needed in the same cycle), the beats to the 4 KiB boundary taken from the address's low
-        bits. An address at or beyond ``2**addr_bits`` (a ``base`` or ``stride`` with higher bits set, or a sum that
+        address are never needed in the same cycle: a burst that is not a row's last moves the cursor to its page's
+        end or by 256 beats), the burst's length less one and the beats left taken from bits of the address's offset
+        in its page and of its sum with the row's remaining beats. An address at or beyond ``2**addr_bits`` (a ``base`` or ``stride`` with higher bits set, or a sum that
         carries out) sets the sticky bit ``addr_bits`` of the addresses from then on, so the memory's range check
         still answers it with an error: nothing wraps into the memory."""
         m = Module()
@@ -123,24 +124,32 @@ class BurstAddressGenerator(wiring.Component):
         def narrow(value):                                  # a byte address in beats, with its beyond bit
             return Cat(value[shift:self._addr_bits], value[self._addr_bits:].any())
 
-        to_4k = Signal(range(page_beats + 1))               # beats from the cursor to its 4 KiB boundary
-        m.d.comb += to_4k.eq(page_beats - cursor[:page])
-        # The burst ends at the row's end, else at the boundary, else after MAX_BURST_BEATS (ties: the same length).
-        row_end = (remaining <= to_4k) & (remaining <= MAX_BURST_BEATS)
-        at_boundary = cursor[:page] >= page_beats - MAX_BURST_BEATS
-        count = Signal(range(MAX_BURST_BEATS + 1))
-        m.d.comb += count.eq(Mux(row_end, remaining, Mux(at_boundary, to_4k, MAX_BURST_BEATS)))
+        # The burst ends at the row's end, else at the boundary, else after MAX_BURST_BEATS (ties: the same length):
+        # the row ends in this page when its remaining beats reach no further than the page's end.
+        offset = cursor[:page]                              # beats from the page's start to the cursor
+        reach = Signal(len(self.beats) + 1)
+        m.d.comb += reach.eq(remaining + offset)
+        row_end = (reach <= page_beats) & (remaining <= MAX_BURST_BEATS)
+        at_boundary = offset >= page_beats - MAX_BURST_BEATS
+        # The length less one, from bits: beats to the boundary less one is the offset's complement.
+        length = Signal(range(MAX_BURST_BEATS))
+        m.d.comb += length.eq(Mux(row_end, remaining - 1, Mux(at_boundary, ~offset, MAX_BURST_BEATS - 1)))
 
-        # One adder: a row's end moves both to the next row (row_start + stride), else the cursor moves on.
+        # One adder: a row's end moves both to the next row (row_start + stride), else the cursor moves on to the
+        # page's end (the page's start plus a page) or by MAX_BURST_BEATS.
         stride = narrow(self.stride)
-        a = Mux(row_end, row_start, cursor)
-        b = Mux(row_end, stride, count)
+        a = Mux(row_end, row_start, Cat(Mux(at_boundary, 0, offset), cursor[page:]))
+        b = Mux(row_end, stride, Mux(at_boundary, page_beats, MAX_BURST_BEATS))
         total = Signal(width + 1)
         m.d.comb += total.eq(a[:width] + b[:width])
         step = Cat(total[:width], total[width] | a[width] | (row_end & stride[width]))
+        # The beats left after a burst that is not the row's last: the beats past the page's end, or 256 fewer.
+        most = MAX_BURST_BEATS.bit_length() - 1             # AXI's 256 beats: a power of two
+        rest = Mux(at_boundary, Cat(reach[:page], reach[page:] - 1), Cat(remaining[:most], remaining[most:] - 1))
+        count = length + 1
 
         m.d.comb += [
-            self.addr.addr.eq(cursor << shift), self.addr.len.eq(count - 1), self.addr.size.eq(shift),
+            self.addr.addr.eq(cursor << shift), self.addr.len.eq(length), self.addr.size.eq(shift),
             self.addr.burst.eq(BURST_INCR), self.lengths.payload.eq(count),
         ]
         issue = self.busy & self.addr.ready & self.lengths.ready
@@ -156,5 +165,5 @@ class BurstAddressGenerator(wiring.Component):
                     m.d.sync += self.busy.eq(0)
                 m.d.sync += [rows_left.eq(rows_left - 1), row_start.eq(step), remaining.eq(self.beats)]
             with m.Else():
-                m.d.sync += remaining.eq(remaining - count)
+                m.d.sync += remaining.eq(rest)
         return m
