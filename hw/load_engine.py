@@ -73,9 +73,7 @@ class LoadEngine(wiring.Component):
         # The padded block's shape, registered as the instruction starts (so the walk below compares registers). A
         # load_direct_write build's walk (_walk_padding) needs none of it: it counts each region against its field.
         incoming = data.View(layout_of(KINDS[Opcode.LOAD]), self.control.cmd.payload)
-        if c.load_direct_write:
-            row_gap = load.pad_left + load.pad_right + 1                                    # last line to next row
-        else:
+        if not c.load_direct_write:
             width = Signal.like(incoming.pad_left + incoming.x_size + incoming.pad_right, name="width")
             height = Signal.like(incoming.pad_top + incoming.y_size + incoming.pad_bottom, name="height")
             data_bottom = Signal.like(incoming.pad_top + incoming.y_size, name="data_bottom")    # first row below
@@ -211,10 +209,17 @@ class LoadEngine(wiring.Component):
                     with m.If(beat + 1 == line_beats):
                         m.d.sync += beat.eq(0)
                         m.d.comb += [write.eq(1), dest.eq(data_dest)]
-                        with m.If(col + 1 == load.x_size):
-                            m.d.sync += [col.eq(0), row.eq(row + 1), data_dest.eq(data_dest + row_gap)]
+                        row_done = col + 1 == load.x_size
+                        if c.load_direct_write:     # one adder for both moves
+                            m.d.sync += data_dest.eq(data_dest + 1 + Mux(row_done, load.pad_left + load.pad_right, 0))
+                        with m.If(row_done):
+                            m.d.sync += [col.eq(0), row.eq(row + 1)]
+                            if not c.load_direct_write:
+                                m.d.sync += data_dest.eq(data_dest + row_gap)
                         with m.Else():
-                            m.d.sync += [col.eq(col + 1), data_dest.eq(data_dest + 1)]
+                            m.d.sync += col.eq(col + 1)
+                            if not c.load_direct_write:
+                                m.d.sync += data_dest.eq(data_dest + 1)
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
                 # Every line is written once the last row is complete.
@@ -258,17 +263,17 @@ class LoadEngine(wiring.Component):
             with m.Else():
                 m.d.sync += row.eq(row + 1)
 
-        with m.If((row_region == _MIDDLE) & (col_region == _MIDDLE)):
+        data_line = (row_region == _MIDDLE) & (col_region == _MIDDLE)
+        m.d.sync += pad_dest.eq(pad_dest + Mux(data_line, load.x_size, 1))     # one adder for both moves
+        with m.If(data_line):
             with m.If(row == 0):
                 m.d.sync += data_dest.eq(pad_dest)
-            m.d.sync += pad_dest.eq(pad_dest + load.x_size)
             with m.If(load.pad_right != 0):
                 m.d.sync += col_region.eq(_RIGHT)
             with m.Else():
                 next_row()
         with m.Else():
             m.d.comb += [write.eq(1), dest.eq(pad_dest)]
-            m.d.sync += pad_dest.eq(pad_dest + 1)
             lines = Mux(col_region == _LEFT, load.pad_left, Mux(col_region == _MIDDLE, load.x_size, load.pad_right))
             with m.If(col + 1 == lines):
                 with m.If(col_region == _LEFT):
