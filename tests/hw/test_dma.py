@@ -131,6 +131,7 @@ def test_small_memory_random_shapes():
         assert cycles == list(range(len(got)))
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_small_memory_too_small():
     with pytest.raises(ValueError, match="addr_bits must be in 13..32"):
         BurstAddressGenerator(8, max_rows=3, max_beats=8, addr_bits=12)
