@@ -108,9 +108,10 @@ class BurstAddressGenerator(wiring.Component):
         addresses counted in beats of ``addr_bits`` bits through one adder (a row's next start and a burst's next
         address are never needed in the same cycle: a burst that is not a row's last moves the cursor to its page's
         end or by 256 beats), the burst's length less one and the beats left taken from bits of the address's offset
-        in its page and of its sum with the row's remaining beats. An address at or beyond ``2**addr_bits`` (a ``base`` or ``stride`` with higher bits set, or a sum that
-        carries out) sets the sticky bit ``addr_bits`` of the addresses from then on, so the memory's range check
-        still answers it with an error: nothing wraps into the memory."""
+        in its page and of its sum with the row's remaining beats. An address at or beyond ``2**addr_bits`` (a
+        ``base`` or ``stride`` with higher bits set, or a sum that carries out) sets the sticky bit ``addr_bits`` of
+        the addresses from then on, so the memory's range check still answers it with an error: nothing wraps into
+        the memory."""
         m = Module()
         shift = self._bus_bytes.bit_length() - 1
         width = self._addr_bits - shift                     # beat-address bits
