@@ -29,6 +29,6 @@ def read_port(depth: int, shape):
     return In(ReadPort.Signature(addr_width=address_bits(depth), shape=shape))
 
 
-def write_port(depth: int, shape):
-    """A signature member for writing a buffer."""
-    return In(WritePort.Signature(addr_width=address_bits(depth), shape=shape))
+def write_port(depth: int, shape, granularity: int | None = None):
+    """A signature member for writing a buffer (``granularity``: bits one enable writes, None: the whole line)."""
+    return In(WritePort.Signature(addr_width=address_bits(depth), shape=shape, granularity=granularity))

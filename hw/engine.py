@@ -18,7 +18,7 @@ from .axi import BURST_INCR, axi4_lite_signature, axi4_signature
 from .buffer_ports import NO_COLLISIONS
 from .compute_engine import ComputeEngine, acc_line_layout
 from .decoder import InstructionDecoder
-from .load_engine import LoadEngine
+from .load_engine import LoadEngine, beat_granularity
 from .spec.config import AcceleratorConfig
 from .spec.isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, Buffer, ErrorCode, Opcode
 from .spec.layout import line_bits
@@ -89,9 +89,9 @@ class InferenceEngine(wiring.Component):
         m.submodules.store = store = StoreEngine(c)
         engines = (load, compute, store)
 
-        wiring.connect(m, load.act, act_mem.write_port())
-        wiring.connect(m, load.weight, weight_mem.write_port())
-        wiring.connect(m, load.param, param_mem.write_port())
+        wiring.connect(m, load.act, act_mem.write_port(granularity=beat_granularity(Buffer.ACT, c)))
+        wiring.connect(m, load.weight, weight_mem.write_port(granularity=beat_granularity(Buffer.WEIGHT, c)))
+        wiring.connect(m, load.param, param_mem.write_port(granularity=beat_granularity(Buffer.PARAM, c)))
         wiring.connect(m, load.lut, store.lut)          # the activation table: a copy in every PPU lane
         wiring.connect(m, compute.act, act_mem.read_port())
         wiring.connect(m, compute.weight, weight_mem.read_port())

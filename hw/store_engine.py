@@ -10,7 +10,7 @@ from .axi import axi4_write_signature
 from .buffer_ports import address_bits, read_port
 from .compute_engine import acc_line_layout
 from .decoder import layout_of
-from .dma import BurstAddressGenerator, max_bursts
+from .dma import BurstAddressGenerator, held_address, max_bursts
 from .pipeline import times
 from .postprocess import PostProcessor, saturate_signed
 from .sequencer import Sequencer, engine_control_signature
@@ -117,14 +117,18 @@ class StoreEngine(wiring.Component):
 
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
-        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats)
+        m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats,
+                                                                   addr_bits=c.dram_addr_bits)
         # Burst lengths the address generator runs ahead by: behind serial lanes a line is out every
         # postprocess_interval cycles at best, so two bursts ahead keep the write channel as busy as sixteen.
         m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload),
                                                           depth=SERIAL_LINE_FIFO_DEPTH if c.postprocess_serial else 16)
         m.d.comb += [
-            addresses.base.eq(store.dram_addr), addresses.rows.eq(store.y_size),
-            addresses.stride.eq(store.dram_stride), addresses.beats.eq(times(store.x_size, out_beats)),
+            addresses.base.eq(held_address(m, seq.start, incoming_store.dram_addr, store.dram_addr, c.dram_addr_bits)),
+            addresses.rows.eq(store.y_size),
+            addresses.stride.eq(held_address(m, seq.start, incoming_store.dram_stride, store.dram_stride,
+                                             c.dram_addr_bits)),
+            addresses.beats.eq(times(store.x_size, out_beats)),
             self.axi.aw.valid.eq(addresses.addr.valid), self.axi.aw.addr.eq(addresses.addr.addr),
             self.axi.aw.len.eq(addresses.addr.len), self.axi.aw.size.eq(addresses.addr.size),
             self.axi.aw.burst.eq(addresses.addr.burst), addresses.addr.ready.eq(self.axi.aw.ready),

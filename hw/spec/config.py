@@ -27,7 +27,7 @@ _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CH
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
-          "postprocess_serial": False}
+          "postprocess_serial": False, "dram_addr_bits": 32}
 
 
 class ConfigError(ValueError):
@@ -141,7 +141,11 @@ class AcceleratorConfig:
     #: part's build saves the flip-flops. Lines land a cycle sooner; nothing reads them before the LOAD's tokens,
     #: so no cycle changes. The line's last beat then goes from the bus into the line unregistered (a bus word of
     #: flip-flops less), and the read addresses go onto the bus without the skid register (no cycle changes
-    #: either: an address waits in the generator instead).
+    #: either: an address waits in the generator instead). Each buffer's port then takes its own line (its
+    #: assembled beats and the arriving one), not one line multiplexed for all, and the padding walk counts each
+    #: region of rows and lines against its own field (equalities) instead of comparing the position with the
+    #: block's bounds, sums registered as the LOAD starts: the same lines in the same cycles. A line of several
+    #: beats (PARAM's) goes into its buffer beat by beat as they arrive (a write enable per beat), none kept.
     load_direct_write: bool = False
     #: A slow small part's clock (the iCEBreaker's 12 MHz): the registers that split paths for 100 MHz on an ECP5 cost
     #: the part cells it lacks, so they are left out: the post-processing lane's after ``POSTPROCESS_SLOW_STAGES``
@@ -167,6 +171,12 @@ class AcceleratorConfig:
     #: store engine around it is sized for that pace (FIFOs :data:`SERIAL_LINE_FIFO_DEPTH` deep, a lane of its own
     #: column reading its PARAM entries from the port: docs/architecture.md). Integer output formats only.
     postprocess_serial: bool = False
+    #: Byte-address bits of the external memory, when the build knows it is small (a board's 128 KiB: 17): LOAD's
+    #: and STORE's burst addresses are then counted in that many bits (narrower adders and registers). An address at
+    #: or beyond ``2**dram_addr_bits`` (only a ``dram_size`` larger than the memory lets one through the decoder)
+    #: still reaches the bus at or beyond the memory's end, never wrapped into it: the memory answers it with an
+    #: error. 32: the whole AXI address space. Same bursts, same cycles.
+    dram_addr_bits: int = 32
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -197,6 +207,7 @@ class AcceleratorConfig:
         _check_pow2("dma_bits", self.dma_bits, 32, 1024, " (the width of the engine's AXI4 data buses)")
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
+        _check_int("dram_addr_bits", self.dram_addr_bits, 13, 32)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
                      "narrow_line_fifo", "postprocess_serial"):

@@ -23,6 +23,8 @@ def test_board_configurations():
     assert "command_queue_depth" not in ulx3s.to_json()
     assert (ulx3s.decode_chains, ulx3s.perf_counters, ulx3s.decode_shared) == (2, True, False)
     assert (ice.slow_clock, ice.table_bram, ice.narrow_line_fifo, ice.retire_queue_depth) == (True, True, True, 2)
+    # The iCEBreaker's burst addresses in the bits of its memory: an address beyond it sets the bit above them.
+    assert (1 << ice.dram_addr_bits, ulx3s.dram_addr_bits) == (BOARDS["icebreaker"].memory_bytes, 32)
     assert (ulx3s.slow_clock, ulx3s.table_bram, ulx3s.narrow_line_fifo, ulx3s.retire_queue_depth) == (False, False,
                                                                                                        False, 4)
     # The serial lane on integer outputs only: a minifloat output keeps the barrel shifter.

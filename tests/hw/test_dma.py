@@ -2,9 +2,12 @@
 ``base + y * stride``, cut into INCR bursts of at most 256 beats that never cross a 4 KiB boundary, one burst a cycle
 while the bus takes them, in order, none lost or repeated under stalls."""
 
+import gc
 import random
+import warnings
 
 import pytest
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from hw.dma import BurstAddressGenerator
@@ -23,9 +26,10 @@ def reference_bursts(base: int, rows: int, stride: int, beats: int, bus_bytes: i
     return out
 
 
-def run(bus_bytes: int, base: int, rows: int, stride: int, beats: int, stall: float, seed: int):
+def run(bus_bytes: int, base: int, rows: int, stride: int, beats: int, stall: float, seed: int,
+        addr_bits: int = 32):
     """The generator's bursts and the cycles from start to the last one (ready held high: one a cycle)."""
-    dut = BurstAddressGenerator(bus_bytes, max_rows=63, max_beats=4095)
+    dut = BurstAddressGenerator(bus_bytes, max_rows=63, max_beats=4095, addr_bits=addr_bits)
     rng = random.Random(seed)
     got, cycles = [], []
 
@@ -89,3 +93,50 @@ def test_random_shapes():
         got, cycles = run(bus_bytes, base, rows, stride, beats, 0.0, seed=rows)
         assert got == reference_bursts(base, rows, stride, beats, bus_bytes), (bus_bytes, base, rows, stride, beats)
         assert cycles == list(range(len(got)))
+
+
+def beyond(bursts: list[tuple[int, int]], addr_bits: int) -> list[tuple[int, int]]:
+    """A memory of ``2**addr_bits`` bytes: an address at or beyond its end keeps its offset below ``addr_bits`` and
+    sets bit ``addr_bits`` (so the memory's range check refuses it) instead of wrapping into the memory."""
+    top = 1 << addr_bits
+    return [(a if a < top else top | a % top, n) for a, n in bursts]
+
+
+NARROW_CASES = [
+    # (addr bits, bus bytes, base, rows, stride, beats): inside a 128 KiB memory; rows cut at 256 beats and 4 KiB;
+    # the last rows, or the base, or the stride beyond the memory's end; a 64 KiB and an 8 KiB memory.
+    (17, 8, 0, 3, 64, 8), (17, 8, 0x1F000 - 8, 3, 4096 + 8, 700), (17, 8, 0x1E008, 4, 0x1000, 2046),
+    (17, 8, 0x1FFF8, 3, 8, 1), (17, 8, 0x20000, 2, 64, 3), (17, 8, 0x7FFF8, 2, 64, 3), (17, 8, 8, 3, 0x20000, 2),
+    (17, 8, 0x1FF00, 2, 0x100, 300), (16, 4, 0xF000, 4, 0x1004, 1100), (16, 16, 0xFFF0, 2, 16, 1),
+    (13, 32, 0x1FE0, 3, 0x20, 130), (17, 8, 0, 0, 64, 8), (17, 8, 0, 3, 64, 0),
+]
+
+
+@pytest.mark.parametrize("addr_bits,bus_bytes,base,rows,stride,beats", NARROW_CASES, ids=str)
+@pytest.mark.parametrize("stall", [0.0, 0.4])
+def test_small_memory_bursts(addr_bits, bus_bytes, base, rows, stride, beats, stall):
+    got, cycles = run(bus_bytes, base, rows, stride, beats, stall, seed=rows + beats, addr_bits=addr_bits)
+    assert got == beyond(reference_bursts(base, rows, stride, beats, bus_bytes), addr_bits)
+    if stall == 0.0:
+        assert cycles == list(range(len(got)))
+
+
+def test_small_memory_random_shapes():
+    rng = random.Random(11)
+    for _ in range(25):
+        bus_bytes = rng.choice([4, 8, 16])
+        base = rng.randrange(0, 1 << 15) * bus_bytes
+        stride = rng.randrange(0, 1 << 11) * bus_bytes
+        rows, beats = rng.randrange(0, 6), rng.choice([1, 2, 255, 256, 257, rng.randrange(1, 1500)])
+        got, cycles = run(bus_bytes, base, rows, stride, beats, 0.0, seed=rows, addr_bits=17)
+        assert got == beyond(reference_bursts(base, rows, stride, beats, bus_bytes), 17), (bus_bytes, base, rows,
+                                                                                             stride, beats)
+        assert cycles == list(range(len(got)))
+
+
+def test_small_memory_too_small():
+    with warnings.catch_warnings():                     # the refused object is never elaborated, of course
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match="addr_bits must be in 13..32"):
+            BurstAddressGenerator(8, max_rows=3, max_beats=8, addr_bits=12)
+        gc.collect()

@@ -172,3 +172,29 @@ def test_random_programs_on_the_icebreaker_engine_equal_the_emulator():
             assert status is not None and (status.done, status.error) == (expected.done, int(expected.error)), i
             assert link.read_memory(0, len(image)) == bytes(emulator.dram), f"program {i}: memory differs"
             assert link.read_register("busy_compute") == 0       # left out of this build
+
+
+def test_a_load_beyond_the_icebreaker_memory_is_a_bus_error_not_a_wrapped_read():
+    """The iCEBreaker's engine counts burst addresses in the 17 bits of its 128 KiB (``dram_addr_bits``). With a
+    ``dram_size`` larger than the memory the decoder lets a LOAD at 0x40028 through; its address keeps bit 17 set
+    (not wrapped to 0x28, which the memory holds), so the memory answers an error: DRAM_RANGE, the engine stopped.
+    The same LOAD at 0x28 completes."""
+    from sw.compiler.program import ProgramBuilder
+
+    config = board_config(BOARDS["icebreaker"])
+    assert 1 << config.dram_addr_bits == MEMORY_BYTES
+
+    def load_at(dram_addr: int) -> tuple[bytes, int]:
+        b = ProgramBuilder(config, max_instructions=4)
+        b.emit("LOAD", buffer=0, sram_addr=0, dram_addr=dram_addr, y_size=1, x_size=1, dram_stride=0)
+        built = b.build("one LOAD")
+        return bytes(built.dram) + bytes(-len(built.dram) % 4), built.program_addr
+
+    with simulated_board(config) as url, BoardLink(url) as link:
+        for dram_addr, error in ((0x28, ErrorCode.NONE), (0x40028, ErrorCode.DRAM_RANGE)):   # the error last
+            image, program_addr = load_at(dram_addr)
+            link.write_memory(0, image)
+            link.start(program_addr, 1 << 20)
+            status = link.wait(60)
+            assert status is not None and status.error == error, (hex(dram_addr), status)
+            assert status.done == (error is ErrorCode.NONE)

@@ -202,7 +202,8 @@ def test_json_round_trip(kwargs):
                                                                  "postprocess_shared", "postprocess_held",
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
-                                                                 "narrow_line_fifo", "postprocess_serial"}
+                                                                 "narrow_line_fifo", "postprocess_serial",
+                                                                 "dram_addr_bits"}
 
 
 def test_hash_is_stable():
@@ -229,7 +230,7 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
                load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
-               postprocess_serial=True)
+               postprocess_serial=True, dram_addr_bits=17)
 
 
 def test_every_field_has_a_change():
@@ -268,6 +269,7 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "table_bram" not in AcceleratorConfig().to_json()
     assert "narrow_line_fifo" not in AcceleratorConfig().to_json()
     assert "postprocess_serial" not in AcceleratorConfig().to_json()
+    assert "dram_addr_bits" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
@@ -298,6 +300,14 @@ def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     for bad in (lo - 1, 65, 2.0, True):
         with pytest.raises(ConfigError, match=rf"{name} must be an integer in {lo}\.\.64"):
             AcceleratorConfig(**{name: bad})
+
+
+def test_dram_addr_bits_range():
+    """Burst addresses of 13..32 bits (a generator needs two 4 KiB pages); 32, the default, stays out of the JSON."""
+    assert json.loads(AcceleratorConfig(dram_addr_bits=17).to_json())["dram_addr_bits"] == 17
+    for bad in (12, 33, 17.0, True):
+        with pytest.raises(ConfigError, match=r"dram_addr_bits must be an integer in 13\.\.32"):
+            AcceleratorConfig(dram_addr_bits=bad)
 
 
 def test_columns_per_lane_round_trip_and_range():
