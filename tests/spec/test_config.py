@@ -199,10 +199,24 @@ def test_json_round_trip(kwargs):
     # A single-format build's JSON has no set, a build with the default command queues no queue depth.
     assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
                                                                  "perf_counters", "decode_shared", "decode_serial",
-                                                                 "postprocess_shared", "postprocess_held",
+                                                                 "decode_stepped", "postprocess_shared", "postprocess_held",
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
                                                                  "narrow_line_fifo"}
+
+
+def test_decode_stepped_round_trips_and_needs_decode_serial():
+    """decode_stepped (hw/decode_steps.py) is in a small build's JSON and hash, not in the default's; it needs the
+    word held while it is checked, so decode_serial."""
+    c = AcceleratorConfig(rows=2, decode_serial=True, decode_stepped=True)
+    assert json.loads(c.to_json())["decode_stepped"] is True
+    again = AcceleratorConfig.from_json(c.to_json())
+    assert again == c and again.hash == c.hash != AcceleratorConfig(rows=2, decode_serial=True).hash
+    assert "decode_stepped" not in AcceleratorConfig().to_json()
+    with pytest.raises(ConfigError, match="decode_stepped needs decode_serial"):
+        AcceleratorConfig(rows=2, decode_stepped=True)
+    with pytest.raises(ConfigError, match="decode_stepped must be true or false"):
+        AcceleratorConfig(rows=2, decode_serial=True, decode_stepped=1)
 
 
 def test_hash_is_stable():

@@ -1,0 +1,259 @@
+"""The decoder's range checks one step at a time through one adder (``AcceleratorConfig.decode_stepped``).
+
+A small part need not check an instruction a cycle: each kind's SRAM and DRAM range checks become a short program
+(:data:`PROGRAMS`) of additions, subtractions and shift-and-add products into one accumulator, run from a table (a
+block RAM on an iCE40) addressed by the opcode and the step. Every check is ``end > limit`` (or ``>=``) as
+``sw/emulator/checks.py`` writes it, with ``(count - 1) * step`` made as ``count * step - step`` and a comparison
+as a subtraction whose sign decides. A step loads its operands into the multiplier registers in one cycle and adds
+for as many cycles as its narrower operand has bits (one for an addition); ``clear`` starts a new sum and keeps the
+old one in ``T``, the operand a later product of the same kind can use (LOAD's padded width, COMPUTE's row offset
+and kernel taps). The result waits for the fixed ``decode_latency`` (the cycle model's), however short the program.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib.memory import Memory
+
+from .spec.config import AcceleratorConfig
+from .spec.isa import KINDS, Buffer, Opcode
+from .spec.layout import line_bytes, output_line_bytes
+
+__all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles"]
+
+# A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
+# ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
+# ``clear``: the step's sum starts at 0 (``"T"``: and T takes the previous one). ``flag``: the step is a comparison whose
+# non-negative result raises SRAM_RANGE ("sram") or DRAM_RANGE ("dram"). Operands: a field of the kind, ``T``, or a
+# name of :func:`_special`.
+_C, _T, _S, _D = True, "T", "sram", "dram"
+PROGRAMS: dict[Opcode, tuple] = {
+    Opcode.LOAD: (
+        # (pad_top + y_size + pad_bottom) * (pad_left + x_size + pad_right) + sram_addr > depth of the buffer
+        ("add", "pad_left", None, _C, None), ("add", "x_size", None, False, None),
+        ("add", "pad_right", None, False, None), ("add", "sram_addr", None, _T, None),
+        ("mul", "pad_top", "T", False, None), ("mul", "y_size", "T", False, None),
+        ("mul", "pad_bottom", "T", False, None), ("sub", "load_depth+1", None, False, _S),
+        # dram_addr + (y_size - 1) * dram_stride + x_size * line_bytes(buffer) > dram_size
+        ("add", "dram_addr", None, _C, None), ("mul", "y_size", "dram_stride", False, None),
+        ("sub", "dram_stride", None, False, None), ("mul", "x_size", "line_bytes", False, None),
+        ("sub1", "dram_size", None, False, _D),
+    ),
+    Opcode.COMPUTE: (
+        # act_addr + act_pitch * ((out_h - 1) * stride + (kh - 1) * dilation) + (out_w - 1) * stride
+        # + (kw - 1) * dilation >= act depth
+        ("mul", "stride", "out_h", _C, None), ("sub", "stride", None, False, None),
+        ("mul", "dilation", "kh", False, None), ("sub", "dilation", None, False, None),
+        ("add", "act_addr", None, _T, None), ("mul", "act_pitch", "T", False, None),
+        ("mul", "stride", "out_w", False, None), ("sub", "stride", None, False, None),
+        ("mul", "dilation", "kw", False, None), ("sub", "dilation", None, False, None),
+        ("sub", "act_depth", None, False, _S),
+        # weight_addr + kh * kw * reduction rows > weight depth
+        ("mul", "kh", "kw", _C, None), ("add", "weight_addr", None, _T, None),
+        ("mul", "tile_rows", "T", False, None), ("sub", "weight_depth+1", None, False, _S),
+        # acc_addr + out_h * out_w > acc depth
+        ("add", "acc_addr", None, _C, None), ("mul", "out_h", "out_w", False, None),
+        ("sub", "acc_depth+1", None, False, _S),
+    ),
+    Opcode.ALU: (
+        # dst_addr + (y_size - 1) * dst_stride + x_size - 1 >= acc depth
+        ("add", "dst_addr", None, _C, None), ("mul", "y_size", "dst_stride", False, None),
+        ("sub", "dst_stride", None, False, None), ("add", "x_size", None, False, None),
+        ("sub", "acc_depth+1", None, False, _S),
+        # src_addr + (y_size - 1) * src_stride + (x_size - 1) * src_step >= acc depth
+        ("add", "src_addr", None, _C, None), ("mul", "y_size", "src_stride", False, None),
+        ("sub", "src_stride", None, False, None), ("mul", "src_step", "x_size", False, None),
+        ("sub", "src_step", None, False, None), ("sub", "acc_depth", None, False, _S),
+    ),
+    Opcode.STORE: (
+        # acc_addr + (y_size - 1) * acc_stride + x_size - 1 >= acc depth
+        ("add", "acc_addr", None, _C, None), ("mul", "y_size", "acc_stride", False, None),
+        ("sub", "acc_stride", None, False, None), ("add", "x_size", None, False, None),
+        ("sub", "acc_depth+1", None, False, _S),
+        # param_addr + negative_param >= PARAM depth
+        ("add", "param_addr", None, _C, None), ("add", "negative_param", None, False, None),
+        ("sub", "param_depth", None, False, _S),
+        # dram_addr + (y_size - 1) * dram_stride + x_size * output line bytes > dram_size
+        ("add", "dram_addr", None, _C, None), ("mul", "y_size", "dram_stride", False, None),
+        ("sub", "dram_stride", None, False, None), ("mul", "x_size", "out_line_bytes", False, None),
+        ("sub1", "dram_size", None, False, _D),
+    ),
+}
+
+
+def _special(name: str, view, c: AcceleratorConfig, dram_size):
+    """(value, largest value) of an operand that is not a field: a limit, a constant of the configuration."""
+    depths = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
+              Buffer.PARAM: c.param_buffer_depth, Buffer.LUT: c.lut_buffer_depth}
+
+    def by_buffer(values: dict):
+        v = Const(values[Buffer.LUT])
+        for b in (Buffer.PARAM, Buffer.WEIGHT, Buffer.ACT):
+            v = Mux(view.buffer == b, values[b], v)
+        return v, max(values.values())
+    if name == "dram_size":
+        return dram_size, (1 << len(dram_size)) - 1
+    if name == "load_depth+1":
+        return by_buffer({b: d + 1 for b, d in depths.items()})
+    if name == "line_bytes":
+        return by_buffer({b: line_bytes(b, c) for b in Buffer})
+    if name == "tile_rows":
+        rows = c.reduction_rows
+        if c.packs_per_layer:       # a packed COMPUTE's tiles are twice as many lines (hw/spec/config.py)
+            return Mux(view.packed, rows << 1, rows), rows << 1
+        return Const(rows), rows
+    constants = {"act_depth": c.act_buffer_depth, "weight_depth+1": c.weight_buffer_depth + 1,
+                 "acc_depth": c.acc_buffer_depth, "acc_depth+1": c.acc_buffer_depth + 1,
+                 "param_depth": c.param_buffer_depth, "out_line_bytes": output_line_bytes(c)}
+    return Const(constants[name]), constants[name]
+
+
+def program_cycles(config: AcceleratorConfig) -> int:
+    """Cycles the longest kind's program takes (a step: one cycle to load, then one per bit of its narrower
+    operand); the decoder's result follows two cycles later at the latest."""
+    return max(_plan(config, None, None)[0].values())
+
+
+def _plan(config: AcceleratorConfig, views, dram_size):
+    """Per kind its cycles, and the operands of every step: ((kind, step) -> (op, m, d, clear, flag), where m and d
+    are keys into the returned operand table {key: (value, largest)}), and the widths of T and the accumulator."""
+    c = config
+    operands, steps, cycles = {}, {}, {}
+    t_max, acc_max = 0, 0
+
+    def operand(op, kind, name, t_now):
+        if name == "T":
+            return ("T",), t_now
+        if name in kind.offsets:
+            f = kind.field(name)
+            key = ("field", kind.offsets[name], f.bits)
+            if views is not None and key not in operands:
+                operands[key] = (views[op][name], (1 << f.bits) - 1)
+            return key, (1 << f.bits) - 1
+        key = ("special", name, int(op) if name in ("load_depth+1", "line_bytes", "tile_rows") else 0)
+        if views is not None and key not in operands:
+            operands[key] = _special(name, views[op], c, dram_size)
+        largest = _special(name, _Maxes(), c, Const(0, 32))[1]
+        return key, largest
+
+    for op, program in PROGRAMS.items():
+        kind = KINDS[op]
+        acc, t, total = 0, 0, 0
+        for i, (kind_op, a, b, clear, flag) in enumerate(program):
+            if clear:
+                t, acc = (acc if clear == _T else t), 0
+            a_key, a_max = operand(op, kind, a, t)
+            if kind_op == "mul":
+                b_key, b_max = operand(op, kind, b, t)
+                if a_max.bit_length() > b_max.bit_length():
+                    (a_key, a_max), (b_key, b_max) = (b_key, b_max), (a_key, a_max)
+                acc += a_max * b_max
+                m_key, m_max, d_key, d_max = a_key, a_max, b_key, b_max
+            else:
+                if kind_op == "add":
+                    acc += a_max
+                m_key, m_max, d_key, d_max = ("one",), 1, a_key, a_max
+            steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
+            total += 1 + m_max.bit_length()
+            t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
+        cycles[op] = total
+    return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
+
+
+class _Maxes:
+    """A stand-in for an instruction view when only the operands' largest values are asked for."""
+
+    def __getattr__(self, name):
+        return Const(1, 1)
+
+
+class SteppedRangeChecks:
+    """Builds the stepped checks inside the decoder's module: ``start`` pulses with a word that then holds;
+    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later."""
+
+    def __init__(self, m: Module, config: AcceleratorConfig, views: dict, opcode, dram_size, start):
+        self.sram = Signal(name="decode_sram_range")
+        self.dram = Signal(name="decode_dram_range")
+        cycles, steps, operands, t_bits, width = _plan(config, views, dram_size)
+        m_keys = [None, ("one",)] + sorted({s[1] for s in steps.values()} - {("one",)}, key=str)
+        d_keys = sorted({s[3] for s in steps.values()}, key=str)
+        m_width = max(s[2].bit_length() for s in steps.values())
+        d_width = max(s[4].bit_length() + (s[2].bit_length() - 1) for s in steps.values())
+        m_sel_bits, d_sel_bits = (len(m_keys) - 1).bit_length(), (len(d_keys) - 1).bit_length()
+        step_bits = max(len(p) for p in PROGRAMS.values()).bit_length()   # one more: the idle step after the last
+
+        # The table: per (opcode's low three bits, step): m_sel, d_sel, clear, sub, carry in, flag (sram, dram).
+        def entry(key):
+            if key not in steps:
+                return 0                                            # m_sel 0: idle
+            kind_op, m_key, _, d_key, _, clear, flag = steps[key]
+            fields = [(m_keys.index(m_key), m_sel_bits), (d_keys.index(d_key), d_sel_bits), (int(bool(clear)), 1),
+                      (int(kind_op != "add" and kind_op != "mul"), 1), (int(kind_op == "sub"), 1),
+                      (int(flag == "sram"), 1), (int(flag == "dram"), 1), (int(clear == _T), 1)]
+            word, at = 0, 0
+            for value, bits in fields:
+                word |= value << at
+                at += bits
+            return word
+        ops = {int(op) & 7: op for op in PROGRAMS}
+        if len(ops) != len(PROGRAMS):
+            raise AssertionError("the stepped checks' table needs distinct low three opcode bits per kind")
+        table = [entry((ops.get(hi), lo)) for hi in range(8) for lo in range(1 << step_bits)]
+        rom_width = m_sel_bits + d_sel_bits + 6
+        m.submodules.decode_table = rom = Memory(shape=rom_width, depth=len(table), init=table,
+                                                 attrs={"ram_style": "block"})
+        read = rom.read_port()
+        ctl = read.data
+        at = 0
+
+        def take(bits):
+            nonlocal at
+            at += bits
+            return ctl[at - bits:at]
+        m_sel, d_sel, clear, sub, carry, to_sram, to_dram, keep = (take(m_sel_bits), take(d_sel_bits), take(1),
+                                                                    take(1), take(1), take(1), take(1), take(1))
+
+        acc = Signal(width, name="decode_acc")
+        t = Signal(max(t_bits, 1), name="decode_t")
+        mul = Signal(m_width, name="decode_m")
+        d = Signal(d_width, name="decode_d")
+        count = Signal(range(m_width + 1), name="decode_count")
+        step = Signal(step_bits, name="decode_step")
+        running = Signal(name="decode_running")         # adding (else loading the step's operands)
+        values = {key: value for key, (value, _) in operands.items()}
+        values[("T",)], values[("one",)] = t, Const(1, 1)
+        m_values = Array([Const(0, 1)] + [values[k] for k in m_keys[1:]])
+        d_values = Array([values[k] for k in d_keys])
+        cycles_of = Array([Const(0, range(m_width + 1))] + [Const(s, range(m_width + 1)) for s in
+                                                            [_largest_of(steps, k).bit_length() for k in m_keys[1:]]])
+        if d_width > width:
+            raise AssertionError(f"the stepped checks' operands ({d_width} bits) are wider than the sums ({width})")
+        wide_d = Cat(d, Const(0, width - d_width))
+        addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
+        total = (acc + addend + carry)[:width]
+        last = running & (count == 1)
+        next_step = Signal(step_bits, name="decode_next_step")     # the table's read is registered: ask ahead
+        m.d.comb += next_step.eq(Mux(start, 0, Mux(last, step + 1, step)))
+        m.d.comb += read.addr.eq(Cat(next_step, opcode[:3]))
+        m.d.sync += step.eq(next_step)
+        with m.If(start):
+            m.d.sync += [running.eq(0), self.sram.eq(0), self.dram.eq(0)]
+        with m.Elif(running):
+            m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1), count.eq(count - 1)]
+            with m.If(last):
+                m.d.sync += running.eq(0)
+            with m.If(~total[-1] & to_sram):
+                m.d.sync += self.sram.eq(1)
+            with m.If(~total[-1] & to_dram):
+                m.d.sync += self.dram.eq(1)
+        with m.Elif(m_sel != 0):
+            m.d.sync += [mul.eq(m_values[m_sel]), d.eq(d_values[d_sel]), count.eq(cycles_of[m_sel]),
+                         running.eq(1)]
+            with m.If(clear):
+                m.d.sync += acc.eq(0)
+            with m.If(keep):
+                m.d.sync += t.eq(acc)
+
+
+def _largest_of(steps: dict, m_key) -> int:
+    return max(s[2] for s in steps.values() if s[1] == m_key)
