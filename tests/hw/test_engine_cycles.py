@@ -228,6 +228,23 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
             assert counted == [0] * len(BUSY_AND_STALL)
 
 
+def test_stepped_decoder_programs_within_two_percent(tmp_path):
+    """The iCEBreaker's decoder (AcceleratorConfig.decode_stepped: the range checks as programs through one adder,
+    every fetch waiting STEPPED_DECODE_LATENCY cycles for them) with the small part's other choices: random programs
+    within 2 % of the cycle model, every byte, error and count checked."""
+    from hw.spec.config import AcceleratorConfig
+
+    config = AcceleratorConfig(rows=1, cols=1, perf_counters=False, decode_shared=True, decode_serial=True,
+                               decode_stepped=True, postprocess_shared=True, postprocess_held=True,
+                               postprocess_merged=True, load_direct_write=True, slow_clock=True, table_bram=True,
+                               narrow_line_fifo=True, **{**SMALL_PART, "command_queue_depth": 0})
+    rng = np.random.default_rng(41)
+    programs = [random_program(config, rng) for _ in range(24)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 16
+    assert_within_two_percent(pairs)
+
+
 def test_a_small_part_fetch_past_dram_size_is_dram_range(tmp_path):
     """The serial decoder's build checks a fetch by the high bits of its address (hw/engine.py): a program that runs
     off the end of dram_size (no FINISH) stops with DRAM_RANGE at the emulator's pc, for a size on a word boundary
