@@ -81,6 +81,10 @@ PROGRAMS: dict[Opcode, tuple] = {
 }
 
 
+#: Fields counted in bus words by the DRAM checks (whole bus words: ``dram_size`` and the line sizes too).
+_IN_BUS_WORDS = ("dram_addr", "dram_stride")
+
+
 def _special(name: str, view, c: AcceleratorConfig, dram_size):
     """(value, largest value) of an operand that is not a field: a limit, a constant of the configuration."""
     depths = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
@@ -91,12 +95,13 @@ def _special(name: str, view, c: AcceleratorConfig, dram_size):
         for b in (Buffer.PARAM, Buffer.WEIGHT, Buffer.ACT):
             v = Mux(view.buffer == b, values[b], v)
         return v, max(values.values())
-    if name == "dram_size":
-        return dram_size, (1 << len(dram_size)) - 1
+    bus = c.dma_bits // 8
+    if name == "dram_size":         # in bus words: an end of whole words passes size exactly when it passes size // bus
+        return dram_size[bus.bit_length() - 1:], (1 << (len(dram_size) - bus.bit_length() + 1)) - 1
     if name == "load_depth+1":
         return by_buffer({b: d + 1 for b, d in depths.items()})
     if name == "line_bytes":
-        return by_buffer({b: line_bytes(b, c) for b in Buffer})
+        return by_buffer({b: line_bytes(b, c) // bus for b in Buffer})
     if name == "tile_rows":
         rows = c.reduction_rows
         if c.packs_per_layer:       # a packed COMPUTE's tiles are twice as many lines (hw/spec/config.py)
@@ -104,13 +109,14 @@ def _special(name: str, view, c: AcceleratorConfig, dram_size):
         return Const(rows), rows
     constants = {"act_depth": c.act_buffer_depth, "weight_depth+1": c.weight_buffer_depth + 1,
                  "acc_depth": c.acc_buffer_depth, "acc_depth+1": c.acc_buffer_depth + 1,
-                 "param_depth": c.param_buffer_depth, "out_line_bytes": output_line_bytes(c)}
+                 "param_depth": c.param_buffer_depth, "out_line_bytes": output_line_bytes(c) // bus}
     return Const(constants[name]), constants[name]
 
 
 def program_cycles(config: AcceleratorConfig) -> int:
     """Cycles the longest kind's program takes (a step: one cycle to load, then one per bit of its narrower
-    operand); the decoder's result follows two cycles later at the latest."""
+    operand, and a product one more to load that operand); the decoder's result follows two cycles later at the
+    latest."""
     return max(_plan(config, None, None)[0].values())
 
 
@@ -118,6 +124,7 @@ def _plan(config: AcceleratorConfig, views, dram_size):
     """Per kind its cycles, and the operands of every step: ((kind, step) -> (op, m, d, clear, flag), where m and d
     are keys into the returned operand table {key: (value, largest)}), and the widths of T and the accumulator."""
     c = config
+    align = (c.dma_bits // 8).bit_length() - 1
     operands, steps, cycles = {}, {}, {}
     t_max, acc_max = 0, 0
 
@@ -125,11 +132,13 @@ def _plan(config: AcceleratorConfig, views, dram_size):
         if name == "T":
             return ("T",), t_now
         if name in kind.offsets:
+            # External-memory addresses and strides in bus words: their low bits are 0 (else BAD_FIELD).
+            low = align if name in _IN_BUS_WORDS else 0
             f = kind.field(name)
-            key = ("field", kind.offsets[name], f.bits)
+            key = ("field", kind.offsets[name] + low, f.bits - low)
             if views is not None and key not in operands:
-                operands[key] = (views[op][name], (1 << f.bits) - 1)
-            return key, (1 << f.bits) - 1
+                operands[key] = (views[op][name][low:], (1 << (f.bits - low)) - 1)
+            return key, (1 << (f.bits - low)) - 1
         key = ("special", name, int(op) if name in ("load_depth+1", "line_bytes", "tile_rows") else 0)
         if views is not None and key not in operands:
             operands[key] = _special(name, views[op], c, dram_size)
@@ -154,7 +163,7 @@ def _plan(config: AcceleratorConfig, views, dram_size):
                     acc += a_max
                 m_key, m_max, d_key, d_max = ("one",), 1, a_key, a_max
             steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
-            total += 1 + m_max.bit_length()
+            total += 1 + m_max.bit_length() + (kind_op == "mul")
             t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
         cycles[op] = total
     return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
@@ -175,43 +184,39 @@ class SteppedRangeChecks:
         self.sram = Signal(name="decode_sram_range")
         self.dram = Signal(name="decode_dram_range")
         cycles, steps, operands, t_bits, width = _plan(config, views, dram_size)
-        m_keys = [None, ("one",)] + sorted({s[1] for s in steps.values()} - {("one",)}, key=str)
-        d_keys = sorted({s[3] for s in steps.values()}, key=str)
+        # One multiplexer for every operand: a product's narrower operand goes into the multiplier register in a
+        # step of its own ("setm", one cycle), then its wider one into the multiplicand register.
+        keys = sorted({s[3] for s in steps.values()} | {s[1] for s in steps.values()} - {("one",)}, key=str)
         m_width = max(s[2].bit_length() for s in steps.values())
         d_width = max(s[4].bit_length() + (s[2].bit_length() - 1) for s in steps.values())
-        m_sel_bits, d_sel_bits = (len(m_keys) - 1).bit_length(), (len(d_keys) - 1).bit_length()
-        step_bits = max(len(p) for p in PROGRAMS.values()).bit_length()   # one more: the idle step after the last
-
-        # The table: per (opcode's low three bits, step): m_sel, d_sel, clear, sub, carry in, flag (sram, dram).
-        def entry(key):
-            if key not in steps:
-                return 0                                            # m_sel 0: idle
-            kind_op, m_key, _, d_key, _, clear, flag = steps[key]
-            fields = [(m_keys.index(m_key), m_sel_bits), (d_keys.index(d_key), d_sel_bits), (int(bool(clear)), 1),
-                      (int(kind_op != "add" and kind_op != "mul"), 1), (int(kind_op == "sub"), 1),
-                      (int(flag == "sram"), 1), (int(flag == "dram"), 1), (int(clear == _T), 1)]
-            word, at = 0, 0
-            for value, bits in fields:
-                word |= value << at
-                at += bits
-            return word
-        ops = {int(op) & 7: op for op in PROGRAMS}
-        if len(ops) != len(PROGRAMS):
+        sel_bits = (len(keys) - 1).bit_length()
+        table, longest = {}, 0
+        for op, program in PROGRAMS.items():
+            entries = []
+            for i in range(len(program)):
+                kind_op, m_key, _, d_key, _, clear, flag = steps[(op, i)]
+                flags = [int(bool(clear)), int(kind_op in ("sub", "sub1")), int(kind_op == "sub"),
+                         int(flag == _S), int(flag == _D), int(clear == _T)]
+                if kind_op == "mul":
+                    entries.append((_SETM, keys.index(m_key), [0] * 6))
+                entries.append((_MUL if kind_op == "mul" else _ADD, keys.index(d_key), flags))
+            table[int(op) & 7] = entries
+            longest = max(longest, len(entries))
+        if len(table) != len(PROGRAMS):
             raise AssertionError("the stepped checks' table needs distinct low three opcode bits per kind")
-        table = [entry((ops.get(hi), lo)) for hi in range(8) for lo in range(1 << step_bits)]
-        rom_width = m_sel_bits + d_sel_bits + 6
-        m.submodules.decode_table = rom = Memory(shape=rom_width, depth=len(table), init=table,
+        step_bits = longest.bit_length()           # at least one idle step after the longest program
+
+        def word(entry) -> int:
+            what, sel, flags = entry
+            return what | sel << 2 | sum(f << (2 + sel_bits + i) for i, f in enumerate(flags))
+        init = [word(table[hi][lo]) if hi in table and lo < len(table[hi]) else 0
+                for hi in range(8) for lo in range(1 << step_bits)]
+        m.submodules.decode_table = rom = Memory(shape=2 + sel_bits + 6, depth=len(init), init=init,
                                                  attrs={"ram_style": "block"})
         read = rom.read_port()
         ctl = read.data
-        at = 0
-
-        def take(bits):
-            nonlocal at
-            at += bits
-            return ctl[at - bits:at]
-        m_sel, d_sel, clear, sub, carry, to_sram, to_dram, keep = (take(m_sel_bits), take(d_sel_bits), take(1),
-                                                                    take(1), take(1), take(1), take(1), take(1))
+        what, sel = ctl[:2], ctl[2:2 + sel_bits]
+        clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + sel_bits + i] for i in range(6))
 
         acc = Signal(width, name="decode_acc")
         t = Signal(max(t_bits, 1), name="decode_t")
@@ -221,11 +226,9 @@ class SteppedRangeChecks:
         step = Signal(step_bits, name="decode_step")
         running = Signal(name="decode_running")         # adding (else loading the step's operands)
         values = {key: value for key, (value, _) in operands.items()}
-        values[("T",)], values[("one",)] = t, Const(1, 1)
-        m_values = Array([Const(0, 1)] + [values[k] for k in m_keys[1:]])
-        d_values = Array([values[k] for k in d_keys])
-        cycles_of = Array([Const(0, range(m_width + 1))] + [Const(s, range(m_width + 1)) for s in
-                                                            [_largest_of(steps, k).bit_length() for k in m_keys[1:]]])
+        values[("T",)] = t
+        chosen = Array([values[k] for k in keys])[sel]
+        bits_of = Array([Const(_largest_of(steps, k).bit_length(), range(m_width + 1)) for k in keys])
         if d_width > width:
             raise AssertionError(f"the stepped checks' operands ({d_width} bits) are wider than the sums ({width})")
         wide_d = Cat(d, Const(0, width - d_width))
@@ -233,7 +236,7 @@ class SteppedRangeChecks:
         total = (acc + addend + carry)[:width]
         last = running & (count == 1)
         next_step = Signal(step_bits, name="decode_next_step")     # the table's read is registered: ask ahead
-        m.d.comb += next_step.eq(Mux(start, 0, Mux(last, step + 1, step)))
+        m.d.comb += next_step.eq(Mux(start, 0, Mux(last | (~running & (what == _SETM)), step + 1, step)))
         m.d.comb += read.addr.eq(Cat(next_step, opcode[:3]))
         m.d.sync += step.eq(next_step)
         with m.If(start):
@@ -246,14 +249,21 @@ class SteppedRangeChecks:
                 m.d.sync += self.sram.eq(1)
             with m.If(~total[-1] & to_dram):
                 m.d.sync += self.dram.eq(1)
-        with m.Elif(m_sel != 0):
-            m.d.sync += [mul.eq(m_values[m_sel]), d.eq(d_values[d_sel]), count.eq(cycles_of[m_sel]),
-                         running.eq(1)]
+        with m.Elif(what == _SETM):
+            m.d.sync += [mul.eq(chosen), count.eq(bits_of[sel])]
+        with m.Elif(what != _IDLE):
+            m.d.sync += [d.eq(chosen), running.eq(1)]
+            with m.If(what == _ADD):
+                m.d.sync += [mul.eq(1), count.eq(1)]
             with m.If(clear):
                 m.d.sync += acc.eq(0)
             with m.If(keep):
                 m.d.sync += t.eq(acc)
 
 
+_IDLE, _SETM, _MUL, _ADD = range(4)     # what a table entry does (2 bits)
+
+
 def _largest_of(steps: dict, m_key) -> int:
-    return max(s[2] for s in steps.values() if s[1] == m_key)
+    """The largest value ``m_key`` takes as a product's narrower operand (0 if it never is one)."""
+    return max((s[2] for s in steps.values() if s[1] == m_key), default=0)

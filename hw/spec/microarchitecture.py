@@ -86,7 +86,7 @@ DECODE_LATENCY = 5
 SERIAL_DECODE_LATENCY = 18
 #: Cycles the decoder of a ``decode_stepped`` build takes: its longest program (COMPUTE's three range checks, a
 #: cycle to load each step's operands and one per bit of its narrower operand) and two more (hw/decode_steps.py).
-STEPPED_DECODE_LATENCY = 72
+STEPPED_DECODE_LATENCY = 80
 #: Carry chains per decoder stage by default (``AcceleratorConfig.decode_chains``): two fit a 10 ns cycle on an
 #: ECP5 with room for routing. Fewer would not fit the checks into ``DECODE_LATENCY`` stages.
 DECODE_CHAINS = 2
