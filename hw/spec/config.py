@@ -124,8 +124,8 @@ class AcceleratorConfig:
     #: accumulator (hw/decode_steps.py: a step a few cycles, a product a cycle per bit), its steps read from a
     #: table (a block RAM on an iCE40), instead of each kind's sums and comparisons side by side: a small part's
     #: build saves most of the decoder's carry chains and registers, and every instruction takes
-    #: :attr:`decode_latency` = ``STEPPED_DECODE_LATENCY`` cycles to check. Needs ``decode_serial`` (the word held
-    #: while it is checked; the fetch's range check by bits).
+    #: :attr:`decode_latency` = ``STEPPED_DECODE_LATENCY`` cycles to check (the engine's fetch holds the word that
+    #: long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range check by bits).
     decode_stepped: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
@@ -202,9 +202,6 @@ class AcceleratorConfig:
                      "narrow_line_fifo"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
-        if self.decode_stepped and not self.decode_serial:
-            raise ConfigError("decode_stepped needs decode_serial (the fetch holds the word while it is checked): "
-                              "set decode_serial=True too")
         self._check_lane_columns()
         if (not isinstance(self.clock_mhz, (int, float)) or isinstance(self.clock_mhz, bool)
                 or not 1 <= self.clock_mhz <= 2000):

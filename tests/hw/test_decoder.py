@@ -237,7 +237,8 @@ def test_bit_test_comparisons_equal_the_comparisons(width):
 
 
 #: Decoders whose range checks are programs through one adder (AcceleratorConfig.decode_stepped): the iCEBreaker's
-#: engine (boards/top.py), a deeper int8 one, a 128-bit multi-format one that packs per layer (tiles twice as long).
+#: engine (boards/top.py), a deeper int8 one, a 128-bit multi-format one that packs per layer (tiles twice as long),
+#: without decode_serial.
 STEPPED = [
     AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=256,
                       weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16, dma_bits=64,
@@ -246,8 +247,7 @@ STEPPED = [
                       weight_buffer_depth=1024, acc_buffer_depth=1024, param_buffer_depth=64, decode_serial=True,
                       decode_stepped=True),
     AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8"), act_buffer_depth=64, weight_buffer_depth=128,
-                      acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128, decode_serial=True,
-                      decode_stepped=True),
+                      acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128, decode_stepped=True),
 ]
 STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped"]
 

@@ -205,20 +205,6 @@ def test_json_round_trip(kwargs):
                                                                  "narrow_line_fifo"}
 
 
-def test_decode_stepped_round_trips_and_needs_decode_serial():
-    """decode_stepped (hw/decode_steps.py) is in a small build's JSON and hash, not in the default's; it needs the
-    word held while it is checked, so decode_serial."""
-    c = AcceleratorConfig(rows=2, decode_serial=True, decode_stepped=True)
-    assert json.loads(c.to_json())["decode_stepped"] is True
-    again = AcceleratorConfig.from_json(c.to_json())
-    assert again == c and again.hash == c.hash != AcceleratorConfig(rows=2, decode_serial=True).hash
-    assert "decode_stepped" not in AcceleratorConfig().to_json()
-    with pytest.raises(ConfigError, match="decode_stepped needs decode_serial"):
-        AcceleratorConfig(rows=2, decode_stepped=True)
-    with pytest.raises(ConfigError, match="decode_stepped must be true or false"):
-        AcceleratorConfig(rows=2, decode_serial=True, decode_stepped=1)
-
-
 def test_hash_is_stable():
     config = AcceleratorConfig(**CUSTOM)
     assert re.fullmatch(r"[0-9a-f]{16}", config.hash)
@@ -242,7 +228,7 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
-               load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True)
+               load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True, decode_stepped=True)
 
 
 def test_every_field_has_a_change():
@@ -280,12 +266,14 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "slow_clock" not in AcceleratorConfig().to_json()
     assert "table_bram" not in AcceleratorConfig().to_json()
     assert "narrow_line_fifo" not in AcceleratorConfig().to_json()
+    assert "decode_stepped" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
                                                      ("perf_counters", False, True, None),
                                                      ("decode_shared", True, False, None),
                                                      ("decode_serial", True, False, None),
+                                                     ("decode_stepped", True, False, None),
                                                      ("postprocess_shared", True, False, None),
                                                      ("postprocess_held", True, False, None),
                                                      ("postprocess_merged", True, False, None),
