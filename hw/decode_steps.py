@@ -4,15 +4,17 @@ A small part need not check an instruction a cycle: each kind's SRAM and DRAM ra
 (:data:`PROGRAMS`) of additions, subtractions and shift-and-add products into one accumulator, run from a table (a
 block RAM on an iCE40) addressed by the opcode and the step. Every check is ``end > limit`` (or ``>=``) as
 ``sw/emulator/checks.py`` writes it, with ``(count - 1) * step`` made as ``count * step - step`` and a comparison
-as a subtraction whose sign decides. A step loads its operands into the multiplier registers in one cycle and adds
-for as many cycles as its narrower operand has bits (one for an addition); ``clear`` starts a new sum and keeps the
-old one in ``T``, the operand a later product of the same kind can use (LOAD's padded width, COMPUTE's row offset
-and kernel taps). The result waits for the fixed ``decode_latency`` (the cycle model's), however short the program.
+as a subtraction whose sign decides, the DRAM checks in bus words. A step reads its operand into the multiplicand
+register a bit per cycle (a product reads its narrower operand into the multiplier register first, in a step of its
+own), then adds (once, or once per bit of the multiplier register); ``clear`` starts a new sum (``"T"``: keeping
+the old one in ``T``, the operand a later product of the same kind can use: LOAD's padded width, COMPUTE's row
+offset and kernel taps). The result waits for the fixed ``decode_latency`` (the cycle model's), however short the
+program.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 
 from .spec.config import AcceleratorConfig
@@ -23,9 +25,9 @@ __all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles"]
 
 # A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
 # ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
-# ``clear``: the step's sum starts at 0 (``"T"``: and T takes the previous one). ``flag``: the step is a comparison whose
-# non-negative result raises SRAM_RANGE ("sram") or DRAM_RANGE ("dram"). Operands: a field of the kind, ``T``, or a
-# name of :func:`_special`.
+# ``clear``: the step's sum starts at 0 (``"T"``: and T takes the previous one). ``flag``: the step is a comparison
+# whose non-negative result raises SRAM_RANGE ("sram") or DRAM_RANGE ("dram"). Operands: a field of the kind, ``T``,
+# or a name of :func:`_special`.
 _C, _T, _S, _D = True, "T", "sram", "dram"
 PROGRAMS: dict[Opcode, tuple] = {
     Opcode.LOAD: (
@@ -114,9 +116,7 @@ def _special(name: str, view, c: AcceleratorConfig, dram_size):
 
 
 def program_cycles(config: AcceleratorConfig) -> int:
-    """Cycles the longest kind's program takes (a step: one cycle to load, then one per bit of its narrower
-    operand, and a product one more to load that operand); the decoder's result follows two cycles later at the
-    latest."""
+    """Cycles the longest kind's program takes; the decoder's result follows two cycles later at the latest."""
     return max(_plan(config, None, None)[0].values())
 
 
@@ -147,7 +147,7 @@ def _plan(config: AcceleratorConfig, views, dram_size):
 
     for op, program in PROGRAMS.items():
         kind = KINDS[op]
-        acc, t, total = 0, 0, 0
+        acc, t = 0, 0
         for i, (kind_op, a, b, clear, flag) in enumerate(program):
             if clear:
                 t, acc = (acc if clear == _T else t), 0
@@ -163,9 +163,14 @@ def _plan(config: AcceleratorConfig, views, dram_size):
                     acc += a_max
                 m_key, m_max, d_key, d_max = ("one",), 1, a_key, a_max
             steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
-            total += 1 + m_max.bit_length() + (kind_op == "mul")
             t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
-        cycles[op] = total
+    # A step: a cycle to set up, one per bit of its operand, then (but for a product's narrower operand, read
+    # first) one cycle per bit of the multiplier register, or one for an addition.
+    m_width = max(s[2].bit_length() for s in steps.values())
+    for (op, i), (kind_op, _, m_max, _, d_max, _, _) in steps.items():
+        d_bits = max(d_max.bit_length(), 1)
+        cost = (2 + m_max.bit_length() + d_bits + m_width) if kind_op == "mul" else (2 + d_bits)
+        cycles[op] = cycles.get(op, 0) + cost
     return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
 
 
@@ -178,87 +183,123 @@ class _Maxes:
 
 class SteppedRangeChecks:
     """Builds the stepped checks inside the decoder's module: ``start`` pulses with a word that then holds;
-    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later."""
+    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later.
 
-    def __init__(self, m: Module, config: AcceleratorConfig, views: dict, opcode, dram_size, start):
+    The operands reach the multiplier registers a bit per cycle, most significant first, from one bit multiplexer
+    over the word and the few values that are not fields (``dram_size``, T, the limits): a wide multiplexer per
+    operand bit would cost more than all the rest."""
+
+    def __init__(self, m: Module, config: AcceleratorConfig, views: dict, opcode, word, dram_size, start):
         self.sram = Signal(name="decode_sram_range")
         self.dram = Signal(name="decode_dram_range")
-        cycles, steps, operands, t_bits, width = _plan(config, views, dram_size)
-        # One multiplexer for every operand: a product's narrower operand goes into the multiplier register in a
-        # step of its own ("setm", one cycle), then its wider one into the multiplicand register.
-        keys = sorted({s[3] for s in steps.values()} | {s[1] for s in steps.values()} - {("one",)}, key=str)
+        _, steps, operands, t_bits, width = _plan(config, views, dram_size)
         m_width = max(s[2].bit_length() for s in steps.values())
         d_width = max(s[4].bit_length() + (s[2].bit_length() - 1) for s in steps.values())
-        sel_bits = (len(keys) - 1).bit_length()
-        table, longest = {}, 0
-        for op, program in PROGRAMS.items():
-            entries = []
-            for i in range(len(program)):
-                kind_op, m_key, _, d_key, _, clear, flag = steps[(op, i)]
-                flags = [int(bool(clear)), int(kind_op in ("sub", "sub1")), int(kind_op == "sub"),
-                         int(flag == _S), int(flag == _D), int(clear == _T)]
-                if kind_op == "mul":
-                    entries.append((_SETM, keys.index(m_key), [0] * 6))
-                entries.append((_MUL if kind_op == "mul" else _ADD, keys.index(d_key), flags))
-            table[int(op) & 7] = entries
-            longest = max(longest, len(entries))
-        if len(table) != len(PROGRAMS):
-            raise AssertionError("the stepped checks' table needs distinct low three opcode bits per kind")
-        step_bits = longest.bit_length()           # at least one idle step after the longest program
-
-        def word(entry) -> int:
-            what, sel, flags = entry
-            return what | sel << 2 | sum(f << (2 + sel_bits + i) for i, f in enumerate(flags))
-        init = [word(table[hi][lo]) if hi in table and lo < len(table[hi]) else 0
-                for hi in range(8) for lo in range(1 << step_bits)]
-        m.submodules.decode_table = rom = Memory(shape=2 + sel_bits + 6, depth=len(init), init=init,
+        t = Signal(max(t_bits, 1), name="decode_t")
+        # The bits the operands are read from: the word (fields at their offsets), then the other values.
+        where, extra, at = {}, [], len(word)
+        for key, (value, largest) in sorted(operands.items(), key=lambda item: str(item[0])):
+            if key[0] == "field":
+                where[key] = key[1]
+            else:
+                where[key] = at
+                extra.append(Value.cast(value)[:largest.bit_length()] if largest else Const(0, 1))
+                at += len(extra[-1])
+        where[("T",)] = at
+        source = Cat(word, *extra, t)
+        index_bits = (len(source) - 1).bit_length()
+        count_bits = max(d_width, m_width).bit_length()
+        init, step_bits = _table(steps, where, index_bits, count_bits)
+        m.submodules.decode_table = rom = Memory(shape=2 + index_bits + count_bits + 6, depth=len(init), init=init,
                                                  attrs={"ram_style": "block"})
         read = rom.read_port()
-        ctl = read.data
-        what, sel = ctl[:2], ctl[2:2 + sel_bits]
-        clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + sel_bits + i] for i in range(6))
-
-        acc = Signal(width, name="decode_acc")
-        t = Signal(max(t_bits, 1), name="decode_t")
-        mul = Signal(m_width, name="decode_m")
-        d = Signal(d_width, name="decode_d")
-        count = Signal(range(m_width + 1), name="decode_count")
-        step = Signal(step_bits, name="decode_step")
-        running = Signal(name="decode_running")         # adding (else loading the step's operands)
-        values = {key: value for key, (value, _) in operands.items()}
-        values[("T",)] = t
-        chosen = Array([values[k] for k in keys])[sel]
-        bits_of = Array([Const(_largest_of(steps, k).bit_length(), range(m_width + 1)) for k in keys])
         if d_width > width:
             raise AssertionError(f"the stepped checks' operands ({d_width} bits) are wider than the sums ({width})")
-        wide_d = Cat(d, Const(0, width - d_width))
+        step = Signal(step_bits, name="decode_step")
+        self._run(m, read.data, source.bit_select(Signal(index_bits, name="decode_index"), 1), t,
+                  Signal(width, name="decode_acc"), Signal(m_width, name="decode_m"), Signal(d_width, name="decode_d"),
+                  Signal(count_bits, name="decode_count"), step, start)
+        m.d.comb += read.addr.eq(Cat(self._next_step, opcode[:3]))
+
+    def _run(self, m: Module, ctl, bit, t, acc, mul, d, count, step, start) -> None:
+        """The sequencing of one table entry ``ctl`` (read for ``step``): set up, read the operand ``bit`` by bit
+        (``bit`` selects with the index register, its operand), add; then ask for the next entry."""
+        index = bit.offset
+        index_bits, count_bits, width = len(index), len(count), len(acc)
+        what, last_bit = ctl[:2], ctl[2:2 + index_bits]
+        bits = ctl[2 + index_bits:2 + index_bits + count_bits]
+        clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + index_bits + count_bits + i] for i in range(6))
+        phase = Signal(2, name="decode_phase")          # 0: set up the step, 1: read its operand, 2: add
+        wide_d = Cat(d, Const(0, width - len(d)))
         addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
         total = (acc + addend + carry)[:width]
-        last = running & (count == 1)
-        next_step = Signal(step_bits, name="decode_next_step")     # the table's read is registered: ask ahead
-        m.d.comb += next_step.eq(Mux(start, 0, Mux(last | (~running & (what == _SETM)), step + 1, step)))
-        m.d.comb += read.addr.eq(Cat(next_step, opcode[:3]))
+        done = (count == 1) & ((phase == 2) | ((phase == 1) & (what == _SETM)))
+        next_step = self._next_step = Signal(len(step), name="decode_next_step")   # the table's read is registered
+        m.d.comb += next_step.eq(Mux(start, 0, Mux(done, step + 1, step)))
         m.d.sync += step.eq(next_step)
         with m.If(start):
-            m.d.sync += [running.eq(0), self.sram.eq(0), self.dram.eq(0)]
-        with m.Elif(running):
-            m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1), count.eq(count - 1)]
-            with m.If(last):
-                m.d.sync += running.eq(0)
-            with m.If(~total[-1] & to_sram):
-                m.d.sync += self.sram.eq(1)
-            with m.If(~total[-1] & to_dram):
-                m.d.sync += self.dram.eq(1)
-        with m.Elif(what == _SETM):
-            m.d.sync += [mul.eq(chosen), count.eq(bits_of[sel])]
-        with m.Elif(what != _IDLE):
-            m.d.sync += [d.eq(chosen), running.eq(1)]
+            m.d.sync += [phase.eq(0), self.sram.eq(0), self.dram.eq(0)]
+        with m.Elif((phase == 0) & (what != _IDLE)):
+            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(1)]
+            with m.If(what == _SETM):
+                m.d.sync += mul.eq(0)
+            with m.Else():
+                m.d.sync += d.eq(0)
             with m.If(what == _ADD):
-                m.d.sync += [mul.eq(1), count.eq(1)]
+                m.d.sync += mul.eq(1)
             with m.If(clear):
                 m.d.sync += acc.eq(0)
             with m.If(keep):
                 m.d.sync += t.eq(acc)
+        with m.Elif(phase == 1):
+            m.d.sync += [index.eq(index - 1), count.eq(count - 1)]
+            with m.If(what == _SETM):
+                m.d.sync += mul.eq(Cat(bit, mul[:-1]))
+            with m.Else():
+                m.d.sync += d.eq(Cat(bit, d[:-1]))
+            with m.If(count == 1):
+                m.d.sync += [phase.eq(Mux(what == _SETM, 0, 2)), count.eq(Mux(what == _MUL, len(mul), 1))]
+        with m.Elif(phase == 2):
+            m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1), count.eq(count - 1)]
+            with m.If(count == 1):
+                m.d.sync += phase.eq(0)
+            with m.If(~total[-1] & to_sram):
+                m.d.sync += self.sram.eq(1)
+            with m.If(~total[-1] & to_dram):
+                m.d.sync += self.dram.eq(1)
+
+
+def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[list[int], int]:
+    """The stepped checks' table, (entries, step bits): per (opcode's low three bits, step) what the step does
+    (2 bits), the position of its operand's top bit, the operand's bits, and the flags clear, sub, carry in,
+    sram, dram, keep (T takes the sum)."""
+    table, longest = {}, 0
+    for op, program in PROGRAMS.items():
+        entries = []
+        for i in range(len(program)):
+            kind_op, m_key, m_max, d_key, d_max, clear, flag = steps[(op, i)]
+            flags = [int(bool(clear)), int(kind_op in ("sub", "sub1")), int(kind_op == "sub"),
+                     int(flag == _S), int(flag == _D), int(clear == _T)]
+            if kind_op == "mul":
+                entries.append((_SETM, where[m_key], m_max.bit_length(), [0] * 6))
+            entries.append((_MUL if kind_op == "mul" else _ADD, where[d_key], max(d_max.bit_length(), 1), flags))
+        table[int(op) & 7] = entries
+        longest = max(longest, len(entries))
+    if len(table) != len(PROGRAMS):
+        raise AssertionError("the stepped checks' table needs distinct low three opcode bits per kind")
+    step_bits = longest.bit_length()           # at least one idle step after the longest program
+
+    def entry_word(entry) -> int:
+        what, position, bits, flags = entry
+        fields = [(what, 2), (position + bits - 1, index_bits), (bits, count_bits)] + [(f, 1) for f in flags]
+        value, shift = 0, 0
+        for v, n in fields:
+            value |= v << shift
+            shift += n
+        return value
+    init = [entry_word(table[hi][lo]) if hi in table and lo < len(table[hi]) else 0
+            for hi in range(8) for lo in range(1 << step_bits)]
+    return init, step_bits
 
 
 _IDLE, _SETM, _MUL, _ADD = range(4)     # what a table entry does (2 bits)

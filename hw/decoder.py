@@ -281,7 +281,7 @@ class InstructionDecoder(wiring.Component):
                                  f"STEPPED_DECODE_LATENCY in hw/spec/microarchitecture.py (the cycle model uses it)")
         opcode = self.word[:HEADER[0].bits]
         views = {op: self._view(kind) for op, kind in KINDS.items()}
-        ranges = SteppedRangeChecks(m, self._config, views, opcode, self.dram_size, self.en)
+        ranges = SteppedRangeChecks(m, self._config, views, opcode, self.word, self.dram_size, self.en)
         error = Signal(self.error.shape(), init=ErrorCode.ILLEGAL_OPCODE, name="decode_error")
         m.d.comb += error.eq(ErrorCode.ILLEGAL_OPCODE)
         for op, kind in KINDS.items():

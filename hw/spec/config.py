@@ -121,11 +121,11 @@ class AcceleratorConfig:
     #: bits of the word's address with those of ``dram_size`` (exact for aligned words) instead of adding first.
     decode_serial: bool = False
     #: The decoder's range checks as a short program per instruction kind run through one adder and one
-    #: accumulator (hw/decode_steps.py: a step a few cycles, a product a cycle per bit), its steps read from a
-    #: table (a block RAM on an iCE40), instead of each kind's sums and comparisons side by side: a small part's
-    #: build saves most of the decoder's carry chains and registers, and every instruction takes
-    #: :attr:`decode_latency` = ``STEPPED_DECODE_LATENCY`` cycles to check (the engine's fetch holds the word that
-    #: long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range check by bits).
+    #: accumulator (hw/decode_steps.py: operands read a bit per cycle, a product a cycle per multiplier bit), its
+    #: steps read from a table (block RAM on an iCE40), instead of each kind's sums and comparisons side by side: a
+    #: small part's build saves most of the decoder's logic, carry chains and registers, and every instruction
+    #: takes :attr:`decode_latency` = ``STEPPED_DECODE_LATENCY`` cycles to check (the engine's fetch holds the word
+    #: that long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range check by bits).
     decode_stepped: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
