@@ -196,17 +196,20 @@ class SteppedRangeChecks:
         m_width = max(s[2].bit_length() for s in steps.values())
         d_width = max(s[4].bit_length() + (s[2].bit_length() - 1) for s in steps.values())
         t = Signal(max(t_bits, 1), name="decode_t")
-        # The bits the operands are read from: the word (fields at their offsets), then the other values.
-        where, extra, at = {}, [], len(word)
+        # The bits the operands are read from: the word's bits from the first field read to the last (fields at
+        # their offsets less the first's), then the other values.
+        fields = [key for key in operands if key[0] == "field"]
+        low, high = min(k[1] for k in fields), max(k[1] + k[2] for k in fields)
+        where, extra, at = {}, [], high - low
         for key, (value, largest) in sorted(operands.items(), key=lambda item: str(item[0])):
             if key[0] == "field":
-                where[key] = key[1]
+                where[key] = key[1] - low
             else:
                 where[key] = at
                 extra.append(Value.cast(value)[:largest.bit_length()] if largest else Const(0, 1))
                 at += len(extra[-1])
         where[("T",)] = at
-        source = Cat(word, *extra, t)
+        source = Cat(word[low:high], *extra, t)
         index_bits = (len(source) - 1).bit_length()
         count_bits = max(d_width, m_width).bit_length()
         init, step_bits = _table(steps, where, index_bits, count_bits)
