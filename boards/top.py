@@ -110,7 +110,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
-    # its range checks a short program per kind through one adder (decode_stepped, 320 cycles an instruction),
+    # its range checks a short program per kind through one adder (decode_stepped, 280 cycles an instruction),
     # one post-processing lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines
     # written without a register stage (a line's last beat not kept, its read addresses without a skid register);
     # none of the registers that split paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12,

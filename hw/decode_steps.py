@@ -165,11 +165,11 @@ def _plan(config: AcceleratorConfig, views, dram_size):
             steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
             t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
     # A step: a cycle to set up, one per bit of its operand, then (but for a product's narrower operand, read
-    # first) one cycle per bit of the multiplier register, or one for an addition.
-    m_width = max(s[2].bit_length() for s in steps.values())
+    # first) a cycle per bit of the multiplier up to its highest set bit, or one for an addition: at most these.
     for (op, i), (kind_op, _, m_max, _, d_max, _, _) in steps.items():
         d_bits = max(d_max.bit_length(), 1)
-        cost = (2 + m_max.bit_length() + d_bits + m_width) if kind_op == "mul" else (2 + d_bits)
+        m_bits = max(m_max.bit_length(), 1)
+        cost = (2 + 2 * m_bits + d_bits) if kind_op == "mul" else (2 + d_bits)
         cycles[op] = cycles.get(op, 0) + cost
     return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
 
@@ -236,7 +236,8 @@ class SteppedRangeChecks:
         wide_d = Cat(d, Const(0, width - len(d)))
         addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
         total = (acc + addend + carry)[:width]
-        done = (count == 1) & ((phase == 2) | ((phase == 1) & (what == _SETM)))
+        multiplied = mul[1:] == 0           # no more bits to add (an addition's multiplier is 1)
+        done = ((phase == 2) & multiplied) | ((phase == 1) & (what == _SETM) & (count == 1))
         next_step = self._next_step = Signal(len(step), name="decode_next_step")   # the table's read is registered
         m.d.comb += next_step.eq(Mux(start, 0, Mux(done, step + 1, step)))
         m.d.sync += step.eq(next_step)
@@ -261,10 +262,10 @@ class SteppedRangeChecks:
             with m.Else():
                 m.d.sync += d.eq(Cat(bit, d[:-1]))
             with m.If(count == 1):
-                m.d.sync += [phase.eq(Mux(what == _SETM, 0, 2)), count.eq(Mux(what == _MUL, len(mul), 1))]
+                m.d.sync += phase.eq(Mux(what == _SETM, 0, 2))
         with m.Elif(phase == 2):
-            m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1), count.eq(count - 1)]
-            with m.If(count == 1):
+            m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1)]
+            with m.If(multiplied):
                 m.d.sync += phase.eq(0)
             with m.If(~total[-1] & to_sram):
                 m.d.sync += self.sram.eq(1)
@@ -284,7 +285,7 @@ def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[
             flags = [int(bool(clear)), int(kind_op in ("sub", "sub1")), int(kind_op == "sub"),
                      int(flag == _S), int(flag == _D), int(clear == _T)]
             if kind_op == "mul":
-                entries.append((_SETM, where[m_key], m_max.bit_length(), [0] * 6))
+                entries.append((_SETM, where[m_key], max(m_max.bit_length(), 1), [0] * 6))
             entries.append((_MUL if kind_op == "mul" else _ADD, where[d_key], max(d_max.bit_length(), 1), flags))
         table[int(op) & 7] = entries
         longest = max(longest, len(entries))
