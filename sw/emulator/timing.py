@@ -5,7 +5,8 @@ the same way). The rules, each named after the hardware that causes it:
 
 - fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency`` cycles (address,
   latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` in a
-  ``decode_serial`` build, dispatch); an engine can start it two cycles after dispatch
+  ``decode_serial`` build, ``STEPPED_DECODE_LATENCY`` in a ``decode_stepped`` one, dispatch); an engine can start
+  it two cycles after dispatch
   (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;

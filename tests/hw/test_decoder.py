@@ -234,3 +234,88 @@ def test_bit_test_comparisons_equal_the_comparisons(width):
     sim.add_testbench(bench)
     sim.run()
     assert not wrong, wrong[:5]
+
+
+#: Decoders whose range checks are programs through one adder (AcceleratorConfig.decode_stepped): the iCEBreaker's
+#: engine (boards/top.py), a deeper int8 one, a 128-bit multi-format one that packs per layer (tiles twice as long),
+#: without decode_serial.
+STEPPED = [
+    AcceleratorConfig(rows=1, cols=1, weight_format="int4", act_format="int4", act_buffer_depth=256,
+                      weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16, dma_bits=64,
+                      max_reduction=64, decode_chains=4, decode_shared=True, decode_serial=True, decode_stepped=True),
+    AcceleratorConfig(rows=4, cols=4, weight_format="int8", act_format="int8", act_buffer_depth=4096,
+                      weight_buffer_depth=1024, acc_buffer_depth=1024, param_buffer_depth=64, decode_serial=True,
+                      decode_stepped=True),
+    AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8"), act_buffer_depth=64, weight_buffer_depth=128,
+                      acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128, decode_stepped=True),
+]
+STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped"]
+
+
+@pytest.mark.parametrize("config", STEPPED, ids=STEPPED_IDS)
+def test_stepped_decoder_matches_emulator_checks(config):
+    """Random and corrupted words, one at a time: the error the emulator's checks raise, STEPPED_DECODE_LATENCY
+    cycles after ``en``."""
+    from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY
+
+    rng = np.random.default_rng(config.rows + 11)
+    dram_size = int(rng.choice([1 << 14, 1 << 17, (1 << 32) - 64]))
+    words = _words(rng, 600)
+    expected = [int(decode_checked(w, config, dram_size)[2]) for w in words]
+    dut = InstructionDecoder(config)
+    assert dut.latency == config.decode_latency == STEPPED_DECODE_LATENCY
+    got = []
+    _assert_decodes_like_the_emulator(dut, _one_word_at_a_time(dut, dram_size, words, got), words, expected, got)
+
+
+#: Per kind, the address fields whose range checks the stepped decoder runs, and the limit each is moved near.
+_NEAR = {"LOAD": ("sram_addr", "dram_addr"), "COMPUTE": ("act_addr", "weight_addr", "acc_addr"),
+         "ALU": ("dst_addr", "src_addr"), "STORE": ("acc_addr", "param_addr", "dram_addr")}
+
+
+@pytest.mark.parametrize("config", STEPPED, ids=STEPPED_IDS)
+def test_stepped_range_checks_at_their_limits(config):
+    """Every range check of every kind, just inside and just outside its limit: valid words with small sizes whose
+    one address field lies a few lines (or bus words) from its buffer's depth (or dram_size) decode like the
+    emulator's checks, and each check both passes and fails somewhere."""
+    from hw.spec.isa import Opcode
+
+    rng = np.random.default_rng(config.rows + 23)
+    dram_size = (1 << 14) + 3 * config.rows         # not always a whole number of bus words
+    bus = config.dma_bits // 8
+    depth = {"sram_addr": config.act_buffer_depth, "act_addr": config.act_buffer_depth,
+             "weight_addr": config.weight_buffer_depth, "acc_addr": config.acc_buffer_depth,
+             "dst_addr": config.acc_buffer_depth, "src_addr": config.acc_buffer_depth,
+             "param_addr": config.param_buffer_depth}
+    words, expected, outcomes = [], [], {}
+    for name, fields in _NEAR.items():
+        kind = KINDS[Opcode[name]]
+        for moved in fields:
+            for _ in range(40):
+                values = {f.name: int(rng.integers(1, 4)) if f.nonzero else 0 for f in kind.fields}
+                if name == "COMPUTE":
+                    values.update(act_pitch=int(rng.integers(0, 6)))
+                elif name == "ALU":
+                    values.update(dst_stride=int(rng.integers(0, 6)), src_stride=int(rng.integers(0, 6)))
+                elif name == "STORE":
+                    values.update(acc_stride=int(rng.integers(0, 6)), negative_param=int(rng.integers(0, 2)),
+                                  dram_stride=bus * int(rng.integers(0, 4)))
+                else:
+                    values.update(dram_stride=bus * int(rng.integers(0, 4)), pad_top=int(rng.integers(0, 3)),
+                                  pad_left=int(rng.integers(0, 3)))
+                if moved == "dram_addr":
+                    values[moved] = bus * (dram_size // bus - int(rng.integers(0, 12)))
+                else:
+                    values[moved] = max(depth[moved] - int(rng.integers(0, 24)), 0)
+                word = int(kind.opcode)
+                for field, value in values.items():
+                    word |= value << kind.offsets[field]
+                words.append(word)
+                expected.append(int(decode_checked(word, config, dram_size)[2]))
+                outcomes.setdefault((name, moved), set()).add(expected[-1])
+    for key, seen in outcomes.items():
+        assert ErrorCode.NONE in seen and seen & {ErrorCode.SRAM_RANGE, ErrorCode.DRAM_RANGE}, (key, seen)
+    dut = InstructionDecoder(config)
+    got = []
+    _assert_decodes_like_the_emulator(dut, _one_word_at_a_time(dut, dram_size, words, got), words, expected, got,
+                                      outcomes=(ErrorCode.SRAM_RANGE, ErrorCode.DRAM_RANGE, ErrorCode.NONE))

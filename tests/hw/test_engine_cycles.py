@@ -260,6 +260,22 @@ def test_serial_lane_stores_are_cycle_exact(cols, tmp_path):
     pairs = check_programs(config, [random_program(config, rng) for _ in range(16)], tmp_path / "random",
                            Traffic(latency=4))
     assert len(pairs) >= 10
+
+
+def test_stepped_decoder_programs_within_two_percent(tmp_path):
+    """The iCEBreaker's decoder (AcceleratorConfig.decode_stepped: the range checks as programs through one adder,
+    every fetch waiting STEPPED_DECODE_LATENCY cycles for them) with the small part's other choices: random programs
+    within 2 % of the cycle model, every byte, error and count checked."""
+    from hw.spec.config import AcceleratorConfig
+
+    config = AcceleratorConfig(rows=1, cols=1, perf_counters=False, decode_shared=True, decode_serial=True,
+                               decode_stepped=True, postprocess_shared=True, postprocess_held=True,
+                               postprocess_merged=True, load_direct_write=True, slow_clock=True, table_bram=True,
+                               narrow_line_fifo=True, **{**SMALL_PART, "command_queue_depth": 0})
+    rng = np.random.default_rng(41)
+    programs = [random_program(config, rng) for _ in range(24)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 16
     assert_within_two_percent(pairs)
 
 

@@ -199,7 +199,7 @@ def test_json_round_trip(kwargs):
     # A single-format build's JSON has no set, a build with the default command queues no queue depth.
     assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
                                                                  "perf_counters", "decode_shared", "decode_serial",
-                                                                 "postprocess_shared", "postprocess_held",
+                                                                 "decode_stepped", "postprocess_shared", "postprocess_held",
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
                                                                  "narrow_line_fifo", "postprocess_serial",
@@ -230,7 +230,7 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
                load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
-               postprocess_serial=True, dram_addr_bits=17)
+               postprocess_serial=True, dram_addr_bits=17, decode_stepped=True)
 
 
 def test_every_field_has_a_change():
@@ -270,12 +270,14 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "narrow_line_fifo" not in AcceleratorConfig().to_json()
     assert "postprocess_serial" not in AcceleratorConfig().to_json()
     assert "dram_addr_bits" not in AcceleratorConfig().to_json()
+    assert "decode_stepped" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
                                                      ("perf_counters", False, True, None),
                                                      ("decode_shared", True, False, None),
                                                      ("decode_serial", True, False, None),
+                                                     ("decode_stepped", True, False, None),
                                                      ("postprocess_shared", True, False, None),
                                                      ("postprocess_held", True, False, None),
                                                      ("postprocess_merged", True, False, None),

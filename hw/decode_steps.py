@@ -1,0 +1,314 @@
+"""The decoder's range checks one step at a time through one adder (``AcceleratorConfig.decode_stepped``).
+
+A small part need not check an instruction a cycle: each kind's SRAM and DRAM range checks become a short program
+(:data:`PROGRAMS`) of additions, subtractions and shift-and-add products into one accumulator, run from a table (a
+block RAM on an iCE40) addressed by the opcode and the step. Every check is ``end > limit`` (or ``>=``) as
+``sw/emulator/checks.py`` writes it, with ``(count - 1) * step`` made as ``count * step - step`` and a comparison
+as a subtraction whose sign decides, the DRAM checks in bus words. A step reads its operand into the multiplicand
+register a bit per cycle (a product reads its narrower operand into the multiplier register first, in a step of its
+own), then adds (once, or once per bit of the multiplier register); ``clear`` starts a new sum (``"T"``: keeping
+the old one in ``T``, the operand a later product of the same kind can use: LOAD's padded width, COMPUTE's row
+offset and kernel taps). The result waits for the fixed ``decode_latency`` (the cycle model's), however short the
+program.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.lib.memory import Memory
+
+from .spec.config import AcceleratorConfig
+from .spec.isa import KINDS, Buffer, Opcode
+from .spec.layout import line_bytes, output_line_bytes
+
+__all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles"]
+
+# A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
+# ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
+# ``clear``: the step's sum starts at 0 (``"T"``: and T takes the previous one). ``flag``: the step is a comparison
+# whose non-negative result raises SRAM_RANGE ("sram") or DRAM_RANGE ("dram"). Operands: a field of the kind, ``T``,
+# or a name of :func:`_special`.
+_C, _T, _S, _D = True, "T", "sram", "dram"
+PROGRAMS: dict[Opcode, tuple] = {
+    Opcode.LOAD: (
+        # (pad_top + y_size + pad_bottom) * (pad_left + x_size + pad_right) + sram_addr > depth of the buffer
+        ("add", "pad_left", None, _C, None), ("add", "x_size", None, False, None),
+        ("add", "pad_right", None, False, None), ("add", "sram_addr", None, _T, None),
+        ("mul", "pad_top", "T", False, None), ("mul", "y_size", "T", False, None),
+        ("mul", "pad_bottom", "T", False, None), ("sub", "load_depth+1", None, False, _S),
+        # dram_addr + (y_size - 1) * dram_stride + x_size * line_bytes(buffer) > dram_size
+        ("add", "dram_addr", None, _C, None), ("mul", "y_size", "dram_stride", False, None),
+        ("sub", "dram_stride", None, False, None), ("mul", "x_size", "line_bytes", False, None),
+        ("sub1", "dram_size", None, False, _D),
+    ),
+    Opcode.COMPUTE: (
+        # act_addr + act_pitch * ((out_h - 1) * stride + (kh - 1) * dilation) + (out_w - 1) * stride
+        # + (kw - 1) * dilation >= act depth
+        ("mul", "stride", "out_h", _C, None), ("sub", "stride", None, False, None),
+        ("mul", "dilation", "kh", False, None), ("sub", "dilation", None, False, None),
+        ("add", "act_addr", None, _T, None), ("mul", "act_pitch", "T", False, None),
+        ("mul", "stride", "out_w", False, None), ("sub", "stride", None, False, None),
+        ("mul", "dilation", "kw", False, None), ("sub", "dilation", None, False, None),
+        ("sub", "act_depth", None, False, _S),
+        # weight_addr + kh * kw * reduction rows > weight depth
+        ("mul", "kh", "kw", _C, None), ("add", "weight_addr", None, _T, None),
+        ("mul", "tile_rows", "T", False, None), ("sub", "weight_depth+1", None, False, _S),
+        # acc_addr + out_h * out_w > acc depth
+        ("add", "acc_addr", None, _C, None), ("mul", "out_h", "out_w", False, None),
+        ("sub", "acc_depth+1", None, False, _S),
+    ),
+    Opcode.ALU: (
+        # dst_addr + (y_size - 1) * dst_stride + x_size - 1 >= acc depth
+        ("add", "dst_addr", None, _C, None), ("mul", "y_size", "dst_stride", False, None),
+        ("sub", "dst_stride", None, False, None), ("add", "x_size", None, False, None),
+        ("sub", "acc_depth+1", None, False, _S),
+        # src_addr + (y_size - 1) * src_stride + (x_size - 1) * src_step >= acc depth
+        ("add", "src_addr", None, _C, None), ("mul", "y_size", "src_stride", False, None),
+        ("sub", "src_stride", None, False, None), ("mul", "src_step", "x_size", False, None),
+        ("sub", "src_step", None, False, None), ("sub", "acc_depth", None, False, _S),
+    ),
+    Opcode.STORE: (
+        # acc_addr + (y_size - 1) * acc_stride + x_size - 1 >= acc depth
+        ("add", "acc_addr", None, _C, None), ("mul", "y_size", "acc_stride", False, None),
+        ("sub", "acc_stride", None, False, None), ("add", "x_size", None, False, None),
+        ("sub", "acc_depth+1", None, False, _S),
+        # param_addr + negative_param >= PARAM depth
+        ("add", "param_addr", None, _C, None), ("add", "negative_param", None, False, None),
+        ("sub", "param_depth", None, False, _S),
+        # dram_addr + (y_size - 1) * dram_stride + x_size * output line bytes > dram_size
+        ("add", "dram_addr", None, _C, None), ("mul", "y_size", "dram_stride", False, None),
+        ("sub", "dram_stride", None, False, None), ("mul", "x_size", "out_line_bytes", False, None),
+        ("sub1", "dram_size", None, False, _D),
+    ),
+}
+
+
+#: Fields counted in bus words by the DRAM checks (whole bus words: ``dram_size`` and the line sizes too).
+_IN_BUS_WORDS = ("dram_addr", "dram_stride")
+
+
+def _special(name: str, view, c: AcceleratorConfig, dram_size):
+    """(value, largest value) of an operand that is not a field: a limit, a constant of the configuration."""
+    depths = {Buffer.ACT: c.act_buffer_depth, Buffer.WEIGHT: c.weight_buffer_depth,
+              Buffer.PARAM: c.param_buffer_depth, Buffer.LUT: c.lut_buffer_depth}
+
+    def by_buffer(values: dict):
+        v = Const(values[Buffer.LUT])
+        for b in (Buffer.PARAM, Buffer.WEIGHT, Buffer.ACT):
+            v = Mux(view.buffer == b, values[b], v)
+        return v, max(values.values())
+    bus = c.dma_bits // 8
+    if name == "dram_size":         # in bus words: an end of whole words passes size exactly when it passes size // bus
+        return dram_size[bus.bit_length() - 1:], (1 << (len(dram_size) - bus.bit_length() + 1)) - 1
+    if name == "load_depth+1":
+        return by_buffer({b: d + 1 for b, d in depths.items()})
+    if name == "line_bytes":
+        return by_buffer({b: line_bytes(b, c) // bus for b in Buffer})
+    if name == "tile_rows":
+        rows = c.reduction_rows
+        if c.packs_per_layer:       # a packed COMPUTE's tiles are twice as many lines (hw/spec/config.py)
+            return Mux(view.packed, rows << 1, rows), rows << 1
+        return Const(rows), rows
+    constants = {"act_depth": c.act_buffer_depth, "weight_depth+1": c.weight_buffer_depth + 1,
+                 "acc_depth": c.acc_buffer_depth, "acc_depth+1": c.acc_buffer_depth + 1,
+                 "param_depth": c.param_buffer_depth, "out_line_bytes": output_line_bytes(c) // bus}
+    return Const(constants[name]), constants[name]
+
+
+def program_cycles(config: AcceleratorConfig) -> int:
+    """Cycles the longest kind's program takes; the decoder's result follows two cycles later at the latest."""
+    return max(_plan(config, None, None)[0].values())
+
+
+def _plan(config: AcceleratorConfig, views, dram_size):
+    """Per kind its cycles, and the operands of every step: ((kind, step) -> (op, m, d, clear, flag), where m and d
+    are keys into the returned operand table {key: (value, largest)}), and the widths of T and the accumulator."""
+    c = config
+    align = (c.dma_bits // 8).bit_length() - 1
+    operands, steps, cycles = {}, {}, {}
+    t_max, acc_max = 0, 0
+
+    def operand(op, kind, name, t_now):
+        if name == "T":
+            return ("T",), t_now
+        if name in kind.offsets:
+            # External-memory addresses and strides in bus words: their low bits are 0 (else BAD_FIELD).
+            low = align if name in _IN_BUS_WORDS else 0
+            f = kind.field(name)
+            key = ("field", kind.offsets[name] + low, f.bits - low)
+            if views is not None and key not in operands:
+                operands[key] = (views[op][name][low:], (1 << (f.bits - low)) - 1)
+            return key, (1 << (f.bits - low)) - 1
+        key = ("special", name, int(op) if name in ("load_depth+1", "line_bytes", "tile_rows") else 0)
+        if views is not None and key not in operands:
+            operands[key] = _special(name, views[op], c, dram_size)
+        largest = _special(name, _Maxes(), c, Const(0, 32))[1]
+        return key, largest
+
+    for op, program in PROGRAMS.items():
+        kind = KINDS[op]
+        acc, t = 0, 0
+        for i, (kind_op, a, b, clear, flag) in enumerate(program):
+            if clear:
+                t, acc = (acc if clear == _T else t), 0
+            a_key, a_max = operand(op, kind, a, t)
+            if kind_op == "mul":
+                b_key, b_max = operand(op, kind, b, t)
+                if a_max.bit_length() > b_max.bit_length():
+                    (a_key, a_max), (b_key, b_max) = (b_key, b_max), (a_key, a_max)
+                acc += a_max * b_max
+                m_key, m_max, d_key, d_max = a_key, a_max, b_key, b_max
+            else:
+                if kind_op == "add":
+                    acc += a_max
+                m_key, m_max, d_key, d_max = ("one",), 1, a_key, a_max
+            steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
+            t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
+    # A step: a cycle to set up, one per bit of its operand, then (but for a product's narrower operand, read
+    # first) a cycle per bit of the multiplier up to its highest set bit, or one for an addition: at most these.
+    for (op, i), (kind_op, _, m_max, _, d_max, _, _) in steps.items():
+        d_bits = max(d_max.bit_length(), 1)
+        m_bits = max(m_max.bit_length(), 1)
+        cost = (2 + 2 * m_bits + d_bits) if kind_op == "mul" else (2 + d_bits)
+        cycles[op] = cycles.get(op, 0) + cost
+    return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
+
+
+class _Maxes:
+    """A stand-in for an instruction view when only the operands' largest values are asked for."""
+
+    def __getattr__(self, name):
+        return Const(1, 1)
+
+
+class SteppedRangeChecks:
+    """Builds the stepped checks inside the decoder's module: ``start`` pulses with a word that then holds;
+    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later.
+
+    The operands reach the multiplier registers a bit per cycle, most significant first, from one bit multiplexer
+    over the word and the few values that are not fields (``dram_size``, T, the limits): a wide multiplexer per
+    operand bit would cost more than all the rest."""
+
+    def __init__(self, m: Module, config: AcceleratorConfig, views: dict, opcode, word, dram_size, start):
+        self.sram = Signal(name="decode_sram_range")
+        self.dram = Signal(name="decode_dram_range")
+        _, steps, operands, t_bits, width = _plan(config, views, dram_size)
+        m_width = max(s[2].bit_length() for s in steps.values())
+        d_width = max(s[4].bit_length() + (s[2].bit_length() - 1) for s in steps.values())
+        t = Signal(max(t_bits, 1), name="decode_t")
+        # The bits the operands are read from: the word's bits from the first field read to the last (fields at
+        # their offsets less the first's), then the other values.
+        fields = [key for key in operands if key[0] == "field"]
+        low, high = min(k[1] for k in fields), max(k[1] + k[2] for k in fields)
+        where, extra, at = {}, [], high - low
+        for key, (value, largest) in sorted(operands.items(), key=lambda item: str(item[0])):
+            if key[0] == "field":
+                where[key] = key[1] - low
+            else:
+                where[key] = at
+                extra.append(Value.cast(value)[:largest.bit_length()] if largest else Const(0, 1))
+                at += len(extra[-1])
+        where[("T",)] = at
+        source = Cat(word[low:high], *extra, t)
+        index_bits = (len(source) - 1).bit_length()
+        count_bits = max(d_width, m_width).bit_length()
+        init, step_bits = _table(steps, where, index_bits, count_bits)
+        m.submodules.decode_table = rom = Memory(shape=2 + index_bits + count_bits + 6, depth=len(init), init=init,
+                                                 attrs={"ram_style": "block"})
+        read = rom.read_port()
+        if d_width > width:
+            raise AssertionError(f"the stepped checks' operands ({d_width} bits) are wider than the sums ({width})")
+        step = Signal(step_bits, name="decode_step")
+        self._run(m, read.data, source.bit_select(Signal(index_bits, name="decode_index"), 1), t,
+                  Signal(width, name="decode_acc"), Signal(m_width, name="decode_m"), Signal(d_width, name="decode_d"),
+                  Signal(count_bits, name="decode_count"), step, start)
+        m.d.comb += read.addr.eq(Cat(self._next_step, opcode[:3]))
+
+    def _run(self, m: Module, ctl, bit, t, acc, mul, d, count, step, start) -> None:
+        """The sequencing of one table entry ``ctl`` (read for ``step``): set up, read the operand ``bit`` by bit
+        (``bit`` selects with the index register, its operand), add; then ask for the next entry."""
+        index = bit.offset
+        index_bits, count_bits, width = len(index), len(count), len(acc)
+        what, last_bit = ctl[:2], ctl[2:2 + index_bits]
+        bits = ctl[2 + index_bits:2 + index_bits + count_bits]
+        clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + index_bits + count_bits + i] for i in range(6))
+        phase = Signal(2, name="decode_phase")          # 0: set up the step, 1: read its operand, 2: add
+        wide_d = Cat(d, Const(0, width - len(d)))
+        addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
+        total = (acc + addend + carry)[:width]
+        multiplied = mul[1:] == 0           # no more bits to add (an addition's multiplier is 1)
+        done = ((phase == 2) & multiplied) | ((phase == 1) & (what == _SETM) & (count == 1))
+        next_step = self._next_step = Signal(len(step), name="decode_next_step")   # the table's read is registered
+        m.d.comb += next_step.eq(Mux(start, 0, Mux(done, step + 1, step)))
+        m.d.sync += step.eq(next_step)
+        with m.If(start):
+            m.d.sync += [phase.eq(0), self.sram.eq(0), self.dram.eq(0)]
+        with m.Elif((phase == 0) & (what != _IDLE)):
+            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(1)]
+            with m.If(what == _SETM):
+                m.d.sync += mul.eq(0)
+            with m.Else():
+                m.d.sync += d.eq(0)
+            with m.If(what == _ADD):
+                m.d.sync += mul.eq(1)
+            with m.If(clear):
+                m.d.sync += acc.eq(0)
+            with m.If(keep):
+                m.d.sync += t.eq(acc)
+        with m.Elif(phase == 1):
+            m.d.sync += [index.eq(index - 1), count.eq(count - 1)]
+            with m.If(what == _SETM):
+                m.d.sync += mul.eq(Cat(bit, mul[:-1]))
+            with m.Else():
+                m.d.sync += d.eq(Cat(bit, d[:-1]))
+            with m.If(count == 1):
+                m.d.sync += phase.eq(Mux(what == _SETM, 0, 2))
+        with m.Elif(phase == 2):
+            m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1)]
+            with m.If(multiplied):
+                m.d.sync += phase.eq(0)
+            with m.If(~total[-1] & to_sram):
+                m.d.sync += self.sram.eq(1)
+            with m.If(~total[-1] & to_dram):
+                m.d.sync += self.dram.eq(1)
+
+
+def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[list[int], int]:
+    """The stepped checks' table, (entries, step bits): per (opcode's low three bits, step) what the step does
+    (2 bits), the position of its operand's top bit, the operand's bits, and the flags clear, sub, carry in,
+    sram, dram, keep (T takes the sum)."""
+    table, longest = {}, 0
+    for op, program in PROGRAMS.items():
+        entries = []
+        for i in range(len(program)):
+            kind_op, m_key, m_max, d_key, d_max, clear, flag = steps[(op, i)]
+            flags = [int(bool(clear)), int(kind_op in ("sub", "sub1")), int(kind_op == "sub"),
+                     int(flag == _S), int(flag == _D), int(clear == _T)]
+            if kind_op == "mul":
+                entries.append((_SETM, where[m_key], max(m_max.bit_length(), 1), [0] * 6))
+            entries.append((_MUL if kind_op == "mul" else _ADD, where[d_key], max(d_max.bit_length(), 1), flags))
+        table[int(op) & 7] = entries
+        longest = max(longest, len(entries))
+    if len(table) != len(PROGRAMS):
+        raise AssertionError("the stepped checks' table needs distinct low three opcode bits per kind")
+    step_bits = longest.bit_length()           # at least one idle step after the longest program
+
+    def entry_word(entry) -> int:
+        what, position, bits, flags = entry
+        fields = [(what, 2), (position + bits - 1, index_bits), (bits, count_bits)] + [(f, 1) for f in flags]
+        value, shift = 0, 0
+        for v, n in fields:
+            value |= v << shift
+            shift += n
+        return value
+    init = [entry_word(table[hi][lo]) if hi in table and lo < len(table[hi]) else 0
+            for hi in range(8) for lo in range(1 << step_bits)]
+    return init, step_bits
+
+
+_IDLE, _SETM, _MUL, _ADD = range(4)     # what a table entry does (2 bits)
+
+
+def _largest_of(steps: dict, m_key) -> int:
+    """The largest value ``m_key`` takes as a product's narrower operand (0 if it never is one)."""
+    return max((s[2] for s in steps.values() if s[1] == m_key), default=0)
