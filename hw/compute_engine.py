@@ -24,6 +24,16 @@ def acc_line_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     return data.ArrayLayout(psum_lane(config.acc_bits), config.cols)
 
 
+class _BlockRamFIFO(SyncFIFOBuffered):
+    """A SyncFIFOBuffered whose storage is a block RAM (``ram_style = "block"``), which synthesis would otherwise
+    build of flip-flops and multiplexers for so small a memory: same interface, same cycles."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.submodules.storage.attrs["ram_style"] = "block"
+        return m
+
+
 class _Feeder:
     """Reads buffer lines in order and offers them as a stream, hiding the one-cycle read latency.
 
@@ -31,8 +41,9 @@ class _Feeder:
     are issued only while the FIFO has room for them and everything already in flight.
     """
 
-    def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1):
-        self.fifo = fifo = SyncFIFOBuffered(width=width + tag_bits, depth=depth)
+    def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1,
+                 block_ram: bool = False):
+        self.fifo = fifo = (_BlockRamFIFO if block_ram else SyncFIFOBuffered)(width=width + tag_bits, depth=depth)
         m.submodules[name] = fifo
         self.port = port
         self.addr = Signal.like(port.addr, name=f"{name}_addr")
@@ -154,6 +165,42 @@ def _alu_registered(m: Module, c: AcceleratorConfig, op, old, src, stage, line_s
             [alu_operands.valid, alu_result.valid])
 
 
+def _delayed(m: Module, value) -> Signal:
+    """``value`` one cycle later."""
+    later = Signal()
+    m.d.sync += later.eq(value)
+    return later
+
+
+def _retire_tagged(m: Module, c: AcceleratorConfig, push, comp_in, arrive, tile_end, instr_end):
+    """A ``compute_compact`` engine's retire side: the lines of a kernel position are consecutive from ``acc_addr``,
+    and the partial sums of its last output and of the COMPUTE's last come tagged (``tile_end``, ``instr_end``), so a
+    queued COMPUTE is its first line and two flags (``push`` queues ``comp_in``'s). Returns (queue, current,
+    retiring, line, later_tile, last_of_current) as the counting retire side has them."""
+    descriptor = data.StructLayout({"acc_addr": unsigned((c.acc_buffer_depth - 1).bit_length()),
+                                    "accumulate": unsigned(1), "push_next": unsigned(1)})
+    m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=c.retire_queue_depth)
+    m.d.comb += [retire_queue.w_en.eq(push),
+                 retire_queue.w_data.eq(Cat(comp_in.acc_addr[:descriptor.size - 2], comp_in.accumulate,
+                                            comp_in.push_next))]
+    head = data.View(descriptor, retire_queue.r_data)
+    current = Signal(descriptor)
+    retiring = Signal()
+    p_line = Signal(range(c.acc_buffer_depth))
+    later_tile = Signal()               # past the instruction's first kernel position: always accumulate
+    take_next = retire_queue.r_rdy & (~retiring | (arrive & instr_end))
+    with m.If(take_next):
+        m.d.comb += retire_queue.r_en.eq(1)
+        m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), later_tile.eq(0)]
+    with m.Elif(arrive & instr_end):
+        m.d.sync += retiring.eq(0)
+    with m.Elif(arrive & tile_end):
+        m.d.sync += [later_tile.eq(1), p_line.eq(current.acc_addr)]
+    with m.Elif(arrive):
+        m.d.sync += p_line.eq(p_line + 1)
+    return retire_queue, current, retiring, p_line, later_tile, instr_end
+
+
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
@@ -199,7 +246,8 @@ class ComputeEngine(wiring.Component):
             m.d.comb += self.mac_packed.eq(array.acts.payload.packed)
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
-        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows))
+        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows),
+                          block_ram=c.compute_compact)
         w_line = Signal(range(c.weight_buffer_depth))
         w_row = Signal(range(c.packed_reduction_rows))
         # A build that packs per layer: a packed COMPUTE's tile is 2 * rows lines, and each line carries the fact
@@ -230,8 +278,9 @@ class ComputeEngine(wiring.Component):
         selects = (len(array.acts.payload.weight_format), len(array.acts.payload.act_format)) \
             if c.multi_format else (0, 0)
         packing = int(c.packs_per_layer)            # and the COMPUTE's packed bit, in a build that packs per layer
+        ends = int(c.compute_compact)               # and a compact engine's end-of-COMPUTE tag
         acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows),
-                       1 + sum(selects) + packing)
+                       1 + sum(selects) + packing + ends, block_ram=c.compute_compact)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
@@ -255,6 +304,8 @@ class ComputeEngine(wiring.Component):
         last_kx = kx + 1 == comp.kw
         last_ky = ky + 1 == comp.kh
         m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag[0].eq(last_ox & last_oy)]
+        if ends:
+            m.d.comb += acts.tag[-1].eq(last_ox & last_oy & last_kx & last_ky)
         if c.multi_format:
             m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]],
                                             *([comp.packed] if packing else [])))
@@ -287,46 +338,56 @@ class ComputeEngine(wiring.Component):
         # COMPUTE ends once its reads are issued (so the next one can start and the array never drains);
         # what comes out of the array is written by the retire side, one descriptor per instruction, and the
         # results-ready token is pushed after the instruction's last write.
-        taps = shift_add(comp_in.kh, comp_in.kw)
-        descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
-                                        "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
-                                        "accumulate": unsigned(1), "push_next": unsigned(1)})
-        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=c.retire_queue_depth)
-        m.d.comb += [
-            retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
-            retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,
-                                       comp_in.accumulate, comp_in.push_next)),
-        ]
-        head = data.View(descriptor, retire_queue.r_data)
-        current = Signal(descriptor)
-        retiring = Signal()
-        p_line = Signal(range(c.acc_buffer_depth))
-        # Down-counters (columns, rows and kernel positions still to come, this one included), so that the end of a
-        # row, of a tile and of the instruction are compares with 1, not carry chains.
-        cols_left = Signal.like(current.out_w)
-        rows_left = Signal.like(current.out_h)
-        tiles_left = Signal.like(current.tiles)
-        later_tile = Signal()               # past the instruction's first kernel position: always accumulate
         arrive = array.psums.valid
-        last_col, last_row = cols_left == 1, rows_left == 1
-        last_of_current = last_col & last_row & (tiles_left == 1)
-        take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
-        with m.If(take_next):
-            m.d.comb += retire_queue.r_en.eq(1)
-            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), cols_left.eq(head.out_w),
-                         rows_left.eq(head.out_h), tiles_left.eq(head.tiles), later_tile.eq(0)]
-        with m.Elif(arrive & last_of_current):
-            m.d.sync += retiring.eq(0)
-        with m.Elif(arrive):
-            with m.If(last_col):
-                m.d.sync += cols_left.eq(current.out_w)
-                with m.If(last_row):
-                    m.d.sync += [rows_left.eq(current.out_h), tiles_left.eq(tiles_left - 1), later_tile.eq(1),
-                                 p_line.eq(current.acc_addr)]
+        if c.compute_compact:
+            # The vector's tags, delayed as its partial sums through the array (which never stalls here).
+            accept = array.acts.valid & array.acts.ready
+            tile_end, instr_end = accept & acts.last, accept & acts.extra[-1]
+            for _ in range(array.latency):
+                tile_end, instr_end = _delayed(m, tile_end), _delayed(m, instr_end)
+            retire_queue, current, retiring, p_line, later_tile, last_of_current = _retire_tagged(
+                m, c, seq.start & (opcode_in == Opcode.COMPUTE), comp_in, arrive, tile_end, instr_end)
+        else:
+            taps = shift_add(comp_in.kh, comp_in.kw)
+            descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
+                                            "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
+                                            "accumulate": unsigned(1), "push_next": unsigned(1)})
+            m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size,
+                                                                        depth=c.retire_queue_depth)
+            m.d.comb += [
+                retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
+                retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,
+                                           comp_in.accumulate, comp_in.push_next)),
+            ]
+            head = data.View(descriptor, retire_queue.r_data)
+            current = Signal(descriptor)
+            retiring = Signal()
+            p_line = Signal(range(c.acc_buffer_depth))
+            # Down-counters (columns, rows and kernel positions still to come, this one included), so that the end of
+            # a row, of a tile and of the instruction are compares with 1, not carry chains.
+            cols_left = Signal.like(current.out_w)
+            rows_left = Signal.like(current.out_h)
+            tiles_left = Signal.like(current.tiles)
+            later_tile = Signal()               # past the instruction's first kernel position: always accumulate
+            last_col, last_row = cols_left == 1, rows_left == 1
+            last_of_current = last_col & last_row & (tiles_left == 1)
+            take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
+            with m.If(take_next):
+                m.d.comb += retire_queue.r_en.eq(1)
+                m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), cols_left.eq(head.out_w),
+                             rows_left.eq(head.out_h), tiles_left.eq(head.tiles), later_tile.eq(0)]
+            with m.Elif(arrive & last_of_current):
+                m.d.sync += retiring.eq(0)
+            with m.Elif(arrive):
+                with m.If(last_col):
+                    m.d.sync += cols_left.eq(current.out_w)
+                    with m.If(last_row):
+                        m.d.sync += [rows_left.eq(current.out_h), tiles_left.eq(tiles_left - 1), later_tile.eq(1),
+                                     p_line.eq(current.acc_addr)]
+                    with m.Else():
+                        m.d.sync += [rows_left.eq(rows_left - 1), p_line.eq(p_line + 1)]
                 with m.Else():
-                    m.d.sync += [rows_left.eq(rows_left - 1), p_line.eq(p_line + 1)]
-            with m.Else():
-                m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
+                    m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
         # Read (the address goes out as the partial sums arrive), then wait for the line, register it as it leaves the
         # block RAM, then add and write: the block RAM's output, the forwarding and the adder sit in different cycles.
         # (A slow_clock engine adds and writes as the line leaves the block RAM: c.accumulate_latency.)

@@ -25,7 +25,8 @@ DATAFLOWS = ("weight_stationary",)
 _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CHAINS, "perf_counters": True,
           "decode_shared": False, "decode_serial": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
-          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False}
+          "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
+          "compute_compact": False}
 
 
 class ConfigError(ValueError):
@@ -158,6 +159,11 @@ class AcceleratorConfig:
     #: beats, whose other bits are zeros: a small engine on a wide bus (2x2 int4, 8 of 64 bits) saves block RAMs
     #: (3 of the iCEBreaker's 30). Same bytes, same cycles.
     narrow_line_fifo: bool = False
+    #: The compute engine's small-part form, same cycles: its retire side follows two tags that travel with the
+    #: activation vectors through the array (end of a kernel position, end of the COMPUTE) instead of counting the
+    #: output's columns, rows and kernel positions, so a queued COMPUTE is its first accumulator line and two flags,
+    #: not 47 bits; its feeders' FIFOs in block RAMs; its loop counters as wide as the buffers' lines.
+    compute_compact: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -190,7 +196,7 @@ class AcceleratorConfig:
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         for name in ("perf_counters", "decode_shared", "decode_serial", "postprocess_shared", "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
-                     "narrow_line_fifo"):
+                     "narrow_line_fifo", "compute_compact"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()

@@ -201,7 +201,8 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
     for the checks, postprocess_shared, one post-processing lane taking the columns in turn, postprocess_held and
     postprocess_merged, a lane of 9 stages; with ``slow`` slow_clock, the lane of 4 stages, accumulator lines and
     the ALU updated as they leave the block RAM, each PARAM bias held saturated, and table_bram and
-    narrow_line_fifo, the table in a block RAM and the line FIFO as wide as the codes) keep the cycle model: random
+    narrow_line_fifo, the table in a block RAM and the line FIFO as wide as the codes; with no queue compute_compact,
+    the retire side following tags through the array) keep the cycle model: random
     programs within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters
     count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
@@ -210,7 +211,7 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
     config = AcceleratorConfig(rows=shape[0], cols=shape[1], perf_counters=perf_counters, decode_shared=decode_shared,
                                decode_serial=serial, postprocess_shared=serial, postprocess_held=serial,
                                postprocess_merged=serial, load_direct_write=queue == 0, slow_clock=slow,
-                               table_bram=slow, narrow_line_fifo=slow,
+                               table_bram=slow, narrow_line_fifo=slow, compute_compact=queue == 0,
                                **{**SMALL_PART, "command_queue_depth": queue})
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.
