@@ -201,6 +201,41 @@ def _retire_tagged(m: Module, c: AcceleratorConfig, push, comp_in, arrive, tile_
     return retire_queue, current, retiring, p_line, later_tile, instr_end
 
 
+def _shared_update(m: Module, c: AcceleratorConfig, op, old, src, stage, new) -> None:
+    """A ``compute_compact`` ``slow_clock`` engine's accumulator update into ``new``: COMPUTE's (the ``stage``
+    record: ``old`` plus the partial sums) and ALU's (``old`` with ``src``) through one adder per column, which
+    subtracts for MAX (``src > old`` is the sign of ``old - src``); MUL a DSP's product (a small part has DSPs to
+    spare: shifts and additions cost the iCEBreaker's 5 x 5 product 89 LUT4); COPY as in :func:`_alu_direct`."""
+    k, _ = _alu_multiply(c)
+    for col in range(c.cols):
+        x, psum = old[col].value, stage.psums[col]
+        y = Signal.like(x, name=f"update_y_{col}")
+        subtract = Signal(name=f"update_subtract_{col}")
+        total = Signal(signed(len(x) + 1), name=f"update_total_{col}")
+        m.d.comb += [y.eq(Mux(stage.valid, psum.value, src[col].value)),
+                     subtract.eq(~stage.valid & (op == AluOp.MAX)),
+                     total.eq(x + Mux(subtract, ~y, y) + subtract)]
+        # MUL's factors sign-extended by a bit that is the sign only for MUL, so that synthesis cannot narrow the
+        # product below a DSP's minimum width (11 bits) and builds it of LUTs.
+        xa, ya = (Cat(v[:k], Mux(op == AluOp.MUL, v[k - 1], 0)).as_signed() for v in (x, y))
+        value, nonfinite = new[col].value, new[col].nonfinite
+        with m.If(stage.valid):
+            m.d.comb += [value.eq(Mux(stage.accumulate, total, psum.value)),
+                         nonfinite.eq(Mux(stage.accumulate, old[col].nonfinite | psum.nonfinite, psum.nonfinite))]
+        with m.Else():
+            with m.Switch(op):
+                with m.Case(AluOp.MAX):
+                    m.d.comb += value.eq(Mux(total[-1], y, x))
+                with m.Case(AluOp.ADD):
+                    m.d.comb += value.eq(total)
+                with m.Case(AluOp.MUL):
+                    m.d.comb += value.eq(xa * ya)
+                with m.Default():                       # COPY
+                    m.d.comb += value.eq(y)
+            m.d.comb += nonfinite.eq(Mux(op == AluOp.COPY, src[col].nonfinite,
+                                         old[col].nonfinite | src[col].nonfinite))
+
+
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
@@ -283,6 +318,8 @@ class ComputeEngine(wiring.Component):
                        1 + sum(selects) + packing + ends, block_ram=c.compute_compact)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
+        if c.compute_compact:       # a legal COMPUTE's out_h * out_w accumulator lines lie in the buffer
+            oy, ox = Signal(range(c.acc_buffer_depth), name="oy"), Signal(range(c.acc_buffer_depth), name="ox")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
         tile_base = Signal(range(c.act_buffer_depth))       # act_addr + ky*dilation*pitch + kx*dilation
         row_base = Signal(range(c.act_buffer_depth))        # tile_base + oy*stride*pitch
@@ -412,6 +449,8 @@ class ComputeEngine(wiring.Component):
         is_alu = Signal()
         m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
         ay, ax = Signal.like(alu.y_size, name="ay"), Signal.like(alu.x_size, name="ax")
+        if c.compute_compact:       # a legal ALU's rows of x_size lines lie in the buffer (not its rows: stride 0)
+            ax = Signal(range(c.acc_buffer_depth), name="ax")
         # Accumulator line addresses (past the last element they may wrap: unused then).
         a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
                                               for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
@@ -485,8 +524,27 @@ class ComputeEngine(wiring.Component):
         else:
             old, src = self.acc_a.data, self.acc_b.data
         new = Signal(acc_line)
-        alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, alu.op, old, src, alu_stage,
-                                                                                a_dst.shape())
+        if c.compute_compact and c.alu_latency == c.accumulate_latency and not forwarding:
+            # One adder for COMPUTE's updates and ALU's ADD and MAX (slow_clock: both update lines as they leave).
+            _shared_update(m, c, alu.op, old, src, stage, new)
+            with m.If(stage.valid | alu_stage.valid):
+                m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(Mux(stage.valid, stage.line, alu_stage.line)),
+                             self.acc_w.data.eq(new)]
+            alu_busy = []
+        else:
+            alu_busy = self._update(m, c, alu.op, old, src, stage, alu_stage, a_dst.shape(), new, forwarding,
+                                    written if forwarding else None, old_hit if forwarding else None,
+                                    old_settled if forwarding else None)
+        self._complete(m, seq, opcode, w_active, a_active, alu_active, alu_records, alu_busy, alu)
+        return m
+
+    def _update(self, m, c, op, old, src, stage, alu_stage, line_shape, new, forwarding, written, old_hit,
+                old_settled):
+        """The accumulator write: COMPUTE's update of a line, else an ALU element's result; returns the ALU's
+        records still in flight after its stage."""
+        cols = c.cols
+        alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, op, old, src, alu_stage,
+                                                                                line_shape)
         with m.If(stage.valid):
             for col in range(cols):
                 psum = stage.psums[col]
@@ -504,8 +562,10 @@ class ComputeEngine(wiring.Component):
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
         if forwarding:
             m.d.sync += written.eq(new)
+        return alu_busy
 
-        # --- completion ------------------------------------------------------------------------------------------
+    def _complete(self, m, seq, opcode, w_active, a_active, alu_active, alu_records, alu_busy, alu):
+        """An instruction is done once its reads are issued (COMPUTE) or its writes are done (ALU)."""
         with m.If(self.control.running):
             with m.Switch(opcode):
                 with m.Case(Opcode.COMPUTE):
@@ -516,4 +576,3 @@ class ComputeEngine(wiring.Component):
                         done = done & ~busy
                     m.d.comb += seq.done.eq(done)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
-        return m
