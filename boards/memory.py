@@ -203,8 +203,8 @@ class BoardMemory(wiring.Component):
     def _read_side(self, m: Module, port, *, writing, depth: int) -> Signal:
         """One read burst at a time (host, data, insn by priority), a beat per cycle while the port is free and
         the reader takes them; returns the RAM address it reads. Beats leave through a register slice (an output
-        register and a skid register; the SPRAM build's has no skid register), so the RAM's output goes no further than
-        a register and the readers' ``ready`` no further than the slice."""
+        register and a skid register), so the RAM's output goes no further than a register and the readers' ``ready``
+        no further than the slice; the SPRAM build's leave straight from the RAM (a slow small part's clock)."""
         shift = (self._data_bits // 8).bit_length() - 1
         requesters = (self.host, self.data, self.insn)
         grant = Signal(range(len(requesters)))
@@ -257,7 +257,15 @@ class BoardMemory(wiring.Component):
                     m.d.sync += to_send.eq(to_send - 1)
                     with m.If(to_send == 1):
                         m.next = "IDLE"
-        out = self._slice(m, beat, out_valid, accept, requesters, skid=self._kind != "spram")
+        if self._compact:
+            # The SPRAM build's beat leaves as it is read, without an output register (a bus word of flip-flops
+            # less): the reader takes it from the RAM's output (or the hold register) and the next read goes out in
+            # the cycle it does, through logic to the RAM's address, which a slow small part's clock allows.
+            out = beat.like("out")
+            m.d.comb += [*out.eq(beat), out.valid.eq(out_valid),
+                         accept.eq(Cat(r.r.ready for r in requesters).bit_select(grant, 1))]
+        else:
+            out = self._slice(m, beat, out_valid, accept, requesters)
         for i, r in enumerate(requesters):
             m.d.comb += [r.r.valid.eq(out.valid & (out.grant == i)), r.r.resp.eq(out.resp)]
             if r is self.host:
@@ -267,20 +275,12 @@ class BoardMemory(wiring.Component):
         return addr
 
     @staticmethod
-    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters, *, skid: bool = True) -> "_Beat":
+    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters) -> "_Beat":
         """A register slice: ``beat`` is taken while ``accept`` (a register: the skid register is empty); the
-        returned beat (registers) leaves when its reader is ready. Without ``skid`` (the iCE40 UltraPlus's SPRAM
-        build: a slow small part) the output register alone: ``accept`` is the reader's ``ready`` or an empty
-        register, through logic, and a bus word of flip-flops is saved; a reader that is always ready (the engine's
-        and the bridge's are, while they read) sees the same cycles."""
+        returned beat (registers) leaves when its reader is ready."""
         ready = Signal()
         out = beat.like("out")
         m.d.comb += ready.eq(Cat(r.r.ready for r in requesters).bit_select(out.grant, 1))
-        if not skid:
-            m.d.comb += accept.eq(~out.valid | ready)
-            with m.If(accept):
-                m.d.sync += [*out.eq(beat), out.valid.eq(valid)]
-            return out
         skid = beat.like("skid")
         m.d.comb += accept.eq(~skid.valid)
         leaves = out.valid & ready
