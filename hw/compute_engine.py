@@ -218,23 +218,28 @@ def _shared_update(m: Module, c: AcceleratorConfig, op, old, src, stage, new) ->
         # MUL's factors sign-extended by a bit that is the sign only for MUL, so that synthesis cannot narrow the
         # product below a DSP's minimum width (11 bits) and builds it of LUTs.
         xa, ya = (Cat(v[:k], Mux(op == AluOp.MUL, v[k - 1], 0)).as_signed() for v in (x, y))
-        value, nonfinite = new[col].value, new[col].nonfinite
-        with m.If(stage.valid):
-            m.d.comb += [value.eq(Mux(stage.accumulate, total, psum.value)),
-                         nonfinite.eq(Mux(stage.accumulate, old[col].nonfinite | psum.nonfinite, psum.nonfinite))]
-        with m.Else():
-            with m.Switch(op):
-                with m.Case(AluOp.MAX):
-                    m.d.comb += value.eq(Mux(total[-1], y, x))
-                with m.Case(AluOp.ADD):
-                    m.d.comb += value.eq(total)
-                with m.Case(AluOp.MUL):
-                    m.d.comb += value.eq(xa * ya)
-                with m.Default():                       # COPY
-                    m.d.comb += value.eq(y)
-            m.d.comb += nonfinite.eq(Mux(op == AluOp.COPY, src[col].nonfinite,
-                                         old[col].nonfinite | src[col].nonfinite))
-
+        # Every result is one of four values, chosen by a two-bit code shared by the column's bits (a 4:1
+        # multiplexer a bit): y is the partial sum written over a line, src copied or MAX's larger.
+        take_x, take_y, take_total = (Signal(name=f"update_{n}_{col}") for n in ("x", "y", "total"))
+        m.d.comb += [take_total.eq(Mux(stage.valid, stage.accumulate, op == AluOp.ADD)),
+                     take_y.eq(Mux(stage.valid, ~stage.accumulate,
+                                   (op == AluOp.COPY) | ((op == AluOp.MAX) & total[-1]))),
+                     take_x.eq(~stage.valid & (op == AluOp.MAX) & ~total[-1])]
+        choice = Signal(2, name=f"update_choice_{col}")
+        m.d.comb += choice.eq(Mux(take_total, 0, Mux(take_y, 1, Mux(take_x, 2, 3))))
+        with m.Switch(choice):
+            with m.Case(0):
+                m.d.comb += new[col].value.eq(total)
+            with m.Case(1):
+                m.d.comb += new[col].value.eq(y)
+            with m.Case(2):
+                m.d.comb += new[col].value.eq(x)
+            with m.Default():
+                m.d.comb += new[col].value.eq(xa * ya)
+        m.d.comb += new[col].nonfinite.eq(Mux(stage.valid, Mux(stage.accumulate, old[col].nonfinite | psum.nonfinite,
+                                                               psum.nonfinite),
+                                              Mux(op == AluOp.COPY, src[col].nonfinite,
+                                                  old[col].nonfinite | src[col].nonfinite)))
 
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
