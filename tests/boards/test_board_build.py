@@ -25,6 +25,7 @@ def test_board_configurations():
     assert (ice.slow_clock, ice.table_bram, ice.narrow_line_fifo, ice.retire_queue_depth) == (True, True, True, 2)
     assert (ulx3s.slow_clock, ulx3s.table_bram, ulx3s.narrow_line_fifo, ulx3s.retire_queue_depth) == (False, False,
                                                                                                        False, 4)
+    assert (ice.compute_compact, ulx3s.compute_compact) == (True, False)
 
 
 @pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),

@@ -202,7 +202,7 @@ def test_json_round_trip(kwargs):
                                                                  "postprocess_shared", "postprocess_held",
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
-                                                                 "narrow_line_fifo"}
+                                                                 "narrow_line_fifo", "compute_compact"}
 
 
 def test_hash_is_stable():
@@ -228,7 +228,8 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                formats=("int8", "int4"), command_queue_depth=1, decode_chains=8,
                perf_counters=False, decode_shared=True, decode_serial=True, postprocess_shared=True,
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
-               load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True)
+               load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
+               compute_compact=True)
 
 
 def test_every_field_has_a_change():
@@ -266,6 +267,7 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "slow_clock" not in AcceleratorConfig().to_json()
     assert "table_bram" not in AcceleratorConfig().to_json()
     assert "narrow_line_fifo" not in AcceleratorConfig().to_json()
+    assert "compute_compact" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
@@ -278,7 +280,8 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
                                                      ("load_direct_write", True, False, None),
                                                      ("slow_clock", True, False, None),
                                                      ("table_bram", True, False, None),
-                                                     ("narrow_line_fifo", True, False, None)])
+                                                     ("narrow_line_fifo", True, False, None),
+                                                     ("compute_compact", True, False, None)])
 def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     """A small build's choices are in its JSON and hash; their defaults are not (pinned above)."""
     c = AcceleratorConfig(rows=2, **{name: value})
