@@ -280,6 +280,13 @@ class ComputeEngine(wiring.Component):
 
         m.submodules.array = array = SystolicArray(c, stalls=False)     # the retire side takes every result
         is_compute = Signal()
+        # A compact slow_clock engine's ALU walks its destination lines with the activation walker's registers and
+        # adders (the two never run at once: an ALU starts once every COMPUTE is retired).
+        shared = (c.compute_compact and c.alu_latency == c.accumulate_latency
+                  and c.act_buffer_depth == c.acc_buffer_depth)
+        if shared:
+            is_alu = Signal()
+            m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
         m.d.comb += is_compute.eq(self.control.running & (opcode == Opcode.COMPUTE))
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
         if c.packs_per_layer:
@@ -325,6 +332,8 @@ class ComputeEngine(wiring.Component):
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         if c.compute_compact:       # a legal COMPUTE's out_h * out_w accumulator lines lie in the buffer
             oy, ox = Signal(range(c.acc_buffer_depth), name="oy"), Signal(range(c.acc_buffer_depth), name="ox")
+            if shared:              # as the ALU's rows, y_size of them
+                oy = Signal.like(alu.y_size, name="oy")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
         tile_base = Signal(range(c.act_buffer_depth))       # act_addr + ky*dilation*pitch + kx*dilation
         row_base = Signal(range(c.act_buffer_depth))        # tile_base + oy*stride*pitch
@@ -355,12 +364,16 @@ class ComputeEngine(wiring.Component):
                          array.acts.payload.act_format.eq(acts.extra[selects[0]:sum(selects)])]
             if packing:
                 m.d.comb += array.acts.payload.packed.eq(acts.extra[sum(selects)])
+        step_sum, row_sum = a_addr + comp.stride, row_base + row_step
+        if shared:      # the ALU's destination: the next line of a row, the next row
+            step_sum, row_sum = Signal.like(a_addr), Signal.like(row_base)
+            m.d.comb += [step_sum.eq(a_addr + Mux(is_alu, 1, comp.stride)),
+                         row_sum.eq(row_base + Mux(is_alu, alu.dst_stride, row_step))]
         with m.If(acts.issue):
             with m.If(~last_ox):
-                m.d.sync += [ox.eq(ox + 1), a_addr.eq(a_addr + comp.stride)]
+                m.d.sync += [ox.eq(ox + 1), a_addr.eq(step_sum)]
             with m.Elif(~last_oy):
-                m.d.sync += [ox.eq(0), oy.eq(oy + 1), row_base.eq(row_base + row_step),
-                             a_addr.eq(row_base + row_step)]
+                m.d.sync += [ox.eq(0), oy.eq(oy + 1), row_base.eq(row_sum), a_addr.eq(row_sum)]
             with m.Else():
                 m.d.sync += [ox.eq(0), oy.eq(0)]
                 next_tile = Signal.like(tile_base)      # past the last kernel position it may wrap: unused then
@@ -451,14 +464,17 @@ class ComputeEngine(wiring.Component):
             m.d.comb += seq.ready.eq(retire_queue.w_rdy)
 
         # --- ALU: element (y, x) -------------------------------------------------------------------------------
-        is_alu = Signal()
-        m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
+        if not shared:
+            is_alu = Signal()
+            m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
         ay, ax = Signal.like(alu.y_size, name="ay"), Signal.like(alu.x_size, name="ax")
         if c.compute_compact:       # a legal ALU's rows of x_size lines lie in the buffer (not its rows: stride 0)
             ax = Signal(range(c.acc_buffer_depth), name="ax")
         # Accumulator line addresses (past the last element they may wrap: unused then).
         a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
                                               for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
+        if shared:
+            ay, ax, a_dst_row, a_dst = oy, ox, row_base, a_addr
         alu_active = Signal()
         # Every operation takes its operands ACCUMULATE_LATENCY cycles after the issue and writes two cycles later
         # (the operands and the result are registered): an element waits while one issued in those two cycles writes
@@ -482,8 +498,9 @@ class ComputeEngine(wiring.Component):
         next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
         next_dst, next_src = Signal.like(a_dst), Signal.like(a_src)
         m.d.comb += [row_end.eq(ax + 1 == alu.x_size),
-                     next_dst_row.eq(a_dst_row + alu.dst_stride), next_src_row.eq(a_src_row + alu.src_stride),
-                     next_dst.eq(Mux(row_end, next_dst_row, a_dst + 1)),
+                     next_dst_row.eq(row_sum if shared else a_dst_row + alu.dst_stride),
+                     next_src_row.eq(a_src_row + alu.src_stride),
+                     next_dst.eq(Mux(row_end, next_dst_row, step_sum if shared else a_dst + 1)),
                      next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]
         with m.If(alu_issue):
             m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src)]
