@@ -349,7 +349,14 @@ class ComputeEngine(wiring.Component):
                          tile_base.eq(comp_in.act_addr), row_base.eq(comp_in.act_addr), a_addr.eq(comp_in.act_addr),
                          row_step.eq(shift_add(comp_in.stride, comp_in.act_pitch)),
                          dil_row_step.eq(shift_add(comp_in.dilation, comp_in.act_pitch)),
-                         kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))]
+                         *([] if c.compute_compact else
+                           [kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))])]
+        if c.compute_compact:
+            # The kernel row's first tile (kx = 0), kept instead of a product to subtract: the next row's is
+            # dil_row_step further.
+            row_tile = Signal.like(tile_base, name="row_tile")
+            with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
+                m.d.sync += row_tile.eq(comp_in.act_addr)
         last_ox = ox + 1 == comp.out_w
         last_oy = oy + 1 == comp.out_h
         last_kx = kx + 1 == comp.kw
@@ -381,7 +388,11 @@ class ComputeEngine(wiring.Component):
                     m.d.comb += next_tile.eq(tile_base + comp.dilation)
                     m.d.sync += kx.eq(kx + 1)
                 with m.Else():
-                    m.d.comb += next_tile.eq(tile_base + dil_row_step - kernel_span)
+                    if c.compute_compact:
+                        m.d.comb += next_tile.eq(row_tile + dil_row_step)
+                        m.d.sync += row_tile.eq(next_tile)
+                    else:
+                        m.d.comb += next_tile.eq(tile_base + dil_row_step - kernel_span)
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
                 m.d.sync += [tile_base.eq(next_tile), row_base.eq(next_tile), a_addr.eq(next_tile)]
                 with m.If(last_kx & last_ky):

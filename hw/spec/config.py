@@ -162,7 +162,9 @@ class AcceleratorConfig:
     #: The compute engine's small-part form, same cycles: its retire side follows two tags that travel with the
     #: activation vectors through the array (end of a kernel position, end of the COMPUTE) instead of counting the
     #: output's columns, rows and kernel positions, so a queued COMPUTE is its first accumulator line and two flags,
-    #: not 47 bits; its feeders' FIFOs in block RAMs; its loop counters as wide as the buffers' lines.
+    #: not 47 bits; its feeders' FIFOs in block RAMs; its loop counters as wide as the buffers' lines; a register of
+    #: the kernel row's first activation line instead of a product; with ``slow_clock`` one adder for COMPUTE's
+    #: updates and ALU ADD/MAX, ALU MUL in a DSP, and the ALU's destination walk on the activation walker's registers.
     compute_compact: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 

@@ -50,6 +50,22 @@ def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
 
 
+def test_compute_compact_layer_programs_within_two_percent(tmp_path):
+    """compute_compact with slow_clock (the retire side on tags through the array, one adder for COMPUTE's updates and
+    ALU ADD/MAX, ALU MUL in a DSP, the ALU's destination walk on the activation walker, as the buffers are equally
+    deep, and the next kernel row's first line from a register of the row's first): layer programs (kernels of
+    several rows and columns) and random ones keep every byte and the cycle model."""
+    from dataclasses import replace
+
+    config = replace(CONFIG, slow_clock=True, compute_compact=True, acc_buffer_depth=CONFIG.act_buffer_depth)
+    rng = np.random.default_rng(12)
+    programs = [random_layer_program(config, rng) for _ in range(12)] + [random_program(config, rng)
+                                                                          for _ in range(12)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 20
+    assert_within_two_percent(pairs, total=True)
+
+
 def test_whole_programs_within_two_percent(tmp_path):
     rng = np.random.default_rng(11)
     programs = [random_layer_program(CONFIG, rng) for _ in range(20)] + [random_program(CONFIG, rng)
