@@ -347,10 +347,10 @@ class ComputeEngine(wiring.Component):
         with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
             m.d.sync += [ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), a_active.eq(1),
                          tile_base.eq(comp_in.act_addr), row_base.eq(comp_in.act_addr), a_addr.eq(comp_in.act_addr),
-                         row_step.eq(shift_add(comp_in.stride, comp_in.act_pitch)),
-                         dil_row_step.eq(shift_add(comp_in.dilation, comp_in.act_pitch)),
                          *([] if c.compute_compact else
-                           [kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))])]
+                           [row_step.eq(shift_add(comp_in.stride, comp_in.act_pitch)),
+                            dil_row_step.eq(shift_add(comp_in.dilation, comp_in.act_pitch)),
+                            kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))])]
         if c.compute_compact:
             # The kernel row's first tile (kx = 0), kept instead of a product to subtract: the next row's is
             # dil_row_step further.
@@ -361,6 +361,11 @@ class ComputeEngine(wiring.Component):
         last_oy = oy + 1 == comp.out_h
         last_kx = kx + 1 == comp.kw
         last_ky = ky + 1 == comp.kh
+        if c.compute_compact:
+            # One product of act_pitch, as it is used: an issue moves to the next output row (stride) or, after the
+            # last one, to the next kernel row (dilation), never both.
+            row_step = dil_row_step = Signal.like(row_step, name="pitch_step")
+            m.d.comb += row_step.eq(shift_add(Mux(last_oy, comp.dilation, comp.stride), comp.act_pitch))
         m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag[0].eq(last_ox & last_oy)]
         if ends:
             m.d.comb += acts.tag[-1].eq(last_ox & last_oy & last_kx & last_ky)
