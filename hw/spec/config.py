@@ -419,7 +419,7 @@ class AcceleratorConfig:
         """COMPUTE descriptors the compute engine's retire side queues (hw/compute_engine.py): as many as a command
         queue holds, from 2 to ``RETIRE_QUEUE_DEPTH``. A small part's engine without command queues starts its
         COMPUTEs no faster than the fetch hands them over, so two are enough, and each entry is a descriptor's
-        flip-flops (47 for the iCEBreaker's)."""
+        flip-flops (47 for the iCEBreaker's, 10 with compute_compact)."""
         return max(2, min(RETIRE_QUEUE_DEPTH, self.command_queue_depth))
 
     @property
