@@ -370,8 +370,9 @@ class ComputeEngine(wiring.Component):
         if ends:
             m.d.comb += acts.tag[-1].eq(last_ox & last_oy & last_kx & last_ky)
         if c.multi_format:
-            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]],
-                                            *([comp.packed] if packing else [])))
+            m.d.comb += acts.tag[1:len(acts.tag) - ends].eq(Cat(comp.weight_format[:selects[0]],     # not the end tag
+                                                                comp.act_format[:selects[1]],
+                                                                *([comp.packed] if packing else [])))
             m.d.comb += [array.acts.payload.weight_format.eq(acts.extra[:selects[0]]),
                          array.acts.payload.act_format.eq(acts.extra[selects[0]:sum(selects)])]
             if packing:

@@ -80,12 +80,15 @@ def test_the_pinned_cycle_fixture_is_what_the_rtl_counts():
     assert measure()["cases"] == load_fixture()["cases"]
 
 
-def test_format_switching_programs_within_two_percent(tmp_path):
-    """A multi-format engine keeps the cycle model: random programs whose tiles switch formats."""
+@pytest.mark.parametrize("compact", [False, True])
+def test_format_switching_programs_within_two_percent(compact, tmp_path):
+    """A multi-format engine keeps the cycle model: random programs whose tiles switch formats (``compact``: with
+    compute_compact and slow_clock, the format indices beside the tags in the activation feeder's FIFO)."""
     from hw.spec.config import AcceleratorConfig
 
     config = AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8", "minifloat6"), act_buffer_depth=512,
-                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
+                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64,
+                               compute_compact=compact, slow_clock=compact)
     rng = np.random.default_rng(12)
     pairs = check_programs(config, [random_program(config, rng) for _ in range(30)], tmp_path, Traffic(latency=4))
     assert_within_two_percent(pairs, total=True)
