@@ -109,14 +109,16 @@ def test_packed_int4_programs_within_two_percent(tmp_path):
     assert_within_two_percent(pairs, total=True)
 
 
-def test_per_layer_packing_programs_within_two_percent(tmp_path):
+@pytest.mark.parametrize("compact", [False, True])
+def test_per_layer_packing_programs_within_two_percent(compact, tmp_path):
     """A multi-format engine that packs per layer (2x4 int4+int8+minifloat6): int4 x int4 tiles load 2 * rows
     weight lines and reduce over them, the other pairs rows; random programs switching between them keep the
-    cycle model."""
+    cycle model (``compact``: with compute_compact, the packed bit beside the tags)."""
     from hw.spec.config import AcceleratorConfig
 
     config = AcceleratorConfig(rows=2, cols=4, formats=("int4", "int8", "minifloat6"), act_buffer_depth=512,
-                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
+                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64,
+                               compute_compact=compact)
     assert config.packed_pairs == ((0, 0),)
     rng = np.random.default_rng(15)
     pairs = check_programs(config, [random_program(config, rng) for _ in range(30)], tmp_path, Traffic(latency=4))
