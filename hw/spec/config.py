@@ -28,7 +28,8 @@ _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CH
           "decode_shared": False, "decode_serial": False, "decode_stepped": False, "postprocess_shared": False,
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
-          "postprocess_serial": False, "dram_addr_bits": 32}
+          "postprocess_serial": False, "dram_addr_bits": 32,
+          "compute_compact": False}
 
 
 class ConfigError(ValueError):
@@ -185,6 +186,13 @@ class AcceleratorConfig:
     #: still reaches the bus at or beyond the memory's end, never wrapped into it: the memory answers it with an
     #: error. 32: the whole AXI address space. Same bursts, same cycles.
     dram_addr_bits: int = 32
+    #: The compute engine's small-part form, same cycles: its retire side follows two tags that travel with the
+    #: activation vectors through the array (end of a kernel position, end of the COMPUTE) instead of counting the
+    #: output's columns, rows and kernel positions, so a queued COMPUTE is its first accumulator line and two flags,
+    #: not 47 bits; its feeders' FIFOs in block RAMs; its loop counters as wide as the buffers' lines; a register of
+    #: the kernel row's first activation line instead of a product; with ``slow_clock`` one adder for COMPUTE's
+    #: updates and ALU ADD/MAX, ALU MUL in a DSP, and the ALU's destination walk on the activation walker's registers.
+    compute_compact: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -219,7 +227,7 @@ class AcceleratorConfig:
         for name in ("perf_counters", "decode_shared", "decode_serial", "decode_stepped", "postprocess_shared",
                      "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
-                     "narrow_line_fifo", "postprocess_serial"):
+                     "narrow_line_fifo", "postprocess_serial", "compute_compact"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
@@ -464,7 +472,7 @@ class AcceleratorConfig:
         """COMPUTE descriptors the compute engine's retire side queues (hw/compute_engine.py): as many as a command
         queue holds, from 2 to ``RETIRE_QUEUE_DEPTH``. A small part's engine without command queues starts its
         COMPUTEs no faster than the fetch hands them over, so two are enough, and each entry is a descriptor's
-        flip-flops (47 for the iCEBreaker's)."""
+        flip-flops (47 for the iCEBreaker's, 10 with compute_compact)."""
         return max(2, min(RETIRE_QUEUE_DEPTH, self.command_queue_depth))
 
     @property

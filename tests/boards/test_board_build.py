@@ -30,6 +30,7 @@ def test_board_configurations():
     # The serial lane on integer outputs only: a minifloat output keeps the barrel shifter.
     assert ice.postprocess_serial and not ulx3s.postprocess_serial
     assert not board_config(BOARDS["icebreaker"], acts="minifloat6").postprocess_serial
+    assert (ice.compute_compact, ulx3s.compute_compact) == (True, False)
 
 
 @pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),

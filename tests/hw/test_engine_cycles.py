@@ -50,6 +50,22 @@ def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
 
 
+def test_compute_compact_layer_programs_within_two_percent(tmp_path):
+    """compute_compact with slow_clock (the retire side on tags through the array, one adder for COMPUTE's updates and
+    ALU ADD/MAX, ALU MUL in a DSP, the ALU's destination walk on the activation walker, as the buffers are equally
+    deep, and the next kernel row's first line from a register of the row's first): layer programs (kernels of
+    several rows and columns) and random ones keep every byte and the cycle model."""
+    from dataclasses import replace
+
+    config = replace(CONFIG, slow_clock=True, compute_compact=True, acc_buffer_depth=CONFIG.act_buffer_depth)
+    rng = np.random.default_rng(12)
+    programs = [random_layer_program(config, rng) for _ in range(12)] + [random_program(config, rng)
+                                                                          for _ in range(12)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 20
+    assert_within_two_percent(pairs, total=True)
+
+
 def test_whole_programs_within_two_percent(tmp_path):
     rng = np.random.default_rng(11)
     programs = [random_layer_program(CONFIG, rng) for _ in range(20)] + [random_program(CONFIG, rng)
@@ -64,12 +80,15 @@ def test_the_pinned_cycle_fixture_is_what_the_rtl_counts():
     assert measure()["cases"] == load_fixture()["cases"]
 
 
-def test_format_switching_programs_within_two_percent(tmp_path):
-    """A multi-format engine keeps the cycle model: random programs whose tiles switch formats."""
+@pytest.mark.parametrize("compact", [False, True])
+def test_format_switching_programs_within_two_percent(compact, tmp_path):
+    """A multi-format engine keeps the cycle model: random programs whose tiles switch formats (``compact``: with
+    compute_compact and slow_clock, the format indices beside the tags in the activation feeder's FIFO)."""
     from hw.spec.config import AcceleratorConfig
 
     config = AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8", "minifloat6"), act_buffer_depth=512,
-                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
+                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64,
+                               compute_compact=compact, slow_clock=compact)
     rng = np.random.default_rng(12)
     pairs = check_programs(config, [random_program(config, rng) for _ in range(30)], tmp_path, Traffic(latency=4))
     assert_within_two_percent(pairs, total=True)
@@ -90,14 +109,16 @@ def test_packed_int4_programs_within_two_percent(tmp_path):
     assert_within_two_percent(pairs, total=True)
 
 
-def test_per_layer_packing_programs_within_two_percent(tmp_path):
+@pytest.mark.parametrize("compact", [False, True])
+def test_per_layer_packing_programs_within_two_percent(compact, tmp_path):
     """A multi-format engine that packs per layer (2x4 int4+int8+minifloat6): int4 x int4 tiles load 2 * rows
     weight lines and reduce over them, the other pairs rows; random programs switching between them keep the
-    cycle model."""
+    cycle model (``compact``: with compute_compact, the packed bit beside the tags)."""
     from hw.spec.config import AcceleratorConfig
 
     config = AcceleratorConfig(rows=2, cols=4, formats=("int4", "int8", "minifloat6"), act_buffer_depth=512,
-                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64)
+                               weight_buffer_depth=128, acc_buffer_depth=128, param_buffer_depth=8, dma_bits=64,
+                               compute_compact=compact)
     assert config.packed_pairs == ((0, 0),)
     rng = np.random.default_rng(15)
     pairs = check_programs(config, [random_program(config, rng) for _ in range(30)], tmp_path, Traffic(latency=4))
@@ -202,7 +223,8 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
     postprocess_merged, a lane of 9 stages; with ``slow`` slow_clock, the lane of 4 stages, accumulator lines and
     the ALU updated as they leave the block RAM, each PARAM bias held saturated, and table_bram and
     narrow_line_fifo, the table in a block RAM and the line FIFO as wide as the codes, and dram_addr_bits, burst
-    addresses in the 17 bits of a 128 KiB memory, which the programs' 64 KiB fit) keep the cycle model: random
+    addresses in the 17 bits of a 128 KiB memory, which the programs' 64 KiB fit; with no queue compute_compact,
+    the retire side following tags through the array) keep the cycle model: random
     programs within 2 %, every byte, cycle count, instruction and MAC count checked; the busy and stall counters
     count (at most every cycle, some cycles) or, left out, read 0."""
     from hw.spec.config import AcceleratorConfig
@@ -212,6 +234,7 @@ def test_small_part_programs_within_two_percent(shape, perf_counters, decode_sha
                                decode_serial=serial, postprocess_shared=serial, postprocess_held=serial,
                                postprocess_merged=serial, load_direct_write=queue == 0, slow_clock=slow,
                                table_bram=slow, narrow_line_fifo=slow, dram_addr_bits=17 if slow else 32,
+                               compute_compact=queue == 0,
                                **{**SMALL_PART, "command_queue_depth": queue})
     rng = np.random.default_rng(14 + shape[0])
     # random_layer_program's layers assume buffers deeper than 16 lines: random programs only.

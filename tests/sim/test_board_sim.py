@@ -153,14 +153,15 @@ def test_a_batched_program_on_the_board_equals_the_emulator(board, tmp_path):
 def test_random_programs_on_the_icebreaker_engine_equal_the_emulator():
     """The iCEBreaker's engine (int4 2x2 with the small part's choices: no command queues, four carry chains
     per decoder stage, no busy/stall counters, a serial decoder, one post-processing lane) in the simulated board
-    top, through the bridge: random programs leave the emulator's bytes in memory and its status. (The digits CNN's
+    top with the board's SPRAM memory (its behavioural model) and compact bridge, through the bridge: random
+    programs leave the emulator's bytes in memory and its status. (The digits CNN's
     image for this engine, 208 KiB, does not fit the board's 128 KiB.)"""
     from sim.programs import random_program
 
     config = board_config(BOARDS["icebreaker"])
     rng = np.random.default_rng(21)
     programs = [random_program(config, rng) for _ in range(4)]
-    with simulated_board(config) as url, BoardLink(url) as link:
+    with simulated_board(config, memory_kind="spram") as url, BoardLink(url) as link:
         for i, program in enumerate(programs):
             image = bytes(program.dram) + bytes(-len(program.dram) % 4)
             assert len(image) <= MEMORY_BYTES
