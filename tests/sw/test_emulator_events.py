@@ -166,7 +166,7 @@ def test_a_compiled_network_against_the_memory_it_moved(monkeypatch):
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("shape, formats, dma_bits", [
     ((2, 4), ("int4", "int8"), 32), ((4, 4), ("minifloat6", "minifloat6"), 64), ((8, 8), ("fp8_e4m3", "fp8_e4m3"), 128),
-    ((1, 1), ("int8", "int8"), 8)])
+    ((1, 1), ("int8", "int8"), 32)])
 def test_random_programs(shape, formats, dma_bits, seed, monkeypatch):
     """Random race-free programs of sim.programs: the same events in the functional and the timed run, MACs equal
     to the independent reference's count, DRAM bytes written equal to what the memory model was asked to write."""
