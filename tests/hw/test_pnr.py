@@ -48,6 +48,20 @@ def test_async_paths_are_not_the_critical_path():
     assert len(report["critical_paths"]) == 2 and critical_path(report) is None
 
 
+def test_a_constant_net_is_neither_the_fmax_nor_the_critical_path():
+    """yosys ties an unregistered SB_MAC16's clock to 0 and nextpnr times $PACKER_GND_NET as a clock, listed first:
+    the iCEBreaker's board table named a DSP's 3 ns self-path as critical. Here that clock is also the slowest."""
+    real = RECORDED["report"]
+    gnd = "$PACKER_GND_NET_$glb_clk"
+    first = real["critical_paths"][0]
+    fake = {"from": f"posedge {gnd}", "to": f"posedge {gnd}", "path": first["path"][:2]}
+    report = {**real, "fmax": {gnd: {"achieved": 20.0, "constraint": 30.0}, **real["fmax"]},
+              "critical_paths": [fake, *real["critical_paths"]]}
+    assert critical_path(report) == critical_path(real) and critical_path(real)["from"] == "core.word"
+    s = summarise(DEVICES["ecp5-25f"], report, RECORDED["log"], RECORDED["stat"], 0)
+    assert s["fmax_mhz"] == 30.24
+
+
 def test_utilisation_table_of_a_log():
     table = utilisation_from_log(RECORDED["log"])
     assert table["MULT18X18D"] == {"used": 28, "available": 28}
