@@ -116,9 +116,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # none of the registers that split paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12,
     # accumulator lines updated as they leave the block RAM, the ALU's operands and result unregistered); a retire
     # queue of two COMPUTEs, as no command queue runs ahead; the lane's activation table in a block RAM
-    # (table_bram), which the store's line FIFO, only as wide as the codes, makes room for; the lane's right shift one
-    # bit a cycle, signed (postprocess_serial: an element every 49 cycles, the line FIFO two deep). Those choices also share
-    # LOAD's and STORE's external-memory range check, compare with the buffer depths by testing bits (the fetch's
+    # (table_bram), which the store's line FIFO, only as wide as the codes, makes room for; the lane's right shift
+    # one bit a cycle, signed (postprocess_serial: an element every 49 cycles, the line FIFO two deep). Those choices
+    # also share LOAD's and STORE's external-memory range check, compare with the buffer depths by testing bits (the fetch's
     # range check too), and keep 32-bit cycle and MAC counts; the SPRAM memory's read side has no skid register and
     # it checks a burst's range without keeping its address, and its read beats leave straight from the SPRAM (the
     # beat's address kept on it until the beat leaves: no hold or output register); its bridge counts a frame's

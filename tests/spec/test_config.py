@@ -199,7 +199,8 @@ def test_json_round_trip(kwargs):
     # A single-format build's JSON has no set, a build with the default command queues no queue depth.
     assert set(config.to_dict()) == init_fields() - {"formats", "command_queue_depth", "decode_chains",
                                                                  "perf_counters", "decode_shared", "decode_serial",
-                                                                 "decode_stepped", "postprocess_shared", "postprocess_held",
+                                                                 "decode_stepped", "postprocess_shared",
+                                                                 "postprocess_held",
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
                                                                  "narrow_line_fifo", "postprocess_serial",
