@@ -18,6 +18,22 @@ def assert_within_two_percent(pairs: list[tuple[int, int]], total: bool = False)
         assert abs(total_emulator - total_rtl) / total_rtl <= 0.005
 
 
+def store_programs(config, shapes) -> list:
+    """One STORE a program: (rows, lines a row, DRAM stride in output lines, byte offset, negative_param) each."""
+    from hw.spec.layout import output_line_bytes
+    from sw.compiler.program import ProgramBuilder
+
+    line = output_line_bytes(config)
+    programs = []
+    for y, x, s, at, n in shapes:
+        b = ProgramBuilder(config, max_instructions=8)
+        data = b.region("data", bytes(8192))
+        b.emit("STORE", acc_addr=1, y_size=y, x_size=x, acc_stride=x, dram_stride=s * line, dram_addr=data.addr + at,
+               negative_param=n)
+        programs.append(b.build(f"store y{y} x{x} s{s} at{at} n{n}"))
+    return programs
+
+
 
 @pytest.mark.parametrize("latency", [1, 4])
 def test_single_instructions_are_cycle_exact(latency, tmp_path):
@@ -151,7 +167,6 @@ def test_shared_lane_stores_are_cycle_exact(latency, merged, per_lane, tmp_path)
     accumulators through the time-multiplexed lane, SETPPs between STOREs) byte for byte, within 2 %."""
     from hw.spec.config import AcceleratorConfig
     from hw.spec.layout import output_line_bytes
-    from sw.compiler.program import ProgramBuilder
 
     config = AcceleratorConfig(rows=4, cols=4, dma_bits=32, act_buffer_depth=64, weight_buffer_depth=64,
                                acc_buffer_depth=64, param_buffer_depth=2, postprocess_shared=per_lane == 4,
@@ -159,15 +174,8 @@ def test_shared_lane_stores_are_cycle_exact(latency, merged, per_lane, tmp_path)
                                postprocess_held=True, postprocess_merged=merged)
     line = output_line_bytes(config)
 
-    def store(y, x, s, at, n):
-        b = ProgramBuilder(config, max_instructions=8)
-        data = b.region("data", bytes(8192))
-        b.emit("STORE", acc_addr=1, y_size=y, x_size=x, acc_stride=x, dram_stride=s * line, dram_addr=data.addr + at,
-               negative_param=n)
-        return b.build(f"store y{y} x{x} s{s} at{at} n{n}")
-
-    programs = [store(*f) for f in ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1), (4, 3, 3, 0, 0),
-                                    (2, 4, 4, 4096 - 2 * line, 0), (1, 12, 12, 0, 0))]
+    programs = store_programs(config, ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1), (4, 3, 3, 0, 0),
+                                       (2, 4, 4, 4096 - 2 * line, 0), (1, 12, 12, 0, 0)))
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=latency))
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
     if latency == 4:
@@ -259,7 +267,6 @@ def test_serial_lane_stores_are_cycle_exact(cols, tmp_path):
     negative_param, a 4 KiB crossing) cycle for cycle, and random programs byte for byte, within 2 %."""
     from hw.spec.config import AcceleratorConfig
     from hw.spec.layout import output_line_bytes
-    from sw.compiler.program import ProgramBuilder
 
     config = AcceleratorConfig(rows=cols, cols=cols, decode_shared=True, decode_serial=True,
                                postprocess_shared=cols > 1, postprocess_held=True, postprocess_merged=True,
@@ -268,15 +275,8 @@ def test_serial_lane_stores_are_cycle_exact(cols, tmp_path):
     assert config.postprocess_interval > 40
     line = output_line_bytes(config)
 
-    def store(y, x, s, at, n):
-        b = ProgramBuilder(config, max_instructions=8)
-        data = b.region("data", bytes(8192))
-        b.emit("STORE", acc_addr=1, y_size=y, x_size=x, acc_stride=x, dram_stride=s * line, dram_addr=data.addr + at,
-               negative_param=n)
-        return b.build(f"store y{y} x{x} s{s} at{at} n{n}")
-
-    programs = [store(*f) for f in ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1), (4, 3, 3, 0, 0),
-                                    (2, 4, 4, 4096 - 2 * line, 0))]
+    programs = store_programs(config, ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1), (4, 3, 3, 0, 0),
+                                       (2, 4, 4, 4096 - 2 * line, 0)))
     pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
     rng = np.random.default_rng(43 + cols)
