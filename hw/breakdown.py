@@ -77,7 +77,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_guard(PROG, lambda: _main(argv))
+    # A configuration the RTL refuses as it elaborates (decode_stepped's checks too long for its latency).
+    return main_guard(PROG, lambda: _main(argv), usage_errors=(ConfigError,))
 
 
 if __name__ == "__main__":

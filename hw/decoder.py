@@ -10,7 +10,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .spec.config import AcceleratorConfig
+from .spec.config import AcceleratorConfig, ConfigError
 from .spec.isa import HEADER, INSTRUCTION_BITS, KINDS, AluOp, Buffer, ErrorCode, Kind, Opcode
 from .lanes import packed_pair
 from .pipeline import Pipeline, Staged
@@ -277,8 +277,11 @@ class InstructionDecoder(wiring.Component):
         from .decode_steps import SteppedRangeChecks, program_cycles
 
         if program_cycles(self._config) + 2 > self.latency:
-            raise AssertionError(f"the stepped checks take {program_cycles(self._config) + 2} cycles; raise "
-                                 f"STEPPED_DECODE_LATENCY in hw/spec/microarchitecture.py (the cycle model uses it)")
+            # Deep buffers make wide operands: the configuration, not the RTL, is at fault (the cycle model's fixed
+            # STEPPED_DECODE_LATENCY would not hold for it).
+            raise ConfigError(f"decode_stepped: this configuration's range checks take "
+                              f"{program_cycles(self._config) + 2} cycles, more than the {self.latency} a stepped "
+                              f"decoder has; use shallower buffers or drop decode_stepped")
         opcode = self.word[:HEADER[0].bits]
         views = {op: self._view(kind) for op, kind in KINDS.items()}
         ranges = SteppedRangeChecks(m, self._config, views, opcode, self.word, self.dram_size, self.en)

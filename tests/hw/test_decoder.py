@@ -319,3 +319,18 @@ def test_stepped_range_checks_at_their_limits(config):
     got = []
     _assert_decodes_like_the_emulator(dut, _one_word_at_a_time(dut, dram_size, words, got), words, expected, got,
                                       outcomes=(ErrorCode.SRAM_RANGE, ErrorCode.DRAM_RANGE, ErrorCode.NONE))
+
+
+def test_a_stepped_decoder_refuses_a_configuration_its_latency_cannot_check():
+    """Buffers of 32768 lines make the stepped programs longer than STEPPED_DECODE_LATENCY, which the cycle model
+    uses: elaborating says so as a configuration error (hw.breakdown: one line, status 2), never a wrong decoder."""
+    from amaranth.hdl import Fragment
+
+    from hw.spec.config import ConfigError
+    from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY
+
+    deep = AcceleratorConfig(decode_stepped=True, weight_buffer_depth=32768)
+    with pytest.raises(ConfigError, match=rf"take \d+ cycles, more than the {STEPPED_DECODE_LATENCY} .*drop "
+                                          r"decode_stepped"):
+        Fragment.get(InstructionDecoder(deep), None)
+    Fragment.get(InstructionDecoder(AcceleratorConfig(decode_stepped=True)), None)      # the default depths fit
