@@ -34,6 +34,11 @@ class BoardCore(wiring.Component):
 
     def __init__(self, config: AcceleratorConfig, *, memory_bytes: int, memory_kind: str = "bram",
                  clocks_per_bit: int, idle_timeout: int):
+        if memory_bytes > 1 << config.dram_addr_bits:
+            # The engine's narrow burst addresses fold every address beyond 2**dram_addr_bits onto one: a larger
+            # memory would take some of them for addresses inside it (a read where DRAM_RANGE is due).
+            raise ValueError(f"dram_addr_bits={config.dram_addr_bits} addresses {1 << config.dram_addr_bits} bytes, "
+                             f"less than the board's {memory_bytes}: raise dram_addr_bits")
         self._config = config
         self.engine = InferenceEngine(config)
         self.memory = BoardMemory(data_bits=config.dma_bits, size=memory_bytes, kind=memory_kind)

@@ -33,6 +33,18 @@ def test_board_configurations():
     assert (ice.compute_compact, ulx3s.compute_compact) == (True, False)
 
 
+def test_a_memory_beyond_the_engines_burst_addresses_is_refused():
+    """The iCEBreaker's engine counts burst addresses in 17 bits (its 128 KiB): a 256 KiB memory behind it would
+    answer some addresses beyond the first 128 KiB with data instead of an error, so the board top refuses it."""
+    from boards.top import BoardCore
+
+    config = board_config(BOARDS["icebreaker"], rows=1)
+    assert config.dram_addr_bits == 17
+    with pytest.raises(ValueError, match=r"dram_addr_bits=17 addresses 131072 bytes, less than the board's 262144"):
+        BoardCore(config, memory_bytes=256 * 1024, memory_kind="spram", clocks_per_bit=4, idle_timeout=100)
+    BoardCore(config, memory_bytes=128 * 1024, memory_kind="spram", clocks_per_bit=4, idle_timeout=100)
+
+
 @pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),
                                                ("icebreaker", 3_000_000, 4)])
 def test_clocks_per_bit(board, baud, cycles):
