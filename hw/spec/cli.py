@@ -169,8 +169,10 @@ def main_guard(prog: str, body: Callable[[], int], usage_errors: tuple[type[Base
     frontend refuses, a layer no tiling fits): one line and status 2, like :class:`UsageError`.
     """
     caught: list[warnings.WarningMessage] = []
-    restore = _install_signals(prog)
+    restore: Callable[[], None] = lambda: None
     try:
+        # Inside the try: a signal in the instant the handlers go in is this guard's to report, not a traceback.
+        restore = _install_signals(prog)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("default")
             status = body()
@@ -270,7 +272,6 @@ def _install_signals(prog: str) -> Callable[[], None]:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
@@ -278,6 +279,7 @@ def _install_signals(prog: str) -> Callable[[], None]:
     watchdog = threading.Thread(target=_watchdog, args=(read_fd, prog, finished), daemon=True,
                                 name="interrupt-watchdog")
     watchdog.start()
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}     # last: all is ready
 
     def restore():
         finished.set()
