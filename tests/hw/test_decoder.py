@@ -134,12 +134,18 @@ def test_serial_decoder_matches_emulator_checks(config):
     the emulator's checks raise (random and corrupted words, one at a time as the engine's fetch gives them)."""
     from hw.spec.microarchitecture import SERIAL_DECODE_LATENCY
 
-    rng = np.random.default_rng(config.rows + 7)
+    _check_held_words(config, config.rows + 7, 1000, SERIAL_DECODE_LATENCY)
+
+
+def _check_held_words(config, seed: int, count: int, latency: int) -> None:
+    """``count`` random and corrupted words, one at a time, against the emulator's checks; the decoder's latency
+    is ``latency``."""
+    rng = np.random.default_rng(seed)
     dram_size = int(rng.choice([1 << 14, 1 << 17, (1 << 32) - 64]))
-    words = _words(rng, 1000)
+    words = _words(rng, count)
     expected = [int(decode_checked(w, config, dram_size)[2]) for w in words]
     dut = InstructionDecoder(config)
-    assert dut.latency == config.decode_latency == SERIAL_DECODE_LATENCY
+    assert dut.latency == config.decode_latency == latency
     got = []
     _assert_decodes_like_the_emulator(dut, _one_word_at_a_time(dut, dram_size, words, got), words, expected, got)
 
@@ -258,14 +264,7 @@ def test_stepped_decoder_matches_emulator_checks(config):
     cycles after ``en``."""
     from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY
 
-    rng = np.random.default_rng(config.rows + 11)
-    dram_size = int(rng.choice([1 << 14, 1 << 17, (1 << 32) - 64]))
-    words = _words(rng, 600)
-    expected = [int(decode_checked(w, config, dram_size)[2]) for w in words]
-    dut = InstructionDecoder(config)
-    assert dut.latency == config.decode_latency == STEPPED_DECODE_LATENCY
-    got = []
-    _assert_decodes_like_the_emulator(dut, _one_word_at_a_time(dut, dram_size, words, got), words, expected, got)
+    _check_held_words(config, config.rows + 11, 600, STEPPED_DECODE_LATENCY)
 
 
 #: Per kind, the address fields whose range checks the stepped decoder runs, and the limit each is moved near.
