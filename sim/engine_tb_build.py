@@ -76,17 +76,6 @@ def _tail(log: Path, lines: int = 12) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _drop_intermediates(obj: Path) -> None:
-    """Delete what only the build needed: two precompiled headers (88 MB each) and the object files.
-
-    A cached testbench is run, never rebuilt in place; kept, these files took 176 MB of each build's 181 MB, and
-    a fresh regression's builds ran a CI machine out of room.
-    """
-    for pattern in ("*.gch", "*.o", "*.a"):
-        for file in obj.glob(pattern):
-            file.unlink()
-
-
 def build_compiled(name: str, verilog: str, main: Path, header: str, *, waves: bool = False, opt: str = DEFAULT_OPT,
                    threads: int = 1) -> CompiledTestbench:
     """A compiled testbench: ``verilog`` (top level ``top``), the C++ ``main`` with ``cpp/*.h`` and ``header``
@@ -116,7 +105,6 @@ def build_compiled(name: str, verilog: str, main: Path, header: str, *, waves: b
         if done.returncode:
             raise RuntimeError(f"Verilator could not build the testbench {name} (exit status {done.returncode}); "
                                f"see {log}, which ends:\n{_tail(log)}")
-        _drop_intermediates(directory / "obj")
 
     directory = cached_build(name, contents, compile_, waves=waves)
     return CompiledTestbench(directory / "obj" / "testbench", waves)

@@ -111,6 +111,18 @@ def verilog_of(component) -> str:
     return verilog.convert(component, name="top", emit_src=False)
 
 
+def _drop_intermediates(directory: Path) -> None:
+    """Delete what only the build needed: Verilator's two precompiled headers (88 MB each) and the objects.
+
+    A cached build is run, never rebuilt in place (cocotb's runner and the compiled testbench both start the
+    executable); kept, these files took 176 MB of each build's 181 MB, and a fresh regression's builds ran a CI
+    machine out of room.
+    """
+    for pattern in ("*.gch", "*.o", "*.a"):
+        for file in directory.rglob(pattern):
+            file.unlink()
+
+
 def cached_build(name: str, contents: str, build: Callable[[Path], None], *, waves: bool = False) -> Path:
     """The folder ``NAME-DIGEST[-waves]`` of a finished build, running ``build(folder)`` unless one exists.
 
@@ -126,5 +138,6 @@ def cached_build(name: str, contents: str, build: Callable[[Path], None], *, wav
             started = time.monotonic()
             print(f"[sim] building {directory.name} with Verilator ...", file=sys.stderr, flush=True)
             build(directory)
+            _drop_intermediates(directory)
             done.write_text(f"{time.monotonic() - started:.1f} s\n")
     return directory
