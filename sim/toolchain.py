@@ -115,8 +115,8 @@ def _drop_intermediates(directory: Path) -> None:
     """Delete what only the build needed: Verilator's two precompiled headers (88 MB each) and the objects.
 
     A cached build is run, never rebuilt in place (cocotb's runner and the compiled testbench both start the
-    executable); kept, these files took 176 MB of each build's 181 MB, and a fresh regression's builds ran a CI
-    machine out of room.
+    executable). Kept, they take 176 MB of a compiled testbench's 181 MB: a fresh regression's 115 builds came to
+    about 14 GB with them and 0.5 GB without.
     """
     for pattern in ("*.gch", "*.o", "*.a"):
         for file in directory.rglob(pattern):
