@@ -45,15 +45,18 @@ def test_a_memory_beyond_the_engines_burst_addresses_is_refused():
     BoardCore(config, memory_bytes=128 * 1024, memory_kind="spram", clocks_per_bit=4, idle_timeout=100)
 
 
-@pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 104),
-                                               ("icebreaker", 3_000_000, 4)])
+@pytest.mark.parametrize("board,baud,cycles", [("ulx3s-85f", 115200, 217), ("icebreaker", 115200, 176),
+                                               ("icebreaker", 5_000_000, 4)])
 def test_clocks_per_bit(board, baud, cycles):
+    """On the board's clock: the ULX3S's 25 MHz oscillator, the iCEBreaker's 20.25 MHz PLL (20.25e6 / 115200 =
+    175.8; / 5e6 = 4.05)."""
     assert clocks_per_bit(BOARDS[board], baud) == cycles
 
 
 def test_a_rate_the_clock_cannot_make_is_refused():
-    with pytest.raises(UsageError, match="--baud 2500000: the 12 MHz clock cannot make it within 2 %"):
-        clocks_per_bit(BOARDS["icebreaker"], 2_500_000)
+    """20.25e6 / 3e6 = 6.75: 7 clocks a bit make 2.89 Mbaud, 3.6 % off."""
+    with pytest.raises(UsageError, match="--baud 3000000: the 20.25 MHz clock cannot make it within 2 %"):
+        clocks_per_bit(BOARDS["icebreaker"], 3_000_000)
 
 
 @pytest.mark.parametrize("name,pins", [("icebreaker", ["set_io uart_0__rx__io 6", "set_io uart_0__tx__io 9"]),
