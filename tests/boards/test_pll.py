@@ -34,7 +34,8 @@ def test_the_icebreakers_30_mhz():
     assert _data_sheet(12, 0, 79, 5)["out"] == 30.0 == p.out_mhz
 
 
-@pytest.mark.parametrize("pfd, expected", [(12, 1), (16, 1), (24, 2), (32, 3), (48, 4), (100, 5), (120, 6)])
+@pytest.mark.parametrize("pfd, expected", [(12, 1), (16, 1), (24, 2), (32, 3), (42, 3), (48, 4), (100, 5),
+                                           (120, 6)])
 def test_the_filter_range_follows_the_phase_detector(pfd, expected):
     """Found through settings whose phase detector runs at ``pfd`` (DIVR 0: the input frequency)."""
     p = ice40_pll(pfd, pfd * 2)       # a VCO of 2 * pfd * 2**divq, always reachable with DIVR 0
