@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import FFSynchronizer
 
-__all__ = ["Ice40Pll", "ice40_pll", "PllDomain", "TOLERANCE"]
+__all__ = ["Ice40Pll", "ice40_pll", "PllDomain", "hold_reset", "TOLERANCE"]
 
 #: How far the PLL's clock may lie from the one asked for: a board's UART and idle timeout are counted from the
 #: actual frequency, so the tolerance only keeps the clock what the board's entry says.
@@ -100,12 +100,18 @@ class PllDomain(Elaboratable):
         # zero with the configuration.
         m.domains.por = por = ClockDomain("por", reset_less=True, local=True)
         m.d.comb += por.clk.eq(clock)
-        locked = Signal(name="pll_locked")
-        m.submodules.lock_sync = FFSynchronizer(lock, locked, o_domain="por")
-        count = Signal(range(self.hold_cycles + 1), name="por_count")
-        with m.If(~locked):
-            m.d.por += count.eq(0)
-        with m.Elif(count != self.hold_cycles):
-            m.d.por += count.eq(count + 1)
-        m.d.comb += self.rst.eq(count != self.hold_cycles)
+        m.d.comb += self.rst.eq(hold_reset(m, lock, self.hold_cycles, "por"))
         return m
+
+
+def hold_reset(m: Module, lock, hold_cycles: int, domain: str):
+    """A reset (returned) high until ``lock`` (asynchronous: two flip-flops first) has been high for ``hold_cycles``
+    cycles of ``domain``, and again as soon as it falls; built into ``m``."""
+    locked = Signal(name="pll_locked")
+    m.submodules.lock_sync = FFSynchronizer(lock, locked, o_domain=domain)
+    count = Signal(range(hold_cycles + 1), name="por_count")
+    with m.If(~locked):
+        m.d[domain] += count.eq(0)
+    with m.Elif(count != hold_cycles):
+        m.d[domain] += count.eq(count + 1)
+    return count != hold_cycles

@@ -88,3 +88,43 @@ def test_the_icebreaker_top_instantiates_the_pll_on_the_oscillator_pin():
     assert "set_io clk12_0__io 35" in constraints
     # No platform-made clock buffer on the pin besides the PLL: nothing else reads it.
     assert not re.search(r"PACKAGE_PIN\(clk12_0__io\)", verilog)
+
+
+def test_the_reset_is_held_until_the_pll_has_been_locked_for_the_hold():
+    """Written from what the board needs: reset while the PLL is unlocked, then for ``hold`` cycles after its lock
+    passes the two-flip-flop synchronizer, and again as soon as the lock is lost."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.sim import Simulator
+
+    from boards.pll import hold_reset
+
+    hold = 7
+    lock, rst = Signal(), Signal()
+    dut = Module()
+    dut.d.comb += rst.eq(hold_reset(dut, lock, hold, "sync"))
+    seen = []
+
+    async def bench(ctx):
+        for _ in range(5):
+            await ctx.tick()
+            seen.append(("unlocked", ctx.get(rst)))
+        ctx.set(lock, 1)
+        for _ in range(hold + 6):
+            await ctx.tick()
+            seen.append(("locked", ctx.get(rst)))
+        ctx.set(lock, 0)
+        for _ in range(4):
+            await ctx.tick()
+            seen.append(("lost", ctx.get(rst)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert all(rst for phase, rst in seen if phase == "unlocked")
+    locked = [rst for phase, rst in seen if phase == "locked"]
+    # The first edge samples the lock, the second passes it on, then hold edges count: reset falls at edge hold + 2,
+    # so it reads high after edges 1 .. hold + 1.
+    assert locked == [1] * (hold + 1) + [0] * 5
+    lost = [rst for phase, rst in seen if phase == "lost"]
+    assert lost[-1] == 1 and lost[:2] == [0, 0]         # the loss also passes the synchronizer first
