@@ -6,8 +6,9 @@ Usage: python bench/board_builds.py [--runs icebreaker,icebreaker-1x1,ulx3s-85f-
 (default: the iCEBreaker with its own engine and with ``--rows 1``, the ULX3S-85F with ``--rows 4``; ulx3s-85f is
 the ULX3S's own int8 8x8)
 
-Per run: the engine, fits (or what overflows), resources, fmax against the board's oscillator clock, GMAC/s and
-digits-CNN inferences/s at the board's clock (the clock the bitstream runs at), whether the digits CNN's memory image
+Per run: the engine, fits (or what overflows), resources, fmax against the board's clock (its oscillator's, or the
+iCEBreaker's PLL's) and whether it meets it, GMAC/s and digits-CNN inferences/s at the board's clock (the clock the
+bitstream runs at), whether the digits CNN's memory image
 fits the board's memory, and the build's time (``report.json``'s; place and route is cached by a digest of the
 Verilog, so a second build takes seconds and is marked cached). Writes bench/results/board_builds.json and rewrites the
 table between the board-table markers of README.md; each build's outputs go to bench/work/boards/RUN/.
@@ -73,14 +74,15 @@ def _build(name: str, router: str | None) -> tuple[dict, float]:
 
 def _record(name: str, report: dict, seconds: float, cycles: int | None, image: int | None) -> dict:
     board, extra = RUNS[name]
-    config, clock = _config(board, extra), BOARDS[board].clock_mhz
+    config, clock = _config(board, extra), BOARDS[board].sync_mhz
     r = report["resources"]
     record = {"run": name, "board": board, "device": report["device"],
               "engine": f"{config.weights.name} {config.rows}x{config.cols}", "fits": report["fits"],
               "overflow": report.get("overflow"),
               **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
               "available": {k: r[k]["available"] for k in r}, "fmax_mhz": report.get("fmax_mhz"),
-              "clock_mhz": clock, "timing_met": report["timing_met"], "router": report.get("router"),
+              "clock_mhz": clock, "oscillator_mhz": BOARDS[board].oscillator_mhz, "timing_met": report["timing_met"],
+              "router": report.get("router"),
               "gmacs_at_clock": round(config.peak_macs_per_cycle * clock / 1e3, 4),
               "digits_cycles": cycles, "digits_image_bytes": image, "memory_bytes": BOARDS[board].memory_bytes,
               "command_seconds": round(seconds, 1), "build_seconds": report["seconds"].get("total"),
@@ -100,6 +102,15 @@ def _seconds(r: dict) -> str:
     return f"cached (synthesis, place and route {first:.0f} when built)" if first else "cached"
 
 
+def _clock_cell(r: dict) -> str:
+    """The board's clock, where it comes from (a PLL from the oscillator, or the oscillator), and whether fmax meets
+    it."""
+    oscillator = r.get("oscillator_mhz", r["clock_mhz"])
+    source = f"PLL from {oscillator:g}" if oscillator != r["clock_mhz"] else "oscillator"
+    met = "timing met" if r["timing_met"] else "timing not met"
+    return f"{r['clock_mhz']:g} ({source}; {met})" if r["fits"] else f"{r['clock_mhz']:g} ({source})"
+
+
 def _readme_table(records: list[dict]) -> str:
     lines = ["| board | engine | device | fits | logic (LUT4 / cells) | FF | DSP | BRAM | fmax (MHz) | board clock "
              "(MHz) | GMAC/s at the clock | digits CNN inferences/s at the clock | digits image / memory (KiB) | "
@@ -112,7 +123,7 @@ def _readme_table(records: list[dict]) -> str:
                  if r["digits_image_bytes"] else f"- / {r['memory_bytes'] // 1024}")
         cells = [r["run"], r["engine"], r["device"], fits, f"{r.get('luts', '-')}/{a.get('luts', '-')}",
                  str(r.get("flipflops", "-")), str(r.get("dsps", "-")), str(r.get("brams", "-")),
-                 f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "-", f"{r['clock_mhz']:g}",
+                 f"{r['fmax_mhz']:.1f}" if r["fmax_mhz"] else "-", _clock_cell(r),
                  *((str(r["gmacs_at_clock"]), str(r.get("digits_inferences_per_second", "-"))) if r["fits"]
                    else ("-", "-")), image,
                  "yes" if r["bitstream"] else "no",

