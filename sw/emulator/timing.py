@@ -128,8 +128,9 @@ class Timing:
         if spacing > 1:
             # Each lane takes its columns in turn, one every ``postprocess_interval`` cycles: a line every
             # ``spacing`` cycles, unless the writes are slower; the last line's last column enters its lane
-            # ``postprocess_lane_columns - 1`` intervals after the line's read.
-            writes = max(writes, f["y_size"] * f["x_size"] * spacing - c.postprocess_interval + 2)
+            # ``postprocess_lane_columns - 1`` intervals after the line's read, and its beats follow it out.
+            line_beats = output_line_bytes(c) // self.bus_bytes
+            writes = max(writes, f["y_size"] * f["x_size"] * spacing - c.postprocess_interval + 1 + line_beats)
         return 6 + f["negative_param"] + writes + self.memory_latency + c.postprocess_latency
 
     def alu(self, f: dict) -> int:

@@ -285,6 +285,30 @@ def test_serial_lane_stores_are_cycle_exact(cols, tmp_path):
     assert len(pairs) >= 10
 
 
+@pytest.mark.parametrize("shared", [False, True])
+def test_serial_lane_stores_of_multi_beat_lines_are_cycle_exact(shared, tmp_path):
+    """postprocess_serial where an output line is several bus beats (16 int8 columns on a 32-bit bus: 4 beats),
+    with a lane per column or one for all: the last line's beats follow its last element out of the lane, which
+    the cycle model once left out (31 cycles short at 128 columns)."""
+    from hw.spec.config import AcceleratorConfig
+    from hw.spec.layout import output_line_bytes
+
+    config = AcceleratorConfig(rows=1, cols=16, weight_format="int8", act_format="int8", dma_bits=32,
+                               act_buffer_depth=16, weight_buffer_depth=16, acc_buffer_depth=16, param_buffer_depth=2,
+                               max_reduction=64, command_queue_depth=0, decode_chains=4, decode_shared=True,
+                               decode_serial=True, postprocess_shared=shared, postprocess_held=True,
+                               postprocess_merged=True, load_direct_write=True, slow_clock=True, table_bram=True,
+                               narrow_line_fifo=True, perf_counters=False, postprocess_serial=True)
+    line = output_line_bytes(config)
+    assert line // 4 == 4
+    shapes = ((1, 1, 1, 0, 0), (1, 3, 3, 0, 0), (3, 2, 4, 0, 1))
+    if not shared:      # a line every 57 cycles, not every 912: rows of lines and a 4 KiB crossing stay short
+        shapes += ((4, 3, 3, 0, 0), (2, 4, 4, 4096 - 2 * line, 0))
+    programs = store_programs(config, shapes)
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
+
+
 def test_stepped_decoder_programs_within_two_percent(tmp_path):
     """The iCEBreaker's decoder (AcceleratorConfig.decode_stepped: the range checks as programs through one adder,
     every fetch waiting STEPPED_DECODE_LATENCY cycles for them) with the small part's other choices: random programs
