@@ -12,6 +12,7 @@ the board's entry asks for another clock, from the oscillator through the FPGA's
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.lib import io, wiring
@@ -118,7 +119,7 @@ class Board:
     packer: tuple[str, str, str]
     bitstream: str
 
-    @property
+    @cached_property
     def pll(self) -> Ice40Pll | None:
         """The PLL setting that makes ``clock_mhz`` from the oscillator (None: the oscillator clocks the engine); a
         ValueError when the PLL cannot make it within 0.5 %."""
