@@ -87,7 +87,9 @@ class ProgramBuilder:
         self._segment_start = 0
 
     def _align(self, n: int) -> int:
-        return -(-n // 4096) * 4096
+        """``n`` rounded up to the bus: the DMA's addresses are beat-aligned, and it splits its bursts at 4 KiB itself,
+        so a small board's memory holds the program without page-sized gaps between its regions."""
+        return -(-n // self.bus) * self.bus
 
     def region(self, name: str, data: bytes | None = None, size: int | None = None) -> Region:
         """Reserve an aligned region of external memory, optionally filled with ``data``."""

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import line_bytes
 
+from sw.emulator.timing import fetch_interval
+
 from .lines import field_max, output_stores
 from .program import Step
 
@@ -38,6 +40,12 @@ class StackLayout:
     n: int
     patch: int
     shared: int
+    #: Taps whose weight tiles one slot of the weight buffer holds: ``n``, or fewer for a job of one chunk whose
+    #: ``n`` tiles do not fit the buffer twice (a long Gemm), whose output blocks then take a step per group.
+    group: int
+
+    def groups(self, taps: list[int]) -> list[list[int]]:
+        return [taps[k:k + self.group] for k in range(0, len(taps), self.group)]
 
     @property
     def private(self) -> int:
@@ -63,7 +71,9 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     cols`` does not hide the next tile's shift-in, which stacking does not save (a Gemm's single vector); fewer
     than 4 channel blocks save too few restarts, and fewer than 3 output blocks leave no step of the first chunk to
     carry the next chunk's patches, so its loads wait on whole chunks (measured: such layers of resnet8 and
-    mobilenet_v1_025 ran slower than in ``chunk`` or ``block`` order)."""
+    mobilenet_v1_025 ran slower than in ``chunk`` or ``block`` order). A vector (a Gemm's single vector) is the
+    exception to the first rule: in ``chunk`` order each of its taps takes three instructions, so the fetch bounds
+    it, and stacking makes those taps a few COMPUTEs; the cost model's fetch term chooses."""
     (t_pad, l_pad, b_pad, r_pad) = job.padding
     pitch = job.width + l_pad + r_pad
     n = tiles.cb_counts[0] if len(tiles.cb_counts) == 1 else 0
@@ -74,16 +84,19 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     wo = job.conv_out[1]
     if pitch * job.row_stride != wo * job.stride:          # output rows not one run of activation lines
         return None
-    if conv_rows * wo < 2 * config.reduction_rows + config.cols or n < 4 or -(-job.cout // config.cols) < 3:
+    vector = job.height == job.width == 1
+    if (conv_rows * wo < 2 * config.reduction_rows + config.cols and not vector) or n < 4 \
+            or -(-job.cout // config.cols) < 3:
         return None
     patch = in_rows * pitch
     if patch > field_max(Opcode.COMPUTE, "act_pitch") or conv_rows * wo > field_max(Opcode.COMPUTE, "out_w"):
         return None
     slots = config.act_buffer_depth // patch
+    group = min(n, config.weight_buffer_depth // (2 * config.reduction_rows))
     if chunks == 1:
-        return StackLayout(n, patch, 0) if slots >= n else None
+        return StackLayout(n, patch, 0, group) if slots >= n and group >= 1 else None
     shared = max(0, 2 * n - slots)
-    return StackLayout(n, patch, shared) if shared < n else None
+    return StackLayout(n, patch, shared, n) if shared < n and group == n else None
 
 
 def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: int, patch_load, stores_of,
@@ -135,7 +148,7 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
 
     def w_slot():
         loaded[0] += 1
-        return (loaded[0] % 2) * n * rows
+        return (loaded[0] % 2) * layout.group * rows
 
     def first_carrier(chunk):
         return _first_carrier(chunk, layout)
@@ -165,11 +178,12 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
         for nb in range(nb_n):
             acc_base = tile_count % 2
             if nb == 0 and chunk == 0:                      # a tap per step: the array starts after one patch
-                w = w_slot()
-                for cb in range(n):             # (the first step loads every tap's weights)
-                    weights = weight_loads(nb, order, w) if cb == 0 else []
+                for cb in range(n):             # (the first step of a group loads its taps' weights)
+                    first = cb % layout.group == 0
+                    w = w_slot() if first else w
+                    weights = weight_loads(nb, order[cb:cb + layout.group], w) if first else []
                     step([*patch_loads(chunk, cb, layout.line(parity, cb)), *weights], nb, chunk,
-                         layout.line(parity, cb), [cb], w + cb * rows, cb == 0, acc_base)
+                         layout.line(parity, cb), [cb], w + cb % layout.group * rows, cb == 0, acc_base)
             elif nb == 0:
                 parts = [order[:layout.private], order[layout.private:]] if layout.shared and parity == 0 else \
                     [order[layout.shared:], order[:layout.shared]] if layout.shared else [order]
@@ -180,10 +194,12 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
                     step([*own, *weight_loads(nb, cbs, w)], nb, chunk, layout.line(parity, cbs[0]), cbs, w, k == 0,
                          acc_base)
             else:
-                w = w_slot()
                 ahead = [ld for cb in prefetch(chunk, nb)
                          for ld in patch_loads(chunk + 1, cb, layout.line(1 - parity, cb))]
-                step([*weight_loads(nb, order, w), *ahead], nb, chunk, base, order, w, True, acc_base)
+                for k, cbs in enumerate(layout.groups(order)):   # (several groups: one chunk, parity 0)
+                    w = w_slot()
+                    step([*weight_loads(nb, cbs, w), *(ahead if k == 0 else [])], nb, chunk,
+                         layout.line(parity, cbs[0]), cbs, w, k == 0, acc_base)
             finish_tile(steps[-1], nb, chunk, acc_base)
             tile_count += 1
     return steps
@@ -263,4 +279,10 @@ def stack_estimate(config, job, layout: StackLayout, rows: int, conv_rows: int, 
     store = -(-spans[-1][1] * out_w * olb // bus) + burst
     cycles += first + tile + burst + (n - 1) * restart + fill + store
     traffic += nb_n * out_h * out_w * olb
-    return int(cycles), int(traffic)
+    # The fetch's floor (as in plan_job's model): per chunk its patches' LOADs, per output block a weight LOAD and
+    # COMPUTEs of at most 15 taps per group and a STORE; the first block's taps one COMPUTE each.
+    most = field_max(Opcode.COMPUTE, "kh")
+    groups = layout.groups(list(range(n)))
+    per_block = sum(1 + -(-len(g) // most) for g in groups) + 1
+    instructions = len(spans) * (n + nb_n * per_block) + n - -(-n // most)
+    return int(max(cycles, instructions * fetch_interval(c))), int(traffic)

@@ -34,6 +34,8 @@ from hw.spec.config import AcceleratorConfig
 from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import line_bytes, output_line_bytes, tensor_line_bytes
 
+from sw.emulator.timing import fetch_interval
+
 from .lines import field_max
 from .pooling import alus_fit
 from .program import Region
@@ -193,7 +195,8 @@ class Plan:
 
 @dataclass
 class _Tiles:
-    """The job's non-zero weight tiles, per output block, as (source, channel block, tensor, kernel group)."""
+    """The job's weight tiles (non-zero ones unless dense), per output block, as (source, channel block, tensor,
+    kernel group)."""
 
     per_block: list[list[tuple[int, int, int, int]]]
     data: dict                     # (nb, source, cb, t, g) -> (taps * rows, cols) codes
@@ -247,7 +250,9 @@ def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int],
     return [(y, min(y + gh, kh), x, min(x + gw, kw)) for y in range(0, kh, gh) for x in range(0, kw, gw)]
 
 
-def _tiles(config: AcceleratorConfig, job: ConvJob) -> _Tiles:
+def _tiles(config: AcceleratorConfig, job: ConvJob, dense: bool = False) -> _Tiles:
+    """The job's weight tiles, all-zero ones left out unless ``dense`` (``stack`` order needs every output block to
+    read every channel block)."""
     c, depth = config, job_depth(config, job)
     groups = kernel_groups(c, job.kernel, depth)
     per_block, data = [], {}
@@ -260,7 +265,7 @@ def _tiles(config: AcceleratorConfig, job: ConvJob) -> _Tiles:
             ky0, ky1, kx0, kx1 = groups[g]
             part = job.sources[i].weights[t, ky0:ky1, kx0:kx1, cb * depth:(cb + 1) * depth,
                                           nb * c.cols:(nb + 1) * c.cols]
-            if not part.any() and (tiles or n + 1 < len(keys)):
+            if not dense and not part.any() and (tiles or n + 1 < len(keys)):
                 continue              # an all-zero tile adds nothing (one is kept to start the sum)
             tile = np.zeros((ky1 - ky0, kx1 - kx0, depth, c.cols), dtype=np.int64)
             tile[:, :, :part.shape[2], :part.shape[3]] = part
@@ -381,7 +386,7 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         if job.packed:                    # sw/compiler/stacking.py tiles at the array's own depth
             return False
         layout = None if band else _stack_layout(c, job, rows, tiles)
-        if layout is None or 2 * layout.n * c.reduction_rows > c.weight_buffer_depth:
+        if layout is None or 2 * layout.group * c.reduction_rows > c.weight_buffer_depth:
             return False
         order = "chunk"                   # the rest as chunk order (the layout checked the activation buffer)
     patches = tiles.slots(order) * in_rows * pitch
@@ -460,7 +465,12 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     cycles = (patch + tile) + steps * max(compute, per_step_load) + store
     if job.scatter is not None:         # scattered STOREs may take longer than the steps they overlap
         cycles = max(cycles, chunks * len(tiles.per_block) * store)
-    return int(cycles), int(traffic)
+    # The fetch dispatches an instruction at a time: a weight LOAD and a COMPUTE a step, the patches' LOADs, a STORE
+    # (and a pooled tile's ALUs) an output tile.
+    out_tiles = chunks * len(tiles.per_block)
+    patch_loads = chunks * (patches if order == "chunk" else reads)
+    instructions = 2 * steps + patch_loads + out_tiles * (1 + 2 * (job.pool is not None))
+    return int(max(cycles, instructions * fetch_interval(c))), int(traffic)
 
 
 def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = None,
@@ -471,16 +481,18 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
     tiling)."""
     _check(config, job)
     tiles = _tiles(config, job)
+    dense = _tiles(config, job, dense=True) if job.height == job.width == 1 else tiles
     out_rows = job.out_shape[0] if max_rows is None else min(max_rows, job.out_shape[0])
     candidates, padding_only = [], False
     for kind in ("chunk", "block", "stack"):
+        t = dense if kind == "stack" else tiles
         for rows in range(1, out_rows + 1):
-            if not _fits(config, job, rows, kind, tiles):
+            if not _fits(config, job, rows, kind, t):
                 continue                      # (a taller tile may still fit: a single chunk needs no prefetch)
             if not _reads_real_rows(job, rows):
                 padding_only = True
                 continue
-            cycles, traffic = _estimate(config, job, rows, kind, tiles)
+            cycles, traffic = _estimate(config, job, rows, kind, t)
             candidates.append((cycles, traffic, rows, kind, 0))
     if not candidates:
         for band in _bands_that_fit(config, job, tiles):
@@ -500,8 +512,8 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
                           f"{config.acc_buffer_depth} lines)")
     cycles, traffic, rows, order, band = min(candidates)
     return Plan(rows, order, cycles, traffic,
-                [dict(rows=r, order=o, cycles=cy, dram_bytes=tr, band=bd) for cy, tr, r, o, bd in candidates], tiles,
-                band)
+                [dict(rows=r, order=o, cycles=cy, dram_bytes=tr, band=bd) for cy, tr, r, o, bd in candidates],
+                dense if order == "stack" else tiles, band)
 
 
 def _bands_that_fit(config: AcceleratorConfig, job: ConvJob, tiles: _Tiles) -> list[int]:

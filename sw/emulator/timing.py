@@ -33,7 +33,7 @@ from hw.spec.microarchitecture import (BURST_BOUNDARY,
 
 from .plans import alu_plan, compute_rows
 
-__all__ = ["Timing", "ArrayModel"]
+__all__ = ["Timing", "ArrayModel", "fetch_interval"]
 
 
 def bursts_of_rows(base: int, rows: int, stride: int, beats: int, bus_bytes: int) -> int:
@@ -84,6 +84,13 @@ class ArrayModel:
         return self.last_accept, accepts, rows_in
 
 
+def fetch_interval(config: AcceleratorConfig, memory_latency: int = 4) -> int:
+    """Cycles between two instructions the fetch dispatches: the word's address, the memory's latency, its beats,
+    the decoder's checks and the dispatch (the rule of the module docstring). The compiler's cost model counts a
+    program's instructions with it: a schedule of short steps is bound by the fetch, not by the engines."""
+    return memory_latency + INSTRUCTION_BITS // config.dma_bits + 2 + config.decode_latency
+
+
 @dataclass
 class Timing:
     config: AcceleratorConfig
@@ -104,7 +111,7 @@ class Timing:
 
     @property
     def fetch(self) -> int:
-        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + self.config.decode_latency
+        return fetch_interval(self.config, self.memory_latency)
 
     #: Cycles from dispatch to the earliest start (the command queue).
     dispatch_to_start = 2

@@ -17,10 +17,8 @@ from boards.top import BOARDS
 from hw.spec.bridge import Command, Status, header
 from hw.spec.isa import INSTRUCTION_BYTES, ErrorCode
 from sim.board_sim import MEMORY_BYTES, simulated_board
-from sim.random_network import random_inputs, random_network
 from sw.board import BoardLink
 from sw.compile import compile_model
-from sw.compiler.network import compile_network
 from sw.emulator import Emulator
 from sw.evaluate import DIGITS
 from sw.runtime import EngineFault, RunError, run_codes
@@ -97,12 +95,14 @@ def test_an_engine_fault_is_reported_like_the_emulator(board):
 
 
 def test_an_image_larger_than_the_memory_is_refused(board):
-    rng = np.random.default_rng(5)
-    net = random_network(rng, CONFIG.acts.name, CONFIG.weights.name, CONFIG.acc_bits)
-    compiled = compile_network(net, CONFIG)
+    """The zoo's ResNet-8 (its 78 k weights and 32x32 maps) is too large for the board's 128 KiB."""
+    zoo = DIGITS.parent / "zoo"
+    calibration = np.load(zoo / "resnet8_calibration.npy")
+    compiled = compile_model(zoo / "resnet8.onnx", CONFIG, calibration, log=lambda *_: None)
     assert len(compiled.program.dram) > MEMORY_BYTES
+    codes = compiled.network.tensors[compiled.network.input].quantize(calibration[:1])
     with pytest.raises(RunError, match="does not fit the board's memory"):
-        run_codes(compiled, random_inputs(rng, net, 1), "board", port=board)
+        run_codes(compiled, codes, "board", port=board)
 
 
 def _raw(url: str, frames: list[tuple[bytes, int]]) -> list[bytes]:
@@ -154,8 +154,7 @@ def test_random_programs_on_the_icebreaker_engine_equal_the_emulator():
     """The iCEBreaker's engine (int4 2x2 with the small part's choices: no command queues, four carry chains
     per decoder stage, no busy/stall counters, a serial decoder, one post-processing lane) in the simulated board
     top with the board's SPRAM memory (its behavioural model) and compact bridge, through the bridge: random
-    programs leave the emulator's bytes in memory and its status. (The digits CNN's
-    image for this engine, 208 KiB, does not fit the board's 128 KiB.)"""
+    programs leave the emulator's bytes in memory and its status."""
     from sim.programs import random_program
 
     config = board_config(BOARDS["icebreaker"])
@@ -173,6 +172,26 @@ def test_random_programs_on_the_icebreaker_engine_equal_the_emulator():
             assert status is not None and (status.done, status.error) == (expected.done, int(expected.error)), i
             assert link.read_memory(0, len(image)) == bytes(emulator.dram), f"program {i}: memory differs"
             assert link.read_register("busy_compute") == 0       # left out of this build
+
+
+def test_digits_on_the_icebreaker_board_equal_the_emulator():
+    """The digits CNN compiled for the iCEBreaker's engine fits the board's 128 KiB (its Gemms stacked, its regions
+    packed to the bus) and runs on the simulated iCEBreaker board, SPRAM memory and compact bridge included: the
+    logits and every stored tensor are the emulator's."""
+    config = board_config(BOARDS["icebreaker"])
+    compiled = compile_model(DIGITS / "digits_cnn.onnx", config, np.load(DIGITS / "calibration.npy"),
+                             method="mmse", per_channel=True, log=lambda *_: None)
+    assert len(compiled.program.dram) <= BOARDS["icebreaker"].memory_bytes == MEMORY_BYTES
+    net = compiled.network
+    codes = net.tensors[net.input].quantize(_images(1))
+    with simulated_board(config, memory_kind="spram") as url:
+        on_board = run_codes(compiled, codes, "board", keep=True, port=url)
+    emulated = run_codes(compiled, codes, "emulator", keep=True, cycles=True)
+    np.testing.assert_array_equal(on_board.codes, emulated.codes)
+    for name in compiled.materialized:
+        np.testing.assert_array_equal(on_board.tensors[0][name], emulated.tensors[0][name], err_msg=name)
+    assert abs(on_board.cycles[0] - emulated.cycles[0]) <= 0.02 * emulated.cycles[0], (on_board.cycles,
+                                                                                      emulated.cycles)
 
 
 def test_a_load_beyond_the_icebreaker_memory_is_a_bus_error_not_a_wrapped_read():

@@ -89,14 +89,16 @@ def _weight_loads(words) -> int:
 
 
 def test_linear_layers_load_each_weight_tile_once_per_batch(digits_net):
-    """From the program words: a linear layer's weight LOADs are those of the per-sample program while its
-    COMPUTEs stream ``batch`` times the vectors; a convolution in ``block`` order keeps its weights resident while
-    every sample passes (``chunk`` order loads them per chunk, of every sample)."""
+    """From the program words: a linear layer's weight LOADs are those of the per-sample program in ``chunk`` order
+    (a single sample's program may stack its taps instead: sw/compiler/stacking.py) while its COMPUTEs stream
+    ``batch`` times the vectors; a convolution in ``block`` order keeps its weights resident while every sample
+    passes (``chunk`` order loads them per chunk, of every sample)."""
     net, _ = digits_net
     config = AcceleratorConfig(rows=8, cols=8, weight_format="int8", act_format="int8")
     compiled = compile_network(net, config, batch=16)
-    one, many = _layer_words(compile_network(net, config)), _layer_words(compiled)
     ops = {layer.name: layer.op for layer in net.layers}
+    per_sample, chunked = (_layer_words(compile_network(net, config, order=o)) for o in (None, "chunk"))
+    one, many = {n: chunked[n] if ops[n] == "linear" else w for n, w in per_sample.items()}, _layer_words(compiled)
     orders = {e["name"]: e["plan"]["order"] for e in compiled.layers}
     assert {ops[name] for name in one} == {"conv", "linear"} and "block" in {orders[n] for n in one if ops[n] == "conv"}
     for name in one:
@@ -178,8 +180,9 @@ def test_bad_batch_is_one_line_with_status_2(extra, message, tmp_path):
 @pytest.mark.parametrize("n", [4, 8])
 def test_a_classifier_head_of_1x1_convolutions_runs_once_per_weight_tile(n, tmp_path):
     """1x1 convolutions on the 1x1 map after a global average pool, and an add of two of them, run as one job over
-    the batch's vectors: as many COMPUTEs as the per-sample program, each streaming the 5 vectors; the outputs
-    are the golden model's and the per-sample program's."""
+    the batch's vectors: as many COMPUTEs as the per-sample program in ``chunk`` order (a single sample's program
+    may stack their taps instead), each streaming the 5 vectors; the outputs are the golden model's and the
+    per-sample program's."""
     from sw.compile import compile_model
     from tests.onnx_models import conv_head
 
@@ -190,7 +193,7 @@ def test_a_classifier_head_of_1x1_convolutions_runs_once_per_weight_tile(n, tmp_
     ops = {layer.name: (layer.op, layer.inputs[0]) for layer in many.network.layers}
     head = [name for name, (op, x) in ops.items() if many.network.shapes[x][1:] == (1, 1) and op != "flatten"]
     assert {ops[name][0] for name in head} == {"conv", "add"} and len(head) == 4
-    words_one, words_many = _layer_words(one), _layer_words(many)
+    words_one, words_many = _layer_words(compile_network(one.network, config, order="chunk")), _layer_words(many)
     for name in head:
         assert _computes(words_many[name]) == _computes(words_one[name]), name
         assert _vectors(words_many[name]) == 5 * _vectors(words_one[name]) == 5 * _computes(words_many[name]), name
