@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 from hw.spec.isa import Buffer, Opcode
 from hw.spec.layout import line_bytes
+from hw.spec.microarchitecture import bank_drain
 
 from sw.emulator.timing import fetch_interval
 
 from .lines import field_max, output_stores
 from .program import Step
 
-__all__ = ["StackLayout", "stack_layout", "stack_spans", "stack_estimate", "emit_stack_steps"]
+__all__ = ["StackLayout", "stack_layout", "stack_spans", "stack_estimate", "emit_stack_steps", "vector_tap_cycles"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class StackLayout:
     #: Taps whose weight tiles one slot of the weight buffer holds: ``n``, or fewer for a job of one chunk whose
     #: ``n`` tiles do not fit the buffer twice (a long Gemm), whose output blocks then take a step per group.
     group: int
+    #: The first output tile runs a tap per step, so the array starts after one patch; a vector's patches (a line
+    #: each) load as one LOAD instead, as the fetch, not the patches, bounds it.
+    ramp: bool = True
 
     def groups(self, taps: list[int]) -> list[list[int]]:
         return [taps[k:k + self.group] for k in range(0, len(taps), self.group)]
@@ -72,8 +76,8 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     than 4 channel blocks save too few restarts, and fewer than 3 output blocks leave no step of the first chunk to
     carry the next chunk's patches, so its loads wait on whole chunks (measured: such layers of resnet8 and
     mobilenet_v1_025 ran slower than in ``chunk`` or ``block`` order). A vector (a Gemm's single vector) is the
-    exception to the first rule: in ``chunk`` order each of its taps takes three instructions, so the fetch bounds
-    it, and stacking makes those taps a few COMPUTEs; the cost model's fetch term chooses."""
+    exception to the first rule where the fetch is slower than the array: in ``chunk`` order each of its channel
+    blocks takes a weight LOAD and a COMPUTE, stacked a tap takes :func:`vector_tap_cycles`."""
     (t_pad, l_pad, b_pad, r_pad) = job.padding
     pitch = job.width + l_pad + r_pad
     n = tiles.cb_counts[0] if len(tiles.cb_counts) == 1 else 0
@@ -84,7 +88,7 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     wo = job.conv_out[1]
     if pitch * job.row_stride != wo * job.stride:          # output rows not one run of activation lines
         return None
-    vector = job.height == job.width == 1
+    vector = job.height == job.width == 1 and vector_tap_cycles(config) < 2 * fetch_interval(config)
     if (conv_rows * wo < 2 * config.reduction_rows + config.cols and not vector) or n < 4 \
             or -(-job.cout // config.cols) < 3:
         return None
@@ -94,9 +98,17 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     slots = config.act_buffer_depth // patch
     group = min(n, config.weight_buffer_depth // (2 * config.reduction_rows))
     if chunks == 1:
-        return StackLayout(n, patch, 0, group) if slots >= n and group >= 1 else None
+        return StackLayout(n, patch, 0, group, ramp=not vector) if slots >= n and group >= 1 else None
     shared = max(0, 2 * n - slots)
     return StackLayout(n, patch, shared, n) if shared < n and group == n else None
+
+
+def vector_tap_cycles(config) -> float:
+    """Cycles a tap of a single vector takes in a stacked COMPUTE: the array's two weight banks alternate, and a bank
+    takes the tile after next once the last PE has used its vector (``ArrayModel`` of sw/emulator/timing.py), so
+    a tap takes half a tile's shift-in and drain, and at least its shift-in."""
+    lines = config.reduction_rows
+    return max(lines, (lines + bank_drain(config.rows, config.cols) + 2) / 2)
 
 
 def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: int, patch_load, stores_of,
@@ -177,14 +189,14 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
         early = set() if chunk == 0 or nb_n <= first_carrier(chunk - 1) else set(range(layout.private))
         for nb in range(nb_n):
             acc_base = tile_count % 2
-            if nb == 0 and chunk == 0:                      # a tap per step: the array starts after one patch
+            if nb == 0 and chunk == 0 and layout.ramp:      # a tap per step: the array starts after one patch
                 for cb in range(n):             # (the first step of a group loads its taps' weights)
                     first = cb % layout.group == 0
                     w = w_slot() if first else w
                     weights = weight_loads(nb, order[cb:cb + layout.group], w) if first else []
                     step([*patch_loads(chunk, cb, layout.line(parity, cb)), *weights], nb, chunk,
                          layout.line(parity, cb), [cb], w + cb % layout.group * rows, cb == 0, acc_base)
-            elif nb == 0:
+            elif nb == 0 and chunk > 0:
                 parts = [order[:layout.private], order[layout.private:]] if layout.shared and parity == 0 else \
                     [order[layout.shared:], order[:layout.shared]] if layout.shared else [order]
                 for k, cbs in enumerate(p for p in parts if p):
@@ -194,8 +206,11 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
                     step([*own, *weight_loads(nb, cbs, w)], nb, chunk, layout.line(parity, cbs[0]), cbs, w, k == 0,
                          acc_base)
             else:
-                ahead = [ld for cb in prefetch(chunk, nb)
-                         for ld in patch_loads(chunk + 1, cb, layout.line(1 - parity, cb))]
+                if nb == 0:                                 # a vector's patches, with its first weights
+                    ahead = _one_load([ld for cb in order for ld in patch_loads(chunk, cb, layout.line(parity, cb))])
+                else:
+                    ahead = [ld for cb in prefetch(chunk, nb)
+                             for ld in patch_loads(chunk + 1, cb, layout.line(1 - parity, cb))]
                 for k, cbs in enumerate(layout.groups(order)):   # (several groups: one chunk, parity 0)
                     w = w_slot()
                     step([*weight_loads(nb, cbs, w), *(ahead if k == 0 else [])], nb, chunk,
@@ -203,6 +218,23 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
             finish_tile(steps[-1], nb, chunk, acc_base)
             tile_count += 1
     return steps
+
+
+def _one_load(loads: list) -> list:
+    """``loads`` (one per patch, in buffer order) as one LOAD where each is a single row without padding, back to
+    back in the buffer and evenly spaced in external memory (a vector's channel blocks); otherwise as they are."""
+    fields = [f for _, f in loads]
+    if len(fields) < 2 or any(op != "LOAD" for op, _ in loads):
+        return loads
+    first, pads = fields[0], ("pad_top", "pad_bottom", "pad_left", "pad_right")
+    step = fields[1]["dram_addr"] - first["dram_addr"]
+    if any(f["y_size"] != 1 or f["x_size"] != first["x_size"] or any(f.get(p, 0) for p in pads)
+           or f["sram_addr"] != first["sram_addr"] + k * first["x_size"]
+           or f["dram_addr"] != first["dram_addr"] + k * step for k, f in enumerate(fields)):
+        return loads
+    if step <= 0 or len(fields) > field_max(Opcode.LOAD, "y_size") or step > field_max(Opcode.LOAD, "dram_stride"):
+        return loads
+    return [("LOAD", {**first, "y_size": len(fields), "dram_stride": step})]
 
 
 def _first_carrier(chunk: int, layout: StackLayout) -> int:
@@ -268,7 +300,7 @@ def stack_estimate(config, job, layout: StackLayout, rows: int, conv_rows: int, 
     cycles = traffic = 0
     for _, size in spans:
         lines = ((size - 1) * job.row_stride + 1) * job.width
-        per_tap = max(size * wo, 2 * c.reduction_rows + c.cols)
+        per_tap = vector_tap_cycles(c) if not layout.ramp else max(size * wo, 2 * c.reduction_rows + c.cols)
         patch = lines * alb // bus + burst
         compute = nb_n * (n * per_tap + restart) + split * restart
         loads = n * patch + nb_n * (n * tile + burst) + split * burst
@@ -284,5 +316,5 @@ def stack_estimate(config, job, layout: StackLayout, rows: int, conv_rows: int, 
     most = field_max(Opcode.COMPUTE, "kh")
     groups = layout.groups(list(range(n)))
     per_block = sum(1 + -(-len(g) // most) for g in groups) + 1
-    instructions = len(spans) * (n + nb_n * per_block) + n - -(-n // most)
+    instructions = len(spans) * (n + nb_n * per_block) + n - -(-n // most) if layout.ramp else 1 + nb_n * per_block
     return int(max(cycles, instructions * fetch_interval(c))), int(traffic)
