@@ -30,7 +30,8 @@ from sw.emulator.timing import fetch_interval
 from .lines import field_max, output_stores
 from .program import Step
 
-__all__ = ["StackLayout", "stack_layout", "stack_spans", "stack_estimate", "emit_stack_steps", "vector_tap_cycles"]
+__all__ = ["StackLayout", "stack_layout", "stack_spans", "stack_estimate", "emit_stack_steps", "is_vector",
+           "vector_tap_cycles"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class StackLayout:
     patch: int
     shared: int
     #: Taps whose weight tiles one slot of the weight buffer holds: ``n``, or fewer for a job of one chunk whose
-    #: ``n`` tiles do not fit the buffer twice (a long Gemm), whose output blocks then take a step per group.
+    #: ``n`` tiles do not fit the buffer twice or one LOAD (a long Gemm), whose output blocks then take a step per
+    #: group.
     group: int
     #: The first output tile runs a tap per step, so the array starts after one patch; a vector's patches (a line
     #: each) load as one LOAD instead, as the fetch, not the patches, bounds it.
@@ -88,7 +90,7 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     wo = job.conv_out[1]
     if pitch * job.row_stride != wo * job.stride:          # output rows not one run of activation lines
         return None
-    vector = job.height == job.width == 1 and vector_tap_cycles(config) < 2 * fetch_interval(config)
+    vector = is_vector(job) and vector_tap_cycles(config) < 2 * fetch_interval(config)
     if (conv_rows * wo < 2 * config.reduction_rows + config.cols and not vector) or n < 4 \
             or -(-job.cout // config.cols) < 3:
         return None
@@ -96,11 +98,16 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     if patch > field_max(Opcode.COMPUTE, "act_pitch") or conv_rows * wo > field_max(Opcode.COMPUTE, "out_w"):
         return None
     slots = config.act_buffer_depth // patch
-    group = min(n, config.weight_buffer_depth // (2 * config.reduction_rows))
+    group = min(n, config.weight_buffer_depth // (2 * config.reduction_rows), field_max(Opcode.LOAD, "y_size"))
     if chunks == 1:
         return StackLayout(n, patch, 0, group, ramp=not vector) if slots >= n and group >= 1 else None
     shared = max(0, 2 * n - slots)
     return StackLayout(n, patch, shared, n) if shared < n and group == n else None
+
+
+def is_vector(job) -> bool:
+    """A job of a single vector: a 1x1 map without padding (a Gemm's, or a 1x1 convolution's after a global pool)."""
+    return job.height == job.width == 1 and not any(job.padding)
 
 
 def vector_tap_cycles(config) -> float:

@@ -41,7 +41,7 @@ from .pooling import alus_fit
 from .program import Region
 from .requant import Requant
 from .scatter import Scatter
-from .stacking import StackLayout, stack_estimate, stack_layout, stack_spans
+from .stacking import StackLayout, is_vector, stack_estimate, stack_layout, stack_spans
 
 __all__ = ["LayoutError", "ceil_div", "Source", "Pool", "Scatter", "ConvJob", "Plan", "plan_job",
            "kernel_groups", "largest_sum"]
@@ -481,7 +481,7 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
     tiling)."""
     _check(config, job)
     tiles = _tiles(config, job)
-    dense = _tiles(config, job, dense=True) if job.height == job.width == 1 else tiles
+    dense = _tiles(config, job, dense=True) if is_vector(job) else tiles
     out_rows = job.out_shape[0] if max_rows is None else min(max_rows, job.out_shape[0])
     candidates, padding_only = [], False
     for kind in ("chunk", "block", "stack"):

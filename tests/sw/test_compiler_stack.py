@@ -138,3 +138,18 @@ def test_a_long_gemm_stacks_its_taps_and_pays(rows, cols, dma_bits, weight_depth
         assert " kh=8 " in stacked[2] and " kh=15 " not in stacked[2]
     assert abs(stacked[3] - stacked[0]) <= 0.2 * stacked[0], stacked[::3]
     assert stacked[0] < chunked[0] and 3 * stacked[1] < chunked[1], (stacked[::3], chunked[::3])
+
+
+def test_a_gemm_of_more_channel_blocks_than_a_load_holds_stacks_in_groups_one_load_each():
+    """4,096 inputs on a 4-row array are 1,024 channel blocks, one more than a LOAD's ``y_size`` holds, with a
+    weight buffer that would hold them all twice: the groups are capped at what one weight LOAD loads, and the
+    result is the golden model's."""
+    config = _config("int8", "int8", 4, act_buffer_depth=2048, weight_buffer_depth=8192, max_reduction=1 << 20)
+    rng = np.random.default_rng(3)
+    w = rng.integers(120, 136, (12, 4096)).astype(np.uint8)
+    net = _single("linear", {}, (4096,), (12,), [w], shift=np.full(12, 48), acc_bits=config.acc_bits)
+    compiled = compile_network(net, config)
+    assert compiled.layers[0]["plan"]["order"] == "stack"
+    x = random_inputs(rng, net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
