@@ -42,9 +42,8 @@ class StackLayout:
     n: int
     patch: int
     shared: int
-    #: Taps whose weight tiles one slot of the weight buffer holds: ``n``, or fewer for a job of one chunk whose
-    #: ``n`` tiles do not fit the buffer twice or one LOAD (a long Gemm), whose output blocks then take a step per
-    #: group.
+    #: Taps whose weight tiles one slot of the weight buffer holds: ``n``, or fewer for a vector whose ``n`` tiles
+    #: do not fit the buffer twice or one LOAD (a long Gemm), whose output blocks then take a step per group.
     group: int
     #: The first output tile runs a tap per step, so the array starts after one patch; a vector's patches (a line
     #: each) load as one LOAD instead, as the fetch, not the patches, bounds it.
@@ -99,8 +98,10 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
         return None
     slots = config.act_buffer_depth // patch
     group = min(n, config.weight_buffer_depth // (2 * config.reduction_rows), field_max(Opcode.LOAD, "y_size"))
+    if chunks == 1 and vector:                  # (groups measured on vectors only: a map's taps keep one slot)
+        return StackLayout(n, patch, 0, group, ramp=False) if slots >= n and group >= 1 else None
     if chunks == 1:
-        return StackLayout(n, patch, 0, group, ramp=not vector) if slots >= n and group >= 1 else None
+        return StackLayout(n, patch, 0, n) if slots >= n and group == n else None
     shared = max(0, 2 * n - slots)
     return StackLayout(n, patch, shared, n) if shared < n and group == n else None
 
