@@ -171,7 +171,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB
     # (dram_addr_bits). The 2x2 board fits in 5,193 of the 5,280 cells, the 1x1 in 4,405 (python
     # bench/board_builds.py).
-    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 22.5, 12.0, "spram", 128 * 1024,
+    Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 30.0, 12.0, "spram", 128 * 1024,
           {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
            "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
            "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
