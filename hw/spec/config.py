@@ -29,7 +29,7 @@ _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CH
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
           "postprocess_serial": False, "dram_addr_bits": 32,
-          "compute_compact": False}
+          "compute_compact": False, "mid_clock": False}
 
 
 class ConfigError(ValueError):
@@ -193,6 +193,11 @@ class AcceleratorConfig:
     #: the kernel row's first activation line instead of a product; with ``slow_clock`` one adder for COMPUTE's
     #: updates and ALU ADD/MAX, ALU MUL in a DSP, and the ALU's destination walk on the activation walker's registers.
     compute_compact: bool = False
+    #: A small part's clock raised by its PLL (the iCEBreaker's 30 MHz): the registers that split its longest paths.
+    #: A ``command_queue_depth`` 0 engine's dispatcher offers a decoded word the cycle after the decoder's result
+    #: (the result's checks, the target engine and FINISH registered before an engine sees the offer: one cycle more
+    #: an instruction, :attr:`dispatch_latency`).
+    mid_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -227,7 +232,7 @@ class AcceleratorConfig:
         for name in ("perf_counters", "decode_shared", "decode_serial", "decode_stepped", "postprocess_shared",
                      "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
-                     "narrow_line_fifo", "postprocess_serial", "compute_compact"):
+                     "narrow_line_fifo", "postprocess_serial", "compute_compact", "mid_clock"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
@@ -441,6 +446,12 @@ class AcceleratorConfig:
         if self.decode_stepped:
             return STEPPED_DECODE_LATENCY
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
+
+    @property
+    def dispatch_latency(self) -> int:
+        """Cycles from the decoder's result to the dispatcher acting on it: 1 in a ``mid_clock`` build without
+        command queues (its offer registered), else 0 (the cycle model's fetch cadence grows with it)."""
+        return int(self.mid_clock and self.command_queue_depth == 0)
 
     @property
     def postprocess_latency(self) -> int:

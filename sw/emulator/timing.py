@@ -3,10 +3,10 @@
 Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
 the same way). The rules, each named after the hardware that causes it:
 
-- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency`` cycles (address,
-  latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` in a
-  ``decode_serial`` build, ``STEPPED_DECODE_LATENCY`` in a ``decode_stepped`` one, dispatch); an engine can start
-  it two cycles after dispatch
+- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency + dispatch_latency``
+  cycles (address, latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or
+  ``SERIAL_DECODE_LATENCY`` in a ``decode_serial`` build, ``STEPPED_DECODE_LATENCY`` in a ``decode_stepped`` one,
+  the ``mid_clock`` dispatcher's registered offer, dispatch); an engine can start it two cycles after dispatch
   (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
@@ -104,7 +104,8 @@ class Timing:
 
     @property
     def fetch(self) -> int:
-        return self.memory_latency + INSTRUCTION_BITS // self.config.dma_bits + 2 + self.config.decode_latency
+        c = self.config
+        return self.memory_latency + INSTRUCTION_BITS // c.dma_bits + 2 + c.decode_latency + c.dispatch_latency
 
     #: Cycles from dispatch to the earliest start (the command queue).
     dispatch_to_start = 2

@@ -52,6 +52,19 @@ def test_single_instructions_without_command_queues_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
+def test_single_instructions_with_a_registered_dispatch_are_cycle_exact(tmp_path):
+    """mid_clock without command queues: the dispatcher acts on the decoder's result a cycle later (its offer's
+    checks and target registered), one more cycle every fetch (AcceleratorConfig.dispatch_latency), cycle for
+    cycle."""
+    from dataclasses import replace
+
+    config = replace(CONFIG, command_queue_depth=0, mid_clock=True)
+    assert config.dispatch_latency == 1 and replace(CONFIG, mid_clock=True).dispatch_latency == 0
+    programs = [replace(p, config=config) for p in one_instruction_programs()]     # the same words
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
+
+
 def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
     """slow_clock: the post-processing lane without the registers of POSTPROCESS_SLOW_STAGES (a STORE ends five cycles
     sooner), accumulator lines updated as they leave the block RAM (SLOW_ACCUMULATE_LATENCY: COMPUTE's results two
