@@ -358,6 +358,13 @@ class ComputeEngine(wiring.Component):
             with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
                 m.d.sync += row_tile.eq(comp_in.act_addr)
         last_ox = ox + 1 == comp.out_w
+        kept_ox = c.compute_compact and c.mid_clock
+        if kept_ox:
+            # Whether ox is the last output column, a register set as ox moves (its compare and carry chain off the
+            # path from ox through the feeder's issue into the activation address: the 1x1 board engine's at 30 MHz).
+            last_ox = Signal(name="last_ox")
+            with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
+                m.d.sync += last_ox.eq(comp_in.out_w == 1)
         last_oy = oy + 1 == comp.out_h
         if c.compute_compact:
             # Whether oy is the last output row, a register set as oy moves (a compare off the path from oy through
@@ -390,6 +397,8 @@ class ComputeEngine(wiring.Component):
             m.d.comb += [step_sum.eq(a_addr + Mux(is_alu, 1, comp.stride)),
                          row_sum.eq(row_base + Mux(is_alu, alu.dst_stride, row_step))]
         with m.If(acts.issue):
+            if kept_ox:
+                m.d.sync += last_ox.eq(Mux(last_ox, comp.out_w == 1, ox + 2 == comp.out_w))
             with m.If(~last_ox):
                 m.d.sync += [ox.eq(ox + 1), a_addr.eq(step_sum)]
             with m.Elif(~last_oy):
@@ -525,8 +534,17 @@ class ComputeEngine(wiring.Component):
         row_end = Signal()
         next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
         next_dst, next_src = Signal.like(a_dst), Signal.like(a_src)
-        m.d.comb += [row_end.eq(ax + 1 == alu.x_size),
-                     next_dst_row.eq(row_sum if shared else a_dst_row + alu.dst_stride),
+        if kept_ox:
+            # Whether ax is a row's last element, a register set as ax moves (as last_ox: off the path from ax
+            # through the next line's choice into the shared activation/destination address).
+            row_end = Signal(name="alu_row_end")
+            with m.If(seq.start & (opcode_in == Opcode.ALU)):
+                m.d.sync += row_end.eq(alu_in.x_size == 1)
+            with m.If(alu_issue):
+                m.d.sync += row_end.eq(Mux(row_end, alu.x_size == 1, ax + 2 == alu.x_size))
+        else:
+            m.d.comb += row_end.eq(ax + 1 == alu.x_size)
+        m.d.comb += [next_dst_row.eq(row_sum if shared else a_dst_row + alu.dst_stride),
                      next_src_row.eq(a_src_row + alu.src_stride),
                      next_dst.eq(Mux(row_end, next_dst_row, step_sum if shared else a_dst + 1)),
                      next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]

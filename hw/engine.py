@@ -287,23 +287,36 @@ class InferenceEngine(wiring.Component):
                     offered = decoder.valid & ~fetch_error & ~bus_error & ~overflow & (decoder.error == 0) \
                         & (decoder.opcode != Opcode.FINISH)
                     m.d.comb += offer.eq(Cat(offered & (target == i) for i in range(3)))
-                with m.If(~decoded):
-                    pass                    # the checks take config.decode_latency cycles
-                with m.Elif(fetch_error | bus_error):
-                    fail(ErrorCode.DRAM_RANGE)
-                with m.Elif(overflow):
-                    fail(ErrorCode.TOKEN_OVERFLOW)
-                with m.Elif(decoder.error != 0):
-                    fail(decoder.error)
-                with m.Elif(decoder.opcode == Opcode.FINISH):
-                    m.next = "FINISH"
-                with m.Elif(target_ready):
+                def accept():
                     for i, q in enumerate(queues):
                         m.d.comb += q.w_en.eq(target == i)
                     m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES)]
                     m.next = "FETCH"
-                with m.Elif(~any_running & ~any_can_start):
-                    fail(ErrorCode.DEADLOCK)
+
+                def checks(accepting: bool):
+                    with m.If(~decoded):
+                        pass                    # the checks take config.decode_latency cycles
+                    with m.Elif(fetch_error | bus_error):
+                        fail(ErrorCode.DRAM_RANGE)
+                    with m.Elif(overflow):
+                        fail(ErrorCode.TOKEN_OVERFLOW)
+                    with m.Elif(decoder.error != 0):
+                        fail(decoder.error)
+                    with m.Elif(decoder.opcode == Opcode.FINISH):
+                        m.next = "FINISH"
+                    if accepting:
+                        with m.Elif(target_ready):
+                            accept()
+                    with m.Elif(~any_running & ~any_can_start):
+                        fail(ErrorCode.DEADLOCK)
+
+                if late:    # an engine takes only a word offered: its checks passed, no event since (off pc's enable)
+                    with m.If(target_ready):
+                        accept()
+                    with m.Else():
+                        checks(False)
+                else:
+                    checks(True)
             with m.State("FINISH"):
                 with m.If(bus_error):
                     fail(ErrorCode.DRAM_RANGE)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from .formats import LANE_BITS, Format, FormatError, IntFormat, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
-                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SERIAL_STAGES,
-                                POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
+                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_MID_STAGES,
+                                POSTPROCESS_SERIAL_STAGES, POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
                                 RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY,
                                 STEPPED_DECODE_LATENCY)
 
@@ -196,7 +196,10 @@ class AcceleratorConfig:
     #: A small part's clock raised by its PLL (the iCEBreaker's 30 MHz): the registers that split its longest paths.
     #: A ``command_queue_depth`` 0 engine's dispatcher offers a decoded word the cycle after the decoder's result
     #: (the result's checks, the target engine and FINISH registered before an engine sees the offer: one cycle more
-    #: an instruction, :attr:`dispatch_latency`).
+    #: an instruction, :attr:`dispatch_latency`). A ``postprocess_serial`` lane's offset, round and saturate stages
+    #: registered again (``POSTPROCESS_MID_STAGES``: a STORE's elements come out three cycles later,
+    #: :attr:`postprocess_latency`). A ``compute_compact`` engine's last output column and an ALU row's last element
+    #: kept in registers set as the walk moves (same cycles).
     mid_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
@@ -502,9 +505,12 @@ class AcceleratorConfig:
     @property
     def postprocess_unregistered(self) -> tuple[str, ...]:
         """Stages of the post-processing lane without a register after them (each shares a cycle with the next):
-        ``POSTPROCESS_MERGED_STAGES`` with ``postprocess_merged``, ``POSTPROCESS_SLOW_STAGES`` with ``slow_clock``."""
-        return ((POSTPROCESS_MERGED_STAGES if self.postprocess_merged else ())
-                + (POSTPROCESS_SLOW_STAGES if self.slow_clock else ()))
+        ``POSTPROCESS_MERGED_STAGES`` with ``postprocess_merged``, ``POSTPROCESS_SLOW_STAGES`` with ``slow_clock``
+        (but those of ``POSTPROCESS_MID_STAGES`` with ``mid_clock`` and ``postprocess_serial``)."""
+        slow = POSTPROCESS_SLOW_STAGES if self.slow_clock else ()
+        if self.mid_clock and self.postprocess_serial:
+            slow = tuple(s for s in slow if s not in POSTPROCESS_MID_STAGES)
+        return (POSTPROCESS_MERGED_STAGES if self.postprocess_merged else ()) + slow
 
     @property
     def postprocess_lanes(self) -> int:

@@ -28,6 +28,12 @@ POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
 #: stages (input .. magnitude, multiply .. exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz (the 2x2
 #: board engine's lane alone on the UP5K: 15.4 MHz, its critical path align .. clamp; 15.7 with the sum's register).
 POSTPROCESS_SLOW_STAGES = ("input", "offset", "sum", "round", "saturate")
+#: Of those, the stages a ``mid_clock`` build's ``postprocess_serial`` lane registers again, for the iCEBreaker's
+#: 30 MHz PLL clock: ``acc + bias`` apart from the sign it sends for the negative side's PARAM line (the 1x1 board
+#: engine's path param_buffer .. offset sum .. side .. param_buffer's address: 24.6 MHz), and the rounding bit, the
+#: zero point's carry-in addition with the saturation, and the clamp each in a cycle of its own (all three in one:
+#: the 2x2 board engine's path serial_work .. clamp_code, 22.4 MHz).
+POSTPROCESS_MID_STAGES = ("offset", "round", "saturate")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).

@@ -79,14 +79,17 @@ def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
 
 
-def test_compute_compact_layer_programs_within_two_percent(tmp_path):
+@pytest.mark.parametrize("mid", [False, True], ids=["compact", "mid_clock"])
+def test_compute_compact_layer_programs_within_two_percent(mid, tmp_path):
     """compute_compact with slow_clock (the retire side on tags through the array, one adder for COMPUTE's updates and
     ALU ADD/MAX, ALU MUL in a DSP, the ALU's destination walk on the activation walker, as the buffers are equally
     deep, and the next kernel row's first line from a register of the row's first): layer programs (kernels of
-    several rows and columns) and random ones keep every byte and the cycle model."""
+    several rows and columns) and random ones keep every byte and the cycle model; with ``mid``, mid_clock's
+    registers of the last output column and an ALU row's last element (same cycles)."""
     from dataclasses import replace
 
-    config = replace(CONFIG, slow_clock=True, compute_compact=True, acc_buffer_depth=CONFIG.act_buffer_depth)
+    config = replace(CONFIG, slow_clock=True, compute_compact=True, acc_buffer_depth=CONFIG.act_buffer_depth,
+                     mid_clock=mid)
     rng = np.random.default_rng(12)
     programs = [random_layer_program(config, rng) for _ in range(12)] + [random_program(config, rng)
                                                                           for _ in range(12)]
