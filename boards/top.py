@@ -47,7 +47,7 @@ class BoardCore(wiring.Component):
         self.memory = BoardMemory(data_bits=config.dma_bits, size=memory_bytes, kind=memory_kind)
         # The UP5K's SPRAM build is a small part's: its bridge counts in the header's registers.
         self.bridge = UARTBridge(clocks_per_bit=clocks_per_bit, idle_timeout=idle_timeout,
-                                 compact=memory_kind == "spram")
+                                 compact=memory_kind == "spram", held_valids=config.mid_clock)
         super().__init__()
 
     @property

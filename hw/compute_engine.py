@@ -42,7 +42,7 @@ class _Feeder:
     """
 
     def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1,
-                 block_ram: bool = False):
+                 block_ram: bool = False, split: bool = False):
         self.fifo = fifo = (_BlockRamFIFO if block_ram else SyncFIFOBuffered)(width=width + tag_bits, depth=depth)
         m.submodules[name] = fifo
         self.port = port
@@ -52,8 +52,11 @@ class _Feeder:
         in_flight = Signal(name=f"{name}_in_flight")
         tag_in_flight = Signal(tag_bits, name=f"{name}_tag_in_flight")
         self.issue = Signal(name=f"{name}_issue")
+        # split (mid_clock): the same room as two comparisons of the level with constants, no adder before them.
+        room = Mux(in_flight, fifo.level < depth - 2, fifo.level < depth - 1) if split \
+            else fifo.level + in_flight < depth - 1
         m.d.comb += [
-            self.issue.eq(self.want & (fifo.level + in_flight < depth - 1)),
+            self.issue.eq(self.want & room),
             port.addr.eq(self.addr), port.en.eq(self.issue),
             fifo.w_en.eq(in_flight), fifo.w_data.eq(Cat(port.data, tag_in_flight)),
         ]
@@ -294,7 +297,7 @@ class ComputeEngine(wiring.Component):
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
         weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows),
-                          block_ram=c.compute_compact)
+                          block_ram=c.compute_compact, split=c.mid_clock)
         w_line = Signal(range(c.weight_buffer_depth))
         w_row = Signal(range(c.packed_reduction_rows))
         # A build that packs per layer: a packed COMPUTE's tile is 2 * rows lines, and each line carries the fact
@@ -327,7 +330,7 @@ class ComputeEngine(wiring.Component):
         packing = int(c.packs_per_layer)            # and the COMPUTE's packed bit, in a build that packs per layer
         ends = int(c.compute_compact)               # and a compact engine's end-of-COMPUTE tag
         acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows),
-                       1 + sum(selects) + packing + ends, block_ram=c.compute_compact)
+                       1 + sum(selects) + packing + ends, block_ram=c.compute_compact, split=c.mid_clock)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         if c.compute_compact:       # a legal COMPUTE's out_h * out_w accumulator lines lie in the buffer

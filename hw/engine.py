@@ -338,6 +338,10 @@ class InferenceEngine(wiring.Component):
         ctrl = self.ctrl
         by_address = {r.address: r for r in REGISTERS}
         pending_b = Signal()
+        if self._config.mid_clock:
+            start_write = Signal(name="start_write")
+            m.d.sync += start_write.eq(0)       # a pulse (the write below sets it)
+            m.d.comb += start.eq(start_write)
         m.d.comb += [ctrl.aw.ready.eq(ctrl.aw.valid & ctrl.w.valid & ~pending_b),
                      ctrl.w.ready.eq(ctrl.aw.valid & ctrl.w.valid & ~pending_b),
                      ctrl.b.valid.eq(pending_b), ctrl.b.resp.eq(0)]
@@ -349,7 +353,12 @@ class InferenceEngine(wiring.Component):
                         with m.Case(address):
                             m.d.sync += regs[r.name].eq(ctrl.w.data)
                 with m.Case(by_name("control").address):
-                    m.d.comb += start.eq(ctrl.w.data[0] & ~regs["status"][0])
+                    if self._config.mid_clock:
+                        # The start a cycle after the write, from a register: the host's write path (a board's
+                        # bridge) off the many enables start drives (the run's cycles count from start all the same).
+                        m.d.sync += start_write.eq(ctrl.w.data[0] & ~regs["status"][0] & ~start_write)
+                    else:
+                        m.d.comb += start.eq(ctrl.w.data[0] & ~regs["status"][0])
         with m.If(pending_b & ctrl.b.ready):
             m.d.sync += pending_b.eq(0)
 

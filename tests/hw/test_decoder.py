@@ -1,5 +1,7 @@
 """The RTL decoder raises exactly the error the emulator's checks raise, for random and corrupted words."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -255,7 +257,10 @@ STEPPED = [
     AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8"), act_buffer_depth=64, weight_buffer_depth=128,
                       acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128, decode_stepped=True),
 ]
-STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped"]
+#: And the iCEBreaker's with mid_clock (its range flags set the cycle after each addition, from the sum's register).
+STEPPED.append(replace(STEPPED[0], mid_clock=True))
+STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped",
+               "int4-1x1-icebreaker-stepped-mid"]
 
 
 @pytest.mark.parametrize("config", STEPPED, ids=STEPPED_IDS)
