@@ -176,6 +176,8 @@ def _plan(config: AcceleratorConfig, views, dram_size):
         d_bits = max(d_max.bit_length(), 1)
         m_bits = max(m_max.bit_length(), 1)
         cost = (2 + 2 * m_bits + d_bits) if kind_op == "mul" else (2 + d_bits)
+        if c.mid_clock:     # a cycle before each operand's bits, for the registered bit select
+            cost += 2 if kind_op == "mul" else 1
         cycles[op] = cycles.get(op, 0) + cost
     return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
 
@@ -234,13 +236,20 @@ class SteppedRangeChecks:
     def _run(self, m: Module, ctl, bit, t, acc, mul, d, count, step, start, *, late: bool = False) -> None:
         """The sequencing of one table entry ``ctl`` (read for ``step``): set up, read the operand ``bit`` by bit
         (``bit`` selects with the index register, its operand), add; then ask for the next entry. ``late``: a flag
-        is set the cycle after the addition, from the sum's register (its sign), not from the adder's carry chain."""
+        is set the cycle after the addition, from the sum's register (its sign), not from the adder's carry chain,
+        and the operand's bit is registered out of its multiplexer (a cycle more before each operand)."""
         index = bit.offset
         index_bits, count_bits, width = len(index), len(count), len(acc)
         what, last_bit = ctl[:2], ctl[2:2 + index_bits]
         bits = ctl[2 + index_bits:2 + index_bits + count_bits]
         clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + index_bits + count_bits + i] for i in range(6))
         phase = Signal(2, name="decode_phase")          # 0: set up the step, 1: read its operand, 2: add
+        if late:
+            # The operand's bit registered out of its wide multiplexer: a cycle (phase 3) between the set-up and the
+            # first bit, the index a step ahead of the bit from then on.
+            bit_late = Signal(name="decode_bit")
+            m.d.sync += bit_late.eq(bit)
+            bit = bit_late
         wide_d = Cat(d, Const(0, width - len(d)))
         addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
         total = (acc + addend + carry)[:width]
@@ -262,7 +271,7 @@ class SteppedRangeChecks:
         with m.If(start):
             m.d.sync += [phase.eq(0), self.sram.eq(0), self.dram.eq(0)]
         with m.Elif((phase == 0) & (what != _IDLE)):
-            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(1)]
+            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(3 if late else 1)]
             with m.If(what == _SETM):
                 m.d.sync += mul.eq(0)
             with m.Else():
@@ -273,6 +282,8 @@ class SteppedRangeChecks:
                 m.d.sync += acc.eq(0)
             with m.If(keep):
                 m.d.sync += t.eq(acc)
+        with m.Elif(phase == 3):
+            m.d.sync += [index.eq(index - 1), phase.eq(1)]
         with m.Elif(phase == 1):
             m.d.sync += [index.eq(index - 1), count.eq(count - 1)]
             with m.If(what == _SETM):

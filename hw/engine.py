@@ -227,6 +227,7 @@ class InferenceEngine(wiring.Component):
         # target registered meanwhile, so an engine's start sees registers only (c.dispatch_latency).
         late = direct and c.dispatch_latency == 1
         decoded = Signal(name="dispatch_decoded") if late else decoder.valid
+        stuck = Signal(name="dispatch_stuck") if late else None
         if direct:
             # The target takes the offered word in the cycle it starts it (its sequencer copies what it needs).
             for i, e in enumerate(engines):
@@ -274,7 +275,7 @@ class InferenceEngine(wiring.Component):
             with m.State("DECODE"):
                 m.d.comb += decoder.en.eq(1)
                 if late:
-                    m.d.sync += decoded.eq(0)
+                    m.d.sync += [decoded.eq(0), stuck.eq(0)]
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
                 if late:
@@ -283,6 +284,8 @@ class InferenceEngine(wiring.Component):
                     ok = ~fetch_error & (decoder.error == 0) & (decoder.opcode != Opcode.FINISH)
                     m.d.sync += [decoded.eq(decoder.valid), offer_late.eq(Cat(ok & (target == i) for i in range(3)))]
                     m.d.comb += offer.eq(Mux(decoded & ~bus_error & ~overflow, offer_late, 0))
+                    # Offered, nothing running, nothing can start: so it stays, a deadlock seen the cycle after.
+                    m.d.sync += stuck.eq(decoded & ~any_running & ~any_can_start)
                 elif direct:
                     offered = decoder.valid & ~fetch_error & ~bus_error & ~overflow & (decoder.error == 0) \
                         & (decoder.opcode != Opcode.FINISH)
@@ -307,7 +310,7 @@ class InferenceEngine(wiring.Component):
                     if accepting:
                         with m.Elif(target_ready):
                             accept()
-                    with m.Elif(~any_running & ~any_can_start):
+                    with m.Elif(stuck if late else ~any_running & ~any_can_start):
                         fail(ErrorCode.DEADLOCK)
 
                 if late:    # an engine takes only a word offered: its checks passed, no event since (off pc's enable)

@@ -94,7 +94,8 @@ class LoadEngine(wiring.Component):
                 with m.Case(b):
                     m.d.comb += row_beats.eq(times(load.x_size, beats_of[b]))
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=(1 << len(load.y_size)) - 1,
-                                                                   max_beats=max_beats, addr_bits=c.dram_addr_bits)
+                                                                   max_beats=max_beats, addr_bits=c.dram_addr_bits,
+                                                                   held_end=c.mid_clock)
         m.d.comb += [
             addresses.base.eq(held_address(m, seq.start, incoming.dram_addr, load.dram_addr, c.dram_addr_bits)),
             addresses.rows.eq(load.y_size),

@@ -118,7 +118,7 @@ class StoreEngine(wiring.Component):
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats,
-                                                                   addr_bits=c.dram_addr_bits)
+                                                                   addr_bits=c.dram_addr_bits, held_end=c.mid_clock)
         # Burst lengths the address generator runs ahead by: behind serial lanes a line is out every
         # postprocess_interval cycles at best, so two bursts ahead keep the write channel as busy as sixteen.
         m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload),
@@ -188,8 +188,9 @@ class StoreEngine(wiring.Component):
         m.d.comb += issue.eq(can_issue)
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
         with m.If(issue):
-            with m.If(x + 1 == store.x_size):
-                m.d.sync += [x.eq(0), y.eq(y + 1), row_line.eq(row_line + store.acc_stride),
+            # mid_clock: x counts a row's lines from 1 (x == x_size: no adder before the comparison)
+            with m.If((x == store.x_size) if c.mid_clock else (x + 1 == store.x_size)):
+                m.d.sync += [x.eq(int(c.mid_clock)), y.eq(y + 1), row_line.eq(row_line + store.acc_stride),
                              line.eq(row_line + store.acc_stride)]
                 if c.mid_clock:
                     m.d.sync += rows_read.eq(y + 1 == store.y_size)
@@ -301,7 +302,7 @@ class StoreEngine(wiring.Component):
                 m.d.comb += second_line.eq(store.negative_param)
                 m.next = "PARAMS"
             def begin():
-                return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
+                return [x.eq(int(c.mid_clock)), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
                         bursts_out.eq(0), *([] if paced else [responses.eq(0)]),
                         *([rows_read.eq(store.y_size == 0)] if c.mid_clock else [])]
             with m.State("PARAMS"):

@@ -13,7 +13,7 @@ from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_D
                                 POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_MID_STAGES,
                                 POSTPROCESS_SERIAL_STAGES, POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
                                 RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY,
-                                STEPPED_DECODE_LATENCY)
+                                STEPPED_DECODE_LATENCY, STEPPED_MID_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -199,7 +199,10 @@ class AcceleratorConfig:
     #: an instruction, :attr:`dispatch_latency`). A ``postprocess_serial`` lane's offset, round and saturate stages
     #: registered again (``POSTPROCESS_MID_STAGES``: a STORE's elements come out three cycles later,
     #: :attr:`postprocess_latency`). A ``compute_compact`` engine's last output column and an ALU row's last element
-    #: kept in registers set as the walk moves (same cycles).
+    #: kept in registers set as the walk moves (same cycles). A ``decode_stepped`` decoder's operand bit registered
+    #: out of its multiplexer and its range flags set from the sum's register (``STEPPED_MID_DECODE_LATENCY``
+    #: cycles, :attr:`decode_latency`). The engine's start a cycle after the host's write; a store's rows-read
+    #: flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in registers (same cycles).
     mid_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
@@ -447,7 +450,7 @@ class AcceleratorConfig:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
         ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
         if self.decode_stepped:
-            return STEPPED_DECODE_LATENCY
+            return STEPPED_MID_DECODE_LATENCY if self.mid_clock else STEPPED_DECODE_LATENCY
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
 
     @property

@@ -266,10 +266,11 @@ STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4
 @pytest.mark.parametrize("config", STEPPED, ids=STEPPED_IDS)
 def test_stepped_decoder_matches_emulator_checks(config):
     """Random and corrupted words, one at a time: the error the emulator's checks raise, STEPPED_DECODE_LATENCY
-    cycles after ``en``."""
-    from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY
+    (STEPPED_MID_DECODE_LATENCY with mid_clock) cycles after ``en``."""
+    from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY, STEPPED_MID_DECODE_LATENCY
 
-    _check_held_words(config, config.rows + 11, 600, STEPPED_DECODE_LATENCY)
+    _check_held_words(config, config.rows + 11, 600,
+                      STEPPED_MID_DECODE_LATENCY if config.mid_clock else STEPPED_DECODE_LATENCY)
 
 
 #: Per kind, the address fields whose range checks the stepped decoder runs, and the limit each is moved near.

@@ -367,3 +367,24 @@ def test_a_small_part_fetch_past_dram_size_is_dram_range(tmp_path):
               ErrorCode.DRAM_RANGE), (end + INSTRUCTION_BYTES, ErrorCode.ILLEGAL_OPCODE)]
     programs = [replace(built, dram=bytearray(dram), dram_size=size, expected_error=error) for size, error in cases]
     check_programs(config, programs, tmp_path, Traffic(latency=2))     # raises on any difference
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_icebreaker_engines_with_mid_clock_within_two_percent(rows, tmp_path):
+    """The iCEBreaker's engine (boards/top.py, 1x1 and 2x2) with mid_clock: the registered dispatch (a cycle more a
+    fetch), the serial lane's three stages registered again (three cycles more a STORE's elements), the registers
+    of the compute walk, the store's rows, the start, the narrow burst generator's row end and the stepped
+    decoder's registered bit (STEPPED_MID_DECODE_LATENCY): random programs (which fit the board's 128 KiB; layer
+    programs do not) within 2 % of the cycle model, every byte checked."""
+    from dataclasses import replace
+
+    from boards.build import board_config
+    from boards.top import BOARDS
+
+    config = replace(board_config(BOARDS["icebreaker"], rows=rows, cols=rows), mid_clock=True)
+    assert config.dispatch_latency == 1 and config.dram_addr_bits == 17
+    rng = np.random.default_rng(43 + rows)
+    programs = [random_program(config, rng) for _ in range(20)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 12
+    assert_within_two_percent(pairs)
