@@ -302,7 +302,8 @@ class StoreEngine(wiring.Component):
                 m.d.comb += second_line.eq(store.negative_param)
                 m.next = "PARAMS"
             def begin():
-                return [x.eq(int(c.mid_clock)), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
+                return [x.eq(int(c.mid_clock)), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr),
+                        reading.eq(1),
                         bursts_out.eq(0), *([] if paced else [responses.eq(0)]),
                         *([rows_read.eq(store.y_size == 0)] if c.mid_clock else [])]
             with m.State("PARAMS"):
@@ -321,11 +322,12 @@ class StoreEngine(wiring.Component):
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
+                rows_done = rows_read if c.mid_clock else y == store.y_size
                 if paced:
-                    finished = ((rows_read if c.mid_clock else y == store.y_size) & (occupied == 0) & ~addresses.busy & ~lengths.r_rdy & ~in_burst
+                    finished = (rows_done & (occupied == 0) & ~addresses.busy & ~lengths.r_rdy & ~in_burst
                                 & (bursts_out == 0))
                 else:
-                    finished = ((rows_read if c.mid_clock else y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
+                    finished = (rows_done & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
                                 & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
                 with m.If(finished):
                     m.d.sync += reading.eq(0)
