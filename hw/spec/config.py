@@ -201,8 +201,10 @@ class AcceleratorConfig:
     #: :attr:`postprocess_latency`). A ``compute_compact`` engine's last output column and an ALU row's last element
     #: kept in registers set as the walk moves (same cycles). A ``decode_stepped`` decoder's operand bit registered
     #: out of its multiplexer and its range flags set from the sum's register (``STEPPED_MID_DECODE_LATENCY``
-    #: cycles, :attr:`decode_latency`). The engine's start a cycle after the host's write; a store's rows-read
-    #: flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in registers (same cycles).
+    #: cycles, :attr:`decode_latency`). The engine's start a cycle after the host's write; a deadlock seen a cycle
+    #: later; a store's rows-read flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in
+    #: registers, the store's line count from 1, the feeders' room as two comparisons with constants (same
+    #: cycles). A board top's bridge then drives its write valids from registers (boards/bridge.py).
     mid_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
