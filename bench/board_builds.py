@@ -3,8 +3,8 @@ board (the documented command, in a child process, timed), then a table of what 
 
 Usage: python bench/board_builds.py [--runs icebreaker,icebreaker-1x1,ulx3s-85f-4x4,ulx3s-85f]
 [--router router1|router2]
-(default: the iCEBreaker with its own engine and with ``--rows 1``, the ULX3S-85F with ``--rows 4``; ulx3s-85f is
-the ULX3S's own int8 8x8)
+(default: the iCEBreaker with its own engine and its 30 MHz 1x1 board ``icebreaker-1x1``, the ULX3S-85F with
+``--rows 4``; ulx3s-85f is the ULX3S's own int8 8x8)
 
 Per run: the engine, fits (or what overflows), resources, fmax against the board's clock (its oscillator's, or the
 iCEBreaker's PLL's) and whether it meets it, GMAC/s and digits-CNN inferences/s at the board's clock (the clock the
@@ -31,7 +31,7 @@ from hw.spec.cli import Parser, UsageError, run_child  # noqa: E402
 from hw.spec.config import AcceleratorConfig  # noqa: E402
 
 #: run name -> (board, extra arguments of ``python -m boards.build``).
-RUNS = {"icebreaker": ("icebreaker", ()), "icebreaker-1x1": ("icebreaker", ("--rows", "1")),
+RUNS = {"icebreaker": ("icebreaker", ()), "icebreaker-1x1": ("icebreaker-1x1", ()),
         "ulx3s-85f-4x4": ("ulx3s-85f", ("--rows", "4")), "ulx3s-85f": ("ulx3s-85f", ())}
 #: The ULX3S's own engine (int8 8x8) takes over an hour of place and route here: asked for by name.
 DEFAULT_RUNS = ("icebreaker", "icebreaker-1x1", "ulx3s-85f-4x4")

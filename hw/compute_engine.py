@@ -42,7 +42,7 @@ class _Feeder:
     """
 
     def __init__(self, m: Module, name: str, port, width: int, depth: int, tag_bits: int = 1,
-                 block_ram: bool = False):
+                 block_ram: bool = False, split: bool = False):
         self.fifo = fifo = (_BlockRamFIFO if block_ram else SyncFIFOBuffered)(width=width + tag_bits, depth=depth)
         m.submodules[name] = fifo
         self.port = port
@@ -52,8 +52,11 @@ class _Feeder:
         in_flight = Signal(name=f"{name}_in_flight")
         tag_in_flight = Signal(tag_bits, name=f"{name}_tag_in_flight")
         self.issue = Signal(name=f"{name}_issue")
+        # split (mid_clock): the same room as two comparisons of the level with constants, no adder before them.
+        room = Mux(in_flight, fifo.level < depth - 2, fifo.level < depth - 1) if split \
+            else fifo.level + in_flight < depth - 1
         m.d.comb += [
-            self.issue.eq(self.want & (fifo.level + in_flight < depth - 1)),
+            self.issue.eq(self.want & room),
             port.addr.eq(self.addr), port.en.eq(self.issue),
             fifo.w_en.eq(in_flight), fifo.w_data.eq(Cat(port.data, tag_in_flight)),
         ]
@@ -294,7 +297,7 @@ class ComputeEngine(wiring.Component):
 
         # --- weights: kernel position (ky, kx), tile row r: consecutive lines ------------------------------------
         weights = _Feeder(m, "weight_feed", self.weight, cols * c.weight_slot_bits, feeder_depth(rows),
-                          block_ram=c.compute_compact)
+                          block_ram=c.compute_compact, split=c.mid_clock)
         w_line = Signal(range(c.weight_buffer_depth))
         w_row = Signal(range(c.packed_reduction_rows))
         # A build that packs per layer: a packed COMPUTE's tile is 2 * rows lines, and each line carries the fact
@@ -327,7 +330,7 @@ class ComputeEngine(wiring.Component):
         packing = int(c.packs_per_layer)            # and the COMPUTE's packed bit, in a build that packs per layer
         ends = int(c.compute_compact)               # and a compact engine's end-of-COMPUTE tag
         acts = _Feeder(m, "act_feed", self.act, rows * c.act_slot_bits, feeder_depth(rows),
-                       1 + sum(selects) + packing + ends, block_ram=c.compute_compact)
+                       1 + sum(selects) + packing + ends, block_ram=c.compute_compact, split=c.mid_clock)
         ky, kx = Signal.like(comp.kh, name="ky"), Signal.like(comp.kw, name="kx")
         oy, ox = Signal.like(comp.out_h, name="oy"), Signal.like(comp.out_w, name="ox")
         if c.compute_compact:       # a legal COMPUTE's out_h * out_w accumulator lines lie in the buffer
@@ -358,6 +361,13 @@ class ComputeEngine(wiring.Component):
             with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
                 m.d.sync += row_tile.eq(comp_in.act_addr)
         last_ox = ox + 1 == comp.out_w
+        kept_ox = c.compute_compact and c.mid_clock
+        if kept_ox:
+            # Whether ox is the last output column, a register set as ox moves (its compare and carry chain off the
+            # path from ox through the feeder's issue into the activation address: the 1x1 board engine's at 30 MHz).
+            last_ox = Signal(name="last_ox")
+            with m.If(seq.start & (opcode_in == Opcode.COMPUTE)):
+                m.d.sync += last_ox.eq(comp_in.out_w == 1)
         last_oy = oy + 1 == comp.out_h
         if c.compute_compact:
             # Whether oy is the last output row, a register set as oy moves (a compare off the path from oy through
@@ -390,6 +400,8 @@ class ComputeEngine(wiring.Component):
             m.d.comb += [step_sum.eq(a_addr + Mux(is_alu, 1, comp.stride)),
                          row_sum.eq(row_base + Mux(is_alu, alu.dst_stride, row_step))]
         with m.If(acts.issue):
+            if kept_ox:
+                m.d.sync += last_ox.eq(Mux(last_ox, comp.out_w == 1, ox + 2 == comp.out_w))
             with m.If(~last_ox):
                 m.d.sync += [ox.eq(ox + 1), a_addr.eq(step_sum)]
             with m.Elif(~last_oy):
@@ -525,8 +537,17 @@ class ComputeEngine(wiring.Component):
         row_end = Signal()
         next_dst_row, next_src_row = Signal.like(a_dst_row), Signal.like(a_src_row)
         next_dst, next_src = Signal.like(a_dst), Signal.like(a_src)
-        m.d.comb += [row_end.eq(ax + 1 == alu.x_size),
-                     next_dst_row.eq(row_sum if shared else a_dst_row + alu.dst_stride),
+        if kept_ox:
+            # Whether ax is a row's last element, a register set as ax moves (as last_ox: off the path from ax
+            # through the next line's choice into the shared activation/destination address).
+            row_end = Signal(name="alu_row_end")
+            with m.If(seq.start & (opcode_in == Opcode.ALU)):
+                m.d.sync += row_end.eq(alu_in.x_size == 1)
+            with m.If(alu_issue):
+                m.d.sync += row_end.eq(Mux(row_end, alu.x_size == 1, ax + 2 == alu.x_size))
+        else:
+            m.d.comb += row_end.eq(ax + 1 == alu.x_size)
+        m.d.comb += [next_dst_row.eq(row_sum if shared else a_dst_row + alu.dst_stride),
                      next_src_row.eq(a_src_row + alu.src_stride),
                      next_dst.eq(Mux(row_end, next_dst_row, step_sum if shared else a_dst + 1)),
                      next_src.eq(Mux(row_end, next_src_row, a_src + alu.src_step))]

@@ -21,7 +21,7 @@ from .spec.config import AcceleratorConfig
 from .spec.isa import KINDS, Buffer, Opcode
 from .spec.layout import line_bytes, output_line_bytes
 
-__all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles"]
+__all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles", "result_cycles"]
 
 # A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
 # ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
@@ -116,8 +116,14 @@ def _special(name: str, view, c: AcceleratorConfig, dram_size):
 
 
 def program_cycles(config: AcceleratorConfig) -> int:
-    """Cycles the longest kind's program takes; the decoder's result follows two cycles later at the latest."""
+    """Cycles the longest kind's program takes; the decoder's result follows :func:`result_cycles` later."""
     return max(_plan(config, None, None)[0].values())
+
+
+def result_cycles(config: AcceleratorConfig) -> int:
+    """Cycles from the word to the decoder's result at the latest: the longest program and two more (three with
+    ``mid_clock``, whose range flags follow the sum's register, not its carry chain)."""
+    return program_cycles(config) + 2 + int(config.mid_clock)
 
 
 def _plan(config: AcceleratorConfig, views, dram_size):
@@ -170,6 +176,8 @@ def _plan(config: AcceleratorConfig, views, dram_size):
         d_bits = max(d_max.bit_length(), 1)
         m_bits = max(m_max.bit_length(), 1)
         cost = (2 + 2 * m_bits + d_bits) if kind_op == "mul" else (2 + d_bits)
+        if c.mid_clock:     # a cycle before each operand's bits, for the registered bit select
+            cost += 2 if kind_op == "mul" else 1
         cycles[op] = cycles.get(op, 0) + cost
     return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
 
@@ -183,7 +191,8 @@ class _Maxes:
 
 class SteppedRangeChecks:
     """Builds the stepped checks inside the decoder's module: ``start`` pulses with a word that then holds;
-    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later.
+    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later
+    (+ 2 with ``mid_clock``).
 
     The operands reach the multiplier registers a bit per cycle, most significant first, from one bit multiplexer
     over the word and the few values that are not fields (``dram_size``, T, the limits): a wide multiplexer per
@@ -221,18 +230,26 @@ class SteppedRangeChecks:
         step = Signal(step_bits, name="decode_step")
         self._run(m, read.data, source.bit_select(Signal(index_bits, name="decode_index"), 1), t,
                   Signal(width, name="decode_acc"), Signal(m_width, name="decode_m"), Signal(d_width, name="decode_d"),
-                  Signal(count_bits, name="decode_count"), step, start)
+                  Signal(count_bits, name="decode_count"), step, start, late=config.mid_clock)
         m.d.comb += read.addr.eq(Cat(self._next_step, opcode[:3]))
 
-    def _run(self, m: Module, ctl, bit, t, acc, mul, d, count, step, start) -> None:
+    def _run(self, m: Module, ctl, bit, t, acc, mul, d, count, step, start, *, late: bool = False) -> None:
         """The sequencing of one table entry ``ctl`` (read for ``step``): set up, read the operand ``bit`` by bit
-        (``bit`` selects with the index register, its operand), add; then ask for the next entry."""
+        (``bit`` selects with the index register, its operand), add; then ask for the next entry. ``late``: a flag
+        is set the cycle after the addition, from the sum's register (its sign), not from the adder's carry chain,
+        and the operand's bit is registered out of its multiplexer (a cycle more before each operand)."""
         index = bit.offset
         index_bits, count_bits, width = len(index), len(count), len(acc)
         what, last_bit = ctl[:2], ctl[2:2 + index_bits]
         bits = ctl[2 + index_bits:2 + index_bits + count_bits]
         clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + index_bits + count_bits + i] for i in range(6))
         phase = Signal(2, name="decode_phase")          # 0: set up the step, 1: read its operand, 2: add
+        if late:
+            # The operand's bit registered out of its wide multiplexer: a cycle (phase 3) between the set-up and the
+            # first bit, the index a step ahead of the bit from then on.
+            bit_late = Signal(name="decode_bit")
+            m.d.sync += bit_late.eq(bit)
+            bit = bit_late
         wide_d = Cat(d, Const(0, width - len(d)))
         addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
         total = (acc + addend + carry)[:width]
@@ -241,10 +258,20 @@ class SteppedRangeChecks:
         next_step = self._next_step = Signal(len(step), name="decode_next_step")   # the table's read is registered
         m.d.comb += next_step.eq(Mux(start, 0, Mux(done, step + 1, step)))
         m.d.sync += step.eq(next_step)
+        if late:
+            # The addition's flags, kept for the next cycle, when the sum is in acc (assigned before start's clear,
+            # which wins).
+            to_sram_late, to_dram_late = Signal(name="decode_to_sram"), Signal(name="decode_to_dram")
+            adding = (phase == 2) & ~start
+            m.d.sync += [to_sram_late.eq(adding & to_sram), to_dram_late.eq(adding & to_dram)]
+            with m.If(~acc[-1] & to_sram_late):
+                m.d.sync += self.sram.eq(1)
+            with m.If(~acc[-1] & to_dram_late):
+                m.d.sync += self.dram.eq(1)
         with m.If(start):
             m.d.sync += [phase.eq(0), self.sram.eq(0), self.dram.eq(0)]
         with m.Elif((phase == 0) & (what != _IDLE)):
-            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(1)]
+            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(3 if late else 1)]
             with m.If(what == _SETM):
                 m.d.sync += mul.eq(0)
             with m.Else():
@@ -255,6 +282,8 @@ class SteppedRangeChecks:
                 m.d.sync += acc.eq(0)
             with m.If(keep):
                 m.d.sync += t.eq(acc)
+        with m.Elif(phase == 3):
+            m.d.sync += [index.eq(index - 1), phase.eq(1)]
         with m.Elif(phase == 1):
             m.d.sync += [index.eq(index - 1), count.eq(count - 1)]
             with m.If(what == _SETM):
@@ -267,10 +296,11 @@ class SteppedRangeChecks:
             m.d.sync += [acc.eq(total), mul.eq(mul >> 1), d.eq(d << 1)]
             with m.If(multiplied):
                 m.d.sync += phase.eq(0)
-            with m.If(~total[-1] & to_sram):
-                m.d.sync += self.sram.eq(1)
-            with m.If(~total[-1] & to_dram):
-                m.d.sync += self.dram.eq(1)
+            if not late:
+                with m.If(~total[-1] & to_sram):
+                    m.d.sync += self.sram.eq(1)
+                with m.If(~total[-1] & to_dram):
+                    m.d.sync += self.dram.eq(1)
 
 
 def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[list[int], int]:

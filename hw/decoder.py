@@ -274,13 +274,13 @@ class InstructionDecoder(wiring.Component):
         """``decode_stepped``: the field checks as plain logic on the held word, the range checks as programs
         through one adder (:class:`hw.decode_steps.SteppedRangeChecks`); the result registered ``latency`` cycles
         after ``en``."""
-        from .decode_steps import SteppedRangeChecks, program_cycles
+        from .decode_steps import SteppedRangeChecks, result_cycles
 
-        if program_cycles(self._config) + 2 > self.latency:
+        if result_cycles(self._config) > self.latency:
             # Deep buffers make wide operands: the configuration, not the RTL, is at fault (the cycle model's fixed
             # STEPPED_DECODE_LATENCY would not hold for it).
             raise ConfigError(f"decode_stepped: this configuration's range checks take "
-                              f"{program_cycles(self._config) + 2} cycles, more than the {self.latency} a stepped "
+                              f"{result_cycles(self._config)} cycles, more than the {self.latency} a stepped "
                               f"decoder has; use shallower buffers or drop decode_stepped")
         opcode = self.word[:HEADER[0].bits]
         views = {op: self._view(kind) for op, kind in KINDS.items()}

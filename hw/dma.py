@@ -38,12 +38,16 @@ class BurstAddressGenerator(wiring.Component):
     :meth:`_elaborate_narrow`.
     """
 
-    def __init__(self, bus_bytes: int, *, max_rows: int, max_beats: int, addr_bits: int = 32):
+    def __init__(self, bus_bytes: int, *, max_rows: int, max_beats: int, addr_bits: int = 32,
+                 held_end: bool = False):
         page_bits = BURST_BOUNDARY.bit_length() - 1
         if not page_bits < addr_bits <= 32:
             raise ValueError(f"addr_bits must be in {page_bits + 1}..32 (two 4 KiB pages at least), not {addr_bits}")
         self._bus_bytes = bus_bytes
         self._addr_bits = addr_bits
+        #: With addr_bits below 32 (a ``mid_clock`` engine's): whether a burst ends its row, a register set as the
+        #: cursor moves (the same bursts in the same cycles).
+        self._held_end = held_end
         super().__init__({
             "start": In(1),
             "base": In(32), "rows": In(range(max_rows + 1)), "stride": In(32), "beats": In(range(max_beats + 1)),
@@ -131,6 +135,12 @@ class BurstAddressGenerator(wiring.Component):
         reach = Signal(len(self.beats) + 1)
         m.d.comb += reach.eq(remaining + offset)
         row_end = (reach <= page_beats) & (remaining <= MAX_BURST_BEATS)
+        if self._held_end:
+            # Its next value from registers, off the path through the one adder: a row's next burst starts where
+            # the next row does (next_offset: its offset in its page, kept), any other's beats and page end stay
+            # (reach), or it starts a page (its beats are then all there is, rest).
+            row_end = Signal(name="row_end")
+            next_offset = Signal(page, name="next_offset")
         at_boundary = offset >= page_beats - MAX_BURST_BEATS
         # The length less one, from bits: beats to the boundary less one is the offset's complement.
         length = Signal(range(MAX_BURST_BEATS))
@@ -159,8 +169,19 @@ class BurstAddressGenerator(wiring.Component):
         with m.If(self.start):
             m.d.sync += [rows_left.eq(self.rows), cursor.eq(narrow(self.base)), row_start.eq(narrow(self.base)),
                          remaining.eq(self.beats), self.busy.eq((self.rows != 0) & (self.beats != 0))]
+            if self._held_end:
+                first = narrow(self.base)[:page]
+                m.d.sync += [row_end.eq((self.beats + first <= page_beats) & (self.beats <= MAX_BURST_BEATS)),
+                             next_offset.eq(first + stride[:page])]
         with m.Elif(issue):
             m.d.sync += cursor.eq(step)
+            if self._held_end:
+                with m.If(row_end):
+                    m.d.sync += [row_end.eq((self.beats + next_offset <= page_beats)
+                                            & (self.beats <= MAX_BURST_BEATS)),
+                                 next_offset.eq(next_offset + stride[:page])]
+                with m.Else():
+                    m.d.sync += row_end.eq((Mux(at_boundary, rest, reach) <= page_beats) & (rest <= MAX_BURST_BEATS))
             with m.If(row_end):
                 with m.If(rows_left == 1):
                     m.d.sync += self.busy.eq(0)

@@ -223,11 +223,19 @@ class InferenceEngine(wiring.Component):
             with m.Default():
                 m.d.comb += target.eq(2)
         target_ready = Signal()
+        # mid_clock: the dispatcher acts on the decoder's result a cycle later (``decoded``), the offer's checks and
+        # target registered meanwhile, so an engine's start sees registers only (c.dispatch_latency).
+        late = direct and c.dispatch_latency == 1
+        decoded = Signal(name="dispatch_decoded") if late else decoder.valid
+        stuck = Signal(name="dispatch_stuck") if late else None
         if direct:
             # The target takes the offered word in the cycle it starts it (its sequencer copies what it needs).
             for i, e in enumerate(engines):
                 m.d.comb += [e.control.cmd.valid.eq(offer[i]), e.control.cmd.payload.eq(word)]
-            m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).bit_select(target, 1))
+            if late:        # only the target is offered the word: only it can be ready
+                m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).any())
+            else:
+                m.d.comb += target_ready.eq(Cat(e.control.cmd.ready for e in engines).bit_select(target, 1))
         else:
             m.d.comb += target_ready.eq(Cat(q.w_rdy for q in queues).bit_select(target, 1))
         for i, q in enumerate(queues):
@@ -266,29 +274,52 @@ class InferenceEngine(wiring.Component):
                         m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.comb += decoder.en.eq(1)
+                if late:
+                    m.d.sync += [decoded.eq(0), stuck.eq(0)]
                 m.next = "DISPATCH"
             with m.State("DISPATCH"):
-                if direct:
+                if late:
+                    # The word's own checks and its target registered; the events (bus error, overflow) as they are.
+                    offer_late = Signal(3, name="dispatch_target")
+                    ok = ~fetch_error & (decoder.error == 0) & (decoder.opcode != Opcode.FINISH)
+                    m.d.sync += [decoded.eq(decoder.valid), offer_late.eq(Cat(ok & (target == i) for i in range(3)))]
+                    m.d.comb += offer.eq(Mux(decoded & ~bus_error & ~overflow, offer_late, 0))
+                    # Offered, nothing running, nothing can start: so it stays, a deadlock seen the cycle after.
+                    m.d.sync += stuck.eq(decoded & ~any_running & ~any_can_start)
+                elif direct:
                     offered = decoder.valid & ~fetch_error & ~bus_error & ~overflow & (decoder.error == 0) \
                         & (decoder.opcode != Opcode.FINISH)
                     m.d.comb += offer.eq(Cat(offered & (target == i) for i in range(3)))
-                with m.If(~decoder.valid):
-                    pass                    # the checks take config.decode_latency cycles
-                with m.Elif(fetch_error | bus_error):
-                    fail(ErrorCode.DRAM_RANGE)
-                with m.Elif(overflow):
-                    fail(ErrorCode.TOKEN_OVERFLOW)
-                with m.Elif(decoder.error != 0):
-                    fail(decoder.error)
-                with m.Elif(decoder.opcode == Opcode.FINISH):
-                    m.next = "FINISH"
-                with m.Elif(target_ready):
+                def accept():
                     for i, q in enumerate(queues):
                         m.d.comb += q.w_en.eq(target == i)
                     m.d.sync += [pc.eq(pc + 1), fetch_addr.eq(fetch_addr + INSTRUCTION_BYTES)]
                     m.next = "FETCH"
-                with m.Elif(~any_running & ~any_can_start):
-                    fail(ErrorCode.DEADLOCK)
+
+                def checks(accepting: bool):
+                    with m.If(~decoded):
+                        pass                    # the checks take config.decode_latency cycles
+                    with m.Elif(fetch_error | bus_error):
+                        fail(ErrorCode.DRAM_RANGE)
+                    with m.Elif(overflow):
+                        fail(ErrorCode.TOKEN_OVERFLOW)
+                    with m.Elif(decoder.error != 0):
+                        fail(decoder.error)
+                    with m.Elif(decoder.opcode == Opcode.FINISH):
+                        m.next = "FINISH"
+                    if accepting:
+                        with m.Elif(target_ready):
+                            accept()
+                    with m.Elif(stuck if late else ~any_running & ~any_can_start):
+                        fail(ErrorCode.DEADLOCK)
+
+                if late:    # an engine takes only a word offered: its checks passed, no event since (off pc's enable)
+                    with m.If(target_ready):
+                        accept()
+                    with m.Else():
+                        checks(False)
+                else:
+                    checks(True)
             with m.State("FINISH"):
                 with m.If(bus_error):
                     fail(ErrorCode.DRAM_RANGE)
@@ -310,6 +341,10 @@ class InferenceEngine(wiring.Component):
         ctrl = self.ctrl
         by_address = {r.address: r for r in REGISTERS}
         pending_b = Signal()
+        if self._config.mid_clock:
+            start_write = Signal(name="start_write")
+            m.d.sync += start_write.eq(0)       # a pulse (the write below sets it)
+            m.d.comb += start.eq(start_write)
         m.d.comb += [ctrl.aw.ready.eq(ctrl.aw.valid & ctrl.w.valid & ~pending_b),
                      ctrl.w.ready.eq(ctrl.aw.valid & ctrl.w.valid & ~pending_b),
                      ctrl.b.valid.eq(pending_b), ctrl.b.resp.eq(0)]
@@ -321,7 +356,12 @@ class InferenceEngine(wiring.Component):
                         with m.Case(address):
                             m.d.sync += regs[r.name].eq(ctrl.w.data)
                 with m.Case(by_name("control").address):
-                    m.d.comb += start.eq(ctrl.w.data[0] & ~regs["status"][0])
+                    if self._config.mid_clock:
+                        # The start a cycle after the write, from a register: the host's write path (a board's
+                        # bridge) off the many enables start drives (the run's cycles count from start all the same).
+                        m.d.sync += start_write.eq(ctrl.w.data[0] & ~regs["status"][0] & ~start_write)
+                    else:
+                        m.d.comb += start.eq(ctrl.w.data[0] & ~regs["status"][0])
         with m.If(pending_b & ctrl.b.ready):
             m.d.sync += pending_b.eq(0)
 

@@ -94,7 +94,8 @@ class LoadEngine(wiring.Component):
                 with m.Case(b):
                     m.d.comb += row_beats.eq(times(load.x_size, beats_of[b]))
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=(1 << len(load.y_size)) - 1,
-                                                                   max_beats=max_beats, addr_bits=c.dram_addr_bits)
+                                                                   max_beats=max_beats, addr_bits=c.dram_addr_bits,
+                                                                   held_end=c.mid_clock)
         m.d.comb += [
             addresses.base.eq(held_address(m, seq.start, incoming.dram_addr, load.dram_addr, c.dram_addr_bits)),
             addresses.rows.eq(load.y_size),
@@ -140,6 +141,10 @@ class LoadEngine(wiring.Component):
         col = Signal.like(load.x_size, name="col") if c.load_direct_write else Signal.like(width)
         if c.load_direct_write:                             # _walk_padding's regions
             row_region, col_region = Signal(2, name="row_region"), Signal(2, name="col_region")
+        # A load_direct_write build counts a row's lines from 1 (col + 1 == n becomes col == n: no adder before the
+        # comparison); a legal LOAD's fields keep col within x_size's width.
+        col_first = int(c.load_direct_write)
+        padded = Signal(name="padded") if c.load_direct_write else None    # any padding: registered as it starts
         beat = Signal.like(line_beats)
         # With load_direct_write only the beats of a line before its last are kept: the last goes straight from the
         # bus into the written line (the longest line's last word needs no register).
@@ -160,14 +165,17 @@ class LoadEngine(wiring.Component):
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(seq.start):
-                    m.d.sync += [row.eq(0), col.eq(0), self.bus_error.eq(0), pad_dest.eq(incoming.sram_addr),
-                                 data_dest.eq(incoming.sram_addr)]
+                    m.d.sync += [row.eq(0), col.eq(col_first), self.bus_error.eq(0),
+                                 pad_dest.eq(incoming.sram_addr), data_dest.eq(incoming.sram_addr)]
                     if c.load_direct_write:
                         m.d.sync += [row_region.eq(Mux(incoming.pad_top != 0, _TOP, _MIDDLE)),
-                                     col_region.eq(Mux(incoming.pad_left != 0, _LEFT, _MIDDLE))]
+                                     col_region.eq(Mux(incoming.pad_left != 0, _LEFT, _MIDDLE)),
+                                     padded.eq((incoming.pad_top | incoming.pad_bottom | incoming.pad_left
+                                                | incoming.pad_right) != 0)]
                     m.next = "PAD"
             with m.State("PAD"):
-                padded = (load.pad_top | load.pad_bottom | load.pad_left | load.pad_right) != 0
+                if not c.load_direct_write:
+                    padded = (load.pad_top | load.pad_bottom | load.pad_left | load.pad_right) != 0
                 if c.load_direct_write:
                     finished = row_region == _BELOW
                 else:
@@ -176,7 +184,7 @@ class LoadEngine(wiring.Component):
                     finished = row == height
                 with m.If(~padded | finished):
                     m.d.comb += addresses.start.eq(1)
-                    m.d.sync += [row.eq(0), col.eq(0), beat.eq(0)]
+                    m.d.sync += [row.eq(0), col.eq(col_first), beat.eq(0)]
                     m.next = "DATA"
                 if c.load_direct_write:
                     with m.Else():
@@ -209,11 +217,11 @@ class LoadEngine(wiring.Component):
                     with m.If(beat + 1 == line_beats):
                         m.d.sync += beat.eq(0)
                         m.d.comb += [write.eq(1), dest.eq(data_dest)]
-                        row_done = col + 1 == load.x_size
+                        row_done = (col == load.x_size) if c.load_direct_write else (col + 1 == load.x_size)
                         if c.load_direct_write:     # one adder for both moves
                             m.d.sync += data_dest.eq(data_dest + 1 + Mux(row_done, load.pad_left + load.pad_right, 0))
                         with m.If(row_done):
-                            m.d.sync += [col.eq(0), row.eq(row + 1)]
+                            m.d.sync += [col.eq(col_first), row.eq(row + 1)]
                             if not c.load_direct_write:
                                 m.d.sync += data_dest.eq(data_dest + row_gap)
                         with m.Else():
@@ -249,12 +257,12 @@ class LoadEngine(wiring.Component):
     def _walk_padding(m: Module, load, row, col, row_region, col_region, pad_dest, data_dest, write, dest) -> None:
         """One cycle of the padding walk of a load_direct_write build (a small part's): the same lines in the same
         cycles as the walk that compares the position with the block's registered bounds, but each region of rows
-        (above, beside, below the data) and of lines (left, data, right) is counted from 0 to its own field, so the
-        walk tests equalities with the instruction's fields: no sums, no magnitude comparisons. A row beside the
+        (above, beside, below the data) and of lines (left, data, right; these from 1) is counted to its own field,
+        so the walk tests equalities with the instruction's fields: no sums, no magnitude comparisons. A row beside the
         data skips its data part in one cycle (where data starts, the first time); any other line is a padding
         line, written."""
         def next_row():
-            m.d.sync += [col.eq(0), col_region.eq(Mux(load.pad_left != 0, _LEFT, _MIDDLE))]
+            m.d.sync += [col.eq(1), col_region.eq(Mux(load.pad_left != 0, _LEFT, _MIDDLE))]
             rows = Mux(row_region == _TOP, load.pad_top, Mux(row_region == _MIDDLE, load.y_size, load.pad_bottom))
             with m.If(row + 1 == rows):
                 m.d.sync += [row.eq(0), row_region.eq(Mux(row_region == _TOP, _MIDDLE,
@@ -275,11 +283,11 @@ class LoadEngine(wiring.Component):
         with m.Else():
             m.d.comb += [write.eq(1), dest.eq(pad_dest)]
             lines = Mux(col_region == _LEFT, load.pad_left, Mux(col_region == _MIDDLE, load.x_size, load.pad_right))
-            with m.If(col + 1 == lines):
+            with m.If(col == lines):
                 with m.If(col_region == _LEFT):
-                    m.d.sync += [col.eq(0), col_region.eq(_MIDDLE)]
+                    m.d.sync += [col.eq(1), col_region.eq(_MIDDLE)]
                 with m.Elif((col_region == _MIDDLE) & (load.pad_right != 0)):
-                    m.d.sync += [col.eq(0), col_region.eq(_RIGHT)]
+                    m.d.sync += [col.eq(1), col_region.eq(_RIGHT)]
                 with m.Else():
                     next_row()
             with m.Else():

@@ -118,7 +118,7 @@ class StoreEngine(wiring.Component):
         # --- addresses -------------------------------------------------------------------------------------
         max_rows, max_beats = (1 << len(store.y_size)) - 1, ((1 << len(store.x_size)) - 1) * out_beats
         m.submodules.addresses = addresses = BurstAddressGenerator(bus_bytes, max_rows=max_rows, max_beats=max_beats,
-                                                                   addr_bits=c.dram_addr_bits)
+                                                                   addr_bits=c.dram_addr_bits, held_end=c.mid_clock)
         # Burst lengths the address generator runs ahead by: behind serial lanes a line is out every
         # postprocess_interval cycles at best, so two bursts ahead keep the write channel as busy as sixteen.
         m.submodules.lengths = lengths = SyncFIFOBuffered(width=len(addresses.lengths.payload),
@@ -174,7 +174,10 @@ class StoreEngine(wiring.Component):
         # sum of the two counters in front of the read address was the engine's critical path on the ECP5.
         occupied = Signal(range(depth + 1))
         m.d.sync += occupied.eq(occupied + issue - (lines.r_en & lines.r_rdy))
-        can_issue = reading & (y != store.y_size) & (occupied < depth)
+        rows_read = None
+        if c.mid_clock:     # y == y_size, a register set as y moves: off the path into the engine's done and tokens
+            rows_read = Signal(name="rows_read")
+        can_issue = reading & (~rows_read if c.mid_clock else y != store.y_size) & (occupied < depth)
         # Each lane takes its columns of a line in turn, each ``postprocess_interval`` cycles after the last: a line
         # read every ``spacing`` cycles at most.
         spacing = c.postprocess_lane_columns * c.postprocess_interval
@@ -185,9 +188,12 @@ class StoreEngine(wiring.Component):
         m.d.comb += issue.eq(can_issue)
         m.d.comb += [self.acc.addr.eq(line), self.acc.en.eq(1)]
         with m.If(issue):
-            with m.If(x + 1 == store.x_size):
-                m.d.sync += [x.eq(0), y.eq(y + 1), row_line.eq(row_line + store.acc_stride),
+            # mid_clock: x counts a row's lines from 1 (x == x_size: no adder before the comparison)
+            with m.If((x == store.x_size) if c.mid_clock else (x + 1 == store.x_size)):
+                m.d.sync += [x.eq(int(c.mid_clock)), y.eq(y + 1), row_line.eq(row_line + store.acc_stride),
                              line.eq(row_line + store.acc_stride)]
+                if c.mid_clock:
+                    m.d.sync += rows_read.eq(y + 1 == store.y_size)
             with m.Else():
                 m.d.sync += [x.eq(x + 1), line.eq(line + 1)]
         read_valid = Signal()
@@ -296,8 +302,10 @@ class StoreEngine(wiring.Component):
                 m.d.comb += second_line.eq(store.negative_param)
                 m.next = "PARAMS"
             def begin():
-                return [x.eq(0), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr), reading.eq(1),
-                        bursts_out.eq(0), *([] if paced else [responses.eq(0)])]
+                return [x.eq(int(c.mid_clock)), y.eq(0), row_line.eq(store.acc_addr), line.eq(store.acc_addr),
+                        reading.eq(1),
+                        bursts_out.eq(0), *([] if paced else [responses.eq(0)]),
+                        *([rows_read.eq(store.y_size == 0)] if c.mid_clock else [])]
             with m.State("PARAMS"):
                 m.d.sync += [*([] if direct else [take(params)]), negative_param.eq(store.negative_param)]
                 with m.If(store.negative_param):
@@ -314,11 +322,12 @@ class StoreEngine(wiring.Component):
                 m.d.comb += addresses.start.eq(1)
                 m.next = "RUN"
             with m.State("RUN"):
+                rows_done = rows_read if c.mid_clock else y == store.y_size
                 if paced:
-                    finished = ((y == store.y_size) & (occupied == 0) & ~addresses.busy & ~lengths.r_rdy & ~in_burst
+                    finished = (rows_done & (occupied == 0) & ~addresses.busy & ~lengths.r_rdy & ~in_burst
                                 & (bursts_out == 0))
                 else:
-                    finished = ((y == store.y_size) & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
+                    finished = (rows_done & (in_flight == 0) & ~lines.r_rdy & ~addresses.busy
                                 & ~lengths.r_rdy & ~in_burst & (responses == bursts_out))
                 with m.If(finished):
                     m.d.sync += reading.eq(0)

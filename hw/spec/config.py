@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from .formats import LANE_BITS, Format, FormatError, IntFormat, get_format, product_of, signed_width
 from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
-                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_SERIAL_STAGES,
-                                POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
+                                POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_MID_STAGES,
+                                POSTPROCESS_SERIAL_STAGES, POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
                                 RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY,
-                                STEPPED_DECODE_LATENCY)
+                                STEPPED_DECODE_LATENCY, STEPPED_MID_DECODE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -29,7 +29,7 @@ _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CH
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
           "postprocess_serial": False, "dram_addr_bits": 32,
-          "compute_compact": False}
+          "compute_compact": False, "mid_clock": False}
 
 
 class ConfigError(ValueError):
@@ -193,6 +193,19 @@ class AcceleratorConfig:
     #: the kernel row's first activation line instead of a product; with ``slow_clock`` one adder for COMPUTE's
     #: updates and ALU ADD/MAX, ALU MUL in a DSP, and the ALU's destination walk on the activation walker's registers.
     compute_compact: bool = False
+    #: A small part's clock raised by its PLL (the iCEBreaker's 30 MHz): the registers that split its longest paths.
+    #: A ``command_queue_depth`` 0 engine's dispatcher offers a decoded word the cycle after the decoder's result
+    #: (the result's checks, the target engine and FINISH registered before an engine sees the offer: one cycle more
+    #: an instruction, :attr:`dispatch_latency`). A ``postprocess_serial`` lane's offset, round and saturate stages
+    #: registered again (``POSTPROCESS_MID_STAGES``: a STORE's elements come out three cycles later,
+    #: :attr:`postprocess_latency`). A ``compute_compact`` engine's last output column and an ALU row's last element
+    #: kept in registers set as the walk moves (same cycles). A ``decode_stepped`` decoder's operand bit registered
+    #: out of its multiplexer and its range flags set from the sum's register (``STEPPED_MID_DECODE_LATENCY``
+    #: cycles, :attr:`decode_latency`). The engine's start a cycle after the host's write; a deadlock seen a cycle
+    #: later; a store's rows-read flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in
+    #: registers, the store's line count from 1, the feeders' room as two comparisons with constants (same
+    #: cycles). A board top's bridge then drives its write valids from registers (boards/bridge.py).
+    mid_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -227,7 +240,7 @@ class AcceleratorConfig:
         for name in ("perf_counters", "decode_shared", "decode_serial", "decode_stepped", "postprocess_shared",
                      "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
-                     "narrow_line_fifo", "postprocess_serial", "compute_compact"):
+                     "narrow_line_fifo", "postprocess_serial", "compute_compact", "mid_clock"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
@@ -439,8 +452,14 @@ class AcceleratorConfig:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
         ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
         if self.decode_stepped:
-            return STEPPED_DECODE_LATENCY
+            return STEPPED_MID_DECODE_LATENCY if self.mid_clock else STEPPED_DECODE_LATENCY
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
+
+    @property
+    def dispatch_latency(self) -> int:
+        """Cycles from the decoder's result to the dispatcher acting on it: 1 in a ``mid_clock`` build without
+        command queues (its offer registered), else 0 (the cycle model's fetch cadence grows with it)."""
+        return int(self.mid_clock and self.command_queue_depth == 0)
 
     @property
     def postprocess_latency(self) -> int:
@@ -491,9 +510,12 @@ class AcceleratorConfig:
     @property
     def postprocess_unregistered(self) -> tuple[str, ...]:
         """Stages of the post-processing lane without a register after them (each shares a cycle with the next):
-        ``POSTPROCESS_MERGED_STAGES`` with ``postprocess_merged``, ``POSTPROCESS_SLOW_STAGES`` with ``slow_clock``."""
-        return ((POSTPROCESS_MERGED_STAGES if self.postprocess_merged else ())
-                + (POSTPROCESS_SLOW_STAGES if self.slow_clock else ()))
+        ``POSTPROCESS_MERGED_STAGES`` with ``postprocess_merged``, ``POSTPROCESS_SLOW_STAGES`` with ``slow_clock``
+        (but those of ``POSTPROCESS_MID_STAGES`` with ``mid_clock`` and ``postprocess_serial``)."""
+        slow = POSTPROCESS_SLOW_STAGES if self.slow_clock else ()
+        if self.mid_clock and self.postprocess_serial:
+            slow = tuple(s for s in slow if s not in POSTPROCESS_MID_STAGES)
+        return (POSTPROCESS_MERGED_STAGES if self.postprocess_merged else ()) + slow
 
     @property
     def postprocess_lanes(self) -> int:

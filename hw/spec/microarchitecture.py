@@ -28,6 +28,12 @@ POSTPROCESS_MERGED_STAGES = ("multiply", "locate", "align")
 #: stages (input .. magnitude, multiply .. exponent, align .. clamp, lookup), for the iCEBreaker's 12 MHz (the 2x2
 #: board engine's lane alone on the UP5K: 15.4 MHz, its critical path align .. clamp; 15.7 with the sum's register).
 POSTPROCESS_SLOW_STAGES = ("input", "offset", "sum", "round", "saturate")
+#: Of those, the stages a ``mid_clock`` build's ``postprocess_serial`` lane registers again, for the iCEBreaker's
+#: 30 MHz PLL clock: ``acc + bias`` apart from the sign it sends for the negative side's PARAM line (the 1x1 board
+#: engine's path param_buffer .. offset sum .. side .. param_buffer's address: 24.6 MHz), and the rounding bit, the
+#: zero point's carry-in addition with the saturation, and the clamp each in a cycle of its own (all three in one:
+#: the 2x2 board engine's path serial_work .. clamp_code, 22.4 MHz).
+POSTPROCESS_MID_STAGES = ("offset", "round", "saturate")
 #: Advances of a processing element from an activation to the partial sum it adds to: the operands and the product
 #: are registered before the addition (the path operand -> bank choice -> multiply -> add in one cycle limited the
 #: array's fmax).
@@ -98,6 +104,9 @@ SERIAL_DECODE_LATENCY = 18
 #: operand read a bit per cycle, each product a cycle per bit of its multiplier at most) and two more, with room
 #: for wider operands (hw/decode_steps.py ``program_cycles``: 260 on the iCEBreaker).
 STEPPED_DECODE_LATENCY = 280
+#: The same with ``mid_clock``: a cycle more before each operand's bits (the bit select registered) and one after the
+#: last addition (the range flags from the sum's register): 289 on the 1x1 iCEBreaker engine, 291 on the 2x2.
+STEPPED_MID_DECODE_LATENCY = 300
 #: Carry chains per decoder stage by default (``AcceleratorConfig.decode_chains``): two fit a 10 ns cycle on an
 #: ECP5 with room for routing. Fewer would not fit the checks into ``DECODE_LATENCY`` stages.
 DECODE_CHAINS = 2

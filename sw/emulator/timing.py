@@ -3,10 +3,10 @@
 Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
 the same way). The rules, each named after the hardware that causes it:
 
-- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency`` cycles (address,
-  latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` in a
-  ``decode_serial`` build, ``STEPPED_DECODE_LATENCY`` in a ``decode_stepped`` one, dispatch); an engine can start
-  it two cycles after dispatch
+- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency + dispatch_latency``
+  cycles (address, latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or
+  ``SERIAL_DECODE_LATENCY`` in a ``decode_serial`` build, ``STEPPED_DECODE_LATENCY`` in a ``decode_stepped`` one,
+  the ``mid_clock`` dispatcher's registered offer, dispatch); an engine can start it two cycles after dispatch
   (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
@@ -88,7 +88,7 @@ def fetch_interval(config: AcceleratorConfig, memory_latency: int = 4) -> int:
     """Cycles between two instructions the fetch dispatches: the word's address, the memory's latency, its beats,
     the decoder's checks and the dispatch (the rule of the module docstring). The compiler's cost model counts a
     program's instructions with it: a schedule of short steps is bound by the fetch, not by the engines."""
-    return memory_latency + INSTRUCTION_BITS // config.dma_bits + 2 + config.decode_latency
+    return memory_latency + INSTRUCTION_BITS // config.dma_bits + 2 + config.decode_latency + config.dispatch_latency
 
 
 @dataclass

@@ -55,13 +55,14 @@ class _Harness(wiring.Component):
     rx: In(1, init=1)
     tx: Out(1, init=1)
 
-    def __init__(self, data_bits: int = 64, kind: str = "bram", compact: bool = False):
-        self.data_bits, self.kind, self.compact = data_bits, kind, compact
+    def __init__(self, data_bits: int = 64, kind: str = "bram", compact: bool = False, held: bool = False):
+        self.data_bits, self.kind, self.compact, self.held = data_bits, kind, compact, held
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.bridge = bridge = UARTBridge(clocks_per_bit=CPB, idle_timeout=TIMEOUT, compact=self.compact)
+        m.submodules.bridge = bridge = UARTBridge(clocks_per_bit=CPB, idle_timeout=TIMEOUT, compact=self.compact,
+                                                  held_valids=self.held)
         size = MEMORY if self.kind == "bram" else 16384 * self.data_bits // 8
         m.submodules.memory = memory = BoardMemory(data_bits=self.data_bits, size=size, kind=self.kind)
         m.submodules.registers = registers = _Registers()
@@ -138,35 +139,42 @@ def _words(answer: bytes) -> list[int]:
     return [int.from_bytes(answer[i:i + 4], "little") for i in range(0, len(answer) - 2, 4)]
 
 
-@pytest.mark.parametrize("data_bits,kind,compact", [(64, "bram", False), (128, "bram", False), (32, "bram", False),
-                                                    (64, "spram", True), (64, "bram", True)])
-def test_memory_round_trip(data_bits, kind, compact):
+@pytest.mark.parametrize("data_bits,kind,compact,held", [(64, "bram", False, False), (128, "bram", False, False),
+                                                         (32, "bram", False, False), (64, "spram", True, False),
+                                                         (64, "bram", True, False), (64, "spram", True, True)])
+def test_memory_round_trip(data_bits, kind, compact, held):
+    """(``held``: the write valids from registers, a mid_clock engine's bridge.)"""
     rng = random.Random(data_bits)
     words = [rng.getrandbits(32) for _ in range(7)]
     answers = _exchange([_write(Command.WRITE_MEMORY, 0x24, words), _read(Command.READ_MEMORY, 0x20, 9),
                          _write(Command.WRITE_MEMORY, 0x2C, [0xDEADBEEF]), _read(Command.READ_MEMORY, 0x24, 3)],
-                        harness=_Harness(data_bits, kind, compact))
+                        harness=_Harness(data_bits, kind, compact, held))
     assert [_status(a) for a in answers] == [Status.OK] * 4
     assert _words(answers[1]) == [0, *words, 0]
     assert _words(answers[3]) == [words[0], words[1], 0xDEADBEEF]
 
 
-def test_registers_round_trip():
-    answers = _exchange([_write(Command.WRITE_REGISTER, 0x10, [5, 6]), _read(Command.READ_REGISTER, 0x0C, 4)])
+@pytest.mark.parametrize("held", [False, True])
+def test_registers_round_trip(held):
+    answers = _exchange([_write(Command.WRITE_REGISTER, 0x10, [5, 6]), _read(Command.READ_REGISTER, 0x0C, 4)],
+                        harness=_Harness(compact=held, held=held))
     assert [_status(a) for a in answers] == [Status.OK, Status.OK]
     assert _words(answers[1]) == [0, 5, 6, 0]
 
 
-@pytest.mark.parametrize("compact", [False, True])
-def test_out_of_range_is_a_bus_error_with_the_frame_complete(compact):
-    """(``compact``: the small part's bridge, counting in its header's registers.)"""
+@pytest.mark.parametrize("compact, held", [(False, False), (True, False), (True, True)])
+def test_out_of_range_is_a_bus_error_with_the_frame_complete(compact, held):
+    """(``compact``: the small part's bridge, counting in its header's registers; ``held``: its write valids from
+    registers.)"""
     last = MEMORY - 4
     answers = _exchange([_write(Command.WRITE_MEMORY, last, [1, 2]), _read(Command.READ_MEMORY, last, 2),
                          _read(Command.READ_REGISTER, 0xFC, 2), _write(Command.WRITE_REGISTER, 0x100, [9]),
-                         _read(Command.READ_MEMORY, 0xFFFFFFFC, 1), _read(Command.READ_MEMORY, last, 1)],
-                        harness=_Harness(compact=compact))
-    assert [_status(a) for a in answers] == [Status.BUS_ERROR] * 5 + [Status.OK]
+                         _read(Command.READ_MEMORY, 0xFFFFFFFC, 1), _read(Command.READ_MEMORY, last, 1),
+                         _read(Command.READ_REGISTER, 0, 1)],
+                        harness=_Harness(compact=compact, held=held))
+    assert [_status(a) for a in answers] == [Status.BUS_ERROR] * 5 + [Status.OK] * 2
     assert _words(answers[1]) == [1, 0] and _words(answers[2]) == [0, 0] and _words(answers[5]) == [1]
+    assert _words(answers[6]) == [0]        # the write to 0x100 reached no register (not 0x100's low bits, 0)
 
 
 @pytest.mark.parametrize("frame,status", [

@@ -32,6 +32,11 @@ def test_the_icebreakers_30_mhz():
     p = ice40_pll(12, 30)
     assert (p.divr, p.divf, p.divq, p.filter_range) == (0, 79, 5, 1)
     assert _data_sheet(12, 0, 79, 5)["out"] == 30.0 == p.out_mhz
+    # The iCEBreaker's 30 MHz board: its 1x1 engine with mid_clock, its UART counting 30e6 / 115200 = 260.4 clocks.
+    fast = BOARDS["icebreaker-1x1"]
+    assert fast.pll == p and fast.sync_mhz == 30.0 and board_config(fast).clock_mhz == 30.0
+    assert (board_config(fast).rows, board_config(fast).cols, board_config(fast).mid_clock) == (1, 1, True)
+    assert clocks_per_bit(fast, 115200) == 260
 
 
 @pytest.mark.parametrize("pfd, expected", [(12, 1), (16, 1), (24, 2), (32, 3), (42, 3), (48, 4), (100, 5),

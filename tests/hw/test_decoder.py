@@ -1,5 +1,7 @@
 """The RTL decoder raises exactly the error the emulator's checks raise, for random and corrupted words."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -255,16 +257,20 @@ STEPPED = [
     AcceleratorConfig(rows=4, cols=4, formats=("int4", "int8"), act_buffer_depth=64, weight_buffer_depth=128,
                       acc_buffer_depth=32, param_buffer_depth=2, dma_bits=128, decode_stepped=True),
 ]
-STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped"]
+#: And the iCEBreaker's with mid_clock (its range flags set the cycle after each addition, from the sum's register).
+STEPPED.append(replace(STEPPED[0], mid_clock=True))
+STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped",
+               "int4-1x1-icebreaker-stepped-mid"]
 
 
 @pytest.mark.parametrize("config", STEPPED, ids=STEPPED_IDS)
 def test_stepped_decoder_matches_emulator_checks(config):
     """Random and corrupted words, one at a time: the error the emulator's checks raise, STEPPED_DECODE_LATENCY
-    cycles after ``en``."""
-    from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY
+    (STEPPED_MID_DECODE_LATENCY with mid_clock) cycles after ``en``."""
+    from hw.spec.microarchitecture import STEPPED_DECODE_LATENCY, STEPPED_MID_DECODE_LATENCY
 
-    _check_held_words(config, config.rows + 11, 600, STEPPED_DECODE_LATENCY)
+    _check_held_words(config, config.rows + 11, 600,
+                      STEPPED_MID_DECODE_LATENCY if config.mid_clock else STEPPED_DECODE_LATENCY)
 
 
 #: Per kind, the address fields whose range checks the stepped decoder runs, and the limit each is moved near.

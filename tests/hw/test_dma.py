@@ -27,9 +27,9 @@ def reference_bursts(base: int, rows: int, stride: int, beats: int, bus_bytes: i
 
 
 def run(bus_bytes: int, base: int, rows: int, stride: int, beats: int, stall: float, seed: int,
-        addr_bits: int = 32):
+        addr_bits: int = 32, held_end: bool = False):
     """The generator's bursts and the cycles from start to the last one (ready held high: one a cycle)."""
-    dut = BurstAddressGenerator(bus_bytes, max_rows=63, max_beats=4095, addr_bits=addr_bits)
+    dut = BurstAddressGenerator(bus_bytes, max_rows=63, max_beats=4095, addr_bits=addr_bits, held_end=held_end)
     rng = random.Random(seed)
     got, cycles = [], []
 
@@ -87,14 +87,15 @@ def test_random_shapes():
     _random_shapes(random.Random(7), base_words=1 << 20)
 
 
-def _random_shapes(rng: random.Random, base_words: int, addr_bits: int = 32) -> None:
+def _random_shapes(rng: random.Random, base_words: int, addr_bits: int = 32, held_end: bool = False) -> None:
     """25 random burst shapes against the reference in a memory of ``2**addr_bits`` bytes, one burst a cycle."""
     for _ in range(25):
         bus_bytes = rng.choice([4, 8, 16])
         base = rng.randrange(0, base_words) * bus_bytes
         stride = rng.randrange(0, 1 << 11) * bus_bytes
         rows, beats = rng.randrange(0, 6), rng.choice([1, 2, 255, 256, 257, rng.randrange(1, 1500)])
-        got, cycles = run(bus_bytes, base, rows, stride, beats, 0.0, seed=rows, addr_bits=addr_bits)
+        got, cycles = run(bus_bytes, base, rows, stride, beats, 0.0, seed=rows, addr_bits=addr_bits,
+                          held_end=held_end)
         expected = beyond(reference_bursts(base, rows, stride, beats, bus_bytes), addr_bits)
         assert got == expected, (bus_bytes, base, rows, stride, beats)
         assert cycles == list(range(len(got)))
@@ -119,15 +120,19 @@ NARROW_CASES = [
 
 @pytest.mark.parametrize("addr_bits,bus_bytes,base,rows,stride,beats", NARROW_CASES, ids=str)
 @pytest.mark.parametrize("stall", [0.0, 0.4])
-def test_small_memory_bursts(addr_bits, bus_bytes, base, rows, stride, beats, stall):
-    got, cycles = run(bus_bytes, base, rows, stride, beats, stall, seed=rows + beats, addr_bits=addr_bits)
+@pytest.mark.parametrize("held_end", [False, True], ids=["", "held_end"])
+def test_small_memory_bursts(addr_bits, bus_bytes, base, rows, stride, beats, stall, held_end):
+    """(``held_end``: whether a burst ends its row from a register, a mid_clock engine's.)"""
+    got, cycles = run(bus_bytes, base, rows, stride, beats, stall, seed=rows + beats, addr_bits=addr_bits,
+                      held_end=held_end)
     assert got == beyond(reference_bursts(base, rows, stride, beats, bus_bytes), addr_bits)
     if stall == 0.0:
         assert cycles == list(range(len(got)))
 
 
-def test_small_memory_random_shapes():
-    _random_shapes(random.Random(11), base_words=1 << 15, addr_bits=17)
+@pytest.mark.parametrize("held_end", [False, True], ids=["", "held_end"])
+def test_small_memory_random_shapes(held_end):
+    _random_shapes(random.Random(11), base_words=1 << 15, addr_bits=17, held_end=held_end)
 
 
 def test_small_memory_too_small():

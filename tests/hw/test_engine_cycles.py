@@ -52,6 +52,19 @@ def test_single_instructions_without_command_queues_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs]
 
 
+def test_single_instructions_with_a_registered_dispatch_are_cycle_exact(tmp_path):
+    """mid_clock without command queues: the dispatcher acts on the decoder's result a cycle later (its offer's
+    checks and target registered), one more cycle every fetch (AcceleratorConfig.dispatch_latency), cycle for
+    cycle."""
+    from dataclasses import replace
+
+    config = replace(CONFIG, command_queue_depth=0, mid_clock=True)
+    assert config.dispatch_latency == 1 and replace(CONFIG, mid_clock=True).dispatch_latency == 0
+    programs = [replace(p, config=config) for p in one_instruction_programs()]     # the same words
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
+
+
 def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
     """slow_clock: the post-processing lane without the registers of POSTPROCESS_SLOW_STAGES (a STORE ends five cycles
     sooner), accumulator lines updated as they leave the block RAM (SLOW_ACCUMULATE_LATENCY: COMPUTE's results two
@@ -66,14 +79,17 @@ def test_single_instructions_with_slow_clock_are_cycle_exact(tmp_path):
     assert [rtl for rtl, _ in pairs] == [emulator for _, emulator in pairs] and len(pairs) == len(programs)
 
 
-def test_compute_compact_layer_programs_within_two_percent(tmp_path):
+@pytest.mark.parametrize("mid", [False, True], ids=["compact", "mid_clock"])
+def test_compute_compact_layer_programs_within_two_percent(mid, tmp_path):
     """compute_compact with slow_clock (the retire side on tags through the array, one adder for COMPUTE's updates and
     ALU ADD/MAX, ALU MUL in a DSP, the ALU's destination walk on the activation walker, as the buffers are equally
     deep, and the next kernel row's first line from a register of the row's first): layer programs (kernels of
-    several rows and columns) and random ones keep every byte and the cycle model."""
+    several rows and columns) and random ones keep every byte and the cycle model; with ``mid``, mid_clock's
+    registers of the last output column and an ALU row's last element (same cycles)."""
     from dataclasses import replace
 
-    config = replace(CONFIG, slow_clock=True, compute_compact=True, acc_buffer_depth=CONFIG.act_buffer_depth)
+    config = replace(CONFIG, slow_clock=True, compute_compact=True, acc_buffer_depth=CONFIG.act_buffer_depth,
+                     mid_clock=mid)
     rng = np.random.default_rng(12)
     programs = [random_layer_program(config, rng) for _ in range(12)] + [random_program(config, rng)
                                                                           for _ in range(12)]
@@ -351,3 +367,24 @@ def test_a_small_part_fetch_past_dram_size_is_dram_range(tmp_path):
               ErrorCode.DRAM_RANGE), (end + INSTRUCTION_BYTES, ErrorCode.ILLEGAL_OPCODE)]
     programs = [replace(built, dram=bytearray(dram), dram_size=size, expected_error=error) for size, error in cases]
     check_programs(config, programs, tmp_path, Traffic(latency=2))     # raises on any difference
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_icebreaker_engines_with_mid_clock_within_two_percent(rows, tmp_path):
+    """The iCEBreaker's engine (boards/top.py, 1x1 and 2x2) with mid_clock: the registered dispatch (a cycle more a
+    fetch), the serial lane's three stages registered again (three cycles more a STORE's elements), the registers
+    of the compute walk, the store's rows, the start, the narrow burst generator's row end and the stepped
+    decoder's registered bit (STEPPED_MID_DECODE_LATENCY): random programs (which fit the board's 128 KiB; layer
+    programs do not) within 2 % of the cycle model, every byte checked."""
+    from dataclasses import replace
+
+    from boards.build import board_config
+    from boards.top import BOARDS
+
+    config = replace(board_config(BOARDS["icebreaker"], rows=rows, cols=rows), mid_clock=True)
+    assert config.dispatch_latency == 1 and config.dram_addr_bits == 17
+    rng = np.random.default_rng(43 + rows)
+    programs = [random_program(config, rng) for _ in range(20)]
+    pairs = check_programs(config, programs, tmp_path, Traffic(latency=4))
+    assert len(pairs) >= 12
+    assert_within_two_percent(pairs)

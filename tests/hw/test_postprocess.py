@@ -407,21 +407,23 @@ def test_slow_clock_stages_match_golden_model(acts, tmp_path):
     check_vectors(config, VectorSource(config, random.Random(seed)).draw(VECTORS // 4), tmp_path, seed=seed)
 
 
-@pytest.mark.parametrize("slow, shared", [(False, False), (True, False), (True, True)],
-                         ids=["registered", "slow_clock", "shared"])
-def test_serial_shift_matches_golden_model(slow, shared, tmp_path):
+@pytest.mark.parametrize("slow, shared, mid", [(False, False, False), (True, False, False), (True, True, False),
+                                               (True, True, True)],
+                         ids=["registered", "slow_clock", "shared", "mid_clock"])
+def test_serial_shift_matches_golden_model(slow, shared, mid, tmp_path):
     """A ``postprocess_serial`` lane (signed, the right shift one bit a cycle) under random stalls and bubbles, an
     element every ``postprocess_interval`` en cycles: the golden model's codes, each exactly
-    ``config.postprocess_latency`` advances late; alone and in the iCEBreaker's 4-stage lane, taking M and S from
-    the ports after its magnitude stage (a lane of its own column) or from its registers (``shared``)."""
+    ``config.postprocess_latency`` advances late; alone and in the iCEBreaker's 4-stage lane (7 with ``mid_clock``:
+    offset, round and saturate registered again), taking M and S from the ports after its magnitude stage (a lane of
+    its own column) or from its registers (``shared``)."""
     from dataclasses import replace
 
     config = replace(make_config("int4", "int4"), postprocess_serial=True, postprocess_merged=slow, slow_clock=slow,
-                     postprocess_shared=shared)
+                     postprocess_shared=shared, mid_clock=mid)
     assert config.postprocess_serial_steps == config.acc_bits + 34
     assert config.postprocess_interval == config.postprocess_serial_steps + 1
-    assert PostProcessor(config).latency == (10 if not slow else 4) + config.postprocess_serial_steps
-    seed = 23 + slow + 2 * shared
+    assert PostProcessor(config).latency == (10 if not slow else 7 if mid else 4) + config.postprocess_serial_steps
+    seed = 23 + slow + 2 * shared + 4 * mid
     source = VectorSource(config, random.Random(seed))
     check_vectors(config, source.draw(VECTORS // 8), tmp_path, seed=seed)
 

@@ -150,14 +150,16 @@ def test_a_batched_program_on_the_board_equals_the_emulator(board, tmp_path):
 
 
 
-def test_random_programs_on_the_icebreaker_engine_equal_the_emulator():
+@pytest.mark.parametrize("name", ["icebreaker", "icebreaker-1x1"])
+def test_random_programs_on_the_icebreaker_engine_equal_the_emulator(name):
     """The iCEBreaker's engine (int4 2x2 with the small part's choices: no command queues, four carry chains
     per decoder stage, no busy/stall counters, a serial decoder, one post-processing lane) in the simulated board
     top with the board's SPRAM memory (its behavioural model) and compact bridge, through the bridge: random
-    programs leave the emulator's bytes in memory and its status."""
+    programs leave the emulator's bytes in memory and its status. And the 30 MHz board's 1x1 engine with
+    mid_clock, its bridge's write valids from registers."""
     from sim.programs import random_program
 
-    config = board_config(BOARDS["icebreaker"])
+    config = board_config(BOARDS[name])
     rng = np.random.default_rng(21)
     programs = [random_program(config, rng) for _ in range(4)]
     with simulated_board(config, memory_kind="spram") as url, BoardLink(url) as link:

@@ -95,6 +95,9 @@ NETWORKS = {
     # The iCEBreaker's engine (boards/top.py): int4 2x2 with the small part's choices (one-entry command queues,
     # four carry chains per decoder stage, no busy/stall counters).
     "digits-int4-2x2-icebreaker": digits(board_config(BOARDS["icebreaker"]), 8),
+    # The iCEBreaker's 30 MHz board (icebreaker-1x1): int4 1x1 with mid_clock's registers and cycles; its burst
+    # addresses in 20 bits, as its 540 KiB image needs (the board's 17 fold addresses past 256 KiB).
+    "digits-int4-1x1-icebreaker-30": digits(replace(board_config(BOARDS["icebreaker-1x1"]), dram_addr_bits=20), 2),
     "mnist-int8-16x16": trained(MNIST, engine("int8", 16), 8),     # residual blocks, a global pool of 14x14
     # Residual blocks, global average pooling, depthwise and strided convolutions, fused ReLU.
     "resnet8-int8-8x8": zoo("resnet8", INT8_8X8, 4),

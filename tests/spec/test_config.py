@@ -204,7 +204,7 @@ def test_json_round_trip(kwargs):
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
                                                                  "narrow_line_fifo", "postprocess_serial",
-                                                                 "dram_addr_bits", "compute_compact"}
+                                                                 "dram_addr_bits", "compute_compact", "mid_clock"}
 
 
 def test_hash_is_stable():
@@ -232,7 +232,7 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
                load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
                postprocess_serial=True, dram_addr_bits=17, decode_stepped=True,
-               compute_compact=True)
+               compute_compact=True, mid_clock=True)
 
 
 def test_every_field_has_a_change():
@@ -274,6 +274,7 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
     assert "dram_addr_bits" not in AcceleratorConfig().to_json()
     assert "decode_stepped" not in AcceleratorConfig().to_json()
     assert "compute_compact" not in AcceleratorConfig().to_json()
+    assert "mid_clock" not in AcceleratorConfig().to_json()
 
 
 @pytest.mark.parametrize("name, value, default, lo", [("command_queue_depth", 0, 4, 0), ("decode_chains", 8, 2, 2),
@@ -289,7 +290,8 @@ def test_single_format_json_and_hash_unchanged_by_format_sets():
                                                      ("table_bram", True, False, None),
                                                      ("narrow_line_fifo", True, False, None),
                                                      ("postprocess_serial", True, False, None),
-                                                     ("compute_compact", True, False, None)])
+                                                     ("compute_compact", True, False, None),
+                                                     ("mid_clock", True, False, None)])
 def test_small_part_fields_round_trip_and_range(name, value, default, lo):
     """A small build's choices are in its JSON and hash; their defaults are not (pinned above)."""
     c = AcceleratorConfig(rows=2, **{name: value})
