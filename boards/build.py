@@ -160,7 +160,10 @@ def build(board: Board, config: AcceleratorConfig, out: Path, *, baud: int = DEF
         for name in ("nextpnr.log", "timing.json"):
             if (Path(summary["files"]) / name).is_file():
                 shutil.copyfile(Path(summary["files"]) / name, scratch / name)
-        outputs = {"timing_report": "timing.json", "log": "nextpnr.log", "report": "report.json"}
+        # The engine's configuration, as python -m hw.build writes it: python -m sw.compile --config compiles for it.
+        (scratch / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
+        outputs = {"timing_report": "timing.json", "log": "nextpnr.log", "report": "report.json",
+                   "config": "config.json"}
         if summary["fits"]:
             _say(f"[3/4] packing the bitstream ({board.packer[0]}) ...")
             outputs["bitstream"] = _pack(board, summary, scratch)
@@ -240,7 +243,8 @@ def _main(argv: list[str] | None) -> int:
                          f"{board.name}'s {report['part']} ({outcome(report)}); report and nextpnr log in {out}; "
                          f"choose a smaller configuration")
     timing = "" if report["timing_met"] else f" (below the {board.sync_mhz:g} MHz clock: timing not met)"
-    print(f"Wrote {out}/{report['outputs']['bitstream']}, {out}/timing.json and {out}/report.json")
+    print(f"Wrote {out}/{report['outputs']['bitstream']}, {out}/timing.json, {out}/report.json and {out}/config.json "
+          f"(python -m sw.compile --config compiles for this engine)")
     print(f"  {board.name}: fmax {report['fmax_mhz']:.1f} MHz{timing}; {used}; "
           f"{report['seconds']['total']:.0f} s")
     return 0

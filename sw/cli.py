@@ -10,12 +10,23 @@ import numpy as np
 
 from hw.spec.cli import (Parser, UsageError, check_out_file, check_out_folder, integer, main_guard, number,
                          write_file, write_folder)
+from hw.spec.config import AcceleratorConfig, ConfigError
 
-__all__ = ["UsageError", "Parser", "integer", "number", "main_guard", "load_array", "check_out_folder",
-           "check_out_file", "write_folder", "write_file"]
+__all__ = ["UsageError", "Parser", "integer", "number", "main_guard", "load_array", "load_config",
+           "check_out_folder", "check_out_file", "write_folder", "write_file"]
 
 #: Largest input array we read (bytes): a calibration set or a batch of inputs, not a data set.
 MAX_ARRAY_BYTES = 4 << 30
+
+
+def load_config(path: Path, flag: str = "--config") -> AcceleratorConfig:
+    """An engine's configuration from a build's config.json (``python -m hw.build``, ``python -m boards.build``)."""
+    if not path.is_file():
+        raise UsageError(f"{flag} {path}: no such file")
+    try:
+        return AcceleratorConfig.from_json(path.read_text())
+    except (ConfigError, UnicodeDecodeError) as e:
+        raise UsageError(f"{flag} {path}: {e}") from None
 
 
 def load_array(path: Path, what: str, shape: tuple[int, ...]) -> np.ndarray:

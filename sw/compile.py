@@ -4,6 +4,7 @@ Usage:
   python -m sw.compile MODEL.onnx --pe FMT [--weights FMT --acts FMT] --rows R [--cols C]
       [--calibrate SAMPLES.npy] [--method minmax|percentile|mmse] [--per-channel] [--multi-tensor]
       [--first-last FMT] [--data-free [--input-range LO,HI]] [--energy-table FILE] [--batch N] --out DIR
+  python -m sw.compile MODEL.onnx --config CONFIG.json [the options above but the engine's] --out DIR
   python -m sw.compile MODEL.onnx --mixed FMT,FMT[,...] --budget cycles=N|weight-bits=N|energy-uj=X --rows R
       --calibrate SAMPLES.npy [--eval TEST_SET.npz] [--costs-on per-format|engine] [--pe FMT] --out DIR
 
@@ -11,9 +12,11 @@ A float model needs --calibrate: float32 samples shaped (N, *input_shape[1:]) in
 or --data-free: no samples; activation ranges from the BatchNormalization statistics (beta +- 6 gamma per
 channel, the input assumed in --input-range, default 0,1), weights per channel with MMSE clipping (unless --method
 says otherwise) and a bias correction for their expected error (sw/quantize/data_free.py).
-A QDQ or QONNX model brings its own scales. --first-last keeps the first and last weighted layers at FMT; the
-engine is then built in whichever of FMT and the --pe format holds the other's values (e.g. --pe int4
---first-last int8 runs on an int8 engine whose middle layers use int4 values only).
+A QDQ or QONNX model brings its own scales. --config compiles for a built engine: the config.json that
+python -m hw.build or python -m boards.build wrote (a board's engine, with its buffers and small-part
+options), instead of --pe/--weights/--acts/--rows/--cols/--max-reduction. --first-last keeps the first and
+last weighted layers at FMT; the engine is then built in whichever of FMT and the --pe format holds the other's
+values (e.g. --pe int4 --first-last int8 runs on an int8 engine whose middle layers use int4 values only).
 
 DIR receives: program.bin (the external-memory image: instructions, weights, parameters, tensor space),
 program.asm (the listing), manifest.json (where inputs and outputs live, their encodings, the per-layer plan),
@@ -57,7 +60,7 @@ from hw.spec.formats import FormatError, get_format
 
 from sw.quantize.network import representable
 
-from .cli import Parser, UsageError, check_out_folder, integer, load_array, main_guard, write_folder
+from .cli import Parser, UsageError, check_out_folder, integer, load_array, load_config, main_guard, write_folder
 
 #: Most samples one program computes (sw.compiler.network.MAX_BATCH, which this light module does not import).
 MAX_BATCH = 1024
@@ -74,7 +77,7 @@ def _parser() -> Parser:
                                                "minifloat6_e2m3, minifloat4, fp8_e4m3, fp8_e5m2, ...)")
     p.add_argument("--weights", metavar="FMT", help="weight format (overrides --pe)")
     p.add_argument("--acts", metavar="FMT", help="activation format (overrides --pe)")
-    p.add_argument("--rows", type=integer(), required=True, help="PE rows of the engine")
+    p.add_argument("--rows", type=integer(), help="PE rows of the engine (required unless --config)")
     p.add_argument("--cols", type=integer(), help="PE columns (default: --rows)")
     p.add_argument("--calibrate", metavar="SAMPLES.npy", type=Path, help="float32 calibration inputs (N, ...)")
     p.add_argument("--method", choices=("minmax", "percentile", "mmse"),
@@ -88,8 +91,11 @@ def _parser() -> Parser:
                         "bias correction")
     p.add_argument("--input-range", metavar="LO,HI", type=parse_input_range,
                    help="with --data-free: the range of the model's input values (default 0,1)")
-    p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
-                   help="longest reduction the accumulators hold exactly (default %(default)s)")
+    p.add_argument("--max-reduction", type=integer(),
+                   help=f"longest reduction the accumulators hold exactly (default {AcceleratorConfig.max_reduction})")
+    p.add_argument("--config", metavar="CONFIG.json", type=Path,
+                   help="the engine of a build (config.json of python -m hw.build or python -m boards.build) "
+                        "instead of --pe, --weights, --acts, --rows, --cols and --max-reduction")
     p.add_argument("--engine-only", action="store_true",
                    help="refuse operators the engine does not run instead of running them on the host")
     p.add_argument("--mixed", metavar="FMT,FMT", help="formats each layer may take, chosen by an ILP under --budget")
@@ -109,6 +115,31 @@ def _parser() -> Parser:
                         "through each weight tile")
     p.add_argument("--out", metavar="DIR", type=Path, required=True, help="output folder")
     return p
+
+
+def _engine(args) -> tuple[AcceleratorConfig, dict | None]:
+    """The engine of --pe/--weights/--acts/--rows/--cols/--max-reduction (and --first-last's formats)."""
+    weights, acts = args.weights or args.pe, args.acts or args.pe
+    if weights is None or acts is None:
+        raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
+    w, a, formats = engine_formats(weights, acts, args.first_last,
+                                   ("--weights" if args.weights else "--pe", "--acts" if args.acts else "--pe"))
+    try:
+        return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
+                                 weight_format=w, act_format=a, max_reduction=args.max_reduction), formats
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
+def _built_engine(args, mixed: bool) -> AcceleratorConfig:
+    """The engine of --config: a build's config.json; the options that also set the engine are refused."""
+    given = [flag for flag, value in (("--pe", args.pe), ("--weights", args.weights), ("--acts", args.acts),
+                                      ("--rows", args.rows), ("--cols", args.cols),
+                                      ("--max-reduction", args.max_reduction), ("--first-last", args.first_last))
+             if value is not None] + (["--mixed"] if mixed else [])
+    if given:
+        raise UsageError(f"--config sets the engine: drop {', '.join(given)} (or drop --config)")
+    return load_config(args.config)
 
 
 def parse_input_range(text: str) -> tuple[float, float]:
@@ -208,22 +239,18 @@ def _main(argv: list[str] | None) -> int:
     from sw.quantize import format_report
 
     args = _parser().parse_args(argv)
-    if any(v is not None for v in (args.mixed, args.budget, args.eval, args.costs_on, args.formats)):
-        from sw.mixed.command import compile_mixed
-        return compile_mixed(args)
-    weights, acts = args.weights or args.pe, args.acts or args.pe
-    if weights is None or acts is None:
-        raise UsageError("no number format given: use --pe FMT, or both --weights FMT and --acts FMT")
+    mixed = any(v is not None for v in (args.mixed, args.budget, args.eval, args.costs_on, args.formats))
+    if args.config is None:
+        if args.rows is None:
+            raise UsageError("--rows is required: the engine's PE rows (or --config CONFIG.json of a build)")
+        if args.max_reduction is None:           # (None until here: --config refuses it when given)
+            args.max_reduction = AcceleratorConfig.max_reduction
+        if mixed:
+            from sw.mixed.command import compile_mixed
+            return compile_mixed(args)
     if not args.model.is_file():
         raise UsageError(f"{args.model}: no such file")
-    w, a, formats = engine_formats(weights, acts, args.first_last,
-                                   ("--weights" if args.weights else "--pe", "--acts" if args.acts else "--pe"))
-    try:
-        config = AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
-                                   weight_format=w, act_format=a,
-                                   max_reduction=args.max_reduction)
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
+    config, formats = (_built_engine(args, mixed), None) if args.config is not None else _engine(args)
     from sw.energy import EnergyTableError, load_table
     try:
         energy_table = load_table(args.energy_table)

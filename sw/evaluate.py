@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hw.spec.config import AcceleratorConfig, ConfigError
+from hw.spec.config import AcceleratorConfig
 
-from .cli import Parser, UsageError, check_out_file, integer, main_guard, number, write_file
+from .cli import Parser, UsageError, check_out_file, integer, load_config, main_guard, number, write_file
 from .compile import data_free_options, parse_input_range
 from .model_folder import DIGITS, MNIST, ModelFolder, model_folder
 
@@ -239,12 +239,7 @@ def _main(argv: list[str] | None) -> int:
     if args.out is None and not args.check:
         raise UsageError("the following arguments are required: --out")
     out = None if args.out is None else check_out_file(args.out, "--out", ".json")
-    if not args.config.is_file():
-        raise UsageError(f"--config {args.config}: no such file")
-    try:
-        config = AcceleratorConfig.from_json(args.config.read_text())
-    except (ConfigError, UnicodeDecodeError) as e:
-        raise UsageError(f"--config {args.config}: {e}") from None
+    config = load_config(args.config)
     table = _energy_table(args.energy_table)
     data_free = data_free_options(args)
     data = _load_data(args)

@@ -3,7 +3,7 @@ bridge, through :class:`sw.board.BoardLink`.
 
 The board's memory holds the same image the ``rtl`` backend's testbench gets (``dram_with_input``) wherever the
 program can look: its instructions and every region of the image (weights, parameters, tensors) are written once,
-the 4 KiB alignment gaps between them are not (the engine never reads them: half of the digits CNN's image), and
+the alignment gaps between them are not (the engine never reads them), and
 before each later sample only the tensors' regions (the only memory the engine writes) are written again from that
 sample's image. Then the steps run as in the other backends: an engine program from its address (start, wait for
 done), a host layer on the tensors read back from the board.

@@ -11,6 +11,7 @@ from boards import build as board_build
 from boards.build import _elaborate, board_config, board_core, clocks_per_bit
 from boards.top import BOARDS
 from hw.spec.cli import UsageError
+from hw.spec.config import AcceleratorConfig
 
 
 def test_board_configurations():
@@ -102,8 +103,10 @@ def test_a_build_writes_the_bitstream_timing_report_and_report(tmp_path, monkeyp
     monkeypatch.setattr(board_build, "_pack", pack)
     out = tmp_path / "ulx3s"
     assert board_build.main(["--board", "ulx3s-85f", "--rows", "2", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["nextpnr.log", "report.json", "timing.json", "top.bit"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "nextpnr.log", "report.json", "timing.json",
+                                                     "top.bit"]
     report = json.loads((out / "report.json").read_text())
+    assert AcceleratorConfig.from_json((out / "config.json").read_text()).to_dict() == report["config"]
     assert report["board"] == "ulx3s-85f" and report["config"]["rows"] == 2 and report["fmax_mhz"] == 31.5
     assert report["timing_met"] and report["outputs"]["bitstream"] == "top.bit"
     assert report["uart"] == {"baud": 115200, "clocks_per_bit": 217, "idle_timeout_cycles": 1_250_000}
@@ -129,7 +132,7 @@ def test_a_design_that_does_not_fit_gets_its_report_and_exit_status_2(tmp_path, 
     monkeypatch.setattr("hw.pnr.place_and_route", _fake_pnr(False))
     out = tmp_path / "ice"
     assert board_build.main(["--board", "icebreaker", "--out", str(out)]) == 2
-    assert sorted(p.name for p in out.iterdir()) == ["nextpnr.log", "report.json", "timing.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "nextpnr.log", "report.json", "timing.json"]
     report = json.loads((out / "report.json").read_text())
     assert not report["fits"] and report["overflow"]["ICESTORM_LC"]["used"] == 16025
     lines = capsys.readouterr().err.strip().splitlines()

@@ -19,6 +19,7 @@ from hw.spec.isa import INSTRUCTION_BYTES, ErrorCode
 from sim.board_sim import MEMORY_BYTES, simulated_board
 from sw.board import BoardLink
 from sw.compile import compile_model
+from sw.compiler.network import CompiledNetwork
 from sw.emulator import Emulator
 from sw.evaluate import DIGITS
 from sw.runtime import EngineFault, RunError, run_codes
@@ -176,13 +177,20 @@ def test_random_programs_on_the_icebreaker_engine_equal_the_emulator(name):
             assert link.read_register("busy_compute") == 0       # left out of this build
 
 
-def test_digits_on_the_icebreaker_board_equal_the_emulator():
-    """The digits CNN compiled for the iCEBreaker's engine fits the board's 128 KiB (its Gemms stacked, its regions
-    packed to the bus) and runs on the simulated iCEBreaker board, SPRAM memory and compact bridge included: the
-    logits and every stored tensor are the emulator's."""
+def test_digits_on_the_icebreaker_board_equal_the_emulator(tmp_path):
+    """The digits CNN compiled for the iCEBreaker's engine (``python -m sw.compile --config`` of the board build's
+    config.json) fits the board's 128 KiB (its Gemms stacked, its regions packed to the bus) and runs on the
+    simulated iCEBreaker board, SPRAM memory and compact bridge included: the logits and every stored tensor are the
+    emulator's."""
     config = board_config(BOARDS["icebreaker"])
-    compiled = compile_model(DIGITS / "digits_cnn.onnx", config, np.load(DIGITS / "calibration.npy"),
-                             method="mmse", per_channel=True, log=lambda *_: None)
+    (tmp_path / "config.json").write_text(config.to_json())
+    done = subprocess.run([sys.executable, "-m", "sw.compile", str(DIGITS / "digits_cnn.onnx"), "--config",
+                           str(tmp_path / "config.json"), "--calibrate", str(DIGITS / "calibration.npy"), "--method",
+                           "mmse", "--per-channel", "--out", str(tmp_path / "digits")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    compiled = CompiledNetwork.load(tmp_path / "digits")
+    assert compiled.config == config
     assert len(compiled.program.dram) <= BOARDS["icebreaker"].memory_bytes == MEMORY_BYTES
     net = compiled.network
     codes = net.tensors[net.input].quantize(_images(1))

@@ -142,6 +142,45 @@ def test_compile_errors_are_one_line_with_status_2(case, message, samples, tmp_p
     assert not out.exists()
 
 
+@pytest.mark.parametrize("case,extra,message", [
+    ("no rows", ["--pe", "int8"], "--rows is required: the engine's PE rows (or --config CONFIG.json of a build)"),
+    ("config and rows", ["--config", "CONFIG", "--rows", "4", "--pe", "int8"],
+     "--config sets the engine: drop --pe, --rows (or drop --config)"),
+    ("config and mixed", ["--config", "CONFIG", "--mixed", "int4,int8", "--budget", "cycles=1"],
+     "--config sets the engine: drop --mixed (or drop --config)"),
+    ("no config file", ["--config", "nothere.json"], "--config nothere.json: no such file"),
+    ("bad config", ["--config", "BAD"], "bad.json: "),
+])
+def test_compile_engine_options_are_checked(case, extra, message, tmp_path):
+    """--config (a build's config.json) or --rows with the formats: never both, never neither."""
+    from hw.spec.config import AcceleratorConfig
+    (tmp_path / "config.json").write_text(AcceleratorConfig(rows=2, weight_format="int4", act_format="int4").to_json())
+    (tmp_path / "bad.json").write_text('{"rows": "two"}')
+    extra = [{"CONFIG": tmp_path / "config.json", "BAD": tmp_path / "bad.json"}.get(a, a) for a in extra]
+    out = tmp_path / "out"
+    result = _cli("sw.compile", DIGITS / "digits_cnn.onnx", *extra, "--calibrate", DIGITS / "calibration.npy",
+                  "--out", out)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not out.exists()
+
+
+def test_compile_for_a_built_engine_takes_its_config(tmp_path):
+    """--config: the folder's config.json is the given engine's, buffers and options included."""
+    import json
+
+    from hw.spec.config import AcceleratorConfig
+    config = AcceleratorConfig(rows=2, weight_format="int4", act_format="int4", act_buffer_depth=256,
+                               weight_buffer_depth=256, acc_buffer_depth=256, param_buffer_depth=16, dma_bits=64,
+                               max_reduction=64)
+    (tmp_path / "config.json").write_text(config.to_json())
+    result = _cli("sw.compile", DIGITS / "digits_cnn.onnx", "--config", tmp_path / "config.json", "--calibrate",
+                  DIGITS / "calibration.npy", "--out", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "config.json").read_text()) == config.to_dict()
+
+
 def test_unsupported_operator_lists_what_is_supported(tmp_path):
     model = tmp_path / "softmax.onnx"
     _softmax_model(model)
