@@ -386,7 +386,7 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         if job.packed:                    # sw/compiler/stacking.py tiles at the array's own depth
             return False
         layout = None if band else _stack_layout(c, job, rows, tiles)
-        if layout is None or 2 * layout.group * c.reduction_rows > c.weight_buffer_depth:
+        if layout is None:                # (its slots fit the weight buffer twice by construction)
             return False
         order = "chunk"                   # the rest as chunk order (the layout checked the activation buffer)
     patches = tiles.slots(order) * in_rows * pitch

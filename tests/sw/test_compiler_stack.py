@@ -91,6 +91,18 @@ def test_shared_slots_long_reductions_and_ramps_match_golden(channels, cout, siz
     np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
 
 
+def _plans(net, config, x) -> dict:
+    """The plan the cost model picks for one-layer ``net`` and the best ``chunk``-order one, each compiled and
+    emulated on ``x[0]``: order -> (compiled, its layer entry, external memory after the run, status)."""
+    runs = {}
+    for order in (None, "chunk"):
+        compiled = compile_network(net, config, order=order)
+        (entry,) = compiled.layers
+        dram, status = _emulate(compiled, x[0])
+        runs[entry["plan"]["order"]] = (compiled, entry, dram, status)
+    return runs
+
+
 def test_the_cost_model_picks_stack_where_the_emulator_agrees():
     """A ResNet-like folded stem (16 output rows) at 16x16: the plan is stack, its estimate within 2 % of the
     emulated cycles, and the emulator runs it faster than the best chunk-order plan."""
@@ -100,12 +112,8 @@ def test_the_cost_model_picks_stack_where_the_emulator_agrees():
     net = _single("conv", attrs, (3, 32, 224), (64, 16, 112), [w], shift=np.full(64, 44))
     config = AcceleratorConfig(rows=16, cols=16)
     x = random_inputs(rng, net, 1)
-    cycles = {}
-    for order in (None, "chunk"):
-        compiled = compile_network(net, config, order=order)
-        (entry,) = compiled.layers
-        _, status = _emulate(compiled, x[0])
-        cycles[entry["plan"]["order"]] = (status.cycles, entry["plan"]["estimated_cycles"])
+    cycles = {order: (status.cycles, entry["plan"]["estimated_cycles"])
+              for order, (_, entry, _, status) in _plans(net, config, x).items()}
     emulated, estimate = cycles["stack"]
     assert abs(estimate - emulated) <= 0.02 * emulated, cycles
     assert emulated < cycles["chunk"][0], cycles
@@ -126,13 +134,10 @@ def test_a_long_gemm_stacks_its_taps_and_pays(rows, cols, dma_bits, weight_depth
     config = _config("int8", "int8", rows, cols=cols, dma_bits=dma_bits, weight_buffer_depth=weight_depth)
     x = random_inputs(rng, net, 1)
     runs = {}
-    for order in (None, "chunk"):
-        compiled = compile_network(net, config, order=order)
-        (entry,) = compiled.layers
-        dram, status = _emulate(compiled, x[0])
+    for order, (compiled, entry, dram, status) in _plans(net, config, x).items():
         np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
-        runs[entry["plan"]["order"]] = (status.cycles, len(compiled.program.words), compiled.program.listing(),
-                                        entry["plan"]["estimated_cycles"])
+        runs[order] = (status.cycles, len(compiled.program.words), compiled.program.listing(),
+                       entry["plan"]["estimated_cycles"])
     stacked, chunked = runs["stack"], runs["chunk"]
     if weight_depth == 64:
         assert " kh=8 " in stacked[2] and " kh=15 " not in stacked[2]
