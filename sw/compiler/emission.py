@@ -49,7 +49,9 @@ class _JobEmitter:
         self.depth = job_depth(c, job)
         self.w_tile = tiles.slot_taps * self.depth       # weight lines of a slot: the largest tile fits
         self.patch = _geometry(job, plan.rows, plan.band)[1] * self.pitch
-        self.slots = tiles.slots(plan.order)
+        #: ``tall`` order is ``chunk`` order with one tall tile per output block (sw/compiler/tall.py).
+        self.chunked = plan.order in ("chunk", "tall")
+        self.slots = tiles.slots("chunk" if self.chunked else plan.order)
         self.every = {key: k for k, key in enumerate((i, cb) for i, n in enumerate(tiles.cb_counts)
                                                      for cb in range(n))}
         self.own = [{key: k for k, key in enumerate(tiles.needed(nb))} for nb in range(len(tiles.per_block))]
@@ -92,10 +94,11 @@ class _JobEmitter:
         chunks = ceil_div(job.out_shape[0], plan.rows)
         if plan.order == "stack":
             self.steps.extend(emit_stack_steps(self.c, job, self.stack, nb_n, self.chunk_geometry, len(self.spans),
-                                               self.patch_load, self.stores_of, self.rw.addr, self.w_offset,
+                                               self.patch_load, self.stores_of, self.pool_of, self.rw.addr,
+                                               self.w_offset,
                                                self.acc_tile))
             self.tile_count = sum(step.ends for step in self.steps)
-        elif plan.order == "chunk":
+        elif self.chunked:
             for sample in range(job.samples):
                 for chunk in range(chunks):
                     loaded = set()
@@ -135,7 +138,7 @@ class _JobEmitter:
 
     def slot(self, nb: int, i: int, cb: int, parity: int) -> int:
         """First activation line of patch (i, cb) for output block ``nb`` in the half ``parity``."""
-        index = self.every[(i, cb)] if self.plan.order == "chunk" else self.own[nb][(i, cb)]
+        index = self.every[(i, cb)] if self.chunked else self.own[nb][(i, cb)]
         return (parity * self.slots + index) * self.patch
 
     def chunk_geometry(self, chunk: int) -> tuple:
@@ -160,6 +163,14 @@ class _JobEmitter:
                 and real * job.width <= field_max(Opcode.LOAD, "x_size")):
             fields.update(y_size=1, x_size=real * job.width, dram_stride=0)
         return act_loads(self.c, fields, self.pad_row)
+
+    def pool_of(self, chunk: int, acc_base: int) -> list:
+        """The ALUs that pool output tile ``chunk`` at accumulator line ``acc_base`` (none without a pool or when
+        banded: a band pools as it goes)."""
+        if self.job.pool is None or self.plan.band:
+            return []
+        _, rows, _, conv_rows, *_ = self.chunk_geometry(chunk)
+        return pool_alus(self.job, acc_base, rows, conv_rows, self.job.conv_out[1], self.regions)
 
     def stores_of(self, chunk: int, nb: int, acc_base: int, sample: int) -> list:
         """The STOREs of output tile (chunk, nb) from accumulator line ``acc_base``, with the job's requantization."""
@@ -215,8 +226,7 @@ class _JobEmitter:
                 steps[-1].computes.extend(band_pool_alus(job, acc_base, band, job.conv_out[1], self.regions))
         last = steps[-1]
         last.ends = True
-        if job.pool is not None and not plan.band:
-            last.computes.extend(pool_alus(job, acc_base, rows, band[1], job.conv_out[1], self.regions))
+        last.computes.extend(self.pool_of(chunk, acc_base))
         last.stores = output_stores(self.c, self.stores_of(chunk, nb, acc_base, sample))  # a tensor line apart
         self.tile_count += 1
 
@@ -228,11 +238,13 @@ class _JobEmitter:
         i, cb, t, g = key
         ky0, ky1, kx0, kx1 = tiles.groups[g]
         loads = []
-        if (i, cb) not in loaded:
-            loads.extend(self.patch_load(i, cb, band, self.slot(nb, i, cb, patch_parity), sample))
-            loaded.add((i, cb))
+        # A tall tile reads every channel block's patch (back to back from block 0's: its rows).
+        for block in (range(tiles.cb_counts[i]) if self.plan.order == "tall" else [cb]):
+            if (i, block) not in loaded:
+                loads.extend(self.patch_load(i, block, band, self.slot(nb, i, block, patch_parity), sample))
+                loaded.add((i, block))
         if load_weights and band[0] == 0:
-            w_addr = (len(steps) % 2) * self.w_tile if self.plan.order == "chunk" else weight_base + n * self.w_tile
+            w_addr = (len(steps) % 2) * self.w_tile if self.chunked else weight_base + n * self.w_tile
             # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
             loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
                                        dram_addr=self.rw.addr + self.w_offset[(nb, i, cb, t, g)] * self.wlb,

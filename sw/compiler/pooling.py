@@ -13,7 +13,7 @@ from .lines import field_max
 if TYPE_CHECKING:
     from .tiling import ConvJob
 
-__all__ = ["alus_fit", "pool_alus", "band_pool_alus"]
+__all__ = ["alus_fit", "pool_alus", "band_pool_alus", "pool_cycles"]
 
 
 def alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
@@ -22,6 +22,17 @@ def alus_fit(job: ConvJob, conv_rows: int, rows: int) -> bool:
     return (max(conv_rows, rows) <= field_max(Opcode.ALU, "y_size") and wp <= field_max(Opcode.ALU, "x_size")
             and max(wo, job.pool.stride[0] * wp) <= field_max(Opcode.ALU, "src_stride")
             and (wp == 1 or sw <= field_max(Opcode.ALU, "src_step")))
+
+
+def pool_cycles(job: ConvJob, rows: int, conv_rows: int, band: int = 0) -> int:
+    """Cycles of the ALUs that pool an output tile of ``rows`` pooled rows from ``conv_rows`` conv rows (``band``:
+    per band of that many conv rows), an accumulator line a cycle: the compiler's cost models count them."""
+    if job.pool is None:
+        return 0
+    (kh, kw), wo, wp = job.pool.kernel, job.conv_out[1], job.out_shape[1]
+    if job.pool.in_place and not band:
+        return (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo
+    return kw * conv_rows * wp + (conv_rows if band else kh * rows) * wp
 
 
 def pool_alus(job: ConvJob, base: int, pooled: int, conv_rows: int, wo: int, regions: tuple) -> list:

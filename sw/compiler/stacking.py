@@ -7,6 +7,7 @@ width, true of any 1x1 convolution once a strided one skips rows), a chunk's row
 patches, laid ``patch`` lines apart, are the ``n`` rows of a ``n x 1`` kernel whose row pitch is ``patch``: one
 COMPUTE (at most 15 taps; more take several) streams every tile of the output block back to back. A folded stem
 (147 channels: 10 blocks, 64 outputs: 4 blocks) makes one COMPUTE per output block of a chunk instead of 10.
+A fused pool pools each output tile before its STORE, as in ``chunk`` order.
 
 Patches alternate between two layouts from one chunk to the next. Where two chunks' patches do not fit the
 activation buffer side by side, the last ``shared`` patches of every chunk use the same slots: a chunk's first
@@ -28,10 +29,11 @@ from hw.spec.microarchitecture import bank_drain
 from sw.emulator.timing import fetch_interval
 
 from .lines import field_max, output_stores
+from .pooling import pool_alus, pool_cycles
 from .program import Step
 
 __all__ = ["StackLayout", "stack_layout", "stack_spans", "stack_estimate", "emit_stack_steps", "is_vector",
-           "vector_tap_cycles"]
+           "kernel_shapes", "vector_tap_cycles"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def stack_layout(config, job, tiles, conv_rows: int, in_rows: int, chunks: int) 
     (t_pad, l_pad, b_pad, r_pad) = job.padding
     pitch = job.width + l_pad + r_pad
     n = tiles.cb_counts[0] if len(tiles.cb_counts) == 1 else 0
-    if (job.kernel != (1, 1) or job.pool is not None or job.scatter is not None or job.samples != 1 or n < 2
+    if (job.kernel != (1, 1) or job.scatter is not None or job.samples != 1 or n < 2
             or len(job.sources) != 1 or job.sources[0].weights.shape[0] != 1
             or any(block != [(0, cb, 0, 0) for cb in range(n)] for block in tiles.per_block)):
         return None
@@ -120,10 +122,10 @@ def vector_tap_cycles(config) -> float:
 
 
 def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: int, patch_load, stores_of,
-                     w_base: int, w_offset: dict, acc_tile: int) -> list[Step]:
-    """The steps of ``job`` in ``stack`` order with :func:`sw.compiler.emission.emit_job`'s LOADs and STOREs:
-    ``geometry(chunk)`` the chunk's rows (tiling's ``_chunk``), ``patch_load`` and ``stores_of`` emit_job's, the
-    weights at ``w_base`` (tile ``(nb, 0, cb, 0, 0)`` at line ``w_offset`` of it)."""
+                     pool_of, w_base: int, w_offset: dict, acc_tile: int) -> list[Step]:
+    """The steps of ``job`` in ``stack`` order with :func:`sw.compiler.emission.emit_job`'s LOADs, pooling ALUs and
+    STOREs: ``geometry(chunk)`` the chunk's rows (tiling's ``_chunk``), ``patch_load``, ``pool_of`` and
+    ``stores_of`` emit_job's, the weights at ``w_base`` (tile ``(nb, 0, cb, 0, 0)`` at line ``w_offset`` of it)."""
     wlb = line_bytes(Buffer.WEIGHT, c)
     wo = job.conv_out[1]
 
@@ -142,13 +144,15 @@ def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: i
                 start = k
         return loads
 
-    def compute(nb, chunk, line, taps, w_addr, accumulate, acc):
+    def compute(nb, chunk, line, shape, w_addr, accumulate, acc):
+        kh, kw = shape                  # (kw > 1: a vector's lines, back to back, as kh rows of kw)
         return ("COMPUTE", dict(acc_addr=acc * acc_tile, act_addr=line, weight_addr=w_addr, out_h=1,
-                                out_w=geometry(chunk)[3] * wo, act_pitch=layout.patch, stride=job.stride, dilation=1,
-                                kh=len(taps), kw=1, accumulate=accumulate, **job.formats))
+                                out_w=geometry(chunk)[3] * wo, act_pitch=layout.patch * kw, stride=job.stride,
+                                dilation=1, kh=kh, kw=kw, accumulate=accumulate, **job.formats))
 
     def finish_tile(step, nb, chunk, acc):
         step.ends = True
+        step.computes.extend(pool_of(chunk, acc * acc_tile))
         step.stores = output_stores(c, stores_of(chunk, nb, acc * acc_tile, 0))
 
     return _steps(nb_n, c.reduction_rows, layout, chunks, patch_loads, weight_loads, compute, finish_tile)
@@ -158,12 +162,11 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
            finish_tile) -> list[Step]:
     """The steps of a job of ``nb_n`` output blocks in ``stack`` order (``rows``: the array's). Callbacks from the
     emitter: ``patch_loads(chunk, cb, line)`` the LOADs of one patch; ``weight_loads(nb, cbs, w_addr)`` those of
-    tiles ``cbs`` (in that order) from ``w_addr``; ``compute(nb, chunk, line, taps, w_addr, accumulate, acc)`` one
-    COMPUTE into accumulator region ``acc`` (0 or 1); ``finish_tile(step, nb, chunk, acc)`` ends an output tile
+    tiles ``cbs`` (in that order) from ``w_addr``; ``compute(nb, chunk, line, (kh, kw), w_addr, accumulate, acc)``
+    one COMPUTE of ``kh * kw`` taps (see :func:`kernel_shapes`) into accumulator region ``acc`` (0 or 1); ``finish_tile(step, nb, chunk, acc)`` ends an output tile
     on ``step``. Returns the steps."""
     n = layout.n
     steps, tile_count = [], 0
-    most = field_max(Opcode.COMPUTE, "kh")
     loaded = [0]               # steps that loaded weights: they alternate between the two slots
 
     def w_slot():
@@ -183,11 +186,11 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
         return list(range(j * per, min((j + 1) * per, layout.private)))
 
     def step(loads, nb, chunk, line, taps, w_addr, first, acc_base):
-        computes = []
-        for t0 in range(0, len(taps), most):
-            part = taps[t0:t0 + most]
-            computes.append(compute(nb, chunk, line + t0 * layout.patch, part, w_addr + t0 * rows,
+        computes, t0 = [], 0
+        for kh, kw in kernel_shapes(len(taps), layout.patch == 1):
+            computes.append(compute(nb, chunk, line + t0 * layout.patch, (kh, kw), w_addr + t0 * rows,
                                     int(not (first and t0 == 0)), acc_base))
+            t0 += kh * kw
         steps.append(Step(loads, computes, begins=first))
 
     for chunk in range(chunks):
@@ -228,6 +231,26 @@ def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, 
     return steps
 
 
+def kernel_shapes(taps: int, flat: bool) -> list[tuple[int, int]]:
+    """The (kh, kw) kernels of the COMPUTEs that take ``taps`` stacked taps in order: ``n x 1`` kernels of at most
+    15 rows; where the patches are single lines back to back (``flat``: a vector's), ``kh x kw`` kernels whose row
+    pitch is ``kw``, up to 15 x 15 taps each (the fetch, not the array, bounds such a job: fewer COMPUTEs pay)."""
+    most, wide = field_max(Opcode.COMPUTE, "kh"), field_max(Opcode.COMPUTE, "kw") if flat else 1
+    shapes = []
+    while taps:
+        exact = [(taps // kw, kw) for kw in range(min(wide, taps), 0, -1) if taps % kw == 0 and taps // kw <= most]
+        kw = min(wide, taps)
+        shape = exact[0] if exact else (min(most, taps // kw), kw)
+        shapes.append(shape)
+        taps -= shape[0] * shape[1]
+    return shapes
+
+
+def _conv_rows(job, rows: int) -> int:
+    """Conv rows of a chunk of ``rows`` output rows (pooled rows, when the job pools)."""
+    return job.pool.rows_in(rows) if job.pool else rows
+
+
 def _one_load(loads: list) -> list:
     """``loads`` (one per patch, in buffer order) as one LOAD where each is a single row without padding, back to
     back in the buffer and evenly spaced in external memory (a vector's channel blocks); otherwise as they are."""
@@ -266,7 +289,7 @@ def stack_spans(config, job, layout: StackLayout, rows: int) -> list[tuple[int, 
     def loads(chunk, size):
         """Cycles of the loads of the busiest step of ``chunk`` that carries patches of ``size`` rows."""
         carriers = nb_n - _first_carrier(chunk, layout)
-        lines = ((size - 1) * job.row_stride + 1) * pitch
+        lines = ((_conv_rows(job, size) - 1) * job.row_stride + 1) * pitch
         return weights + -(-layout.private // carriers) * (lines * line_bytes(Buffer.ACT, config) // bus + 8)
 
     def ramp(first):
@@ -276,7 +299,8 @@ def stack_spans(config, job, layout: StackLayout, rows: int) -> list[tuple[int, 
             spans.append((r0, size))
             r0 += size
             if size < rows and r0 < out_h:
-                fits = [r for r in range(size + 1, rows + 1) if loads(len(spans) - 1, r) <= n * size * wo]
+                fits = [r for r in range(size + 1, rows + 1)
+                        if loads(len(spans) - 1, r) <= n * _conv_rows(job, size) * wo]
                 if not fits:
                     return None                   # the ramp would stall (or never reach ``rows``)
                 size = max(fits)
@@ -307,22 +331,25 @@ def stack_estimate(config, job, layout: StackLayout, rows: int, conv_rows: int, 
     split = int(layout.shared > 0)
     cycles = traffic = 0
     for _, size in spans:
-        lines = ((size - 1) * job.row_stride + 1) * job.width
-        per_tap = vector_tap_cycles(c) if not layout.ramp else max(size * wo, 2 * c.reduction_rows + c.cols)
+        conv = _conv_rows(job, size)
+        lines = ((conv - 1) * job.row_stride + 1) * job.width
+        per_tap = vector_tap_cycles(c) if not layout.ramp else max(conv * wo, 2 * c.reduction_rows + c.cols)
         patch = lines * alb // bus + burst
-        compute = nb_n * (n * per_tap + restart) + split * restart
+        compute = nb_n * (n * per_tap + restart + pool_cycles(job, size, conv)) + split * restart
         loads = n * patch + nb_n * (n * tile + burst) + split * burst
         wait = max(0, layout.shared * patch - layout.private * per_tap) if split else 0
         cycles += max(compute, loads) + wait
         traffic += n * (lines * alb + nb_n * c.reduction_rows * wlb)
-    first = ((spans[0][1] - 1) * job.row_stride + 1) * job.width * alb // bus + burst
+    first = ((_conv_rows(job, spans[0][1]) - 1) * job.row_stride + 1) * job.width * alb // bus + burst
     store = -(-spans[-1][1] * out_w * olb // bus) + burst
     cycles += first + tile + burst + (n - 1) * restart + fill + store
     traffic += nb_n * out_h * out_w * olb
     # The fetch's floor (as in plan_job's model): per chunk its patches' LOADs, per output block a weight LOAD and
-    # COMPUTEs of at most 15 taps per group and a STORE; the first block's taps one COMPUTE each.
-    most = field_max(Opcode.COMPUTE, "kh")
+    # the COMPUTEs of each group (kernel_shapes), its pooling ALUs and a STORE; the first block's taps one COMPUTE
+    # each.
     groups = layout.groups(list(range(n)))
-    per_block = sum(1 + -(-len(g) // most) for g in groups) + 1
-    instructions = len(spans) * (n + nb_n * per_block) + n - -(-n // most) if layout.ramp else 1 + nb_n * per_block
+    alus = 0 if job.pool is None else len(pool_alus(job, 0, rows, conv_rows, wo, (0, 0, 0)))
+    per_block = sum(1 + len(kernel_shapes(len(g), layout.patch == 1)) for g in groups) + 1 + alus
+    instructions = len(spans) * (n + nb_n * per_block) + n - len(kernel_shapes(n, False)) if layout.ramp else \
+        1 + nb_n * per_block
     return int(max(cycles, instructions * fetch_interval(c))), int(traffic)

@@ -16,12 +16,14 @@ into the same lines; a map whose single output row does not fit the buffers runs
 (:func:`sw.compiler.splitting.split_job`), each a job over a window of the map with its halo; more
 output-channel blocks than half the PARAM buffer run as channel *groups*, one job each. The accumulators are checked against the largest sum
 the actual weights can make (not against the number of products), so long reductions of real weights fit.
-Three loop orders, chosen with the tile height by :func:`plan_job`'s cost model (cycles, then DRAM bytes):
+Four loop orders, chosen with the tile height by :func:`plan_job`'s cost model (cycles, then DRAM bytes):
 
 - ``chunk``: output-row chunks outermost; each input patch is read once, weights once per chunk;
 - ``block``: output-channel blocks outermost with their weights resident; inputs once per block;
 - ``stack``: ``chunk`` with a 1x1 job's channel blocks as the taps of one COMPUTE per output tile
-  (:mod:`sw.compiler.stacking`).
+  (:mod:`sw.compiler.stacking`);
+- ``tall``: ``chunk`` with a chunk's channel-block patches as the rows of one tall kernel, one COMPUTE per output
+  tile, where the instruction fetch bounds the job (:mod:`sw.compiler.tall`).
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from hw.spec.layout import line_bytes, output_line_bytes, tensor_line_bytes
 from sw.emulator.timing import fetch_interval
 
 from .lines import field_max
-from .pooling import alus_fit
+from .pooling import alus_fit, pool_cycles
 from .program import Region
 from .requant import Requant
 from .scatter import Scatter
-from .stacking import StackLayout, is_vector, stack_estimate, stack_layout, stack_spans
+from .stacking import StackLayout, stack_estimate, stack_layout, stack_spans
+from .tall import TALL_GAIN, tall_tiles
 
 __all__ = ["LayoutError", "ceil_div", "Source", "Pool", "Scatter", "ConvJob", "Plan", "plan_job",
            "kernel_groups", "largest_sum"]
@@ -389,6 +392,8 @@ def _fits(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, tiles:
         if layout is None:                # (its slots fit the weight buffer twice by construction)
             return False
         order = "chunk"                   # the rest as chunk order (the layout checked the activation buffer)
+    elif order == "tall":
+        order = "chunk"                   # chunk order with tall tiles (sw/compiler/tall.py checked the fields)
     patches = tiles.slots(order) * in_rows * pitch
     # Patches alternate between two halves of the buffer from one chunk (chunk order) or output tile (block
     # order) or band to the next; a job of one chunk in chunk order has no next chunk to prefetch.
@@ -440,15 +445,12 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     tile = int(taps * depth * wlb) // bus + burst
     # Each tap is an array tile: a batch shorter than 2 rows + cols cannot hide the next tile's shift-in.
     compute = int(taps * max(min(conv_rows, ho) * wo, 2 * depth + c.cols)) + fill
-    if job.pool is not None:          # the pooling ALUs of a tile, spread over its steps
-        (kh, kw), wp = job.pool.kernel, out_w
-        alu = (kh - 1) * rows * wo + (kw - 1) * conv_rows * wo if job.pool.in_place and not band else \
-            kw * conv_rows * wp + (conv_rows if band else kh * rows) * wp
-        compute += alu * len(tiles.per_block) // max(per_chunk, 1)
+    # The pooling ALUs of a tile, spread over its steps.
+    compute += pool_cycles(job, rows, conv_rows, band) * len(tiles.per_block) // max(per_chunk, 1)
     steps = per_chunk * chunks
     patches = sum(tiles.cb_counts)
     weight_bytes = int(per_chunk * taps * depth * wlb)
-    if order == "chunk":
+    if order in ("chunk", "tall"):
         load_cycles = chunks * (patches * patch + per_chunk * tile)
         traffic = chunks * (patches * in_rows * job.width * alb + weight_bytes)
     else:
@@ -468,7 +470,7 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     # The fetch dispatches an instruction at a time: a weight LOAD and a COMPUTE a step, the patches' LOADs, a STORE
     # (and a pooled tile's ALUs) an output tile.
     out_tiles = chunks * len(tiles.per_block)
-    patch_loads = chunks * (patches if order == "chunk" else reads)
+    patch_loads = chunks * (patches if order in ("chunk", "tall") else reads)
     instructions = 2 * steps + patch_loads + out_tiles * (1 + 2 * (job.pool is not None))
     return int(max(cycles, instructions * fetch_interval(c))), int(traffic)
 
@@ -481,13 +483,18 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
     tiling)."""
     _check(config, job)
     tiles = _tiles(config, job)
-    dense = _tiles(config, job, dense=True) if is_vector(job) else tiles
+    dense = _tiles(config, job, dense=True)   # stack and tall orders read every channel block in every block
+
+    def tiles_of(kind: str, rows: int) -> _Tiles | None:
+        if kind == "tall":
+            return tall_tiles(config, job, dense, _geometry(job, rows)[1], job_depth(config, job))
+        return dense if kind == "stack" else tiles
     out_rows = job.out_shape[0] if max_rows is None else min(max_rows, job.out_shape[0])
     candidates, padding_only = [], False
-    for kind in ("chunk", "block", "stack"):
-        t = dense if kind == "stack" else tiles
+    for kind in ("chunk", "block", "stack", "tall"):
         for rows in range(1, out_rows + 1):
-            if not _fits(config, job, rows, kind, t):
+            t = tiles_of(kind, rows)
+            if t is None or not _fits(config, job, rows, kind, t):
                 continue                      # (a taller tile may still fit: a single chunk needs no prefetch)
             if not _reads_real_rows(job, rows):
                 padding_only = True
@@ -510,10 +517,13 @@ def plan_job(config: AcceleratorConfig, job: ConvJob, *, order: str | None = Non
                           f"({wo} accumulator lines, {sum(tiles.cb_counts)} input channel blocks) does not fit "
                           f"the buffers (activations {config.act_buffer_depth}, accumulators "
                           f"{config.acc_buffer_depth} lines)")
+    others = [c for c in candidates if c[3] != "tall"]
+    if others and order != "tall":          # (sw/compiler/tall.py: where its gain is above the model's error)
+        candidates = others + [c for c in candidates if c[3] == "tall" and c[0] <= TALL_GAIN * min(others)[0]]
     cycles, traffic, rows, order, band = min(candidates)
     return Plan(rows, order, cycles, traffic,
                 [dict(rows=r, order=o, cycles=cy, dram_bytes=tr, band=bd) for cy, tr, r, o, bd in candidates],
-                dense if order == "stack" else tiles, band)
+                tiles_of(order, rows), band)
 
 
 def _bands_that_fit(config: AcceleratorConfig, job: ConvJob, tiles: _Tiles) -> list[int]:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from hw.spec.config import AcceleratorConfig
+from hw.spec.formats import get_format
 from sim.random_network import random_inputs
 from sw.compiler.network import compile_network
-from sw.compiler.stacking import stack_spans
+from sw.compiler.stacking import kernel_shapes, stack_spans
 from sw.compiler.program import Region
 from sw.compiler.tiling import ConvJob, Source, _stack_layout, _tiles
 from sw.frontend.onnx_import import load_onnx
@@ -56,12 +57,14 @@ def test_stacked_layers_on_rectangular_arrays_match_golden(tmp_path, fmt, rows, 
     assert_every_tensor_matches_golden(qnet, config, x)
 
 
-def _one_by_one(channels: int, cout: int, size: tuple[int, int], stride: int = 1):
+def _one_by_one(channels: int, cout: int, size: tuple[int, int], stride: int = 1, fmt: str = "int8",
+                acc_bits: int | None = None):
     rng = np.random.default_rng(channels + cout)
-    w = rng.integers(0, 256, (cout, channels, 1, 1)).astype(np.uint8)
+    w = rng.integers(0, 1 << get_format(fmt).bits, (cout, channels, 1, 1)).astype(np.uint8)
     attrs = dict(kernel=(1, 1), stride=(stride, stride), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
     out = (cout, -(-size[0] // stride), -(-size[1] // stride))
-    return _single("conv", attrs, (channels, *size), out, [w], shift=np.full(cout, 40))
+    return _single("conv", attrs, (channels, *size), out, [w], fmt=fmt, acc_bits=acc_bits,
+                   shift=np.full(cout, 40 if fmt == "int8" else 34))
 
 
 def _layout(config, channels, cout, size, rows):
@@ -87,6 +90,36 @@ def test_shared_slots_long_reductions_and_ramps_match_golden(channels, cout, siz
     assert {"shared": layout.shared > 0, "taps": layout.n > 15,
             "ramp": spans[0][1] < entry["plan"]["rows"] < 16}[what], (layout, spans)
     x = random_inputs(np.random.default_rng(2), net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+
+
+def _pooled(net, kernel, stride, padding):
+    """``net`` (one layer x -> y) followed by a max pool y -> z, which the compiler fuses into the layer."""
+    from sw.ir import QuantLayer
+    c, h, w = net.shapes[net.output]
+    out = (c, (h + padding[0] + padding[2] - kernel[0]) // stride[0] + 1,
+           (w + padding[1] + padding[3] - kernel[1]) // stride[1] + 1)
+    pool = QuantLayer("P", "maxpool", [net.output], "z", dict(kernel=kernel, stride=stride, padding=padding,
+                                                              dilation=(1, 1)))
+    return type(net)(net.act_format, net.weight_format, net.acc_bits, net.input, "z", {**net.shapes, "z": out},
+                     {**net.tensors, "z": net.tensors[net.output]}, [*net.layers, pool])
+
+
+@pytest.mark.parametrize("kernel,stride,padding,rows", [((2, 2), (2, 2), (0, 0, 0, 0), 2),
+                                                        ((3, 3), (2, 2), (0, 0, 0, 0), 3)],
+                         ids=["in-place", "overlapping"])
+def test_a_fused_max_pool_runs_stacked_and_matches_golden(kernel, stride, padding, rows):
+    """A 1x1 convolution's fused max pool (in place, or an overlapping 3x3/2 in accumulator regions of its own)
+    pools each stacked output tile before its STORE, as in ``chunk`` order; the chunks of the ramp are whole
+    pooled rows."""
+    config = _config("int8", "int8", 4, act_buffer_depth=1024)
+    net = _pooled(_one_by_one(20, 16, (12, 10)), kernel, stride, padding)
+    compiled = compile_network(net, config, order="stack", max_rows=rows)
+    (entry,) = compiled.layers
+    assert entry["plan"]["order"] == "stack" and entry["fused"] == ["P"], entry
+    assert " ALU op=MAX " in compiled.program.listing()
+    x = random_inputs(np.random.default_rng(4), net, 1)
     dram, _ = _emulate(compiled, x[0])
     np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
 
@@ -125,8 +158,8 @@ def test_a_long_gemm_stacks_its_taps_and_pays(rows, cols, dma_bits, weight_depth
     """A Gemm's single vector takes a weight LOAD and a COMPUTE per channel block in ``chunk`` order, so the fetch
     bounds it (12 cycles an instruction); stacked, an output block's 64 blocks are a few COMPUTEs, its patches one
     LOAD. With 64 weight lines a slot holds 8 tiles, so each output block takes a step per group of 8 taps
-    (``StackLayout.group``); a rectangular array's lines hold its longer side. The cost model picks stack, its
-    estimate within 20 % of the emulator's cycles; the result is the golden model's, in fewer cycles and a third of
+    (``StackLayout.group``), one 1x8 COMPUTE each (a vector's lines read as a kernel's row); a rectangular array's
+    lines hold its longer side. The cost model picks stack, its estimate within 20 % of the emulator's cycles; the result is the golden model's, in fewer cycles and a third of
     the instructions of ``chunk`` order."""
     rng = np.random.default_rng(3)
     w = rng.integers(0, 256, (24, 256)).astype(np.uint8)
@@ -140,7 +173,7 @@ def test_a_long_gemm_stacks_its_taps_and_pays(rows, cols, dma_bits, weight_depth
                        entry["plan"]["estimated_cycles"])
     stacked, chunked = runs["stack"], runs["chunk"]
     if weight_depth == 64:
-        assert " kh=8 " in stacked[2] and " kh=15 " not in stacked[2]
+        assert " kh=1 kw=8 " in stacked[2] and " kw=15 " not in stacked[2]
     assert abs(stacked[3] - stacked[0]) <= 0.2 * stacked[0], stacked[::3]
     assert stacked[0] < chunked[0] and 3 * stacked[1] < chunked[1], (stacked[::3], chunked[::3])
 
@@ -155,6 +188,50 @@ def test_a_gemm_of_more_channel_blocks_than_a_load_holds_stacks_in_groups_one_lo
     net = _single("linear", {}, (4096,), (12,), [w], shift=np.full(12, 48), acc_bits=config.acc_bits)
     compiled = compile_network(net, config)
     assert compiled.layers[0]["plan"]["order"] == "stack"
+    x = random_inputs(rng, net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+
+
+def test_a_pooled_stem_stacks_where_the_fetch_bounds_it():
+    """On an engine whose stepped decoder takes 288 cycles an instruction (the iCEBreaker's), a folded stem's
+    output tile in ``chunk`` order is a weight LOAD and a COMPUTE per channel block, then its pooling ALUs and a
+    STORE. Stacked it is one of each: the cost model picks stack (its all-zero weight tiles kept, as every output
+    block must read every channel block), its estimate within 20 % of the emulator's cycles, the result the golden
+    model's in fewer cycles and half the instructions."""
+    config = _config("int4", "int4", 2, act_buffer_depth=256, decode_stepped=True)
+    net = _pooled(_one_by_one(10, 8, (12, 12), fmt="int4", acc_bits=config.acc_bits), (2, 2), (2, 2), (0, 0, 0, 0))
+    weights = net.layers[0].weights[0]
+    weights[:4, 2:4] = 0                   # an all-zero 2x2 tile, which chunk order leaves out
+    x = random_inputs(np.random.default_rng(5), net, 1)
+    runs = {}
+    for order, (compiled, entry, dram, status) in _plans(net, config, x).items():
+        np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+        runs[order] = (status.cycles, len(compiled.program.words), entry["plan"]["estimated_cycles"])
+    stacked, chunked = runs["stack"], runs["chunk"]
+    assert abs(stacked[2] - stacked[0]) <= 0.2 * stacked[0], stacked
+    assert stacked[0] < chunked[0] and 2 * stacked[1] < chunked[1], (stacked, chunked)
+
+
+@pytest.mark.parametrize("taps,flat,shapes", [(64, True, [(8, 8)]), (17, True, [(1, 15), (1, 2)]),
+                                              (225, True, [(15, 15)]), (17, False, [(15, 1), (2, 1)])])
+def test_kernel_shapes(taps, flat, shapes):
+    """A vector's stacked taps (lines back to back) are kh x kw kernels of up to 15 x 15, exact where they factor;
+    a map's are n x 1 kernels of at most 15 rows."""
+    assert kernel_shapes(taps, flat) == shapes
+
+
+def test_a_gemm_of_a_prime_number_of_channel_blocks_matches_golden():
+    """17 channel blocks on a 4-row array: a 1x15 and a 1x2 COMPUTE per output block, the result the golden
+    model's."""
+    config = _config("int8", "int8", 4, dma_bits=32, weight_buffer_depth=256)
+    rng = np.random.default_rng(8)
+    w = rng.integers(0, 256, (24, 68)).astype(np.uint8)
+    net = _single("linear", {}, (68,), (24,), [w], shift=np.full(24, 38))
+    compiled = compile_network(net, config, order="stack")
+    assert compiled.layers[0]["plan"]["order"] == "stack"
+    listing = compiled.program.listing()
+    assert " kh=1 kw=15 " in listing and " kh=1 kw=2 " in listing
     x = random_inputs(rng, net, 1)
     dram, _ = _emulate(compiled, x[0])
     np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])

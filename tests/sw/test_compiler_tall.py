@@ -1,0 +1,82 @@
+"""The ``tall`` loop order (sw/compiler/tall.py): a chunk's channel-block patches as the rows of one tall kernel,
+one weight LOAD and one COMPUTE per output block. Golden == emulator (padded, strided, a short last chunk, a fused
+pool, every format); the cost model picks it where the instruction fetch bounds the job."""
+
+import numpy as np
+import pytest
+
+from sim.random_network import random_inputs
+from sw.compiler.network import compile_network
+from sw.compiler.tall import tall_tiles
+from sw.compiler.program import Region
+from sw.compiler.tiling import ConvJob, Source, _geometry, _tiles, job_depth
+from sw.golden.network import run_network
+from hw.spec.formats import get_format
+from tests.sw.test_compiler_network import _config, _emulate, _single
+from tests.sw.test_compiler_stack import _plans, _pooled
+
+
+def _conv(channels: int, cout: int, size: tuple[int, int], kernel: int, stride: int, pad: int, fmt: str,
+          acc_bits: int):
+    rng = np.random.default_rng(channels * cout + kernel)
+    w = rng.integers(0, 1 << get_format(fmt).bits, (cout, channels, kernel, kernel)).astype(np.uint8)
+    attrs = dict(kernel=(kernel, kernel), stride=(stride, stride), padding=(pad,) * 4, dilation=(1, 1), groups=1)
+    out = (cout, (size[0] + 2 * pad - kernel) // stride + 1, (size[1] + 2 * pad - kernel) // stride + 1)
+    return _single("conv", attrs, (channels, *size), out, [w], fmt=fmt, acc_bits=acc_bits,
+                   shift=np.full(cout, {"int8": 42, "int4": 36}.get(fmt, 31)))
+
+
+@pytest.mark.parametrize("fmt,kernel,stride,pad,size,rows", [
+    ("int8", 3, 1, 1, (9, 7), 2),          # padded, a short last chunk (9 rows in chunks of 2)
+    ("int8", 3, 2, 1, (11, 8), 1),         # strided
+    ("int4", 2, 1, 0, (6, 6), 3),          # an even kernel, unpadded
+    ("minifloat6", 3, 1, 1, (5, 5), 1),
+    ("int8", 1, 1, 0, (4, 5), 2),          # a 1x1 convolution: an n x 1 kernel over the chunk's rows
+])
+def test_tall_kernels_match_golden(fmt, kernel, stride, pad, size, rows):
+    config = _config(fmt, fmt, 4, act_buffer_depth=512, weight_buffer_depth=512)
+    net = _conv(12, 8, size, kernel, stride, pad, fmt, config.acc_bits)
+    compiled = compile_network(net, config, order="tall", max_rows=rows)
+    (entry,) = compiled.layers
+    assert entry["plan"]["order"] == "tall", entry
+    in_rows = (entry["plan"]["rows"] - 1) * stride + kernel
+    assert f" kh={2 * in_rows + kernel} " in compiled.program.listing()    # 3 channel blocks: at rows 0, in, 2 in
+    x = random_inputs(np.random.default_rng(7), net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+
+
+def _job(channels: int, cout: int, size: tuple[int, int], kernel: int):
+    """A padded ``kernel`` x ``kernel`` convolution job at stride 1."""
+    weights = np.ones((1, kernel, kernel, channels, cout), np.int64)
+    return ConvJob("L", [Source(Region(0, 0), channels, weights)], *size, cout, (kernel, kernel), 1, 1,
+                   (1, 1, 1, 1), 0, None, Region(0, 0))
+
+
+def test_a_kernel_taller_than_the_compute_field_is_refused():
+    """Three channel blocks of 7-row patches make a 17-row kernel, beyond COMPUTE's 15: no tall tiles, and the
+    plan falls back to the other orders."""
+    config = _config("int8", "int8", 4, act_buffer_depth=1024, weight_buffer_depth=1024)
+    job = _job(12, 8, (10, 6), 3)
+    dense = _tiles(config, job, dense=True)
+    assert _geometry(job, 5)[1] == 7 and tall_tiles(config, job, dense, 7, job_depth(config, job)) is None
+    assert tall_tiles(config, job, dense, 6, job_depth(config, job)).groups == [(0, 15, 0, 3)]
+    net = _conv(12, 8, (10, 6), 3, 1, 1, "int8", config.acc_bits)
+    assert compile_network(net, config, order="tall", max_rows=5).layers[0]["plan"]["rows"] <= 4
+
+
+def test_a_pooled_conv_runs_tall_where_the_fetch_bounds_it():
+    """On an engine whose stepped decoder takes 288 cycles an instruction (the iCEBreaker's), a 3x3 convolution
+    with a fused 2x2 max pool takes a weight LOAD and a COMPUTE per channel block and output tile in ``chunk``
+    order; tall, one of each per output tile (the zero rows between the blocks' kernels cost taps, not
+    instructions). The cost model picks tall, and the result is the golden model's in about half the cycles and
+    instructions."""
+    config = _config("int4", "int4", 2, act_buffer_depth=256, decode_stepped=True)
+    net = _pooled(_conv(8, 8, (12, 12), 3, 1, 1, "int4", config.acc_bits), (2, 2), (2, 2), (0, 0, 0, 0))
+    x = random_inputs(np.random.default_rng(5), net, 1)
+    runs = {}
+    for order, (compiled, entry, dram, status) in _plans(net, config, x).items():
+        np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+        runs[order] = (status.cycles, len(compiled.program.words), entry["plan"]["estimated_cycles"])
+    tall, chunked = runs["tall"], runs["chunk"]
+    assert tall[0] < 0.6 * chunked[0] and tall[1] < 0.6 * chunked[1], (tall, chunked)
