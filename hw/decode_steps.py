@@ -1,15 +1,13 @@
 """The decoder's range checks one step at a time through one adder (``AcceleratorConfig.decode_stepped``).
 
-A small part need not check an instruction a cycle: each kind's SRAM and DRAM range checks become a short program
-(:data:`PROGRAMS`) of additions, subtractions and shift-and-add products into one accumulator, run from a table (a
-block RAM on an iCE40) addressed by the opcode and the step. Every check is ``end > limit`` (or ``>=``) as
-``sw/emulator/checks.py`` writes it, with ``(count - 1) * step`` made as ``count * step - step`` and a comparison
-as a subtraction whose sign decides, the DRAM checks in bus words. A step reads its operand into the multiplicand
-register a bit per cycle (a product reads its narrower operand into the multiplier register first, in a step of its
-own), then adds (once, or once per bit of the multiplier register); ``clear`` starts a new sum (``"T"``: keeping
-the old one in ``T``, the operand a later product of the same kind can use: LOAD's padded width, COMPUTE's row
-offset and kernel taps). The result waits for the fixed ``decode_latency`` (the cycle model's), however short the
-program.
+A small part need not check an instruction a cycle: each kind's SRAM and DRAM range checks are a short program
+(hw/spec/decode_programs.py, with the cycles each kind takes) of additions, subtractions and shift-and-add products
+into one accumulator, run here from a table (a block RAM on an iCE40) addressed by the opcode and the step. A step
+reads its operand into the multiplicand register a bit per cycle (a product reads its narrower operand into the
+multiplier register first, in a step of its own), then adds (once, or once per bit of the multiplier register);
+``clear`` starts a new sum (``"T"``: keeping the old one in ``T``, the operand a later product of the same kind can
+use: LOAD's padded width, COMPUTE's row offset and kernel taps). The result waits for its kind's fixed
+``decode_cycles`` (the cycle model's), however short the program runs for the word at hand.
 """
 
 from __future__ import annotations
@@ -18,73 +16,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 
 from .spec.config import AcceleratorConfig
-from .spec.isa import KINDS, Buffer, Opcode
+from .spec.decode_programs import PROGRAMS, decode_cycles, stepped_plan
+from .spec.isa import KINDS, Buffer
 from .spec.layout import line_bytes, output_line_bytes
 
 __all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles", "result_cycles"]
-
-# A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
-# ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
-# ``clear``: the step's sum starts at 0 (``"T"``: and T takes the previous one). ``flag``: the step is a comparison
-# whose non-negative result raises SRAM_RANGE ("sram") or DRAM_RANGE ("dram"). Operands: a field of the kind, ``T``,
-# or a name of :func:`_special`.
-_C, _T, _S, _D = True, "T", "sram", "dram"
-PROGRAMS: dict[Opcode, tuple] = {
-    Opcode.LOAD: (
-        # (pad_top + y_size + pad_bottom) * (pad_left + x_size + pad_right) + sram_addr > depth of the buffer
-        ("add", "pad_left", None, _C, None), ("add", "x_size", None, False, None),
-        ("add", "pad_right", None, False, None), ("add", "sram_addr", None, _T, None),
-        ("mul", "pad_top", "T", False, None), ("mul", "y_size", "T", False, None),
-        ("mul", "pad_bottom", "T", False, None), ("sub", "load_depth+1", None, False, _S),
-        # dram_addr + (y_size - 1) * dram_stride + x_size * line_bytes(buffer) > dram_size
-        ("add", "dram_addr", None, _C, None), ("mul", "y_size", "dram_stride", False, None),
-        ("sub", "dram_stride", None, False, None), ("mul", "x_size", "line_bytes", False, None),
-        ("sub1", "dram_size", None, False, _D),
-    ),
-    Opcode.COMPUTE: (
-        # act_addr + act_pitch * ((out_h - 1) * stride + (kh - 1) * dilation) + (out_w - 1) * stride
-        # + (kw - 1) * dilation >= act depth
-        ("mul", "stride", "out_h", _C, None), ("sub", "stride", None, False, None),
-        ("mul", "dilation", "kh", False, None), ("sub", "dilation", None, False, None),
-        ("add", "act_addr", None, _T, None), ("mul", "act_pitch", "T", False, None),
-        ("mul", "stride", "out_w", False, None), ("sub", "stride", None, False, None),
-        ("mul", "dilation", "kw", False, None), ("sub", "dilation", None, False, None),
-        ("sub", "act_depth", None, False, _S),
-        # weight_addr + kh * kw * reduction rows > weight depth
-        ("mul", "kh", "kw", _C, None), ("add", "weight_addr", None, _T, None),
-        ("mul", "tile_rows", "T", False, None), ("sub", "weight_depth+1", None, False, _S),
-        # acc_addr + out_h * out_w > acc depth
-        ("add", "acc_addr", None, _C, None), ("mul", "out_h", "out_w", False, None),
-        ("sub", "acc_depth+1", None, False, _S),
-    ),
-    Opcode.ALU: (
-        # dst_addr + (y_size - 1) * dst_stride + x_size - 1 >= acc depth
-        ("add", "dst_addr", None, _C, None), ("mul", "y_size", "dst_stride", False, None),
-        ("sub", "dst_stride", None, False, None), ("add", "x_size", None, False, None),
-        ("sub", "acc_depth+1", None, False, _S),
-        # src_addr + (y_size - 1) * src_stride + (x_size - 1) * src_step >= acc depth
-        ("add", "src_addr", None, _C, None), ("mul", "y_size", "src_stride", False, None),
-        ("sub", "src_stride", None, False, None), ("mul", "src_step", "x_size", False, None),
-        ("sub", "src_step", None, False, None), ("sub", "acc_depth", None, False, _S),
-    ),
-    Opcode.STORE: (
-        # acc_addr + (y_size - 1) * acc_stride + x_size - 1 >= acc depth
-        ("add", "acc_addr", None, _C, None), ("mul", "y_size", "acc_stride", False, None),
-        ("sub", "acc_stride", None, False, None), ("add", "x_size", None, False, None),
-        ("sub", "acc_depth+1", None, False, _S),
-        # param_addr + negative_param >= PARAM depth
-        ("add", "param_addr", None, _C, None), ("add", "negative_param", None, False, None),
-        ("sub", "param_depth", None, False, _S),
-        # dram_addr + (y_size - 1) * dram_stride + x_size * output line bytes > dram_size
-        ("add", "dram_addr", None, _C, None), ("mul", "y_size", "dram_stride", False, None),
-        ("sub", "dram_stride", None, False, None), ("mul", "x_size", "out_line_bytes", False, None),
-        ("sub1", "dram_size", None, False, _D),
-    ),
-}
-
-
-#: Fields counted in bus words by the DRAM checks (whole bus words: ``dram_size`` and the line sizes too).
-_IN_BUS_WORDS = ("dram_addr", "dram_stride")
 
 
 def _special(name: str, view, c: AcceleratorConfig, dram_size):
@@ -117,76 +53,27 @@ def _special(name: str, view, c: AcceleratorConfig, dram_size):
 
 def program_cycles(config: AcceleratorConfig) -> int:
     """Cycles the longest kind's program takes; the decoder's result follows :func:`result_cycles` later."""
-    return max(_plan(config, None, None)[0].values())
+    return max(stepped_plan(config).cycles.values())
 
 
 def result_cycles(config: AcceleratorConfig) -> int:
     """Cycles from the word to the decoder's result at the latest: the longest program and two more (three with
     ``mid_clock``, whose range flags follow the sum's register, not its carry chain)."""
-    return program_cycles(config) + 2 + int(config.mid_clock)
+    return decode_cycles(config)
 
 
 def _plan(config: AcceleratorConfig, views, dram_size):
-    """Per kind its cycles, and the operands of every step: ((kind, step) -> (op, m, d, clear, flag), where m and d
-    are keys into the returned operand table {key: (value, largest)}), and the widths of T and the accumulator."""
-    c = config
-    align = (c.dma_bits // 8).bit_length() - 1
-    operands, steps, cycles = {}, {}, {}
-    t_max, acc_max = 0, 0
-
-    def operand(op, kind, name, t_now):
-        if name == "T":
-            return ("T",), t_now
-        if name in kind.offsets:
-            # External-memory addresses and strides in bus words: their low bits are 0 (else BAD_FIELD).
-            low = align if name in _IN_BUS_WORDS else 0
-            f = kind.field(name)
-            key = ("field", kind.offsets[name] + low, f.bits - low)
-            if views is not None and key not in operands:
-                operands[key] = (views[op][name][low:], (1 << (f.bits - low)) - 1)
-            return key, (1 << (f.bits - low)) - 1
-        key = ("special", name, int(op) if name in ("load_depth+1", "line_bytes", "tile_rows") else 0)
-        if views is not None and key not in operands:
-            operands[key] = _special(name, views[op], c, dram_size)
-        largest = _special(name, _Maxes(), c, Const(0, 32))[1]
-        return key, largest
-
-    for op, program in PROGRAMS.items():
-        kind = KINDS[op]
-        acc, t = 0, 0
-        for i, (kind_op, a, b, clear, flag) in enumerate(program):
-            if clear:
-                t, acc = (acc if clear == _T else t), 0
-            a_key, a_max = operand(op, kind, a, t)
-            if kind_op == "mul":
-                b_key, b_max = operand(op, kind, b, t)
-                if a_max.bit_length() > b_max.bit_length():
-                    (a_key, a_max), (b_key, b_max) = (b_key, b_max), (a_key, a_max)
-                acc += a_max * b_max
-                m_key, m_max, d_key, d_max = a_key, a_max, b_key, b_max
+    """Per kind its cycles, the operands of every step (hw/spec/decode_programs.py's plan), the operands' values
+    and largest values (``{key: (value, largest)}``, with ``views``), and the widths of T and the accumulator."""
+    plan = stepped_plan(config)
+    operands = {}
+    if views is not None:
+        for key, (op, name, low) in plan.sources.items():
+            if key[0] == "field":
+                operands[key] = (views[op][name][low:], (1 << key[2]) - 1)
             else:
-                if kind_op == "add":
-                    acc += a_max
-                m_key, m_max, d_key, d_max = ("one",), 1, a_key, a_max
-            steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
-            t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
-    # A step: a cycle to set up, one per bit of its operand, then (but for a product's narrower operand, read
-    # first) a cycle per bit of the multiplier up to its highest set bit, or one for an addition: at most these.
-    for (op, i), (kind_op, _, m_max, _, d_max, _, _) in steps.items():
-        d_bits = max(d_max.bit_length(), 1)
-        m_bits = max(m_max.bit_length(), 1)
-        cost = (2 + 2 * m_bits + d_bits) if kind_op == "mul" else (2 + d_bits)
-        if c.mid_clock:     # a cycle before each operand's bits, for the registered bit select
-            cost += 2 if kind_op == "mul" else 1
-        cycles[op] = cycles.get(op, 0) + cost
-    return cycles, steps, operands, t_max.bit_length(), acc_max.bit_length() + 2
-
-
-class _Maxes:
-    """A stand-in for an instruction view when only the operands' largest values are asked for."""
-
-    def __getattr__(self, name):
-        return Const(1, 1)
+                operands[key] = _special(name, views[op], config, dram_size)
+    return plan.cycles, plan.steps, operands, plan.t_bits, plan.acc_bits
 
 
 class SteppedRangeChecks:
@@ -313,7 +200,7 @@ def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[
         for i in range(len(program)):
             kind_op, m_key, m_max, d_key, d_max, clear, flag = steps[(op, i)]
             flags = [int(bool(clear)), int(kind_op in ("sub", "sub1")), int(kind_op == "sub"),
-                     int(flag == _S), int(flag == _D), int(clear == _T)]
+                     int(flag == "sram"), int(flag == "dram"), int(clear == "T")]
             if kind_op == "mul":
                 entries.append((_SETM, where[m_key], max(m_max.bit_length(), 1), [0] * 6))
             entries.append((_MUL if kind_op == "mul" else _ADD, where[d_key], max(d_max.bit_length(), 1), flags))
