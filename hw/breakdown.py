@@ -77,7 +77,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # A configuration the RTL refuses as it elaborates (decode_stepped's checks too long for its latency).
+    # A configuration that cannot be built (ConfigError) is a usage error: one line, status 2.
     return main_guard(PROG, lambda: _main(argv), usage_errors=(ConfigError,))
 
 

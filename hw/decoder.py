@@ -272,16 +272,10 @@ class InstructionDecoder(wiring.Component):
 
     def _elaborate_stepped(self, m: Module) -> Module:
         """``decode_stepped``: the field checks as plain logic on the held word, the range checks as programs
-        through one adder (:class:`hw.decode_steps.SteppedRangeChecks`); the result registered ``latency`` cycles
-        after ``en``."""
-        from .decode_steps import SteppedRangeChecks, result_cycles
+        through one adder (:class:`hw.decode_steps.SteppedRangeChecks`); the result registered its kind's
+        ``decode_latency_of`` cycles after ``en``."""
+        from .decode_steps import SteppedRangeChecks
 
-        if result_cycles(self._config) > self.latency:
-            # Deep buffers make wide operands: the configuration, not the RTL, is at fault (the cycle model's fixed
-            # STEPPED_DECODE_LATENCY would not hold for it).
-            raise ConfigError(f"decode_stepped: this configuration's range checks take "
-                              f"{result_cycles(self._config)} cycles, more than the {self.latency} a stepped "
-                              f"decoder has; use shallower buffers or drop decode_stepped")
         opcode = self.word[:HEADER[0].bits]
         views = {op: self._view(kind) for op, kind in KINDS.items()}
         ranges = SteppedRangeChecks(m, self._config, views, opcode, self.word, self.dram_size, self.en)
@@ -293,10 +287,14 @@ class InstructionDecoder(wiring.Component):
                                          Mux(self._bad_field(m, kind), ErrorCode.BAD_FIELD,
                                              Mux(ranges.sram, ErrorCode.SRAM_RANGE,
                                                  Mux(ranges.dram, ErrorCode.DRAM_RANGE, ErrorCode.NONE)))))
-        # A countdown from en: the result register loads in its last cycle, latency cycles after en.
+        # A countdown from en: the result register loads in its last cycle, the word's kind's latency (its
+        # program's cycles, the cycle model's) after en; an unknown opcode waits for the longest.
+        latency = Const(self.latency)
+        for op in KINDS:
+            latency = Mux(opcode == op, self._config.decode_latency_of(int(op)), latency)
         left = Signal(range(self.latency), name="decode_left")
         with m.If(self.en):
-            m.d.sync += [left.eq(self.latency - 1), self.valid.eq(0)]
+            m.d.sync += [left.eq(latency - 1), self.valid.eq(0)]
         with m.Elif(left != 0):
             m.d.sync += left.eq(left - 1)
             with m.If(left == 1):

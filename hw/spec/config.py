@@ -12,8 +12,7 @@ from .isa import FORMAT_FIELD_BITS, KINDS, Opcode
 from .microarchitecture import (ACCUMULATE_LATENCY, ALU_LATENCY, COMMAND_QUEUE_DEPTH, DECODE_CHAINS, DECODE_LATENCY,
                                 POSTPROCESS_LATENCY, POSTPROCESS_MERGED_STAGES, POSTPROCESS_MID_STAGES,
                                 POSTPROCESS_SERIAL_STAGES, POSTPROCESS_SLOW_STAGES, POSTPROCESS_STAGES,
-                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY,
-                                STEPPED_DECODE_LATENCY, STEPPED_MID_DECODE_LATENCY)
+                                RETIRE_QUEUE_DEPTH, SERIAL_DECODE_LATENCY, SLOW_ACCUMULATE_LATENCY)
 
 __all__ = ["ConfigError", "AcceleratorConfig", "DATAFLOWS", "ADDRESS_FIELDS", "LUT_MAX_BITS", "MAX_FORMATS",
            "max_depth", "scaled_accumulator_bits"]
@@ -126,9 +125,10 @@ class AcceleratorConfig:
     #: The decoder's range checks as a short program per instruction kind run through one adder and one
     #: accumulator (hw/decode_steps.py: operands read a bit per cycle, a product a cycle per multiplier bit), its
     #: steps read from a table (block RAM on an iCE40), instead of each kind's sums and comparisons side by side: a
-    #: small part's build saves most of the decoder's logic, carry chains and registers, and every instruction
-    #: takes :attr:`decode_latency` = ``STEPPED_DECODE_LATENCY`` cycles to check (the engine's fetch holds the word
-    #: that long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range check by bits).
+    #: small part's build saves most of the decoder's logic, carry chains and registers, and an instruction takes
+    #: its kind's program's cycles to check (:meth:`decode_latency_of`: 194 to 264 on the iCEBreaker; the engine's
+    #: fetch holds the word that long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range
+    #: check by bits).
     decode_stepped: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
@@ -200,8 +200,8 @@ class AcceleratorConfig:
     #: registered again (``POSTPROCESS_MID_STAGES``: a STORE's elements come out three cycles later,
     #: :attr:`postprocess_latency`). A ``compute_compact`` engine's last output column and an ALU row's last element
     #: kept in registers set as the walk moves (same cycles). A ``decode_stepped`` decoder's operand bit registered
-    #: out of its multiplexer and its range flags set from the sum's register (``STEPPED_MID_DECODE_LATENCY``
-    #: cycles, :attr:`decode_latency`). The engine's start a cycle after the host's write; a deadlock seen a cycle
+    #: out of its multiplexer and its range flags set from the sum's register (a cycle more before each operand
+    #: and after the last addition, :meth:`decode_latency_of`). The engine's start a cycle after the host's write; a deadlock seen a cycle
     #: later; a store's rows-read flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in
     #: registers, the store's line count from 1, the feeders' room as two comparisons with constants (same
     #: cycles). A board top's bridge then drives its write valids from registers (boards/bridge.py).
@@ -451,9 +451,18 @@ class AcceleratorConfig:
     def decode_latency(self) -> int:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
         ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
-        if self.decode_stepped:
-            return STEPPED_MID_DECODE_LATENCY if self.mid_clock else STEPPED_DECODE_LATENCY
+        if self.decode_stepped:         # the longest kind's (hw/spec/decode_programs.py)
+            return self.decode_latency_of(None)
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
+
+    def decode_latency_of(self, opcode: int | None) -> int:
+        """Cycles the decoder takes to check an instruction of ``opcode``: a stepped decoder waits for its kind's
+        range-check program (``decode_cycles``; the longest kind's for ``None`` or an unknown opcode), the others
+        take :attr:`decode_latency` whatever the kind."""
+        if self.decode_stepped:
+            from .decode_programs import decode_cycles
+            return decode_cycles(self, opcode)
+        return self.decode_latency
 
     @property
     def dispatch_latency(self) -> int:

@@ -100,13 +100,6 @@ DECODE_LATENCY = 5
 #: fields take a cycle per bit of the narrower operand (ten for a 10-bit size), one after another where one feeds the
 #: next (COMPUTE's ``(out_h - 1) * stride * act_pitch``).
 SERIAL_DECODE_LATENCY = 18
-#: Cycles the decoder of a ``decode_stepped`` build takes: its longest program (COMPUTE's three range checks, each
-#: operand read a bit per cycle, each product a cycle per bit of its multiplier at most) and two more, with room
-#: for wider operands (hw/decode_steps.py ``program_cycles``: 260 on the iCEBreaker).
-STEPPED_DECODE_LATENCY = 280
-#: The same with ``mid_clock``: a cycle more before each operand's bits (the bit select registered) and one after the
-#: last addition (the range flags from the sum's register): 289 on the 1x1 iCEBreaker engine, 291 on the 2x2.
-STEPPED_MID_DECODE_LATENCY = 300
 #: Carry chains per decoder stage by default (``AcceleratorConfig.decode_chains``): two fit a 10 ns cycle on an
 #: ECP5 with room for routing. Fewer would not fit the checks into ``DECODE_LATENCY`` stages.
 DECODE_CHAINS = 2

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.spec.config import AcceleratorConfig
-from hw.spec.isa import INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, ErrorCode, Opcode, Queue
+from hw.spec.isa import HEADER, INSTRUCTION_BYTES, TOKEN_QUEUE_DEPTH, ErrorCode, Opcode, Queue
 
 from . import state as ops
 from .checks import decode_checked
@@ -106,6 +106,11 @@ class Emulator:
             return None
         return self.memory.word(at, INSTRUCTION_BYTES)
 
+    def _opcode_at(self, pc: int, program_addr: int) -> int | None:
+        """The opcode of instruction ``pc`` (what its fetch's decode waits for), None where it cannot be read."""
+        word = self._fetch(pc, program_addr)
+        return None if word is None else word & ((1 << HEADER[0].bits) - 1)
+
     def run(self, program_addr: int = 0, *, max_cycles: int = 1 << 40, timed: bool = True) -> Status:
         """Run from ``program_addr`` until FINISH or an error; ``timed=False``: the functional mode (no cycles,
         the same memory; the timed run where the program is not one it reproduces)."""
@@ -133,7 +138,7 @@ class Emulator:
 
         now = 0
         pc = 0
-        next_dispatch = t.fetch
+        next_dispatch = t.fetch(self._opcode_at(0, program_addr))
         finish_at = None           # FINISH dispatched: the earliest cycle it can complete
         halting = False
         dispatched: list = []      # (kind, fields) in program order, for the events
@@ -246,7 +251,7 @@ class Emulator:
                             dispatched.append((kind, f))
                             st.instructions += 1
                             pc += 1
-                            next_dispatch = now + t.fetch
+                            next_dispatch = now + t.fetch(self._opcode_at(pc, program_addr))
                             continue
                         e.pending.pop()
                         blocked = (e, kind, f)
@@ -255,7 +260,7 @@ class Emulator:
                         dispatched.append((kind, f))
                         st.instructions += 1
                         pc += 1
-                        next_dispatch = now + t.fetch
+                        next_dispatch = now + t.fetch(self._opcode_at(pc, program_addr))
                         continue
 
             if halting and not events:

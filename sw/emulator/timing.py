@@ -3,11 +3,11 @@
 Times are cycle indices counted from the cycle the host starts the engine (the ``cycles`` register counts
 the same way). The rules, each named after the hardware that causes it:
 
-- fetch: an instruction is dispatched every ``memory_latency + beats + 2 + decode_latency + dispatch_latency``
-  cycles (address, latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or
-  ``SERIAL_DECODE_LATENCY`` in a ``decode_serial`` build, ``STEPPED_DECODE_LATENCY`` in a ``decode_stepped`` one,
-  the ``mid_clock`` dispatcher's registered offer, dispatch); an engine can start it two cycles after dispatch
-  (its command queue);
+- fetch: an instruction is dispatched ``memory_latency + beats + 2 + decode_latency + dispatch_latency`` cycles
+  after the one before (address, latency, data beats, the decoder's pipelined checks: ``DECODE_LATENCY``, or
+  ``SERIAL_DECODE_LATENCY`` in a ``decode_serial`` build, its kind's program in a ``decode_stepped`` one
+  (``decode_latency_of``), the ``mid_clock`` dispatcher's registered offer, dispatch); an engine can start it two
+  cycles after dispatch (its command queue);
 - an engine starts when it is free, its instruction is there and the tokens it pops are visible; a token is
   visible the cycle after the instruction that pushes it ends;
 - LOAD, ALU, SETPP, STORE keep their engine busy for a number of cycles given by their sizes (below; an ALU
@@ -84,11 +84,13 @@ class ArrayModel:
         return self.last_accept, accepts, rows_in
 
 
-def fetch_interval(config: AcceleratorConfig, memory_latency: int = 4) -> int:
-    """Cycles between two instructions the fetch dispatches: the word's address, the memory's latency, its beats,
-    the decoder's checks and the dispatch (the rule of the module docstring). The compiler's cost model counts a
-    program's instructions with it: a schedule of short steps is bound by the fetch, not by the engines."""
-    return memory_latency + INSTRUCTION_BITS // config.dma_bits + 2 + config.decode_latency + config.dispatch_latency
+def fetch_interval(config: AcceleratorConfig, memory_latency: int = 4, opcode: int | None = None) -> int:
+    """Cycles from one instruction's dispatch to the next one's, of ``opcode``: the word's address, the memory's
+    latency, its beats, the decoder's checks and the dispatch (the rule of the module docstring; the longest kind's
+    for ``None``). The compiler's cost model counts a program's instructions with it: a schedule of short steps is
+    bound by the fetch, not by the engines."""
+    return (memory_latency + INSTRUCTION_BITS // config.dma_bits + 2 + config.decode_latency_of(opcode)
+            + config.dispatch_latency)
 
 
 @dataclass
@@ -109,9 +111,9 @@ class Timing:
     def bus_bytes(self) -> int:
         return self.config.dma_bits // 8
 
-    @property
-    def fetch(self) -> int:
-        return fetch_interval(self.config, self.memory_latency)
+    def fetch(self, opcode: int | None) -> int:
+        """Cycles from a dispatch to the next one, an instruction of ``opcode`` (None: unknown or unreadable)."""
+        return fetch_interval(self.config, self.memory_latency, opcode)
 
     #: Cycles from dispatch to the earliest start (the command queue).
     dispatch_to_start = 2

@@ -327,7 +327,7 @@ def test_serial_lane_stores_of_multi_beat_lines_are_cycle_exact(shared, tmp_path
 
 def test_stepped_decoder_programs_within_two_percent(tmp_path):
     """The iCEBreaker's decoder (AcceleratorConfig.decode_stepped: the range checks as programs through one adder,
-    every fetch waiting STEPPED_DECODE_LATENCY cycles for them) with the small part's other choices: random programs
+    every fetch waiting its kind's program's cycles for them) with the small part's other choices: random programs
     within 2 % of the cycle model, every byte, error and count checked."""
     from hw.spec.config import AcceleratorConfig
 
@@ -374,7 +374,7 @@ def test_icebreaker_engines_with_mid_clock_within_two_percent(rows, tmp_path):
     """The iCEBreaker's engine (boards/top.py, 1x1 and 2x2) with mid_clock: the registered dispatch (a cycle more a
     fetch), the serial lane's three stages registered again (three cycles more a STORE's elements), the registers
     of the compute walk, the store's rows, the start, the narrow burst generator's row end and the stepped
-    decoder's registered bit (STEPPED_MID_DECODE_LATENCY): random programs (which fit the board's 128 KiB; layer
+    decoder's registered bit (a cycle more per operand, ``decode_latency_of``): random programs (which fit the board's 128 KiB; layer
     programs do not) within 2 % of the cycle model, every byte checked."""
     from dataclasses import replace
 

@@ -81,9 +81,8 @@ class _ShuffledTiming:
 
     dispatch_to_start = 2
 
-    @property
-    def fetch(self) -> int:
-        return self.base.fetch
+    def fetch(self, opcode) -> int:
+        return self.base.fetch(opcode)
 
     def start(self) -> None:
         self.base.start()
