@@ -95,8 +95,7 @@ class _JobEmitter:
         if plan.order == "stack":
             self.steps.extend(emit_stack_steps(self.c, job, self.stack, nb_n, self.chunk_geometry, len(self.spans),
                                                self.patch_load, self.stores_of, self.pool_of, self.rw.addr,
-                                               self.w_offset,
-                                               self.acc_tile))
+                                               self.w_offset, self.acc_tile))
             self.tile_count = sum(step.ends for step in self.steps)
         elif self.chunked:
             for sample in range(job.samples):
@@ -214,7 +213,6 @@ class _JobEmitter:
         """Steps of one output tile (sample, chunk, nb); ``loaded``: patches already in this chunk's region. A
         banded tile takes a step per band, each band's patches in the other half from the band before."""
         job, plan, steps = self.job, self.plan, self.steps
-        rows = self.chunk_geometry(chunk)[1]
         acc_base = (self.tile_count % 2) * self.acc_tile
         for band in _bands(job, plan.rows, chunk, plan.band):
             if plan.band:
