@@ -38,7 +38,9 @@ class UARTBridge(wiring.Component):
         #: copied out of them (48 flip-flops less).
         self._compact = compact
         #: A word's write valids from registers set as it is received (an engine's ``mid_clock``): the frame's checks
-        #: off the memory's arbitration, which the engine's own requests wait on.
+        #: off the memory's arbitration, which the engine's own requests wait on; and the write moves on from those
+        #: registers a cycle after its handshakes, not from the target's ready (whose path back into the state went
+        #: through the engine's register slave).
         self._held_valids = held_valids
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1),
                           "mem": Out(axi4_lite_signature(32)), "ctrl": Out(axi4_lite_signature(ctrl_addr_bits))})
@@ -107,7 +109,7 @@ class UARTBridge(wiring.Component):
         register window is not accessed."""
         for port in (self.mem, self.ctrl):
             m.d.comb += [port.ar.addr.eq(s.addr), port.aw.addr.eq(s.addr), port.w.data.eq(s.word),
-                         port.w.strb.eq(0b1111), port.r.ready.eq(1), port.b.ready.eq(1)]
+                         port.w.strb.eq(0b1111), port.r.ready.eq(1), port.b.ready.eq(not self._held_valids)]
         port = _Selected(self, s.registers)
         outside = s.registers & (s.addr[len(self.ctrl.ar.addr):] != 0)
         self._read_words(m, s, port, outside)
@@ -153,9 +155,13 @@ class UARTBridge(wiring.Component):
                     for target, selected in ((self.ctrl, s.registers), (self.mem, ~s.registers)):
                         m.d.comb += [target.aw.valid.eq(selected & ~aw_done), target.w.valid.eq(selected & ~w_done)]
                 m.d.sync += [aw_done.eq(aw_done | port.aw_ready), w_done.eq(w_done | port.w_ready)]
-                with m.If((aw_done | port.aw_ready) & (w_done | port.w_ready)):
+                done = aw_done & w_done if self._held_valids else \
+                    (aw_done | port.aw_ready) & (w_done | port.w_ready)
+                with m.If(done):
                     m.next = "WRITE_RESPONSE"
         with m.State("WRITE_RESPONSE"):
+            if self._held_valids:       # (the response waits here: the write moved on a cycle after its handshakes)
+                m.d.comb += [self.ctrl.b.ready.eq(s.registers), self.mem.b.ready.eq(~s.registers)]
             with m.If(port.b_valid):
                 with m.If(port.b_resp != 0):
                     m.d.sync += s.status.eq(Status.BUS_ERROR)
