@@ -47,7 +47,9 @@ class _JobEmitter:
         self.pitch = job.width + l_pad + r_pad
         self.block_pitch = job.height * job.src_pitch if job.block_pitch is None else job.block_pitch
         self.depth = job_depth(c, job)
-        self.w_tile = tiles.slot_taps * self.depth       # weight lines of a slot: the largest tile fits
+        # Weight lines of a slot: the largest tile fits (in tall order, every group's tile of an output block).
+        taps = sum(map(tiles.taps, range(len(tiles.groups)))) if plan.order == "tall" else tiles.slot_taps
+        self.w_tile = taps * self.depth
         self.patch = _geometry(job, plan.rows, plan.band)[1] * self.pitch
         #: ``tall`` order is ``chunk`` order with one tall tile per output block (sw/compiler/tall.py).
         self.chunked = plan.order in ("chunk", "tall")
@@ -63,11 +65,14 @@ class _JobEmitter:
         self.tile_count = self.bands_done = 0
 
     def region(self, name: str, data: Callable[[], bytes]) -> Region:
+        """A read-only region of ``data`` named ``name``; with ``shared``, the one an earlier part of the layer wrote
+        with the same bytes (a batch's samples, column strips of the same weights and parameters)."""
         if self.shared is None:
             return self.b.region(name, data())
-        if name not in self.shared:
-            self.shared[name] = self.b.region(name, data())
-        return self.shared[name]
+        payload = data()
+        if payload not in self.shared:
+            self.shared[payload] = self.b.region(name, payload)
+        return self.shared[payload]
 
     def emit(self) -> dict:
         job, c, tiles = self.job, self.c, self.tiles
@@ -241,7 +246,16 @@ class _JobEmitter:
             if (i, block) not in loaded:
                 loads.extend(self.patch_load(i, block, band, self.slot(nb, i, block, patch_parity), sample))
                 loaded.add((i, block))
-        if load_weights and band[0] == 0:
+        if self.plan.order == "tall":
+            # One LOAD an output block: its groups' tall tiles, back to back in memory, into one slot.
+            base = ((len(steps) - int(n > 0)) % 2) * self.w_tile
+            w_addr = base + sum(map(tiles.taps, range(g))) * self.depth
+            if n == 0:
+                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=base,
+                                           dram_addr=self.rw.addr + self.w_offset[(nb, i, cb, t, g)] * self.wlb,
+                                           y_size=self.w_tile // self.depth, x_size=self.depth,
+                                           dram_stride=self.depth * self.wlb)))
+        elif load_weights and band[0] == 0:
             w_addr = (len(steps) % 2) * self.w_tile if self.chunked else weight_base + n * self.w_tile
             # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
             loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,

@@ -383,7 +383,7 @@ def _emit(ctx: Lowering, progress, order, max_rows) -> list[dict]:
             progress(f"layer {n + 1}/{len(ctx.jobs)}: {job.name}")
         first = len(b.words)
         plans, counts = [], {"steps": 0, "tiles": 0, "instructions": 0}
-        shared: dict = {}                           # weights and parameters, one copy for a batch's samples
+        shared: dict = {}       # weights and parameters: one copy for a batch's samples and the strips' like bytes
         planned: dict[str, Plan] = {}
         try:
             # Column strips and channel groups where it needs them; the product of two maps is a job of its own

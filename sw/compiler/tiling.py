@@ -471,7 +471,8 @@ def _estimate(config: AcceleratorConfig, job: ConvJob, rows: int, order: str, ti
     # (and a pooled tile's ALUs) an output tile.
     out_tiles = chunks * len(tiles.per_block)
     patch_loads = chunks * (patches if order in ("chunk", "tall") else reads)
-    instructions = 2 * steps + patch_loads + out_tiles * (1 + 2 * (job.pool is not None))
+    weight_loads = out_tiles if order == "tall" else steps        # (tall: one LOAD an output tile)
+    instructions = steps + weight_loads + patch_loads + out_tiles * (1 + 2 * (job.pool is not None))
     return int(max(cycles, instructions * fetch_interval(c))), int(traffic)
 
 

@@ -177,12 +177,14 @@ def test_random_programs_on_the_icebreaker_engine_equal_the_emulator(name):
             assert link.read_register("busy_compute") == 0       # left out of this build
 
 
-def test_digits_on_the_icebreaker_board_equal_the_emulator(tmp_path):
+@pytest.mark.parametrize("name", ["icebreaker", "icebreaker-1x1"])
+def test_digits_on_the_icebreaker_board_equal_the_emulator(tmp_path, name):
     """The digits CNN compiled for the iCEBreaker's engine (``python -m sw.compile --config`` of the board build's
-    config.json) fits the board's 128 KiB (its Gemms stacked, its regions packed to the bus) and runs on the
+    config.json) fits the board's 128 KiB (its Gemms stacked, its regions packed to the bus; on the 30 MHz board's
+    1x1, conv2's channel blocks in tall kernels of four and its strips' weights stored once) and runs on the
     simulated iCEBreaker board, SPRAM memory and compact bridge included: the logits and every stored tensor are the
     emulator's."""
-    config = board_config(BOARDS["icebreaker"])
+    config = board_config(BOARDS[name])
     (tmp_path / "config.json").write_text(config.to_json())
     done = subprocess.run([sys.executable, "-m", "sw.compile", str(DIGITS / "digits_cnn.onnx"), "--config",
                            str(tmp_path / "config.json"), "--calibrate", str(DIGITS / "calibration.npy"), "--method",
@@ -191,7 +193,7 @@ def test_digits_on_the_icebreaker_board_equal_the_emulator(tmp_path):
     assert done.returncode == 0, done.stderr
     compiled = CompiledNetwork.load(tmp_path / "digits")
     assert compiled.config == config
-    assert len(compiled.program.dram) <= BOARDS["icebreaker"].memory_bytes == MEMORY_BYTES
+    assert len(compiled.program.dram) <= BOARDS[name].memory_bytes == MEMORY_BYTES
     net = compiled.network
     codes = net.tensors[net.input].quantize(_images(1))
     with simulated_board(config, memory_kind="spram") as url:

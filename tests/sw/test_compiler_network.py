@@ -289,3 +289,21 @@ def test_reduction_counts_only_non_zero_weights():
     attrs = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=64)
     config = _config("int8", "int8", 4, max_reduction=64, param_buffer_depth=32)
     _matches_golden(_single("conv", attrs, (64, 4, 4), (64, 4, 4), [w], acc_bits=config.acc_bits), config)
+
+
+def test_column_strips_share_one_copy_of_their_weights():
+    """A map too wide for the activation buffer runs in column strips, each a job of its own with the same weights
+    and parameters: the image holds one copy of each (regions shared by their bytes), and the result is the golden
+    model's."""
+    rng = np.random.default_rng(12)
+    w = rng.integers(0, 256, (8, 8, 3, 3)).astype(np.uint8)
+    attrs = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=1)
+    net = _single("conv", attrs, (8, 6, 40), (8, 6, 40), [w], shift=np.full(8, 42))
+    config = _config("int8", "int8", 4, act_buffer_depth=128)
+    compiled = compile_network(net, config)
+    names = list(compiled.program.regions)
+    assert sum("[x1:" in name for name in names) == 0 and any("[x0:" in name for name in names), names
+    assert sum(name.endswith(".weights") for name in names) == 1, names
+    x = random_inputs(np.random.default_rng(1), net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])

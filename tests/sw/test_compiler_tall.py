@@ -53,16 +53,27 @@ def _job(channels: int, cout: int, size: tuple[int, int], kernel: int):
                    (1, 1, 1, 1), 0, None, Region(0, 0))
 
 
-def test_a_kernel_taller_than_the_compute_field_is_refused():
-    """Three channel blocks of 7-row patches make a 17-row kernel, beyond COMPUTE's 15: no tall tiles, and the
-    plan falls back to the other orders."""
-    config = _config("int8", "int8", 4, act_buffer_depth=1024, weight_buffer_depth=1024)
+def test_blocks_whose_kernel_exceeds_the_compute_field_run_in_groups():
+    """Three channel blocks of 7-row patches would make a 17-row kernel, beyond COMPUTE's 15: the blocks go in
+    groups of two (a 10-row and a 3-row tall tile); patches so tall that not even two blocks fit one kernel get no
+    tall tiles. A 7x7 kernel's patches are at least 7 rows, so its three blocks always run in groups: an output
+    block's two tall tiles load by one LOAD into one slot, and the result is the golden model's."""
+    config = _config("int8", "int8", 4, act_buffer_depth=1024, weight_buffer_depth=2048)
     job = _job(12, 8, (10, 6), 3)
     dense = _tiles(config, job, dense=True)
-    assert _geometry(job, 5)[1] == 7 and tall_tiles(config, job, dense, 7, job_depth(config, job)) is None
-    assert tall_tiles(config, job, dense, 6, job_depth(config, job)).groups == [(0, 15, 0, 3)]
-    net = _conv(12, 8, (10, 6), 3, 1, 1, "int8", config.acc_bits)
-    assert compile_network(net, config, order="tall", max_rows=5).layers[0]["plan"]["rows"] <= 4
+    assert tall_tiles(config, job, dense, 7, job_depth(config, job)).groups == [(0, 10, 0, 3), (0, 3, 0, 3)]
+    assert tall_tiles(config, job, dense, 13, job_depth(config, job)) is None
+    net = _conv(12, 8, (10, 6), 7, 1, 3, "int8", config.acc_bits)
+    compiled = compile_network(net, config, order="tall")
+    (entry,) = compiled.layers
+    assert entry["plan"]["order"] == "tall", entry
+    in_rows = entry["plan"]["rows"] + 6
+    listing = compiled.program.listing()
+    assert f" kh={in_rows + 7} kw=7 " in listing and " kh=7 kw=7 " in listing
+    assert f" y_size={(in_rows + 14) * 7} x_size=4 " in listing
+    x = random_inputs(np.random.default_rng(9), net, 1)
+    dram, _ = _emulate(compiled, x[0])
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
 
 
 def test_a_pooled_conv_runs_tall_where_the_fetch_bounds_it():
