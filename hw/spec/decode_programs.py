@@ -18,13 +18,13 @@ from .config import AcceleratorConfig
 from .isa import KINDS, Buffer, Opcode
 from .layout import line_bytes, output_line_bytes
 
-__all__ = ["PROGRAMS", "IN_BUS_WORDS", "SteppedPlan", "stepped_plan", "decode_cycles"]
+__all__ = ["PROGRAMS", "IN_BUS_WORDS", "SteppedPlan", "stepped_plan", "decode_cycles", "largest_special"]
 
 # A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
 # ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
 # ``clear``: the step's sum starts at 0 (``"T"``: and T takes the previous one). ``flag``: the step is a comparison
 # whose non-negative result raises SRAM_RANGE ("sram") or DRAM_RANGE ("dram"). Operands: a field of the kind, ``T``,
-# or a name of :func:`_largest_special`.
+# or a name of :func:`largest_special`.
 _C, _T, _S, _D = True, "T", "sram", "dram"
 PROGRAMS: dict[Opcode, tuple] = {
     Opcode.LOAD: (
@@ -87,8 +87,9 @@ _DRAM_SIZE_BITS = 32
 PER_KIND = ("load_depth+1", "line_bytes", "tile_rows")
 
 
-def _largest_special(name: str, c: AcceleratorConfig) -> int:
-    """The largest value of an operand that is not a field: a limit, a constant of the configuration."""
+def largest_special(name: str, c: AcceleratorConfig) -> int:
+    """The largest value of an operand that is not a field: a limit, a constant of the configuration (its value,
+    for a constant: hw/decode_steps.py builds those from here)."""
     bus = c.dma_bits // 8
     depths = (c.act_buffer_depth, c.weight_buffer_depth, c.param_buffer_depth, c.lut_buffer_depth)
     if name == "dram_size":         # in bus words
@@ -125,7 +126,7 @@ class SteppedPlan:
                 bits = kind.field(name).bits - low
                 key, largest = ("field", kind.offsets[name] + low, bits), (1 << bits) - 1
             else:
-                key, largest = ("special", name, int(op) if name in PER_KIND else 0), _largest_special(name, c)
+                key, largest = ("special", name, int(op) if name in PER_KIND else 0), largest_special(name, c)
             self.sources.setdefault(key, (op, name, low if name in kind.offsets else 0))
             return key, largest
 
@@ -169,9 +170,14 @@ def decode_cycles(config: AcceleratorConfig, opcode: int | None = None) -> int:
     """Cycles from the word to a stepped decoder's result for an instruction of ``opcode``: its kind's program and
     two more (three with ``mid_clock``, whose range flags follow the sum's register, not its carry chain); two (or
     three) for a kind without range checks; the longest kind's for ``None`` or an unknown opcode."""
+    return _decode_cycles(config).get(opcode if opcode in _OPCODES else None, 0) + 2 + int(config.mid_clock)
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_cycles(config: AcceleratorConfig) -> dict:
+    """{opcode: its program's cycles, None: the longest} (the cycle model asks at every fetch)."""
     cycles = {int(op): n for op, n in stepped_plan(config).cycles.items()}
-    program = cycles.get(opcode, 0) if opcode in _OPCODES else max(cycles.values())
-    return program + 2 + int(config.mid_clock)
+    return {**cycles, None: max(cycles.values())}
 
 
 _OPCODES = frozenset(int(op) for op in KINDS)

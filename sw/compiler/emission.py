@@ -8,7 +8,6 @@ loading), accumulator tiles too, and the PARAM buffer's half is the caller's (``
 
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 
@@ -64,26 +63,24 @@ class _JobEmitter:
         self.steps: list[Step] = []
         self.tile_count = self.bands_done = 0
 
-    def region(self, name: str, data: Callable[[], bytes]) -> Region:
+    def region(self, name: str, data: bytes) -> Region:
         """A read-only region of ``data`` named ``name``; with ``shared``, the one an earlier part of the layer wrote
         with the same bytes (a batch's samples, column strips of the same weights and parameters)."""
         if self.shared is None:
-            return self.b.region(name, data())
-        payload = data()
-        if payload not in self.shared:
-            self.shared[payload] = self.b.region(name, payload)
-        return self.shared[payload]
+            return self.b.region(name, data)
+        if data not in self.shared:
+            self.shared[data] = self.b.region(name, data)
+        return self.shared[data]
 
     def emit(self) -> dict:
         job, c, tiles = self.job, self.c, self.tiles
         keys = [(nb, *key) for nb, block in enumerate(tiles.per_block) for key in block]
         w_data = np.concatenate([tiles.data[key] for key in keys])
         self.w_offset = dict(zip(keys, np.cumsum([0] + [len(tiles.data[key]) for key in keys[:-1]]).tolist()))
-        self.rw = self.region(f"{job.name}.weights", lambda: pack_lines(w_data, c.weight_slot_bits, self.wlb))
+        self.rw = self.region(f"{job.name}.weights", pack_lines(w_data, c.weight_slot_bits, self.wlb))
         nb_n = len(tiles.per_block)
         bias, mult, shift = job.requant.lines(nb_n, c.cols)
-        rp = self.region(f"{job.name}.params",
-                         lambda: pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
+        rp = self.region(f"{job.name}.params", pack_params(bias, mult, shift, line_bytes(Buffer.PARAM, c)))
         param_load = ("LOAD", dict(buffer=Buffer.PARAM, sram_addr=self.param_base, dram_addr=rp.addr, y_size=1,
                                    x_size=nb_n * job.requant.lines_per_block))
         self.pad_row = padding_row(self.b, job.name, self.pitch, job.pad_value, job.padding)  # a wide array's
@@ -129,7 +126,7 @@ class _JobEmitter:
                 raise LayoutError(f"layer {job.name!r} ends with a nonlinear activation, but the engine's activation "
                                   f"format {c.acts.name} has no lookup table; build the engine with an activation "
                                   f"format of at most 8 bits")
-            rl = self.region(f"{job.name}.table", lambda: job.requant.lut(c))
+            rl = self.region(f"{job.name}.table", job.requant.lut(c))
             prologue.append(("LOAD", dict(buffer=Buffer.LUT, sram_addr=0, dram_addr=rl.addr, y_size=1,
                                           x_size=c.lut_buffer_depth)))
         early = []

@@ -161,10 +161,10 @@ def emit_stack_steps(c, job, layout: StackLayout, nb_n: int, geometry, chunks: i
 def _steps(nb_n: int, rows: int, layout: StackLayout, chunks: int, patch_loads, weight_loads, compute,
            finish_tile) -> list[Step]:
     """The steps of a job of ``nb_n`` output blocks in ``stack`` order (``rows``: the array's). Callbacks from the
-    emitter: ``patch_loads(chunk, cb, line)`` the LOADs of one patch; ``weight_loads(nb, cbs, w_addr)`` those of
-    tiles ``cbs`` (in that order) from ``w_addr``; ``compute(nb, chunk, line, (kh, kw), w_addr, accumulate, acc)``
-    one COMPUTE of ``kh * kw`` taps (see :func:`kernel_shapes`) into accumulator region ``acc`` (0 or 1); ``finish_tile(step, nb, chunk, acc)`` ends an output tile
-    on ``step``. Returns the steps."""
+    emitter: ``patch_loads(chunk, cb, line)`` the LOADs of one patch; ``weight_loads(nb, cbs, w_addr)`` those of tiles
+    ``cbs`` (in that order) from ``w_addr``; ``compute(nb, chunk, line, (kh, kw), w_addr, accumulate, acc)`` one COMPUTE
+    of ``kh * kw`` taps (see :func:`kernel_shapes`) into accumulator region ``acc`` (0 or 1); ``finish_tile(step, nb,
+    chunk, acc)`` ends an output tile on ``step``. Returns the steps."""
     n = layout.n
     steps, tile_count = [], 0
     loaded = [0]               # steps that loaded weights: they alternate between the two slots

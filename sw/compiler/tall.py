@@ -5,10 +5,13 @@ rows of the padded width each, and an output block takes a weight LOAD and a COM
 one map of ``n * in_rows`` rows, those patches are convolved by a ``kh' x kw`` kernel with
 ``kh' = (n - 1) * in_rows + kh``: block ``j``'s kernel sits at rows ``j * in_rows ..`` of it and the rows between
 the blocks' kernels are zero (an output row ``r`` reads rows ``r + j * in_rows + i`` of the map, row ``r + i`` of
-block ``j``'s patch). One LOAD and one COMPUTE per output block then do what ``2n`` instructions did, at the cost
-of the zero rows' taps and weights: it pays where the instruction fetch, not the array, bounds the job (a stepped
-decoder takes 288 cycles an instruction), and the cost model (tiling's ``_estimate``, as ``chunk`` order) decides.
-The rest is ``chunk`` order's: its patch slots, its two weight slots, its pooling and stores.
+block ``j``'s patch). One LOAD and one COMPUTE per output block (one COMPUTE per group of blocks where the kernel
+would pass COMPUTE's 15 rows) then do what ``2n`` instructions did, at the cost of the zero rows' taps and weights:
+it pays where the instruction fetch, not the array, bounds the job (a stepped decoder takes 194 to 264 cycles an
+instruction on the iCEBreaker), and the cost model (tiling's ``_estimate``, as ``chunk`` order) decides. The rest
+is ``chunk`` order's: its patch slots, its two weight slots, its pooling and stores. A format with NaN or Inf codes
+keeps ``chunk`` order: a tall window also covers rows outside an output's receptive field (the zero rows, a short
+chunk's unused rows), and a non-finite code there would make the output NaN where the golden model's is finite.
 """
 
 from __future__ import annotations
@@ -36,14 +39,16 @@ def tall_tiles(config, job, tiles, in_rows: int, depth: int):
     ``in_rows`` input rows: per output block one tall tile per group of consecutive channel blocks whose kernel fits
     the COMPUTE's ``kh`` (``(g - 1) * in_rows + kh`` rows; one group where they all fit), each group keyed by its
     first block. None where the order does not apply: a single vector (``stack`` order serves it, with its own rule
-    for when that pays), not one source of one weight tensor, a dilated job or one that skips rows (its COMPUTE's
-    row pitch not the patches' own), a kernel split into groups, fewer than 2 channel blocks, groups of fewer than
-    2 blocks, or an output block's tall tiles beyond one LOAD's ``y_size`` or half the weight buffer (they load as
-    one LOAD into one of two slots)."""
+    for when that pays), activations with NaN or Inf codes (see the module's docstring), not one source of one
+    weight tensor, a dilated, packed or row-skipping job (its COMPUTE's row pitch not the patches' own), a kernel
+    split into groups, fewer than 2 channel blocks, groups of fewer than 2 blocks, or an output block's tall tiles
+    beyond one LOAD's ``y_size`` or half the weight buffer (they load as one LOAD into one of two slots)."""
     kh, kw = job.kernel
     n = tiles.cb_counts[0] if len(tiles.cb_counts) == 1 else 0
+    acts = (job.code_formats or (config.weights, config.acts))[1]
     if (is_vector(job) or len(job.sources) != 1 or job.sources[0].weights.shape[0] != 1 or job.dilation != 1
-            or job.row_stride != job.stride or job.packed or tiles.groups != [(0, kh, 0, kw)] or n < 2):
+            or job.row_stride != job.stride or job.packed or tiles.groups != [(0, kh, 0, kw)] or n < 2
+            or acts.has_nan or acts.has_inf):
         return None
     per_group = min(n, (field_max(Opcode.COMPUTE, "kh") - kh) // in_rows + 1)
     firsts = list(range(0, n, per_group))

@@ -372,9 +372,9 @@ def test_a_small_part_fetch_past_dram_size_is_dram_range(tmp_path):
 @pytest.mark.parametrize("rows", [1, 2])
 def test_icebreaker_engines_with_mid_clock_within_two_percent(rows, tmp_path):
     """The iCEBreaker's engine (boards/top.py, 1x1 and 2x2) with mid_clock: the registered dispatch (a cycle more a
-    fetch), the serial lane's three stages registered again (three cycles more a STORE's elements), the registers
-    of the compute walk, the store's rows, the start, the narrow burst generator's row end and the stepped
-    decoder's registered bit (a cycle more per operand, ``decode_latency_of``): random programs (which fit the board's 128 KiB; layer
+    fetch), the serial lane's three stages registered again (three cycles more a STORE's elements), the registers of the
+    compute walk, the store's rows, the start, the narrow burst generator's row end and the stepped decoder's registered
+    bit (a cycle more per operand, ``decode_latency_of``): random programs (which fit the board's 128 KiB; layer
     programs do not) within 2 % of the cycle model, every byte checked."""
     from dataclasses import replace
 

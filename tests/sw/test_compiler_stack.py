@@ -156,11 +156,11 @@ def test_the_cost_model_picks_stack_where_the_emulator_agrees():
                          ids=["4x4-groups", "4x8", "8x4"])
 def test_a_long_gemm_stacks_its_taps_and_pays(rows, cols, dma_bits, weight_depth):
     """A Gemm's single vector takes a weight LOAD and a COMPUTE per channel block in ``chunk`` order, so the fetch
-    bounds it (12 cycles an instruction); stacked, an output block's 64 blocks are a few COMPUTEs, its patches one
-    LOAD. With 64 weight lines a slot holds 8 tiles, so each output block takes a step per group of 8 taps
-    (``StackLayout.group``), one 1x8 COMPUTE each (a vector's lines read as a kernel's row); a rectangular array's
-    lines hold its longer side. The cost model picks stack, its estimate within 20 % of the emulator's cycles; the result is the golden model's, in fewer cycles and a third of
-    the instructions of ``chunk`` order."""
+    bounds it (12 cycles an instruction); stacked, an output block's 64 blocks are a few COMPUTEs, its patches one LOAD.
+    With 64 weight lines a slot holds 8 tiles, so each output block takes a step per group of 8 taps
+    (``StackLayout.group``), one 1x8 COMPUTE each (a vector's lines read as a kernel's row); a rectangular array's lines
+    hold its longer side. The cost model picks stack, its estimate within 20 % of the emulator's cycles; the result is
+    the golden model's, in fewer cycles and a third of the instructions of ``chunk`` order."""
     rng = np.random.default_rng(3)
     w = rng.integers(0, 256, (24, 256)).astype(np.uint8)
     net = _single("linear", {}, (256,), (24,), [w], shift=np.full(24, 40))
@@ -194,7 +194,7 @@ def test_a_gemm_of_more_channel_blocks_than_a_load_holds_stacks_in_groups_one_lo
 
 
 def test_a_pooled_stem_stacks_where_the_fetch_bounds_it():
-    """On an engine whose stepped decoder takes 288 cycles an instruction (the iCEBreaker's), a folded stem's
+    """On an engine whose stepped decoder takes 194 to 264 cycles an instruction (the iCEBreaker's), a folded stem's
     output tile in ``chunk`` order is a weight LOAD and a COMPUTE per channel block, then its pooling ALUs and a
     STORE. Stacked it is one of each: the cost model picks stack (its all-zero weight tiles kept, as every output
     block must read every channel block), its estimate within 20 % of the emulator's cycles, the result the golden
