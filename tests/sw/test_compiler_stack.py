@@ -136,6 +136,15 @@ def _plans(net, config, x) -> dict:
     return runs
 
 
+def measured_plans(net, config, x) -> dict:
+    """:func:`_plans`, each run checked against the golden model: order -> (cycles, instructions, estimate)."""
+    runs = {}
+    for order, (compiled, entry, dram, status) in _plans(net, config, x).items():
+        np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+        runs[order] = (status.cycles, len(compiled.program.words), entry["plan"]["estimated_cycles"])
+    return runs
+
+
 def test_the_cost_model_picks_stack_where_the_emulator_agrees():
     """A ResNet-like folded stem (16 output rows) at 16x16: the plan is stack, its estimate within 2 % of the
     emulated cycles, and the emulator runs it faster than the best chunk-order plan."""
@@ -203,11 +212,7 @@ def test_a_pooled_stem_stacks_where_the_fetch_bounds_it():
     net = _pooled(_one_by_one(10, 8, (12, 12), fmt="int4", acc_bits=config.acc_bits), (2, 2), (2, 2), (0, 0, 0, 0))
     weights = net.layers[0].weights[0]
     weights[:4, 2:4] = 0                   # an all-zero 2x2 tile, which chunk order leaves out
-    x = random_inputs(np.random.default_rng(5), net, 1)
-    runs = {}
-    for order, (compiled, entry, dram, status) in _plans(net, config, x).items():
-        np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
-        runs[order] = (status.cycles, len(compiled.program.words), entry["plan"]["estimated_cycles"])
+    runs = measured_plans(net, config, random_inputs(np.random.default_rng(5), net, 1))
     stacked, chunked = runs["stack"], runs["chunk"]
     assert abs(stacked[2] - stacked[0]) <= 0.2 * stacked[0], stacked
     assert stacked[0] < chunked[0] and 2 * stacked[1] < chunked[1], (stacked, chunked)

@@ -13,7 +13,7 @@ from sw.compiler.tiling import ConvJob, Source, _tiles, job_depth
 from sw.golden.network import run_network
 from hw.spec.formats import get_format
 from tests.sw.test_compiler_network import _config, _emulate, _single
-from tests.sw.test_compiler_stack import _plans, _pooled
+from tests.sw.test_compiler_stack import _pooled, measured_plans
 
 
 def _conv(channels: int, cout: int, size: tuple[int, int], kernel: int, stride: int, pad: int, fmt: str,
@@ -84,11 +84,7 @@ def test_a_pooled_conv_runs_tall_where_the_fetch_bounds_it():
     instructions."""
     config = _config("int4", "int4", 2, act_buffer_depth=256, decode_stepped=True)
     net = _pooled(_conv(8, 8, (12, 12), 3, 1, 1, "int4", config.acc_bits), (2, 2), (2, 2), (0, 0, 0, 0))
-    x = random_inputs(np.random.default_rng(5), net, 1)
-    runs = {}
-    for order, (compiled, entry, dram, status) in _plans(net, config, x).items():
-        np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
-        runs[order] = (status.cycles, len(compiled.program.words), entry["plan"]["estimated_cycles"])
+    runs = measured_plans(net, config, random_inputs(np.random.default_rng(5), net, 1))
     tall, chunked = runs["tall"], runs["chunk"]
     assert tall[0] < 0.6 * chunked[0] and tall[1] < 0.6 * chunked[1], (tall, chunked)
 
