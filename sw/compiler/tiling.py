@@ -255,8 +255,11 @@ def kernel_groups(config: AcceleratorConfig, kernel: tuple[int, int],
 
 def _tiles(config: AcceleratorConfig, job: ConvJob, dense: bool = False) -> _Tiles:
     """The job's weight tiles, all-zero ones left out unless ``dense`` (``stack`` order needs every output block to
-    read every channel block)."""
+    read every channel block) or the activations have NaN or Inf codes (a zero weight times Inf is NaN: leaving the
+    tile out would make an output finite that the golden model makes NaN)."""
     c, depth = config, job_depth(config, job)
+    acts = (job.code_formats or (config.weights, config.acts))[1]
+    dense = dense or acts.has_nan or acts.has_inf
     groups = kernel_groups(c, job.kernel, depth)
     per_block, data = [], {}
     cb_counts = [ceil_div(s.channels, depth) for s in job.sources]

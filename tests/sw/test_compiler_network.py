@@ -307,3 +307,24 @@ def test_column_strips_share_one_copy_of_their_weights():
     x = random_inputs(np.random.default_rng(1), net, 1)
     dram, _ = _emulate(compiled, x[0])
     np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), run_network(net, x)[0])
+
+
+@pytest.mark.parametrize("fmt", ["fp8_e4m3", "fp8_e5m2"])
+def test_an_all_zero_weight_tile_still_meets_a_nan_activation(fmt):
+    """An all-zero weight tile is left out of chunk and block order, but not where the activations have NaN or Inf
+    codes: zero times NaN is NaN, so a NaN in that channel block makes the output NaN, as in the golden model."""
+    from hw.spec.formats import get_format
+    f = get_format(fmt)
+    rng = np.random.default_rng(13)
+    w = f.quantize(rng.uniform(-1, 1, (8, 8, 1, 1))).astype(np.uint8)
+    w[:4, 4:] = f.quantize(np.zeros(1))[0]          # output block 0 reads nothing of channel block 1
+    attrs = dict(kernel=(1, 1), stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+    config = _config(fmt, fmt, 4)
+    net = _single("conv", attrs, (8, 3, 3), (8, 3, 3), [w], fmt=fmt, acc_bits=config.acc_bits)
+    compiled = compile_network(net, config, order="chunk")
+    x = random_inputs(rng, net, 1)
+    x[0, 5, 1, 1] = f.nan_code
+    dram, _ = _emulate(compiled, x[0])
+    expected = run_network(net, x)[0]
+    assert (expected[:4, 1, 1] == f.nan_code).all()      # (the golden model's NaN reaches output block 0)
+    np.testing.assert_array_equal(compiled.read_tensor(dram, net.output), expected)
