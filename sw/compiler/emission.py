@@ -243,23 +243,22 @@ class _JobEmitter:
             if (i, block) not in loaded:
                 loads.extend(self.patch_load(i, block, band, self.slot(nb, i, block, patch_parity), sample))
                 loaded.add((i, block))
+        load = None                     # (first weight line, taps) of the weight LOAD this tile takes, if any
         if self.plan.order == "tall":
             # One LOAD an output block: its groups' tall tiles, back to back in memory, into one slot.
             base = ((len(steps) - int(n > 0)) % 2) * self.w_tile
             w_addr = base + sum(map(tiles.taps, range(g))) * self.depth
-            if n == 0:
-                loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=base,
-                                           dram_addr=self.rw.addr + self.w_offset[(nb, i, cb, t, g)] * self.wlb,
-                                           y_size=self.w_tile // self.depth, x_size=self.depth,
-                                           dram_stride=self.depth * self.wlb)))
+            load = (base, self.w_tile // self.depth) if n == 0 else None
         elif load_weights and band[0] == 0:
             w_addr = (len(steps) % 2) * self.w_tile if self.chunked else weight_base + n * self.w_tile
-            # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
-            loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=w_addr,
-                                       dram_addr=self.rw.addr + self.w_offset[(nb, i, cb, t, g)] * self.wlb,
-                                       y_size=tiles.taps(g), x_size=self.depth, dram_stride=self.depth * self.wlb)))
+            load = (w_addr, tiles.taps(g))
         else:
             w_addr = weight_base + n * self.w_tile
+        if load is not None:
+            # One row of lines per kernel position: a tile may be longer than one LOAD row can be.
+            loads.append(("LOAD", dict(buffer=Buffer.WEIGHT, sram_addr=load[0],
+                                       dram_addr=self.rw.addr + self.w_offset[(nb, i, cb, t, g)] * self.wlb,
+                                       y_size=load[1], x_size=self.depth, dram_stride=self.depth * self.wlb)))
         # A kernel group reads the patch from its window's first tap on.
         act_addr = self.slot(nb, i, cb, patch_parity) + (ky0 * self.pitch + kx0) * job.dilation
         compute = ("COMPUTE", dict(acc_addr=acc_base, act_addr=act_addr, weight_addr=w_addr, out_h=band[1],
