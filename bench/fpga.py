@@ -48,9 +48,14 @@ CONFIGS = {name: AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_
 # stalls at ~25 k overused wires (README, "int4 on the ECP5-85F"), so it has no row yet.
 CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, clock_mhz=58, postprocess_shared=True,
                                        act_buffer_depth=1024, weight_buffer_depth=512, acc_buffer_depth=512)
+# The same packed arrays with the pair of products of 152 PEs each from one MULT18X18D (dsp_pes: 152 of the 85F's
+# 156, the shared lane taking the other 4), the rest in LUTs: about 85 LUT4 fewer a PE. 30 GMAC/s needs 62.0 MHz at
+# 11x22 (484 MACs a cycle) and 52.1 MHz at 12x24 (576).
+CONFIGS["int4-11x22-dsp"] = replace(CONFIGS["int4-12x24-shared"], rows=11, cols=22, clock_mhz=62, dsp_pes=152)
+CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, dsp_pes=152)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
-NEXTPNR_OPTIONS = {"int4-8x16": ("--router", "router2"), "int4-12x24-shared": ("--router", "router2")}
+NEXTPNR_OPTIONS = {name: ("--router", "router2") for name in CONFIGS if name.startswith("int4-")}
 #: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
 #: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
 DEFAULT_PAIRS = [(name, "ecp5-85f") for name in CONFIGS] + [("int8-4x4", "ice40-up5k")]

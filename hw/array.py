@@ -140,8 +140,8 @@ class SystolicArray(wiring.Component):
         # --- the PE grid -------------------------------------------------------------------------
         c = self._config
         formats = (c.weight_formats, c.act_formats) if c.multi_format else (c.weights, c.acts)
-        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane, c.packed_pairs) for _ in range(cols)]
-               for _ in range(rows)]
+        pes = [[ProcessingElement(*formats, c.psum_bits, c.values_per_lane, c.packed_pairs,
+                                  dsp=r * cols + col < c.dsp_pes) for col in range(cols)] for r in range(rows)]
         for r in range(rows):
             for col in range(cols):
                 pe = pes[r][col]

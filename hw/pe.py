@@ -1,11 +1,11 @@
 """The processing element of the weight-stationary array."""
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .lanes import act_lane, psum_lane
-from .multiplier import ExactMultiplier, MultiFormatMultiplier
+from .multiplier import ExactMultiplier, MultiFormatMultiplier, PairMultiplier
 from .spec.formats import LANE_BITS, PACKED_INT_BITS, Format, IntFormat, get_format, product_of, signed_width
 from .spec.microarchitecture import PE_LATENCY
 
@@ -45,9 +45,12 @@ class ProcessingElement(wiring.Component):
     holds ``values`` codes, code ``k`` at bits ``k*bits``; each bank holds ``values`` weights, a chain of its own
     (``w_in`` enters at weight ``values - 1``, weight 0 leaves on ``w_out``); and the PE adds all ``values``
     products ``code[k] * weight[k]`` to ``psum_in`` in the same cycle: one PE row is ``values`` reduction rows.
+    With ``dsp`` both products come from one wide multiply (:class:`~hw.multiplier.PairMultiplier`, a DSP on an
+    FPGA) instead of shift-and-add multipliers in LUTs: the same sums in the same cycles.
     """
 
-    def __init__(self, weight_format, act_format, psum_bits: int, values: int = 1, packed_pairs=()):
+    def __init__(self, weight_format, act_format, psum_bits: int, values: int = 1, packed_pairs=(), *,
+                 dsp: bool = False):
         if not isinstance(values, int) or isinstance(values, bool) or values < 1:
             raise ValueError(f"Codes per lane must be a positive integer, not {values!r}")
         multi = isinstance(weight_format, (tuple, list)) or isinstance(act_format, (tuple, list))
@@ -70,7 +73,10 @@ class ProcessingElement(wiring.Component):
         if values > 1 and (multi or not isinstance(self._weights, IntFormat) or not isinstance(self._acts, IntFormat)):
             raise ValueError(f"Only a single-format PE of two integer formats packs codes: values must be 1, not "
                              f"{values!r}")
+        if dsp and values != 2:
+            raise ValueError(f"A DSP PE multiplies a packed pair: values must be 2, not {values!r}")
         self._values = values
+        self._dsp = bool(dsp)
         self._packed_pairs = tuple(packed_pairs)
         if packed_pairs and not multi:
             raise ValueError("Packed format pairs are for a multi-format PE (a single-format one packs by values)")
@@ -164,15 +170,23 @@ class ProcessingElement(wiring.Component):
 
         p = product_of(self._weights, self._acts)
         products = Signal(signed(signed_width(n * p.fixed_min, n * p.fixed_max)))
-        total = 0
+        total, a_codes, w_codes = 0, [], []
         for k in range(n):
-            m.submodules[f"multiplier{k}"] = multiplier = ExactMultiplier(self._acts, self._weights)
+            if not self._dsp:
+                m.submodules[f"multiplier{k}"] = multiplier = ExactMultiplier(self._acts, self._weights)
             a_code, w_code = Signal(bits, name=f"a_code{k}"), Signal(len(self.w_in), name=f"w_code{k}")
-            m.d.comb += [multiplier.a.eq(a_code), multiplier.b.eq(w_code)]
+            if not self._dsp:
+                m.d.comb += [multiplier.a.eq(a_code), multiplier.b.eq(w_code)]
+                total = total + multiplier.significands
             with m.If(self.en):
                 m.d.sync += [a_code.eq(self.a_in.code[k * bits:(k + 1) * bits]),
                              w_code.eq(Mux(self.a_in.bank, banks[1][k], banks[0][k]))]
-            total = total + multiplier.significands
+            a_codes.append(a_code)
+            w_codes.append(w_code)
+        if self._dsp:
+            m.submodules.multiplier = multiplier = PairMultiplier(self._acts, self._weights)
+            m.d.comb += [multiplier.a.eq(Cat(*a_codes)), multiplier.b.eq(Cat(*w_codes))]
+            total = multiplier.dot
         with m.If(self.en):
             m.d.sync += [
                 self.a_out.eq(self.a_in),

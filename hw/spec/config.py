@@ -28,7 +28,7 @@ _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CH
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
           "postprocess_serial": False, "dram_addr_bits": 32,
-          "compute_compact": False, "mid_clock": False}
+          "compute_compact": False, "mid_clock": False, "dsp_pes": 0}
 
 
 class ConfigError(ValueError):
@@ -206,6 +206,12 @@ class AcceleratorConfig:
     #: registers, the store's line count from 1, the feeders' room as two comparisons with constants (same cycles). A
     #: board top's bridge then drives its write valids from registers (boards/bridge.py).
     mid_clock: bool = False
+    #: Packed PEs (two integer codes a lane, :attr:`values_per_lane` 2) whose pair of products comes from one wide
+    #: multiply, which an FPGA's synthesis maps to a DSP (one ECP5 MULT18X18D for int4 x int4), instead of
+    #: shift-and-add multipliers in LUTs: the first ``dsp_pes`` PEs in row-major order. A wide int4 array takes as
+    #: many as its part has DSPs to spare, so its LUTs go further. Same sums, same cycles, same programs; the ASIC
+    #: area estimate counts every PE in its LUT form.
+    dsp_pes: int = 0
     _formats: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -244,6 +250,11 @@ class AcceleratorConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
+        _check_int("dsp_pes", self.dsp_pes, 0, self.rows * self.cols)
+        if self.dsp_pes and self.values_per_lane != 2:
+            raise ConfigError(f"dsp_pes needs a packed build (two integer codes a lane: int4 x int4 with rows * 2 <= "
+                              f"cols), not {self.weight_format} x {self.act_format} {self.rows}x{self.cols}: "
+                              "leave dsp_pes at 0")
         if self.postprocess_serial and (self.multi_format or not isinstance(self.acts, IntFormat)):
             names = ", ".join(f.name for f in self.act_formats)
             raise ConfigError(f"postprocess_serial needs one integer activation format, not {names}: drop "

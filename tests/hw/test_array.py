@@ -28,8 +28,8 @@ CASES = [
 ]
 
 
-def _config(rows, cols, weights, acts):
-    return AcceleratorConfig(rows=rows, cols=cols, weight_format=weights, act_format=acts)
+def _config(rows, cols, weights, acts, **options):
+    return AcceleratorConfig(rows=rows, cols=cols, weight_format=weights, act_format=acts, **options)
 
 
 @pytest.mark.parametrize("rows,cols,weights,acts", CASES, ids=lambda x: str(x))
@@ -38,6 +38,19 @@ def test_random_tiles_under_stalls(rows, cols, weights, acts, tmp_path):
     rng = np.random.default_rng(rows * 1000 + cols)
     tiles = random_tiles(config, 6, rng)
     check_tiles(config, tiles, tmp_path, traffic=BUSY, seed=rows + cols)
+
+
+@pytest.mark.parametrize("rows,cols,weights,acts,dsp_pes", [(4, 8, "int4", "int4", 13), (2, 5, "uint4", "int4", 10)],
+                         ids=lambda x: str(x))
+def test_dsp_pes_random_and_extreme_tiles(rows, cols, weights, acts, dsp_pes, tmp_path):
+    """Packed PEs whose pair of products one wide multiply makes (dsp_pes: the first in row-major order, here some
+    or all of them) give the golden model's sums, under stalls and at the formats' extremes."""
+    config = _config(rows, cols, weights, acts, dsp_pes=dsp_pes)
+    rng = np.random.default_rng(dsp_pes)
+    check_tiles(config, random_tiles(config, 6, rng), tmp_path, traffic=BUSY, seed=dsp_pes)
+    a = random_codes(config.acts, (2 * rows + cols, 64), rng, "extreme")
+    w = random_codes(config.weights, (64, cols), rng, "extreme")
+    check_long_reduction(config, a, w, tmp_path / "extreme", traffic=Traffic(0.1, 0.1, 0.1))
 
 
 @pytest.mark.parametrize("rows,cols,weights,acts", [(4, 4, "int8", "int8"), (4, 8, "minifloat6", "minifloat6")],

@@ -204,7 +204,8 @@ def test_json_round_trip(kwargs):
                                                                  "postprocess_merged", "postprocess_columns_per_lane",
                                                                  "load_direct_write", "slow_clock", "table_bram",
                                                                  "narrow_line_fifo", "postprocess_serial",
-                                                                 "dram_addr_bits", "compute_compact", "mid_clock"}
+                                                                 "dram_addr_bits", "compute_compact", "mid_clock",
+                                                                 "dsp_pes"}
 
 
 def test_hash_is_stable():
@@ -232,7 +233,9 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
                load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
                postprocess_serial=True, dram_addr_bits=17, decode_stepped=True,
-               compute_compact=True, mid_clock=True)
+               compute_compact=True, mid_clock=True, dsp_pes=3)
+#: The fields whose change needs others set beside it: dsp_pes needs a packed build.
+CONTEXT = {"dsp_pes": dict(rows=4, cols=8, weight_format="int4", act_format="int4")}
 
 
 def test_every_field_has_a_change():
@@ -243,8 +246,8 @@ def test_every_field_has_a_change():
 
 @pytest.mark.parametrize("field", sorted(CHANGES))
 def test_hash_changes_with_every_field(field):
-    base = AcceleratorConfig()
-    changed = AcceleratorConfig(**{field: CHANGES[field]})
+    base = AcceleratorConfig(**CONTEXT.get(field, {}))
+    changed = AcceleratorConfig(**CONTEXT.get(field, {}), **{field: CHANGES[field]})
     assert getattr(changed, field) != getattr(base, field)
     assert changed != base
     assert changed.hash != base.hash
@@ -336,6 +339,21 @@ def test_columns_per_lane_round_trip_and_range():
         AcceleratorConfig(cols=24, postprocess_columns_per_lane=5)
     with pytest.raises(ConfigError, match="postprocess_shared already gives all the columns one lane"):
         AcceleratorConfig(cols=24, postprocess_shared=True, postprocess_columns_per_lane=24)
+
+
+def test_dsp_pes_round_trip_and_range():
+    """dsp_pes: packed PEs whose two products one wide multiply makes; at most every PE, only in a packed build."""
+    c = AcceleratorConfig(rows=4, cols=8, weight_format="int4", act_format="int4", dsp_pes=32)
+    assert json.loads(c.to_json())["dsp_pes"] == 32
+    assert AcceleratorConfig.from_json(c.to_json()) == c
+    assert "dsp_pes" not in AcceleratorConfig().to_json()
+    for bad in (-1, 33, 2.0, True):
+        with pytest.raises(ConfigError, match=r"dsp_pes must be an integer in 0\.\.32"):
+            AcceleratorConfig(rows=4, cols=8, weight_format="int4", act_format="int4", dsp_pes=bad)
+    for unpacked in (dict(rows=4, cols=8), dict(rows=8, cols=8, weight_format="int4", act_format="int4"),
+                     dict(rows=4, cols=8, formats=("int4", "int8"))):
+        with pytest.raises(ConfigError, match="dsp_pes needs a packed build"):
+            AcceleratorConfig(**unpacked, dsp_pes=1)
 
 
 def test_format_set_derived_widths_by_hand():
