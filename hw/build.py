@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-reduction", type=integer(), default=AcceleratorConfig.max_reduction,
                    help="longest reduction the accumulators hold exactly (default %(default)s)")
     p.add_argument("--clock-mhz", type=number(1, 2000), default=AcceleratorConfig.clock_mhz, help="clock target")
+    p.add_argument("--dsp-pes", type=integer(), default=0, metavar="N",
+                   help="packed int4 builds: the first N PEs make their pair of products in one DSP multiply "
+                        "(a MULT18X18D on an ECP5) instead of LUTs (default 0)")
     p.add_argument("--out", metavar="DIR", type=Path, help="output folder (default build/<format>-<R>x<C>-<hash>)")
     p.add_argument("--no-synth", action="store_true", help="skip yosys: the area estimate and place and route")
     p.add_argument("--no-network", action="store_true",
@@ -68,7 +71,8 @@ def _config_from(args) -> AcceleratorConfig:
         try:
             return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
                                      weight_format=formats[0], act_format=formats[0], formats=formats,
-                                     max_reduction=args.max_reduction, clock_mhz=args.clock_mhz)
+                                     max_reduction=args.max_reduction, clock_mhz=args.clock_mhz,
+                                     dsp_pes=args.dsp_pes)
         except ConfigError as e:
             message = str(e)
             raise (UsageError(f"--{message}") if message.startswith("formats") else flag_error(e)) from None
@@ -79,7 +83,7 @@ def _config_from(args) -> AcceleratorConfig:
     try:
         return AcceleratorConfig(rows=args.rows, cols=args.rows if args.cols is None else args.cols,
                                  weight_format=weights, act_format=acts, max_reduction=args.max_reduction,
-                                 clock_mhz=args.clock_mhz)
+                                 clock_mhz=args.clock_mhz, dsp_pes=args.dsp_pes)
     except ConfigError as e:
         raise flag_error(e) from None
 

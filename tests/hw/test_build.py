@@ -39,6 +39,9 @@ def _cli(*args, cwd=None):
     (["--pe", "int8", "--rows", "x"], "argument --rows: invalid int value: 'x'"),
     (["--pe", "int8", "--targets", "xilinx"], "--targets: unknown target(s) xilinx"),
     (["--pe", "int8", "--max-reduction", "2", "--rows", "4"], "--max-reduction: max_reduction must be an integer"),
+    (["--pe", "int8", "--rows", "4", "--dsp-pes", "2"], "--dsp-pes: dsp_pes needs a packed build"),
+    (["--formats", "int4,int8", "--rows", "2", "--cols", "4", "--dsp-pes", "1"], "--dsp-pes: dsp_pes needs a packed"),
+    (["--pe", "int4", "--rows", "2", "--cols", "4", "--dsp-pes", "9"], "--dsp-pes: dsp_pes must be an integer in 0..8"),
 ])
 def test_bad_arguments_get_one_line_and_status_2(args, message, tmp_path):
     result = _cli(*args, "--out", str(tmp_path / "out"))
@@ -58,6 +61,7 @@ def test_writes_verilog_and_report(tmp_path, capsys):
     assert report["config"]["weight_format"] == "int4" and report["config"]["act_format"] == "int8"
     assert (report["config"]["rows"], report["config"]["cols"]) == (4, 8)
     assert report["derived"]["peak_macs_per_cycle"] == 32
+    assert "dsp_pes" not in report["config"]
     # int4 x int8: -8 * -128 = 1024 is the largest product, 12 bits signed; 4 of them need 14.
     assert report["derived"]["product"]["fixed_bits"] == 12
     assert report["derived"]["psum_bits"] == 14

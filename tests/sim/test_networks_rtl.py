@@ -92,6 +92,9 @@ NETWORKS = {
     "digits-int4-4x8-packed-shared": digits(replace(INT4_4X8, postprocess_shared=True), 8),
     # Two lanes of four columns each (postprocess_columns_per_lane): a line every 4 cycles.
     "digits-int4-4x8-packed-lanes2": digits(replace(INT4_4X8, postprocess_columns_per_lane=4), 8),
+    # The pair of products of the first 20 of the 32 PEs from one wide multiply each (dsp_pes; bench/fpga.py's int4
+    # 11x22 and 12x24 rows give 152 PEs a MULT18X18D this way), the other 12 in LUTs.
+    "digits-int4-4x8-packed-dsp": digits(replace(INT4_4X8, dsp_pes=20), 8),
     # The iCEBreaker's engine (boards/top.py): int4 2x2 with the small part's choices (one-entry command queues,
     # four carry chains per decoder stage, no busy/stall counters).
     "digits-int4-2x2-icebreaker": digits(board_config(BOARDS["icebreaker"]), 8),
