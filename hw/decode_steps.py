@@ -92,38 +92,46 @@ class SteppedRangeChecks:
                 extra.append(Value.cast(value)[:largest.bit_length()] if largest else Const(0, 1))
                 at += len(extra[-1])
         where[("T",)] = at
-        source = Cat(word[low:high], *extra, t)
-        index_bits = (len(source) - 1).bit_length()
+        pairs = config.decode_pairs
+        # Two bits a cycle: an odd operand's top pair reaches one bit above it (masked; past T: a zero).
+        source = Cat(word[low:high], *extra, t, *([Const(0, 1)] if pairs else []))
+        reader = _BitReader(source, pairs)
         count_bits = max(d_width, m_width).bit_length()
-        init, step_bits = _table(steps, where, index_bits, count_bits)
-        m.submodules.decode_table = rom = Memory(shape=2 + index_bits + count_bits + 6, depth=len(init), init=init,
-                                                 attrs={"ram_style": "block"})
+        init, step_bits = _table(steps, where, reader, count_bits)
+        m.submodules.decode_table = rom = Memory(shape=2 + reader.position_bits + count_bits + 6 + pairs,
+                                                 depth=len(init), init=init, attrs={"ram_style": "block"})
         read = rom.read_port()
         if d_width > width:
             raise AssertionError(f"the stepped checks' operands ({d_width} bits) are wider than the sums ({width})")
         step = Signal(step_bits, name="decode_step")
-        self._run(m, read.data, source.bit_select(Signal(index_bits, name="decode_index"), 1), t,
+        self._run(m, read.data, reader, t,
                   Signal(width, name="decode_acc"), Signal(m_width, name="decode_m"), Signal(d_width, name="decode_d"),
                   Signal(count_bits, name="decode_count"), step, start, late=config.mid_clock)
         m.d.comb += read.addr.eq(Cat(self._next_step, opcode[:3]))
 
-    def _run(self, m: Module, ctl, bit, t, acc, mul, d, count, step, start, *, late: bool = False) -> None:
-        """The sequencing of one table entry ``ctl`` (read for ``step``): set up, read the operand ``bit`` by bit
-        (``bit`` selects with the index register, its operand), add; then ask for the next entry. ``late``: a flag
-        is set the cycle after the addition, from the sum's register (its sign), not from the adder's carry chain,
+    def _run(self, m: Module, ctl, reader: _BitReader, t, acc, mul, d, count, step, start, *,
+             late: bool = False) -> None:
+        """The sequencing of one table entry ``ctl`` (read for ``step``): set up, read the operand bit by bit
+        (``reader``; two bits a cycle with ``decode_pairs``), add; then ask for the next entry. ``late``: a flag is
+        set the cycle after the addition, from the sum's register (its sign), not from the adder's carry chain,
         and the operand's bit is registered out of its multiplexer (a cycle more before each operand)."""
-        index = bit.offset
-        index_bits, count_bits, width = len(index), len(count), len(acc)
-        what, last_bit = ctl[:2], ctl[2:2 + index_bits]
-        bits = ctl[2 + index_bits:2 + index_bits + count_bits]
-        clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + index_bits + count_bits + i] for i in range(6))
+        bit, position_bits = reader.value, reader.position_bits
+        count_bits, width, n = len(count), len(acc), len(reader.value)
+        what, last_bit = ctl[:2], ctl[2:2 + position_bits]
+        bits = ctl[2 + position_bits:2 + position_bits + count_bits]
+        clear, sub, carry, to_sram, to_dram, keep = (ctl[2 + position_bits + count_bits + i] for i in range(6))
+        if n == 2:
+            # An odd operand's first pair: its upper bit is above the operand, read as 0.
+            odd, first = ctl[2 + position_bits + count_bits + 6], Signal(name="decode_first")
         phase = Signal(2, name="decode_phase")          # 0: set up the step, 1: read its operand, 2: add
         if late:
             # The operand's bit registered out of its wide multiplexer: a cycle (phase 3) between the set-up and the
             # first bit, the index a step ahead of the bit from then on.
-            bit_late = Signal(name="decode_bit")
+            bit_late = Signal(n, name="decode_bit")
             m.d.sync += bit_late.eq(bit)
             bit = bit_late
+        if n == 2:
+            bit = Cat(bit[0], bit[1] & ~(odd & first))
         wide_d = Cat(d, Const(0, width - len(d)))
         addend = Mux(sub, ~wide_d, Mux(mul[0], wide_d, 0))      # a subtraction: ~d and a carry in of 1 (or 0)
         total = (acc + addend + carry)[:width]
@@ -145,7 +153,9 @@ class SteppedRangeChecks:
         with m.If(start):
             m.d.sync += [phase.eq(0), self.sram.eq(0), self.dram.eq(0)]
         with m.Elif((phase == 0) & (what != _IDLE)):
-            m.d.sync += [index.eq(last_bit), count.eq(bits), phase.eq(3 if late else 1)]
+            m.d.sync += [*reader.start(last_bit), count.eq(bits), phase.eq(3 if late else 1)]
+            if n == 2:
+                m.d.sync += first.eq(1)
             with m.If(what == _SETM):
                 m.d.sync += mul.eq(0)
             with m.Else():
@@ -157,13 +167,15 @@ class SteppedRangeChecks:
             with m.If(keep):
                 m.d.sync += t.eq(acc)
         with m.Elif(phase == 3):
-            m.d.sync += [index.eq(index - 1), phase.eq(1)]
+            m.d.sync += [*reader.advance(), phase.eq(1)]
         with m.Elif(phase == 1):
-            m.d.sync += [index.eq(index - 1), count.eq(count - 1)]
+            m.d.sync += [*reader.advance(), count.eq(count - 1)]
+            if n == 2:
+                m.d.sync += first.eq(0)
             with m.If(what == _SETM):
-                m.d.sync += mul.eq(Cat(bit, mul[:-1]))
+                m.d.sync += mul.eq(Cat(bit, mul[:-n]))
             with m.Else():
-                m.d.sync += d.eq(Cat(bit, d[:-1]))
+                m.d.sync += d.eq(Cat(bit, d[:-n]))
             with m.If(count == 1):
                 m.d.sync += phase.eq(Mux(what == _SETM, 0, 2))
         with m.Elif(phase == 2):
@@ -177,10 +189,55 @@ class SteppedRangeChecks:
                     m.d.sync += self.dram.eq(1)
 
 
-def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[list[int], int]:
+class _BitReader:
+    """Where a stepped check's operand bits come from: one bit multiplexer over ``source``, its index the bit's
+    position, counting down a bit a cycle; or with ``pairs`` two bits a cycle from two multiplexers of half the
+    width, one over the even bits and one over the odd ones, each with its own index (a pair whose lower bit is odd
+    takes its upper bit from the even half): no more multiplexer inputs than one bit a cycle."""
+
+    def __init__(self, source: Value, pairs: bool):
+        self.pairs = pairs
+        if not pairs:
+            self._index = Signal((len(source) - 1).bit_length(), name="decode_index")
+            self.value = source.bit_select(self._index, 1)
+            self.position_bits = len(self._index)
+            return
+        even, odd = source[0::2], source[1::2]
+        self._half = max((len(even) - 1).bit_length(), 1)
+        self._even = Signal(self._half, name="decode_index_even")
+        self._odd = Signal(self._half, name="decode_index_odd")
+        self._parity = Signal(name="decode_parity")
+        e, o = even.bit_select(self._even, 1), odd.bit_select(self._odd, 1)
+        self.value = Mux(self._parity, Cat(o, e), Cat(e, o))
+        self.position_bits = 2 * self._half + 1
+
+    def position(self, lowest: int) -> int:
+        """The table's position field of an operand read from bit ``lowest`` (its top bit; with pairs, the lower bit
+        of its top pair)."""
+        if not self.pairs:
+            return lowest
+        return (lowest >> 1) | ((lowest + 1) >> 1) << self._half | (lowest & 1) << 2 * self._half
+
+    def start(self, position: Value) -> list:
+        """Statements that point the reader at the operand of the table's ``position`` field."""
+        if not self.pairs:
+            return [self._index.eq(position)]
+        h = self._half
+        return [self._odd.eq(position[:h]), self._even.eq(position[h:2 * h]), self._parity.eq(position[2 * h])]
+
+    def advance(self) -> list:
+        """Statements that move to the next bit (pair) down."""
+        if not self.pairs:
+            return [self._index.eq(self._index - 1)]
+        return [self._even.eq(self._even - 1), self._odd.eq(self._odd - 1)]
+
+
+def _table(steps: dict, where: dict, reader: _BitReader, count_bits: int) -> tuple[list[int], int]:
     """The stepped checks' table, (entries, step bits): per (opcode's low three bits, step) what the step does
-    (2 bits), the position of its operand's top bit, the operand's bits, and the flags clear, sub, carry in,
-    sram, dram, keep (T takes the sum)."""
+    (2 bits), where its operand's top bit is (``reader.position``), the operand's bits, and the flags clear, sub,
+    carry in, sram, dram, keep (T takes the sum). Reading pairs: where the top pair is, the pairs, and a last flag,
+    odd (the top pair's upper bit is not the operand's)."""
+    pairs = reader.pairs
     table, longest = {}, 0
     for op, program in PROGRAMS.items():
         entries = []
@@ -191,6 +248,9 @@ def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[
             if kind_op == "mul":
                 entries.append((_SETM, where[m_key], max(m_max.bit_length(), 1), [0] * 6))
             entries.append((_MUL if kind_op == "mul" else _ADD, where[d_key], max(d_max.bit_length(), 1), flags))
+        if pairs:
+            entries = [(what, position + bits - 2 + (bits & 1), (bits + 1) // 2, flags + [bits & 1])
+                       for what, position, bits, flags in entries]
         table[int(op) & 7] = entries
         longest = max(longest, len(entries))
     if len(table) != len(PROGRAMS):
@@ -199,7 +259,8 @@ def _table(steps: dict, where: dict, index_bits: int, count_bits: int) -> tuple[
 
     def entry_word(entry) -> int:
         what, position, bits, flags = entry
-        fields = [(what, 2), (position + bits - 1, index_bits), (bits, count_bits)] + [(f, 1) for f in flags]
+        top = position if pairs else position + bits - 1
+        fields = [(what, 2), (reader.position(top), reader.position_bits), (bits, count_bits)] + [(f, 1) for f in flags]
         value, shift = 0, 0
         for v, n in fields:
             value |= v << shift

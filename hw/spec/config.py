@@ -28,7 +28,8 @@ _SINCE = {"command_queue_depth": COMMAND_QUEUE_DEPTH, "decode_chains": DECODE_CH
           "postprocess_held": False, "postprocess_merged": False, "postprocess_columns_per_lane": 1,
           "load_direct_write": False, "slow_clock": False, "table_bram": False, "narrow_line_fifo": False,
           "postprocess_serial": False, "dram_addr_bits": 32,
-          "compute_compact": False, "mid_clock": False, "dsp_pes": 0}
+          "compute_compact": False, "mid_clock": False, "dsp_pes": 0,
+          "decode_pairs": False}
 
 
 class ConfigError(ValueError):
@@ -126,10 +127,16 @@ class AcceleratorConfig:
     #: accumulator (hw/decode_steps.py: operands read a bit per cycle, a product a cycle per multiplier bit), its
     #: steps read from a table (block RAM on an iCE40), instead of each kind's sums and comparisons side by side: a
     #: small part's build saves most of the decoder's logic, carry chains and registers, and an instruction takes
-    #: its kind's program's cycles to check (:meth:`decode_latency_of`: 194 to 264 on the iCEBreaker; the engine's
+    #: its kind's program's cycles to check (:meth:`decode_latency_of`: 194 to 264 on the iCEBreaker, 122 to 176 with
+    #: ``decode_pairs``; the engine's
     #: fetch holds the word that long; the iCEBreaker's build takes ``decode_serial`` too, for the fetch's range
     #: check by bits).
     decode_stepped: bool = False
+    #: A ``decode_stepped`` decoder reads its operands two bits a cycle instead of one (two multiplexers of half the
+    #: width, over the word's even and odd bits: no more multiplexer inputs): an instruction's checks take about a
+    #: third fewer cycles (:meth:`decode_latency_of`), for an engine that waits on its decoder (the iCEBreaker's:
+    #: the 2x2 board's digits CNN 194,039 -> 134,446 cycles, in 3 cells fewer).
+    decode_pairs: bool = False
     #: One post-processing lane for all the columns, a column per cycle (time-multiplexed), instead of a lane per
     #: column: a small part's build saves ``cols - 1`` lanes, and a STORE makes an output line every ``cols`` cycles.
     postprocess_shared: bool = False
@@ -243,13 +250,17 @@ class AcceleratorConfig:
         _check_int("command_queue_depth", self.command_queue_depth, 0, 64)
         _check_int("decode_chains", self.decode_chains, DECODE_CHAINS, 64)
         _check_int("dram_addr_bits", self.dram_addr_bits, 13, 32)
-        for name in ("perf_counters", "decode_shared", "decode_serial", "decode_stepped", "postprocess_shared",
+        for name in ("perf_counters", "decode_shared", "decode_serial", "decode_stepped", "decode_pairs",
+                     "postprocess_shared",
                      "postprocess_held",
                      "postprocess_merged", "load_direct_write", "slow_clock", "table_bram",
                      "narrow_line_fifo", "postprocess_serial", "compute_compact", "mid_clock"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, not {getattr(self, name)!r}")
         self._check_lane_columns()
+        if self.decode_pairs and not self.decode_stepped:
+            raise ConfigError("decode_pairs reads a stepped decoder's operands two bits a cycle: set decode_stepped "
+                              "too, or drop decode_pairs")
         _check_int("dsp_pes", self.dsp_pes, 0, self.rows * self.cols)
         if self.dsp_pes and self.values_per_lane != 2:
             raise ConfigError(f"dsp_pes needs a packed build (two integer codes a lane: int4 x int4 with rows * 2 <= "

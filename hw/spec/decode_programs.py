@@ -4,8 +4,8 @@
 Each kind's SRAM and DRAM range checks are a short program of additions, subtractions and shift-and-add products
 into one accumulator. Every check is ``end > limit`` (or ``>=``) as ``sw/emulator/checks.py`` writes it, with
 ``(count - 1) * step`` made as ``count * step - step`` and a comparison as a subtraction whose sign decides, the
-DRAM checks in bus words. A step reads its operand a bit per cycle (a product reads its narrower operand first, in a
-step of its own), then adds (once, or once per bit of the multiplier). A kind's checks take the sum of its steps'
+DRAM checks in bus words. A step reads its operand a bit per cycle (two with ``decode_pairs``; a product reads its
+narrower operand first, in a step of its own), then adds (once, or once per bit of the multiplier). A kind's checks take the sum of its steps'
 longest cycles, whatever the word: :func:`decode_cycles` is what the decoder waits for that kind, and what the cycle
 model charges its fetch (a kind without range checks waits only for its field checks).
 """
@@ -18,7 +18,8 @@ from .config import AcceleratorConfig
 from .isa import KINDS, Buffer, Opcode
 from .layout import line_bytes, output_line_bytes
 
-__all__ = ["PROGRAMS", "IN_BUS_WORDS", "SteppedPlan", "stepped_plan", "decode_cycles", "largest_special"]
+__all__ = ["PROGRAMS", "IN_BUS_WORDS", "SteppedPlan", "stepped_plan", "decode_cycles", "largest_special",
+           "read_cycles"]
 
 # A step: (operation, operand, other operand of a product, clear, flag). ``add``/``sub`` add or subtract the operand;
 # ``sub1`` subtracts it and one more (``acc > size`` as ``acc - size - 1 >= 0``); ``mul`` adds the product of both.
@@ -149,15 +150,23 @@ class SteppedPlan:
                     m_key, m_max, d_key, d_max = ("one",), 1, a_key, a_max
                 self.steps[(op, i)] = (kind_op, m_key, m_max, d_key, d_max, clear, flag)
                 t_max, acc_max = max(t_max, t), max(acc_max, acc, d_max)
-        # A step: a cycle to set up, one per bit of its operand, then (but for a product's narrower operand, read
-        # first) a cycle per bit of the multiplier up to its highest set bit, or one for an addition: at most these.
+        # A step: a cycle to set up, one per bit of its operand (per two bits with decode_pairs), then (but for a
+        # product's narrower operand, read first) a cycle per bit of the multiplier up to its highest set bit, or
+        # one for an addition: at most these.
         for (op, i), (kind_op, _, m_max, _, d_max, _, _) in self.steps.items():
             d_bits, m_bits = max(d_max.bit_length(), 1), max(m_max.bit_length(), 1)
-            cost = (2 + 2 * m_bits + d_bits) if kind_op == "mul" else (2 + d_bits)
+            d_reads, m_reads = read_cycles(d_bits, c), read_cycles(m_bits, c)
+            cost = (2 + m_reads + m_bits + d_reads) if kind_op == "mul" else (2 + d_reads)
             if c.mid_clock:     # a cycle before each operand's bits, for the registered bit select
                 cost += 2 if kind_op == "mul" else 1
             self.cycles[op] = self.cycles.get(op, 0) + cost
         self.t_bits, self.acc_bits = t_max.bit_length(), acc_max.bit_length() + 2
+
+
+def read_cycles(bits: int, config: AcceleratorConfig) -> int:
+    """Cycles a stepped decoder takes to read an operand of ``bits`` bits: one a bit, or one per two bits with
+    ``decode_pairs`` (an odd width's top pair reads one bit above the operand, masked)."""
+    return (bits + 1) // 2 if config.decode_pairs else bits
 
 
 @functools.lru_cache(maxsize=64)

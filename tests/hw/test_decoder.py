@@ -262,8 +262,11 @@ STEPPED = [
 ]
 #: And the iCEBreaker's with mid_clock (its range flags set the cycle after each addition, from the sum's register).
 STEPPED.append(replace(STEPPED[0], mid_clock=True))
+#: Each of them reading its operands two bits a cycle (decode_pairs): odd and even widths, with mid_clock too.
+STEPPED += [replace(c, decode_pairs=True) for c in STEPPED]
 STEPPED_IDS = ["int4-1x1-icebreaker-stepped", "int8-4x4-stepped", "int4+int8-4x4-128bit-stepped",
                "int4-1x1-icebreaker-stepped-mid"]
+STEPPED_IDS += [f"{name}-pairs" for name in STEPPED_IDS]
 
 
 @pytest.mark.parametrize("config", STEPPED, ids=STEPPED_IDS)

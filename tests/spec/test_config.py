@@ -205,7 +205,7 @@ def test_json_round_trip(kwargs):
                                                                  "load_direct_write", "slow_clock", "table_bram",
                                                                  "narrow_line_fifo", "postprocess_serial",
                                                                  "dram_addr_bits", "compute_compact", "mid_clock",
-                                                                 "dsp_pes"}
+                                                                 "dsp_pes", "decode_pairs"}
 
 
 def test_hash_is_stable():
@@ -233,9 +233,10 @@ CHANGES = dict(rows=8, cols=4, weight_format="int4", act_format="uint8", max_red
                postprocess_held=True, postprocess_merged=True, postprocess_columns_per_lane=4,
                load_direct_write=True, slow_clock=True, table_bram=True, narrow_line_fifo=True,
                postprocess_serial=True, dram_addr_bits=17, decode_stepped=True,
-               compute_compact=True, mid_clock=True, dsp_pes=3)
-#: The fields whose change needs others set beside it: dsp_pes needs a packed build.
-CONTEXT = {"dsp_pes": dict(rows=4, cols=8, weight_format="int4", act_format="int4")}
+               compute_compact=True, mid_clock=True, dsp_pes=3, decode_pairs=True)
+#: The fields whose change needs others set beside it: dsp_pes needs a packed build, decode_pairs a stepped decoder.
+CONTEXT = {"dsp_pes": dict(rows=4, cols=8, weight_format="int4", act_format="int4"),
+           "decode_pairs": dict(decode_stepped=True)}
 
 
 def test_every_field_has_a_change():
@@ -354,6 +355,17 @@ def test_dsp_pes_round_trip_and_range():
                      dict(rows=4, cols=8, formats=("int4", "int8"))):
         with pytest.raises(ConfigError, match="dsp_pes needs a packed build"):
             AcceleratorConfig(**unpacked, dsp_pes=1)
+
+
+def test_decode_pairs_needs_a_stepped_decoder():
+    c = AcceleratorConfig(decode_stepped=True, decode_pairs=True)
+    assert json.loads(c.to_json())["decode_pairs"] is True and AcceleratorConfig.from_json(c.to_json()) == c
+    assert c.decode_latency_of(None) < AcceleratorConfig(decode_stepped=True).decode_latency_of(None)
+    with pytest.raises(ConfigError, match="decode_pairs reads a stepped decoder's operands two bits a cycle: set "
+                                          "decode_stepped too"):
+        AcceleratorConfig(decode_pairs=True)
+    with pytest.raises(ConfigError, match="decode_pairs must be true or false"):
+        AcceleratorConfig(decode_stepped=True, decode_pairs=1)
 
 
 def test_format_set_derived_widths_by_hand():
