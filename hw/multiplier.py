@@ -108,7 +108,9 @@ class PairMultiplier(wiring.Component):
     With ``K`` the signed width of ``dot``: ``(a0 + a1 * 2**K) * (b1 + b0 * 2**K) = a0 b1 + dot * 2**K + a1 b0 *
     2**2K``. The low term fits ``K`` signed bits (it is one product), so bits ``K .. 2K-1`` of the product are
     ``dot`` minus one where the low term is negative, which its sign bit (bit ``K - 1``) adds back. Exact for every
-    code: no rounding, no overlap (the exhaustive test enumerates them).
+    code: no rounding, no overlap (the exhaustive test enumerates them). ``middle`` and ``borrow`` are those two
+    (``dot = middle + borrow``), so that a pipeline can register the multiply's bits and add the borrow later as a
+    carry in (the processing element does).
     """
 
     def __init__(self, a_format: Format | str, b_format: Format | str):
@@ -121,6 +123,8 @@ class PairMultiplier(wiring.Component):
             "a": In(unsigned(2 * self._a.bits)),
             "b": In(unsigned(2 * self._b.bits)),
             "dot": Out(signed(self._dot_bits)),
+            "middle": Out(signed(self._dot_bits)),
+            "borrow": Out(1),
         })
 
     @property
@@ -141,5 +145,6 @@ class PairMultiplier(wiring.Component):
         wide_b = Signal(signed(self.operand_bits[1]))
         product = Signal(signed(sum(self.operand_bits)))
         m.d.comb += [wide_a.eq(a[0] + (a[1] << k)), wide_b.eq(b[1] + (b[0] << k)), product.eq(wide_a * wide_b),
-                     self.dot.eq((product[k:2 * k] + product[k - 1])[:k])]
+                     self.middle.eq(product[k:2 * k]), self.borrow.eq(product[k - 1]),
+                     self.dot.eq((self.middle + self.borrow)[:k])]
         return m

@@ -184,9 +184,16 @@ class ProcessingElement(wiring.Component):
             a_codes.append(a_code)
             w_codes.append(w_code)
         if self._dsp:
+            # The multiply's middle bits registered, its borrow added as the partial sum's carry in: nothing after
+            # the DSP in its cycle, no more carry chains in the third.
             m.submodules.multiplier = multiplier = PairMultiplier(self._acts, self._weights)
             m.d.comb += [multiplier.a.eq(Cat(*a_codes)), multiplier.b.eq(Cat(*w_codes))]
-            total = multiplier.dot
+            middle, borrow = Signal.like(multiplier.middle), Signal()
+            with m.If(self.en):
+                m.d.sync += [self.a_out.eq(self.a_in), middle.eq(multiplier.middle), borrow.eq(multiplier.borrow),
+                             self.psum_out.value.eq(self.psum_in.value + middle + borrow),
+                             self.psum_out.nonfinite.eq(self.psum_in.nonfinite)]
+            return m
         with m.If(self.en):
             m.d.sync += [
                 self.a_out.eq(self.a_in),
