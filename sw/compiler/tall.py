@@ -8,7 +8,7 @@ the blocks' kernels are zero (an output row ``r`` reads rows ``r + j * in_rows +
 block ``j``'s patch). One LOAD and one COMPUTE per output block (one COMPUTE per group of blocks where the kernel
 would pass COMPUTE's 15 rows) then do what ``2n`` instructions did, at the cost of the zero rows' taps and weights:
 it pays where the instruction fetch, not the array, bounds the job (a stepped decoder takes 194 to 264 cycles an
-instruction on the iCEBreaker), and the cost model (tiling's ``_estimate``, as ``chunk`` order) decides. The rest
+instruction on the iCEBreaker, 122 to 176 reading two bits a cycle), and the cost model (tiling's ``_estimate``, as ``chunk`` order) decides. The rest
 is ``chunk`` order's: its patch slots, its two weight slots, its pooling and stores. A format with NaN or Inf codes
 keeps ``chunk`` order: a tall window also covers rows outside an output's receptive field (the zero rows, a short
 chunk's unused rows), and a non-finite code there would make the output NaN where the golden model's is finite.
