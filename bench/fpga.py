@@ -50,7 +50,8 @@ CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, c
                                        act_buffer_depth=1024, weight_buffer_depth=512, acc_buffer_depth=512)
 # The same packed arrays with the pair of products of 152 PEs each from one MULT18X18D (dsp_pes: 152 of the 85F's
 # 156, the shared lane taking the other 4), the rest in LUTs: about 85 LUT4 fewer a PE. 30 GMAC/s needs 62.0 MHz at
-# 11x22 (484 MACs a cycle) and 52.1 MHz at 12x24 (576).
+# 11x22 (484 MACs a cycle) and 52.1 MHz at 12x24 (576). 12x24 places at an estimated 52.0 MHz in 65 % of the 85F,
+# but neither has routed (router2 plateaus higher than without the DSPs: docs/fpga.md, "DSP PEs"), so no row yet.
 CONFIGS["int4-11x22-dsp"] = replace(CONFIGS["int4-12x24-shared"], rows=11, cols=22, clock_mhz=62, dsp_pes=152)
 CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, dsp_pes=152)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
