@@ -103,7 +103,7 @@ class MultiFormatMultiplier(wiring.Component):
 
 class PairMultiplier(wiring.Component):
     """``dot = a[0] * b[0] + a[1] * b[1]`` of two integer codes and two weights from one multiply, which synthesis
-    maps to one DSP (an ECP5 MULT18X18D: 13 x 13 bits for int4), instead of two shift-and-add products in LUTs.
+    maps to one DSP (an ECP5 MULT18X18D: 14 x 14 bits for int4), instead of two shift-and-add products in LUTs.
 
     With ``K`` the signed width of ``dot``: ``(a0 + a1 * 2**K) * (b1 + b0 * 2**K) = a0 b1 + dot * 2**K + a1 b0 *
     2**2K``. The low term fits ``K`` signed bits (it is one product), so bits ``K .. 2K-1`` of the product are
