@@ -168,8 +168,6 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += bank[n - 1].eq(self.w_in)
         m.d.comb += self.w_out.eq(Mux(self.w_bank, banks[1][0], banks[0][0]))
 
-        p = product_of(self._weights, self._acts)
-        products = Signal(signed(signed_width(n * p.fixed_min, n * p.fixed_max)))
         total, a_codes, w_codes = 0, [], []
         for k in range(n):
             if not self._dsp:
@@ -194,6 +192,8 @@ class ProcessingElement(wiring.Component):
                              self.psum_out.value.eq(self.psum_in.value + middle + borrow),
                              self.psum_out.nonfinite.eq(self.psum_in.nonfinite)]
             return m
+        p = product_of(self._weights, self._acts)
+        products = Signal(signed(signed_width(n * p.fixed_min, n * p.fixed_max)))
         with m.If(self.en):
             m.d.sync += [
                 self.a_out.eq(self.a_in),
