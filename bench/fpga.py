@@ -48,12 +48,14 @@ CONFIGS = {name: AcceleratorConfig(rows=rows, cols=cols, weight_format=fmt, act_
 # stalls at ~25 k overused wires (README, "int4 on the ECP5-85F"), so it has no row yet.
 CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, clock_mhz=58, postprocess_shared=True,
                                        act_buffer_depth=1024, weight_buffer_depth=512, acc_buffer_depth=512)
-# The same packed arrays with the pair of products of 152 PEs each from one MULT18X18D (dsp_pes: 152 of the 85F's
-# 156, the shared lane taking the other 4), the rest in LUTs: about 85 LUT4 fewer a PE. 30 GMAC/s needs 62.0 MHz at
-# 11x22 (484 MACs a cycle) and 52.1 MHz at 12x24 (576). 12x24 places at an estimated 52.0 MHz in 65 % of the 85F,
-# but neither has routed (router2 plateaus higher than without the DSPs: docs/fpga.md, "DSP PEs"), so no row yet.
+# The same packed arrays with the pair of products of some PEs each from one MULT18X18D (dsp_pes), the rest in LUTs:
+# about 85 LUT4 fewer a PE. 30 GMAC/s needs 62.0 MHz at 11x22 (484 MACs a cycle) and 52.1 MHz at 12x24 (576).
+# 11x22 with 152 (the 85F's 156 less the shared lane's 4) plateaus in router2 at 23 k overused wires. 12x24 with a
+# LOAD's PARAM lines written beat by beat (load_direct_write: no 3,072-bit line assembled twice in flip-flops) and
+# 72 DSP PEs places at an estimated 53.1 MHz in 69 % of the 85F and routes best of the tries (152 DSP PEs: 52.5 MHz,
+# router2 plateaus at 7.5 k; 104: 49.7 MHz), but has not routed either: docs/fpga.md, "DSP PEs". No row yet.
 CONFIGS["int4-11x22-dsp"] = replace(CONFIGS["int4-12x24-shared"], rows=11, cols=22, clock_mhz=62, dsp_pes=152)
-CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, dsp_pes=152)
+CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, dsp_pes=72, load_direct_write=True)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
 NEXTPNR_OPTIONS = {name: ("--router", "router2") for name in CONFIGS if name.startswith("int4-")}
