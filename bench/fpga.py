@@ -52,8 +52,9 @@ CONFIGS["int4-12x24-shared"] = replace(CONFIGS["int4-8x16"], rows=12, cols=24, c
 # about 85 LUT4 fewer a PE. 30 GMAC/s needs 62.0 MHz at 11x22 (484 MACs a cycle) and 52.1 MHz at 12x24 (576).
 # 11x22 with 152 (the 85F's 156 less the shared lane's 4) plateaus in router2 at 23 k overused wires. 12x24 with a
 # LOAD's PARAM lines written beat by beat (load_direct_write: no 3,072-bit line assembled twice in flip-flops) and
-# 72 DSP PEs places at an estimated 53.1 MHz in 69 % of the 85F and routes best of the tries (152 DSP PEs: 52.5 MHz,
-# router2 plateaus at 7.5 k; 104: 49.7 MHz), but has not routed either: docs/fpga.md, "DSP PEs". No row yet.
+# 72 DSP PEs places at an estimated 53.1 MHz in 69 % of the 85F and routes best of the tries (router2 down to 634
+# overused wires, then back up; 152 DSP PEs: 52.5 MHz, plateau at 7.5 k; 104: 49.7 MHz), but has not routed either
+# (docs/fpga.md, "DSP PEs"), so no row yet.
 CONFIGS["int4-11x22-dsp"] = replace(CONFIGS["int4-12x24-shared"], rows=11, cols=22, clock_mhz=62, dsp_pes=152)
 CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, dsp_pes=72, load_direct_write=True)
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
