@@ -1,6 +1,7 @@
 """The whole engine placed and routed on FPGAs: fits, resources, fmax, GMAC/s and digits-CNN inferences/s at that fmax,
 for the RTL of this tree and for a baseline commit, through the same flow (hw/pnr.py: yosys + nextpnr, the engine
-inside the shift-chain wrapper of hw/fpga_wrapper.py, the clock target of the configuration, nextpnr seed 1).
+inside the shift-chain wrapper of hw/fpga_wrapper.py, the clock target of the configuration, nextpnr seed 1 unless
+NEXTPNR_SEEDS names another).
 
 Usage: python bench/fpga.py [--configs int8-4x4,...] [--devices ecp5-85f,...] [--baseline COMMIT] [--rtl both|tree|baseline]
 [--router router1|router2]
@@ -60,6 +61,9 @@ CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, 
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
 NEXTPNR_OPTIONS = {name: ("--router", "router2") for name in CONFIGS if name.startswith("int4-")}
+#: nextpnr's placement seed where it is not 1: on an engine that fills most of the die, whether router2 converges
+#: depends on the placement (docs/fpga.md, "DSP PEs").
+NEXTPNR_SEEDS = {"int4-12x24-dsp": 3}
 #: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
 #: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
 DEFAULT_PAIRS = [(name, "ecp5-85f") for name in CONFIGS] + [("int8-4x4", "ice40-up5k")]
@@ -121,12 +125,13 @@ def _cycles_per_inference(config: AcceleratorConfig) -> int | None:
         return None
 
 
-def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None) -> dict:
+def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None,
+            seed: int) -> dict:
     r = s["resources"]
     record = {"config": name, "device": device, "rtl": rtl, "fits": s["fits"],
               **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
               "available": {k: r[k]["available"] for k in r}, "fmax_mhz": s["fmax_mhz"],
-              "target_mhz": s["target_mhz"], "router": s["router"], "critical_path": s["critical_path"],
+              "target_mhz": s["target_mhz"], "router": s["router"], "seed": seed, "critical_path": s["critical_path"],
               "overflow": s.get("overflow"), "error": s.get("error"), "seconds": s["seconds"]}
     if s["fmax_mhz"]:
         record["gmacs"] = round(config.peak_macs_per_cycle * s["fmax_mhz"] / 1e3, 3)
@@ -150,8 +155,10 @@ def _readme_table(records: list[dict]) -> str:
             fmax_before = (f"{before['fmax_mhz']:.1f}" if before and before["fmax_mhz"] else
                            "does not fit" if before and not before["fits"] else "")
             cells = [name, device, fits] + [str(now.get(k, "-")) for k in ("luts", "flipflops", "dsps", "brams")]
-            router = "" if now.get("router", "router1") == "router1" else f" ({now['router']})"
-            cells += [fmax_before, f"{now['fmax_mhz']:.1f}{router}" if now["fmax_mhz"] else "-",
+            notes = [now["router"]] if now.get("router", "router1") != "router1" else []
+            notes += [f"seed {now['seed']}"] if now.get("seed", 1) != 1 else []
+            how = f" ({', '.join(notes)})" if notes else ""
+            cells += [fmax_before, f"{now['fmax_mhz']:.1f}{how}" if now["fmax_mhz"] else "-",
                       str(now.get("gmacs", "-")), str(now.get("inferences_per_second", "-")),
                       path_cell(now["critical_path"])]
             lines.append("| " + " | ".join(cells) + " |")
@@ -197,12 +204,13 @@ def main(argv: list[str] | None = None) -> int:
             for device in (d for c, d in pairs if c == name):
                 progress(f"{name} ({rtl}) on {device}:")
                 extra = NEXTPNR_OPTIONS.get(name, ())
-                summary = place_and_route(text, device, clock_mhz=config.clock_mhz,
+                seed = NEXTPNR_SEEDS.get(name, 1)
+                summary = place_and_route(text, device, clock_mhz=config.clock_mhz, seed=seed,
                                           router=None if "--router" in extra else args.router,
                                           extra_args=(DEVICES[device].tools.unconstrained, *extra) if extra else (),
                                           progress=lambda m: progress(f"  {m}"))
                 previous[(name, device, rtl)] = _record(name, config, device, rtl, summary,
-                                                        cycles if commit is None else None)
+                                                        cycles if commit is None else None, seed)
     records = list(previous.values())
     print(table(records, [("config", "configuration"), ("device", "device"), ("rtl", "RTL"), ("fits", "fits"),
                           ("luts", "LUT4"), ("flipflops", "FF"), ("dsps", "DSP"), ("brams", "BRAM"),
