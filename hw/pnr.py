@@ -344,45 +344,10 @@ def check_router(router: str | None) -> str:
 
 # --- the flow ------------------------------------------------------------------------------------------------------
 
-def _nextpnr(family: Family, device: Device, netlist: str, work: Path, options: tuple[str, ...],
-             say: Callable[[str], None], *, router: str, timed_routing: bool):
-    """nextpnr on ``netlist`` in ``work`` (its report ``timing.json``): (the last run's result, the log text).
-
-    Without ``timed_routing``, placement (``--no-route``) writes the placed design, whose settings then say "not
-    timing-driven" and name the router (settings written into a design outrank the command line's), and a second
-    run routes it (``--no-pack --no-place``); the log is both runs'."""
-    started = time.monotonic()
-
-    def run(args: list[str], log: str):
-        result = run_child([*yowasp_command(*family.nextpnr), *args, "-l", log, *options], cwd=work,
-                           on_line=_Progress(say, f"nextpnr {device.name}", _NEXTPNR_PHASES))
-        if result.returncode < 0:       # killed from outside: nothing to learn, nothing to cache
-            raise RuntimeError(f"nextpnr was ended by signal {-result.returncode} after "
-                               f"{time.monotonic() - started:.0f} s; nothing was cached")
-        return result, ((work / log).read_text(errors="replace") if (work / log).is_file() else result.stdout)
-
-    if timed_routing:
-        return run(["--json", netlist, "--report", "timing.json"], "nextpnr.log")
-    placed, (result, place_log) = work / "placed.json", run(["--json", netlist, "--no-route", "--write",
-                                                             "placed.json"], "place.log")
-    if result.returncode != 0 or not placed.is_file():
-        return result, place_log
-    design = json.loads(placed.read_text())
-    for module in design["modules"].values():
-        if "settings" in module:
-            module["settings"].update(timing_driven="0" * 32, router=router)
-    placed.write_text(json.dumps(design))
-    say(f"nextpnr {device.name}: routing the placed design without timing-driven routing ...")
-    result, route_log = run(["--json", placed.name, "--no-pack", "--no-place", "--report", "timing.json"],
-                            "nextpnr.log")
-    placed.unlink()                     # the placed design is large (150 MB for a full ECP5-85F) and not an output
-    return result, place_log + route_log
-
-
 def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float, seed: int = 1,
                     extra_args: tuple[str, ...] = (), files: dict[str, str] | None = None,
                     cache_dir: Path | None = None, progress: Callable[[str], None] | None = None,
-                    router: str | None = None, timed_routing: bool = True) -> dict:
+                    router: str | None = None) -> dict:
     """Synthesize, place and route the module ``top`` of ``verilog_text`` on ``device`` (cached).
 
     Returns :func:`summarise`'s summary plus ``target_mhz``, ``seconds`` (``synthesis``, ``place_and_route``; zero
@@ -392,11 +357,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
     into nextpnr's folder first, so ``extra_args`` can name them; they are part of the cache key too, and the
     folder (``files`` in the summary) keeps whatever nextpnr wrote there (a board's ``--textcfg``/``--asc``).
     ``router``: one of :data:`ROUTERS` (None: nextpnr's default, router1); part of the cache key (router1 and the
-    default are the same run) and in the summary as ``router``. ``timed_routing=False``: the placement stays
-    timing-driven but the router is not (nextpnr run twice, placing then routing the placed design, as nextpnr has
-    one switch for both): on a design that fills most of the die router2's timing-driven ordering can keep it from
-    converging (docs/fpga.md, "DSP PEs"); fmax is still nextpnr's timing analysis of the routed design. Part of the
-    cache key when False, and in the summary as ``timed_routing``.
+    default are the same run) and in the summary as ``router``.
     """
     extra = tuple(extra_args or ())
     if "--router" in extra:             # a router among the extra options: that one runs, and is the one reported
@@ -420,8 +381,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
     options = ("--freq", f"{clock_mhz:g}", "--seed", str(seed), "--timing-allow-fail", *device.args,
                *(("--router", router) if router != ROUTERS[0] else ()), *(extra or (family.unconstrained,)))
     inputs = sorted((files or {}).items())
-    keys = (netlist.name, repr(options), *([repr(inputs)] if inputs else []), nextpnr, str(_FLOW_VERSION),
-            *([] if timed_routing else ["untimed routing"]))
+    keys = (netlist.name, repr(options), *([repr(inputs)] if inputs else []), nextpnr, str(_FLOW_VERSION))
     folder = cache / f"pnr-{device.name}-{_digest(*keys)}"
     with locked(folder.with_suffix(".lock")):
         cached = (folder / "summary.json").is_file()
@@ -432,8 +392,14 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
             with atomic_folder(folder) as work:
                 for name, text in inputs:
                     (work / name).write_text(text)
-                result, log = _nextpnr(family, device, os.path.relpath(netlist / "netlist.json", work), work,
-                                       options, say, router=router, timed_routing=timed_routing)
+                command = [*yowasp_command(*family.nextpnr), "--json", os.path.relpath(netlist / "netlist.json", work),
+                           "--report", "timing.json", "-l", "nextpnr.log", *options]
+                result = run_child(command, cwd=work, on_line=_Progress(say, f"nextpnr {device.name}", _NEXTPNR_PHASES))
+                if result.returncode < 0:       # killed from outside: nothing to learn, nothing to cache
+                    raise RuntimeError(f"nextpnr was ended by signal {-result.returncode} after "
+                                       f"{time.monotonic() - pnr_started:.0f} s; nothing was cached")
+                log = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").is_file() \
+                    else result.stdout
                 report = json.loads((work / "timing.json").read_text()) if (work / "timing.json").is_file() else None
                 summary = summarise(device, report, log, stat, result.returncode)
                 summary["seconds"] = {"synthesis": round(synth_seconds, 1),
@@ -446,7 +412,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
             # (one that took a constant net for a clock) comes out as a fresh run's would.
             report = json.loads((folder / "timing.json").read_text())
             summary.update(fmax_mhz=_fmax(report), critical_path=critical_path(report))
-    summary.update(target_mhz=clock_mhz, router=router, timed_routing=timed_routing, cached=cached, files=str(folder))
+    summary.update(target_mhz=clock_mhz, router=router, cached=cached, files=str(folder))
     if cached:      # this run's time is nil; the run that filled the cache's stays as ``built_seconds``
         summary["built_seconds"], summary["seconds"] = summary["seconds"], {"synthesis": 0.0, "place_and_route": 0.0}
     say(f"nextpnr {device.name}: {outcome(summary)}")

@@ -194,59 +194,6 @@ def test_the_router_reaches_nextpnr_the_summary_and_the_cache_key(tmp_path, monk
                         extra_args=("--router", "router2"))
 
 
-def test_untimed_routing_routes_the_placed_design_with_its_settings_changed(tmp_path, monkeypatch):
-    """nextpnr stubbed: without timed routing it runs twice, placing (no routing) and then routing the written
-    design, whose settings the flow has changed to say "not timing-driven" and to name the router."""
-    import hw.pnr as pnr
-
-    netlist = tmp_path / "synth-ecp5-x"
-    netlist.mkdir()
-    monkeypatch.setattr(pnr, "_synthesize", lambda text, family, cache, say: (netlist, RECORDED["stat"], True))
-    commands, seen = [], []
-    timed = "0" * 31 + "1"
-
-    def nextpnr(command, cwd, on_line):
-        commands.append(command)
-        log = command[command.index("-l") + 1]
-        if "--no-route" in command:         # placement: the placed design, with the settings nextpnr writes
-            (Path(cwd) / "placed.json").write_text(json.dumps(
-                {"modules": {"top": {"settings": {"timing_driven": timed, "router": "router1", "seed": "1"}}}}))
-            (Path(cwd) / log).write_text("Info: placed\n")
-        else:
-            if "placed.json" in command:
-                seen.append(json.loads((Path(cwd) / "placed.json").read_text())["modules"]["top"]["settings"])
-            (Path(cwd) / "timing.json").write_text(json.dumps(RECORDED["report"]))
-            (Path(cwd) / log).write_text(RECORDED["log"])
-        return subprocess.CompletedProcess(command, 0, "", None)
-    monkeypatch.setattr(pnr, "run_child", nextpnr)
-    untimed = place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path,
-                              router="router2", timed_routing=False)
-    assert untimed["fits"] and untimed["fmax_mhz"] == 30.24 and untimed["timed_routing"] is False
-    place, route = commands
-    assert "--no-route" in place and "--report" not in place
-    assert {"--no-pack", "--no-place"} <= set(route) and route[route.index("--json") + 1] == "placed.json"
-    assert seen == [{"timing_driven": "0" * 32, "router": "router2", "seed": "1"}]
-    folder = Path(untimed["files"])
-    assert not (folder / "placed.json").exists() and (folder / "place.log").is_file()
-    timed_run = place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path,
-                                router="router2")
-    assert not timed_run["cached"] and timed_run["timed_routing"] is True and len(commands) == 3
-    assert "--no-route" not in commands[-1] and timed_run["files"] != untimed["files"]   # part of the key
-    assert place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path, router="router2",
-                           timed_routing=False)["cached"] and len(commands) == 3
-
-
-def test_untimed_routing_of_a_counter_on_an_ecp5(tmp_path):
-    """The two nextpnr runs for real: the placed design reloaded, routed, and timed."""
-    s = place_and_route(_text(_Counter()), "ecp5-25f", clock_mhz=100, cache_dir=tmp_path, router="router2",
-                        timed_routing=False)
-    assert s["fits"] and 100 < s["fmax_mhz"] < 1000 and s["critical_path"]["to"] == "core.count"
-    folder = Path(s["files"])
-    assert "Running main analytical placer" in (folder / "place.log").read_text()
-    routing = (folder / "nextpnr.log").read_text()
-    assert "Running router2" in routing and "analytical placer" not in routing
-
-
 def test_an_unknown_router_is_named_with_the_choices():
     assert check_router(None) == "router1" and [check_router(r) for r in ROUTERS] == list(ROUTERS)
     with pytest.raises(ValueError, match="Unknown router 'router3'; choose router1 or router2"):
