@@ -125,13 +125,13 @@ def _cycles_per_inference(config: AcceleratorConfig) -> int | None:
         return None
 
 
-def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None,
-            seed: int) -> dict:
+def _record(name: str, config: AcceleratorConfig, device: str, rtl: str, s: dict, cycles: int | None) -> dict:
     r = s["resources"]
     record = {"config": name, "device": device, "rtl": rtl, "fits": s["fits"],
               **{k: r[k]["used"] for k in ("luts", "flipflops", "dsps", "brams", "sprams") if k in r},
               "available": {k: r[k]["available"] for k in r}, "fmax_mhz": s["fmax_mhz"],
-              "target_mhz": s["target_mhz"], "router": s["router"], "seed": seed, "critical_path": s["critical_path"],
+              "target_mhz": s["target_mhz"], "router": s["router"], "seed": s["seed"],
+              "critical_path": s["critical_path"],
               "overflow": s.get("overflow"), "error": s.get("error"), "seconds": s["seconds"]}
     if s["fmax_mhz"]:
         record["gmacs"] = round(config.peak_macs_per_cycle * s["fmax_mhz"] / 1e3, 3)
@@ -204,13 +204,12 @@ def main(argv: list[str] | None = None) -> int:
             for device in (d for c, d in pairs if c == name):
                 progress(f"{name} ({rtl}) on {device}:")
                 extra = NEXTPNR_OPTIONS.get(name, ())
-                seed = NEXTPNR_SEEDS.get(name, 1)
-                summary = place_and_route(text, device, clock_mhz=config.clock_mhz, seed=seed,
+                summary = place_and_route(text, device, clock_mhz=config.clock_mhz, seed=NEXTPNR_SEEDS.get(name, 1),
                                           router=None if "--router" in extra else args.router,
                                           extra_args=(DEVICES[device].tools.unconstrained, *extra) if extra else (),
                                           progress=lambda m: progress(f"  {m}"))
                 previous[(name, device, rtl)] = _record(name, config, device, rtl, summary,
-                                                        cycles if commit is None else None, seed)
+                                                        cycles if commit is None else None)
     records = list(previous.values())
     print(table(records, [("config", "configuration"), ("device", "device"), ("rtl", "RTL"), ("fits", "fits"),
                           ("luts", "LUT4"), ("flipflops", "FF"), ("dsps", "DSP"), ("brams", "BRAM"),

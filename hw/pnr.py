@@ -357,7 +357,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
     into nextpnr's folder first, so ``extra_args`` can name them; they are part of the cache key too, and the
     folder (``files`` in the summary) keeps whatever nextpnr wrote there (a board's ``--textcfg``/``--asc``).
     ``router``: one of :data:`ROUTERS` (None: nextpnr's default, router1); part of the cache key (router1 and the
-    default are the same run) and in the summary as ``router``.
+    default are the same run) and in the summary as ``router``, as ``seed`` is.
     """
     extra = tuple(extra_args or ())
     if "--router" in extra:             # a router among the extra options: that one runs, and is the one reported
@@ -412,7 +412,7 @@ def place_and_route(verilog_text: str, device: str | Device, *, clock_mhz: float
             # (one that took a constant net for a clock) comes out as a fresh run's would.
             report = json.loads((folder / "timing.json").read_text())
             summary.update(fmax_mhz=_fmax(report), critical_path=critical_path(report))
-    summary.update(target_mhz=clock_mhz, router=router, cached=cached, files=str(folder))
+    summary.update(target_mhz=clock_mhz, router=router, seed=seed, cached=cached, files=str(folder))
     if cached:      # this run's time is nil; the run that filled the cache's stays as ``built_seconds``
         summary["built_seconds"], summary["seconds"] = summary["seconds"], {"synthesis": 0.0, "place_and_route": 0.0}
     say(f"nextpnr {device.name}: {outcome(summary)}")

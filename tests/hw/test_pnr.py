@@ -122,7 +122,7 @@ def _text(core) -> str:
 def test_a_counter_fits_and_its_carry_chain_is_the_critical_path(tmp_path):
     messages = []
     s = place_and_route(_text(_Counter()), "ice40-hx1k", clock_mhz=100, cache_dir=tmp_path, progress=messages.append)
-    assert s["fits"] and not s["cached"] and s["target_mhz"] == 100
+    assert s["fits"] and not s["cached"] and s["target_mhz"] == 100 and s["seed"] == 1
     assert 100 < s["fmax_mhz"] < 1000
     assert s["resources"]["flipflops"]["used"] == 16 + 1 + 16    # the counter, the input chain, the output chain
     assert s["critical_path"]["from"] == s["critical_path"]["to"] == "core.count"
@@ -184,6 +184,10 @@ def test_the_router_reaches_nextpnr_the_summary_and_the_cache_key(tmp_path, monk
     default = run(None)
     assert default["cached"] and default["router"] == "router1" and default["files"] == one["files"]
     assert run("router2")["cached"] and len(commands) == 2
+    seeded = place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path,
+                             router="router2", seed=3)
+    assert not seeded["cached"] and seeded["seed"] == 3 and commands[-1][commands[-1].index("--seed") + 1] == "3"
+    assert two["seed"] == 1 and len(commands) == 3
     # A router among the extra options (a configuration's own, bench/fpga.py) is the same run as router=, and is
     # the one reported.
     extra = place_and_route("module top; endmodule", "ecp5-25f", clock_mhz=100, cache_dir=tmp_path,
