@@ -61,8 +61,9 @@ CONFIGS["int4-12x24-dsp"] = replace(CONFIGS["int4-12x24-shared"], clock_mhz=53, 
 #: nextpnr options beyond the flow's own, per configuration: router2 routes a large engine in a fraction of the
 #: default router's time.
 NEXTPNR_OPTIONS = {name: ("--router", "router2") for name in CONFIGS if name.startswith("int4-")}
-#: nextpnr's placement seed where it is not 1: on an engine that fills most of the die, whether router2 converges
-#: depends on the placement (docs/fpga.md, "DSP PEs").
+#: nextpnr's placement seed where it is not 1: on an engine that fills most of the die, how far router2 gets
+#: depends on the placement (int4-12x24-dsp: seed 3 down to 174 overused wires, seed 1 634, seed 2 worse; none
+#: routed: docs/fpga.md, "DSP PEs").
 NEXTPNR_SEEDS = {"int4-12x24-dsp": 3}
 #: Every configuration on the ECP5-85F (the timing targets); the iCE40 UP5K only for the smallest, whose overflow
 #: says what a fit on it needs (synth_ice40 of a 16x16 engine takes long to learn that it does not fit either).
